@@ -1,0 +1,174 @@
+"""BYOL-A model configuration."""
+
+import math
+from typing import Any
+
+from transformers import PretrainedConfig
+
+
+class BYOLAConfig(PretrainedConfig):
+    r"""
+    Configuration of a BYOL-A audio encoder ([`BYOLAModel`]): the network sizes, the log-mel front-end the network
+    was trained on, and the per-task normalisation statistics.
+
+    BYOL-A (Niizumi et al., "BYOL for Audio", IJCNN 2021 / TASLP 2023) normalises every log-mel spectrogram with a
+    scalar `mean` and `std` computed on the downstream task's own data. They are `None` until computed (see
+    `byola_hf.compute_stats` / `byola-compute-stats`); a model whose config has no statistics refuses to run.
+
+    Args:
+        feature_d (`int`, *optional*, defaults to 2048):
+            Width of the two fully connected layers, i.e. the size of `last_hidden_state` and `pooler_output`
+            (512, 1024 or 2048 for the official weights).
+        conv_channels (`int`, *optional*, defaults to 64):
+            Channels of each of the convolutional blocks.
+        num_conv_layers (`int`, *optional*, defaults to 3):
+            Number of conv-BatchNorm-ReLU-MaxPool(2) blocks. Time and frequency are downsampled by
+            `2**num_conv_layers`.
+        hidden_dropout (`float`, *optional*, defaults to 0.3):
+            Dropout before the second fully connected layer (active in training mode only).
+        batch_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the BatchNorm layers.
+        sample_rate (`int`, *optional*, defaults to 16000):
+            Sampling rate of the waveform the front-end expects.
+        n_fft (`int`, *optional*, defaults to 1024):
+            FFT size of the STFT.
+        win_length (`int`, *optional*, defaults to 1024):
+            Length of the (periodic Hann) analysis window.
+        hop_length (`int`, *optional*, defaults to 160):
+            STFT hop in samples (10 ms at 16 kHz).
+        n_mels (`int`, *optional*, defaults to 64):
+            Number of mel bands (Slaney scale and normalisation).
+        f_min (`float`, *optional*, defaults to 60.0):
+            Lowest mel band edge in Hz.
+        f_max (`float`, *optional*, defaults to 7800.0):
+            Highest mel band edge in Hz.
+        mean (`float`, *optional*):
+            Mean of the task's log-mel spectrograms, subtracted before the network.
+        std (`float`, *optional*):
+            Standard deviation of the task's log-mel spectrograms; the network input is `(log_mel - mean) / std`.
+        stats_provenance (`dict`, *optional*):
+            Where `mean`/`std` came from (dataset, config, split, examples, frames, method), written by
+            `byola_hf.compute_stats`.
+
+    Example:
+
+    ```python
+    >>> from byola_hf import BYOLAConfig, BYOLAModel
+
+    >>> config = BYOLAConfig(feature_d=2048, mean=-8.907230, std=4.892486)
+    >>> model = BYOLAModel(config)  # random weights
+    ```
+    """
+
+    model_type = "byola"
+    attribute_map = {"hidden_size": "feature_d"}
+
+    def __init__(
+        self,
+        feature_d: int = 2048,
+        conv_channels: int = 64,
+        num_conv_layers: int = 3,
+        hidden_dropout: float = 0.3,
+        batch_norm_eps: float = 1e-5,
+        sample_rate: int = 16000,
+        n_fft: int = 1024,
+        win_length: int = 1024,
+        hop_length: int = 160,
+        n_mels: int = 64,
+        f_min: float = 60.0,
+        f_max: float = 7800.0,
+        mean: float | None = None,
+        std: float | None = None,
+        stats_provenance: dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        self.feature_d = feature_d
+        self.conv_channels = conv_channels
+        self.num_conv_layers = num_conv_layers
+        self.hidden_dropout = hidden_dropout
+        self.batch_norm_eps = batch_norm_eps
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.n_mels = n_mels
+        self.f_min = f_min
+        self.f_max = f_max
+        self.mean = None if mean is None else float(mean)
+        self.std = None if std is None else float(std)
+        self.stats_provenance = stats_provenance
+        super().__init__(**kwargs)
+        self._validate_byola()
+
+    def _validate_byola(self) -> None:
+        for name in ("feature_d", "conv_channels", "num_conv_layers", "sample_rate", "n_fft", "win_length",
+                     "hop_length", "n_mels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"BYOLAConfig.{name} must be a positive integer, got {value!r}.")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"BYOLAConfig.win_length ({self.win_length}) must not exceed n_fft ({self.n_fft}).")
+        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            raise ValueError(
+                f"BYOLAConfig needs 0 <= f_min < f_max <= sample_rate / 2, got f_min={self.f_min}, "
+                f"f_max={self.f_max}, sample_rate={self.sample_rate}."
+            )
+        if self.n_mels % self.time_downsampling != 0:
+            raise ValueError(
+                f"BYOLAConfig.n_mels ({self.n_mels}) must be divisible by 2**num_conv_layers "
+                f"({self.time_downsampling})."
+            )
+        if not 0.0 <= self.hidden_dropout < 1.0:
+            raise ValueError(f"BYOLAConfig.hidden_dropout must be in [0, 1), got {self.hidden_dropout}.")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(
+                f"BYOLAConfig needs both normalisation statistics or neither, got mean={self.mean}, std={self.std}."
+            )
+        if self.mean is not None:
+            check_statistics(self.mean, self.std)
+
+    @property
+    def time_downsampling(self) -> int:
+        """Mel frames per output frame: each conv block halves time (and frequency)."""
+        return 2**self.num_conv_layers
+
+    @property
+    def conv_hidden_sizes(self) -> list[int]:
+        """Width of each conv block's output flattened over (channels, mel bins)."""
+        return [self.conv_channels * (self.n_mels // 2 ** (i + 1)) for i in range(self.num_conv_layers)]
+
+    @property
+    def layer_hidden_size(self) -> int:
+        """Common width of the `hidden_states` returned with `output_hidden_states=True`.
+
+        The original layered upstream zero-pads every layer to `feature_d`, which only works when `feature_d` is at
+        least as wide as the first conv block (2048 for 64 mel bins). For narrower models the layers are zero-padded
+        to the widest layer instead, so no layer is cut.
+        """
+        return max([self.feature_d, *self.conv_hidden_sizes])
+
+    @property
+    def num_hidden_layers(self) -> int:
+        """Number of entries in `hidden_states`: one per conv block plus the two fully connected layers."""
+        return self.num_conv_layers + 2
+
+    @property
+    def min_samples(self) -> int:
+        """Fewest waveform samples that yield one output frame: `(1 + samples // hop_length) // 2**num_conv_layers`."""
+        return (self.time_downsampling - 1) * self.hop_length
+
+    @property
+    def has_statistics(self) -> bool:
+        return self.mean is not None and self.std is not None
+
+
+def check_statistics(mean: Any, std: Any) -> None:
+    """Raise a `ValueError` unless `mean` is a finite number and `std` a finite positive number."""
+    for name, value in (("mean", mean), ("std", std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"The normalisation statistic `{name}` must be a finite number, got {value!r}.")
+    if std <= 0:
+        raise ValueError(f"The normalisation statistic `std` must be positive, got {std!r}.")
+
+
+__all__ = ["BYOLAConfig"]

@@ -1,0 +1,275 @@
+"""Convert an original BYOL-A `.pth` checkpoint into a `save_pretrained` directory (safetensors)."""
+
+import argparse
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .configuration_byola import BYOLAConfig
+from .feature_extraction_byola import BYOLAFeatureExtractor
+from .modeling_byola import BYOLAModel
+
+
+# Original `AudioNTT2020Task6` layout -> this package's module names. `features.{0,4,8}` are the convs and
+# `features.{1,5,9}` the BatchNorms of the three blocks; `fc.0` and `fc.3` the two linear layers.
+_ORIGINAL_TO_HF = {
+    **{f"features.{4 * i}.": f"conv_blocks.{i}.conv." for i in range(3)},
+    **{f"features.{4 * i + 1}.": f"conv_blocks.{i}.batch_norm." for i in range(3)},
+    "fc.0.": "fc1.",
+    "fc.3.": "fc2.",
+}
+# The layered s3prl variant (`AudioNTT2020Task6X`) names the same tensors convN.{0,1} / fc1.0 / fc2.1.
+_LAYERED_TO_ORIGINAL = {
+    **{f"conv{i + 1}.0.": f"features.{4 * i}." for i in range(3)},
+    **{f"conv{i + 1}.1.": f"features.{4 * i + 1}." for i in range(3)},
+    "fc1.0.": "fc.0.",
+    "fc2.1.": "fc.3.",
+}
+_REQUIRED = [
+    f"{prefix}{name}"
+    for i in range(3)
+    for prefix, names in (
+        (f"features.{4 * i}.", ("weight", "bias")),
+        (f"features.{4 * i + 1}.", ("weight", "bias", "running_mean", "running_var")),
+    )
+    for name in names
+] + ["fc.0.weight", "fc.0.bias", "fc.3.weight", "fc.3.bias"]
+
+
+@dataclass
+class ConversionCheck:
+    """Result of comparing the converted model with the original network on a test input."""
+
+    max_abs_diff: float
+    max_abs_value: float
+
+    @property
+    def relative_diff(self) -> float:
+        return self.max_abs_diff / max(self.max_abs_value, 1e-12)
+
+
+def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
+    """
+    Load an original BYOL-A checkpoint safely (`torch.load(weights_only=True)`, no pickled code runs) and return
+    its tensors under the original `features.N.*` / `fc.N.*` keys.
+
+    Accepts what the original loaders accept: a plain state dict, one wrapped in `{"state_dict": ...}`, keys with any
+    prefix before `features.`/`fc.` (e.g. a BYOL training wrapper), and the layered s3prl key names
+    (`conv1.0.weight`, ..., `fc2.1.bias`). `num_batches_tracked` entries are dropped.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a PyTorch checkpoint (truncated, foreign, or pickling arbitrary objects), or
+            it does not hold a BYOL-A network.
+    """
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}.")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"{path} is not a loadable PyTorch checkpoint of tensors (truncated, corrupt, not a .pth file, or it "
+            f"pickles code, which is refused): {str(error).splitlines()[0][:300]}"
+        ) from error
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ValueError(f"{path} does not contain a state dict of tensors, so it is not a BYOL-A checkpoint.")
+
+    state_dict = {}
+    for key, tensor in loaded.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        for layered, original in _LAYERED_TO_ORIGINAL.items():
+            match = re.search(rf"(^|\.){re.escape(layered)}", key)
+            if match:
+                key = original + key[match.end():]
+                break
+        match = re.search(r"(^|\.)(features|fc)\.", key)
+        if match:
+            state_dict[key[match.start(2):]] = tensor
+    missing = [key for key in _REQUIRED if key not in state_dict]
+    if missing:
+        found = ", ".join(list(loaded)[:6])
+        raise ValueError(
+            f"{path} is not a BYOL-A (AudioNTT2020) checkpoint: missing {', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}. Its first keys are: {found}."
+        )
+    return state_dict
+
+
+def config_from_state_dict(
+    state_dict: dict[str, torch.Tensor], mean: float | None = None, std: float | None = None
+) -> BYOLAConfig:
+    """Infer `feature_d`, `conv_channels` and `n_mels` from the tensors and build the config."""
+    conv_channels = state_dict["features.0.weight"].shape[0]
+    feature_d, fc_in = state_dict["fc.0.weight"].shape
+    n_mels = fc_in // conv_channels * 2**3  # three conv blocks halve the mel axis
+    config = BYOLAConfig(feature_d=feature_d, conv_channels=conv_channels, n_mels=n_mels, mean=mean, std=std)
+    expected = {
+        "features.0.weight": (conv_channels, 1, 3, 3),
+        "features.4.weight": (conv_channels, conv_channels, 3, 3),
+        "features.8.weight": (conv_channels, conv_channels, 3, 3),
+        "fc.0.weight": (feature_d, config.conv_hidden_sizes[-1]),
+        "fc.3.weight": (feature_d, feature_d),
+    }
+    for key, shape in expected.items():
+        if tuple(state_dict[key].shape) != shape:
+            raise ValueError(
+                f"The checkpoint's {key} has shape {tuple(state_dict[key].shape)}, expected {shape} for a BYOL-A "
+                f"network with feature_d={feature_d}."
+            )
+    return config
+
+
+def to_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename original keys to [`BYOLAModel`]'s."""
+    renamed = {}
+    for key, tensor in state_dict.items():
+        for original, hf in _ORIGINAL_TO_HF.items():
+            if key.startswith(original):
+                renamed[hf + key[len(original):]] = tensor
+                break
+    return renamed
+
+
+def original_forward(state_dict: dict[str, torch.Tensor], normalized_log_mel: torch.Tensor) -> torch.Tensor:
+    """
+    The original network's frame-level output (`AudioNTT2020Task6.forward`, eval mode), computed straight from the
+    original-layout tensors with `torch.nn.functional`: an independent reference for the converted model.
+
+    Args:
+        state_dict: tensors under the original keys (from [`load_original_state_dict`]).
+        normalized_log_mel (`torch.Tensor` of shape `(batch, 1, n_mels, frames)`): normalised log-mel.
+
+    Returns:
+        `torch.Tensor` of shape `(batch, frames // 8, feature_d)`.
+    """
+    functional = nn.functional
+    hidden = normalized_log_mel
+    for i in range(3):
+        hidden = functional.conv2d(
+            hidden, state_dict[f"features.{4 * i}.weight"], state_dict[f"features.{4 * i}.bias"], padding=1
+        )
+        bn = f"features.{4 * i + 1}."
+        hidden = functional.batch_norm(
+            hidden, state_dict[bn + "running_mean"], state_dict[bn + "running_var"], state_dict[bn + "weight"],
+            state_dict[bn + "bias"], training=False, eps=1e-5,
+        )
+        hidden = functional.max_pool2d(functional.relu(hidden), 2, stride=2)
+    batch, channels, mels, frames = hidden.shape
+    hidden = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)
+    hidden = functional.relu(functional.linear(hidden, state_dict["fc.0.weight"], state_dict["fc.0.bias"]))
+    return functional.relu(functional.linear(hidden, state_dict["fc.3.weight"], state_dict["fc.3.bias"]))
+
+
+def verify_conversion(
+    model: BYOLAModel, state_dict: dict[str, torch.Tensor], seconds: float = 3.0, seed: int = 0
+) -> ConversionCheck:
+    """Compare `model` with [`original_forward`] on a reproducible random log-mel of `seconds` seconds."""
+    config = model.config
+    generator = torch.Generator().manual_seed(seed)
+    frames = int(seconds * config.sample_rate) // config.hop_length + 1
+    log_mel = torch.randn(1, config.n_mels, frames, generator=generator) * 4.0 - 9.0
+    mean, std = (config.mean, config.std) if config.has_statistics else (-9.0, 4.0)
+    with torch.no_grad():
+        expected = original_forward(state_dict, ((log_mel - mean) / std)[:, None])
+        previous = (config.mean, config.std)
+        config.mean, config.std = mean, std
+        try:
+            actual = model.eval()(log_mel).last_hidden_state
+        finally:
+            config.mean, config.std = previous
+    return ConversionCheck(
+        max_abs_diff=float((actual - expected).abs().max()), max_abs_value=float(expected.abs().max())
+    )
+
+
+def convert_byola_checkpoint(
+    checkpoint_path: str | Path,
+    output_dir: str | Path | None = None,
+    mean: float | None = None,
+    std: float | None = None,
+    verify: bool = True,
+    tolerance: float = 1e-5,
+) -> tuple[BYOLAModel, BYOLAFeatureExtractor, ConversionCheck | None]:
+    """
+    Convert an original BYOL-A checkpoint (512, 1024 or 2048-d) into a [`BYOLAModel`] and its feature extractor,
+    and save both with `save_pretrained` to `output_dir` (`model.safetensors`, `config.json`,
+    `preprocessor_config.json`) when given.
+
+    Args:
+        checkpoint_path: the original `.pth` file.
+        output_dir: where to save; nothing is saved when `None`.
+        mean, std: the task's normalisation statistics, if already known (both or neither).
+        verify: compare the converted model with the original network on a test input; raise if the largest
+            deviation exceeds `tolerance` relative to the output's largest magnitude.
+
+    Returns:
+        `(model, feature_extractor, check)`; `check` is `None` when `verify=False`.
+    """
+    state_dict = load_original_state_dict(checkpoint_path)
+    config = config_from_state_dict(state_dict, mean=mean, std=std)
+    model = BYOLAModel(config)
+    result = model.load_state_dict(to_hf_state_dict(state_dict), strict=False)
+    not_loaded = [key for key in result.missing_keys if not key.endswith("num_batches_tracked")]
+    if not_loaded:
+        raise ValueError(f"The checkpoint left these parameters unset: {not_loaded}.")
+    model.eval()
+    feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
+    check = None
+    if verify:
+        check = verify_conversion(model, state_dict)
+        if check.relative_diff > tolerance:
+            raise RuntimeError(
+                f"The converted model differs from the original network by {check.max_abs_diff:.3g} "
+                f"({check.relative_diff:.3g} relative), above the tolerance {tolerance:g}."
+            )
+    if output_dir is not None:
+        model.save_pretrained(output_dir)
+        feature_extractor.save_pretrained(output_dir)
+    return model, feature_extractor, check
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Convert an original BYOL-A .pth checkpoint into a Hugging Face model directory (safetensors)."
+    )
+    parser.add_argument("checkpoint", help="Original checkpoint, e.g. AudioNTT2020-BYOLA-64x96d2048.pth")
+    parser.add_argument("output_dir", help="Directory to write model.safetensors, config.json, preprocessor_config.json")
+    parser.add_argument("--mean", type=float, default=None, help="Task log-mel mean, if already known")
+    parser.add_argument("--std", type=float, default=None, help="Task log-mel std, if already known")
+    parser.add_argument("--no_verify", action="store_true", help="Skip the check against the original network")
+    args = parser.parse_args(argv)
+    if (args.mean is None) != (args.std is None):
+        parser.error("--mean and --std go together: give both or neither.")
+    try:
+        model, _, check = convert_byola_checkpoint(
+            args.checkpoint, args.output_dir, mean=args.mean, std=args.std, verify=not args.no_verify
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        parser.exit(1, f"error: {error}\n")
+    config = model.config
+    print(f"Converted {args.checkpoint}: feature_d={config.feature_d}, saved to {args.output_dir}")
+    if check is not None:
+        print(
+            f"Check against the original network: max |diff| = {check.max_abs_diff:.3g} "
+            f"({check.relative_diff:.3g} of the largest output {check.max_abs_value:.3g}): OK"
+        )
+    if config.has_statistics:
+        print(f"Normalisation statistics: mean={config.mean}, std={config.std}")
+    else:
+        print(
+            "No normalisation statistics yet: compute them for your task with "
+            f"`byola-compute-stats --model_name_or_path {args.output_dir} ...` before running the model."
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""Feature extractor for BYOL-A: mono 16 kHz waveforms to log-mel spectrograms."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature, SequenceFeatureExtractor
+from transformers.audio_utils import mel_filter_bank
+from transformers.utils import PaddingStrategy, TensorType, logging
+
+from .configuration_byola import BYOLAConfig
+
+
+logger = logging.get_logger(__name__)
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+class BYOLAFeatureExtractor(SequenceFeatureExtractor):
+    r"""
+    Turns raw mono waveforms into the log-mel spectrograms BYOL-A was trained on:
+    `log(mel_power + log_offset)` with a centred, reflect-padded STFT (periodic Hann window), power 2, and a
+    Slaney-scale, Slaney-normalised mel filterbank, the same computation as nnAudio's `MelSpectrogram` used by
+    the original implementation. The output is *not* normalised: [`BYOLAModel`] normalises with the statistics
+    held in its config, so that they have a single home.
+
+    A batch is computed as if each example were alone: every waveform is reflect-padded at its own ends before the
+    STFT, and frames past an example's end are set to `log(log_offset)` (digital silence) and marked `0` in the
+    frame-level `attention_mask`. An example of `n` samples has `1 + n // hop_length` frames.
+
+    Args:
+        feature_size (`int`, *optional*, defaults to 64):
+            Number of mel bands (`BYOLAConfig.n_mels`).
+        sampling_rate (`int`, *optional*, defaults to 16000):
+            Sampling rate the waveforms must have (`BYOLAConfig.sample_rate`).
+        n_fft (`int`, *optional*, defaults to 1024):
+            FFT size.
+        win_length (`int`, *optional*, defaults to 1024):
+            Hann window length (centred in the FFT frame when shorter than `n_fft`).
+        hop_length (`int`, *optional*, defaults to 160):
+            Hop between frames in samples.
+        f_min (`float`, *optional*, defaults to 60.0):
+            Lowest mel band edge in Hz.
+        f_max (`float`, *optional*, defaults to 7800.0):
+            Highest mel band edge in Hz.
+        log_offset (`float`, *optional*, defaults to float32 machine epsilon):
+            Added to the mel power before the logarithm.
+        padding_value (`float`, *optional*, defaults to 0.0):
+            Value used to pad waveforms (the padded frames are reset to digital silence either way).
+        return_attention_mask (`bool`, *optional*, defaults to `True`):
+            Whether to return the frame-level `attention_mask`.
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+
+    def __init__(
+        self,
+        feature_size: int = 64,
+        sampling_rate: int = 16000,
+        n_fft: int = 1024,
+        win_length: int = 1024,
+        hop_length: int = 160,
+        f_min: float = 60.0,
+        f_max: float = 7800.0,
+        log_offset: float = FLOAT32_EPS,
+        padding_value: float = 0.0,
+        return_attention_mask: bool = True,
+        **kwargs,
+    ):
+        if kwargs.get("padding_side", "right") != "right":
+            raise ValueError("BYOLAFeatureExtractor only pads on the right (padding_side='right').")
+        super().__init__(
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=return_attention_mask,
+            **kwargs,
+        )
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.f_min = f_min
+        self.f_max = f_max
+        self.log_offset = log_offset
+        if win_length > n_fft:
+            raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft}).")
+        # (n_fft // 2 + 1, feature_size), float64, identical to librosa.filters.mel(htk=False, norm="slaney").
+        self.mel_filters = mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1,
+            num_mel_filters=feature_size,
+            min_frequency=f_min,
+            max_frequency=f_max,
+            sampling_rate=sampling_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        self._mel_filters_t = torch.from_numpy(self.mel_filters.T.astype(np.float32))
+        self._window = torch.hann_window(win_length, periodic=True, dtype=torch.float32)
+
+    @classmethod
+    def from_model_config(cls, config: BYOLAConfig, **kwargs) -> "BYOLAFeatureExtractor":
+        """Build the feature extractor whose front-end matches `config` (the single source of these parameters)."""
+        return cls(
+            feature_size=config.n_mels,
+            sampling_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            f_min=config.f_min,
+            f_max=config.f_max,
+            **kwargs,
+        )
+
+    def matches_model_config(self, config: BYOLAConfig) -> bool:
+        """Whether this front-end produces what a model with `config` expects."""
+        reference = self.from_model_config(config)
+        names = ("feature_size", "sampling_rate", "n_fft", "win_length", "hop_length", "f_min", "f_max")
+        return all(getattr(self, name) == getattr(reference, name) for name in names)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        for derived in ("_mel_filters_t", "_window"):
+            output.pop(derived, None)
+        return output
+
+    def num_frames(self, num_samples: int | np.ndarray) -> int | np.ndarray:
+        """Log-mel frames of a waveform of `num_samples` samples: `1 + num_samples // hop_length`."""
+        return 1 + num_samples // self.hop_length
+
+    def __call__(
+        self,
+        raw_speech: Any,
+        sampling_rate: int | None = None,
+        padding: bool | str | PaddingStrategy = "longest",
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | TensorType | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Featurise one or several waveforms.
+
+        Args:
+            raw_speech:
+                One mono waveform (1-D `np.ndarray`, `torch.Tensor` or list of floats), a batch of them (a list, or a
+                2-D array of shape `(batch, samples)`), or the decoded audio that `datasets` hands to `map`
+                (`{"array": ..., "sampling_rate": ...}` dicts, or torchcodec `AudioDecoder` objects with
+                `datasets>=4`), alone or in a list.
+            sampling_rate (`int`, *optional*):
+                Sampling rate of `raw_speech`. Must equal `self.sampling_rate`; taken from decoded `datasets` audio
+                when not given. Pass it: without it the rate cannot be checked.
+            padding (`bool`, `str` or [`~utils.PaddingStrategy`], *optional*, defaults to `"longest"`):
+                `"longest"`/`True` pads to the longest waveform in the batch, `"max_length"` to `max_length`
+                samples, `"do_not_pad"`/`False` returns one unpadded array per example.
+            max_length (`int`, *optional*):
+                Length in **samples** for `padding="max_length"` and for `truncation`.
+            truncation (`bool`, *optional*, defaults to `False`):
+                Cut waveforms longer than `max_length` samples.
+            pad_to_multiple_of (`int`, *optional*):
+                Pad the waveform length to a multiple of this many samples.
+            return_attention_mask (`bool`, *optional*):
+                Return the frame-level mask (defaults to `self.return_attention_mask`).
+            return_tensors (`str` or [`~utils.TensorType`], *optional*):
+                `"pt"` or `"np"`; lists of arrays when not given.
+
+        Returns:
+            [`BatchFeature`] with `input_features` of shape `(batch, feature_size, frames)` (float32 log-mel, not
+            normalised) and `attention_mask` of shape `(batch, frames)` (1 on valid frames), where
+            `frames = 1 + samples // hop_length` of the padded length.
+        """
+        waveforms, found_rate = _to_waveform_list(raw_speech)
+        self._check_sampling_rate(sampling_rate, found_rate)
+        for index, waveform in enumerate(waveforms):
+            self._check_waveform(waveform, index)
+
+        lengths = self._target_lengths(waveforms, max_length, truncation)
+        strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
+        if strategy == PaddingStrategy.DO_NOT_PAD:
+            features, frame_masks = [], []
+            for waveform, length in zip(waveforms, lengths):
+                feature, mask = self._log_mel_batch(waveform[None, :length], [length])
+                features.append(feature[0])
+                frame_masks.append(mask[0])
+        else:
+            target = max(lengths) if strategy == PaddingStrategy.LONGEST else max_length
+            if max(lengths) > target:
+                raise ValueError(
+                    f"A waveform has {max(lengths)} samples, more than max_length={max_length}: pass "
+                    "truncation=True to cut it, or a larger max_length."
+                )
+            if pad_to_multiple_of is not None:
+                target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
+            batch = np.full((len(waveforms), target), self.padding_value, dtype=np.float32)
+            for row, waveform, length in zip(batch, waveforms, lengths):
+                row[:length] = waveform[:length]
+            features, frame_masks = (list(array) for array in self._log_mel_batch(batch, lengths))
+
+        outputs = {"input_features": features}
+        if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
+            outputs["attention_mask"] = frame_masks
+        batch = BatchFeature(outputs)
+        if return_tensors is not None:
+            batch = batch.convert_to_tensors(return_tensors)
+        return batch
+
+    def _target_lengths(self, waveforms: list[np.ndarray], max_length: int | None, truncation: bool) -> list[int]:
+        if truncation and max_length is None:
+            raise ValueError("truncation=True needs max_length (in samples).")
+        lengths = [len(waveform) for waveform in waveforms]
+        if truncation:
+            lengths = [min(length, max_length) for length in lengths]
+            for index, length in enumerate(lengths):
+                self._check_length(length, index)
+        return lengths
+
+    def _log_mel_batch(self, waveforms: np.ndarray, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Log-mel of a padded batch `(batch, samples)`; each example uses only its first `lengths[i]` samples."""
+        log_mel = self.log_mel(torch.from_numpy(np.ascontiguousarray(waveforms, dtype=np.float32)), lengths)
+        frames = log_mel.shape[-1]
+        valid = self.num_frames(np.asarray(lengths))
+        mask = (np.arange(frames)[None, :] < valid[:, None]).astype(np.int32)
+        return log_mel.numpy(), mask
+
+    @torch.no_grad()
+    def log_mel(self, waveforms: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
+        """
+        Log-mel spectrogram of a batch of waveforms in torch, as the original nnAudio front-end computes it per
+        example.
+
+        Args:
+            waveforms (`torch.Tensor` of shape `(batch, samples)`): float32 waveforms, right-padded.
+            lengths (*optional*): valid samples of each example (all of them when not given). Each example is
+                reflect-padded at its own end, and frames past `1 + lengths[i] // hop_length` are set to
+                `log(log_offset)`.
+
+        Returns:
+            `torch.Tensor` of shape `(batch, feature_size, 1 + samples // hop_length)`.
+        """
+        batch, samples = waveforms.shape
+        half = self.n_fft // 2
+        if lengths is None or all(length == samples for length in lengths):
+            framed = torch.nn.functional.pad(waveforms[:, None], (half, half), mode="reflect")[:, 0]
+        else:
+            framed = waveforms.new_zeros(batch, samples + 2 * half)
+            for index, length in enumerate(lengths):
+                framed[index, : length + 2 * half] = torch.nn.functional.pad(
+                    waveforms[index, None, None, :length], (half, half), mode="reflect"
+                )[0, 0]
+        spectrum = torch.stft(
+            framed,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self._window.to(waveforms.device),
+            center=False,
+            return_complex=True,
+        )
+        power = torch.view_as_real(spectrum).pow(2).sum(-1)
+        log_mel = torch.matmul(self._mel_filters_t.to(waveforms.device), power).add_(self.log_offset).log_()
+        if lengths is not None:
+            valid = torch.as_tensor([self.num_frames(length) for length in lengths], device=waveforms.device)
+            padded = torch.arange(log_mel.shape[-1], device=waveforms.device)[None, :] >= valid[:, None]
+            log_mel.masked_fill_(padded[:, None, :], float(np.log(np.float32(self.log_offset))))
+        return log_mel
+
+    def _check_sampling_rate(self, sampling_rate: int | None, found_rate: int | None) -> None:
+        if sampling_rate is not None and found_rate is not None and sampling_rate != found_rate:
+            raise ValueError(
+                f"sampling_rate={sampling_rate} was passed but the decoded audio says {found_rate} Hz."
+            )
+        rate = sampling_rate if sampling_rate is not None else found_rate
+        if rate is None:
+            logger.warning(
+                f"It is strongly recommended to pass the `sampling_rate` argument to `{self.__class__.__name__}()`: "
+                f"the input is assumed to be sampled at {self.sampling_rate} Hz, and other rates give silently "
+                "wrong features."
+            )
+        elif rate != self.sampling_rate:
+            raise ValueError(
+                f"BYOL-A expects audio sampled at {self.sampling_rate} Hz but got {rate} Hz. Resample it first, e.g. "
+                f"`dataset.cast_column('audio', datasets.Audio(sampling_rate={self.sampling_rate}))` or "
+                f"`librosa.resample(waveform, orig_sr={rate}, target_sr={self.sampling_rate})`."
+            )
+
+    def _check_waveform(self, waveform: np.ndarray, index: int) -> None:
+        if waveform.ndim != 1:
+            raise ValueError(
+                f"Example {index} has shape {waveform.shape}: BYOL-A takes mono audio, one 1-D waveform per example. "
+                "Mix multi-channel audio down first, e.g. `waveform.mean(axis=0)` for (channels, samples), or load "
+                "it with `datasets.Audio(mono=True)`."
+            )
+        self._check_length(waveform.shape[0], index)
+        if not np.isfinite(waveform).all():
+            raise ValueError(f"Example {index} contains NaN or infinite samples; clean the audio first.")
+
+    def _check_length(self, length: int, index: int) -> None:
+        minimum = self.n_fft // 2 + 1
+        if length < minimum:
+            hint = " If this is multi-channel audio of shape (samples, channels), mix it down to mono first." if length <= 8 else ""
+            raise ValueError(
+                f"Example {index} has {length} samples, too short for the centred STFT: at least {minimum} samples "
+                f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
+                f"frame). Pad short clips with zeros.{hint}"
+            )
+
+
+def _to_waveform_list(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
+    """Normalise every accepted input form to a list of float32 numpy arrays and the sampling rate they carry."""
+    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
+        array = _to_numpy(raw_speech)
+        if array.ndim == 2:
+            return list(array), None
+        if array.ndim > 2:
+            raise ValueError(
+                f"Got an array of shape {tuple(array.shape)}: pass one mono waveform (samples,) or a batch "
+                "(batch, samples); mix multi-channel audio down to mono first."
+            )
+        return [array], None
+    if _is_decoded_audio(raw_speech):
+        array, rate = _decode(raw_speech)
+        return [array], rate
+    if isinstance(raw_speech, (list, tuple)):
+        if len(raw_speech) == 0:
+            raise ValueError("Got an empty batch: pass at least one waveform.")
+        first = raw_speech[0]
+        if isinstance(first, (int, float, np.floating, np.integer)):
+            return [_to_numpy(np.asarray(raw_speech))], None
+        waveforms, rates = [], set()
+        for item in raw_speech:
+            if _is_decoded_audio(item):
+                array, rate = _decode(item)
+                rates.add(rate)
+            elif isinstance(item, (np.ndarray, torch.Tensor, list, tuple)):
+                array = _to_numpy(item)
+            else:
+                raise TypeError(f"Unsupported audio element of type {type(item).__name__}.")
+            waveforms.append(array)
+        if len(rates) > 1:
+            raise ValueError(f"The batch mixes sampling rates {sorted(rates)}; resample every example to one rate.")
+        return waveforms, rates.pop() if rates else None
+    raise TypeError(
+        f"Unsupported audio input of type {type(raw_speech).__name__}: pass a 1-D numpy array, torch tensor or list "
+        "of floats, a list of those, or audio decoded by `datasets`."
+    )
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"Audio must be numeric, got dtype {array.dtype}.")
+    return array.astype(np.float32, copy=False)
+
+
+def _is_decoded_audio(item: Any) -> bool:
+    return (isinstance(item, dict) and "array" in item) or hasattr(item, "get_all_samples")
+
+
+def _decode(item: Any) -> tuple[np.ndarray, int | None]:
+    """Waveform and rate of `datasets` audio: a `{"array", "sampling_rate"}` dict (datasets<4) or a torchcodec
+    `AudioDecoder` (datasets>=4, samples of shape (channels, samples))."""
+    if isinstance(item, dict):
+        return _to_numpy(item["array"]), item.get("sampling_rate")
+    samples = item.get_all_samples()
+    data = _to_numpy(samples.data)
+    if data.ndim == 2 and data.shape[0] == 1:
+        data = data[0]
+    return data, int(samples.sample_rate)
+
+
+__all__ = ["BYOLAFeatureExtractor"]

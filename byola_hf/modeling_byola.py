@@ -1,0 +1,278 @@
+"""PyTorch BYOL-A model."""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_byola import BYOLAConfig, check_statistics
+
+
+@dataclass
+class BYOLAModelOutput(ModelOutput):
+    """
+    Output of [`BYOLAModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, frames, feature_d)`):
+            Output of the second fully connected layer, one frame per `2**num_conv_layers` log-mel frames
+            (80 ms, 12.5 Hz, by default). Frames past an example's end are zero.
+        pooler_output (`torch.FloatTensor` of shape `(batch, feature_d)`):
+            The original BYOL-A clip embedding: max over time plus mean over time of `last_hidden_state`, over each
+            example's valid frames only.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            `num_conv_layers + 2` tensors of shape `(batch, frames, config.layer_hidden_size)`: each conv block's
+            output flattened over (channel, mel bin) and averaged down in time to `frames`, then the two fully
+            connected layers, all zero-padded on the feature axis to `config.layer_hidden_size`. For
+            `feature_d=2048` this is exactly the original layered upstream's output.
+        attention_mask (`torch.LongTensor` of shape `(batch, frames)`):
+            1 on each example's valid output frames, 0 on padding.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attention_mask: torch.LongTensor | None = None
+
+
+class BYOLAConvBlock(nn.Module):
+    """Conv2d(3x3) -> BatchNorm2d -> ReLU -> MaxPool2d(2) on `(batch, channels, mel, time)`."""
+
+    def __init__(self, in_channels: int, out_channels: int, eps: float):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.batch_norm = nn.BatchNorm2d(out_channels, eps=eps)
+        self.activation = nn.ReLU()
+        self.pool = nn.MaxPool2d(2, stride=2)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.activation(self.batch_norm(self.conv(hidden_states))))
+
+
+class BYOLAPreTrainedModel(PreTrainedModel):
+    config_class = BYOLAConfig
+    config: BYOLAConfig
+    base_model_prefix = "byola"
+    main_input_name = "input_features"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """PyTorch's default initialisation, as the original network used."""
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            module.reset_parameters()
+
+    def _get_feat_extract_output_lengths(self, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames for inputs of `mel_lengths` log-mel frames: `mel_lengths // 2**num_conv_layers`."""
+        return mel_lengths // self.config.time_downsampling
+
+
+class BYOLAModel(BYOLAPreTrainedModel):
+    """
+    The BYOL-A audio encoder (`AudioNTT2020`): three conv blocks over the normalised log-mel spectrogram, then two
+    fully connected layers applied to every time step.
+
+    Input is the raw log-mel from [`BYOLAFeatureExtractor`]; the model normalises it with `config.mean` and
+    `config.std`, the task's statistics. Padding never changes the result on valid frames: a padded batch gives, on
+    each example's valid frames, what the example gives alone.
+    """
+
+    def __init__(self, config: BYOLAConfig):
+        super().__init__(config)
+        channels = [1] + [config.conv_channels] * config.num_conv_layers
+        self.conv_blocks = nn.ModuleList(
+            BYOLAConvBlock(channels[i], channels[i + 1], config.batch_norm_eps) for i in range(config.num_conv_layers)
+        )
+        self.fc1 = nn.Linear(config.conv_hidden_sizes[-1], config.feature_d)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.fc2 = nn.Linear(config.feature_d, config.feature_d)
+        self.activation = nn.ReLU()
+        self.post_init()
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BYOLAModelOutput | tuple:
+        r"""
+        Args:
+            input_features (`torch.FloatTensor` of shape `(batch, n_mels, mel_frames)`):
+                Log-mel spectrograms from [`BYOLAFeatureExtractor`], not normalised.
+            attention_mask (`torch.LongTensor` of shape `(batch, mel_frames)`, *optional*):
+                1 on valid log-mel frames, 0 on right padding. All frames are valid when not given.
+            output_hidden_states (`bool`, *optional*):
+                Also return the per-layer outputs (computed only when asked).
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        mel_lengths = self._check_inputs(input_features, attention_mask)
+        output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
+        padded = bool((mel_lengths < input_features.shape[-1]).any())
+
+        hidden = (input_features - self.config.mean) / self.config.std
+        if padded:
+            hidden = hidden * _length_mask(mel_lengths, hidden.shape[-1], hidden.dtype)[:, None, :]
+        hidden = hidden.unsqueeze(1)  # (batch, 1, n_mels, mel_frames)
+
+        conv_states = []
+        for index, block in enumerate(self.conv_blocks):
+            hidden = block(hidden)  # (batch, channels, mel, time)
+            lengths = mel_lengths // 2 ** (index + 1)
+            if padded and index < len(self.conv_blocks) - 1:
+                # The next conv must see zeros past each example's end, as it would alone.
+                hidden = hidden * _length_mask(lengths, hidden.shape[-1], hidden.dtype)[:, None, None, :]
+            if output_hidden_states:
+                halvings = self.config.num_conv_layers - 1 - index
+                conv_states.append(self._reduce_conv_state(hidden, lengths, output_lengths, halvings))
+
+        batch, channels, mels, frames = hidden.shape
+        hidden = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major, channel-minor
+        fc1_state = self.activation(self.fc1(hidden))
+        last_hidden_state = self.activation(self.fc2(self.dropout(fc1_state)))
+
+        frame_mask = _length_mask(output_lengths, frames, torch.long)
+        if padded:
+            valid = frame_mask[:, :, None].to(last_hidden_state.dtype)
+            last_hidden_state = last_hidden_state * valid
+            fc1_state = fc1_state * valid
+        pooler_output = _max_plus_mean(last_hidden_state, output_lengths, frame_mask)
+
+        hidden_states = None
+        if output_hidden_states:
+            width = self.config.layer_hidden_size
+            hidden_states = tuple(
+                nn.functional.pad(state, (0, width - state.shape[-1]))
+                for state in (*conv_states, fc1_state, last_hidden_state)
+            )
+        if not return_dict:
+            return tuple(v for v in (last_hidden_state, pooler_output, hidden_states, frame_mask) if v is not None)
+        return BYOLAModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooler_output,
+            hidden_states=hidden_states,
+            attention_mask=frame_mask,
+        )
+
+    def _check_inputs(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Validate the inputs and the statistics; return each example's valid log-mel frames `(batch,)`."""
+        if not self.config.has_statistics:
+            raise ValueError(
+                "This BYOL-A model has no normalisation statistics (config.mean / config.std are None). BYOL-A "
+                "normalises log-mels with the mean and std of the downstream task's data: compute them with "
+                "`byola-compute-stats --model_name_or_path MODEL_DIR --dataset_name DATASET --output_dir OUT` (or "
+                "`byola_hf.compute_stats`), or set `model.config.mean` and `model.config.std` to known values."
+            )
+        check_statistics(self.config.mean, self.config.std)
+        if not isinstance(input_features, torch.Tensor):
+            raise TypeError(
+                f"input_features must be a torch.Tensor, got {type(input_features).__name__}; call the feature "
+                "extractor with return_tensors='pt'."
+            )
+        if input_features.ndim != 3 or input_features.shape[1] != self.config.n_mels:
+            raise ValueError(
+                f"BYOLAModel expects log-mel input_features of shape (batch, {self.config.n_mels}, frames) from "
+                f"BYOLAFeatureExtractor, got shape {tuple(input_features.shape)}. Waveforms go through the feature "
+                "extractor first; add a batch dimension to a single spectrogram with `.unsqueeze(0)`."
+            )
+        if not torch.isfinite(input_features).all():
+            raise ValueError("input_features contain NaN or infinite values; check the audio and the feature extractor.")
+        batch, _, frames = input_features.shape
+        if attention_mask is None:
+            mel_lengths = torch.full((batch,), frames, dtype=torch.long, device=input_features.device)
+        else:
+            if attention_mask.shape != (batch, frames):
+                raise ValueError(
+                    f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_features, got "
+                    f"{tuple(attention_mask.shape)}. Pass the frame-level mask returned by BYOLAFeatureExtractor."
+                )
+            mel_lengths = attention_mask.long().sum(-1)
+            if not torch.equal(attention_mask.long(), _length_mask(mel_lengths, frames, torch.long)):
+                raise ValueError("attention_mask must be 1 on a prefix of frames and 0 after (right padding).")
+        too_short = mel_lengths < self.config.time_downsampling
+        if too_short.any():
+            index = int(too_short.nonzero()[0])
+            raise ValueError(
+                f"Example {index} has {int(mel_lengths[index])} log-mel frames, too short for one BYOL-A output frame "
+                f"(needs {self.config.time_downsampling}, i.e. at least {self.config.min_samples} samples at "
+                f"{self.config.sample_rate} Hz). Pad short clips with zeros to at least that length."
+            )
+        return mel_lengths
+
+    def _reduce_conv_state(
+        self, conv_output: torch.Tensor, lengths: torch.Tensor, output_lengths: torch.Tensor, halvings: int
+    ) -> torch.Tensor:
+        """
+        Turn a conv block output `(batch, channels, mel, time)` into a hidden state `(batch, frames, channels * mel)`
+        (channel-major, as the original flattens it), averaged down in time to the output frame rate the way the
+        original does for each example alone: `halvings` times, halve the length by averaging neighbour pairs,
+        first merging the last two frames when the length is odd. Every output frame but the last is thus the plain
+        mean of an aligned block of `2**halvings` frames; the last one weights the remaining tail unevenly.
+
+        `lengths` are the valid time steps of `conv_output` per example, `output_lengths` the valid output frames;
+        an example with `t` output frames has between `t * 2**halvings` and `(t + 1) * 2**halvings - 1` time steps.
+        """
+        batch, channels, mels, time = conv_output.shape
+        frames = time >> halvings
+        state = conv_output.permute(0, 3, 1, 2).reshape(batch, time, channels * mels)
+        if halvings == 0:
+            reduced = state[:, :frames]
+        else:
+            block = 2**halvings
+            reduced = state[:, : frames * block].reshape(batch, frames, block, -1).mean(2)
+            # Each example's last frame: the exact weighted average of its tail.
+            window = 2 * block - 1
+            rows = torch.arange(batch, device=state.device)
+            tail_start = (output_lengths - 1) * block
+            index = tail_start[:, None] + torch.arange(window, device=state.device)[None, :]
+            tail = nn.functional.pad(state, (0, 0, 0, window))[rows[:, None], index]  # (batch, window, width)
+            weights = _tail_weights(halvings, state.dtype, state.device)[lengths - tail_start - block]
+            reduced[rows, output_lengths - 1] = torch.einsum("bw,bwd->bd", weights, tail)
+        return reduced * _length_mask(output_lengths, frames, reduced.dtype)[:, :, None]
+
+
+@lru_cache(maxsize=None)
+def _tail_weights_float64(halvings: int) -> tuple[tuple[float, ...], ...]:
+    """
+    For each tail length `s` in `[2**h, 2**(h+1) - 1]`, the weights (padded to `2**(h+1) - 1`) with which the
+    original time reduction averages the last `s` frames into the last output frame, found by running that reduction
+    on the identity.
+    """
+    block = 2**halvings
+    rows = []
+    for size in range(block, 2 * block):
+        frames = torch.eye(size, dtype=torch.float64)  # row i = weights of output i over the tail
+        while frames.shape[0] > 1:
+            if frames.shape[0] % 2 == 1:
+                frames = torch.cat([frames[:-2], frames[-2:].mean(0, keepdim=True)])
+            frames = frames.reshape(frames.shape[0] // 2, 2, size).mean(1)
+        rows.append(tuple(frames[0].tolist()) + (0.0,) * (2 * block - 1 - size))
+    return tuple(rows)
+
+
+def _tail_weights(halvings: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(_tail_weights_float64(halvings), dtype=dtype, device=device)
+
+
+def _length_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """`(batch, size)` mask, 1 where the position is below the example's length."""
+    return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).to(dtype)
+
+
+def _max_plus_mean(states: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over valid time steps plus mean over valid time steps of `(batch, frames, width)` -> `(batch, width)`."""
+    invalid = ~mask.bool()[:, :, None]
+    maximum = states.masked_fill(invalid, float("-inf")).amax(1)
+    mean = states.masked_fill(invalid, 0.0).sum(1) / lengths[:, None].to(states.dtype)
+    return maximum + mean
+
+
+__all__ = ["BYOLAModel", "BYOLAModelOutput", "BYOLAPreTrainedModel"]
