@@ -336,7 +336,10 @@ def _to_waveform_list(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
             elif isinstance(item, (np.ndarray, torch.Tensor, list, tuple)):
                 array = _to_numpy(item)
             else:
-                raise TypeError(f"Unsupported audio element of type {type(item).__name__}.")
+                raise TypeError(
+                    f"Unsupported audio element of type {type(item).__name__}: each example must be a 1-D numpy "
+                    "array, torch tensor or list of floats, or audio decoded by `datasets`."
+                )
             waveforms.append(array)
         if len(rates) > 1:
             raise ValueError(f"The batch mixes sampling rates {sorted(rates)}; resample every example to one rate.")

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: system packages the tests need, a virtual environment in .venv, the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+  # espeak-ng synthesises the small labelled speech sets the tests build; sox converts audio.
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "Set up .venv with byola_hf $(.venv/bin/python -c 'import byola_hf; print(byola_hf.__version__)')"
