@@ -171,7 +171,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             normalised) and `attention_mask` of shape `(batch, frames)` (1 on valid frames), where
             `frames = 1 + samples // hop_length` of the padded length.
         """
-        waveforms, found_rate = _to_waveform_list(raw_speech)
+        waveforms, found_rate = to_mono_waveforms(raw_speech)
         self._check_sampling_rate(sampling_rate, found_rate)
         for index, waveform in enumerate(waveforms):
             self._check_waveform(waveform, index)
@@ -307,8 +307,11 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             )
 
 
-def _to_waveform_list(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
-    """Normalise every accepted input form to a list of float32 numpy arrays and the sampling rate they carry."""
+def to_mono_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
+    """
+    Normalise every input form the feature extractor accepts to a list of float32 numpy arrays, and the sampling
+    rate the inputs carry (`datasets` audio) or `None`.
+    """
     if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
         array = _to_numpy(raw_speech)
         if array.ndim == 2:

@@ -1,0 +1,189 @@
+"""Exact per-task statistics: datasets.map, num_proc, torchrun/gloo, saving into the config, errors."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import AutoConfig, AutoModel
+
+from byola_hf import BYOLAFeatureExtractor
+from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
+
+from conftest import PROJECT_ROOT
+
+
+SENTENCES = ["open the door", "turn on the lights in the kitchen", "yes", "what time is it", "stop",
+             "play some music please", "the quick brown fox jumps over the lazy dog", "left"]
+RATES = [22050, 16000, 8000]
+
+
+@pytest.fixture(scope="module")
+def speech_folder(tmp_path_factory) -> Path:
+    """A small real audiofolder: espeak-ng speech of mixed lengths and sampling rates, and digital silence."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: run scripts/setup.sh")
+    root = tmp_path_factory.mktemp("speech") / "data"
+    train = root / "train"
+    train.mkdir(parents=True)
+    rows = ["file_name,label"]
+    for index, sentence in enumerate(SENTENCES):
+        raw = train / f"raw{index}.wav"
+        subprocess.run(["espeak-ng", "-s", str(130 + 15 * index), "-w", str(raw), sentence], check=True)
+        waveform, rate = sf.read(raw, dtype="float32")
+        raw.unlink()
+        target = RATES[index % len(RATES)]
+        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=target) if target != rate else waveform
+        sf.write(train / f"clip{index}.wav", waveform, target, subtype="FLOAT")
+        rows.append(f"clip{index}.wav,{sentence.split()[0]}")
+    sf.write(train / "silence.wav", np.zeros(12000, np.float32), 16000, subtype="FLOAT")
+    rows.append("silence.wav,silence")
+    (train / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def expected_stats(speech_folder):
+    """Float64 numpy over the concatenated, unpadded log-mels of every example (decoded the same way)."""
+    fe = BYOLAFeatureExtractor()
+    dataset = load_audio_dataset("audiofolder", data_dir=str(speech_folder), sampling_rate=fe.sampling_rate)
+    values = np.concatenate([
+        fe(example["audio"]["array"], sampling_rate=example["audio"]["sampling_rate"])["input_features"][0].ravel()
+        for example in dataset
+    ]).astype(np.float64)
+    return float(values.mean()), float(values.std()), len(dataset)
+
+
+def assert_close(result, expected):
+    mean, std, examples = expected
+    assert result.num_examples == examples
+    assert abs(result.mean - mean) <= 1e-9 * abs(mean), (result.mean, mean)
+    assert abs(result.std - std) <= 1e-9 * std, (result.std, std)
+
+
+def test_moments_merge_is_exact():
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(-9, 5, size) for size in (1, 7, 1000, 3)]
+    merged = LogMelMoments()
+    for chunk in chunks:
+        merged = merged.merge(LogMelMoments.from_values(chunk))
+    everything = np.concatenate(chunks)
+    assert merged.count == everything.size
+    assert abs(merged.mean - everything.mean()) <= 1e-12 * abs(everything.mean())
+    assert abs(merged.std - everything.std()) <= 1e-12 * everything.std()
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir, tmp_path, num_proc):
+    result = compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), num_proc=num_proc,
+                           batch_size=3, output_dir=str(tmp_path / "model"))
+    print(f"\nnum_proc={num_proc}: mean={result.mean!r} std={result.std!r} expected {expected_stats[:2]}")
+    assert_close(result, expected_stats)
+    config = AutoConfig.from_pretrained(tmp_path / "model")
+    assert (config.mean, config.std) == (result.mean, result.std)
+    assert config.stats_provenance["num_examples"] == expected_stats[2]
+    assert config.stats_provenance["num_frames"] == result.num_frames
+    assert config.stats_provenance["split"] == "train" and config.stats_provenance["method"] == "exact"
+    model = AutoModel.from_pretrained(tmp_path / "model").eval()
+    with torch.no_grad():
+        outputs = model(torch.full((1, 64, 200), -9.0))
+    assert outputs.pooler_output.shape == (1, 2048)
+
+
+def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_dir, tmp_path):
+    assert_close(compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), streaming=True),
+                 expected_stats)
+    import datasets
+
+    saved = tmp_path / "saved"
+    datasets.load_dataset("audiofolder", data_dir=str(speech_folder)).save_to_disk(str(saved))
+    assert_close(compute_stats(str(random2048_dir), str(saved)), expected_stats)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, random2048_dir, tmp_path):
+    output = tmp_path / "distributed"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
+               "--model_name_or_path", str(random2048_dir), "--dataset_name", "audiofolder",
+               "--data_dir", str(speech_folder), "--batch_size", "2", "--output_dir", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)
+    config = json.loads((output / "config.json").read_text())
+    assert_close(type("R", (), {"mean": config["mean"], "std": config["std"],
+                                "num_examples": config["stats_provenance"]["num_examples"]}), expected_stats)
+    assert result.stdout.count("mean,std=") == 1  # only rank 0 reports
+
+
+def test_cli_writes_in_place_and_prints(speech_folder, expected_stats, random2048_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(random2048_dir, model_dir)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "compute_stats.py"), "--model_name_or_path", str(model_dir),
+         "--dataset_name", "audiofolder", "--data_dir", str(speech_folder)],
+        capture_output=True, text=True, check=True,
+    )
+    print(result.stdout)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert f"mean,std={config['mean']},{config['std']}" in result.stdout
+    assert_close(type("R", (), {"mean": config["mean"], "std": config["std"], "num_examples": expected_stats[2]}),
+                 expected_stats)
+
+
+def test_max_examples_is_reproducible(speech_folder, random2048_dir):
+    runs = [compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), max_examples=4, seed=seed)
+            for seed in (1, 1, 2)]
+    assert all(run.num_examples == 4 for run in runs)
+    assert (runs[0].mean, runs[0].std) == (runs[1].mean, runs[1].std)
+    assert (runs[0].mean, runs[0].num_frames) != (runs[2].mean, runs[2].num_frames)
+    assert runs[0].provenance["max_examples"] == 4 and runs[0].provenance["seed"] == 1
+
+
+def test_s3prl_mode_runs_and_differs(speech_folder, expected_stats, random2048_dir):
+    estimate = compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), mode="s3prl",
+                             batch_size=4)
+    print(f"\ns3prl running estimate: mean={estimate.mean:.4f} std={estimate.std:.4f}; "
+          f"exact: mean={expected_stats[0]:.4f} std={expected_stats[1]:.4f}")
+    assert estimate.provenance["method"] == "s3prl"
+    # zero padding pulls the running mean towards log(eps) ~ -15.9
+    assert estimate.mean < expected_stats[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"audio_column_name": "speech"}, "has no column 'speech'; its columns are"),
+        ({"audio_column_name": "label"}, "Column 'label' is not an audio column"),
+        ({"split": "test"}, "Could not load split 'test'"),
+        ({"model_name_or_path": "/nonexistent/model"}, "Could not load a BYOL-A model from '/nonexistent/model'"),
+        ({"mode": "approximate"}, "mode must be 'exact' or 's3prl'"),
+    ],
+)
+def test_bad_inputs(speech_folder, random2048_dir, kwargs, message):
+    arguments = {"model_name_or_path": str(random2048_dir), "dataset_name": "audiofolder",
+                 "data_dir": str(speech_folder), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        compute_stats(**arguments)
+
+
+def test_empty_split_is_refused(random2048_dir, tmp_path):
+    import datasets
+
+    empty = datasets.Dataset.from_dict({"audio": []}, features=datasets.Features({"audio": datasets.Value("string")}))
+    empty.save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="is empty: there is nothing to compute statistics on"):
+        compute_stats(str(random2048_dir), str(tmp_path / "empty"))
