@@ -1,16 +1,53 @@
 """BYOL-A (BYOL for Audio) as a Hugging Face transformers model."""
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForAudioFrameClassification,
+    AutoModelForCTC,
+    AutoProcessor,
+)
 
 from .configuration_byola import BYOLAConfig
 from .feature_extraction_byola import BYOLAFeatureExtractor
-from .modeling_byola import BYOLAModel, BYOLAModelOutput, BYOLAPreTrainedModel
+from .modeling_byola import (
+    BYOLAForAudioFrameClassification,
+    BYOLAForCTC,
+    BYOLAForSequenceClassification,
+    BYOLAModel,
+    BYOLAModelOutput,
+    BYOLAPreTrainedModel,
+)
+from .pipelines import BYOLAAudioEmbeddingPipeline, register_pipeline
+from .processing_byola import BYOLAProcessor
 
 
 AutoConfig.register(BYOLAConfig.model_type, BYOLAConfig, exist_ok=True)
-AutoModel.register(BYOLAConfig, BYOLAModel, exist_ok=True)
 AutoFeatureExtractor.register(BYOLAConfig, BYOLAFeatureExtractor, exist_ok=True)
+AutoProcessor.register(BYOLAConfig, BYOLAProcessor, exist_ok=True)
+AUTO_CLASSES = {
+    BYOLAModel: AutoModel,
+    BYOLAForSequenceClassification: AutoModelForAudioClassification,
+    BYOLAForCTC: AutoModelForCTC,
+    BYOLAForAudioFrameClassification: AutoModelForAudioFrameClassification,
+}
+for _model_class, _auto_class in AUTO_CLASSES.items():
+    _auto_class.register(BYOLAConfig, _model_class, exist_ok=True)
+register_pipeline()
 
 __version__ = "0.1.0"
 
-__all__ = ["BYOLAConfig", "BYOLAFeatureExtractor", "BYOLAModel", "BYOLAModelOutput", "BYOLAPreTrainedModel"]
+__all__ = [
+    "BYOLAAudioEmbeddingPipeline",
+    "BYOLAConfig",
+    "BYOLAFeatureExtractor",
+    "BYOLAForAudioFrameClassification",
+    "BYOLAForCTC",
+    "BYOLAForSequenceClassification",
+    "BYOLAModel",
+    "BYOLAModelOutput",
+    "BYOLAPreTrainedModel",
+    "BYOLAProcessor",
+]

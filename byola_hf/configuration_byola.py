@@ -49,6 +49,34 @@ class BYOLAConfig(PretrainedConfig):
         stats_provenance (`dict`, *optional*):
             Where `mean`/`std` came from (dataset, config, split, examples, frames, method), written by
             `byola_hf.compute_stats`.
+        use_weighted_layer_sum (`bool`, *optional*, defaults to `True`):
+            Heads: learn a softmax-weighted sum of the `num_hidden_layers` hidden states (weights start equal), as
+            SUPERB's featurizer does; otherwise use `last_hidden_state`.
+        freeze_base (`bool`, *optional*, defaults to `True`):
+            Heads: keep the BYOL-A encoder frozen and in eval mode (the SUPERB protocol).
+        classifier_proj_size (`int`, *optional*, defaults to 256):
+            [`BYOLAForSequenceClassification`]: projection before mean pooling.
+        classifier_slots (`list[int]`, *optional*):
+            [`BYOLAForSequenceClassification`] with several labels per clip (intent classification's action /
+            object / location): the number of classes of each slot. Logits are the slots' logits concatenated;
+            the loss is the sum of the slots' cross-entropies.
+        ctc_head (`str`, *optional*, defaults to `"linear"`):
+            [`BYOLAForCTC`]: `"linear"` (projection then a frame-level linear layer, SUPERB PR) or `"bilstm"`
+            (projection, a bidirectional LSTM, a linear layer, SUPERB ASR).
+        ctc_proj_size (`int`, *optional*, defaults to 256):
+            [`BYOLAForCTC`]: projection width (and the LSTM's hidden size for `"bilstm"`).
+        ctc_lstm_layers (`int`, *optional*, defaults to 2):
+            [`BYOLAForCTC`] with `ctc_head="bilstm"`: LSTM layers.
+        ctc_blank_id (`int`, *optional*, defaults to 0):
+            [`BYOLAForCTC`]: the blank token (the tokenizer's pad token).
+        ctc_loss_reduction (`str`, *optional*, defaults to `"mean"`):
+            [`BYOLAForCTC`]: `"mean"` or `"sum"` of the CTC loss.
+        ctc_zero_infinity (`bool`, *optional*, defaults to `True`):
+            [`BYOLAForCTC`]: zero infinite losses (impossible alignments).
+        vocab_size (`int`, *optional*):
+            [`BYOLAForCTC`]: output tokens, blank included.
+        frame_lstm_hidden_size (`int`, *optional*, defaults to 512):
+            [`BYOLAForAudioFrameClassification`]: hidden size of its one-layer LSTM.
 
     Example:
 
@@ -80,6 +108,18 @@ class BYOLAConfig(PretrainedConfig):
         mean: float | None = None,
         std: float | None = None,
         stats_provenance: dict[str, Any] | None = None,
+        use_weighted_layer_sum: bool = True,
+        freeze_base: bool = True,
+        classifier_proj_size: int = 256,
+        classifier_slots: list[int] | None = None,
+        ctc_head: str = "linear",
+        ctc_proj_size: int = 256,
+        ctc_lstm_layers: int = 2,
+        ctc_blank_id: int = 0,
+        ctc_loss_reduction: str = "mean",
+        ctc_zero_infinity: bool = True,
+        vocab_size: int | None = None,
+        frame_lstm_hidden_size: int = 512,
         **kwargs,
     ):
         self.feature_d = feature_d
@@ -97,6 +137,18 @@ class BYOLAConfig(PretrainedConfig):
         self.mean = None if mean is None else float(mean)
         self.std = None if std is None else float(std)
         self.stats_provenance = stats_provenance
+        self.use_weighted_layer_sum = use_weighted_layer_sum
+        self.freeze_base = freeze_base
+        self.classifier_proj_size = classifier_proj_size
+        self.classifier_slots = list(classifier_slots) if classifier_slots is not None else None
+        self.ctc_head = ctc_head
+        self.ctc_proj_size = ctc_proj_size
+        self.ctc_lstm_layers = ctc_lstm_layers
+        self.ctc_blank_id = ctc_blank_id
+        self.ctc_loss_reduction = ctc_loss_reduction
+        self.ctc_zero_infinity = ctc_zero_infinity
+        self.vocab_size = vocab_size
+        self.frame_lstm_hidden_size = frame_lstm_hidden_size
         super().__init__(**kwargs)
         self._validate_byola()
 
@@ -126,6 +178,14 @@ class BYOLAConfig(PretrainedConfig):
             )
         if self.mean is not None:
             check_statistics(self.mean, self.std)
+        if self.ctc_head not in ("linear", "bilstm"):
+            raise ValueError(f"BYOLAConfig.ctc_head must be 'linear' or 'bilstm', got {self.ctc_head!r}.")
+        if self.ctc_loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"BYOLAConfig.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}.")
+        if self.classifier_slots is not None and (
+            not self.classifier_slots or any(not isinstance(n, int) or n < 1 for n in self.classifier_slots)
+        ):
+            raise ValueError(f"BYOLAConfig.classifier_slots must be positive class counts, got {self.classifier_slots}.")
 
     @property
     def time_downsampling(self) -> int:

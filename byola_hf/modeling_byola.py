@@ -1,11 +1,13 @@
 """PyTorch BYOL-A model."""
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_byola import BYOLAConfig, check_statistics
@@ -62,9 +64,11 @@ class BYOLAPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """PyTorch's default initialisation, as the original network used."""
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+        """PyTorch's default initialisation, as the original network used; equal layer weights for the featurizer."""
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LSTM)):
             module.reset_parameters()
+        elif isinstance(module, BYOLALayerWeightedSum) and module.enabled:
+            nn.init.zeros_(module.layer_weights)
 
     def _get_feat_extract_output_lengths(self, mel_lengths: torch.Tensor) -> torch.Tensor:
         """Output frames for inputs of `mel_lengths` log-mel frames: `mel_lengths // 2**num_conv_layers`."""
@@ -239,6 +243,268 @@ class BYOLAModel(BYOLAPreTrainedModel):
         return reduced * _length_mask(output_lengths, frames, reduced.dtype)[:, :, None]
 
 
+class BYOLALayerWeightedSum(nn.Module):
+    """
+    SUPERB's featurizer: a softmax-weighted sum of the encoder's hidden states, with one learned weight per layer
+    (initialised to zero, i.e. equal weights), or the last hidden state when `config.use_weighted_layer_sum` is off.
+    """
+
+    def __init__(self, config: BYOLAConfig):
+        super().__init__()
+        self.enabled = config.use_weighted_layer_sum
+        self.output_size = config.layer_hidden_size if self.enabled else config.feature_d
+        if self.enabled:
+            self.layer_weights = nn.Parameter(torch.zeros(config.num_hidden_layers))
+
+    def forward(self, outputs: BYOLAModelOutput) -> torch.Tensor:
+        """`(batch, frames, output_size)` from the encoder's outputs (`hidden_states` needed when enabled)."""
+        if not self.enabled:
+            return outputs.last_hidden_state
+        weights = nn.functional.softmax(self.layer_weights, dim=-1)
+        return torch.einsum("l,lbtd->btd", weights, torch.stack(outputs.hidden_states))
+
+
+class BYOLAHeadModel(BYOLAPreTrainedModel):
+    """Shared plumbing of the task heads: the encoder (frozen by default), the featurizer, the frame mask."""
+
+    def __init__(self, config: BYOLAConfig):
+        super().__init__(config)
+        self.byola = BYOLAModel(config)
+        self.featurizer = BYOLALayerWeightedSum(config)
+        if config.freeze_base:
+            self.freeze_base_model()
+
+    def freeze_base_model(self) -> None:
+        """Freeze the BYOL-A encoder: no gradients, and eval mode (dropout off, BatchNorm statistics fixed) even
+        while the head trains."""
+        self.config.freeze_base = True
+        for parameter in self.byola.parameters():
+            parameter.requires_grad = False
+        self.byola.eval()
+
+    def train(self, mode: bool = True) -> "BYOLAHeadModel":
+        super().train(mode)
+        if self.config.freeze_base:
+            self.byola.eval()
+        return self
+
+    def encode(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, BYOLAModelOutput]:
+        """`(features (batch, frames, width), frame_mask (batch, frames), encoder outputs)`; no autograd graph
+        through a frozen encoder."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base):
+            outputs = self.byola(
+                input_features, attention_mask=attention_mask, output_hidden_states=self.featurizer.enabled,
+                return_dict=True,
+            )
+        return self.featurizer(outputs), outputs.attention_mask, outputs
+
+
+class BYOLAForSequenceClassification(BYOLAHeadModel):
+    """
+    Utterance-level classification (SUPERB KS, IC, SID, ER): featurizer -> Linear(width, classifier_proj_size) ->
+    mean over valid frames -> Linear(classifier_proj_size, num_labels or sum(classifier_slots)).
+    """
+
+    def __init__(self, config: BYOLAConfig):
+        super().__init__(config)
+        outputs = sum(config.classifier_slots) if config.classifier_slots else config.num_labels
+        self.projector = nn.Linear(self.featurizer.output_size, config.classifier_proj_size)
+        self.classifier = nn.Linear(config.classifier_proj_size, outputs)
+        self.post_init()
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch,)`, `(batch, len(classifier_slots))` with slots, or
+        `(batch, num_labels)` floats for multi-label):
+            Targets; the loss follows `config.problem_type` (inferred as in transformers when unset).
+
+        Returns `logits` of shape `(batch, num_labels)` (`(batch, sum(classifier_slots))` with slots).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        features, frame_mask, outputs = self.encode(input_features, attention_mask)
+        projected = self.projector(features)
+        mask = frame_mask[:, :, None].to(projected.dtype)
+        pooled = (projected * mask).sum(1) / mask.sum(1)
+        logits = self.classifier(pooled)
+        loss = None if labels is None else self._loss(logits, labels)
+        hidden_states = outputs.hidden_states if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.classifier_slots:
+            if labels.ndim != 2 or labels.shape[1] != len(self.config.classifier_slots):
+                raise ValueError(
+                    f"With classifier_slots={self.config.classifier_slots} labels must have shape (batch, "
+                    f"{len(self.config.classifier_slots)}), got {tuple(labels.shape)}."
+                )
+            slot_logits = logits.split(self.config.classifier_slots, dim=-1)
+            return sum(nn.functional.cross_entropy(part, labels[:, i]) for i, part in enumerate(slot_logits))
+        if self.config.problem_type is None:
+            if self.config.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+        if self.config.problem_type == "single_label_classification":
+            return nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class BYOLAForCTC(BYOLAHeadModel):
+    """
+    Frame-level CTC head (SUPERB PR, ASR): featurizer -> Linear(width, ctc_proj_size) -> either a frame-level
+    Linear (`ctc_head="linear"`) or a bidirectional LSTM and a Linear (`"bilstm"`) -> CTC over
+    `config.vocab_size` tokens with blank `config.ctc_blank_id`. BYOL-A gives 12.5 frames per second, so a target
+    can have at most one token per 80 ms (fewer with repeated tokens, which need a blank between them).
+    """
+
+    def __init__(self, config: BYOLAConfig):
+        super().__init__(config)
+        if config.vocab_size is None:
+            raise ValueError(
+                "BYOLAForCTC needs config.vocab_size (the tokenizer's size, blank included): e.g. "
+                "BYOLAForCTC.from_pretrained(base_dir, vocab_size=len(tokenizer), ctc_blank_id=tokenizer.pad_token_id)."
+            )
+        self.projector = nn.Linear(self.featurizer.output_size, config.ctc_proj_size)
+        if config.ctc_head == "bilstm":
+            self.lstm = nn.LSTM(config.ctc_proj_size, config.ctc_proj_size, num_layers=config.ctc_lstm_layers,
+                                bidirectional=True, batch_first=True)
+            self.lm_head = nn.Linear(2 * config.ctc_proj_size, config.vocab_size)
+        else:
+            self.lm_head = nn.Linear(config.ctc_proj_size, config.vocab_size)
+        self.post_init()
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch, target_length)`, *optional*):
+            Token ids, padded with `-100`.
+
+        Returns `logits` of shape `(batch, frames, vocab_size)`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        features, frame_mask, outputs = self.encode(input_features, attention_mask)
+        hidden = self.projector(features)
+        output_lengths = frame_mask.sum(-1)
+        if self.config.ctc_head == "bilstm":
+            packed = nn.utils.rnn.pack_padded_sequence(hidden, output_lengths.cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            hidden, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                                         total_length=hidden.shape[1])
+        logits = self.lm_head(hidden)
+        loss = None if labels is None else self._ctc_loss(logits, labels, output_lengths)
+        hidden_states = outputs.hidden_states if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor) -> torch.Tensor:
+        if labels.max() >= self.config.vocab_size:
+            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}).")
+        valid = labels >= 0
+        target_lengths = valid.sum(-1)
+        too_long = target_lengths > output_lengths
+        if too_long.any():
+            index = int(too_long.nonzero()[0])
+            frame_ms = 1000 * self.config.hop_length * self.config.time_downsampling / self.config.sample_rate
+            raise ValueError(
+                f"Example {index} has a target of {int(target_lengths[index])} tokens but only "
+                f"{int(output_lengths[index])} output frames: BYOL-A outputs one frame per {frame_ms:g} ms, and CTC "
+                "needs at least one frame per token. Use coarser targets (e.g. phonemes or characters without "
+                "padding tokens), or drop clips whose transcription is too long for their duration."
+            )
+        log_probs = nn.functional.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
+        with torch.backends.cudnn.flags(enabled=False):
+            return nn.functional.ctc_loss(
+                log_probs, labels[valid], output_lengths, target_lengths, blank=self.config.ctc_blank_id,
+                reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity,
+            )
+
+
+class BYOLAForAudioFrameClassification(BYOLAHeadModel):
+    """
+    Frame-level multi-label classification (SUPERB SD): featurizer -> one-layer LSTM(frame_lstm_hidden_size) ->
+    Linear(num_labels). With `problem_type="multi_label_classification"` (speaker activity) the BCE loss over valid
+    frames is permutation invariant: the label columns (speakers) are matched to the outputs in the order that
+    gives each example its lowest loss.
+    """
+
+    def __init__(self, config: BYOLAConfig):
+        super().__init__(config)
+        self.lstm = nn.LSTM(self.featurizer.output_size, config.frame_lstm_hidden_size, batch_first=True)
+        self.classifier = nn.Linear(config.frame_lstm_hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput | tuple:
+        r"""
+        labels (`torch.FloatTensor` of shape `(batch, frames, num_labels)`, *optional*):
+            Per-frame targets (speaker activity), on the model's output frames.
+
+        Returns `logits` of shape `(batch, frames, num_labels)`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        features, frame_mask, outputs = self.encode(input_features, attention_mask)
+        lengths = frame_mask.sum(-1)
+        packed = nn.utils.rnn.pack_padded_sequence(features, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        hidden, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                                     total_length=features.shape[1])
+        logits = self.classifier(hidden)
+        loss = None if labels is None else self._permutation_invariant_loss(logits, labels, frame_mask)
+        hidden_states = outputs.hidden_states if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _permutation_invariant_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, frame_mask: torch.Tensor
+    ) -> torch.Tensor:
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"labels must have the logits' shape (batch, frames, num_labels) = {tuple(logits.shape)}, got "
+                f"{tuple(labels.shape)}: give one label row per output frame "
+                f"(`model._get_feat_extract_output_lengths(mel_frames)` of them)."
+            )
+        mask = frame_mask.to(logits.dtype)
+        frames = mask.sum(-1)
+        per_permutation = []
+        for order in itertools.permutations(range(labels.shape[-1])):
+            bce = nn.functional.binary_cross_entropy_with_logits(
+                logits, labels[..., list(order)].to(logits.dtype), reduction="none"
+            ).mean(-1)
+            per_permutation.append((bce * mask).sum(-1) / frames)
+        return torch.stack(per_permutation).min(0).values.mean()
+
+
 @lru_cache(maxsize=None)
 def _tail_weights_float64(halvings: int) -> tuple[tuple[float, ...], ...]:
     """
@@ -275,4 +541,11 @@ def _max_plus_mean(states: torch.Tensor, lengths: torch.Tensor, mask: torch.Tens
     return maximum + mean
 
 
-__all__ = ["BYOLAModel", "BYOLAModelOutput", "BYOLAPreTrainedModel"]
+__all__ = [
+    "BYOLAForAudioFrameClassification",
+    "BYOLAForCTC",
+    "BYOLAForSequenceClassification",
+    "BYOLAModel",
+    "BYOLAModelOutput",
+    "BYOLAPreTrainedModel",
+]

@@ -1,0 +1,187 @@
+"""Small labelled speech sets synthesised with espeak-ng, as `audiofolder` directories (mini-SUPERB).
+
+Each set is a directory with `train/`, `validation/` and `test/` split folders of WAV files and a `metadata.csv`
+(`file_name` plus label columns), loadable with `datasets.load_dataset("audiofolder", data_dir=...)`. Voices play
+the part of speakers: for keyword spotting, intent classification and phoneme recognition the validation and test
+voices are never heard in training; for speaker identification every split has the same voices (speakers) saying
+different things.
+"""
+
+import argparse
+import csv
+import random
+import shutil
+import subprocess
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+
+KS_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+IC_ACTIONS = {"activate": "turn on", "deactivate": "turn off", "increase": "turn up", "decrease": "turn down"}
+IC_OBJECTS = ["lights", "music", "heat", "volume"]
+IC_LOCATIONS = ["kitchen", "bedroom", "washroom", "none"]
+PR_SENTENCES = [
+    "the cat sat on the mat", "she sells sea shells", "open the window please", "a quick brown fox",
+    "we went to the market", "it is cold outside", "turn left at the bridge", "my phone is on the table",
+    "the sun is shining today", "bring me a cup of tea", "he plays the guitar", "they are reading books",
+]
+SID_SENTENCES = PR_SENTENCES + ["good morning to you", "where is the station", "call me later", "this is a test"]
+# Voices (espeak-ng voice + variant): the held-out ones for validation/test differ from the training ones.
+TRAIN_VOICES = ["en-us", "en-gb+f3", "en-gb-scotland+m3", "en-029+f2", "en-gb-x-rp+m5", "en-us+f4"]
+VALIDATION_VOICES = ["en-gb-x-gbclan+f1", "en-gb+m7"]
+TEST_VOICES = ["en-gb-x-gbcwmd", "en-us+f5"]
+SPEAKERS = ["en-us", "en-gb+f3", "en-gb-scotland+m3", "en-029+f2", "en-gb-x-rp+m5", "en-us+f4"]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One clip to synthesise: the text, the voice, speed (words per minute) and pitch (0-99), and its labels."""
+
+    text: str
+    voice: str
+    speed: int
+    pitch: int
+    labels: dict[str, str]
+
+
+def require_espeak() -> str:
+    """Path of espeak-ng, or a RuntimeError saying how to install it."""
+    path = shutil.which("espeak-ng")
+    if path is None:
+        raise RuntimeError("espeak-ng is not installed: `apt-get install espeak-ng` (scripts/setup.sh does it).")
+    return path
+
+
+def synthesise(utterance: Utterance, path: Path, sampling_rate: int | None = 16000) -> None:
+    """Speak `utterance` into a mono float WAV at `path`, resampled to `sampling_rate` (native 22050 Hz if None)."""
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(
+        [require_espeak(), "-v", utterance.voice, "-s", str(utterance.speed), "-p", str(utterance.pitch), "-w", str(raw),
+         utterance.text],
+        check=True, capture_output=True,
+    )
+    waveform, rate = sf.read(raw, dtype="float32")
+    raw.unlink()
+    if sampling_rate is not None and sampling_rate != rate:
+        import librosa
+
+        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=sampling_rate)
+        rate = sampling_rate
+    sf.write(path, waveform, rate, subtype="FLOAT")
+
+
+def phonemes(text: str, voice: str = "en-us") -> str:
+    """espeak-ng's phoneme transcription of `text`, stress marks removed, phonemes separated by single spaces."""
+    result = subprocess.run([require_espeak(), "-q", "-x", "--sep= ", "-v", voice, text], check=True,
+                            capture_output=True, text=True)
+    return " ".join(result.stdout.replace("'", "").replace(",", "").split())
+
+
+def write_split(directory: Path, utterances: Sequence[Utterance], sampling_rate: int | None, workers: int = 4) -> None:
+    """Synthesise a split folder with its `metadata.csv`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    names = [f"{index:05d}.wav" for index in range(len(utterances))]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda item: synthesise(item[0], directory / item[1], sampling_rate), zip(utterances, names)))
+    columns = list(utterances[0].labels) if utterances else []
+    with open(directory / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", *columns])
+        for name, utterance in zip(names, utterances):
+            writer.writerow([name, *(utterance.labels[column] for column in columns)])
+
+
+def _variants(rng: random.Random, count: int) -> list[tuple[int, int]]:
+    return [(rng.randint(130, 200), rng.randint(25, 75)) for _ in range(count)]
+
+
+def make_ks(output_dir: str | Path, repeats: int = 2, seed: int = 0, sampling_rate: int | None = 16000) -> Path:
+    """Keyword spotting: `KS_WORDS` said by every voice `repeats` times at random speeds and pitches; `label`."""
+    rng = random.Random(seed)
+    output = Path(output_dir)
+    for split, voices in (("train", TRAIN_VOICES), ("validation", VALIDATION_VOICES), ("test", TEST_VOICES)):
+        utterances = [
+            Utterance(word, voice, speed, pitch, {"label": word})
+            for voice in voices for word in KS_WORDS for speed, pitch in _variants(rng, repeats)
+        ]
+        write_split(output / split, utterances, sampling_rate)
+    return output
+
+
+def make_ic(output_dir: str | Path, examples_per_voice: int = 12, seed: int = 0,
+            sampling_rate: int | None = 16000) -> Path:
+    """Intent classification: "turn on the lights in the kitchen" style commands; `action`, `object`, `location`."""
+    rng = random.Random(seed)
+    output = Path(output_dir)
+    for split, voices in (("train", TRAIN_VOICES), ("validation", VALIDATION_VOICES), ("test", TEST_VOICES)):
+        utterances = []
+        for voice in voices:
+            for speed, pitch in _variants(rng, examples_per_voice):
+                action, obj, location = rng.choice(list(IC_ACTIONS)), rng.choice(IC_OBJECTS), rng.choice(IC_LOCATIONS)
+                text = f"{IC_ACTIONS[action]} the {obj}" + ("" if location == "none" else f" in the {location}")
+                labels = {"action": action, "object": obj, "location": location, "text": text}
+                utterances.append(Utterance(text, voice, speed, pitch, labels))
+        write_split(output / split, utterances, sampling_rate)
+    return output
+
+
+def make_sid(output_dir: str | Path, sentences_per_split: tuple[int, int, int] = (8, 3, 3), seed: int = 0,
+             sampling_rate: int | None = 16000) -> Path:
+    """Speaker identification: each voice of `SPEAKERS` is a speaker (`label`), with different sentences per split."""
+    rng = random.Random(seed)
+    output = Path(output_dir)
+    sentences = SID_SENTENCES[:]
+    rng.shuffle(sentences)
+    start = 0
+    for split, count in zip(("train", "validation", "test"), sentences_per_split):
+        chosen = [sentences[(start + i) % len(sentences)] for i in range(count)]
+        start += count
+        utterances = [
+            Utterance(text, voice, speed, pitch, {"label": voice})
+            for voice in SPEAKERS for text, (speed, pitch) in zip(chosen, _variants(rng, count))
+        ]
+        write_split(output / split, utterances, sampling_rate)
+    return output
+
+
+def make_pr(output_dir: str | Path, repeats: int = 1, seed: int = 0, sampling_rate: int | None = 16000) -> Path:
+    """Phoneme recognition: `PR_SENTENCES` with espeak-ng's phoneme transcription (`phonemes`) and `text`.
+
+    Speech is slowed (speed 110-140) so that every transcription fits BYOL-A's 12.5 output frames per second."""
+    rng = random.Random(seed)
+    output = Path(output_dir)
+    transcriptions = {text: phonemes(text) for text in PR_SENTENCES}
+    for split, voices in (("train", TRAIN_VOICES), ("validation", VALIDATION_VOICES), ("test", TEST_VOICES)):
+        utterances = [
+            Utterance(text, voice, rng.randint(110, 140), rng.randint(30, 70),
+                      {"phonemes": transcriptions[text], "text": text})
+            for voice in voices for text in PR_SENTENCES for _ in range(repeats)
+        ]
+        write_split(output / split, utterances, sampling_rate)
+    return output
+
+
+BUILDERS = {"ks": make_ks, "ic": make_ic, "sid": make_sid, "pr": make_pr}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build mini-SUPERB speech sets with espeak-ng (audiofolder layout).")
+    parser.add_argument("--task", choices=[*BUILDERS, "all"], default="all")
+    parser.add_argument("--output_dir", required=True, help="Each task goes to OUTPUT_DIR/<task>")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampling_rate", type=int, default=16000, help="0 keeps espeak-ng's native 22050 Hz")
+    args = parser.parse_args(argv)
+    require_espeak()
+    tasks = list(BUILDERS) if args.task == "all" else [args.task]
+    for task in tasks:
+        path = BUILDERS[task](Path(args.output_dir) / task, seed=args.seed, sampling_rate=args.sampling_rate or None)
+        counts = {split: sum(1 for _ in (path / split).glob("*.wav")) for split in ("train", "validation", "test")}
+        print(f"{task}: {path} {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Processor for BYOL-A CTC models: the feature extractor and a CTC tokenizer."""
+
+from transformers import ProcessorMixin
+
+
+class BYOLAProcessor(ProcessorMixin):
+    r"""
+    Wraps a [`BYOLAFeatureExtractor`] and a CTC tokenizer (e.g. transformers' `Wav2Vec2CTCTokenizer`) for
+    [`BYOLAForCTC`]: `processor(audio=..., sampling_rate=..., text=...)` gives `input_features`, `attention_mask`
+    and `labels`; `processor.batch_decode(logits.argmax(-1))` collapses repeats and drops blanks.
+    """
+
+    def __init__(self, feature_extractor, tokenizer):
+        super().__init__(feature_extractor, tokenizer)
+
+    def __call__(self, audio=None, text=None, sampling_rate: int | None = None, **kwargs):
+        """Featurise `audio` and/or tokenise `text` (then returned as `labels`)."""
+        if audio is None and text is None:
+            raise ValueError("Pass `audio`, `text`, or both.")
+        inputs = self.feature_extractor(audio, sampling_rate=sampling_rate, **kwargs) if audio is not None else None
+        if text is None:
+            return inputs
+        encodings = self.tokenizer(text)
+        if inputs is None:
+            return encodings
+        inputs["labels"] = encodings["input_ids"]
+        return inputs
+
+
+__all__ = ["BYOLAProcessor"]
