@@ -206,6 +206,22 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             batch = batch.convert_to_tensors(return_tensors)
         return batch
 
+    def pad_features(
+        self, features: Sequence[np.ndarray | torch.Tensor], return_tensors: str | TensorType | None = "pt"
+    ) -> BatchFeature:
+        """
+        Pad already extracted log-mels (each `(feature_size, frames_i)`, e.g. stored by `datasets.map`) on the right
+        to the longest, with the same value and frame mask `__call__` gives a padded batch.
+        """
+        arrays = [np.asarray(feature, dtype=np.float32) for feature in features]
+        frames = max(array.shape[-1] for array in arrays)
+        batch = np.full((len(arrays), self.feature_size, frames), np.log(np.float32(self.log_offset)), np.float32)
+        mask = np.zeros((len(arrays), frames), np.int32)
+        for index, array in enumerate(arrays):
+            batch[index, :, : array.shape[-1]] = array
+            mask[index, : array.shape[-1]] = 1
+        return BatchFeature({"input_features": batch, "attention_mask": mask}, tensor_type=return_tensors)
+
     def _target_lengths(self, waveforms: list[np.ndarray], max_length: int | None, truncation: bool) -> list[int]:
         if truncation and max_length is None:
             raise ValueError("truncation=True needs max_length (in samples).")

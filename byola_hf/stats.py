@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .configuration_byola import BYOLAConfig
 from .feature_extraction_byola import BYOLAFeatureExtractor, to_mono_waveforms
+from .hub import HubAccessError, check_hub_access, push_to_hub, save_model_card
 
 
 @dataclass
@@ -384,6 +385,7 @@ def save_stats(
         model = AutoModel.from_pretrained(model_name_or_path, config=config)
         model.save_pretrained(target)
     feature_extractor.save_pretrained(target)
+    save_model_card(target, config)
 
 
 def _hub_offline() -> bool:
@@ -447,11 +449,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.output_dir is None and not Path(args.model_name_or_path).is_dir():
         parser.error("--output_dir is required when --model_name_or_path is a Hub id.")
     if args.push_to_hub:
-        from .hub import check_hub_access
-
+        if not args.hub_model_id:
+            parser.error("--push_to_hub needs --hub_model_id.")
         try:
             check_hub_access(args.hub_model_id)
-        except (ValueError, ConnectionError) as error:
+        except HubAccessError as error:
             parser.exit(1, f"error: {error}\n")
     try:
         result = compute_stats(
@@ -469,8 +471,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mean,std={result.mean},{result.std}")
     print(f"Saved to {output_dir} (config.json: mean, std, stats_provenance)")
     if args.push_to_hub:
-        from .hub import push_to_hub
-
         url = push_to_hub(output_dir, args.hub_model_id, private=args.private)
         print(f"Pushed to {url}")
 

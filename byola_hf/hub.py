@@ -1,0 +1,179 @@
+"""Sharing BYOL-A models on the Hugging Face Hub: model cards, an early offline check, and pushes."""
+
+from pathlib import Path
+from typing import Any
+
+from .configuration_byola import BYOLAConfig
+
+
+LICENSE_NOTICE = (
+    "The original BYOL-A weights are © NTT and distributed under NTT's *Software License Agreement for Evaluation* "
+    "(https://github.com/nttcslab/byol-a/blob/master/LICENSE): a royalty-free, non-transferable licence to use them "
+    "internally to test, analyse and evaluate the methods of the BYOL-A papers. It does not allow redistribution to "
+    "third parties without NTT's written consent, so keep repositories holding converted official weights private "
+    "unless you have that consent. This card's code (byola_hf) does not change those terms."
+)
+CITATION = """@inproceedings{niizumi2021byol-a,
+  title={BYOL for Audio: Self-Supervised Learning for General-Purpose Audio Representation},
+  author={Niizumi, Daisuke and Takeuchi, Daiki and Ohishi, Yasunori and Harada, Noboru and Kashino, Kunio},
+  booktitle={2021 International Joint Conference on Neural Networks (IJCNN)},
+  year={2021},
+  doi={10.1109/IJCNN52387.2021.9534474}
+}
+@article{niizumi2023byol-a,
+  title={{BYOL for Audio}: Exploring Pre-trained General-purpose Audio Representations},
+  author={Niizumi, Daisuke and Takeuchi, Daiki and Ohishi, Yasunori and Harada, Noboru and Kashino, Kunio},
+  journal={IEEE/ACM Transactions on Audio, Speech, and Language Processing},
+  volume={31}, pages={137--151}, year={2023},
+  doi={10.1109/TASLP.2022.3221007}
+}"""
+
+
+class HubAccessError(ValueError):
+    """The Hub cannot be reached (offline mode, no network, or no token): raised before any work is done."""
+
+
+def check_hub_access(repo_id: str | None = None, timeout: float = 5.0) -> None:
+    """
+    Fail early, with one clear message, when a push cannot work: `HF_HUB_OFFLINE` is set, the endpoint does not
+    answer, or there is no token. Call it before long work whose result is to be pushed.
+    """
+    from huggingface_hub import HfApi, constants, get_token
+
+    if repo_id is not None and "/" not in repo_id and not repo_id.strip():
+        raise HubAccessError("--hub_model_id must be a repository id such as 'user/byola-2048-voxceleb1'.")
+    if constants.HF_HUB_OFFLINE:
+        raise HubAccessError(
+            "Cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE=1). Unset it, check the network, and log in "
+            "with `hf auth login`; or drop --push_to_hub and upload the saved directory later."
+        )
+    if get_token() is None:
+        raise HubAccessError("Cannot push to the Hub: no token. Log in with `hf auth login` or set HF_TOKEN.")
+    try:
+        HfApi().whoami(token=get_token())
+    except Exception as error:  # httpx / huggingface_hub raise many types; the user needs one message
+        raise HubAccessError(
+            f"Cannot push to the Hub: {constants.ENDPOINT} is unreachable or refused the token "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else 'no answer'}). Check the "
+            "network and `hf auth whoami`, or drop --push_to_hub."
+        ) from error
+
+
+def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> str:
+    """
+    A model card (README.md) for a BYOL-A model directory, generated from its config: what it is, the statistics
+    and their provenance (or a warning that there are none), usage, licence notice, citation, and for fine-tuned
+    heads the task and the evaluation metric (`task_info`, e.g. `{"task": "ks", "metrics": {"eval_accuracy": .9}}`).
+    """
+    architecture = (config.architectures or ["BYOLAModel"])[0]
+    lines = [
+        "---",
+        "library_name: transformers",
+        "license: other",
+        "license_name: ntt-software-license-agreement-for-evaluation",
+        "license_link: https://github.com/nttcslab/byol-a/blob/master/LICENSE",
+        "tags:", "- audio", "- byol-a", "- self-supervised-learning", "- byola_hf",
+        "---",
+        "",
+        f"# BYOL-A ({config.feature_d}-d){' — ' + task_info['task'].upper() if task_info and task_info.get('task') else ''}",
+        "",
+        "BYOL-A (BYOL for Audio, NTT) general-purpose audio representation, ported to transformers by byola_hf: "
+        f"`{architecture}` with `feature_d={config.feature_d}`, a 64-band log-mel front-end at "
+        f"{config.sample_rate} Hz, {1000 * config.hop_length * config.time_downsampling / config.sample_rate:g} ms "
+        "per output frame.",
+        "",
+        "## Normalisation statistics",
+        "",
+    ]
+    if config.has_statistics:
+        lines.append(f"- mean: `{config.mean}`, std: `{config.std}`")
+        provenance = config.stats_provenance or {}
+        if provenance:
+            source = provenance.get("dataset")
+            if provenance.get("config"):
+                source = f"{source} ({provenance['config']})"
+            lines += [
+                f"- computed on: {source}, split `{provenance.get('split')}`",
+                f"- examples: {provenance.get('num_examples')}, frames: {provenance.get('num_frames')}, "
+                f"method: {provenance.get('method', 'exact')}",
+            ]
+        else:
+            lines.append("- provenance: not recorded (set by hand or at conversion)")
+    else:
+        lines += [
+            "> **Warning: no statistics yet.** BYOL-A normalises log-mels with the mean and std of the downstream "
+            "task's data, and this model refuses to run until they are set. Compute them with",
+            "> `byola-compute-stats --model_name_or_path THIS_REPO --dataset_name DATASET --output_dir OUT`.",
+        ]
+    if task_info:
+        lines += ["", "## Fine-tuned task", ""]
+        if task_info.get("task"):
+            lines.append(f"- task: {task_info['task']}" + (f" ({task_info['description']})" if task_info.get("description") else ""))
+        if config.id2label and architecture != "BYOLAForCTC" and len(config.id2label) <= 50:
+            lines.append(f"- labels: {', '.join(str(v) for v in config.id2label.values())}")
+        for key, value in (task_info.get("metrics") or {}).items():
+            lines.append(f"- {key}: {value:.4g}" if isinstance(value, float) else f"- {key}: {value}")
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import torch, librosa",
+        "from transformers import AutoFeatureExtractor, AutoModel",
+        "",
+        'repo = "THIS_REPO"  # the Hub id or local directory of this model',
+        "model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()",
+        "feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)",
+        f'waveform, rate = librosa.load("speech.wav", sr={config.sample_rate}, mono=True)',
+        "with torch.no_grad():",
+        '    outputs = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"))',
+        "clip_embedding = outputs.pooler_output  # (1, feature_d); frames: outputs.last_hidden_state",
+        "```",
+        "",
+        "## Licence",
+        "",
+        LICENSE_NOTICE,
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_model_card(save_directory: str | Path, config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> Path:
+    """Write [`model_card`] to `save_directory/README.md`."""
+    path = Path(save_directory) / "README.md"
+    path.write_text(model_card(config, task_info))
+    return path
+
+
+def push_to_hub(
+    save_directory: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload BYOL-A model with byola_hf",
+    task_info: dict[str, Any] | None = None,
+) -> str:
+    """
+    Upload a saved BYOL-A directory (weights, configs, the remote code files, and a model card generated from its
+    config) to `repo_id`, creating the repository if needed. Returns the commit URL.
+    """
+    from huggingface_hub import HfApi
+
+    from transformers import AutoConfig
+
+    if not repo_id:
+        raise HubAccessError("Pushing needs a repository id: pass --hub_model_id user/name.")
+    check_hub_access(repo_id)
+    directory = Path(save_directory)
+    save_model_card(directory, AutoConfig.from_pretrained(directory), task_info)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(directory), repo_id=repo_id, commit_message=commit_message,
+                               ignore_patterns=["checkpoint-*", "runs/*", "*.bin"])
+    return str(getattr(commit, "commit_url", commit))

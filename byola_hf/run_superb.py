@@ -1,0 +1,283 @@
+"""Fine-tune and evaluate BYOL-A on a SUPERB task with `Trainer` (frozen encoder, learned layer weights, light head).
+
+    byola-run-superb --task ks --model_name_or_path byola-512-ks --dataset_name audiofolder --data_dir mini/ks \\
+        --output_dir out/ks --num_train_epochs 20 --eval_strategy epoch --report_to none
+
+Any `TrainingArguments` flag works; the task picks the head, the metric and the learning rate that SUPERB / the
+BYOL-A upstream use unless `--learning_rate` is given. Runs unchanged under `torchrun` / `accelerate launch`.
+"""
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, Trainer, TrainingArguments
+
+from .configuration_byola import BYOLAConfig
+from .feature_extraction_byola import BYOLAFeatureExtractor
+from .hub import check_hub_access, push_to_hub, save_model_card
+from .stats import load_audio_dataset, load_byola_front_end
+from .superb_tasks import SUPERB_TASKS, SuperbTask
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "BYOL-A model directory (with task statistics) or Hub id"})
+    freeze_base_model: bool = field(default=True, metadata={"help": "Keep the BYOL-A encoder frozen (SUPERB)"})
+    use_weighted_layer_sum: bool = field(default=True, metadata={"help": "Learn a weighted sum of the 5 layers"})
+    ctc_head: str | None = field(default=None, metadata={"help": "linear or bilstm (default: linear for pr, bilstm for asr)"})
+
+
+@dataclass
+class DataTrainingArguments:
+    task: str = field(metadata={"help": "SUPERB task", "choices": list(SUPERB_TASKS)})
+    dataset_name: str = field(default="audiofolder", metadata={"help": "Hub dataset, audiofolder, or a save_to_disk path"})
+    dataset_config_name: str | None = field(default=None)
+    data_dir: str | None = field(default=None, metadata={"help": "Local folder for --dataset_name audiofolder"})
+    train_split_name: str = field(default="train")
+    eval_split_name: str = field(default="validation")
+    audio_column_name: str = field(default="audio")
+    label_column_name: str = field(
+        default="label", metadata={"help": "Label column; for ic the slot columns, comma-separated"}
+    )
+    text_column_name: str | None = field(default=None, metadata={"help": "Transcription column (pr: phonemes, asr: text)"})
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    max_length_seconds: float | None = field(default=None, metadata={"help": "Truncate longer clips"})
+    preprocessing_num_workers: int | None = field(default=None)
+
+
+class LogMelCollator:
+    """Pads stored log-mels (the feature extractor's padding value and frame mask) and the task's labels."""
+
+    def __init__(self, feature_extractor: BYOLAFeatureExtractor, task: SuperbTask, downsampling: int):
+        self.feature_extractor = feature_extractor
+        self.task = task
+        self.downsampling = downsampling
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.feature_extractor.pad_features([np.asarray(e["input_features"]).T for e in examples])
+        labels = [e["labels"] for e in examples]
+        if self.task.head == "BYOLAForCTC":
+            longest = max(len(label) for label in labels)
+            batch["labels"] = torch.tensor([label + [-100] * (longest - len(label)) for label in labels])
+        elif self.task.head == "BYOLAForAudioFrameClassification":
+            frames = batch["input_features"].shape[-1] // self.downsampling
+            padded = np.zeros((len(labels), frames, len(labels[0][0])), np.float32)
+            for row, label in zip(padded, labels):
+                label = np.asarray(label, np.float32)[:frames]
+                row[: len(label)] = label
+            batch["labels"] = torch.from_numpy(padded)
+        else:
+            batch["labels"] = torch.tensor(labels)
+        return dict(batch)
+
+
+def label_vocabulary(dataset, column: str) -> list[str]:
+    """Class names of a label column: a ClassLabel's names, or the sorted distinct values."""
+    import datasets
+
+    feature = dataset.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return sorted({str(value) for value in dataset[column]})
+
+
+def build_ctc_tokenizer(transcriptions: list[str], output_dir: str, phonemes: bool):
+    """A CTC tokenizer over the tokens of `transcriptions` (space-separated phonemes, or characters with "|" between
+    words), blank = `<pad>` = id 0."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
+
+    tokens = sorted({t for text in transcriptions for t in (text.split() if phonemes else text.replace(" ", "|"))})
+    vocab = {"<pad>": 0, "<unk>": 1, **{token: index + 2 for index, token in enumerate(tokens)}}
+    path = Path(output_dir) / "vocab.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(vocab, ensure_ascii=False))
+    if phonemes:
+        return Wav2Vec2PhonemeCTCTokenizer(str(path), do_phonemize=False, pad_token="<pad>", unk_token="<unk>",
+                                           bos_token=None, eos_token=None)
+    return Wav2Vec2CTCTokenizer(str(path), pad_token="<pad>", unk_token="<unk>", word_delimiter_token="|")
+
+
+def load_front_end_with_statistics(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFeatureExtractor]:
+    """The model's config and feature extractor; a clear error when the config has no task statistics."""
+    config, feature_extractor = load_byola_front_end(model_name_or_path)
+    if not config.has_statistics:
+        raise ValueError(
+            f"The model at '{model_name_or_path}' has no normalisation statistics for this task. Compute them on the "
+            f"training split first: byola-compute-stats --model_name_or_path {model_name_or_path} --dataset_name ... "
+            "--output_dir MODEL_WITH_STATS (scripts/compute_stats.py), then pass that directory."
+        )
+    return config, feature_extractor
+
+
+def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
+        learning_rate_given: bool) -> dict[str, float]:
+    """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs."""
+    import evaluate
+
+    import byola_hf
+
+    from .metrics import metric_path
+    from .plots import save_confusion_matrix, save_layer_weights
+
+    task = SUPERB_TASKS[data_args.task]
+    _, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
+    # We push once at the end, the model with its card; Trainer would otherwise push every checkpoint.
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    if push:
+        if not training_args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id (the repository to create).")
+        check_hub_access(training_args.hub_model_id)
+    if not learning_rate_given:
+        training_args.learning_rate = task.learning_rate
+    splits = {}
+    for name, split, limit in (("train", data_args.train_split_name, data_args.max_train_samples),
+                               ("eval", data_args.eval_split_name, data_args.max_eval_samples)):
+        dataset = load_audio_dataset(data_args.dataset_name, data_args.dataset_config_name, data_args.data_dir, split,
+                                     data_args.audio_column_name, feature_extractor.sampling_rate)
+        splits[name] = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+    head_kwargs: dict[str, Any] = {"freeze_base": model_args.freeze_base_model,
+                                   "use_weighted_layer_sum": model_args.use_weighted_layer_sum}
+    processor = None
+    if task.head == "BYOLAForCTC":
+        column = data_args.text_column_name or ("phonemes" if task.name == "pr" else "text")
+        tokenizer = build_ctc_tokenizer(splits["train"][column], training_args.output_dir, phonemes=task.name == "pr")
+        processor = byola_hf.BYOLAProcessor(feature_extractor, tokenizer)
+        head_kwargs.update(vocab_size=len(tokenizer), ctc_blank_id=tokenizer.pad_token_id,
+                           ctc_head=model_args.ctc_head or ("bilstm" if task.name == "asr" else "linear"),
+                           ctc_proj_size=1024 if task.name == "asr" else 256)
+        encode = lambda batch: [tokenizer(text)["input_ids"] for text in batch[column]]  # noqa: E731
+    elif task.head == "BYOLAForAudioFrameClassification":
+        speakers = len(splits["train"][0][data_args.label_column_name][0])
+        head_kwargs.update(num_labels=speakers, problem_type="multi_label_classification")
+        encode = lambda batch: batch[data_args.label_column_name]  # noqa: E731
+    else:
+        columns = data_args.label_column_name.split(",")
+        vocabularies = [label_vocabulary(splits["train"], column) for column in columns]
+        if task.name == "ic":
+            head_kwargs["classifier_slots"] = [len(v) for v in vocabularies]
+            names = [f"{column}={value}" for column, v in zip(columns, vocabularies) for value in v]
+        else:
+            names = vocabularies[0]
+        head_kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
+                           label2id={n: i for i, n in enumerate(names)})
+        indices = [{value: i for i, value in enumerate(v)} for v in vocabularies]
+
+        def encode(batch):
+            values = [[index[str(batch[column][row])] for column, index in zip(columns, indices)]
+                      for row in range(len(batch[columns[0]]))]
+            return values if task.name == "ic" else [value[0] for value in values]
+
+    max_samples = (int(data_args.max_length_seconds * feature_extractor.sampling_rate)
+                   if data_args.max_length_seconds else None)
+
+    def prepare(batch):
+        audio = [example["array"] for example in batch[data_args.audio_column_name]]
+        features = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, padding=False,
+                                     truncation=max_samples is not None, max_length=max_samples)
+        return {"input_features": [f.T for f in features["input_features"]], "labels": encode(batch)}
+
+    with training_args.main_process_first(desc="feature extraction"):
+        for name, dataset in splits.items():
+            splits[name] = dataset.map(prepare, batched=True, batch_size=16, remove_columns=dataset.column_names,
+                                       num_proc=data_args.preprocessing_num_workers, desc=f"log-mel ({name})")
+    model_class = getattr(byola_hf, task.head)
+    model = model_class.from_pretrained(model_args.model_name_or_path, **head_kwargs)
+    if task.head == "BYOLAForCTC":
+        for name, dataset in splits.items():
+            splits[name] = drop_too_long_targets(dataset, model.config, name)
+
+    metric = evaluate.load(metric_path(task.metric), task.metric_config)
+    compute_metrics = metrics_function(task, model.config, metric, processor)
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["eval"],
+        data_collator=LogMelCollator(feature_extractor, task, model.config.time_downsampling),
+        compute_metrics=compute_metrics, processing_class=processor or feature_extractor,
+    )
+    if training_args.do_train or not training_args.do_eval:
+        train_result = trainer.train()
+        trainer.save_metrics("train", train_result.metrics)
+    prediction = trainer.predict(splits["eval"], metric_key_prefix="eval")
+    metrics = prediction.metrics
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    task_info = {"task": task.name, "description": task.description,
+                 "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")}}
+    if trainer.is_world_process_zero():
+        trainer.save_model()
+        (processor or feature_extractor).save_pretrained(training_args.output_dir)
+        output = Path(training_args.output_dir)
+        save_model_card(output, model.config, task_info)
+        if model.config.use_weighted_layer_sum:
+            save_layer_weights(model.featurizer.layer_weights.detach().cpu(), output / "layer_weights.png",
+                               title=f"BYOL-A layer weights learned for {task.name.upper()}")
+        if task.head == "BYOLAForSequenceClassification" and not model.config.classifier_slots:
+            save_confusion_matrix(prediction.label_ids, prediction.predictions.argmax(-1),
+                                  [model.config.id2label[i] for i in range(model.config.num_labels)],
+                                  output / "confusion_matrix.png", title=f"{task.name.upper()} confusion matrix")
+    if push and trainer.is_world_process_zero():
+        push_to_hub(training_args.output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
+                    task_info=task_info)
+    return metrics
+
+
+def drop_too_long_targets(dataset, config: BYOLAConfig, name: str):
+    """Drop clips whose transcription has more tokens than BYOL-A output frames (CTC needs one frame per token)."""
+    def fits(example):
+        return len(example["labels"]) <= len(example["input_features"]) // config.time_downsampling
+
+    kept = dataset.filter(fits, desc=f"CTC length check ({name})")
+    if len(kept) < len(dataset):
+        logger.warning(
+            f"{name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription has more tokens "
+            f"than BYOL-A output frames (12.5 per second)."
+        )
+    if len(kept) == 0:
+        raise ValueError(f"Every {name} clip's transcription is longer than its BYOL-A output (12.5 frames/s).")
+    return kept
+
+
+def metrics_function(task: SuperbTask, config: BYOLAConfig, metric, processor):
+    """`compute_metrics` for `Trainer`: accuracy (all slots for IC), PER/WER by edit distance, or frame DER."""
+
+    def compute(prediction) -> dict[str, float]:
+        logits, labels = prediction.predictions, prediction.label_ids
+        if task.head == "BYOLAForCTC":
+            predicted = processor.batch_decode(logits.argmax(-1))
+            references = processor.batch_decode(np.where(labels < 0, config.ctc_blank_id, labels), group_tokens=False)
+            return metric.compute(predictions=predicted, references=references)
+        if task.head == "BYOLAForAudioFrameClassification":
+            predicted = (logits > 0).astype(np.int8)
+            return metric.compute(predictions=list(predicted), references=list(labels.astype(np.int8)))
+        if config.classifier_slots:
+            parts = np.split(logits, np.cumsum(config.classifier_slots)[:-1], axis=-1)
+            predicted = np.stack([part.argmax(-1) for part in parts], axis=-1)
+            return metric.compute(predictions=predicted.tolist(), references=labels.tolist())
+        return metric.compute(predictions=logits.argmax(-1), references=labels)
+
+    return compute
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        return run(model_args, data_args, training_args, any(a.startswith("--learning_rate") for a in argv))
+    except ValueError as error:  # includes HubAccessError
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
