@@ -139,6 +139,10 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         check_hub_access(training_args.hub_model_id)
     if not learning_rate_given:
         training_args.learning_rate = task.learning_rate
+    logger.info(
+        f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
+        f"({'given' if learning_rate_given else 'task default'}), world size {training_args.world_size}"
+    )
     splits = {}
     for name, split, limit in (("train", data_args.train_split_name, data_args.max_train_samples),
                                ("eval", data_args.eval_split_name, data_args.max_eval_samples)):

@@ -1,0 +1,119 @@
+"""run_superb end to end on mini-SUPERB sets built with espeak-ng, with the real 512-d weights (frozen)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForAudioClassification, pipeline
+
+from byola_hf.mini_superb import make_ks, make_pr, make_sid
+from byola_hf.stats import compute_stats
+
+from conftest import PROJECT_ROOT
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+COMMON = ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--eval_strategy", "no",
+          "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mini_superb")
+    return {"ks": make_ks(root / "ks"), "pr": make_pr(root / "pr"), "sid": make_sid(root / "sid")}
+
+
+@pytest.fixture(scope="module")
+def ks_model(tmp_path_factory, real512_dir, mini) -> Path:
+    """The official 512-d weights with the KS training split's exact statistics."""
+    output = tmp_path_factory.mktemp("byola512-ks")
+    compute_stats(str(real512_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(output))
+    return output
+
+
+def run_superb(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), *arguments, *COMMON],
+                          capture_output=True, text=True, env=ENV)
+
+
+def is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_keyword_spotting_on_unseen_voices(ks_model, mini, tmp_path):
+    output = tmp_path / "ks"
+    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ks"]),
+                        "--eval_split_name", "test", "--output_dir", str(output), "--num_train_epochs", "15",
+                        "--learning_rate", "1e-3", "--per_device_train_batch_size", "16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "eval_results.json").read_text())
+    chance = 1 / 10
+    print(f"\nKS accuracy on unseen voices: {metrics['eval_accuracy']:.3f} (chance {chance:.2f})")
+    assert metrics["eval_accuracy"] >= 5 * chance
+    assert is_png(output / "layer_weights.png") and is_png(output / "confusion_matrix.png")
+    card = (output / "README.md").read_text()
+    assert "task: ks" in card and "eval_accuracy" in card
+    # the output directory is a ready model: from_pretrained + pipeline
+    classifier = pipeline("audio-classification", model=str(output))
+    import soundfile as sf
+
+    waveform, rate = sf.read(next((mini["ks"] / "test").glob("*.wav")), dtype="float32")
+    predictions = classifier({"array": waveform, "sampling_rate": rate}, top_k=3)
+    assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(json.loads((output / "config.json").read_text())["label2id"])
+    assert AutoModelForAudioClassification.from_pretrained(output).config.id2label[0] == "down"
+
+
+def test_phoneme_recognition_reports_per(ks_model, mini, tmp_path):
+    output = tmp_path / "pr"
+    result = run_superb("--task", "pr", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["pr"]),
+                        "--output_dir", str(output), "--num_train_epochs", "4", "--per_device_train_batch_size", "8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "eval_results.json").read_text())
+    print(f"\nPR: PER {metrics['eval_per']:.3f} after 4 epochs")
+    assert 0 <= metrics["eval_per"] <= 1.5
+    assert (output / "vocab.json").exists() and (output / "tokenizer_config.json").exists()
+    assert is_png(output / "layer_weights.png")
+
+
+def test_speaker_identification_runs(ks_model, mini, tmp_path):
+    output = tmp_path / "sid"
+    result = run_superb("--task", "sid", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["sid"]),
+                        "--output_dir", str(output), "--num_train_epochs", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "eval_results.json").read_text())
+    print(f"\nSID accuracy: {metrics['eval_accuracy']:.3f} (chance {1 / 6:.2f})")
+    assert "learning rate 0.001 (task default)" in result.stderr  # the BYOL-A upstream's SID learning rate
+    assert 0 <= metrics["eval_accuracy"] <= 1
+
+
+def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
+    from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
+
+    convert_byola_checkpoint(real512_checkpoint, tmp_path / "no-stats")
+    result = run_superb("--task", "ks", "--model_name_or_path", str(tmp_path / "no-stats"), "--data_dir",
+                        str(mini["ks"]), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "has no normalisation statistics" in result.stderr and "byola-compute-stats" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_torchrun_two_processes(ks_model, mini, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    output = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--task", "ks",
+         "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ks"]), "--output_dir", str(output),
+         "--max_steps", "4", "--per_device_train_batch_size", "8", "--ddp_backend", "gloo", *COMMON],
+        capture_output=True, text=True, env={**ENV, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval_accuracy" in json.loads((output / "eval_results.json").read_text())
+    assert "world size 2" in result.stderr
+    assert (output / "model.safetensors").exists()
