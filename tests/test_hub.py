@@ -1,0 +1,219 @@
+"""Sharing: trust_remote_code loading without byola_hf, pushes through huggingface_hub to a loopback Hub, cards."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoFeatureExtractor, AutoModel
+
+from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
+from byola_hf.hub import LICENSE_NOTICE, model_card
+
+from conftest import PROJECT_ROOT
+
+
+BLOCK_BYOLA_HF = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "byola_hf" or name.startswith("byola_hf."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, _Block())
+try:
+    import byola_hf
+    raise SystemExit("byola_hf is importable: the test would prove nothing")
+except ModuleNotFoundError:
+    pass
+"""
+
+
+def test_trust_remote_code_without_byola_hf(tmp_path, random2048_dir, golden):
+    """Saved directories carry the code; a process that cannot import byola_hf loads and reproduces them exactly."""
+    base = AutoModel.from_pretrained(random2048_dir).eval()
+    fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
+    head = BYOLAForSequenceClassification.from_pretrained(random2048_dir, num_labels=3).eval()
+    base.save_pretrained(tmp_path / "base")
+    fe.save_pretrained(tmp_path / "base")
+    head.save_pretrained(tmp_path / "head")
+    fe.save_pretrained(tmp_path / "head")
+    for directory in ("base", "head"):
+        files = {p.name for p in (tmp_path / directory).iterdir()}
+        assert {"configuration_byola.py", "modeling_byola.py", "feature_extraction_byola.py"} <= files
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_byola.BYOLAForSequenceClassification"
+    assert json.loads((tmp_path / "base" / "preprocessor_config.json").read_text())["auto_map"] == {
+        "AutoFeatureExtractor": "feature_extraction_byola.BYOLAFeatureExtractor"}
+
+    waveform = golden["arrays"]["espeak_command/waveform"]
+    np.save(tmp_path / "waveform.npy", waveform)
+    with torch.no_grad():
+        inputs = fe(waveform, sampling_rate=16000, return_tensors="pt")
+        np.save(tmp_path / "expected_hidden.npy", base(**inputs).last_hidden_state.numpy())
+        np.save(tmp_path / "expected_logits.npy", head(**inputs).logits.numpy())
+    script = BLOCK_BYOLA_HF + textwrap.dedent(f"""
+        import numpy as np, torch
+        from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+        root = {str(tmp_path)!r}
+        fe = AutoFeatureExtractor.from_pretrained(root + "/base", trust_remote_code=True)
+        model = AutoModel.from_pretrained(root + "/base", trust_remote_code=True).eval()
+        head = AutoModelForAudioClassification.from_pretrained(root + "/head", trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        inputs = fe(np.load(root + "/waveform.npy"), sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            assert np.array_equal(model(**inputs).last_hidden_state.numpy(), np.load(root + "/expected_hidden.npy"))
+            assert np.array_equal(head(**inputs).logits.numpy(), np.load(root + "/expected_logits.npy"))
+        print("remote code reproduced the installed package exactly")
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reproduced the installed package exactly" in result.stdout
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """The few endpoints huggingface_hub's create_repo / upload_folder use (regular, non-LFS uploads)."""
+
+    commits: list[dict] = []
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, payload, status=200):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def do_GET(self):
+        if self.path.startswith("/api/whoami"):
+            return self._json({"type": "user", "name": "tester", "auth": {"accessToken": {"role": "write"}}})
+        self._json({"error": f"not faked: GET {self.path}"}, 404)
+
+    def do_POST(self):
+        body = self._body()
+        if self.path == "/api/repos/create":
+            request = json.loads(body)
+            owner = request.get("organization") or "tester"
+            return self._json({"url": f"http://{self.headers['Host']}/{owner}/{request['name']}"})
+        if self.path == "/api/validate-yaml":  # the card's front matter must parse as YAML with a licence
+            import yaml
+
+            content = json.loads(body)["content"]
+            metadata = yaml.safe_load(content.split("---")[1])
+            if not isinstance(metadata, dict) or "license" not in metadata:
+                return self._json({"errors": [{"message": "no license"}]}, 400)
+            return self._json({"warnings": []})
+        if "/preupload/" in self.path:
+            files = json.loads(body)["files"]
+            return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                         for f in files]})
+        if "/commit/" in self.path:
+            lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+            files = {line["value"]["path"]: base64.b64decode(line["value"]["content"])
+                     for line in lines if line["key"] == "file"}
+            FakeHub.commits.append({"path": self.path, "files": files})
+            return self._json({"success": True, "commitOid": "0" * 40, "commitUrl": f"http://{self.headers['Host']}/tester/x/commit/{'0' * 40}"})
+        self._json({"error": f"not faked: POST {self.path}"}, 404)
+
+
+@pytest.fixture
+def fake_hub():
+    FakeHub.commits = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def hub_env(endpoint: str) -> dict[str, str]:
+    return {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"), str(real512_checkpoint),
+         str(tmp_path / "model"), "--mean", "-8.907230", "--std", "4.892486", "--push_to_hub", "--hub_model_id",
+         "tester/byola-512", "--private"],
+        capture_output=True, text=True, env=hub_env(fake_hub),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(FakeHub.commits) == 1 and "/api/models/tester/byola-512/commit/main" in FakeHub.commits[0]["path"]
+    files = FakeHub.commits[0]["files"]
+    assert set(files) == {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
+                          "configuration_byola.py", "modeling_byola.py", "feature_extraction_byola.py"}
+    assert files["model.safetensors"] == (tmp_path / "model" / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert "mean: `-8.90723`, std: `4.892486`" in card and LICENSE_NOTICE in card
+    assert "niizumi2021byol-a" in card and "trust_remote_code=True" in card
+
+
+def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
+    from byola_hf.mini_superb import make_ks
+
+    data = make_ks(tmp_path / "ks", repeats=1)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "compute_stats.py"), "--model_name_or_path",
+         str(random2048_dir), "--dataset_name", "audiofolder", "--data_dir", str(data), "--output_dir",
+         str(tmp_path / "with-stats"), "--push_to_hub", "--hub_model_id", "tester/byola-ks"],
+        capture_output=True, text=True, env=hub_env(fake_hub),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = FakeHub.commits[0]["files"]["README.md"].decode()
+    config = json.loads(FakeHub.commits[0]["files"]["config.json"])
+    assert f"mean: `{config['mean']}`" in card and "split `train`" in card and "examples: 60" in card
+
+
+@pytest.mark.parametrize("script, arguments", [
+    ("convert_byola_checkpoint.py", ["CHECKPOINT", "OUT", "--push_to_hub", "--hub_model_id", "tester/x"]),
+    ("compute_stats.py", ["--model_name_or_path", "MODEL", "--dataset_name", "audiofolder", "--data_dir", "OUT",
+                          "--output_dir", "OUT", "--push_to_hub", "--hub_model_id", "tester/x"]),
+    ("run_superb.py", ["--task", "ks", "--model_name_or_path", "MODEL", "--data_dir", "OUT", "--output_dir", "OUT",
+                       "--push_to_hub", "--hub_model_id", "tester/x", "--report_to", "none"]),
+])
+def test_offline_push_fails_early_and_clearly(script, arguments, real512_checkpoint, random2048_dir, tmp_path):
+    substitutions = {"CHECKPOINT": str(real512_checkpoint), "MODEL": str(random2048_dir), "OUT": str(tmp_path)}
+    arguments = [substitutions.get(a, a) for a in arguments]
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / script), *arguments],
+                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert "Cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE=1)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "model.safetensors").exists()  # failed before doing the work
+
+
+def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
+    env = {**hub_env("http://127.0.0.1:9"), "HF_HUB_ETAG_TIMEOUT": "2"}
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"), str(real512_checkpoint),
+         str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "tester/x"],
+        capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 1 and "is unreachable or refused the token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_model_card_without_statistics_warns():
+    card = model_card(BYOLAConfig(feature_d=512))
+    assert "no statistics yet" in card and "byola-compute-stats" in card
+    assert LICENSE_NOTICE in card and "# BYOL-A (512-d)" in card
+    fine_tuned = model_card(BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, id2label={0: "yes", 1: "no"},
+                                        architectures=["BYOLAForSequenceClassification"]),
+                            {"task": "ks", "description": "keyword spotting", "metrics": {"eval_accuracy": 0.9}})
+    assert "task: ks (keyword spotting)" in fine_tuned and "eval_accuracy: 0.9" in fine_tuned
+    assert "labels: yes, no" in fine_tuned
