@@ -49,6 +49,9 @@ class BYOLAConfig(PretrainedConfig):
         stats_provenance (`dict`, *optional*):
             Where `mean`/`std` came from (dataset, config, split, examples, frames, method), written by
             `byola_hf.compute_stats`.
+        inference_chunk_frames (`int`, *optional*, defaults to 12000):
+            In eval mode [`BYOLAModel`] runs inputs longer than this many log-mel frames (120 s at 16 kHz) in exact
+            chunks so memory stays bounded (`0`: never). Does not change results beyond float rounding.
         use_weighted_layer_sum (`bool`, *optional*, defaults to `True`):
             Heads: learn a softmax-weighted sum of the `num_hidden_layers` hidden states (weights start equal), as
             SUPERB's featurizer does; otherwise use `last_hidden_state`.
@@ -108,6 +111,7 @@ class BYOLAConfig(PretrainedConfig):
         mean: float | None = None,
         std: float | None = None,
         stats_provenance: dict[str, Any] | None = None,
+        inference_chunk_frames: int = 12000,
         use_weighted_layer_sum: bool = True,
         freeze_base: bool = True,
         classifier_proj_size: int = 256,
@@ -137,6 +141,7 @@ class BYOLAConfig(PretrainedConfig):
         self.mean = None if mean is None else float(mean)
         self.std = None if std is None else float(std)
         self.stats_provenance = stats_provenance
+        self.inference_chunk_frames = inference_chunk_frames
         self.use_weighted_layer_sum = use_weighted_layer_sum
         self.freeze_base = freeze_base
         self.classifier_proj_size = classifier_proj_size

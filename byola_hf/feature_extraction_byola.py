@@ -255,6 +255,10 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         Returns:
             `torch.Tensor` of shape `(batch, feature_size, 1 + samples // hop_length)`.
         """
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):  # always float32, even under bf16
+            return self._log_mel(waveforms, lengths)
+
+    def _log_mel(self, waveforms: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
         batch, samples = waveforms.shape
         half = self.n_fft // 2
         if lengths is None or all(length == samples for length in lengths):
@@ -274,7 +278,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             center=False,
             return_complex=True,
         )
-        power = torch.view_as_real(spectrum).pow(2).sum(-1)
+        parts = torch.view_as_real(spectrum)
+        power = parts[..., 0].square().add_(parts[..., 1].square())  # |X|^2, without a slow size-2 reduction
         log_mel = torch.matmul(self._mel_filters_t.to(waveforms.device), power).add_(self.log_offset).log_()
         if lengths is not None:
             valid = torch.as_tensor([self.num_frames(length) for length in lengths], device=waveforms.device)

@@ -1,0 +1,101 @@
+"""Every fast path equals the reference computation: folded BatchNorm + channels-last, chunked long audio, bf16."""
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoFeatureExtractor, AutoModel
+
+from byola_hf import BYOLAConfig, BYOLAModel
+from byola_hf.benchmark import OriginalStyleUpstream
+from byola_hf.convert_byola_checkpoint import load_original_state_dict, original_forward
+
+
+def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual.float() - expected.float()).abs().max() / expected.float().abs().max())
+
+
+def test_folded_conv_block_equals_unfused_modules(random2048_dir):
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    hidden = torch.randn(2, 1, 64, 301)
+    worst = 0.0
+    with torch.no_grad():
+        for block in model.conv_blocks:
+            fast = block(hidden)
+            reference = block.pool(block.activation(block.batch_norm(block.conv(hidden))))
+            worst = max(worst, relative(fast, reference))
+            hidden = reference
+    print(f"\nfolded BatchNorm, pool-then-ReLU, channels-last vs modules: {worst:.2g}")
+    assert worst < 1e-5
+
+
+def test_fast_model_equals_functional_original(random2048_checkpoint, random2048_dir, golden):
+    """The whole eval path against an unfused functional computation straight from the original tensors."""
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    state_dict = load_original_state_dict(random2048_checkpoint)
+    log_mel = torch.from_numpy(golden["arrays"]["sine_sweep_3s/log_mel"])[None]
+    with torch.no_grad():
+        expected = original_forward(state_dict, ((log_mel - model.config.mean) / model.config.std)[:, None])
+        deviation = relative(model(log_mel).last_hidden_state, expected)
+    print(f"\nfast eval path vs functional original: {deviation:.2g}")
+    assert deviation < 1e-5
+
+
+def test_training_mode_uses_the_modules_and_trains_batch_norm():
+    model = BYOLAModel(BYOLAConfig(feature_d=32, mean=-9.0, std=4.0)).train()
+    outputs = model(torch.randn(2, 64, 200) * 4 - 9)
+    outputs.pooler_output.sum().backward()
+    block = model.conv_blocks[0]
+    assert block.batch_norm.weight.grad is not None and block.conv.weight.grad is not None
+    assert int(block.batch_norm.num_batches_tracked) == 1  # batch statistics were used and tracked
+
+
+def test_chunked_long_audio_equals_unchunked(random2048_dir, golden):
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
+    speech = np.concatenate([golden["arrays"]["espeak_command/waveform"], golden["arrays"]["alsa_front_center/waveform"],
+                             golden["arrays"]["sine_sweep_3s/waveform"][:30001]])
+    batch = fe([speech, speech[:20000]], sampling_rate=16000, return_tensors="pt")  # padded batch, odd lengths
+    worst = 0.0
+    with torch.no_grad():
+        whole = model(**batch, output_hidden_states=True, chunk_frames=0)
+        for chunk in (64, 200, 333):
+            chunked = model(**batch, output_hidden_states=True, chunk_frames=chunk)
+            assert torch.equal(chunked.attention_mask, whole.attention_mask)
+            for got, expected in zip(chunked.hidden_states, whole.hidden_states):
+                assert got.shape == expected.shape
+                worst = max(worst, relative(got, expected))
+            worst = max(worst, relative(chunked.pooler_output, whole.pooler_output))
+    print(f"\nchunked vs unchunked, every hidden state and pooled: {worst:.2g}")
+    assert worst < 1e-5
+    # the default chunk size applies only to long inputs and can be overridden from the config
+    assert model.config.inference_chunk_frames == 12000
+
+
+def test_bf16_autocast_stays_close_to_fp32(real512_dir, random2048_dir, golden):
+    speech = [golden["arrays"]["espeak_command/waveform"], golden["arrays"]["alsa_front_center/waveform"]]
+    for directory in (real512_dir, random2048_dir):
+        model = AutoModel.from_pretrained(directory).eval()
+        fe = AutoFeatureExtractor.from_pretrained(directory)
+        batch = fe(speech, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            reference = model(**batch, output_hidden_states=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                fast = model(**batch, output_hidden_states=True)
+        assert fe(speech[0], sampling_rate=16000)["input_features"][0].dtype == np.float32
+        cosines = [float(nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
+                   for a, b in zip(fast.hidden_states, reference.hidden_states)]
+        pooled = float(nn.functional.cosine_similarity(fast.pooler_output.double(), reference.pooler_output.double()).min())
+        print(f"\n{model.config.feature_d}-d bf16 vs fp32: layer cosines {[round(c, 5) for c in cosines]}, pooled {pooled:.5f},"
+              f" max relative deviation {relative(fast.last_hidden_state, reference.last_hidden_state):.2g}")
+        assert min(cosines) >= 0.999 and pooled >= 0.999
+
+
+def test_benchmark_baseline_matches_golden(random2048_checkpoint, golden):
+    """The benchmark's original-style baseline computes what the original computes (so its ratios are fair)."""
+    meta = golden["meta"]
+    baseline = OriginalStyleUpstream(load_original_state_dict(random2048_checkpoint), meta["mean"], meta["std"])
+    waveform = torch.from_numpy(golden["arrays"]["espeak_command/waveform"])[None]
+    with torch.no_grad():
+        layers = baseline(waveform, layered=True)
+    for index, layer in enumerate(layers):
+        assert relative(layer[0], torch.from_numpy(golden["arrays"][f"espeak_command/random2048/hidden_state_{index}"])) < 1e-5
