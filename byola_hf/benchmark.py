@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -171,17 +170,21 @@ def run_case(case: str, shape: str, models, repeats: int, bf16: bool = False) ->
 
 
 def peak_memory_mb(case: str, shape: str, which: str, checkpoint: str, mean: float, std: float, bf16: bool) -> float:
-    """Peak resident memory of one run of `case` in a fresh process, above the process's size after loading."""
+    """Peak resident memory of one run of `case` in a fresh process, above its size once the models are loaded
+    (Linux: the high-water mark is reset through /proc/self/clear_refs just before the run)."""
     code = (
-        "import json, resource, sys, numpy as np, torch\n"
+        "import json, numpy as np, torch\n"
         "from byola_hf.benchmark import load_models, case_functions, SHAPES\n"
+        "def status(key):\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
         f"models = load_models({checkpoint!r}, {mean}, {std})\n"
         f"batch, seconds = SHAPES[{shape!r}]\n"
         "w = (0.1 * np.random.default_rng(0).standard_normal((batch, int(seconds * 16000)))).astype(np.float32)\n"
         f"fns = case_functions({case!r}, *models, w, {bf16})\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = status('VmRSS')\n"
         f"with torch.inference_mode(): fns[{0 if which == 'ours' else 1}]()\n"
-        "print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024))\n"
+        "print(json.dumps(status('VmHWM') - before))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
