@@ -272,13 +272,13 @@ def metrics_function(task: SuperbTask, config: BYOLAConfig, metric, processor):
     return compute
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
-        return run(model_args, data_args, training_args, any(a.startswith("--learning_rate") for a in argv))
+        run(model_args, data_args, training_args, any(a.startswith("--learning_rate") for a in argv))
     except ValueError as error:  # includes HubAccessError
         sys.exit(f"error: {error}")
 

@@ -31,3 +31,18 @@ def test_readme_main_job_runs(tmp_path, random2048_checkpoint):
     print(result.stdout)
     assert "Check against the original network" in result.stdout
     assert re.search(r"torch.Size\(\[1, \d+, 2048\]\) torch.Size\(\[1, 2048\]\)", result.stdout)
+
+
+def test_readme_superb_demo_runs(tmp_path, real512_checkpoint):
+    """The README's SUPERB commands, as written, with the shared official 512-d weights."""
+    script = readme_block("## SUPERB fine-tuning with Trainer")
+    script = script.replace("AudioNTT2020-BYOLA-64x96d512.pth", str(real512_checkpoint))
+    bin_dir = str(Path(sys.executable).parent) + "/"
+    script = "\n".join(bin_dir + line if line.startswith("byola-") else line for line in script.splitlines())
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = __import__("json").loads((tmp_path / "out" / "ks" / "eval_results.json").read_text())
+    print(f"\nREADME KS demo: accuracy {metrics['eval_accuracy']:.3f} on unseen voices")
+    assert metrics["eval_accuracy"] >= 0.5
+    assert (tmp_path / "out" / "ks" / "layer_weights.png").exists()

@@ -1,0 +1,54 @@
+"""The mini-SUPERB sets: layout, held-out voices, phoneme targets that fit BYOL-A's frame rate, determinism."""
+
+import datasets
+import soundfile as sf
+
+from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
+from byola_hf.mini_superb import (
+    KS_WORDS, SPEAKERS, TEST_VOICES, TRAIN_VOICES, VALIDATION_VOICES, make_ic, make_ks, make_pr, make_sid, phonemes,
+)
+
+
+def test_voices_are_held_out():
+    assert not set(TRAIN_VOICES) & set(VALIDATION_VOICES) and not set(TRAIN_VOICES) & set(TEST_VOICES)
+    assert not set(VALIDATION_VOICES) & set(TEST_VOICES)
+
+
+def test_keyword_set_layout_and_determinism(tmp_path):
+    first = make_ks(tmp_path / "a", repeats=1, seed=3)
+    second = make_ks(tmp_path / "b", repeats=1, seed=3)
+    dataset = datasets.load_dataset("audiofolder", data_dir=str(first))
+    assert set(dataset) == {"train", "validation", "test"}
+    assert len(dataset["train"]) == len(KS_WORDS) * len(TRAIN_VOICES)
+    assert sorted(set(dataset["test"]["label"])) == sorted(KS_WORDS)
+    assert dataset["train"][0]["audio"]["sampling_rate"] == 16000
+    for name in ("train/00000.wav", "test/00007.wav"):  # same audio (the WAV header's PEAK chunk has a timestamp)
+        assert (sf.read(first / name)[0] == sf.read(second / name)[0]).all()
+    assert (first / "train" / "metadata.csv").read_text() == (second / "train" / "metadata.csv").read_text()
+
+
+def test_intent_and_speaker_sets(tmp_path):
+    intents = datasets.load_dataset("audiofolder", data_dir=str(make_ic(tmp_path / "ic", examples_per_voice=2)))
+    assert {"action", "object", "location", "text"} <= set(intents["train"].column_names)
+    speakers = datasets.load_dataset("audiofolder", data_dir=str(make_sid(tmp_path / "sid", (2, 1, 1))))
+    assert set(speakers["train"]["label"]) == set(speakers["test"]["label"]) == set(SPEAKERS)
+
+
+def test_phoneme_targets_fit_the_output_frame_rate(tmp_path):
+    assert phonemes("the cat sat on the mat").split() == ["D", "@2", "k", "a", "t", "s", "a", "t", "O2", "n", "D",
+                                                           "@2", "m", "a", "t"]
+    root = make_pr(tmp_path / "pr")
+    config, fe = BYOLAConfig(), BYOLAFeatureExtractor()
+    worst = 0.0
+    for split in ("train", "validation", "test"):
+        dataset = datasets.load_dataset("audiofolder", data_dir=str(root), split=split)
+        for example in dataset:
+            frames = fe.num_frames(len(example["audio"]["array"])) // config.time_downsampling
+            worst = max(worst, len(example["phonemes"].split()) / frames)
+    print(f"\nPR: at most {worst:.2f} phonemes per output frame")
+    assert worst <= 1.0
+
+
+def test_native_rate_is_kept_on_request(tmp_path):
+    root = make_ks(tmp_path / "native", repeats=1, sampling_rate=None)
+    assert sf.info(next((root / "train").glob("*.wav"))).samplerate == 22050
