@@ -10,7 +10,7 @@ from torch import nn
 
 from .configuration_byola import BYOLAConfig
 from .feature_extraction_byola import BYOLAFeatureExtractor
-from .hub import HubAccessError, check_hub_access, push_to_hub, save_model_card
+from .hub import add_push_arguments, check_push_arguments, push_to_hub, save_model_card
 from .modeling_byola import BYOLAModel
 
 
@@ -246,19 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mean", type=float, default=None, help="Task log-mel mean, if already known")
     parser.add_argument("--std", type=float, default=None, help="Task log-mel std, if already known")
     parser.add_argument("--no_verify", action="store_true", help="Skip the check against the original network")
-    parser.add_argument("--push_to_hub", action="store_true", help="Also push the converted model to the Hub")
-    parser.add_argument("--hub_model_id", default=None, help="Repository id for --push_to_hub, e.g. user/byola-2048")
-    parser.add_argument("--private", action="store_true", help="Create the Hub repository private")
+    add_push_arguments(parser)
     args = parser.parse_args(argv)
     if (args.mean is None) != (args.std is None):
         parser.error("--mean and --std go together: give both or neither.")
-    if args.push_to_hub:
-        if not args.hub_model_id:
-            parser.error("--push_to_hub needs --hub_model_id.")
-        try:
-            check_hub_access(args.hub_model_id)
-        except HubAccessError as error:
-            parser.exit(1, f"error: {error}\n")
+    check_push_arguments(parser, args)
     try:
         model, _, check = convert_byola_checkpoint(
             args.checkpoint, args.output_dir, mean=args.mean, std=args.std, verify=not args.no_verify

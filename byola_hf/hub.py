@@ -59,6 +59,25 @@ def check_hub_access(repo_id: str | None = None, timeout: float = 5.0) -> None:
         ) from error
 
 
+def add_push_arguments(parser) -> None:
+    """The `--push_to_hub`, `--hub_model_id` and `--private` flags of the command-line tools."""
+    parser.add_argument("--push_to_hub", action="store_true", help="Also push the result to the Hub")
+    parser.add_argument("--hub_model_id", default=None, help="Repository id for --push_to_hub, e.g. user/byola-2048")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repository private")
+
+
+def check_push_arguments(parser, args) -> None:
+    """Before any work: exit with one clear line when `--push_to_hub` cannot succeed."""
+    if not args.push_to_hub:
+        return
+    if not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id.")
+    try:
+        check_hub_access(args.hub_model_id)
+    except HubAccessError as error:
+        parser.exit(1, f"error: {error}\n")
+
+
 def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> str:
     """
     A model card (README.md) for a BYOL-A model directory, generated from its config: what it is, the statistics

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .configuration_byola import BYOLAConfig
 from .feature_extraction_byola import BYOLAFeatureExtractor, to_mono_waveforms
-from .hub import HubAccessError, check_hub_access, push_to_hub, save_model_card
+from .hub import add_push_arguments, check_push_arguments, push_to_hub, save_model_card
 
 
 @dataclass
@@ -441,20 +441,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="exact (default) or the original upstream's running estimate")
     parser.add_argument("--output_dir", default=None, help="Where to save the model with its statistics "
                         "(default: update --model_name_or_path in place)")
-    parser.add_argument("--push_to_hub", action="store_true", help="Push the result to the Hub")
-    parser.add_argument("--hub_model_id", default=None, help="Repository id for --push_to_hub")
-    parser.add_argument("--private", action="store_true", help="Create the Hub repository private")
+    add_push_arguments(parser)
     args = parser.parse_args(argv)
     output_dir = args.output_dir or args.model_name_or_path
     if args.output_dir is None and not Path(args.model_name_or_path).is_dir():
         parser.error("--output_dir is required when --model_name_or_path is a Hub id.")
-    if args.push_to_hub:
-        if not args.hub_model_id:
-            parser.error("--push_to_hub needs --hub_model_id.")
-        try:
-            check_hub_access(args.hub_model_id)
-        except HubAccessError as error:
-            parser.exit(1, f"error: {error}\n")
+    check_push_arguments(parser, args)
     try:
         result = compute_stats(
             args.model_name_or_path, args.dataset_name, args.dataset_config_name, args.data_dir, args.split,
