@@ -57,11 +57,42 @@ class BYOLAConvBlock(nn.Module):
         # convolution, max-pooling runs before the ReLU (they commute), and the weights are laid out channels-last
         # so oneDNN keeps every activation in NHWC: the widest activation is written once instead of three times.
         scale = self.batch_norm.weight * torch.rsqrt(self.batch_norm.running_var + self.batch_norm.eps)
+        bias = (self.conv.bias - self.batch_norm.running_mean) * scale + self.batch_norm.bias
+        if self.conv.in_channels == 1:
+            return self._single_channel_inference(hidden_states, self.conv.weight * scale[:, None, None, None], bias)
         weight = torch.empty_like(self.conv.weight, memory_format=torch.channels_last)
         weight.copy_(self.conv.weight * scale[:, None, None, None])
-        bias = (self.conv.bias - self.batch_norm.running_mean) * scale + self.batch_norm.bias
         hidden = nn.functional.conv2d(hidden_states, weight, bias, padding=1)
         return nn.functional.relu(nn.functional.max_pool2d(hidden, 2, stride=2))
+
+    @staticmethod
+    def _single_channel_inference(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """
+        The first block (one input channel) without materialising its full-resolution output, the largest tensor
+        of the network: for each of the four positions of a 2x2 pooling window, gather the 9 taps at stride 2 and
+        multiply by the `(9, channels)` kernel, keeping the running maximum; then add the bias and apply the ReLU.
+        Returns `(batch, channels, mel // 2, time // 2)` laid out channels-last.
+        """
+        padded = nn.functional.pad(hidden_states[:, 0], (1, 1, 1, 1))  # (batch, mel + 2, time + 2)
+        rows, columns = hidden_states.shape[-2] // 2, hidden_states.shape[-1] // 2
+        kernel = weight.reshape(weight.shape[0], 9).t()
+        in_place = not (torch.is_grad_enabled() and (weight.requires_grad or hidden_states.requires_grad))
+        pooled = None
+        for row_offset in (0, 1):
+            for column_offset in (0, 1):
+                taps = torch.stack(
+                    [padded[:, row_offset + u : row_offset + u + 2 * rows : 2,
+                            column_offset + v : column_offset + v + 2 * columns : 2]
+                     for u in range(3) for v in range(3)],
+                    dim=-1,
+                )  # (batch, mel // 2, time // 2, 9)
+                phase = taps @ kernel
+                if pooled is None:
+                    pooled = phase
+                else:
+                    pooled = torch.maximum(pooled, phase, out=pooled if in_place else None)
+        pooled = pooled.add_(bias).relu_() if in_place else (pooled + bias).relu()
+        return pooled.permute(0, 3, 1, 2)
 
 
 class BYOLAPreTrainedModel(PreTrainedModel):
