@@ -1,14 +1,15 @@
 """Small labelled speech sets synthesised with espeak-ng, as `audiofolder` directories (mini-SUPERB).
 
 Each set is a directory with `train/`, `validation/` and `test/` split folders of WAV files and a `metadata.csv`
-(`file_name` plus label columns), loadable with `datasets.load_dataset("audiofolder", data_dir=...)`. Voices play
+(`file_name` plus label columns; `metadata.jsonl` for diarization's per-frame labels), loadable with `datasets.load_dataset("audiofolder", data_dir=...)`. Voices play
 the part of speakers: for keyword spotting, intent classification and phoneme recognition the validation and test
-voices are never heard in training; for speaker identification every split has the same voices (speakers) saying
-different things.
+voices are never heard in training; for speaker identification and diarization every split has the same voices (speakers)
+saying different things.
 """
 
 import argparse
 import csv
+import json
 import random
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 
@@ -165,7 +167,45 @@ def make_pr(output_dir: str | Path, repeats: int = 1, seed: int = 0, sampling_ra
     return output
 
 
-BUILDERS = {"ks": make_ks, "ic": make_ic, "sid": make_sid, "pr": make_pr}
+def make_sd(output_dir: str | Path, examples: tuple[int, int, int] = (24, 8, 8), seed: int = 0,
+            sampling_rate: int = 16000, frame_samples: int = 1280) -> Path:
+    """
+    Speaker diarization: two voices of `SPEAKERS` saying different sentences, the second starting part-way
+    through the first, mixed. `activity` (in `metadata.jsonl`) holds per-frame speaker activity, one row of two 0/1
+    values per `frame_samples` samples (BYOL-A's 80 ms output frame at 16 kHz): a speaker is active in a frame when
+    its own track's energy there is above 1 % of that track's peak frame energy.
+    """
+    rng = random.Random(seed)
+    output = Path(output_dir)
+    for split, count in zip(("train", "validation", "test"), examples):
+        directory = output / split
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for index in range(count):
+            voices = rng.sample(SPEAKERS, 2)
+            tracks = []
+            for voice, text in zip(voices, rng.sample(SID_SENTENCES, 2)):
+                path = directory / f"track{index}.wav"
+                synthesise(Utterance(text, voice, rng.randint(140, 180), rng.randint(30, 70), {}), path, sampling_rate)
+                tracks.append(sf.read(path, dtype="float32")[0])
+                path.unlink()
+            offset = rng.randint(len(tracks[0]) // 3, 4 * len(tracks[0]) // 5)  # always some overlap
+            length = max(len(tracks[0]), offset + len(tracks[1]))
+            placed = [np.zeros(length, np.float32), np.zeros(length, np.float32)]
+            placed[0][: len(tracks[0])] = tracks[0]
+            placed[1][offset : offset + len(tracks[1])] = tracks[1]
+            frames = length // frame_samples
+            energy = np.stack([np.square(t[: frames * frame_samples]).reshape(frames, -1).mean(1) for t in placed], 1)
+            activity = (energy > 0.01 * energy.max(0, keepdims=True)).astype(int)
+            name = f"{index:05d}.wav"
+            sf.write(directory / name, placed[0] + placed[1], sampling_rate, subtype="FLOAT")
+            rows.append({"file_name": name, "activity": activity.tolist(), "speakers": voices})
+        with open(directory / "metadata.jsonl", "w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return output
+
+
+BUILDERS = {"ks": make_ks, "ic": make_ic, "sid": make_sid, "pr": make_pr, "sd": make_sd}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     require_espeak()
     tasks = list(BUILDERS) if args.task == "all" else [args.task]
     for task in tasks:
-        path = BUILDERS[task](Path(args.output_dir) / task, seed=args.seed, sampling_rate=args.sampling_rate or None)
+        rate = args.sampling_rate or (16000 if task == "sd" else None)  # diarization labels assume 16 kHz frames
+        path = BUILDERS[task](Path(args.output_dir) / task, seed=args.seed, sampling_rate=rate)
         counts = {split: sum(1 for _ in (path / split).glob("*.wav")) for split in ("train", "validation", "test")}
         print(f"{task}: {path} {counts}")
 

@@ -565,7 +565,8 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
     ) -> TokenClassifierOutput | tuple:
         r"""
         labels (`torch.FloatTensor` of shape `(batch, frames, num_labels)`, *optional*):
-            Per-frame targets (speaker activity), on the model's output frames.
+            Per-frame targets (speaker activity), on the model's output frames; frames past an example's end are
+            ignored (their value, e.g. -100, does not matter).
 
         Returns `logits` of shape `(batch, frames, num_labels)`.
         """
@@ -593,11 +594,10 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
             )
         mask = frame_mask.to(logits.dtype)
         frames = mask.sum(-1)
+        targets = labels.to(logits.dtype).clamp(0, 1)  # padded frames are masked out below
         per_permutation = []
         for order in itertools.permutations(range(labels.shape[-1])):
-            bce = nn.functional.binary_cross_entropy_with_logits(
-                logits, labels[..., list(order)].to(logits.dtype), reduction="none"
-            ).mean(-1)
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, targets[..., list(order)], reduction="none").mean(-1)
             per_permutation.append((bce * mask).sum(-1) / frames)
         return torch.stack(per_permutation).min(0).values.mean()
 

@@ -71,7 +71,7 @@ class LogMelCollator:
             batch["labels"] = torch.tensor([label + [-100] * (longest - len(label)) for label in labels])
         elif self.task.head == "BYOLAForAudioFrameClassification":
             frames = batch["input_features"].shape[-1] // self.downsampling
-            padded = np.zeros((len(labels), frames, len(labels[0][0])), np.float32)
+            padded = np.full((len(labels), frames, len(labels[0][0])), -100, np.float32)  # -100: no frame
             for row, label in zip(padded, labels):
                 label = np.asarray(label, np.float32)[:frames]
                 row[: len(label)] = label
@@ -261,8 +261,10 @@ def metrics_function(task: SuperbTask, config: BYOLAConfig, metric, processor):
             references = processor.batch_decode(np.where(labels < 0, config.ctc_blank_id, labels), group_tokens=False)
             return metric.compute(predictions=predicted, references=references)
         if task.head == "BYOLAForAudioFrameClassification":
-            predicted = (logits > 0).astype(np.int8)
-            return metric.compute(predictions=list(predicted), references=list(labels.astype(np.int8)))
+            valid = [example[:, 0] != -100 for example in labels]
+            predicted = [(example[mask] > 0).astype(np.int8) for example, mask in zip(logits, valid)]
+            references = [example[mask].astype(np.int8) for example, mask in zip(labels, valid)]
+            return metric.compute(predictions=predicted, references=references)
         if config.classifier_slots:
             parts = np.split(logits, np.cumsum(config.classifier_slots)[:-1], axis=-1)
             predicted = np.stack([part.argmax(-1) for part in parts], axis=-1)

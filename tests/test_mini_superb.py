@@ -5,7 +5,8 @@ import soundfile as sf
 
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.mini_superb import (
-    KS_WORDS, SPEAKERS, TEST_VOICES, TRAIN_VOICES, VALIDATION_VOICES, make_ic, make_ks, make_pr, make_sid, phonemes,
+    KS_WORDS, SPEAKERS, TEST_VOICES, TRAIN_VOICES, VALIDATION_VOICES, make_ic, make_ks, make_pr, make_sd, make_sid,
+    phonemes,
 )
 
 
@@ -52,3 +53,17 @@ def test_phoneme_targets_fit_the_output_frame_rate(tmp_path):
 def test_native_rate_is_kept_on_request(tmp_path):
     root = make_ks(tmp_path / "native", repeats=1, sampling_rate=None)
     assert sf.info(next((root / "train").glob("*.wav"))).samplerate == 22050
+
+
+def test_diarization_set_labels_every_output_frame(tmp_path):
+    dataset = datasets.load_dataset("audiofolder", data_dir=str(make_sd(tmp_path / "sd", examples=(3, 1, 1))),
+                                    split="train")
+    config, fe = BYOLAConfig(), BYOLAFeatureExtractor()
+    overlapping = 0
+    for example in dataset:
+        frames = fe.num_frames(len(example["audio"]["array"])) // config.time_downsampling
+        activity = example["activity"]
+        assert abs(len(activity) - frames) <= 1 and all(len(row) == 2 for row in activity)
+        assert any(row[0] for row in activity) and any(row[1] for row in activity)
+        overlapping += any(row == [1, 1] for row in activity)
+    assert overlapping > 0  # speech overlaps in some mixtures (others start in the first voice's final pause)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForAudioClassification, pipeline
 
-from byola_hf.mini_superb import make_ks, make_pr, make_sid
+from byola_hf.mini_superb import make_ks, make_pr, make_sd, make_sid
 from byola_hf.stats import compute_stats
 
 from conftest import PROJECT_ROOT
@@ -24,7 +24,8 @@ COMMON = ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--eval_s
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mini_superb")
-    return {"ks": make_ks(root / "ks"), "pr": make_pr(root / "pr"), "sid": make_sid(root / "sid")}
+    return {"ks": make_ks(root / "ks"), "pr": make_pr(root / "pr"), "sid": make_sid(root / "sid"),
+            "sd": make_sd(root / "sd", examples=(16, 6, 6))}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,28 @@ def test_speaker_identification_runs(ks_model, mini, tmp_path):
     print(f"\nSID accuracy: {metrics['eval_accuracy']:.3f} (chance {1 / 6:.2f})")
     assert "learning rate 0.001 (task default)" in result.stderr  # the BYOL-A upstream's SID learning rate
     assert 0 <= metrics["eval_accuracy"] <= 1
+
+
+def test_speech_recognition_with_bilstm_runs(ks_model, mini, tmp_path):
+    output = tmp_path / "asr"
+    result = run_superb("--task", "asr", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["pr"]),
+                        "--output_dir", str(output), "--max_steps", "3", "--per_device_train_batch_size", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "eval_results.json").read_text())
+    print(f"\nASR (3 steps, characters): WER {metrics['eval_wer']:.3f}")
+    assert 0 <= metrics["eval_wer"] <= 1.5
+    assert json.loads((output / "config.json").read_text())["ctc_head"] == "bilstm"
+
+
+def test_speaker_diarization_reports_der(ks_model, mini, tmp_path):
+    output = tmp_path / "sd"
+    result = run_superb("--task", "sd", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["sd"]),
+                        "--label_column_name", "activity", "--output_dir", str(output), "--num_train_epochs", "10",
+                        "--per_device_train_batch_size", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "eval_results.json").read_text())
+    print(f"\nSD (2 overlapping voices): DER {metrics['eval_der']:.3f}")
+    assert 0 <= metrics["eval_der"] < 0.6
 
 
 def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
