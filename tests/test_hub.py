@@ -216,3 +216,23 @@ def test_model_card_without_statistics_warns():
                             {"task": "ks", "description": "keyword spotting", "metrics": {"eval_accuracy": 0.9}})
     assert "task: ks (keyword spotting)" in fine_tuned and "eval_accuracy: 0.9" in fine_tuned
     assert "labels: yes, no" in fine_tuned
+
+
+def test_run_superb_pushes_the_fine_tuned_head(fake_hub, random2048_dir, tmp_path):
+    from byola_hf.mini_superb import make_ks
+
+    data = make_ks(tmp_path / "ks", repeats=1)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--task", "ks", "--model_name_or_path",
+         str(random2048_dir), "--data_dir", str(data), "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+         "--report_to", "none", "--use_cpu", "--save_strategy", "no", "--push_to_hub", "--hub_model_id",
+         "tester/byola-ks", "--hub_private_repo", "true"],
+        capture_output=True, text=True, env=hub_env(fake_hub),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(FakeHub.commits) == 1  # one push at the end, not one per checkpoint
+    files = FakeHub.commits[0]["files"]
+    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "modeling_byola.py",
+            "eval_results.json", "layer_weights.png", "confusion_matrix.png"} <= set(files)
+    card = files["README.md"].decode()
+    assert "task: ks (keyword spotting" in card and "eval_accuracy" in card and LICENSE_NOTICE in card
