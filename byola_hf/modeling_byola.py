@@ -506,10 +506,7 @@ class BYOLAForCTC(BYOLAHeadModel):
         hidden = self.projector(features)
         output_lengths = frame_mask.sum(-1)
         if self.config.ctc_head == "bilstm":
-            packed = nn.utils.rnn.pack_padded_sequence(hidden, output_lengths.cpu(), batch_first=True,
-                                                       enforce_sorted=False)
-            hidden, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                                         total_length=hidden.shape[1])
+            hidden = _run_lstm(self.lstm, hidden, output_lengths)
         logits = self.lm_head(hidden)
         loss = None if labels is None else self._ctc_loss(logits, labels, output_lengths)
         hidden_states = outputs.hidden_states if output_hidden_states else None
@@ -573,10 +570,7 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         features, frame_mask, outputs = self.encode(input_features, attention_mask)
         lengths = frame_mask.sum(-1)
-        packed = nn.utils.rnn.pack_padded_sequence(features, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        hidden, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                                     total_length=features.shape[1])
-        logits = self.classifier(hidden)
+        logits = self.classifier(_run_lstm(self.lstm, features, lengths))
         loss = None if labels is None else self._permutation_invariant_loss(logits, labels, frame_mask)
         hidden_states = outputs.hidden_states if output_hidden_states else None
         if not return_dict:
@@ -623,6 +617,12 @@ def _tail_weights_float64(halvings: int) -> tuple[tuple[float, ...], ...]:
 
 def _tail_weights(halvings: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.tensor(_tail_weights_float64(halvings), dtype=dtype, device=device)
+
+
+def _run_lstm(lstm: nn.LSTM, sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Run `lstm` on `(batch, frames, features)` over each example's valid frames only; padding stays zero."""
+    packed = nn.utils.rnn.pack_padded_sequence(sequences, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    return nn.utils.rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=sequences.shape[1])[0]
 
 
 def _length_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
