@@ -192,9 +192,10 @@ def peak_memory_mb(case: str, shape: str, which: str, checkpoint: str, mean: flo
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Benchmark byola_hf against the original upstream's computation.")
-    parser.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[2] / "shared" / "reference"
-                                                    / "AudioNTT2020-random-seed123-d2048.pth"),
-                        help="Original-layout checkpoint (2048-d by default: the shared random one)")
+    shared = Path(os.environ.get("BYOLA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+    parser.add_argument("--checkpoint", default=str(shared / "reference" / "AudioNTT2020-random-seed123-d2048.pth"),
+                        help="Original-layout checkpoint (default: the shared random 2048-d one, under "
+                             "$BYOLA_SHARED_DIR or ../shared)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--repeats", type=int, default=5)
