@@ -283,6 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         run(model_args, data_args, training_args, any(a.startswith("--learning_rate") for a in argv))
     except ValueError as error:  # includes HubAccessError
         sys.exit(f"error: {error}")
+    finally:
+        # Under torchrun, Trainer's gloo/nccl group must not outlive main(): torn down at interpreter exit it can
+        # abort a rank after the work is done.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

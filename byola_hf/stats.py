@@ -12,6 +12,8 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -322,46 +324,46 @@ def compute_stats(
         else:
             dataset = dataset.shuffle(seed=seed).select(range(min(max_examples, len(dataset))))
 
-    rank, world_size = _distributed_rank()
-    if world_size > 1:
-        from datasets.distributed import split_dataset_by_node
-
-        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-
-    if mode == "exact":
-        moments, examples, frames, samples = compute_moments(
-            dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming
-        )
+    with _process_group() as (rank, world_size):
         if world_size > 1:
-            moments, examples, frames, samples = _gather_and_merge(moments, examples, frames, samples)
-        if moments.count == 0:
-            raise ValueError("No audio was found: the selected examples are empty.")
-        mean, std, values = moments.mean, moments.std, moments.count
-    else:
-        if world_size > 1:
-            raise ValueError("--mode s3prl reproduces a single-process running estimate; run it without torchrun.")
-        estimate, examples, frames, samples = s3prl_estimate(dataset, feature_extractor, audio_column_name, batch_size)
-        if estimate.updates == 0:
-            raise ValueError("No audio was found: the selected examples are empty.")
-        mean, std, values = estimate.mean, estimate.std, frames * config.n_mels
+            from datasets.distributed import split_dataset_by_node
 
-    provenance = {
-        "dataset": dataset_name,
-        "config": dataset_config_name,
-        "data_dir": data_dir,
-        "split": split,
-        "audio_column": audio_column_name,
-        "num_examples": examples,
-        "num_frames": frames,
-        "num_values": values,
-        "max_examples": max_examples,
-        "seed": seed if max_examples is not None else None,
-        "method": mode,
-    }
-    result = StatsResult(mean, std, examples, frames, values, samples / feature_extractor.sampling_rate, provenance)
-    if output_dir is not None and rank == 0:
-        save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
-    return result
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+
+        if mode == "exact":
+            moments, examples, frames, samples = compute_moments(
+                dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming
+            )
+            if world_size > 1:
+                moments, examples, frames, samples = _gather_and_merge(moments, examples, frames, samples)
+            if moments.count == 0:
+                raise ValueError("No audio was found: the selected examples are empty.")
+            mean, std, values = moments.mean, moments.std, moments.count
+        else:
+            if world_size > 1:
+                raise ValueError("--mode s3prl reproduces a single-process running estimate; run it without torchrun.")
+            estimate, examples, frames, samples = s3prl_estimate(dataset, feature_extractor, audio_column_name, batch_size)
+            if estimate.updates == 0:
+                raise ValueError("No audio was found: the selected examples are empty.")
+            mean, std, values = estimate.mean, estimate.std, frames * config.n_mels
+
+        provenance = {
+            "dataset": dataset_name,
+            "config": dataset_config_name,
+            "data_dir": data_dir,
+            "split": split,
+            "audio_column": audio_column_name,
+            "num_examples": examples,
+            "num_frames": frames,
+            "num_values": values,
+            "max_examples": max_examples,
+            "seed": seed if max_examples is not None else None,
+            "method": mode,
+        }
+        result = StatsResult(mean, std, examples, frames, values, samples / feature_extractor.sampling_rate, provenance)
+        if output_dir is not None and rank == 0:
+            save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
+        return result
 
 
 def save_stats(
@@ -394,16 +396,27 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def _distributed_rank() -> tuple[int, int]:
-    """`(rank, world_size)`, initialising torch.distributed when launched by torchrun."""
+@contextmanager
+def _process_group() -> Iterator[tuple[int, int]]:
+    """
+    `(rank, world_size)` of this process. Under torchrun (`WORLD_SIZE > 1`) it joins the process group for the
+    duration and destroys it on the way out: a gloo group left alive until interpreter exit can abort the process
+    ("terminate called without an active exception") after the work is done.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return 0, 1
+        yield 0, 1
+        return
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        if created:
+            dist.destroy_process_group()
 
 
 def _gather_and_merge(
@@ -455,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as error:
         parser.exit(1, f"error: {error}\n")
-    if _distributed_rank()[0] != 0:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports and pushes
         return
     hours = result.audio_seconds / 3600
     print(f"{result.num_examples} examples, {hours:.2f} h of audio, {result.num_frames} frames ({args.mode})")
