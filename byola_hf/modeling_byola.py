@@ -12,6 +12,11 @@ from transformers.utils import ModelOutput
 
 from .configuration_byola import BYOLAConfig, check_statistics
 
+# Outputs per time slice of the first conv block's inference path (4 MB of float32 per pooling phase: in cache).
+_FIRST_BLOCK_SLICE_VALUES = 1 << 20
+# oneDNN's linear with the ReLU fused, about 15 % faster than `relu(linear(x))` for fc2 on AVX-512 CPUs.
+_ONEDNN_LINEAR_RELU = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+
 
 @dataclass
 class BYOLAModelOutput(ModelOutput):
@@ -71,26 +76,32 @@ class BYOLAConvBlock(nn.Module):
         The first block (one input channel) without materialising its full-resolution output, the largest tensor
         of the network: for each of the four positions of a 2x2 pooling window, gather the 9 taps at stride 2 and
         multiply by the `(9, channels)` kernel, keeping the running maximum; then add the bias and apply the ReLU.
-        Returns `(batch, channels, mel // 2, time // 2)` laid out channels-last.
+        The time axis is processed in slices of about `_FIRST_BLOCK_SLICE_VALUES` outputs so the four partial
+        products of a slice stay in cache. Returns `(batch, channels, mel // 2, time // 2)` laid out channels-last.
         """
         padded = nn.functional.pad(hidden_states[:, 0], (1, 1, 1, 1))  # (batch, mel + 2, time + 2)
-        rows, columns = hidden_states.shape[-2] // 2, hidden_states.shape[-1] // 2
+        batch, rows, columns = hidden_states.shape[0], hidden_states.shape[-2] // 2, hidden_states.shape[-1] // 2
         kernel = weight.reshape(weight.shape[0], 9).t()
         in_place = not (torch.is_grad_enabled() and (weight.requires_grad or hidden_states.requires_grad))
-        pooled = None
-        for row_offset in (0, 1):
-            for column_offset in (0, 1):
+        step = max(1, _FIRST_BLOCK_SLICE_VALUES // (batch * rows * weight.shape[0]))
+        slices = []
+        for start in range(0, columns, step):
+            stop = min(columns, start + step)
+            pooled = None
+            for row_offset, column_offset in itertools.product((0, 1), (0, 1)):
                 taps = torch.stack(
                     [padded[:, row_offset + u : row_offset + u + 2 * rows : 2,
-                            column_offset + v : column_offset + v + 2 * columns : 2]
+                            column_offset + v + 2 * start : column_offset + v + 2 * stop : 2]
                      for u in range(3) for v in range(3)],
                     dim=-1,
-                )  # (batch, mel // 2, time // 2, 9)
+                )  # (batch, mel // 2, stop - start, 9)
                 phase = taps @ kernel
                 if pooled is None:
                     pooled = phase
                 else:
                     pooled = torch.maximum(pooled, phase, out=pooled if in_place else None)
+            slices.append(pooled)
+        pooled = slices[0] if len(slices) == 1 else torch.cat(slices, dim=2)
         pooled = pooled.add_(bias).relu_() if in_place else (pooled + bias).relu()
         return pooled.permute(0, 3, 1, 2)
 
@@ -218,13 +229,27 @@ class BYOLAModel(BYOLAPreTrainedModel):
 
         batch, channels, mels, frames = hidden.shape
         hidden = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major, channel-minor
-        fc1_state = self.activation(self.fc1(hidden))
-        last_hidden_state = self.activation(self.fc2(self.dropout(fc1_state)))
+        fc1_state = self._linear_relu(self.fc1, hidden)
+        last_hidden_state = self._linear_relu(self.fc2, self.dropout(fc1_state))
         if padded:
             valid = _length_mask(output_lengths, frames, last_hidden_state.dtype)[:, :, None]
             last_hidden_state = last_hidden_state * valid
             fc1_state = fc1_state * valid
         return conv_states, fc1_state, last_hidden_state
+
+    def _linear_relu(self, linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+        """`relu(linear(hidden))`; in float32 CPU inference through oneDNN's fused kernel (same result)."""
+        fused = (
+            _ONEDNN_LINEAR_RELU is not None
+            and not self.training
+            and hidden.device.type == "cpu"
+            and hidden.dtype == linear.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and (hidden.requires_grad or linear.weight.requires_grad))
+        )
+        if fused:
+            return _ONEDNN_LINEAR_RELU(hidden, linear.weight, linear.bias, "relu", [], "")
+        return self.activation(linear(hidden))
 
     def _encode_chunked(
         self, input_features: torch.Tensor, mel_lengths: torch.Tensor, output_hidden_states: bool, step: int
@@ -331,8 +356,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
             rows = torch.arange(batch, device=conv_output.device)
             tail_start = (output_lengths - 1) * block
             index = tail_start[:, None] + torch.arange(window, device=conv_output.device)[None, :]
-            padded = nn.functional.pad(conv_output, (0, window))
-            tail = padded[rows[:, None], :, :, index]  # (batch, window, channels, mels)
+            # Positions past the tensor's end get weight 0 below: read the last step there instead of padding.
+            tail = conv_output[rows[:, None], :, :, index.clamp(max=time - 1)]  # (batch, window, channels, mels)
             weights = _tail_weights(halvings, conv_output.dtype, conv_output.device)[lengths - tail_start - block]
             reduced[rows, output_lengths - 1] = torch.einsum("bw,bwcm->bcm", weights, tail).reshape(batch, -1)
         if bool((output_lengths < frames).any()):
@@ -632,6 +657,8 @@ def _length_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.
 
 def _max_plus_mean(states: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Max over valid time steps plus mean over valid time steps of `(batch, frames, width)` -> `(batch, width)`."""
+    if bool((lengths == states.shape[1]).all()):  # no padding: nothing to mask
+        return states.amax(1) + states.mean(1)
     invalid = ~mask.bool()[:, :, None]
     maximum = states.masked_fill(invalid, float("-inf")).amax(1)
     mean = states.masked_fill(invalid, 0.0).sum(1) / lengths[:, None].to(states.dtype)

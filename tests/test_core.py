@@ -358,7 +358,7 @@ def test_converter_accepts_original_key_variants(tmp_path, random2048_checkpoint
         assert loaded.keys() == reference.keys(), name
         assert all(torch.equal(loaded[k], reference[k]) for k in reference), name
     model, _, check = convert_byola_checkpoint(tmp_path / "layered.pth")
-    assert model.config.feature_d == 2048 and check.relative_diff < 1e-6
+    assert model.config.feature_d == 2048 and check.relative_diff < 1e-5  # the converter's own tolerance
 
 
 def test_save_pretrained_round_trip(tmp_path, random2048_dir, golden):

@@ -1,11 +1,13 @@
 """Every fast path equals the reference computation: folded BatchNorm + channels-last, chunked long audio, bf16."""
 
+import json
+
 import numpy as np
 import torch
 from torch import nn
 from transformers import AutoFeatureExtractor, AutoModel
 
-from byola_hf import BYOLAConfig, BYOLAModel
+from byola_hf import BYOLAConfig, BYOLAModel, modeling_byola
 from byola_hf.benchmark import OriginalStyleUpstream
 from byola_hf.convert_byola_checkpoint import load_original_state_dict, original_forward
 
@@ -16,15 +18,32 @@ def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def test_folded_conv_block_equals_unfused_modules(random2048_dir):
     model = AutoModel.from_pretrained(random2048_dir).eval()
-    hidden = torch.randn(2, 1, 64, 301)
     worst = 0.0
-    with torch.no_grad():
-        for block in model.conv_blocks:
-            fast = block(hidden)
-            reference = block.pool(block.activation(block.batch_norm(block.conv(hidden))))
-            worst = max(worst, relative(fast, reference))
-            hidden = reference
-    print(f"\nfolded BatchNorm, pool-then-ReLU, channels-last vs modules: {worst:.2g}")
+    step = modeling_byola._FIRST_BLOCK_SLICE_VALUES // (2 * 32 * 64)  # first-block output columns per slice
+    assert 301 // 2 < step < 2003 // 2 and (2003 // 2) % step  # one slice; several, the last one short
+    for hidden in (torch.randn(2, 1, 64, 301), torch.randn(2, 1, 64, 2003) * 3):
+        with torch.no_grad():
+            for block in model.conv_blocks:
+                fast = block(hidden)
+                reference = block.pool(block.activation(block.batch_norm(block.conv(hidden))))
+                assert fast.shape == reference.shape
+                worst = max(worst, relative(fast, reference))
+                hidden = reference
+    print(f"\nfolded BatchNorm, pool-then-ReLU, channels-last, sliced first block vs modules: {worst:.2g}")
+    assert worst < 1e-5
+
+
+def test_eval_with_gradients_takes_the_autograd_path(random2048_dir):
+    """Gradients through an eval-mode model (saliency, adversarial work) use differentiable ops and agree."""
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    log_mel = (torch.randn(2, 64, 2003) * 3 - 8).requires_grad_()
+    outputs = model(log_mel, output_hidden_states=True)
+    outputs.pooler_output.sum().backward()
+    assert log_mel.grad is not None and bool(log_mel.grad.abs().sum() > 0)
+    with torch.inference_mode():
+        fast = model(log_mel.detach(), output_hidden_states=True)
+    worst = max(relative(a.detach(), b) for a, b in zip(outputs.hidden_states, fast.hidden_states))
+    print(f"\neval with autograd vs inference fast path, every hidden state: {worst:.2g}")
     assert worst < 1e-5
 
 
@@ -99,3 +118,17 @@ def test_benchmark_baseline_matches_golden(random2048_checkpoint, golden):
         layers = baseline(waveform, layered=True)
     for index, layer in enumerate(layers):
         assert relative(layer[0], torch.from_numpy(golden["arrays"][f"espeak_command/random2048/hidden_state_{index}"])) < 1e-5
+
+
+def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
+    """`scripts/benchmark.py` end to end (one repeat): every row compares equal outputs and reports a ratio."""
+    from byola_hf.benchmark import main
+
+    report = tmp_path / "benchmark.json"
+    main(["--checkpoint", str(random2048_checkpoint), "--cases", "frontend,all", "--shapes", "1x60s",
+          "--repeats", "1", "--json", str(report)])
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["case"] for row in rows] == ["frontend", "all"]
+    for row in rows:
+        assert row["max_rel_deviation"] < 1e-5 and row["cosine"] > 0.999999
+        assert row["ours_xrt"] > 0 and row["baseline_xrt"] > 0
