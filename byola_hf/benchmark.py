@@ -31,6 +31,7 @@ from .modeling_byola import BYOLAModel
 
 SHAPES = {"8x10s": (8, 10.0), "1x60s": (1, 60.0)}
 CASES = ("frontend", "last", "all", "pooled")
+Outputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
 
 
 class OriginalStyleUpstream(nn.Module):
@@ -113,8 +114,8 @@ def load_models(checkpoint: str, mean: float, std: float) -> tuple[BYOLAModel, B
 
 def case_functions(case: str, model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor,
                    baseline: OriginalStyleUpstream, waveforms: np.ndarray, bf16: bool = False
-                   ) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
-    """`(ours, baseline)` callables computing `case` from the same waveforms, both returning comparable tensors."""
+                   ) -> tuple[Callable[[], Outputs], Callable[[], Outputs]]:
+    """`(ours, baseline)` callables computing `case` from the same waveforms: a tensor, or the layers' tensors."""
     rate = feature_extractor.sampling_rate
     tensor = torch.from_numpy(waveforms)
 
@@ -130,9 +131,8 @@ def case_functions(case: str, model: BYOLAModel, feature_extractor: BYOLAFeature
         return lambda: features()["input_features"], lambda: baseline.log_mel(tensor)
     if case == "last":
         return lambda: ours_model().last_hidden_state, lambda: baseline(tensor)
-    if case == "all":
-        return (lambda: torch.stack(ours_model(output_hidden_states=True).hidden_states),
-                lambda: torch.stack(baseline(tensor, layered=True)))
+    if case == "all":  # a tuple / list of the five layers each; stacked for comparison outside the timing
+        return lambda: ours_model(output_hidden_states=True).hidden_states, lambda: baseline(tensor, layered=True)
     if case == "pooled":
         def pooled():
             frames = baseline(tensor)
@@ -141,15 +141,23 @@ def case_functions(case: str, model: BYOLAModel, feature_extractor: BYOLAFeature
     raise ValueError(f"Unknown case {case!r}; choose from {CASES}.")
 
 
-def time_call(function: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
+def time_pair(
+    ours: Callable[[], Outputs], baseline: Callable[[], Outputs], repeats: int
+) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """
+    Median seconds of `ours` and `baseline` and their outputs (stacked when a list of layers). The two calls
+    alternate, so a slow spell of a shared machine costs both alike.
+    """
+    times: dict[str, list[float]] = {"ours": [], "baseline": []}
     with torch.inference_mode():
-        output = function()  # warm-up
-        times = []
+        outputs = {"ours": ours(), "baseline": baseline()}  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
-            output = function()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), output
+            for name, function in (("ours", ours), ("baseline", baseline)):
+                start = time.perf_counter()
+                outputs[name] = function()
+                times[name].append(time.perf_counter() - start)
+    stacked = {name: torch.stack(out) if isinstance(out, (list, tuple)) else out for name, out in outputs.items()}
+    return statistics.median(times["ours"]), statistics.median(times["baseline"]), stacked["ours"], stacked["baseline"]
 
 
 def run_case(case: str, shape: str, models, repeats: int, bf16: bool = False) -> dict:
@@ -159,8 +167,7 @@ def run_case(case: str, shape: str, models, repeats: int, bf16: bool = False) ->
     samples = int(seconds * feature_extractor.sampling_rate)
     waveforms = (0.1 * rng.standard_normal((batch, samples))).astype(np.float32)
     ours, reference = case_functions(case, model, feature_extractor, baseline, waveforms, bf16)
-    ours_time, ours_output = time_call(ours, repeats)
-    baseline_time, baseline_output = time_call(reference, repeats)
+    ours_time, baseline_time, ours_output, baseline_output = time_pair(ours, reference, repeats)
     audio = batch * seconds
     deviation = float((ours_output.float() - baseline_output).abs().max() / baseline_output.abs().max())
     cosine = float(nn.functional.cosine_similarity(ours_output.double().flatten(), baseline_output.double().flatten(), dim=0))
