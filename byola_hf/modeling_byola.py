@@ -79,6 +79,10 @@ class BYOLAConvBlock(nn.Module):
         The time axis is processed in slices of about `_FIRST_BLOCK_SLICE_VALUES` outputs so the four partial
         products of a slice stay in cache. Returns `(batch, channels, mel // 2, time // 2)` laid out channels-last.
         """
+        device_type = hidden_states.device.type
+        if torch.is_autocast_enabled(device_type):  # cast once here, not every slice inside the matmuls
+            dtype = torch.get_autocast_dtype(device_type)
+            hidden_states, weight, bias = hidden_states.to(dtype), weight.to(dtype), bias.to(dtype)
         padded = nn.functional.pad(hidden_states[:, 0], (1, 1, 1, 1))  # (batch, mel + 2, time + 2)
         batch, rows, columns = hidden_states.shape[0], hidden_states.shape[-2] // 2, hidden_states.shape[-1] // 2
         kernel = weight.reshape(weight.shape[0], 9).t()
