@@ -7,6 +7,7 @@ zero-padded and averaged down in time by repeated pair averaging over the padded
 concatenated and split again). Both run in the same process on the same inputs, and their outputs are compared.
 
     python scripts/benchmark.py [--cases frontend,last,all,pooled] [--repeats 5] [--bf16] [--memory]
+                                [--long_audio_minutes 10]
 """
 
 import argparse
@@ -197,6 +198,31 @@ def peak_memory_mb(case: str, shape: str, which: str, checkpoint: str, mean: flo
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def long_audio_memory_mb(checkpoint: str, mean: float, std: float, minutes: float, hidden_states: bool,
+                         chunk_frames: int | None = None) -> dict[str, float]:
+    """
+    Peak resident memory of the whole process (`peak_mb`, Linux VmHWM) when one call turns a `minutes`-long clip
+    into features with the public path, `model(**feature_extractor(wav))`, and the process's size with only
+    torch and our model loaded (`loaded_mb`). `chunk_frames=0` shows the unchunked network for comparison.
+    """
+    code = (
+        "import json, numpy as np, torch\n"
+        "from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint\n"
+        "def status(key):\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
+        f"model, fe, _ = convert_byola_checkpoint({checkpoint!r}, None, mean={mean}, std={std})\n"
+        "model.eval()\n"
+        f"wav = (0.1 * np.random.default_rng(0).standard_normal(int({minutes} * 60 * 16000))).astype(np.float32)\n"
+        "loaded = status('VmRSS')\n"
+        "with torch.inference_mode():\n"
+        f"    out = model(**fe(wav, sampling_rate=16000, return_tensors='pt'), output_hidden_states={hidden_states},"
+        f" chunk_frames={chunk_frames})\n"
+        "print(json.dumps({'loaded_mb': loaded, 'peak_mb': status('VmHWM')}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Benchmark byola_hf against the original upstream's computation.")
     shared = Path(os.environ.get("BYOLA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
@@ -208,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bf16", action="store_true", help="Also time our model under bf16 autocast")
     parser.add_argument("--memory", action="store_true", help="Also measure peak memory (one process per run)")
+    parser.add_argument("--long_audio_minutes", type=float, default=0.0,
+                        help="Also measure the peak memory of one call on a clip this long (the goal: 10 min, 1.5 GB)")
     parser.add_argument("--json", default=None, help="Write the rows to this JSON file")
     args = parser.parse_args(argv)
     mean, std = -8.907230, 4.892486
@@ -228,8 +256,18 @@ def main(argv: list[str] | None = None) -> None:
                       f"{row['baseline_xrt']:>9.0f} {row['speedup']:>7.2f}x {row['max_rel_deviation']:>12.2e} "
                       f"{row['cosine']:>9.6f}" + (f" {row['ours_mb']:>8.0f} {row['baseline_mb']:>8.0f}"
                                                    if args.memory else ""), flush=True)
+    long_audio = []
+    if args.long_audio_minutes:
+        print(f"\nOne call on a {args.long_audio_minutes:g}-minute clip, peak memory of the whole process:")
+        for hidden_states, chunk_frames in ((False, None), (True, None), (True, 0)):
+            row = long_audio_memory_mb(args.checkpoint, mean, std, args.long_audio_minutes, hidden_states, chunk_frames)
+            row.update(hidden_states=hidden_states, chunked=chunk_frames != 0)
+            long_audio.append(row)
+            print(f"  {'all hidden states' if hidden_states else 'last hidden state'}"
+                  f"{'' if chunk_frames != 0 else ', unchunked (chunk_frames=0)'}: {row['peak_mb']:.0f} MB "
+                  f"({row['loaded_mb']:.0f} MB with torch and the model loaded)", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows, "long_audio": long_audio}, indent=1))
 
 
 if __name__ == "__main__":
