@@ -15,6 +15,9 @@ from .configuration_byola import BYOLAConfig
 logger = logging.get_logger(__name__)
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+# STFT frames per call over the whole batch (16 MB of windowed float32 frames): bounds memory on long audio, and
+# the working set of a call stays in cache.
+_STFT_FRAMES_PER_CALL = 1 << 12
 
 
 class BYOLAFeatureExtractor(SequenceFeatureExtractor):
@@ -269,18 +272,27 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 framed[index, : length + 2 * half] = torch.nn.functional.pad(
                     waveforms[index, None, None, :length], (half, half), mode="reflect"
                 )[0, 0]
-        spectrum = torch.stft(
-            framed,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            window=self._window.to(waveforms.device),
-            center=False,
-            return_complex=True,
-        )
-        parts = torch.view_as_real(spectrum)
-        power = parts[..., 0].square().add_(parts[..., 1].square())  # |X|^2, without a slow size-2 reduction
-        log_mel = torch.matmul(self._mel_filters_t.to(waveforms.device), power).add_(self.log_offset).log_()
+        # Long inputs go through the STFT a run of frames at a time (each frame depends only on its own samples), so
+        # the windowed frames and the complex spectrum never exist for a whole hour of audio at once.
+        window, filters = self._window.to(waveforms.device), self._mel_filters_t.to(waveforms.device)
+        frames = 1 + samples // self.hop_length
+        step = max(1, _STFT_FRAMES_PER_CALL // batch)
+        pieces = []
+        for start in range(0, frames, step):
+            stop = min(frames, start + step)
+            spectrum = torch.stft(
+                framed[:, start * self.hop_length : (stop - 1) * self.hop_length + self.n_fft],
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                win_length=self.win_length,
+                window=window,
+                center=False,
+                return_complex=True,
+            )
+            parts = torch.view_as_real(spectrum)
+            power = parts[..., 0].square().add_(parts[..., 1].square())  # |X|^2, without a slow size-2 reduction
+            pieces.append(torch.matmul(filters, power).add_(self.log_offset).log_())
+        log_mel = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
         if lengths is not None:
             valid = torch.as_tensor([self.num_frames(length) for length in lengths], device=waveforms.device)
             padded = torch.arange(log_mel.shape[-1], device=waveforms.device)[None, :] >= valid[:, None]

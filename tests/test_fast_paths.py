@@ -90,6 +90,23 @@ def test_chunked_long_audio_equals_unchunked(random2048_dir, golden):
     assert model.config.inference_chunk_frames == 12000
 
 
+def test_feature_extractor_in_runs_of_frames_equals_one_call(monkeypatch, golden):
+    """Long audio goes through the STFT a run of frames at a time; the log-mel is that of one call."""
+    from byola_hf import BYOLAFeatureExtractor, feature_extraction_byola
+
+    fe = BYOLAFeatureExtractor()
+    speech = np.concatenate([golden["arrays"]["espeak_command/waveform"], golden["arrays"]["alsa_front_center/waveform"]] * 3)
+    batch = [speech, speech[:20011]]  # padded batch, each example reflect-padded at its own end
+    whole = fe(batch, sampling_rate=16000, return_tensors="pt")
+    monkeypatch.setattr(feature_extraction_byola, "_STFT_FRAMES_PER_CALL", 2 * 333)  # runs of 333 frames
+    assert whole["input_features"].shape[-1] > 3 * 333
+    runs = fe(batch, sampling_rate=16000, return_tensors="pt")
+    assert torch.equal(runs["attention_mask"], whole["attention_mask"])
+    deviation = float((runs["input_features"] - whole["input_features"]).abs().max())
+    print(f"\nfeature extractor in runs of 333 frames vs one call: max abs deviation {deviation:.2g}")
+    assert deviation < 1e-5
+
+
 def test_bf16_autocast_stays_close_to_fp32(real512_dir, random2048_dir, golden):
     speech = [golden["arrays"]["espeak_command/waveform"], golden["arrays"]["alsa_front_center/waveform"]]
     for directory in (real512_dir, random2048_dir):
