@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForAudioClassification, pipeline
 
-from byola_hf.mini_superb import make_ks, make_pr, make_sd, make_sid
+from byola_hf.mini_superb import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.stats import compute_stats
 
 from conftest import PROJECT_ROOT
@@ -24,8 +24,8 @@ COMMON = ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--eval_s
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mini_superb")
-    return {"ks": make_ks(root / "ks"), "pr": make_pr(root / "pr"), "sid": make_sid(root / "sid"),
-            "sd": make_sd(root / "sd", examples=(16, 6, 6))}
+    return {"ks": make_ks(root / "ks"), "ic": make_ic(root / "ic", examples_per_voice=6), "pr": make_pr(root / "pr"),
+            "sid": make_sid(root / "sid"), "sd": make_sd(root / "sd", examples=(16, 6, 6))}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,33 @@ def test_keyword_spotting_on_unseen_voices(ks_model, mini, tmp_path):
     predictions = classifier({"array": waveform, "sampling_rate": rate}, top_k=3)
     assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(json.loads((output / "config.json").read_text())["label2id"])
     assert AutoModelForAudioClassification.from_pretrained(output).config.id2label[0] == "down"
+
+
+def test_intent_classification_with_slots_runs(ks_model, mini, tmp_path):
+    """IC: one softmax per slot (action, object, location); accuracy counts an utterance right when all slots are."""
+    output = tmp_path / "ic"
+    result = run_superb("--task", "ic", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ic"]),
+                        "--label_column_name", "action,object,location", "--output_dir", str(output),
+                        "--max_steps", "4", "--per_device_train_batch_size", "8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "learning rate 0.0001 (task default)" in result.stderr  # SUPERB's IC learning rate
+    metrics = json.loads((output / "eval_results.json").read_text())
+    print(f"\nIC (4 steps), all three slots right: {metrics['eval_accuracy']:.3f}")
+    assert 0 <= metrics["eval_accuracy"] <= 1
+    config = json.loads((output / "config.json").read_text())
+    assert len(config["classifier_slots"]) == 3 and sum(config["classifier_slots"]) == len(config["id2label"])
+    assert is_png(output / "layer_weights.png")
+
+
+def test_emotion_recognition_runs(ks_model, mini, tmp_path):
+    """ER is utterance classification with SUPERB's ER learning rate (here on the KS words as stand-in labels)."""
+    output = tmp_path / "er"
+    result = run_superb("--task", "er", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ks"]),
+                        "--output_dir", str(output), "--max_steps", "2", "--per_device_train_batch_size", "8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "learning rate 0.0001 (task default)" in result.stderr
+    assert 0 <= json.loads((output / "eval_results.json").read_text())["eval_accuracy"] <= 1
+    assert "task: er" in (output / "README.md").read_text()
 
 
 def test_phoneme_recognition_reports_per(ks_model, mini, tmp_path):
