@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -177,25 +178,34 @@ def run_case(case: str, shape: str, models, repeats: int, bf16: bool = False) ->
             "max_rel_deviation": deviation, "cosine": cosine}
 
 
+def memory_status_mb(key: str) -> float:
+    """A `/proc/self/status` memory figure of this process (`VmRSS`, `VmHWM`, ...) in MB (Linux)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key)) / 1024
+
+
+def _run_in_fresh_process(code: str) -> Any:
+    """Run `code` in a new Python process and return the JSON value of the last line it prints."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def peak_memory_mb(case: str, shape: str, which: str, checkpoint: str, mean: float, std: float, bf16: bool) -> float:
     """Peak resident memory of one run of `case` in a fresh process, above its size once the models are loaded
     (Linux: the high-water mark is reset through /proc/self/clear_refs just before the run)."""
-    code = (
+    return float(_run_in_fresh_process(
         "import json, numpy as np, torch\n"
-        "from byola_hf.benchmark import load_models, case_functions, SHAPES\n"
-        "def status(key):\n"
-        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
+        "from byola_hf.benchmark import load_models, case_functions, memory_status_mb, SHAPES\n"
         f"models = load_models({checkpoint!r}, {mean}, {std})\n"
         f"batch, seconds = SHAPES[{shape!r}]\n"
-        "w = (0.1 * np.random.default_rng(0).standard_normal((batch, int(seconds * 16000)))).astype(np.float32)\n"
+        "rate = models[1].sampling_rate\n"
+        "w = (0.1 * np.random.default_rng(0).standard_normal((batch, int(seconds * rate)))).astype(np.float32)\n"
         f"fns = case_functions({case!r}, *models, w, {bf16})\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
-        "before = status('VmRSS')\n"
+        "before = memory_status_mb('VmRSS')\n"
         f"with torch.inference_mode(): fns[{0 if which == 'ours' else 1}]()\n"
-        "print(json.dumps(status('VmHWM') - before))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
+        "print(json.dumps(memory_status_mb('VmHWM') - before))\n"
+    ))
 
 
 def long_audio_memory_mb(checkpoint: str, mean: float, std: float, minutes: float, hidden_states: bool,
@@ -205,22 +215,20 @@ def long_audio_memory_mb(checkpoint: str, mean: float, std: float, minutes: floa
     into features with the public path, `model(**feature_extractor(wav))`, and the process's size with only
     torch and our model loaded (`loaded_mb`). `chunk_frames=0` shows the unchunked network for comparison.
     """
-    code = (
+    return _run_in_fresh_process(
         "import json, numpy as np, torch\n"
+        "from byola_hf.benchmark import memory_status_mb\n"
         "from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint\n"
-        "def status(key):\n"
-        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
         f"model, fe, _ = convert_byola_checkpoint({checkpoint!r}, None, mean={mean}, std={std})\n"
         "model.eval()\n"
-        f"wav = (0.1 * np.random.default_rng(0).standard_normal(int({minutes} * 60 * 16000))).astype(np.float32)\n"
-        "loaded = status('VmRSS')\n"
+        f"wav = (0.1 * np.random.default_rng(0).standard_normal(int({minutes} * 60 * fe.sampling_rate)))"
+        ".astype(np.float32)\n"
+        "loaded = memory_status_mb('VmRSS')\n"
         "with torch.inference_mode():\n"
-        f"    out = model(**fe(wav, sampling_rate=16000, return_tensors='pt'), output_hidden_states={hidden_states},"
-        f" chunk_frames={chunk_frames})\n"
-        "print(json.dumps({'loaded_mb': loaded, 'peak_mb': status('VmHWM')}))\n"
+        "    out = model(**fe(wav, sampling_rate=fe.sampling_rate, return_tensors='pt'), "
+        f"output_hidden_states={hidden_states}, chunk_frames={chunk_frames})\n"
+        "print(json.dumps({'loaded_mb': loaded, 'peak_mb': memory_status_mb('VmHWM')}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -275,7 +275,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         # Long inputs go through the STFT a run of frames at a time (each frame depends only on its own samples), so
         # the windowed frames and the complex spectrum never exist for a whole hour of audio at once.
         window, filters = self._window.to(waveforms.device), self._mel_filters_t.to(waveforms.device)
-        frames = 1 + samples // self.hop_length
+        frames = self.num_frames(samples)
         step = max(1, _STFT_FRAMES_PER_CALL // batch)
         pieces = []
         for start in range(0, frames, step):

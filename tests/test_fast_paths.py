@@ -143,13 +143,14 @@ def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
 
     report = tmp_path / "benchmark.json"
     main(["--checkpoint", str(random2048_checkpoint), "--cases", "frontend,all", "--shapes", "1x60s",
-          "--repeats", "1", "--long_audio_minutes", "0.5", "--json", str(report)])
+          "--repeats", "1", "--memory", "--long_audio_minutes", "0.5", "--json", str(report)])
     results = json.loads(report.read_text())
     rows = results["rows"]
     assert [row["case"] for row in rows] == ["frontend", "all"]
     for row in rows:
         assert row["max_rel_deviation"] < 1e-5 and row["cosine"] > 0.999999
         assert row["ours_xrt"] > 0 and row["baseline_xrt"] > 0
+        assert row["ours_mb"] > 0 and row["baseline_mb"] > 0
     assert [(row["hidden_states"], row["chunked"]) for row in results["long_audio"]] == [(False, True), (True, True),
                                                                                         (True, False)]
     assert all(row["peak_mb"] >= row["loaded_mb"] > 0 for row in results["long_audio"])
