@@ -15,15 +15,33 @@ class BYOLAConfig(PretrainedConfig):
     scalar `mean` and `std` computed on the downstream task's own data. They are `None` until computed (see
     `byola_hf.compute_stats` / `byola-compute-stats`); a model whose config has no statistics refuses to run.
 
+    Two networks are described by the same fields (see [`BYOLAConfig.from_variant`]):
+
+    | variant | paper | conv blocks | MLP | output frame | frames/s |
+    |---|---|---|---|---|---|
+    | `AudioNTT2020` (v1, default) | IJCNN 2021 | 3 | 512 -> d -> d | the MLP's output (`feature_d` = d) | 12.5 |
+    | `AudioNTT2022` (v2) | TASLP 2023 | 2 | 1024 -> 2048 -> 2048 | conv features + MLP output (3072) | 25 |
+
     Args:
         feature_d (`int`, *optional*, defaults to 2048):
-            Width of the two fully connected layers, i.e. the size of `last_hidden_state` and `pooler_output`
-            (512, 1024 or 2048 for the official weights).
+            Size of `last_hidden_state` and `pooler_output` (512, 1024 or 2048 for the official v1 weights; 3072 for
+            v2). Without `concat_conv_features` it is also the width of both fully connected layers' outputs
+            (unless `mlp_hidden_size` says otherwise for the first).
         conv_channels (`int`, *optional*, defaults to 64):
             Channels of each of the convolutional blocks.
         num_conv_layers (`int`, *optional*, defaults to 3):
             Number of conv-BatchNorm-ReLU-MaxPool(2) blocks. Time and frequency are downsampled by
             `2**num_conv_layers`.
+        mlp_hidden_size (`int`, *optional*):
+            Output width of the first fully connected layer; `feature_d` when not given (v1). 2048 for v2.
+        concat_conv_features (`bool`, *optional*, defaults to `False`):
+            Each output frame is the last conv block's features (flattened mel-major, `conv_hidden_sizes[-1]`
+            values) followed by the second fully connected layer's output, which is then
+            `feature_d - conv_hidden_sizes[-1]` wide (v2). Otherwise the output is the second layer's alone (v1).
+        variant (`str`, *optional*):
+            Readable name of the network: `"AudioNTT2020"` (v1) or `"AudioNTT2022"` (v2, the layout with
+            `concat_conv_features`). Derived from `concat_conv_features` when not given; recorded in `config.json`
+            and the model card.
         hidden_dropout (`float`, *optional*, defaults to 0.3):
             Dropout before the second fully connected layer (active in training mode only).
         batch_norm_eps (`float`, *optional*, defaults to 1e-5):
@@ -99,6 +117,9 @@ class BYOLAConfig(PretrainedConfig):
         feature_d: int = 2048,
         conv_channels: int = 64,
         num_conv_layers: int = 3,
+        mlp_hidden_size: int | None = None,
+        concat_conv_features: bool = False,
+        variant: str | None = None,
         hidden_dropout: float = 0.3,
         batch_norm_eps: float = 1e-5,
         sample_rate: int = 16000,
@@ -129,6 +150,9 @@ class BYOLAConfig(PretrainedConfig):
         self.feature_d = feature_d
         self.conv_channels = conv_channels
         self.num_conv_layers = num_conv_layers
+        self.mlp_hidden_size = mlp_hidden_size
+        self.concat_conv_features = concat_conv_features
+        self.variant = variant if variant is not None else _variant_name(concat_conv_features)
         self.hidden_dropout = hidden_dropout
         self.batch_norm_eps = batch_norm_eps
         self.sample_rate = sample_rate
@@ -163,6 +187,23 @@ class BYOLAConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"BYOLAConfig.{name} must be a positive integer, got {value!r}.")
+        if self.mlp_hidden_size is not None and (
+            not isinstance(self.mlp_hidden_size, int) or isinstance(self.mlp_hidden_size, bool) or self.mlp_hidden_size <= 0
+        ):
+            raise ValueError(f"BYOLAConfig.mlp_hidden_size must be a positive integer or None, got {self.mlp_hidden_size!r}.")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"BYOLAConfig.variant must be one of {sorted(VARIANTS)}, got {self.variant!r}.")
+        if self.variant != _variant_name(self.concat_conv_features):
+            raise ValueError(
+                f"BYOLAConfig.variant={self.variant!r} does not match concat_conv_features={self.concat_conv_features}: "
+                f"{_variant_name(True)} concatenates the conv features to the MLP output, {_variant_name(False)} does "
+                "not. Use BYOLAConfig.from_variant(name) for a consistent config."
+            )
+        if self.fc_output_size <= 0:
+            raise ValueError(
+                f"BYOLAConfig.feature_d ({self.feature_d}) must exceed the conv features it concatenates "
+                f"({self.conv_hidden_sizes[-1]}) when concat_conv_features=True."
+            )
         if self.win_length > self.n_fft:
             raise ValueError(f"BYOLAConfig.win_length ({self.win_length}) must not exceed n_fft ({self.n_fft}).")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
@@ -192,6 +233,31 @@ class BYOLAConfig(PretrainedConfig):
         ):
             raise ValueError(f"BYOLAConfig.classifier_slots must be positive class counts, got {self.classifier_slots}.")
 
+    @classmethod
+    def from_variant(cls, variant: str, **kwargs) -> "BYOLAConfig":
+        """
+        The config of a published network: `"AudioNTT2020"` (BYOL-A v1, `feature_d` 512/1024/2048, default 2048) or
+        `"AudioNTT2022"` (v2, 3072-d). `kwargs` override any field (statistics, head options, `feature_d`).
+        """
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown BYOL-A variant {variant!r}: choose one of {sorted(VARIANTS)}.")
+        return cls(**{**VARIANTS[variant], **kwargs})
+
+    @property
+    def mlp_sizes(self) -> tuple[int, int]:
+        """Output widths of the two fully connected layers."""
+        return (self.mlp_hidden_size or self.feature_d, self.fc_output_size)
+
+    @property
+    def fc_output_size(self) -> int:
+        """Width of the second fully connected layer: `feature_d`, less the concatenated conv features for v2."""
+        return self.feature_d - self.conv_hidden_sizes[-1] if self.concat_conv_features else self.feature_d
+
+    @property
+    def frames_per_second(self) -> float:
+        """Output frames per second of audio: `sample_rate / (hop_length * 2**num_conv_layers)` (12.5 v1, 25 v2)."""
+        return self.sample_rate / (self.hop_length * self.time_downsampling)
+
     @property
     def time_downsampling(self) -> int:
         """Mel frames per output frame: each conv block halves time (and frequency)."""
@@ -210,12 +276,13 @@ class BYOLAConfig(PretrainedConfig):
         least as wide as the first conv block (2048 for 64 mel bins). For narrower models the layers are zero-padded
         to the widest layer instead, so no layer is cut.
         """
-        return max([self.feature_d, *self.conv_hidden_sizes])
+        return max([self.feature_d, *self.conv_hidden_sizes, *self.mlp_sizes])
 
     @property
     def num_hidden_layers(self) -> int:
-        """Number of entries in `hidden_states`: one per conv block plus the two fully connected layers."""
-        return self.num_conv_layers + 2
+        """Number of entries in `hidden_states`: one per conv block, the two fully connected layers, and for v2 the
+        concatenated output."""
+        return self.num_conv_layers + 2 + int(self.concat_conv_features)
 
     @property
     def min_samples(self) -> int:
@@ -225,6 +292,17 @@ class BYOLAConfig(PretrainedConfig):
     @property
     def has_statistics(self) -> bool:
         return self.mean is not None and self.std is not None
+
+
+# The published networks: BYOL-A v1 (Niizumi et al., IJCNN 2021) and v2 (TASLP 2023).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "AudioNTT2020": {"num_conv_layers": 3, "feature_d": 2048, "mlp_hidden_size": None, "concat_conv_features": False},
+    "AudioNTT2022": {"num_conv_layers": 2, "feature_d": 3072, "mlp_hidden_size": 2048, "concat_conv_features": True},
+}
+
+
+def _variant_name(concat_conv_features: bool) -> str:
+    return "AudioNTT2022" if concat_conv_features else "AudioNTT2020"
 
 
 def check_statistics(mean: Any, std: Any) -> None:

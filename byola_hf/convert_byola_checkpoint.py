@@ -14,30 +14,37 @@ from .hub import add_push_arguments, check_push_arguments, push_to_hub, save_mod
 from .modeling_byola import BYOLAModel
 
 
-# Original `AudioNTT2020Task6` layout -> this package's module names. `features.{0,4,8}` are the convs and
-# `features.{1,5,9}` the BatchNorms of the three blocks; `fc.0` and `fc.3` the two linear layers.
-_ORIGINAL_TO_HF = {
-    **{f"features.{4 * i}.": f"conv_blocks.{i}.conv." for i in range(3)},
-    **{f"features.{4 * i + 1}.": f"conv_blocks.{i}.batch_norm." for i in range(3)},
-    "fc.0.": "fc1.",
-    "fc.3.": "fc2.",
-}
-# The layered s3prl variant (`AudioNTT2020Task6X`) names the same tensors convN.{0,1} / fc1.0 / fc2.1.
+# The original networks keep their layers in `features` (Conv2d, BatchNorm2d, ReLU, MaxPool2d per block: block `i`
+# has its conv at `features.{4i}` and its BatchNorm at `features.{4i+1}`) and `fc` (Linear `fc.0`, ReLU, Dropout,
+# Linear `fc.3`, ReLU): v1 (`AudioNTT2020Task6`) with three blocks, v2 (`AudioNTT2022Encoder`) with two.
+_MAX_CONV_BLOCKS = 4
+# The layered s3prl variant of v1 (`AudioNTT2020Task6X`) names the same tensors convN.{0,1} / fc1.0 / fc2.1.
 _LAYERED_TO_ORIGINAL = {
     **{f"conv{i + 1}.0.": f"features.{4 * i}." for i in range(3)},
     **{f"conv{i + 1}.1.": f"features.{4 * i + 1}." for i in range(3)},
     "fc1.0.": "fc.0.",
     "fc2.1.": "fc.3.",
 }
-_REQUIRED = [
-    f"{prefix}{name}"
-    for i in range(3)
-    for prefix, names in (
-        (f"features.{4 * i}.", ("weight", "bias")),
-        (f"features.{4 * i + 1}.", ("weight", "bias", "running_mean", "running_var")),
-    )
-    for name in names
-] + ["fc.0.weight", "fc.0.bias", "fc.3.weight", "fc.3.bias"]
+_CONV_NAMES = ("weight", "bias")
+_NORM_NAMES = ("weight", "bias", "running_mean", "running_var")
+_FC_KEYS = ("fc.0.weight", "fc.0.bias", "fc.3.weight", "fc.3.bias")
+
+
+def _required_keys(num_conv_layers: int) -> list[str]:
+    keys = []
+    for i in range(num_conv_layers):
+        keys += [f"features.{4 * i}.{name}" for name in _CONV_NAMES]
+        keys += [f"features.{4 * i + 1}.{name}" for name in _NORM_NAMES]
+    return keys + list(_FC_KEYS)
+
+
+def _original_to_hf(num_conv_layers: int) -> dict[str, str]:
+    return {
+        **{f"features.{4 * i}.": f"conv_blocks.{i}.conv." for i in range(num_conv_layers)},
+        **{f"features.{4 * i + 1}.": f"conv_blocks.{i}.batch_norm." for i in range(num_conv_layers)},
+        "fc.0.": "fc1.",
+        "fc.3.": "fc2.",
+    }
 
 
 @dataclass
@@ -57,9 +64,10 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
     Load an original BYOL-A checkpoint safely (`torch.load(weights_only=True)`, no pickled code runs) and return
     its tensors under the original `features.N.*` / `fc.N.*` keys.
 
-    Accepts what the original loaders accept: a plain state dict, one wrapped in `{"state_dict": ...}`, keys with any
-    prefix before `features.`/`fc.` (e.g. a BYOL training wrapper), and the layered s3prl key names
-    (`conv1.0.weight`, ..., `fc2.1.bias`). `num_batches_tracked` entries are dropped.
+    Accepts what the original v1 and v2 loaders accept: a plain state dict, one wrapped in `{"state_dict": ...}` or
+    `{"model": ...}`, keys with any prefix before `features.`/`fc.` (e.g. `model.` from a BYOL training wrapper), the
+    layered s3prl key names of v1 (`conv1.0.weight`, ..., `fc2.1.bias`); other keys (projector, predictor,
+    `num_batches_tracked`) are dropped. Whether it is v1 or v2 is decided by [`config_from_state_dict`].
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -76,8 +84,9 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
             f"{path} is not a loadable PyTorch checkpoint of tensors (truncated, corrupt, not a .pth file, or it "
             f"pickles code, which is refused): {str(error).splitlines()[0][:300]}"
         ) from error
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
+    for wrapper in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise ValueError(f"{path} does not contain a state dict of tensors, so it is not a BYOL-A checkpoint.")
 
@@ -93,11 +102,11 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
         match = re.search(r"(^|\.)(features|fc)\.", key)
         if match:
             state_dict[key[match.start(2):]] = tensor
-    missing = [key for key in _REQUIRED if key not in state_dict]
+    missing = [key for key in _required_keys(1) if key not in state_dict]
     if missing:
         found = ", ".join(list(loaded)[:6])
         raise ValueError(
-            f"{path} is not a BYOL-A (AudioNTT2020) checkpoint: missing {', '.join(missing[:4])}"
+            f"{path} is not a BYOL-A (AudioNTT2020 / AudioNTT2022) checkpoint: missing {', '.join(missing[:4])}"
             f"{' ...' if len(missing) > 4 else ''}. Its first keys are: {found}."
         )
     return state_dict
@@ -106,32 +115,62 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
 def config_from_state_dict(
     state_dict: dict[str, torch.Tensor], mean: float | None = None, std: float | None = None
 ) -> BYOLAConfig:
-    """Infer `feature_d`, `conv_channels` and `n_mels` from the tensors and build the config."""
+    """
+    Detect the network from the tensors and build its config: v1 (`AudioNTT2020`: three conv blocks, `fc.3` square,
+    output = the MLP) or v2 (`AudioNTT2022`: two conv blocks, output = conv features + MLP); `feature_d`,
+    `conv_channels`, `n_mels` and the MLP widths are read from the shapes. A checkpoint that fits neither (a block
+    or layer missing, shapes that disagree) is refused with a message naming what was found.
+    """
+    num_conv_layers = 0
+    while num_conv_layers < _MAX_CONV_BLOCKS and f"features.{4 * num_conv_layers}.weight" in state_dict:
+        num_conv_layers += 1
+    found = (f"{num_conv_layers} conv block(s), fc.0 {_shape(state_dict, 'fc.0.weight')}, "
+             f"fc.3 {_shape(state_dict, 'fc.3.weight')}")
+    if num_conv_layers not in (2, 3):
+        raise ValueError(
+            f"Not a BYOL-A network: found {found}; v1 (AudioNTT2020) has 3 conv blocks (features.0/4/8), v2 "
+            "(AudioNTT2022) has 2 (features.0/4)."
+        )
+    missing = [key for key in _required_keys(num_conv_layers) if key not in state_dict]
+    if missing:
+        raise ValueError(f"Incomplete BYOL-A checkpoint ({found}): missing {', '.join(missing[:6])}.")
+    variant = "AudioNTT2020" if num_conv_layers == 3 else "AudioNTT2022"
     conv_channels = state_dict["features.0.weight"].shape[0]
-    feature_d, fc_in = state_dict["fc.0.weight"].shape
-    n_mels = fc_in // conv_channels * 2**3  # three conv blocks halve the mel axis
-    config = BYOLAConfig(feature_d=feature_d, conv_channels=conv_channels, n_mels=n_mels, mean=mean, std=std)
-    expected = {
-        "features.0.weight": (conv_channels, 1, 3, 3),
-        "features.4.weight": (conv_channels, conv_channels, 3, 3),
-        "features.8.weight": (conv_channels, conv_channels, 3, 3),
-        "fc.0.weight": (feature_d, config.conv_hidden_sizes[-1]),
-        "fc.3.weight": (feature_d, feature_d),
-    }
+    mlp_hidden_size, conv_size = state_dict["fc.0.weight"].shape
+    fc_output_size = state_dict["fc.3.weight"].shape[0]
+    n_mels = conv_size // conv_channels * 2**num_conv_layers
+    if variant == "AudioNTT2020":
+        overrides = {"feature_d": fc_output_size, "mlp_hidden_size": None}
+    else:
+        overrides = {"feature_d": conv_size + fc_output_size, "mlp_hidden_size": mlp_hidden_size}
+    try:
+        config = BYOLAConfig.from_variant(variant, conv_channels=conv_channels, n_mels=n_mels, mean=mean, std=std,
+                                          **overrides)
+    except ValueError as error:
+        raise ValueError(f"The checkpoint's shapes ({found}) make no valid {variant} network: {error}") from error
+    expected = {"features.0.weight": (conv_channels, 1, 3, 3)}
+    for i in range(1, num_conv_layers):
+        expected[f"features.{4 * i}.weight"] = (conv_channels, conv_channels, 3, 3)
+    expected["fc.0.weight"] = (config.mlp_sizes[0], config.conv_hidden_sizes[-1])
+    expected["fc.3.weight"] = (config.mlp_sizes[1], config.mlp_sizes[0])
     for key, shape in expected.items():
         if tuple(state_dict[key].shape) != shape:
             raise ValueError(
-                f"The checkpoint's {key} has shape {tuple(state_dict[key].shape)}, expected {shape} for a BYOL-A "
-                f"network with feature_d={feature_d}."
+                f"The checkpoint's {key} has shape {tuple(state_dict[key].shape)}, expected {shape} for a {variant} "
+                f"network ({found})."
             )
     return config
 
 
-def to_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename original keys to [`BYOLAModel`]'s."""
+def _shape(state_dict: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | str:
+    return tuple(state_dict[key].shape) if key in state_dict else "missing"
+
+
+def to_hf_state_dict(state_dict: dict[str, torch.Tensor], num_conv_layers: int) -> dict[str, torch.Tensor]:
+    """Rename original keys to [`BYOLAModel`]'s; keys of no layer of the network are dropped."""
     renamed = {}
     for key, tensor in state_dict.items():
-        for original, hf in _ORIGINAL_TO_HF.items():
+        for original, hf in _original_to_hf(num_conv_layers).items():
             if key.startswith(original):
                 renamed[hf + key[len(original):]] = tensor
                 break
@@ -140,19 +179,22 @@ def to_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def original_forward(state_dict: dict[str, torch.Tensor], normalized_log_mel: torch.Tensor) -> torch.Tensor:
     """
-    The original network's frame-level output (`AudioNTT2020Task6.forward`, eval mode), computed straight from the
-    original-layout tensors with `torch.nn.functional`: an independent reference for the converted model.
+    The original network's frame-level output in eval mode (v1: `AudioNTT2020Task6.forward`; v2:
+    `AudioNTT2022Encoder.forward`), computed straight from the original-layout tensors with `torch.nn.functional`:
+    an independent reference for the converted model.
 
     Args:
         state_dict: tensors under the original keys (from [`load_original_state_dict`]).
         normalized_log_mel (`torch.Tensor` of shape `(batch, 1, n_mels, frames)`): normalised log-mel.
 
     Returns:
-        `torch.Tensor` of shape `(batch, frames // 8, feature_d)`.
+        `torch.Tensor` of shape `(batch, frames // 2**blocks, feature_d)`: v1 the MLP's output, v2 the last conv
+        block's features (mel-major) followed by the MLP's output.
     """
     functional = nn.functional
     hidden = normalized_log_mel
-    for i in range(3):
+    blocks = 3 if "features.8.weight" in state_dict else 2
+    for i in range(blocks):
         hidden = functional.conv2d(
             hidden, state_dict[f"features.{4 * i}.weight"], state_dict[f"features.{4 * i}.bias"], padding=1
         )
@@ -163,9 +205,10 @@ def original_forward(state_dict: dict[str, torch.Tensor], normalized_log_mel: to
         )
         hidden = functional.max_pool2d(functional.relu(hidden), 2, stride=2)
     batch, channels, mels, frames = hidden.shape
-    hidden = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)
-    hidden = functional.relu(functional.linear(hidden, state_dict["fc.0.weight"], state_dict["fc.0.bias"]))
-    return functional.relu(functional.linear(hidden, state_dict["fc.3.weight"], state_dict["fc.3.bias"]))
+    conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)
+    hidden = functional.relu(functional.linear(conv_features, state_dict["fc.0.weight"], state_dict["fc.0.bias"]))
+    hidden = functional.relu(functional.linear(hidden, state_dict["fc.3.weight"], state_dict["fc.3.bias"]))
+    return hidden if blocks == 3 else torch.cat([conv_features, hidden], dim=-1)
 
 
 def verify_conversion(
@@ -199,7 +242,8 @@ def convert_byola_checkpoint(
     tolerance: float = 1e-5,
 ) -> tuple[BYOLAModel, BYOLAFeatureExtractor, ConversionCheck | None]:
     """
-    Convert an original BYOL-A checkpoint (512, 1024 or 2048-d) into a [`BYOLAModel`] and its feature extractor,
+    Convert an original BYOL-A checkpoint (v1 512, 1024 or 2048-d; v2 3072-d) into a [`BYOLAModel`] and its
+    feature extractor,
     and save both with `save_pretrained` to `output_dir` (`model.safetensors`, `config.json`,
     `preprocessor_config.json`) when given.
 
@@ -216,7 +260,7 @@ def convert_byola_checkpoint(
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_state_dict(state_dict, mean=mean, std=std)
     model = BYOLAModel(config)
-    result = model.load_state_dict(to_hf_state_dict(state_dict), strict=False)
+    result = model.load_state_dict(to_hf_state_dict(state_dict, config.num_conv_layers), strict=False)
     not_loaded = [key for key in result.missing_keys if not key.endswith("num_batches_tracked")]
     if not_loaded:
         raise ValueError(f"The checkpoint left these parameters unset: {not_loaded}.")
@@ -241,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Convert an original BYOL-A .pth checkpoint into a Hugging Face model directory (safetensors)."
     )
-    parser.add_argument("checkpoint", help="Original checkpoint, e.g. AudioNTT2020-BYOLA-64x96d2048.pth")
+    parser.add_argument(
+        "checkpoint", help="Original checkpoint: AudioNTT2020-BYOLA-64x96d2048.pth (v1) or AudioNTT2022-BYOLA-64x96d2048.pth (v2)"
+    )
     parser.add_argument("output_dir", help="Directory to write model.safetensors, config.json, preprocessor_config.json")
     parser.add_argument("--mean", type=float, default=None, help="Task log-mel mean, if already known")
     parser.add_argument("--std", type=float, default=None, help="Task log-mel std, if already known")
@@ -258,7 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         parser.exit(1, f"error: {error}\n")
     config = model.config
-    print(f"Converted {args.checkpoint}: feature_d={config.feature_d}, saved to {args.output_dir}")
+    print(f"Converted {args.checkpoint}: {config.variant}, feature_d={config.feature_d}, "
+          f"{config.frames_per_second:g} frames/s, saved to {args.output_dir}")
     if check is not None:
         print(
             f"Check against the original network: max |diff| = {check.max_abs_diff:.3g} "

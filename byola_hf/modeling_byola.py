@@ -8,14 +8,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_byola import BYOLAConfig, check_statistics
-
-# Outputs per time slice of the first conv block's inference path (4 MB of float32 per pooling phase: in cache).
-_FIRST_BLOCK_SLICE_VALUES = 1 << 20
-# oneDNN's linear with the ReLU fused, about 15 % faster than `relu(linear(x))` for fc2 on AVX-512 CPUs.
-_ONEDNN_LINEAR_RELU = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+from .inference_byola import InferenceKernels, select_kernels
 
 
 @dataclass
@@ -25,15 +21,17 @@ class BYOLAModelOutput(ModelOutput):
 
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch, frames, feature_d)`):
-            Output of the second fully connected layer, one frame per `2**num_conv_layers` log-mel frames
-            (80 ms, 12.5 Hz, by default). Frames past an example's end are zero.
+            The encoder's frame features, one frame per `2**num_conv_layers` log-mel frames (`config.frames_per_second`:
+            12.5 for v1, 25 for v2). v1: the second fully connected layer's output; v2: the last conv block's
+            features (mel-major) followed by it. Frames past an example's end are zero.
         pooler_output (`torch.FloatTensor` of shape `(batch, feature_d)`):
             The original BYOL-A clip embedding: max over time plus mean over time of `last_hidden_state`, over each
             example's valid frames only.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
-            `num_conv_layers + 2` tensors of shape `(batch, frames, config.layer_hidden_size)`: each conv block's
-            output flattened over (channel, mel bin) and averaged down in time to `frames`, then the two fully
-            connected layers, all zero-padded on the feature axis to `config.layer_hidden_size`. For
+            `config.num_hidden_layers` tensors of shape `(batch, frames, config.layer_hidden_size)`: each conv
+            block's output flattened channel-major over (channel, mel bin) and averaged down in time to `frames`, then
+            the two fully connected layers, and for v2 the concatenated output; all zero-padded on the feature axis
+            to `config.layer_hidden_size`. The last one equals `last_hidden_state` (padded). For v1 with
             `feature_d=2048` this is exactly the original layered upstream's output.
         attention_mask (`torch.LongTensor` of shape `(batch, frames)`):
             1 on each example's valid output frames, 0 on padding.
@@ -56,58 +54,7 @@ class BYOLAConvBlock(nn.Module):
         self.pool = nn.MaxPool2d(2, stride=2)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.pool(self.activation(self.batch_norm(self.conv(hidden_states))))
-        # Inference: the same function, computed faster. BatchNorm (running statistics) is folded into the
-        # convolution, max-pooling runs before the ReLU (they commute), and the weights are laid out channels-last
-        # so oneDNN keeps every activation in NHWC: the widest activation is written once instead of three times.
-        scale = self.batch_norm.weight * torch.rsqrt(self.batch_norm.running_var + self.batch_norm.eps)
-        bias = (self.conv.bias - self.batch_norm.running_mean) * scale + self.batch_norm.bias
-        if self.conv.in_channels == 1:
-            return self._single_channel_inference(hidden_states, self.conv.weight * scale[:, None, None, None], bias)
-        weight = torch.empty_like(self.conv.weight, memory_format=torch.channels_last)
-        weight.copy_(self.conv.weight * scale[:, None, None, None])
-        hidden = nn.functional.conv2d(hidden_states, weight, bias, padding=1)
-        return nn.functional.relu(nn.functional.max_pool2d(hidden, 2, stride=2))
-
-    @staticmethod
-    def _single_channel_inference(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """
-        The first block (one input channel) without materialising its full-resolution output, the largest tensor
-        of the network: for each of the four positions of a 2x2 pooling window, gather the 9 taps at stride 2 and
-        multiply by the `(9, channels)` kernel, keeping the running maximum; then add the bias and apply the ReLU.
-        The time axis is processed in slices of about `_FIRST_BLOCK_SLICE_VALUES` outputs so the four partial
-        products of a slice stay in cache. Returns `(batch, channels, mel // 2, time // 2)` laid out channels-last.
-        """
-        device_type = hidden_states.device.type
-        if torch.is_autocast_enabled(device_type):  # cast once here, not every slice inside the matmuls
-            dtype = torch.get_autocast_dtype(device_type)
-            hidden_states, weight, bias = hidden_states.to(dtype), weight.to(dtype), bias.to(dtype)
-        padded = nn.functional.pad(hidden_states[:, 0], (1, 1, 1, 1))  # (batch, mel + 2, time + 2)
-        batch, rows, columns = hidden_states.shape[0], hidden_states.shape[-2] // 2, hidden_states.shape[-1] // 2
-        kernel = weight.reshape(weight.shape[0], 9).t()
-        in_place = not (torch.is_grad_enabled() and (weight.requires_grad or hidden_states.requires_grad))
-        step = max(1, _FIRST_BLOCK_SLICE_VALUES // (batch * rows * weight.shape[0]))
-        slices = []
-        for start in range(0, columns, step):
-            stop = min(columns, start + step)
-            pooled = None
-            for row_offset, column_offset in itertools.product((0, 1), (0, 1)):
-                taps = torch.stack(
-                    [padded[:, row_offset + u : row_offset + u + 2 * rows : 2,
-                            column_offset + v + 2 * start : column_offset + v + 2 * stop : 2]
-                     for u in range(3) for v in range(3)],
-                    dim=-1,
-                )  # (batch, mel // 2, stop - start, 9)
-                phase = taps @ kernel
-                if pooled is None:
-                    pooled = phase
-                else:
-                    pooled = torch.maximum(pooled, phase, out=pooled if in_place else None)
-            slices.append(pooled)
-        pooled = slices[0] if len(slices) == 1 else torch.cat(slices, dim=2)
-        pooled = pooled.add_(bias).relu_() if in_place else (pooled + bias).relu()
-        return pooled.permute(0, 3, 1, 2)
+        return self.pool(self.activation(self.batch_norm(self.conv(hidden_states))))
 
 
 class BYOLAPreTrainedModel(PreTrainedModel):
@@ -133,12 +80,17 @@ class BYOLAPreTrainedModel(PreTrainedModel):
 
 class BYOLAModel(BYOLAPreTrainedModel):
     """
-    The BYOL-A audio encoder (`AudioNTT2020`): three conv blocks over the normalised log-mel spectrogram, then two
-    fully connected layers applied to every time step.
+    The BYOL-A audio encoder: `num_conv_layers` conv blocks over the normalised log-mel spectrogram, then two fully
+    connected layers applied to every time step. v1 (`AudioNTT2020`) outputs the second layer; v2
+    (`AudioNTT2022`, `config.concat_conv_features`) outputs the last conv block's features followed by it.
 
     Input is the raw log-mel from [`BYOLAFeatureExtractor`]; the model normalises it with `config.mean` and
     `config.std`, the task's statistics. Padding never changes the result on valid frames: a padded batch gives, on
     each example's valid frames, what the example gives alone.
+
+    In eval mode the blocks run through device-specific kernels ([`~inference_byola.select_kernels`]) that compute
+    the same function faster; set `model.inference_kernels` to `"reference"`, `"cpu"` or `"accelerator"` to force
+    one (`None`: chosen by device).
     """
 
     def __init__(self, config: BYOLAConfig):
@@ -147,21 +99,22 @@ class BYOLAModel(BYOLAPreTrainedModel):
         self.conv_blocks = nn.ModuleList(
             BYOLAConvBlock(channels[i], channels[i + 1], config.batch_norm_eps) for i in range(config.num_conv_layers)
         )
-        self.fc1 = nn.Linear(config.conv_hidden_sizes[-1], config.feature_d)
+        mlp_hidden_size, fc_output_size = config.mlp_sizes
+        self.fc1 = nn.Linear(config.conv_hidden_sizes[-1], mlp_hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout)
-        self.fc2 = nn.Linear(config.feature_d, config.feature_d)
-        self.activation = nn.ReLU()
+        self.fc2 = nn.Linear(mlp_hidden_size, fc_output_size)
+        self.inference_kernels: str | None = None
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         chunk_frames: int | None = None,
-        **kwargs,
-    ) -> BYOLAModelOutput | tuple:
+        check_values: bool | None = None,
+    ) -> BYOLAModelOutput:
         r"""
         Args:
             input_features (`torch.FloatTensor` of shape `(batch, n_mels, mel_frames)`):
@@ -175,33 +128,38 @@ class BYOLAModel(BYOLAPreTrainedModel):
                 size (rounded down to a multiple of `2**num_conv_layers`) with enough context on both sides that the
                 seams are exact, so memory stays bounded for long audio. Defaults to
                 `config.inference_chunk_frames`; `0` disables chunking.
+            check_values (`bool`, *optional*):
+                Check the values of the inputs (finite features, a prefix-shaped mask, every example long enough).
+                Reading values back from an accelerator stalls its queue, so by default (`None`) they are checked on
+                CPU only and never inside `torch.compile`; shapes are always checked. The feature extractor already
+                refuses non-finite and too short audio.
+
+        Returns:
+            [`BYOLAModelOutput`]; a tuple with `return_dict=False`.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        mel_lengths = self._check_inputs(input_features, attention_mask)
+        mel_lengths, padded = self._check_inputs(input_features, attention_mask, check_values)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
         chunk_frames = self.config.inference_chunk_frames if chunk_frames is None else chunk_frames
         step = chunk_frames - chunk_frames % self.config.time_downsampling if chunk_frames else 0
-        if not self.training and step and int(mel_lengths.max()) > step:
-            conv_states, fc1_state, last_hidden_state = self._encode_chunked(
-                input_features, mel_lengths, output_hidden_states, step
+        if not self.training and step and input_features.shape[-1] > step:
+            layer_states, last_hidden_state = self._encode_chunked(
+                input_features, mel_lengths, padded, output_hidden_states, step
             )
         else:
-            conv_states, fc1_state, last_hidden_state = self._encode(input_features, mel_lengths, output_hidden_states)
+            layer_states, last_hidden_state = self._encode(input_features, mel_lengths, padded, output_hidden_states)
 
         frame_mask = _length_mask(output_lengths, last_hidden_state.shape[1], torch.long)
-        pooler_output = _max_plus_mean(last_hidden_state, output_lengths, frame_mask)
+        pooler_output = _max_plus_mean(last_hidden_state, output_lengths, frame_mask if padded else None)
         hidden_states = None
         if output_hidden_states:
             width = self.config.layer_hidden_size
             hidden_states = tuple(
                 state if state.shape[-1] == width else nn.functional.pad(state, (0, width - state.shape[-1]))
-                for state in (*conv_states, fc1_state, last_hidden_state)
+                for state in (*layer_states, last_hidden_state)
             )
-        if not return_dict:
-            return tuple(v for v in (last_hidden_state, pooler_output, hidden_states, frame_mask) if v is not None)
         return BYOLAModelOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=pooler_output,
@@ -210,87 +168,98 @@ class BYOLAModel(BYOLAPreTrainedModel):
         )
 
     def _encode(
-        self, input_features: torch.Tensor, mel_lengths: torch.Tensor, output_hidden_states: bool
-    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """The network on a (padded) batch: `(conv states, fc1 output, fc2 output)`, zero past each example's end."""
+        self, input_features: torch.Tensor, mel_lengths: torch.Tensor, padded: bool, output_hidden_states: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """
+        The network on a (padded) batch: `(layer states, output)`, every state zero past each example's end. The
+        layer states (only with `output_hidden_states`) are each conv block's, averaged down to the output frame
+        rate, then the fully connected layers' (for v2 both, as the output is their concatenation with the conv
+        features; for v1 the first, as the output is the second).
+        """
+        kernels = self._kernels(input_features)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
-        padded = bool((mel_lengths < input_features.shape[-1]).any())
         hidden = (input_features - self.config.mean) / self.config.std
         if padded:
             hidden = hidden * _length_mask(mel_lengths, hidden.shape[-1], hidden.dtype)[:, None, :]
         hidden = hidden.unsqueeze(1)  # (batch, 1, n_mels, mel_frames)
 
-        conv_states = []
+        layer_states = []
         for index, block in enumerate(self.conv_blocks):
-            hidden = block(hidden)  # (batch, channels, mel, time)
+            hidden = kernels.conv_block(block, hidden)  # (batch, channels, mel, time)
             lengths = mel_lengths // 2 ** (index + 1)
             if padded and index < len(self.conv_blocks) - 1:
                 # The next conv must see zeros past each example's end, as it would alone.
                 hidden = hidden * _length_mask(lengths, hidden.shape[-1], hidden.dtype)[:, None, None, :]
             if output_hidden_states:
                 halvings = self.config.num_conv_layers - 1 - index
-                conv_states.append(self._reduce_conv_state(hidden, lengths, output_lengths, halvings))
+                layer_states.append(self._reduce_conv_state(hidden, lengths, output_lengths, halvings, padded))
 
         batch, channels, mels, frames = hidden.shape
-        hidden = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major, channel-minor
-        fc1_state = self._linear_relu(self.fc1, hidden)
-        last_hidden_state = self._linear_relu(self.fc2, self.dropout(fc1_state))
+        conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major
+        fc1_state = kernels.linear_relu(self.fc1, conv_features)
+        fc2_state = kernels.linear_relu(self.fc2, self.dropout(fc1_state))
+        if self.config.concat_conv_features:
+            last_hidden_state = torch.cat([conv_features, fc2_state], dim=-1)
+            mlp_states = [fc1_state, fc2_state]
+        else:
+            last_hidden_state, mlp_states = fc2_state, [fc1_state]
+        if output_hidden_states:
+            layer_states += mlp_states
         if padded:
             valid = _length_mask(output_lengths, frames, last_hidden_state.dtype)[:, :, None]
             last_hidden_state = last_hidden_state * valid
-            fc1_state = fc1_state * valid
-        return conv_states, fc1_state, last_hidden_state
+            layer_states[self.config.num_conv_layers :] = [state * valid for state in layer_states[self.config.num_conv_layers :]]
+        return layer_states, last_hidden_state
 
-    def _linear_relu(self, linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
-        """`relu(linear(hidden))`; in float32 CPU inference through oneDNN's fused kernel (same result)."""
-        fused = (
-            _ONEDNN_LINEAR_RELU is not None
-            and not self.training
-            and hidden.device.type == "cpu"
-            and hidden.dtype == linear.weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and (hidden.requires_grad or linear.weight.requires_grad))
-        )
-        if fused:
-            return _ONEDNN_LINEAR_RELU(hidden, linear.weight, linear.bias, "relu", [], "")
-        return self.activation(linear(hidden))
+    def _kernels(self, input_features: torch.Tensor) -> InferenceKernels:
+        parameters_need_grad = any(parameter.requires_grad for parameter in self.parameters())
+        return select_kernels(input_features, self.training, parameters_need_grad, self.inference_kernels)
 
     def _encode_chunked(
-        self, input_features: torch.Tensor, mel_lengths: torch.Tensor, output_hidden_states: bool, step: int
-    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        self,
+        input_features: torch.Tensor,
+        mel_lengths: torch.Tensor,
+        padded: bool,
+        output_hidden_states: bool,
+        step: int,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """
         [`_encode`] over chunks of `step` log-mel frames (a multiple of `2**num_conv_layers`, so pooling stays
         aligned), each with `2 * 2**num_conv_layers` frames of real context on both sides: an output frame depends
         on fewer than that many neighbouring frames, so the kept frames equal the unchunked ones. Padded batches run
         example by example.
         """
-        if bool((mel_lengths < input_features.shape[-1]).any()):
-            pieces = [self._encode_chunked(input_features[i : i + 1, :, : int(length)], mel_lengths[i : i + 1],
-                                           output_hidden_states, step) for i, length in enumerate(mel_lengths)]
+        if padded:
             frames = int(self._get_feat_extract_output_lengths(mel_lengths).max())
-            stack = lambda states: torch.cat([nn.functional.pad(s, (0, 0, 0, frames - s.shape[1])) for s in states])  # noqa: E731
-            conv_states = [stack([piece[0][k] for piece in pieces]) for k in range(len(pieces[0][0]))]
-            return conv_states, stack([piece[1] for piece in pieces]), stack([piece[2] for piece in pieces])
+            pieces = [
+                self._encode_chunked(input_features[i : i + 1, :, : int(length)], mel_lengths[i : i + 1], False,
+                                     output_hidden_states, step)
+                for i, length in enumerate(mel_lengths)
+            ]
+            return _stack_pieces(pieces, frames)
 
         downsampling = self.config.time_downsampling
         context = 2 * downsampling
         total = input_features.shape[-1]
         output_frames = total // downsampling
-        parts: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]] = []
+        parts = []
         for start in range(0, output_frames * downsampling, step):
             low, high = max(0, start - context), min(total, start + step + context)
-            piece = input_features[..., low:high]
             lengths = torch.full_like(mel_lengths, high - low)
-            conv_states, fc1_state, last_state = self._encode(piece, lengths, output_hidden_states)
+            layer_states, last_state = self._encode(input_features[..., low:high], lengths, False, output_hidden_states)
             first = (start - low) // downsampling
             count = (min(start + step, output_frames * downsampling) - start) // downsampling
-            keep = slice(first, first + count)
-            parts.append(([state[:, keep] for state in conv_states], fc1_state[:, keep], last_state[:, keep]))
-        conv_states = [torch.cat([part[0][k] for part in parts], dim=1) for k in range(len(parts[0][0]))]
-        return conv_states, torch.cat([p[1] for p in parts], dim=1), torch.cat([p[2] for p in parts], dim=1)
+            parts.append(([state[:, first : first + count] for state in layer_states], last_state[:, first : first + count]))
+        layer_states = [torch.cat([part[0][k] for part in parts], dim=1) for k in range(len(parts[0][0]))]
+        return layer_states, torch.cat([part[1] for part in parts], dim=1)
 
-    def _check_inputs(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Validate the inputs and the statistics; return each example's valid log-mel frames `(batch,)`."""
+    def _check_inputs(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, check_values: bool | None
+    ) -> tuple[torch.Tensor, bool]:
+        """
+        Validate the inputs and the statistics; return each example's valid log-mel frames `(batch,)` and whether
+        the batch may be padded (decided from the values where they are checked, else from the mask's presence).
+        """
         if not self.config.has_statistics:
             raise ValueError(
                 "This BYOL-A model has no normalisation statistics (config.mean / config.std are None). BYOL-A "
@@ -310,39 +279,50 @@ class BYOLAModel(BYOLAPreTrainedModel):
                 f"BYOLAFeatureExtractor, got shape {tuple(input_features.shape)}. Waveforms go through the feature "
                 "extractor first; add a batch dimension to a single spectrogram with `.unsqueeze(0)`."
             )
-        if not torch.isfinite(input_features).all():
-            raise ValueError("input_features contain NaN or infinite values; check the audio and the feature extractor.")
         batch, _, frames = input_features.shape
+        if frames < self.config.time_downsampling:
+            raise self._too_short_error(0, frames)
+        if check_values is None:
+            check_values = input_features.device.type == "cpu" and not torch.compiler.is_compiling()
+        if check_values and not torch.isfinite(input_features).all():
+            raise ValueError("input_features contain NaN or infinite values; check the audio and the feature extractor.")
         if attention_mask is None:
-            mel_lengths = torch.full((batch,), frames, dtype=torch.long, device=input_features.device)
-        else:
-            if attention_mask.shape != (batch, frames):
-                raise ValueError(
-                    f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_features, got "
-                    f"{tuple(attention_mask.shape)}. Pass the frame-level mask returned by BYOLAFeatureExtractor."
-                )
-            mel_lengths = attention_mask.long().sum(-1)
-            if not torch.equal(attention_mask.long(), _length_mask(mel_lengths, frames, torch.long)):
-                raise ValueError("attention_mask must be 1 on a prefix of frames and 0 after (right padding).")
+            return torch.full((batch,), frames, dtype=torch.long, device=input_features.device), False
+        if attention_mask.shape != (batch, frames):
+            raise ValueError(
+                f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_features, got "
+                f"{tuple(attention_mask.shape)}. Pass the frame-level mask returned by BYOLAFeatureExtractor."
+            )
+        mel_lengths = attention_mask.long().sum(-1).to(input_features.device)
+        if not check_values:
+            return mel_lengths, True
+        if not torch.equal(attention_mask.long().to(mel_lengths.device), _length_mask(mel_lengths, frames, torch.long)):
+            raise ValueError("attention_mask must be 1 on a prefix of frames and 0 after (right padding).")
         too_short = mel_lengths < self.config.time_downsampling
         if too_short.any():
             index = int(too_short.nonzero()[0])
-            raise ValueError(
-                f"Example {index} has {int(mel_lengths[index])} log-mel frames, too short for one BYOL-A output frame "
-                f"(needs {self.config.time_downsampling}, i.e. at least {self.config.min_samples} samples at "
-                f"{self.config.sample_rate} Hz). Pad short clips with zeros to at least that length."
-            )
-        return mel_lengths
+            raise self._too_short_error(index, int(mel_lengths[index]))
+        return mel_lengths, bool((mel_lengths < frames).any())
+
+    def _too_short_error(self, index: int, frames: int) -> ValueError:
+        return ValueError(
+            f"Example {index} has {frames} log-mel frames, too short for one BYOL-A output frame "
+            f"(needs {self.config.time_downsampling}, i.e. at least {self.config.min_samples} samples at "
+            f"{self.config.sample_rate} Hz). Pad short clips with zeros to at least that length, e.g. "
+            f"`feature_extractor(..., pad_to_min_length=True)`."
+        )
 
     def _reduce_conv_state(
-        self, conv_output: torch.Tensor, lengths: torch.Tensor, output_lengths: torch.Tensor, halvings: int
+        self, conv_output: torch.Tensor, lengths: torch.Tensor, output_lengths: torch.Tensor, halvings: int,
+        padded: bool,
     ) -> torch.Tensor:
         """
         Turn a conv block output `(batch, channels, mel, time)` into a hidden state `(batch, frames, channels * mel)`
-        (channel-major, as the original flattens it), averaged down in time to the output frame rate the way the
-        original does for each example alone: `halvings` times, halve the length by averaging neighbour pairs,
-        first merging the last two frames when the length is odd. Every output frame but the last is thus the plain
-        mean of an aligned block of `2**halvings` frames; the last one weights the remaining tail unevenly.
+        (channel-major, as the original layered upstream flattens it), averaged down in time to the output frame
+        rate the way the original does for each example alone: `halvings` times, halve the length by averaging
+        neighbour pairs, first merging the last two frames when the length is odd. Every output frame but the last
+        is thus the plain mean of an aligned block of `2**halvings` frames; the last one weights the remaining tail
+        unevenly.
 
         `lengths` are the valid time steps of `conv_output` per example, `output_lengths` the valid output frames;
         an example with `t` output frames has between `t * 2**halvings` and `(t + 1) * 2**halvings - 1` time steps.
@@ -358,13 +338,16 @@ class BYOLAModel(BYOLAPreTrainedModel):
             # Each example's last frame: the exact weighted average of its tail.
             window = 2 * block - 1
             rows = torch.arange(batch, device=conv_output.device)
-            tail_start = (output_lengths - 1) * block
+            tail_start = (output_lengths - 1).clamp(min=0) * block
             index = tail_start[:, None] + torch.arange(window, device=conv_output.device)[None, :]
             # Positions past the tensor's end get weight 0 below: read the last step there instead of padding.
             tail = conv_output[rows[:, None], :, :, index.clamp(max=time - 1)]  # (batch, window, channels, mels)
-            weights = _tail_weights(halvings, conv_output.dtype, conv_output.device)[lengths - tail_start - block]
-            reduced[rows, output_lengths - 1] = torch.einsum("bw,bwcm->bcm", weights, tail).reshape(batch, -1)
-        if bool((output_lengths < frames).any()):
+            tail_size = (lengths - tail_start - block).clamp(0, block - 1)
+            weights = _tail_weights(halvings, conv_output.dtype, conv_output.device)[tail_size]
+            last = torch.einsum("bw,bwcm->bcm", weights, tail).reshape(batch, 1, -1)
+            last_frame = (output_lengths - 1).clamp(min=0)[:, None, None].expand(batch, 1, reduced.shape[-1])
+            reduced = reduced.scatter(1, last_frame, last)
+        if padded:
             reduced = reduced * _length_mask(output_lengths, frames, reduced.dtype)[:, :, None]
         return reduced
 
@@ -415,14 +398,15 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
         return self
 
     def encode(
-        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, output_hidden_states: bool | None
     ) -> tuple[torch.Tensor, torch.Tensor, BYOLAModelOutput]:
         """`(features (batch, frames, width), frame_mask (batch, frames), encoder outputs)`; no autograd graph
-        through a frozen encoder."""
+        through a frozen encoder. The encoder's hidden states are computed when the featurizer or the caller needs
+        them."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base):
             outputs = self.byola(
-                input_features, attention_mask=attention_mask, output_hidden_states=self.featurizer.enabled,
-                return_dict=True,
+                input_features, attention_mask=attention_mask,
+                output_hidden_states=self.featurizer.enabled or bool(output_hidden_states), return_dict=True,
             )
         return self.featurizer(outputs), outputs.attention_mask, outputs
 
@@ -440,15 +424,14 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
         self.classifier = nn.Linear(config.classifier_proj_size, outputs)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutput | tuple:
+    ) -> SequenceClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch,)`, `(batch, len(classifier_slots))` with slots, or
         `(batch, num_labels)` floats for multi-label):
@@ -456,16 +439,13 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
 
         Returns `logits` of shape `(batch, num_labels)` (`(batch, sum(classifier_slots))` with slots).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        features, frame_mask, outputs = self.encode(input_features, attention_mask)
+        features, frame_mask, outputs = self.encode(input_features, attention_mask, output_hidden_states)
         projected = self.projector(features)
         mask = frame_mask[:, :, None].to(projected.dtype)
         pooled = (projected * mask).sum(1) / mask.sum(1)
         logits = self.classifier(pooled)
         loss = None if labels is None else self._loss(logits, labels)
         hidden_states = outputs.hidden_states if output_hidden_states else None
-        if not return_dict:
-            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -515,23 +495,21 @@ class BYOLAForCTC(BYOLAHeadModel):
             self.lm_head = nn.Linear(config.ctc_proj_size, config.vocab_size)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> CausalLMOutput | tuple:
+    ) -> CausalLMOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch, target_length)`, *optional*):
             Token ids, padded with `-100`.
 
         Returns `logits` of shape `(batch, frames, vocab_size)`.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        features, frame_mask, outputs = self.encode(input_features, attention_mask)
+        features, frame_mask, outputs = self.encode(input_features, attention_mask, output_hidden_states)
         hidden = self.projector(features)
         output_lengths = frame_mask.sum(-1)
         if self.config.ctc_head == "bilstm":
@@ -539,8 +517,6 @@ class BYOLAForCTC(BYOLAHeadModel):
         logits = self.lm_head(hidden)
         loss = None if labels is None else self._ctc_loss(logits, labels, output_lengths)
         hidden_states = outputs.hidden_states if output_hidden_states else None
-        if not return_dict:
-            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor) -> torch.Tensor:
@@ -580,15 +556,14 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         self.classifier = nn.Linear(config.frame_lstm_hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> TokenClassifierOutput | tuple:
+    ) -> TokenClassifierOutput:
         r"""
         labels (`torch.FloatTensor` of shape `(batch, frames, num_labels)`, *optional*):
             Per-frame targets (speaker activity), on the model's output frames; frames past an example's end are
@@ -596,14 +571,11 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
 
         Returns `logits` of shape `(batch, frames, num_labels)`.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        features, frame_mask, outputs = self.encode(input_features, attention_mask)
+        features, frame_mask, outputs = self.encode(input_features, attention_mask, output_hidden_states)
         lengths = frame_mask.sum(-1)
         logits = self.classifier(_run_lstm(self.lstm, features, lengths))
         loss = None if labels is None else self._permutation_invariant_loss(logits, labels, frame_mask)
         hidden_states = outputs.hidden_states if output_hidden_states else None
-        if not return_dict:
-            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _permutation_invariant_loss(
@@ -648,6 +620,18 @@ def _tail_weights(halvings: int, dtype: torch.dtype, device: torch.device) -> to
     return torch.tensor(_tail_weights_float64(halvings), dtype=dtype, device=device)
 
 
+def _stack_pieces(
+    pieces: list[tuple[list[torch.Tensor], torch.Tensor]], frames: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Batch examples encoded one by one, zero-padding each to `frames` output frames."""
+
+    def stack(states: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([nn.functional.pad(state, (0, 0, 0, frames - state.shape[1])) for state in states])
+
+    layer_states = [stack([piece[0][k] for piece in pieces]) for k in range(len(pieces[0][0]))]
+    return layer_states, stack([piece[1] for piece in pieces])
+
+
 def _run_lstm(lstm: nn.LSTM, sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Run `lstm` on `(batch, frames, features)` over each example's valid frames only; padding stays zero."""
     packed = nn.utils.rnn.pack_padded_sequence(sequences, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -659,9 +643,10 @@ def _length_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.
     return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).to(dtype)
 
 
-def _max_plus_mean(states: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Max over valid time steps plus mean over valid time steps of `(batch, frames, width)` -> `(batch, width)`."""
-    if bool((lengths == states.shape[1]).all()):  # no padding: nothing to mask
+def _max_plus_mean(states: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Max over valid time steps plus mean over valid time steps of `(batch, frames, width)` -> `(batch, width)`;
+    `mask` `(batch, frames)` marks the valid steps, `None` when every step is valid."""
+    if mask is None:
         return states.amax(1) + states.mean(1)
     invalid = ~mask.bool()[:, :, None]
     maximum = states.masked_fill(invalid, float("-inf")).amax(1)

@@ -327,7 +327,7 @@ def test_converter_rejects_bad_files(tmp_path, real512_checkpoint):
     torch.save({"fc.0.weight": Payload()}, pickled)
     for path, message in [
         (truncated, "not a loadable PyTorch checkpoint"),
-        (foreign, "not a BYOL-A (AudioNTT2020) checkpoint: missing features.0.weight"),
+        (foreign, "not a BYOL-A (AudioNTT2020 / AudioNTT2022) checkpoint: missing features.0.weight"),
         (text, "not a loadable PyTorch checkpoint"),
         (pickled, "pickles code, which is refused"),
         (tmp_path / "missing.pth", "No checkpoint file"),

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import AutoFeatureExtractor, AutoModel
 
-from byola_hf import BYOLAConfig, BYOLAModel, modeling_byola
+from byola_hf import BYOLAConfig, BYOLAModel, inference_byola
 from byola_hf.benchmark import OriginalStyleUpstream
 from byola_hf.convert_byola_checkpoint import load_original_state_dict, original_forward
 
@@ -19,7 +19,7 @@ def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def test_folded_conv_block_equals_unfused_modules(random2048_dir):
     model = AutoModel.from_pretrained(random2048_dir).eval()
     worst = 0.0
-    step = modeling_byola._FIRST_BLOCK_SLICE_VALUES // (2 * 32 * 64)  # first-block output columns per slice
+    step = inference_byola._FIRST_BLOCK_SLICE_VALUES // (2 * 32 * 64)  # first-block output columns per slice
     assert 301 // 2 < step < 2003 // 2 and (2003 // 2) % step  # one slice; several, the last one short
     for hidden in (torch.randn(2, 1, 64, 301), torch.randn(2, 1, 64, 2003) * 3):
         with torch.no_grad():
