@@ -20,7 +20,7 @@ from .modeling_byola import (
     BYOLAModelOutput,
     BYOLAPreTrainedModel,
 )
-from .pipelines import BYOLAAudioEmbeddingPipeline, register_pipeline
+from .pipelines import BYOLAAudioClassificationPipeline, BYOLAAudioEmbeddingPipeline, register_pipelines
 from .processing_byola import BYOLAProcessor
 
 
@@ -35,7 +35,7 @@ AUTO_CLASSES = {
 }
 for _model_class, _auto_class in AUTO_CLASSES.items():
     _auto_class.register(BYOLAConfig, _model_class, exist_ok=True)
-register_pipeline()
+register_pipelines()
 # save_pretrained / push_to_hub then write `auto_map` and copy the code files, so a saved directory loads with
 # `trust_remote_code=True` where byola_hf is not installed.
 BYOLAConfig.register_for_auto_class()
@@ -47,6 +47,7 @@ for _model_class, _auto_class in AUTO_CLASSES.items():
 __version__ = "0.1.0"
 
 __all__ = [
+    "BYOLAAudioClassificationPipeline",
     "BYOLAAudioEmbeddingPipeline",
     "BYOLAConfig",
     "BYOLAFeatureExtractor",

@@ -178,8 +178,27 @@ class BYOLAConfig(PretrainedConfig):
         self.ctc_zero_infinity = ctc_zero_infinity
         self.vocab_size = vocab_size
         self.frame_lstm_hidden_size = frame_lstm_hidden_size
+        kwargs.setdefault("custom_pipelines", EMBEDDING_PIPELINE)
         super().__init__(**kwargs)
         self._validate_byola()
+
+    @property
+    def custom_pipelines(self) -> dict[str, Any]:
+        """
+        The pipelines a saved directory's code provides (`"byola-audio-embedding"`), for `pipeline(...,
+        trust_remote_code=True)` where byola_hf is not installed. Where byola_hf registered a task itself (it is
+        imported), that task is left out, so transformers uses the installed class and asks for no remote code.
+        """
+        stored = self.__dict__.get("custom_pipelines") or {}
+        if not stored:
+            return stored
+        from transformers.pipelines import PIPELINE_REGISTRY
+
+        return {task: info for task, info in stored.items() if task not in PIPELINE_REGISTRY.get_supported_tasks()}
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value: dict[str, Any]) -> None:
+        self.__dict__["custom_pipelines"] = value
 
     def _validate_byola(self) -> None:
         for name in ("feature_d", "conv_channels", "num_conv_layers", "sample_rate", "n_fft", "win_length",
@@ -294,6 +313,10 @@ class BYOLAConfig(PretrainedConfig):
         return self.mean is not None and self.std is not None
 
 
+# Saved with every config so that a directory's remote code includes the embedding pipeline (pipelines.py).
+EMBEDDING_PIPELINE = {
+    "byola-audio-embedding": {"impl": "pipelines.BYOLAAudioEmbeddingPipeline", "pt": ["AutoModel"], "type": "audio"}
+}
 # The published networks: BYOL-A v1 (Niizumi et al., IJCNN 2021) and v2 (TASLP 2023).
 VARIANTS: dict[str, dict[str, Any]] = {
     "AudioNTT2020": {"num_conv_layers": 3, "feature_d": 2048, "mlp_hidden_size": None, "concat_conv_features": False},

@@ -9,6 +9,8 @@ from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 from transformers.utils import PaddingStrategy, TensorType, logging
 
+from torch import nn
+
 from .configuration_byola import BYOLAConfig
 
 
@@ -139,9 +141,11 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         max_length: int | None = None,
         truncation: bool = False,
         pad_to_multiple_of: int | None = None,
+        pad_to_min_length: bool = False,
         return_attention_mask: bool | None = None,
         return_tensors: str | TensorType | None = None,
-        **kwargs,
+        device: str | torch.device | None = None,
+        lengths: Sequence[int] | torch.Tensor | None = None,
     ) -> BatchFeature:
         """
         Featurise one or several waveforms.
@@ -149,9 +153,11 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         Args:
             raw_speech:
                 One mono waveform (1-D `np.ndarray`, `torch.Tensor` or list of floats), a batch of them (a list, or a
-                2-D array of shape `(batch, samples)`), or the decoded audio that `datasets` hands to `map`
-                (`{"array": ..., "sampling_rate": ...}` dicts, or torchcodec `AudioDecoder` objects with
-                `datasets>=4`), alone or in a list.
+                2-D array/tensor of shape `(batch, samples)`, right-padded when `lengths` is given), or the decoded
+                audio that `datasets` hands to `map` (`{"array": ..., "sampling_rate": ...}` dicts, or torchcodec
+                `AudioDecoder` objects with `datasets>=4`), alone or in a list. Float samples are taken as they are
+                (nominally in [-1, 1]); integer PCM arrays (`int16`, `int32`, `uint8`, ...) are scaled by their
+                dtype's full scale to [-1, 1), as soundfile and librosa do.
             sampling_rate (`int`, *optional*):
                 Sampling rate of `raw_speech`. Must equal `self.sampling_rate`; taken from decoded `datasets` audio
                 when not given. Pass it: without it the rate cannot be checked.
@@ -164,31 +170,62 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 Cut waveforms longer than `max_length` samples.
             pad_to_multiple_of (`int`, *optional*):
                 Pad the waveform length to a multiple of this many samples.
+            pad_to_min_length (`bool`, *optional*, defaults to `False`):
+                Zero-pad waveforms shorter than `min_samples` (one BYOL-A v1 output frame, 70 ms at 16 kHz) to that
+                length *as samples* (their frames count as valid), so very short clips still get an embedding.
+                Without it they are refused.
             return_attention_mask (`bool`, *optional*):
                 Return the frame-level mask (defaults to `self.return_attention_mask`).
             return_tensors (`str` or [`~utils.TensorType`], *optional*):
                 `"pt"` or `"np"`; lists of arrays when not given.
+            device (`str` or `torch.device`, *optional*):
+                Compute the log-mel on this device (e.g. `"cuda"`) and return tensors there (implies
+                `return_tensors="pt"`). Without it the computation runs on the CPU, or on the device of a torch
+                input batch.
+            lengths (*optional*):
+                With a 2-D `(batch, samples)` array or tensor: the valid samples of each row (the rest is padding).
 
         Returns:
             [`BatchFeature`] with `input_features` of shape `(batch, feature_size, frames)` (float32 log-mel, not
             normalised) and `attention_mask` of shape `(batch, frames)` (1 on valid frames), where
             `frames = 1 + samples // hop_length` of the padded length.
         """
-        waveforms, found_rate = to_mono_waveforms(raw_speech)
-        self._check_sampling_rate(sampling_rate, found_rate)
-        for index, waveform in enumerate(waveforms):
-            self._check_waveform(waveform, index)
-
-        lengths = self._target_lengths(waveforms, max_length, truncation)
+        if device is not None:
+            if return_tensors not in (None, "pt", TensorType.PYTORCH):
+                raise ValueError(f"device={device!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}.")
+            return_tensors = "pt"
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
+        if lengths is not None and isinstance(raw_speech, np.ndarray):
+            raw_speech = torch.from_numpy(raw_speech)
+        if isinstance(raw_speech, torch.Tensor) and raw_speech.ndim == 2:
+            waveforms, lengths = self._tensor_batch(raw_speech, lengths)
+        else:
+            if lengths is not None:
+                raise ValueError("lengths goes with a 2-D (batch, samples) array or tensor of right-padded waveforms.")
+            waveforms, found_rate = to_mono_waveforms(raw_speech)
+            self._check_sampling_rate(sampling_rate, found_rate)
+            sampling_rate = self.sampling_rate
+            for index, waveform in enumerate(waveforms):
+                self._check_waveform(waveform, index, pad_to_min_length)
+            lengths = [len(waveform) for waveform in waveforms]
+        self._check_sampling_rate(sampling_rate, None)
+
+        if truncation:
+            if max_length is None:
+                raise ValueError("truncation=True needs max_length (in samples).")
+            lengths = [min(length, max_length) for length in lengths]
+        minimum = self.min_samples if pad_to_min_length else 0
+        for index, length in enumerate(lengths):
+            self._check_length(max(length, minimum), index)
         if strategy == PaddingStrategy.DO_NOT_PAD:
             features, frame_masks = [], []
-            for waveform, length in zip(waveforms, lengths):
-                feature, mask = self._log_mel_batch(waveform[None, :length], [length])
+            for index, length in enumerate(lengths):
+                feature, mask = self._log_mel_batch(self._pad_rows(waveforms[index : index + 1], [length], length,
+                                                                   minimum, device), [max(length, minimum)])
                 features.append(feature[0])
                 frame_masks.append(mask[0])
         else:
-            target = max(lengths) if strategy == PaddingStrategy.LONGEST else max_length
+            target = max(max(lengths), minimum) if strategy == PaddingStrategy.LONGEST else max_length
             if max(lengths) > target:
                 raise ValueError(
                     f"A waveform has {max(lengths)} samples, more than max_length={max_length}: pass "
@@ -196,58 +233,119 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 )
             if pad_to_multiple_of is not None:
                 target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
-            batch = np.full((len(waveforms), target), self.padding_value, dtype=np.float32)
-            for row, waveform, length in zip(batch, waveforms, lengths):
-                row[:length] = waveform[:length]
-            features, frame_masks = (list(array) for array in self._log_mel_batch(batch, lengths))
+            batch = self._pad_rows(waveforms, lengths, target, minimum, device)
+            features, frame_masks = self._log_mel_batch(batch, [max(length, minimum) for length in lengths])
 
         outputs = {"input_features": features}
         if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
             outputs["attention_mask"] = frame_masks
-        batch = BatchFeature(outputs)
-        if return_tensors is not None:
-            batch = batch.convert_to_tensors(return_tensors)
-        return batch
+        if return_tensors in ("pt", TensorType.PYTORCH):
+            return BatchFeature({key: _stack_if_equal(value) for key, value in outputs.items()})
+        outputs = {key: [item.cpu().numpy() for item in value] for key, value in outputs.items()}
+        return BatchFeature(outputs, tensor_type=return_tensors)
 
-    def pad_features(
-        self, features: Sequence[np.ndarray | torch.Tensor], return_tensors: str | TensorType | None = "pt"
-    ) -> BatchFeature:
+    @property
+    def min_samples(self) -> int:
+        """Fewest samples that give one BYOL-A v1 output frame (8 log-mel frames: 1120 at 16 kHz, 70 ms); v2 needs
+        half as many frames."""
+        return 7 * self.hop_length
+
+    def pad(self, processed_features: Any, padding: bool | str | PaddingStrategy = True, max_length: int | None = None,
+            truncation: bool = False, pad_to_multiple_of: int | None = None, return_attention_mask: bool | None = None,
+            return_tensors: str | TensorType | None = None) -> BatchFeature:
         """
-        Pad already extracted log-mels (each `(feature_size, frames_i)`, e.g. stored by `datasets.map`) on the right
-        to the longest, with the same value and frame mask `__call__` gives a padded batch.
+        Pad log-mels already extracted one by one (rows of `fe(..., padding=False)`, e.g. stored by `datasets.map`)
+        into a batch, as `DataCollatorWithPadding(feature_extractor)` calls it: each row's `input_features` of shape
+        `(feature_size, frames_i)` is padded on the right with digital silence `log(log_offset)`, the value `__call__`
+        gives a padded batch, and `attention_mask` marks the valid frames. Other keys (e.g. `labels`) are stacked as
+        they are. `max_length` and `pad_to_multiple_of` count frames here.
         """
-        arrays = [np.asarray(feature, dtype=np.float32) for feature in features]
+        if isinstance(processed_features, (dict, BatchFeature)):
+            rows = [dict(zip(processed_features, values)) for values in zip(*processed_features.values())]
+        else:
+            rows = list(processed_features)
+        if not rows or "input_features" not in rows[0]:
+            raise ValueError("pad() takes rows with 'input_features' of shape (feature_size, frames), as __call__ returns them.")
+        arrays = [np.asarray(row["input_features"], dtype=np.float32) for row in rows]
+        for index, array in enumerate(arrays):
+            if array.ndim != 2 or array.shape[0] != self.feature_size:
+                raise ValueError(
+                    f"Row {index} has input_features of shape {array.shape}; expected ({self.feature_size}, frames) as "
+                    "the feature extractor returns them with padding=False."
+                )
         frames = max(array.shape[-1] for array in arrays)
+        strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
+        if strategy == PaddingStrategy.MAX_LENGTH:
+            if frames > max_length and not truncation:
+                raise ValueError(f"A row has {frames} frames, more than max_length={max_length}; pass truncation=True.")
+            frames = max_length
+        if pad_to_multiple_of is not None:
+            frames = -(-frames // pad_to_multiple_of) * pad_to_multiple_of
         batch = np.full((len(arrays), self.feature_size, frames), np.log(np.float32(self.log_offset)), np.float32)
         mask = np.zeros((len(arrays), frames), np.int32)
         for index, array in enumerate(arrays):
-            batch[index, :, : array.shape[-1]] = array
-            mask[index, : array.shape[-1]] = 1
-        return BatchFeature({"input_features": batch, "attention_mask": mask}, tensor_type=return_tensors)
+            valid = min(array.shape[-1], frames)
+            batch[index, :, :valid] = array[:, :valid]
+            mask[index, :valid] = 1
+        outputs = {"input_features": batch}
+        if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
+            outputs["attention_mask"] = mask
+        for key in rows[0]:
+            if key not in ("input_features", "attention_mask"):
+                outputs[key] = [row[key] for row in rows]
+        return BatchFeature(outputs, tensor_type=return_tensors)
 
-    def _target_lengths(self, waveforms: list[np.ndarray], max_length: int | None, truncation: bool) -> list[int]:
-        if truncation and max_length is None:
-            raise ValueError("truncation=True needs max_length (in samples).")
-        lengths = [len(waveform) for waveform in waveforms]
-        if truncation:
-            lengths = [min(length, max_length) for length in lengths]
-            for index, length in enumerate(lengths):
-                self._check_length(length, index)
-        return lengths
+    def _tensor_batch(
+        self, waveforms: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """A right-padded `(batch, samples)` tensor and its valid lengths, checked, in float32 on its device."""
+        waveforms = _scale_pcm(waveforms.detach())
+        if lengths is None:
+            lengths = [waveforms.shape[1]] * waveforms.shape[0]
+        lengths = [int(length) for length in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
+        if len(lengths) != waveforms.shape[0] or any(not 0 < n <= waveforms.shape[1] for n in lengths):
+            raise ValueError(
+                f"lengths must give each of the {waveforms.shape[0]} rows a valid length in 1..{waveforms.shape[1]}, "
+                f"got {lengths}."
+            )
+        if not bool(torch.isfinite(waveforms).all()):
+            raise ValueError("The waveforms contain NaN or infinite samples; clean the audio first.")
+        return waveforms, lengths
 
-    def _log_mel_batch(self, waveforms: np.ndarray, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Log-mel of a padded batch `(batch, samples)`; each example uses only its first `lengths[i]` samples."""
-        log_mel = self.log_mel(torch.from_numpy(np.ascontiguousarray(waveforms, dtype=np.float32)), lengths)
-        frames = log_mel.shape[-1]
-        valid = self.num_frames(np.asarray(lengths))
-        mask = (np.arange(frames)[None, :] < valid[:, None]).astype(np.int32)
-        return log_mel.numpy(), mask
+    def _pad_rows(self, waveforms, lengths: Sequence[int], target: int, minimum: int,
+                  device: str | torch.device | None) -> torch.Tensor:
+        """`(batch, max(target, minimum))` float32 tensor on `device` (or the input tensor's), each row's first
+        `lengths[i]` samples kept and the rest `padding_value`, or zero up to `minimum` (the `pad_to_min_length`
+        samples, which count as audio)."""
+        target = max(target, minimum)
+        if isinstance(waveforms, torch.Tensor):  # a (batch, samples) tensor: stays on its device
+            batch = waveforms.to(device) if device is not None else waveforms
+            if batch.shape[1] < target:
+                batch = nn.functional.pad(batch, (0, target - batch.shape[1]), value=self.padding_value)
+            batch = batch[:, :target].clone()
+            columns = torch.arange(target, device=batch.device)[None, :]
+            valid = torch.as_tensor(lengths, device=batch.device)[:, None]
+            batch.masked_fill_(columns >= torch.maximum(valid, torch.full_like(valid, minimum)), self.padding_value)
+            return batch.masked_fill_((columns >= valid) & (columns < minimum), 0.0)
+        batch = np.full((len(waveforms), target), self.padding_value, dtype=np.float32)
+        for row, waveform, length in zip(batch, waveforms, lengths):
+            row[:length] = waveform[:length]
+            row[length:minimum] = 0.0
+        return torch.from_numpy(batch).to(device) if device is not None else torch.from_numpy(batch)
+
+    def _log_mel_batch(self, waveforms: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel and frame mask of a padded batch `(batch, samples)`, on its device; each example uses only its
+        first `lengths[i]` samples."""
+        log_mel = self.log_mel(waveforms, lengths)
+        valid = torch.as_tensor(self.num_frames(np.asarray(lengths)), device=log_mel.device)
+        mask = (torch.arange(log_mel.shape[-1], device=log_mel.device)[None, :] < valid[:, None]).to(torch.int32)
+        return log_mel, mask
 
     @torch.no_grad()
     def log_mel(self, waveforms: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
         """
-        Log-mel spectrogram of a batch of waveforms in torch, as the original nnAudio front-end computes it per
-        example.
+        Log-mel spectrogram of a batch of waveforms in torch, on their device, as the original nnAudio front-end
+        computes it per example.
 
         Args:
             waveforms (`torch.Tensor` of shape `(batch, samples)`): float32 waveforms, right-padded.
@@ -264,14 +362,13 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
     def _log_mel(self, waveforms: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
         batch, samples = waveforms.shape
         half = self.n_fft // 2
-        if lengths is None or all(length == samples for length in lengths):
-            framed = torch.nn.functional.pad(waveforms[:, None], (half, half), mode="reflect")[:, 0]
-        else:
-            framed = waveforms.new_zeros(batch, samples + 2 * half)
-            for index, length in enumerate(lengths):
-                framed[index, : length + 2 * half] = torch.nn.functional.pad(
-                    waveforms[index, None, None, :length], (half, half), mode="reflect"
-                )[0, 0]
+        # Centred frames: each example reflect-padded by n_fft // 2 at its own ends. The left edge is the same for
+        # every example; the right edge mirrors the samples before each example's own end.
+        framed = nn.functional.pad(waveforms, (half, half))
+        framed[:, :half] = waveforms[:, 1 : half + 1].flip(-1)
+        ends = torch.as_tensor(lengths if lengths is not None else [samples] * batch, device=waveforms.device)[:, None]
+        offsets = torch.arange(half, device=waveforms.device)[None, :]
+        framed.scatter_(1, ends + half + offsets, waveforms.gather(1, ends - 2 - offsets))
         # Long inputs go through the STFT a run of frames at a time (each frame depends only on its own samples), so
         # the windowed frames and the complex spectrum never exist for a whole hour of audio at once.
         window, filters = self._window.to(waveforms.device), self._mel_filters_t.to(waveforms.device)
@@ -294,7 +391,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             pieces.append(torch.matmul(filters, power).add_(self.log_offset).log_())
         log_mel = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
         if lengths is not None:
-            valid = torch.as_tensor([self.num_frames(length) for length in lengths], device=waveforms.device)
+            valid = torch.as_tensor(self.num_frames(np.asarray(lengths)), device=waveforms.device)
             padded = torch.arange(log_mel.shape[-1], device=waveforms.device)[None, :] >= valid[:, None]
             log_mel.masked_fill_(padded[:, None, :], float(np.log(np.float32(self.log_offset))))
         return log_mel
@@ -318,14 +415,16 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"`librosa.resample(waveform, orig_sr={rate}, target_sr={self.sampling_rate})`."
             )
 
-    def _check_waveform(self, waveform: np.ndarray, index: int) -> None:
+    def _check_waveform(self, waveform: np.ndarray, index: int, pad_to_min_length: bool = False) -> None:
         if waveform.ndim != 1:
             raise ValueError(
                 f"Example {index} has shape {waveform.shape}: BYOL-A takes mono audio, one 1-D waveform per example. "
                 "Mix multi-channel audio down first, e.g. `waveform.mean(axis=0)` for (channels, samples), or load "
                 "it with `datasets.Audio(mono=True)`."
             )
-        self._check_length(waveform.shape[0], index)
+        if waveform.shape[0] == 0:
+            raise ValueError(f"Example {index} is empty (0 samples).")
+        self._check_length(max(waveform.shape[0], self.min_samples if pad_to_min_length else 0), index)
         if not np.isfinite(waveform).all():
             raise ValueError(f"Example {index} contains NaN or infinite samples; clean the audio first.")
 
@@ -336,8 +435,14 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(
                 f"Example {index} has {length} samples, too short for the centred STFT: at least {minimum} samples "
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
-                f"frame). Pad short clips with zeros.{hint}"
+                f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
             )
+
+
+def _stack_if_equal(items: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    if isinstance(items, torch.Tensor) or len({item.shape for item in items}) > 1:
+        return items
+    return torch.stack(items)
 
 
 def to_mono_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
@@ -387,12 +492,32 @@ def to_mono_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
 
 
 def _to_numpy(array: Any) -> np.ndarray:
+    """float32 numpy samples; integer PCM scaled to [-1, 1) (see [`_scale_pcm`])."""
     if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
+        return _scale_pcm(array.detach()).cpu().numpy()
     array = np.asarray(array)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"Audio must be numeric, got dtype {array.dtype}.")
-    return array.astype(np.float32, copy=False)
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"Audio must be numeric samples, got dtype {array.dtype}.")
+    return _scale_pcm(torch.from_numpy(np.ascontiguousarray(array))).numpy()
+
+
+def _scale_pcm(samples: torch.Tensor) -> torch.Tensor:
+    """
+    float32 samples. Integer PCM is scaled by its dtype's full scale, as soundfile and librosa read it: signed
+    `intN` by `2**(N-1)` (int16 32767 -> 0.99997), unsigned `uintN` centred first (`uint8` 128 -> 0). Floats are
+    kept as they are. One rule for the feature extractor and the pipelines, so `soundfile.read(dtype="int16")` and
+    its float reading give the same features.
+    """
+    if samples.dtype == torch.bool:
+        raise TypeError("Audio must be numeric samples, got booleans.")
+    if samples.is_floating_point():
+        return samples.to(torch.float32)
+    if samples.is_complex():
+        raise TypeError(f"Audio must be real samples, got {samples.dtype}.")
+    info = torch.iinfo(samples.dtype)
+    scale = float(2 ** (info.bits - 1))
+    offset = 0.0 if info.min < 0 else scale
+    return (samples.to(torch.float64) - offset).div_(scale).to(torch.float32)
 
 
 def _is_decoded_audio(item: Any) -> bool:

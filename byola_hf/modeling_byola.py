@@ -73,6 +73,17 @@ class BYOLAPreTrainedModel(PreTrainedModel):
         elif isinstance(module, BYOLALayerWeightedSum) and module.enabled:
             nn.init.zeros_(module.layer_weights)
 
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, with an `auto_map` for every BYOL-A class and the embedding pipeline's
+        code, so the directory loads with `trust_remote_code=True` through any Auto class and `pipeline`."""
+        from transformers.dynamic_module_utils import custom_object_save
+
+        from .pipelines import BYOLAAudioEmbeddingPipeline
+
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        custom_object_save(BYOLAAudioEmbeddingPipeline, save_directory)
+
     def _get_feat_extract_output_lengths(self, mel_lengths: torch.Tensor) -> torch.Tensor:
         """Output frames for inputs of `mel_lengths` log-mel frames: `mel_lengths // 2**num_conv_layers`."""
         return mel_lengths // self.config.time_downsampling
@@ -179,6 +190,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
         kernels = self._kernels(input_features)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
         hidden = (input_features - self.config.mean) / self.config.std
+        parameter_dtype = self.fc1.weight.dtype
+        if hidden.dtype != parameter_dtype and not torch.is_autocast_enabled(hidden.device.type):
+            hidden = hidden.to(parameter_dtype)  # float32 features into a bf16/fp16 model
         if padded:
             hidden = hidden * _length_mask(mel_lengths, hidden.shape[-1], hidden.dtype)[:, None, :]
         hidden = hidden.unsqueeze(1)  # (batch, 1, n_mels, mel_frames)
@@ -597,22 +611,33 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         return torch.stack(per_permutation).min(0).values.mean()
 
 
+# Every class a saved directory's code provides, for `trust_remote_code=True` loading through each Auto class.
+AUTO_MAP = {
+    "AutoConfig": "configuration_byola.BYOLAConfig",
+    "AutoFeatureExtractor": "feature_extraction_byola.BYOLAFeatureExtractor",
+    "AutoModel": "modeling_byola.BYOLAModel",
+    "AutoModelForAudioClassification": "modeling_byola.BYOLAForSequenceClassification",
+    "AutoModelForCTC": "modeling_byola.BYOLAForCTC",
+    "AutoModelForAudioFrameClassification": "modeling_byola.BYOLAForAudioFrameClassification",
+}
+
+
 @lru_cache(maxsize=None)
 def _tail_weights_float64(halvings: int) -> tuple[tuple[float, ...], ...]:
     """
     For each tail length `s` in `[2**h, 2**(h+1) - 1]`, the weights (padded to `2**(h+1) - 1`) with which the
     original time reduction averages the last `s` frames into the last output frame, found by running that reduction
-    on the identity.
+    on the identity. Plain Python floats, so `torch.compile` folds the table into constants.
     """
     block = 2**halvings
     rows = []
     for size in range(block, 2 * block):
-        frames = torch.eye(size, dtype=torch.float64)  # row i = weights of output i over the tail
-        while frames.shape[0] > 1:
-            if frames.shape[0] % 2 == 1:
-                frames = torch.cat([frames[:-2], frames[-2:].mean(0, keepdim=True)])
-            frames = frames.reshape(frames.shape[0] // 2, 2, size).mean(1)
-        rows.append(tuple(frames[0].tolist()) + (0.0,) * (2 * block - 1 - size))
+        frames = [[float(i == j) for j in range(size)] for i in range(size)]  # frame i = weights over the tail
+        while len(frames) > 1:
+            if len(frames) % 2 == 1:
+                frames = frames[:-2] + [[(a + b) / 2 for a, b in zip(frames[-2], frames[-1])]]
+            frames = [[(a + b) / 2 for a, b in zip(frames[i], frames[i + 1])] for i in range(0, len(frames), 2)]
+        rows.append(tuple(frames[0]) + (0.0,) * (2 * block - 1 - size))
     return tuple(rows)
 
 

@@ -64,7 +64,8 @@ class LogMelCollator:
         self.downsampling = downsampling
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = self.feature_extractor.pad_features([np.asarray(e["input_features"]).T for e in examples])
+        batch = self.feature_extractor.pad([{"input_features": np.asarray(e["input_features"]).T} for e in examples],
+                                           return_tensors="pt")
         labels = [e["labels"] for e in examples]
         if self.task.head == "BYOLAForCTC":
             longest = max(len(label) for label in labels)
