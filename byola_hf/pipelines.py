@@ -75,25 +75,17 @@ def load_audio(inputs: Any, sampling_rate: int, input_rate: int | None = None) -
 
 
 def _read_file(source: Any, name: str) -> tuple[np.ndarray, int]:
-    """Decode with soundfile (WAV, FLAC, OGG/Vorbis, ...), else librosa's fallback; `(samples, channels)`."""
+    """Decode with soundfile (libsndfile: WAV, FLAC, OGG/Vorbis and Opus, MP3, ...): `(channels, samples)`."""
     import soundfile
 
     try:
         data, rate = soundfile.read(source, dtype="float32", always_2d=True)
-        return data.T, int(rate)
-    except Exception as soundfile_error:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        if isinstance(source, str):
-            try:
-                import librosa
-
-                data, rate = librosa.load(source, sr=None, mono=False)
-                return np.atleast_2d(data), int(rate)
-            except Exception:  # audioread's NoBackendError and friends: report the first, clearer error
-                pass
+    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise ValueError(
-            f"Could not read audio from {name}: {str(soundfile_error).splitlines()[0][:200]}. Use a WAV, FLAC or "
-            "OGG file (or decode it yourself and pass the samples with their sampling_rate)."
+            f"Could not read audio from {name}: {str(error).splitlines()[0][:200]}. Use a format libsndfile reads "
+            "(WAV, FLAC, OGG, MP3), or decode it yourself and pass the samples with their sampling_rate."
         ) from None
+    return data.T, int(rate)
 
 
 def _as_samples(array: Any) -> np.ndarray:

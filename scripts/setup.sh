@@ -3,11 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
-  # espeak-ng synthesises the small labelled speech sets the tests build; sox converts audio.
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || [ ! -d /usr/share/sounds/freedesktop ] || [ ! -d /usr/share/sounds/alsa ]; then
+  # espeak-ng synthesises the small labelled speech sets the tests build; sox converts audio; the two sound
+  # themes ship real recordings (44.1/48 kHz, stereo OGG and mono WAV) that the pipeline tests read.
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox sound-theme-freedesktop alsa-utils >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -58,6 +58,7 @@ def test_trust_remote_code_without_byola_hf(tmp_path, random2048_dir, golden):
         inputs = fe(waveform, sampling_rate=16000, return_tensors="pt")
         np.save(tmp_path / "expected_hidden.npy", base(**inputs).last_hidden_state.numpy())
         np.save(tmp_path / "expected_logits.npy", head(**inputs).logits.numpy())
+        np.save(tmp_path / "expected_pooled.npy", base(**inputs).pooler_output[0].numpy())
     script = BLOCK_BYOLA_HF + textwrap.dedent(f"""
         import numpy as np, torch
         from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
@@ -70,10 +71,23 @@ def test_trust_remote_code_without_byola_hf(tmp_path, random2048_dir, golden):
         with torch.no_grad():
             assert np.array_equal(model(**inputs).last_hidden_state.numpy(), np.load(root + "/expected_hidden.npy"))
             assert np.array_equal(head(**inputs).logits.numpy(), np.load(root + "/expected_logits.npy"))
+        # Every head class loads from the base directory through its Auto class.
+        from transformers import AutoModelForAudioFrameClassification, AutoModelForCTC, pipeline
+        for auto, kwargs in ((AutoModelForAudioClassification, {{"num_labels": 2}}),
+                             (AutoModelForCTC, {{"vocab_size": 5}}),
+                             (AutoModelForAudioFrameClassification, {{"num_labels": 2}})):
+            loaded = auto.from_pretrained(root + "/base", trust_remote_code=True, **kwargs)
+            assert type(loaded).__module__.startswith("transformers_modules"), type(loaded)
+        # The directory carries the embedding pipeline; batches of mixed lengths work there too.
+        extractor = pipeline("byola-audio-embedding", model=root + "/base", trust_remote_code=True)
+        waveform = np.load(root + "/waveform.npy")
+        embeddings = extractor([waveform, waveform[:20000]], sampling_rate=16000, batch_size=2)
+        assert np.allclose(embeddings[0], np.load(root + "/expected_pooled.npy"), atol=1e-6)
         print("remote code reproduced the installed package exactly")
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reproduced the installed package exactly" in result.stdout
 
