@@ -259,6 +259,8 @@ def convert_byola_checkpoint(
     """
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_state_dict(state_dict, mean=mean, std=std)
+    if config.has_statistics:
+        config.stats_provenance = {"method": "given", "source": f"given by hand at conversion (mean={mean}, std={std})"}
     model = BYOLAModel(config)
     result = model.load_state_dict(to_hf_state_dict(state_dict, config.num_conv_layers), strict=False)
     not_loaded = [key for key in result.missing_keys if not key.endswith("num_batches_tracked")]

@@ -107,7 +107,9 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
     if config.has_statistics:
         lines.append(f"- mean: `{config.mean}`, std: `{config.std}`")
         provenance = config.stats_provenance or {}
-        if provenance:
+        if provenance.get("method") == "given":
+            lines.append(f"- source: {provenance.get('source', 'given by hand')} (not computed by byola_hf)")
+        elif provenance:
             source = provenance.get("dataset")
             if provenance.get("config"):
                 source = f"{source} ({provenance['config']})"
@@ -117,7 +119,7 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
                 f"method: {provenance.get('method', 'exact')}",
             ]
         else:
-            lines.append("- provenance: not recorded (set by hand or at conversion)")
+            lines.append("- provenance: not recorded")
     else:
         lines += [
             "> **Warning: no statistics yet.** BYOL-A normalises log-mels with the mean and std of the downstream "
@@ -132,10 +134,29 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
             lines.append(f"- labels: {', '.join(str(v) for v in config.id2label.values())}")
         for key, value in (task_info.get("metrics") or {}).items():
             lines.append(f"- {key}: {value:.4g}" if isinstance(value, float) else f"- {key}: {value}")
+        if task_info.get("metrics"):
+            lines.append(f"- evaluated on: {task_info.get('eval_split') or 'not recorded'}")
+        elif "eval_split" in task_info:
+            lines.append("- not evaluated (no evaluation split)")
+    lines += ["", "## Usage", ""]
+    if architecture == "BYOLAForSequenceClassification":
+        lines += [
+            "```python",
+            "from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline",
+            "",
+            'repo = "THIS_REPO"  # the Hub id or local directory of this model',
+            'classifier = pipeline("audio-classification", model=repo, trust_remote_code=True)',
+            'print(classifier("speech.wav"))  # [{"label": ..., "score": ...}, ...]; batch_size= for many files',
+            "",
+            "# or with the Auto classes",
+            "model = AutoModelForAudioClassification.from_pretrained(repo, trust_remote_code=True).eval()",
+            "feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)",
+            "```",
+            "",
+            "The encoder alone:",
+            "",
+        ]
     lines += [
-        "",
-        "## Usage",
-        "",
         "```python",
         "import torch, librosa",
         "from transformers import AutoFeatureExtractor, AutoModel",

@@ -211,14 +211,12 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
 
 def register_pipelines() -> None:
     """Register "byola-audio-embedding", and BYOL-A's extension of "audio-classification", with transformers."""
-    from transformers import AutoModel, AutoModelForAudioClassification
+    from transformers import AutoModel
     from transformers.pipelines import PIPELINE_REGISTRY
 
     PIPELINE_REGISTRY.register_pipeline(
         "byola-audio-embedding", pipeline_class=BYOLAAudioEmbeddingPipeline, pt_model=AutoModel, type="audio"
     )
-    task = PIPELINE_REGISTRY.supported_tasks["audio-classification"]
-    PIPELINE_REGISTRY.register_pipeline(
-        "audio-classification", pipeline_class=BYOLAAudioClassificationPipeline,
-        pt_model=AutoModelForAudioClassification, default=task.get("default"), type=task.get("type", "audio"),
-    )
+    # Only the implementation of the built-in task changes (a subclass that runs other models as before); its
+    # models, defaults and type stay transformers'.
+    PIPELINE_REGISTRY.supported_tasks["audio-classification"]["impl"] = BYOLAAudioClassificationPipeline

@@ -31,8 +31,15 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(metadata={"help": "BYOL-A model directory (with task statistics) or Hub id"})
-    freeze_base_model: bool = field(default=True, metadata={"help": "Keep the BYOL-A encoder frozen (SUPERB)"})
-    use_weighted_layer_sum: bool = field(default=True, metadata={"help": "Learn a weighted sum of the 5 layers"})
+    freeze_base_model: bool = field(
+        default=True,
+        metadata={"help": "Keep the BYOL-A encoder frozen, as SUPERB does (--no_freeze_base_model fine-tunes it too)"},
+    )
+    use_weighted_layer_sum: bool = field(
+        default=True,
+        metadata={"help": "Learn a weighted sum of the encoder's hidden states (--no_use_weighted_layer_sum: the "
+                          "last hidden state only)"},
+    )
     ctc_head: str | None = field(default=None, metadata={"help": "linear or bilstm (default: linear for pr, bilstm for asr)"})
 
 
@@ -40,19 +47,28 @@ class ModelArguments:
 class DataTrainingArguments:
     task: str = field(metadata={"help": "SUPERB task", "choices": list(SUPERB_TASKS)})
     dataset_name: str = field(default="audiofolder", metadata={"help": "Hub dataset, audiofolder, or a save_to_disk path"})
-    dataset_config_name: str | None = field(default=None)
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
     data_dir: str | None = field(default=None, metadata={"help": "Local folder for --dataset_name audiofolder"})
-    train_split_name: str = field(default="train")
-    eval_split_name: str = field(default="validation")
-    audio_column_name: str = field(default="audio")
+    train_split_name: str = field(default="train", metadata={"help": "Split to train on"})
+    eval_split_name: str = field(
+        default="validation",
+        metadata={"help": "Split to evaluate on; when the dataset has no such split, one is held out of the training "
+                          "split (--validation_split_percentage)"},
+    )
+    validation_split_percentage: int = field(
+        default=10,
+        metadata={"help": "Without an evaluation split: the percentage of the training split held out for evaluation "
+                          "(fixed by --seed); 0 trains without evaluating"},
+    )
+    audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
     label_column_name: str = field(
         default="label", metadata={"help": "Label column; for ic the slot columns, comma-separated"}
     )
     text_column_name: str | None = field(default=None, metadata={"help": "Transcription column (pr: phonemes, asr: text)"})
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training clips"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation clips"})
     max_length_seconds: float | None = field(default=None, metadata={"help": "Truncate longer clips"})
-    preprocessing_num_workers: int | None = field(default=None)
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map"})
 
 
 class LogMelCollator:
@@ -144,12 +160,9 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
         f"({'given' if learning_rate_given else 'task default'}), world size {training_args.world_size}"
     )
-    splits = {}
-    for name, split, limit in (("train", data_args.train_split_name, data_args.max_train_samples),
-                               ("eval", data_args.eval_split_name, data_args.max_eval_samples)):
-        dataset = load_audio_dataset(data_args.dataset_name, data_args.dataset_config_name, data_args.data_dir, split,
-                                     data_args.audio_column_name, feature_extractor.sampling_rate)
-        splits[name] = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+    splits, eval_split = load_splits(data_args, feature_extractor.sampling_rate, training_args.seed)
+    if splits.get("eval") is None:
+        training_args.do_eval = False
 
     head_kwargs: dict[str, Any] = {"freeze_base": model_args.freeze_base_model,
                                    "use_weighted_layer_sum": model_args.use_weighted_layer_sum}
@@ -177,6 +190,8 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         head_kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
                            label2id={n: i for i, n in enumerate(names)})
         indices = [{value: i for i, value in enumerate(v)} for v in vocabularies]
+        if splits.get("eval") is not None:
+            check_labels_seen(splits["eval"], columns, vocabularies, eval_split)
 
         def encode(batch):
             values = [[index[str(batch[column][row])] for column, index in zip(columns, indices)]
@@ -192,6 +207,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
                                      truncation=max_samples is not None, max_length=max_samples)
         return {"input_features": [f.T for f in features["input_features"]], "labels": encode(batch)}
 
+    splits = {name: dataset for name, dataset in splits.items() if dataset is not None}
     with training_args.main_process_first(desc="feature extraction"):
         for name, dataset in splits.items():
             splits[name] = dataset.map(prepare, batched=True, batch_size=16, remove_columns=dataset.column_names,
@@ -205,19 +221,24 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     metric = evaluate.load(metric_path(task.metric), task.metric_config)
     compute_metrics = metrics_function(task, model.config, metric, processor)
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["eval"],
+        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits.get("eval"),
         data_collator=LogMelCollator(feature_extractor, task, model.config.time_downsampling),
         compute_metrics=compute_metrics, processing_class=processor or feature_extractor,
     )
     if training_args.do_train or not training_args.do_eval:
         train_result = trainer.train()
         trainer.save_metrics("train", train_result.metrics)
-    prediction = trainer.predict(splits["eval"], metric_key_prefix="eval")
-    metrics = prediction.metrics
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-    task_info = {"task": task.name, "description": task.description,
-                 "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")}}
+    metrics: dict[str, Any] = {}
+    prediction = None
+    if "eval" in splits:
+        prediction = trainer.predict(splits["eval"], metric_key_prefix="eval")
+        metrics = {**prediction.metrics, "eval_split": eval_split}
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    else:
+        logger.warning("No evaluation split: the model is trained and saved without evaluation.")
+    task_info = {"task": task.name, "description": task.description, "eval_split": eval_split,
+                 "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")} if metrics else {}}
     if trainer.is_world_process_zero():
         trainer.save_model()
         (processor or feature_extractor).save_pretrained(training_args.output_dir)
@@ -226,7 +247,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         if model.config.use_weighted_layer_sum:
             save_layer_weights(model.featurizer.layer_weights.detach().cpu(), output / "layer_weights.png",
                                title=f"BYOL-A layer weights learned for {task.name.upper()}")
-        if task.head == "BYOLAForSequenceClassification" and not model.config.classifier_slots:
+        if task.head == "BYOLAForSequenceClassification" and not model.config.classifier_slots and prediction:
             save_confusion_matrix(prediction.label_ids, prediction.predictions.argmax(-1),
                                   [model.config.id2label[i] for i in range(model.config.num_labels)],
                                   output / "confusion_matrix.png", title=f"{task.name.upper()} confusion matrix")
@@ -234,6 +255,54 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         push_to_hub(training_args.output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
                     task_info=task_info)
     return metrics
+
+
+def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int) -> tuple[dict[str, Any], str | None]:
+    """
+    The training split and the evaluation split, and the evaluation split's name as reported. A dataset without
+    `eval_split_name` gets one held out of the training split (`validation_split_percentage`, fixed by `seed`), or
+    none when that percentage is 0. Evaluating on the training split itself is allowed and named as such.
+    """
+    def load(split: str):
+        return load_audio_dataset(data_args.dataset_name, data_args.dataset_config_name, data_args.data_dir, split,
+                                  data_args.audio_column_name, sampling_rate)
+
+    def limit(dataset, count: int | None):
+        return dataset.select(range(min(count, len(dataset)))) if count and dataset is not None else dataset
+
+    train = load(data_args.train_split_name)
+    try:
+        evaluation = load(data_args.eval_split_name)
+        name = data_args.eval_split_name
+        if name == data_args.train_split_name:
+            name += " (the training data itself: not a held-out estimate)"
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        percentage = data_args.validation_split_percentage
+        if not percentage:
+            logger.warning(f"No '{data_args.eval_split_name}' split and --validation_split_percentage 0.")
+            return {"train": limit(train, data_args.max_train_samples), "eval": None}, None
+        if not 0 < percentage < 100:
+            raise ValueError(f"--validation_split_percentage must be in 0..99, got {percentage}.") from error
+        held_out = train.train_test_split(test_size=percentage / 100, seed=seed)
+        train, evaluation = held_out["train"], held_out["test"]
+        name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"
+        logger.warning(f"No '{data_args.eval_split_name}' split: evaluating on {name}.")
+    return {"train": limit(train, data_args.max_train_samples),
+            "eval": limit(evaluation, data_args.max_eval_samples)}, name
+
+
+def check_labels_seen(dataset, columns: list[str], vocabularies: list[list[str]], split_name: str | None) -> None:
+    """Refuse, before any work, an evaluation split whose labels never occur in training."""
+    for column, vocabulary in zip(columns, vocabularies):
+        unseen = sorted({str(value) for value in dataset[column]} - set(vocabulary))
+        if unseen:
+            raise ValueError(
+                f"The evaluation split ({split_name}) has labels in '{column}' that never occur in training: "
+                f"{', '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}. Add training examples of them, or "
+                "remove those clips from the evaluation split."
+            )
 
 
 def drop_too_long_targets(dataset, config: BYOLAConfig, name: str):
@@ -245,10 +314,12 @@ def drop_too_long_targets(dataset, config: BYOLAConfig, name: str):
     if len(kept) < len(dataset):
         logger.warning(
             f"{name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription has more tokens "
-            f"than BYOL-A output frames (12.5 per second)."
+            f"than BYOL-A output frames ({config.frames_per_second:g} per second)."
         )
     if len(kept) == 0:
-        raise ValueError(f"Every {name} clip's transcription is longer than its BYOL-A output (12.5 frames/s).")
+        raise ValueError(
+            f"Every {name} clip's transcription is longer than its BYOL-A output ({config.frames_per_second:g} frames/s)."
+        )
     return kept
 
 
@@ -275,9 +346,27 @@ def metrics_function(task: SuperbTask, config: BYOLAConfig, metric, processor):
     return compute
 
 
+def build_parser() -> HfArgumentParser:
+    """The command line: our flags first, then every `TrainingArguments` flag; `--learning_rate` says the task's
+    SUPERB default that is used when it is not given."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, TrainingArguments),
+        usage="byola-run-superb --task TASK --model_name_or_path MODEL --output_dir OUT [options]",
+        description=__doc__.split("\n\n")[0] + " Evaluates, saves the model with a card, and plots the layer weights.",
+        epilog="Our flags come first; the rest are transformers' TrainingArguments.",
+    )
+    defaults = ", ".join(f"{name} {task.learning_rate:g}" for name, task in SUPERB_TASKS.items())
+    parser._option_string_actions["--learning_rate"].help = (
+        f"Learning rate; when not given, the task's SUPERB default is used ({defaults}), not transformers' 5e-05"
+    )
+    parser._option_string_actions["--no_freeze_base_model"].help = "Fine-tune the BYOL-A encoder with the head"
+    parser._option_string_actions["--no_use_weighted_layer_sum"].help = "Feed the head the last hidden state only"
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    parser = build_parser()
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:

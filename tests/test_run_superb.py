@@ -167,3 +167,69 @@ def test_torchrun_two_processes(ks_model, mini, tmp_path):
     assert "eval_accuracy" in json.loads((output / "eval_results.json").read_text())
     assert "world size 2" in result.stderr
     assert (output / "model.safetensors").exists()
+
+
+def test_train_only_folder_holds_out_a_named_split(ks_model, mini, tmp_path):
+    import shutil
+
+    data = tmp_path / "train_only"
+    shutil.copytree(mini["ks"] / "train", data / "train")
+    output = tmp_path / "held_out"
+    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
+                        "--output_dir", str(output), "--max_steps", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "eval_results.json").read_text())
+    assert metrics["eval_split"] == "10% of 'train' held out (seed 0)"
+    assert metrics["eval_samples"] == round(0.1 * len(list((data / "train").glob("*.wav"))))
+    card = (output / "README.md").read_text()
+    assert "evaluated on: 10% of 'train' held out (seed 0)" in card
+    assert 'pipeline("audio-classification"' in card and "AutoModelForAudioClassification" in card
+    # Evaluating on the training data is allowed, and said.
+    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
+                        "--output_dir", str(tmp_path / "on_train"), "--max_steps", "1", "--eval_split_name", "train")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the training data itself: not a held-out estimate" in (tmp_path / "on_train" / "README.md").read_text()
+    # Or no evaluation at all.
+    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
+                        "--output_dir", str(tmp_path / "no_eval"), "--max_steps", "1",
+                        "--validation_split_percentage", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "no_eval" / "eval_results.json").exists()
+    assert "not evaluated" in (tmp_path / "no_eval" / "README.md").read_text()
+
+
+def test_unseen_evaluation_labels_stop_before_work(ks_model, mini, tmp_path):
+    import csv
+    import shutil
+
+    data = tmp_path / "unseen"
+    shutil.copytree(mini["ks"], data)
+    rows = list(csv.DictReader(open(data / "test" / "metadata.csv")))
+    rows[0]["label"] = "maybe"
+    with open(data / "test" / "metadata.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
+                        "--eval_split_name", "test", "--output_dir", str(tmp_path / "out"), "--max_steps", "1")
+    assert result.returncode != 0
+    assert "labels in 'label' that never occur in training: maybe" in result.stderr
+    assert "Traceback" not in result.stderr and "log-mel" not in result.stderr  # stopped before feature extraction
+
+
+def test_help_says_what_it_does_and_the_defaults_used():
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--help"],
+                            capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("usage: byola-run-superb --task TASK") and "Fine-tune and evaluate BYOL-A" in lines[2]
+    text = " ".join(result.stdout.split())
+    assert "the task's SUPERB default is used (ks 0.0001, ic 0.0001, sid 0.001" in text
+    assert "--no_freeze_base_model, --no-freeze-base-model Fine-tune the BYOL-A encoder" in text
+    from byola_hf.run_superb import build_parser
+
+    ours = [action for action in build_parser()._actions
+            if any(option in action.option_strings for option in ("--task", "--validation_split_percentage",
+                                                                    "--train_split_name", "--eval_split_name",
+                                                                    "--dataset_config_name", "--max_eval_samples"))]
+    assert len(ours) == 6 and all(action.help for action in ours)
