@@ -113,13 +113,14 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
 
 
 def config_from_state_dict(
-    state_dict: dict[str, torch.Tensor], mean: float | None = None, std: float | None = None
+    state_dict: dict[str, torch.Tensor], mean: float | None = None, std: float | None = None, n_mels: int = 64
 ) -> BYOLAConfig:
     """
-    Detect the network from the tensors and build its config: v1 (`AudioNTT2020`: three conv blocks, `fc.3` square,
-    output = the MLP) or v2 (`AudioNTT2022`: two conv blocks, output = conv features + MLP); `feature_d`,
-    `conv_channels`, `n_mels` and the MLP widths are read from the shapes. A checkpoint that fits neither (a block
-    or layer missing, shapes that disagree) is refused with a message naming what was found.
+    Detect the network from the tensors and build its config: v1 (`AudioNTT2020`: three conv blocks, output = the
+    MLP) or v2 (`AudioNTT2022`: two conv blocks, output = conv features + MLP); `feature_d`, `conv_channels` and the
+    MLP widths are read from the shapes, which must fit `n_mels` mel bins (64 for every published BYOL-A network).
+    A checkpoint that fits neither (a block or layer missing, shapes that disagree) is refused with a message naming
+    what was found.
     """
     num_conv_layers = 0
     while num_conv_layers < _MAX_CONV_BLOCKS and f"features.{4 * num_conv_layers}.weight" in state_dict:
@@ -138,7 +139,13 @@ def config_from_state_dict(
     conv_channels = state_dict["features.0.weight"].shape[0]
     mlp_hidden_size, conv_size = state_dict["fc.0.weight"].shape
     fc_output_size = state_dict["fc.3.weight"].shape[0]
-    n_mels = conv_size // conv_channels * 2**num_conv_layers
+    if conv_size != conv_channels * (n_mels >> num_conv_layers):
+        raise ValueError(
+            f"The checkpoint's fc.0 takes {conv_size} inputs, but a {variant} network ({num_conv_layers} conv blocks "
+            f"of {conv_channels} channels over {n_mels} mel bins) gives it {conv_channels * (n_mels >> num_conv_layers)} "
+            f"(found {found}). Is it a mix of v1 and v2 tensors, or a network for another number of mel bins "
+            "(pass n_mels)?"
+        )
     if variant == "AudioNTT2020":
         overrides = {"feature_d": fc_output_size, "mlp_hidden_size": None}
     else:
@@ -240,6 +247,7 @@ def convert_byola_checkpoint(
     std: float | None = None,
     verify: bool = True,
     tolerance: float = 1e-5,
+    n_mels: int = 64,
 ) -> tuple[BYOLAModel, BYOLAFeatureExtractor, ConversionCheck | None]:
     """
     Convert an original BYOL-A checkpoint (v1 512, 1024 or 2048-d; v2 3072-d) into a [`BYOLAModel`] and its
@@ -251,6 +259,7 @@ def convert_byola_checkpoint(
         checkpoint_path: the original `.pth` file.
         output_dir: where to save; nothing is saved when `None`.
         mean, std: the task's normalisation statistics, if already known (both or neither).
+        n_mels: mel bins the network was trained on (64 for the published weights).
         verify: compare the converted model with the original network on a test input; raise if the largest
             deviation exceeds `tolerance` relative to the output's largest magnitude.
 
@@ -258,7 +267,7 @@ def convert_byola_checkpoint(
         `(model, feature_extractor, check)`; `check` is `None` when `verify=False`.
     """
     state_dict = load_original_state_dict(checkpoint_path)
-    config = config_from_state_dict(state_dict, mean=mean, std=std)
+    config = config_from_state_dict(state_dict, mean=mean, std=std, n_mels=n_mels)
     if config.has_statistics:
         config.stats_provenance = {"method": "given", "source": f"given by hand at conversion (mean={mean}, std={std})"}
     model = BYOLAModel(config)

@@ -66,3 +66,26 @@ def real512_dir(tmp_path_factory, real512_checkpoint, golden) -> Path:
     output = tmp_path_factory.mktemp("real512")
     convert_byola_checkpoint(real512_checkpoint, output, mean=golden["meta"]["mean"], std=golden["meta"]["std"])
     return output
+
+
+@pytest.fixture(scope="session")
+def golden_v2() -> dict:
+    """Golden outputs of the original BYOL-A v2 code: {"meta": golden_v2.json, "arrays": golden_v2.npz}."""
+    meta = json.loads(require_shared("reference_v2/golden_v2.json").read_text())
+    arrays = dict(np.load(require_shared("reference_v2/golden_v2.npz")))
+    return {"meta": meta, "arrays": arrays}
+
+
+@pytest.fixture(scope="session")
+def random3072_checkpoint() -> Path:
+    return require_shared("reference_v2/AudioNTT2022-random-seed321-d3072.pth")
+
+
+@pytest.fixture(scope="session")
+def random3072_dir(tmp_path_factory, random3072_checkpoint, golden_v2) -> Path:
+    """The random v2 (AudioNTT2022, 3072-d) checkpoint converted with the golden statistics."""
+    from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
+
+    output = tmp_path_factory.mktemp("random3072")
+    convert_byola_checkpoint(random3072_checkpoint, output, mean=golden_v2["meta"]["mean"], std=golden_v2["meta"]["std"])
+    return output
