@@ -94,12 +94,13 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         "tags:", "- audio", "- byol-a", "- self-supervised-learning", "- byola_hf",
         "---",
         "",
-        f"# BYOL-A ({config.feature_d}-d){' — ' + task_info['task'].upper() if task_info and task_info.get('task') else ''}",
+        f"# BYOL-A {'v2' if config.concat_conv_features else 'v1'} ({config.variant}, {config.feature_d}-d)"
+        f"{' — ' + task_info['task'].upper() if task_info and task_info.get('task') else ''}",
         "",
         "BYOL-A (BYOL for Audio, NTT) general-purpose audio representation, ported to transformers by byola_hf: "
-        f"`{architecture}` with `feature_d={config.feature_d}`, a 64-band log-mel front-end at "
-        f"{config.sample_rate} Hz, {1000 * config.hop_length * config.time_downsampling / config.sample_rate:g} ms "
-        "per output frame.",
+        f"`{architecture}` on the `{config.variant}` encoder with `feature_d={config.feature_d}`, a "
+        f"{config.n_mels}-band log-mel front-end at {config.sample_rate} Hz, "
+        f"{1000 / config.frames_per_second:g} ms per output frame ({config.frames_per_second:g} per second).",
         "",
         "## Normalisation statistics",
         "",
