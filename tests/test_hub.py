@@ -169,7 +169,8 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
     assert len(FakeHub.commits) == 1 and "/api/models/tester/byola-512/commit/main" in FakeHub.commits[0]["path"]
     files = FakeHub.commits[0]["files"]
     assert set(files) == {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
-                          "configuration_byola.py", "modeling_byola.py", "feature_extraction_byola.py"}
+                          "configuration_byola.py", "modeling_byola.py", "feature_extraction_byola.py",
+                          "inference_byola.py", "pipelines.py"}
     assert files["model.safetensors"] == (tmp_path / "model" / "model.safetensors").read_bytes()
     card = files["README.md"].decode()
     assert "mean: `-8.90723`, std: `4.892486`" in card and LICENSE_NOTICE in card
@@ -224,7 +225,7 @@ def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
 def test_model_card_without_statistics_warns():
     card = model_card(BYOLAConfig(feature_d=512))
     assert "no statistics yet" in card and "byola-compute-stats" in card
-    assert LICENSE_NOTICE in card and "# BYOL-A (512-d)" in card
+    assert LICENSE_NOTICE in card and "# BYOL-A v1 (AudioNTT2020, 512-d)" in card
     fine_tuned = model_card(BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, id2label={0: "yes", 1: "no"},
                                         architectures=["BYOLAForSequenceClassification"]),
                             {"task": "ks", "description": "keyword spotting", "metrics": {"eval_accuracy": 0.9}})
