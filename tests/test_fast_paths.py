@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from transformers import AutoFeatureExtractor, AutoModel
@@ -154,3 +155,56 @@ def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
     assert [(row["hidden_states"], row["chunked"]) for row in results["long_audio"]] == [(False, True), (True, True),
                                                                                         (True, False)]
     assert all(row["peak_mb"] >= row["loaded_mb"] > 0 for row in results["long_audio"])
+
+
+@pytest.mark.parametrize("fixture", ["random2048_dir", "random3072_dir"])
+def test_every_kernel_set_equals_the_reference(fixture, request, golden):
+    """The CPU and accelerator kernels (forced on CPU tensors) against the plain modules, padded batches too."""
+    model = AutoModel.from_pretrained(request.getfixturevalue(fixture)).eval()
+    fe = AutoFeatureExtractor.from_pretrained(request.getfixturevalue(fixture))
+    waveforms = [golden["arrays"][f"{clip['name']}/waveform"] for clip in golden["meta"]["clips"]]
+    inputs = fe(waveforms, sampling_rate=16000, return_tensors="pt")
+    outputs = {}
+    with torch.no_grad():
+        for kernels in ("reference", "cpu", "accelerator"):
+            model.inference_kernels = kernels
+            outputs[kernels] = model(**inputs, output_hidden_states=True)
+    worst = 0.0
+    for kernels in ("cpu", "accelerator"):
+        for got, expected in zip(outputs[kernels].hidden_states, outputs["reference"].hidden_states):
+            worst = max(worst, relative(got, expected))
+        worst = max(worst, relative(outputs[kernels].pooler_output, outputs["reference"].pooler_output))
+    print(f"\n{fixture}: cpu and accelerator kernels vs reference modules, padded batch: {worst:.2g}")
+    assert worst < 1e-5
+    with pytest.raises(ValueError, match="Unknown inference kernels"):
+        model.inference_kernels = "gpu"
+        model(**inputs)
+
+
+def test_folded_parameters_are_cached_until_weights_change(random2048_dir):
+    from byola_hf.inference_byola import folded_conv_parameters
+
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    block = model.conv_blocks[1]
+    first = folded_conv_parameters(block)
+    assert folded_conv_parameters(block)[0] is first[0]  # folded once, reused
+    with torch.no_grad():
+        block.batch_norm.running_var.mul_(2.0)
+    refolded = folded_conv_parameters(block)
+    assert refolded[0] is not first[0] and not torch.equal(refolded[0], first[0])
+
+
+@pytest.mark.parametrize("output_hidden_states", [False, True])
+def test_torch_compile_fullgraph_equals_eager(random3072_dir, output_hidden_states):
+    """No graph breaks (no host reads of values) for equal-length clips; v2 covers the same code as v1."""
+    model = AutoModel.from_pretrained(random3072_dir).eval()
+    log_mel = torch.randn(2, 64, 203) * 3 - 8
+    with torch.no_grad():
+        eager = model(log_mel, output_hidden_states=output_hidden_states)
+        compiled = torch.compile(model, fullgraph=True)(log_mel, output_hidden_states=output_hidden_states)
+    pairs = [(compiled.last_hidden_state, eager.last_hidden_state), (compiled.pooler_output, eager.pooler_output)]
+    if output_hidden_states:
+        pairs += list(zip(compiled.hidden_states, eager.hidden_states))
+    worst = max(relative(got, expected) for got, expected in pairs)
+    print(f"\ntorch.compile(fullgraph=True) vs eager, output_hidden_states={output_hidden_states}: {worst:.2g}")
+    assert worst < 1e-5
