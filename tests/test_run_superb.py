@@ -233,3 +233,19 @@ def test_help_says_what_it_does_and_the_defaults_used():
                                                                     "--train_split_name", "--eval_split_name",
                                                                     "--dataset_config_name", "--max_eval_samples"))]
     assert len(ours) == 6 and all(action.help for action in ours)
+
+
+def test_v2_keyword_spotting_runs_saves_reloads_and_predicts(random3072_dir, mini, tmp_path):
+    """The random v2 network through statistics, run_superb, reload and the pipeline (no accuracy floor)."""
+    stats_dir = tmp_path / "v2-ks"
+    compute_stats(str(random3072_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(stats_dir))
+    output = tmp_path / "ks-v2"
+    result = run_superb("--task", "ks", "--model_name_or_path", str(stats_dir), "--data_dir", str(mini["ks"]),
+                        "--eval_split_name", "test", "--output_dir", str(output), "--max_steps", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = AutoModelForAudioClassification.from_pretrained(output)
+    assert model.config.variant == "AudioNTT2022" and model.featurizer.layer_weights.shape == (5,)
+    assert "AudioNTT2022" in (output / "README.md").read_text()
+    wav = next((mini["ks"] / "test").glob("*.wav"))
+    predictions = pipeline("audio-classification", model=str(output))(str(wav), top_k=2)
+    assert len(predictions) == 2 and predictions[0]["label"] in model.config.label2id
