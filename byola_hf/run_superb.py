@@ -232,7 +232,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     prediction = None
     if "eval" in splits:
         prediction = trainer.predict(splits["eval"], metric_key_prefix="eval")
-        metrics = {**prediction.metrics, "eval_split": eval_split}
+        metrics = {**prediction.metrics, "eval_samples": len(splits["eval"]), "eval_split": eval_split}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     else:

@@ -12,10 +12,19 @@ import pytest
 from conftest import PROJECT_ROOT
 
 
-def readme_block(after: str) -> str:
+def readme_block(after: str, language: str = "bash") -> str:
     text = (PROJECT_ROOT / "README.md").read_text()
     start = text.index(after)
-    return re.search(r"```bash\n(.*?)```", text[start:], re.S).group(1)
+    return re.search(rf"```{language}\n(.*?)```", text[start:], re.S).group(1)
+
+
+def test_readme_collator_recipe_runs(tmp_path, random2048_dir):
+    """The datasets.map + DataCollatorWithPadding + DataLoader recipe, as written, on a converted model."""
+    script = readme_block("Features stored by `datasets.map`", "python").replace('"byola-2048"', repr(str(random2048_dir)))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[:2] == ["torch.Size([2, 2048]) tensor([0, 1])", "torch.Size([1, 2048]) tensor([0])"]
 
 
 def test_readme_main_job_runs(tmp_path, random2048_checkpoint):
