@@ -5,11 +5,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 from transformers.utils import PaddingStrategy, TensorType, logging
-
-from torch import nn
 
 from .configuration_byola import BYOLAConfig
 
@@ -51,6 +50,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             Highest mel band edge in Hz.
         log_offset (`float`, *optional*, defaults to float32 machine epsilon):
             Added to the mel power before the logarithm.
+        time_downsampling (`int`, *optional*, defaults to 8):
+            Log-mel frames per output frame of the model (`BYOLAConfig.time_downsampling`: 8 for v1, 4 for v2), for
+            `pad_to_min_length`.
         padding_value (`float`, *optional*, defaults to 0.0):
             Value used to pad waveforms (the padded frames are reset to digital silence either way).
         return_attention_mask (`bool`, *optional*, defaults to `True`):
@@ -69,6 +71,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         f_min: float = 60.0,
         f_max: float = 7800.0,
         log_offset: float = FLOAT32_EPS,
+        time_downsampling: int = 8,
         padding_value: float = 0.0,
         return_attention_mask: bool = True,
         **kwargs,
@@ -88,6 +91,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         self.f_min = f_min
         self.f_max = f_max
         self.log_offset = log_offset
+        self.time_downsampling = time_downsampling
         if win_length > n_fft:
             raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft}).")
         # (n_fft // 2 + 1, feature_size), float64, identical to librosa.filters.mel(htk=False, norm="slaney").
@@ -114,13 +118,15 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             hop_length=config.hop_length,
             f_min=config.f_min,
             f_max=config.f_max,
+            time_downsampling=config.time_downsampling,
             **kwargs,
         )
 
     def matches_model_config(self, config: BYOLAConfig) -> bool:
         """Whether this front-end produces what a model with `config` expects."""
         reference = self.from_model_config(config)
-        names = ("feature_size", "sampling_rate", "n_fft", "win_length", "hop_length", "f_min", "f_max")
+        names = ("feature_size", "sampling_rate", "n_fft", "win_length", "hop_length", "f_min", "f_max",
+                 "time_downsampling")
         return all(getattr(self, name) == getattr(reference, name) for name in names)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,9 +177,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             pad_to_multiple_of (`int`, *optional*):
                 Pad the waveform length to a multiple of this many samples.
             pad_to_min_length (`bool`, *optional*, defaults to `False`):
-                Zero-pad waveforms shorter than `min_samples` (one BYOL-A v1 output frame, 70 ms at 16 kHz) to that
-                length *as samples* (their frames count as valid), so very short clips still get an embedding.
-                Without it they are refused.
+                Zero-pad waveforms shorter than `min_samples` (one output frame of the model: 70 ms at 16 kHz for
+                v1) to that length *as samples* (their frames count as valid), so very short clips still get an
+                embedding. Without it they are refused.
             return_attention_mask (`bool`, *optional*):
                 Return the frame-level mask (defaults to `self.return_attention_mask`).
             return_tensors (`str` or [`~utils.TensorType`], *optional*):
@@ -198,17 +204,16 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         if lengths is not None and isinstance(raw_speech, np.ndarray):
             raw_speech = torch.from_numpy(raw_speech)
         if isinstance(raw_speech, torch.Tensor) and raw_speech.ndim == 2:
+            self._check_sampling_rate(sampling_rate, None)
             waveforms, lengths = self._tensor_batch(raw_speech, lengths)
         else:
             if lengths is not None:
                 raise ValueError("lengths goes with a 2-D (batch, samples) array or tensor of right-padded waveforms.")
             waveforms, found_rate = to_mono_waveforms(raw_speech)
             self._check_sampling_rate(sampling_rate, found_rate)
-            sampling_rate = self.sampling_rate
             for index, waveform in enumerate(waveforms):
-                self._check_waveform(waveform, index, pad_to_min_length)
+                self._check_waveform(waveform, index)
             lengths = [len(waveform) for waveform in waveforms]
-        self._check_sampling_rate(sampling_rate, None)
 
         if truncation:
             if max_length is None:
@@ -246,9 +251,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
 
     @property
     def min_samples(self) -> int:
-        """Fewest samples that give one BYOL-A v1 output frame (8 log-mel frames: 1120 at 16 kHz, 70 ms); v2 needs
-        half as many frames."""
-        return 7 * self.hop_length
+        """Fewest samples that give the model one output frame: `(time_downsampling - 1) * hop_length` (1120 at
+        16 kHz for v1, 70 ms; 480 for v2, which the STFT's own minimum of `n_fft // 2 + 1` then raises)."""
+        return max((self.time_downsampling - 1) * self.hop_length, self.n_fft // 2 + 1)
 
     def pad(self, processed_features: Any, padding: bool | str | PaddingStrategy = True, max_length: int | None = None,
             truncation: bool = False, pad_to_multiple_of: int | None = None, return_attention_mask: bool | None = None,
@@ -337,9 +342,12 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         """Log-mel and frame mask of a padded batch `(batch, samples)`, on its device; each example uses only its
         first `lengths[i]` samples."""
         log_mel = self.log_mel(waveforms, lengths)
-        valid = torch.as_tensor(self.num_frames(np.asarray(lengths)), device=log_mel.device)
-        mask = (torch.arange(log_mel.shape[-1], device=log_mel.device)[None, :] < valid[:, None]).to(torch.int32)
-        return log_mel, mask
+        return log_mel, self._frame_mask(lengths, log_mel.shape[-1], log_mel.device).to(torch.int32)
+
+    def _frame_mask(self, lengths: Sequence[int], frames: int, device: torch.device) -> torch.Tensor:
+        """`(batch, frames)` bool, True on the frames of each example's first `lengths[i]` samples."""
+        valid = torch.as_tensor(self.num_frames(np.asarray(lengths)), device=device)
+        return torch.arange(frames, device=device)[None, :] < valid[:, None]
 
     @torch.no_grad()
     def log_mel(self, waveforms: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
@@ -391,8 +399,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             pieces.append(torch.matmul(filters, power).add_(self.log_offset).log_())
         log_mel = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
         if lengths is not None:
-            valid = torch.as_tensor(self.num_frames(np.asarray(lengths)), device=waveforms.device)
-            padded = torch.arange(log_mel.shape[-1], device=waveforms.device)[None, :] >= valid[:, None]
+            padded = ~self._frame_mask(lengths, log_mel.shape[-1], waveforms.device)
             log_mel.masked_fill_(padded[:, None, :], float(np.log(np.float32(self.log_offset))))
         return log_mel
 
@@ -415,7 +422,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"`librosa.resample(waveform, orig_sr={rate}, target_sr={self.sampling_rate})`."
             )
 
-    def _check_waveform(self, waveform: np.ndarray, index: int, pad_to_min_length: bool = False) -> None:
+    def _check_waveform(self, waveform: np.ndarray, index: int) -> None:
+        """Mono, not empty, finite; the length is checked once the target lengths are known."""
         if waveform.ndim != 1:
             raise ValueError(
                 f"Example {index} has shape {waveform.shape}: BYOL-A takes mono audio, one 1-D waveform per example. "
@@ -424,7 +432,6 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             )
         if waveform.shape[0] == 0:
             raise ValueError(f"Example {index} is empty (0 samples).")
-        self._check_length(max(waveform.shape[0], self.min_samples if pad_to_min_length else 0), index)
         if not np.isfinite(waveform).all():
             raise ValueError(f"Example {index} contains NaN or infinite samples; clean the audio first.")
 
@@ -437,6 +444,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
                 f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
             )
+
+
+_PCM_DTYPES = (torch.int8, torch.int16, torch.int32, torch.uint8)
 
 
 def _stack_if_equal(items: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -468,7 +478,7 @@ def to_mono_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
             raise ValueError("Got an empty batch: pass at least one waveform.")
         first = raw_speech[0]
         if isinstance(first, (int, float, np.floating, np.integer)):
-            return [_to_numpy(np.asarray(raw_speech))], None
+            return [_to_numpy(raw_speech)], None
         waveforms, rates = [], set()
         for item in raw_speech:
             if _is_decoded_audio(item):
@@ -492,28 +502,30 @@ def to_mono_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
 
 
 def _to_numpy(array: Any) -> np.ndarray:
-    """float32 numpy samples; integer PCM scaled to [-1, 1) (see [`_scale_pcm`])."""
+    """float32 numpy samples; integer PCM arrays scaled to [-1, 1) (see [`_scale_pcm`]); lists are values."""
     if isinstance(array, torch.Tensor):
         return _scale_pcm(array.detach()).cpu().numpy()
-    array = np.asarray(array)
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    array = np.asarray(array, dtype=np.float32) if isinstance(array, (list, tuple)) else np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"Audio must be numeric samples, got dtype {array.dtype}.")
     return _scale_pcm(torch.from_numpy(np.ascontiguousarray(array))).numpy()
 
 
 def _scale_pcm(samples: torch.Tensor) -> torch.Tensor:
     """
-    float32 samples. Integer PCM is scaled by its dtype's full scale, as soundfile and librosa read it: signed
-    `intN` by `2**(N-1)` (int16 32767 -> 0.99997), unsigned `uintN` centred first (`uint8` 128 -> 0). Floats are
-    kept as they are. One rule for the feature extractor and the pipelines, so `soundfile.read(dtype="int16")` and
-    its float reading give the same features.
+    float32 samples. Integer PCM (`int8`, `int16`, `int32`, `uint8`) is scaled by its dtype's full scale, as
+    soundfile and librosa read it: signed `intN` by `2**(N-1)` (int16 32767 -> 0.99997), `uint8` centred first
+    (128 -> 0). Floats are kept as they are. Other integer dtypes (`int64` from arithmetic, ...) are no PCM format
+    and are refused rather than guessed. One rule for the feature extractor and the pipelines, so
+    `soundfile.read(dtype="int16")` and its float reading give the same features.
     """
-    if samples.dtype == torch.bool:
-        raise TypeError("Audio must be numeric samples, got booleans.")
     if samples.is_floating_point():
         return samples.to(torch.float32)
-    if samples.is_complex():
-        raise TypeError(f"Audio must be real samples, got {samples.dtype}.")
+    if samples.dtype not in _PCM_DTYPES:
+        raise TypeError(
+            f"Audio samples of dtype {samples.dtype} are neither float nor integer PCM (int8, int16, int32, uint8): "
+            "convert them to float32 in [-1, 1]."
+        )
     info = torch.iinfo(samples.dtype)
     scale = float(2 ** (info.bits - 1))
     offset = 0.0 if info.min < 0 else scale

@@ -16,7 +16,7 @@ import torch
 from transformers import AudioClassificationPipeline, Pipeline
 from transformers.utils import logging
 
-from .feature_extraction_byola import _scale_pcm
+from .feature_extraction_byola import _to_numpy
 
 
 logger = logging.get_logger(__name__)
@@ -48,9 +48,9 @@ def load_audio(inputs: Any, sampling_rate: int, input_rate: int | None = None) -
                 "An audio dict needs the samples under 'raw' or 'array' and their 'sampling_rate', e.g. "
                 f"{{'array': waveform, 'sampling_rate': 16000}}; got the keys {sorted(inputs)}."
             )
-        waveform, rate = _as_samples(inputs[key]), int(inputs["sampling_rate"])
+        waveform, rate = _to_numpy(inputs[key]), int(inputs["sampling_rate"])
     elif isinstance(inputs, (np.ndarray, torch.Tensor, list, tuple)):
-        waveform = _as_samples(inputs)
+        waveform = _to_numpy(inputs)
         if input_rate is None:
             logger.warning_once(
                 f"An audio array was given without its rate: it is taken as {sampling_rate} Hz. Pass "
@@ -86,13 +86,6 @@ def _read_file(source: Any, name: str) -> tuple[np.ndarray, int]:
             "(WAV, FLAC, OGG, MP3), or decode it yourself and pass the samples with their sampling_rate."
         ) from None
     return data.T, int(rate)
-
-
-def _as_samples(array: Any) -> np.ndarray:
-    if isinstance(array, (list, tuple)):
-        array = np.asarray(array, dtype=np.float32)
-    tensor = array.detach() if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
-    return _scale_pcm(tensor).cpu().numpy()
 
 
 def _to_mono(waveform: np.ndarray) -> np.ndarray:

@@ -213,3 +213,29 @@ def test_feature_extractor_on_torch_batches_equals_numpy():
         np.testing.assert_array_equal(got["input_features"][index, :, : alone.shape[-1]].numpy(), alone)
     with pytest.raises(ValueError, match="lengths must give each"):
         fe(batch, sampling_rate=16000, lengths=[4000, 9001, 1])
+
+
+def test_integer_rule_is_one_rule():
+    """Integer PCM is scaled by its dtype; lists are values; non-PCM integer dtypes are refused, never guessed."""
+    fe = BYOLAFeatureExtractor()
+    values = np.random.default_rng(4).uniform(-0.5, 0.5, 4000).astype(np.float32)
+    as_list = fe(values.tolist(), sampling_rate=16000)["input_features"][0]
+    np.testing.assert_array_equal(as_list, fe(values, sampling_rate=16000)["input_features"][0])
+    for dtype, scale, offset in ((np.int8, 128, 0), (np.int32, 2**31, 0), (np.uint8, 128, 128)):
+        pcm = np.clip(np.round(values * scale + offset), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+        np.testing.assert_allclose(fe(pcm, sampling_rate=16000)["input_features"][0],
+                                   fe((pcm.astype(np.float64) - offset) / scale, sampling_rate=16000)["input_features"][0],
+                                   atol=1e-4)
+    with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):
+        fe(np.arange(4000), sampling_rate=16000)
+    with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):
+        load_audio(np.arange(4000), 16000, 16000)
+
+
+def test_v2_feature_extractor_pads_short_clips_to_its_own_minimum(random3072_dir):
+    fe = AutoFeatureExtractor.from_pretrained(random3072_dir)
+    assert fe.time_downsampling == 4 and fe.min_samples == 513  # 3 hops = 480, raised to the STFT's 513
+    padded = fe(np.ones(300, np.float32) * 0.1, sampling_rate=16000, pad_to_min_length=True, return_tensors="pt")
+    model = AutoModel.from_pretrained(random3072_dir).eval()
+    with torch.no_grad():
+        assert model(**padded).last_hidden_state.shape == (1, 1, 3072)
