@@ -80,7 +80,7 @@ class LogMelCollator:
         self.downsampling = downsampling
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = self.feature_extractor.pad([{"input_features": np.asarray(e["input_features"]).T} for e in examples],
+        batch = self.feature_extractor.pad([{"input_features": e["input_features"]} for e in examples],
                                            return_tensors="pt")
         labels = [e["labels"] for e in examples]
         if self.task.head == "BYOLAForCTC":
@@ -205,7 +205,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         audio = [example["array"] for example in batch[data_args.audio_column_name]]
         features = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, padding=False,
                                      truncation=max_samples is not None, max_length=max_samples)
-        return {"input_features": [f.T for f in features["input_features"]], "labels": encode(batch)}
+        return {"input_features": features["input_features"], "labels": encode(batch)}
 
     splits = {name: dataset for name, dataset in splits.items() if dataset is not None}
     with training_args.main_process_first(desc="feature extraction"):
@@ -308,7 +308,7 @@ def check_labels_seen(dataset, columns: list[str], vocabularies: list[list[str]]
 def drop_too_long_targets(dataset, config: BYOLAConfig, name: str):
     """Drop clips whose transcription has more tokens than BYOL-A output frames (CTC needs one frame per token)."""
     def fits(example):
-        return len(example["labels"]) <= len(example["input_features"]) // config.time_downsampling
+        return len(example["labels"]) <= len(example["input_features"][0]) // config.time_downsampling
 
     kept = dataset.filter(fits, desc=f"CTC length check ({name})")
     if len(kept) < len(dataset):
