@@ -1,5 +1,6 @@
 """BYOL-A model configuration."""
 
+import copy
 import math
 from typing import Any
 
@@ -178,7 +179,7 @@ class BYOLAConfig(PretrainedConfig):
         self.ctc_zero_infinity = ctc_zero_infinity
         self.vocab_size = vocab_size
         self.frame_lstm_hidden_size = frame_lstm_hidden_size
-        kwargs.setdefault("custom_pipelines", EMBEDDING_PIPELINE)
+        kwargs.setdefault("custom_pipelines", copy.deepcopy(EMBEDDING_PIPELINE))
         super().__init__(**kwargs)
         self._validate_byola()
 
