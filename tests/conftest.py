@@ -30,12 +30,31 @@ def require_shared(relative: str) -> Path:
     return path
 
 
+def _load_golden(folder: str, stem: str) -> dict:
+    """{"meta": FOLDER/STEM.json, "arrays": FOLDER/STEM.npz} of the shared reference outputs."""
+    meta = json.loads(require_shared(f"{folder}/{stem}.json").read_text())
+    return {"meta": meta, "arrays": dict(np.load(require_shared(f"{folder}/{stem}.npz")))}
+
+
+def _converted(tmp_path_factory, checkpoint: Path, golden: dict, name: str) -> Path:
+    """`checkpoint` converted with the golden statistics into a fresh directory."""
+    from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
+
+    output = tmp_path_factory.mktemp(name)
+    convert_byola_checkpoint(checkpoint, output, mean=golden["meta"]["mean"], std=golden["meta"]["std"])
+    return output
+
+
 @pytest.fixture(scope="session")
 def golden() -> dict:
-    """The golden outputs of the original implementation: {"meta": golden.json, "arrays": golden.npz}."""
-    meta = json.loads(require_shared("reference/golden.json").read_text())
-    arrays = dict(np.load(require_shared("reference/golden.npz")))
-    return {"meta": meta, "arrays": arrays}
+    """The golden outputs of the original v1 implementation."""
+    return _load_golden("reference", "golden")
+
+
+@pytest.fixture(scope="session")
+def golden_v2() -> dict:
+    """The golden outputs of the original BYOL-A v2 code."""
+    return _load_golden("reference_v2", "golden_v2")
 
 
 @pytest.fixture(scope="session")
@@ -49,43 +68,23 @@ def real512_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
-def random2048_dir(tmp_path_factory, random2048_checkpoint, golden) -> Path:
-    """The random 2048-d checkpoint converted with the golden statistics."""
-    from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
-
-    output = tmp_path_factory.mktemp("random2048")
-    convert_byola_checkpoint(random2048_checkpoint, output, mean=golden["meta"]["mean"], std=golden["meta"]["std"])
-    return output
-
-
-@pytest.fixture(scope="session")
-def real512_dir(tmp_path_factory, real512_checkpoint, golden) -> Path:
-    """The official 512-d weights converted with the golden statistics."""
-    from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
-
-    output = tmp_path_factory.mktemp("real512")
-    convert_byola_checkpoint(real512_checkpoint, output, mean=golden["meta"]["mean"], std=golden["meta"]["std"])
-    return output
-
-
-@pytest.fixture(scope="session")
-def golden_v2() -> dict:
-    """Golden outputs of the original BYOL-A v2 code: {"meta": golden_v2.json, "arrays": golden_v2.npz}."""
-    meta = json.loads(require_shared("reference_v2/golden_v2.json").read_text())
-    arrays = dict(np.load(require_shared("reference_v2/golden_v2.npz")))
-    return {"meta": meta, "arrays": arrays}
-
-
-@pytest.fixture(scope="session")
 def random3072_checkpoint() -> Path:
     return require_shared("reference_v2/AudioNTT2022-random-seed321-d3072.pth")
 
 
 @pytest.fixture(scope="session")
+def random2048_dir(tmp_path_factory, random2048_checkpoint, golden) -> Path:
+    """The random 2048-d checkpoint converted with the golden statistics."""
+    return _converted(tmp_path_factory, random2048_checkpoint, golden, "random2048")
+
+
+@pytest.fixture(scope="session")
+def real512_dir(tmp_path_factory, real512_checkpoint, golden) -> Path:
+    """The official 512-d weights converted with the golden statistics."""
+    return _converted(tmp_path_factory, real512_checkpoint, golden, "real512")
+
+
+@pytest.fixture(scope="session")
 def random3072_dir(tmp_path_factory, random3072_checkpoint, golden_v2) -> Path:
     """The random v2 (AudioNTT2022, 3072-d) checkpoint converted with the golden statistics."""
-    from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
-
-    output = tmp_path_factory.mktemp("random3072")
-    convert_byola_checkpoint(random3072_checkpoint, output, mean=golden_v2["meta"]["mean"], std=golden_v2["meta"]["std"])
-    return output
+    return _converted(tmp_path_factory, random3072_checkpoint, golden_v2, "random3072")
