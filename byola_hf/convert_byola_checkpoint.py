@@ -1,23 +1,23 @@
 """Convert an original BYOL-A `.pth` checkpoint into a `save_pretrained` directory (safetensors)."""
 
-import argparse
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
+from transformers import HfArgumentParser
 
 from .configuration_byola import BYOLAConfig
 from .feature_extraction_byola import BYOLAFeatureExtractor
-from .hub import add_push_arguments, check_push_arguments, push_to_hub, save_model_card
+from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_card
 from .modeling_byola import BYOLAModel
+from .reference_network import num_conv_blocks, original_forward
 
 
 # The original networks keep their layers in `features` (Conv2d, BatchNorm2d, ReLU, MaxPool2d per block: block `i`
 # has its conv at `features.{4i}` and its BatchNorm at `features.{4i+1}`) and `fc` (Linear `fc.0`, ReLU, Dropout,
 # Linear `fc.3`, ReLU): v1 (`AudioNTT2020Task6`) with three blocks, v2 (`AudioNTT2022Encoder`) with two.
-_MAX_CONV_BLOCKS = 4
 # The layered s3prl variant of v1 (`AudioNTT2020Task6X`) names the same tensors convN.{0,1} / fc1.0 / fc2.1.
 _LAYERED_TO_ORIGINAL = {
     **{f"conv{i + 1}.0.": f"features.{4 * i}." for i in range(3)},
@@ -122,9 +122,7 @@ def config_from_state_dict(
     A checkpoint that fits neither (a block or layer missing, shapes that disagree) is refused with a message naming
     what was found.
     """
-    num_conv_layers = 0
-    while num_conv_layers < _MAX_CONV_BLOCKS and f"features.{4 * num_conv_layers}.weight" in state_dict:
-        num_conv_layers += 1
+    num_conv_layers = num_conv_blocks(state_dict)
     found = (f"{num_conv_layers} conv block(s), fc.0 {_shape(state_dict, 'fc.0.weight')}, "
              f"fc.3 {_shape(state_dict, 'fc.3.weight')}")
     if num_conv_layers not in (2, 3):
@@ -182,40 +180,6 @@ def to_hf_state_dict(state_dict: dict[str, torch.Tensor], num_conv_layers: int) 
                 renamed[hf + key[len(original):]] = tensor
                 break
     return renamed
-
-
-def original_forward(state_dict: dict[str, torch.Tensor], normalized_log_mel: torch.Tensor) -> torch.Tensor:
-    """
-    The original network's frame-level output in eval mode (v1: `AudioNTT2020Task6.forward`; v2:
-    `AudioNTT2022Encoder.forward`), computed straight from the original-layout tensors with `torch.nn.functional`:
-    an independent reference for the converted model.
-
-    Args:
-        state_dict: tensors under the original keys (from [`load_original_state_dict`]).
-        normalized_log_mel (`torch.Tensor` of shape `(batch, 1, n_mels, frames)`): normalised log-mel.
-
-    Returns:
-        `torch.Tensor` of shape `(batch, frames // 2**blocks, feature_d)`: v1 the MLP's output, v2 the last conv
-        block's features (mel-major) followed by the MLP's output.
-    """
-    functional = nn.functional
-    hidden = normalized_log_mel
-    blocks = 3 if "features.8.weight" in state_dict else 2
-    for i in range(blocks):
-        hidden = functional.conv2d(
-            hidden, state_dict[f"features.{4 * i}.weight"], state_dict[f"features.{4 * i}.bias"], padding=1
-        )
-        bn = f"features.{4 * i + 1}."
-        hidden = functional.batch_norm(
-            hidden, state_dict[bn + "running_mean"], state_dict[bn + "running_var"], state_dict[bn + "weight"],
-            state_dict[bn + "bias"], training=False, eps=1e-5,
-        )
-        hidden = functional.max_pool2d(functional.relu(hidden), 2, stride=2)
-    batch, channels, mels, frames = hidden.shape
-    conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)
-    hidden = functional.relu(functional.linear(conv_features, state_dict["fc.0.weight"], state_dict["fc.0.bias"]))
-    hidden = functional.relu(functional.linear(hidden, state_dict["fc.3.weight"], state_dict["fc.3.bias"]))
-    return hidden if blocks == 3 else torch.cat([conv_features, hidden], dim=-1)
 
 
 def verify_conversion(
@@ -292,31 +256,35 @@ def convert_byola_checkpoint(
     return model, feature_extractor, check
 
 
+@dataclass
+class ConvertArguments:
+    mean: float | None = field(default=None, metadata={"help": "Task log-mel mean, if already known"})
+    std: float | None = field(default=None, metadata={"help": "Task log-mel std, if already known"})
+    no_verify: bool = field(default=False, metadata={"help": "Skip the check against the original network"})
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Convert an original BYOL-A .pth checkpoint into a Hugging Face model directory (safetensors)."
-    )
+    parser = HfArgumentParser((ConvertArguments, PushArguments), description=(
+        "Convert an original BYOL-A .pth checkpoint (v1 AudioNTT2020 or v2 AudioNTT2022) into a Hugging Face model "
+        "directory (safetensors)."
+    ))
     parser.add_argument(
         "checkpoint", help="Original checkpoint: AudioNTT2020-BYOLA-64x96d2048.pth (v1) or AudioNTT2022-BYOLA-64x96d2048.pth (v2)"
     )
     parser.add_argument("output_dir", help="Directory to write model.safetensors, config.json, preprocessor_config.json")
-    parser.add_argument("--mean", type=float, default=None, help="Task log-mel mean, if already known")
-    parser.add_argument("--std", type=float, default=None, help="Task log-mel std, if already known")
-    parser.add_argument("--no_verify", action="store_true", help="Skip the check against the original network")
-    add_push_arguments(parser)
-    args = parser.parse_args(argv)
+    args, push, paths = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     if (args.mean is None) != (args.std is None):
         parser.error("--mean and --std go together: give both or neither.")
-    check_push_arguments(parser, args)
     try:
+        check_push_arguments(push)
         model, _, check = convert_byola_checkpoint(
-            args.checkpoint, args.output_dir, mean=args.mean, std=args.std, verify=not args.no_verify
+            paths.checkpoint, paths.output_dir, mean=args.mean, std=args.std, verify=not args.no_verify
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError) as error:  # HubAccessError is a ValueError
         parser.exit(1, f"error: {error}\n")
     config = model.config
-    print(f"Converted {args.checkpoint}: {config.variant}, feature_d={config.feature_d}, "
-          f"{config.frames_per_second:g} frames/s, saved to {args.output_dir}")
+    print(f"Converted {paths.checkpoint}: {config.variant}, feature_d={config.feature_d}, "
+          f"{config.frames_per_second:g} frames/s, saved to {paths.output_dir}")
     if check is not None:
         print(
             f"Check against the original network: max |diff| = {check.max_abs_diff:.3g} "
@@ -327,10 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(
             "No normalisation statistics yet: compute them for your task with "
-            f"`byola-compute-stats --model_name_or_path {args.output_dir} ...` before running the model."
+            f"`byola-compute-stats --model_name_or_path {paths.output_dir} ...` before running the model."
         )
-    if args.push_to_hub:
-        print(f"Pushed to {push_to_hub(args.output_dir, args.hub_model_id, private=args.private)}")
+    if push.push_to_hub:
+        print(f"Pushed to {push_to_hub(paths.output_dir, push.hub_model_id, private=push.private)}")
 
 
 if __name__ == "__main__":

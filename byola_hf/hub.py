@@ -1,5 +1,6 @@
 """Sharing BYOL-A models on the Hugging Face Hub: model cards, an early offline check, and pushes."""
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ class HubAccessError(ValueError):
     """The Hub cannot be reached (offline mode, no network, or no token): raised before any work is done."""
 
 
-def check_hub_access(repo_id: str | None = None, timeout: float = 5.0) -> None:
+def check_hub_access(repo_id: str | None = None) -> None:
     """
     Fail early, with one clear message, when a push cannot work: `HF_HUB_OFFLINE` is set, the endpoint does not
     answer, or there is no token. Call it before long work whose result is to be pushed.
@@ -59,23 +60,23 @@ def check_hub_access(repo_id: str | None = None, timeout: float = 5.0) -> None:
         ) from error
 
 
-def add_push_arguments(parser) -> None:
-    """The `--push_to_hub`, `--hub_model_id` and `--private` flags of the command-line tools."""
-    parser.add_argument("--push_to_hub", action="store_true", help="Also push the result to the Hub")
-    parser.add_argument("--hub_model_id", default=None, help="Repository id for --push_to_hub, e.g. user/byola-2048")
-    parser.add_argument("--private", action="store_true", help="Create the Hub repository private")
+@dataclass
+class PushArguments:
+    """The command-line tools' Hub flags."""
+
+    push_to_hub: bool = field(default=False, metadata={"help": "Also push the result to the Hub"})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repository id for --push_to_hub, e.g. "
+                                                                     "user/byola-2048"})
+    private: bool = field(default=False, metadata={"help": "Create the Hub repository private"})
 
 
-def check_push_arguments(parser, args) -> None:
-    """Before any work: exit with one clear line when `--push_to_hub` cannot succeed."""
-    if not args.push_to_hub:
+def check_push_arguments(push: PushArguments) -> None:
+    """Before any work: raise [`HubAccessError`] with one clear line when `--push_to_hub` cannot succeed."""
+    if not push.push_to_hub:
         return
-    if not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id.")
-    try:
-        check_hub_access(args.hub_model_id)
-    except HubAccessError as error:
-        parser.exit(1, f"error: {error}\n")
+    if not push.hub_model_id:
+        raise HubAccessError("--push_to_hub needs --hub_model_id (the repository to create, e.g. user/byola-2048).")
+    check_hub_access(push.hub_model_id)
 
 
 def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> str:
@@ -205,7 +206,6 @@ def push_to_hub(
     config) to `repo_id`, creating the repository if needed. Returns the commit URL.
     """
     from huggingface_hub import HfApi
-
     from transformers import AutoConfig
 
     if not repo_id:

@@ -2,7 +2,6 @@
 
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch import nn
@@ -12,6 +11,7 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_byola import BYOLAConfig, check_statistics
 from .inference_byola import InferenceKernels, select_kernels
+from .reference_network import tail_weights
 
 
 @dataclass
@@ -622,27 +622,13 @@ AUTO_MAP = {
 }
 
 
-@lru_cache(maxsize=None)
-def _tail_weights_float64(halvings: int) -> tuple[tuple[float, ...], ...]:
-    """
-    For each tail length `s` in `[2**h, 2**(h+1) - 1]`, the weights (padded to `2**(h+1) - 1`) with which the
-    original time reduction averages the last `s` frames into the last output frame, found by running that reduction
-    on the identity. Plain Python floats, so `torch.compile` folds the table into constants.
-    """
-    block = 2**halvings
-    rows = []
-    for size in range(block, 2 * block):
-        frames = [[float(i == j) for j in range(size)] for i in range(size)]  # frame i = weights over the tail
-        while len(frames) > 1:
-            if len(frames) % 2 == 1:
-                frames = frames[:-2] + [[(a + b) / 2 for a, b in zip(frames[-2], frames[-1])]]
-            frames = [[(a + b) / 2 for a, b in zip(frames[i], frames[i + 1])] for i in range(0, len(frames), 2)]
-        rows.append(tuple(frames[0]) + (0.0,) * (2 * block - 1 - size))
-    return tuple(rows)
+# The original time reduction's weights for each number of halvings a conv state can need, as plain Python floats
+# computed once at import, so `torch.compile` folds them into constants.
+_TAIL_WEIGHTS = {halvings: tail_weights(halvings) for halvings in range(1, 6)}
 
 
 def _tail_weights(halvings: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(_tail_weights_float64(halvings), dtype=dtype, device=device)
+    return torch.tensor(_TAIL_WEIGHTS[halvings], dtype=dtype, device=device)
 
 
 def _stack_pieces(

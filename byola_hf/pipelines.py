@@ -16,6 +16,7 @@ import torch
 from transformers import AudioClassificationPipeline, Pipeline
 from transformers.utils import logging
 
+from .extras import require_extra
 from .feature_extraction_byola import _to_numpy
 
 
@@ -68,16 +69,14 @@ def load_audio(inputs: Any, sampling_rate: int, input_rate: int | None = None) -
     if not np.isfinite(waveform).all():
         raise ValueError("The audio contains NaN or infinite samples.")
     if rate != sampling_rate:
-        import librosa
-
+        librosa = require_extra("librosa", "audio")
         waveform = librosa.resample(waveform, orig_sr=rate, target_sr=sampling_rate).astype(np.float32)
     return waveform
 
 
 def _read_file(source: Any, name: str) -> tuple[np.ndarray, int]:
     """Decode with soundfile (libsndfile: WAV, FLAC, OGG/Vorbis and Opus, MP3, ...): `(channels, samples)`."""
-    import soundfile
-
+    soundfile = require_extra("soundfile", "audio")
     try:
         data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError...

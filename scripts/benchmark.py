@@ -1,7 +1,13 @@
 #!/usr/bin/env python
-"""Benchmark byola_hf against the original upstream computation: python scripts/benchmark.py [--bf16] [--memory]"""
+"""Benchmark byola_hf against the original upstream computation: python scripts/benchmark.py [--device cuda] [--bf16]"""
 
-from byola_hf.benchmark import main
+import sys
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives beside the package
+
+from benchmarks.benchmark import main  # noqa: E402
 
 
 if __name__ == "__main__":

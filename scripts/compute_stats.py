@@ -5,7 +5,7 @@
         [--data_dir D] [--split train] [--audio_column_name audio] [--num_proc N] --output_dir OUT
 """
 
-from byola_hf.stats import main
+from byola_hf.stats.cli import main
 
 
 if __name__ == "__main__":

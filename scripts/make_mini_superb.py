@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build mini-SUPERB speech sets with espeak-ng: python scripts/make_mini_superb.py --task all --output_dir mini_superb"""
 
-from byola_hf.mini_superb import main
+from byola_hf.superb.mini_sets import main
 
 
 if __name__ == "__main__":

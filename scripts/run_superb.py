@@ -4,7 +4,7 @@
     python scripts/run_superb.py --task ks --model_name_or_path MODEL_WITH_STATS --data_dir mini/ks --output_dir out
 """
 
-from byola_hf.run_superb import main
+from byola_hf.superb.run import main
 
 
 if __name__ == "__main__":

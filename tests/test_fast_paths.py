@@ -9,8 +9,8 @@ from torch import nn
 from transformers import AutoFeatureExtractor, AutoModel
 
 from byola_hf import BYOLAConfig, BYOLAModel, inference_byola
-from byola_hf.benchmark import OriginalStyleUpstream
-from byola_hf.convert_byola_checkpoint import load_original_state_dict, original_forward
+from byola_hf.convert_byola_checkpoint import load_original_state_dict
+from byola_hf.reference_network import original_forward
 
 
 def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -130,7 +130,9 @@ def test_bf16_autocast_stays_close_to_fp32(real512_dir, random2048_dir, golden):
 def test_benchmark_baseline_matches_golden(random2048_checkpoint, golden):
     """The benchmark's original-style baseline computes what the original computes (so its ratios are fair)."""
     meta = golden["meta"]
-    baseline = OriginalStyleUpstream(load_original_state_dict(random2048_checkpoint), meta["mean"], meta["std"])
+    from benchmarks.benchmark import OriginalUpstream
+
+    baseline = OriginalUpstream(load_original_state_dict(random2048_checkpoint), meta["mean"], meta["std"])
     waveform = torch.from_numpy(golden["arrays"]["espeak_command/waveform"])[None]
     with torch.no_grad():
         layers = baseline(waveform, layered=True)
@@ -140,14 +142,19 @@ def test_benchmark_baseline_matches_golden(random2048_checkpoint, golden):
 
 def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
     """`scripts/benchmark.py` end to end (one repeat): every row compares equal outputs and reports a ratio."""
-    from byola_hf.benchmark import main
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
 
     report = tmp_path / "benchmark.json"
-    main(["--checkpoint", str(random2048_checkpoint), "--cases", "frontend,all", "--shapes", "1x60s",
-          "--repeats", "1", "--memory", "--long_audio_minutes", "0.5", "--json", str(report)])
+    subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "benchmark.py"), "--checkpoint",
+                    str(random2048_checkpoint), "--device", "cpu", "--cases", "frontend,network,all,readme",
+                    "--shapes", "1x60s", "--repeats", "1", "--memory", "--long_audio_minutes", "0.5", "--json",
+                    str(report)], check=True)
     results = json.loads(report.read_text())
     rows = results["rows"]
-    assert [row["case"] for row in rows] == ["frontend", "all"]
+    assert [row["case"] for row in rows] == ["frontend", "network", "all", "readme"]
     for row in rows:
         assert row["max_rel_deviation"] < 1e-5 and row["cosine"] > 0.999999
         assert row["ours_xrt"] > 0 and row["baseline_xrt"] > 0

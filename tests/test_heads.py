@@ -15,8 +15,8 @@ from byola_hf import (
     BYOLAModel,
     BYOLAProcessor,
 )
-from byola_hf.metrics import metric_path
-from byola_hf.run_superb import build_ctc_tokenizer
+from byola_hf.superb.metrics import metric_path
+from byola_hf.superb.run import build_ctc_tokenizer
 
 
 FE = BYOLAFeatureExtractor()

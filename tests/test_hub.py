@@ -12,12 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
+from conftest import PROJECT_ROOT
 from transformers import AutoFeatureExtractor, AutoModel
 
 from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
 from byola_hf.hub import LICENSE_NOTICE, model_card
-
-from conftest import PROJECT_ROOT
 
 
 BLOCK_BYOLA_HF = """
@@ -178,7 +177,7 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
 
 
 def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
-    from byola_hf.mini_superb import make_ks
+    from byola_hf.superb.mini_sets import make_ks
 
     data = make_ks(tmp_path / "ks", repeats=1)
     result = subprocess.run(
@@ -234,7 +233,7 @@ def test_model_card_without_statistics_warns():
 
 
 def test_run_superb_pushes_the_fine_tuned_head(fake_hub, random2048_dir, tmp_path):
-    from byola_hf.mini_superb import make_ks
+    from byola_hf.superb.mini_sets import make_ks
 
     data = make_ks(tmp_path / "ks", repeats=1)
     result = subprocess.run(

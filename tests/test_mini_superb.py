@@ -4,8 +4,17 @@ import datasets
 import soundfile as sf
 
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
-from byola_hf.mini_superb import (
-    KS_WORDS, SPEAKERS, TEST_VOICES, TRAIN_VOICES, VALIDATION_VOICES, make_ic, make_ks, make_pr, make_sd, make_sid,
+from byola_hf.superb.mini_sets import (
+    KS_WORDS,
+    SPEAKERS,
+    TEST_VOICES,
+    TRAIN_VOICES,
+    VALIDATION_VOICES,
+    make_ic,
+    make_ks,
+    make_pr,
+    make_sd,
+    make_sid,
     phonemes,
 )
 

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT_ROOT
 from transformers import AutoModelForAudioClassification, pipeline
 
-from byola_hf.mini_superb import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.stats import compute_stats
-
-from conftest import PROJECT_ROOT
+from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -226,7 +225,7 @@ def test_help_says_what_it_does_and_the_defaults_used():
     text = " ".join(result.stdout.split())
     assert "the task's SUPERB default is used (ks 0.0001, ic 0.0001, sid 0.001" in text
     assert "--no_freeze_base_model, --no-freeze-base-model Fine-tune the BYOL-A encoder" in text
-    from byola_hf.run_superb import build_parser
+    from byola_hf.superb.run import build_parser
 
     ours = [action for action in build_parser()._actions
             if any(option in action.option_strings for option in ("--task", "--validation_split_percentage",

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import PROJECT_ROOT
 from transformers import AutoConfig, AutoModel
 
 from byola_hf import BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
-
-from conftest import PROJECT_ROOT
 
 
 SENTENCES = ["open the door", "turn on the lights in the kitchen", "yes", "what time is it", "stop",

@@ -10,11 +10,10 @@ and the deviation from the baseline's statistics.
 """
 
 import argparse
-import json
+import multiprocessing
 import resource
-import subprocess
-import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ METHODS = ("naive", "exact-1", "exact-2")
 
 def build_dataset(directory: Path, clips: int, seconds: float, seed: int = 0) -> Path:
     """An audiofolder of `clips` speech clips of `seconds` seconds, spliced from espeak-ng keyword recordings."""
-    from .mini_superb import make_ks
+    from byola_hf.superb.mini_sets import make_ks
 
     source = directory.parent / "source"
     if not source.exists():
@@ -45,34 +44,35 @@ def build_dataset(directory: Path, clips: int, seconds: float, seed: int = 0) ->
     return directory
 
 
-RUNNER = """
-import json, resource, sys, time
-import datasets
-datasets.disable_caching()
-import numpy as np
-from byola_hf import BYOLAFeatureExtractor
-from byola_hf.stats import compute_moments, load_audio_dataset
-method, data_dir = sys.argv[1], sys.argv[2]
-fe = BYOLAFeatureExtractor()
-dataset = load_audio_dataset("audiofolder", data_dir=data_dir, sampling_rate=fe.sampling_rate)
-start = time.perf_counter()
-if method == "naive":
-    values = np.concatenate([fe(example["audio"]["array"], sampling_rate=fe.sampling_rate)["input_features"][0].ravel()
-                             for example in dataset]).astype(np.float64)
-    mean, std, samples = float(values.mean()), float(values.std()), None
-else:
-    moments, _, _, samples = compute_moments(dataset, fe, "audio", batch_size=16, num_proc=int(method.split("-")[1]))
-    mean, std = moments.mean, moments.std
-elapsed = time.perf_counter() - start
-peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(json.dumps({"seconds": elapsed, "mean": mean, "std": std, "peak_mb": peak / 1024}))
-"""
+def measure(method: str, data_dir: str) -> dict:
+    """One run of `method` on the audiofolder at `data_dir`: seconds, statistics and the peak memory of the process
+    and its map workers. Run in a fresh process ([`run_method`]), so nothing is cached or already resident."""
+    import datasets
+
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.stats import compute_moments, load_audio_dataset
+
+    datasets.disable_caching()
+    fe = BYOLAFeatureExtractor()
+    dataset = load_audio_dataset("audiofolder", data_dir=data_dir, sampling_rate=fe.sampling_rate)
+    start = time.perf_counter()
+    if method == "naive":
+        values = np.concatenate([
+            fe(example["audio"]["array"], sampling_rate=fe.sampling_rate)["input_features"][0].ravel()
+            for example in dataset
+        ]).astype(np.float64)
+        mean, std = float(values.mean()), float(values.std())
+    else:
+        moments = compute_moments(dataset, fe, "audio", batch_size=16, num_proc=int(method.split("-")[1]))
+        mean, std = moments.mean, moments.std
+    elapsed = time.perf_counter() - start
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"seconds": elapsed, "mean": mean, "std": std, "peak_mb": peak / 1024}
 
 
 def run_method(method: str, data_dir: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", RUNNER, method, str(data_dir)], capture_output=True, text=True,
-                            check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, (method, str(data_dir)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from .configuration_byola import BYOLAConfig
-from .feature_extraction_byola import BYOLAFeatureExtractor
-from .hub import check_hub_access, push_to_hub, save_model_card
-from .stats import load_audio_dataset, load_byola_front_end
-from .superb_tasks import SUPERB_TASKS, SuperbTask
+from ..configuration_byola import BYOLAConfig
+from ..extras import require_extra
+from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..hub import check_hub_access, save_model_card
+from ..stats import load_audio_dataset, load_byola_front_end
+from .tasks import SUPERB_TASKS, SuperbTask
 
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def load_front_end_with_statistics(model_name_or_path: str) -> tuple[BYOLAConfig
 def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
         learning_rate_given: bool) -> dict[str, float]:
     """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs."""
-    import evaluate
+    evaluate = require_extra("evaluate", "superb")
 
     import byola_hf
 
@@ -148,12 +149,12 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
 
     task = SUPERB_TASKS[data_args.task]
     _, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
-    # We push once at the end, the model with its card; Trainer would otherwise push every checkpoint.
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    if push:
+    if training_args.push_to_hub:
+        # Trainer pushes once at the end, with our card and pictures; fail now, before any work, if it cannot.
         if not training_args.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (the repository to create).")
         check_hub_access(training_args.hub_model_id)
+        training_args.hub_strategy = "end"
     if not learning_rate_given:
         training_args.learning_rate = task.learning_rate
     logger.info(
@@ -220,7 +221,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
 
     metric = evaluate.load(metric_path(task.metric), task.metric_config)
     compute_metrics = metrics_function(task, model.config, metric, processor)
-    trainer = Trainer(
+    trainer = SuperbTrainer(
         model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits.get("eval"),
         data_collator=LogMelCollator(feature_extractor, task, model.config.time_downsampling),
         compute_metrics=compute_metrics, processing_class=processor or feature_extractor,
@@ -239,11 +240,10 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         logger.warning("No evaluation split: the model is trained and saved without evaluation.")
     task_info = {"task": task.name, "description": task.description, "eval_split": eval_split,
                  "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")} if metrics else {}}
+    trainer.task_info = task_info
     if trainer.is_world_process_zero():
-        trainer.save_model()
-        (processor or feature_extractor).save_pretrained(training_args.output_dir)
         output = Path(training_args.output_dir)
-        save_model_card(output, model.config, task_info)
+        output.mkdir(parents=True, exist_ok=True)
         if model.config.use_weighted_layer_sum:
             save_layer_weights(model.featurizer.layer_weights.detach().cpu(), output / "layer_weights.png",
                                title=f"BYOL-A layer weights learned for {task.name.upper()}")
@@ -251,10 +251,26 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
             save_confusion_matrix(prediction.label_ids, prediction.predictions.argmax(-1),
                                   [model.config.id2label[i] for i in range(model.config.num_labels)],
                                   output / "confusion_matrix.png", title=f"{task.name.upper()} confusion matrix")
-    if push and trainer.is_world_process_zero():
-        push_to_hub(training_args.output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
-                    task_info=task_info)
+    if training_args.push_to_hub:  # saves the model, its processing class and our card, then one commit
+        trainer.push_to_hub(commit_message=f"BYOL-A fine-tuned for SUPERB {task.name.upper()} with byola_hf")
+    else:
+        trainer.save_model()
     return metrics
+
+
+class SuperbTrainer(Trainer):
+    """`Trainer` whose model card is byola_hf's ([`~byola_hf.hub.model_card`]: statistics and their provenance, the
+    task, the evaluated split and metric, usage, NTT's licence notice), written wherever Trainer writes its own."""
+
+    task_info: dict[str, Any] | None = None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self.is_world_process_zero():
+            self.create_model_card()
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        save_model_card(self.args.output_dir, self.model.config, self.task_info)
 
 
 def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int) -> tuple[dict[str, Any], str | None]:
@@ -366,6 +382,11 @@ def build_parser() -> HfArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        for module in ("datasets", "evaluate", "accelerate", "matplotlib"):
+            require_extra(module, "superb")
+    except ImportError as error:
+        sys.exit(f"error: {error}")
     parser = build_parser()
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

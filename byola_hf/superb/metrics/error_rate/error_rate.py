@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from byola_hf.metrics import edit_distance
+from byola_hf.superb.metrics import edit_distance
 
 
 class ErrorRate(evaluate.Metric):

@@ -1,0 +1,1 @@
+"""Development benchmarks of byola_hf against the original computation (not part of the installed package)."""

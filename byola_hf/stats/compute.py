@@ -1,0 +1,227 @@
+"""Exact per-task log-mel statistics of a dataset, computed with `datasets.map`, and saved into the model.
+
+Each `map` batch returns one row of partial moments ([`~byola_hf.moments.LogMelMoments`]), never the features, so
+memory stays bounded whatever the dataset size; `num_proc` workers and `torchrun` ranks share the work and the
+partials merge exactly.
+"""
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..configuration_byola import BYOLAConfig
+from ..feature_extraction_byola import BYOLAFeatureExtractor, to_mono_waveforms
+from ..hub import save_model_card
+from ..moments import LogMelMoments, RunningNormEstimate
+from .data import load_audio_dataset, load_byola_front_end
+from .distributed import gather_and_merge, process_group
+
+
+@dataclass
+class StatsResult:
+    """What [`compute_stats`] found: the statistics and where they came from."""
+
+    mean: float
+    std: float
+    num_examples: int
+    num_frames: int
+    num_values: int
+    audio_seconds: float
+    provenance: dict[str, Any]
+
+
+def batch_moments(
+    batch: dict[str, list],
+    feature_extractor: BYOLAFeatureExtractor,
+    audio_column_name: str,
+    num_threads: int | None = None,
+) -> dict[str, list]:
+    """
+    `datasets.map(batched=True)` function: one row of partial moments per batch (the fields of
+    [`~byola_hf.moments.LogMelMoments`]), never the features.
+
+    `num_threads=1` in forked `num_proc` workers: they are the parallelism, and torch's thread pool inherited
+    across `fork` deadlocks.
+    """
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    waveforms, sampling_rate = to_mono_waveforms(batch[audio_column_name])
+    features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False)
+    moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
+    return {key: [value] for key, value in asdict(moments).items()}
+
+
+def compute_moments(
+    dataset,
+    feature_extractor: BYOLAFeatureExtractor,
+    audio_column_name: str = "audio",
+    batch_size: int = 16,
+    num_proc: int | None = None,
+    streaming: bool = False,
+) -> LogMelMoments:
+    """
+    Exact moments of the log-mels of every example of `dataset` (already cast to decode at the right rate), via
+    `dataset.map(batched=True)` returning one row of partial moments per batch.
+    """
+    from tqdm.auto import tqdm
+
+    columns = list(dataset.features) if dataset.features is not None else dataset.column_names
+    partials = dataset.map(
+        batch_moments,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=columns,
+        fn_kwargs={
+            "feature_extractor": feature_extractor,
+            "audio_column_name": audio_column_name,
+            "num_threads": 1 if num_proc is not None and num_proc > 1 else None,
+        },
+        **({} if streaming else {"num_proc": num_proc, "desc": "log-mel moments"}),
+    )
+    moments = LogMelMoments()
+    for row in partials if not streaming else tqdm(partials, desc="log-mel moments (streaming)", unit="batch"):
+        moments = moments.merge(LogMelMoments(**row))
+    return moments
+
+
+def s3prl_estimate(
+    dataset, feature_extractor: BYOLAFeatureExtractor, audio_column_name: str = "audio", batch_size: int = 16
+) -> tuple[RunningNormEstimate, LogMelMoments]:
+    """The SUPERB upstream's running estimate over zero-padded batches of `batch_size` waveforms, and the counts of
+    the clips it saw (in a [`LogMelMoments`] without values)."""
+    from tqdm.auto import tqdm
+
+    estimate, seen = RunningNormEstimate(), LogMelMoments()
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        longest = max(len(waveform) for waveform in batch)
+        padded = torch.zeros(len(batch), longest)
+        for row, waveform in zip(padded, batch):
+            row[: len(waveform)] = torch.from_numpy(waveform)
+        estimate.put(feature_extractor.log_mel(padded))
+
+    for example in tqdm(dataset, desc="running estimate (s3prl)", unit="example"):
+        waveform = np.asarray(example[audio_column_name]["array"], dtype=np.float32)
+        batch.append(waveform)
+        seen.num_examples += 1
+        seen.num_samples += len(waveform)
+        seen.num_frames += int(feature_extractor.num_frames(len(waveform)))
+        if len(batch) == batch_size:
+            flush()
+            batch = []
+        if estimate.updates >= estimate.max_updates:
+            break
+    if batch:
+        flush()
+    return estimate, seen
+
+
+def compute_stats(
+    model_name_or_path: str,
+    dataset_name: str,
+    dataset_config_name: str | None = None,
+    data_dir: str | None = None,
+    split: str = "train",
+    audio_column_name: str = "audio",
+    num_proc: int | None = None,
+    batch_size: int = 16,
+    max_examples: int | None = None,
+    seed: int = 42,
+    streaming: bool = False,
+    mode: str = "exact",
+    output_dir: str | None = None,
+) -> StatsResult:
+    """
+    Compute a task's log-mel statistics and, when `output_dir` is given, write them into the model's config and save
+    the model directory there (`output_dir` may be the model directory itself).
+
+    Under `torchrun` (`WORLD_SIZE > 1`) each rank takes its shard (`split_dataset_by_node`), the partial moments
+    are gathered and merged in rank order, and only rank 0 writes; the result equals the single-process one.
+
+    Args:
+        model_name_or_path: a BYOL-A model directory or Hub id.
+        dataset_name: a Hub dataset, `"audiofolder"` (with `data_dir`), or a `save_to_disk` directory.
+        mode: `"exact"` (default) or `"s3prl"`, the original running estimate over zero-padded batches.
+        max_examples: use a random subset of this many examples, drawn with `seed`.
+    """
+    if mode not in ("exact", "s3prl"):
+        raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
+    config, feature_extractor = load_byola_front_end(model_name_or_path)
+    dataset = load_audio_dataset(
+        dataset_name, dataset_config_name, data_dir, split, audio_column_name, feature_extractor.sampling_rate,
+        streaming,
+    )
+    if max_examples is not None:
+        if streaming:
+            dataset = dataset.shuffle(seed=seed, buffer_size=10_000).take(max_examples)
+        else:
+            dataset = dataset.shuffle(seed=seed).select(range(min(max_examples, len(dataset))))
+
+    with process_group() as (rank, world_size):
+        if world_size > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+
+        if mode == "exact":
+            moments = compute_moments(dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming)
+            if world_size > 1:
+                moments = gather_and_merge(moments)
+            if moments.count == 0:
+                raise ValueError("No audio was found: the selected examples are empty.")
+            mean, std = moments.mean, moments.std
+        else:
+            if world_size > 1:
+                raise ValueError("--mode s3prl reproduces a single-process running estimate; run it without torchrun.")
+            estimate, moments = s3prl_estimate(dataset, feature_extractor, audio_column_name, batch_size)
+            if estimate.updates == 0:
+                raise ValueError("No audio was found: the selected examples are empty.")
+            mean, std = estimate.mean, estimate.std
+
+        provenance = {
+            "dataset": dataset_name,
+            "config": dataset_config_name,
+            "data_dir": data_dir,
+            "split": split,
+            "audio_column": audio_column_name,
+            "num_examples": moments.num_examples,
+            "num_frames": moments.num_frames,
+            "num_values": moments.num_frames * config.n_mels,
+            "max_examples": max_examples,
+            "seed": seed if max_examples is not None else None,
+            "method": mode,
+        }
+        result = StatsResult(mean, std, moments.num_examples, moments.num_frames, moments.num_frames * config.n_mels,
+                             moments.num_samples / feature_extractor.sampling_rate, provenance)
+        if output_dir is not None and rank == 0:
+            save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
+        return result
+
+
+def save_stats(
+    model_name_or_path: str,
+    output_dir: str,
+    config: BYOLAConfig,
+    feature_extractor: BYOLAFeatureExtractor,
+    result: StatsResult,
+) -> None:
+    """Write `result` into `config` and save a complete model directory at `output_dir`."""
+    config.mean, config.std = result.mean, result.std
+    config.stats_provenance = result.provenance
+    source, target = Path(model_name_or_path), Path(output_dir)
+    if source.is_dir():
+        if source.resolve() != target.resolve():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        config.save_pretrained(target)
+    else:  # a Hub id: load the weights and save them
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(model_name_or_path, config=config)
+        model.save_pretrained(target)
+    feature_extractor.save_pretrained(target)
+    save_model_card(target, config)

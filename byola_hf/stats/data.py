@@ -1,0 +1,98 @@
+"""Loading what the statistics and the SUPERB recipe work on: an audio dataset split, and a model's front-end."""
+
+from pathlib import Path
+
+from ..configuration_byola import BYOLAConfig
+from ..extras import require_extra
+from ..feature_extraction_byola import BYOLAFeatureExtractor
+
+
+def load_audio_dataset(
+    dataset_name: str,
+    dataset_config_name: str | None = None,
+    data_dir: str | None = None,
+    split: str = "train",
+    audio_column_name: str = "audio",
+    sampling_rate: int = 16000,
+    streaming: bool = False,
+):
+    """
+    Load one split of a Hub dataset, a local `audiofolder` (`dataset_name="audiofolder"`, `data_dir=...`) or a
+    dataset saved with `save_to_disk`, check its audio column and cast it to decode mono audio at `sampling_rate`.
+    """
+    datasets = require_extra("datasets", "stats")
+
+    path = Path(dataset_name)
+    saved = path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
+    try:
+        if saved:
+            dataset = datasets.load_from_disk(str(path))
+            if isinstance(dataset, datasets.DatasetDict):
+                if split not in dataset:
+                    raise ValueError(f"Split '{split}' not found in {path}; it has {sorted(dataset)}.")
+                dataset = dataset[split]
+            if streaming:
+                dataset = dataset.to_iterable_dataset()
+        else:
+            dataset = datasets.load_dataset(
+                dataset_name, dataset_config_name, data_dir=data_dir, split=split, streaming=streaming
+            )
+    except ValueError as error:
+        if "split" in str(error).lower():
+            raise ValueError(f"Could not load split '{split}' of {dataset_name}: {error}") from error
+        raise
+    except (ConnectionError, FileNotFoundError, OSError) as error:
+        offline = " The Hub is unreachable (HF_HUB_OFFLINE is set or no network)." if _hub_offline() else ""
+        raise ValueError(
+            f"Could not load the dataset '{dataset_name}'"
+            f"{f' ({dataset_config_name})' if dataset_config_name else ''}: {str(error).splitlines()[0]}.{offline} "
+            "Pass a Hub dataset name, `audiofolder` with --data_dir, or a directory saved with `save_to_disk`."
+        ) from error
+
+    if not streaming and len(dataset) == 0:
+        raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to compute statistics on.")
+    features = dataset.features
+    if features is None or audio_column_name not in features:
+        columns = sorted(features) if features is not None else dataset.column_names
+        raise ValueError(
+            f"The dataset has no column '{audio_column_name}'; its columns are {columns}. Pass the audio column with "
+            "--audio_column_name."
+        )
+    if not isinstance(features[audio_column_name], datasets.Audio):
+        audio_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Audio)]
+        raise ValueError(
+            f"Column '{audio_column_name}' is not an audio column (it is {type(features[audio_column_name]).__name__})"
+            f"; audio columns: {audio_columns or 'none'}."
+        )
+    return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
+
+
+def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFeatureExtractor]:
+    """The model's config and its feature extractor (built from the config when the directory has none)."""
+    from transformers import AutoConfig, AutoFeatureExtractor
+
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"Could not load a BYOL-A model from '{model_name_or_path}': {str(error).splitlines()[0]} Pass a directory "
+            "written by `byola-convert` (or a Hub model id)."
+        ) from error
+    if not isinstance(config, BYOLAConfig):
+        raise ValueError(f"'{model_name_or_path}' holds a '{config.model_type}' model, not a BYOL-A ('byola') one.")
+    try:
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path)
+    except OSError:
+        feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
+    if not feature_extractor.matches_model_config(config):
+        raise ValueError(
+            f"The feature extractor saved in '{model_name_or_path}' does not match its config's front-end; "
+            "re-create it with `BYOLAFeatureExtractor.from_model_config(config)`."
+        )
+    return config, feature_extractor
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
