@@ -54,8 +54,16 @@ class OriginalUpstream(nn.Module):
         import nnAudio.features
 
         self.to_melspec = nnAudio.features.MelSpectrogram(
-            sr=sampling_rate, n_fft=1024, win_length=1024, hop_length=160, n_mels=64, fmin=60, fmax=7800,
-            center=True, power=2, verbose=False,
+            sr=sampling_rate,
+            n_fft=1024,
+            win_length=1024,
+            hop_length=160,
+            n_mels=64,
+            fmin=60,
+            fmax=7800,
+            center=True,
+            power=2,
+            verbose=False,
         )
         self.keys = list(state_dict)  # kept as buffers, so .to(device) moves them
         for index, key in enumerate(self.keys):
@@ -84,12 +92,16 @@ def machine(device: torch.device) -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     extras = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if f" {flag}" in flags]
-    text = (f"{cpu}, {os.cpu_count()} cores ({', '.join(extras) or 'no AVX-512'}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
+    text = (
+        f"{cpu}, {os.cpu_count()} cores ({', '.join(extras) or 'no AVX-512'}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
+    )
     if device.type == "cuda":
-        text += (f"; GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, TF32 convolutions "
-                 f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'}, TF32 matmul "
-                 f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}")
+        text += (
+            f"; GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, TF32 convolutions "
+            f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'}, TF32 matmul "
+            f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}"
+        )
     return text
 
 
@@ -105,8 +117,14 @@ def waveforms_for(shape: str, sampling_rate: int) -> np.ndarray:
     return (0.1 * rng.standard_normal((batch, int(seconds * sampling_rate)))).astype(np.float32)
 
 
-def case_functions(case: str, model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor, baseline: OriginalUpstream,
-                   waveforms: np.ndarray, bf16: bool = False) -> tuple[Callable[[], Outputs], Callable[[], Outputs]]:
+def case_functions(
+    case: str,
+    model: BYOLAModel,
+    feature_extractor: BYOLAFeatureExtractor,
+    baseline: OriginalUpstream,
+    waveforms: np.ndarray,
+    bf16: bool = False,
+) -> tuple[Callable[[], Outputs], Callable[[], Outputs]]:
     """`(ours, baseline)` callables computing `case` from the same waveforms: a tensor, or the layers' tensors."""
     device = model.device
     rate = feature_extractor.sampling_rate
@@ -124,30 +142,40 @@ def case_functions(case: str, model: BYOLAModel, feature_extractor: BYOLAFeature
     if case == "network":
         ours_inputs = features(on_device)
         log_mel = baseline.log_mel(on_device)
-        return (lambda: ours_model(ours_inputs, output_hidden_states=True).hidden_states,
-                lambda: baseline.network(log_mel, layered=True))
+        return (
+            lambda: ours_model(ours_inputs, output_hidden_states=True).hidden_states,
+            lambda: baseline.network(log_mel, layered=True),
+        )
     if case == "last":
         return lambda: ours_model(features(on_device)).last_hidden_state, lambda: baseline(on_device)
     if case == "all":  # five layers each; stacked for comparison outside the timing
-        return (lambda: ours_model(features(on_device), output_hidden_states=True).hidden_states,
-                lambda: baseline(on_device, layered=True))
+        return (
+            lambda: ours_model(features(on_device), output_hidden_states=True).hidden_states,
+            lambda: baseline(on_device, layered=True),
+        )
     if case == "pooled":
+
         def pooled():
             frames = baseline(on_device)
             return frames.max(1).values + frames.mean(1)
+
         return lambda: ours_model(features(on_device)).pooler_output, pooled
     if case == "readme":
-        return (lambda: ours_model(features(list(waveforms))).last_hidden_state,
-                lambda: baseline(torch.from_numpy(waveforms).to(device)))
+        return (
+            lambda: ours_model(features(list(waveforms))).last_hidden_state,
+            lambda: baseline(torch.from_numpy(waveforms).to(device)),
+        )
     raise ValueError(f"Unknown case {case!r}; choose from {CASES}.")
 
 
-def time_pair(ours: Callable[[], Outputs], baseline: Callable[[], Outputs], repeats: int,
-              device: torch.device) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+def time_pair(
+    ours: Callable[[], Outputs], baseline: Callable[[], Outputs], repeats: int, device: torch.device
+) -> tuple[float, float, torch.Tensor, torch.Tensor]:
     """
     Median seconds of `ours` and `baseline` and their outputs (stacked when a list of layers). The calls alternate,
     so a slow spell of a shared machine costs both alike; on a GPU each call is timed to its completion.
     """
+
     def synchronise():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -176,9 +204,16 @@ def run_case(case: str, shape: str, models, repeats: int, bf16: bool = False) ->
     ours_output, baseline_output = ours_output.double(), baseline_output.double()
     deviation = float((ours_output - baseline_output).abs().max() / baseline_output.abs().max())
     cosine = float(nn.functional.cosine_similarity(ours_output.flatten(), baseline_output.flatten(), dim=0))
-    return {"case": case, "shape": shape, "bf16": bf16, "ours_xrt": audio / ours_time,
-            "baseline_xrt": audio / baseline_time, "speedup": baseline_time / ours_time,
-            "max_rel_deviation": deviation, "cosine": cosine}
+    return {
+        "case": case,
+        "shape": shape,
+        "bf16": bf16,
+        "ours_xrt": audio / ours_time,
+        "baseline_xrt": audio / baseline_time,
+        "speedup": baseline_time / ours_time,
+        "max_rel_deviation": deviation,
+        "cosine": cosine,
+    }
 
 
 def memory_status_mb(key: str) -> float:
@@ -201,8 +236,9 @@ def peak_memory_mb(case: str, shape: str, which: str, checkpoint: str, bf16: boo
 
 def _peak_memory_mb(case: str, shape: str, which: str, checkpoint: str, bf16: bool) -> float:
     model, feature_extractor, baseline = load_models(checkpoint)
-    functions = case_functions(case, model, feature_extractor, baseline,
-                               waveforms_for(shape, feature_extractor.sampling_rate), bf16)
+    functions = case_functions(
+        case, model, feature_extractor, baseline, waveforms_for(shape, feature_extractor.sampling_rate), bf16
+    )
     Path("/proc/self/clear_refs").write_text("5")
     before = memory_status_mb("VmRSS")
     with torch.inference_mode():
@@ -221,8 +257,9 @@ def gpu_peak_memory_mb(function: Callable[[], Outputs], device: torch.device) ->
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def long_audio_memory_mb(checkpoint: str, minutes: float, hidden_states: bool,
-                         chunk_frames: int | None = None) -> dict[str, float]:
+def long_audio_memory_mb(
+    checkpoint: str, minutes: float, hidden_states: bool, chunk_frames: int | None = None
+) -> dict[str, float]:
     """
     Peak resident memory of a whole fresh process (`peak_mb`, Linux VmHWM) when one call turns a `minutes`-long clip
     into features with the public path, `model(**feature_extractor(wav))`, and the process's size with only torch
@@ -238,27 +275,44 @@ def _long_audio_memory_mb(checkpoint: str, minutes: float, hidden_states: bool, 
     waveform = (0.1 * np.random.default_rng(0).standard_normal(int(minutes * 60 * rate))).astype(np.float32)
     loaded = memory_status_mb("VmRSS")
     with torch.inference_mode():
-        model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"),
-              output_hidden_states=hidden_states, chunk_frames=chunk_frames)
+        model(
+            **feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"),
+            output_hidden_states=hidden_states,
+            chunk_frames=chunk_frames,
+        )
     return {"loaded_mb": loaded, "peak_mb": memory_status_mb("VmHWM")}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Benchmark byola_hf against the original upstream's computation.")
     shared = Path(os.environ.get("BYOLA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-    parser.add_argument("--checkpoint", default=str(shared / "reference" / "AudioNTT2020-random-seed123-d2048.pth"),
-                        help="Original-layout v1 2048-d checkpoint (default: the shared random one, under "
-                             "$BYOLA_SHARED_DIR or ../shared beside the project)")
+    parser.add_argument(
+        "--checkpoint",
+        default=str(shared / "reference" / "AudioNTT2020-random-seed123-d2048.pth"),
+        help="Original-layout v1 2048-d checkpoint (default: the shared random one, under "
+        "$BYOLA_SHARED_DIR or ../shared beside the project)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides run there)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"Comma-separated, from {', '.join(CASES)}")
-    parser.add_argument("--shapes", default=None, help=f"Comma-separated, from {', '.join(SHAPES)} (default: "
-                                                       f"{DEFAULT_SHAPES['cpu']} on CPU, {DEFAULT_SHAPES['cuda']} on GPU)")
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        help=f"Comma-separated, from {', '.join(SHAPES)} (default: "
+        f"{DEFAULT_SHAPES['cpu']} on CPU, {DEFAULT_SHAPES['cuda']} on GPU)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="Timed calls of each side (medians are reported)")
     parser.add_argument("--bf16", action="store_true", help="Also time our model under bf16 autocast")
-    parser.add_argument("--memory", action="store_true",
-                        help="Also measure peak memory: one fresh process per run on CPU, allocator peaks on GPU")
-    parser.add_argument("--long_audio_minutes", type=float, default=0.0,
-                        help="CPU: also measure the whole process's peak memory for one call on a clip this long")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="Also measure peak memory: one fresh process per run on CPU, allocator peaks on GPU",
+    )
+    parser.add_argument(
+        "--long_audio_minutes",
+        type=float,
+        default=0.0,
+        help="CPU: also measure the whole process's peak memory for one call on a clip this long",
+    )
     parser.add_argument("--json", default=None, help="Write the rows to this JSON file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -266,12 +320,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--device cuda: no CUDA device is available to this torch build.")
     models = load_models(args.checkpoint, args.device)
     print(f"Machine: {machine(device)}")
-    print(f"{'case':<9} {'shape':<6} {'dtype':<5} {'ours xRT':>9} {'orig xRT':>9} {'speedup':>8} {'max rel dev':>12} "
-          f"{'cosine':>9}" + (f" {'ours MB':>8} {'orig MB':>8}" if args.memory else ""))
+    print(
+        f"{'case':<9} {'shape':<6} {'dtype':<5} {'ours xRT':>9} {'orig xRT':>9} {'speedup':>8} {'max rel dev':>12} "
+        f"{'cosine':>9}" + (f" {'ours MB':>8} {'orig MB':>8}" if args.memory else "")
+    )
     rows = []
     for shape in (args.shapes or DEFAULT_SHAPES.get(device.type, DEFAULT_SHAPES["cpu"])).split(","):
         for case in args.cases.split(","):
-            for bf16 in ([False, True] if args.bf16 and case != "frontend" else [False]):
+            for bf16 in [False, True] if args.bf16 and case != "frontend" else [False]:
                 row = run_case(case, shape, models, args.repeats, bf16)
                 if args.memory and device.type == "cuda":
                     functions = case_functions(case, *models, waveforms_for(shape, models[1].sampling_rate), bf16)
@@ -280,10 +336,13 @@ def main(argv: list[str] | None = None) -> None:
                     row["ours_mb"] = peak_memory_mb(case, shape, "ours", args.checkpoint, bf16)
                     row["baseline_mb"] = peak_memory_mb(case, shape, "baseline", args.checkpoint, False)
                 rows.append(row)
-                print(f"{case:<9} {shape:<6} {'bf16' if bf16 else 'fp32':<5} {row['ours_xrt']:>9.0f} "
-                      f"{row['baseline_xrt']:>9.0f} {row['speedup']:>7.2f}x {row['max_rel_deviation']:>12.2e} "
-                      f"{row['cosine']:>9.6f}" + (f" {row['ours_mb']:>8.0f} {row['baseline_mb']:>8.0f}"
-                                                   if args.memory else ""), flush=True)
+                print(
+                    f"{case:<9} {shape:<6} {'bf16' if bf16 else 'fp32':<5} {row['ours_xrt']:>9.0f} "
+                    f"{row['baseline_xrt']:>9.0f} {row['speedup']:>7.2f}x {row['max_rel_deviation']:>12.2e} "
+                    f"{row['cosine']:>9.6f}"
+                    + (f" {row['ours_mb']:>8.0f} {row['baseline_mb']:>8.0f}" if args.memory else ""),
+                    flush=True,
+                )
     long_audio = []
     if args.long_audio_minutes:
         print(f"\nOne call on a {args.long_audio_minutes:g}-minute clip, peak memory of the whole process:")
@@ -291,12 +350,16 @@ def main(argv: list[str] | None = None) -> None:
             row = long_audio_memory_mb(args.checkpoint, args.long_audio_minutes, hidden_states, chunk_frames)
             row.update(hidden_states=hidden_states, chunked=chunk_frames != 0)
             long_audio.append(row)
-            print(f"  {'all hidden states' if hidden_states else 'last hidden state'}"
-                  f"{'' if chunk_frames != 0 else ', unchunked (chunk_frames=0)'}: {row['peak_mb']:.0f} MB "
-                  f"({row['loaded_mb']:.0f} MB with torch and the model loaded)", flush=True)
+            print(
+                f"  {'all hidden states' if hidden_states else 'last hidden state'}"
+                f"{'' if chunk_frames != 0 else ', unchunked (chunk_frames=0)'}: {row['peak_mb']:.0f} MB "
+                f"({row['loaded_mb']:.0f} MB with torch and the model loaded)",
+                flush=True,
+            )
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(device), "rows": rows, "long_audio": long_audio},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps({"machine": machine(device), "rows": rows, "long_audio": long_audio}, indent=1)
+        )
 
 
 if __name__ == "__main__":

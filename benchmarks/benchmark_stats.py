@@ -57,16 +57,20 @@ def measure(method: str, data_dir: str) -> dict:
     dataset = load_audio_dataset("audiofolder", data_dir=data_dir, sampling_rate=fe.sampling_rate)
     start = time.perf_counter()
     if method == "naive":
-        values = np.concatenate([
-            fe(example["audio"]["array"], sampling_rate=fe.sampling_rate)["input_features"][0].ravel()
-            for example in dataset
-        ]).astype(np.float64)
+        values = np.concatenate(
+            [
+                fe(example["audio"]["array"], sampling_rate=fe.sampling_rate)["input_features"][0].ravel()
+                for example in dataset
+            ]
+        ).astype(np.float64)
         mean, std = float(values.mean()), float(values.std())
     else:
         moments = compute_moments(dataset, fe, "audio", batch_size=16, num_proc=int(method.split("-")[1]))
         mean, std = moments.mean, moments.std
     elapsed = time.perf_counter() - start
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
     return {"seconds": elapsed, "mean": mean, "std": std, "peak_mb": peak / 1024}
 
 
@@ -82,8 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="Where to build the datasets (a temporary folder by default)")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="byola-stats-bench-"))
-    print(f"{'clips':>6} {'hours':>6} {'method':<8} {'audio-h/min':>11} {'vs naive':>9} {'x real time':>11} "
-          f"{'peak MB':>8} {'|mean diff|':>12} {'|std diff|':>11}")
+    print(
+        f"{'clips':>6} {'hours':>6} {'method':<8} {'audio-h/min':>11} {'vs naive':>9} {'x real time':>11} "
+        f"{'peak MB':>8} {'|mean diff|':>12} {'|std diff|':>11}"
+    )
     for clips in (int(value) for value in args.clips.split(",")):
         data_dir = build_dataset(workdir / f"clips{clips}", clips, args.seconds)
         hours = clips * args.seconds / 3600
@@ -91,11 +97,17 @@ def main(argv: list[str] | None = None) -> None:
         naive = results["naive"]
         for method, result in results.items():
             per_minute = hours / (result["seconds"] / 60)
-            print(f"{clips:>6} {hours:>6.2f} {method:<8} {per_minute:>11.1f} {naive['seconds'] / result['seconds']:>8.2f}x "
-                  f"{hours * 3600 / result['seconds']:>11.0f} {result['peak_mb']:>8.0f} "
-                  f"{abs(result['mean'] - naive['mean']):>12.2e} {abs(result['std'] - naive['std']):>11.2e}", flush=True)
-    print(f"(peak MB: the largest of the main process and its map workers; "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB in this driver)")
+            print(
+                f"{clips:>6} {hours:>6.2f} {method:<8} {per_minute:>11.1f} "
+                f"{naive['seconds'] / result['seconds']:>8.2f}x "
+                f"{hours * 3600 / result['seconds']:>11.0f} {result['peak_mb']:>8.0f} "
+                f"{abs(result['mean'] - naive['mean']):>12.2e} {abs(result['std'] - naive['std']):>11.2e}",
+                flush=True,
+            )
+    print(
+        f"(peak MB: the largest of the main process and its map workers; "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB in this driver)"
+    )
 
 
 if __name__ == "__main__":

@@ -202,20 +202,33 @@ class BYOLAConfig(PretrainedConfig):
         self.__dict__["custom_pipelines"] = value
 
     def _validate_byola(self) -> None:
-        for name in ("feature_d", "conv_channels", "num_conv_layers", "sample_rate", "n_fft", "win_length",
-                     "hop_length", "n_mels"):
+        for name in (
+            "feature_d",
+            "conv_channels",
+            "num_conv_layers",
+            "sample_rate",
+            "n_fft",
+            "win_length",
+            "hop_length",
+            "n_mels",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"BYOLAConfig.{name} must be a positive integer, got {value!r}.")
         if self.mlp_hidden_size is not None and (
-            not isinstance(self.mlp_hidden_size, int) or isinstance(self.mlp_hidden_size, bool) or self.mlp_hidden_size <= 0
+            not isinstance(self.mlp_hidden_size, int)
+            or isinstance(self.mlp_hidden_size, bool)
+            or self.mlp_hidden_size <= 0
         ):
-            raise ValueError(f"BYOLAConfig.mlp_hidden_size must be a positive integer or None, got {self.mlp_hidden_size!r}.")
+            raise ValueError(
+                f"BYOLAConfig.mlp_hidden_size must be a positive integer or None, got {self.mlp_hidden_size!r}."
+            )
         if self.variant not in VARIANTS:
             raise ValueError(f"BYOLAConfig.variant must be one of {sorted(VARIANTS)}, got {self.variant!r}.")
         if self.variant != _variant_name(self.concat_conv_features):
             raise ValueError(
-                f"BYOLAConfig.variant={self.variant!r} does not match concat_conv_features={self.concat_conv_features}: "
+                f"BYOLAConfig.variant={self.variant!r} does not match "
+                f"concat_conv_features={self.concat_conv_features}: "
                 f"{_variant_name(True)} concatenates the conv features to the MLP output, {_variant_name(False)} does "
                 "not. Use BYOLAConfig.from_variant(name) for a consistent config."
             )
@@ -247,11 +260,15 @@ class BYOLAConfig(PretrainedConfig):
         if self.ctc_head not in ("linear", "bilstm"):
             raise ValueError(f"BYOLAConfig.ctc_head must be 'linear' or 'bilstm', got {self.ctc_head!r}.")
         if self.ctc_loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"BYOLAConfig.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}.")
+            raise ValueError(
+                f"BYOLAConfig.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}."
+            )
         if self.classifier_slots is not None and (
             not self.classifier_slots or any(not isinstance(n, int) or n < 1 for n in self.classifier_slots)
         ):
-            raise ValueError(f"BYOLAConfig.classifier_slots must be positive class counts, got {self.classifier_slots}.")
+            raise ValueError(
+                f"BYOLAConfig.classifier_slots must be positive class counts, got {self.classifier_slots}."
+            )
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "BYOLAConfig":

@@ -97,11 +97,11 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
         for layered, original in _LAYERED_TO_ORIGINAL.items():
             match = re.search(rf"(^|\.){re.escape(layered)}", key)
             if match:
-                key = original + key[match.end():]
+                key = original + key[match.end() :]
                 break
         match = re.search(r"(^|\.)(features|fc)\.", key)
         if match:
-            state_dict[key[match.start(2):]] = tensor
+            state_dict[key[match.start(2) :]] = tensor
     missing = [key for key in _required_keys(1) if key not in state_dict]
     if missing:
         found = ", ".join(list(loaded)[:6])
@@ -123,8 +123,10 @@ def config_from_state_dict(
     what was found.
     """
     num_conv_layers = num_conv_blocks(state_dict)
-    found = (f"{num_conv_layers} conv block(s), fc.0 {_shape(state_dict, 'fc.0.weight')}, "
-             f"fc.3 {_shape(state_dict, 'fc.3.weight')}")
+    found = (
+        f"{num_conv_layers} conv block(s), fc.0 {_shape(state_dict, 'fc.0.weight')}, "
+        f"fc.3 {_shape(state_dict, 'fc.3.weight')}"
+    )
     if num_conv_layers not in (2, 3):
         raise ValueError(
             f"Not a BYOL-A network: found {found}; v1 (AudioNTT2020) has 3 conv blocks (features.0/4/8), v2 "
@@ -140,7 +142,8 @@ def config_from_state_dict(
     if conv_size != conv_channels * (n_mels >> num_conv_layers):
         raise ValueError(
             f"The checkpoint's fc.0 takes {conv_size} inputs, but a {variant} network ({num_conv_layers} conv blocks "
-            f"of {conv_channels} channels over {n_mels} mel bins) gives it {conv_channels * (n_mels >> num_conv_layers)} "
+            f"of {conv_channels} channels over {n_mels} mel bins) gives it "
+            f"{conv_channels * (n_mels >> num_conv_layers)} "
             f"(found {found}). Is it a mix of v1 and v2 tensors, or a network for another number of mel bins "
             "(pass n_mels)?"
         )
@@ -149,8 +152,9 @@ def config_from_state_dict(
     else:
         overrides = {"feature_d": conv_size + fc_output_size, "mlp_hidden_size": mlp_hidden_size}
     try:
-        config = BYOLAConfig.from_variant(variant, conv_channels=conv_channels, n_mels=n_mels, mean=mean, std=std,
-                                          **overrides)
+        config = BYOLAConfig.from_variant(
+            variant, conv_channels=conv_channels, n_mels=n_mels, mean=mean, std=std, **overrides
+        )
     except ValueError as error:
         raise ValueError(f"The checkpoint's shapes ({found}) make no valid {variant} network: {error}") from error
     expected = {"features.0.weight": (conv_channels, 1, 3, 3)}
@@ -177,7 +181,7 @@ def to_hf_state_dict(state_dict: dict[str, torch.Tensor], num_conv_layers: int) 
     for key, tensor in state_dict.items():
         for original, hf in _original_to_hf(num_conv_layers).items():
             if key.startswith(original):
-                renamed[hf + key[len(original):]] = tensor
+                renamed[hf + key[len(original) :]] = tensor
                 break
     return renamed
 
@@ -233,7 +237,10 @@ def convert_byola_checkpoint(
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_state_dict(state_dict, mean=mean, std=std, n_mels=n_mels)
     if config.has_statistics:
-        config.stats_provenance = {"method": "given", "source": f"given by hand at conversion (mean={mean}, std={std})"}
+        config.stats_provenance = {
+            "method": "given",
+            "source": f"given by hand at conversion (mean={mean}, std={std})",
+        }
     model = BYOLAModel(config)
     result = model.load_state_dict(to_hf_state_dict(state_dict, config.num_conv_layers), strict=False)
     not_loaded = [key for key in result.missing_keys if not key.endswith("num_batches_tracked")]
@@ -264,14 +271,21 @@ class ConvertArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser((ConvertArguments, PushArguments), description=(
-        "Convert an original BYOL-A .pth checkpoint (v1 AudioNTT2020 or v2 AudioNTT2022) into a Hugging Face model "
-        "directory (safetensors)."
-    ))
-    parser.add_argument(
-        "checkpoint", help="Original checkpoint: AudioNTT2020-BYOLA-64x96d2048.pth (v1) or AudioNTT2022-BYOLA-64x96d2048.pth (v2)"
+    parser = HfArgumentParser(
+        (ConvertArguments, PushArguments),
+        description=(
+            "Convert an original BYOL-A .pth checkpoint (v1 AudioNTT2020 or v2 AudioNTT2022) into a Hugging Face "
+            "model "
+            "directory (safetensors)."
+        ),
     )
-    parser.add_argument("output_dir", help="Directory to write model.safetensors, config.json, preprocessor_config.json")
+    parser.add_argument(
+        "checkpoint",
+        help="Original checkpoint: AudioNTT2020-BYOLA-64x96d2048.pth (v1) or AudioNTT2022-BYOLA-64x96d2048.pth (v2)",
+    )
+    parser.add_argument(
+        "output_dir", help="Directory to write model.safetensors, config.json, preprocessor_config.json"
+    )
     args, push, paths = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     if (args.mean is None) != (args.std is None):
         parser.error("--mean and --std go together: give both or neither.")
@@ -283,8 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError, RuntimeError) as error:  # HubAccessError is a ValueError
         parser.exit(1, f"error: {error}\n")
     config = model.config
-    print(f"Converted {paths.checkpoint}: {config.variant}, feature_d={config.feature_d}, "
-          f"{config.frames_per_second:g} frames/s, saved to {paths.output_dir}")
+    print(
+        f"Converted {paths.checkpoint}: {config.variant}, feature_d={config.feature_d}, "
+        f"{config.frames_per_second:g} frames/s, saved to {paths.output_dir}"
+    )
     if check is not None:
         print(
             f"Check against the original network: max |diff| = {check.max_abs_diff:.3g} "

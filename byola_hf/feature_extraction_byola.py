@@ -125,8 +125,16 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
     def matches_model_config(self, config: BYOLAConfig) -> bool:
         """Whether this front-end produces what a model with `config` expects."""
         reference = self.from_model_config(config)
-        names = ("feature_size", "sampling_rate", "n_fft", "win_length", "hop_length", "f_min", "f_max",
-                 "time_downsampling")
+        names = (
+            "feature_size",
+            "sampling_rate",
+            "n_fft",
+            "win_length",
+            "hop_length",
+            "f_min",
+            "f_max",
+            "time_downsampling",
+        )
         return all(getattr(self, name) == getattr(reference, name) for name in names)
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,7 +206,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         """
         if device is not None:
             if return_tensors not in (None, "pt", TensorType.PYTORCH):
-                raise ValueError(f"device={device!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}.")
+                raise ValueError(
+                    f"device={device!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}."
+                )
             return_tensors = "pt"
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
         if lengths is not None and isinstance(raw_speech, np.ndarray):
@@ -225,8 +235,10 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         if strategy == PaddingStrategy.DO_NOT_PAD:
             features, frame_masks = [], []
             for index, length in enumerate(lengths):
-                feature, mask = self._log_mel_batch(self._pad_rows(waveforms[index : index + 1], [length], length,
-                                                                   minimum, device), [max(length, minimum)])
+                feature, mask = self._log_mel_batch(
+                    self._pad_rows(waveforms[index : index + 1], [length], length, minimum, device),
+                    [max(length, minimum)],
+                )
                 features.append(feature[0])
                 frame_masks.append(mask[0])
         else:
@@ -255,9 +267,16 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         16 kHz for v1, 70 ms; 480 for v2, which the STFT's own minimum of `n_fft // 2 + 1` then raises)."""
         return max((self.time_downsampling - 1) * self.hop_length, self.n_fft // 2 + 1)
 
-    def pad(self, processed_features: Any, padding: bool | str | PaddingStrategy = True, max_length: int | None = None,
-            truncation: bool = False, pad_to_multiple_of: int | None = None, return_attention_mask: bool | None = None,
-            return_tensors: str | TensorType | None = None) -> BatchFeature:
+    def pad(
+        self,
+        processed_features: Any,
+        padding: bool | str | PaddingStrategy = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | TensorType | None = None,
+    ) -> BatchFeature:
         """
         Pad log-mels already extracted one by one (rows of `fe(..., padding=False)`, e.g. stored by `datasets.map`)
         into a batch, as `DataCollatorWithPadding(feature_extractor)` calls it: each row's `input_features` of shape
@@ -270,19 +289,24 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         else:
             rows = list(processed_features)
         if not rows or "input_features" not in rows[0]:
-            raise ValueError("pad() takes rows with 'input_features' of shape (feature_size, frames), as __call__ returns them.")
+            raise ValueError(
+                "pad() takes rows with 'input_features' of shape (feature_size, frames), as __call__ returns them."
+            )
         arrays = [np.asarray(row["input_features"], dtype=np.float32) for row in rows]
         for index, array in enumerate(arrays):
             if array.ndim != 2 or array.shape[0] != self.feature_size:
                 raise ValueError(
-                    f"Row {index} has input_features of shape {array.shape}; expected ({self.feature_size}, frames) as "
+                    f"Row {index} has input_features of shape {array.shape}; expected ({self.feature_size}, frames) "
+                    "as "
                     "the feature extractor returns them with padding=False."
                 )
         frames = max(array.shape[-1] for array in arrays)
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
         if strategy == PaddingStrategy.MAX_LENGTH:
             if frames > max_length and not truncation:
-                raise ValueError(f"A row has {frames} frames, more than max_length={max_length}; pass truncation=True.")
+                raise ValueError(
+                    f"A row has {frames} frames, more than max_length={max_length}; pass truncation=True."
+                )
             frames = max_length
         if pad_to_multiple_of is not None:
             frames = -(-frames // pad_to_multiple_of) * pad_to_multiple_of
@@ -317,8 +341,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError("The waveforms contain NaN or infinite samples; clean the audio first.")
         return waveforms, lengths
 
-    def _pad_rows(self, waveforms, lengths: Sequence[int], target: int, minimum: int,
-                  device: str | torch.device | None) -> torch.Tensor:
+    def _pad_rows(
+        self, waveforms, lengths: Sequence[int], target: int, minimum: int, device: str | torch.device | None
+    ) -> torch.Tensor:
         """`(batch, max(target, minimum))` float32 tensor on `device` (or the input tensor's), each row's first
         `lengths[i]` samples kept and the rest `padding_value`, or zero up to `minimum` (the `pad_to_min_length`
         samples, which count as audio)."""
@@ -405,9 +430,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
 
     def _check_sampling_rate(self, sampling_rate: int | None, found_rate: int | None) -> None:
         if sampling_rate is not None and found_rate is not None and sampling_rate != found_rate:
-            raise ValueError(
-                f"sampling_rate={sampling_rate} was passed but the decoded audio says {found_rate} Hz."
-            )
+            raise ValueError(f"sampling_rate={sampling_rate} was passed but the decoded audio says {found_rate} Hz.")
         rate = sampling_rate if sampling_rate is not None else found_rate
         if rate is None:
             logger.warning(
@@ -438,7 +461,11 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
     def _check_length(self, length: int, index: int) -> None:
         minimum = self.n_fft // 2 + 1
         if length < minimum:
-            hint = " If this is multi-channel audio of shape (samples, channels), mix it down to mono first." if length <= 8 else ""
+            hint = (
+                " If this is multi-channel audio of shape (samples, channels), mix it down to mono first."
+                if length <= 8
+                else ""
+            )
             raise ValueError(
                 f"Example {index} has {length} samples, too short for the centred STFT: at least {minimum} samples "
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "

@@ -65,8 +65,9 @@ class PushArguments:
     """The command-line tools' Hub flags."""
 
     push_to_hub: bool = field(default=False, metadata={"help": "Also push the result to the Hub"})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Repository id for --push_to_hub, e.g. "
-                                                                     "user/byola-2048"})
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Repository id for --push_to_hub, e.g. user/byola-2048"}
+    )
     private: bool = field(default=False, metadata={"help": "Create the Hub repository private"})
 
 
@@ -92,7 +93,11 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         "license: other",
         "license_name: ntt-software-license-agreement-for-evaluation",
         "license_link: https://github.com/nttcslab/byol-a/blob/master/LICENSE",
-        "tags:", "- audio", "- byol-a", "- self-supervised-learning", "- byola_hf",
+        "tags:",
+        "- audio",
+        "- byol-a",
+        "- self-supervised-learning",
+        "- byola_hf",
         "---",
         "",
         f"# BYOL-A {'v2' if config.concat_conv_features else 'v1'} ({config.variant}, {config.feature_d}-d)"
@@ -131,7 +136,10 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
     if task_info:
         lines += ["", "## Fine-tuned task", ""]
         if task_info.get("task"):
-            lines.append(f"- task: {task_info['task']}" + (f" ({task_info['description']})" if task_info.get("description") else ""))
+            lines.append(
+                f"- task: {task_info['task']}"
+                + (f" ({task_info['description']})" if task_info.get("description") else "")
+            )
         if config.id2label and architecture != "BYOLAForCTC" and len(config.id2label) <= 50:
             lines.append(f"- labels: {', '.join(str(v) for v in config.id2label.values())}")
         for key, value in (task_info.get("metrics") or {}).items():
@@ -215,6 +223,10 @@ def push_to_hub(
     save_model_card(directory, AutoConfig.from_pretrained(directory), task_info)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(folder_path=str(directory), repo_id=repo_id, commit_message=commit_message,
-                               ignore_patterns=["checkpoint-*", "runs/*", "*.bin"])
+    commit = api.upload_folder(
+        folder_path=str(directory),
+        repo_id=repo_id,
+        commit_message=commit_message,
+        ignore_patterns=["checkpoint-*", "runs/*", "*.bin"],
+    )
     return str(getattr(commit, "commit_url", commit))

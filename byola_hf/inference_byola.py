@@ -70,8 +70,9 @@ class AcceleratorKernels(InferenceKernels):
 
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         weight, bias = folded_conv_parameters(block)
-        hidden = nn.functional.conv2d(hidden_states.contiguous(memory_format=torch.channels_last), weight, bias,
-                                      padding=1)
+        hidden = nn.functional.conv2d(
+            hidden_states.contiguous(memory_format=torch.channels_last), weight, bias, padding=1
+        )
         return nn.functional.max_pool2d(hidden, 2, stride=2).relu_()
 
 
@@ -144,9 +145,15 @@ def _single_channel_block(hidden_states: torch.Tensor, weight: torch.Tensor, bia
         pooled = None
         for row_offset, column_offset in itertools.product((0, 1), (0, 1)):
             taps = torch.stack(
-                [padded[:, row_offset + u : row_offset + u + 2 * rows : 2,
-                        column_offset + v + 2 * start : column_offset + v + 2 * stop : 2]
-                 for u in range(3) for v in range(3)],
+                [
+                    padded[
+                        :,
+                        row_offset + u : row_offset + u + 2 * rows : 2,
+                        column_offset + v + 2 * start : column_offset + v + 2 * stop : 2,
+                    ]
+                    for u in range(3)
+                    for v in range(3)
+                ],
                 dim=-1,
             )  # (batch, mel // 2, stop - start, 9)
             phase = taps @ kernel

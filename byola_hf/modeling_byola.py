@@ -21,9 +21,9 @@ class BYOLAModelOutput(ModelOutput):
 
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch, frames, feature_d)`):
-            The encoder's frame features, one frame per `2**num_conv_layers` log-mel frames (`config.frames_per_second`:
-            12.5 for v1, 25 for v2). v1: the second fully connected layer's output; v2: the last conv block's
-            features (mel-major) followed by it. Frames past an example's end are zero.
+            The encoder's frame features, one frame per `2**num_conv_layers` log-mel frames
+            (`config.frames_per_second`: 12.5 for v1, 25 for v2). v1: the second fully connected layer's output; v2:
+            the last conv block's features (mel-major) followed by it. Frames past an example's end are zero.
         pooler_output (`torch.FloatTensor` of shape `(batch, feature_d)`):
             The original BYOL-A clip embedding: max over time plus mean over time of `last_hidden_state`, over each
             example's valid frames only.
@@ -222,7 +222,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
         if padded:
             valid = _length_mask(output_lengths, frames, last_hidden_state.dtype)[:, :, None]
             last_hidden_state = last_hidden_state * valid
-            layer_states[self.config.num_conv_layers :] = [state * valid for state in layer_states[self.config.num_conv_layers :]]
+            layer_states[self.config.num_conv_layers :] = [
+                state * valid for state in layer_states[self.config.num_conv_layers :]
+            ]
         return layer_states, last_hidden_state
 
     def _kernels(self, input_features: torch.Tensor) -> InferenceKernels:
@@ -246,8 +248,13 @@ class BYOLAModel(BYOLAPreTrainedModel):
         if padded:
             frames = int(self._get_feat_extract_output_lengths(mel_lengths).max())
             pieces = [
-                self._encode_chunked(input_features[i : i + 1, :, : int(length)], mel_lengths[i : i + 1], False,
-                                     output_hidden_states, step)
+                self._encode_chunked(
+                    input_features[i : i + 1, :, : int(length)],
+                    mel_lengths[i : i + 1],
+                    False,
+                    output_hidden_states,
+                    step,
+                )
                 for i, length in enumerate(mel_lengths)
             ]
             return _stack_pieces(pieces, frames)
@@ -260,10 +267,14 @@ class BYOLAModel(BYOLAPreTrainedModel):
         for start in range(0, output_frames * downsampling, step):
             low, high = max(0, start - context), min(total, start + step + context)
             lengths = torch.full_like(mel_lengths, high - low)
-            layer_states, last_state = self._encode(input_features[..., low:high], lengths, False, output_hidden_states)
+            layer_states, last_state = self._encode(
+                input_features[..., low:high], lengths, False, output_hidden_states
+            )
             first = (start - low) // downsampling
             count = (min(start + step, output_frames * downsampling) - start) // downsampling
-            parts.append(([state[:, first : first + count] for state in layer_states], last_state[:, first : first + count]))
+            parts.append(
+                ([state[:, first : first + count] for state in layer_states], last_state[:, first : first + count])
+            )
         layer_states = [torch.cat([part[0][k] for part in parts], dim=1) for k in range(len(parts[0][0]))]
         return layer_states, torch.cat([part[1] for part in parts], dim=1)
 
@@ -299,7 +310,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
         if check_values is None:
             check_values = input_features.device.type == "cpu" and not torch.compiler.is_compiling()
         if check_values and not torch.isfinite(input_features).all():
-            raise ValueError("input_features contain NaN or infinite values; check the audio and the feature extractor.")
+            raise ValueError(
+                "input_features contain NaN or infinite values; check the audio and the feature extractor."
+            )
         if attention_mask is None:
             return torch.full((batch,), frames, dtype=torch.long, device=input_features.device), False
         if attention_mask.shape != (batch, frames):
@@ -310,7 +323,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
         mel_lengths = attention_mask.long().sum(-1).to(input_features.device)
         if not check_values:
             return mel_lengths, True
-        if not torch.equal(attention_mask.long().to(mel_lengths.device), _length_mask(mel_lengths, frames, torch.long)):
+        if not torch.equal(
+            attention_mask.long().to(mel_lengths.device), _length_mask(mel_lengths, frames, torch.long)
+        ):
             raise ValueError("attention_mask must be 1 on a prefix of frames and 0 after (right padding).")
         too_short = mel_lengths < self.config.time_downsampling
         if too_short.any():
@@ -327,7 +342,11 @@ class BYOLAModel(BYOLAPreTrainedModel):
         )
 
     def _reduce_conv_state(
-        self, conv_output: torch.Tensor, lengths: torch.Tensor, output_lengths: torch.Tensor, halvings: int,
+        self,
+        conv_output: torch.Tensor,
+        lengths: torch.Tensor,
+        output_lengths: torch.Tensor,
+        halvings: int,
         padded: bool,
     ) -> torch.Tensor:
         """
@@ -419,8 +438,10 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
         them."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base):
             outputs = self.byola(
-                input_features, attention_mask=attention_mask,
-                output_hidden_states=self.featurizer.enabled or bool(output_hidden_states), return_dict=True,
+                input_features,
+                attention_mask=attention_mask,
+                output_hidden_states=self.featurizer.enabled or bool(output_hidden_states),
+                return_dict=True,
             )
         return self.featurizer(outputs), outputs.attention_mask, outputs
 
@@ -498,12 +519,18 @@ class BYOLAForCTC(BYOLAHeadModel):
         if config.vocab_size is None:
             raise ValueError(
                 "BYOLAForCTC needs config.vocab_size (the tokenizer's size, blank included): e.g. "
-                "BYOLAForCTC.from_pretrained(base_dir, vocab_size=len(tokenizer), ctc_blank_id=tokenizer.pad_token_id)."
+                "BYOLAForCTC.from_pretrained(base_dir, vocab_size=len(tokenizer), "
+                "ctc_blank_id=tokenizer.pad_token_id)."
             )
         self.projector = nn.Linear(self.featurizer.output_size, config.ctc_proj_size)
         if config.ctc_head == "bilstm":
-            self.lstm = nn.LSTM(config.ctc_proj_size, config.ctc_proj_size, num_layers=config.ctc_lstm_layers,
-                                bidirectional=True, batch_first=True)
+            self.lstm = nn.LSTM(
+                config.ctc_proj_size,
+                config.ctc_proj_size,
+                num_layers=config.ctc_lstm_layers,
+                bidirectional=True,
+                batch_first=True,
+            )
             self.lm_head = nn.Linear(2 * config.ctc_proj_size, config.vocab_size)
         else:
             self.lm_head = nn.Linear(config.ctc_proj_size, config.vocab_size)
@@ -551,8 +578,13 @@ class BYOLAForCTC(BYOLAHeadModel):
         log_probs = nn.functional.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
         with torch.backends.cudnn.flags(enabled=False):
             return nn.functional.ctc_loss(
-                log_probs, labels[valid], output_lengths, target_lengths, blank=self.config.ctc_blank_id,
-                reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity,
+                log_probs,
+                labels[valid],
+                output_lengths,
+                target_lengths,
+                blank=self.config.ctc_blank_id,
+                reduction=self.config.ctc_loss_reduction,
+                zero_infinity=self.config.ctc_zero_infinity,
             )
 
 
@@ -606,7 +638,9 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         targets = labels.to(logits.dtype).clamp(0, 1)  # padded frames are masked out below
         per_permutation = []
         for order in itertools.permutations(range(labels.shape[-1])):
-            bce = nn.functional.binary_cross_entropy_with_logits(logits, targets[..., list(order)], reduction="none").mean(-1)
+            bce = nn.functional.binary_cross_entropy_with_logits(
+                logits, targets[..., list(order)], reduction="none"
+            ).mean(-1)
             per_permutation.append((bce * mask).sum(-1) / frames)
         return torch.stack(per_permutation).min(0).values.mean()
 

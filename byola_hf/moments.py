@@ -57,8 +57,14 @@ class LogMelMoments:
             delta = other.mean - self.mean
             mean = self.mean + delta * other.count / count
             m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / count
-        return LogMelMoments(count, mean, m2, self.num_examples + other.num_examples,
-                             self.num_frames + other.num_frames, self.num_samples + other.num_samples)
+        return LogMelMoments(
+            count,
+            mean,
+            m2,
+            self.num_examples + other.num_examples,
+            self.num_frames + other.num_frames,
+            self.num_samples + other.num_samples,
+        )
 
     @property
     def std(self) -> float:

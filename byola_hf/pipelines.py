@@ -106,8 +106,12 @@ def _featurise(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_m
     batch collation pads frames (the model masks padded frames, so the padding value does not matter)."""
     feature_extractor = pipeline.feature_extractor
     waveform = load_audio(inputs, feature_extractor.sampling_rate, input_rate)
-    features = feature_extractor(waveform, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt",
-                                 pad_to_min_length=pad_to_min_length)
+    features = feature_extractor(
+        waveform,
+        sampling_rate=feature_extractor.sampling_rate,
+        return_tensors="pt",
+        pad_to_min_length=pad_to_min_length,
+    )
     features["input_features"] = features["input_features"].transpose(1, 2)
     if pipeline.dtype is not None:
         features["input_features"] = features["input_features"].to(pipeline.dtype)
@@ -136,8 +140,7 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
     _load_feature_extractor = True
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, frame_level=None, layer=None, sampling_rate=None, pad_to_min_length=None,
-                             **kwargs):
+    def _sanitize_parameters(self, frame_level=None, layer=None, sampling_rate=None, pad_to_min_length=None, **kwargs):
         preprocess, forward, postprocess = {}, {}, {}
         if sampling_rate is not None:
             preprocess["sampling_rate"] = sampling_rate

@@ -54,8 +54,13 @@ def original_forward(
         )
         norm = f"features.{4 * i + 1}."
         hidden = functional.batch_norm(
-            hidden, state_dict[norm + "running_mean"], state_dict[norm + "running_var"], state_dict[norm + "weight"],
-            state_dict[norm + "bias"], training=False, eps=1e-5,
+            hidden,
+            state_dict[norm + "running_mean"],
+            state_dict[norm + "running_var"],
+            state_dict[norm + "weight"],
+            state_dict[norm + "bias"],
+            training=False,
+            eps=1e-5,
         )
         hidden = functional.max_pool2d(functional.relu(hidden), 2, stride=2)
         if layered:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark byola_hf against the original upstream computation: python scripts/benchmark.py [--device cuda] [--bf16]"""
+"""Benchmark byola_hf against the original computation: python scripts/benchmark.py [--device cuda] [--bf16]"""
 
 import sys
 from pathlib import Path

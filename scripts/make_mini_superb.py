@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build mini-SUPERB speech sets with espeak-ng: python scripts/make_mini_superb.py --task all --output_dir mini_superb"""
+"""Build mini-SUPERB speech sets with espeak-ng: python scripts/make_mini_superb.py --task all --output_dir mini"""
 
 from byola_hf.superb.mini_sets import main
 

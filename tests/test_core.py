@@ -81,9 +81,12 @@ def test_random2048_hidden_states_match_original(golden, random2048_dir):
         expected = golden["arrays"][f"{name}/random2048/pooled"]
         worst[5] = max(worst[5], relative_deviation(outputs.pooler_output[0].numpy(), expected))
         np.testing.assert_array_equal(outputs.last_hidden_state.numpy(), outputs.hidden_states[4].numpy())
-    print("\nrandom 2048-d, max relative deviation: " + ", ".join(
-        f"{label}={value:.2g}" for label, value in zip(["conv1", "conv2", "conv3", "fc1", "fc2", "pooled"], worst)
-    ))
+    print(
+        "\nrandom 2048-d, max relative deviation: "
+        + ", ".join(
+            f"{label}={value:.2g}" for label, value in zip(["conv1", "conv2", "conv3", "fc1", "fc2", "pooled"], worst)
+        )
+    )
     assert max(worst) < HIDDEN_RTOL
 
 
@@ -165,14 +168,20 @@ def test_padding_truncation_and_max_length():
     assert padded["attention_mask"].sum(-1).tolist() == [fe.num_frames(4000), fe.num_frames(16000)]
     multiple = fe(waveforms, sampling_rate=16000, pad_to_multiple_of=1600, return_tensors="np")
     assert multiple["input_features"].shape[-1] == fe.num_frames(16000)
-    cut = fe(waveforms, sampling_rate=16000, max_length=8000, truncation=True, padding="max_length", return_tensors="np")
+    cut = fe(
+        waveforms, sampling_rate=16000, max_length=8000, truncation=True, padding="max_length", return_tensors="np"
+    )
     assert cut["attention_mask"].sum(-1).tolist() == [fe.num_frames(4000), fe.num_frames(8000)]
-    np.testing.assert_array_equal(cut["input_features"][1], fe(waveforms[1][:8000], sampling_rate=16000)["input_features"][0])
+    np.testing.assert_array_equal(
+        cut["input_features"][1], fe(waveforms[1][:8000], sampling_rate=16000)["input_features"][0]
+    )
     unpadded = fe(waveforms, sampling_rate=16000, padding=False)
     assert [f.shape for f in unpadded["input_features"]] == [(64, fe.num_frames(4000)), (64, fe.num_frames(16000))]
-    np.testing.assert_array_equal(unpadded["input_features"][0], padded["input_features"][0, :, : fe.num_frames(4000)].numpy())
+    np.testing.assert_array_equal(
+        unpadded["input_features"][0], padded["input_features"][0, :, : fe.num_frames(4000)].numpy()
+    )
     # padded frames hold digital silence
-    assert np.all(padded["input_features"][0, :, fe.num_frames(4000):].numpy() == np.log(np.float32(fe.log_offset)))
+    assert np.all(padded["input_features"][0, :, fe.num_frames(4000) :].numpy() == np.log(np.float32(fe.log_offset)))
 
 
 def test_accepts_every_input_form():
@@ -192,7 +201,11 @@ def test_accepts_every_input_form():
         FakeAudioDecoder(),
     ):
         np.testing.assert_allclose(fe(form, sampling_rate=16000)["input_features"][0], expected, atol=1e-6)
-    for batch_form in ([waveform, waveform], np.stack([waveform, waveform]), [{"array": waveform, "sampling_rate": 16000}] * 2):
+    for batch_form in (
+        [waveform, waveform],
+        np.stack([waveform, waveform]),
+        [{"array": waveform, "sampling_rate": 16000}] * 2,
+    ):
         out = fe(batch_form, sampling_rate=16000, return_tensors="np")["input_features"]
         assert out.shape == (2, 64, fe.num_frames(3200))
     # the rate carried by datasets audio is checked without the argument
@@ -210,19 +223,39 @@ def tiny_model():
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda fe: fe(np.zeros(16000, np.float32), sampling_rate=44100), ValueError, "expects audio sampled at 16000 Hz but got 44100"),
+        (
+            lambda fe: fe(np.zeros(16000, np.float32), sampling_rate=44100),
+            ValueError,
+            "expects audio sampled at 16000 Hz but got 44100",
+        ),
         (lambda fe: fe({"array": np.zeros(16000), "sampling_rate": 8000}), ValueError, "Resample it first"),
         (lambda fe: fe([np.zeros((2, 16000), np.float32)], sampling_rate=16000), ValueError, "mono audio"),
-        (lambda fe: fe(np.zeros((1, 2, 16000), np.float32), sampling_rate=16000), ValueError, "mix multi-channel audio down"),
-        (lambda fe: fe(np.zeros((16000, 2), np.float32), sampling_rate=16000), ValueError, "shape (samples, channels), mix it down"),
+        (
+            lambda fe: fe(np.zeros((1, 2, 16000), np.float32), sampling_rate=16000),
+            ValueError,
+            "mix multi-channel audio down",
+        ),
+        (
+            lambda fe: fe(np.zeros((16000, 2), np.float32), sampling_rate=16000),
+            ValueError,
+            "shape (samples, channels), mix it down",
+        ),
         (lambda fe: fe(np.zeros(300, np.float32), sampling_rate=16000), ValueError, "too short"),
         (lambda fe: fe(np.full(16000, np.nan, np.float32), sampling_rate=16000), ValueError, "NaN or infinite"),
         (lambda fe: fe(["not", "audio"], sampling_rate=16000), TypeError, "Unsupported audio element of type str"),
         (lambda fe: fe(np.array(["a"] * 2000), sampling_rate=16000), TypeError, "Audio must be numeric"),
         (lambda fe: fe(object(), sampling_rate=16000), TypeError, "Unsupported audio input"),
         (lambda fe: fe([], sampling_rate=16000), ValueError, "empty batch"),
-        (lambda fe: fe(np.zeros(16000), sampling_rate=16000, truncation=True), ValueError, "truncation=True needs max_length"),
-        (lambda fe: fe(np.zeros(16000), sampling_rate=16000, padding="max_length", max_length=8000), ValueError, "pass truncation=True"),
+        (
+            lambda fe: fe(np.zeros(16000), sampling_rate=16000, truncation=True),
+            ValueError,
+            "truncation=True needs max_length",
+        ),
+        (
+            lambda fe: fe(np.zeros(16000), sampling_rate=16000, padding="max_length", max_length=8000),
+            ValueError,
+            "pass truncation=True",
+        ),
     ],
 )
 def test_feature_extractor_errors(call, error, message):
@@ -288,9 +321,19 @@ def test_narrow_model_hidden_states_are_zero_padded(golden, real512_dir):
 def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
     output = tmp_path / "byola-512"
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"), str(real512_checkpoint),
-         str(output), "--mean", "-8.5", "--std", "4.5"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            str(real512_checkpoint),
+            str(output),
+            "--mean",
+            "-8.5",
+            "--std",
+            "4.5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     print(result.stdout)
     assert "feature_d=512" in result.stdout and "Check against the original network" in result.stdout
@@ -302,9 +345,15 @@ def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
     original = load_original_state_dict(real512_checkpoint)
     torch.testing.assert_close(model.fc2.weight, original["fc.3.weight"], rtol=0, atol=0)
     no_stats = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"), str(real512_checkpoint),
-         str(tmp_path / "no-stats")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            str(real512_checkpoint),
+            str(tmp_path / "no-stats"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "No normalisation statistics yet" in no_stats.stdout
 
@@ -331,24 +380,39 @@ def test_converter_rejects_bad_files(tmp_path, real512_checkpoint):
         (pickled, "pickles code, which is refused"),
         (tmp_path / "missing.pth", "No checkpoint file"),
     ]:
-        result = subprocess.run([sys.executable, script, str(path), str(tmp_path / "out")], capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, script, str(path), str(tmp_path / "out")], capture_output=True, text=True
+        )
         assert result.returncode == 1, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert "pickled code ran" not in result.stdout
-    result = subprocess.run([sys.executable, script, str(real512_checkpoint), str(tmp_path / "o"), "--mean", "1"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, script, str(real512_checkpoint), str(tmp_path / "o"), "--mean", "1"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "--mean and --std go together" in result.stderr
 
 
 def test_converter_accepts_original_key_variants(tmp_path, random2048_checkpoint):
     state_dict = torch.load(random2048_checkpoint, weights_only=True)
     reference = load_original_state_dict(random2048_checkpoint)
-    layered_names = {"features.0": "conv1.0", "features.1": "conv1.1", "features.4": "conv2.0", "features.5": "conv2.1",
-                     "features.8": "conv3.0", "features.9": "conv3.1", "fc.0": "fc1.0", "fc.3": "fc2.1"}
+    layered_names = {
+        "features.0": "conv1.0",
+        "features.1": "conv1.1",
+        "features.4": "conv2.0",
+        "features.5": "conv2.1",
+        "features.8": "conv3.0",
+        "features.9": "conv3.1",
+        "fc.0": "fc1.0",
+        "fc.3": "fc2.1",
+    }
     variants = {
         "wrapped": {"state_dict": state_dict},
         "prefixed": {f"model.online_encoder.{k}": v for k, v in state_dict.items()},
-        "layered": {layered_names[".".join(k.split(".")[:2])] + "." + k.split(".")[2]: v for k, v in state_dict.items()},
+        "layered": {
+            layered_names[".".join(k.split(".")[:2])] + "." + k.split(".")[2]: v for k, v in state_dict.items()
+        },
     }
     for name, variant in variants.items():
         path = tmp_path / f"{name}.pth"
@@ -370,7 +434,9 @@ def test_save_pretrained_round_trip(tmp_path, random2048_dir, golden):
     fe.save_pretrained(tmp_path)
     reloaded = AutoModel.from_pretrained(tmp_path).eval()
     reloaded_fe = AutoFeatureExtractor.from_pretrained(tmp_path)
-    assert reloaded.config.to_diff_dict() | {"_name_or_path": ""} == model.config.to_diff_dict() | {"_name_or_path": ""}
+    assert reloaded.config.to_diff_dict() | {"_name_or_path": ""} == model.config.to_diff_dict() | {
+        "_name_or_path": ""
+    }
     assert reloaded_fe.to_dict() == fe.to_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key

@@ -88,16 +88,18 @@ def test_classification_pipeline_leaves_other_models_alone():
 
 
 def test_datasets_map_collator_recipe(random2048_dir):
-    """fe(..., padding=False) rows stored by datasets.map, padded by fe.pad / DataCollatorWithPadding, equal fe(batch)."""
+    """fe(..., padding=False) rows stored by datasets.map, padded by fe.pad or DataCollatorWithPadding: fe(batch)."""
     import datasets
 
     fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
     rng = np.random.default_rng(0)
     waveforms = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 5000, 23000)]
-    dataset = datasets.Dataset.from_dict({"audio": [{"array": w, "sampling_rate": 16000} for w in waveforms],
-                                          "label": [0, 1, 2]})
-    dataset = dataset.map(lambda batch: fe(batch["audio"], sampling_rate=16000, padding=False), batched=True,
-                          remove_columns=["audio"])
+    dataset = datasets.Dataset.from_dict(
+        {"audio": [{"array": w, "sampling_rate": 16000} for w in waveforms], "label": [0, 1, 2]}
+    )
+    dataset = dataset.map(
+        lambda batch: fe(batch["audio"], sampling_rate=16000, padding=False), batched=True, remove_columns=["audio"]
+    )
     expected = fe(waveforms, sampling_rate=16000, return_tensors="pt")
     collated = DataCollatorWithPadding(fe)(list(dataset))
     padded = fe.pad(list(dataset), return_tensors="pt")
@@ -116,8 +118,14 @@ def test_no_prompt_when_byola_hf_is_imported(random2048_dir):
         extractor = pipeline("byola-audio-embedding", model={str(random2048_dir)!r})
         print(extractor(np.zeros(16000, np.float32), sampling_rate=16000).shape)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(2048,)" in result.stdout
     assert "Do you wish to run the custom code" not in result.stdout + result.stderr
@@ -128,17 +136,28 @@ def test_any_audio_in(random2048_dir, sound_files, tmp_path):
     mono = load_audio(sound_files[2], 16000)
     reference = extractor(mono, sampling_rate=16000)
     stereo = np.stack([mono, mono])
-    for variant in (stereo, stereo.T, {"raw": stereo.T, "sampling_rate": 16000},
-                    {"array": mono, "sampling_rate": 16000, "path": "x.wav"}):
-        np.testing.assert_allclose(extractor(variant, sampling_rate=16000) if not isinstance(variant, dict)
-                                   else extractor(variant), reference, rtol=0, atol=1e-5)
+    for variant in (
+        stereo,
+        stereo.T,
+        {"raw": stereo.T, "sampling_rate": 16000},
+        {"array": mono, "sampling_rate": 16000, "path": "x.wav"},
+    ):
+        np.testing.assert_allclose(
+            extractor(variant, sampling_rate=16000) if not isinstance(variant, dict) else extractor(variant),
+            reference,
+            rtol=0,
+            atol=1e-5,
+        )
     # Integer PCM is scaled by its dtype: int16 samples give the float result.
     pcm = np.round(mono * 20000).astype(np.int16)
-    np.testing.assert_allclose(extractor(pcm, sampling_rate=16000), extractor(pcm / 32768.0, sampling_rate=16000),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        extractor(pcm, sampling_rate=16000), extractor(pcm / 32768.0, sampling_rate=16000), atol=1e-5
+    )
     fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
-    np.testing.assert_array_equal(fe(pcm, sampling_rate=16000)["input_features"][0],
-                                  fe(pcm.astype(np.float32) / 32768, sampling_rate=16000)["input_features"][0])
+    np.testing.assert_array_equal(
+        fe(pcm, sampling_rate=16000)["input_features"][0],
+        fe(pcm.astype(np.float32) / 32768, sampling_rate=16000)["input_features"][0],
+    )
     # A stated rate is resampled: the 48 kHz WAV read by hand equals the file path.
     samples, rate = soundfile.read(sound_files[1], dtype="float32")
     np.testing.assert_allclose(extractor(samples, sampling_rate=rate), extractor(sound_files[1]), atol=1e-5)
@@ -167,15 +186,19 @@ def test_short_clips_pad_to_one_frame(random2048_dir):
         fe(clip[:300], sampling_rate=16000)  # too short even for the STFT
     padded = fe(clip, sampling_rate=16000, pad_to_min_length=True, return_tensors="pt")
     zero_padded = np.concatenate([clip, np.zeros(fe.min_samples - 800, np.float32)])
-    np.testing.assert_array_equal(padded["input_features"][0].numpy(),
-                                  fe(zero_padded, sampling_rate=16000)["input_features"][0])
+    np.testing.assert_array_equal(
+        padded["input_features"][0].numpy(), fe(zero_padded, sampling_rate=16000)["input_features"][0]
+    )
     with torch.no_grad():
         assert model(**padded).last_hidden_state.shape == (1, 1, 2048)
     extractor = pipeline("byola-audio-embedding", model=str(random2048_dir))
     with pytest.raises(ValueError, match="pad_to_min_length"):
         extractor(clip, sampling_rate=16000)
-    np.testing.assert_allclose(extractor(clip, sampling_rate=16000, pad_to_min_length=True),
-                               extractor(zero_padded, sampling_rate=16000), atol=1e-6)
+    np.testing.assert_allclose(
+        extractor(clip, sampling_rate=16000, pad_to_min_length=True),
+        extractor(zero_padded, sampling_rate=16000),
+        atol=1e-6,
+    )
 
 
 def test_bfloat16_models_and_pipelines(random2048_dir, classifier_dir):
@@ -222,9 +245,11 @@ def test_integer_rule_is_one_rule():
     np.testing.assert_array_equal(as_list, fe(values, sampling_rate=16000)["input_features"][0])
     for dtype, scale, offset in ((np.int8, 128, 0), (np.int32, 2**31, 0), (np.uint8, 128, 128)):
         pcm = np.clip(np.round(values * scale + offset), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
-        np.testing.assert_allclose(fe(pcm, sampling_rate=16000)["input_features"][0],
-                                   fe((pcm.astype(np.float64) - offset) / scale, sampling_rate=16000)["input_features"][0],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            fe(pcm, sampling_rate=16000)["input_features"][0],
+            fe((pcm.astype(np.float64) - offset) / scale, sampling_rate=16000)["input_features"][0],
+            atol=1e-4,
+        )
     with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):
         fe(np.arange(4000), sampling_rate=16000)
     with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):

@@ -72,8 +72,13 @@ def test_training_mode_uses_the_modules_and_trains_batch_norm():
 def test_chunked_long_audio_equals_unchunked(random2048_dir, golden):
     model = AutoModel.from_pretrained(random2048_dir).eval()
     fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
-    speech = np.concatenate([golden["arrays"]["espeak_command/waveform"], golden["arrays"]["alsa_front_center/waveform"],
-                             golden["arrays"]["sine_sweep_3s/waveform"][:30001]])
+    speech = np.concatenate(
+        [
+            golden["arrays"]["espeak_command/waveform"],
+            golden["arrays"]["alsa_front_center/waveform"],
+            golden["arrays"]["sine_sweep_3s/waveform"][:30001],
+        ]
+    )
     batch = fe([speech, speech[:20000]], sampling_rate=16000, return_tensors="pt")  # padded batch, odd lengths
     worst = 0.0
     with torch.no_grad():
@@ -96,7 +101,9 @@ def test_feature_extractor_in_runs_of_frames_equals_one_call(monkeypatch, golden
     from byola_hf import BYOLAFeatureExtractor, feature_extraction_byola
 
     fe = BYOLAFeatureExtractor()
-    speech = np.concatenate([golden["arrays"]["espeak_command/waveform"], golden["arrays"]["alsa_front_center/waveform"]] * 3)
+    speech = np.concatenate(
+        [golden["arrays"]["espeak_command/waveform"], golden["arrays"]["alsa_front_center/waveform"]] * 3
+    )
     batch = [speech, speech[:20011]]  # padded batch, each example reflect-padded at its own end
     whole = fe(batch, sampling_rate=16000, return_tensors="pt")
     monkeypatch.setattr(feature_extraction_byola, "_STFT_FRAMES_PER_CALL", 2 * 333)  # runs of 333 frames
@@ -119,11 +126,18 @@ def test_bf16_autocast_stays_close_to_fp32(real512_dir, random2048_dir, golden):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 fast = model(**batch, output_hidden_states=True)
         assert fe(speech[0], sampling_rate=16000)["input_features"][0].dtype == np.float32
-        cosines = [float(nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
-                   for a, b in zip(fast.hidden_states, reference.hidden_states)]
-        pooled = float(nn.functional.cosine_similarity(fast.pooler_output.double(), reference.pooler_output.double()).min())
-        print(f"\n{model.config.feature_d}-d bf16 vs fp32: layer cosines {[round(c, 5) for c in cosines]}, pooled {pooled:.5f},"
-              f" max relative deviation {relative(fast.last_hidden_state, reference.last_hidden_state):.2g}")
+        cosines = [
+            float(nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
+            for a, b in zip(fast.hidden_states, reference.hidden_states)
+        ]
+        pooled = float(
+            nn.functional.cosine_similarity(fast.pooler_output.double(), reference.pooler_output.double()).min()
+        )
+        print(
+            f"\n{model.config.feature_d}-d bf16 vs fp32: layer cosines {[round(c, 5) for c in cosines]}, "
+            f"pooled {pooled:.5f},"
+            f" max relative deviation {relative(fast.last_hidden_state, reference.last_hidden_state):.2g}"
+        )
         assert min(cosines) >= 0.999 and pooled >= 0.999
 
 
@@ -137,7 +151,10 @@ def test_benchmark_baseline_matches_golden(random2048_checkpoint, golden):
     with torch.no_grad():
         layers = baseline(waveform, layered=True)
     for index, layer in enumerate(layers):
-        assert relative(layer[0], torch.from_numpy(golden["arrays"][f"espeak_command/random2048/hidden_state_{index}"])) < 1e-5
+        assert (
+            relative(layer[0], torch.from_numpy(golden["arrays"][f"espeak_command/random2048/hidden_state_{index}"]))
+            < 1e-5
+        )
 
 
 def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
@@ -148,10 +165,28 @@ def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
     from conftest import PROJECT_ROOT
 
     report = tmp_path / "benchmark.json"
-    subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "benchmark.py"), "--checkpoint",
-                    str(random2048_checkpoint), "--device", "cpu", "--cases", "frontend,network,all,readme",
-                    "--shapes", "1x60s", "--repeats", "1", "--memory", "--long_audio_minutes", "0.5", "--json",
-                    str(report)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "benchmark.py"),
+            "--checkpoint",
+            str(random2048_checkpoint),
+            "--device",
+            "cpu",
+            "--cases",
+            "frontend,network,all,readme",
+            "--shapes",
+            "1x60s",
+            "--repeats",
+            "1",
+            "--memory",
+            "--long_audio_minutes",
+            "0.5",
+            "--json",
+            str(report),
+        ],
+        check=True,
+    )
     results = json.loads(report.read_text())
     rows = results["rows"]
     assert [row["case"] for row in rows] == ["frontend", "network", "all", "readme"]
@@ -159,8 +194,11 @@ def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
         assert row["max_rel_deviation"] < 1e-5 and row["cosine"] > 0.999999
         assert row["ours_xrt"] > 0 and row["baseline_xrt"] > 0
         assert row["ours_mb"] > 0 and row["baseline_mb"] > 0
-    assert [(row["hidden_states"], row["chunked"]) for row in results["long_audio"]] == [(False, True), (True, True),
-                                                                                        (True, False)]
+    assert [(row["hidden_states"], row["chunked"]) for row in results["long_audio"]] == [
+        (False, True),
+        (True, True),
+        (True, False),
+    ]
     assert all(row["peak_mb"] >= row["loaded_mb"] > 0 for row in results["long_audio"])
 
 

@@ -28,8 +28,10 @@ def config(**kwargs) -> BYOLAConfig:
 
 def waveforms(seed: int = 0, lengths=(8000, 16000, 12345)) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [(0.1 * rng.standard_normal(n) * np.sin(np.arange(n) / (50 + 10 * i))).astype(np.float32)
-            for i, n in enumerate(lengths)]
+    return [
+        (0.1 * rng.standard_normal(n) * np.sin(np.arange(n) / (50 + 10 * i))).astype(np.float32)
+        for i, n in enumerate(lengths)
+    ]
 
 
 HEADS = {
@@ -38,7 +40,8 @@ HEADS = {
     "ctc": lambda: BYOLAForCTC(config(vocab_size=12)),
     "ctc_bilstm": lambda: BYOLAForCTC(config(vocab_size=12, ctc_head="bilstm", ctc_proj_size=32, ctc_lstm_layers=2)),
     "frame": lambda: BYOLAForAudioFrameClassification(
-        config(num_labels=2, problem_type="multi_label_classification", frame_lstm_hidden_size=16)),
+        config(num_labels=2, problem_type="multi_label_classification", frame_lstm_hidden_size=16)
+    ),
 }
 
 
@@ -167,7 +170,8 @@ def test_processor_and_ctc_decoding(tmp_path):
     blank = tokenizer.pad_token_id
     # CTC greedy output: repeats collapse, blanks vanish
     assert processor.batch_decode([[ids[0], ids[0], blank, ids[1], ids[2], blank, ids[2], ids[3], ids[4]]]) == [
-        "D @2 k k a t"]
+        "D @2 k k a t"
+    ]
     inputs = processor(audio=waveforms(lengths=(16000,))[0], sampling_rate=16000, text="s a t")
     assert inputs["labels"] == tokenizer("s a t")["input_ids"]
     processor.save_pretrained(tmp_path / "proc")
@@ -182,13 +186,17 @@ def test_metric_modules_offline():
     assert accuracy.compute(predictions=[1, 2, 3, 4], references=[1, 2, 0, 4]) == {"accuracy": 0.75}
     assert accuracy.compute(predictions=[[1, 2], [0, 1]], references=[[1, 2], [0, 0]]) == {"accuracy": 0.5}
     # "a b c" vs "a x c d": one substitution, one deletion over 4 reference phonemes
-    assert evaluate.load(metric_path("error_rate"), "per").compute(
-        predictions=["a b c"], references=["a x c d"]) == {"per": 0.5}
+    assert evaluate.load(metric_path("error_rate"), "per").compute(predictions=["a b c"], references=["a x c d"]) == {
+        "per": 0.5
+    }
     assert evaluate.load(metric_path("error_rate"), "wer").compute(
-        predictions=["the cat sat"], references=["the cat sat down"]) == {"wer": 0.25}
+        predictions=["the cat sat"], references=["the cat sat down"]
+    ) == {"wer": 0.25}
     assert evaluate.load(metric_path("error_rate"), "cer").compute(predictions=["abc"], references=["abd"]) == {
-        "cer": pytest.approx(1 / 3)}
+        "cer": pytest.approx(1 / 3)
+    }
     # swapped speakers are matched; one missed frame of speaker 1 out of 3 reference speaker-frames
     der = evaluate.load(metric_path("der")).compute(
-        predictions=[[[0, 1], [0, 1], [0, 0]]], references=[[[1, 0], [1, 0], [1, 0]]])
+        predictions=[[[0, 1], [0, 1], [0, 0]]], references=[[[1, 0], [1, 0], [1, 0]]]
+    )
     assert der == {"der": pytest.approx(1 / 3)}

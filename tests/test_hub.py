@@ -49,7 +49,8 @@ def test_trust_remote_code_without_byola_hf(tmp_path, random2048_dir, golden):
     config = json.loads((tmp_path / "head" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_byola.BYOLAForSequenceClassification"
     assert json.loads((tmp_path / "base" / "preprocessor_config.json").read_text())["auto_map"] == {
-        "AutoFeatureExtractor": "feature_extraction_byola.BYOLAFeatureExtractor"}
+        "AutoFeatureExtractor": "feature_extraction_byola.BYOLAFeatureExtractor"
+    }
 
     waveform = golden["arrays"]["espeak_command/waveform"]
     np.save(tmp_path / "waveform.npy", waveform)
@@ -85,8 +86,9 @@ def test_trust_remote_code_without_byola_hf(tmp_path, random2048_dir, golden):
         print("remote code reproduced the installed package exactly")
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reproduced the installed package exactly" in result.stdout
 
@@ -131,14 +133,24 @@ class FakeHub(BaseHTTPRequestHandler):
             return self._json({"warnings": []})
         if "/preupload/" in self.path:
             files = json.loads(body)["files"]
-            return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                         for f in files]})
+            return self._json(
+                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
         if "/commit/" in self.path:
             lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
-            files = {line["value"]["path"]: base64.b64decode(line["value"]["content"])
-                     for line in lines if line["key"] == "file"}
+            files = {
+                line["value"]["path"]: base64.b64decode(line["value"]["content"])
+                for line in lines
+                if line["key"] == "file"
+            }
             FakeHub.commits.append({"path": self.path, "files": files})
-            return self._json({"success": True, "commitOid": "0" * 40, "commitUrl": f"http://{self.headers['Host']}/tester/x/commit/{'0' * 40}"})
+            return self._json(
+                {
+                    "success": True,
+                    "commitOid": "0" * 40,
+                    "commitUrl": f"http://{self.headers['Host']}/tester/x/commit/{'0' * 40}",
+                }
+            )
         self._json({"error": f"not faked: POST {self.path}"}, 404)
 
 
@@ -153,23 +165,50 @@ def fake_hub():
 
 
 def hub_env(endpoint: str) -> dict[str, str]:
-    return {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "0",
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": "hf_test_token",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
 
 
 def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, tmp_path):
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"), str(real512_checkpoint),
-         str(tmp_path / "model"), "--mean", "-8.907230", "--std", "4.892486", "--push_to_hub", "--hub_model_id",
-         "tester/byola-512", "--private"],
-        capture_output=True, text=True, env=hub_env(fake_hub),
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            str(real512_checkpoint),
+            str(tmp_path / "model"),
+            "--mean",
+            "-8.907230",
+            "--std",
+            "4.892486",
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/byola-512",
+            "--private",
+        ],
+        capture_output=True,
+        text=True,
+        env=hub_env(fake_hub),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(FakeHub.commits) == 1 and "/api/models/tester/byola-512/commit/main" in FakeHub.commits[0]["path"]
     files = FakeHub.commits[0]["files"]
-    assert set(files) == {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
-                          "configuration_byola.py", "modeling_byola.py", "feature_extraction_byola.py",
-                          "inference_byola.py", "pipelines.py"}
+    assert set(files) == {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_byola.py",
+        "modeling_byola.py",
+        "feature_extraction_byola.py",
+        "inference_byola.py",
+        "pipelines.py",
+    }
     assert files["model.safetensors"] == (tmp_path / "model" / "model.safetensors").read_bytes()
     card = files["README.md"].decode()
     assert "mean: `-8.90723`, std: `4.892486`" in card and LICENSE_NOTICE in card
@@ -181,10 +220,24 @@ def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
 
     data = make_ks(tmp_path / "ks", repeats=1)
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "compute_stats.py"), "--model_name_or_path",
-         str(random2048_dir), "--dataset_name", "audiofolder", "--data_dir", str(data), "--output_dir",
-         str(tmp_path / "with-stats"), "--push_to_hub", "--hub_model_id", "tester/byola-ks"],
-        capture_output=True, text=True, env=hub_env(fake_hub),
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
+            "--model_name_or_path",
+            str(random2048_dir),
+            "--dataset_name",
+            "audiofolder",
+            "--data_dir",
+            str(data),
+            "--output_dir",
+            str(tmp_path / "with-stats"),
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/byola-ks",
+        ],
+        capture_output=True,
+        text=True,
+        env=hub_env(fake_hub),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     card = FakeHub.commits[0]["files"]["README.md"].decode()
@@ -192,18 +245,55 @@ def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
     assert f"mean: `{config['mean']}`" in card and "split `train`" in card and "examples: 60" in card
 
 
-@pytest.mark.parametrize("script, arguments", [
-    ("convert_byola_checkpoint.py", ["CHECKPOINT", "OUT", "--push_to_hub", "--hub_model_id", "tester/x"]),
-    ("compute_stats.py", ["--model_name_or_path", "MODEL", "--dataset_name", "audiofolder", "--data_dir", "OUT",
-                          "--output_dir", "OUT", "--push_to_hub", "--hub_model_id", "tester/x"]),
-    ("run_superb.py", ["--task", "ks", "--model_name_or_path", "MODEL", "--data_dir", "OUT", "--output_dir", "OUT",
-                       "--push_to_hub", "--hub_model_id", "tester/x", "--report_to", "none"]),
-])
+@pytest.mark.parametrize(
+    "script, arguments",
+    [
+        ("convert_byola_checkpoint.py", ["CHECKPOINT", "OUT", "--push_to_hub", "--hub_model_id", "tester/x"]),
+        (
+            "compute_stats.py",
+            [
+                "--model_name_or_path",
+                "MODEL",
+                "--dataset_name",
+                "audiofolder",
+                "--data_dir",
+                "OUT",
+                "--output_dir",
+                "OUT",
+                "--push_to_hub",
+                "--hub_model_id",
+                "tester/x",
+            ],
+        ),
+        (
+            "run_superb.py",
+            [
+                "--task",
+                "ks",
+                "--model_name_or_path",
+                "MODEL",
+                "--data_dir",
+                "OUT",
+                "--output_dir",
+                "OUT",
+                "--push_to_hub",
+                "--hub_model_id",
+                "tester/x",
+                "--report_to",
+                "none",
+            ],
+        ),
+    ],
+)
 def test_offline_push_fails_early_and_clearly(script, arguments, real512_checkpoint, random2048_dir, tmp_path):
     substitutions = {"CHECKPOINT": str(real512_checkpoint), "MODEL": str(random2048_dir), "OUT": str(tmp_path)}
     arguments = [substitutions.get(a, a) for a in arguments]
-    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / script), *arguments],
-                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / script), *arguments],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode != 0
     assert "Cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE=1)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -213,9 +303,18 @@ def test_offline_push_fails_early_and_clearly(script, arguments, real512_checkpo
 def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
     env = {**hub_env("http://127.0.0.1:9"), "HF_HUB_ETAG_TIMEOUT": "2"}
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"), str(real512_checkpoint),
-         str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "tester/x"],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            str(real512_checkpoint),
+            str(tmp_path / "out"),
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/x",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 1 and "is unreachable or refused the token" in result.stderr
     assert "Traceback" not in result.stderr
@@ -225,9 +324,16 @@ def test_model_card_without_statistics_warns():
     card = model_card(BYOLAConfig(feature_d=512))
     assert "no statistics yet" in card and "byola-compute-stats" in card
     assert LICENSE_NOTICE in card and "# BYOL-A v1 (AudioNTT2020, 512-d)" in card
-    fine_tuned = model_card(BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, id2label={0: "yes", 1: "no"},
-                                        architectures=["BYOLAForSequenceClassification"]),
-                            {"task": "ks", "description": "keyword spotting", "metrics": {"eval_accuracy": 0.9}})
+    fine_tuned = model_card(
+        BYOLAConfig(
+            feature_d=512,
+            mean=-9.0,
+            std=4.0,
+            id2label={0: "yes", 1: "no"},
+            architectures=["BYOLAForSequenceClassification"],
+        ),
+        {"task": "ks", "description": "keyword spotting", "metrics": {"eval_accuracy": 0.9}},
+    )
     assert "task: ks (keyword spotting)" in fine_tuned and "eval_accuracy: 0.9" in fine_tuned
     assert "labels: yes, no" in fine_tuned
 
@@ -237,16 +343,46 @@ def test_run_superb_pushes_the_fine_tuned_head(fake_hub, random2048_dir, tmp_pat
 
     data = make_ks(tmp_path / "ks", repeats=1)
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--task", "ks", "--model_name_or_path",
-         str(random2048_dir), "--data_dir", str(data), "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
-         "--report_to", "none", "--use_cpu", "--save_strategy", "no", "--push_to_hub", "--hub_model_id",
-         "tester/byola-ks", "--hub_private_repo", "true"],
-        capture_output=True, text=True, env=hub_env(fake_hub),
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "run_superb.py"),
+            "--task",
+            "ks",
+            "--model_name_or_path",
+            str(random2048_dir),
+            "--data_dir",
+            str(data),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_steps",
+            "1",
+            "--report_to",
+            "none",
+            "--use_cpu",
+            "--save_strategy",
+            "no",
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/byola-ks",
+            "--hub_private_repo",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        env=hub_env(fake_hub),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(FakeHub.commits) == 1  # one push at the end, not one per checkpoint
     files = FakeHub.commits[0]["files"]
-    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "modeling_byola.py",
-            "eval_results.json", "layer_weights.png", "confusion_matrix.png"} <= set(files)
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "modeling_byola.py",
+        "eval_results.json",
+        "layer_weights.png",
+        "confusion_matrix.png",
+    } <= set(files)
     card = files["README.md"].decode()
     assert "task: ks (keyword spotting" in card and "eval_accuracy" in card and LICENSE_NOTICE in card

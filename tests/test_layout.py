@@ -22,7 +22,11 @@ OPTIONAL = ("datasets", "evaluate", "accelerate", "matplotlib", "pandas", "libro
 
 def test_install_requires_is_the_model_library():
     requirements = importlib.metadata.requires("byola_hf")
-    core = {re.split(r"[<>=!; \[]", requirement)[0].lower() for requirement in requirements if "extra ==" not in requirement}
+    core = {
+        re.split(r"[<>=!; \[]", requirement)[0].lower()
+        for requirement in requirements
+        if "extra ==" not in requirement
+    }
     assert core == {"torch", "transformers", "huggingface_hub", "safetensors", "numpy"}
     extras = set(importlib.metadata.metadata("byola_hf").get_all("Provides-Extra"))
     assert {"audio", "stats", "superb", "test"} <= extras
@@ -31,17 +35,22 @@ def test_install_requires_is_the_model_library():
 def test_from_pretrained_and_forward_without_the_extras(random2048_dir):
     """A process that cannot import any optional package loads, runs and batches the model, and a tool that needs an
     extra says which in one line."""
-    script = textwrap.dedent(f"""
+    script = (
+        textwrap.dedent(f"""
         BLOCKED = {OPTIONAL!r}
-    """) + BLOCK + textwrap.dedent(f"""
+    """)
+        + BLOCK
+        + textwrap.dedent(f"""
         import numpy as np, torch, byola_hf
         from transformers import AutoFeatureExtractor, AutoModel, pipeline
         model = AutoModel.from_pretrained({str(random2048_dir)!r}).eval()
         fe = AutoFeatureExtractor.from_pretrained({str(random2048_dir)!r})
         with torch.no_grad():
-            print(tuple(model(**fe(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")).pooler_output.shape))
+            inputs = fe(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")
+            print(tuple(model(**inputs).pooler_output.shape))
         extractor = pipeline("byola-audio-embedding", model={str(random2048_dir)!r})
-        print(len(extractor([np.zeros(16000, np.float32), np.zeros(9000, np.float32)], sampling_rate=16000, batch_size=2)))
+        clips = [np.zeros(16000, np.float32), np.zeros(9000, np.float32)]
+        print(len(extractor(clips, sampling_rate=16000, batch_size=2)))
         try:
             extractor("speech.wav")
         except ImportError as error:
@@ -49,8 +58,15 @@ def test_from_pretrained_and_forward_without_the_extras(random2048_dir):
         loaded = sorted(name for name in BLOCKED if sys.modules.get(name) is not None)
         print("optional modules loaded:", loaded)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdin=subprocess.DEVNULL)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[:2] == ["(1, 2048)", "2"]
@@ -60,24 +76,40 @@ def test_from_pretrained_and_forward_without_the_extras(random2048_dir):
 
 
 def test_tools_name_their_extra(tmp_path):
-    script = textwrap.dedent("""
+    script = (
+        textwrap.dedent("""
         BLOCKED = ("datasets", "evaluate")
-    """) + BLOCK + textwrap.dedent("""
+    """)
+        + BLOCK
+        + textwrap.dedent("""
         from byola_hf.superb.run import main
         main(["--task", "ks"])
     """)
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert result.stderr.strip() == ("error: datasets is not installed: it is part of byola_hf's [superb] extra (the "
-                                     "SUPERB recipe (datasets, evaluate, accelerate, matplotlib, soundfile, librosa)). "
-                                     "Install it with `pip install 'byola_hf[superb]'`.")
+    assert result.stderr.strip() == (
+        "error: datasets is not installed: it is part of byola_hf's [superb] extra (the "
+        "SUPERB recipe (datasets, evaluate, accelerate, matplotlib, soundfile, librosa)). "
+        "Install it with `pip install 'byola_hf[superb]'`."
+    )
 
 
 def test_layout_shows_the_architecture():
     package = PROJECT_ROOT / "byola_hf"
     top = {path.name for path in package.iterdir() if path.suffix == ".py"}
-    assert {"configuration_byola.py", "feature_extraction_byola.py", "modeling_byola.py", "inference_byola.py",
-            "reference_network.py", "processing_byola.py", "pipelines.py", "moments.py"} <= top
-    assert not any(name.startswith(("benchmark", "run_superb", "superb_tasks", "mini_superb", "plots")) for name in top)
+    assert {
+        "configuration_byola.py",
+        "feature_extraction_byola.py",
+        "modeling_byola.py",
+        "inference_byola.py",
+        "reference_network.py",
+        "processing_byola.py",
+        "pipelines.py",
+        "moments.py",
+    } <= top
+    assert not any(
+        name.startswith(("benchmark", "run_superb", "superb_tasks", "mini_superb", "plots")) for name in top
+    )
     assert (package / "superb" / "run.py").exists() and (package / "stats" / "cli.py").exists()
     assert (PROJECT_ROOT / "benchmarks" / "benchmark.py").exists()

@@ -45,8 +45,23 @@ def test_intent_and_speaker_sets(tmp_path):
 
 
 def test_phoneme_targets_fit_the_output_frame_rate(tmp_path):
-    assert phonemes("the cat sat on the mat").split() == ["D", "@2", "k", "a", "t", "s", "a", "t", "O2", "n", "D",
-                                                           "@2", "m", "a", "t"]
+    assert phonemes("the cat sat on the mat").split() == [
+        "D",
+        "@2",
+        "k",
+        "a",
+        "t",
+        "s",
+        "a",
+        "t",
+        "O2",
+        "n",
+        "D",
+        "@2",
+        "m",
+        "a",
+        "t",
+    ]
     root = make_pr(tmp_path / "pr")
     config, fe = BYOLAConfig(), BYOLAFeatureExtractor()
     worst = 0.0
@@ -65,8 +80,9 @@ def test_native_rate_is_kept_on_request(tmp_path):
 
 
 def test_diarization_set_labels_every_output_frame(tmp_path):
-    dataset = datasets.load_dataset("audiofolder", data_dir=str(make_sd(tmp_path / "sd", examples=(3, 1, 1))),
-                                    split="train")
+    dataset = datasets.load_dataset(
+        "audiofolder", data_dir=str(make_sd(tmp_path / "sd", examples=(3, 1, 1))), split="train"
+    )
     config, fe = BYOLAConfig(), BYOLAFeatureExtractor()
     overlapping = 0
     for example in dataset:

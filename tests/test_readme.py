@@ -19,22 +19,39 @@ def readme_block(after: str, language: str = "bash") -> str:
 
 def test_readme_collator_recipe_runs(tmp_path, random2048_dir):
     """The datasets.map + DataCollatorWithPadding + DataLoader recipe, as written, on a converted model."""
-    script = readme_block("Features stored by `datasets.map`", "python").replace('"byola-2048"', repr(str(random2048_dir)))
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    script = readme_block("Features stored by `datasets.map`", "python").replace(
+        '"byola-2048"', repr(str(random2048_dir))
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n")[:2] == ["torch.Size([2, 2048]) tensor([0, 1])", "torch.Size([1, 2048]) tensor([0])"]
+    assert result.stdout.split("\n")[:2] == [
+        "torch.Size([2, 2048]) tensor([0, 1])",
+        "torch.Size([1, 2048]) tensor([0])",
+    ]
 
 
 def test_readme_main_job_runs(tmp_path, random2048_checkpoint):
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: run scripts/setup.sh")
-    subprocess.run(["espeak-ng", "-w", str(tmp_path / "speech.wav"), "extract features from this sentence"], check=True)
+    subprocess.run(
+        ["espeak-ng", "-w", str(tmp_path / "speech.wav"), "extract features from this sentence"], check=True
+    )
     script = readme_block("The main job")
     script = script.replace("AudioNTT2020-BYOLA-64x96d2048.pth", str(random2048_checkpoint))
     script = script.replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr
     print(result.stdout)
     assert "Check against the original network" in result.stdout
@@ -47,8 +64,13 @@ def test_readme_superb_demo_runs(tmp_path, real512_checkpoint):
     script = script.replace("AudioNTT2020-BYOLA-64x96d512.pth", str(real512_checkpoint))
     bin_dir = str(Path(sys.executable).parent) + "/"
     script = "\n".join(bin_dir + line if line.startswith("byola-") else line for line in script.splitlines())
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = __import__("json").loads((tmp_path / "out" / "ks" / "eval_results.json").read_text())
     print(f"\nREADME KS demo: accuracy {metrics['eval_accuracy']:.3f} on unseen voices")

@@ -16,15 +16,33 @@ from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_s
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-COMMON = ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--eval_strategy", "no",
-          "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--seed", "0"]
+COMMON = [
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "no",
+    "--dataloader_num_workers",
+    "0",
+    "--disable_tqdm",
+    "true",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mini_superb")
-    return {"ks": make_ks(root / "ks"), "ic": make_ic(root / "ic", examples_per_voice=6), "pr": make_pr(root / "pr"),
-            "sid": make_sid(root / "sid"), "sd": make_sd(root / "sd", examples=(16, 6, 6))}
+    return {
+        "ks": make_ks(root / "ks"),
+        "ic": make_ic(root / "ic", examples_per_voice=6),
+        "pr": make_pr(root / "pr"),
+        "sid": make_sid(root / "sid"),
+        "sd": make_sd(root / "sd", examples=(16, 6, 6)),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +54,12 @@ def ks_model(tmp_path_factory, real512_dir, mini) -> Path:
 
 
 def run_superb(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), *arguments, *COMMON],
-                          capture_output=True, text=True, env=ENV)
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), *arguments, *COMMON],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
 
 
 def is_png(path: Path) -> bool:
@@ -46,9 +68,24 @@ def is_png(path: Path) -> bool:
 
 def test_keyword_spotting_on_unseen_voices(ks_model, mini, tmp_path):
     output = tmp_path / "ks"
-    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ks"]),
-                        "--eval_split_name", "test", "--output_dir", str(output), "--num_train_epochs", "15",
-                        "--learning_rate", "1e-3", "--per_device_train_batch_size", "16")
+    result = run_superb(
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["ks"]),
+        "--eval_split_name",
+        "test",
+        "--output_dir",
+        str(output),
+        "--num_train_epochs",
+        "15",
+        "--learning_rate",
+        "1e-3",
+        "--per_device_train_batch_size",
+        "16",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "eval_results.json").read_text())
     chance = 1 / 10
@@ -63,16 +100,31 @@ def test_keyword_spotting_on_unseen_voices(ks_model, mini, tmp_path):
 
     waveform, rate = sf.read(next((mini["ks"] / "test").glob("*.wav")), dtype="float32")
     predictions = classifier({"array": waveform, "sampling_rate": rate}, top_k=3)
-    assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(json.loads((output / "config.json").read_text())["label2id"])
+    assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(
+        json.loads((output / "config.json").read_text())["label2id"]
+    )
     assert AutoModelForAudioClassification.from_pretrained(output).config.id2label[0] == "down"
 
 
 def test_intent_classification_with_slots_runs(ks_model, mini, tmp_path):
     """IC: one softmax per slot (action, object, location); accuracy counts an utterance right when all slots are."""
     output = tmp_path / "ic"
-    result = run_superb("--task", "ic", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ic"]),
-                        "--label_column_name", "action,object,location", "--output_dir", str(output),
-                        "--max_steps", "4", "--per_device_train_batch_size", "8")
+    result = run_superb(
+        "--task",
+        "ic",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["ic"]),
+        "--label_column_name",
+        "action,object,location",
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "learning rate 0.0001 (task default)" in result.stderr  # SUPERB's IC learning rate
     metrics = json.loads((output / "eval_results.json").read_text())
@@ -86,8 +138,20 @@ def test_intent_classification_with_slots_runs(ks_model, mini, tmp_path):
 def test_emotion_recognition_runs(ks_model, mini, tmp_path):
     """ER is utterance classification with SUPERB's ER learning rate (here on the KS words as stand-in labels)."""
     output = tmp_path / "er"
-    result = run_superb("--task", "er", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ks"]),
-                        "--output_dir", str(output), "--max_steps", "2", "--per_device_train_batch_size", "8")
+    result = run_superb(
+        "--task",
+        "er",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["ks"]),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "learning rate 0.0001 (task default)" in result.stderr
     assert 0 <= json.loads((output / "eval_results.json").read_text())["eval_accuracy"] <= 1
@@ -96,8 +160,20 @@ def test_emotion_recognition_runs(ks_model, mini, tmp_path):
 
 def test_phoneme_recognition_reports_per(ks_model, mini, tmp_path):
     output = tmp_path / "pr"
-    result = run_superb("--task", "pr", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["pr"]),
-                        "--output_dir", str(output), "--num_train_epochs", "4", "--per_device_train_batch_size", "8")
+    result = run_superb(
+        "--task",
+        "pr",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["pr"]),
+        "--output_dir",
+        str(output),
+        "--num_train_epochs",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "eval_results.json").read_text())
     print(f"\nPR: PER {metrics['eval_per']:.3f} after 4 epochs")
@@ -108,8 +184,18 @@ def test_phoneme_recognition_reports_per(ks_model, mini, tmp_path):
 
 def test_speaker_identification_runs(ks_model, mini, tmp_path):
     output = tmp_path / "sid"
-    result = run_superb("--task", "sid", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["sid"]),
-                        "--output_dir", str(output), "--num_train_epochs", "5")
+    result = run_superb(
+        "--task",
+        "sid",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["sid"]),
+        "--output_dir",
+        str(output),
+        "--num_train_epochs",
+        "5",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "eval_results.json").read_text())
     print(f"\nSID accuracy: {metrics['eval_accuracy']:.3f} (chance {1 / 6:.2f})")
@@ -119,8 +205,20 @@ def test_speaker_identification_runs(ks_model, mini, tmp_path):
 
 def test_speech_recognition_with_bilstm_runs(ks_model, mini, tmp_path):
     output = tmp_path / "asr"
-    result = run_superb("--task", "asr", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["pr"]),
-                        "--output_dir", str(output), "--max_steps", "3", "--per_device_train_batch_size", "4")
+    result = run_superb(
+        "--task",
+        "asr",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["pr"]),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "4",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "eval_results.json").read_text())
     print(f"\nASR (3 steps, characters): WER {metrics['eval_wer']:.3f}")
@@ -130,9 +228,22 @@ def test_speech_recognition_with_bilstm_runs(ks_model, mini, tmp_path):
 
 def test_speaker_diarization_reports_der(ks_model, mini, tmp_path):
     output = tmp_path / "sd"
-    result = run_superb("--task", "sd", "--model_name_or_path", str(ks_model), "--data_dir", str(mini["sd"]),
-                        "--label_column_name", "activity", "--output_dir", str(output), "--num_train_epochs", "10",
-                        "--per_device_train_batch_size", "4")
+    result = run_superb(
+        "--task",
+        "sd",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["sd"]),
+        "--label_column_name",
+        "activity",
+        "--output_dir",
+        str(output),
+        "--num_train_epochs",
+        "10",
+        "--per_device_train_batch_size",
+        "4",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "eval_results.json").read_text())
     print(f"\nSD (2 overlapping voices): DER {metrics['eval_der']:.3f}")
@@ -143,8 +254,16 @@ def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
     from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
 
     convert_byola_checkpoint(real512_checkpoint, tmp_path / "no-stats")
-    result = run_superb("--task", "ks", "--model_name_or_path", str(tmp_path / "no-stats"), "--data_dir",
-                        str(mini["ks"]), "--output_dir", str(tmp_path / "out"))
+    result = run_superb(
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(tmp_path / "no-stats"),
+        "--data_dir",
+        str(mini["ks"]),
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
     assert result.returncode != 0
     assert "has no normalisation statistics" in result.stderr and "byola-compute-stats" in result.stderr
     assert "Traceback" not in result.stderr
@@ -156,11 +275,36 @@ def test_torchrun_two_processes(ks_model, mini, tmp_path):
         port = sock.getsockname()[1]
     output = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--task", "ks",
-         "--model_name_or_path", str(ks_model), "--data_dir", str(mini["ks"]), "--output_dir", str(output),
-         "--max_steps", "4", "--per_device_train_batch_size", "8", "--ddp_backend", "gloo", *COMMON],
-        capture_output=True, text=True, env={**ENV, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            str(PROJECT_ROOT / "scripts" / "run_superb.py"),
+            "--task",
+            "ks",
+            "--model_name_or_path",
+            str(ks_model),
+            "--data_dir",
+            str(mini["ks"]),
+            "--output_dir",
+            str(output),
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "8",
+            "--ddp_backend",
+            "gloo",
+            *COMMON,
+        ],
+        capture_output=True,
+        text=True,
+        env={**ENV, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval_accuracy" in json.loads((output / "eval_results.json").read_text())
@@ -174,8 +318,18 @@ def test_train_only_folder_holds_out_a_named_split(ks_model, mini, tmp_path):
     data = tmp_path / "train_only"
     shutil.copytree(mini["ks"] / "train", data / "train")
     output = tmp_path / "held_out"
-    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
-                        "--output_dir", str(output), "--max_steps", "2")
+    result = run_superb(
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(data),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "eval_results.json").read_text())
     assert metrics["eval_split"] == "10% of 'train' held out (seed 0)"
@@ -184,14 +338,37 @@ def test_train_only_folder_holds_out_a_named_split(ks_model, mini, tmp_path):
     assert "evaluated on: 10% of 'train' held out (seed 0)" in card
     assert 'pipeline("audio-classification"' in card and "AutoModelForAudioClassification" in card
     # Evaluating on the training data is allowed, and said.
-    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
-                        "--output_dir", str(tmp_path / "on_train"), "--max_steps", "1", "--eval_split_name", "train")
+    result = run_superb(
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "on_train"),
+        "--max_steps",
+        "1",
+        "--eval_split_name",
+        "train",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the training data itself: not a held-out estimate" in (tmp_path / "on_train" / "README.md").read_text()
     # Or no evaluation at all.
-    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
-                        "--output_dir", str(tmp_path / "no_eval"), "--max_steps", "1",
-                        "--validation_split_percentage", "0")
+    result = run_superb(
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "no_eval"),
+        "--max_steps",
+        "1",
+        "--validation_split_percentage",
+        "0",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "no_eval" / "eval_results.json").exists()
     assert "not evaluated" in (tmp_path / "no_eval" / "README.md").read_text()
@@ -209,16 +386,32 @@ def test_unseen_evaluation_labels_stop_before_work(ks_model, mini, tmp_path):
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    result = run_superb("--task", "ks", "--model_name_or_path", str(ks_model), "--data_dir", str(data),
-                        "--eval_split_name", "test", "--output_dir", str(tmp_path / "out"), "--max_steps", "1")
+    result = run_superb(
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(data),
+        "--eval_split_name",
+        "test",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_steps",
+        "1",
+    )
     assert result.returncode != 0
     assert "labels in 'label' that never occur in training: maybe" in result.stderr
     assert "Traceback" not in result.stderr and "log-mel" not in result.stderr  # stopped before feature extraction
 
 
 def test_help_says_what_it_does_and_the_defaults_used():
-    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--help"],
-                            capture_output=True, text=True, env=ENV)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--help"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0].startswith("usage: byola-run-superb --task TASK") and "Fine-tune and evaluate BYOL-A" in lines[2]
@@ -227,10 +420,21 @@ def test_help_says_what_it_does_and_the_defaults_used():
     assert "--no_freeze_base_model, --no-freeze-base-model Fine-tune the BYOL-A encoder" in text
     from byola_hf.superb.run import build_parser
 
-    ours = [action for action in build_parser()._actions
-            if any(option in action.option_strings for option in ("--task", "--validation_split_percentage",
-                                                                    "--train_split_name", "--eval_split_name",
-                                                                    "--dataset_config_name", "--max_eval_samples"))]
+    ours = [
+        action
+        for action in build_parser()._actions
+        if any(
+            option in action.option_strings
+            for option in (
+                "--task",
+                "--validation_split_percentage",
+                "--train_split_name",
+                "--eval_split_name",
+                "--dataset_config_name",
+                "--max_eval_samples",
+            )
+        )
+    ]
     assert len(ours) == 6 and all(action.help for action in ours)
 
 
@@ -239,8 +443,20 @@ def test_v2_keyword_spotting_runs_saves_reloads_and_predicts(random3072_dir, min
     stats_dir = tmp_path / "v2-ks"
     compute_stats(str(random3072_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(stats_dir))
     output = tmp_path / "ks-v2"
-    result = run_superb("--task", "ks", "--model_name_or_path", str(stats_dir), "--data_dir", str(mini["ks"]),
-                        "--eval_split_name", "test", "--output_dir", str(output), "--max_steps", "3")
+    result = run_superb(
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(stats_dir),
+        "--data_dir",
+        str(mini["ks"]),
+        "--eval_split_name",
+        "test",
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "3",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     model = AutoModelForAudioClassification.from_pretrained(output)
     assert model.config.variant == "AudioNTT2022" and model.featurizer.layer_weights.shape == (5,)

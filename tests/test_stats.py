@@ -20,8 +20,16 @@ from byola_hf import BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
 
 
-SENTENCES = ["open the door", "turn on the lights in the kitchen", "yes", "what time is it", "stop",
-             "play some music please", "the quick brown fox jumps over the lazy dog", "left"]
+SENTENCES = [
+    "open the door",
+    "turn on the lights in the kitchen",
+    "yes",
+    "what time is it",
+    "stop",
+    "play some music please",
+    "the quick brown fox jumps over the lazy dog",
+    "left",
+]
 RATES = [22050, 16000, 8000]
 
 
@@ -54,10 +62,12 @@ def expected_stats(speech_folder):
     """Float64 numpy over the concatenated, unpadded log-mels of every example (decoded the same way)."""
     fe = BYOLAFeatureExtractor()
     dataset = load_audio_dataset("audiofolder", data_dir=str(speech_folder), sampling_rate=fe.sampling_rate)
-    values = np.concatenate([
-        fe(example["audio"]["array"], sampling_rate=example["audio"]["sampling_rate"])["input_features"][0].ravel()
-        for example in dataset
-    ]).astype(np.float64)
+    values = np.concatenate(
+        [
+            fe(example["audio"]["array"], sampling_rate=example["audio"]["sampling_rate"])["input_features"][0].ravel()
+            for example in dataset
+        ]
+    ).astype(np.float64)
     return float(values.mean()), float(values.std()), len(dataset)
 
 
@@ -82,8 +92,14 @@ def test_moments_merge_is_exact():
 
 @pytest.mark.parametrize("num_proc", [None, 2])
 def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir, tmp_path, num_proc):
-    result = compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), num_proc=num_proc,
-                           batch_size=3, output_dir=str(tmp_path / "model"))
+    result = compute_stats(
+        str(random2048_dir),
+        "audiofolder",
+        data_dir=str(speech_folder),
+        num_proc=num_proc,
+        batch_size=3,
+        output_dir=str(tmp_path / "model"),
+    )
     print(f"\nnum_proc={num_proc}: mean={result.mean!r} std={result.std!r} expected {expected_stats[:2]}")
     assert_close(result, expected_stats)
     config = AutoConfig.from_pretrained(tmp_path / "model")
@@ -98,8 +114,9 @@ def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir
 
 
 def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_dir, tmp_path):
-    assert_close(compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), streaming=True),
-                 expected_stats)
+    assert_close(
+        compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), streaming=True), expected_stats
+    )
     import datasets
 
     saved = tmp_path / "saved"
@@ -115,16 +132,40 @@ def free_port() -> int:
 
 def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, random2048_dir, tmp_path):
     output = tmp_path / "distributed"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
-               "--model_name_or_path", str(random2048_dir), "--dataset_name", "audiofolder",
-               "--data_dir", str(speech_folder), "--batch_size", "2", "--output_dir", str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
+        "--model_name_or_path",
+        str(random2048_dir),
+        "--dataset_name",
+        "audiofolder",
+        "--data_dir",
+        str(speech_folder),
+        "--batch_size",
+        "2",
+        "--output_dir",
+        str(output),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stdout)
     config = json.loads((output / "config.json").read_text())
-    assert_close(type("R", (), {"mean": config["mean"], "std": config["std"],
-                                "num_examples": config["stats_provenance"]["num_examples"]}), expected_stats)
+    assert_close(
+        type(
+            "R",
+            (),
+            {"mean": config["mean"], "std": config["std"], "num_examples": config["stats_provenance"]["num_examples"]},
+        ),
+        expected_stats,
+    )
     assert result.stdout.count("mean,std=") == 1  # only rank 0 reports
 
 
@@ -132,20 +173,34 @@ def test_cli_writes_in_place_and_prints(speech_folder, expected_stats, random204
     model_dir = tmp_path / "model"
     shutil.copytree(random2048_dir, model_dir)
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "compute_stats.py"), "--model_name_or_path", str(model_dir),
-         "--dataset_name", "audiofolder", "--data_dir", str(speech_folder)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
+            "--model_name_or_path",
+            str(model_dir),
+            "--dataset_name",
+            "audiofolder",
+            "--data_dir",
+            str(speech_folder),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     print(result.stdout)
     config = json.loads((model_dir / "config.json").read_text())
     assert f"mean,std={config['mean']},{config['std']}" in result.stdout
-    assert_close(type("R", (), {"mean": config["mean"], "std": config["std"], "num_examples": expected_stats[2]}),
-                 expected_stats)
+    assert_close(
+        type("R", (), {"mean": config["mean"], "std": config["std"], "num_examples": expected_stats[2]}),
+        expected_stats,
+    )
 
 
 def test_max_examples_is_reproducible(speech_folder, random2048_dir):
-    runs = [compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), max_examples=4, seed=seed)
-            for seed in (1, 1, 2)]
+    runs = [
+        compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), max_examples=4, seed=seed)
+        for seed in (1, 1, 2)
+    ]
     assert all(run.num_examples == 4 for run in runs)
     assert (runs[0].mean, runs[0].std) == (runs[1].mean, runs[1].std)
     assert (runs[0].mean, runs[0].num_frames) != (runs[2].mean, runs[2].num_frames)
@@ -153,10 +208,13 @@ def test_max_examples_is_reproducible(speech_folder, random2048_dir):
 
 
 def test_s3prl_mode_runs_and_differs(speech_folder, expected_stats, random2048_dir):
-    estimate = compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), mode="s3prl",
-                             batch_size=4)
-    print(f"\ns3prl running estimate: mean={estimate.mean:.4f} std={estimate.std:.4f}; "
-          f"exact: mean={expected_stats[0]:.4f} std={expected_stats[1]:.4f}")
+    estimate = compute_stats(
+        str(random2048_dir), "audiofolder", data_dir=str(speech_folder), mode="s3prl", batch_size=4
+    )
+    print(
+        f"\ns3prl running estimate: mean={estimate.mean:.4f} std={estimate.std:.4f}; "
+        f"exact: mean={expected_stats[0]:.4f} std={expected_stats[1]:.4f}"
+    )
     assert estimate.provenance["method"] == "s3prl"
     # zero padding pulls the running mean towards log(eps) ~ -15.9
     assert estimate.mean < expected_stats[0]
@@ -173,8 +231,12 @@ def test_s3prl_mode_runs_and_differs(speech_folder, expected_stats, random2048_d
     ],
 )
 def test_bad_inputs(speech_folder, random2048_dir, kwargs, message):
-    arguments = {"model_name_or_path": str(random2048_dir), "dataset_name": "audiofolder",
-                 "data_dir": str(speech_folder), **kwargs}
+    arguments = {
+        "model_name_or_path": str(random2048_dir),
+        "dataset_name": "audiofolder",
+        "data_dir": str(speech_folder),
+        **kwargs,
+    }
     with pytest.raises(ValueError, match=message):
         compute_stats(**arguments)
 

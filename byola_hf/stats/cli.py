@@ -1,6 +1,6 @@
 """`byola-compute-stats`: a task's exact BYOL-A log-mel statistics, saved into the model directory.
 
-    byola-compute-stats --model_name_or_path DIR_OR_ID --dataset_name audiofolder --data_dir D --output_dir OUT
+byola-compute-stats --model_name_or_path DIR_OR_ID --dataset_name audiofolder --data_dir D --output_dir OUT
 """
 
 import json
@@ -29,11 +29,15 @@ class StatsArguments:
     max_examples: int | None = field(default=None, metadata={"help": "Use a random subset of this many examples"})
     seed: int = field(default=42, metadata={"help": "Seed of the --max_examples subset"})
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset instead of downloading it"})
-    mode: str = field(default="exact", metadata={"help": "exact, or s3prl: the original upstream's running estimate",
-                                                 "choices": ["exact", "s3prl"]})
+    mode: str = field(
+        default="exact",
+        metadata={"help": "exact, or s3prl: the original upstream's running estimate", "choices": ["exact", "s3prl"]},
+    )
     output_dir: str | None = field(
-        default=None, metadata={"help": "Where to save the model with its statistics (default: update "
-                                        "--model_name_or_path in place)"}
+        default=None,
+        metadata={
+            "help": "Where to save the model with its statistics (default: update --model_name_or_path in place)"
+        },
     )
 
 
@@ -42,10 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         require_extra("datasets", "stats")
     except ImportError as error:
         sys.exit(f"error: {error}")
-    parser = HfArgumentParser((StatsArguments, PushArguments), description=(
-        "Compute a task's BYOL-A log-mel statistics (exact mean/std over every valid frame) and save them into the "
-        "model config."
-    ))
+    parser = HfArgumentParser(
+        (StatsArguments, PushArguments),
+        description=(
+            "Compute a task's BYOL-A log-mel statistics (exact mean/std over every valid frame) and save them into "
+            "the "
+            "model config."
+        ),
+    )
     args, push = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     output_dir = args.output_dir or args.model_name_or_path
     if args.output_dir is None and not Path(args.model_name_or_path).is_dir():
@@ -53,9 +61,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_push_arguments(push)
         result = compute_stats(
-            args.model_name_or_path, args.dataset_name, args.dataset_config_name, args.data_dir, args.split,
-            args.audio_column_name, args.num_proc, args.batch_size, args.max_examples, args.seed, args.streaming,
-            args.mode, output_dir,
+            args.model_name_or_path,
+            args.dataset_name,
+            args.dataset_config_name,
+            args.data_dir,
+            args.split,
+            args.audio_column_name,
+            args.num_proc,
+            args.batch_size,
+            args.max_examples,
+            args.seed,
+            args.streaming,
+            args.mode,
+            output_dir,
         )
     except (ValueError, HubAccessError) as error:
         parser.exit(1, f"error: {error}\n")

@@ -153,7 +153,12 @@ def compute_stats(
         raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
     config, feature_extractor = load_byola_front_end(model_name_or_path)
     dataset = load_audio_dataset(
-        dataset_name, dataset_config_name, data_dir, split, audio_column_name, feature_extractor.sampling_rate,
+        dataset_name,
+        dataset_config_name,
+        data_dir,
+        split,
+        audio_column_name,
+        feature_extractor.sampling_rate,
         streaming,
     )
     if max_examples is not None:
@@ -196,8 +201,15 @@ def compute_stats(
             "seed": seed if max_examples is not None else None,
             "method": mode,
         }
-        result = StatsResult(mean, std, moments.num_examples, moments.num_frames, moments.num_frames * config.n_mels,
-                             moments.num_samples / feature_extractor.sampling_rate, provenance)
+        result = StatsResult(
+            mean,
+            std,
+            moments.num_examples,
+            moments.num_frames,
+            moments.num_frames * config.n_mels,
+            moments.num_samples / feature_extractor.sampling_rate,
+            provenance,
+        )
         if output_dir is not None and rank == 0:
             save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
         return result

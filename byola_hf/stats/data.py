@@ -75,7 +75,8 @@ def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFea
         config = AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"Could not load a BYOL-A model from '{model_name_or_path}': {str(error).splitlines()[0]} Pass a directory "
+            f"Could not load a BYOL-A model from '{model_name_or_path}': {str(error).splitlines()[0]} Pass a "
+            "directory "
             "written by `byola-convert` (or a Hub model id)."
         ) from error
     if not isinstance(config, BYOLAConfig):

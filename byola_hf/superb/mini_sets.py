@@ -1,10 +1,10 @@
 """Small labelled speech sets synthesised with espeak-ng, as `audiofolder` directories (mini-SUPERB).
 
 Each set is a directory with `train/`, `validation/` and `test/` split folders of WAV files and a `metadata.csv`
-(`file_name` plus label columns; `metadata.jsonl` for diarization's per-frame labels), loadable with `datasets.load_dataset("audiofolder", data_dir=...)`. Voices play
-the part of speakers: for keyword spotting, intent classification and phoneme recognition the validation and test
-voices are never heard in training; for speaker identification and diarization every split has the same voices (speakers)
-saying different things.
+(`file_name` plus label columns; `metadata.jsonl` for diarization's per-frame labels), loadable with
+`datasets.load_dataset("audiofolder", data_dir=...)`. Voices play the part of speakers: for keyword spotting, intent
+classification and phoneme recognition the validation and test voices are never heard in training; for speaker
+identification and diarization every split has the same voices (speakers) saying different things.
 """
 
 import argparse
@@ -27,9 +27,18 @@ IC_ACTIONS = {"activate": "turn on", "deactivate": "turn off", "increase": "turn
 IC_OBJECTS = ["lights", "music", "heat", "volume"]
 IC_LOCATIONS = ["kitchen", "bedroom", "washroom", "none"]
 PR_SENTENCES = [
-    "the cat sat on the mat", "she sells sea shells", "open the window please", "a quick brown fox",
-    "we went to the market", "it is cold outside", "turn left at the bridge", "my phone is on the table",
-    "the sun is shining today", "bring me a cup of tea", "he plays the guitar", "they are reading books",
+    "the cat sat on the mat",
+    "she sells sea shells",
+    "open the window please",
+    "a quick brown fox",
+    "we went to the market",
+    "it is cold outside",
+    "turn left at the bridge",
+    "my phone is on the table",
+    "the sun is shining today",
+    "bring me a cup of tea",
+    "he plays the guitar",
+    "they are reading books",
 ]
 SID_SENTENCES = PR_SENTENCES + ["good morning to you", "where is the station", "call me later", "this is a test"]
 # Voices (espeak-ng voice + variant): the held-out ones for validation/test differ from the training ones.
@@ -62,9 +71,20 @@ def synthesise(utterance: Utterance, path: Path, sampling_rate: int | None = 160
     """Speak `utterance` into a mono float WAV at `path`, resampled to `sampling_rate` (native 22050 Hz if None)."""
     raw = path.with_suffix(".raw.wav")
     subprocess.run(
-        [require_espeak(), "-v", utterance.voice, "-s", str(utterance.speed), "-p", str(utterance.pitch), "-w", str(raw),
-         utterance.text],
-        check=True, capture_output=True,
+        [
+            require_espeak(),
+            "-v",
+            utterance.voice,
+            "-s",
+            str(utterance.speed),
+            "-p",
+            str(utterance.pitch),
+            "-w",
+            str(raw),
+            utterance.text,
+        ],
+        check=True,
+        capture_output=True,
     )
     waveform, rate = sf.read(raw, dtype="float32")
     raw.unlink()
@@ -78,8 +98,9 @@ def synthesise(utterance: Utterance, path: Path, sampling_rate: int | None = 160
 
 def phonemes(text: str, voice: str = "en-us") -> str:
     """espeak-ng's phoneme transcription of `text`, stress marks removed, phonemes separated by single spaces."""
-    result = subprocess.run([require_espeak(), "-q", "-x", "--sep= ", "-v", voice, text], check=True,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [require_espeak(), "-q", "-x", "--sep= ", "-v", voice, text], check=True, capture_output=True, text=True
+    )
     return " ".join(result.stdout.replace("'", "").replace(",", "").split())
 
 
@@ -108,14 +129,17 @@ def make_ks(output_dir: str | Path, repeats: int = 2, seed: int = 0, sampling_ra
     for split, voices in (("train", TRAIN_VOICES), ("validation", VALIDATION_VOICES), ("test", TEST_VOICES)):
         utterances = [
             Utterance(word, voice, speed, pitch, {"label": word})
-            for voice in voices for word in KS_WORDS for speed, pitch in _variants(rng, repeats)
+            for voice in voices
+            for word in KS_WORDS
+            for speed, pitch in _variants(rng, repeats)
         ]
         write_split(output / split, utterances, sampling_rate)
     return output
 
 
-def make_ic(output_dir: str | Path, examples_per_voice: int = 12, seed: int = 0,
-            sampling_rate: int | None = 16000) -> Path:
+def make_ic(
+    output_dir: str | Path, examples_per_voice: int = 12, seed: int = 0, sampling_rate: int | None = 16000
+) -> Path:
     """Intent classification: "turn on the lights in the kitchen" style commands; `action`, `object`, `location`."""
     rng = random.Random(seed)
     output = Path(output_dir)
@@ -131,8 +155,12 @@ def make_ic(output_dir: str | Path, examples_per_voice: int = 12, seed: int = 0,
     return output
 
 
-def make_sid(output_dir: str | Path, sentences_per_split: tuple[int, int, int] = (8, 3, 3), seed: int = 0,
-             sampling_rate: int | None = 16000) -> Path:
+def make_sid(
+    output_dir: str | Path,
+    sentences_per_split: tuple[int, int, int] = (8, 3, 3),
+    seed: int = 0,
+    sampling_rate: int | None = 16000,
+) -> Path:
     """Speaker identification: each voice of `SPEAKERS` is a speaker (`label`), with different sentences per split."""
     rng = random.Random(seed)
     output = Path(output_dir)
@@ -144,7 +172,8 @@ def make_sid(output_dir: str | Path, sentences_per_split: tuple[int, int, int] =
         start += count
         utterances = [
             Utterance(text, voice, speed, pitch, {"label": voice})
-            for voice in SPEAKERS for text, (speed, pitch) in zip(chosen, _variants(rng, count))
+            for voice in SPEAKERS
+            for text, (speed, pitch) in zip(chosen, _variants(rng, count))
         ]
         write_split(output / split, utterances, sampling_rate)
     return output
@@ -159,16 +188,28 @@ def make_pr(output_dir: str | Path, repeats: int = 1, seed: int = 0, sampling_ra
     transcriptions = {text: phonemes(text) for text in PR_SENTENCES}
     for split, voices in (("train", TRAIN_VOICES), ("validation", VALIDATION_VOICES), ("test", TEST_VOICES)):
         utterances = [
-            Utterance(text, voice, rng.randint(110, 140), rng.randint(30, 70),
-                      {"phonemes": transcriptions[text], "text": text})
-            for voice in voices for text in PR_SENTENCES for _ in range(repeats)
+            Utterance(
+                text,
+                voice,
+                rng.randint(110, 140),
+                rng.randint(30, 70),
+                {"phonemes": transcriptions[text], "text": text},
+            )
+            for voice in voices
+            for text in PR_SENTENCES
+            for _ in range(repeats)
         ]
         write_split(output / split, utterances, sampling_rate)
     return output
 
 
-def make_sd(output_dir: str | Path, examples: tuple[int, int, int] = (24, 8, 8), seed: int = 0,
-            sampling_rate: int = 16000, frame_samples: int = 1280) -> Path:
+def make_sd(
+    output_dir: str | Path,
+    examples: tuple[int, int, int] = (24, 8, 8),
+    seed: int = 0,
+    sampling_rate: int = 16000,
+    frame_samples: int = 1280,
+) -> Path:
     """
     Speaker diarization: two voices of `SPEAKERS` saying different sentences, the second starting part-way
     through the first, mixed. `activity` (in `metadata.jsonl`) holds per-frame speaker activity, one row of two 0/1

@@ -38,7 +38,10 @@ def save_layer_weights(layer_weights: torch.Tensor, path: str | Path, title: str
 
 
 def save_confusion_matrix(
-    references: np.ndarray, predictions: np.ndarray, label_names: Sequence[str], path: str | Path,
+    references: np.ndarray,
+    predictions: np.ndarray,
+    label_names: Sequence[str],
+    path: str | Path,
     title: str = "Confusion matrix",
 ) -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted class) with counts in the cells."""
@@ -58,8 +61,15 @@ def save_confusion_matrix(
         for i in range(size):
             for j in range(size):
                 if counts[i, j]:
-                    axis.text(j, i, counts[i, j], ha="center", va="center", fontsize=7,
-                              color="white" if rates[i, j] > 0.5 else "black")
+                    axis.text(
+                        j,
+                        i,
+                        counts[i, j],
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     axis.set_title(f"{title} (accuracy {accuracy:.1%})", fontsize=10)
     figure.colorbar(image, ax=axis, fraction=0.046)

@@ -38,34 +38,46 @@ class ModelArguments:
     )
     use_weighted_layer_sum: bool = field(
         default=True,
-        metadata={"help": "Learn a weighted sum of the encoder's hidden states (--no_use_weighted_layer_sum: the "
-                          "last hidden state only)"},
+        metadata={
+            "help": "Learn a weighted sum of the encoder's hidden states (--no_use_weighted_layer_sum: the "
+            "last hidden state only)"
+        },
     )
-    ctc_head: str | None = field(default=None, metadata={"help": "linear or bilstm (default: linear for pr, bilstm for asr)"})
+    ctc_head: str | None = field(
+        default=None, metadata={"help": "linear or bilstm (default: linear for pr, bilstm for asr)"}
+    )
 
 
 @dataclass
 class DataTrainingArguments:
     task: str = field(metadata={"help": "SUPERB task", "choices": list(SUPERB_TASKS)})
-    dataset_name: str = field(default="audiofolder", metadata={"help": "Hub dataset, audiofolder, or a save_to_disk path"})
+    dataset_name: str = field(
+        default="audiofolder", metadata={"help": "Hub dataset, audiofolder, or a save_to_disk path"}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
     data_dir: str | None = field(default=None, metadata={"help": "Local folder for --dataset_name audiofolder"})
     train_split_name: str = field(default="train", metadata={"help": "Split to train on"})
     eval_split_name: str = field(
         default="validation",
-        metadata={"help": "Split to evaluate on; when the dataset has no such split, one is held out of the training "
-                          "split (--validation_split_percentage)"},
+        metadata={
+            "help": "Split to evaluate on; when the dataset has no such split, one is held out of the training "
+            "split (--validation_split_percentage)"
+        },
     )
     validation_split_percentage: int = field(
         default=10,
-        metadata={"help": "Without an evaluation split: the percentage of the training split held out for evaluation "
-                          "(fixed by --seed); 0 trains without evaluating"},
+        metadata={
+            "help": "Without an evaluation split: the percentage of the training split held out for evaluation "
+            "(fixed by --seed); 0 trains without evaluating"
+        },
     )
     audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
     label_column_name: str = field(
         default="label", metadata={"help": "Label column; for ic the slot columns, comma-separated"}
     )
-    text_column_name: str | None = field(default=None, metadata={"help": "Transcription column (pr: phonemes, asr: text)"})
+    text_column_name: str | None = field(
+        default=None, metadata={"help": "Transcription column (pr: phonemes, asr: text)"}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training clips"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation clips"})
     max_length_seconds: float | None = field(default=None, metadata={"help": "Truncate longer clips"})
@@ -81,8 +93,9 @@ class LogMelCollator:
         self.downsampling = downsampling
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = self.feature_extractor.pad([{"input_features": e["input_features"]} for e in examples],
-                                           return_tensors="pt")
+        batch = self.feature_extractor.pad(
+            [{"input_features": e["input_features"]} for e in examples], return_tensors="pt"
+        )
         labels = [e["labels"] for e in examples]
         if self.task.head == "BYOLAForCTC":
             longest = max(len(label) for label in labels)
@@ -120,8 +133,9 @@ def build_ctc_tokenizer(transcriptions: list[str], output_dir: str, phonemes: bo
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(vocab, ensure_ascii=False))
     if phonemes:
-        return Wav2Vec2PhonemeCTCTokenizer(str(path), do_phonemize=False, pad_token="<pad>", unk_token="<unk>",
-                                           bos_token=None, eos_token=None)
+        return Wav2Vec2PhonemeCTCTokenizer(
+            str(path), do_phonemize=False, pad_token="<pad>", unk_token="<unk>", bos_token=None, eos_token=None
+        )
     return Wav2Vec2CTCTokenizer(str(path), pad_token="<pad>", unk_token="<unk>", word_delimiter_token="|")
 
 
@@ -137,8 +151,12 @@ def load_front_end_with_statistics(model_name_or_path: str) -> tuple[BYOLAConfig
     return config, feature_extractor
 
 
-def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
-        learning_rate_given: bool) -> dict[str, float]:
+def run(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    learning_rate_given: bool,
+) -> dict[str, float]:
     """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs."""
     evaluate = require_extra("evaluate", "superb")
 
@@ -165,16 +183,21 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     if splits.get("eval") is None:
         training_args.do_eval = False
 
-    head_kwargs: dict[str, Any] = {"freeze_base": model_args.freeze_base_model,
-                                   "use_weighted_layer_sum": model_args.use_weighted_layer_sum}
+    head_kwargs: dict[str, Any] = {
+        "freeze_base": model_args.freeze_base_model,
+        "use_weighted_layer_sum": model_args.use_weighted_layer_sum,
+    }
     processor = None
     if task.head == "BYOLAForCTC":
         column = data_args.text_column_name or ("phonemes" if task.name == "pr" else "text")
         tokenizer = build_ctc_tokenizer(splits["train"][column], training_args.output_dir, phonemes=task.name == "pr")
         processor = byola_hf.BYOLAProcessor(feature_extractor, tokenizer)
-        head_kwargs.update(vocab_size=len(tokenizer), ctc_blank_id=tokenizer.pad_token_id,
-                           ctc_head=model_args.ctc_head or ("bilstm" if task.name == "asr" else "linear"),
-                           ctc_proj_size=1024 if task.name == "asr" else 256)
+        head_kwargs.update(
+            vocab_size=len(tokenizer),
+            ctc_blank_id=tokenizer.pad_token_id,
+            ctc_head=model_args.ctc_head or ("bilstm" if task.name == "asr" else "linear"),
+            ctc_proj_size=1024 if task.name == "asr" else 256,
+        )
         encode = lambda batch: [tokenizer(text)["input_ids"] for text in batch[column]]  # noqa: E731
     elif task.head == "BYOLAForAudioFrameClassification":
         speakers = len(splits["train"][0][data_args.label_column_name][0])
@@ -188,31 +211,46 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
             names = [f"{column}={value}" for column, v in zip(columns, vocabularies) for value in v]
         else:
             names = vocabularies[0]
-        head_kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
-                           label2id={n: i for i, n in enumerate(names)})
+        head_kwargs.update(
+            num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+        )
         indices = [{value: i for i, value in enumerate(v)} for v in vocabularies]
         if splits.get("eval") is not None:
             check_labels_seen(splits["eval"], columns, vocabularies, eval_split)
 
         def encode(batch):
-            values = [[index[str(batch[column][row])] for column, index in zip(columns, indices)]
-                      for row in range(len(batch[columns[0]]))]
+            values = [
+                [index[str(batch[column][row])] for column, index in zip(columns, indices)]
+                for row in range(len(batch[columns[0]]))
+            ]
             return values if task.name == "ic" else [value[0] for value in values]
 
-    max_samples = (int(data_args.max_length_seconds * feature_extractor.sampling_rate)
-                   if data_args.max_length_seconds else None)
+    max_samples = (
+        int(data_args.max_length_seconds * feature_extractor.sampling_rate) if data_args.max_length_seconds else None
+    )
 
     def prepare(batch):
         audio = [example["array"] for example in batch[data_args.audio_column_name]]
-        features = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, padding=False,
-                                     truncation=max_samples is not None, max_length=max_samples)
+        features = feature_extractor(
+            audio,
+            sampling_rate=feature_extractor.sampling_rate,
+            padding=False,
+            truncation=max_samples is not None,
+            max_length=max_samples,
+        )
         return {"input_features": features["input_features"], "labels": encode(batch)}
 
     splits = {name: dataset for name, dataset in splits.items() if dataset is not None}
     with training_args.main_process_first(desc="feature extraction"):
         for name, dataset in splits.items():
-            splits[name] = dataset.map(prepare, batched=True, batch_size=16, remove_columns=dataset.column_names,
-                                       num_proc=data_args.preprocessing_num_workers, desc=f"log-mel ({name})")
+            splits[name] = dataset.map(
+                prepare,
+                batched=True,
+                batch_size=16,
+                remove_columns=dataset.column_names,
+                num_proc=data_args.preprocessing_num_workers,
+                desc=f"log-mel ({name})",
+            )
     model_class = getattr(byola_hf, task.head)
     model = model_class.from_pretrained(model_args.model_name_or_path, **head_kwargs)
     if task.head == "BYOLAForCTC":
@@ -222,9 +260,13 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     metric = evaluate.load(metric_path(task.metric), task.metric_config)
     compute_metrics = metrics_function(task, model.config, metric, processor)
     trainer = SuperbTrainer(
-        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits.get("eval"),
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits.get("eval"),
         data_collator=LogMelCollator(feature_extractor, task, model.config.time_downsampling),
-        compute_metrics=compute_metrics, processing_class=processor or feature_extractor,
+        compute_metrics=compute_metrics,
+        processing_class=processor or feature_extractor,
     )
     if training_args.do_train or not training_args.do_eval:
         train_result = trainer.train()
@@ -238,19 +280,30 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         trainer.save_metrics("eval", metrics)
     else:
         logger.warning("No evaluation split: the model is trained and saved without evaluation.")
-    task_info = {"task": task.name, "description": task.description, "eval_split": eval_split,
-                 "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")} if metrics else {}}
+    task_info = {
+        "task": task.name,
+        "description": task.description,
+        "eval_split": eval_split,
+        "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")} if metrics else {},
+    }
     trainer.task_info = task_info
     if trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
         output.mkdir(parents=True, exist_ok=True)
         if model.config.use_weighted_layer_sum:
-            save_layer_weights(model.featurizer.layer_weights.detach().cpu(), output / "layer_weights.png",
-                               title=f"BYOL-A layer weights learned for {task.name.upper()}")
+            save_layer_weights(
+                model.featurizer.layer_weights.detach().cpu(),
+                output / "layer_weights.png",
+                title=f"BYOL-A layer weights learned for {task.name.upper()}",
+            )
         if task.head == "BYOLAForSequenceClassification" and not model.config.classifier_slots and prediction:
-            save_confusion_matrix(prediction.label_ids, prediction.predictions.argmax(-1),
-                                  [model.config.id2label[i] for i in range(model.config.num_labels)],
-                                  output / "confusion_matrix.png", title=f"{task.name.upper()} confusion matrix")
+            save_confusion_matrix(
+                prediction.label_ids,
+                prediction.predictions.argmax(-1),
+                [model.config.id2label[i] for i in range(model.config.num_labels)],
+                output / "confusion_matrix.png",
+                title=f"{task.name.upper()} confusion matrix",
+            )
     if training_args.push_to_hub:  # saves the model, its processing class and our card, then one commit
         trainer.push_to_hub(commit_message=f"BYOL-A fine-tuned for SUPERB {task.name.upper()} with byola_hf")
     else:
@@ -279,9 +332,16 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
     `eval_split_name` gets one held out of the training split (`validation_split_percentage`, fixed by `seed`), or
     none when that percentage is 0. Evaluating on the training split itself is allowed and named as such.
     """
+
     def load(split: str):
-        return load_audio_dataset(data_args.dataset_name, data_args.dataset_config_name, data_args.data_dir, split,
-                                  data_args.audio_column_name, sampling_rate)
+        return load_audio_dataset(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            data_args.data_dir,
+            split,
+            data_args.audio_column_name,
+            sampling_rate,
+        )
 
     def limit(dataset, count: int | None):
         return dataset.select(range(min(count, len(dataset)))) if count and dataset is not None else dataset
@@ -305,8 +365,10 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
         train, evaluation = held_out["train"], held_out["test"]
         name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"
         logger.warning(f"No '{data_args.eval_split_name}' split: evaluating on {name}.")
-    return {"train": limit(train, data_args.max_train_samples),
-            "eval": limit(evaluation, data_args.max_eval_samples)}, name
+    return {
+        "train": limit(train, data_args.max_train_samples),
+        "eval": limit(evaluation, data_args.max_eval_samples),
+    }, name
 
 
 def check_labels_seen(dataset, columns: list[str], vocabularies: list[list[str]], split_name: str | None) -> None:
@@ -323,6 +385,7 @@ def check_labels_seen(dataset, columns: list[str], vocabularies: list[list[str]]
 
 def drop_too_long_targets(dataset, config: BYOLAConfig, name: str):
     """Drop clips whose transcription has more tokens than BYOL-A output frames (CTC needs one frame per token)."""
+
     def fits(example):
         return len(example["labels"]) <= len(example["input_features"][0]) // config.time_downsampling
 
@@ -334,7 +397,8 @@ def drop_too_long_targets(dataset, config: BYOLAConfig, name: str):
         )
     if len(kept) == 0:
         raise ValueError(
-            f"Every {name} clip's transcription is longer than its BYOL-A output ({config.frames_per_second:g} frames/s)."
+            f"Every {name} clip's transcription is longer than its BYOL-A output "
+            f"({config.frames_per_second:g} frames/s)."
         )
     return kept
 
@@ -372,9 +436,9 @@ def build_parser() -> HfArgumentParser:
         epilog="Our flags come first; the rest are transformers' TrainingArguments.",
     )
     defaults = ", ".join(f"{name} {task.learning_rate:g}" for name, task in SUPERB_TASKS.items())
-    parser._option_string_actions["--learning_rate"].help = (
-        f"Learning rate; when not given, the task's SUPERB default is used ({defaults}), not transformers' 5e-05"
-    )
+    parser._option_string_actions[
+        "--learning_rate"
+    ].help = f"Learning rate; when not given, the task's SUPERB default is used ({defaults}), not transformers' 5e-05"
     parser._option_string_actions["--no_freeze_base_model"].help = "Fine-tune the BYOL-A encoder with the head"
     parser._option_string_actions["--no_use_weighted_layer_sum"].help = "Feed the head the last hidden state only"
     return parser

@@ -12,10 +12,12 @@ class Accuracy(evaluate.Metric):
             inputs_description="predictions, references: class ids, or sequences of slot ids of equal length.",
             features=[
                 datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-                datasets.Features({
-                    "predictions": datasets.Sequence(datasets.Value("int64")),
-                    "references": datasets.Sequence(datasets.Value("int64")),
-                }),
+                datasets.Features(
+                    {
+                        "predictions": datasets.Sequence(datasets.Value("int64")),
+                        "references": datasets.Sequence(datasets.Value("int64")),
+                    }
+                ),
             ],
         )
 

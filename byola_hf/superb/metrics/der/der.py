@@ -8,13 +8,16 @@ import evaluate
 class DiarizationErrorRate(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description="Frame-level DER from binary speaker-activity matrices (frames x speakers), best speaker order.",
+            description="Frame-level DER from binary speaker-activity matrices (frames x speakers), best speaker "
+            "order.",
             citation="",
             inputs_description="predictions, references: per example, a frames x speakers list of 0/1.",
-            features=datasets.Features({
-                "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("int8"))),
-                "references": datasets.Sequence(datasets.Sequence(datasets.Value("int8"))),
-            }),
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("int8"))),
+                    "references": datasets.Sequence(datasets.Sequence(datasets.Value("int8"))),
+                }
+            ),
         )
 
     def _compute(self, predictions, references):

@@ -14,7 +14,9 @@ class ErrorRate(evaluate.Metric):
             description="Total edit distance over total reference length, pooled over the corpus.",
             citation="",
             inputs_description="predictions, references: strings.",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references):
