@@ -207,7 +207,9 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
         "modeling_byola.py",
         "feature_extraction_byola.py",
         "inference_byola.py",
+        "reference_network.py",
         "pipelines.py",
+        "extras.py",
     }
     assert files["model.safetensors"] == (tmp_path / "model" / "model.safetensors").read_bytes()
     card = files["README.md"].decode()
