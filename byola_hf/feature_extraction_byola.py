@@ -357,11 +357,22 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             valid = torch.as_tensor(lengths, device=batch.device)[:, None]
             batch.masked_fill_(columns >= torch.maximum(valid, torch.full_like(valid, minimum)), self.padding_value)
             return batch.masked_fill_((columns >= valid) & (columns < minimum), 0.0)
-        batch = np.full((len(waveforms), target), self.padding_value, dtype=np.float32)
-        for row, waveform, length in zip(batch, waveforms, lengths):
-            row[:length] = waveform[:length]
-            row[length:minimum] = 0.0
-        return torch.from_numpy(batch).to(device) if device is not None else torch.from_numpy(batch)
+        # transformers' waveform padding, as Whisper's feature extractor uses it: rows of shape (samples, 1), after
+        # the zeros of pad_to_min_length (which count as audio).
+        rows = [
+            np.pad(waveform[:length], (0, max(0, minimum - length)))[:, None]
+            for waveform, length in zip(waveforms, lengths)
+        ]
+        batch = SequenceFeatureExtractor.pad(
+            self,
+            BatchFeature({"input_features": rows}),
+            padding=PaddingStrategy.MAX_LENGTH,
+            max_length=target,
+            return_attention_mask=False,
+            return_tensors="np",
+        )["input_features"][..., 0]
+        batch = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        return batch.to(device) if device is not None else batch
 
     def _log_mel_batch(self, waveforms: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel and frame mask of a padded batch `(batch, samples)`, on its device; each example uses only its

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import ModelCard, ModelCardData
+
 from .configuration_byola import BYOLAConfig
 
 
@@ -80,26 +82,23 @@ def check_push_arguments(push: PushArguments) -> None:
     check_hub_access(push.hub_model_id)
 
 
-def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> str:
+def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> ModelCard:
     """
     A model card (README.md) for a BYOL-A model directory, generated from its config: what it is, the statistics
     and their provenance (or a warning that there are none), usage, licence notice, citation, and for fine-tuned
     heads the task and the evaluation metric (`task_info`, e.g. `{"task": "ks", "metrics": {"eval_accuracy": .9}}`).
+    The metadata is `huggingface_hub`'s `ModelCardData`; `str(card)` is the README's text.
     """
     architecture = (config.architectures or ["BYOLAModel"])[0]
+    metadata = ModelCardData(
+        library_name="transformers",
+        license="other",
+        license_name="ntt-software-license-agreement-for-evaluation",
+        license_link="https://github.com/nttcslab/byol-a/blob/master/LICENSE",
+        tags=["audio", "byol-a", "self-supervised-learning", "byola_hf", config.variant],
+        pipeline_tag="audio-classification" if architecture == "BYOLAForSequenceClassification" else None,
+    )
     lines = [
-        "---",
-        "library_name: transformers",
-        "license: other",
-        "license_name: ntt-software-license-agreement-for-evaluation",
-        "license_link: https://github.com/nttcslab/byol-a/blob/master/LICENSE",
-        "tags:",
-        "- audio",
-        "- byol-a",
-        "- self-supervised-learning",
-        "- byola_hf",
-        "---",
-        "",
         f"# BYOL-A {'v2' if config.concat_conv_features else 'v1'} ({config.variant}, {config.feature_d}-d)"
         f"{' — ' + task_info['task'].upper() if task_info and task_info.get('task') else ''}",
         "",
@@ -191,13 +190,13 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         "```",
         "",
     ]
-    return "\n".join(lines)
+    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
 def save_model_card(save_directory: str | Path, config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> Path:
     """Write [`model_card`] to `save_directory/README.md`."""
     path = Path(save_directory) / "README.md"
-    path.write_text(model_card(config, task_info))
+    model_card(config, task_info).save(path)
     return path
 
 

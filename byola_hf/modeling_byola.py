@@ -490,28 +490,20 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
                     f"With classifier_slots={self.config.classifier_slots} labels must have shape (batch, "
                     f"{len(self.config.classifier_slots)}), got {tuple(labels.shape)}."
                 )
+            # Intent classification: one softmax per slot, the slots' cross-entropies summed.
             slot_logits = logits.split(self.config.classifier_slots, dim=-1)
             return sum(nn.functional.cross_entropy(part, labels[:, i]) for i, part in enumerate(slot_logits))
-        if self.config.problem_type is None:
-            if self.config.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        if self.config.problem_type == "regression":
-            return nn.functional.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
-        if self.config.problem_type == "single_label_classification":
-            return nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        # transformers' ForSequenceClassificationLoss: problem_type inferred as in every transformers classifier.
+        return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
 
 
 class BYOLAForCTC(BYOLAHeadModel):
     """
     Frame-level CTC head (SUPERB PR, ASR): featurizer -> Linear(width, ctc_proj_size) -> either a frame-level
     Linear (`ctc_head="linear"`) or a bidirectional LSTM and a Linear (`"bilstm"`) -> CTC over
-    `config.vocab_size` tokens with blank `config.ctc_blank_id`. BYOL-A gives 12.5 frames per second, so a target
-    can have at most one token per 80 ms (fewer with repeated tokens, which need a blank between them).
+    `config.vocab_size` tokens with blank `config.ctc_blank_id`. BYOL-A gives `config.frames_per_second` frames (12.5
+    for v1, 25 for v2), so a target can have at most one token per frame (fewer with repeated tokens, which need a
+    blank between them).
     """
 
     def __init__(self, config: BYOLAConfig):
@@ -561,31 +553,28 @@ class BYOLAForCTC(BYOLAHeadModel):
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor) -> torch.Tensor:
+        """transformers' ForCTCLoss, after checks that say what is wrong instead of a silent infinite loss."""
         if labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}).")
-        valid = labels >= 0
-        target_lengths = valid.sum(-1)
+        target_lengths = ((labels != -100) & (labels != self.config.ctc_blank_id)).sum(-1)
         too_long = target_lengths > output_lengths
         if too_long.any():
             index = int(too_long.nonzero()[0])
-            frame_ms = 1000 * self.config.hop_length * self.config.time_downsampling / self.config.sample_rate
             raise ValueError(
                 f"Example {index} has a target of {int(target_lengths[index])} tokens but only "
-                f"{int(output_lengths[index])} output frames: BYOL-A outputs one frame per {frame_ms:g} ms, and CTC "
-                "needs at least one frame per token. Use coarser targets (e.g. phonemes or characters without "
-                "padding tokens), or drop clips whose transcription is too long for their duration."
+                f"{int(output_lengths[index])} output frames: BYOL-A outputs one frame per "
+                f"{1000 / self.config.frames_per_second:g} ms, and CTC needs at least one frame per token. Use "
+                "coarser targets (e.g. phonemes or characters without padding tokens), or drop clips whose "
+                "transcription is too long for their duration."
             )
-        log_probs = nn.functional.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
-        with torch.backends.cudnn.flags(enabled=False):
-            return nn.functional.ctc_loss(
-                log_probs,
-                labels[valid],
-                output_lengths,
-                target_lengths,
-                blank=self.config.ctc_blank_id,
-                reduction=self.config.ctc_loss_reduction,
-                zero_infinity=self.config.ctc_zero_infinity,
-            )
+        return self.loss_function(
+            logits,
+            labels,
+            output_lengths,
+            blank_token_id=self.config.ctc_blank_id,
+            reduction=self.config.ctc_loss_reduction,
+            zero_infinity=self.config.ctc_zero_infinity,
+        )
 
 
 class BYOLAForAudioFrameClassification(BYOLAHeadModel):

@@ -4,6 +4,7 @@ import evaluate
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from transformers import AutoModelForAudioClassification, AutoProcessor, pipeline
 
 from byola_hf import (
@@ -200,3 +201,32 @@ def test_metric_modules_offline():
         predictions=[[[0, 1], [0, 1], [0, 0]]], references=[[[1, 0], [1, 0], [1, 0]]]
     )
     assert der == {"der": pytest.approx(1 / 3)}
+
+
+def test_losses_are_transformers_losses_with_the_original_formulas():
+    """The heads' losses (transformers' ForSequenceClassification / ForCTC) equal the plain formulas."""
+    torch.manual_seed(0)
+    log_mel = torch.randn(2, 64, 160) * 3 - 8
+    single = BYOLAForSequenceClassification(BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, num_labels=3)).eval()
+    labels = torch.tensor([0, 2])
+    output = single(log_mel, labels=labels)
+    torch.testing.assert_close(output.loss, nn.functional.cross_entropy(output.logits, labels))
+    multi = BYOLAForSequenceClassification(
+        BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, num_labels=3, problem_type="multi_label_classification")
+    ).eval()
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    output = multi(log_mel, labels=targets)
+    torch.testing.assert_close(output.loss, nn.functional.binary_cross_entropy_with_logits(output.logits, targets))
+    ctc = BYOLAForCTC(BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, vocab_size=5)).eval()
+    tokens = torch.tensor([[1, 2, 3], [4, 1, -100]])
+    output = ctc(log_mel, labels=tokens)
+    log_probs = nn.functional.log_softmax(output.logits, dim=-1).transpose(0, 1)
+    expected = nn.functional.ctc_loss(
+        log_probs,
+        torch.tensor([1, 2, 3, 4, 1]),
+        torch.tensor([20, 20]),
+        torch.tensor([3, 2]),
+        blank=0,
+        zero_infinity=True,
+    )
+    torch.testing.assert_close(output.loss, expected)

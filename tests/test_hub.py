@@ -323,7 +323,7 @@ def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
 
 
 def test_model_card_without_statistics_warns():
-    card = model_card(BYOLAConfig(feature_d=512))
+    card = str(model_card(BYOLAConfig(feature_d=512)))
     assert "no statistics yet" in card and "byola-compute-stats" in card
     assert LICENSE_NOTICE in card and "# BYOL-A v1 (AudioNTT2020, 512-d)" in card
     fine_tuned = model_card(
@@ -336,6 +336,8 @@ def test_model_card_without_statistics_warns():
         ),
         {"task": "ks", "description": "keyword spotting", "metrics": {"eval_accuracy": 0.9}},
     )
+    assert fine_tuned.data.license == "other" and fine_tuned.data.pipeline_tag == "audio-classification"
+    fine_tuned = str(fine_tuned)
     assert "task: ks (keyword spotting)" in fine_tuned and "eval_accuracy: 0.9" in fine_tuned
     assert "labels: yes, no" in fine_tuned
 
