@@ -30,8 +30,14 @@ class LogMelMoments:
     num_samples: int = 0
 
     @classmethod
-    def from_values(cls, values: np.ndarray) -> "LogMelMoments":
-        """Moments of raw values (no clip counts)."""
+    def from_values(cls, values: np.ndarray | torch.Tensor) -> "LogMelMoments":
+        """Moments of raw values (no clip counts); a torch tensor is reduced in float64 on its own device."""
+        if isinstance(values, torch.Tensor):
+            values = values.detach().double().flatten()
+            if values.numel() == 0:
+                return cls()
+            mean = values.mean()
+            return cls(count=values.numel(), mean=float(mean), m2=float((values - mean).square().sum()))
         values = np.asarray(values, dtype=np.float64).ravel()
         if values.size == 0:
             return cls()
@@ -39,7 +45,7 @@ class LogMelMoments:
         return cls(count=int(values.size), mean=mean, m2=float(np.square(values - mean).sum()))
 
     @classmethod
-    def from_log_mels(cls, log_mels: Iterable[np.ndarray], num_samples: int = 0) -> "LogMelMoments":
+    def from_log_mels(cls, log_mels: Iterable[np.ndarray | torch.Tensor], num_samples: int = 0) -> "LogMelMoments":
         """Moments of unpadded log-mels, each `(n_mels, frames_i)`, of clips of `num_samples` samples in all."""
         total = cls(num_samples=num_samples)
         for log_mel in log_mels:

@@ -230,3 +230,20 @@ def test_losses_are_transformers_losses_with_the_original_formulas():
         zero_infinity=True,
     )
     torch.testing.assert_close(output.loss, expected)
+
+
+def test_heads_return_hidden_states_when_asked_and_refuse_unknown_arguments():
+    """Defects fixed: hidden states were None with use_weighted_layer_sum=False; misspelt arguments were ignored."""
+    log_mel = torch.randn(1, 64, 160) * 3 - 8
+    for weighted in (True, False):
+        head = BYOLAForSequenceClassification(config(num_labels=2, use_weighted_layer_sum=weighted)).eval()
+        with torch.no_grad():
+            outputs = head(log_mel, output_hidden_states=True)
+            assert outputs.hidden_states is not None and len(outputs.hidden_states) == 5
+            assert head(log_mel).hidden_states is None
+            assert isinstance(head(log_mel, return_dict=False), tuple)
+    model = BYOLAModel(config())
+    with pytest.raises(TypeError, match="output_hidden_state"):
+        model(log_mel, output_hidden_state=True)
+    with pytest.raises(TypeError, match="attention_masks"):
+        head(log_mel, attention_masks=torch.ones(1, 160))

@@ -248,3 +248,11 @@ def test_empty_split_is_refused(random2048_dir, tmp_path):
     empty.save_to_disk(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="is empty: there is nothing to compute statistics on"):
         compute_stats(str(random2048_dir), str(tmp_path / "empty"))
+
+
+def test_device_path_equals_the_cpu_numpy_path(speech_folder, expected_stats, random2048_dir):
+    """--device runs the log-mels and their moments in torch on the device; on CPU it equals the numpy path."""
+    result = compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), batch_size=3, device="cpu")
+    assert_close(result, expected_stats)
+    with pytest.raises(ValueError, match="forked map workers cannot share a GPU"):
+        compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), num_proc=2, device="cuda")

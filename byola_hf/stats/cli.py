@@ -6,7 +6,7 @@ byola-compute-stats --model_name_or_path DIR_OR_ID --dataset_name audiofolder --
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
@@ -32,6 +32,9 @@ class StatsArguments:
     mode: str = field(
         default="exact",
         metadata={"help": "exact, or s3prl: the original upstream's running estimate", "choices": ["exact", "s3prl"]},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "Compute the log-mels on this device, e.g. cuda (default: CPU)"}
     )
     output_dir: str | None = field(
         default=None,
@@ -60,21 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--output_dir is required when --model_name_or_path is a Hub id.")
     try:
         check_push_arguments(push)
-        result = compute_stats(
-            args.model_name_or_path,
-            args.dataset_name,
-            args.dataset_config_name,
-            args.data_dir,
-            args.split,
-            args.audio_column_name,
-            args.num_proc,
-            args.batch_size,
-            args.max_examples,
-            args.seed,
-            args.streaming,
-            args.mode,
-            output_dir,
-        )
+        result = compute_stats(**{**asdict(args), "output_dir": output_dir})  # the fields are its parameters
     except (ValueError, HubAccessError) as error:
         parser.exit(1, f"error: {error}\n")
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports and pushes

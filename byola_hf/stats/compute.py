@@ -5,6 +5,7 @@ memory stays bounded whatever the dataset size; `num_proc` workers and `torchrun
 partials merge exactly.
 """
 
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,10 +40,12 @@ def batch_moments(
     feature_extractor: BYOLAFeatureExtractor,
     audio_column_name: str,
     num_threads: int | None = None,
+    device: str | None = None,
 ) -> dict[str, list]:
     """
     `datasets.map(batched=True)` function: one row of partial moments per batch (the fields of
-    [`~byola_hf.moments.LogMelMoments`]), never the features.
+    [`~byola_hf.moments.LogMelMoments`]), never the features. With `device` (e.g. `"cuda"`) the log-mels and their
+    moments are computed there.
 
     `num_threads=1` in forked `num_proc` workers: they are the parallelism, and torch's thread pool inherited
     across `fork` deadlocks.
@@ -50,7 +53,7 @@ def batch_moments(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     waveforms, sampling_rate = to_mono_waveforms(batch[audio_column_name])
-    features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False)
+    features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
     moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
     return {key: [value] for key, value in asdict(moments).items()}
 
@@ -62,6 +65,7 @@ def compute_moments(
     batch_size: int = 16,
     num_proc: int | None = None,
     streaming: bool = False,
+    device: str | None = None,
 ) -> LogMelMoments:
     """
     Exact moments of the log-mels of every example of `dataset` (already cast to decode at the right rate), via
@@ -79,6 +83,7 @@ def compute_moments(
             "feature_extractor": feature_extractor,
             "audio_column_name": audio_column_name,
             "num_threads": 1 if num_proc is not None and num_proc > 1 else None,
+            "device": device,
         },
         **({} if streaming else {"num_proc": num_proc, "desc": "log-mel moments"}),
     )
@@ -135,6 +140,7 @@ def compute_stats(
     streaming: bool = False,
     mode: str = "exact",
     output_dir: str | None = None,
+    device: str | None = None,
 ) -> StatsResult:
     """
     Compute a task's log-mel statistics and, when `output_dir` is given, write them into the model's config and save
@@ -148,9 +154,16 @@ def compute_stats(
         dataset_name: a Hub dataset, `"audiofolder"` (with `data_dir`), or a `save_to_disk` directory.
         mode: `"exact"` (default) or `"s3prl"`, the original running estimate over zero-padded batches.
         max_examples: use a random subset of this many examples, drawn with `seed`.
+        device: compute the log-mels and moments on this device (e.g. `"cuda"`; under torchrun each rank uses its
+            own GPU, `cuda:LOCAL_RANK`). Not with `num_proc`: forked workers cannot share a GPU context.
     """
     if mode not in ("exact", "s3prl"):
         raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
+    if device is not None and device != "cpu" and num_proc is not None and num_proc > 1:
+        raise ValueError(
+            f"device={device!r} with num_proc={num_proc}: forked map workers cannot share a GPU; use one process per "
+            "GPU with torchrun instead."
+        )
     config, feature_extractor = load_byola_front_end(model_name_or_path)
     dataset = load_audio_dataset(
         dataset_name,
@@ -174,7 +187,11 @@ def compute_stats(
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
 
         if mode == "exact":
-            moments = compute_moments(dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming)
+            if device == "cuda" and world_size > 1:
+                device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+            moments = compute_moments(
+                dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device
+            )
             if world_size > 1:
                 moments = gather_and_merge(moments)
             if moments.count == 0:
