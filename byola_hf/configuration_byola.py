@@ -14,7 +14,7 @@ class BYOLAConfig(PretrainedConfig):
 
     BYOL-A (Niizumi et al., "BYOL for Audio", IJCNN 2021 / TASLP 2023) normalises every log-mel spectrogram with a
     scalar `mean` and `std` computed on the downstream task's own data. They are `None` until computed (see
-    `byola_hf.compute_stats` / `byola-compute-stats`); a model whose config has no statistics refuses to run.
+    `byola_hf.stats.compute_stats` / `byola-compute-stats`); a model whose config has no statistics refuses to run.
 
     Two networks are described by the same fields (see [`BYOLAConfig.from_variant`]):
 
@@ -67,7 +67,7 @@ class BYOLAConfig(PretrainedConfig):
             Standard deviation of the task's log-mel spectrograms; the network input is `(log_mel - mean) / std`.
         stats_provenance (`dict`, *optional*):
             Where `mean`/`std` came from (dataset, config, split, examples, frames, method), written by
-            `byola_hf.compute_stats`.
+            `byola_hf.stats.compute_stats`.
         inference_chunk_frames (`int`, *optional*, defaults to 12000):
             In eval mode [`BYOLAModel`] runs inputs longer than this many log-mel frames (120 s at 16 kHz) in exact
             chunks so memory stays bounded (`0`: never). Does not change results beyond float rounding.

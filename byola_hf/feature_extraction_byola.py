@@ -1,5 +1,6 @@
 """Feature extractor for BYOL-A: mono 16 kHz waveforms to log-mel spectrograms."""
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -337,7 +338,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"lengths must give each of the {waveforms.shape[0]} rows a valid length in 1..{waveforms.shape[1]}, "
                 f"got {lengths}."
             )
-        if not bool(torch.isfinite(waveforms).all()):
+        # One reduction: a float64 sum of float32 samples is non-finite exactly when a sample is.
+        if not math.isfinite(float(waveforms.sum(dtype=torch.float64))):
             raise ValueError("The waveforms contain NaN or infinite samples; clean the audio first.")
         return waveforms, lengths
 
@@ -350,6 +352,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         target = max(target, minimum)
         if isinstance(waveforms, torch.Tensor):  # a (batch, samples) tensor: stays on its device
             batch = waveforms.to(device) if device is not None else waveforms
+            if batch.shape[1] == target and all(length == target for length in lengths):
+                return batch  # nothing to pad or clear: no copy
             if batch.shape[1] < target:
                 batch = nn.functional.pad(batch, (0, target - batch.shape[1]), value=self.padding_value)
             batch = batch[:, :target].clone()
@@ -406,13 +410,17 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
     def _log_mel(self, waveforms: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
         batch, samples = waveforms.shape
         half = self.n_fft // 2
-        # Centred frames: each example reflect-padded by n_fft // 2 at its own ends. The left edge is the same for
-        # every example; the right edge mirrors the samples before each example's own end.
-        framed = nn.functional.pad(waveforms, (half, half))
-        framed[:, :half] = waveforms[:, 1 : half + 1].flip(-1)
-        ends = torch.as_tensor(lengths if lengths is not None else [samples] * batch, device=waveforms.device)[:, None]
-        offsets = torch.arange(half, device=waveforms.device)[None, :]
-        framed.scatter_(1, ends + half + offsets, waveforms.gather(1, ends - 2 - offsets))
+        # Centred frames: each example reflect-padded by n_fft // 2 at its own ends.
+        if lengths is None or all(length == samples for length in lengths):
+            framed = nn.functional.pad(waveforms[:, None], (half, half), mode="reflect")[:, 0]
+        else:
+            # The left edge is the same for every example; the right edge mirrors the samples before each example's
+            # own end, written for the whole batch at once.
+            framed = nn.functional.pad(waveforms, (half, half))
+            framed[:, :half] = waveforms[:, 1 : half + 1].flip(-1)
+            ends = torch.as_tensor(lengths, device=waveforms.device)[:, None]
+            offsets = torch.arange(half, device=waveforms.device)[None, :]
+            framed.scatter_(1, ends + half + offsets, waveforms.gather(1, ends - 2 - offsets))
         # Long inputs go through the STFT a run of frames at a time (each frame depends only on its own samples), so
         # the windowed frames and the complex spectrum never exist for a whole hour of audio at once.
         window, filters = self._window.to(waveforms.device), self._mel_filters_t.to(waveforms.device)

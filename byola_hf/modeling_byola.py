@@ -290,7 +290,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
                 "This BYOL-A model has no normalisation statistics (config.mean / config.std are None). BYOL-A "
                 "normalises log-mels with the mean and std of the downstream task's data: compute them with "
                 "`byola-compute-stats --model_name_or_path MODEL_DIR --dataset_name DATASET --output_dir OUT` (or "
-                "`byola_hf.compute_stats`), or set `model.config.mean` and `model.config.std` to known values."
+                "`byola_hf.stats.compute_stats`), or set `model.config.mean` and `model.config.std` to known values."
             )
         check_statistics(self.config.mean, self.config.std)
         if not isinstance(input_features, torch.Tensor):
