@@ -7,19 +7,20 @@ classification and phoneme recognition the validation and test voices are never 
 identification and diarization every split has the same voices (speakers) saying different things.
 """
 
-import argparse
 import csv
 import json
 import random
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from transformers import HfArgumentParser
 
 
 KS_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -249,13 +250,19 @@ def make_sd(
 BUILDERS = {"ks": make_ks, "ic": make_ic, "sid": make_sid, "pr": make_pr, "sd": make_sd}
 
 
+@dataclass
+class MiniSetArguments:
+    output_dir: str = field(metadata={"help": "Each task goes to OUTPUT_DIR/<task>"})
+    task: str = field(default="all", metadata={"help": "Which set to build", "choices": [*BUILDERS, "all"]})
+    seed: int = field(default=0, metadata={"help": "Seed of the speeds, pitches and sentences"})
+    sampling_rate: int = field(default=16000, metadata={"help": "0 keeps espeak-ng's native 22050 Hz"})
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build mini-SUPERB speech sets with espeak-ng (audiofolder layout).")
-    parser.add_argument("--task", choices=[*BUILDERS, "all"], default="all")
-    parser.add_argument("--output_dir", required=True, help="Each task goes to OUTPUT_DIR/<task>")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampling_rate", type=int, default=16000, help="0 keeps espeak-ng's native 22050 Hz")
-    args = parser.parse_args(argv)
+    parser = HfArgumentParser(
+        MiniSetArguments, description="Build mini-SUPERB speech sets with espeak-ng (audiofolder layout)."
+    )
+    (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     require_espeak()
     tasks = list(BUILDERS) if args.task == "all" else [args.task]
     for task in tasks:
