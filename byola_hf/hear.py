@@ -1,0 +1,132 @@
+"""The HEAR 2021 common API for BYOL-A (v1 and v2): `load_model`, `get_timestamp_embeddings`, `get_scene_embeddings`.
+
+    from byola_hf import hear
+    model = hear.load_model("byola-2048-task")                    # a model directory (or Hub id) with statistics
+    embeddings, timestamps = hear.get_timestamp_embeddings(audio, model)  # audio: (n_sounds, n_samples) at 16 kHz
+    scenes = hear.get_scene_embeddings(audio, model)
+
+In HEAR's terms: the timestamp embeddings are BYOL-A's frame features (`last_hidden_state`: `feature_d` wide, 12.5
+frames per second for v1, 25 for v2), each stamped with the centre of the audio it covers; the scene embedding is
+BYOL-A's clip embedding (`pooler_output`, max + mean over time). Both are float32 on the audio's device.
+
+Statistics: BYOL-A normalises log-mels with the mean and std of the task's own data, and they are read from the
+model directory's config. HEAR evaluates one model on many tasks, so fix one pair for the whole benchmark: compute
+it with `byola-compute-stats` on a broad corpus that spans the tasks (or on a mix of their training splits), save it
+into the directory, and report its provenance (`config.stats_provenance`). `load_model(..., mean=M, std=S)` sets a
+pair given by hand instead.
+"""
+
+import torch
+from torch import nn
+
+from .feature_extraction_byola import BYOLAFeatureExtractor
+from .modeling_byola import BYOLAModel
+
+
+# Audio per forward call: sounds are processed this many seconds of audio at a time, so any number of sounds of up
+# to 20 minutes each fits in a few GB (the network runs long inputs in exact chunks itself).
+_SECONDS_PER_CALL = 600
+
+
+class BYOLAHearModel(nn.Module):
+    """
+    A BYOL-A model with the attributes the HEAR API requires.
+
+    Attributes:
+        sample_rate (`int`): the rate the audio must have (16000).
+        scene_embedding_size (`int`): width of [`get_scene_embeddings`]'s output (`feature_d`).
+        timestamp_embedding_size (`int`): width of [`get_timestamp_embeddings`]'s output (`feature_d`).
+    """
+
+    def __init__(self, model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor):
+        super().__init__()
+        self.model = model.eval()
+        self.feature_extractor = feature_extractor
+        self.sample_rate = feature_extractor.sampling_rate
+        self.scene_embedding_size = model.config.feature_d
+        self.timestamp_embedding_size = model.config.feature_d
+
+    def embed(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(frame features (n, frames, d), clip embeddings (n, d))` of `(n, samples)` audio, in float32 on its
+        device, computed a bounded amount of audio at a time."""
+        if not isinstance(audio, torch.Tensor) or audio.ndim != 2:
+            raise ValueError(
+                "HEAR audio must be a torch tensor of shape (n_sounds, n_samples); got "
+                f"{type(audio).__name__} {tuple(getattr(audio, 'shape', ()))}."
+            )
+        per_call = max(1, _SECONDS_PER_CALL * self.sample_rate // max(audio.shape[1], 1))
+        frames, scenes = [], []
+        with torch.no_grad():
+            for start in range(0, audio.shape[0], per_call):
+                inputs = self.feature_extractor(
+                    audio[start : start + per_call], sampling_rate=self.sample_rate, device=audio.device
+                )
+                outputs = self.model(**inputs)
+                frames.append(outputs.last_hidden_state.float())
+                scenes.append(outputs.pooler_output.float())
+        return torch.cat(frames), torch.cat(scenes)
+
+    def timestamps(self, frames: int) -> torch.Tensor:
+        """Centre in milliseconds of each output frame: output frame `t` pools log-mel frames `t * D ... t * D + D - 1`
+        (`D = 2**num_conv_layers`), and log-mel frame `k` is centred on sample `k * hop_length`."""
+        config = self.model.config
+        frame_ms = 1000.0 / config.frames_per_second
+        offset_ms = 1000.0 * (config.time_downsampling - 1) / 2 * config.hop_length / config.sample_rate
+        return torch.arange(frames, dtype=torch.float64) * frame_ms + offset_ms
+
+
+def load_model(
+    model_file_path: str = "", mean: float | None = None, std: float | None = None, device: str | None = None
+) -> BYOLAHearModel:
+    """
+    HEAR `load_model`: a BYOL-A model directory (written by `byola-convert` / `byola-compute-stats`) or Hub id.
+
+    Args:
+        model_file_path: the directory or Hub id. HEAR's default empty path is refused: BYOL-A's weights are under
+            NTT's licence and not bundled.
+        mean, std: normalisation statistics to use instead of the directory's (both or neither).
+        device: where to put the model (HEAR's harness usually moves it itself).
+    """
+    if not model_file_path:
+        raise ValueError(
+            "byola_hf.hear.load_model needs a model directory: convert the official weights with byola-convert and "
+            "compute statistics with byola-compute-stats (the weights are under NTT's licence and not bundled)."
+        )
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std go together: give both or neither.")
+    overrides = {} if mean is None else {"mean": mean, "std": std, "stats_provenance": {"method": "given"}}
+    model = BYOLAModel.from_pretrained(model_file_path, **overrides)
+    if not model.config.has_statistics:
+        raise ValueError(
+            f"The model at {model_file_path!r} has no normalisation statistics: compute them with byola-compute-stats "
+            "on data that spans the benchmark's tasks, or pass mean= and std=."
+        )
+    feature_extractor = BYOLAFeatureExtractor.from_model_config(model.config)
+    hear_model = BYOLAHearModel(model, feature_extractor)
+    return hear_model.to(device) if device is not None else hear_model
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: BYOLAHearModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    HEAR `get_timestamp_embeddings`.
+
+    Args:
+        audio (`torch.Tensor` of shape `(n_sounds, n_samples)`): float32 audio at `model.sample_rate`, every sound
+            padded to the same length (as the HEAR harness gives it).
+
+    Returns:
+        `(embeddings, timestamps)`: `(n_sounds, n_timestamps, model.timestamp_embedding_size)` float32 and
+        `(n_sounds, n_timestamps)` float32 milliseconds (each frame's centre), both on the audio's device.
+    """
+    frames, _ = model.embed(audio)
+    timestamps = model.timestamps(frames.shape[1]).to(device=frames.device, dtype=torch.float32)
+    return frames, timestamps.expand(frames.shape[0], -1)
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: BYOLAHearModel) -> torch.Tensor:
+    """HEAR `get_scene_embeddings`: `(n_sounds, model.scene_embedding_size)` float32 clip embeddings (BYOL-A's
+    max + mean over time) of `(n_sounds, n_samples)` audio, on its device."""
+    return model.embed(audio)[1]
+
+
+__all__ = ["BYOLAHearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
