@@ -295,6 +295,13 @@ class BYOLAConfig(PretrainedConfig):
         """Output frames per second of audio: `sample_rate / (hop_length * 2**num_conv_layers)` (12.5 v1, 25 v2)."""
         return self.sample_rate / (self.hop_length * self.time_downsampling)
 
+    def frame_centers_ms(self, frames: int) -> list[float]:
+        """Centre in milliseconds of each of `frames` output frames: output frame `t` pools log-mel frames
+        `t * D ... t * D + D - 1` (`D = 2**num_conv_layers`), and log-mel frame `k` is centred on sample
+        `k * hop_length` (80 t + 35 ms for v1, 40 t + 15 ms for v2)."""
+        offset = (self.time_downsampling - 1) / 2 * self.hop_length / self.sample_rate * 1000.0
+        return [t * 1000.0 / self.frames_per_second + offset for t in range(frames)]
+
     @property
     def time_downsampling(self) -> int:
         """Mel frames per output frame: each conv block halves time (and frequency)."""

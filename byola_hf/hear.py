@@ -67,12 +67,8 @@ class BYOLAHearModel(nn.Module):
         return torch.cat(frames), torch.cat(scenes)
 
     def timestamps(self, frames: int) -> torch.Tensor:
-        """Centre in milliseconds of each output frame: output frame `t` pools log-mel frames `t * D ... t * D + D - 1`
-        (`D = 2**num_conv_layers`), and log-mel frame `k` is centred on sample `k * hop_length`."""
-        config = self.model.config
-        frame_ms = 1000.0 / config.frames_per_second
-        offset_ms = 1000.0 * (config.time_downsampling - 1) / 2 * config.hop_length / config.sample_rate
-        return torch.arange(frames, dtype=torch.float64) * frame_ms + offset_ms
+        """Centre in milliseconds of each output frame ([`BYOLAConfig.frame_centers_ms`])."""
+        return torch.tensor(self.model.config.frame_centers_ms(frames), dtype=torch.float64)
 
 
 def load_model(

@@ -7,11 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import PROJECT_ROOT
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor, BYOLAModel
 from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict
+
+from conftest import PROJECT_ROOT
 
 
 LOG_MEL_ATOL = 1e-3  # where the mel power is above 1e-6 (reference/README.md)

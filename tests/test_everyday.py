@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import IN_CI
 from transformers import AutoFeatureExtractor, AutoModel, DataCollatorWithPadding, pipeline
 
 import byola_hf  # noqa: F401  (registers the model type and the pipelines)
 from byola_hf import BYOLAFeatureExtractor, BYOLAForSequenceClassification
 from byola_hf.pipelines import load_audio
+
+from conftest import IN_CI
 
 
 SOUNDS = {

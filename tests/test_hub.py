@@ -12,11 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
-from conftest import PROJECT_ROOT
 from transformers import AutoFeatureExtractor, AutoModel
 
 from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
 from byola_hf.hub import LICENSE_NOTICE, model_card
+
+from conftest import PROJECT_ROOT
 
 
 BLOCK_BYOLA_HF = """

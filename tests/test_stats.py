@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import PROJECT_ROOT
 from transformers import AutoConfig, AutoModel
 
 from byola_hf import BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
+
+from conftest import PROJECT_ROOT
 
 
 SENTENCES = [

@@ -6,12 +6,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import PROJECT_ROOT
 from test_core import HIDDEN_RTOL, LOG_MEL_ATOL, relative_deviation
 from transformers import AutoFeatureExtractor, AutoModel
 
 from byola_hf import BYOLAConfig, BYOLAForCTC
 from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict
+
+from conftest import PROJECT_ROOT
 
 
 def test_v2_matches_original(golden_v2, random3072_dir):
