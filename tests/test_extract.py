@@ -151,3 +151,48 @@ def test_cli_on_a_folder_of_files(audio_folder, random2048_dir, tmp_path):
     assert output.returncode == 0, output.stderr[-2000:]
     assert "5 clips" in output.stdout and "audio-hours per minute" in output.stdout
     assert len(load_embeddings(str(tmp_path / "cli"))) == 5
+
+
+def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random2048_dir, tmp_path):
+    import socket
+
+    root, _ = audio_folder
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "byola_hf.extract.cli",
+            "--model_name_or_path",
+            str(random2048_dir),
+            "--dataset_name",
+            "audiofolder",
+            "--data_dir",
+            str(root),
+            "--output_dir",
+            str(tmp_path / "ranks"),
+            "--shard_size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        cwd=PROJECT_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = extract_embeddings(
+        str(random2048_dir), "audiofolder", str(tmp_path / "one"), data_dir=str(root), shard_size=2
+    )
+    ranks, one = load_embeddings(str(tmp_path / "ranks")), load_embeddings(single.output_dir)
+    assert ranks["path"] == one["path"] and ranks["label"] == one["label"]
+    np.testing.assert_allclose(np.stack(ranks["embedding"]), np.stack(one["embedding"]), atol=1e-6)
