@@ -29,7 +29,7 @@ class ExtractArguments:
     frames: bool = field(default=False, metadata={"help": "Also store frame features and their timestamps (ms)"})
     device: str | None = field(default=None, metadata={"help": "Run the model there, e.g. cuda (default: CPU)"})
     num_proc: int | None = field(default=None, metadata={"help": "datasets.map worker processes (CPU)"})
-    batch_size: int = field(default=16, metadata={"help": "Clips per forward"})
+    batch_size: int = field(default=8, metadata={"help": "Clips per forward (8 x 10 s fits a CPU's cache best)"})
     shard_size: int = field(default=256, metadata={"help": "Clips per saved shard (the unit of resumption)"})
     skip_bad: bool = field(
         default=False, metadata={"help": "Leave out unreadable, empty or non-finite clips (listed in skipped.json)"}

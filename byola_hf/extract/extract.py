@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,7 @@ def extract_embeddings(
     frames: bool = False,
     device: str | None = None,
     num_proc: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = 8,
     shard_size: int = 256,
     skip_bad: bool = False,
 ) -> ExtractionResult:
@@ -223,6 +224,10 @@ def extract_embeddings(
                 },
                 remove_columns=[audio_column_name],
                 desc=None,
+                # An explicit fingerprint: datasets would otherwise pickle and hash the whole model for every shard;
+                # nothing is taken from datasets' cache (the shards on disk are the cache).
+                new_fingerprint=uuid.uuid4().hex,
+                load_from_cache_file=False,
             )
             embedded = _cast_outputs(embedded, layer_indices)
             if not skip_bad:

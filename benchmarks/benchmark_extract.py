@@ -1,0 +1,72 @@
+"""Throughput of `byola-extract` against a plain loop of pipeline calls over the same files, in the same run.
+
+    python benchmarks/benchmark_extract.py [--clips 200] [--seconds 10] [--device cpu|cuda] [--workdir DIR]
+
+It builds an `audiofolder` of espeak-ng speech (`--clips` clips of `--seconds` s at 16 kHz), converts the shared
+random 2048-d checkpoint, then times: the baseline (`pipeline("byola-audio-embedding")` called on each file in a
+loop), and `extract_embeddings` with `num_proc` 1 and 2 (CPU) or on the device. It prints audio-hours per minute,
+the ratio to the baseline, and the largest deviation of the embeddings from the baseline's.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.benchmark_stats import build_dataset
+from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
+from byola_hf.extract import extract_embeddings, load_embeddings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Benchmark byola-extract against a loop of pipeline calls.")
+    shared = Path(os.environ.get("BYOLA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+    parser.add_argument("--checkpoint", default=str(shared / "reference" / "AudioNTT2020-random-seed123-d2048.pth"))
+    parser.add_argument("--clips", type=int, default=200, help="Number of clips")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Length of each clip")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--workdir", default=None, help="Where to build the data (a temporary folder by default)")
+    args = parser.parse_args(argv)
+    from transformers import pipeline
+
+    import byola_hf  # noqa: F401  (registers the pipeline)
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="byola-extract-bench-"))
+    data = build_dataset(workdir / "data", args.clips, args.seconds)
+    model_dir = workdir / "model"
+    convert_byola_checkpoint(args.checkpoint, model_dir, mean=-8.907230, std=4.892486)
+    files = sorted(str(path) for path in (data / "train").glob("*.wav"))
+    hours = len(files) * args.seconds / 3600
+
+    extractor = pipeline("byola-audio-embedding", model=str(model_dir), device=args.device)
+    start = time.perf_counter()
+    baseline = {path: extractor(path) for path in files}
+    baseline_seconds = time.perf_counter() - start
+    rows = [("pipeline loop", baseline_seconds, 0.0)]
+    runs = (
+        [("byola-extract", {"device": args.device})]
+        if args.device != "cpu"
+        else [("byola-extract num_proc 1", {}), ("byola-extract num_proc 2", {"num_proc": 2})]
+    )
+    for name, options in runs:
+        output = workdir / name.replace(" ", "_")
+        start = time.perf_counter()
+        extract_embeddings(str(model_dir), "audiofolder", str(output), data_dir=str(data), **options)
+        seconds = time.perf_counter() - start
+        dataset = load_embeddings(str(output))
+        deviation = max(
+            float(np.abs(np.asarray(embedding) - baseline[path]).max() / np.abs(baseline[path]).max())
+            for path, embedding in zip(dataset["path"], dataset["embedding"])
+        )
+        rows.append((name, seconds, deviation))
+    print(f"{len(files)} clips of {args.seconds:g} s ({hours:.2f} h of audio), device {args.device}")
+    print(f"{'method':<26} {'audio-h/min':>11} {'vs loop':>8} {'max rel dev':>12}")
+    for name, seconds, deviation in rows:
+        print(f"{name:<26} {hours / (seconds / 60):>11.2f} {baseline_seconds / seconds:>7.2f}x {deviation:>12.2e}")
+
+
+if __name__ == "__main__":
+    main()
