@@ -2,6 +2,8 @@
 
 import json
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,3 +93,25 @@ def real512_dir(tmp_path_factory, real512_checkpoint, golden) -> Path:
 def random3072_dir(tmp_path_factory, random3072_checkpoint, golden_v2) -> Path:
     """The random v2 (AudioNTT2022, 3072-d) checkpoint converted with the golden statistics."""
     return _converted(tmp_path_factory, random3072_checkpoint, golden_v2, "random3072")
+
+
+def run_torchrun(*arguments: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --nproc_per_node 2` on a free loopback port, one thread per rank."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        *arguments,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"}
+    )

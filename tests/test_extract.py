@@ -14,7 +14,7 @@ from byola_hf import BYOLAFeatureExtractor
 from byola_hf.extract import extract, extract_embeddings, load_embeddings
 from byola_hf.pipelines import load_audio
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, run_torchrun
 
 
 @pytest.fixture(scope="module")
@@ -154,39 +154,20 @@ def test_cli_on_a_folder_of_files(audio_folder, random2048_dir, tmp_path):
 
 
 def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random2048_dir, tmp_path):
-    import socket
-
     root, _ = audio_folder
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(port),
-            "-m",
-            "byola_hf.extract.cli",
-            "--model_name_or_path",
-            str(random2048_dir),
-            "--dataset_name",
-            "audiofolder",
-            "--data_dir",
-            str(root),
-            "--output_dir",
-            str(tmp_path / "ranks"),
-            "--shard_size",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    result = run_torchrun(
+        "-m",
+        "byola_hf.extract.cli",
+        "--model_name_or_path",
+        str(random2048_dir),
+        "--dataset_name",
+        "audiofolder",
+        "--data_dir",
+        str(root),
+        "--output_dir",
+        str(tmp_path / "ranks"),
+        "--shard_size",
+        "2",
         cwd=PROJECT_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]

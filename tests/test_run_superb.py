@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from transformers import AutoModelForAudioClassification, pipeline
 from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, run_torchrun
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -271,41 +270,25 @@ def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
 
 
 def test_torchrun_two_processes(ks_model, mini, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     output = tmp_path / "ddp"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(port),
-            str(PROJECT_ROOT / "scripts" / "run_superb.py"),
-            "--task",
-            "ks",
-            "--model_name_or_path",
-            str(ks_model),
-            "--data_dir",
-            str(mini["ks"]),
-            "--output_dir",
-            str(output),
-            "--max_steps",
-            "4",
-            "--per_device_train_batch_size",
-            "8",
-            "--ddp_backend",
-            "gloo",
-            *COMMON,
-        ],
-        capture_output=True,
-        text=True,
-        env={**ENV, "OMP_NUM_THREADS": "1"},
+    result = run_torchrun(
+        str(PROJECT_ROOT / "scripts" / "run_superb.py"),
+        "--task",
+        "ks",
+        "--model_name_or_path",
+        str(ks_model),
+        "--data_dir",
+        str(mini["ks"]),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--ddp_backend",
+        "gloo",
+        *COMMON,
+        env=ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval_accuracy" in json.loads((output / "eval_results.json").read_text())

@@ -1,9 +1,7 @@
 """Exact per-task statistics: datasets.map, num_proc, torchrun/gloo, saving into the config, errors."""
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ from transformers import AutoConfig, AutoModel
 from byola_hf import BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, run_torchrun
 
 
 SENTENCES = [
@@ -125,24 +123,9 @@ def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_di
     assert_close(compute_stats(str(random2048_dir), str(saved)), expected_stats)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, random2048_dir, tmp_path):
     output = tmp_path / "distributed"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
+    result = run_torchrun(
         str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
         "--model_name_or_path",
         str(random2048_dir),
@@ -154,8 +137,7 @@ def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, rand
         "2",
         "--output_dir",
         str(output),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stdout)
     config = json.loads((output / "config.json").read_text())

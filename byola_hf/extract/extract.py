@@ -22,7 +22,7 @@ import torch
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
-from ..stats.data import load_audio_dataset
+from ..stats.data import is_saved_dataset, load_audio_dataset
 from ..stats.distributed import process_group
 
 
@@ -60,8 +60,7 @@ def load_source(
     """
     datasets = require_extra("datasets", "stats")
     path = Path(dataset_name)
-    saved = path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
-    if any(character in dataset_name for character in "*?[") or (path.is_dir() and not saved):
+    if any(character in dataset_name for character in "*?[") or (path.is_dir() and not is_saved_dataset(path)):
         pattern = str(path / "**" / "*") if path.is_dir() else dataset_name
         files = sorted(f for f in glob.glob(pattern, recursive=True) if f.lower().endswith(AUDIO_SUFFIXES))
         if not files:

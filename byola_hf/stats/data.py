@@ -23,9 +23,8 @@ def load_audio_dataset(
     datasets = require_extra("datasets", "stats")
 
     path = Path(dataset_name)
-    saved = path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
     try:
-        if saved:
+        if is_saved_dataset(path):
             dataset = datasets.load_from_disk(str(path))
             if isinstance(dataset, datasets.DatasetDict):
                 if split not in dataset:
@@ -65,6 +64,11 @@ def load_audio_dataset(
             f"; audio columns: {audio_columns or 'none'}."
         )
     return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a directory written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    return path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
 
 
 def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFeatureExtractor]:
