@@ -232,7 +232,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             lengths = [min(length, max_length) for length in lengths]
         minimum = self.min_samples if pad_to_min_length else 0
         for index, length in enumerate(lengths):
-            self._check_length(max(length, minimum), index)
+            self.check_length(max(length, minimum), index)
         if strategy == PaddingStrategy.DO_NOT_PAD:
             features, frame_masks = [], []
             for index, length in enumerate(lengths):
@@ -477,7 +477,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         if not np.isfinite(waveform).all():
             raise ValueError(f"Example {index} contains NaN or infinite samples; clean the audio first.")
 
-    def _check_length(self, length: int, index: int) -> None:
+    def check_length(self, length: int, index: int | None = None) -> None:
+        """Raise a `ValueError` naming the fix when a waveform of `length` samples (example `index` of a batch) is
+        too short for the log-mel."""
         minimum = self.n_fft // 2 + 1
         if length < minimum:
             hint = (
@@ -486,7 +488,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 else ""
             )
             raise ValueError(
-                f"Example {index} has {length} samples, too short for the centred STFT: at least {minimum} samples "
+                f"{'The clip' if index is None else f'Example {index}'} has {length} samples, too short for the centred STFT: at least {minimum} samples "
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
                 f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
             )

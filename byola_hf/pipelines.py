@@ -101,27 +101,31 @@ def _to_mono(waveform: np.ndarray) -> np.ndarray:
     return waveform.mean(axis=channels_axis, dtype=np.float32)
 
 
-def _featurise(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_length: bool) -> dict:
-    """Waveform -> model inputs of one clip, the log-mel time-first `(1, frames, n_mels)` so that the pipelines'
-    batch collation pads frames (the model masks padded frames, so the padding value does not matter)."""
+def _decode(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_length: bool) -> dict:
+    """
+    Decoding, on the CPU (in the DataLoader's workers when `num_workers` is set): one clip as its waveform
+    `input_values` `(1, samples)` float32 at the feature extractor's rate and its length `lengths` `(1,)`. The
+    pipelines' batch collation pads the waveforms; the log-mel is computed in `_forward`, batched, on the pipeline's
+    device.
+    """
     feature_extractor = pipeline.feature_extractor
     waveform = load_audio(inputs, feature_extractor.sampling_rate, input_rate)
-    features = feature_extractor(
-        waveform,
-        sampling_rate=feature_extractor.sampling_rate,
-        return_tensors="pt",
-        pad_to_min_length=pad_to_min_length,
+    if pad_to_min_length:  # zeros that count as audio, as the feature extractor's option of the same name
+        waveform = np.pad(waveform, (0, max(0, feature_extractor.min_samples - len(waveform))))
+    feature_extractor.check_length(len(waveform))
+    return {"input_values": torch.from_numpy(waveform)[None], "lengths": torch.tensor([len(waveform)])}
+
+
+def _model_inputs(pipeline: Pipeline, model_inputs: dict) -> dict:
+    """The padded waveforms of a batch -> the model's `input_features` and `attention_mask`, computed on the
+    device the pipeline put them on."""
+    waveforms, lengths = model_inputs["input_values"], model_inputs["lengths"]
+    features = pipeline.feature_extractor(
+        waveforms, sampling_rate=pipeline.feature_extractor.sampling_rate, lengths=lengths, device=waveforms.device
     )
-    features["input_features"] = features["input_features"].transpose(1, 2)
     if pipeline.dtype is not None:
         features["input_features"] = features["input_features"].to(pipeline.dtype)
     return dict(features)
-
-
-def _model_inputs(model_inputs: dict) -> dict:
-    inputs = dict(model_inputs)
-    inputs["input_features"] = inputs["input_features"].transpose(1, 2)  # back to (batch, n_mels, frames)
-    return inputs
 
 
 class BYOLAAudioEmbeddingPipeline(Pipeline):
@@ -157,10 +161,10 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
         return preprocess, forward, postprocess
 
     def preprocess(self, inputs, sampling_rate=None, pad_to_min_length=False):
-        return _featurise(self, inputs, sampling_rate, pad_to_min_length)
+        return _decode(self, inputs, sampling_rate, pad_to_min_length)
 
     def _forward(self, model_inputs, layer=None):
-        outputs = self.model(**_model_inputs(model_inputs), output_hidden_states=layer is not None)
+        outputs = self.model(**_model_inputs(self, model_inputs), output_hidden_states=layer is not None)
         frames = outputs.last_hidden_state if layer is None else outputs.hidden_states[layer]
         lengths = outputs.attention_mask.sum(-1)
         # One row per clip, each cut to its own valid frames (batches are split again after _forward).
@@ -196,12 +200,12 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
     def preprocess(self, inputs, sampling_rate=None, pad_to_min_length=False):
         if not self._is_byola():
             return super().preprocess(inputs)
-        return _featurise(self, inputs, sampling_rate, pad_to_min_length)
+        return _decode(self, inputs, sampling_rate, pad_to_min_length)
 
     def _forward(self, model_inputs):
         if not self._is_byola():
             return super()._forward(model_inputs)
-        return self.model(**_model_inputs(model_inputs))
+        return self.model(**_model_inputs(self, model_inputs))
 
 
 def register_pipelines() -> None:

@@ -68,6 +68,35 @@ def test_embedding_pipeline_batches_mixed_lengths(random2048_dir, sound_files):
     assert worst < 1e-5
 
 
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))],
+)
+def test_pipeline_computes_log_mel_per_batch_on_its_device(random2048_dir, sound_files, device):
+    """Decoding stays in preprocess (CPU, DataLoader workers); the log-mel is one batched call in _forward, on the
+    pipeline's device, and equals the feature extractor's numpy path followed by the model."""
+    extractor = pipeline("byola-audio-embedding", model=str(random2048_dir), device=device)
+    decoded = extractor.preprocess(sound_files[0])
+    assert set(decoded) == {"input_values", "lengths"} and decoded["input_values"].device.type == "cpu"
+    calls = []
+    log_mel = extractor.feature_extractor.log_mel
+
+    def recording_log_mel(waveforms, lengths=None):
+        calls.append((waveforms.device.type, tuple(waveforms.shape[:1])))
+        return log_mel(waveforms, lengths)
+
+    extractor.feature_extractor.log_mel = recording_log_mel
+    batched = extractor(sound_files, batch_size=3)
+    assert calls == [(device, (3,))]
+
+    fe = extractor.feature_extractor
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    for path, embedding in zip(sound_files, batched):
+        with torch.no_grad():
+            expected = model(**fe(load_audio(path, 16000), sampling_rate=16000, return_tensors="pt")).pooler_output
+        assert np.abs(embedding - expected[0].numpy()).max() / np.abs(embedding).max() < 1e-5
+
+
 def test_classification_pipeline_batches_and_reads_files(classifier_dir, sound_files):
     classifier = pipeline("audio-classification", model=str(classifier_dir))
     arrays = [load_audio(path, 16000) for path in sound_files]
