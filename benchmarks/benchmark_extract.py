@@ -10,13 +10,17 @@ the ratio to the baseline, and the largest deviation of the embeddings from the 
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.benchmark_stats import build_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root has benchmarks/
+
+from benchmarks.benchmark_stats import build_dataset  # noqa: E402
 from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
 from byola_hf.extract import extract_embeddings, load_embeddings
 

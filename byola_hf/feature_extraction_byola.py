@@ -487,8 +487,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 if length <= 8
                 else ""
             )
+            subject = "The clip" if index is None else f"Example {index}"
             raise ValueError(
-                f"{'The clip' if index is None else f'Example {index}'} has {length} samples, too short for the centred STFT: at least {minimum} samples "
+                f"{subject} has {length} samples, too short for the centred STFT: at least {minimum} samples "
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
                 f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
             )

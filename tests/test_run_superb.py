@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from transformers import AutoModelForAudioClassification, pipeline
 
 from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
+from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows
 
 from conftest import PROJECT_ROOT, run_torchrun
 
@@ -448,3 +451,37 @@ def test_v2_keyword_spotting_runs_saves_reloads_and_predicts(random3072_dir, min
     wav = next((mini["ks"] / "test").glob("*.wav"))
     predictions = pipeline("audio-classification", model=str(output))(str(wav), top_k=2)
     assert len(predictions) == 2 and predictions[0]["label"] in model.config.label2id
+
+
+def test_log_mels_are_cached_on_the_training_accelerator():
+    """On a GPU the cached log-mels are computed there; map workers (forked) and CPU training keep them on the CPU."""
+    assert log_mel_device(torch.device("cpu"), None) is None
+    assert log_mel_device(torch.device("cuda", 1), None) == torch.device("cuda", 1)
+    assert log_mel_device(torch.device("cuda", 0), 1) == torch.device("cuda", 0)
+    assert log_mel_device(torch.device("cuda", 0), 4) is None
+
+
+def test_cached_log_mels_collate_to_the_feature_extractors_batch():
+    """Stored time-first as Array2D, read back as numpy, padded by the collator: bit for bit `fe(batch)`."""
+    import datasets
+
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    fe = BYOLAFeatureExtractor()
+    rng = np.random.default_rng(0)
+    waveforms = [rng.standard_normal(n).astype(np.float32) for n in (16000, 3100, 23456)]
+    dataset = datasets.Dataset.from_dict({"index": [0, 1, 2], "labels": [2, 0, 1]})
+    mapped = dataset.map(
+        lambda batch: {"input_features": log_mel_rows(fe, [waveforms[i] for i in batch["index"]])},
+        batched=True,
+        remove_columns=["index"],
+    )
+    cached = cache_log_mels(mapped, fe.feature_size)
+    assert isinstance(cached.features["input_features"], datasets.Array2D)
+    assert cached[1]["input_features"].shape == (fe.num_frames(3100), fe.feature_size)
+    batch = LogMelCollator(fe, SUPERB_TASKS["ks"], downsampling=8)([cached[i] for i in range(3)])
+    expected = fe(waveforms, sampling_rate=16000, return_tensors="pt")
+    assert torch.equal(batch["input_features"], expected["input_features"])
+    assert torch.equal(batch["attention_mask"], expected["attention_mask"])
+    assert batch["labels"].tolist() == [2, 0, 1]
