@@ -361,22 +361,23 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             valid = torch.as_tensor(lengths, device=batch.device)[:, None]
             batch.masked_fill_(columns >= torch.maximum(valid, torch.full_like(valid, minimum)), self.padding_value)
             return batch.masked_fill_((columns >= valid) & (columns < minimum), 0.0)
-        # transformers' waveform padding, as Whisper's feature extractor uses it: rows of shape (samples, 1), after
-        # the zeros of pad_to_min_length (which count as audio).
-        rows = [
-            np.pad(waveform[:length], (0, max(0, minimum - length)))[:, None]
-            for waveform, length in zip(waveforms, lengths)
-        ]
-        batch = SequenceFeatureExtractor.pad(
-            self,
-            BatchFeature({"input_features": rows}),
-            padding=PaddingStrategy.MAX_LENGTH,
-            max_length=target,
-            return_attention_mask=False,
-            return_tensors="np",
-        )["input_features"][..., 0]
-        batch = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        return batch.to(device) if device is not None else batch
+        # One copy of each waveform into the padded batch. (`SequenceFeatureExtractor.pad` pads every row with np.pad
+        # and stacks them: 35 ms instead of 7 ms for 64 x 10 s on 2 cores, more than a GPU's whole forward.) For a
+        # GPU the batch is built in pinned memory (cached by torch), so its copy to the device runs asynchronously;
+        # on CPU in numpy's buffer (a fresh torch.empty of that size costs 25 ms in page faults).
+        pinned = device is not None and torch.device(device).type == "cuda"
+        if pinned:
+            batch = torch.empty((len(lengths), target), dtype=torch.float32, pin_memory=True)
+            rows = batch.numpy()
+        else:
+            rows = np.empty((len(lengths), target), dtype=np.float32)
+            batch = torch.from_numpy(rows)
+        for row, waveform, length in zip(rows, waveforms, lengths):
+            audio = max(length, minimum)
+            row[:length] = waveform[:length]
+            row[length:audio] = 0.0  # pad_to_min_length's zeros count as audio
+            row[audio:] = self.padding_value
+        return batch.to(device, non_blocking=pinned) if device is not None else batch
 
     def _log_mel_batch(self, waveforms: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel and frame mask of a padded batch `(batch, samples)`, on its device; each example uses only its

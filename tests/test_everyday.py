@@ -266,6 +266,25 @@ def test_feature_extractor_on_torch_batches_equals_numpy():
     with pytest.raises(ValueError, match="lengths must give each"):
         fe(batch, sampling_rate=16000, lengths=[4000, 9001, 1])
 
+    # pad_to_min_length's zeros (audio) and the padding value (not audio) land alike from numpy rows and tensors
+    fe = BYOLAFeatureExtractor(padding_value=0.5)
+    short = [rng.standard_normal(600), waveforms[1].astype(np.float64), waveforms[2]]
+    lengths = [600, 9000, 7001]
+    from_rows = fe._pad_rows(short, lengths, 9000, fe.min_samples, None)
+    tensor = torch.zeros(3, 9000)
+    for row, waveform in zip(tensor, short):
+        row[: len(waveform)] = torch.from_numpy(waveform.astype(np.float32))
+    torch.testing.assert_close(from_rows, fe._pad_rows(tensor, lengths, 9000, fe.min_samples, None), rtol=0, atol=0)
+    assert from_rows.dtype == torch.float32 and from_rows.is_contiguous()
+    assert (from_rows[0, 600 : fe.min_samples] == 0).all() and (from_rows[0, fe.min_samples :] == 0.5).all()
+    assert (from_rows[2, 7001:] == 0.5).all()
+    np.testing.assert_array_equal(
+        fe(short, sampling_rate=16000, pad_to_min_length=True, return_tensors="np")["input_features"],
+        fe(tensor, sampling_rate=16000, lengths=lengths, pad_to_min_length=True, device="cpu")[
+            "input_features"
+        ].numpy(),
+    )
+
 
 def test_integer_rule_is_one_rule():
     """Integer PCM is scaled by its dtype; lists are values; non-PCM integer dtypes are refused, never guessed."""
