@@ -253,3 +253,27 @@ def test_torch_compile_fullgraph_equals_eager(random3072_dir, output_hidden_stat
     worst = max(relative(got, expected) for got, expected in pairs)
     print(f"\ntorch.compile(fullgraph=True) vs eager, output_hidden_states={output_hidden_states}: {worst:.2g}")
     assert worst < 1e-5
+
+
+@pytest.mark.parametrize("fixture", ["random2048_dir", "random3072_dir"])
+def test_accelerator_forward_reads_no_values_back(fixture, request):
+    """What a GPU forward runs (the accelerator kernels, values unchecked as on a GPU) never reads a tensor's value on
+    the host: no `.item()`/`int()`/`bool()`/`torch.equal`, each of which would stall a GPU's queue. Padded batch with
+    its mask, all hidden states."""
+    directory = request.getfixturevalue(fixture)
+    model = AutoModel.from_pretrained(directory).eval()
+    model.inference_kernels = "accelerator"
+    fe = AutoFeatureExtractor.from_pretrained(directory)
+    rng = np.random.default_rng(0)
+    inputs = fe(
+        [rng.standard_normal(n).astype(np.float32) for n in (16000, 9000)], sampling_rate=16000, return_tensors="pt"
+    )
+    host_reads = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal"}
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        model(**inputs, output_hidden_states=True, check_values=False)
+    names = {event.key for event in profile.key_averages()}
+    assert "aten::convolution" in names  # the profile saw the forward
+    assert not names & host_reads, sorted(names & host_reads)
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        model(**inputs, output_hidden_states=True)  # on CPU the values are checked by default: the test can see it
+    assert {event.key for event in profile.key_averages()} & host_reads
