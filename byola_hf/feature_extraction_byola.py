@@ -361,20 +361,19 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             valid = torch.as_tensor(lengths, device=batch.device)[:, None]
             batch.masked_fill_(columns >= torch.maximum(valid, torch.full_like(valid, minimum)), self.padding_value)
             return batch.masked_fill_((columns >= valid) & (columns < minimum), 0.0)
-        # One copy of each waveform into the padded batch. (`SequenceFeatureExtractor.pad` pads every row with np.pad
-        # and stacks them: 35 ms instead of 7 ms for 64 x 10 s on 2 cores, more than a GPU's whole forward.) For a
-        # GPU the batch is built in pinned memory (cached by torch), so its copy to the device runs asynchronously;
-        # on CPU in numpy's buffer (a fresh torch.empty of that size costs 25 ms in page faults).
+        # One copy of each waveform into the padded batch, by torch (split across threads for long rows).
+        # `SequenceFeatureExtractor.pad` pads every row with np.pad and stacks them: 35 ms instead of 7-8 ms for
+        # 64 x 10 s on 2 cores, more than a GPU's whole forward. For a GPU the batch is built in pinned memory
+        # (cached by torch), so its copy to the device runs asynchronously; on CPU in numpy's buffer (a fresh
+        # torch.empty of that size costs 25 ms in page faults).
         pinned = device is not None and torch.device(device).type == "cuda"
         if pinned:
             batch = torch.empty((len(lengths), target), dtype=torch.float32, pin_memory=True)
-            rows = batch.numpy()
         else:
-            rows = np.empty((len(lengths), target), dtype=np.float32)
-            batch = torch.from_numpy(rows)
-        for row, waveform, length in zip(rows, waveforms, lengths):
+            batch = torch.from_numpy(np.empty((len(lengths), target), dtype=np.float32))
+        for row, waveform, length in zip(batch, waveforms, lengths):
             audio = max(length, minimum)
-            row[:length] = waveform[:length]
+            row[:length].copy_(torch.from_numpy(waveform[:length]))
             row[length:audio] = 0.0  # pad_to_min_length's zeros count as audio
             row[audio:] = self.padding_value
         return batch.to(device, non_blocking=pinned) if device is not None else batch
