@@ -206,6 +206,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             `frames = 1 + samples // hop_length` of the padded length.
         """
         if device is not None:
+            device = _resolve_device(device)
             if return_tensors not in (None, "pt", TensorType.PYTORCH):
                 raise ValueError(
                     f"device={device!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}."
@@ -344,7 +345,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         return waveforms, lengths
 
     def _pad_rows(
-        self, waveforms, lengths: Sequence[int], target: int, minimum: int, device: str | torch.device | None
+        self, waveforms, lengths: Sequence[int], target: int, minimum: int, device: torch.device | None
     ) -> torch.Tensor:
         """`(batch, max(target, minimum))` float32 tensor on `device` (or the input tensor's), each row's first
         `lengths[i]` samples kept and the rest `padding_value`, or zero up to `minimum` (the `pad_to_min_length`
@@ -366,7 +367,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         # 64 x 10 s on 2 cores, more than a GPU's whole forward. For a GPU the batch is built in pinned memory
         # (cached by torch), so its copy to the device runs asynchronously; on CPU in numpy's buffer (a fresh
         # torch.empty of that size costs 25 ms in page faults).
-        pinned = device is not None and torch.device(device).type == "cuda"
+        pinned = device is not None and device.type == "cuda"
         if pinned:
             batch = torch.empty((len(lengths), target), dtype=torch.float32, pin_memory=True)
         else:
@@ -496,6 +497,20 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
 
 
 _PCM_DTYPES = (torch.int8, torch.int16, torch.int32, torch.uint8)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    """`device` as a `torch.device`, or a `ValueError` saying why it cannot be used here."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1'): {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but no CUDA GPU is available to this torch ({torch.__version__}): use device='cpu' "
+            "(or leave it out), or install a CUDA build of torch on a machine with a GPU."
+        )
+    return resolved
 
 
 def _stack_if_equal(items: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

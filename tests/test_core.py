@@ -247,6 +247,7 @@ def tiny_model():
         (lambda fe: fe(np.array(["a"] * 2000), sampling_rate=16000), TypeError, "Audio must be numeric"),
         (lambda fe: fe(object(), sampling_rate=16000), TypeError, "Unsupported audio input"),
         (lambda fe: fe([], sampling_rate=16000), ValueError, "empty batch"),
+        (lambda fe: fe(np.zeros(16000), sampling_rate=16000, device="gpu0"), ValueError, "is not a torch device"),
         (
             lambda fe: fe(np.zeros(16000), sampling_rate=16000, truncation=True),
             ValueError,
@@ -262,6 +263,14 @@ def tiny_model():
 def test_feature_extractor_errors(call, error, message):
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         call(BYOLAFeatureExtractor())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU is")
+def test_feature_extractor_asked_for_a_missing_gpu():
+    fe = BYOLAFeatureExtractor()
+    for batch in (np.zeros(16000, np.float32), torch.zeros(2, 16000)):
+        with pytest.raises(ValueError, match="no CUDA GPU is available.*device='cpu'"):
+            fe(batch, sampling_rate=16000, device="cuda")
 
 
 def test_model_errors(tiny_model):
