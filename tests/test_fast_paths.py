@@ -194,6 +194,8 @@ def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
         assert row["max_rel_deviation"] < 1e-5 and row["cosine"] > 0.999999
         assert row["ours_xrt"] > 0 and row["baseline_xrt"] > 0
         assert row["ours_mb"] > 0 and row["baseline_mb"] > 0
+    assert [row.get("goal") for row in rows] == [None, None, 3.0, None]  # the CPU goal: "all" in fp32
+    assert isinstance(rows[2]["goal_met"], bool)
     assert [(row["hidden_states"], row["chunked"]) for row in results["long_audio"]] == [
         (False, True),
         (True, True),
