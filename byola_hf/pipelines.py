@@ -5,7 +5,9 @@ torchaudio): a file path, the file's bytes, a numpy array or torch tensor (at th
 `sampling_rate=` says otherwise), or a `{"raw" | "array": ..., "sampling_rate": ...}` dict as `datasets` gives it.
 Multi-channel audio, `(channels, samples)` or `(samples, channels)` (the shorter axis is taken as channels), is
 mixed down to mono by averaging the channels; integer PCM is scaled by its dtype to [-1, 1). With `batch_size`,
-clips of different lengths are padded together and each gets what it gets alone.
+clips of different lengths are padded together and each gets what it gets alone. Decoding runs in `preprocess`
+(on the CPU, in the DataLoader's workers with `num_workers=`); the log-mel of each padded batch is computed in
+`_forward`, on the pipeline's device, with the model.
 """
 
 import io

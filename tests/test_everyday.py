@@ -88,6 +88,8 @@ def test_pipeline_computes_log_mel_per_batch_on_its_device(random2048_dir, sound
     extractor.feature_extractor.log_mel = recording_log_mel
     batched = extractor(sound_files, batch_size=3)
     assert calls == [(device, (3,))]
+    with_workers = extractor(sound_files, batch_size=3, num_workers=2)  # decoding in DataLoader workers
+    assert all(np.array_equal(a, b) for a, b in zip(batched, with_workers))
 
     fe = extractor.feature_extractor
     model = AutoModel.from_pretrained(random2048_dir).eval()
