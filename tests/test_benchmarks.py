@@ -1,0 +1,44 @@
+"""The benchmark scripts run as files from a checkout, as their docstrings say."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+
+@pytest.mark.parametrize("name", ["benchmark", "benchmark_stats", "benchmark_extract", "benchmark_superb_features"])
+def test_benchmark_files_start(name):
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / f"{name}.py"), "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage:")
+
+
+def test_superb_features_benchmark_compares_equal_log_mels(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "benchmarks" / "benchmark_superb_features.py"),
+            "--clips",
+            "24",
+            "--seconds",
+            "1",
+            "--batch_size",
+            "8",
+            "--repeats",
+            "1",
+            "--epochs",
+            "2",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("24 clips of 1 s") and "cached is" in result.stdout
+    assert lines[-1] == "max |cached - collator| log-mel on valid frames: 0.00e+00"
