@@ -69,8 +69,10 @@ def test_training_mode_uses_the_modules_and_trains_batch_norm():
     assert int(block.batch_norm.num_batches_tracked) == 1  # batch statistics were used and tracked
 
 
-def test_chunked_long_audio_equals_unchunked(random2048_dir, golden):
+@pytest.mark.parametrize("kernels", ["cpu", "accelerator"])
+def test_chunked_long_audio_equals_unchunked(random2048_dir, golden, kernels):
     model = AutoModel.from_pretrained(random2048_dir).eval()
+    model.inference_kernels = kernels  # long audio on a GPU runs the accelerator kernels chunk by chunk
     fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
     speech = np.concatenate(
         [
@@ -90,7 +92,7 @@ def test_chunked_long_audio_equals_unchunked(random2048_dir, golden):
                 assert got.shape == expected.shape
                 worst = max(worst, relative(got, expected))
             worst = max(worst, relative(chunked.pooler_output, whole.pooler_output))
-    print(f"\nchunked vs unchunked, every hidden state and pooled: {worst:.2g}")
+    print(f"\n{kernels} kernels, chunked vs unchunked, every hidden state and pooled: {worst:.2g}")
     assert worst < 1e-5
     # the default chunk size applies only to long inputs and can be overridden from the config
     assert model.config.inference_chunk_frames == 12000
