@@ -77,3 +77,13 @@ def test_readme_superb_demo_runs(tmp_path, real512_checkpoint):
     print(f"\nREADME KS demo: accuracy {metrics['eval_accuracy']:.3f} on unseen voices")
     assert metrics["eval_accuracy"] >= 0.5
     assert (tmp_path / "out" / "ks" / "layer_weights.png").exists()
+
+
+def test_readme_gpu_snippet_runs(tmp_path, random2048_dir):
+    """The "On a GPU" snippet as written (on the CPU where there is no GPU: it picks its device)."""
+    script = readme_block("## On a GPU", "python").replace('"byola-2048"', repr(str(random2048_dir)))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env={**os.environ}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "torch.Size([2, 2048]) 5"
