@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict
-from byola_hf.feature_extraction_byola import BYOLAFeatureExtractor
-from byola_hf.modeling_byola import BYOLAModel
-from byola_hf.reference_network import original_forward
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root has byola_hf/
+
+from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict  # noqa: E402
+from byola_hf.feature_extraction_byola import BYOLAFeatureExtractor  # noqa: E402
+from byola_hf.modeling_byola import BYOLAModel  # noqa: E402
+from byola_hf.reference_network import original_forward  # noqa: E402
 
 
 SHAPES = {"64x10s": (64, 10.0), "8x10s": (8, 10.0), "1x60s": (1, 60.0)}

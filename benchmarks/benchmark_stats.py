@@ -12,12 +12,16 @@ and the deviation from the baseline's statistics.
 import argparse
 import multiprocessing
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root has byola_hf/
 
 
 METHODS = ("naive", "exact-1", "exact-2")
