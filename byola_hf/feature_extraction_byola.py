@@ -215,7 +215,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             return_tensors = "pt"
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
         if lengths is not None and isinstance(raw_speech, np.ndarray):
-            raw_speech = torch.from_numpy(raw_speech)
+            raw_speech = to_tensor(raw_speech)
         if isinstance(raw_speech, torch.Tensor) and raw_speech.ndim == 2:
             self._check_sampling_rate(sampling_rate, None)
             waveforms, lengths = self._tensor_batch(raw_speech, lengths)
@@ -363,19 +363,20 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             valid = torch.as_tensor(lengths, device=batch.device)[:, None]
             batch.masked_fill_(columns >= torch.maximum(valid, torch.full_like(valid, minimum)), self.padding_value)
             return batch.masked_fill_((columns >= valid) & (columns < minimum), 0.0)
-        # One copy of each waveform into the padded batch, by torch (split across threads for long rows).
-        # `SequenceFeatureExtractor.pad` pads every row with np.pad and stacks them: 35 ms instead of 7-8 ms for
-        # 64 x 10 s on 2 cores, more than a GPU's whole forward. For a GPU the batch is built in pinned memory
-        # (cached by torch), so its copy to the device runs asynchronously; on CPU in numpy's buffer (a fresh
-        # torch.empty of that size costs 25 ms in page faults).
+        # One copy of each waveform into the padded batch. `SequenceFeatureExtractor.pad` pads every row with
+        # np.pad and stacks them: 35 ms instead of 7-8 ms for 64 x 10 s on 2 cores, more than a GPU's whole forward.
+        # For a GPU the batch is built in pinned memory (cached by torch), so its copy to the device runs
+        # asynchronously; on CPU in numpy's buffer (a fresh torch.empty of that size costs 25 ms in page faults).
         pinned = device is not None and device.type == "cuda"
         if pinned:
             batch = torch.empty((len(lengths), target), dtype=torch.float32, pin_memory=True)
+            rows = batch.numpy()
         else:
-            batch = torch.from_numpy(np.empty((len(lengths), target), dtype=np.float32))
-        for row, waveform, length in zip(batch, waveforms, lengths):
+            rows = np.empty((len(lengths), target), dtype=np.float32)
+            batch = torch.from_numpy(rows)
+        for row, waveform, length in zip(rows, waveforms, lengths):
             audio = max(length, minimum)
-            row[:length].copy_(torch.from_numpy(waveform[:length]))
+            row[:length] = waveform[:length]
             row[length:audio] = 0.0  # pad_to_min_length's zeros count as audio
             row[audio:] = self.padding_value
         return batch.to(device, non_blocking=pinned) if device is not None else batch
@@ -573,7 +574,13 @@ def _to_numpy(array: Any) -> np.ndarray:
     array = np.asarray(array, dtype=np.float32) if isinstance(array, (list, tuple)) else np.asarray(array)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"Audio must be numeric samples, got dtype {array.dtype}.")
-    return _scale_pcm(torch.from_numpy(np.ascontiguousarray(array))).numpy()
+    return _scale_pcm(to_tensor(np.ascontiguousarray(array))).numpy()
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A torch view of `array`, or of a copy when it is read-only (`datasets` and `np.frombuffer` give such arrays;
+    torch would warn that it cannot protect them)."""
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def _scale_pcm(samples: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from transformers import AudioClassificationPipeline, Pipeline
 from transformers.utils import logging
 
 from .extras import require_extra
-from .feature_extraction_byola import _to_numpy
+from .feature_extraction_byola import _to_numpy, to_tensor
 
 
 logger = logging.get_logger(__name__)
@@ -115,7 +115,7 @@ def _decode(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_
     if pad_to_min_length:  # zeros that count as audio, as the feature extractor's option of the same name
         waveform = np.pad(waveform, (0, max(0, feature_extractor.min_samples - len(waveform))))
     feature_extractor.check_length(len(waveform))
-    return {"input_values": torch.from_numpy(waveform)[None], "lengths": torch.tensor([len(waveform)])}
+    return {"input_values": to_tensor(waveform)[None], "lengths": torch.tensor([len(waveform)])}
 
 
 def _model_inputs(pipeline: Pipeline, model_inputs: dict) -> dict:

@@ -314,3 +314,32 @@ def test_v2_feature_extractor_pads_short_clips_to_its_own_minimum(random3072_dir
     model = AutoModel.from_pretrained(random3072_dir).eval()
     with torch.no_grad():
         assert model(**padded).last_hidden_state.shape == (1, 1, 3072)
+
+
+def test_read_only_arrays_give_no_torch_warning(random2048_dir):
+    """Arrays from `datasets`' numpy format, `np.frombuffer` or memory maps are read-only: no torch warning about
+    them (torch warns once per process, hence a fresh interpreter)."""
+    script = textwrap.dedent(
+        f"""
+        import warnings
+        import numpy as np
+        import byola_hf
+        from transformers import pipeline
+
+        warnings.simplefilter("error")
+        fe = byola_hf.BYOLAFeatureExtractor()
+        floats = np.frombuffer((0.1 * np.ones(16000, np.float32)).tobytes(), np.float32)
+        pcm = np.frombuffer(np.full(12000, 300, np.int16).tobytes(), np.int16)
+        batch = np.frombuffer(np.zeros(32000, np.float32).tobytes(), np.float32).reshape(2, 16000)
+        assert not floats.flags.writeable and not pcm.flags.writeable and not batch.flags.writeable
+        fe([floats, pcm], sampling_rate=16000, return_tensors="pt")
+        fe(batch, sampling_rate=16000, lengths=[16000, 9000], return_tensors="pt")
+        fe(floats, sampling_rate=16000, device="cpu")
+        extractor = pipeline("byola-audio-embedding", model={str(random2048_dir)!r})
+        extractor([floats, pcm], sampling_rate=16000, batch_size=2)
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
