@@ -112,8 +112,9 @@ def _decode(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_
     """
     feature_extractor = pipeline.feature_extractor
     waveform = load_audio(inputs, feature_extractor.sampling_rate, input_rate)
-    if pad_to_min_length:  # zeros that count as audio, as the feature extractor's option of the same name
-        waveform = np.pad(waveform, (0, max(0, feature_extractor.min_samples - len(waveform))))
+    if pad_to_min_length and len(waveform) < feature_extractor.min_samples:
+        # zeros that count as audio, as the feature extractor's option of the same name
+        waveform = np.pad(waveform, (0, feature_extractor.min_samples - len(waveform)))
     feature_extractor.check_length(len(waveform))
     return {"input_values": to_tensor(waveform)[None], "lengths": torch.tensor([len(waveform)])}
 
