@@ -121,14 +121,14 @@ def _decode(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_
 
 def _model_inputs(pipeline: Pipeline, model_inputs: dict) -> dict:
     """The padded waveforms of a batch -> the model's `input_features` and `attention_mask`, computed on the
-    device the pipeline put them on."""
-    waveforms, lengths = model_inputs["input_values"], model_inputs["lengths"]
-    features = pipeline.feature_extractor(
-        waveforms, sampling_rate=pipeline.feature_extractor.sampling_rate, lengths=lengths, device=waveforms.device
-    )
+    device the pipeline put them on. `_decode` has checked every clip and the batch collation padded them with the
+    feature extractor's padding value, so the batch goes straight to its log-mel (the public call would check the
+    values again, reading them back from the device, and copy the batch to re-pad it)."""
+    waveforms, lengths = model_inputs["input_values"], model_inputs["lengths"].tolist()
+    input_features, attention_mask = pipeline.feature_extractor._log_mel_batch(waveforms, lengths)
     if pipeline.dtype is not None:
-        features["input_features"] = features["input_features"].to(pipeline.dtype)
-    return dict(features)
+        input_features = input_features.to(pipeline.dtype)
+    return {"input_features": input_features, "attention_mask": attention_mask}
 
 
 class BYOLAAudioEmbeddingPipeline(Pipeline):
