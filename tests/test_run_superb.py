@@ -56,6 +56,19 @@ def ks_model(tmp_path_factory, real512_dir, mini) -> Path:
     return output
 
 
+def superb_arguments(task: str, model: Path | str, data_dir: Path | str, output_dir: Path | str) -> list[str]:
+    return [
+        "--task",
+        task,
+        "--model_name_or_path",
+        str(model),
+        "--data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(output_dir),
+    ]
+
+
 def run_superb(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), *arguments, *COMMON],
@@ -72,16 +85,9 @@ def is_png(path: Path) -> bool:
 def test_keyword_spotting_on_unseen_voices(ks_model, mini, tmp_path):
     output = tmp_path / "ks"
     result = run_superb(
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["ks"]),
+        *superb_arguments("ks", ks_model, mini["ks"], output),
         "--eval_split_name",
         "test",
-        "--output_dir",
-        str(output),
         "--num_train_epochs",
         "15",
         "--learning_rate",
@@ -113,16 +119,9 @@ def test_intent_classification_with_slots_runs(ks_model, mini, tmp_path):
     """IC: one softmax per slot (action, object, location); accuracy counts an utterance right when all slots are."""
     output = tmp_path / "ic"
     result = run_superb(
-        "--task",
-        "ic",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["ic"]),
+        *superb_arguments("ic", ks_model, mini["ic"], output),
         "--label_column_name",
         "action,object,location",
-        "--output_dir",
-        str(output),
         "--max_steps",
         "4",
         "--per_device_train_batch_size",
@@ -142,14 +141,7 @@ def test_emotion_recognition_runs(ks_model, mini, tmp_path):
     """ER is utterance classification with SUPERB's ER learning rate (here on the KS words as stand-in labels)."""
     output = tmp_path / "er"
     result = run_superb(
-        "--task",
-        "er",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["ks"]),
-        "--output_dir",
-        str(output),
+        *superb_arguments("er", ks_model, mini["ks"], output),
         "--max_steps",
         "2",
         "--per_device_train_batch_size",
@@ -164,14 +156,7 @@ def test_emotion_recognition_runs(ks_model, mini, tmp_path):
 def test_phoneme_recognition_reports_per(ks_model, mini, tmp_path):
     output = tmp_path / "pr"
     result = run_superb(
-        "--task",
-        "pr",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["pr"]),
-        "--output_dir",
-        str(output),
+        *superb_arguments("pr", ks_model, mini["pr"], output),
         "--num_train_epochs",
         "4",
         "--per_device_train_batch_size",
@@ -188,14 +173,7 @@ def test_phoneme_recognition_reports_per(ks_model, mini, tmp_path):
 def test_speaker_identification_runs(ks_model, mini, tmp_path):
     output = tmp_path / "sid"
     result = run_superb(
-        "--task",
-        "sid",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["sid"]),
-        "--output_dir",
-        str(output),
+        *superb_arguments("sid", ks_model, mini["sid"], output),
         "--num_train_epochs",
         "5",
     )
@@ -209,14 +187,7 @@ def test_speaker_identification_runs(ks_model, mini, tmp_path):
 def test_speech_recognition_with_bilstm_runs(ks_model, mini, tmp_path):
     output = tmp_path / "asr"
     result = run_superb(
-        "--task",
-        "asr",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["pr"]),
-        "--output_dir",
-        str(output),
+        *superb_arguments("asr", ks_model, mini["pr"], output),
         "--max_steps",
         "3",
         "--per_device_train_batch_size",
@@ -232,16 +203,9 @@ def test_speech_recognition_with_bilstm_runs(ks_model, mini, tmp_path):
 def test_speaker_diarization_reports_der(ks_model, mini, tmp_path):
     output = tmp_path / "sd"
     result = run_superb(
-        "--task",
-        "sd",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["sd"]),
+        *superb_arguments("sd", ks_model, mini["sd"], output),
         "--label_column_name",
         "activity",
-        "--output_dir",
-        str(output),
         "--num_train_epochs",
         "10",
         "--per_device_train_batch_size",
@@ -258,14 +222,7 @@ def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
 
     convert_byola_checkpoint(real512_checkpoint, tmp_path / "no-stats")
     result = run_superb(
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(tmp_path / "no-stats"),
-        "--data_dir",
-        str(mini["ks"]),
-        "--output_dir",
-        str(tmp_path / "out"),
+        *superb_arguments("ks", tmp_path / "no-stats", mini["ks"], tmp_path / "out"),
     )
     assert result.returncode != 0
     assert "has no normalisation statistics" in result.stderr and "byola-compute-stats" in result.stderr
@@ -276,14 +233,7 @@ def test_torchrun_two_processes(ks_model, mini, tmp_path):
     output = tmp_path / "ddp"
     result = run_torchrun(
         str(PROJECT_ROOT / "scripts" / "run_superb.py"),
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(mini["ks"]),
-        "--output_dir",
-        str(output),
+        *superb_arguments("ks", ks_model, mini["ks"], output),
         "--max_steps",
         "4",
         "--per_device_train_batch_size",
@@ -306,14 +256,7 @@ def test_train_only_folder_holds_out_a_named_split(ks_model, mini, tmp_path):
     shutil.copytree(mini["ks"] / "train", data / "train")
     output = tmp_path / "held_out"
     result = run_superb(
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(data),
-        "--output_dir",
-        str(output),
+        *superb_arguments("ks", ks_model, data, output),
         "--max_steps",
         "2",
     )
@@ -326,14 +269,7 @@ def test_train_only_folder_holds_out_a_named_split(ks_model, mini, tmp_path):
     assert 'pipeline("audio-classification"' in card and "AutoModelForAudioClassification" in card
     # Evaluating on the training data is allowed, and said.
     result = run_superb(
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(data),
-        "--output_dir",
-        str(tmp_path / "on_train"),
+        *superb_arguments("ks", ks_model, data, tmp_path / "on_train"),
         "--max_steps",
         "1",
         "--eval_split_name",
@@ -343,14 +279,7 @@ def test_train_only_folder_holds_out_a_named_split(ks_model, mini, tmp_path):
     assert "the training data itself: not a held-out estimate" in (tmp_path / "on_train" / "README.md").read_text()
     # Or no evaluation at all.
     result = run_superb(
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(data),
-        "--output_dir",
-        str(tmp_path / "no_eval"),
+        *superb_arguments("ks", ks_model, data, tmp_path / "no_eval"),
         "--max_steps",
         "1",
         "--validation_split_percentage",
@@ -374,16 +303,9 @@ def test_unseen_evaluation_labels_stop_before_work(ks_model, mini, tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     result = run_superb(
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(ks_model),
-        "--data_dir",
-        str(data),
+        *superb_arguments("ks", ks_model, data, tmp_path / "out"),
         "--eval_split_name",
         "test",
-        "--output_dir",
-        str(tmp_path / "out"),
         "--max_steps",
         "1",
     )
@@ -431,16 +353,9 @@ def test_v2_keyword_spotting_runs_saves_reloads_and_predicts(random3072_dir, min
     compute_stats(str(random3072_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(stats_dir))
     output = tmp_path / "ks-v2"
     result = run_superb(
-        "--task",
-        "ks",
-        "--model_name_or_path",
-        str(stats_dir),
-        "--data_dir",
-        str(mini["ks"]),
+        *superb_arguments("ks", stats_dir, mini["ks"], output),
         "--eval_split_name",
         "test",
-        "--output_dir",
-        str(output),
         "--max_steps",
         "3",
     )
