@@ -330,8 +330,8 @@ class BYOLAConfig(PretrainedConfig):
 
     @property
     def min_samples(self) -> int:
-        """Fewest waveform samples that yield one output frame: `(1 + samples // hop_length) // 2**num_conv_layers`."""
-        return (self.time_downsampling - 1) * self.hop_length
+        """Fewest waveform samples the model takes (see [`minimum_samples`]): 1120 at 16 kHz for v1, 513 for v2."""
+        return minimum_samples(self.time_downsampling, self.hop_length, self.n_fft)
 
     @property
     def has_statistics(self) -> bool:
@@ -351,6 +351,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def _variant_name(concat_conv_features: bool) -> str:
     return "AudioNTT2022" if concat_conv_features else "AudioNTT2020"
+
+
+def minimum_samples(time_downsampling: int, hop_length: int, n_fft: int) -> int:
+    """
+    Fewest waveform samples that give one output frame, `(time_downsampling - 1) * hop_length` (frames are
+    `(1 + samples // hop_length) // time_downsampling`), and that the centred STFT's reflect padding accepts,
+    `n_fft // 2 + 1`. The one rule behind `BYOLAConfig.min_samples` and `BYOLAFeatureExtractor.min_samples`.
+    """
+    return max((time_downsampling - 1) * hop_length, n_fft // 2 + 1)
 
 
 def check_statistics(mean: Any, std: Any) -> None:

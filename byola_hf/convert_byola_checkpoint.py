@@ -1,18 +1,23 @@
 """Convert an original BYOL-A `.pth` checkpoint into a `save_pretrained` directory (safetensors)."""
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
 from .configuration_byola import BYOLAConfig
 from .feature_extraction_byola import BYOLAFeatureExtractor
 from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_card
 from .modeling_byola import BYOLAModel
 from .reference_network import num_conv_blocks, original_forward
+from .tools.cli import make_parser, parse_arguments, run_command
+from .tools.outputs import claim_output_dir, fingerprint, save_into
+
+
+COMMAND = "byola-convert"
+# What a conversion writes (removed by --overwrite_output_dir before converting again).
+CONVERTED_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md")
 
 
 # The original networks keep their layers in `features` (Conv2d, BatchNorm2d, ReLU, MaxPool2d per block: block `i`
@@ -59,6 +64,12 @@ class ConversionCheck:
         return self.max_abs_diff / max(self.max_abs_value, 1e-12)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), at most 300 characters."""
+    lines = str(error).splitlines()
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
 def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     """
     Load an original BYOL-A checkpoint safely (`torch.load(weights_only=True)`, no pickled code runs) and return
@@ -82,8 +93,8 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
     except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, OSError, EOFError...)
         raise ValueError(
             f"{path} is not a loadable PyTorch checkpoint of tensors (truncated, corrupt, not a .pth file, or it "
-            f"pickles code, which is refused): {str(error).splitlines()[0][:300]}"
-        ) from error
+            f"pickles code, which is refused): {first_line(error)}"
+        ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]
@@ -102,6 +113,14 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
         match = re.search(r"(^|\.)(features|fc)\.", key)
         if match:
             state_dict[key[match.start(2) :]] = tensor
+    non_finite = [
+        key for key, tensor in state_dict.items() if tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if non_finite:
+        raise ValueError(
+            f"{path} holds NaN or infinite values in {', '.join(non_finite[:4])}: the checkpoint is damaged; "
+            "download it again."
+        )
     missing = [key for key in _required_keys(1) if key not in state_dict]
     if missing:
         found = ", ".join(list(loaded)[:6])
@@ -236,6 +255,8 @@ def convert_byola_checkpoint(
     """
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_state_dict(state_dict, mean=mean, std=std, n_mels=n_mels)
+    # Pushes warn that NTT's licence covers these weights (hub.warn_if_licensed).
+    config.converted_from = Path(checkpoint_path).name
     if config.has_statistics:
         config.stats_provenance = {
             "method": "given",
@@ -251,16 +272,25 @@ def convert_byola_checkpoint(
     check = None
     if verify:
         check = verify_conversion(model, state_dict)
-        if check.relative_diff > tolerance:
+        if not check.relative_diff <= tolerance:  # NaN fails too
             raise RuntimeError(
                 f"The converted model differs from the original network by {check.max_abs_diff:.3g} "
                 f"({check.relative_diff:.3g} relative), above the tolerance {tolerance:g}."
             )
     if output_dir is not None:
-        model.save_pretrained(output_dir)
-        feature_extractor.save_pretrained(output_dir)
-        save_model_card(output_dir, model.config)
+        save_converted(model, feature_extractor, output_dir)
     return model, feature_extractor, check
+
+
+def save_converted(model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor, output_dir: str | Path) -> None:
+    """Save a converted model, its feature extractor and card into `output_dir`, `config.json` last."""
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        feature_extractor.save_pretrained(folder)
+        save_model_card(folder, model.config)
+
+    save_into(output_dir, save)
 
 
 @dataclass
@@ -268,38 +298,43 @@ class ConvertArguments:
     mean: float | None = field(default=None, metadata={"help": "Task log-mel mean, if already known"})
     std: float | None = field(default=None, metadata={"help": "Task log-mel std, if already known"})
     no_verify: bool = field(default=False, metadata={"help": "Skip the check against the original network"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Convert again into a folder that holds another conversion"}
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser(
+    parser = make_parser(
+        COMMAND,
         (ConvertArguments, PushArguments),
-        description=(
-            "Convert an original BYOL-A .pth checkpoint (v1 AudioNTT2020 or v2 AudioNTT2022) into a Hugging Face "
-            "model "
-            "directory (safetensors)."
-        ),
+        description="Convert an original BYOL-A .pth checkpoint (v1 AudioNTT2020 or v2 AudioNTT2022) into a Hugging "
+        "Face model directory (safetensors).",
     )
     parser.add_argument(
         "checkpoint",
-        help="Original checkpoint: AudioNTT2020-BYOLA-64x96d2048.pth (v1) or AudioNTT2022-BYOLA-64x96d2048.pth (v2)",
+        help="Original checkpoint: AudioNTT2020-BYOLA-64x96d{512,1024,2048}.pth (v1) or "
+        "AudioNTT2022-BYOLA-64x96d2048.pth (v2)",
     )
-    parser.add_argument(
-        "output_dir", help="Directory to write model.safetensors, config.json, preprocessor_config.json"
-    )
-    args, push, paths = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    parser.add_argument("output_dir", help="New or empty folder for model.safetensors, config.json and the rest")
+    args, push, paths = parse_arguments(parser, argv)
+    run_command(COMMAND, run, args, push, paths.checkpoint, paths.output_dir)
+
+
+def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir: str) -> None:
+    """Convert into a folder this command owns, report, and push (privately unless --public) when asked."""
     if (args.mean is None) != (args.std is None):
-        parser.error("--mean and --std go together: give both or neither.")
-    try:
-        check_push_arguments(push)
-        model, _, check = convert_byola_checkpoint(
-            paths.checkpoint, paths.output_dir, mean=args.mean, std=args.std, verify=not args.no_verify
-        )
-    except (FileNotFoundError, ValueError, RuntimeError) as error:  # HubAccessError is a ValueError
-        parser.exit(1, f"error: {error}\n")
+        raise ValueError("--mean and --std go together: give both or neither.")
+    check_push_arguments(push)
+    run_fingerprint = fingerprint(checkpoint=str(Path(checkpoint).resolve()), mean=args.mean, std=args.std)
+    model, feature_extractor, check = convert_byola_checkpoint(
+        checkpoint, None, mean=args.mean, std=args.std, verify=not args.no_verify
+    )
+    claim_output_dir(output_dir, COMMAND, run_fingerprint, CONVERTED_FILES, args.overwrite_output_dir)
+    save_converted(model, feature_extractor, output_dir)
     config = model.config
     print(
-        f"Converted {paths.checkpoint}: {config.variant}, feature_d={config.feature_d}, "
-        f"{config.frames_per_second:g} frames/s, saved to {paths.output_dir}"
+        f"Converted {checkpoint}: {config.variant}, feature_d={config.feature_d}, "
+        f"{config.frames_per_second:g} frames/s, saved to {output_dir}"
     )
     if check is not None:
         print(
@@ -311,10 +346,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(
             "No normalisation statistics yet: compute them for your task with "
-            f"`byola-compute-stats --model_name_or_path {paths.output_dir} ...` before running the model."
+            f"`byola-compute-stats --model_name_or_path {output_dir} ...` before running the model."
         )
     if push.push_to_hub:
-        print(f"Pushed to {push_to_hub(paths.output_dir, push.hub_model_id, private=push.private)}")
+        print(f"Pushed to {push_to_hub(output_dir, push.hub_model_id, private=not push.public)}")
 
 
 if __name__ == "__main__":

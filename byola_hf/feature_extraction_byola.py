@@ -1,6 +1,5 @@
 """Feature extractor for BYOL-A: mono 16 kHz waveforms to log-mel spectrograms."""
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +10,16 @@ from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 from transformers.utils import PaddingStrategy, TensorType, logging
 
-from .configuration_byola import BYOLAConfig
+from .audio import (
+    batch_waveforms,
+    check_finite_batch,
+    check_sampling_rate,
+    check_waveform,
+    lengths_list,
+    scale_pcm,
+    to_tensor,
+)
+from .configuration_byola import BYOLAConfig, minimum_samples
 
 
 logger = logging.get_logger(__name__)
@@ -222,10 +230,10 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         else:
             if lengths is not None:
                 raise ValueError("lengths goes with a 2-D (batch, samples) array or tensor of right-padded waveforms.")
-            waveforms, found_rate = to_mono_waveforms(raw_speech)
+            waveforms, found_rate = batch_waveforms(raw_speech)
             self._check_sampling_rate(sampling_rate, found_rate)
             for index, waveform in enumerate(waveforms):
-                self._check_waveform(waveform, index)
+                check_waveform(waveform, f"Example {index}")
             lengths = [len(waveform) for waveform in waveforms]
 
         if truncation:
@@ -238,7 +246,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         if strategy == PaddingStrategy.DO_NOT_PAD:
             features, frame_masks = [], []
             for index, length in enumerate(lengths):
-                feature, mask = self._log_mel_batch(
+                feature, mask = self.log_mel_batch(
                     self._pad_rows(waveforms[index : index + 1], [length], length, minimum, device),
                     [max(length, minimum)],
                 )
@@ -254,7 +262,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             if pad_to_multiple_of is not None:
                 target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
             batch = self._pad_rows(waveforms, lengths, target, minimum, device)
-            features, frame_masks = self._log_mel_batch(batch, [max(length, minimum) for length in lengths])
+            features, frame_masks = self.log_mel_batch(batch, [max(length, minimum) for length in lengths])
 
         outputs = {"input_features": features}
         if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
@@ -266,9 +274,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
 
     @property
     def min_samples(self) -> int:
-        """Fewest samples that give the model one output frame: `(time_downsampling - 1) * hop_length` (1120 at
-        16 kHz for v1, 70 ms; 480 for v2, which the STFT's own minimum of `n_fft // 2 + 1` then raises)."""
-        return max((self.time_downsampling - 1) * self.hop_length, self.n_fft // 2 + 1)
+        """Fewest samples the model takes, as `BYOLAConfig.min_samples` (one rule: [`minimum_samples`])."""
+        return minimum_samples(self.time_downsampling, self.hop_length, self.n_fft)
 
     def pad(
         self,
@@ -331,18 +338,14 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         self, waveforms: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None
     ) -> tuple[torch.Tensor, list[int]]:
         """A right-padded `(batch, samples)` tensor and its valid lengths, checked, in float32 on its device."""
-        waveforms = _scale_pcm(waveforms.detach())
-        if lengths is None:
-            lengths = [waveforms.shape[1]] * waveforms.shape[0]
-        lengths = [int(length) for length in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
+        waveforms = scale_pcm(waveforms.detach())
+        lengths = [waveforms.shape[1]] * waveforms.shape[0] if lengths is None else lengths_list(lengths)
         if len(lengths) != waveforms.shape[0] or any(not 0 < n <= waveforms.shape[1] for n in lengths):
             raise ValueError(
                 f"lengths must give each of the {waveforms.shape[0]} rows a valid length in 1..{waveforms.shape[1]}, "
                 f"got {lengths}."
             )
-        # One reduction: a float64 sum of float32 samples is non-finite exactly when a sample is.
-        if not math.isfinite(float(waveforms.sum(dtype=torch.float64))):
-            raise ValueError("The waveforms contain NaN or infinite samples; clean the audio first.")
+        check_finite_batch(waveforms)
         return waveforms, lengths
 
     def _pad_rows(
@@ -363,10 +366,10 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             valid = torch.as_tensor(lengths, device=batch.device)[:, None]
             batch.masked_fill_(columns >= torch.maximum(valid, torch.full_like(valid, minimum)), self.padding_value)
             return batch.masked_fill_((columns >= valid) & (columns < minimum), 0.0)
-        # One copy of each waveform into the padded batch. `SequenceFeatureExtractor.pad` pads every row with
-        # np.pad and stacks them: 35 ms instead of 7-8 ms for 64 x 10 s on 2 cores, more than a GPU's whole forward.
-        # For a GPU the batch is built in pinned memory (cached by torch), so its copy to the device runs
-        # asynchronously; on CPU in numpy's buffer (a fresh torch.empty of that size costs 25 ms in page faults).
+        # One copy of each waveform into the padded batch: `SequenceFeatureExtractor.pad` pads every row with np.pad
+        # and stacks them, several times slower on long clips (docs/performance.md). For a GPU the batch is built in
+        # pinned memory (cached by torch), so its copy to the device runs asynchronously; on CPU in numpy's buffer,
+        # since a fresh torch.empty of that size pays for page faults.
         pinned = device is not None and device.type == "cuda"
         if pinned:
             batch = torch.empty((len(lengths), target), dtype=torch.float32, pin_memory=True)
@@ -381,9 +384,19 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             row[audio:] = self.padding_value
         return batch.to(device, non_blocking=pinned) if device is not None else batch
 
-    def _log_mel_batch(self, waveforms: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel and frame mask of a padded batch `(batch, samples)`, on its device; each example uses only its
-        first `lengths[i]` samples."""
+    def log_mel_batch(self, waveforms: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        The model inputs of checked, right-padded waveforms, computed on their device with no further checks (the
+        pipelines and the commands call it on batches that `byola_hf.audio` has checked).
+
+        Args:
+            waveforms (`torch.Tensor` of shape `(batch, samples)`): float32 waveforms.
+            lengths: the valid samples of each row.
+
+        Returns:
+            `(input_features, attention_mask)`: `(batch, feature_size, frames)` float32 log-mel and `(batch, frames)`
+            int32 mask, `frames = 1 + samples // hop_length`.
+        """
         log_mel = self.log_mel(waveforms, lengths)
         return log_mel, self._frame_mask(lengths, log_mel.shape[-1], log_mel.device).to(torch.int32)
 
@@ -451,6 +464,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         return log_mel
 
     def _check_sampling_rate(self, sampling_rate: int | None, found_rate: int | None) -> None:
+        if sampling_rate is not None:
+            sampling_rate = check_sampling_rate(sampling_rate)
         if sampling_rate is not None and found_rate is not None and sampling_rate != found_rate:
             raise ValueError(f"sampling_rate={sampling_rate} was passed but the decoded audio says {found_rate} Hz.")
         rate = sampling_rate if sampling_rate is not None else found_rate
@@ -466,19 +481,6 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"`dataset.cast_column('audio', datasets.Audio(sampling_rate={self.sampling_rate}))` or "
                 f"`librosa.resample(waveform, orig_sr={rate}, target_sr={self.sampling_rate})`."
             )
-
-    def _check_waveform(self, waveform: np.ndarray, index: int) -> None:
-        """Mono, not empty, finite; the length is checked once the target lengths are known."""
-        if waveform.ndim != 1:
-            raise ValueError(
-                f"Example {index} has shape {waveform.shape}: BYOL-A takes mono audio, one 1-D waveform per example. "
-                "Mix multi-channel audio down first, e.g. `waveform.mean(axis=0)` for (channels, samples), or load "
-                "it with `datasets.Audio(mono=True)`."
-            )
-        if waveform.shape[0] == 0:
-            raise ValueError(f"Example {index} is empty (0 samples).")
-        if not np.isfinite(waveform).all():
-            raise ValueError(f"Example {index} contains NaN or infinite samples; clean the audio first.")
 
     def check_length(self, length: int, index: int | None = None) -> None:
         """Raise a `ValueError` naming the fix when a waveform of `length` samples (example `index` of a batch) is
@@ -496,9 +498,6 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
                 f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
             )
-
-
-_PCM_DTYPES = (torch.int8, torch.int16, torch.int32, torch.uint8)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -519,105 +518,6 @@ def _stack_if_equal(items: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | 
     if isinstance(items, torch.Tensor) or len({item.shape for item in items}) > 1:
         return items
     return torch.stack(items)
-
-
-def to_mono_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
-    """
-    Normalise every input form the feature extractor accepts to a list of float32 numpy arrays, and the sampling
-    rate the inputs carry (`datasets` audio) or `None`.
-    """
-    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
-        array = _to_numpy(raw_speech)
-        if array.ndim == 2:
-            return list(array), None
-        if array.ndim > 2:
-            raise ValueError(
-                f"Got an array of shape {tuple(array.shape)}: pass one mono waveform (samples,) or a batch "
-                "(batch, samples); mix multi-channel audio down to mono first."
-            )
-        return [array], None
-    if _is_decoded_audio(raw_speech):
-        array, rate = _decode(raw_speech)
-        return [array], rate
-    if isinstance(raw_speech, (list, tuple)):
-        if len(raw_speech) == 0:
-            raise ValueError("Got an empty batch: pass at least one waveform.")
-        first = raw_speech[0]
-        if isinstance(first, (int, float, np.floating, np.integer)):
-            return [_to_numpy(raw_speech)], None
-        waveforms, rates = [], set()
-        for item in raw_speech:
-            if _is_decoded_audio(item):
-                array, rate = _decode(item)
-                rates.add(rate)
-            elif isinstance(item, (np.ndarray, torch.Tensor, list, tuple)):
-                array = _to_numpy(item)
-            else:
-                raise TypeError(
-                    f"Unsupported audio element of type {type(item).__name__}: each example must be a 1-D numpy "
-                    "array, torch tensor or list of floats, or audio decoded by `datasets`."
-                )
-            waveforms.append(array)
-        if len(rates) > 1:
-            raise ValueError(f"The batch mixes sampling rates {sorted(rates)}; resample every example to one rate.")
-        return waveforms, rates.pop() if rates else None
-    raise TypeError(
-        f"Unsupported audio input of type {type(raw_speech).__name__}: pass a 1-D numpy array, torch tensor or list "
-        "of floats, a list of those, or audio decoded by `datasets`."
-    )
-
-
-def _to_numpy(array: Any) -> np.ndarray:
-    """float32 numpy samples; integer PCM arrays scaled to [-1, 1) (see [`_scale_pcm`]); lists are values."""
-    if isinstance(array, torch.Tensor):
-        return _scale_pcm(array.detach()).cpu().numpy()
-    array = np.asarray(array, dtype=np.float32) if isinstance(array, (list, tuple)) else np.asarray(array)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"Audio must be numeric samples, got dtype {array.dtype}.")
-    return _scale_pcm(to_tensor(np.ascontiguousarray(array))).numpy()
-
-
-def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """A torch view of `array`, or of a copy when it is read-only (`datasets` and `np.frombuffer` give such arrays;
-    torch would warn that it cannot protect them)."""
-    return torch.from_numpy(array if array.flags.writeable else array.copy())
-
-
-def _scale_pcm(samples: torch.Tensor) -> torch.Tensor:
-    """
-    float32 samples. Integer PCM (`int8`, `int16`, `int32`, `uint8`) is scaled by its dtype's full scale, as
-    soundfile and librosa read it: signed `intN` by `2**(N-1)` (int16 32767 -> 0.99997), `uint8` centred first
-    (128 -> 0). Floats are kept as they are. Other integer dtypes (`int64` from arithmetic, ...) are no PCM format
-    and are refused rather than guessed. One rule for the feature extractor and the pipelines, so
-    `soundfile.read(dtype="int16")` and its float reading give the same features.
-    """
-    if samples.is_floating_point():
-        return samples.to(torch.float32)
-    if samples.dtype not in _PCM_DTYPES:
-        raise TypeError(
-            f"Audio samples of dtype {samples.dtype} are neither float nor integer PCM (int8, int16, int32, uint8): "
-            "convert them to float32 in [-1, 1]."
-        )
-    info = torch.iinfo(samples.dtype)
-    scale = float(2 ** (info.bits - 1))
-    offset = 0.0 if info.min < 0 else scale
-    return (samples.to(torch.float64) - offset).div_(scale).to(torch.float32)
-
-
-def _is_decoded_audio(item: Any) -> bool:
-    return (isinstance(item, dict) and "array" in item) or hasattr(item, "get_all_samples")
-
-
-def _decode(item: Any) -> tuple[np.ndarray, int | None]:
-    """Waveform and rate of `datasets` audio: a `{"array", "sampling_rate"}` dict (datasets<4) or a torchcodec
-    `AudioDecoder` (datasets>=4, samples of shape (channels, samples))."""
-    if isinstance(item, dict):
-        return _to_numpy(item["array"]), item.get("sampling_rate")
-    samples = item.get_all_samples()
-    data = _to_numpy(samples.data)
-    if data.ndim == 2 and data.shape[0] == 1:
-        data = data[0]
-    return data, int(samples.sample_rate)
 
 
 __all__ = ["BYOLAFeatureExtractor"]

@@ -5,9 +5,12 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
+from transformers.utils import logging
 
 from .configuration_byola import BYOLAConfig
 
+
+logger = logging.get_logger(__name__)
 
 LICENSE_NOTICE = (
     "The original BYOL-A weights are © NTT and distributed under NTT's *Software License Agreement for Evaluation* "
@@ -70,7 +73,21 @@ class PushArguments:
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Repository id for --push_to_hub, e.g. user/byola-2048"}
     )
-    private: bool = field(default=False, metadata={"help": "Create the Hub repository private"})
+    public: bool = field(
+        default=False, metadata={"help": "Create the Hub repository public (it is private unless this is given)"}
+    )
+
+
+def warn_if_licensed(config: BYOLAConfig, private: bool) -> None:
+    """Warn on stderr before a push of weights converted from NTT's files (their licence is for evaluation)."""
+    source = getattr(config, "converted_from", None)
+    if source is None:
+        return
+    visibility = "a private" if private else "a PUBLIC"
+    logger.warning(
+        f"Pushing weights converted from NTT's {source} to {visibility} repository: NTT's licence allows internal "
+        "evaluation only, not redistribution without NTT's written consent."
+    )
 
 
 def check_push_arguments(push: PushArguments) -> None:
@@ -203,14 +220,16 @@ def save_model_card(save_directory: str | Path, config: BYOLAConfig, task_info: 
 def push_to_hub(
     save_directory: str | Path,
     repo_id: str,
-    private: bool = False,
+    private: bool = True,
     token: str | None = None,
     commit_message: str = "Upload BYOL-A model with byola_hf",
     task_info: dict[str, Any] | None = None,
 ) -> str:
     """
     Upload a saved BYOL-A directory (weights, configs, the remote code files, and a model card generated from its
-    config) to `repo_id`, creating the repository if needed. Returns the commit URL.
+    config) to `repo_id`, creating the repository if needed: private unless `private=False`. Weights converted from
+    NTT's files (`config.converted_from`) are pushed with a warning that their licence allows internal evaluation
+    only. Returns the commit URL.
     """
     from huggingface_hub import HfApi
     from transformers import AutoConfig
@@ -219,13 +238,15 @@ def push_to_hub(
         raise HubAccessError("Pushing needs a repository id: pass --hub_model_id user/name.")
     check_hub_access(repo_id)
     directory = Path(save_directory)
-    save_model_card(directory, AutoConfig.from_pretrained(directory), task_info)
+    config = AutoConfig.from_pretrained(directory)
+    warn_if_licensed(config, private)
+    save_model_card(directory, config, task_info)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(
         folder_path=str(directory),
         repo_id=repo_id,
         commit_message=commit_message,
-        ignore_patterns=["checkpoint-*", "runs/*", "*.bin"],
+        ignore_patterns=["checkpoint-*", "runs/*", "*.bin", ".*"],  # dotfiles: the commands' markers, staging
     )
     return str(getattr(commit, "commit_url", commit))

@@ -115,3 +115,11 @@ def run_torchrun(*arguments: str, env: dict | None = None, cwd=None) -> subproce
     return subprocess.run(
         command, capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"}
     )
+
+
+def console_script(name: str) -> str:
+    """Path of an installed console script (`byola-convert`, ...) beside this interpreter: the command users run."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} is not installed beside {sys.executable}: run `pip install -e .[test]`.")
+    return str(path)

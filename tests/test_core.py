@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor, BYOLAModel
 from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict
 
-from conftest import PROJECT_ROOT
+from conftest import console_script
 
 
 LOG_MEL_ATOL = 1e-3  # where the mel power is above 1e-6 (reference/README.md)
@@ -333,7 +333,7 @@ def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            console_script("byola-convert"),
             str(real512_checkpoint),
             str(output),
             "--mean",
@@ -357,7 +357,7 @@ def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
     no_stats = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            console_script("byola-convert"),
             str(real512_checkpoint),
             str(tmp_path / "no-stats"),
         ],
@@ -369,7 +369,7 @@ def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
 
 
 def test_converter_rejects_bad_files(tmp_path, real512_checkpoint):
-    script = str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py")
+    script = console_script("byola-convert")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(real512_checkpoint.read_bytes()[:5000])
     foreign = tmp_path / "foreign.pth"
@@ -393,7 +393,7 @@ def test_converter_rejects_bad_files(tmp_path, real512_checkpoint):
         result = subprocess.run(
             [sys.executable, script, str(path), str(tmp_path / "out")], capture_output=True, text=True
         )
-        assert result.returncode == 1, result.stderr
+        assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert "pickled code ran" not in result.stdout
     result = subprocess.run(

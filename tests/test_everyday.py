@@ -77,7 +77,7 @@ def test_pipeline_computes_log_mel_per_batch_on_its_device(random2048_dir, sound
     pipeline's device, and equals the feature extractor's numpy path followed by the model."""
     extractor = pipeline("byola-audio-embedding", model=str(random2048_dir), device=device)
     decoded = extractor.preprocess(sound_files[0])
-    assert set(decoded) == {"input_values", "lengths"} and decoded["input_values"].device.type == "cpu"
+    assert set(decoded) == {"waveforms", "lengths"} and decoded["waveforms"].device.type == "cpu"
     calls = []
     log_mel = extractor.feature_extractor.log_mel
 

@@ -160,7 +160,7 @@ def test_benchmark_baseline_matches_golden(random2048_checkpoint, golden):
 
 
 def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
-    """`scripts/benchmark.py` end to end (one repeat): every row compares equal outputs and reports a ratio."""
+    """`benchmarks/benchmark.py` end to end (one repeat): every row compares equal outputs and reports a ratio."""
     import subprocess
     import sys
 
@@ -170,7 +170,7 @@ def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
     subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "benchmark.py"),
+            str(PROJECT_ROOT / "benchmarks" / "benchmark.py"),
             "--checkpoint",
             str(random2048_checkpoint),
             "--device",

@@ -17,7 +17,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
 from byola_hf.hub import LICENSE_NOTICE, model_card
 
-from conftest import PROJECT_ROOT
+from conftest import console_script
 
 
 BLOCK_BYOLA_HF = """
@@ -180,7 +180,7 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            console_script("byola-convert"),
             str(real512_checkpoint),
             str(tmp_path / "model"),
             "--mean",
@@ -190,7 +190,7 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
             "--push_to_hub",
             "--hub_model_id",
             "tester/byola-512",
-            "--private",
+            "--public",
         ],
         capture_output=True,
         text=True,
@@ -211,6 +211,7 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
         "reference_network.py",
         "pipelines.py",
         "extras.py",
+        "audio.py",
     }
     assert files["model.safetensors"] == (tmp_path / "model" / "model.safetensors").read_bytes()
     card = files["README.md"].decode()
@@ -225,7 +226,7 @@ def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
+            console_script("byola-compute-stats"),
             "--model_name_or_path",
             str(random2048_dir),
             "--dataset_name",
@@ -251,9 +252,9 @@ def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
 @pytest.mark.parametrize(
     "script, arguments",
     [
-        ("convert_byola_checkpoint.py", ["CHECKPOINT", "OUT", "--push_to_hub", "--hub_model_id", "tester/x"]),
+        ("byola-convert", ["CHECKPOINT", "OUT", "--push_to_hub", "--hub_model_id", "tester/x"]),
         (
-            "compute_stats.py",
+            "byola-compute-stats",
             [
                 "--model_name_or_path",
                 "MODEL",
@@ -269,7 +270,7 @@ def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
             ],
         ),
         (
-            "run_superb.py",
+            "byola-run-superb",
             [
                 "--task",
                 "ks",
@@ -292,7 +293,7 @@ def test_offline_push_fails_early_and_clearly(script, arguments, real512_checkpo
     substitutions = {"CHECKPOINT": str(real512_checkpoint), "MODEL": str(random2048_dir), "OUT": str(tmp_path)}
     arguments = [substitutions.get(a, a) for a in arguments]
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / script), *arguments],
+        [sys.executable, console_script(script), *arguments],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -308,7 +309,7 @@ def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            console_script("byola-convert"),
             str(real512_checkpoint),
             str(tmp_path / "out"),
             "--push_to_hub",
@@ -319,7 +320,7 @@ def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
         text=True,
         env=env,
     )
-    assert result.returncode == 1 and "is unreachable or refused the token" in result.stderr
+    assert result.returncode == 2 and "is unreachable or refused the token" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -350,7 +351,7 @@ def test_run_superb_pushes_the_fine_tuned_head(fake_hub, random2048_dir, tmp_pat
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "run_superb.py"),
+            console_script("byola-run-superb"),
             "--task",
             "ks",
             "--model_name_or_path",

@@ -15,7 +15,7 @@ from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows
 
-from conftest import PROJECT_ROOT, run_torchrun
+from conftest import console_script, run_torchrun
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -71,7 +71,7 @@ def superb_arguments(task: str, model: Path | str, data_dir: Path | str, output_
 
 def run_superb(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), *arguments, *COMMON],
+        [sys.executable, console_script("byola-run-superb"), *arguments, *COMMON],
         capture_output=True,
         text=True,
         env=ENV,
@@ -232,7 +232,7 @@ def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
 def test_torchrun_two_processes(ks_model, mini, tmp_path):
     output = tmp_path / "ddp"
     result = run_torchrun(
-        str(PROJECT_ROOT / "scripts" / "run_superb.py"),
+        console_script("byola-run-superb"),
         *superb_arguments("ks", ks_model, mini["ks"], output),
         "--max_steps",
         "4",
@@ -316,7 +316,7 @@ def test_unseen_evaluation_labels_stop_before_work(ks_model, mini, tmp_path):
 
 def test_help_says_what_it_does_and_the_defaults_used():
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "run_superb.py"), "--help"],
+        [sys.executable, console_script("byola-run-superb"), "--help"],
         capture_output=True,
         text=True,
         env=ENV,

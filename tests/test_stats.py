@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModel
 from byola_hf import BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
 
-from conftest import PROJECT_ROOT, run_torchrun
+from conftest import console_script, run_torchrun
 
 
 SENTENCES = [
@@ -126,7 +126,7 @@ def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_di
 def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, random2048_dir, tmp_path):
     output = tmp_path / "distributed"
     result = run_torchrun(
-        str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
+        console_script("byola-compute-stats"),
         "--model_name_or_path",
         str(random2048_dir),
         "--dataset_name",
@@ -158,7 +158,7 @@ def test_cli_writes_in_place_and_prints(speech_folder, expected_stats, random204
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "compute_stats.py"),
+            console_script("byola-compute-stats"),
             "--model_name_or_path",
             str(model_dir),
             "--dataset_name",

@@ -12,7 +12,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 from byola_hf import BYOLAConfig, BYOLAForCTC
 from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict
 
-from conftest import PROJECT_ROOT
+from conftest import console_script
 
 
 def test_v2_matches_original(golden_v2, random3072_dir):
@@ -150,7 +150,7 @@ def test_converter_detects_the_version_and_accepts_v2_layouts(tmp_path, random30
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "convert_byola_checkpoint.py"),
+            console_script("byola-convert"),
             str(random3072_checkpoint),
             str(tmp_path / "cli"),
         ],

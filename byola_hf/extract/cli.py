@@ -4,14 +4,14 @@ byola-extract --model_name_or_path M --dataset_name audiofolder --data_dir D --o
     [--split train] [--frames --layers last|all|0,3] [--device cuda] [--num_proc N] [--batch_size B] [--skip_bad]
 """
 
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 
-from transformers import HfArgumentParser
-
-from ..extras import require_extra
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
+from ..tools.distributed import is_main_process
 from .extract import extract_embeddings
+
+
+COMMAND = "byola-extract"
 
 
 @dataclass
@@ -37,17 +37,16 @@ class ExtractArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        require_extra("datasets", "stats")
-    except ImportError as error:
-        sys.exit(f"error: {error}")
-    parser = HfArgumentParser(ExtractArguments, description=__doc__.split("\n\n")[0])
-    (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
-    try:
-        result = extract_embeddings(**asdict(args))
-    except ValueError as error:
-        parser.exit(1, f"error: {error}\n")
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+    require_extras(COMMAND, ("datasets",), "stats")
+    parser = make_parser(COMMAND, (ExtractArguments,), description=__doc__.split("\n\n")[0])
+    (args,) = parse_arguments(parser, argv)
+    run_command(COMMAND, run, args)
+
+
+def run(args: ExtractArguments) -> None:
+    """Extract, then report on rank 0."""
+    result = extract_embeddings(**asdict(args))
+    if not is_main_process():  # under torchrun only rank 0 reports
         return
     print(
         f"{result.num_examples} clips, {result.audio_seconds / 3600:.3f} h of audio in {result.seconds:.1f} s "

@@ -22,8 +22,8 @@ import torch
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
-from ..stats.data import is_saved_dataset, load_audio_dataset
-from ..stats.distributed import process_group
+from ..tools.data import is_saved_dataset, load_audio_dataset
+from ..tools.distributed import process_group
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")

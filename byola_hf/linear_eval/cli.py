@@ -4,13 +4,13 @@ byola-linear-eval --train_dir A --test_dir B [--validation_dir V | --validation_
     --label_column_name L --output_dir OUT [--seeds N]
 """
 
-import sys
 from dataclasses import asdict, dataclass, field
 
-from transformers import HfArgumentParser
-
-from ..extras import require_extra
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from .evaluate import linear_eval
+
+
+COMMAND = "byola-linear-eval"
 
 
 @dataclass
@@ -31,19 +31,17 @@ class LinearEvalArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        for module in ("datasets", "matplotlib"):
-            require_extra(module, "superb")
-    except ImportError as error:
-        sys.exit(f"error: {error}")
-    parser = HfArgumentParser(LinearEvalArguments, description=__doc__.split("\n\n")[0])
-    (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    require_extras(COMMAND, ("datasets", "matplotlib"), "superb")
+    parser = make_parser(COMMAND, (LinearEvalArguments,), description=__doc__.split("\n\n")[0])
+    (args,) = parse_arguments(parser, argv)
+    run_command(COMMAND, run, args)
+
+
+def run(args: LinearEvalArguments) -> None:
+    """Evaluate and report."""
     if args.validation_dir is not None and args.validation_fraction is not None:
-        parser.error("--validation_dir and --validation_fraction exclude each other.")
-    try:
-        result = linear_eval(**asdict(args))
-    except ValueError as error:
-        parser.exit(1, f"error: {error}\n")
+        raise ValueError("--validation_dir and --validation_fraction exclude each other: give one.")
+    result = linear_eval(**asdict(args))
     print(
         f"test accuracy {result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over {len(result.accuracies)} "
         f"seed(s); train {result.num_train}, validation {result.num_validation} ({result.validation}), test "

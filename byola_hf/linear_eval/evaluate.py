@@ -162,7 +162,7 @@ def linear_eval(
         output = Path(output_dir)
         output.mkdir(parents=True, exist_ok=True)
         (output / "eval_results.json").write_text(json.dumps(asdict(result), indent=1))
-        from ..superb.plots import save_confusion_matrix
+        from ..tools.plots import save_confusion_matrix
 
         save_confusion_matrix(
             test_y,

@@ -1,14 +1,14 @@
 """Per-task normalisation statistics of BYOL-A over a dataset: `compute_stats` and the `byola-compute-stats` command.
 
-Needs the `[stats]` extra (`pip install 'byola_hf[stats]'`). The exact moments themselves are in
-[`byola_hf.moments`]; this package loads the data ([`data`]), maps it ([`compute`]), reduces across torchrun ranks
-([`distributed`]) and runs the command line ([`cli`]).
+Needs the `[stats]` extra (`pip install 'byola_hf[stats]'`). [`moments`] holds the exact moments and their merge;
+[`compute`] maps a dataset (loaded with `byola_hf.tools.data`) to them and merges them across torchrun ranks;
+[`cli`] is the command line.
 """
 
-from ..moments import LogMelMoments, RunningNormEstimate
+from ..tools.data import load_audio_dataset, load_byola_front_end
 from .cli import main
 from .compute import StatsResult, batch_moments, compute_moments, compute_stats, s3prl_estimate, save_stats
-from .data import load_audio_dataset, load_byola_front_end
+from .moments import LogMelMoments, RunningNormEstimate
 
 
 __all__ = [

@@ -4,16 +4,16 @@ byola-compute-stats --model_name_or_path DIR_OR_ID --dataset_name audiofolder --
 """
 
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-from ..extras import require_extra
-from ..hub import HubAccessError, PushArguments, check_push_arguments, push_to_hub
+from ..hub import PushArguments, check_push_arguments, push_to_hub
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
+from ..tools.distributed import is_main_process
 from .compute import compute_stats
+
+
+COMMAND = "byola-compute-stats"
 
 
 @dataclass
@@ -45,28 +45,25 @@ class StatsArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        require_extra("datasets", "stats")
-    except ImportError as error:
-        sys.exit(f"error: {error}")
-    parser = HfArgumentParser(
+    require_extras(COMMAND, ("datasets",), "stats")
+    parser = make_parser(
+        COMMAND,
         (StatsArguments, PushArguments),
-        description=(
-            "Compute a task's BYOL-A log-mel statistics (exact mean/std over every valid frame) and save them into "
-            "the "
-            "model config."
-        ),
+        description="Compute a task's BYOL-A log-mel statistics (exact mean/std over every valid frame) and save them "
+        "into the model config.",
     )
-    args, push = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    args, push = parse_arguments(parser, argv)
+    run_command(COMMAND, run, args, push)
+
+
+def run(args: StatsArguments, push: PushArguments) -> None:
+    """Compute, save, report on rank 0, and push when asked."""
     output_dir = args.output_dir or args.model_name_or_path
     if args.output_dir is None and not Path(args.model_name_or_path).is_dir():
-        parser.error("--output_dir is required when --model_name_or_path is a Hub id.")
-    try:
-        check_push_arguments(push)
-        result = compute_stats(**{**asdict(args), "output_dir": output_dir})  # the fields are its parameters
-    except (ValueError, HubAccessError) as error:
-        parser.exit(1, f"error: {error}\n")
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports and pushes
+        raise ValueError("--output_dir is required when --model_name_or_path is a Hub id.")
+    check_push_arguments(push)
+    result = compute_stats(**{**asdict(args), "output_dir": output_dir})  # the fields are its parameters
+    if not is_main_process():  # under torchrun only rank 0 reports and pushes
         return
     hours = result.audio_seconds / 3600
     print(f"{result.num_examples} examples, {hours:.2f} h of audio, {result.num_frames} frames ({args.mode})")
@@ -74,4 +71,4 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mean,std={result.mean},{result.std}")
     print(f"Saved to {output_dir} (config.json: mean, std, stats_provenance)")
     if push.push_to_hub:
-        print(f"Pushed to {push_to_hub(output_dir, push.hub_model_id, private=push.private)}")
+        print(f"Pushed to {push_to_hub(output_dir, push.hub_model_id, private=not push.public)}")

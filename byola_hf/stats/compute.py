@@ -1,11 +1,10 @@
 """Exact per-task log-mel statistics of a dataset, computed with `datasets.map`, and saved into the model.
 
-Each `map` batch returns one row of partial moments ([`~byola_hf.moments.LogMelMoments`]), never the features, so
+Each `map` batch returns one row of partial moments ([`~byola_hf.stats.moments.LogMelMoments`]), never the features, so
 memory stays bounded whatever the dataset size; `num_proc` workers and `torchrun` ranks share the work and the
 partials merge exactly.
 """
 
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,12 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..audio import batch_waveforms
 from ..configuration_byola import BYOLAConfig
-from ..feature_extraction_byola import BYOLAFeatureExtractor, to_mono_waveforms
+from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import save_model_card
-from ..moments import LogMelMoments, RunningNormEstimate
-from .data import load_audio_dataset, load_byola_front_end
-from .distributed import gather_and_merge, process_group
+from ..tools.data import load_audio_dataset, load_byola_front_end
+from ..tools.distributed import check_device_with_workers, device_for_rank, process_group
+from .moments import LogMelMoments, RunningNormEstimate
 
 
 @dataclass
@@ -44,15 +44,15 @@ def batch_moments(
 ) -> dict[str, list]:
     """
     `datasets.map(batched=True)` function: one row of partial moments per batch (the fields of
-    [`~byola_hf.moments.LogMelMoments`]), never the features. With `device` (e.g. `"cuda"`) the log-mels and their
-    moments are computed there.
+    [`~byola_hf.stats.moments.LogMelMoments`]), never the features. With `device` (e.g. `"cuda"`) the log-mels and
+    their moments are computed there.
 
     `num_threads=1` in forked `num_proc` workers: they are the parallelism, and torch's thread pool inherited
     across `fork` deadlocks.
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    waveforms, sampling_rate = to_mono_waveforms(batch[audio_column_name])
+    waveforms, sampling_rate = batch_waveforms(batch[audio_column_name])
     features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
     moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
     return {key: [value] for key, value in asdict(moments).items()}
@@ -159,11 +159,7 @@ def compute_stats(
     """
     if mode not in ("exact", "s3prl"):
         raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
-    if device is not None and device != "cpu" and num_proc is not None and num_proc > 1:
-        raise ValueError(
-            f"device={device!r} with num_proc={num_proc}: forked map workers cannot share a GPU; use one process per "
-            "GPU with torchrun instead."
-        )
+    check_device_with_workers(device, num_proc)
     config, feature_extractor = load_byola_front_end(model_name_or_path)
     dataset = load_audio_dataset(
         dataset_name,
@@ -187,8 +183,7 @@ def compute_stats(
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
 
         if mode == "exact":
-            if device == "cuda" and world_size > 1:
-                device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+            device = device_for_rank(device)
             moments = compute_moments(
                 dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device
             )
@@ -254,3 +249,15 @@ def save_stats(
         model.save_pretrained(target)
     feature_extractor.save_pretrained(target)
     save_model_card(target, config)
+
+
+def gather_and_merge(moments: LogMelMoments) -> LogMelMoments:
+    """All ranks' partial moments, merged in rank order so every rank gets the same, deterministic result."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, asdict(moments))
+    total = LogMelMoments()
+    for partial in gathered:
+        total = total.merge(LogMelMoments(**partial))
+    return total

@@ -12,7 +12,6 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from transformers import HfArgumentParser
+
+from ..tools.cli import make_parser, parse_arguments, run_command
 
 
 KS_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -60,11 +60,14 @@ class Utterance:
     labels: dict[str, str]
 
 
+COMMAND = "byola-make-mini-superb"
+
+
 def require_espeak() -> str:
     """Path of espeak-ng, or a RuntimeError saying how to install it."""
     path = shutil.which("espeak-ng")
     if path is None:
-        raise RuntimeError("espeak-ng is not installed: `apt-get install espeak-ng` (scripts/setup.sh does it).")
+        raise ValueError("espeak-ng is not installed: `apt-get install espeak-ng` (scripts/setup.sh does it).")
     return path
 
 
@@ -259,10 +262,15 @@ class MiniSetArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser(
-        MiniSetArguments, description="Build mini-SUPERB speech sets with espeak-ng (audiofolder layout)."
+    parser = make_parser(
+        COMMAND, (MiniSetArguments,), description="Build mini-SUPERB speech sets with espeak-ng (audiofolder layout)."
     )
-    (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    (args,) = parse_arguments(parser, argv)
+    run_command(COMMAND, build_mini_sets, args)
+
+
+def build_mini_sets(args: MiniSetArguments) -> None:
+    """Build the chosen sets and print their sizes."""
     require_espeak()
     tasks = list(BUILDERS) if args.task == "all" else [args.task]
     for task in tasks:

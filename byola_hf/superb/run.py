@@ -23,11 +23,13 @@ from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, save_model_card
-from ..stats import load_audio_dataset, load_byola_front_end
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
+from ..tools.data import load_audio_dataset, load_byola_front_end
 from .tasks import SUPERB_TASKS, SuperbTask
 
 
 logger = logging.getLogger(__name__)
+COMMAND = "byola-run-superb"
 
 
 @dataclass
@@ -206,8 +208,8 @@ def run(
 
     import byola_hf
 
+    from ..tools.plots import save_confusion_matrix, save_layer_weights
     from .metrics import metric_path
-    from .plots import save_confusion_matrix, save_layer_weights
 
     task = SUPERB_TASKS[data_args.task]
     _, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
@@ -470,7 +472,8 @@ def metrics_function(task: SuperbTask, config: BYOLAConfig, metric, processor):
 def build_parser() -> HfArgumentParser:
     """The command line: our flags first, then every `TrainingArguments` flag; `--learning_rate` says the task's
     SUPERB default that is used when it is not given."""
-    parser = HfArgumentParser(
+    parser = make_parser(
+        COMMAND,
         (ModelArguments, DataTrainingArguments, TrainingArguments),
         usage="byola-run-superb --task TASK --model_name_or_path MODEL --output_dir OUT [options]",
         description=__doc__.split("\n\n")[0] + " Evaluates, saves the model with a card, and plots the layer weights.",
@@ -487,23 +490,10 @@ def build_parser() -> HfArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        for module in ("datasets", "evaluate", "accelerate", "matplotlib"):
-            require_extra(module, "superb")
-    except ImportError as error:
-        sys.exit(f"error: {error}")
-    parser = build_parser()
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    require_extras(COMMAND, ("datasets", "evaluate", "accelerate", "matplotlib"), "superb")
+    model_args, data_args, training_args = parse_arguments(build_parser(), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        run(model_args, data_args, training_args, any(a.startswith("--learning_rate") for a in argv))
-    except ValueError as error:  # includes HubAccessError
-        sys.exit(f"error: {error}")
-    finally:
-        # Under torchrun, Trainer's gloo/nccl group must not outlive main(): torn down at interpreter exit it can
-        # abort a rank after the work is done.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    run_command(COMMAND, run, model_args, data_args, training_args, any(a.startswith("--learning_rate") for a in argv))
 
 
 if __name__ == "__main__":

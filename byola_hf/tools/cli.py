@@ -1,0 +1,108 @@
+"""One runner for every console script: parse, run, and turn a user's mistake into one line and exit code 2.
+
+Expected failures are the user's to fix and end in `COMMAND: error: WHAT (HOW TO FIX)` on stderr with exit code 2:
+bad arguments, `ValueError`s raised by the commands (missing files, columns or statistics, bad audio, a folder
+the command does not own, a mismatched re-run), missing extras, and the file system saying no (full, read-only,
+permission denied). Anything else is a bug and keeps its traceback.
+"""
+
+import ctypes
+import errno
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from transformers import HfArgumentParser
+
+from ..extras import require_extra
+
+
+EXIT_USER_ERROR = 2
+# What the file system says when the user's disk or folder cannot take the output, as errno and as the text that
+# libraries which wrap OSError (safetensors, datasets, Arrow) pass on.
+FILE_SYSTEM_ERRORS = {
+    errno.ENOSPC: ("No space left on device", "free some space or choose another --output_dir"),
+    errno.EDQUOT: ("Disk quota exceeded", "free some space or choose another --output_dir"),
+    errno.EROFS: ("Read-only file system", "choose an --output_dir on a writable disk"),
+    errno.EACCES: ("Permission denied", "choose a folder you can write, or fix its permissions"),
+    errno.EPERM: ("Operation not permitted", "choose a folder you can write, or fix its permissions"),
+}
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one-line message for an expected failure, or `None` for a bug."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRORS:
+        reason, fix = FILE_SYSTEM_ERRORS[error.errno]
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{reason}{where}: {fix}."
+    for reason, fix in FILE_SYSTEM_ERRORS.values():
+        if reason in text:
+            return f"{reason}: {fix}. ({text[:300]})"
+    if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return f"{text}: check the path."
+    if isinstance(error, (ValueError, ImportError)):
+        return text
+    return None
+
+
+def fail(command: str, message: str) -> NoReturn:
+    """Print `COMMAND: error: MESSAGE` on one line of stderr and exit with code 2."""
+    print(f"{command}: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def require_extras(command: str, modules: Sequence[str], extra: str) -> None:
+    """Exit with one line naming the extra when a module a command needs is missing."""
+    for module in modules:
+        try:
+            require_extra(module, extra)
+        except ImportError as error:
+            fail(command, str(error))
+
+
+def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -> HfArgumentParser:
+    """An `HfArgumentParser` for `command` whose errors (unknown flags, bad values) are one line and exit code 2."""
+    parser = HfArgumentParser(argument_types, prog=command, **kwargs)
+    parser.error = lambda message: fail(command, f"{message} (see {command} --help)")
+    return parser
+
+
+def parse_arguments(parser: HfArgumentParser, argv: list[str] | None) -> tuple:
+    """The parser's dataclasses from `argv` (the command line when `None`)."""
+    return parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+
+
+def run_command(command: str, run: Callable[..., Any], *arguments: Any) -> Any:
+    """
+    `run(*arguments)`, with expected failures as one line and exit code 2 (see the module doc), Ctrl-C as one line
+    and exit code 130, and a torchrun process group that `run` (or Trainer) created torn down on the way out.
+    """
+    try:
+        return run(*arguments)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; re-run the same command to resume where it can.", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        message = user_error_message(error)
+        if message is None:
+            raise
+        fail(command, message)
+    finally:
+        import torch
+
+        # Under torchrun, a gloo/nccl group left to interpreter exit can abort a rank after the work is done.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this (worker) process when its parent dies, so `kill -9` of a command leaves no workers
+    behind. A no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass

@@ -1,0 +1,54 @@
+"""torchrun for the commands: joining the process group, each rank's device, and who reports."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def process_group() -> Iterator[tuple[int, int]]:
+    """
+    `(rank, world_size)` of this process. Under torchrun (`WORLD_SIZE > 1`) it joins the process group for the
+    duration and destroys it on the way out: a gloo group left alive until interpreter exit can abort the process
+    ("terminate called without an active exception") after the work is done.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        yield 0, 1
+        return
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def device_for_rank(device: str | None) -> str | None:
+    """
+    The device this process computes on. A bare `"cuda"` under torchrun means this rank's own GPU, `cuda:LOCAL_RANK`
+    (torchrun numbers the processes of one machine from 0, as its GPUs are numbered); any other value is kept.
+    """
+    if device != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+
+
+def is_main_process() -> bool:
+    """Whether this process reports and writes shared results (rank 0, or the only process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_device_with_workers(device: str | None, num_proc: int | None) -> None:
+    """Refuse a GPU with forked `datasets.map` workers, which cannot share a CUDA context."""
+    if device is not None and device != "cpu" and num_proc is not None and num_proc > 1:
+        raise ValueError(
+            f"--device {device} with --num_proc {num_proc}: forked map workers cannot share a GPU; use one process "
+            "per GPU with torchrun instead (or drop --num_proc)."
+        )
