@@ -186,16 +186,22 @@ class BYOLAConfig(PretrainedConfig):
     @property
     def custom_pipelines(self) -> dict[str, Any]:
         """
-        The pipelines a saved directory's code provides (`"byola-audio-embedding"`), for `pipeline(...,
-        trust_remote_code=True)` where byola_hf is not installed. Where byola_hf registered a task itself (it is
-        imported), that task is left out, so transformers uses the installed class and asks for no remote code.
+        The pipelines a saved directory's code provides (`"byola-audio-embedding"`, `"audio-classification"`), for
+        `pipeline(..., trust_remote_code=True)` where byola_hf is not installed. Where byola_hf registered a task's
+        class itself (it is imported), that task is left out, so transformers uses the installed class and asks for
+        no remote code.
         """
         stored = self.__dict__.get("custom_pipelines") or {}
         if not stored:
             return stored
         from transformers.pipelines import PIPELINE_REGISTRY
 
-        return {task: info for task, info in stored.items() if task not in PIPELINE_REGISTRY.get_supported_tasks()}
+        registered = PIPELINE_REGISTRY.supported_tasks
+        return {
+            task: info
+            for task, info in stored.items()
+            if task not in registered or not getattr(registered[task]["impl"], "__module__", "").startswith("byola_hf")
+        }
 
     @custom_pipelines.setter
     def custom_pipelines(self, value: dict[str, Any]) -> None:
@@ -338,9 +344,16 @@ class BYOLAConfig(PretrainedConfig):
         return self.mean is not None and self.std is not None
 
 
-# Saved with every config so that a directory's remote code includes the embedding pipeline (pipelines.py).
+# Saved with every config so that a directory's remote code includes BYOL-A's pipelines (pipelines.py): the
+# embedding pipeline, and the audio-classification one, which resamples inputs at other rates and decodes files
+# without ffmpeg (transformers' stock class would take a 48 kHz array as 16 kHz).
 EMBEDDING_PIPELINE = {
-    "byola-audio-embedding": {"impl": "pipelines.BYOLAAudioEmbeddingPipeline", "pt": ["AutoModel"], "type": "audio"}
+    "byola-audio-embedding": {"impl": "pipelines.BYOLAAudioEmbeddingPipeline", "pt": ["AutoModel"], "type": "audio"},
+    "audio-classification": {
+        "impl": "pipelines.BYOLAAudioClassificationPipeline",
+        "pt": ["AutoModelForAudioClassification"],
+        "type": "audio",
+    },
 }
 # The published networks: BYOL-A v1 (Niizumi et al., IJCNN 2021) and v2 (TASLP 2023).
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -29,6 +29,16 @@ FLOAT32_EPS = float(np.finfo(np.float32).eps)
 # float32 frames: a call's working set stays in cache); on accelerators 65536 (about 0.7 GB at a call's peak), so
 # that a batch of 64 x 10 s is one round of kernels rather than sixteen.
 _STFT_FRAMES_PER_CALL = {"cpu": 1 << 12, "accelerator": 1 << 16}
+FRONT_END_PARAMETERS = (
+    "feature_size",
+    "sampling_rate",
+    "n_fft",
+    "win_length",
+    "hop_length",
+    "f_min",
+    "f_max",
+    "time_downsampling",
+)
 
 
 class BYOLAFeatureExtractor(SequenceFeatureExtractor):
@@ -132,20 +142,39 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             **kwargs,
         )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """
+        `FeatureExtractionMixin.from_pretrained`, and a check that the front-end matches the model config saved
+        beside it (`config.json`, where there is one): a `preprocessor_config.json` edited or copied from another
+        model (e.g. hop 320 instead of 160) would give silently different features.
+        """
+        loaded = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        feature_extractor = loaded[0] if isinstance(loaded, tuple) else loaded
+        hub_options = ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+        try:
+            config = BYOLAConfig.from_pretrained(
+                pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in hub_options}
+            )
+        except (OSError, ValueError):  # no config.json beside it (a feature extractor saved alone)
+            return loaded
+        expected = cls.from_model_config(config).front_end()
+        differences = {k: v for k, v in feature_extractor.front_end().items() if v != expected[k]}
+        if differences:
+            found = ", ".join(f"{k}={v} (config.json: {expected[k]})" for k, v in differences.items())
+            raise ValueError(
+                f"The preprocessor_config.json in {pretrained_model_name_or_path} does not match its config.json: "
+                f"{found}. Re-create it with `BYOLAFeatureExtractor.from_model_config(config).save_pretrained(...)`."
+            )
+        return loaded
+
+    def front_end(self) -> dict[str, Any]:
+        """The parameters that decide the features (those a model config fixes)."""
+        return {name: getattr(self, name) for name in FRONT_END_PARAMETERS}
+
     def matches_model_config(self, config: BYOLAConfig) -> bool:
         """Whether this front-end produces what a model with `config` expects."""
-        reference = self.from_model_config(config)
-        names = (
-            "feature_size",
-            "sampling_rate",
-            "n_fft",
-            "win_length",
-            "hop_length",
-            "f_min",
-            "f_max",
-            "time_downsampling",
-        )
-        return all(getattr(self, name) == getattr(reference, name) for name in names)
+        return self.front_end() == self.from_model_config(config).front_end()
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()

@@ -84,6 +84,18 @@ def test_trust_remote_code_without_byola_hf(tmp_path, random2048_dir, golden):
         waveform = np.load(root + "/waveform.npy")
         embeddings = extractor([waveform, waveform[:20000]], sampling_rate=16000, batch_size=2)
         assert np.allclose(embeddings[0], np.load(root + "/expected_pooled.npy"), atol=1e-6)
+        # The classifier's directory carries BYOL-A's audio-classification pipeline, not transformers' stock one
+        # (which would take an array at another rate as 16 kHz): rates are checked and resampled.
+        classifier = pipeline("audio-classification", model=root + "/head", trust_remote_code=True)
+        assert type(classifier).__name__ == "BYOLAAudioClassificationPipeline", type(classifier)
+        scores = classifier(waveform, sampling_rate=16000, top_k=3)
+        probabilities = torch.tensor(np.load(root + "/expected_logits.npy"))[0].softmax(-1)
+        assert abs(max(s["score"] for s in scores) - float(probabilities.max())) < 1e-5
+        try:
+            classifier(waveform, sampling_rate=0)
+            raise SystemExit("a rate of 0 was accepted")
+        except ValueError as error:
+            assert "positive whole number" in str(error), error
         print("remote code reproduced the installed package exactly")
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}

@@ -229,7 +229,7 @@ def test_empty_split_is_refused(random2048_dir, tmp_path):
 
     empty = datasets.Dataset.from_dict({"audio": []}, features=datasets.Features({"audio": datasets.Value("string")}))
     empty.save_to_disk(str(tmp_path / "empty"))
-    with pytest.raises(ValueError, match="is empty: there is nothing to compute statistics on"):
+    with pytest.raises(ValueError, match="is empty: there is nothing to work on"):
         compute_stats(str(random2048_dir), str(tmp_path / "empty"))
 
 

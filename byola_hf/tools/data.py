@@ -1,7 +1,13 @@
-"""Loading what the statistics and the SUPERB recipe work on: an audio dataset split, and a model's front-end."""
+"""Loading what the commands work on: an audio dataset split, and a model's front-end.
 
+Every command takes the same sources: a Hub dataset, `audiofolder` with `--data_dir`, a `save_to_disk` directory,
+or a folder or glob of audio files (`byola_hf.audio.AUDIO_EXTENSIONS`, read with soundfile).
+"""
+
+import glob
 from pathlib import Path
 
+from ..audio import AUDIO_EXTENSIONS, display_path
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -17,14 +23,21 @@ def load_audio_dataset(
     streaming: bool = False,
 ):
     """
-    Load one split of a Hub dataset, a local `audiofolder` (`dataset_name="audiofolder"`, `data_dir=...`) or a
-    dataset saved with `save_to_disk`, check its audio column and cast it to decode mono audio at `sampling_rate`.
+    Load one split of a Hub dataset, a local `audiofolder` (`dataset_name="audiofolder"`, `data_dir=...`), a
+    dataset saved with `save_to_disk`, or a folder or glob of audio files (one `audio` and one `path` column), check
+    its audio column and cast it to decode mono audio at `sampling_rate`.
     """
     datasets = require_extra("datasets", "stats")
 
     path = Path(dataset_name)
+    if dataset_name == "audiofolder":
+        check_audiofolder(data_dir)
+    elif path.is_dir() and not is_saved_dataset(path) and not is_audio_file_source(dataset_name):
+        check_audiofolder(dataset_name)  # a folder with metadata.csv: datasets reads it as an audiofolder
     try:
-        if is_saved_dataset(path):
+        if is_audio_file_source(dataset_name):
+            dataset = audio_files_dataset(dataset_name, audio_column_name)
+        elif is_saved_dataset(path):
             dataset = datasets.load_from_disk(str(path))
             if isinstance(dataset, datasets.DatasetDict):
                 if split not in dataset:
@@ -49,7 +62,7 @@ def load_audio_dataset(
         ) from error
 
     if not streaming and len(dataset) == 0:
-        raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to compute statistics on.")
+        raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to work on.")
     features = dataset.features
     if features is None or audio_column_name not in features:
         columns = sorted(features) if features is not None else dataset.column_names
@@ -64,6 +77,50 @@ def load_audio_dataset(
             f"; audio columns: {audio_columns or 'none'}."
         )
     return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
+
+
+def is_audio_file_source(dataset_name: str) -> bool:
+    """Whether `dataset_name` is a glob, or a folder that is neither a saved dataset nor an audiofolder with
+    metadata (a folder of audio files)."""
+    path = Path(dataset_name)
+    if any(character in dataset_name for character in "*?["):
+        return True
+    return path.is_dir() and not is_saved_dataset(path) and not any(path.glob("**/metadata.csv"))
+
+
+def audio_files_dataset(source: str, audio_column_name: str = "audio"):
+    """A dataset of the audio files in a folder (recursively) or matching a glob: `audio` and `path` columns."""
+    datasets = require_extra("datasets", "stats")
+    pattern = str(Path(source) / "**" / "*") if Path(source).is_dir() else source
+    files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {display_path(source)}.")
+    dataset = datasets.Dataset.from_dict({audio_column_name: files, "path": files})
+    return dataset.cast_column(audio_column_name, datasets.Audio())
+
+
+def check_audiofolder(data_dir: str | None) -> None:
+    """`audiofolder` needs `data_dir`, and reads fewer file types than soundfile: refuse a folder whose audio it
+    would silently leave out (statistics and embeddings would come from different files)."""
+    if data_dir is None:
+        raise ValueError(
+            "--dataset_name audiofolder needs --data_dir, the folder to read (it would scan the current one)."
+        )
+    if not Path(data_dir).is_dir():
+        raise ValueError(f"--data_dir {display_path(data_dir)} is not a folder.")
+    from datasets.packaged_modules.audiofolder.audiofolder import AudioFolder
+
+    skipped = sorted(
+        path.name
+        for path in Path(data_dir).rglob("*")
+        if path.suffix.lower() in AUDIO_EXTENSIONS and path.suffix.lower() not in AudioFolder.EXTENSIONS
+    )
+    if skipped:
+        raise ValueError(
+            f"datasets' audiofolder would leave out {len(skipped)} audio file(s) in {display_path(data_dir)} "
+            f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}): convert them (e.g. to .ogg or .wav), or "
+            "pass the folder itself as --dataset_name to read every audio file."
+        )
 
 
 def is_saved_dataset(path: Path) -> bool:
