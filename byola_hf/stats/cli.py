@@ -10,10 +10,7 @@ from pathlib import Path
 from ..hub import PushArguments, check_push_arguments, push_to_hub
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from ..tools.distributed import is_main_process
-from .compute import compute_stats
-
-
-COMMAND = "byola-compute-stats"
+from .compute import COMMAND, compute_stats
 
 
 @dataclass

@@ -19,7 +19,11 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import save_model_card
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_device_with_workers, device_for_rank, process_group
+from ..tools.outputs import claim_output_dir, fingerprint, save_into
 from .moments import LogMelMoments, RunningNormEstimate
+
+
+COMMAND = "byola-compute-stats"
 
 
 @dataclass
@@ -161,6 +165,8 @@ def compute_stats(
         raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
     check_device_with_workers(device, num_proc)
     config, feature_extractor = load_byola_front_end(model_name_or_path)
+    if output_dir is not None:
+        check_model_weights(model_name_or_path)  # before the work, not after it
     dataset = load_audio_dataset(
         dataset_name,
         dataset_config_name,
@@ -170,36 +176,25 @@ def compute_stats(
         feature_extractor.sampling_rate,
         streaming,
     )
-    if max_examples is not None:
-        if streaming:
-            dataset = dataset.shuffle(seed=seed, buffer_size=10_000).take(max_examples)
-        else:
-            dataset = dataset.shuffle(seed=seed).select(range(min(max_examples, len(dataset))))
-
+    dataset = select_examples(dataset, max_examples, seed, streaming)
     with process_group() as (rank, world_size):
         if world_size > 1:
             from datasets.distributed import split_dataset_by_node
 
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-
         if mode == "exact":
-            device = device_for_rank(device)
             moments = compute_moments(
-                dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device
+                dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device_for_rank(device)
             )
-            if world_size > 1:
-                moments = gather_and_merge(moments)
-            if moments.count == 0:
-                raise ValueError("No audio was found: the selected examples are empty.")
+            moments = gather_and_merge(moments) if world_size > 1 else moments
             mean, std = moments.mean, moments.std
         else:
             if world_size > 1:
                 raise ValueError("--mode s3prl reproduces a single-process running estimate; run it without torchrun.")
             estimate, moments = s3prl_estimate(dataset, feature_extractor, audio_column_name, batch_size)
-            if estimate.updates == 0:
-                raise ValueError("No audio was found: the selected examples are empty.")
             mean, std = estimate.mean, estimate.std
-
+        if moments.num_frames == 0:
+            raise ValueError("No audio was found: the selected examples are empty.")
         provenance = {
             "dataset": dataset_name,
             "config": dataset_config_name,
@@ -213,18 +208,52 @@ def compute_stats(
             "seed": seed if max_examples is not None else None,
             "method": mode,
         }
+        seconds = moments.num_samples / feature_extractor.sampling_rate
         result = StatsResult(
-            mean,
-            std,
-            moments.num_examples,
-            moments.num_frames,
-            moments.num_frames * config.n_mels,
-            moments.num_samples / feature_extractor.sampling_rate,
-            provenance,
+            mean, std, moments.num_examples, moments.num_frames, provenance["num_values"], seconds, provenance
         )
         if output_dir is not None and rank == 0:
             save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
         return result
+
+
+def select_examples(dataset, max_examples: int | None, seed: int, streaming: bool):
+    """A random subset of `max_examples` examples drawn with `seed`, or the whole dataset."""
+    if max_examples is None:
+        return dataset
+    if max_examples < 1:
+        raise ValueError(f"--max_examples must be at least 1, got {max_examples}.")
+    if streaming:
+        return dataset.shuffle(seed=seed, buffer_size=10_000).take(max_examples)
+    return dataset.shuffle(seed=seed).select(range(min(max_examples, len(dataset))))
+
+
+def check_model_weights(model_name_or_path: str) -> None:
+    """Load the model once to refuse a directory whose weights are missing, truncated, of other shapes or not
+    finite, since the statistics would be saved beside weights that cannot be used."""
+    from transformers import AutoModel
+
+    try:
+        model, info = AutoModel.from_pretrained(model_name_or_path, output_loading_info=True)
+    except Exception as error:  # safetensors, torch and transformers raise many types for damaged files
+        message = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ValueError(
+            f"The weights in {model_name_or_path} cannot be loaded ({message}): convert them again."
+        ) from None
+    missing = [key for key in info["missing_keys"] if not key.endswith("num_batches_tracked")]
+    if missing or info["mismatched_keys"]:
+        problems = missing or [str(item[0]) for item in info["mismatched_keys"]]
+        raise ValueError(
+            f"The weights in {model_name_or_path} do not fit its config ({', '.join(problems[:3])}): convert them "
+            "again."
+        )
+    non_finite = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if non_finite:
+        raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
 
 
 def save_stats(
@@ -238,16 +267,22 @@ def save_stats(
     config.mean, config.std = result.mean, result.std
     config.stats_provenance = result.provenance
     source, target = Path(model_name_or_path), Path(output_dir)
-    if source.is_dir():
-        if source.resolve() != target.resolve():
-            shutil.copytree(source, target, dirs_exist_ok=True)
-        config.save_pretrained(target)
-    else:  # a Hub id: load the weights and save them
-        from transformers import AutoModel
+    in_place = source.is_dir() and source.resolve() == target.resolve()
+    if not in_place:
+        run_fingerprint = fingerprint(model=model_name_or_path, provenance=result.provenance)
+        claim_output_dir(target, COMMAND, run_fingerprint, [], overwrite=False)
 
-        model = AutoModel.from_pretrained(model_name_or_path, config=config)
-        model.save_pretrained(target)
-    feature_extractor.save_pretrained(target)
+    def save(folder: Path) -> None:
+        if source.is_dir() and not in_place:
+            shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        elif not source.is_dir():  # a Hub id: load the weights and save them
+            from transformers import AutoModel
+
+            AutoModel.from_pretrained(model_name_or_path, config=config).save_pretrained(folder)
+        config.save_pretrained(folder)
+        feature_extractor.save_pretrained(folder)
+
+    save_into(target, save)
     save_model_card(target, config)
 
 
