@@ -177,6 +177,8 @@ def batch_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
                 f"Got an array of shape {tuple(array.shape)}: pass one mono waveform (samples,) or a batch "
                 "(batch, samples); mix multi-channel audio down to mono first."
             )
+        if array.ndim == 2 and array.shape[0] == 0:
+            raise ValueError(f"Got an empty batch of shape {array.shape}: pass at least one waveform.")
         return (list(array) if array.ndim == 2 else [array]), None
     if is_decoded_audio(raw_speech):
         array, rate = decode_datasets_audio(raw_speech)

@@ -343,6 +343,16 @@ class BYOLAConfig(PretrainedConfig):
     def has_statistics(self) -> bool:
         return self.mean is not None and self.std is not None
 
+    def require_statistics(self, subject: str = "This BYOL-A model") -> None:
+        """Raise the one `ValueError` for a model without task statistics, its sentence starting with `subject`."""
+        if not self.has_statistics:
+            raise ValueError(
+                f"{subject} has no normalisation statistics (config.mean / config.std are None). BYOL-A normalises "
+                "log-mels with the mean and std of the downstream task's data: compute them with `byola-compute-stats "
+                "--model_name_or_path MODEL_DIR --dataset_name DATASET --output_dir OUT`, or set config.mean and "
+                "config.std to known values."
+            )
+
 
 # Saved with every config so that a directory's remote code includes BYOL-A's pipelines (pipelines.py): the
 # embedding pipeline, and the audio-classification one, which resamples inputs at other rates and decodes files

@@ -251,6 +251,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 )
             return_tensors = "pt"
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
+        check_positive(pad_to_multiple_of=pad_to_multiple_of, max_length=max_length)
         if lengths is not None and isinstance(raw_speech, np.ndarray):
             raw_speech = to_tensor(raw_speech)
         if isinstance(raw_speech, torch.Tensor) and raw_speech.ndim == 2:
@@ -367,6 +368,10 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         self, waveforms: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None
     ) -> tuple[torch.Tensor, list[int]]:
         """A right-padded `(batch, samples)` tensor and its valid lengths, checked, in float32 on its device."""
+        if waveforms.device.type == "meta":
+            raise ValueError("The waveforms are a tensor on the 'meta' device, which holds no samples.")
+        if 0 in waveforms.shape:
+            raise ValueError(f"Got an empty batch of shape {tuple(waveforms.shape)}: pass at least one waveform.")
         waveforms = scale_pcm(waveforms.detach())
         lengths = [waveforms.shape[1]] * waveforms.shape[0] if lengths is None else lengths_list(lengths)
         if len(lengths) != waveforms.shape[0] or any(not 0 < n <= waveforms.shape[1] for n in lengths):
@@ -527,6 +532,13 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
                 f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
             )
+
+
+def check_positive(**values: int | None) -> None:
+    """A `ValueError` naming each given value that is not a positive whole number (`None` means not given)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be a positive whole number, got {value!r}.")
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

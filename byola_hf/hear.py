@@ -49,9 +49,9 @@ class BYOLAHearModel(nn.Module):
     def embed(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(frame features (n, frames, d), clip embeddings (n, d))` of `(n, samples)` audio, in float32 on its
         device, computed a bounded amount of audio at a time."""
-        if not isinstance(audio, torch.Tensor) or audio.ndim != 2:
+        if not isinstance(audio, torch.Tensor) or audio.ndim != 2 or 0 in audio.shape:
             raise ValueError(
-                "HEAR audio must be a torch tensor of shape (n_sounds, n_samples); got "
+                "HEAR audio must be a torch tensor of shape (n_sounds, n_samples), both at least 1; got "
                 f"{type(audio).__name__} {tuple(getattr(audio, 'shape', ()))}."
             )
         per_call = max(1, _SECONDS_PER_CALL * self.sample_rate // max(audio.shape[1], 1))
@@ -91,12 +91,15 @@ def load_model(
     if (mean is None) != (std is None):
         raise ValueError("mean and std go together: give both or neither.")
     overrides = {} if mean is None else {"mean": mean, "std": std, "stats_provenance": {"method": "given"}}
-    model = BYOLAModel.from_pretrained(model_file_path, **overrides)
-    if not model.config.has_statistics:
+    try:
+        model = BYOLAModel.from_pretrained(model_file_path, **overrides)
+    except OSError as error:  # a missing folder reads as an invalid or unreachable Hub id
+        reason = " ".join(str(error).split())[:200]
         raise ValueError(
-            f"The model at {model_file_path!r} has no normalisation statistics: compute them with byola-compute-stats "
-            "on data that spans the benchmark's tasks, or pass mean= and std=."
-        )
+            f"Could not load a BYOL-A model from {model_file_path!r} ({reason}): pass a directory written by "
+            "byola-convert, or a reachable Hub id."
+        ) from None
+    model.config.require_statistics(f"The model at {model_file_path!r}")
     feature_extractor = BYOLAFeatureExtractor.from_model_config(model.config)
     hear_model = BYOLAHearModel(model, feature_extractor)
     return hear_model.to(device) if device is not None else hear_model
