@@ -87,6 +87,8 @@ def to_mono(waveform: np.ndarray) -> np.ndarray:
     """A 1-D waveform, or the mean over the channel axis (the shorter one) of a 2-D one."""
     if waveform.ndim == 1:
         return waveform
+    if waveform.ndim == 2 and 0 in waveform.shape:
+        return waveform.reshape(-1)  # no samples (a header-only file): empty, refused by check_waveform
     if waveform.ndim != 2:
         raise ValueError(f"Audio must be 1-D (samples) or 2-D (channels and samples), got shape {waveform.shape}.")
     channels_axis = int(np.argmin(waveform.shape))

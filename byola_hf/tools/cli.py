@@ -8,6 +8,7 @@ permission denied). Anything else is a bug and keeps its traceback.
 
 import ctypes
 import errno
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 
 from transformers import HfArgumentParser
 
+from ..audio import AUDIO_EXTENSIONS
 from ..extras import require_extra
 
 
@@ -40,6 +42,9 @@ def user_error_message(error: BaseException) -> str | None:
     for reason, fix in FILE_SYSTEM_ERRORS.values():
         if reason in text:
             return f"{reason}: {fix}. ({text[:300]})"
+    if type(error).__module__ == "soundfile":  # raised while datasets decodes a file: the message names it
+        text = re.sub(r"<_io\.\w+ name='([^']*)'>", r"\1", text)
+        return f"Could not decode audio: {text} Remove or convert the file (formats: {', '.join(AUDIO_EXTENSIONS)})."
     if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return f"{text}: check the path."
     if isinstance(error, (ValueError, ImportError)):
@@ -70,8 +75,12 @@ def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -
 
 
 def parse_arguments(parser: HfArgumentParser, argv: list[str] | None) -> tuple:
-    """The parser's dataclasses from `argv` (the command line when `None`)."""
-    return parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    """The parser's dataclasses from `argv` (the command line when `None`); unknown flags and values the
+    dataclasses refuse are one line and exit code 2."""
+    try:
+        return parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        fail(parser.prog, f"{' '.join(str(error).split())} (see {parser.prog} --help)")
 
 
 def run_command(command: str, run: Callable[..., Any], *arguments: Any) -> Any:
