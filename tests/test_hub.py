@@ -110,6 +110,7 @@ class FakeHub(BaseHTTPRequestHandler):
     """The few endpoints huggingface_hub's create_repo / upload_folder use (regular, non-LFS uploads)."""
 
     commits: list[dict] = []
+    creates: list[dict] = []  # the create-repo requests, with their "visibility"
 
     def log_message(self, *args):
         pass
@@ -134,6 +135,7 @@ class FakeHub(BaseHTTPRequestHandler):
         body = self._body()
         if self.path == "/api/repos/create":
             request = json.loads(body)
+            FakeHub.creates.append(request)
             owner = request.get("organization") or "tester"
             return self._json({"url": f"http://{self.headers['Host']}/{owner}/{request['name']}"})
         if self.path == "/api/validate-yaml":  # the card's front matter must parse as YAML with a licence
@@ -169,7 +171,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_hub():
-    FakeHub.commits = []
+    FakeHub.commits, FakeHub.creates = [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -209,6 +211,8 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
         env=hub_env(fake_hub),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert [create.get("visibility") for create in FakeHub.creates] == ["public"]  # --public was given
+    assert "NTT's licence allows internal evaluation only" in result.stderr and "PUBLIC" in result.stderr
     assert len(FakeHub.commits) == 1 and "/api/models/tester/byola-512/commit/main" in FakeHub.commits[0]["path"]
     files = FakeHub.commits[0]["files"]
     assert set(files) == {
@@ -314,6 +318,27 @@ def test_offline_push_fails_early_and_clearly(script, arguments, real512_checkpo
     assert "Cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE=1)" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "model.safetensors").exists()  # failed before doing the work
+
+
+def test_pushes_are_private_unless_public_is_given(fake_hub, real512_checkpoint, tmp_path):
+    """No visibility flag: the repository is created private, and the licence of converted NTT weights is said."""
+    result = subprocess.run(
+        [
+            console_script("byola-convert"),
+            str(real512_checkpoint),
+            str(tmp_path / "model"),
+            "--no_verify",
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/byola-512",
+        ],
+        capture_output=True,
+        text=True,
+        env=hub_env(fake_hub),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [create.get("visibility") for create in FakeHub.creates] == ["private"]
+    assert "to a private repository: NTT's licence allows internal evaluation only" in result.stderr
 
 
 def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
