@@ -252,20 +252,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             return_tensors = "pt"
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
         check_positive(pad_to_multiple_of=pad_to_multiple_of, max_length=max_length)
-        if lengths is not None and isinstance(raw_speech, np.ndarray):
-            raw_speech = to_tensor(raw_speech)
-        if isinstance(raw_speech, torch.Tensor) and raw_speech.ndim == 2:
-            self._check_sampling_rate(sampling_rate, None)
-            waveforms, lengths = self._tensor_batch(raw_speech, lengths)
-        else:
-            if lengths is not None:
-                raise ValueError("lengths goes with a 2-D (batch, samples) array or tensor of right-padded waveforms.")
-            waveforms, found_rate = batch_waveforms(raw_speech)
-            self._check_sampling_rate(sampling_rate, found_rate)
-            for index, waveform in enumerate(waveforms):
-                check_waveform(waveform, f"Example {index}")
-            lengths = [len(waveform) for waveform in waveforms]
-
+        waveforms, lengths = self._checked_waveforms(raw_speech, sampling_rate, lengths)
         if truncation:
             if max_length is None:
                 raise ValueError("truncation=True needs max_length (in samples).")
@@ -274,14 +261,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         for index, length in enumerate(lengths):
             self.check_length(max(length, minimum), index)
         if strategy == PaddingStrategy.DO_NOT_PAD:
-            features, frame_masks = [], []
-            for index, length in enumerate(lengths):
-                feature, mask = self.log_mel_batch(
-                    self._pad_rows(waveforms[index : index + 1], [length], length, minimum, device),
-                    [max(length, minimum)],
-                )
-                features.append(feature[0])
-                frame_masks.append(mask[0])
+            features, frame_masks = self._log_mels_one_by_one(waveforms, lengths, minimum, device)
         else:
             target = max(max(lengths), minimum) if strategy == PaddingStrategy.LONGEST else max_length
             if max(lengths) > target:
@@ -301,6 +281,35 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             return BatchFeature({key: _stack_if_equal(value) for key, value in outputs.items()})
         outputs = {key: [item.cpu().numpy() for item in value] for key, value in outputs.items()}
         return BatchFeature(outputs, tensor_type=return_tensors)
+
+    def _checked_waveforms(
+        self, raw_speech: Any, sampling_rate: int | None, lengths: Sequence[int] | torch.Tensor | None
+    ) -> tuple[list[np.ndarray] | torch.Tensor, list[int]]:
+        """The waveforms of any accepted input (`byola_hf.audio`), rate and values checked, and their lengths."""
+        if lengths is not None and isinstance(raw_speech, np.ndarray):
+            raw_speech = to_tensor(raw_speech)
+        if isinstance(raw_speech, torch.Tensor) and raw_speech.ndim == 2:
+            self._check_sampling_rate(sampling_rate, None)
+            return self._tensor_batch(raw_speech, lengths)
+        if lengths is not None:
+            raise ValueError("lengths goes with a 2-D (batch, samples) array or tensor of right-padded waveforms.")
+        waveforms, found_rate = batch_waveforms(raw_speech)
+        self._check_sampling_rate(sampling_rate, found_rate)
+        for index, waveform in enumerate(waveforms):
+            check_waveform(waveform, f"Example {index}")
+        return waveforms, [len(waveform) for waveform in waveforms]
+
+    def _log_mels_one_by_one(
+        self, waveforms, lengths: list[int], minimum: int, device: torch.device | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """`padding=False`: each example's log-mel and mask, unpadded."""
+        features, frame_masks = [], []
+        for index, length in enumerate(lengths):
+            batch = self._pad_rows(waveforms[index : index + 1], [length], length, minimum, device)
+            feature, mask = self.log_mel_batch(batch, [max(length, minimum)])
+            features.append(feature[0])
+            frame_masks.append(mask[0])
+        return features, frame_masks
 
     @property
     def min_samples(self) -> int:

@@ -39,34 +39,29 @@ def select_kernels(
         raise ValueError(f"Unknown inference kernels {forced!r}: choose one of {KERNEL_NAMES} or None (automatic).")
     needs_autograd = torch.is_grad_enabled() and (hidden_states.requires_grad or parameters_need_grad)
     if training or needs_autograd or forced == "reference":
-        return ReferenceKernels()
+        return InferenceKernels()
     if forced == "accelerator" or torch.compiler.is_compiling() or hidden_states.device.type != "cpu":
         return AcceleratorKernels()
     return CPUKernels()
 
 
 class InferenceKernels:
-    """The two operations the network is made of. Subclasses compute them faster on one kind of device."""
-
-    name = "reference"
+    """
+    The two operations the network is made of, as the plain modules compute them: differentiable, and what training
+    mode runs (BatchNorm on batch statistics). Subclasses compute the same faster on one kind of device.
+    """
 
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         """`(batch, in_channels, mel, time)` -> `(batch, out_channels, mel // 2, time // 2)`."""
-        return block.pool(block.activation(block.batch_norm(block.conv(hidden_states))))
+        return block(hidden_states)
 
     def linear_relu(self, linear: nn.Linear, hidden_states: torch.Tensor) -> torch.Tensor:
         """`relu(linear(hidden_states))` on `(batch, frames, in_features)`."""
         return nn.functional.relu(linear(hidden_states))
 
 
-class ReferenceKernels(InferenceKernels):
-    """The plain modules, differentiable (training mode runs BatchNorm on batch statistics)."""
-
-
 class AcceleratorKernels(InferenceKernels):
     """Folded BatchNorm cached per weight version, one convolution per block, pool then in-place ReLU."""
-
-    name = "accelerator"
 
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         weight, bias = folded_conv_parameters(block)
@@ -78,8 +73,6 @@ class AcceleratorKernels(InferenceKernels):
 
 class CPUKernels(InferenceKernels):
     """oneDNN-friendly kernels: channels-last, the first block as tap GEMMs in cache-sized slices, fused linear."""
-
-    name = "cpu"
 
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         weight, bias = folded_conv_parameters(block)

@@ -10,6 +10,7 @@ class BYOLAProcessor(ProcessorMixin):
     and `labels`; `processor.batch_decode(logits.argmax(-1))` collapses repeats and drops blanks.
     """
 
+    # transformers 5 finds a processor's parts from its __init__ signature: this one names them.
     def __init__(self, feature_extractor, tokenizer):
         super().__init__(feature_extractor, tokenizer)
 
