@@ -117,16 +117,34 @@ def test_disk_errors_while_saving_are_one_line(error_number, real512_checkpoint,
     assert not (tmp_path / "out" / "config.json").exists()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 2 MiB tmpfs: a real full disk (skipped where mounting is not allowed)."""
-    mount_point = tmp_path / "tiny"
+def mounted_tmpfs(mount_point: Path, options: str):
+    """Mount a tmpfs with `options` at `mount_point` (skipped where mounting is not allowed); unmount after."""
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
     yield mount_point
     subprocess.run(["umount", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs: a real full disk."""
+    yield from mounted_tmpfs(tmp_path / "tiny", "size=2m")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A read-only tmpfs: a real read-only file system, which even root cannot write."""
+    yield from mounted_tmpfs(tmp_path / "read_only", "size=1m,ro")
+
+
+def test_read_only_disk_is_one_line(real512_checkpoint, small_model, speech, read_only_disk, capsys):
+    code, stderr = run_main(convert_main, [real512_checkpoint, read_only_disk / "model", "--no_verify"], capsys)
+    assert_one_line(code, stderr, "byola-convert", "Read-only file system", "writable disk")
+    arguments = ["--model_name_or_path", small_model, "--dataset_name", speech.parent]
+    code, stderr = run_main(stats_main, [*arguments, "--output_dir", read_only_disk / "stats"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "Read-only file system")
 
 
 def test_full_disk_is_one_line_and_leaves_no_model(real512_checkpoint, tiny_disk):

@@ -17,6 +17,7 @@ from ..audio import batch_waveforms
 from ..configuration_byola import BYOLAConfig
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import save_model_card
+from ..tools.cli import die_with_parent
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_device_with_workers, device_for_rank, process_group
 from ..tools.outputs import claim_output_dir, fingerprint, save_into
@@ -52,10 +53,11 @@ def batch_moments(
     their moments are computed there.
 
     `num_threads=1` in forked `num_proc` workers: they are the parallelism, and torch's thread pool inherited
-    across `fork` deadlocks.
+    across `fork` deadlocks. Such workers also ask to die with the command, so `kill -9` leaves none behind.
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+        die_with_parent()
     waveforms, sampling_rate = batch_waveforms(batch[audio_column_name])
     features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
     moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
