@@ -152,8 +152,7 @@ def compute_stats(
     Compute a task's log-mel statistics and, when `output_dir` is given, write them into the model's config and save
     the model directory there (`output_dir` may be the model directory itself).
 
-    Under `torchrun` (`WORLD_SIZE > 1`) each rank takes its shard (`split_dataset_by_node`), the partial moments
-    are gathered and merged in rank order, and only rank 0 writes; the result equals the single-process one.
+    Under `torchrun` each rank takes its shard; the partial moments merge in rank order and only rank 0 writes.
 
     Args:
         model_name_or_path: a BYOL-A model directory or Hub id.
@@ -184,39 +183,65 @@ def compute_stats(
             from datasets.distributed import split_dataset_by_node
 
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-        if mode == "exact":
-            moments = compute_moments(
-                dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device_for_rank(device)
-            )
-            moments = gather_and_merge(moments) if world_size > 1 else moments
-            mean, std = moments.mean, moments.std
-        else:
-            if world_size > 1:
-                raise ValueError("--mode s3prl reproduces a single-process running estimate; run it without torchrun.")
-            estimate, moments = s3prl_estimate(dataset, feature_extractor, audio_column_name, batch_size)
-            mean, std = estimate.mean, estimate.std
+        mean, std, moments = measure(
+            dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device, mode, world_size
+        )
         if moments.num_frames == 0:
             raise ValueError("No audio was found: the selected examples are empty.")
-        provenance = {
-            "dataset": dataset_name,
-            "config": dataset_config_name,
-            "data_dir": data_dir,
-            "split": split,
-            "audio_column": audio_column_name,
-            "num_examples": moments.num_examples,
-            "num_frames": moments.num_frames,
-            "num_values": moments.num_frames * config.n_mels,
-            "max_examples": max_examples,
-            "seed": seed if max_examples is not None else None,
-            "method": mode,
-        }
-        seconds = moments.num_samples / feature_extractor.sampling_rate
-        result = StatsResult(
-            mean, std, moments.num_examples, moments.num_frames, provenance["num_values"], seconds, provenance
-        )
+        sources = {"dataset": dataset_name, "config": dataset_config_name, "data_dir": data_dir, "split": split}
+        arguments = {"audio_column": audio_column_name, "max_examples": max_examples, "seed": seed, "method": mode}
+        result = stats_result(mean, std, moments, config.n_mels, feature_extractor.sampling_rate, sources, arguments)
         if output_dir is not None and rank == 0:
             save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
         return result
+
+
+def measure(
+    dataset,
+    feature_extractor: BYOLAFeatureExtractor,
+    audio_column_name: str,
+    batch_size: int,
+    num_proc: int | None,
+    streaming: bool,
+    device: str | None,
+    mode: str,
+    world_size: int,
+) -> tuple[float, float, LogMelMoments]:
+    """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode."""
+    if mode == "exact":
+        moments = compute_moments(
+            dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device_for_rank(device)
+        )
+        moments = gather_and_merge(moments) if world_size > 1 else moments
+        return moments.mean, moments.std, moments
+    if world_size > 1:
+        raise ValueError("--mode s3prl reproduces a single-process running estimate; run it without torchrun.")
+    estimate, moments = s3prl_estimate(dataset, feature_extractor, audio_column_name, batch_size)
+    return estimate.mean, estimate.std, moments
+
+
+def stats_result(
+    mean: float,
+    std: float,
+    moments: LogMelMoments,
+    n_mels: int,
+    sampling_rate: int,
+    sources: dict[str, Any],
+    arguments: dict[str, Any],
+) -> StatsResult:
+    """The result and its provenance (what `config.stats_provenance` records)."""
+    provenance = {
+        **sources,
+        **arguments,
+        "seed": arguments["seed"] if arguments["max_examples"] is not None else None,
+        "num_examples": moments.num_examples,
+        "num_frames": moments.num_frames,
+        "num_values": moments.num_frames * n_mels,
+    }
+    seconds = moments.num_samples / sampling_rate
+    return StatsResult(
+        mean, std, moments.num_examples, moments.num_frames, provenance["num_values"], seconds, provenance
+    )
 
 
 def select_examples(dataset, max_examples: int | None, seed: int, streaming: bool):

@@ -63,6 +63,13 @@ def load_audio_dataset(
 
     if not streaming and len(dataset) == 0:
         raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to work on.")
+    check_audio_column(dataset, audio_column_name)
+    return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
+
+
+def check_audio_column(dataset, audio_column_name: str) -> None:
+    """A one-line `ValueError` unless `audio_column_name` is an audio column of `dataset`."""
+    datasets = require_extra("datasets", "stats")
     features = dataset.features
     if features is None or audio_column_name not in features:
         columns = sorted(features) if features is not None else dataset.column_names
@@ -76,7 +83,6 @@ def load_audio_dataset(
             f"Column '{audio_column_name}' is not an audio column (it is {type(features[audio_column_name]).__name__})"
             f"; audio columns: {audio_columns or 'none'}."
         )
-    return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
 
 
 def is_audio_file_source(dataset_name: str) -> bool:
