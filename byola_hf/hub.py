@@ -99,11 +99,85 @@ def check_push_arguments(push: PushArguments) -> None:
     check_hub_access(push.hub_model_id)
 
 
+CARD_TEMPLATE = """---
+{metadata}
+---
+
+# BYOL-A {version} ({variant}, {feature_d}-d){task_title}
+
+BYOL-A (BYOL for Audio, NTT) general-purpose audio representation, ported to transformers by byola_hf: \
+`{architecture}` on the `{variant}` encoder with `feature_d={feature_d}`, a {n_mels}-band log-mel front-end at \
+{sample_rate} Hz, {frame_ms:g} ms per output frame ({frames_per_second:g} per second).
+
+## Normalisation statistics
+
+{statistics}
+{task}## Usage
+
+{usage}
+## Licence
+
+{licence}
+
+## Citation
+
+```bibtex
+{citation}
+```
+"""
+CLASSIFIER_USAGE = """```python
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
+
+repo = "THIS_REPO"  # the Hub id or local directory of this model
+classifier = pipeline("audio-classification", model=repo, trust_remote_code=True)
+print(classifier("speech.wav"))  # [{"label": ..., "score": ...}, ...]; batch_size= for many files
+
+# or with the Auto classes
+model = AutoModelForAudioClassification.from_pretrained(repo, trust_remote_code=True).eval()
+feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
+```
+
+The encoder alone:
+
+"""
+CTC_USAGE = """```python
+import torch, librosa
+from transformers import AutoModelForCTC, AutoProcessor
+
+repo = "THIS_REPO"  # the Hub id or local directory of this model
+model = AutoModelForCTC.from_pretrained(repo, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+waveform, rate = librosa.load("speech.wav", sr={sample_rate}, mono=True)
+with torch.no_grad():
+    logits = model(**processor(audio=waveform, sampling_rate=rate, return_tensors="pt")).logits
+print(processor.batch_decode(logits.argmax(-1)))  # greedy CTC: repeats collapsed, blanks dropped
+```
+
+The encoder alone:
+
+"""
+ENCODER_USAGE = """```python
+import torch, librosa
+from transformers import AutoFeatureExtractor, AutoModel
+
+repo = "THIS_REPO"  # the Hub id or local directory of this model
+model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
+waveform, rate = librosa.load("speech.wav", sr={sample_rate}, mono=True)
+with torch.no_grad():
+    outputs = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"))
+clip_embedding = outputs.pooler_output  # (1, feature_d); frames: outputs.last_hidden_state
+```
+"""
+HEAD_USAGE = {"BYOLAForSequenceClassification": CLASSIFIER_USAGE, "BYOLAForCTC": CTC_USAGE}
+
+
 def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> ModelCard:
     """
-    A model card (README.md) for a BYOL-A model directory, generated from its config: what it is, the statistics
-    and their provenance (or a warning that there are none), usage, licence notice, citation, and for fine-tuned
-    heads the task and the evaluation metric (`task_info`, e.g. `{"task": "ks", "metrics": {"eval_accuracy": .9}}`).
+    A model card (README.md) for a BYOL-A model directory, filled into `CARD_TEMPLATE` from its config: what it is,
+    the statistics and their provenance (or a warning that there are none), usage (with the head's own: the
+    classification pipeline, CTC decoding), licence notice, citation, and for fine-tuned heads the task, its data
+    and the evaluation metric (`task_info`, e.g. `{"task": "ks", "dataset": "mini/ks", "metrics": {...}}`).
     The metadata is `huggingface_hub`'s `ModelCardData`; `str(card)` is the README's text.
     """
     architecture = (config.architectures or ["BYOLAModel"])[0]
@@ -115,99 +189,73 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         tags=["audio", "byol-a", "self-supervised-learning", "byola_hf", config.variant],
         pipeline_tag="audio-classification" if architecture == "BYOLAForSequenceClassification" else None,
     )
-    lines = [
-        f"# BYOL-A {'v2' if config.concat_conv_features else 'v1'} ({config.variant}, {config.feature_d}-d)"
-        f"{' — ' + task_info['task'].upper() if task_info and task_info.get('task') else ''}",
-        "",
-        "BYOL-A (BYOL for Audio, NTT) general-purpose audio representation, ported to transformers by byola_hf: "
-        f"`{architecture}` on the `{config.variant}` encoder with `feature_d={config.feature_d}`, a "
-        f"{config.n_mels}-band log-mel front-end at {config.sample_rate} Hz, "
-        f"{1000 / config.frames_per_second:g} ms per output frame ({config.frames_per_second:g} per second).",
-        "",
-        "## Normalisation statistics",
-        "",
-    ]
-    if config.has_statistics:
-        lines.append(f"- mean: `{config.mean}`, std: `{config.std}`")
-        provenance = config.stats_provenance or {}
-        if provenance.get("method") == "given":
-            lines.append(f"- source: {provenance.get('source', 'given by hand')} (not computed by byola_hf)")
-        elif provenance:
-            source = provenance.get("dataset")
-            if provenance.get("config"):
-                source = f"{source} ({provenance['config']})"
-            lines += [
-                f"- computed on: {source}, split `{provenance.get('split')}`",
-                f"- examples: {provenance.get('num_examples')}, frames: {provenance.get('num_frames')}, "
-                f"method: {provenance.get('method', 'exact')}",
-            ]
-        else:
-            lines.append("- provenance: not recorded")
-    else:
-        lines += [
+    task = (task_info or {}).get("task")
+    text = CARD_TEMPLATE.format(
+        metadata=metadata.to_yaml(),
+        version="v2" if config.concat_conv_features else "v1",
+        variant=config.variant,
+        feature_d=config.feature_d,
+        task_title=f" — {task.upper()}" if task else "",
+        architecture=architecture,
+        n_mels=config.n_mels,
+        sample_rate=config.sample_rate,
+        frame_ms=1000 / config.frames_per_second,
+        frames_per_second=config.frames_per_second,
+        statistics=statistics_section(config),
+        task=task_section(config, task_info, architecture),
+        usage=HEAD_USAGE.get(architecture, "").format(sample_rate=config.sample_rate)
+        + ENCODER_USAGE.format(sample_rate=config.sample_rate),
+        licence=LICENSE_NOTICE,
+        citation=CITATION,
+    )
+    return ModelCard(text)
+
+
+def statistics_section(config: BYOLAConfig) -> str:
+    """The card's statistics lines: values and provenance, or the warning that there are none."""
+    if not config.has_statistics:
+        return (
             "> **Warning: no statistics yet.** BYOL-A normalises log-mels with the mean and std of the downstream "
-            "task's data, and this model refuses to run until they are set. Compute them with",
-            "> `byola-compute-stats --model_name_or_path THIS_REPO --dataset_name DATASET --output_dir OUT`.",
-        ]
-    if task_info:
-        lines += ["", "## Fine-tuned task", ""]
-        if task_info.get("task"):
-            lines.append(
-                f"- task: {task_info['task']}"
-                + (f" ({task_info['description']})" if task_info.get("description") else "")
-            )
-        if config.id2label and architecture != "BYOLAForCTC" and len(config.id2label) <= 50:
-            lines.append(f"- labels: {', '.join(str(v) for v in config.id2label.values())}")
-        for key, value in (task_info.get("metrics") or {}).items():
-            lines.append(f"- {key}: {value:.4g}" if isinstance(value, float) else f"- {key}: {value}")
-        if task_info.get("metrics"):
-            lines.append(f"- evaluated on: {task_info.get('eval_split') or 'not recorded'}")
-        elif "eval_split" in task_info:
-            lines.append("- not evaluated (no evaluation split)")
-    lines += ["", "## Usage", ""]
-    if architecture == "BYOLAForSequenceClassification":
+            "task's data, and this model refuses to run until they are set. Compute them with\n"
+            "> `byola-compute-stats --model_name_or_path THIS_REPO --dataset_name DATASET --output_dir OUT`.\n"
+        )
+    lines = [f"- mean: `{config.mean}`, std: `{config.std}`"]
+    provenance = config.stats_provenance or {}
+    if provenance.get("method") == "given":
+        lines.append(f"- source: {provenance.get('source', 'given by hand')} (not computed by byola_hf)")
+    elif provenance:
+        source = provenance.get("dataset")
+        if provenance.get("config"):
+            source = f"{source} ({provenance['config']})"
         lines += [
-            "```python",
-            "from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline",
-            "",
-            'repo = "THIS_REPO"  # the Hub id or local directory of this model',
-            'classifier = pipeline("audio-classification", model=repo, trust_remote_code=True)',
-            'print(classifier("speech.wav"))  # [{"label": ..., "score": ...}, ...]; batch_size= for many files',
-            "",
-            "# or with the Auto classes",
-            "model = AutoModelForAudioClassification.from_pretrained(repo, trust_remote_code=True).eval()",
-            "feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)",
-            "```",
-            "",
-            "The encoder alone:",
-            "",
+            f"- computed on: {source}, split `{provenance.get('split')}`",
+            f"- examples: {provenance.get('num_examples')}, frames: {provenance.get('num_frames')}, "
+            f"method: {provenance.get('method', 'exact')}",
         ]
-    lines += [
-        "```python",
-        "import torch, librosa",
-        "from transformers import AutoFeatureExtractor, AutoModel",
-        "",
-        'repo = "THIS_REPO"  # the Hub id or local directory of this model',
-        "model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()",
-        "feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)",
-        f'waveform, rate = librosa.load("speech.wav", sr={config.sample_rate}, mono=True)',
-        "with torch.no_grad():",
-        '    outputs = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"))',
-        "clip_embedding = outputs.pooler_output  # (1, feature_d); frames: outputs.last_hidden_state",
-        "```",
-        "",
-        "## Licence",
-        "",
-        LICENSE_NOTICE,
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
-        "",
-    ]
-    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
+    else:
+        lines.append("- provenance: not recorded")
+    return "\n".join(lines) + "\n"
+
+
+def task_section(config: BYOLAConfig, task_info: dict[str, Any] | None, architecture: str) -> str:
+    """The card's fine-tuned-task lines (empty for an encoder): task, data, labels, metrics."""
+    if not task_info:
+        return ""
+    lines = ["## Fine-tuned task", ""]
+    if task_info.get("task"):
+        description = f" ({task_info['description']})" if task_info.get("description") else ""
+        lines.append(f"- task: {task_info['task']}{description}")
+    if task_info.get("dataset"):
+        lines.append(f"- data: {task_info['dataset']}")
+    if config.id2label and architecture != "BYOLAForCTC" and len(config.id2label) <= 50:
+        lines.append(f"- labels: {', '.join(str(v) for v in config.id2label.values())}")
+    for key, value in (task_info.get("metrics") or {}).items():
+        lines.append(f"- {key}: {value:.4g}" if isinstance(value, float) else f"- {key}: {value}")
+    if task_info.get("metrics"):
+        lines.append(f"- evaluated on: {task_info.get('eval_split') or 'not recorded'}")
+    elif "eval_split" in task_info:
+        lines.append("- not evaluated (no evaluation split)")
+    return "\n".join(lines) + "\n\n"
 
 
 def save_model_card(save_directory: str | Path, config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> Path:

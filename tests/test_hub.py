@@ -378,6 +378,14 @@ def test_model_card_without_statistics_warns():
     assert fine_tuned.data.license == "other" and fine_tuned.data.pipeline_tag == "audio-classification"
     fine_tuned = str(fine_tuned)
     assert "task: ks (keyword spotting)" in fine_tuned and "eval_accuracy: 0.9" in fine_tuned
+    ctc = str(
+        model_card(
+            BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, vocab_size=5, architectures=["BYOLAForCTC"]),
+            {"task": "pr", "description": "phoneme recognition", "dataset": "LibriSpeech test-clean"},
+        )
+    )
+    assert "processor.batch_decode(logits.argmax(-1))" in ctc and "- data: LibriSpeech test-clean" in ctc
+    assert "\n\n\n" not in ctc
     assert "labels: yes, no" in fine_tuned
 
 
