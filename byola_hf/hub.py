@@ -130,7 +130,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, 
 
 repo = "THIS_REPO"  # the Hub id or local directory of this model
 classifier = pipeline("audio-classification", model=repo, trust_remote_code=True)
-print(classifier("speech.wav"))  # [{"label": ..., "score": ...}, ...]; batch_size= for many files
+print(classifier("speech.wav"))  # [{{"label": ..., "score": ...}}, ...]; batch_size= for many files
 
 # or with the Auto classes
 model = AutoModelForAudioClassification.from_pretrained(repo, trust_remote_code=True).eval()
