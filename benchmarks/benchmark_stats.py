@@ -1,6 +1,6 @@
 """Throughput and memory of the exact statistics (`byola_hf.stats`) against loading every log-mel, then numpy.
 
-    python scripts/benchmark_stats.py [--clips 100,400] [--seconds 10] [--workdir DIR]
+    python benchmarks/benchmark_stats.py [--clips 100,400] [--seconds 10] [--workdir DIR]
 
 It builds `audiofolder` datasets of espeak-ng speech (clips of `--seconds` seconds at 16 kHz, two sizes), then
 for each size runs, each in a fresh process with datasets' cache disabled: the naive baseline (decode every clip,
