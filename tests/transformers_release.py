@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -46,35 +47,45 @@ def index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
-def sdist_entry(version: str) -> dict:
-    """The index's entry (PEP 691 JSON) for `transformers-<version>.tar.gz`: its `url` and `hashes`."""
-    request = urllib.request.Request(
-        f"{index_url()}/transformers/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            files = json.load(response)["files"]
-    except (OSError, ValueError, KeyError) as error:
-        raise ReleaseUnavailable(f"cannot read the package index {index_url()}: {error}") from error
+def sdist_location(version: str) -> tuple[str, str]:
+    """The URL and sha256 of `transformers-<version>.tar.gz` on the index's project page (PEP 691 JSON, or the
+    PEP 503 HTML page of an index that only serves that)."""
     name = f"transformers-{version}.tar.gz"
-    for entry in files:
-        if entry.get("filename") == name and "sha256" in entry.get("hashes", {}):
-            return {**entry, "url": urllib.parse.urljoin(f"{index_url()}/transformers/", entry["url"])}
-    raise ReleaseUnavailable(f"the package index {index_url()} has no {name} with a sha256")
-
-
-def download_sdist(version: str) -> tuple[bytes, str]:
-    """The sdist's bytes and sha256, checked against the index's."""
-    entry = sdist_entry(version)
+    page = f"{index_url()}/transformers/"
+    accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
     try:
-        with urllib.request.urlopen(entry["url"], timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(page, headers={"Accept": accept}), timeout=TIMEOUT_S
+        ) as response:
+            body = response.read().decode("utf-8", errors="replace")
+            is_json = "json" in response.headers.get("Content-Type", "")
+        if is_json:
+            files = [
+                (entry["url"], entry.get("hashes", {}).get("sha256"), entry["filename"])
+                for entry in json.loads(body)["files"]
+            ]
+        else:
+            files = re.findall(r'<a[^>]*href="([^"#]*)#sha256=([0-9a-f]{64})"[^>]*>\s*([^<\s]*)\s*</a>', body)
+    except (OSError, ValueError, KeyError) as error:
+        raise ReleaseUnavailable(f"cannot read the package index page {page}: {error}") from error
+    for url, digest, filename in files:
+        if filename == name and digest:
+            return urllib.parse.urljoin(page, url), digest
+    raise ReleaseUnavailable(f"the package index page {page} lists no {name} with a sha256")
+
+
+def download_sdist(version: str) -> bytes:
+    """The sdist's bytes, checked against the index's sha256."""
+    url, expected = sdist_location(version)
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             data = response.read()
     except OSError as error:
-        raise ReleaseUnavailable(f"cannot download {entry['url']}: {error}") from error
+        raise ReleaseUnavailable(f"cannot download {url}: {error}") from error
     digest = hashlib.sha256(data).hexdigest()
-    if digest != entry["hashes"]["sha256"]:
-        raise ReleaseUnavailable(f"{entry['url']} has sha256 {digest}, the index says {entry['hashes']['sha256']}")
-    return data, digest
+    if digest != expected:
+        raise ReleaseUnavailable(f"{url} has sha256 {digest}, the index says {expected}")
+    return data
 
 
 def unpack_tests(data: bytes, version: str, target: Path) -> None:
@@ -134,7 +145,7 @@ def release_tests_dir(version: str = transformers.__version__) -> Path:
     """The cached, checked folder of transformers `version`'s `tests/*.py`, downloaded on first use."""
     folder = cache_root() / version
     if not folder.exists():
-        data, _ = download_sdist(version)
+        data = download_sdist(version)
         unpack_tests(data, version, folder)
     check_cache(folder, version)
     return folder
