@@ -281,13 +281,15 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         return_tensors: str | TensorType | None = None,
     ) -> BatchFeature:
         """
-        Pad log-mel rows into a batch with `SequenceFeatureExtractor.pad` (its padding strategies, truncation,
-        `pad_to_multiple_of`, frame-level `attention_mask` and tensor types; lengths count frames), in either layout:
+        Pad log-mel rows into a batch under `SequenceFeatureExtractor.pad`'s contract (its padding strategies,
+        truncation, `pad_to_multiple_of`, frame-level `attention_mask`, unpadded rows returned apart, tensor types;
+        lengths count frames), in either layout:
 
         - this extractor's own `(feature_size, frames)` rows, as `__call__(..., padding=False)` returns them (stored by
           `datasets.map`, padded by `DataCollatorWithPadding(feature_extractor)`): padded in that layout,
           `(batch, feature_size, frames)`, with digital silence `log(log_offset)`, so a padded batch equals
-          `__call__` on the waveforms;
+          `__call__` on the waveforms (the base class's arithmetic, then one copy per row rather than its per-row
+          `np.pad` and stacking, which a training loop's collator would feel);
         - the base class's time-first `(frames, feature_size)` rows (as Whisper's): exactly
           `SequenceFeatureExtractor.pad`, padded with `padding_value`, `(batch, frames, feature_size)`.
 
@@ -302,20 +304,30 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 "pad() takes rows with 'input_features' of shape (feature_size, frames), as __call__ returns them."
             )
         rows = processed_features["input_features"]
-        arguments = (padding, max_length, truncation, pad_to_multiple_of)
         if not self._own_layout(rows):
-            return super().pad(processed_features, *arguments, return_attention_mask, return_tensors)
-        # The base class on time-first views, with a mask to find the padding, then back to this layout.
-        time_first = {**processed_features, "input_features": [to_numpy(row).T for row in rows]}
-        padded = super().pad(time_first, *arguments, return_attention_mask=True, return_tensors="np")
+            return super().pad(
+                processed_features,
+                padding,
+                max_length,
+                truncation,
+                pad_to_multiple_of,
+                return_attention_mask,
+                return_tensors,
+            )
+        arrays = [to_numpy(row) for row in rows]
+        lengths, targets = self._padded_lengths(
+            [array.shape[-1] for array in arrays], padding, max_length, truncation, pad_to_multiple_of
+        )
         silence = np.log(np.float32(self.log_offset))
-        features = np.empty(len(padded["attention_mask"]), dtype=object)  # rows of unequal lengths stay apart
-        for index, (row, mask) in enumerate(zip(padded["input_features"], padded["attention_mask"])):
-            features[index] = np.ascontiguousarray(row.T, dtype=np.float32)
-            features[index][:, mask == 0] = silence
-        if len({row.shape for row in features}) == 1:
-            features = np.stack(list(features))
-        outputs = {**padded, "input_features": features}
+        masks = (np.arange(max(targets))[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
+        if len(set(targets)) == 1:
+            features = np.full((len(arrays), self.feature_size, targets[0]), silence, np.float32)
+        else:  # unpadded or over max_length: rows apart, as the base class returns them
+            features = _object_rows([np.full((self.feature_size, target), silence, np.float32) for target in targets])
+            masks = _object_rows([mask[:target] for mask, target in zip(masks, targets)])
+        for row, array, length in zip(features, arrays, lengths):
+            row[:, :length] = array[:, :length]
+        outputs = {**processed_features, "input_features": features, "attention_mask": masks}
         if not (self.return_attention_mask if return_attention_mask is None else return_attention_mask):
             del outputs["attention_mask"]
         if return_tensors is None:  # the base class's default: the rows' own type
@@ -337,6 +349,24 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             f"({self.feature_size}, frames) as the feature extractor returns them with padding=False, or time-first "
             f"(frames, {self.feature_size}), the same layout in every row."
         )
+
+    def _padded_lengths(
+        self, frames: list[int], padding, max_length: int | None, truncation: bool, pad_to_multiple_of: int | None
+    ) -> tuple[list[int], list[int]]:
+        """`SequenceFeatureExtractor.pad`'s arithmetic for rows of `frames`: each row's frames kept (truncated to
+        `max_length`, rounded up to `pad_to_multiple_of`, with `truncation`) and its length once padded ("longest":
+        the longest kept row; "max_length": `max_length`, both rounded up; rows already longer stay as they are)."""
+        strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
+        if truncation and max_length is None:
+            raise ValueError("When setting ``truncation=True``, make sure that ``max_length`` is defined.")
+        multiple = pad_to_multiple_of or 1
+        if truncation:
+            frames = [min(count, -(-max_length // multiple) * multiple) for count in frames]
+        if strategy == PaddingStrategy.DO_NOT_PAD:
+            return frames, frames
+        target = max(frames) if strategy == PaddingStrategy.LONGEST else max_length
+        target = -(-target // multiple) * multiple
+        return frames, [max(count, target) for count in frames]
 
     def _tensor_batch(
         self, waveforms: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None
@@ -524,6 +554,14 @@ def _resolve_device(device: str | torch.device) -> torch.device:
             "(or leave it out), or install a CUDA build of torch on a machine with a GPU."
         )
     return resolved
+
+
+def _object_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array of `rows` of unequal shapes (numpy would try, and fail, to stack arrays whose first axes
+    agree)."""
+    array = np.empty(len(rows), dtype=object)
+    array[:] = rows
+    return array
 
 
 def _stack_if_equal(items: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

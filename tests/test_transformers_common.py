@@ -13,6 +13,7 @@ gradient checkpointing). Two upstream tests are replaced by what they check, sai
 """
 
 import copy
+import itertools
 import unittest
 import warnings
 from unittest import mock
@@ -332,6 +333,31 @@ class BYOLAFeatureExtractionTest(SequenceFeatureExtractionTestMixin, unittest.Te
             np.testing.assert_array_equal(features[:, : row.shape[-1]].numpy(), row)
             self.assertTrue(bool((features[:, row.shape[-1] :] == silence).all()))
             self.assertEqual(int(mask.sum()), row.shape[-1])
+
+    def test_pad_own_layout_equals_the_base_class_on_time_first_rows(self):
+        """Every combination of the padding arguments: this layout's rows give what `SequenceFeatureExtractor.pad`
+        gives for the same rows time-first (padding with the same value), transposed, or the same error."""
+        fe = BYOLAFeatureExtractor(feature_size=16)
+        fe.padding_value = float(np.log(np.float32(fe.log_offset)))
+        rows = self.feat_extract_tester.prepare_inputs_for_common(numpify=True)
+        for padding, max_length, truncation, multiple in itertools.product(
+            (True, False, "longest", "max_length"), (None, 50, 200), (False, True), (None, 12)
+        ):
+            arguments = {"padding": padding, "max_length": max_length, "truncation": truncation}
+            with self.subTest(**arguments, pad_to_multiple_of=multiple):
+                arguments["pad_to_multiple_of"] = multiple
+                try:
+                    expected = fe.pad({"input_features": rows, "labels": [1, 2, 3, 4, 5]}, **arguments)
+                except ValueError:
+                    with self.assertRaises(ValueError):
+                        fe.pad({"input_features": [row.T for row in rows]}, **arguments)
+                    continue
+                got = fe.pad({"input_features": [row.T for row in rows], "labels": [1, 2, 3, 4, 5]}, **arguments)
+                self.assertEqual(type(got["input_features"]), type(expected["input_features"]))
+                self.assertEqual(got["labels"].tolist(), expected["labels"].tolist())
+                for key in ("input_features", "attention_mask"):
+                    for row, expected_row in zip(got[key], expected[key], strict=True):
+                        np.testing.assert_array_equal(row, expected_row.T)
 
     def test_pad_refuses_rows_in_neither_layout(self):
         fe = BYOLAFeatureExtractor(feature_size=16)
