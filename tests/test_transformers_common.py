@@ -127,7 +127,7 @@ class BYOLAModelTester:
         config, input_features, attention_mask = self.prepare_config_and_inputs()
         return config, {"input_features": input_features, "attention_mask": attention_mask}
 
-    def labels_for(self, model_class: type, inputs: dict[str, torch.Tensor], config: BYOLAConfig) -> torch.Tensor:
+    def labels_for(self, model_class: type, config: BYOLAConfig) -> torch.Tensor:
         """Targets each head trains on: a class per clip, token ids per clip (-100 padded) or frame activities."""
         generator = torch.Generator().manual_seed(0)
         frames = self.mel_frames // config.time_downsampling
@@ -160,7 +160,7 @@ class BYOLAModelTester:
         }
         for model_class, shape in expected.items():
             model = model_class(config).train()
-            output = model(**inputs, labels=self.labels_for(model_class, inputs, config))
+            output = model(**inputs, labels=self.labels_for(model_class, config))
             self.parent.assertEqual(output.logits.shape, shape)
             self.parent.assertTrue(torch.isfinite(output.loss))
 
@@ -206,7 +206,7 @@ class BYOLACommonTests(ModelTesterMixin):
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs = super()._prepare_for_class(inputs_dict, model_class, return_labels=False)
         if return_labels and model_class is not BYOLAModel:
-            inputs["labels"] = self.model_tester.labels_for(model_class, inputs, self.model_tester.get_config())
+            inputs["labels"] = self.model_tester.labels_for(model_class, self.model_tester.get_config())
         return inputs
 
     def test_config(self):
