@@ -99,6 +99,9 @@ class BYOLAConfig(PretrainedConfig):
             [`BYOLAForCTC`]: output tokens, blank included.
         frame_lstm_hidden_size (`int`, *optional*, defaults to 512):
             [`BYOLAForAudioFrameClassification`]: hidden size of its one-layer LSTM.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of fresh conv and linear weights (transformers'
+            `_init_weights`); converted and saved weights are loaded as they are.
 
     Example:
 
@@ -146,6 +149,7 @@ class BYOLAConfig(PretrainedConfig):
         ctc_zero_infinity: bool = True,
         vocab_size: int | None = None,
         frame_lstm_hidden_size: int = 512,
+        initializer_range: float = 0.02,
         **kwargs,
     ):
         self.feature_d = feature_d
@@ -179,6 +183,7 @@ class BYOLAConfig(PretrainedConfig):
         self.ctc_zero_infinity = ctc_zero_infinity
         self.vocab_size = vocab_size
         self.frame_lstm_hidden_size = frame_lstm_hidden_size
+        self.initializer_range = initializer_range
         kwargs.setdefault("custom_pipelines", copy.deepcopy(EMBEDDING_PIPELINE))
         super().__init__(**kwargs)
         self._validate_byola()

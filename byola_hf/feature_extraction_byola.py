@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
-from transformers.utils import PaddingStrategy, TensorType, logging
+from transformers.utils import PaddingStrategy, TensorType, logging, to_numpy
 
 from .audio import (
     batch_waveforms,
@@ -327,51 +327,92 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         return_tensors: str | TensorType | None = None,
     ) -> BatchFeature:
         """
-        Pad log-mels already extracted one by one (rows of `fe(..., padding=False)`, e.g. stored by `datasets.map`)
-        into a batch, as `DataCollatorWithPadding(feature_extractor)` calls it: each row's `input_features` of shape
-        `(feature_size, frames_i)` is padded on the right with digital silence `log(log_offset)`, the value `__call__`
-        gives a padded batch, and `attention_mask` marks the valid frames. Other keys (e.g. `labels`) are stacked as
-        they are. `max_length` and `pad_to_multiple_of` count frames here.
+        Pad log-mel rows into a batch under `SequenceFeatureExtractor.pad`'s contract (its padding strategies,
+        truncation, `pad_to_multiple_of`, frame-level `attention_mask`, unpadded rows returned apart, tensor types;
+        lengths count frames), in either layout:
+
+        - this extractor's own `(feature_size, frames)` rows, as `__call__(..., padding=False)` returns them (stored by
+          `datasets.map`, padded by `DataCollatorWithPadding(feature_extractor)`): padded in that layout,
+          `(batch, feature_size, frames)`, with digital silence `log(log_offset)`, so a padded batch equals
+          `__call__` on the waveforms (the base class's arithmetic, then one copy per row rather than its per-row
+          `np.pad` and stacking, which a training loop's collator would feel);
+        - the base class's time-first `(frames, feature_size)` rows (as Whisper's): exactly
+          `SequenceFeatureExtractor.pad`, padded with `padding_value`, `(batch, frames, feature_size)`.
+
+        Rows that fit both, `(feature_size, feature_size)`, are read in this extractor's own layout unless another
+        row of the batch is time-first. Other keys (e.g. `labels`) pass through as the base class passes them.
         """
-        if isinstance(processed_features, (dict, BatchFeature)):
-            rows = [dict(zip(processed_features, values)) for values in zip(*processed_features.values())]
-        else:
-            rows = list(processed_features)
-        if not rows or "input_features" not in rows[0]:
+        if isinstance(processed_features, (list, tuple)) and processed_features:
+            if isinstance(processed_features[0], (dict, BatchFeature)):
+                processed_features = {key: [row[key] for row in processed_features] for key in processed_features[0]}
+        if not isinstance(processed_features, (dict, BatchFeature)) or "input_features" not in processed_features:
             raise ValueError(
                 "pad() takes rows with 'input_features' of shape (feature_size, frames), as __call__ returns them."
             )
-        arrays = [np.asarray(row["input_features"], dtype=np.float32) for row in rows]
-        for index, array in enumerate(arrays):
-            if array.ndim != 2 or array.shape[0] != self.feature_size:
-                raise ValueError(
-                    f"Row {index} has input_features of shape {array.shape}; expected ({self.feature_size}, frames) "
-                    "as "
-                    "the feature extractor returns them with padding=False."
-                )
-        frames = max(array.shape[-1] for array in arrays)
-        strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
-        if strategy == PaddingStrategy.MAX_LENGTH:
-            if frames > max_length and not truncation:
-                raise ValueError(
-                    f"A row has {frames} frames, more than max_length={max_length}; pass truncation=True."
-                )
-            frames = max_length
-        if pad_to_multiple_of is not None:
-            frames = -(-frames // pad_to_multiple_of) * pad_to_multiple_of
-        batch = np.full((len(arrays), self.feature_size, frames), np.log(np.float32(self.log_offset)), np.float32)
-        mask = np.zeros((len(arrays), frames), np.int32)
-        for index, array in enumerate(arrays):
-            valid = min(array.shape[-1], frames)
-            batch[index, :, :valid] = array[:, :valid]
-            mask[index, :valid] = 1
-        outputs = {"input_features": batch}
-        if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
-            outputs["attention_mask"] = mask
-        for key in rows[0]:
-            if key not in ("input_features", "attention_mask"):
-                outputs[key] = [row[key] for row in rows]
+        rows = processed_features["input_features"]
+        if not self._own_layout(rows):
+            return super().pad(
+                processed_features,
+                padding,
+                max_length,
+                truncation,
+                pad_to_multiple_of,
+                return_attention_mask,
+                return_tensors,
+            )
+        arrays = [to_numpy(row) for row in rows]
+        lengths, targets = self._padded_lengths(
+            [array.shape[-1] for array in arrays], padding, max_length, truncation, pad_to_multiple_of
+        )
+        silence = np.log(np.float32(self.log_offset))
+        masks = (np.arange(max(targets))[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
+        if len(set(targets)) == 1:
+            features = np.full((len(arrays), self.feature_size, targets[0]), silence, np.float32)
+        else:  # unpadded or over max_length: rows apart, as the base class returns them
+            features = _object_rows([np.full((self.feature_size, target), silence, np.float32) for target in targets])
+            masks = _object_rows([mask[:target] for mask, target in zip(masks, targets)])
+        for row, array, length in zip(features, arrays, lengths):
+            row[:, :length] = array[:, :length]
+        outputs = {**processed_features, "input_features": features, "attention_mask": masks}
+        if not (self.return_attention_mask if return_attention_mask is None else return_attention_mask):
+            del outputs["attention_mask"]
+        if return_tensors is None:  # the base class's default: the rows' own type
+            return_tensors = "pt" if isinstance(rows[0], torch.Tensor) else "np"
         return BatchFeature(outputs, tensor_type=return_tensors)
+
+    def _own_layout(self, rows: Sequence[Any]) -> bool:
+        """Whether `rows` are `(feature_size, frames)` (True) or time-first `(frames, feature_size)` (False); a batch
+        in neither layout is refused."""
+        shapes = [tuple(row.shape) if hasattr(row, "shape") else np.shape(row) for row in rows]
+        if shapes and all(len(shape) == 2 and shape[0] == self.feature_size for shape in shapes):
+            return True
+        if shapes and all(len(shape) == 2 and shape[1] == self.feature_size for shape in shapes):
+            return False
+        axis = 1 if shapes and len(shapes[0]) == 2 and shapes[0][0] != self.feature_size else 0
+        index = next((i for i, shape in enumerate(shapes) if len(shape) != 2 or shape[axis] != self.feature_size), 0)
+        raise ValueError(
+            f"Row {index} has input_features of shape {shapes[index] if shapes else None}; expected "
+            f"({self.feature_size}, frames) as the feature extractor returns them with padding=False, or time-first "
+            f"(frames, {self.feature_size}), the same layout in every row."
+        )
+
+    def _padded_lengths(
+        self, frames: list[int], padding, max_length: int | None, truncation: bool, pad_to_multiple_of: int | None
+    ) -> tuple[list[int], list[int]]:
+        """`SequenceFeatureExtractor.pad`'s arithmetic for rows of `frames`: each row's frames kept (truncated to
+        `max_length`, rounded up to `pad_to_multiple_of`, with `truncation`) and its length once padded ("longest":
+        the longest kept row; "max_length": `max_length`, both rounded up; rows already longer stay as they are)."""
+        strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
+        if truncation and max_length is None:
+            raise ValueError("When setting ``truncation=True``, make sure that ``max_length`` is defined.")
+        multiple = pad_to_multiple_of or 1
+        if truncation:
+            frames = [min(count, -(-max_length // multiple) * multiple) for count in frames]
+        if strategy == PaddingStrategy.DO_NOT_PAD:
+            return frames, frames
+        target = max(frames) if strategy == PaddingStrategy.LONGEST else max_length
+        target = -(-target // multiple) * multiple
+        return frames, [max(count, target) for count in frames]
 
     def _tensor_batch(
         self, waveforms: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None
@@ -562,6 +603,14 @@ def _resolve_device(device: str | torch.device) -> torch.device:
             "(or leave it out), or install a CUDA build of torch on a machine with a GPU."
         )
     return resolved
+
+
+def _object_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array of `rows` of unequal shapes (numpy would try, and fail, to stack arrays whose first axes
+    agree)."""
+    array = np.empty(len(rows), dtype=object)
+    array[:] = rows
+    return array
 
 
 def _stack_if_equal(items: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

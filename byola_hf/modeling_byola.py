@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple
 
@@ -67,11 +68,20 @@ class BYOLAPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """PyTorch's default initialisation, as the original network used; equal layer weights for the featurizer."""
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LSTM)):
+        """
+        transformers' initialisation for the linear layers and LSTMs (normal weights of std
+        `config.initializer_range`, zero biases, Xavier LSTMs) and the BatchNorms (identity); the conv layers keep
+        PyTorch's default, as the original network, since a std of 0.02 over a 3x3 single-channel kernel would
+        shrink the first block's output tenfold. Equal layer weights for the featurizer. Loaded weights (converted
+        checkpoints) are never re-initialised.
+        """
+        if isinstance(module, nn.Conv2d):
             module.reset_parameters()
-        elif isinstance(module, BYOLALayerWeightedSum) and module.enabled:
-            nn.init.zeros_(module.layer_weights)
+        elif isinstance(module, BYOLALayerWeightedSum):
+            if module.enabled:
+                init.zeros_(module.layer_weights)
+        else:
+            super()._init_weights(module)
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, with an `auto_map` for every BYOL-A class and the embedding pipeline's
@@ -432,10 +442,13 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
 
     def encode(
         self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, output_hidden_states: bool | None
-    ) -> tuple[torch.Tensor, torch.Tensor, BYOLAModelOutput]:
-        """`(features (batch, frames, width), frame_mask (batch, frames), encoder outputs)`; no autograd graph
-        through a frozen encoder. The encoder's hidden states are computed when the featurizer or the caller needs
-        them."""
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """`(features (batch, frames, width), frame_mask (batch, frames), the encoder's hidden states when asked for
+        by `output_hidden_states`, else by `config.output_hidden_states`)`; no autograd graph through a frozen
+        encoder. The hidden states are computed when the featurizer or the caller needs them; the featurizer sums
+        the very tensors returned, so they are on the head's graph."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base):
             outputs = self.byola(
                 input_features,
@@ -443,7 +456,8 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
                 output_hidden_states=self.featurizer.enabled or bool(output_hidden_states),
                 return_dict=True,
             )
-        return self.featurizer(outputs), outputs.attention_mask, outputs
+        hidden_states = outputs.hidden_states if output_hidden_states else None
+        return self.featurizer(outputs), outputs.attention_mask, hidden_states
 
 
 class BYOLAForSequenceClassification(BYOLAHeadModel):
@@ -474,13 +488,12 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
 
         Returns `logits` of shape `(batch, num_labels)` (`(batch, sum(classifier_slots))` with slots).
         """
-        features, frame_mask, outputs = self.encode(input_features, attention_mask, output_hidden_states)
+        features, frame_mask, hidden_states = self.encode(input_features, attention_mask, output_hidden_states)
         projected = self.projector(features)
         mask = frame_mask[:, :, None].to(projected.dtype)
         pooled = (projected * mask).sum(1) / mask.sum(1)
         logits = self.classifier(pooled)
         loss = None if labels is None else self._loss(logits, labels)
-        hidden_states = outputs.hidden_states if output_hidden_states else None
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -542,14 +555,13 @@ class BYOLAForCTC(BYOLAHeadModel):
 
         Returns `logits` of shape `(batch, frames, vocab_size)`.
         """
-        features, frame_mask, outputs = self.encode(input_features, attention_mask, output_hidden_states)
+        features, frame_mask, hidden_states = self.encode(input_features, attention_mask, output_hidden_states)
         hidden = self.projector(features)
         output_lengths = frame_mask.sum(-1)
         if self.config.ctc_head == "bilstm":
             hidden = _run_lstm(self.lstm, hidden, output_lengths)
         logits = self.lm_head(hidden)
         loss = None if labels is None else self._ctc_loss(logits, labels, output_lengths)
-        hidden_states = outputs.hidden_states if output_hidden_states else None
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor) -> torch.Tensor:
@@ -606,11 +618,10 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
 
         Returns `logits` of shape `(batch, frames, num_labels)`.
         """
-        features, frame_mask, outputs = self.encode(input_features, attention_mask, output_hidden_states)
+        features, frame_mask, hidden_states = self.encode(input_features, attention_mask, output_hidden_states)
         lengths = frame_mask.sum(-1)
         logits = self.classifier(_run_lstm(self.lstm, features, lengths))
         loss = None if labels is None else self._permutation_invariant_loss(logits, labels, frame_mask)
-        hidden_states = outputs.hidden_states if output_hidden_states else None
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _permutation_invariant_loss(
@@ -667,9 +678,40 @@ def _stack_pieces(
 
 
 def _run_lstm(lstm: nn.LSTM, sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Run `lstm` on `(batch, frames, features)` over each example's valid frames only; padding stays zero."""
-    packed = nn.utils.rnn.pack_padded_sequence(sequences, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    return nn.utils.rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=sequences.shape[1])[0]
+    """
+    Run the batch-first `lstm` on `(batch, frames, features)` over each example's first `lengths[i]` frames, as on a
+    packed sequence, with zeros past each end. Masks instead of packing, so no shape depends on values and the heads
+    export with `torch.export`: padding follows the valid frames, so a forward direction reaches it only after them,
+    and a reverse direction runs on each example reversed within its own length.
+    """
+    steps = torch.arange(sequences.shape[1], device=sequences.device)[None, :]
+    lengths = lengths.to(sequences.device)[:, None]
+    valid = steps < lengths
+    # Each example's valid frames in reverse order, its padding left in place: the permutation is its own inverse.
+    reverse = torch.where(valid, lengths - 1 - steps, steps)
+    hidden = sequences
+    for layer in range(lstm.num_layers):
+        if layer:
+            hidden = nn.functional.dropout(hidden, lstm.dropout, lstm.training)
+        outputs = [_lstm_direction(lstm, hidden, f"_l{layer}")]
+        if lstm.bidirectional:
+            backward = _lstm_direction(lstm, _gather_frames(hidden, reverse), f"_l{layer}_reverse")
+            outputs.append(_gather_frames(backward, reverse))
+        hidden = torch.cat(outputs, dim=-1)
+    return hidden * valid[:, :, None].to(hidden.dtype)
+
+
+def _lstm_direction(lstm: nn.LSTM, sequences: torch.Tensor, suffix: str) -> torch.Tensor:
+    """One layer and direction of `lstm` (its parameters named with `suffix`) on `(batch, frames, features)`."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if lstm.bias else ("weight_ih", "weight_hh")
+    weights = [getattr(lstm, name + suffix) for name in names]
+    state = sequences.new_zeros(1, sequences.shape[0], lstm.hidden_size)
+    return torch.lstm(sequences, (state, state), weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
+
+
+def _gather_frames(sequences: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """`sequences[b, order[b, t]]` of `(batch, frames, features)` for `(batch, frames)` frame indices."""
+    return sequences.gather(1, order[:, :, None].expand(-1, -1, sequences.shape[-1]))
 
 
 def _length_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:

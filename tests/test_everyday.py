@@ -140,7 +140,7 @@ def test_datasets_map_collator_recipe(random2048_dir):
         assert torch.equal(batch["attention_mask"].int(), expected["attention_mask"].int())
     assert collated["labels"].tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match=r"expected \(64, frames\)"):
-        fe.pad([{"input_features": np.zeros((10, 64))}])
+        fe.pad([{"input_features": np.zeros((10, 63))}])
 
 
 def test_no_prompt_when_byola_hf_is_imported(random2048_dir):
