@@ -3,11 +3,20 @@
 
 import json
 import random
+import shutil
+import subprocess
+from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
+import soundfile
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, BertConfig, TrainerCallback
 
+from byola_hf.extract.cli import main as extract_main
+from byola_hf.extract.extract import load_embeddings
 from byola_hf.pretraining.augmentations import (
     MixupMemoryBank,
     linear_fade,
@@ -17,9 +26,10 @@ from byola_hf.pretraining.augmentations import (
     sample_crop_boxes,
     sample_fader_ends,
 )
+from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain
 from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 
-from conftest import require_shared
+from conftest import require_shared, run_torchrun
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +248,146 @@ def test_ema_update_and_encoder_export(tmp_path):
     assert type(loaded).__name__ == "BYOLAModel" and (loaded.config.mean, loaded.config.std) == (-5.0, 3.0)
     assert not hasattr(loaded.config, "projection_size")
     torch.testing.assert_close(loaded.fc2.weight, model.encoder.fc2.weight)
+
+
+# --- byola-pretrain end to end on real sound files ----------------------------------------------------------------
+
+TINY = [
+    "--feature_d", "64", "--projection_hidden_size", "64", "--projection_size", "32", "--mixup_memory_size", "16",
+    "--per_device_train_batch_size", "4", "--logging_steps", "1", "--dataloader_num_workers", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def audio_folder(tmp_path_factory) -> Path:
+    """espeak-ng speech (22.05 kHz) and the alsa test recordings (48 kHz): eight real clips of 1-4 s."""
+    folder = tmp_path_factory.mktemp("pretrain_audio")
+    for word in ("one", "two", "three", "four", "five", "six"):
+        subprocess.run(["espeak-ng", "-w", str(folder / f"speech_{word}.wav"), f"the number {word}"], check=True)
+    for name in ("Front_Center.wav", "Noise.wav"):
+        shutil.copy(Path("/usr/share/sounds/alsa") / name, folder / name)
+    return folder
+
+
+def pretrain_args(audio_folder: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--dataset_name", str(audio_folder), "--output_dir", str(output_dir), *TINY, *extra]
+
+
+class Killed(Exception):
+    """Stands for the process being killed right after a checkpoint was written."""
+
+
+class KillAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def run_pretrain(argv: list[str], callbacks=None) -> Path:
+    parser = build_parser()
+    model_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
+    return pretrain(*parser.parse_args_into_dataclasses(args=default_flags(argv, model_args)), callbacks=callbacks)
+
+
+def encoder_weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(directory / "model.safetensors")
+
+
+def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
+    output = tmp_path / "run"
+    main(pretrain_args(audio_folder, output, "--max_steps", "2"))
+    assert f"saved to {output}" in capsys.readouterr().out
+    model = AutoModel.from_pretrained(output)
+    assert type(model).__name__ == "BYOLAModel" and model.config.feature_d == 64
+    record = json.loads((output / "byola_pretrain_run.json").read_text())["statistics"]
+    # The statistics are the exact moments of the clips' log-mels, as byola-compute-stats computes them.
+    assert (model.config.mean, model.config.std) == (record["mean"], record["std"])
+    assert record["provenance"]["num_examples"] == 8 and record["provenance"]["method"] == "exact"
+    card = (output / "README.md").read_text()
+    assert "## Pre-training" in card and "steps: 2" in card and "8 clips" in card
+    # The weights moved from their initialisation, and the extractor embeds with them.
+    extract_main(["--model_name_or_path", str(output), "--dataset_name", str(audio_folder), "--output_dir",
+                  str(tmp_path / "embeddings")])  # fmt: skip
+    embeddings = load_embeddings(str(tmp_path / "embeddings"))
+    assert len(embeddings) == 8 and len(embeddings[0]["embedding"]) == 64
+
+
+def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
+    """Killed after checkpoint 2 of 4 and re-run: the same final weights as a run never interrupted (EMA target,
+    optimizer, memory bank, crops and RNG all resumed)."""
+    steps = ["--max_steps", "4", "--save_steps", "2", "--seed", "7"]
+    whole = run_pretrain(pretrain_args(audio_folder, tmp_path / "whole", *steps))
+    with pytest.raises(Killed):
+        run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps), callbacks=[KillAfterSave(2)])
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    checkpoint = tmp_path / "killed" / "checkpoint-2" / "model.safetensors"
+    written = checkpoint.stat().st_mtime_ns
+    resumed = run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps))
+    assert checkpoint.stat().st_mtime_ns == written  # resumed from it, not trained again from the start
+    expected, actual = encoder_weights(whole), encoder_weights(resumed)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+    final = load_file(tmp_path / "killed" / "checkpoint-4" / "model.safetensors")
+    reference = load_file(tmp_path / "whole" / "checkpoint-4" / "model.safetensors")
+    for key in ("target_encoder.fc2.weight", "augmentation.mixup.bank", "augmentation.mixup.pushed"):
+        torch.testing.assert_close(final[key], reference[key], rtol=0, atol=0, msg=key)
+    # A different seed is another run: refused, not mixed in.
+    with pytest.raises(ValueError, match="another pre-training run"):
+        run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", "--max_steps", "4", "--seed", "8"))
+
+
+def test_pretrain_two_ranks_under_torchrun(audio_folder, tmp_path):
+    output = tmp_path / "ddp"
+    arguments = pretrain_args(audio_folder, output, "--max_steps", "2", "--per_device_train_batch_size", "2")
+    result = run_torchrun("-m", "byola_hf.pretraining.cli", *arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = AutoModel.from_pretrained(output)
+    assert model.config.has_statistics
+    state = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
+@pytest.mark.parametrize("case", ["empty_folder", "no_audio", "too_short", "not_byola", "foreign_output"])
+def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
+    data, output, extra = str(audio_folder), tmp_path / "out", []
+    if case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        data = str(tmp_path / "empty")
+    elif case == "no_audio":
+        datasets.Dataset.from_dict({"text": ["a", "b"]}).save_to_disk(str(tmp_path / "text"))
+        data = str(tmp_path / "text")
+    elif case == "too_short":
+        (tmp_path / "short").mkdir()
+        for index in range(4):
+            soundfile.write(
+                tmp_path / "short" / f"{index}.wav", np.random.default_rng(index).normal(0, 0.1, 8000), 16000
+            )
+        data = str(tmp_path / "short")
+    elif case == "not_byola":
+        BertConfig().save_pretrained(tmp_path / "bert")
+        extra = ["--init_from", str(tmp_path / "bert")]
+    else:
+        output.mkdir()
+        (output / "notes.txt").write_text("mine")
+    argv = [a if a != str(audio_folder) else data for a in pretrain_args(audio_folder, output, *extra)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--max_steps", "1"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    lines = [line for line in error.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and error.rstrip().endswith(lines[0]), error[-2000:]
+    expected = {
+        "empty_folder": "No audio files",
+        "no_audio": "no column 'audio'",
+        "too_short": "shorter than one training crop",
+        "not_byola": "not a BYOL-A",
+        "foreign_output": "not made by byola-pretrain",
+    }[case]
+    assert expected in lines[0]
+    if case == "foreign_output":
+        assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]

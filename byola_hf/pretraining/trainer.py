@@ -41,7 +41,7 @@ class BYOLAPreTrainer(Trainer):
             sampler=EpochCropSampler(len(self.train_dataset), args.seed),
             collate_fn=self.data_collator,
             num_workers=args.dataloader_num_workers,
-            pin_memory=args.dataloader_pin_memory,
+            pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
             persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
             prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
             drop_last=True,
