@@ -391,3 +391,32 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
     assert expected in lines[0]
     if case == "foreign_output":
         assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("variant", ["AudioNTT2020", "AudioNTT2022"])
+def test_training_embedding_is_the_encoders_pooler_output(variant):
+    """The learner's training-mode embedding (pooling before ReLU) equals BYOLAModel's own forward bit for bit, in
+    values and gradients; and each variant gets the original config's augmentation settings."""
+    from byola_hf import BYOLAConfig
+
+    encoder_config = BYOLAConfig.from_variant(variant, feature_d=64 if variant == "AudioNTT2020" else 1088)
+    config = BYOLAPreTrainingConfig.from_encoder_config(
+        encoder_config, projection_hidden_size=32, projection_size=16, mixup_memory_size=2
+    )
+    assert (config.mixup_ratio, config.fader_gain, config.pad_both_ends) == (
+        (0.4, 0.0, True) if variant == "AudioNTT2020" else (0.2, 1.0, False)
+    )
+    model = BYOLAForPreTraining(config).train()
+    views = torch.randn(3, 1, 64, config.crop_frames)
+    torch.manual_seed(0)  # the same dropout masks for both
+    ours = model.embed(model.encoder, views)
+    ours.square().sum().backward()
+    ours_grads = [p.grad.clone() for p in model.encoder.parameters()]
+    model.zero_grad()
+    model.encoder.load_state_dict(model.target_encoder.state_dict())  # the running statistics both started from
+    torch.manual_seed(0)
+    plain = model.encoder(views[:, 0], check_values=False).pooler_output
+    plain.square().sum().backward()
+    torch.testing.assert_close(ours, plain, rtol=0, atol=0)
+    for ours_grad, parameter in zip(ours_grads, model.encoder.parameters()):
+        torch.testing.assert_close(ours_grad, parameter.grad, rtol=0, atol=0)

@@ -206,8 +206,24 @@ class BYOLAForPreTraining(PreTrainedModel):
             target_parameter.copy_(target_parameter * decay + (1.0 - decay) * online_parameter)
 
     def embed(self, encoder: BYOLAModel, views: torch.Tensor) -> torch.Tensor:
-        """Clip embeddings `(batch, feature_d)` of views `(batch, 1, n_mels, frames)` (max + mean over time)."""
-        return encoder(views[:, 0], check_values=False).pooler_output
+        """
+        Clip embeddings `(batch, feature_d)` of views `(batch, 1, n_mels, frames)`: the max + mean over time of the
+        encoder's output, `encoder(views[:, 0]).pooler_output`. In training mode it is computed here in the same
+        order of operations, except that each conv block pools before its ReLU: they commute, so every value and
+        every gradient is bit for bit the same, and the ReLU and its backward run on a quarter of the activation.
+        """
+        if not self.training:
+            return encoder(views[:, 0], check_values=False).pooler_output
+        hidden = views
+        for block in encoder.conv_blocks:
+            hidden = block.activation(block.pool(block.batch_norm(block.conv(hidden))))
+        batch, channels, mels, frames = hidden.shape
+        conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major
+        fc1 = nn.functional.relu(encoder.fc1(conv_features))
+        output = nn.functional.relu(encoder.fc2(encoder.dropout(fc1)))
+        if encoder.config.concat_conv_features:
+            output = torch.cat([conv_features, output], dim=-1)
+        return output.amax(1) + output.mean(1)
 
     def forward(
         self,
@@ -241,8 +257,10 @@ class BYOLAForPreTraining(PreTrainedModel):
         """Two normalised views `(batch, 1, n_mels, frames)` of raw log-mel crops `(batch, n_mels, frames)`."""
         if not self.config.has_statistics:
             raise ValueError("Pre-training from log-mels needs the data's statistics in config.mean / config.std.")
-        normalised = (input_features.float() - self.config.mean) / self.config.std
-        return self.augmentation(normalised[:, None])
+        # In float32 even under bf16 autocast: the crop's interpolation is a matmul that autocast would round.
+        with torch.autocast(input_features.device.type, enabled=False):
+            normalised = (input_features.float() - self.config.mean) / self.config.std
+            return self.augmentation(normalised[:, None])
 
     def encoder_model(self) -> BYOLAModel:
         """The online encoder as a plain [`~byola_hf.BYOLAModel`] with the pre-training statistics (on CPU)."""
