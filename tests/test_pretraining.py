@@ -420,3 +420,16 @@ def test_training_embedding_is_the_encoders_pooler_output(variant):
     torch.testing.assert_close(ours, plain, rtol=0, atol=0)
     for ours_grad, parameter in zip(ours_grads, model.encoder.parameters()):
         torch.testing.assert_close(ours_grad, parameter.grad, rtol=0, atol=0)
+
+
+def test_pretrain_v2_under_bf16_autocast(audio_folder, tmp_path):
+    """v2 (AudioNTT2022: fader, end padding, lr 1e-4 by default) for one step under bf16 autocast."""
+    output = tmp_path / "v2"
+    argv = pretrain_args(audio_folder, output, "--max_steps", "1", "--bf16", "--use_cpu")
+    argv[argv.index("--feature_d") + 1] = "1088"  # v2 concatenates the 1024 conv features to the MLP's output
+    main([*argv, "--variant", "AudioNTT2022"])
+    model = AutoModel.from_pretrained(output)
+    assert model.config.variant == "AudioNTT2022" and model.config.feature_d == 1088
+    training = json.loads((output / "byola_pretrain_run.json").read_text())["fingerprint"]["training"]
+    assert training["learning_rate"] == 1e-4 and training["bf16"] is True
+    assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
