@@ -185,13 +185,10 @@ class BYOLAForPreTraining(PreTrainedModel):
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)):
             module.reset_parameters()
 
-    def target_modules(self) -> tuple[nn.Module, nn.Module]:
-        return self.target_encoder, self.target_projector
-
     @torch.no_grad()
     def reset_target(self) -> None:
         """Make the target an exact copy of the online encoder and projector (parameters and buffers), frozen."""
-        for online, target in zip((self.encoder, self.projector), self.target_modules()):
+        for online, target in ((self.encoder, self.target_encoder), (self.projector, self.target_projector)):
             target.load_state_dict(online.state_dict())
             target.requires_grad_(False)
 
