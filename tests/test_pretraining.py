@@ -433,3 +433,20 @@ def test_pretrain_v2_under_bf16_autocast(audio_folder, tmp_path):
     training = json.loads((output / "byola_pretrain_run.json").read_text())["fingerprint"]["training"]
     assert training["learning_rate"] == 1e-4 and training["bf16"] is True
     assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
+
+
+def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path):
+    """--eval_dataset_name: every --eval_steps a linear evaluation of the current encoder on a labelled task."""
+    task = tmp_path / "task"
+    for split, speakers in (("train", ("en", "en+f3", "en+m3")), ("test", ("en+f2",))):
+        for word in ("yes", "no"):
+            (task / split / word).mkdir(parents=True)
+            for speaker in speakers:
+                subprocess.run(["espeak-ng", "-v", speaker, "-w", str(task / split / word / f"{speaker}.wav"), word],
+                               check=True)  # fmt: skip
+    output = tmp_path / "probe"
+    probe = ["--eval_dataset_name", "audiofolder", "--eval_data_dir", str(task), "--eval_label_column_name", "label"]
+    main(pretrain_args(audio_folder, output, "--max_steps", "2", "--eval_steps", "2", *probe))
+    history = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    accuracies = [entry["eval_linear_accuracy"] for entry in history if "eval_linear_accuracy" in entry]
+    assert len(accuracies) == 1 and accuracies[0] in (0.0, 0.5, 1.0)  # two test clips

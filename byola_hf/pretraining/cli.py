@@ -25,6 +25,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..stats.data import load_byola_front_end
 from .data import CropDataset, collate_waveforms, load_source, scan_clips
+from .linear_probe import load_linear_probe_data
 from .model_card import pretraining_card
 from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
 from .trainer import BYOLAPreTrainer
@@ -63,6 +64,14 @@ class PreTrainingDataArguments:
     audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N clips"})
     preprocessing_batch_size: int = field(default=16, metadata={"help": "Clips per batch of the statistics pass"})
+    eval_dataset_name: str | None = field(
+        default=None, metadata={"help": "Labelled task for a linear evaluation every --eval_steps (default 500)"}
+    )
+    eval_label_column_name: str | None = field(default=None, metadata={"help": "Its label column"})
+    eval_dataset_config_name: str | None = field(default=None, metadata={"help": "Its Hub configuration"})
+    eval_data_dir: str | None = field(default=None, metadata={"help": "Its folder for audiofolder"})
+    eval_train_split: str = field(default="train", metadata={"help": "Its split to train the linear layer on"})
+    eval_test_split: str = field(default="test", metadata={"help": "Its split to report the accuracy on"})
 
 
 def pretraining_config(model_args: PreTrainingModelArguments) -> tuple[BYOLAPreTrainingConfig, BYOLAModel | None]:
@@ -89,7 +98,11 @@ def run_fingerprint(model_args, data_args, training_args: TrainingArguments) -> 
     training = ("seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16")
     return {
         "model": asdict(model_args),
-        "data": {key: value for key, value in asdict(data_args).items() if key != "preprocessing_batch_size"},
+        "data": {
+            key: value
+            for key, value in asdict(data_args).items()
+            if key != "preprocessing_batch_size" and not key.startswith("eval_")
+        },
         "training": {key: getattr(training_args, key) for key in training} | {"world_size": training_args.world_size},
     }
 
@@ -198,6 +211,19 @@ def pretrain(
     stats = record["statistics"]
     config.mean, config.std, config.stats_provenance = stats["mean"], stats["std"], stats["provenance"]
 
+    linear_probe = None
+    if data_args.eval_dataset_name is not None:
+        if data_args.eval_label_column_name is None:
+            raise ValueError("--eval_dataset_name needs --eval_label_column_name (the column of class labels).")
+        linear_probe = load_linear_probe_data(
+            data_args.eval_dataset_name,
+            data_args.eval_label_column_name,
+            config.sample_rate,
+            data_args.eval_dataset_config_name,
+            data_args.eval_data_dir,
+            data_args.eval_train_split,
+            data_args.eval_test_split,
+        )
     set_seed(training_args.seed)
     model = BYOLAForPreTraining(config)
     if start_encoder is not None:
@@ -210,6 +236,9 @@ def pretrain(
         ),
         data_collator=collate_waveforms,
         feature_extractor=feature_extractor,
+        # Trainer asks for an evaluation set under an eval_strategy; BYOLAPreTrainer.evaluate is the linear probe.
+        eval_dataset=linear_probe.test.waveforms if linear_probe is not None else None,
+        linear_probe=linear_probe,
         callbacks=callbacks,
     )
     checkpoint = get_last_checkpoint(str(output_dir)) if resuming else None
@@ -275,6 +304,8 @@ def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> lis
     }
     if "--max_steps" in given:
         defaults.pop("num_train_epochs")
+    if "--eval_dataset_name" in given:
+        defaults.update({"eval_strategy": "steps", "eval_steps": 500})
     extra = []
     for name, value in defaults.items():
         if f"--{name}" not in given:

@@ -8,6 +8,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from .data import EpochCropSampler
+from .linear_probe import LinearProbeData, linear_probe_accuracy
 
 
 class EMATargetCallback(TrainerCallback):
@@ -22,12 +23,21 @@ class BYOLAPreTrainer(Trainer):
     """
     [`~transformers.Trainer`] over a [`~byola_hf.pretraining.data.CropDataset`]: batches of waveform crops
     (`input_values`) become log-mels on the model's device ([`~byola_hf.BYOLAFeatureExtractor.log_mel`]), then the
-    model makes the views and the loss. Give it `feature_extractor=`; the EMA callback is added here.
+    model makes the views and the loss. Give it `feature_extractor=`; the EMA callback is added here. With
+    `linear_probe=` (and an `eval_strategy`), each evaluation is a linear evaluation of the current online encoder
+    on that task, logged as `eval_linear_accuracy`.
     """
 
-    def __init__(self, *args, feature_extractor: BYOLAFeatureExtractor, **kwargs):
+    def __init__(
+        self,
+        *args,
+        feature_extractor: BYOLAFeatureExtractor,
+        linear_probe: LinearProbeData | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.feature_extractor = feature_extractor
+        self.linear_probe = linear_probe
         self.add_callback(EMATargetCallback())
         self.log_clock: tuple[float, int] | None = None  # (time, global step) of the previous loss log
 
@@ -54,6 +64,16 @@ class BYOLAPreTrainer(Trainer):
         log_mel = self.feature_extractor.log_mel(inputs["input_values"])
         outputs = model(input_features=log_mel)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        """The linear evaluation of the current encoder (rank 0 only; the other ranks return no metrics)."""
+        if self.linear_probe is None or not self.is_world_process_zero():
+            return {}
+        encoder = self.model.encoder_model()  # a CPU copy in eval mode, with the pre-training statistics
+        metrics = {"eval_linear_accuracy": linear_probe_accuracy(encoder, self.feature_extractor, self.linear_probe,
+                                                                 self.args.seed)}  # fmt: skip
+        self.log(metrics)
+        return metrics
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         """Trainer's logs, with the clips per second (all ranks) since the previous log."""
