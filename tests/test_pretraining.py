@@ -26,7 +26,7 @@ from byola_hf.pretraining.augmentations import (
     sample_crop_boxes,
     sample_fader_ends,
 )
-from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain
+from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain, pretraining_config
 from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 
 from conftest import require_shared, run_torchrun
@@ -313,6 +313,17 @@ def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
                   str(tmp_path / "embeddings")])  # fmt: skip
     embeddings = load_embeddings(str(tmp_path / "embeddings"))
     assert len(embeddings) == 8 and len(embeddings[0]["embedding"]) == 64
+    # --init_from that directory: further pre-training starts both encoders from its weights.
+    parser = build_parser()
+    model_args, _, _ = parser.parse_args_into_dataclasses(
+        pretrain_args(audio_folder, tmp_path / "more", "--init_from", str(output))
+    )
+    config, start = pretraining_config(model_args)
+    learner = BYOLAForPreTraining(config)
+    learner.load_encoder(start)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(learner.encoder.state_dict()[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(learner.target_encoder.state_dict()[name], value, rtol=0, atol=0)
 
 
 def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
