@@ -25,7 +25,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..stats.data import load_byola_front_end
 from .data import CropDataset, collate_waveforms, load_source, scan_clips
-from .linear_probe import load_linear_probe_data
+from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card
 from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
 from .trainer import BYOLAPreTrainer
@@ -169,6 +169,43 @@ def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: 
     return {"mean": mean, "std": std, "provenance": provenance, "audio_seconds": summary.audio_seconds}
 
 
+def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, training_args: TrainingArguments):
+    """The training clips (undecoded audio column), at least one batch of them."""
+    dataset = load_source(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        data_args.data_dir,
+        data_args.split,
+        data_args.audio_column_name,
+        sampling_rate,
+    )
+    if data_args.max_train_samples is not None:
+        dataset = dataset.select(range(min(data_args.max_train_samples, len(dataset))))
+    global_batch = training_args.per_device_train_batch_size * training_args.world_size
+    if len(dataset) < global_batch:
+        raise ValueError(
+            f"{len(dataset)} clips are fewer than one batch ({global_batch}); lower --per_device_train_batch_size."
+        )
+    return dataset
+
+
+def linear_probe_data(data_args: PreTrainingDataArguments, sampling_rate: int) -> LinearProbeData | None:
+    """The `--eval_dataset_name` task, decoded, or `None` without one."""
+    if data_args.eval_dataset_name is None:
+        return None
+    if data_args.eval_label_column_name is None:
+        raise ValueError("--eval_dataset_name needs --eval_label_column_name (the column of class labels).")
+    return load_linear_probe_data(
+        data_args.eval_dataset_name,
+        data_args.eval_label_column_name,
+        sampling_rate,
+        data_args.eval_dataset_config_name,
+        data_args.eval_data_dir,
+        data_args.eval_train_split,
+        data_args.eval_test_split,
+    )
+
+
 def pretrain(
     model_args: PreTrainingModelArguments,
     data_args: PreTrainingDataArguments,
@@ -183,47 +220,20 @@ def pretrain(
 
     config, start_encoder = pretraining_config(model_args)
     feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
-    dataset = load_source(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        data_args.data_dir,
-        data_args.split,
-        data_args.audio_column_name,
-        feature_extractor.sampling_rate,
-    )
-    if data_args.max_train_samples is not None:
-        dataset = dataset.select(range(min(data_args.max_train_samples, len(dataset))))
-    global_batch = training_args.per_device_train_batch_size * training_args.world_size
-    if len(dataset) < global_batch:
-        raise ValueError(
-            f"{len(dataset)} clips are fewer than one batch ({global_batch}); lower --per_device_train_batch_size."
-        )
+    dataset = training_clips(data_args, feature_extractor.sampling_rate, training_args)
+    linear_probe = linear_probe_data(data_args, config.sample_rate)
     output_dir = Path(training_args.output_dir)
-    fingerprint = run_fingerprint(model_args, data_args, training_args)
     with training_args.main_process_first(desc="statistics of the data"):
-        record = claim_output_dir(output_dir, fingerprint)
+        record = claim_output_dir(output_dir, run_fingerprint(model_args, data_args, training_args))
         resuming = record is not None
-        if record is None:
+        if record is None:  # a new run (on rank 0; the other ranks then read its record)
             output_dir.mkdir(parents=True, exist_ok=True)
             stats = statistics(model_args, data_args, dataset, feature_extractor, config.crop_samples)
-            record = {"fingerprint": fingerprint, "statistics": stats}
+            record = {"fingerprint": run_fingerprint(model_args, data_args, training_args), "statistics": stats}
             write_json(output_dir / RUN_FILE, record)
     stats = record["statistics"]
     config.mean, config.std, config.stats_provenance = stats["mean"], stats["std"], stats["provenance"]
 
-    linear_probe = None
-    if data_args.eval_dataset_name is not None:
-        if data_args.eval_label_column_name is None:
-            raise ValueError("--eval_dataset_name needs --eval_label_column_name (the column of class labels).")
-        linear_probe = load_linear_probe_data(
-            data_args.eval_dataset_name,
-            data_args.eval_label_column_name,
-            config.sample_rate,
-            data_args.eval_dataset_config_name,
-            data_args.eval_data_dir,
-            data_args.eval_train_split,
-            data_args.eval_test_split,
-        )
     set_seed(training_args.seed)
     model = BYOLAForPreTraining(config)
     if start_encoder is not None:
@@ -250,7 +260,9 @@ def pretrain(
             "init_from": model_args.init_from,
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,
-            "batch_size": global_batch * training_args.gradient_accumulation_steps,
+            "batch_size": training_args.train_batch_size
+            * training_args.world_size
+            * training_args.gradient_accumulation_steps,
             "learning_rate": training_args.learning_rate,
             "train_loss": result.training_loss,
             "audio_hours": stats["audio_seconds"] / 3600,
