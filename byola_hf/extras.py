@@ -9,6 +9,7 @@ from types import ModuleType
 EXTRAS = {
     "audio": "file decoding and resampling (soundfile, librosa)",
     "stats": "the statistics command (datasets, soundfile, librosa)",
+    "pretrain": "pre-training (datasets, accelerate, soundfile, librosa)",
     "superb": "the SUPERB recipe (datasets, evaluate, accelerate, matplotlib, soundfile, librosa)",
 }
 

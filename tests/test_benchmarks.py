@@ -8,7 +8,9 @@ import pytest
 from conftest import PROJECT_ROOT
 
 
-@pytest.mark.parametrize("name", ["benchmark", "benchmark_stats", "benchmark_extract", "benchmark_superb_features"])
+@pytest.mark.parametrize(
+    "name", ["benchmark", "benchmark_stats", "benchmark_extract", "benchmark_superb_features", "benchmark_pretrain"]
+)
 def test_benchmark_files_start(name):
     result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "benchmarks" / f"{name}.py"), "--help"], capture_output=True, text=True

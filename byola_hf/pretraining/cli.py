@@ -1,0 +1,353 @@
+"""`byola-pretrain`: pre-train BYOL-A (v1 or v2) on any audio with Trainer, or further pre-train a BYOL-A model.
+
+byola-pretrain --dataset_name FOLDER|audiofolder|HUB_ID|SAVED_DIR --output_dir OUT
+    [--variant AudioNTT2020|AudioNTT2022 --feature_d D | --init_from MODEL_DIR] [--mean M --std S] [TrainingArguments]
+
+A re-run of the same command resumes from the last checkpoint in OUT. OUT ends as a BYOL-A model directory (the
+online encoder, the statistics of the data, a card) that AutoModel and every byola_hf command load.
+"""
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..configuration_byola import VARIANTS, BYOLAConfig
+from ..extras import require_extra
+from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..modeling_byola import BYOLAModel
+from ..stats.data import load_byola_front_end
+from .data import CropDataset, collate_waveforms, load_source, scan_clips
+from .linear_probe import LinearProbeData, load_linear_probe_data
+from .model_card import pretraining_card
+from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
+from .trainer import BYOLAPreTrainer
+
+
+logger = logging.getLogger(__name__)
+RUN_FILE = "byola_pretrain_run.json"
+VARIANT_ALIASES = {"v1": "AudioNTT2020", "v2": "AudioNTT2022"}
+# The original configs' training values (config.yaml, config_v2.yaml) used when the flag is not given.
+ORIGINAL_DEFAULTS = {"per_device_train_batch_size": 256, "num_train_epochs": 100, "seed": 42}
+
+
+@dataclass
+class PreTrainingModelArguments:
+    variant: str = field(
+        default="AudioNTT2020", metadata={"help": "New network: AudioNTT2020 (v1) or AudioNTT2022 (v2)"}
+    )
+    feature_d: int | None = field(default=None, metadata={"help": "New network's width (default: 2048 v1, 3072 v2)"})
+    init_from: str | None = field(default=None, metadata={"help": "Further pre-train this BYOL-A model directory"})
+    mean: float | None = field(default=None, metadata={"help": "Given log-mel mean of the data (with --std)"})
+    std: float | None = field(default=None, metadata={"help": "Given log-mel std of the data (default: computed)"})
+    projection_size: int = field(default=256, metadata={"help": "BYOL projector/predictor output"})
+    projection_hidden_size: int = field(default=4096, metadata={"help": "BYOL projector/predictor hidden size"})
+    ema_decay: float = field(default=0.99, metadata={"help": "Target EMA decay"})
+    mixup_memory_size: int = field(default=2048, metadata={"help": "Mixup memory bank (FIFO) length"})
+
+
+@dataclass
+class PreTrainingDataArguments:
+    dataset_name: str = field(
+        metadata={"help": "Folder or glob of audio files, audiofolder, Hub id, save_to_disk dir"}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
+    data_dir: str | None = field(default=None, metadata={"help": "Local folder for --dataset_name audiofolder"})
+    split: str = field(default="train", metadata={"help": "Split to train on"})
+    audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N clips"})
+    preprocessing_batch_size: int = field(default=16, metadata={"help": "Clips per batch of the statistics pass"})
+    eval_dataset_name: str | None = field(
+        default=None, metadata={"help": "Labelled task for a linear evaluation every --eval_steps (default 500)"}
+    )
+    eval_label_column_name: str | None = field(default=None, metadata={"help": "Its label column"})
+    eval_dataset_config_name: str | None = field(default=None, metadata={"help": "Its Hub configuration"})
+    eval_data_dir: str | None = field(default=None, metadata={"help": "Its folder for audiofolder"})
+    eval_train_split: str = field(default="train", metadata={"help": "Its split to train the linear layer on"})
+    eval_test_split: str = field(default="test", metadata={"help": "Its split to report the accuracy on"})
+
+
+def pretraining_config(model_args: PreTrainingModelArguments) -> tuple[BYOLAPreTrainingConfig, BYOLAModel | None]:
+    """The learner's config (new network, or the `--init_from` model's) and the encoder to start from, if any."""
+    pretraining = {
+        "projection_size": model_args.projection_size,
+        "projection_hidden_size": model_args.projection_hidden_size,
+        "ema_decay": model_args.ema_decay,
+        "mixup_memory_size": model_args.mixup_memory_size,
+    }
+    if model_args.init_from is not None:
+        encoder_config, _ = load_byola_front_end(model_args.init_from)
+        encoder = BYOLAModel.from_pretrained(model_args.init_from, config=encoder_config)
+        return BYOLAPreTrainingConfig.from_encoder_config(encoder_config, **pretraining), encoder
+    variant = VARIANT_ALIASES.get(model_args.variant, model_args.variant)
+    if variant not in VARIANTS:
+        raise ValueError(f"--variant must be AudioNTT2020 (v1) or AudioNTT2022 (v2), got {model_args.variant!r}.")
+    sizes = {} if model_args.feature_d is None else {"feature_d": model_args.feature_d}
+    return BYOLAPreTrainingConfig.from_encoder_config(BYOLAConfig.from_variant(variant, **sizes), **pretraining), None
+
+
+def run_fingerprint(model_args, data_args, training_args: TrainingArguments) -> dict[str, Any]:
+    """What makes a run: a re-run into the same folder must match it to resume (length and saving may change)."""
+    training = ("seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16")
+    return {
+        "model": asdict(model_args),
+        "data": {
+            key: value
+            for key, value in asdict(data_args).items()
+            if key != "preprocessing_batch_size" and not key.startswith("eval_")
+        },
+        "training": {key: getattr(training_args, key) for key in training} | {"world_size": training_args.world_size},
+    }
+
+
+def claim_output_dir(output_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """
+    The run record of `output_dir` when it is this run's (then it resumes), `None` when the folder is new or empty.
+    A folder with other content, or another run's record, is refused.
+    """
+    record_path = output_dir / RUN_FILE
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") != fingerprint:
+            changed = sorted(
+                f"{part}.{key}"
+                for part, values in fingerprint.items()
+                for key, value in values.items()
+                if record.get("fingerprint", {}).get(part, {}).get(key) != value
+            )
+            raise ValueError(
+                f"{output_dir} holds another pre-training run (it differs in {', '.join(changed) or 'its record'}); "
+                "re-run with the same arguments to resume it, or pass a new --output_dir."
+            )
+        return record
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise ValueError(
+            f"{output_dir} is not empty and was not made by byola-pretrain; pass a new or empty --output_dir."
+        )
+    return None
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    """Write `content` atomically (a temporary file renamed over `path`)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: int) -> dict[str, Any]:
+    """Exact statistics of the clips (or the given ones), after checking that some clip fills a crop."""
+    given = model_args.mean is not None or model_args.std is not None
+    if given and (model_args.mean is None or model_args.std is None):
+        raise ValueError("Pass both --mean and --std, or neither (then they are computed on the data).")
+    summary = scan_clips(
+        dataset, feature_extractor, data_args.audio_column_name, not given, data_args.preprocessing_batch_size
+    )
+    if summary.longest_samples < crop_samples:
+        raise ValueError(
+            f"Every clip is shorter than one training crop ({crop_samples} samples = "
+            f"{crop_samples / feature_extractor.sampling_rate:g} s; the longest has {summary.longest_samples}); "
+            "BYOL-A learns from crops of that length: use longer audio."
+        )
+    provenance = {
+        "dataset": data_args.dataset_name,
+        "config": data_args.dataset_config_name,
+        "data_dir": data_args.data_dir,
+        "split": data_args.split,
+        "audio_column": data_args.audio_column_name,
+        "num_examples": summary.num_examples,
+        "num_frames": summary.moments.num_frames,
+        "method": "given" if given else "exact",
+    }
+    mean, std = (model_args.mean, model_args.std) if given else (summary.moments.mean, summary.moments.std)
+    return {"mean": mean, "std": std, "provenance": provenance, "audio_seconds": summary.audio_seconds}
+
+
+def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, training_args: TrainingArguments):
+    """The training clips (undecoded audio column), at least one batch of them."""
+    dataset = load_source(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        data_args.data_dir,
+        data_args.split,
+        data_args.audio_column_name,
+        sampling_rate,
+    )
+    if data_args.max_train_samples is not None:
+        dataset = dataset.select(range(min(data_args.max_train_samples, len(dataset))))
+    global_batch = training_args.per_device_train_batch_size * training_args.world_size
+    if len(dataset) < global_batch:
+        raise ValueError(
+            f"{len(dataset)} clips are fewer than one batch ({global_batch}); lower --per_device_train_batch_size."
+        )
+    return dataset
+
+
+def linear_probe_data(data_args: PreTrainingDataArguments, sampling_rate: int) -> LinearProbeData | None:
+    """The `--eval_dataset_name` task, decoded, or `None` without one."""
+    if data_args.eval_dataset_name is None:
+        return None
+    if data_args.eval_label_column_name is None:
+        raise ValueError("--eval_dataset_name needs --eval_label_column_name (the column of class labels).")
+    return load_linear_probe_data(
+        data_args.eval_dataset_name,
+        data_args.eval_label_column_name,
+        sampling_rate,
+        data_args.eval_dataset_config_name,
+        data_args.eval_data_dir,
+        data_args.eval_train_split,
+        data_args.eval_test_split,
+    )
+
+
+def pretrain(
+    model_args: PreTrainingModelArguments,
+    data_args: PreTrainingDataArguments,
+    training_args: TrainingArguments,
+    callbacks: list | None = None,
+) -> Path:
+    """
+    Pre-train (or resume pre-training) and write the encoder's model directory into `training_args.output_dir`.
+    Returns that directory. `callbacks` are added to the Trainer's.
+    """
+    from transformers import set_seed
+
+    config, start_encoder = pretraining_config(model_args)
+    feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
+    dataset = training_clips(data_args, feature_extractor.sampling_rate, training_args)
+    linear_probe = linear_probe_data(data_args, config.sample_rate)
+    output_dir = Path(training_args.output_dir)
+    with training_args.main_process_first(desc="statistics of the data"):
+        record = claim_output_dir(output_dir, run_fingerprint(model_args, data_args, training_args))
+        resuming = record is not None
+        if record is None:  # a new run (on rank 0; the other ranks then read its record)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            stats = statistics(model_args, data_args, dataset, feature_extractor, config.crop_samples)
+            record = {"fingerprint": run_fingerprint(model_args, data_args, training_args), "statistics": stats}
+            write_json(output_dir / RUN_FILE, record)
+    stats = record["statistics"]
+    config.mean, config.std, config.stats_provenance = stats["mean"], stats["std"], stats["provenance"]
+
+    set_seed(training_args.seed)
+    model = BYOLAForPreTraining(config)
+    if start_encoder is not None:
+        model.load_encoder(start_encoder)
+    trainer = BYOLAPreTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=CropDataset(
+            dataset, data_args.audio_column_name, config.sample_rate, config.crop_samples, config.pad_both_ends
+        ),
+        data_collator=collate_waveforms,
+        feature_extractor=feature_extractor,
+        # Trainer asks for an evaluation set under an eval_strategy; BYOLAPreTrainer.evaluate is the linear probe.
+        eval_dataset=linear_probe.test.waveforms if linear_probe is not None else None,
+        linear_probe=linear_probe,
+        callbacks=callbacks,
+    )
+    checkpoint = get_last_checkpoint(str(output_dir)) if resuming else None
+    if checkpoint is not None:
+        logger.info(f"Resuming from {checkpoint}")
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.is_world_process_zero():
+        info = {
+            "init_from": model_args.init_from,
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "batch_size": training_args.train_batch_size
+            * training_args.world_size
+            * training_args.gradient_accumulation_steps,
+            "learning_rate": training_args.learning_rate,
+            "train_loss": result.training_loss,
+            "audio_hours": stats["audio_seconds"] / 3600,
+        }
+        save_encoder(model, feature_extractor, output_dir, info)
+    return output_dir
+
+
+def save_encoder(model: BYOLAForPreTraining, feature_extractor, output_dir: Path, info: dict[str, Any]) -> None:
+    """Write the online encoder, its feature extractor and card into `output_dir`: saved in a temporary folder
+    first, then each file renamed into place, so the folder never holds half a model."""
+    encoder = model.encoder_model()
+    if not all(torch.isfinite(parameter).all() for parameter in encoder.state_dict().values()):
+        raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
+    staging = output_dir / ".encoder.tmp"
+    encoder.save_pretrained(staging)
+    feature_extractor.save_pretrained(staging)
+    pretraining_card(encoder.config, info).save(staging / "README.md")
+    for path in sorted(staging.iterdir()):
+        os.replace(path, output_dir / path.name)
+    staging.rmdir()
+
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        (PreTrainingModelArguments, PreTrainingDataArguments, TrainingArguments),
+        usage="byola-pretrain --dataset_name DATA --output_dir OUT [--variant V --feature_d D | --init_from DIR]",
+        description=__doc__.split("\n\n")[0],
+        epilog="Our flags come first; the rest are transformers' TrainingArguments.",
+    )
+
+
+def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> list[str]:
+    """The original's training setup for the flags not given: Adam (AdamW without weight decay), the variant's
+    learning rate, constant, no gradient clipping, batch 256, 100 epochs, seed 42; per-rank BatchNorm and memory
+    banks under DDP (no buffer broadcast); the model's own inputs (no column removal); no report_to."""
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if model_args.init_from is not None:
+        variant = load_byola_front_end(model_args.init_from)[0].variant
+    else:
+        variant = VARIANT_ALIASES.get(model_args.variant, model_args.variant)
+    defaults = {
+        **ORIGINAL_DEFAULTS,
+        "learning_rate": VARIANT_PRETRAINING.get(variant, VARIANT_PRETRAINING["AudioNTT2020"])["learning_rate"],
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 0.0,
+        "weight_decay": 0.0,
+        "ddp_broadcast_buffers": False,
+        "remove_unused_columns": False,
+        "report_to": "none",
+    }
+    if "--max_steps" in given:
+        defaults.pop("num_train_epochs")
+    if "--eval_dataset_name" in given:
+        defaults.update({"eval_strategy": "steps", "eval_steps": 500})
+    extra = []
+    for name, value in defaults.items():
+        if f"--{name}" not in given:
+            extra += [f"--{name}", str(value)]
+    return argv + extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        for module in ("datasets", "accelerate"):
+            require_extra(module, "pretrain")
+        model_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
+        argv = default_flags(argv, model_args)
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except (ImportError, ValueError) as error:
+        parser.exit(2, f"error: {str(error).splitlines()[0]}\n")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        output_dir = pretrain(model_args, data_args, training_args)
+    except (ValueError, OSError) as error:
+        parser.exit(2, f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}\n")
+    finally:
+        # Under torchrun, Trainer's process group must not outlive main() (torn down at exit it can abort a rank).
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"BYOL-A encoder saved to {output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Pre-training data: random crops of decoded clips, drawn per epoch, and one pass for the statistics.
+
+Decoding and cropping run in DataLoader workers (CPU); the log-mel and the augmentations run on the training device
+([`~byola_hf.pretraining.trainer.BYOLAPreTrainer`]). Which clip and which crop come at each step depends on the
+seed and the epoch only ([`EpochCropSampler`]), so a run resumed from a checkpoint sees the same crops as one that
+was never interrupted, on any number of workers.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+# The project's pieces this package uses: the audio loaders (folder, glob, audiofolder, Hub, save_to_disk), the
+# front-end and the exact moments of a batch of clips.
+from ..extract.extract import load_source
+from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..moments import LogMelMoments
+from ..stats.compute import batch_moments
+
+
+def decode_audio(item: dict[str, Any], sampling_rate: int) -> np.ndarray:
+    """One undecoded `datasets.Audio` item -> a mono float32 waveform at `sampling_rate`."""
+    import datasets
+
+    decoded = datasets.Audio(sampling_rate=sampling_rate, mono=True).decode_example(item)
+    waveform = np.asarray(decoded["array"], dtype=np.float32)
+    if waveform.size and not np.isfinite(waveform).all():
+        raise ValueError(f"{item.get('path') or 'a clip'} has NaN or infinite samples.")
+    return waveform
+
+
+def crop_waveform(waveform: np.ndarray, samples: int, position: float, pad_both_ends: bool) -> np.ndarray:
+    """
+    A crop of `samples` samples as the original takes it: a longer clip is cut at `int(position * (excess + 1))`
+    (`position` uniform in [0, 1)); a shorter one is zero-padded at both ends (v1) or at the end (v2).
+    """
+    excess = len(waveform) - samples
+    if excess > 0:
+        start = min(int(position * (excess + 1)), excess)
+        return waveform[start : start + samples]
+    missing = -excess
+    before = missing // 2 if pad_both_ends else 0
+    return np.pad(waveform, (before, missing - before))
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """
+    The training clips of an undecoded audio dataset; item `(index, position)` is clip `index` decoded and cropped
+    at `position` ([`crop_waveform`]) as a float32 tensor `(samples,)`.
+    """
+
+    def __init__(self, dataset, audio_column_name: str, sampling_rate: int, samples: int, pad_both_ends: bool) -> None:
+        self.dataset = dataset
+        self.audio_column_name = audio_column_name
+        self.sampling_rate = sampling_rate
+        self.samples = samples
+        self.pad_both_ends = pad_both_ends
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, float]) -> torch.Tensor:
+        index, position = item
+        waveform = decode_audio(self.dataset[int(index)][self.audio_column_name], self.sampling_rate)
+        return torch.from_numpy(crop_waveform(waveform, self.samples, position, self.pad_both_ends).copy())
+
+
+class EpochCropSampler(torch.utils.data.Sampler):
+    """
+    Every clip once per epoch in a random order, each with a random crop position: `(index, position)` pairs drawn
+    from a generator seeded by `(seed, epoch)` (`set_epoch`, which Trainer calls), the same on every rank.
+    """
+
+    def __init__(self, num_examples: int, seed: int) -> None:
+        self.num_examples = num_examples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        entropy = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(entropy))
+        order = torch.randperm(self.num_examples, generator=generator).tolist()
+        positions = torch.rand(self.num_examples, generator=generator, dtype=torch.float64).tolist()
+        return iter(zip(order, positions))
+
+
+def collate_waveforms(crops: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Crops of equal length -> `{"input_values": (batch, samples)}`."""
+    return {"input_values": torch.stack(crops)}
+
+
+@dataclass
+class DataSummary:
+    """What one pass over the clips found: exact log-mel moments (when computed), the longest clip, the audio."""
+
+    moments: LogMelMoments
+    longest_samples: int
+    num_examples: int
+    audio_seconds: float
+
+
+def scan_batch(
+    batch: dict[str, list], feature_extractor: BYOLAFeatureExtractor, audio_column_name: str, with_moments: bool
+) -> dict[str, list]:
+    """`datasets.map(batched=True)` function: the batch's clip lengths and, `with_moments`, its exact moments."""
+    rate = feature_extractor.sampling_rate
+    waveforms = [decode_audio(item, rate) for item in batch[audio_column_name]]
+    empty = [
+        item.get("path") or "a clip"
+        for item, waveform in zip(batch[audio_column_name], waveforms)
+        if not len(waveform)
+    ]
+    if empty:
+        raise ValueError(f"{empty[0]} has no audio samples; remove it from the training data.")
+    row = {"longest": [max(len(waveform) for waveform in waveforms)], "samples": [sum(map(len, waveforms))]}
+    row["clips"] = [len(waveforms)]
+    if with_moments:
+        decoded = {audio_column_name: [{"array": w, "sampling_rate": rate} for w in waveforms]}
+        row.update(batch_moments(decoded, feature_extractor, audio_column_name))
+    return row
+
+
+def scan_clips(
+    dataset, feature_extractor: BYOLAFeatureExtractor, audio_column_name: str, with_moments: bool, batch_size: int = 16
+) -> DataSummary:
+    """One decoding pass over `dataset` (undecoded audio column): the longest clip and, `with_moments`, the exact
+    moments of every clip's log-mel (the pre-normalisation statistics)."""
+    partials = dataset.map(
+        scan_batch,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=dataset.column_names,
+        fn_kwargs={
+            "feature_extractor": feature_extractor,
+            "audio_column_name": audio_column_name,
+            "with_moments": with_moments,
+        },
+        desc="decoding the clips" + (" and their log-mel moments" if with_moments else ""),
+        load_from_cache_file=False,
+    )
+    moments, longest, samples, count = LogMelMoments(), 0, 0, 0
+    for row in partials:
+        longest, samples, count = max(longest, row["longest"]), samples + row["samples"], count + row["clips"]
+        if with_moments:
+            moments = moments.merge(LogMelMoments(**{key: row[key] for key in LogMelMoments.__dataclass_fields__}))
+    return DataSummary(moments, longest, count, samples / feature_extractor.sampling_rate)
+
+
+__all__ = [
+    "CropDataset",
+    "DataSummary",
+    "EpochCropSampler",
+    "collate_waveforms",
+    "crop_waveform",
+    "decode_audio",
+    "load_source",
+    "scan_clips",
+]

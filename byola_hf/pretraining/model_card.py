@@ -1,0 +1,37 @@
+"""The card of a pre-trained encoder: byola_hf's model card with what pre-training did."""
+
+from typing import Any
+
+from huggingface_hub import ModelCard
+
+from ..configuration_byola import BYOLAConfig
+from ..hub import model_card
+
+
+def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
+    """[`~byola_hf.hub.model_card`] of the encoder (statistics and their provenance included), with a
+    "Pre-training" section before "Usage": the data, where training started, steps, epochs, batch, learning rate,
+    final loss."""
+    provenance = config.stats_provenance or {}
+    source = provenance.get("dataset")
+    if provenance.get("config"):
+        source = f"{source} ({provenance['config']})"
+    lines = [
+        "## Pre-training",
+        "",
+        f"Pre-trained with BYOL-A {'v2' if config.concat_conv_features else 'v1'} by `byola-pretrain` (byola_hf).",
+        "",
+        f"- data: {source}, split `{provenance.get('split')}`, {provenance.get('num_examples')} clips, "
+        f"{info['audio_hours']:.3f} h",
+        f"- started from: {info['init_from'] or 'random initialisation'}",
+        f"- steps: {info['steps']}, epochs: {info['epochs']:.2f}, batch: {info['batch_size']}, "
+        f"learning rate: {info['learning_rate']:g}",
+        f"- final training loss (mean over the run): {info['train_loss']:.4f}",
+        "",
+    ]
+    text = str(model_card(config))
+    head, marker, tail = text.partition("## Usage")
+    return ModelCard(head + "\n".join(lines) + "\n" + marker + tail)
+
+
+__all__ = ["pretraining_card"]

@@ -1,0 +1,342 @@
+"""BYOL-A pre-training: the BYOL learner of the original code as a transformers model.
+
+The original trains with lucidrains' byol-pytorch (commit 2aa84ee, patched by BYOL-A): an online network (encoder,
+projector, predictor) and a target network (encoder, projector), the target an exponential moving average of the
+online one. [`BYOLAForPreTraining`] holds both around [`~byola_hf.BYOLAModel`] encoders, the augmentations with their
+memory bank ([`~byola_hf.pretraining.augmentations.BYOLAAugmentation`]), and saves the online encoder as a plain
+BYOL-A model directory.
+"""
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from ..configuration_byola import BYOLAConfig
+from ..modeling_byola import BYOLAModel
+from .augmentations import BYOLAAugmentation
+
+
+# The original configs' values that differ between BYOL-A v1 (config.yaml, train.py) and v2 (config_v2.yaml,
+# train_v2.py); everything else is shared.
+VARIANT_PRETRAINING = {
+    "AudioNTT2020": {"mixup_ratio": 0.4, "fader_gain": 0.0, "learning_rate": 3e-4, "pad_both_ends": True},
+    "AudioNTT2022": {"mixup_ratio": 0.2, "fader_gain": 1.0, "learning_rate": 1e-4, "pad_both_ends": False},
+}
+PRETRAINING_FIELDS = (
+    "projection_size",
+    "projection_hidden_size",
+    "ema_decay",
+    "mixup_ratio",
+    "mixup_memory_size",
+    "fader_gain",
+    "crop_seconds",
+)
+
+
+class BYOLAPreTrainingConfig(BYOLAConfig):
+    r"""
+    [`~byola_hf.BYOLAConfig`] of the encoder plus what BYOL-A pre-training needs. `mean` and `std` are the
+    statistics of the pre-training data, used to pre-normalise every log-mel crop before the augmentations.
+
+    Args:
+        projection_size (`int`, *optional*, defaults to 256): output of the projector and the predictor.
+        projection_hidden_size (`int`, *optional*, defaults to 4096): their hidden BatchNorm layer.
+        ema_decay (`float`, *optional*, defaults to 0.99): `target = ema_decay * target + (1 - ema_decay) * online`.
+        mixup_ratio (`float`, *optional*): largest background share of mixup; 0.4 (v1) or 0.2 (v2) by default.
+        mixup_memory_size (`int`, *optional*, defaults to 2048): the mixup FIFO's length.
+        fader_gain (`float`, *optional*): the linear fader's largest gain; 0 (none, v1) or 1.0 (v2) by default.
+        crop_seconds (`float`, *optional*, defaults to 0.95): length of a training crop (96 log-mel frames).
+        kwargs: the encoder's [`~byola_hf.BYOLAConfig`] fields.
+    """
+
+    model_type = "byola-pretraining"
+    _auto_class = None  # not a model directory's config: nothing to copy for remote code
+
+    def __init__(
+        self,
+        projection_size: int = 256,
+        projection_hidden_size: int = 4096,
+        ema_decay: float = 0.99,
+        mixup_ratio: float | None = None,
+        mixup_memory_size: int = 2048,
+        fader_gain: float | None = None,
+        crop_seconds: float = 0.95,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        defaults = VARIANT_PRETRAINING[self.variant]
+        self.projection_size = projection_size
+        self.projection_hidden_size = projection_hidden_size
+        self.ema_decay = ema_decay
+        self.mixup_ratio = defaults["mixup_ratio"] if mixup_ratio is None else mixup_ratio
+        self.mixup_memory_size = mixup_memory_size
+        self.fader_gain = defaults["fader_gain"] if fader_gain is None else fader_gain
+        self.crop_seconds = crop_seconds
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}.")
+        if self.crop_frames < self.time_downsampling:
+            raise ValueError(f"crop_seconds={crop_seconds} gives fewer log-mel frames than one output frame.")
+
+    @classmethod
+    def from_encoder_config(cls, config: BYOLAConfig, **kwargs) -> "BYOLAPreTrainingConfig":
+        """The pre-training config of an encoder (its network and front-end; statistics from `kwargs` if given)."""
+        fields = {key: value for key, value in config.to_dict().items() if key in ENCODER_FIELDS}
+        return cls(**{**fields, **kwargs})
+
+    def encoder_config(self, **kwargs) -> BYOLAConfig:
+        """The encoder's own [`~byola_hf.BYOLAConfig`] (no pre-training fields), with `kwargs` overriding."""
+        fields = {key: value for key, value in self.to_dict().items() if key in ENCODER_FIELDS}
+        return BYOLAConfig(**{**fields, **kwargs})
+
+    @property
+    def crop_samples(self) -> int:
+        """Waveform samples of a crop: `int(crop_seconds * sample_rate)`, as the original's `unit_samples`."""
+        return int(self.crop_seconds * self.sample_rate)
+
+    @property
+    def crop_frames(self) -> int:
+        """Log-mel frames of a crop (96 for 0.95 s at a 10 ms hop)."""
+        return 1 + self.crop_samples // self.hop_length
+
+    @property
+    def pad_both_ends(self) -> bool:
+        """Short clips: v1 pads both ends, v2 the end only."""
+        return VARIANT_PRETRAINING[self.variant]["pad_both_ends"]
+
+
+# The encoder's fields: those BYOLAConfig writes, less what PretrainedConfig adds and the auto_map.
+ENCODER_FIELDS = frozenset(BYOLAConfig().to_diff_dict()) | frozenset(
+    name for name in BYOLAConfig.__init__.__code__.co_varnames if name not in ("self", "kwargs")
+)
+
+
+@dataclass
+class BYOLAPreTrainingOutput(ModelOutput):
+    """
+    Output of [`BYOLAForPreTraining`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`): BYOL's symmetric loss, `2 - 2 cos` both ways, mean over the batch.
+        online_predictions (`torch.FloatTensor` of shape `(2, batch, projection_size)`): the predictor's outputs
+            for view one and view two.
+        target_projections (`torch.FloatTensor` of shape `(2, batch, projection_size)`): the target's projections.
+    """
+
+    loss: torch.FloatTensor | None = None
+    online_predictions: torch.FloatTensor | None = None
+    target_projections: torch.FloatTensor | None = None
+
+
+class BYOLAProjection(nn.Module):
+    """BYOL's projector and predictor: `Linear(d, hidden) -> BatchNorm1d -> ReLU -> Linear(hidden, out)`."""
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int):
+        super().__init__()
+        self.dense = nn.Linear(input_size, hidden_size)
+        self.batch_norm = nn.BatchNorm1d(hidden_size)
+        self.activation = nn.ReLU()
+        self.output = nn.Linear(hidden_size, output_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(batch, input_size)` -> `(batch, output_size)`."""
+        return self.output(self.activation(self.batch_norm(self.dense(hidden_states))))
+
+
+class BYOLAForPreTraining(PreTrainedModel):
+    """
+    BYOL-A's learner: `forward(view_one, view_two)` gives BYOL's loss of two normalised views, or
+    `forward(input_features=log_mels)` makes the views of raw log-mel crops first (pre-normalised with `config.mean` /
+    `config.std`, then [`~byola_hf.pretraining.augmentations.BYOLAAugmentation`]). Call [`update_target`] after each
+    optimizer step.
+
+    The encoders see the views as they are: they run with statistics 0 and 1 inside, and [`encoder_model`] gives the
+    online encoder with the pre-training statistics, as a plain [`~byola_hf.BYOLAModel`].
+    """
+
+    config_class = BYOLAPreTrainingConfig
+    config: BYOLAPreTrainingConfig
+    base_model_prefix = "byola_pretraining"
+    main_input_name = "input_features"
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: BYOLAPreTrainingConfig):
+        super().__init__(config)
+        identity = config.encoder_config(mean=0.0, std=1.0, stats_provenance=None)
+        self.encoder = BYOLAModel(identity)
+        self.projector = BYOLAProjection(config.feature_d, config.projection_hidden_size, config.projection_size)
+        self.predictor = BYOLAProjection(config.projection_size, config.projection_hidden_size, config.projection_size)
+        self.target_encoder = copy.deepcopy(self.encoder)
+        self.target_projector = copy.deepcopy(self.projector)
+        self.augmentation = BYOLAAugmentation(
+            config.mixup_ratio, config.mixup_memory_size, config.fader_gain, (1, config.n_mels, config.crop_frames)
+        )
+        self.post_init()
+        self.reset_target()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """PyTorch's default initialisation, as the original used."""
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)):
+            module.reset_parameters()
+
+    @torch.no_grad()
+    def reset_target(self) -> None:
+        """Make the target an exact copy of the online encoder and projector (parameters and buffers), frozen."""
+        for online, target in ((self.encoder, self.target_encoder), (self.projector, self.target_projector)):
+            target.load_state_dict(online.state_dict())
+            target.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """The EMA step: `target = ema_decay * target + (1 - ema_decay) * online`, parameters only (buffers keep the
+        target's own running statistics, as the original)."""
+        decay = self.config.ema_decay
+        online = [*self.encoder.parameters(), *self.projector.parameters()]
+        target = [*self.target_encoder.parameters(), *self.target_projector.parameters()]
+        for target_parameter, online_parameter in zip(target, online):
+            target_parameter.copy_(target_parameter * decay + (1.0 - decay) * online_parameter)
+
+    def embed(self, encoder: BYOLAModel, views: torch.Tensor) -> torch.Tensor:
+        """
+        Clip embeddings `(batch, feature_d)` of views `(batch, 1, n_mels, frames)`: the max + mean over time of the
+        encoder's output, `encoder(views[:, 0]).pooler_output`. In training mode it is computed here in the same
+        order of operations, except that each conv block pools before its ReLU: they commute, so every value and
+        every gradient is bit for bit the same, and the ReLU and its backward run on a quarter of the activation.
+        """
+        if not self.training:
+            return encoder(views[:, 0], check_values=False).pooler_output
+        hidden = views
+        for block in encoder.conv_blocks:
+            hidden = block.activation(block.pool(block.batch_norm(block.conv(hidden))))
+        batch, channels, mels, frames = hidden.shape
+        conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major
+        fc1 = nn.functional.relu(encoder.fc1(conv_features))
+        output = nn.functional.relu(encoder.fc2(encoder.dropout(fc1)))
+        if encoder.config.concat_conv_features:
+            output = torch.cat([conv_features, output], dim=-1)
+        return output.amax(1) + output.mean(1)
+
+    def forward(
+        self,
+        view_one: torch.Tensor | None = None,
+        view_two: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> BYOLAPreTrainingOutput | tuple:
+        r"""
+        Args:
+            view_one, view_two (`torch.FloatTensor` of shape `(batch, 1, n_mels, frames)`): two augmented views,
+                normalised (the encoders do not normalise them again).
+            input_features (`torch.FloatTensor` of shape `(batch, n_mels, crop_frames)`): raw log-mel crops instead
+                of views: they are pre-normalised and augmented here (needs `config.mean` and `config.std`).
+
+        Returns:
+            [`BYOLAPreTrainingOutput`]; a tuple with `return_dict=False`.
+        """
+        if input_features is not None:
+            view_one, view_two = self.make_views(input_features)
+        if view_one is None or view_two is None:
+            raise ValueError("BYOLAForPreTraining needs view_one and view_two, or input_features.")
+        predictions = [self.predictor(self.projector(self.embed(self.encoder, view))) for view in (view_one, view_two)]
+        with torch.no_grad():
+            targets = [self.target_projector(self.embed(self.target_encoder, view)) for view in (view_one, view_two)]
+        loss = (byol_loss(predictions[0], targets[1]) + byol_loss(predictions[1], targets[0])).mean()
+        output = BYOLAPreTrainingOutput(loss, torch.stack(predictions), torch.stack(targets))
+        return output if return_dict is not False else output.to_tuple()
+
+    def make_views(self, input_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two normalised views `(batch, 1, n_mels, frames)` of raw log-mel crops `(batch, n_mels, frames)`."""
+        if not self.config.has_statistics:
+            raise ValueError("Pre-training from log-mels needs the data's statistics in config.mean / config.std.")
+        # In float32 even under bf16 autocast: the crop's interpolation is a matmul that autocast would round.
+        with torch.autocast(input_features.device.type, enabled=False):
+            normalised = (input_features.float() - self.config.mean) / self.config.std
+            return self.augmentation(normalised[:, None])
+
+    def encoder_model(self) -> BYOLAModel:
+        """The online encoder as a plain [`~byola_hf.BYOLAModel`] with the pre-training statistics (on CPU)."""
+        model = BYOLAModel(self.config.encoder_config())
+        model.load_state_dict({key: value.detach().cpu() for key, value in self.encoder.state_dict().items()})
+        return model.eval()
+
+    def save_encoder(self, save_directory: str | Path, **kwargs: Any) -> BYOLAModel:
+        """Save [`encoder_model`] as a BYOL-A model directory (config with the statistics, weights, remote code)."""
+        model = self.encoder_model()
+        model.save_pretrained(save_directory, **kwargs)
+        return model
+
+    def load_encoder(self, encoder: BYOLAModel) -> None:
+        """Start from a trained encoder (further pre-training): its weights into the online and target encoders."""
+        self.encoder.load_state_dict(encoder.state_dict())
+        self.target_encoder.load_state_dict(encoder.state_dict())
+
+    @torch.no_grad()
+    def load_original_learner_state(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """
+        Load the state of the original code's BYOL learner (`online_encoder.net.*`, `online_encoder.projector.net.*`,
+        `online_predictor.net.*`, `target_encoder.*`; the duplicate `net.*` is ignored), so runs of the original can
+        be continued here. Raises a `ValueError` naming missing or unexpected keys.
+        """
+        mapped: dict[str, torch.Tensor] = {}
+        for key, value in state_dict.items():
+            if key.startswith("net."):
+                continue
+            name = original_learner_key(key, self.config)
+            if name is None:
+                raise ValueError(f"Unexpected key in the original learner's state: {key!r}.")
+            mapped[name] = value
+        own = {key for key in self.state_dict() if not key.startswith("augmentation.")}
+        missing, unexpected = sorted(own - set(mapped)), sorted(set(mapped) - own)
+        if missing or unexpected:
+            raise ValueError(
+                f"Original learner state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}."
+            )
+        self.load_state_dict(mapped, strict=False)
+
+
+def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`2 - 2 cos(prediction, target)` per example, `(batch,)`."""
+    prediction = nn.functional.normalize(prediction, dim=-1, p=2)
+    target = nn.functional.normalize(target, dim=-1, p=2)
+    return 2 - 2 * (prediction * target).sum(dim=-1)
+
+
+# The original networks' Sequential indices: AudioNTT2020/2022 `features.{4k, 4k+1}` are conv block k's conv and
+# BatchNorm, `fc.0` / `fc.3` the two linear layers; BYOL's MLP `net.0`, `net.1`, `net.3`.
+PROJECTION_INDEX = {"0": "dense", "1": "batch_norm", "3": "output"}
+FC_INDEX = {"0": "fc1", "3": "fc2"}
+
+
+def original_learner_key(key: str, config: BYOLAConfig) -> str | None:
+    """Our name of one key of the original learner's state dict, or `None` when it has no place here."""
+    prefixes = {
+        "online_encoder.projector.net.": "projector.",
+        "online_predictor.net.": "predictor.",
+        "target_encoder.projector.net.": "target_projector.",
+    }
+    for prefix, ours in prefixes.items():
+        if key.startswith(prefix):
+            index, _, rest = key[len(prefix) :].partition(".")
+            return f"{ours}{PROJECTION_INDEX[index]}.{rest}" if index in PROJECTION_INDEX else None
+    for prefix, ours in (("online_encoder.net.", "encoder."), ("target_encoder.net.", "target_encoder.")):
+        if key.startswith(prefix):
+            parts = key[len(prefix) :].split(".", 2)
+            if len(parts) < 3 or not parts[1].isdigit():
+                return None
+            part, index, rest = parts
+            if part == "features":
+                block, layer = divmod(int(index), 4)
+                kind = {0: "conv", 1: "batch_norm"}.get(layer)
+                return f"{ours}conv_blocks.{block}.{kind}.{rest}" if kind and block < config.num_conv_layers else None
+            if part == "fc" and index in FC_INDEX:
+                return f"{ours}{FC_INDEX[index]}.{rest}"
+    return None
+
+
+__all__ = ["BYOLAForPreTraining", "BYOLAPreTrainingConfig", "BYOLAPreTrainingOutput", "BYOLAProjection", "byol_loss"]

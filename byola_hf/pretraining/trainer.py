@@ -1,0 +1,88 @@
+"""`Trainer` for BYOL-A pre-training: crops per epoch in, the log-mel on the training device, the EMA after each
+optimizer step, clips per second in the logs."""
+
+import time
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from ..feature_extraction_byola import BYOLAFeatureExtractor
+from .data import EpochCropSampler
+from .linear_probe import LinearProbeData, linear_probe_accuracy
+
+
+class EMATargetCallback(TrainerCallback):
+    """Runs [`BYOLAForPreTraining.update_target`] after every optimizer step, as the original does before zeroing
+    the gradients."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.update_target()
+
+
+class BYOLAPreTrainer(Trainer):
+    """
+    [`~transformers.Trainer`] over a [`~byola_hf.pretraining.data.CropDataset`]: batches of waveform crops
+    (`input_values`) become log-mels on the model's device ([`~byola_hf.BYOLAFeatureExtractor.log_mel`]), then the
+    model makes the views and the loss. Give it `feature_extractor=`; the EMA callback is added here. With
+    `linear_probe=` (and an `eval_strategy`), each evaluation is a linear evaluation of the current online encoder
+    on that task, logged as `eval_linear_accuracy`.
+    """
+
+    def __init__(
+        self,
+        *args,
+        feature_extractor: BYOLAFeatureExtractor,
+        linear_probe: LinearProbeData | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.feature_extractor = feature_extractor
+        self.linear_probe = linear_probe
+        self.add_callback(EMATargetCallback())
+        self.log_clock: tuple[float, int] | None = None  # (time, global step) of the previous loss log
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """Batches of crops in [`EpochCropSampler`]'s order (dropping the last partial batch: BatchNorm needs more
+        than one example per batch), decoded in `dataloader_num_workers` workers."""
+        args = self.args
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            sampler=EpochCropSampler(len(self.train_dataset), args.seed),
+            collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
+            persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
+            drop_last=True,
+        )
+        return self.accelerator.prepare(loader)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.log_clock is None:
+            self.log_clock = (time.perf_counter(), self.state.global_step)
+        log_mel = self.feature_extractor.log_mel(inputs["input_values"])
+        outputs = model(input_features=log_mel)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        """The linear evaluation of the current encoder (rank 0 only; the other ranks return no metrics)."""
+        if self.linear_probe is None or not self.is_world_process_zero():
+            return {}
+        encoder = self.model.encoder_model()  # a CPU copy in eval mode, with the pre-training statistics
+        metrics = {"eval_linear_accuracy": linear_probe_accuracy(encoder, self.feature_extractor, self.linear_probe,
+                                                                 self.args.seed)}  # fmt: skip
+        self.log(metrics)
+        return metrics
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Trainer's logs, with the clips per second (all ranks) since the previous log."""
+        now, step = time.perf_counter(), self.state.global_step
+        if "loss" in logs and self.log_clock is not None and step > self.log_clock[1]:
+            clips = (step - self.log_clock[1]) * self.args.train_batch_size * self.args.gradient_accumulation_steps
+            logs["clips_per_second"] = round(clips * self.args.world_size / (now - self.log_clock[0]), 2)
+            self.log_clock = (now, step)
+        super().log(logs, *args, **kwargs)
+
+
+__all__ = ["BYOLAPreTrainer", "EMATargetCallback"]

@@ -1,0 +1,463 @@
+"""BYOL-A pre-training: the augmentation blocks and the learner against the original code's outputs
+(../shared/reference_pretrain), the samplers' distributions, and `byola-pretrain` end to end on real sound files."""
+
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, BertConfig, TrainerCallback
+
+from byola_hf.extract.cli import main as extract_main
+from byola_hf.extract.extract import load_embeddings
+from byola_hf.pretraining.augmentations import (
+    MixupMemoryBank,
+    linear_fade,
+    log_mixup_exp,
+    normalize_batch,
+    random_resize_crop,
+    sample_crop_boxes,
+    sample_fader_ends,
+)
+from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain, pretraining_config
+from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
+
+from conftest import require_shared, run_torchrun
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    meta = json.loads(require_shared("reference_pretrain/golden_pretrain.json").read_text())
+    arrays = dict(np.load(require_shared("reference_pretrain/golden_pretrain.npz")))
+    return {"meta": meta, "arrays": arrays}
+
+
+# --- augmentation blocks, given the original's draws -------------------------------------------------------------
+
+
+def test_random_resize_crop_equals_original(reference):
+    x = torch.from_numpy(reference["arrays"]["aug_input"])
+    crops = random_resize_crop(x, torch.tensor(reference["meta"]["rrc_boxes"]))
+    # The README's tolerance: the original's float32 result is 8.3e-5 from the exact formula here.
+    np.testing.assert_allclose(crops.numpy(), reference["arrays"]["rrc_output"], rtol=0, atol=2e-4)
+    # A box off by one row is far outside that tolerance, so the test can fail.
+    shifted = torch.tensor(reference["meta"]["rrc_boxes"]) + torch.tensor([1, 0, 0, 0])
+    assert np.abs(random_resize_crop(x, shifted).numpy() - reference["arrays"]["rrc_output"]).max() > 1e-2
+
+
+def test_linear_fade_equals_original(reference):
+    x = torch.from_numpy(reference["arrays"]["aug_input"])
+    faded = linear_fade(x, torch.tensor(reference["meta"]["fader_ends"]))
+    np.testing.assert_allclose(faded.numpy(), reference["arrays"]["fader_output"], rtol=1e-6, atol=2e-6)
+
+
+def test_log_mixup_exp_equals_original(reference):
+    x = torch.from_numpy(reference["arrays"]["aug_input"])
+    for k, alpha in enumerate(reference["arrays"]["mixup_alpha"]):
+        mixed = log_mixup_exp(x[k : k + 1], x[k + 3 : k + 4], float(alpha))
+        np.testing.assert_allclose(mixed.numpy(), reference["arrays"]["mixup_output"][k : k + 1], atol=2e-6)
+    batched = log_mixup_exp(x[:3], x[3:], torch.from_numpy(reference["arrays"]["mixup_alpha"]))
+    np.testing.assert_allclose(batched.numpy(), reference["arrays"]["mixup_output"], atol=2e-6)
+
+
+def test_memory_bank_sequence_equals_original(reference):
+    x = torch.from_numpy(reference["arrays"]["aug_input"])
+    draws = reference["meta"]["mixup_sequence_draws"]
+    alpha = torch.tensor([a for a, _ in draws], dtype=torch.float64)
+    pick = torch.tensor([-1 if p is None else p for _, p in draws])
+    expected = reference["arrays"]["mixup_sequence_output"]
+    bank = MixupMemoryBank(0.4, 2048, (1, 64, 96))
+    np.testing.assert_allclose(bank(x, alpha, pick).numpy(), expected, atol=2e-6)  # the whole sequence at once
+    one_by_one = MixupMemoryBank(0.4, 2048, (1, 64, 96))
+    outputs = [one_by_one(x[k : k + 1], alpha[k : k + 1], pick[k : k + 1]) for k in range(len(x))]
+    np.testing.assert_allclose(torch.cat(outputs).numpy(), expected, atol=2e-6)
+    # The bank is state: saved and loaded with the model's.
+    assert int(bank.state_dict()["pushed"]) == 6
+    torch.testing.assert_close(bank.state_dict()["bank"][:6], x)
+
+
+def test_memory_bank_is_a_fifo():
+    """A small bank keeps the last `size` inputs across batches, whatever the batch sizes."""
+    bank = MixupMemoryBank(0.4, 5, (1, 2, 3))
+    inputs = torch.arange(13.0)[:, None, None, None].expand(13, 1, 2, 3).contiguous()
+    for batch in (inputs[:3], inputs[3:10], inputs[10:]):
+        bank(batch)
+    held = {float(v) for v in bank.bank[:, 0, 0, 0]}
+    assert held == {8.0, 9.0, 10.0, 11.0, 12.0}
+    # After 13 pushes the oldest entry is input 8; the input after the next one sees the next one as its newest
+    # entry (the original pushes each input right after mixing it).
+    x = torch.full((2, 1, 2, 3), -50.0)
+    one = torch.ones(2, dtype=torch.float64)
+    mixed = bank(x, one, torch.tensor([0, 4]))[:, 0, 0, 0].numpy()
+    np.testing.assert_allclose(mixed, np.log(np.exp([8.0, -50.0]) + np.finfo(np.float32).eps), rtol=1e-6)
+
+
+def test_normalize_batch_equals_original(reference):
+    x = torch.from_numpy(reference["arrays"]["aug_input"])
+    np.testing.assert_allclose(normalize_batch(x).numpy(), reference["arrays"]["normalize_batch_output"], atol=1e-6)
+
+
+# --- samplers: the original's ranges and distributions -----------------------------------------------------------
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (works for discrete values too)."""
+    values = np.union1d(a, b)
+    cdf_a = np.searchsorted(np.sort(a), values, side="right") / len(a)
+    cdf_b = np.searchsorted(np.sort(b), values, side="right") / len(b)
+    return float(np.abs(cdf_a - cdf_b).max())
+
+
+def original_crop_box(rng: np.random.Generator, py: random.Random, frequency: int, time: int) -> list[int]:
+    """The original `RandomResizeCrop.get_params` (canvas 1.0 x F, 1.5 x T; scales 0.6-1.5), restated."""
+    canvas_h, canvas_w = int(frequency * 1.0), int(time * 1.5)
+    h = int(np.clip(int(rng.uniform(0.6, 1.5) * frequency), 1, canvas_h))
+    w = int(np.clip(int(rng.uniform(0.6, 1.5) * time), 1, canvas_w))
+    i = py.randint(0, canvas_h - h) if canvas_h > h else 0
+    j = py.randint(0, canvas_w - w) if canvas_w > w else 0
+    return [i, j, h, w]
+
+
+def test_crop_box_sampler_matches_original_distribution():
+    count = 20000
+    ours = sample_crop_boxes(count, 64, 96, generator=torch.Generator().manual_seed(0)).numpy()
+    rng, py = np.random.default_rng(0), random.Random(0)
+    theirs = np.array([original_crop_box(rng, py, 64, 96) for _ in range(count)])
+    i, j, h, w = ours.T
+    assert h.min() >= 38 and h.max() == 64 and w.min() >= 57 and w.max() <= 144
+    assert (i >= 0).all() and (i + h <= 64).all() and (j >= 0).all() and (j + w <= 144).all()
+    assert (i[h == 64] == 0).all()  # a full-height crop has no room to move
+    # 1.63 / sqrt(n / 2): the 1% critical value of the two-sample KS test.
+    critical = 1.63 * np.sqrt(2 / count)
+    for column in range(4):
+        assert ks_statistic(ours[:, column], theirs[:, column]) < critical, column
+    assert ks_statistic(ours[:, 1], theirs[:, 1] + 3) > critical  # a shifted distribution is detected
+
+
+def test_mixup_and_fader_draws_match_original_distribution():
+    count = 20000
+    torch.manual_seed(0)
+    bank = MixupMemoryBank(0.4, 2048, (1, 2, 2))
+    bank.pushed.fill_(10)
+    alpha, pick = bank.sample(count)
+    assert 0 <= alpha.min() and alpha.max() < 0.4
+    held = torch.clamp(10 + torch.arange(count), max=2048)
+    assert (pick >= 0).all() and (pick < held).all()
+    critical = 1.63 * np.sqrt(2 / count)
+    rng = np.random.default_rng(1)
+    assert ks_statistic(alpha.numpy(), 0.4 * rng.random(count)) < critical
+    # pick / held is uniform on [0, 1) as np.random.randint(len(bank)) / len(bank).
+    theirs = np.array([rng.integers(n) / n for n in held.numpy()])
+    assert ks_statistic((pick / held).numpy(), theirs) < critical
+    assert MixupMemoryBank(0.4, 8, (1, 2, 2)).sample(3)[1][0] == -1  # empty bank: no background
+    ends = sample_fader_ends(count, 1.0, generator=torch.Generator().manual_seed(2)).numpy()
+    assert ends.shape == (count, 2) and -1 <= ends.min() and ends.max() < 1
+    for column in range(2):
+        assert ks_statistic(ends[:, column], 1.0 * (2.0 * rng.random(count) - 1.0)) < critical
+
+
+# --- the learner --------------------------------------------------------------------------------------------------
+
+
+def test_three_steps_reproduce_original_losses(reference):
+    """Three BYOL steps of the original learner's state (`learner_initial.pt`) on the reference views."""
+    meta, arrays = reference["meta"], reference["arrays"]
+    config = BYOLAPreTrainingConfig(
+        feature_d=meta["feature_d"],
+        hidden_dropout=meta["dropout"],
+        projection_size=meta["projection_size"],
+        projection_hidden_size=meta["projection_hidden_size"],
+        ema_decay=meta["ema_decay"],
+        mixup_memory_size=2,
+    )
+    model = BYOLAForPreTraining(config)
+    state = torch.load(require_shared("reference_pretrain/learner_initial.pt"), weights_only=True)
+    model.load_original_learner_state(state)
+    assert not any(p.requires_grad for p in (*model.target_encoder.parameters(), *model.target_projector.parameters()))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=meta["lr"])
+    model.train()
+    views = torch.from_numpy(arrays["views"])
+    batch = views.shape[2]
+    for step in range(meta["steps"]):
+        x = normalize_batch(torch.cat([views[step, 0], views[step, 1]]))
+        loss = model(x[:batch], x[batch:]).loss
+        np.testing.assert_allclose(loss.item(), arrays["losses"][step], rtol=1e-5)
+        loss.backward()
+        optimizer.step()
+        model.update_target()
+        optimizer.zero_grad()
+    model.eval()
+    probe = torch.from_numpy(arrays["probe"])
+    with torch.no_grad():
+        online, target = model.embed(model.encoder, probe), model.embed(model.target_encoder, probe)
+        outputs = {
+            "online_eval": online,
+            "target_eval": target,
+            "online_projection": model.projector(online),
+            "target_projection": model.target_projector(target),
+            "online_prediction": model.predictor(model.projector(online)),
+        }
+    # Eval-mode outputs cannot match to 1e-5: the biases in front of BatchNorm get zero gradients up to float
+    # rounding, which Adam scales to steps of +-lr; their values depend on summation order (1 vs 2 threads moves
+    # them by 7e-4 here) and reach the outputs through the running means. Measured: online 5e-3, target 1e-4 of the
+    # largest value; a wrong EMA, loss or mapping is off by orders of magnitude more.
+    for name, tolerance in [("online_eval", 2e-2), ("online_projection", 2e-2), ("online_prediction", 2e-2)]:
+        scale = np.abs(arrays[name]).max()
+        np.testing.assert_allclose(outputs[name].numpy(), arrays[name], atol=tolerance * scale, rtol=0)
+    for name in ("target_eval", "target_projection"):
+        scale = np.abs(arrays[name]).max()
+        np.testing.assert_allclose(outputs[name].numpy(), arrays[name], atol=1e-3 * scale, rtol=0)
+
+
+def test_learner_state_mapping_refuses_foreign_keys(reference):
+    model = BYOLAForPreTraining(BYOLAPreTrainingConfig(feature_d=512, projection_hidden_size=4096))
+    state = torch.load(require_shared("reference_pretrain/learner_initial.pt"), weights_only=True)
+    with pytest.raises(ValueError, match="Unexpected key"):
+        model.load_original_learner_state({**state, "online_encoder.net.extra.weight": torch.zeros(1)})
+    state.pop("online_predictor.net.3.bias")
+    with pytest.raises(ValueError, match="missing"):
+        model.load_original_learner_state(state)
+
+
+def test_ema_update_and_encoder_export(tmp_path):
+    config = BYOLAPreTrainingConfig(feature_d=64, projection_hidden_size=32, projection_size=16, mixup_memory_size=4)
+    model = BYOLAForPreTraining(config)
+    torch.testing.assert_close(model.target_encoder.fc1.weight, model.encoder.fc1.weight)
+    before = model.target_encoder.fc1.weight.clone()
+    with torch.no_grad():
+        model.encoder.fc1.weight.add_(1.0)
+    model.update_target()
+    torch.testing.assert_close(model.target_encoder.fc1.weight, before + 0.01)
+    # The views path: raw log-mel crops -> two normalised views -> a loss with gradients.
+    model.config.mean, model.config.std = -5.0, 3.0
+    loss = model(input_features=torch.randn(4, 64, config.crop_frames) * 3 - 5).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.fc1.weight.grad is not None
+    assert int(model.augmentation.mixup.pushed) == 8
+    from transformers import AutoModel
+
+    model.save_encoder(tmp_path / "encoder")
+    loaded = AutoModel.from_pretrained(tmp_path / "encoder")
+    assert type(loaded).__name__ == "BYOLAModel" and (loaded.config.mean, loaded.config.std) == (-5.0, 3.0)
+    assert not hasattr(loaded.config, "projection_size")
+    torch.testing.assert_close(loaded.fc2.weight, model.encoder.fc2.weight)
+
+
+# --- byola-pretrain end to end on real sound files ----------------------------------------------------------------
+
+TINY = [
+    "--feature_d", "64", "--projection_hidden_size", "64", "--projection_size", "32", "--mixup_memory_size", "16",
+    "--per_device_train_batch_size", "4", "--logging_steps", "1", "--dataloader_num_workers", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def audio_folder(tmp_path_factory) -> Path:
+    """espeak-ng speech (22.05 kHz) and the alsa test recordings (48 kHz): eight real clips of 1-4 s."""
+    folder = tmp_path_factory.mktemp("pretrain_audio")
+    for word in ("one", "two", "three", "four", "five", "six"):
+        subprocess.run(["espeak-ng", "-w", str(folder / f"speech_{word}.wav"), f"the number {word}"], check=True)
+    for name in ("Front_Center.wav", "Noise.wav"):
+        shutil.copy(Path("/usr/share/sounds/alsa") / name, folder / name)
+    return folder
+
+
+def pretrain_args(audio_folder: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--dataset_name", str(audio_folder), "--output_dir", str(output_dir), *TINY, *extra]
+
+
+class Killed(Exception):
+    """Stands for the process being killed right after a checkpoint was written."""
+
+
+class KillAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def run_pretrain(argv: list[str], callbacks=None) -> Path:
+    parser = build_parser()
+    model_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
+    return pretrain(*parser.parse_args_into_dataclasses(args=default_flags(argv, model_args)), callbacks=callbacks)
+
+
+def encoder_weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(directory / "model.safetensors")
+
+
+def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
+    output = tmp_path / "run"
+    main(pretrain_args(audio_folder, output, "--max_steps", "2"))
+    assert f"saved to {output}" in capsys.readouterr().out
+    model = AutoModel.from_pretrained(output)
+    assert type(model).__name__ == "BYOLAModel" and model.config.feature_d == 64
+    record = json.loads((output / "byola_pretrain_run.json").read_text())["statistics"]
+    # The statistics are the exact moments of the clips' log-mels, as byola-compute-stats computes them.
+    assert (model.config.mean, model.config.std) == (record["mean"], record["std"])
+    assert record["provenance"]["num_examples"] == 8 and record["provenance"]["method"] == "exact"
+    card = (output / "README.md").read_text()
+    assert "## Pre-training" in card and "steps: 2" in card and "8 clips" in card
+    # The weights moved from their initialisation, and the extractor embeds with them.
+    extract_main(["--model_name_or_path", str(output), "--dataset_name", str(audio_folder), "--output_dir",
+                  str(tmp_path / "embeddings")])  # fmt: skip
+    embeddings = load_embeddings(str(tmp_path / "embeddings"))
+    assert len(embeddings) == 8 and len(embeddings[0]["embedding"]) == 64
+    # --init_from that directory: further pre-training starts both encoders from its weights.
+    parser = build_parser()
+    model_args, _, _ = parser.parse_args_into_dataclasses(
+        pretrain_args(audio_folder, tmp_path / "more", "--init_from", str(output))
+    )
+    config, start = pretraining_config(model_args)
+    learner = BYOLAForPreTraining(config)
+    learner.load_encoder(start)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(learner.encoder.state_dict()[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(learner.target_encoder.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
+    """Killed after checkpoint 2 of 4 and re-run: the same final weights as a run never interrupted (EMA target,
+    optimizer, memory bank, crops and RNG all resumed)."""
+    steps = ["--max_steps", "4", "--save_steps", "2", "--seed", "7"]
+    whole = run_pretrain(pretrain_args(audio_folder, tmp_path / "whole", *steps))
+    with pytest.raises(Killed):
+        run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps), callbacks=[KillAfterSave(2)])
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    checkpoint = tmp_path / "killed" / "checkpoint-2" / "model.safetensors"
+    written = checkpoint.stat().st_mtime_ns
+    resumed = run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps))
+    assert checkpoint.stat().st_mtime_ns == written  # resumed from it, not trained again from the start
+    expected, actual = encoder_weights(whole), encoder_weights(resumed)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+    final = load_file(tmp_path / "killed" / "checkpoint-4" / "model.safetensors")
+    reference = load_file(tmp_path / "whole" / "checkpoint-4" / "model.safetensors")
+    for key in ("target_encoder.fc2.weight", "augmentation.mixup.bank", "augmentation.mixup.pushed"):
+        torch.testing.assert_close(final[key], reference[key], rtol=0, atol=0, msg=key)
+    # A different seed is another run: refused, not mixed in.
+    with pytest.raises(ValueError, match="another pre-training run"):
+        run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", "--max_steps", "4", "--seed", "8"))
+
+
+def test_pretrain_two_ranks_under_torchrun(audio_folder, tmp_path):
+    output = tmp_path / "ddp"
+    arguments = pretrain_args(audio_folder, output, "--max_steps", "2", "--per_device_train_batch_size", "2")
+    result = run_torchrun("-m", "byola_hf.pretraining.cli", *arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = AutoModel.from_pretrained(output)
+    assert model.config.has_statistics
+    state = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
+@pytest.mark.parametrize("case", ["empty_folder", "no_audio", "too_short", "not_byola", "foreign_output"])
+def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
+    data, output, extra = str(audio_folder), tmp_path / "out", []
+    if case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        data = str(tmp_path / "empty")
+    elif case == "no_audio":
+        datasets.Dataset.from_dict({"text": ["a", "b"]}).save_to_disk(str(tmp_path / "text"))
+        data = str(tmp_path / "text")
+    elif case == "too_short":
+        (tmp_path / "short").mkdir()
+        for index in range(4):
+            soundfile.write(
+                tmp_path / "short" / f"{index}.wav", np.random.default_rng(index).normal(0, 0.1, 8000), 16000
+            )
+        data = str(tmp_path / "short")
+    elif case == "not_byola":
+        BertConfig().save_pretrained(tmp_path / "bert")
+        extra = ["--init_from", str(tmp_path / "bert")]
+    else:
+        output.mkdir()
+        (output / "notes.txt").write_text("mine")
+    argv = [a if a != str(audio_folder) else data for a in pretrain_args(audio_folder, output, *extra)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--max_steps", "1"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    lines = [line for line in error.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and error.rstrip().endswith(lines[0]), error[-2000:]
+    expected = {
+        "empty_folder": "No audio files",
+        "no_audio": "no column 'audio'",
+        "too_short": "shorter than one training crop",
+        "not_byola": "not a BYOL-A",
+        "foreign_output": "not made by byola-pretrain",
+    }[case]
+    assert expected in lines[0]
+    if case == "foreign_output":
+        assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("variant", ["AudioNTT2020", "AudioNTT2022"])
+def test_training_embedding_is_the_encoders_pooler_output(variant):
+    """The learner's training-mode embedding (pooling before ReLU) equals BYOLAModel's own forward bit for bit, in
+    values and gradients; and each variant gets the original config's augmentation settings."""
+    from byola_hf import BYOLAConfig
+
+    encoder_config = BYOLAConfig.from_variant(variant, feature_d=64 if variant == "AudioNTT2020" else 1088)
+    config = BYOLAPreTrainingConfig.from_encoder_config(
+        encoder_config, projection_hidden_size=32, projection_size=16, mixup_memory_size=2
+    )
+    assert (config.mixup_ratio, config.fader_gain, config.pad_both_ends) == (
+        (0.4, 0.0, True) if variant == "AudioNTT2020" else (0.2, 1.0, False)
+    )
+    model = BYOLAForPreTraining(config).train()
+    views = torch.randn(3, 1, 64, config.crop_frames)
+    torch.manual_seed(0)  # the same dropout masks for both
+    ours = model.embed(model.encoder, views)
+    ours.square().sum().backward()
+    ours_grads = [p.grad.clone() for p in model.encoder.parameters()]
+    model.zero_grad()
+    model.encoder.load_state_dict(model.target_encoder.state_dict())  # the running statistics both started from
+    torch.manual_seed(0)
+    plain = model.encoder(views[:, 0], check_values=False).pooler_output
+    plain.square().sum().backward()
+    torch.testing.assert_close(ours, plain, rtol=0, atol=0)
+    for ours_grad, parameter in zip(ours_grads, model.encoder.parameters()):
+        torch.testing.assert_close(ours_grad, parameter.grad, rtol=0, atol=0)
+
+
+def test_pretrain_v2_under_bf16_autocast(audio_folder, tmp_path):
+    """v2 (AudioNTT2022: fader, end padding, lr 1e-4 by default) for one step under bf16 autocast."""
+    output = tmp_path / "v2"
+    argv = pretrain_args(audio_folder, output, "--max_steps", "1", "--bf16", "--use_cpu")
+    argv[argv.index("--feature_d") + 1] = "1088"  # v2 concatenates the 1024 conv features to the MLP's output
+    main([*argv, "--variant", "AudioNTT2022"])
+    model = AutoModel.from_pretrained(output)
+    assert model.config.variant == "AudioNTT2022" and model.config.feature_d == 1088
+    training = json.loads((output / "byola_pretrain_run.json").read_text())["fingerprint"]["training"]
+    assert training["learning_rate"] == 1e-4 and training["bf16"] is True
+    assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
+
+
+def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path):
+    """--eval_dataset_name: every --eval_steps a linear evaluation of the current encoder on a labelled task."""
+    task = tmp_path / "task"
+    for split, speakers in (("train", ("en", "en+f3", "en+m3")), ("test", ("en+f2",))):
+        for word in ("yes", "no"):
+            (task / split / word).mkdir(parents=True)
+            for speaker in speakers:
+                subprocess.run(["espeak-ng", "-v", speaker, "-w", str(task / split / word / f"{speaker}.wav"), word],
+                               check=True)  # fmt: skip
+    output = tmp_path / "probe"
+    probe = ["--eval_dataset_name", "audiofolder", "--eval_data_dir", str(task), "--eval_label_column_name", "label"]
+    main(pretrain_args(audio_folder, output, "--max_steps", "2", "--eval_steps", "2", *probe))
+    history = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    accuracies = [entry["eval_linear_accuracy"] for entry in history if "eval_linear_accuracy" in entry]
+    assert len(accuracies) == 1 and accuracies[0] in (0.0, 0.5, 1.0)  # two test clips
