@@ -47,7 +47,9 @@ class ExtractArguments:
     )
     num_workers: int = field(default=2, metadata={"help": "Processes decoding audio while the model runs (0: none)"})
     num_proc: int | None = field(default=None, metadata={"help": "Deprecated: use --num_workers"})
-    batch_size: int = field(default=8, metadata={"help": "Clips per forward"})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Clips per forward; 2 on a CPU, 32 on a GPU if not given"}
+    )
     shard_size: int = field(default=256, metadata={"help": "Clips per saved shard (the unit of resumption)"})
     unit_seconds: float | None = field(
         default=None, metadata={"help": "Cut or zero-pad every clip to this length, as EVAR's unit_sec per task"}

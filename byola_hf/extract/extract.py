@@ -88,7 +88,7 @@ def extract_embeddings(
     frames: bool = False,
     device: str | None = None,
     num_workers: int = 0,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     shard_size: int = 256,
     skip_bad: bool = False,
     metadata_csv: str | None = None,
@@ -112,6 +112,8 @@ def extract_embeddings(
         frames: also store frame features and their timestamps.
         device: run the log-mel and the model there (`"cuda"`: under torchrun each rank's own GPU); CPU by default.
         num_workers: DataLoader processes decoding and resampling the audio while the model runs (0: in this one).
+        batch_size: clips per forward; by default 2 on a CPU (batches of long clips fall out of its caches) and 32 on
+            an accelerator. It changes float rounding only, so it is not part of the fingerprint (nor the device).
         unit_seconds: cut or zero-pad every clip to this length, as EVAR's `unit_sec` does per task (EVAR crops
             training clips at a random place; here always the start).
         skip_bad: leave out examples that cannot be decoded, are empty or not finite (listed in the result and in
@@ -121,9 +123,10 @@ def extract_embeddings(
     """
     start_time = time.perf_counter()
     num_workers = _workers(num_workers, num_proc)
-    check_arguments(batch_size, shard_size, num_workers, layers, frames, unit_seconds)
     with process_group() as (rank, world_size):
-        device = torch.device(device_for_rank(device) or "cpu")
+        device = resolve_device(device_for_rank(device))
+        batch_size = (2 if device.type == "cpu" else 32) if batch_size is None else batch_size
+        check_arguments(batch_size, shard_size, num_workers, layers, frames, unit_seconds)
         job = prepare_job(
             model_name_or_path, dataset_name, output_dir, dataset_config_name, data_dir, split, audio_column_name,
             (layers or "last") if frames else None, shard_size, metadata_csv, unit_seconds, device,
@@ -133,7 +136,6 @@ def extract_embeddings(
             source=source_fingerprint(job.dataset, audio_column_name),
             layers=job.layers,
             shard_size=shard_size,
-            batch_size=batch_size,
             unit_samples=job.unit_samples,
         )
         if rank == 0:  # the other ranks wait: only one process may decide what the folder holds
@@ -150,6 +152,17 @@ def extract_embeddings(
     if rank != 0:
         return ExtractionResult(str(job.output), 0, audio_seconds, time.perf_counter() - start_time)
     return finished_result(job.output, start_time) if finished else join_shards(job, skip_bad, start_time)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """`device` (CPU when `None`) as a `torch.device` this torch can use, or a one-line `ValueError`."""
+    try:
+        resolved = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a torch device: pass cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this torch has no CUDA device; leave --device out to run on the CPU.")
+    return resolved
 
 
 def _workers(num_workers: int, num_proc: int | None) -> int:
