@@ -152,10 +152,11 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
     if task_info:
         lines += ["", "## Fine-tuned task", ""]
         if task_info.get("task"):
-            lines.append(
-                f"- task: {task_info['task']}"
-                + (f" ({task_info['description']})" if task_info.get("description") else "")
-            )
+            # The description names the benchmark's usual dataset ("speaker identification (VoxCeleb1)"); the card
+            # says the kind of task and, separately, the data this model was trained on.
+            kind = (task_info.get("description") or "").split(" (")[0]
+            lines.append(f"- task: {task_info['task']}" + (f" ({kind})" if kind else ""))
+            lines.append(f"- trained on: {task_info.get('dataset') or 'not recorded'}")
         if config.id2label and architecture != "BYOLAForCTC" and len(config.id2label) <= 50:
             lines.append(f"- labels: {', '.join(str(v) for v in config.id2label.values())}")
         for key, value in (task_info.get("metrics") or {}).items():
@@ -165,6 +166,26 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         elif "eval_split" in task_info:
             lines.append("- not evaluated (no evaluation split)")
     lines += ["", "## Usage", ""]
+    if architecture == "BYOLAForCTC":
+        lines += [
+            "```python",
+            "import torch, librosa",
+            "from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer",
+            "",
+            'repo = "THIS_REPO"  # the Hub id or local directory of this model',
+            "model = AutoModelForCTC.from_pretrained(repo, trust_remote_code=True).eval()",
+            "feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)",
+            "tokenizer = AutoTokenizer.from_pretrained(repo)  # the CTC vocabulary saved with the model",
+            f'waveform, rate = librosa.load("speech.wav", sr={config.sample_rate}, mono=True)',
+            "with torch.no_grad():",
+            '    logits = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt")).logits',
+            "# greedy CTC decoding: best token per frame, repeats merged, blanks dropped",
+            "print(tokenizer.batch_decode(logits.argmax(-1)))",
+            "```",
+            "",
+            "The encoder alone:",
+            "",
+        ]
     if architecture == "BYOLAForSequenceClassification":
         lines += [
             "```python",
