@@ -3,6 +3,7 @@ bad audio."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -308,3 +309,23 @@ def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random204
     ranks, one = load_embeddings(str(tmp_path / "ranks")), load_embeddings(single.output_dir)
     assert ranks["path"] == one["path"] and ranks["label"] == one["label"]
     np.testing.assert_allclose(np.stack(ranks["embedding"]), np.stack(one["embedding"]), atol=1e-6)
+
+
+def test_the_documented_random_model_recipe_extracts_every_layer_at_its_width(audio_folder, tmp_path, monkeypatch):
+    text = (PROJECT_ROOT / "docs" / "embeddings.md").read_text()
+    section = text[text.index("## A random model for smoke tests") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(snippet, {})  # noqa: S102  (the documented recipe, as written)
+    root, _ = audio_folder
+    result = extract_embeddings(
+        str(tmp_path / "byola-v2-random"), str(root / "train" / "no"), str(tmp_path / "out"), frames=True, layers="all"
+    )
+    dataset = load_embeddings(result.output_dir)
+    config = AutoModel.from_pretrained(tmp_path / "byola-v2-random").config
+    widths = layer_widths(config)
+    assert config.variant == "AudioNTT2022" and widths[-1] == config.feature_d == 3072 and len(widths) == 5
+    for layer, width in enumerate(widths):
+        frames = np.asarray(dataset[0][f"frames_{layer}"])
+        assert frames.shape == (len(dataset[0]["timestamps"]), width) and np.isfinite(frames).all()
+    assert np.std(dataset[0]["embedding"]) > 0
