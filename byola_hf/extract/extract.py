@@ -99,19 +99,17 @@ def extract_embeddings(
     """
     Embed every example of a dataset (or of an EVAR task CSV) and save the result at `output_dir/dataset`.
 
-    The work goes in shards of `shard_size` examples, each saved atomically under `output_dir/shards/` when done: a
-    re-run after an interruption skips the finished ones and gives the identical result. Under torchrun each rank
-    takes every `world_size`-th shard and rank 0 joins them in order. Memory is a few batches at a time.
+    Shards of `shard_size` examples are saved atomically as they finish; a re-run resumes from them. Under torchrun
+    each rank takes every `world_size`-th shard and rank 0 joins them in order.
 
     Args:
         dataset_name: a Hub dataset, `"audiofolder"` (with `data_dir`), a `save_to_disk` directory, or a folder or
             glob of audio files; `None` with `metadata_csv`.
         metadata_csv: an EVAR task CSV (`file_name` relative to `data_dir`, other columns kept).
-        layers: with `frames`, which hidden states to keep per frame: `"last"` (`last_hidden_state`, the default),
-            `"all"`, or indices such as `"0,3"`.
-        frames: also store frame features and their timestamps.
+        layers: with `frames` (also store frame features and their timestamps), which hidden states to keep:
+            `"last"` (`last_hidden_state`, the default), `"all"`, or indices such as `"0,3"`.
         device: run the log-mel and the model there (`"cuda"`: under torchrun each rank's own GPU); CPU by default.
-        num_workers: DataLoader processes decoding and resampling the audio while the model runs (0: in this one).
+        num_workers: DataLoader processes decoding the audio while the model runs (0: none; `num_proc`: old name).
         batch_size: clips per forward; by default 2 on a CPU (batches of long clips fall out of its caches) and 32 on
             an accelerator. It changes float rounding only, so it is not part of the fingerprint (nor the device).
         unit_seconds: cut or zero-pad every clip to this length, as EVAR's `unit_sec` does per task (EVAR crops
@@ -119,39 +117,44 @@ def extract_embeddings(
         skip_bad: leave out examples that cannot be decoded, are empty or not finite (listed in the result and in
             `output_dir/skipped.json`); without it the first such example stops the run with its path.
         overwrite_output_dir: start over in a folder an earlier run with other inputs or arguments wrote.
-        num_proc: deprecated name of `num_workers`.
     """
     start_time = time.perf_counter()
-    num_workers = _workers(num_workers, num_proc)
     with process_group() as (rank, world_size):
         device = resolve_device(device_for_rank(device))
-        batch_size = (2 if device.type == "cpu" else 32) if batch_size is None else batch_size
-        check_arguments(batch_size, shard_size, num_workers, layers, frames, unit_seconds)
+        batch_size, num_workers = check_arguments(
+            batch_size, device, shard_size, _workers(num_workers, num_proc), layers, frames, unit_seconds
+        )
         job = prepare_job(
             model_name_or_path, dataset_name, output_dir, dataset_config_name, data_dir, split, audio_column_name,
             (layers or "last") if frames else None, shard_size, metadata_csv, unit_seconds, device,
         )  # fmt: skip
-        run_fingerprint = fingerprint(
-            model=model_fingerprint(job.model),
-            source=source_fingerprint(job.dataset, audio_column_name),
-            layers=job.layers,
-            shard_size=shard_size,
-            unit_samples=job.unit_samples,
-        )
-        if rank == 0:  # the other ranks wait: only one process may decide what the folder holds
-            claim_output_dir(output_dir, COMMAND, run_fingerprint, OUTPUTS, overwrite_output_dir)
-        if world_size > 1:
-            torch.distributed.barrier()
-        # A finished dataset is left only by a run with this fingerprint: the claim refused or removed any other.
-        finished = (job.output / "dataset").is_dir()
-        audio_seconds = (
-            0.0 if finished else embed_shards(job, rank, world_size, batch_size, num_workers, skip_bad, device)
-        )
+        finished = claim_output(job, rank, world_size, overwrite_output_dir)
+        seconds = 0.0 if finished else embed_shards(job, rank, world_size, batch_size, num_workers, skip_bad, device)
         if world_size > 1:
             torch.distributed.barrier()
     if rank != 0:
-        return ExtractionResult(str(job.output), 0, audio_seconds, time.perf_counter() - start_time)
+        return ExtractionResult(str(job.output), 0, seconds, time.perf_counter() - start_time)
     return finished_result(job.output, start_time) if finished else join_shards(job, skip_bad, start_time)
+
+
+def claim_output(job: "ExtractionJob", rank: int, world_size: int, overwrite: bool) -> bool:
+    """
+    Claim the output folder for this run's fingerprint (model, source, result-changing arguments) on rank 0 while
+    the other ranks wait; whether it already holds this run's finished dataset.
+    """
+    run_fingerprint = fingerprint(
+        model=model_fingerprint(job.model),
+        source=source_fingerprint(job.dataset, job.audio_column_name),
+        layers=job.layers,
+        shard_size=job.shard_size,
+        unit_samples=job.unit_samples,
+    )
+    if rank == 0:
+        claim_output_dir(job.output, COMMAND, run_fingerprint, OUTPUTS, overwrite)
+    if world_size > 1:
+        torch.distributed.barrier()
+    # A finished dataset is left only by a run with this fingerprint: the claim refused or removed any other.
+    return (job.output / "dataset").is_dir()
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -177,9 +180,17 @@ def _workers(num_workers: int, num_proc: int | None) -> int:
 
 
 def check_arguments(
-    batch_size: int, shard_size: int, num_workers: int, layers: str | None, frames: bool, unit_seconds: float | None
-) -> None:
-    """A one-line `ValueError` for each argument no run can use."""
+    batch_size: int | None,
+    device: torch.device,
+    shard_size: int,
+    num_workers: int,
+    layers: str | None,
+    frames: bool,
+    unit_seconds: float | None,
+) -> tuple[int, int]:
+    """`(batch_size, num_workers)` with the device's default batch size, or a one-line `ValueError` for each argument
+    no run can use."""
+    batch_size = (2 if device.type == "cpu" else 32) if batch_size is None else batch_size
     for name, value, least in (
         ("batch_size", batch_size, 1),
         ("shard_size", shard_size, 1),
@@ -191,6 +202,7 @@ def check_arguments(
         raise ValueError("--layers chooses the frame features to store: pass --frames with it.")
     if unit_seconds is not None and not (math.isfinite(unit_seconds) and unit_seconds > 0):
         raise ValueError(f"--unit_seconds must be a positive number of seconds, got {unit_seconds!r}.")
+    return batch_size, num_workers
 
 
 def prepare_job(
