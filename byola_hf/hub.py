@@ -142,15 +142,17 @@ The encoder alone:
 """
 CTC_USAGE = """```python
 import torch, librosa
-from transformers import AutoModelForCTC, AutoProcessor
+from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 repo = "THIS_REPO"  # the Hub id or local directory of this model
 model = AutoModelForCTC.from_pretrained(repo, trust_remote_code=True).eval()
-processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(repo)  # the CTC vocabulary saved with the model
 waveform, rate = librosa.load("speech.wav", sr={sample_rate}, mono=True)
 with torch.no_grad():
-    logits = model(**processor(audio=waveform, sampling_rate=rate, return_tensors="pt")).logits
-print(processor.batch_decode(logits.argmax(-1)))  # greedy CTC: repeats collapsed, blanks dropped
+    logits = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt")).logits
+# greedy CTC decoding: best token per frame, repeats merged, blanks dropped
+print(tokenizer.batch_decode(logits.argmax(-1)))
 ```
 
 The encoder alone:
@@ -243,10 +245,11 @@ def task_section(config: BYOLAConfig, task_info: dict[str, Any] | None, architec
         return ""
     lines = ["## Fine-tuned task", ""]
     if task_info.get("task"):
-        description = f" ({task_info['description']})" if task_info.get("description") else ""
-        lines.append(f"- task: {task_info['task']}{description}")
-    if task_info.get("dataset"):
-        lines.append(f"- data: {task_info['dataset']}")
+        # The description names the benchmark's usual dataset ("speaker identification (VoxCeleb1)"); the card says
+        # the kind of task and, separately, the data this model was trained on.
+        kind = (task_info.get("description") or "").split(" (")[0]
+        lines.append(f"- task: {task_info['task']}" + (f" ({kind})" if kind else ""))
+        lines.append(f"- trained on: {task_info.get('dataset') or 'not recorded'}")
     if config.id2label and architecture != "BYOLAForCTC" and len(config.id2label) <= 50:
         lines.append(f"- labels: {', '.join(str(v) for v in config.id2label.values())}")
     for key, value in (task_info.get("metrics") or {}).items():

@@ -1,8 +1,14 @@
-"""byola-extract: embeddings of an audiofolder equal the model's example by example; workers, resumption, bad audio."""
+"""byola-extract: embeddings equal the model's example by example; workers, resumption, fingerprints, owned folders,
+bad audio."""
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -11,10 +17,10 @@ import torch
 from transformers import AutoModel
 
 from byola_hf import BYOLAFeatureExtractor
-from byola_hf.extract import extract, extract_embeddings, load_embeddings
+from byola_hf.extract import extract, extract_embeddings, layer_widths, load_embeddings, main
 from byola_hf.pipelines import load_audio
 
-from conftest import PROJECT_ROOT, run_torchrun
+from conftest import PROJECT_ROOT, console_script, run_torchrun
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +48,14 @@ def audio_folder(tmp_path_factory):
             (0.1 * rng.standard_normal((int(rate * seconds), channels))).astype(np.float32),
             rate,
         )
-    (bad / "train" / "no" / "corrupt.wav").write_bytes(b"RIFF not really a wave file")
-    sf.write(bad / "train" / "yes" / "empty.wav", np.zeros((0, 1), np.float32), 16000)
+    # Sorted first in their shard ("no/a...", "no/b..."), so a shard's first batch holds only bad files.
+    (bad / "train" / "no" / "a_corrupt.wav").write_bytes(b"RIFF not really a wave file")
+    sf.write(bad / "train" / "no" / "b_empty.wav", np.zeros((0, 1), np.float32), 16000)
     return root, bad
+
+
+def embeddings(output_dir) -> np.ndarray:
+    return np.stack(load_embeddings(str(output_dir))["embedding"])
 
 
 def test_embeddings_equal_the_model_example_by_example(audio_folder, random2048_dir, tmp_path):
@@ -68,34 +79,46 @@ def test_embeddings_equal_the_model_example_by_example(audio_folder, random2048_
     fe = BYOLAFeatureExtractor.from_model_config(model.config)
     worst = 0.0
     for row in dataset:
-        waveform = load_audio(row["path"], 16000)  # soundfile + librosa: the same decoding as datasets' Audio
+        waveform = load_audio(row["path"], 16000)  # soundfile + librosa, as byola-extract decodes
         with torch.no_grad():
             outputs = model(**fe(waveform, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True)
         expected = outputs.pooler_output[0].numpy()
         worst = max(worst, float(np.abs(np.asarray(row["embedding"]) - expected).max() / np.abs(expected).max()))
-        frames = np.asarray(row["frames_4"])
-        assert frames.shape == outputs.last_hidden_state[0].shape
-        np.testing.assert_allclose(frames, outputs.last_hidden_state[0].numpy(), atol=1e-4 * np.abs(frames).max())
-        np.testing.assert_allclose(row["timestamps"], 80 * np.arange(len(frames)) + 35, atol=1e-3)
+        last = np.asarray(row["frames_4"])
+        assert last.shape == outputs.last_hidden_state[0].shape  # (frames, feature_d): last_hidden_state itself
+        np.testing.assert_allclose(last, outputs.last_hidden_state[0].numpy(), atol=1e-4 * np.abs(last).max())
+        first = np.asarray(row["frames_0"])  # the first conv block at its own width, not padded
+        assert first.shape == (len(last), layer_widths(model.config)[0])
+        np.testing.assert_allclose(first, outputs.hidden_states[0][0, :, : first.shape[1]].numpy(), atol=1e-4)
+        np.testing.assert_allclose(row["timestamps"], 80 * np.arange(len(last)) + 35, atol=1e-3)
+        assert abs(row["duration"] - len(waveform) / 16000) < 1e-6
     assert dataset.features["embedding"].feature.dtype == "float32"
     assert dataset.features["frames_0"].feature.feature.dtype == "float32"
     print(f"\nbyola-extract vs the model, clip embeddings: max relative deviation {worst:.2g}")
     assert worst < 1e-4
 
 
-def test_workers_and_resumption_give_the_same_dataset(audio_folder, random2048_dir, tmp_path, monkeypatch):
+def test_last_layer_frames_are_feature_d_wide(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
-    reference = extract_embeddings(
-        str(random2048_dir), "audiofolder", str(tmp_path / "one"), data_dir=str(root), shard_size=2
-    )
-    expected = np.stack(load_embeddings(reference.output_dir)["embedding"])
-    workers = extract_embeddings(
-        str(random2048_dir), "audiofolder", str(tmp_path / "two"), data_dir=str(root), shard_size=2, num_proc=2
-    )
-    np.testing.assert_allclose(np.stack(load_embeddings(workers.output_dir)["embedding"]), expected, atol=1e-6)
+    extract_embeddings(str(random2048_dir), str(root / "train" / "yes"), str(tmp_path / "out"), frames=True)
+    dataset = load_embeddings(str(tmp_path / "out"))
+    assert [name for name in dataset.column_names if name.startswith("frames_")] == ["frames_4"]
+    assert np.asarray(dataset[0]["frames_4"]).shape[1] == 2048
+
+
+def test_workers_equal_one_process_and_resumption_gives_the_same_dataset(
+    audio_folder, random2048_dir, tmp_path, monkeypatch
+):
+    root, _ = audio_folder
+    model, options = str(random2048_dir), {"data_dir": str(root), "shard_size": 2, "batch_size": 2}
+    reference = extract_embeddings(model, "audiofolder", str(tmp_path / "one"), num_workers=0, **options)
+    workers = extract_embeddings(model, "audiofolder", str(tmp_path / "two"), num_workers=2, **options)
+    one, two = load_embeddings(reference.output_dir), load_embeddings(workers.output_dir)
+    assert one["path"] == two["path"] and one["duration"] == two["duration"]
+    np.testing.assert_array_equal(embeddings(tmp_path / "two"), embeddings(tmp_path / "one"))
 
     calls = {"count": 0}
-    original = extract.embed_batch
+    original = extract.embed_clip_batch
 
     def interrupted(*args, **kwargs):
         calls["count"] += 1
@@ -103,54 +126,161 @@ def test_workers_and_resumption_give_the_same_dataset(audio_folder, random2048_d
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(extract, "embed_batch", interrupted)
+    monkeypatch.setattr(extract, "embed_clip_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        extract_embeddings(
-            str(random2048_dir), "audiofolder", str(tmp_path / "resumed"), data_dir=str(root), shard_size=2
-        )
-    assert (tmp_path / "resumed" / "shards" / "00000" / "COMPLETE").exists()
-    monkeypatch.setattr(extract, "embed_batch", original)
-    resumed = extract_embeddings(
-        str(random2048_dir), "audiofolder", str(tmp_path / "resumed"), data_dir=str(root), shard_size=2
+        extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), **options)
+    assert sorted(path.name for path in (tmp_path / "resumed" / "shards").iterdir()) == ["00000"]
+    monkeypatch.setattr(extract, "embed_clip_batch", original)
+    with pytest.raises(ValueError, match="other inputs or arguments.*--overwrite_output_dir"):
+        extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), data_dir=str(root), shard_size=3)
+    resumed = extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), num_workers=2, **options)
+    assert load_embeddings(resumed.output_dir)["path"] == one["path"]
+    np.testing.assert_array_equal(embeddings(tmp_path / "resumed"), embeddings(tmp_path / "one"))
+    assert not (tmp_path / "resumed" / "shards").exists()
+    again = extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), **options)  # finished: no work
+    assert again.num_examples == 5
+
+
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+from byola_hf.extract import extract
+
+original = extract.save_shard
+
+def save_then_die(job, index, rows, features):
+    original(job, index, rows, features)
+    me = os.getpid()
+    stats = {p: open(f"/proc/{p}/stat").read() for p in os.listdir("/proc") if p.isdigit()}
+    children = [p for p, stat in stats.items() if stat.split(")")[-1].split()[1] == str(me)]
+    Path(sys.argv[1]).write_text(" ".join(children))
+    os.kill(me, signal.SIGKILL)
+
+extract.save_shard = save_then_die
+extract.extract_embeddings(sys.argv[2], "audiofolder", sys.argv[3], data_dir=sys.argv[4], shard_size=2, num_workers=2)
+"""
+
+
+def cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [console_script("byola-extract"), *arguments], capture_output=True, text=True, cwd=PROJECT_ROOT
     )
-    dataset = load_embeddings(resumed.output_dir)
-    assert dataset["path"] == load_embeddings(reference.output_dir)["path"]
-    np.testing.assert_array_equal(np.stack(dataset["embedding"]), expected)
 
 
-def test_bad_audio_is_reported_or_skipped(audio_folder, random2048_dir, tmp_path):
-    _, bad = audio_folder
-    with pytest.raises(ValueError, match=r"2 example\(s\) could not be embedded.*(corrupt|empty)\.wav"):
-        extract_embeddings(str(random2048_dir), "audiofolder", str(tmp_path / "stop"), data_dir=str(bad))
-    result = extract_embeddings(
-        str(random2048_dir), "audiofolder", str(tmp_path / "skip"), data_dir=str(bad), skip_bad=True
+def one_line_error(result: subprocess.CompletedProcess) -> bool:
+    """Exit code 2 and the error as the last line of stderr, the only one saying `error:` (progress bars aside)."""
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if "error:" in line]
+    return (
+        result.returncode == 2
+        and "Traceback" not in result.stderr
+        and errors == lines[-1:]
+        and lines[-1].startswith("byola-extract: error:")
     )
-    assert result.num_examples == 3
-    assert sorted(item["path"].rsplit("/", 1)[-1] for item in result.skipped) == ["corrupt.wav", "empty.wav"]
-    assert json.loads((tmp_path / "skip" / "skipped.json").read_text()) == result.skipped
 
 
-def test_cli_on_a_folder_of_files(audio_folder, random2048_dir, tmp_path):
+def test_kill_9_then_changed_arguments_refuse_and_the_same_resume(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
-    output = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "byola_hf.extract.cli",
-            "--model_name_or_path",
-            str(random2048_dir),
-            "--dataset_name",
-            str(root / "train"),
-            "--output_dir",
-            str(tmp_path / "cli"),
-        ],
+    output, pids = tmp_path / "out", tmp_path / "children"
+    killed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KILLED_RUN), str(pids), str(random2048_dir), str(output), str(root)],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
     )
-    assert output.returncode == 0, output.stderr[-2000:]
-    assert "5 clips" in output.stdout and "audio-hours per minute" in output.stdout
-    assert len(load_embeddings(str(tmp_path / "cli"))) == 5
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    children = [int(pid) for pid in pids.read_text().split()]
+    assert children, "the run had DataLoader workers"
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in children):
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in children), "workers outlived their killed parent"
+    common = ["--model_name_or_path", str(random2048_dir), "--dataset_name", "audiofolder", "--data_dir", str(root)]
+    common += ["--output_dir", str(output)]
+    changed = cli(*common, "--shard_size", "3")
+    assert one_line_error(changed) and "--overwrite_output_dir" in changed.stderr
+    resumed = cli(*common, "--shard_size", "2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reference = extract_embeddings(str(random2048_dir), "audiofolder", str(tmp_path / "ref"), data_dir=str(root))
+    assert load_embeddings(str(output))["path"] == load_embeddings(reference.output_dir)["path"]
+    np.testing.assert_array_equal(embeddings(output), embeddings(tmp_path / "ref"))
+    assert "5 clips" in resumed.stdout and "audio-hours per minute" in resumed.stdout
+    restarted = extract_embeddings(
+        str(random2048_dir), "audiofolder", str(output), data_dir=str(root), shard_size=3, overwrite_output_dir=True
+    )
+    assert restarted.num_examples == 5
+    np.testing.assert_array_equal(embeddings(output), embeddings(tmp_path / "ref"))
+
+
+def test_never_deletes_what_it_did_not_write(audio_folder, random2048_dir, tmp_path):
+    root, _ = audio_folder
+    project = tmp_path / "p"
+    (project / "dataset").mkdir(parents=True)
+    (project / "shards").mkdir()
+    for index, path in enumerate(sorted((root / "train").rglob("*.wav"))):
+        (project / "dataset" / f"{index}.wav").write_bytes(path.read_bytes())
+    (project / "shards" / "notes.txt").write_text("mine")
+    before = sorted(path.name for path in project.rglob("*"))
+    for output in (project, project / "dataset"):
+        with pytest.raises(ValueError, match="did not write"):
+            extract_embeddings(str(random2048_dir), str(project / "dataset"), str(output), overwrite_output_dir=True)
+    assert sorted(path.name for path in project.rglob("*")) == before
+
+
+def test_two_runs_into_one_folder_refuse(audio_folder, random2048_dir, random3072_dir, tmp_path):
+    root, bad = audio_folder
+    output = str(tmp_path / "out")
+    extract_embeddings(str(random2048_dir), str(root / "train" / "yes"), output)
+    for model, source in ((random3072_dir, root / "train" / "yes"), (random2048_dir, root / "train" / "no")):
+        with pytest.raises(ValueError, match="other inputs or arguments"):
+            extract_embeddings(str(model), str(source), output)
+    assert len(load_embeddings(output)) == 3
+
+
+def test_bad_audio_is_reported_by_path_or_skipped_even_when_a_batch_has_only_bad_files(
+    audio_folder, random2048_dir, tmp_path
+):
+    _, bad = audio_folder
+    with pytest.raises(ValueError, match=r"a_corrupt\.wav could not be embedded.*--skip_bad"):
+        extract_embeddings(str(random2048_dir), "audiofolder", str(tmp_path / "stop"), data_dir=str(bad))
+    result = extract_embeddings(
+        str(random2048_dir),
+        "audiofolder",
+        str(tmp_path / "skip"),
+        data_dir=str(bad),
+        skip_bad=True,
+        shard_size=2,
+        batch_size=2,
+        frames=True,
+    )
+    assert result.num_examples == 3
+    assert sorted(item["path"].rsplit("/", 1)[-1] for item in result.skipped) == ["a_corrupt.wav", "b_empty.wav"]
+    assert "empty" in [item["error"] for item in result.skipped if "b_empty" in item["path"]][0]
+    assert json.loads((tmp_path / "skip" / "skipped.json").read_text()) == result.skipped
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--shard_size", "0"], "--shard_size must be a whole number >= 1"),
+        (["--batch_size", "-1"], "--batch_size must be a whole number >= 1"),
+        (["--layers", "0"], "pass --frames"),
+        (["--frames", "--layers", "9"], "--layers must be"),
+        (["--unit_seconds", "0"], "--unit_seconds must be"),
+        (["--device", "nowhere"], "is not a torch device"),
+        (["--metadata_csv", "missing.csv"], "Give either --dataset_name"),
+    ],
+)
+def test_user_mistakes_are_one_line(audio_folder, random2048_dir, tmp_path, capsys, arguments, message):
+    root, _ = audio_folder
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(random2048_dir), "--dataset_name", str(root), "--output_dir", str(output)]
+             + arguments)  # fmt: skip
+    stderr = capsys.readouterr().err
+    result = subprocess.CompletedProcess([], exit_info.value.code, "", stderr)
+    assert one_line_error(result) and message in stderr, stderr
+    assert not output.exists()
 
 
 def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random2048_dir, tmp_path):
@@ -168,6 +298,8 @@ def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random204
         str(tmp_path / "ranks"),
         "--shard_size",
         "2",
+        "--num_workers",
+        "0",
         cwd=PROJECT_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -177,3 +309,23 @@ def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random204
     ranks, one = load_embeddings(str(tmp_path / "ranks")), load_embeddings(single.output_dir)
     assert ranks["path"] == one["path"] and ranks["label"] == one["label"]
     np.testing.assert_allclose(np.stack(ranks["embedding"]), np.stack(one["embedding"]), atol=1e-6)
+
+
+def test_the_documented_random_model_recipe_extracts_every_layer_at_its_width(audio_folder, tmp_path, monkeypatch):
+    text = (PROJECT_ROOT / "docs" / "embeddings.md").read_text()
+    section = text[text.index("## A random model for smoke tests") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(snippet, {})  # noqa: S102  (the documented recipe, as written)
+    root, _ = audio_folder
+    result = extract_embeddings(
+        str(tmp_path / "byola-v2-random"), str(root / "train" / "no"), str(tmp_path / "out"), frames=True, layers="all"
+    )
+    dataset = load_embeddings(result.output_dir)
+    config = AutoModel.from_pretrained(tmp_path / "byola-v2-random").config
+    widths = layer_widths(config)
+    assert config.variant == "AudioNTT2022" and widths[-1] == config.feature_d == 3072 and len(widths) == 5
+    for layer, width in enumerate(widths):
+        frames = np.asarray(dataset[0][f"frames_{layer}"])
+        assert frames.shape == (len(dataset[0]["timestamps"]), width) and np.isfinite(frames).all()
+    assert np.std(dataset[0]["embedding"]) > 0

@@ -384,7 +384,7 @@ def test_model_card_without_statistics_warns():
             {"task": "pr", "description": "phoneme recognition", "dataset": "LibriSpeech test-clean"},
         )
     )
-    assert "processor.batch_decode(logits.argmax(-1))" in ctc and "- data: LibriSpeech test-clean" in ctc
+    assert "tokenizer.batch_decode(logits.argmax(-1))" in ctc and "- trained on: LibriSpeech test-clean" in ctc
     assert "\n\n\n" not in ctc
     assert "labels: yes, no" in fine_tuned
 

@@ -1,14 +1,117 @@
-"""From a folder of audio to a linear-evaluation accuracy in three commands, on the mini KS set, real 512-d weights."""
+"""Linear evaluation = EVAR's: equal to an independent re-implementation of its facts on fixed embeddings, `>=` keeps
+small tasks training, user mistakes are one line; and from a folder of audio to an accuracy on the mini KS set."""
 
+import copy
 import json
-import subprocess
-import sys
 
+import numpy as np
 import pytest
+import torch
+from sklearn.preprocessing import StandardScaler
+from torch import nn
 
-from byola_hf.linear_eval import linear_eval
+from byola_hf.extract import extract_embeddings
+from byola_hf.linear_eval import linear_eval, main, train_linear
 from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ks
+
+
+def evar_reference(
+    train_x, train_y, valid_x, valid_y, classes, seed, epochs=200, patience=20, improves=np.greater_equal
+):
+    """EVAR's TorchMLPClassifier2 (no hidden layer) as its source reads, with scikit-learn's scaler and torch's
+    DataLoader: returns (test-ready scaler, layer, best epoch, epochs run)."""
+    scaler = StandardScaler().fit(train_x.astype(np.float64))
+    x, vx = (torch.tensor(scaler.transform(a.astype(np.float64)), dtype=torch.float32) for a in (train_x, valid_x))
+    torch.manual_seed(seed)
+    model = nn.Linear(x.shape[1], classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-8)
+    one_hot = np.eye(classes, dtype=np.float32)
+    train = torch.utils.data.TensorDataset(x, torch.from_numpy(one_hot[train_y]))
+    valid = torch.utils.data.TensorDataset(vx, torch.from_numpy(valid_y))
+    batch = min(200, len(x))
+    train_loader = torch.utils.data.DataLoader(train, batch_size=batch, shuffle=True, drop_last=False)
+    valid_loader = torch.utils.data.DataLoader(valid, batch_size=batch, shuffle=False, drop_last=False)
+    best, best_epoch, best_weights, wait, epoch = 0.0, None, None, 0, 0
+    for epoch in range(epochs):
+        model.train()
+        for inputs, targets in train_loader:
+            optimizer.zero_grad()
+            loss = -torch.mean(targets * torch.log_softmax(model(inputs), dim=-1))
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        predictions = []
+        with torch.no_grad():
+            for inputs, _ in valid_loader:
+                predictions.extend(model(inputs).softmax(-1).argmax(-1).numpy())
+        accuracy = float(np.mean(np.asarray(predictions) == valid_y))
+        if improves(accuracy, best):
+            best, best_epoch, best_weights, wait = accuracy, epoch, copy.deepcopy(model.state_dict()), 1
+        else:
+            if wait >= patience:
+                break
+            wait += 1
+    model.load_state_dict(best_weights)
+    return scaler, model, best_epoch, epoch + 1
+
+
+def blobs(seed, sizes, classes=4, dim=24, spread=2.5):
+    """Gaussian classes that overlap (so accuracy moves with training), one array pair per size."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, dim)) * spread / np.sqrt(dim) * 3
+    parts = []
+    for size in sizes:
+        y = rng.integers(0, classes, size)
+        x = (centres[y] + rng.standard_normal((size, dim)) * 1.5 + 4.0).astype(np.float32)
+        parts.append((x, y.astype(np.int64)))
+    return parts
+
+
+@pytest.mark.parametrize(
+    "sizes, seeds", [((60, 12, 80), (42, 43, 44)), ((450, 40, 120), (42,))], ids=["one-batch", "batches-200-200-50"]
+)
+def test_matches_an_independent_reimplementation_of_evar(sizes, seeds):
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = blobs(0, sizes)
+    for seed in seeds:
+        scaler, model, best_epoch, epochs_run = evar_reference(train_x, train_y, valid_x, valid_y, 4, seed)
+        with torch.no_grad():
+            expected = model(torch.tensor(scaler.transform(test_x.astype(np.float64)), dtype=torch.float32))
+        expected_accuracy = float((expected.argmax(-1).numpy() == test_y).mean())
+        mean, std = train_x.astype(np.float64).mean(0), train_x.astype(np.float64).std(0)
+        standard = [((a - mean) / std).astype(np.float32) for a in (train_x, valid_x, test_x)]
+        run = train_linear(standard[0], train_y, standard[1], valid_y, 4, seed)
+        with torch.no_grad():
+            accuracy = float((run.layer(torch.from_numpy(standard[2])).argmax(-1).numpy() == test_y).mean())
+        print(f"\nseed {seed}, sizes {sizes}: accuracy {accuracy:.4f} (EVAR {expected_accuracy:.4f}), best epoch "
+              f"{run.best_epoch}, epochs {run.epochs_run}")  # fmt: skip
+        assert (run.best_epoch, run.epochs_run) == (best_epoch, epochs_run)
+        assert accuracy == expected_accuracy
+        np.testing.assert_allclose(run.layer.weight.detach().numpy(), model.weight.detach().numpy(), atol=1e-5)
+
+
+def test_a_plateau_no_longer_stops_training():
+    """Two validation clips: accuracy 1.0 soon and forever. With `>` the first 1.0 is the best and training stops
+    20 epochs later, nearly untrained; with EVAR's `>=` every later epoch is as good and training runs on."""
+    (train_x, train_y), (test_x, test_y) = blobs(1, (40, 400), classes=2, spread=0.8)
+    valid_x = np.stack([train_x[train_y == 0].mean(0), train_x[train_y == 1].mean(0)]) * np.float32(1.0)
+    valid_y = np.asarray([0, 1])
+    results = {}
+    for name, improves in (("greater", np.greater), ("greater_equal", np.greater_equal)):
+        scaler, model, best_epoch, epochs_run = evar_reference(
+            train_x, train_y, valid_x, valid_y, 2, 0, improves=improves
+        )
+        with torch.no_grad():
+            logits = model(torch.tensor(scaler.transform(test_x.astype(np.float64)), dtype=torch.float32))
+        results[name] = (float((logits.argmax(-1).numpy() == test_y).mean()), best_epoch, epochs_run)
+    print(f"\n'>' {results['greater']}, '>=' {results['greater_equal']} (accuracy, best epoch, epochs run)")
+    assert results["greater"][2] < 200 and results["greater_equal"][2] == 200
+    assert results["greater_equal"][0] > results["greater"][0]
+    mean, std = train_x.mean(0, dtype=np.float64), train_x.std(0, dtype=np.float64)
+    standard = [((a - mean) / std).astype(np.float32) for a in (train_x, valid_x, test_x)]
+    run = train_linear(standard[0], train_y, standard[1], valid_y, 2, 0)
+    accuracy = float((run.layer(torch.from_numpy(standard[2])).argmax(-1).numpy() == test_y).mean())
+    assert (accuracy, run.best_epoch, run.epochs_run) == results["greater_equal"]
 
 
 @pytest.fixture(scope="module")
@@ -21,69 +124,65 @@ def ks_embeddings(tmp_path_factory, real512_dir):
     directories = {}
     for split in ("train", "validation", "test"):
         directories[split] = root / f"emb-{split}"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "byola_hf.extract.cli",
-                "--model_name_or_path",
-                str(model),
-                "--dataset_name",
-                "audiofolder",
-                "--data_dir",
-                str(data),
-                "--split",
-                split,
-                "--output_dir",
-                str(directories[split]),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
+        extract_embeddings(str(model), "audiofolder", str(directories[split]), data_dir=str(data), split=split)
     return directories
 
 
-def test_linear_evaluation_on_unseen_voices(ks_embeddings, tmp_path):
+def test_linear_evaluation_on_unseen_voices(ks_embeddings, tmp_path, capsys):
     output = tmp_path / "le"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "byola_hf.linear_eval.cli",
-            "--train_dir",
-            str(ks_embeddings["train"]),
-            "--test_dir",
-            str(ks_embeddings["test"]),
-            "--validation_dir",
-            str(ks_embeddings["validation"]),
-            "--label_column_name",
-            "label",
-            "--output_dir",
-            str(output),
-            "--seeds",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    main(
+        ["--train_dir", str(ks_embeddings["train"]), "--test_dir", str(ks_embeddings["test"]), "--validation_dir",
+         str(ks_embeddings["validation"]), "--label_column_name", "label", "--output_dir", str(output), "--seeds", "3"]
+    )  # fmt: skip
     metrics = json.loads((output / "eval_results.json").read_text())
-    print(
-        f"\nlinear evaluation, mini KS, official 512-d weights: {metrics['test_accuracy']:.3f} ± "
-        f"{metrics['test_accuracy_std']:.3f} over 3 seeds (chance 0.10)"
-    )
+    assert "test accuracy" in capsys.readouterr().out
+    with capsys.disabled():
+        print(
+            f"\nlinear evaluation (EVAR), mini KS, official 512-d weights: {metrics['test_accuracy']:.3f} ± "
+            f"{metrics['test_accuracy_std']:.3f} over 3 seeds (chance 0.10)"
+        )
     assert metrics["test_accuracy"] >= 0.5 and len(metrics["accuracies"]) == 3
     assert set(metrics["per_class"]) == set(metrics["classes"]) and len(metrics["classes"]) == 10
     assert (output / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "test accuracy" in result.stdout
 
 
-def test_linear_evaluation_is_reproducible_and_holds_out_a_validation_split(ks_embeddings):
+def test_linear_evaluation_is_reproducible_and_holds_out_a_validation_part(ks_embeddings):
     runs = [
         linear_eval(str(ks_embeddings["train"]), str(ks_embeddings["test"]), "label", validation_fraction=0.2, seed=7)
         for _ in range(2)
     ]
     assert runs[0].accuracies == runs[1].accuracies and runs[0].best_epochs == runs[1].best_epochs
-    assert runs[0].validation == "0.2 of the training split held out (stratified, seed 7)"
-    assert runs[0].num_validation + runs[0].num_train == 120
+    assert runs[0].validation == "0.2 of the training part held out (every class in it, seed 7)"
+    assert runs[0].num_validation + runs[0].num_train == 120 and runs[0].num_validation == 24
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--train_dir", "{missing}", "--test_dir", "{missing}"], "holds no byola-extract output"),
+        (["--train_dir", "{train}", "--test_dir", "{test}", "--label_column_name", "speaker"], "no column 'speaker'"),
+        (["--train_dir", "{train}", "--test_dir", "{test}", "--seeds", "0"], "--seeds must be a whole number >= 1"),
+        (["--train_dir", "{train}", "--test_dir", "{test}", "--epochs", "0"], "--epochs must be a whole number >= 1"),
+        (["--embeddings_dir", "{train}"], "neither a 'split'"),
+        (["--train_dir", "{train}"], "Give --embeddings_dir"),
+    ],
+)
+def test_user_mistakes_are_one_line(ks_embeddings, tmp_path, capsys, arguments, message):
+    places = {
+        "missing": str(tmp_path / "nowhere"),
+        "train": str(ks_embeddings["train"]),
+        "test": str(ks_embeddings["test"]),
+    }
+    with pytest.raises(SystemExit) as exit_info:
+        main([argument.format(**places) for argument in arguments] + ["--output_dir", str(tmp_path / "out")])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in stderr
+    assert stderr.startswith("byola-linear-eval: error:") and stderr.count("\n") == 1 and message in stderr, stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_a_folder_it_did_not_write(ks_embeddings, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="did not write"):
+        linear_eval(str(ks_embeddings["train"]), str(ks_embeddings["test"]), epochs=1, output_dir=str(tmp_path))
+    assert (tmp_path / "notes.txt").read_text() == "mine"

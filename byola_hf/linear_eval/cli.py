@@ -1,33 +1,40 @@
-"""`byola-linear-eval`: the BYOL-A papers' linear evaluation on embeddings written by `byola-extract`.
+"""`byola-linear-eval`: EVAR's linear evaluation (the BYOL-A papers' protocol) on embeddings from `byola-extract`.
 
-byola-linear-eval --train_dir A --test_dir B [--validation_dir V | --validation_fraction F]
-    --label_column_name L --output_dir OUT [--seeds N]
+byola-linear-eval (--embeddings_dir EMB | --train_dir A --test_dir B [--validation_dir V])
+    --label_column_name label --output_dir OUT [--seeds N]
 """
 
 from dataclasses import asdict, dataclass, field
 
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from .evaluate import linear_eval
-
-
-COMMAND = "byola-linear-eval"
+from .report import COMMAND, headline
 
 
 @dataclass
 class LinearEvalArguments:
-    train_dir: str = field(metadata={"help": "byola-extract output of the training split"})
-    test_dir: str = field(metadata={"help": "byola-extract output of the test split"})
-    label_column_name: str = field(metadata={"help": "Label column"})
-    output_dir: str = field(metadata={"help": "Where to write eval_results.json and confusion_matrix.png"})
+    output_dir: str = field(metadata={"help": "A new or empty folder for eval_results.json and confusion_matrix.png"})
+    label_column_name: str = field(default="label", metadata={"help": "Label column"})
+    embeddings_dir: str | None = field(
+        default=None,
+        metadata={"help": "byola-extract --metadata_csv output of a whole task, with a split or fold column"},
+    )
+    train_dir: str | None = field(default=None, metadata={"help": "byola-extract output of the training split"})
+    test_dir: str | None = field(default=None, metadata={"help": "byola-extract output of the test split"})
     validation_dir: str | None = field(default=None, metadata={"help": "byola-extract output of the validation split"})
     validation_fraction: float | None = field(
-        default=None, metadata={"help": "Without --validation_dir: hold out this fraction of train (default 0.1)"}
+        default=None, metadata={"help": "Without a validation split: the part of train held out as EVAR does (0.1)"}
     )
     seeds: int = field(default=1, metadata={"help": "Repeat with this many seeds; the mean and std are reported"})
     seed: int = field(default=42, metadata={"help": "First seed"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate (the authors' 3e-4)"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate (EVAR's BYOL-A setting)"})
     epochs: int = field(default=200, metadata={"help": "Most epochs"})
-    patience: int = field(default=20, metadata={"help": "Early stopping: epochs without a better validation accuracy"})
+    patience: int = field(
+        default=20, metadata={"help": "Early stopping: epochs in a row without a validation accuracy >= the best"}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the results of an earlier run with other settings"}
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,13 +46,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: LinearEvalArguments) -> None:
     """Evaluate and report."""
-    if args.validation_dir is not None and args.validation_fraction is not None:
-        raise ValueError("--validation_dir and --validation_fraction exclude each other: give one.")
     result = linear_eval(**asdict(args))
     print(
-        f"test accuracy {result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over {len(result.accuracies)} "
-        f"seed(s); train {result.num_train}, validation {result.num_validation} ({result.validation}), test "
-        f"{result.num_test}; saved to {args.output_dir}"
+        f"test accuracy {headline(result)} ({result.protocol}); train {result.num_train}, validation "
+        f"{result.num_validation} ({result.validation}), test {result.num_test}; saved to {args.output_dir}"
     )
 
 

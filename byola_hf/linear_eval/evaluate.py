@@ -1,29 +1,77 @@
-"""Linear evaluation of frozen clip embeddings, as the BYOL-A papers and the authors' EVAR package run it.
+"""Linear evaluation of frozen clip embeddings, as the BYOL-A papers run it with the authors' EVAR package.
 
-The protocol (facts from nttcslab/byol-a `evaluate.py` and nttcslab/eval-audio-repr `lineareval.py` with its BYOL-A
-config): features standardised with the training split's mean and std; one linear layer (no hidden layer) trained
-with Adam at learning rate 3e-4 for at most 200 epochs; early stopping when the validation accuracy has not improved
-for 20 epochs, keeping the best epoch's weights; test accuracy reported, repeated over seeds as mean ± std.
+The classifier is EVAR's (see [`~byola_hf.linear_eval.classifier`]); defaults are EVAR's BYOL-A config (learning rate
+3e-4, at most 200 epochs, early stop after 20). The task comes as `byola-extract` outputs in one of EVAR's layouts:
+- `train_dir`, `test_dir` and optionally `validation_dir` (one output per split);
+- one `embeddings_dir` (a `byola-extract --metadata_csv` run over an EVAR task CSV) whose `split` column says
+  `train`, `valid` (or `validation`) or `test`;
+- one `embeddings_dir` whose `fold` column numbers the folds (ESC-50: 5, US8K: 10): leave-one-fold-out, each fold
+  tested once by a classifier trained on the others.
+Without a validation split, `validation_fraction` (0.1) of the training part is held out as EVAR does (random,
+every class in it), after the features are standardised with the whole training part, as EVAR does.
 """
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..extract.extract import load_embeddings
+from .classifier import hold_out_validation, predict, standardize, train_linear
+
+
+VALIDATION_NAMES = ("valid", "validation")
+
+
+@dataclass
+class Fold:
+    """One train/test round: raw features `(n, d)` and class indices of each part (`valid_*` may be `None`)."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    valid_x: np.ndarray | None = None
+    valid_y: np.ndarray | None = None
+    test_rows: np.ndarray | None = None
+
+
+@dataclass
+class FoldRun:
+    """The result of one fold with one seed."""
+
+    accuracy: float
+    predictions: np.ndarray
+    best_epoch: int
+    epochs_run: int
+    num_train: int
+    num_validation: int
+    validation: str
+
+
+@dataclass
+class TrainingSettings:
+    """What the classifier is trained with."""
+
+    learning_rate: float = 3e-4
+    epochs: int = 200
+    patience: int = 20
+    validation_fraction: float = 0.1
 
 
 @dataclass
 class LinearEvalResult:
-    """Test accuracy over seeds and the details of the first seed's run."""
+    """
+    Test accuracy over folds and seeds: `test_accuracy` is the mean of every (fold, seed) run, `test_accuracy_std`
+    their std; `seed_accuracies` each seed's mean over folds; `folds` the per-fold figures. The per-class report and
+    the confusion matrix pool the first seed's predictions over the folds (each example is tested once).
+    """
 
     test_accuracy: float
     test_accuracy_std: float
     accuracies: list[float]
+    seed_accuracies: list[float]
+    folds: list[dict]
     classes: list[str]
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]]
@@ -32,52 +80,128 @@ class LinearEvalResult:
     num_validation: int
     num_test: int
     validation: str
+    protocol: str
     settings: dict = field(default_factory=dict)
 
 
-def train_linear(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    valid_x: np.ndarray,
-    valid_y: np.ndarray,
-    classes: int,
-    seed: int,
-    learning_rate: float = 3e-4,
-    epochs: int = 200,
-    patience: int = 20,
-    batch_size: int = 256,
-) -> tuple[nn.Linear, int]:
-    """A linear classifier on standardised features, the weights of its best validation epoch, and that epoch."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    layer = nn.Linear(train_x.shape[1], classes)
-    optimizer = torch.optim.Adam(layer.parameters(), lr=learning_rate)
-    inputs, targets = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    valid_inputs, valid_targets = torch.from_numpy(valid_x), torch.from_numpy(valid_y)
-    best_accuracy, best_epoch, best_state = -1.0, 0, None
-    for epoch in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(layer(inputs[batch]), targets[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            accuracy = float((layer(valid_inputs).argmax(-1) == valid_targets).float().mean())
-        if accuracy > best_accuracy:
-            best_accuracy, best_epoch = accuracy, epoch
-            best_state = {key: value.clone() for key, value in layer.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
-    layer.load_state_dict(best_state)
-    return layer, best_epoch
+def label_classes(values: list) -> list:
+    """The sorted distinct labels (numbers sorted as numbers); an empty label is an error."""
+    if any(value is None or (isinstance(value, str) and not value.strip()) for value in values):
+        raise ValueError("Some examples have an empty label: fill them in or remove those rows.")
+    distinct = set(values)
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return sorted(distinct, key=str)
+
+
+def read_embeddings(directory: str, label_column_name: str, extra_columns: tuple[str, ...] = ()) -> dict:
+    """The `embedding`, label and `extra_columns` columns of a `byola-extract` output, or a one-line error."""
+    dataset = load_embeddings(directory)
+    for column in ("embedding", label_column_name, *extra_columns):
+        if column not in dataset.column_names:
+            flag = " (--label_column_name)" if column == label_column_name else ""
+            raise ValueError(f"{directory} has no column '{column}'{flag}; its columns are {dataset.column_names}.")
+    if len(dataset) == 0:
+        raise ValueError(f"{directory} holds no examples.")
+    columns = {name: dataset[name] for name in (label_column_name, *extra_columns)}
+    columns["embedding"] = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
+    return columns
+
+
+def encode(labels: list, classes: list) -> np.ndarray:
+    index = {label: position for position, label in enumerate(classes)}
+    return np.asarray([index[label] for label in labels], dtype=np.int64)
+
+
+def folds_from_directories(
+    train_dir: str, test_dir: str, validation_dir: str | None, label_column_name: str
+) -> tuple[list[Fold], list]:
+    """One fold from one `byola-extract` output per split."""
+    parts = {"train": train_dir, "test": test_dir, **({"valid": validation_dir} if validation_dir else {})}
+    data = {name: read_embeddings(path, label_column_name) for name, path in parts.items()}
+    classes = label_classes(data["train"][label_column_name])
+    unseen = set(label_classes([v for d in data.values() for v in d[label_column_name]])) - set(classes)
+    if unseen:
+        raise ValueError(f"Labels never seen in training: {', '.join(map(str, sorted(unseen, key=str)[:10]))}.")
+    arrays = {name: (d["embedding"], encode(d[label_column_name], classes)) for name, d in data.items()}
+    valid = arrays.get("valid", (None, None))
+    return [Fold("all", *arrays["train"], *arrays["test"], *valid)], classes
+
+
+def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[Fold], list, str]:
+    """The folds of one `byola-extract --metadata_csv` output by its `split` or `fold` column, and the layout."""
+    dataset = load_embeddings(embeddings_dir)
+    layout = "split" if "split" in dataset.column_names else "fold" if "fold" in dataset.column_names else None
+    if layout is None:
+        raise ValueError(
+            f"{embeddings_dir} has neither a 'split' (train/valid/test) nor a 'fold' column: extract an EVAR task CSV "
+            f"with byola-extract --metadata_csv, or pass --train_dir and --test_dir; its columns are "
+            f"{dataset.column_names}."
+        )
+    data = read_embeddings(embeddings_dir, label_column_name, (layout,))
+    classes = label_classes(data[label_column_name])
+    x, y, tags = data["embedding"], encode(data[label_column_name], classes), np.asarray(data[layout])
+    if layout == "split":
+        return [split_fold(x, y, tags, embeddings_dir)], classes, layout
+    folds = []
+    for name in label_classes(list(tags)):
+        test = tags == name
+        folds.append(Fold(str(name), x[~test], y[~test], x[test], y[test], test_rows=np.flatnonzero(test)))
+    if len(folds) < 2:
+        raise ValueError(
+            f"{embeddings_dir} has a single fold ({folds[0].name}): leave-one-fold-out needs two or more."
+        )
+    return folds, classes, layout
+
+
+def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fold:
+    """The train/valid/test fold of a `split` column."""
+    tags = np.asarray([str(tag).strip().lower() for tag in tags])
+    unknown = sorted(set(tags) - {"train", "test", *VALIDATION_NAMES})
+    if unknown or "train" not in tags or "test" not in tags:
+        raise ValueError(
+            f"The 'split' column of {where} must say train, valid (or validation) and test, with train and test "
+            f"present; found {sorted(set(tags))}."
+        )
+    train, test, valid = tags == "train", tags == "test", np.isin(tags, VALIDATION_NAMES)
+    unseen = set(y[test | valid]) - set(y[train])
+    if unseen:
+        raise ValueError(f"{len(unseen)} class(es) of the valid/test splits of {where} never appear in train.")
+    fold = Fold("all", x[train], y[train], x[test], y[test], test_rows=np.flatnonzero(test))
+    if valid.any():
+        fold.valid_x, fold.valid_y = x[valid], y[valid]
+    return fold
+
+
+def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings) -> FoldRun:
+    """Standardise, hold out a validation part if there is none, train, and test one fold with one seed."""
+    train_x, test_x, train_y = fold.train_x, fold.test_x, fold.train_y
+    if len(set(fold.test_y) - set(train_y)):
+        raise ValueError(f"Fold {fold.name}: some test classes never appear in its training part.")
+    if fold.valid_x is not None:
+        train_x, valid_x, test_x = standardize(train_x, fold.valid_x, test_x)
+        valid_y, validation = fold.valid_y, "the validation split"
+    else:
+        # EVAR standardises with the whole training part, then holds the validation part out of it.
+        train_x, test_x = standardize(train_x, test_x)
+        held = hold_out_validation(train_y, settings.validation_fraction, seed)
+        keep = np.setdiff1d(np.arange(len(train_y)), held)
+        valid_x, valid_y, train_x, train_y = train_x[held], train_y[held], train_x[keep], train_y[keep]
+        validation = f"{settings.validation_fraction:g} of the training part held out (every class in it, seed {seed})"
+    run = train_linear(
+        train_x, train_y, valid_x, valid_y, num_classes, seed, settings.learning_rate, settings.epochs,
+        settings.patience,
+    )  # fmt: skip
+    predictions = predict(run.layer, test_x)
+    accuracy = float((predictions == fold.test_y).mean())
+    return FoldRun(accuracy, predictions, run.best_epoch, run.epochs_run, len(train_y), len(valid_y), validation)
 
 
 def linear_eval(
-    train_dir: str,
-    test_dir: str,
-    label_column_name: str,
+    train_dir: str | None = None,
+    test_dir: str | None = None,
+    label_column_name: str = "label",
     validation_dir: str | None = None,
     validation_fraction: float | None = None,
     seeds: int = 1,
@@ -86,117 +210,100 @@ def linear_eval(
     epochs: int = 200,
     patience: int = 20,
     output_dir: str | None = None,
+    embeddings_dir: str | None = None,
+    overwrite_output_dir: bool = False,
 ) -> LinearEvalResult:
     """
-    Linear evaluation over `byola-extract` outputs: `train_dir`, `test_dir` and a validation split (`validation_dir`,
-    or `validation_fraction` of the training split held out, stratified, fixed by `seed`). With `output_dir`,
-    writes `eval_results.json` (`test_accuracy` = the mean over seeds, `test_accuracy_std`, per-class report) and
-    `confusion_matrix.png`.
+    EVAR's linear evaluation of `byola-extract` outputs (see the module doc): every fold with seeds `seed`,
+    `seed + 1`, ... `seed + seeds - 1`. With `output_dir` (a folder this command owns), writes `eval_results.json`
+    ([`LinearEvalResult`]) and `confusion_matrix.png`.
     """
-    train, test = load_embeddings(train_dir), load_embeddings(test_dir)
-    labels = sorted({str(value) for value in train[label_column_name]})
-    index = {label: position for position, label in enumerate(labels)}
-    unseen = sorted({str(value) for value in test[label_column_name]} - set(labels))
-    if unseen:
-        raise ValueError(f"Test labels never seen in training: {', '.join(unseen[:10])}.")
-
-    def arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(dataset["embedding"], dtype=np.float32)
-        y = np.asarray([index[str(value)] for value in dataset[label_column_name]], dtype=np.int64)
-        return x, y
-
-    train_x, train_y = arrays(train)
-    if validation_dir is not None:
-        valid_x, valid_y = arrays(load_embeddings(validation_dir))
-        validation = f"the split at {validation_dir}"
-    else:
-        fraction = 0.1 if validation_fraction is None else validation_fraction
-        if not 0 < fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}.")
-        held_out = _stratified_hold_out(train_y, fraction, seed)
-        valid_x, valid_y = train_x[held_out], train_y[held_out]
-        keep = np.setdiff1d(np.arange(len(train_y)), held_out)
-        train_x, train_y = train_x[keep], train_y[keep]
-        validation = f"{fraction:g} of the training split held out (stratified, seed {seed})"
-    test_x, test_y = arrays(test)
-    # Standardised with the training split's statistics, as the original protocol does.
-    mean, std = train_x.mean(0), train_x.std(0)
-    std[std == 0] = 1.0
-    train_x, valid_x, test_x = ((x - mean) / std for x in (train_x, valid_x, test_x))
-
-    accuracies, best_epochs, first_predictions = [], [], None
-    for run in range(seeds):
-        layer, best_epoch = train_linear(
-            train_x, train_y, valid_x, valid_y, len(labels), seed + run, learning_rate, epochs, patience
-        )
-        with torch.no_grad():
-            predictions = layer(torch.from_numpy(test_x)).argmax(-1).numpy()
-        accuracies.append(float((predictions == test_y).mean()))
-        best_epochs.append(best_epoch)
-        if first_predictions is None:
-            first_predictions = predictions
-    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    np.add.at(matrix, (test_y, first_predictions), 1)
-    result = LinearEvalResult(
-        test_accuracy=float(np.mean(accuracies)),
-        test_accuracy_std=float(np.std(accuracies)),
-        accuracies=accuracies,
-        classes=labels,
-        per_class=_per_class_report(matrix, labels),
-        confusion_matrix=matrix.tolist(),
-        best_epochs=best_epochs,
-        num_train=len(train_y),
-        num_validation=len(valid_y),
-        num_test=len(test_y),
-        validation=validation,
-        settings={
-            "learning_rate": learning_rate,
-            "epochs": epochs,
-            "patience": patience,
-            "seeds": seeds,
-            "seed": seed,
-            "label_column_name": label_column_name,
-        },
+    settings = TrainingSettings(
+        learning_rate, epochs, patience, 0.1 if validation_fraction is None else validation_fraction
     )
-    if output_dir is not None:
-        output = Path(output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "eval_results.json").write_text(json.dumps(asdict(result), indent=1))
-        from ..tools.plots import save_confusion_matrix
-
-        save_confusion_matrix(
-            test_y,
-            first_predictions,
-            labels,
-            output / "confusion_matrix.png",
-            title="Linear evaluation confusion matrix",
+    check_settings(settings, seeds, validation_dir, validation_fraction)
+    if embeddings_dir is not None:
+        if train_dir is not None or test_dir is not None or validation_dir is not None:
+            raise ValueError(
+                "--embeddings_dir takes the whole task: drop --train_dir, --test_dir and --validation_dir."
+            )
+        folds, classes, protocol = folds_from_table(embeddings_dir, label_column_name)
+    elif train_dir is not None and test_dir is not None:
+        (folds, classes), protocol = (
+            folds_from_directories(train_dir, test_dir, validation_dir, label_column_name),
+            "split",
         )
+    else:
+        raise ValueError(
+            "Give --embeddings_dir (an EVAR task with a split or fold column) or --train_dir and --test_dir."
+        )
+    runs = [[run_fold(fold, len(classes), seed + offset, settings) for fold in folds] for offset in range(seeds)]
+    result = summarize(folds, runs, [str(label) for label in classes], protocol, settings)
+    result.settings.update(seeds=seeds, seed=seed, label_column_name=label_column_name)
+    if output_dir is not None:
+        from .report import write_report
+
+        write_report(result, folds, runs[0], output_dir, overwrite_output_dir)
     return result
 
 
-def _stratified_hold_out(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of about `fraction` of each class (at least one where the class has two or more examples)."""
-    rng = np.random.default_rng(seed)
-    held_out = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        count = min(len(members) - 1, max(1, round(fraction * len(members))))
-        held_out.extend(members[:count].tolist())
-    return np.sort(np.asarray(held_out, dtype=np.int64))
+def check_settings(settings: TrainingSettings, seeds: int, validation_dir: str | None, fraction: float | None) -> None:
+    """A one-line `ValueError` for each setting no evaluation can use."""
+    for name, value, least in (
+        ("seeds", seeds, 1),
+        ("epochs", settings.epochs, 1),
+        ("patience", settings.patience, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
+    if not (np.isfinite(settings.learning_rate) and settings.learning_rate > 0):
+        raise ValueError(f"--learning_rate must be a positive number, got {settings.learning_rate!r}.")
+    if not 0 < settings.validation_fraction < 1:
+        raise ValueError(f"--validation_fraction must be between 0 and 1, got {settings.validation_fraction!r}.")
+    if validation_dir is not None and fraction is not None:
+        raise ValueError("--validation_dir and --validation_fraction exclude each other: give one.")
 
 
-def _per_class_report(matrix: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
-    report = {}
-    for position, label in enumerate(labels):
-        true_positive = matrix[position, position]
-        predicted, actual = matrix[:, position].sum(), matrix[position].sum()
-        precision = true_positive / predicted if predicted else 0.0
-        recall = true_positive / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report[label] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(actual),
+def summarize(
+    folds: list[Fold], runs: list[list[FoldRun]], classes: list[str], protocol: str, settings: TrainingSettings
+) -> LinearEvalResult:
+    """Mean ± std over every (seed, fold) run, each seed's and each fold's figures, and the first seed's pooled
+    per-class report and confusion matrix."""
+    from .report import per_class_report
+
+    accuracies = [run.accuracy for seed_runs in runs for run in seed_runs]
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for fold, run in zip(folds, runs[0]):
+        np.add.at(matrix, (fold.test_y, run.predictions), 1)
+    fold_figures = [
+        {
+            "fold": fold.name,
+            "accuracies": [seed_runs[index].accuracy for seed_runs in runs],
+            "mean": float(np.mean([seed_runs[index].accuracy for seed_runs in runs])),
+            "std": float(np.std([seed_runs[index].accuracy for seed_runs in runs])),
+            "best_epochs": [seed_runs[index].best_epoch for seed_runs in runs],
+            "epochs_run": [seed_runs[index].epochs_run for seed_runs in runs],
+            "num_train": runs[0][index].num_train,
+            "num_validation": runs[0][index].num_validation,
+            "num_test": len(fold.test_y),
         }
-    return report
+        for index, fold in enumerate(folds)
+    ]
+    return LinearEvalResult(
+        test_accuracy=float(np.mean(accuracies)),
+        test_accuracy_std=float(np.std(accuracies)),
+        accuracies=accuracies,
+        seed_accuracies=[float(np.mean([run.accuracy for run in seed_runs])) for seed_runs in runs],
+        folds=fold_figures,
+        classes=classes,
+        per_class=per_class_report(matrix, classes),
+        confusion_matrix=matrix.tolist(),
+        best_epochs=[run.best_epoch for seed_runs in runs for run in seed_runs],
+        num_train=runs[0][0].num_train,
+        num_validation=runs[0][0].num_validation,
+        num_test=int(sum(len(fold.test_y) for fold in folds)),
+        validation=runs[0][0].validation,
+        protocol="leave-one-fold-out" if protocol == "fold" else "train/valid/test split",
+        settings={"learning_rate": settings.learning_rate, "epochs": settings.epochs, "patience": settings.patience,
+                  "validation_fraction": settings.validation_fraction},
+    )  # fmt: skip

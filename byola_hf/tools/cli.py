@@ -6,6 +6,7 @@ the command does not own, a mismatched re-run), missing extras, and the file sys
 permission denied). Anything else is a bug and keeps its traceback.
 """
 
+import argparse
 import ctypes
 import errno
 import re
@@ -67,8 +68,20 @@ def require_extras(command: str, modules: Sequence[str], extra: str) -> None:
             fail(command, str(error))
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` with each default said once: not for flags whose default is nothing (`None`, `False`), nor when the
+    help text already says what happens by default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text.lower() or "not given" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
 def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -> HfArgumentParser:
     """An `HfArgumentParser` for `command` whose errors (unknown flags, bad values) are one line and exit code 2."""
+    kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
     parser = HfArgumentParser(argument_types, prog=command, **kwargs)
     parser.error = lambda message: fail(command, f"{message} (see {command} --help)")
     return parser

@@ -1,0 +1,148 @@
+"""The linear classifier of EVAR's linear evaluation (nttcslab/eval-audio-repr `lineareval.py`, `TorchMLPClassifier2`
+with no hidden layer), written from its facts:
+
+- features standardised with the mean and (population) std of the training part, a constant feature left as is;
+- one `nn.Linear`, initialised by torch after `torch.manual_seed(seed)`;
+- Adam (betas 0.9/0.999, eps 1e-8, weight decay 1e-8) at `learning_rate`, mini-batches of `min(200, n)` drawn as
+  `DataLoader(shuffle=True)` draws them from torch's global generator;
+- the loss `-mean(one_hot(y) * log_softmax(logits))` (cross-entropy divided by the number of classes);
+- after each epoch the validation accuracy (argmax of the softmax); one equal to the best so far counts as an
+  improvement (`>=`) and keeps that epoch's weights; training stops at the `patience`-th epoch in a row without one
+  (`patience=0`: never early); the best epoch's weights are the result.
+
+One difference: EVAR one-hot encodes labels with scikit-learn's `LabelBinarizer`, which gives a single column for two
+classes; here every task, binary ones included, gets one output and one one-hot column per class.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+# EVAR's `batch_size="auto"`: min(200, n).
+MAX_BATCH_SIZE = 200
+ADAM_WEIGHT_DECAY = 1e-8
+
+
+@dataclass
+class LinearRun:
+    """A trained classifier (best validation epoch's weights), that epoch (0-based) and the epochs run."""
+
+    layer: nn.Linear
+    best_epoch: int
+    epochs_run: int
+    best_validation_accuracy: float
+
+
+def standardize(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """`train_x` and `others` as float32, standardised with `train_x`'s per-feature mean and population std
+    (computed in float64; a constant feature is only centred), as scikit-learn's `StandardScaler`."""
+    train64 = train_x.astype(np.float64)
+    mean, std = train64.mean(0), train64.std(0)
+    std[std == 0] = 1.0
+    return [((x.astype(np.float64) - mean) / std).astype(np.float32) for x in (train_x, *others)]
+
+
+def evar_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`-mean(one_hot(targets) * log_softmax(logits))` over the batch and the classes."""
+    one_hot = nn.functional.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+    return -(one_hot * nn.functional.log_softmax(logits, dim=-1)).mean()
+
+
+def predict(layer: nn.Linear, x: np.ndarray) -> np.ndarray:
+    """Class indices of standardised features `x` `(n, d)`."""
+    with torch.no_grad():
+        return layer(torch.from_numpy(x)).softmax(-1).argmax(-1).numpy()
+
+
+def draw_seed() -> int:
+    """One number from torch's global generator, as a DataLoader takes one per iteration for its workers' seed and
+    a shuffling sampler one more for its permutation."""
+    return int(torch.empty((), dtype=torch.int64).random_().item())
+
+
+def epoch_batches(num_examples: int, batch_size: int) -> list[torch.Tensor]:
+    """One epoch's shuffled mini-batches, drawn from the global generator as `DataLoader(shuffle=True)` draws them."""
+    draw_seed()  # the loader's worker base seed
+    permutation = torch.randperm(num_examples, generator=torch.Generator().manual_seed(draw_seed()))
+    return list(permutation.split(batch_size))
+
+
+class EarlyStopping:
+    """EVAR's rule: `>=` the best validation accuracy (starting from 0) is an improvement; the `patience`-th epoch
+    in a row without one stops (never with `patience=0`)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_accuracy, self.best_epoch, self.best_state, self.wait = 0.0, 0, None, 0
+
+    def step(self, epoch: int, accuracy: float, layer: nn.Linear) -> bool:
+        """Record the epoch; whether to stop."""
+        if accuracy >= self.best_accuracy:
+            self.best_accuracy, self.best_epoch, self.wait = accuracy, epoch, 1
+            self.best_state = {name: value.clone() for name, value in layer.state_dict().items()}
+            return False
+        stop = self.patience > 0 and self.wait >= self.patience
+        self.wait += 1
+        return stop
+
+
+def train_linear(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    num_classes: int,
+    seed: int,
+    learning_rate: float = 3e-4,
+    epochs: int = 200,
+    patience: int = 20,
+) -> LinearRun:
+    """
+    Train EVAR's linear classifier (see the module doc) on standardised float32 features `(n, d)` and int64 labels;
+    torch's global random state is restored afterwards.
+    """
+    inputs, targets = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    valid_inputs, valid_targets = torch.from_numpy(valid_x), torch.from_numpy(valid_y)
+    batch_size = min(MAX_BATCH_SIZE, len(inputs))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layer = nn.Linear(inputs.shape[1], num_classes)
+        optimizer = torch.optim.Adam(
+            layer.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=ADAM_WEIGHT_DECAY
+        )
+        stopper, epoch = EarlyStopping(patience), 0
+        for epoch in range(epochs):
+            for batch in epoch_batches(len(inputs), batch_size):
+                optimizer.zero_grad()
+                evar_loss(layer(inputs[batch]), targets[batch]).backward()
+                optimizer.step()
+            draw_seed()  # the validation loader's worker base seed
+            with torch.no_grad():
+                predictions = layer(valid_inputs).softmax(-1).argmax(-1)
+            if stopper.step(epoch, float((predictions == valid_targets).float().mean()), layer):
+                break
+    layer.load_state_dict(stopper.best_state)
+    return LinearRun(layer, stopper.best_epoch, epoch + 1, stopper.best_accuracy)
+
+
+def hold_out_validation(labels: np.ndarray, fraction: float, seed: int, attempts: int = 100) -> np.ndarray:
+    """
+    Sorted indices of a random `ceil(fraction * n)` examples holding every class, as EVAR draws a validation part
+    when a task has none (scikit-learn's `train_test_split`, shuffled, not stratified, drawn again until every class
+    is in it, at most 100 times).
+    """
+    rng = np.random.default_rng(seed)
+    count = int(np.ceil(fraction * len(labels)))
+    classes = np.unique(labels)
+    for _ in range(attempts):
+        chosen = rng.permutation(len(labels))[:count]
+        if len(np.unique(labels[chosen])) == len(classes):
+            return np.sort(chosen)
+    raise ValueError(
+        f"No validation part of {count} of the {len(labels)} training examples held every one of the "
+        f"{len(classes)} classes in {attempts} draws: some classes have too few examples; give a larger "
+        "--validation_fraction or a validation split."
+    )

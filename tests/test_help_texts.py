@@ -1,0 +1,31 @@
+"""`--help` of every command says each default once: never `(default: None)` or `(default: False)`, and not beside a
+help text that already says what happens by default."""
+
+import re
+
+import pytest
+
+from byola_hf.convert_byola_checkpoint import main as convert_main
+from byola_hf.extract import main as extract_main
+from byola_hf.linear_eval import main as linear_eval_main
+from byola_hf.stats.cli import main as stats_main
+from byola_hf.superb.run import main as superb_main
+
+
+@pytest.mark.parametrize("main", [extract_main, linear_eval_main, stats_main, superb_main, convert_main])
+def test_help_says_each_default_once(main, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for help_text in re.split(r"\s--?[a-z]", text):
+        said, _, appended = help_text.lower().partition("(default:")
+        assert not appended or ("default" not in said and "(default:" not in appended), help_text
+
+
+def test_superb_learning_rate_help_names_the_task_defaults_only(capsys):
+    with pytest.raises(SystemExit):
+        superb_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the task's SUPERB default is used" in text and "(default: 5e-05)" not in text
