@@ -285,7 +285,9 @@ def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments
     )
 
 
-def claim_output(training_args: TrainingArguments, data_args: DataTrainingArguments, run_id: str) -> str | None:
+def claim_output(
+    training_args: TrainingArguments, data_args: DataTrainingArguments, run_id: str, train: bool
+) -> str | None:
     """
     Make `--output_dir` this command's (a folder it did not write is refused, see [`claim_output_dir`]) and return
     the checkpoint to resume from, as transformers' example scripts do: `--resume_from_checkpoint` when given, else
@@ -301,7 +303,7 @@ def claim_output(training_args: TrainingArguments, data_args: DataTrainingArgume
         )
     if given is not None:
         return given
-    last = get_last_checkpoint(training_args.output_dir) if training_args.do_train else None
+    last = get_last_checkpoint(training_args.output_dir) if train else None
     if last is not None:
         logger.info(f"Resuming from {last} (the last checkpoint of this same run in --output_dir).")
     return last
@@ -375,9 +377,15 @@ def run(
         f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
         f"({'given' if '--learning_rate' in given else 'task default'}), world size {training_args.world_size}"
     )
-    checkpoint = claim_output(training_args, data_args, run_fingerprint(model_args, data_args, training_args, task))
-    data = load_task_data(data_args, config, training_args.seed)
+    with training_args.main_process_first(desc="corpus"):
+        data = load_task_data(data_args, config, training_args.seed)
     recipe = build_recipe(task, model_args, data_args, data)
+    check_splits(recipe, data)
+    # Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy).
+    train = "--do_train" in given or "--do_eval" not in given
+    checkpoint = claim_output(
+        training_args, data_args, run_fingerprint(model_args, data_args, training_args, task), train
+    )
     head_kwargs = fit_recipe(recipe, data, training_args.output_dir, feature_extractor)
     if data.splits.get("eval") is None:
         training_args.do_eval = False
@@ -402,7 +410,7 @@ def run(
         ),
         processing_class=recipe.processor or feature_extractor,
     )
-    if training_args.do_train or not training_args.do_eval:
+    if train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_metrics("train", train_result.metrics)
     metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split)
@@ -448,12 +456,18 @@ def build_recipe(task: SuperbTask, model_args: ModelArguments, data_args: DataTr
     )
 
 
-def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extractor) -> dict[str, Any]:
-    """Check every split's labels and fit the encoding on the training split, before any feature is computed."""
+def check_splits(recipe: TaskRecipe, data: TaskData) -> None:
+    """Every split has the label columns and no empty label: checked before anything is written."""
     recipe.check_split(data.splits["train"], "train")
-    head_kwargs = recipe.fit(data.splits["train"], output_dir)
     if data.splits.get("eval") is not None:
         recipe.check_split(data.splits["eval"], f"evaluation ({data.eval_split})")
+
+
+def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extractor) -> dict[str, Any]:
+    """Fit the label encoding on the training split and check the evaluation labels, before any feature is
+    computed; return the head's arguments."""
+    head_kwargs = recipe.fit(data.splits["train"], output_dir)
+    if data.splits.get("eval") is not None:
         recipe.check_labels_seen(data.splits["eval"], f"evaluation ({data.eval_split})")
     recipe.attach_processor(feature_extractor)
     return head_kwargs
