@@ -122,9 +122,10 @@ def test_corpus_end_to_end(name, corpora, random2048_dir, tmp_path, capsys):
     if name == "libriphone":
         vocab = json.loads((output / "vocab.json").read_text())
         assert len(vocab) == 2 + 71 and vocab["SIL"] == 2  # blank, unknown, then s3prl's phoneme list
-    # The same command again: the corpus cache and the log-mels are reused, the run resumes nothing (no checkpoint)
+    # The same command again: the corpus is read from its one cached copy.
     code, stderr = run_superb(capsys, *corpus_arguments(name, corpora), *arguments)
     assert code == 0, stderr[-3000:]
+    assert len(list((tmp_path / "hf_datasets" / "byola_hf_corpora").iterdir())) == 1
 
 
 def test_libriphone_lexicon_as_s3prl_reads_it(corpora):
@@ -388,6 +389,12 @@ def audiofolder(tmp_path: Path, corpora, rows: list[tuple[str, str]], header: st
             ["--eval_split_name", "train", "--label_column_name", "nope"],
             "has no label column 'nope'",
         ),
+        (
+            [("0.wav", "yes"), ("missing.wav", "no")],
+            "file_name,label",
+            [],
+            "missing.wav (row 1), which does not exist",
+        ),
     ],
 )
 def test_label_mistakes_are_one_line(rows, header, flags, expected, corpora, random2048_dir, tmp_path, capsys):
@@ -398,7 +405,7 @@ def test_label_mistakes_are_one_line(rows, header, flags, expected, corpora, ran
         *["--output_dir", str(tmp_path / "out"), "--validation_split_percentage", "0", *flags, *TRAINING],
     )
     line = one_line_error(code, stderr)
-    assert expected in line
+    assert expected in line and not (tmp_path / "out").exists()  # refused before anything is written
     if "empty" in expected:
         assert "1.wav (row 1)" in line and "an empty cell is not a class" in line
 
@@ -422,3 +429,27 @@ def test_pushes_are_private_unless_asked(monkeypatch):
 
 def test_mini_corpora_use_distinct_voices():
     assert len(set(VOICES)) == len(VOICES) >= 4
+
+
+def test_from_s3prl_doc_commands_run_as_written(random2048_checkpoint, tmp_path):
+    """docs/from_s3prl.md's tiny-corpora block, as written (the random 2048-d checkpoint for the official one)."""
+    import os
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "from_s3prl.md").read_text()
+    script = text.split("## Try it on tiny copies")[1].split("```bash\n")[1].split("```")[0]
+    script = script.replace("AudioNTT2020-BYOLA-64x96d2048.pth", str(random2048_checkpoint))
+    bin_dir = str(Path(sys.executable).parent) + "/"
+    script = "\n".join(bin_dir + line if line.startswith("byola-") else line for line in script.splitlines())
+    environment = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    result_dir = tmp_path / "result"
+    assert 0 <= json.loads((result_dir / "vc1" / "test_results.json").read_text())["test_accuracy"] <= 1
+    assert json.loads((result_dir / "vc1-test" / "eval_results.json").read_text())["eval_split"] == "test"
+    assert json.loads((result_dir / "pr" / "test_results.json").read_text())["test_per"] >= 0
+    stats = json.loads((tmp_path / "byola-2048-vc1" / "config.json").read_text())
+    assert stats["stats_provenance"]["split"] == "train" and np.isfinite(stats["mean"])

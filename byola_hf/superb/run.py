@@ -34,7 +34,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, save_model_card, warn_if_licensed
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from ..tools.data import load_audio_dataset, load_byola_front_end
-from ..tools.outputs import claim_output_dir, fingerprint
+from ..tools.outputs import atomic_path, claim_output_dir, fingerprint
 from .corpora import CORPORA, Corpus, load_corpus
 from .metrics import metric_path
 from .recipes import RECIPES, TaskRecipe, build_ctc_tokenizer, recipe_for
@@ -84,6 +84,12 @@ class TaskData:
     splits: dict[str, Any]
     eval_split: str | None
     corpus: Corpus | None
+    test_split: str | None = None
+
+    def checked_splits(self) -> list[tuple[str, str]]:
+        """`(key, name in messages)` of the splits present."""
+        names = {"train": "train", "eval": f"evaluation ({self.eval_split})", "test": f"test ({self.test_split})"}
+        return [(key, names[key]) for key in ("train", "eval", "test") if self.splits.get(key) is not None]
 
 
 @dataclass
@@ -139,7 +145,21 @@ class DataTrainingArguments:
     test_dir: str | None = field(
         default=None, metadata={"help": "speech_commands: the separate v0.01 test set folder"}
     )
+    save_corpus_to: str | None = field(
+        default=None,
+        metadata={
+            "help": "Only save the --superb_corpus splits to this new folder (save_to_disk, e.g. for "
+            "byola-compute-stats --dataset_name FOLDER) and exit; the model needs no statistics for it"
+        },
+    )
     train_split_name: str = field(default="train", metadata={"help": "Split to train on"})
+    test_split_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also evaluate the final model on this split (test_results.json): SUPERB picks checkpoints on "
+            "the dev split (--eval_split_name) and reports the test split"
+        },
+    )
     eval_split_name: str = field(
         default="validation",
         metadata={
@@ -310,19 +330,35 @@ def claim_output(
 
 
 def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: int) -> TaskData:
-    """The splits to train and evaluate on, from a SUPERB corpus in its native layout or a `datasets` source."""
+    """The splits to train and evaluate on (and to test, with `--test_split_name`), from a SUPERB corpus in its
+    native layout or a `datasets` source."""
+    test = data_args.test_split_name
     if data_args.superb_corpus:
         corpus = load_corpus(data_args, config, seed)
-        splits = {"train": limit(corpus.splits["train"], data_args.max_train_samples)}
-        if data_args.eval_split_name not in corpus.splits:
-            raise ValueError(
-                f"The {data_args.superb_corpus} corpus has no '{data_args.eval_split_name}' split; it has "
-                f"{sorted(corpus.splits)}: pass one with --eval_split_name."
-            )
-        splits["eval"] = limit(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples)
-        return TaskData(splits, data_args.eval_split_name, corpus)
+        for flag, name in (("--eval_split_name", data_args.eval_split_name), ("--test_split_name", test)):
+            if name is not None and name not in corpus.splits:
+                raise ValueError(
+                    f"The {data_args.superb_corpus} corpus has no '{name}' split; it has {sorted(corpus.splits)}: "
+                    f"pass one with {flag}."
+                )
+        splits = {
+            "train": limit(corpus.splits["train"], data_args.max_train_samples),
+            "eval": limit(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples),
+            "test": limit(corpus.splits[test], data_args.max_eval_samples) if test else None,
+        }
+        return TaskData(splits, data_args.eval_split_name, corpus, test)
     splits, eval_split = load_splits(data_args, config.sample_rate, seed)
-    return TaskData(splits, eval_split, None)
+    if test:
+        dataset = load_audio_dataset(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            data_args.data_dir,
+            test,
+            data_args.audio_column_name,
+            config.sample_rate,
+        )
+        splits["test"] = limit(dataset, data_args.max_eval_samples)
+    return TaskData(splits, eval_split, None, test)
 
 
 def prepare_features(
@@ -367,20 +403,14 @@ def run(
 ) -> dict[str, float]:
     """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs. `given`: the
     flags the user typed (a default learning rate and the Hub's visibility are ours only when not given)."""
-    evaluate = require_extra("evaluate", "superb")
     task = choose_task(data_args)
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
     prepare_push(training_args, data_args, config, given)
-    if "--learning_rate" not in given:
-        training_args.learning_rate = task.learning_rate
-    logger.info(
-        f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
-        f"({'given' if '--learning_rate' in given else 'task default'}), world size {training_args.world_size}"
-    )
+    use_task_learning_rate(task, training_args, given)
     with training_args.main_process_first(desc="corpus"):
         data = load_task_data(data_args, config, training_args.seed)
     recipe = build_recipe(task, model_args, data_args, data)
-    check_splits(recipe, data)
+    check_splits(recipe, data, data_args.audio_column_name)
     # Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy).
     train = "--do_train" in given or "--do_eval" not in given
     checkpoint = claim_output(
@@ -399,26 +429,21 @@ def run(
         **head_kwargs,
     )
     splits = {name: recipe.after_features(dataset, model.config, name) for name, dataset in splits.items()}
-    trainer = SuperbTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits.get("eval"),
-        data_collator=LogMelCollator(feature_extractor, recipe, model.config.time_downsampling),
-        compute_metrics=recipe.metrics_function(
-            evaluate.load(metric_path(task.metric), task.metric_config), model.config
-        ),
-        processing_class=recipe.processor or feature_extractor,
-    )
+    trainer = build_trainer(model, training_args, splits, recipe, feature_extractor, task)
     if train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_metrics("train", train_result.metrics)
     metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split)
+    test_metrics, _ = evaluate_split(trainer, splits.get("test"), data.test_split, "test")
     trainer.task_info = {
         "task": task.name,
         "description": task.description,
         "eval_split": data.eval_split,
-        "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")} if metrics else {},
+        "metrics": {
+            f"{prefix}_{task.metric_key}": values[f"{prefix}_{task.metric_key}"]
+            for prefix, values in (("eval", metrics), ("test", test_metrics))
+            if values
+        },
     }
     if trainer.is_world_process_zero():
         save_pictures(Path(training_args.output_dir), model, recipe, prediction, task)
@@ -427,6 +452,47 @@ def run(
     else:
         trainer.save_model()
     return metrics
+
+
+def export_corpus(model_args: ModelArguments, data_args: DataTrainingArguments, seed: int) -> None:
+    """`--save_corpus_to`: the corpus's splits as a `save_to_disk` folder (a new one), for the statistics."""
+    if not data_args.superb_corpus:
+        raise ValueError("--save_corpus_to saves a --superb_corpus: name the corpus and its --data_dir.")
+    target = Path(data_args.save_corpus_to)
+    if target.exists():
+        raise ValueError(f"--save_corpus_to {target} already exists: choose a new folder.")
+    datasets = require_extra("datasets", "superb")
+    config, _ = load_byola_front_end(model_args.model_name_or_path)
+    corpus = load_corpus(data_args, config, seed)
+    with atomic_path(target) as staged:
+        datasets.DatasetDict(corpus.splits).save_to_disk(str(staged))
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in corpus.splits.items())
+    print(f"Saved the {corpus.name} splits ({sizes}) to {target}")
+
+
+def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
+    """The task's SUPERB learning rate unless `--learning_rate` was given (transformers' 5e-5 is no SUPERB rate)."""
+    if "--learning_rate" not in given:
+        training_args.learning_rate = task.learning_rate
+    logger.info(
+        f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
+        f"({'given' if '--learning_rate' in given else 'task default'}), world size {training_args.world_size}"
+    )
+
+
+def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, feature_extractor, task: SuperbTask):
+    """The [`SuperbTrainer`] over the prepared splits, with the recipe's collation and metric."""
+    evaluate = require_extra("evaluate", "superb")
+    metric = evaluate.load(metric_path(task.metric), task.metric_config)
+    return SuperbTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits.get("eval"),
+        data_collator=LogMelCollator(feature_extractor, recipe, model.config.time_downsampling),
+        compute_metrics=recipe.metrics_function(metric, model.config),
+        processing_class=recipe.processor or feature_extractor,
+    )
 
 
 def choose_task(data_args: DataTrainingArguments) -> SuperbTask:
@@ -456,32 +522,46 @@ def build_recipe(task: SuperbTask, model_args: ModelArguments, data_args: DataTr
     )
 
 
-def check_splits(recipe: TaskRecipe, data: TaskData) -> None:
-    """Every split has the label columns and no empty label: checked before anything is written."""
-    recipe.check_split(data.splits["train"], "train")
-    if data.splits.get("eval") is not None:
-        recipe.check_split(data.splits["eval"], f"evaluation ({data.eval_split})")
+def check_splits(recipe: TaskRecipe, data: TaskData, audio_column: str) -> None:
+    """Every split's audio files exist, it has the label columns and no empty label: checked before anything is
+    written or computed."""
+    for key, name in data.checked_splits():
+        check_audio_files(data.splits[key], audio_column, name)
+        recipe.check_split(data.splits[key], name)
+
+
+def check_audio_files(dataset, audio_column: str, split_name: str) -> None:
+    """A one-line error for the first clip whose audio is a path to no file (audio held as bytes is not checked)."""
+    datasets = require_extra("datasets", "superb")
+    items = dataset.cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
+    for row, item in enumerate(items):
+        if item and item.get("bytes") is None and item.get("path") and not Path(item["path"]).is_file():
+            raise ValueError(
+                f"The {split_name} split names the audio file {item['path']} (row {row}), which does not exist: "
+                "fix the metadata or restore the file."
+            )
 
 
 def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extractor) -> dict[str, Any]:
     """Fit the label encoding on the training split and check the evaluation labels, before any feature is
     computed; return the head's arguments."""
     head_kwargs = recipe.fit(data.splits["train"], output_dir)
-    if data.splits.get("eval") is not None:
-        recipe.check_labels_seen(data.splits["eval"], f"evaluation ({data.eval_split})")
+    for key, name in data.checked_splits()[1:]:
+        recipe.check_labels_seen(data.splits[key], name)
     recipe.attach_processor(feature_extractor)
     return head_kwargs
 
 
-def evaluate_split(trainer: Trainer, dataset, eval_split: str | None) -> tuple[dict[str, Any], Any]:
-    """Predict the evaluation split and save its metrics (`eval_results.json`); nothing without one."""
+def evaluate_split(trainer: Trainer, dataset, split: str | None, prefix: str = "eval") -> tuple[dict[str, Any], Any]:
+    """Predict a split and save its metrics (`PREFIX_results.json`); nothing without one."""
     if dataset is None:
-        logger.warning("No evaluation split: the model is trained and saved without evaluation.")
+        if prefix == "eval":
+            logger.warning("No evaluation split: the model is trained and saved without evaluation.")
         return {}, None
-    prediction = trainer.predict(dataset, metric_key_prefix="eval")
-    metrics = {**prediction.metrics, "eval_samples": len(dataset), "eval_split": eval_split}
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
+    prediction = trainer.predict(dataset, metric_key_prefix=prefix)
+    metrics = {**prediction.metrics, f"{prefix}_samples": len(dataset), f"{prefix}_split": split}
+    trainer.log_metrics(prefix, metrics)
+    trainer.save_metrics(prefix, metrics)
     return metrics, prediction
 
 
@@ -587,7 +667,10 @@ def main(argv: list[str] | None = None) -> None:
     model_args, data_args, training_args = parse_arguments(build_parser(), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     given = {argument.split("=")[0].replace("-", "_").lstrip("_") for argument in argv if argument.startswith("--")}
-    run_command(COMMAND, run, model_args, data_args, training_args, {f"--{name}" for name in given})
+    if data_args.save_corpus_to:
+        run_command(COMMAND, export_corpus, model_args, data_args, training_args.seed)
+    else:
+        run_command(COMMAND, run, model_args, data_args, training_args, {f"--{name}" for name in given})
 
 
 if __name__ == "__main__":
