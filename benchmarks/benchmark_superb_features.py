@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from byola_hf import BYOLAFeatureExtractor
     from byola_hf.stats import load_audio_dataset
+    from byola_hf.superb.recipes import recipe_for
     from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows
     from byola_hf.superb.tasks import SUPERB_TASKS
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         torch.cuda.synchronize(device)
     map_seconds = time.perf_counter() - start
 
-    log_mel_collator = LogMelCollator(fe, SUPERB_TASKS["ks"], downsampling=8)
+    log_mel_collator = LogMelCollator(fe, recipe_for(SUPERB_TASKS["ks"]), downsampling=8)
 
     def waveform_collator(examples):
         arrays = [example["audio"]["array"] for example in examples]

@@ -323,7 +323,8 @@ def test_help_says_what_it_does_and_the_defaults_used():
     )
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("usage: byola-run-superb --task TASK") and "Fine-tune and evaluate BYOL-A" in lines[2]
+    assert lines[0].startswith("usage: byola-run-superb --task TASK") and "--superb_corpus NAME" in lines[1]
+    assert "Fine-tune and evaluate BYOL-A" in lines[3]
     text = " ".join(result.stdout.split())
     assert "the task's SUPERB default is used (ks 0.0001, ic 0.0001, sid 0.001" in text
     assert "--no_freeze_base_model, --no-freeze-base-model Fine-tune the BYOL-A encoder" in text
@@ -381,6 +382,7 @@ def test_cached_log_mels_collate_to_the_feature_extractors_batch():
     import datasets
 
     from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.superb.recipes import recipe_for
     from byola_hf.superb.tasks import SUPERB_TASKS
 
     fe = BYOLAFeatureExtractor()
@@ -395,7 +397,7 @@ def test_cached_log_mels_collate_to_the_feature_extractors_batch():
     cached = cache_log_mels(mapped, fe.feature_size)
     assert isinstance(cached.features["input_features"], datasets.Array2D)
     assert cached[1]["input_features"].shape == (fe.num_frames(3100), fe.feature_size)
-    batch = LogMelCollator(fe, SUPERB_TASKS["ks"], downsampling=8)([cached[i] for i in range(3)])
+    batch = LogMelCollator(fe, recipe_for(SUPERB_TASKS["ks"]), downsampling=8)([cached[i] for i in range(3)])
     expected = fe(waveforms, sampling_rate=16000, return_tensors="pt")
     assert torch.equal(batch["input_features"], expected["input_features"])
     assert torch.equal(batch["attention_mask"], expected["attention_mask"])

@@ -259,6 +259,19 @@ class MiniSetArguments:
     task: str = field(default="all", metadata={"help": "Which set to build", "choices": [*BUILDERS, "all"]})
     seed: int = field(default=0, metadata={"help": "Seed of the speeds, pitches and sentences"})
     sampling_rate: int = field(default=16000, metadata={"help": "0 keeps espeak-ng's native 22050 Hz"})
+    layout: str = field(
+        default="audiofolder",
+        metadata={
+            "help": "audiofolder: the mini-SUPERB sets; native: tiny copies of the SUPERB corpora in their own "
+            "layouts (voxceleb1, libriphone, speech_commands, fluent_commands, iemocap, librimix), for "
+            "byola-run-superb --superb_corpus",
+            "choices": ["audiofolder", "native"],
+        },
+    )
+    corpus: list[str] = field(
+        default_factory=list,
+        metadata={"help": "With --layout native: only this corpus (repeatable; default all six)", "action": "extend"},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -272,6 +285,15 @@ def main(argv: list[str] | None = None) -> None:
 def build_mini_sets(args: MiniSetArguments) -> None:
     """Build the chosen sets and print their sizes."""
     require_espeak()
+    if args.layout == "native":
+        from .corpora.mini import MINI_CORPORA
+
+        unknown = sorted(set(args.corpus) - set(MINI_CORPORA))
+        if unknown:
+            raise ValueError(f"--corpus {unknown[0]} is not one of {', '.join(MINI_CORPORA)}.")
+        for name in args.corpus or MINI_CORPORA:
+            print(f"{name}: {MINI_CORPORA[name](Path(args.output_dir) / name)}")
+        return
     tasks = list(BUILDERS) if args.task == "all" else [args.task]
     for task in tasks:
         rate = args.sampling_rate or (16000 if task == "sd" else None)  # diarization labels assume 16 kHz frames

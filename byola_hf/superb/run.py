@@ -2,15 +2,21 @@
 
     byola-run-superb --task ks --model_name_or_path byola-512-ks --dataset_name audiofolder --data_dir mini/ks \\
         --output_dir out/ks --num_train_epochs 20 --eval_strategy epoch --report_to none
+    byola-run-superb --superb_corpus voxceleb1 --data_dir VoxCeleb1 --split_file iden_split.txt \\
+        --model_name_or_path byola-512-vox --output_dir out/sid
 
 Any `TrainingArguments` flag works; the task picks the head, the metric and the learning rate that SUPERB / the
 BYOL-A upstream use unless `--learning_rate` is given. Runs unchanged under `torchrun` / `accelerate launch`.
+
+The steps (`run`): choose the task, load the front end, check the push, claim the output folder (resuming this
+run's last checkpoint), load the data (a corpus in its native layout, see [`~byola_hf.superb.corpora`], or a
+`datasets` source), let the task's recipe ([`~byola_hf.superb.recipes`]) check and fit the labels, cache the
+log-mels, train, evaluate, save.
 """
 
-import functools
-import json
 import logging
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,18 +24,72 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+import byola_hf
 
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
-from ..hub import check_hub_access, save_model_card
+from ..hub import check_hub_access, save_model_card, warn_if_licensed
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from ..tools.data import load_audio_dataset, load_byola_front_end
+from ..tools.outputs import atomic_path, claim_output_dir, fingerprint
+from .corpora import CORPORA, Corpus, load_corpus
+from .metrics import metric_path
+from .recipes import RECIPES, TaskRecipe, build_ctc_tokenizer, recipe_for
 from .tasks import SUPERB_TASKS, SuperbTask
 
 
 logger = logging.getLogger(__name__)
 COMMAND = "byola-run-superb"
+__all__ = ["build_ctc_tokenizer", "main", "run"]  # build_ctc_tokenizer: re-exported for its earlier import path
+# What the command writes in --output_dir (removed by --overwrite_output_dir, and nothing else).
+OUTPUT_PATTERNS = ("checkpoint-*", "runs", "*.json", "*.safetensors", "*.bin", "*.py", "*.png", "*.txt", "README.md")
+RESULT_CHANGING_DATA_ARGUMENTS = (
+    "superb_corpus",
+    "dataset_name",
+    "dataset_config_name",
+    "data_dir",
+    "split_file",
+    "lexicon",
+    "vocab_file",
+    "fold",
+    "test_dir",
+    "train_split_name",
+    "eval_split_name",
+    "validation_split_percentage",
+    "audio_column_name",
+    "label_column_name",
+    "text_column_name",
+    "max_train_samples",
+    "max_length_seconds",
+)
+RESULT_CHANGING_TRAINING_ARGUMENTS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "seed",
+)
+
+
+@dataclass
+class TaskData:
+    """The splits a run works on (`train`, `eval` or `None`), the evaluation split's name as reported, and the corpus
+    they were read from (`None` for a `datasets` source)."""
+
+    splits: dict[str, Any]
+    eval_split: str | None
+    corpus: Corpus | None
+    test_split: str | None = None
+
+    def checked_splits(self) -> list[tuple[str, str]]:
+        """`(key, name in messages)` of the splits present."""
+        names = {"train": "train", "eval": f"evaluation ({self.eval_split})", "test": f"test ({self.test_split})"}
+        return [(key, names[key]) for key in ("train", "eval", "test") if self.splits.get(key) is not None]
 
 
 @dataclass
@@ -53,13 +113,53 @@ class ModelArguments:
 
 @dataclass
 class DataTrainingArguments:
-    task: str = field(metadata={"help": "SUPERB task", "choices": list(SUPERB_TASKS)})
+    task: str | None = field(
+        default=None,
+        metadata={"help": "SUPERB task (default: the --superb_corpus's task)", "choices": list(SUPERB_TASKS)},
+    )
+    superb_corpus: str | None = field(
+        default=None,
+        metadata={
+            "help": "Read a SUPERB corpus in its native layout under --data_dir (see docs/from_s3prl.md)",
+            "choices": list(CORPORA),
+        },
+    )
     dataset_name: str = field(
         default="audiofolder", metadata={"help": "Hub dataset, audiofolder, or a save_to_disk path"}
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
-    data_dir: str | None = field(default=None, metadata={"help": "Local folder for --dataset_name audiofolder"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Local folder for --dataset_name audiofolder, or the --superb_corpus root"}
+    )
+    split_file: str | None = field(
+        default=None, metadata={"help": "voxceleb1: the split file (iden_split.txt / s3prl's veri_test_class.txt)"}
+    )
+    lexicon: list[str] = field(
+        default_factory=list,
+        metadata={"help": "libriphone: a lexicon file (WORD PH1 PH2 ...); repeat for several", "action": "extend"},
+    )
+    vocab_file: str | None = field(
+        default=None, metadata={"help": "libriphone: the phoneme list (default: s3prl's 71 ARPAbet phonemes)"}
+    )
+    fold: int = field(default=1, metadata={"help": "iemocap: the session left out for testing (1-5)"})
+    test_dir: str | None = field(
+        default=None, metadata={"help": "speech_commands: the separate v0.01 test set folder"}
+    )
+    save_corpus_to: str | None = field(
+        default=None,
+        metadata={
+            "help": "Only save the --superb_corpus splits to this new folder (save_to_disk, e.g. for "
+            "byola-compute-stats --dataset_name FOLDER) and exit; the model needs no statistics for it"
+        },
+    )
     train_split_name: str = field(default="train", metadata={"help": "Split to train on"})
+    test_split_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also evaluate the final model on this split (test_results.json): SUPERB picks checkpoints on "
+            "the dev split (--eval_split_name) and reports the test split"
+        },
+    )
     eval_split_name: str = field(
         default="validation",
         metadata={
@@ -75,8 +175,9 @@ class DataTrainingArguments:
         },
     )
     audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
-    label_column_name: str = field(
-        default="label", metadata={"help": "Label column; for ic the slot columns, comma-separated"}
+    label_column_name: str | None = field(
+        default=None,
+        metadata={"help": "Label column (default: the task's; for ic the slot columns, comma-separated)"},
     )
     text_column_name: str | None = field(
         default=None, metadata={"help": "Transcription column (pr: phonemes, asr: text)"}
@@ -85,34 +186,33 @@ class DataTrainingArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation clips"})
     max_length_seconds: float | None = field(default=None, metadata={"help": "Truncate longer clips"})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map"})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an --output_dir this command wrote for other arguments (only what it wrote is "
+            "removed)"
+        },
+    )
+    public: bool = field(
+        default=False, metadata={"help": "With --push_to_hub: create the repository public (private otherwise)"}
+    )
 
 
 class LogMelCollator:
     """Pads stored log-mels (time-first `(frames, n_mels)` rows, see [`cache_log_mels`]) with the feature extractor's
-    padding value and frame mask, and the task's labels."""
+    padding value and frame mask, and the labels as the task's recipe collates them."""
 
-    def __init__(self, feature_extractor: BYOLAFeatureExtractor, task: SuperbTask, downsampling: int):
+    def __init__(self, feature_extractor: BYOLAFeatureExtractor, recipe: TaskRecipe, downsampling: int):
         self.feature_extractor = feature_extractor
-        self.task = task
+        self.recipe = recipe
         self.downsampling = downsampling
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.feature_extractor.pad(
             [{"input_features": e["input_features"].T} for e in examples], return_tensors="pt"
         )
-        labels = [e["labels"] for e in examples]
-        if self.task.head == "BYOLAForCTC":
-            longest = max(len(label) for label in labels)
-            batch["labels"] = torch.tensor([label + [-100] * (longest - len(label)) for label in labels])
-        elif self.task.head == "BYOLAForAudioFrameClassification":
-            frames = batch["input_features"].shape[-1] // self.downsampling
-            padded = np.full((len(labels), frames, len(labels[0][0])), -100, np.float32)  # -100: no frame
-            for row, label in zip(padded, labels):
-                label = np.asarray(label, np.float32)[:frames]
-                row[: len(label)] = label
-            batch["labels"] = torch.from_numpy(padded)
-        else:
-            batch["labels"] = torch.tensor(labels)
+        frames = batch["input_features"].shape[-1] // self.downsampling
+        batch["labels"] = self.recipe.collate_labels([e["labels"] for e in examples], frames)
         return dict(batch)
 
 
@@ -157,33 +257,6 @@ def cache_log_mels(dataset, n_mels: int):
     return features.with_format("numpy", columns=["input_features"], output_all_columns=True)
 
 
-def label_vocabulary(dataset, column: str) -> list[str]:
-    """Class names of a label column: a ClassLabel's names, or the sorted distinct values."""
-    import datasets
-
-    feature = dataset.features[column]
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    return sorted({str(value) for value in dataset[column]})
-
-
-def build_ctc_tokenizer(transcriptions: list[str], output_dir: str, phonemes: bool):
-    """A CTC tokenizer over the tokens of `transcriptions` (space-separated phonemes, or characters with "|" between
-    words), blank = `<pad>` = id 0."""
-    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
-
-    tokens = sorted({t for text in transcriptions for t in (text.split() if phonemes else text.replace(" ", "|"))})
-    vocab = {"<pad>": 0, "<unk>": 1, **{token: index + 2 for index, token in enumerate(tokens)}}
-    path = Path(output_dir) / "vocab.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(vocab, ensure_ascii=False))
-    if phonemes:
-        return Wav2Vec2PhonemeCTCTokenizer(
-            str(path), do_phonemize=False, pad_token="<pad>", unk_token="<unk>", bos_token=None, eos_token=None
-        )
-    return Wav2Vec2CTCTokenizer(str(path), pad_token="<pad>", unk_token="<unk>", word_delimiter_token="|")
-
-
 def load_front_end_with_statistics(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFeatureExtractor]:
     """The model's config and feature extractor; a clear error when the config has no task statistics."""
     config, feature_extractor = load_byola_front_end(model_name_or_path)
@@ -191,167 +264,319 @@ def load_front_end_with_statistics(model_name_or_path: str) -> tuple[BYOLAConfig
         raise ValueError(
             f"The model at '{model_name_or_path}' has no normalisation statistics for this task. Compute them on the "
             f"training split first: byola-compute-stats --model_name_or_path {model_name_or_path} --dataset_name ... "
-            "--output_dir MODEL_WITH_STATS (scripts/compute_stats.py), then pass that directory."
+            "--output_dir MODEL_WITH_STATS, then pass that directory."
         )
     return config, feature_extractor
+
+
+def prepare_push(training_args: TrainingArguments, data_args: DataTrainingArguments, config, given: Collection[str]):
+    """
+    Before any work: fail now if a push cannot succeed, push once at the end, and keep the repository private unless
+    `--public` or `--hub_private_repo false` says otherwise (Trainer leaves it to the Hub's default, public).
+    """
+    if not training_args.push_to_hub:
+        return
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (the repository to create).")
+    check_hub_access(training_args.hub_model_id)
+    training_args.hub_strategy = "end"
+    if data_args.public:
+        training_args.hub_private_repo = False
+    elif "--hub_private_repo" not in given or training_args.hub_private_repo is None:
+        training_args.hub_private_repo = True
+    warn_if_licensed(config, private=bool(training_args.hub_private_repo))
+
+
+def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task) -> str:
+    """What makes this run's checkpoints: the model, the data and the arguments that change the result. Epochs,
+    steps and logging are not in it, so a re-run can train further from the last checkpoint."""
+    data = {name: getattr(data_args, name) for name in RESULT_CHANGING_DATA_ARGUMENTS}
+    for name in ("data_dir", "split_file", "vocab_file", "test_dir", "dataset_name"):
+        if data[name] and Path(data[name]).exists():
+            data[name] = str(Path(data[name]).resolve())
+    data["lexicon"] = [str(Path(path).resolve()) for path in data["lexicon"]]
+    model = Path(model_args.model_name_or_path)
+    return fingerprint(
+        task=task.name,
+        model=str(model.resolve()) if model.exists() else model_args.model_name_or_path,
+        model_arguments=vars(model_args),
+        data=data,
+        training={name: getattr(training_args, name) for name in RESULT_CHANGING_TRAINING_ARGUMENTS},
+    )
+
+
+def claim_output(
+    training_args: TrainingArguments, data_args: DataTrainingArguments, run_id: str, train: bool
+) -> str | None:
+    """
+    Make `--output_dir` this command's (a folder it did not write is refused, see [`claim_output_dir`]) and return
+    the checkpoint to resume from, as transformers' example scripts do: `--resume_from_checkpoint` when given, else
+    the last `checkpoint-*` of a re-run with the same fingerprint. A different run refuses, or with
+    `--overwrite_output_dir` removes what this command wrote there and starts over.
+    """
+    given = training_args.resume_from_checkpoint
+    if given is not None and not Path(given).is_dir():
+        raise ValueError(f"--resume_from_checkpoint {given}: no such checkpoint folder.")
+    with training_args.main_process_first(desc="output folder"):
+        claim_output_dir(
+            training_args.output_dir, COMMAND, run_id, OUTPUT_PATTERNS, overwrite=data_args.overwrite_output_dir
+        )
+    if given is not None:
+        return given
+    last = get_last_checkpoint(training_args.output_dir) if train else None
+    if last is not None:
+        logger.info(f"Resuming from {last} (the last checkpoint of this same run in --output_dir).")
+    return last
+
+
+def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: int) -> TaskData:
+    """The splits to train and evaluate on (and to test, with `--test_split_name`), from a SUPERB corpus in its
+    native layout or a `datasets` source."""
+    test = data_args.test_split_name
+    if data_args.superb_corpus:
+        corpus = load_corpus(data_args, config, seed)
+        for flag, name in (("--eval_split_name", data_args.eval_split_name), ("--test_split_name", test)):
+            if name is not None and name not in corpus.splits:
+                raise ValueError(
+                    f"The {data_args.superb_corpus} corpus has no '{name}' split; it has {sorted(corpus.splits)}: "
+                    f"pass one with {flag}."
+                )
+        splits = {
+            "train": limit(corpus.splits["train"], data_args.max_train_samples),
+            "eval": limit(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples),
+            "test": limit(corpus.splits[test], data_args.max_eval_samples) if test else None,
+        }
+        return TaskData(splits, data_args.eval_split_name, corpus, test)
+    splits, eval_split = load_splits(data_args, config.sample_rate, seed)
+    if test:
+        dataset = load_audio_dataset(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            data_args.data_dir,
+            test,
+            data_args.audio_column_name,
+            config.sample_rate,
+        )
+        splits["test"] = limit(dataset, data_args.max_eval_samples)
+    return TaskData(splits, eval_split, None, test)
+
+
+def prepare_features(
+    splits: dict, feature_extractor, recipe: TaskRecipe, data_args, training_args, train_max: int | None
+):
+    """Each split's log-mels and encoded labels, computed once by `datasets.map` and cached under a fingerprint of
+    the source split (`datasets`' own), the front end, the label encoding and the cut."""
+    datasets = require_extra("datasets", "superb")
+    device = log_mel_device(training_args.device, data_args.preprocessing_num_workers)
+    cut = int(data_args.max_length_seconds * feature_extractor.sampling_rate) if data_args.max_length_seconds else None
+    prepared = {}
+    with training_args.main_process_first(desc="feature extraction"):
+        for name, dataset in splits.items():
+            max_samples = min(filter(None, (cut, train_max))) if name == "train" and train_max else cut
+
+            def prepare(batch, max_samples=max_samples):
+                audio = [example["array"] for example in batch[data_args.audio_column_name]]
+                rows = log_mel_rows(feature_extractor, audio, max_samples, device)
+                return {"input_features": rows, "labels": recipe.encode(batch)}
+
+            features = dataset.map(
+                prepare,
+                batched=True,
+                batch_size=16,
+                remove_columns=dataset.column_names,
+                num_proc=data_args.preprocessing_num_workers,
+                desc=f"log-mel ({name}, {device or 'cpu'})",
+                # Without the device, so that every rank of a multi-GPU run finds what rank 0 cached.
+                new_fingerprint=datasets.fingerprint.Hasher.hash(
+                    [dataset._fingerprint, feature_extractor.to_dict(), recipe.fingerprint(), max_samples]
+                ),
+            )
+            prepared[name] = cache_log_mels(features, feature_extractor.feature_size)
+    return prepared
 
 
 def run(
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
     training_args: TrainingArguments,
-    learning_rate_given: bool,
+    given: Collection[str] = (),
 ) -> dict[str, float]:
-    """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs."""
-    evaluate = require_extra("evaluate", "superb")
-    datasets = require_extra("datasets", "superb")
-
-    import byola_hf
-
-    from ..tools.plots import save_confusion_matrix, save_layer_weights
-    from .metrics import metric_path
-
-    task = SUPERB_TASKS[data_args.task]
-    _, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
-    if training_args.push_to_hub:
-        # Trainer pushes once at the end, with our card and pictures; fail now, before any work, if it cannot.
-        if not training_args.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id (the repository to create).")
-        check_hub_access(training_args.hub_model_id)
-        training_args.hub_strategy = "end"
-    if not learning_rate_given:
-        training_args.learning_rate = task.learning_rate
-    logger.info(
-        f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
-        f"({'given' if learning_rate_given else 'task default'}), world size {training_args.world_size}"
+    """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs. `given`: the
+    flags the user typed (a default learning rate and the Hub's visibility are ours only when not given)."""
+    task = choose_task(data_args)
+    config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
+    prepare_push(training_args, data_args, config, given)
+    use_task_learning_rate(task, training_args, given)
+    with training_args.main_process_first(desc="corpus"):
+        data = load_task_data(data_args, config, training_args.seed)
+    recipe = build_recipe(task, model_args, data_args, data)
+    check_splits(recipe, data, data_args.audio_column_name)
+    # Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy).
+    train = "--do_train" in given or "--do_eval" not in given
+    checkpoint = claim_output(
+        training_args, data_args, run_fingerprint(model_args, data_args, training_args, task), train
     )
-    splits, eval_split = load_splits(data_args, feature_extractor.sampling_rate, training_args.seed)
-    if splits.get("eval") is None:
+    head_kwargs = fit_recipe(recipe, data, training_args.output_dir, feature_extractor)
+    if data.splits.get("eval") is None:
         training_args.do_eval = False
-
-    head_kwargs: dict[str, Any] = {
-        "freeze_base": model_args.freeze_base_model,
-        "use_weighted_layer_sum": model_args.use_weighted_layer_sum,
-    }
-    processor = None
-    if task.head == "BYOLAForCTC":
-        column = data_args.text_column_name or ("phonemes" if task.name == "pr" else "text")
-        tokenizer = build_ctc_tokenizer(splits["train"][column], training_args.output_dir, phonemes=task.name == "pr")
-        processor = byola_hf.BYOLAProcessor(feature_extractor, tokenizer)
-        head_kwargs.update(
-            vocab_size=len(tokenizer),
-            ctc_blank_id=tokenizer.pad_token_id,
-            ctc_head=model_args.ctc_head or ("bilstm" if task.name == "asr" else "linear"),
-            ctc_proj_size=1024 if task.name == "asr" else 256,
-        )
-        encode = lambda batch: [tokenizer(text)["input_ids"] for text in batch[column]]  # noqa: E731
-    elif task.head == "BYOLAForAudioFrameClassification":
-        speakers = len(splits["train"][0][data_args.label_column_name][0])
-        head_kwargs.update(num_labels=speakers, problem_type="multi_label_classification")
-        encode = lambda batch: batch[data_args.label_column_name]  # noqa: E731
-    else:
-        columns = data_args.label_column_name.split(",")
-        vocabularies = [label_vocabulary(splits["train"], column) for column in columns]
-        if task.name == "ic":
-            head_kwargs["classifier_slots"] = [len(v) for v in vocabularies]
-            names = [f"{column}={value}" for column, v in zip(columns, vocabularies) for value in v]
-        else:
-            names = vocabularies[0]
-        head_kwargs.update(
-            num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
-        )
-        indices = [{value: i for i, value in enumerate(v)} for v in vocabularies]
-        if splits.get("eval") is not None:
-            check_labels_seen(splits["eval"], columns, vocabularies, eval_split)
-
-        def encode(batch):
-            values = [
-                [index[str(batch[column][row])] for column, index in zip(columns, indices)]
-                for row in range(len(batch[columns[0]]))
-            ]
-            return values if task.name == "ic" else [value[0] for value in values]
-
-    max_samples = (
-        int(data_args.max_length_seconds * feature_extractor.sampling_rate) if data_args.max_length_seconds else None
+    splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
+    train_max = data.corpus.train_max_samples if data.corpus else None
+    splits = prepare_features(splits, feature_extractor, recipe, data_args, training_args, train_max)
+    model = getattr(byola_hf, task.head).from_pretrained(
+        model_args.model_name_or_path,
+        freeze_base=model_args.freeze_base_model,
+        use_weighted_layer_sum=model_args.use_weighted_layer_sum,
+        **head_kwargs,
     )
-
-    def prepare(batch, device=None):
-        audio = [example["array"] for example in batch[data_args.audio_column_name]]
-        return {"input_features": log_mel_rows(feature_extractor, audio, max_samples, device), "labels": encode(batch)}
-
-    device = log_mel_device(training_args.device, data_args.preprocessing_num_workers)
-    splits = {name: dataset for name, dataset in splits.items() if dataset is not None}
-    with training_args.main_process_first(desc="feature extraction"):
-        for name, dataset in splits.items():
-            features = dataset.map(
-                functools.partial(prepare, device=device),
-                batched=True,
-                batch_size=16,
-                remove_columns=dataset.column_names,
-                num_proc=data_args.preprocessing_num_workers,
-                desc=f"log-mel ({name}, {device or 'cpu'})",
-                # Hashed without the device, so that every rank of a multi-GPU run finds what rank 0 cached.
-                new_fingerprint=datasets.fingerprint.Hasher.hash([dataset._fingerprint, prepare]),
-            )
-            splits[name] = cache_log_mels(features, feature_extractor.feature_size)
-    model_class = getattr(byola_hf, task.head)
-    model = model_class.from_pretrained(model_args.model_name_or_path, **head_kwargs)
-    if task.head == "BYOLAForCTC":
-        for name, dataset in splits.items():
-            splits[name] = drop_too_long_targets(dataset, model.config, name)
-
-    metric = evaluate.load(metric_path(task.metric), task.metric_config)
-    compute_metrics = metrics_function(task, model.config, metric, processor)
-    trainer = SuperbTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits.get("eval"),
-        data_collator=LogMelCollator(feature_extractor, task, model.config.time_downsampling),
-        compute_metrics=compute_metrics,
-        processing_class=processor or feature_extractor,
-    )
-    if training_args.do_train or not training_args.do_eval:
-        train_result = trainer.train()
+    splits = {name: recipe.after_features(dataset, model.config, name) for name, dataset in splits.items()}
+    trainer = build_trainer(model, training_args, splits, recipe, feature_extractor, task)
+    if train:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_metrics("train", train_result.metrics)
-    metrics: dict[str, Any] = {}
-    prediction = None
-    if "eval" in splits:
-        prediction = trainer.predict(splits["eval"], metric_key_prefix="eval")
-        metrics = {**prediction.metrics, "eval_samples": len(splits["eval"]), "eval_split": eval_split}
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    else:
-        logger.warning("No evaluation split: the model is trained and saved without evaluation.")
-    task_info = {
+    metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split)
+    test_metrics, _ = evaluate_split(trainer, splits.get("test"), data.test_split, "test")
+    trainer.task_info = {
         "task": task.name,
         "description": task.description,
-        "eval_split": eval_split,
-        "metrics": {f"eval_{task.metric_key}": metrics.get(f"eval_{task.metric_key}")} if metrics else {},
+        "eval_split": data.eval_split,
+        "metrics": {
+            f"{prefix}_{task.metric_key}": values[f"{prefix}_{task.metric_key}"]
+            for prefix, values in (("eval", metrics), ("test", test_metrics))
+            if values
+        },
     }
-    trainer.task_info = task_info
     if trainer.is_world_process_zero():
-        output = Path(training_args.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        if model.config.use_weighted_layer_sum:
-            save_layer_weights(
-                model.featurizer.layer_weights.detach().cpu(),
-                output / "layer_weights.png",
-                title=f"BYOL-A layer weights learned for {task.name.upper()}",
-            )
-        if task.head == "BYOLAForSequenceClassification" and not model.config.classifier_slots and prediction:
-            save_confusion_matrix(
-                prediction.label_ids,
-                prediction.predictions.argmax(-1),
-                [model.config.id2label[i] for i in range(model.config.num_labels)],
-                output / "confusion_matrix.png",
-                title=f"{task.name.upper()} confusion matrix",
-            )
+        save_pictures(Path(training_args.output_dir), model, recipe, prediction, task)
     if training_args.push_to_hub:  # saves the model, its processing class and our card, then one commit
         trainer.push_to_hub(commit_message=f"BYOL-A fine-tuned for SUPERB {task.name.upper()} with byola_hf")
     else:
         trainer.save_model()
     return metrics
+
+
+def export_corpus(model_args: ModelArguments, data_args: DataTrainingArguments, seed: int) -> None:
+    """`--save_corpus_to`: the corpus's splits as a `save_to_disk` folder (a new one), for the statistics."""
+    if not data_args.superb_corpus:
+        raise ValueError("--save_corpus_to saves a --superb_corpus: name the corpus and its --data_dir.")
+    target = Path(data_args.save_corpus_to)
+    if target.exists():
+        raise ValueError(f"--save_corpus_to {target} already exists: choose a new folder.")
+    datasets = require_extra("datasets", "superb")
+    config, _ = load_byola_front_end(model_args.model_name_or_path)
+    corpus = load_corpus(data_args, config, seed)
+    with atomic_path(target) as staged:
+        datasets.DatasetDict(corpus.splits).save_to_disk(str(staged))
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in corpus.splits.items())
+    print(f"Saved the {corpus.name} splits ({sizes}) to {target}")
+
+
+def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
+    """The task's SUPERB learning rate unless `--learning_rate` was given (transformers' 5e-5 is no SUPERB rate)."""
+    if "--learning_rate" not in given:
+        training_args.learning_rate = task.learning_rate
+    logger.info(
+        f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
+        f"({'given' if '--learning_rate' in given else 'task default'}), world size {training_args.world_size}"
+    )
+
+
+def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, feature_extractor, task: SuperbTask):
+    """The [`SuperbTrainer`] over the prepared splits, with the recipe's collation and metric."""
+    evaluate = require_extra("evaluate", "superb")
+    metric = evaluate.load(metric_path(task.metric), task.metric_config)
+    return SuperbTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits.get("eval"),
+        data_collator=LogMelCollator(feature_extractor, recipe, model.config.time_downsampling),
+        compute_metrics=recipe.metrics_function(metric, model.config),
+        processing_class=recipe.processor or feature_extractor,
+    )
+
+
+def choose_task(data_args: DataTrainingArguments) -> SuperbTask:
+    """`--task`, or the task of `--superb_corpus`; the two must agree."""
+    corpus_task = CORPORA[data_args.superb_corpus].task if data_args.superb_corpus else None
+    if data_args.task is None and corpus_task is None:
+        raise ValueError("Pass --task (one of " + ", ".join(SUPERB_TASKS) + ") or --superb_corpus.")
+    if data_args.task and corpus_task and data_args.task != corpus_task:
+        raise ValueError(
+            f"--superb_corpus {data_args.superb_corpus} is for the {corpus_task} task, not --task {data_args.task}."
+        )
+    return SUPERB_TASKS[data_args.task or corpus_task]
+
+
+def build_recipe(task: SuperbTask, model_args: ModelArguments, data_args: DataTrainingArguments, data: TaskData):
+    """The task's recipe on the columns the user named, the corpus's columns, or the task's defaults."""
+    corpus = data.corpus
+    named = data_args.text_column_name if RECIPES[task.head].column_flag == "--text_column_name" else None
+    named = named or data_args.label_column_name
+    columns = corpus.columns if corpus else (named.split(",") if named else None)
+    return recipe_for(
+        task,
+        columns,
+        label_names=corpus.label_names if corpus else None,
+        vocabulary=corpus.vocabulary if corpus else None,
+        ctc_head=model_args.ctc_head,
+    )
+
+
+def check_splits(recipe: TaskRecipe, data: TaskData, audio_column: str) -> None:
+    """Every split's audio files exist, it has the label columns and no empty label: checked before anything is
+    written or computed."""
+    for key, name in data.checked_splits():
+        check_audio_files(data.splits[key], audio_column, name)
+        recipe.check_split(data.splits[key], name)
+
+
+def check_audio_files(dataset, audio_column: str, split_name: str) -> None:
+    """A one-line error for the first clip whose audio is a path to no file (audio held as bytes is not checked)."""
+    datasets = require_extra("datasets", "superb")
+    items = dataset.cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
+    for row, item in enumerate(items):
+        if item and item.get("bytes") is None and item.get("path") and not Path(item["path"]).is_file():
+            raise ValueError(
+                f"The {split_name} split names the audio file {item['path']} (row {row}), which does not exist: "
+                "fix the metadata or restore the file."
+            )
+
+
+def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extractor) -> dict[str, Any]:
+    """Fit the label encoding on the training split and check the evaluation labels, before any feature is
+    computed; return the head's arguments."""
+    head_kwargs = recipe.fit(data.splits["train"], output_dir)
+    for key, name in data.checked_splits()[1:]:
+        recipe.check_labels_seen(data.splits[key], name)
+    recipe.attach_processor(feature_extractor)
+    return head_kwargs
+
+
+def evaluate_split(trainer: Trainer, dataset, split: str | None, prefix: str = "eval") -> tuple[dict[str, Any], Any]:
+    """Predict a split and save its metrics (`PREFIX_results.json`); nothing without one."""
+    if dataset is None:
+        if prefix == "eval":
+            logger.warning("No evaluation split: the model is trained and saved without evaluation.")
+        return {}, None
+    prediction = trainer.predict(dataset, metric_key_prefix=prefix)
+    metrics = {**prediction.metrics, f"{prefix}_samples": len(dataset), f"{prefix}_split": split}
+    trainer.log_metrics(prefix, metrics)
+    trainer.save_metrics(prefix, metrics)
+    return metrics, prediction
+
+
+def save_pictures(output: Path, model, recipe: TaskRecipe, prediction, task: SuperbTask) -> None:
+    """The learned layer weights and the recipe's own pictures (a confusion matrix for classes)."""
+    from ..tools.plots import save_layer_weights
+
+    output.mkdir(parents=True, exist_ok=True)
+    if model.config.use_weighted_layer_sum:
+        save_layer_weights(
+            model.featurizer.layer_weights.detach().cpu(),
+            output / "layer_weights.png",
+            title=f"BYOL-A layer weights learned for {task.name.upper()}",
+        )
+    recipe.save_pictures(output, model.config, prediction)
 
 
 class SuperbTrainer(Trainer):
@@ -367,6 +592,11 @@ class SuperbTrainer(Trainer):
 
     def create_model_card(self, *args, **kwargs) -> None:
         save_model_card(self.args.output_dir, self.model.config, self.task_info)
+
+
+def limit(dataset, count: int | None):
+    """At most `count` rows of `dataset` (all when `count` is `None`)."""
+    return dataset.select(range(min(count, len(dataset)))) if count and dataset is not None else dataset
 
 
 def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int) -> tuple[dict[str, Any], str | None]:
@@ -385,9 +615,6 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
             data_args.audio_column_name,
             sampling_rate,
         )
-
-    def limit(dataset, count: int | None):
-        return dataset.select(range(min(count, len(dataset)))) if count and dataset is not None else dataset
 
     train = load(data_args.train_split_name)
     try:
@@ -414,68 +641,14 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
     }, name
 
 
-def check_labels_seen(dataset, columns: list[str], vocabularies: list[list[str]], split_name: str | None) -> None:
-    """Refuse, before any work, an evaluation split whose labels never occur in training."""
-    for column, vocabulary in zip(columns, vocabularies):
-        unseen = sorted({str(value) for value in dataset[column]} - set(vocabulary))
-        if unseen:
-            raise ValueError(
-                f"The evaluation split ({split_name}) has labels in '{column}' that never occur in training: "
-                f"{', '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}. Add training examples of them, or "
-                "remove those clips from the evaluation split."
-            )
-
-
-def drop_too_long_targets(dataset, config: BYOLAConfig, name: str):
-    """Drop clips whose transcription has more tokens than BYOL-A output frames (CTC needs one frame per token)."""
-
-    def fits(example):
-        return len(example["labels"]) <= len(example["input_features"]) // config.time_downsampling
-
-    kept = dataset.filter(fits, desc=f"CTC length check ({name})")
-    if len(kept) < len(dataset):
-        logger.warning(
-            f"{name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription has more tokens "
-            f"than BYOL-A output frames ({config.frames_per_second:g} per second)."
-        )
-    if len(kept) == 0:
-        raise ValueError(
-            f"Every {name} clip's transcription is longer than its BYOL-A output "
-            f"({config.frames_per_second:g} frames/s)."
-        )
-    return kept
-
-
-def metrics_function(task: SuperbTask, config: BYOLAConfig, metric, processor):
-    """`compute_metrics` for `Trainer`: accuracy (all slots for IC), PER/WER by edit distance, or frame DER."""
-
-    def compute(prediction) -> dict[str, float]:
-        logits, labels = prediction.predictions, prediction.label_ids
-        if task.head == "BYOLAForCTC":
-            predicted = processor.batch_decode(logits.argmax(-1))
-            references = processor.batch_decode(np.where(labels < 0, config.ctc_blank_id, labels), group_tokens=False)
-            return metric.compute(predictions=predicted, references=references)
-        if task.head == "BYOLAForAudioFrameClassification":
-            valid = [example[:, 0] != -100 for example in labels]
-            predicted = [(example[mask] > 0).astype(np.int8) for example, mask in zip(logits, valid)]
-            references = [example[mask].astype(np.int8) for example, mask in zip(labels, valid)]
-            return metric.compute(predictions=predicted, references=references)
-        if config.classifier_slots:
-            parts = np.split(logits, np.cumsum(config.classifier_slots)[:-1], axis=-1)
-            predicted = np.stack([part.argmax(-1) for part in parts], axis=-1)
-            return metric.compute(predictions=predicted.tolist(), references=labels.tolist())
-        return metric.compute(predictions=logits.argmax(-1), references=labels)
-
-    return compute
-
-
 def build_parser() -> HfArgumentParser:
     """The command line: our flags first, then every `TrainingArguments` flag; `--learning_rate` says the task's
     SUPERB default that is used when it is not given."""
     parser = make_parser(
         COMMAND,
         (ModelArguments, DataTrainingArguments, TrainingArguments),
-        usage="byola-run-superb --task TASK --model_name_or_path MODEL --output_dir OUT [options]",
+        usage="byola-run-superb --task TASK --model_name_or_path MODEL --output_dir OUT [options]\n"
+        "       byola-run-superb --superb_corpus NAME --data_dir ROOT --model_name_or_path MODEL --output_dir OUT ...",
         description=__doc__.split("\n\n")[0] + " Evaluates, saves the model with a card, and plots the layer weights.",
         epilog="Our flags come first; the rest are transformers' TrainingArguments.",
     )
@@ -493,7 +666,11 @@ def main(argv: list[str] | None = None) -> None:
     require_extras(COMMAND, ("datasets", "evaluate", "accelerate", "matplotlib"), "superb")
     model_args, data_args, training_args = parse_arguments(build_parser(), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    run_command(COMMAND, run, model_args, data_args, training_args, any(a.startswith("--learning_rate") for a in argv))
+    given = {argument.split("=")[0].replace("-", "_").lstrip("_") for argument in argv if argument.startswith("--")}
+    if data_args.save_corpus_to:
+        run_command(COMMAND, export_corpus, model_args, data_args, training_args.seed)
+    else:
+        run_command(COMMAND, run, model_args, data_args, training_args, {f"--{name}" for name in given})
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""SUPERB task presets for BYOL-A: head, default learning rate and metric of each task (see docs/superb.md)."""
+"""SUPERB task presets for BYOL-A: head, default learning rate and metric of each task (see docs/superb.md).
+
+A task names its head class; [`~byola_hf.superb.recipes.recipe_for`] maps the head to the recipe that owns its
+arguments, label encoding, collation and metric. The remaining per-task facts (the CTC head's shape, whether labels
+are space-separated phonemes, the default columns) are fields here, so the recipe never branches on a task name.
+"""
 
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class SuperbTask:
-    """One SUPERB task: the head class, the default learning rate, the metric module and its main key."""
+    """One SUPERB task: the head class, the default learning rate, the metric module and its main key, and the
+    defaults its recipe reads (label or transcription column, CTC head and projection width, phoneme tokens)."""
 
     name: str
     head: str
@@ -14,66 +20,64 @@ class SuperbTask:
     metric_key: str
     metric_config: str | None = None
     description: str = ""
+    label_column: str = "label"
+    ctc_head: str = "linear"
+    ctc_proj_size: int = 256
+    phonemes: bool = False
 
+
+CLASSIFICATION = "BYOLAForSequenceClassification"
+CTC = "BYOLAForCTC"
+FRAMES = "BYOLAForAudioFrameClassification"
 
 SUPERB_TASKS = {
     "ks": SuperbTask(
-        "ks",
-        "BYOLAForSequenceClassification",
-        1e-4,
-        "accuracy",
-        "accuracy",
-        description="keyword spotting (Speech Commands)",
+        "ks", CLASSIFICATION, 1e-4, "accuracy", "accuracy", description="keyword spotting (Speech Commands)"
     ),
     "ic": SuperbTask(
         "ic",
-        "BYOLAForSequenceClassification",
+        CLASSIFICATION,
         1e-4,
         "accuracy",
         "accuracy",
         description="intent classification, one softmax per slot (Fluent Speech Commands)",
+        label_column="action,object,location",
     ),
     # The BYOL-A upstream's README uses 1e-3 for SID (SUPERB's default is 1e-4).
     "sid": SuperbTask(
-        "sid",
-        "BYOLAForSequenceClassification",
-        1e-3,
-        "accuracy",
-        "accuracy",
-        description="speaker identification (VoxCeleb1)",
+        "sid", CLASSIFICATION, 1e-3, "accuracy", "accuracy", description="speaker identification (VoxCeleb1)"
     ),
-    "er": SuperbTask(
-        "er",
-        "BYOLAForSequenceClassification",
-        1e-4,
-        "accuracy",
-        "accuracy",
-        description="emotion recognition (IEMOCAP)",
-    ),
+    "er": SuperbTask("er", CLASSIFICATION, 1e-4, "accuracy", "accuracy", description="emotion recognition (IEMOCAP)"),
     "pr": SuperbTask(
         "pr",
-        "BYOLAForCTC",
+        CTC,
         1e-2,
         "error_rate",
         "per",
         "per",
         description="phoneme recognition with CTC (LibriSpeech phonemes)",
+        label_column="phonemes",
+        phonemes=True,
     ),
     "asr": SuperbTask(
         "asr",
-        "BYOLAForCTC",
+        CTC,
         1e-4,
         "error_rate",
         "wer",
         "wer",
         description="speech recognition with CTC, BiLSTM head (LibriSpeech characters)",
+        label_column="text",
+        ctc_head="bilstm",
+        ctc_proj_size=1024,
     ),
     "sd": SuperbTask(
         "sd",
-        "BYOLAForAudioFrameClassification",
+        FRAMES,
         1e-4,
         "der",
         "der",
         description="speaker diarization (LibriMix, 2 speakers)",
+        label_column="activity",
     ),
 }

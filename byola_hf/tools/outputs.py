@@ -57,7 +57,8 @@ def claim_output_dir(
         command: the command's name, e.g. `"byola-extract"`.
         run_fingerprint: [`fingerprint`] of everything that changes the outputs (source and its files, model and
             config, result-changing arguments).
-        outputs: the top-level names the command writes in the folder (removed by `overwrite`).
+        outputs: the top-level names (or glob patterns, e.g. `"checkpoint-*"`) the command writes in the folder
+            (removed by `overwrite`).
         overwrite: start over in a folder this command wrote for another fingerprint.
     """
     path = Path(path)
@@ -83,7 +84,8 @@ def claim_output_dir(
         )
     if marker is not None:
         for name in marker.get("outputs", []):
-            remove_path(path / name)
+            for target in sorted(path.glob(name)):  # a name, or a pattern such as "checkpoint-*"
+                remove_path(target)
     path.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path / MARKER, {"command": command, "fingerprint": run_fingerprint, "outputs": list(outputs)})
     return OwnedOutput(path, resumed=False)

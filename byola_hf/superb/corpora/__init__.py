@@ -1,0 +1,161 @@
+"""SUPERB corpora in their native layouts, as `datasets` splits: `byola-run-superb --superb_corpus NAME`.
+
+| corpus | task | layout under `--data_dir` | corpus files |
+|---|---|---|---|
+| `voxceleb1` | sid | `wav/<speaker>/<video>/<utterance>.wav` (or `*/wav/...`) | `--split_file` (`iden_split.txt`) |
+| `libriphone` | pr | `train-clean-100/`, `dev-clean/`, `test-clean/` | `--lexicon` (repeatable), `--vocab_file` |
+| `speech_commands` | ks | `<word>/*.wav`, `_background_noise_/` (v0.01) | `--test_dir` (the v0.01 test set) |
+| `fluent_commands` | ic | `data/{train,valid,test}_data.csv`, `wavs/...` | |
+| `iemocap` | er | `SessionN/dialog/EmoEvaluation/`, `SessionN/sentences/wav/` | `--fold N` (1-5) |
+| `librimix` | sd | Kaldi-style `train/`, `dev/`, `test/` (`wav.scp`, `segments`, `utt2spk`) | |
+
+The readers ([`~byola_hf.superb.corpora.readers`]) apply s3prl's split rules and label sets. The splits are saved
+once under `datasets`' cache (`HF_DATASETS_CACHE/byola_hf_corpora/NAME-FINGERPRINT`), the fingerprint covering the
+reader's version, its arguments, every listed file's path, size and modification time and every label; a changed
+corpus gets a new folder, so `datasets`' own fingerprints (and the cached log-mels) follow the data.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...audio import display_path
+from ...extras import require_extra
+from ...tools.outputs import atomic_path, fingerprint
+from .readers import READERS, CorpusRecords, CorpusRequest, Crop
+
+
+READER_VERSION = 1  # bump when a reader's output changes, so older caches are not reused
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """A corpus: its SUPERB task, its label columns, and the longest training clip in samples (s3prl's crop)."""
+
+    task: str
+    columns: tuple[str, ...]
+    train_max_samples: int | None = None
+
+
+CORPORA = {
+    "voxceleb1": CorpusSpec("sid", ("label",), train_max_samples=128000),
+    "libriphone": CorpusSpec("pr", ("phonemes",)),
+    "speech_commands": CorpusSpec("ks", ("label",)),
+    "fluent_commands": CorpusSpec("ic", ("action", "object", "location")),
+    "iemocap": CorpusSpec("er", ("label",)),
+    "librimix": CorpusSpec("sd", ("activity",)),
+}
+
+
+@dataclass
+class Corpus:
+    """A corpus read for a run: its splits (`datasets.Dataset` with a decoded `audio` column), label columns, class
+    order per column and CTC vocabulary (s3prl's), and the longest training clip in samples."""
+
+    name: str
+    task: str
+    splits: dict[str, Any]
+    columns: list[str]
+    label_names: dict[str, list[str]] | None
+    vocabulary: list[str] | None
+    train_max_samples: int | None
+
+
+def corpus_request(data_args, seed: int, frames_per_second: float) -> CorpusRequest:
+    """The reader's request from `byola-run-superb`'s data arguments."""
+    if not data_args.data_dir:
+        raise ValueError(f"--superb_corpus {data_args.superb_corpus} needs --data_dir (the corpus root).")
+    root = Path(data_args.data_dir)
+    if not root.is_dir():
+        raise ValueError(f"--data_dir {display_path(root)} is not a folder: pass the {data_args.superb_corpus} root.")
+    return CorpusRequest(
+        root=root.resolve(),
+        split_file=data_args.split_file,
+        lexicon=list(data_args.lexicon or []),
+        vocab_file=data_args.vocab_file,
+        fold=data_args.fold,
+        test_dir=data_args.test_dir,
+        seed=seed,
+        frames_per_second=frames_per_second,
+    )
+
+
+def records_fingerprint(name: str, request: CorpusRequest, records: CorpusRecords) -> str:
+    """What the saved splits depend on: the reader, its request, and every file (path, size, modification time)."""
+    files = sorted(
+        {item.path if isinstance(item, Crop) else item for split in records.splits.values() for item in split["audio"]}
+    )
+    stats = []
+    for path in files:
+        status = os.stat(path)
+        stats.append((path, status.st_size, status.st_mtime_ns))
+    return fingerprint(
+        name=name,
+        version=READER_VERSION,
+        request=vars(request),
+        splits=records.splits,
+        files=stats,
+        label_names=records.label_names,
+        vocabulary=records.vocabulary,
+    )
+
+
+def audio_items(audio: list, sampling_rate: int) -> list[dict[str, Any]]:
+    """`datasets.Audio` items: a file by its path; a [`Crop`] as the bytes of a WAV of it (kept in the saved split)."""
+    import io
+
+    import soundfile as sf
+
+    from ...audio import read_audio_file, resample
+
+    items = []
+    for item in audio:
+        if not isinstance(item, Crop):
+            items.append({"path": item, "bytes": None})
+            continue
+        waveform, rate = read_audio_file(item.path)
+        start = item.start * sampling_rate // rate
+        waveform = resample(waveform, rate, sampling_rate)[start : start + item.samples * sampling_rate // rate]
+        buffer = io.BytesIO()
+        sf.write(buffer, waveform, sampling_rate, format="WAV", subtype="FLOAT")
+        items.append({"path": f"{Path(item.path).stem}-{item.start}.wav", "bytes": buffer.getvalue()})
+    return items
+
+
+def save_splits(records: CorpusRecords, folder: Path, sampling_rate: int) -> None:
+    """Save the records as a `DatasetDict` at `folder`, atomically (an interrupted build leaves nothing that loads)."""
+    datasets = require_extra("datasets", "superb")
+    splits = {}
+    for name, columns in records.splits.items():
+        columns = {**columns, "audio": audio_items(columns["audio"], sampling_rate)}
+        splits[name] = datasets.Dataset.from_dict(columns).cast_column("audio", datasets.Audio())
+    with atomic_path(folder) as staged:
+        datasets.DatasetDict(splits).save_to_disk(str(staged))
+
+
+def load_corpus(data_args, config, seed: int) -> Corpus:
+    """Read `--superb_corpus` under `--data_dir` (cached, fingerprinted; see the module doc) for a model `config`."""
+    datasets = require_extra("datasets", "superb")
+    name = data_args.superb_corpus
+    spec = CORPORA[name]
+    request = corpus_request(data_args, seed, config.frames_per_second)
+    records = READERS[name](request)
+    folder = (
+        Path(datasets.config.HF_DATASETS_CACHE)
+        / "byola_hf_corpora"
+        / f"{name}-{records_fingerprint(name, request, records)}"
+    )
+    if not folder.is_dir():
+        save_splits(records, folder, config.sample_rate)
+    splits = datasets.load_from_disk(str(folder))
+    audio = datasets.Audio(sampling_rate=config.sample_rate, mono=True)
+    return Corpus(
+        name=name,
+        task=spec.task,
+        splits={split: splits[split].cast_column("audio", audio) for split in splits},
+        columns=list(spec.columns),
+        label_names=records.label_names,
+        vocabulary=records.vocabulary,
+        train_max_samples=spec.train_max_samples,
+    )

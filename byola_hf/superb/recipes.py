@@ -1,0 +1,333 @@
+"""Task recipes: what each SUPERB head kind needs from the data, in one small class per kind.
+
+A recipe owns its head's arguments, the label encoding (fitted on the training split), the collation of the labels
+into a batch, the metric, the checks that a split's labels are usable, and its pictures. `run_superb` calls the same
+steps for every task:
+
+    recipe = recipe_for(task, columns)
+    recipe.check_split(train, "train"); head_kwargs = recipe.fit(train, output_dir)
+    recipe.check_split(evaluation, "validation"); labels = recipe.encode(batch)
+    batch["labels"] = recipe.collate_labels(labels, frames); compute_metrics = recipe.metrics_function(metric, config)
+
+| head kind | recipe | labels | metric |
+|---|---|---|---|
+| utterance classes (KS, SID, ER; IC with one softmax per slot) | [`ClassificationRecipe`] | class ids | accuracy |
+| CTC (PR phonemes, ASR characters) | [`CTCRecipe`] | token ids, padded with -100 | PER / WER |
+| frame activity (SD) | [`FrameRecipe`] | frames x speakers 0/1, padded with -100 | DER |
+"""
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.utils import logging
+
+from ..configuration_byola import BYOLAConfig
+from .tasks import CLASSIFICATION, CTC, FRAMES, SuperbTask
+
+
+logger = logging.get_logger(__name__)
+IGNORED = -100  # label value the losses and metrics skip (padding)
+
+
+def is_empty(value: Any) -> bool:
+    """Whether a label cell holds nothing: `None` (an empty CSV cell), an empty or blank string, an empty list."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, (list, tuple)) and len(value) == 0
+
+
+def example_name(dataset, row: int, audio_column: str = "audio") -> str:
+    """How a message names one example: its audio file when the dataset keeps paths, else its row number."""
+    if audio_column in dataset.column_names:
+        try:
+            item = (
+                dataset.with_format(None)
+                .select_columns([audio_column])
+                .cast_column(audio_column, type(dataset.features[audio_column])(decode=False))[row][audio_column]
+            )
+            if isinstance(item, dict) and item.get("path"):
+                return f"{item['path']} (row {row})"
+        except (TypeError, ValueError, KeyError):
+            pass
+    return f"row {row}"
+
+
+class TaskRecipe:
+    """
+    The steps one head kind adds to the SUPERB recipe (see the module doc). Subclasses set `head` (the model class
+    name) and `column_flag` (the command-line flag naming their label column).
+
+    Args:
+        task: the task preset.
+        columns: the label columns (several for IC's slots).
+        label_names: per column, the class names in the order a corpus defines them (s3prl's), else `None`.
+        vocabulary: a corpus's fixed CTC tokens (s3prl's phoneme list), else `None` (tokens of the training split).
+        ctc_head: the CTC head kind (`linear` or `bilstm`), default the task's.
+    """
+
+    head: str = ""
+    column_flag: str = "--label_column_name"
+
+    def __init__(
+        self,
+        task: SuperbTask,
+        columns: Sequence[str],
+        label_names: dict[str, list[str]] | None = None,
+        vocabulary: list[str] | None = None,
+        ctc_head: str | None = None,
+    ):
+        self.task = task
+        self.columns = list(columns)
+        self.label_names = label_names or {}
+        self.vocabulary = vocabulary
+        self.ctc_head = ctc_head or task.ctc_head
+        self.processor = None
+
+    def check_split(self, dataset, split_name: str) -> None:
+        """Refuse, with one line, a split without the label columns or with an empty label cell."""
+        for column in self.columns:
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"The {split_name} split has no label column '{column}'; its columns are "
+                    f"{sorted(dataset.column_names)}. Name the label column with {self.column_flag}."
+                )
+            for row, value in enumerate(dataset[column]):
+                if is_empty(value):
+                    raise ValueError(
+                        f"The {split_name} split has an empty '{column}' label at {example_name(dataset, row)}: "
+                        "label every clip (an empty cell is not a class), or remove that clip."
+                    )
+
+    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
+        """Fit the label encoding on the training split; return the head's `from_pretrained` arguments."""
+        raise NotImplementedError
+
+    def check_labels_seen(self, dataset, split_name: str | None) -> None:
+        """Refuse an evaluation split whose labels the fitted encoding cannot represent (default: any is fine)."""
+
+    def encode(self, batch: dict[str, list]) -> list:
+        """The `labels` of a batch of rows (a `datasets.map` batch)."""
+        raise NotImplementedError
+
+    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+        """The batch's `labels` tensor; `frames`: the padded batch's output frames."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> list:
+        """What the encoded labels depend on, for the cache of prepared features."""
+        return [self.head, self.columns, self.label_names]
+
+    def after_features(self, dataset, config: BYOLAConfig, split_name: str):
+        """The prepared split, filtered as the head needs (default: unchanged)."""
+        return dataset
+
+    def attach_processor(self, feature_extractor) -> None:
+        """Set `processor`, saved with the model when the head needs more than the feature extractor (default: no)."""
+
+    def metrics_function(self, metric, config: BYOLAConfig) -> Callable:
+        """`compute_metrics` for `Trainer`."""
+        raise NotImplementedError
+
+    def save_pictures(self, output: Path, config: BYOLAConfig, prediction) -> None:
+        """Pictures of the evaluation beside the model (default: none)."""
+
+
+class ClassificationRecipe(TaskRecipe):
+    """Utterance classes (KS, SID, ER), or one softmax per slot when several columns are given (IC): labels are the
+    classes seen in training, in the corpus's order when it defines one, else sorted."""
+
+    head = CLASSIFICATION
+
+    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
+        self.vocabularies = [
+            self.label_names.get(column) or sorted({str(value) for value in train[column]}) for column in self.columns
+        ]
+        self.indices = [{value: index for index, value in enumerate(names)} for names in self.vocabularies]
+        self.check_labels_seen(train, "train")
+        if len(self.columns) > 1:
+            names = [f"{column}={value}" for column, v in zip(self.columns, self.vocabularies) for value in v]
+            slots = {"classifier_slots": [len(v) for v in self.vocabularies]}
+        else:
+            names, slots = self.vocabularies[0], {}
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+            **slots,
+        }
+
+    def check_labels_seen(self, dataset, split_name: str | None) -> None:
+        for column, index in zip(self.columns, self.indices):
+            unseen = sorted({str(value) for value in dataset[column]} - set(index))
+            if unseen:
+                raise ValueError(
+                    f"The {split_name} split has labels in '{column}' that never occur in training: "
+                    f"{', '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}. Add training examples of them, "
+                    "or remove those clips from that split."
+                )
+
+    def encode(self, batch: dict[str, list]) -> list:
+        rows = zip(*(batch[column] for column in self.columns))
+        values = [[index[str(value)] for value, index in zip(row, self.indices)] for row in rows]
+        return values if len(self.columns) > 1 else [value[0] for value in values]
+
+    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+        return torch.tensor(labels)
+
+    def fingerprint(self) -> list:
+        return [*super().fingerprint(), getattr(self, "vocabularies", None)]
+
+    def metrics_function(self, metric, config: BYOLAConfig) -> Callable:
+        def compute(prediction) -> dict[str, float]:
+            logits, labels = prediction.predictions, prediction.label_ids
+            if config.classifier_slots:  # every slot's argmax; right when all slots are
+                parts = np.split(logits, np.cumsum(config.classifier_slots)[:-1], axis=-1)
+                predicted = np.stack([part.argmax(-1) for part in parts], axis=-1)
+                return metric.compute(predictions=predicted.tolist(), references=labels.tolist())
+            return metric.compute(predictions=logits.argmax(-1), references=labels)
+
+        return compute
+
+    def save_pictures(self, output: Path, config: BYOLAConfig, prediction) -> None:
+        if config.classifier_slots or prediction is None:
+            return
+        from ..tools.plots import save_confusion_matrix
+
+        save_confusion_matrix(
+            prediction.label_ids,
+            prediction.predictions.argmax(-1),
+            [config.id2label[i] for i in range(config.num_labels)],
+            output / "confusion_matrix.png",
+            title=f"{self.task.name.upper()} confusion matrix",
+        )
+
+
+def build_ctc_tokenizer(
+    transcriptions: list[str] | None, output_dir: str, phonemes: bool, tokens: list[str] | None = None
+):
+    """
+    A CTC tokenizer, blank = `<pad>` = id 0, `<unk>` = 1, then `tokens` (a corpus's fixed vocabulary, e.g. s3prl's
+    phoneme list) or the tokens of `transcriptions` (space-separated phonemes, or characters with "|" between words).
+    """
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
+
+    if tokens is None:
+        tokens = sorted({t for text in transcriptions for t in (text.split() if phonemes else text.replace(" ", "|"))})
+    vocab = {"<pad>": 0, "<unk>": 1, **{token: index + 2 for index, token in enumerate(tokens)}}
+    path = Path(output_dir) / "vocab.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(vocab, ensure_ascii=False))
+    if phonemes:
+        return Wav2Vec2PhonemeCTCTokenizer(
+            str(path), do_phonemize=False, pad_token="<pad>", unk_token="<unk>", bos_token=None, eos_token=None
+        )
+    return Wav2Vec2CTCTokenizer(str(path), pad_token="<pad>", unk_token="<unk>", word_delimiter_token="|")
+
+
+class CTCRecipe(TaskRecipe):
+    """CTC over phonemes (PR) or characters (ASR): a tokenizer from the corpus's vocabulary or the training
+    transcriptions, targets padded with -100, PER/WER by edit distance; clips with more tokens than output frames
+    are dropped (CTC needs a frame per token)."""
+
+    head = CTC
+    column_flag = "--text_column_name"
+
+    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
+        column = self.columns[0]
+        transcriptions = None if self.vocabulary else train[column]
+        self.tokenizer = build_ctc_tokenizer(transcriptions, str(output_dir), self.task.phonemes, self.vocabulary)
+        return {
+            "vocab_size": len(self.tokenizer),
+            "ctc_blank_id": self.tokenizer.pad_token_id,
+            "ctc_head": self.ctc_head,
+            "ctc_proj_size": self.task.ctc_proj_size,
+        }
+
+    def attach_processor(self, feature_extractor) -> None:
+        """The processor saved with the model: the feature extractor and the fitted tokenizer."""
+        import byola_hf
+
+        self.processor = byola_hf.BYOLAProcessor(feature_extractor, self.tokenizer)
+
+    def encode(self, batch: dict[str, list]) -> list:
+        return [self.tokenizer(text)["input_ids"] for text in batch[self.columns[0]]]
+
+    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+        longest = max(len(label) for label in labels)
+        return torch.tensor([label + [IGNORED] * (longest - len(label)) for label in labels])
+
+    def fingerprint(self) -> list:
+        return [*super().fingerprint(), self.tokenizer.get_vocab(), self.task.phonemes]
+
+    def after_features(self, dataset, config: BYOLAConfig, split_name: str):
+        def fits(example):
+            return len(example["labels"]) <= len(example["input_features"]) // config.time_downsampling
+
+        kept = dataset.filter(fits, desc=f"CTC length check ({split_name})")
+        if len(kept) < len(dataset):
+            logger.warning(
+                f"{split_name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription has "
+                f"more tokens than BYOL-A output frames ({config.frames_per_second:g} per second)."
+            )
+        if len(kept) == 0:
+            raise ValueError(
+                f"Every {split_name} clip's transcription is longer than its BYOL-A output "
+                f"({config.frames_per_second:g} frames/s)."
+            )
+        return kept
+
+    def metrics_function(self, metric, config: BYOLAConfig) -> Callable:
+        processor = self.processor
+
+        def compute(prediction) -> dict[str, float]:
+            logits, labels = prediction.predictions, prediction.label_ids
+            predicted = processor.batch_decode(logits.argmax(-1))
+            references = processor.batch_decode(np.where(labels < 0, config.ctc_blank_id, labels), group_tokens=False)
+            return metric.compute(predictions=predicted, references=references)
+
+        return compute
+
+
+class FrameRecipe(TaskRecipe):
+    """Frame-level speaker activity (SD): labels are `(frames, speakers)` 0/1 rows at the model's output frame rate,
+    cut or padded (-100) to the batch's frames; permutation-invariant BCE; DER over the labelled frames."""
+
+    head = FRAMES
+
+    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
+        self.speakers = len(train[0][self.columns[0]][0])
+        return {"num_labels": self.speakers, "problem_type": "multi_label_classification"}
+
+    def encode(self, batch: dict[str, list]) -> list:
+        return batch[self.columns[0]]
+
+    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+        padded = np.full((len(labels), frames, len(labels[0][0])), IGNORED, np.float32)
+        for row, label in zip(padded, labels):
+            label = np.asarray(label, np.float32)[:frames]
+            row[: len(label)] = label
+        return torch.from_numpy(padded)
+
+    def metrics_function(self, metric, config: BYOLAConfig) -> Callable:
+        def compute(prediction) -> dict[str, float]:
+            logits, labels = prediction.predictions, prediction.label_ids
+            valid = [example[:, 0] != IGNORED for example in labels]
+            predicted = [(example[mask] > 0).astype(np.int8) for example, mask in zip(logits, valid)]
+            references = [example[mask].astype(np.int8) for example, mask in zip(labels, valid)]
+            return metric.compute(predictions=predicted, references=references)
+
+        return compute
+
+
+RECIPES: dict[str, type[TaskRecipe]] = {CLASSIFICATION: ClassificationRecipe, CTC: CTCRecipe, FRAMES: FrameRecipe}
+
+
+def recipe_for(task: SuperbTask, columns: Sequence[str] | None = None, **kwargs: Any) -> TaskRecipe:
+    """The recipe of `task`'s head kind, on `columns` (default: the task's own label column(s))."""
+    return RECIPES[task.head](task, columns or task.label_column.split(","), **kwargs)

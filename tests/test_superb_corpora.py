@@ -1,0 +1,455 @@
+"""SUPERB corpora in their native layouts (tiny espeak-ng copies built here), and run_superb's trust contract:
+each corpus end to end, the readers' tricky cases as s3prl reads them, malformed layouts in one line, output folders
+owned and resumed, pushes private by default."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from byola_hf.superb.corpora.mini import MINI_CORPORA, VOICES
+from byola_hf.superb.corpora.readers import (
+    KS_CLASSES,
+    CorpusRequest,
+    default_phonemes,
+    hold_out,
+    read_iemocap,
+    read_librimix,
+    read_libriphone,
+    read_speech_commands,
+    read_voxceleb1,
+    speech_commands_split,
+)
+from byola_hf.superb.run import main
+
+
+TRAINING = [
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "4",
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "no",
+    "--dataloader_num_workers",
+    "0",
+    "--disable_tqdm",
+    "true",
+    "--seed",
+    "0",
+]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> dict[str, Path]:
+    """Every mini corpus, built once (a few seconds of espeak-ng)."""
+    root = tmp_path_factory.mktemp("corpora")
+    built = {name: make(root / name) for name, make in MINI_CORPORA.items()}
+    built["speech_commands"], built["speech_commands_test"] = built["speech_commands"]
+    return built
+
+
+@pytest.fixture(autouse=True)
+def datasets_cache(tmp_path, monkeypatch):
+    """Each test's corpus caches and cached log-mels in its own folder."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+
+
+def run_superb(capsys, *arguments: str) -> tuple[int, str]:
+    """`byola-run-superb ARGUMENTS` in this process: (exit code, stderr)."""
+    try:
+        main([*arguments])
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+def one_line_error(code: int, stderr: str) -> str:
+    """The command's one error line (asserting there is exactly one and no traceback)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("byola-run-superb: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    return lines[0]
+
+
+def corpus_arguments(name: str, corpora: dict[str, Path]) -> list[str]:
+    root = corpora[name]
+    extra = {
+        "libriphone": ["--lexicon", str(root / "lexicon.txt"), "--lexicon", str(root / "lexicon-others.txt")],
+        "speech_commands": ["--test_dir", str(corpora["speech_commands_test"]), "--eval_split_name", "test"],
+        "iemocap": ["--fold", "2", "--eval_split_name", "test"],
+    }
+    return ["--superb_corpus", name, "--data_dir", str(root), *extra.get(name, [])]
+
+
+METRICS = {
+    "voxceleb1": ("sid", "eval_accuracy"),
+    "libriphone": ("pr", "eval_per"),
+    "speech_commands": ("ks", "eval_accuracy"),
+    "fluent_commands": ("ic", "eval_accuracy"),
+    "iemocap": ("er", "eval_accuracy"),
+    "librimix": ("sd", "eval_der"),
+}
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_corpus_end_to_end(name, corpora, random2048_dir, tmp_path, capsys):
+    output = tmp_path / name
+    arguments = ["--model_name_or_path", str(random2048_dir), "--output_dir", str(output), *TRAINING]
+    code, stderr = run_superb(capsys, *corpus_arguments(name, corpora), *arguments)
+    assert code == 0, stderr[-3000:]
+    task, key = METRICS[name]
+    metrics = json.loads((output / "eval_results.json").read_text())
+    assert np.isfinite(metrics[key]) and metrics[key] >= 0 and metrics["eval_samples"] > 0
+    assert f"task: {task}" in (output / "README.md").read_text()
+    config = json.loads((output / "config.json").read_text())
+    if name == "speech_commands":
+        assert list(config["id2label"].values()) == KS_CLASSES  # s3prl's 12 classes in s3prl's order
+    if name == "iemocap":
+        assert list(config["id2label"].values()) == ["neu", "hap", "ang", "sad"]
+    if name == "fluent_commands":
+        assert config["classifier_slots"] == [4, 3, 2]  # action, object, location values seen in training
+    if name == "libriphone":
+        vocab = json.loads((output / "vocab.json").read_text())
+        assert len(vocab) == 2 + 71 and vocab["SIL"] == 2  # blank, unknown, then s3prl's phoneme list
+    # The same command again: the corpus is read from its one cached copy.
+    code, stderr = run_superb(capsys, *corpus_arguments(name, corpora), *arguments)
+    assert code == 0, stderr[-3000:]
+    assert len(list((tmp_path / "hf_datasets" / "byola_hf_corpora").iterdir())) == 1
+
+
+def test_libriphone_lexicon_as_s3prl_reads_it(corpora):
+    root = corpora["libriphone"]
+    request = CorpusRequest(root=root, lexicon=[str(root / "lexicon.txt"), str(root / "lexicon-others.txt")])
+    records = read_libriphone(request)
+    # THE has two pronunciations: the first (DH AH0) is taken; GO and UP come from the second lexicon file.
+    assert records.splits["train"]["phonemes"][0] == "DH AH0 K AE1 T S AE1 T AA1 N DH AH0 M AE1 T"
+    assert records.splits["train"]["phonemes"][3] == "G OW1 AH1 P"
+    vocabulary = default_phonemes()
+    assert len(vocabulary) == 71 and vocabulary[:4] == ["SIL", "SPN", "AA0", "AA1"] and vocabulary[-1] == "ZH"
+    assert records.vocabulary == vocabulary
+
+
+def test_libriphone_missing_word_and_unknown_phoneme_are_one_line(corpora, random2048_dir, tmp_path, capsys):
+    root = tmp_path / "libri"
+    shutil.copytree(corpora["libriphone"], root)
+    base = ["--superb_corpus", "libriphone", "--data_dir", str(root), "--model_name_or_path", str(random2048_dir)]
+    # Without the second lexicon, GO is in no lexicon: the word and its transcript file are named.
+    code, stderr = run_superb(
+        capsys, *base, "--lexicon", str(root / "lexicon.txt"), "--output_dir", str(tmp_path / "a")
+    )
+    line = one_line_error(code, stderr)
+    assert "The word GO of " in line and "1-100.trans.txt (utterance 1-100-0003) is in no lexicon" in line
+    (root / "bad-lexicon.txt").write_text("CAT K AE1 T\nDOG D AOX G\n")
+    code, stderr = run_superb(
+        capsys, *base, "--lexicon", str(root / "bad-lexicon.txt"), "--output_dir", str(tmp_path / "b")
+    )
+    line = one_line_error(code, stderr)
+    assert "bad-lexicon.txt line 2: phoneme 'AOX' of DOG is not in s3prl's phoneme vocabulary" in line
+    code, stderr = run_superb(capsys, *base, "--output_dir", str(tmp_path / "c"))
+    assert "libriphone needs --lexicon" in one_line_error(code, stderr)
+
+
+def test_speech_commands_unknown_and_silence_as_s3prl_builds_them(corpora):
+    records = read_speech_commands(CorpusRequest(root=corpora["speech_commands"], seed=3))
+    for split in ("train", "validation"):
+        labels = records.splits[split]["label"]
+        assert set(labels) == {"yes", "no", "_unknown_", "_silence_"}  # "bed" is one of the other words
+        crops = [item for item in records.splits[split]["audio"] if not isinstance(item, str)]
+        assert len(crops) == labels.count("_silence_") == 3  # as many as the average word has clips
+        assert all(crop.samples == 16000 and "_background_noise_" in crop.path for crop in crops)
+    # Every clip of a speaker falls in the same split (the hash of the name before "_nohash_").
+    assert speech_commands_split("abc_nohash_0.wav") == speech_commands_split("abc_nohash_4.wav")
+    train = {Path(path).name.split("_")[0] for path in records.splits["train"]["audio"] if isinstance(path, str)}
+    validation = {Path(p).name.split("_")[0] for p in records.splits["validation"]["audio"] if isinstance(p, str)}
+    assert train and validation and not train & validation
+
+
+def test_iemocap_merges_excited_into_happy_and_holds_out_as_s3prl(corpora):
+    records = read_iemocap(CorpusRequest(root=corpora["iemocap"], fold=3))
+    test = records.splits["test"]
+    assert all("Session3" in path for path in test["audio"])
+    assert test["label"] == ["neu", "hap", "hap", "ang", "sad"]  # exc -> hap, fru dropped
+    assert len(records.splits["train"]["audio"]) + len(records.splits["validation"]["audio"]) == 4 * 5
+    # The validation split is s3prl's: torch.random_split of the training sessions after torch.manual_seed(0).
+    items = list(range(20))
+    records_in = {"audio": items, "label": items}
+    torch.manual_seed(0)
+    expected = torch.utils.data.random_split(items, [16, 4])
+    train, validation = hold_out(records_in, 0.2)
+    assert train["audio"] == list(expected[0]) and validation["audio"] == list(expected[1])
+
+
+def test_librimix_activity_follows_the_segments(corpora):
+    records = read_librimix(CorpusRequest(root=corpora["librimix"], frames_per_second=12.5))
+    segments = (corpora["librimix"] / "train" / "segments").read_text().split("\n")[:2]
+    first_end = float(segments[0].split()[3])
+    second_start = float(segments[1].split()[2])
+    activity = np.array(records.splits["train"]["activity"][0])
+    speakers = sorted(line.split()[0].split("-")[0] for line in segments)
+    first = speakers.index(segments[0].split()[0].split("-")[0])
+    assert activity.shape[1] == 2
+    assert (
+        activity[: int(np.rint(first_end * 12.5)), first].all()
+        and not activity[int(np.rint(first_end * 12.5)) :, first].any()
+    )
+    assert not activity[: int(np.rint(second_start * 12.5)), 1 - first].any()
+    assert activity[int(np.rint(second_start * 12.5)) :, 1 - first].any()
+
+
+def test_voxceleb1_split_file_as_s3prl_reads_it(corpora, tmp_path):
+    records = read_voxceleb1(CorpusRequest(root=corpora["voxceleb1"]))
+    assert [len(records.splits[s]["audio"]) for s in ("train", "validation", "test")] == [12, 3, 3]
+    assert records.label_names == {"label": ["id10001", "id10002", "id10003"]}
+    # The dev and test archives side by side (ROOT/*/wav), as s3prl searches them.
+    root = tmp_path / "vox"
+    shutil.copytree(corpora["voxceleb1"] / "wav", root / "vox1_dev" / "wav")
+    shutil.copy(corpora["voxceleb1"] / "iden_split.txt", root / "split.txt")
+    moved = read_voxceleb1(CorpusRequest(root=root, split_file=str(root / "split.txt")))
+    assert moved.splits["test"]["label"] == records.splits["test"]["label"]
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("no_split_file", "Missing {root}/iden_split.txt: expected the VoxCeleb1 split file"),
+        ("missing_wav", "split.txt line 2 names id10001/video1/00001.wav, which is in none of {root}/wav"),
+        ("bad_line", "split.txt line 1: expected '<1|2|3> <speaker>/<video>/<utterance>.wav', got '4 x.wav'"),
+    ],
+)
+def test_malformed_voxceleb1_is_one_line(case, expected, corpora, random2048_dir, tmp_path, capsys):
+    root = tmp_path / "vox"
+    shutil.copytree(corpora["voxceleb1"], root)
+    split = root / "split.txt"
+    shutil.move(root / "iden_split.txt", split)
+    if case == "missing_wav":
+        (root / "wav" / "id10001" / "video1" / "00001.wav").unlink()
+    if case == "bad_line":
+        split.write_text("4 x.wav\n" + split.read_text())
+    flags = [] if case == "no_split_file" else ["--split_file", str(split)]
+    code, stderr = run_superb(
+        capsys,
+        *["--superb_corpus", "voxceleb1", "--data_dir", str(root), *flags],
+        *["--model_name_or_path", str(random2048_dir), "--output_dir", str(tmp_path / "out")],
+    )
+    assert expected.format(root=root.resolve()) in one_line_error(code, stderr)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_malformed_other_layouts_are_one_line(corpora, random2048_dir, tmp_path, capsys):
+    model = ["--model_name_or_path", str(random2048_dir)]
+    fluent = tmp_path / "fluent"
+    shutil.copytree(corpora["fluent_commands"], fluent)
+    text = (fluent / "data" / "valid_data.csv").read_text().replace(",location", ",place")
+    (fluent / "data" / "valid_data.csv").write_text(text)
+    code, stderr = run_superb(
+        capsys,
+        "--superb_corpus",
+        "fluent_commands",
+        "--data_dir",
+        str(fluent),
+        *model,
+        "--output_dir",
+        str(tmp_path / "a"),
+    )
+    assert "valid_data.csv has no column location: expected path, action, object, location" in one_line_error(
+        code, stderr
+    )
+    code, stderr = run_superb(
+        capsys,
+        "--superb_corpus",
+        "iemocap",
+        "--data_dir",
+        str(corpora["iemocap"]),
+        "--fold",
+        "6",
+        *model,
+        "--output_dir",
+        str(tmp_path / "b"),
+    )
+    assert "--fold must be 1..5" in one_line_error(code, stderr)
+    mix = tmp_path / "mix"
+    shutil.copytree(corpora["librimix"], mix)
+    (mix / "dev" / "utt2spk").unlink()
+    code, stderr = run_superb(
+        capsys, "--superb_corpus", "librimix", "--data_dir", str(mix), *model, "--output_dir", str(tmp_path / "c")
+    )
+    assert f"Missing {mix.resolve()}/dev/utt2spk: expected 'UTTERANCE SPEAKER' lines" in one_line_error(code, stderr)
+    code, stderr = run_superb(
+        capsys,
+        "--superb_corpus",
+        "librimix",
+        "--task",
+        "ks",
+        "--data_dir",
+        str(mix),
+        *model,
+        "--output_dir",
+        str(tmp_path / "d"),
+    )
+    assert "--superb_corpus librimix is for the sd task, not --task ks" in one_line_error(code, stderr)
+
+
+# Trust: output folders, resume, labels, pushes ---------------------------------------------------------------------
+
+
+def ks_arguments(corpora, model, output) -> list[str]:
+    return [
+        *["--superb_corpus", "speech_commands", "--data_dir", str(corpora["speech_commands"])],
+        *["--model_name_or_path", str(model), "--output_dir", str(output)],
+    ]
+
+
+def test_output_folder_is_owned_resumed_and_refused(corpora, random2048_dir, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="byola_hf.superb.run")
+    output = tmp_path / "run"
+    steps = [a if a != "no" else "steps" for a in TRAINING] + ["--save_steps", "1", "--save_total_limit", "1"]
+    code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *steps)
+    assert code == 0, stderr[-3000:]
+    assert (output / "checkpoint-2").is_dir()
+    # The same run again, longer: it resumes from its last checkpoint, as transformers' example scripts do.
+    longer = [*steps, "--max_steps", "3"]
+    code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *longer)
+    assert code == 0, stderr[-3000:]
+    assert f"Resuming from {output}/checkpoint-2" in caplog.text
+    assert json.loads((output / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    # Another learning rate into the same folder: refused, nothing touched; --overwrite_output_dir starts over.
+    changed = [*steps, "--learning_rate", "0.5"]
+    code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *changed)
+    assert "holds a byola-run-superb run made with other inputs or arguments" in one_line_error(code, stderr)
+    assert (output / "checkpoint-3").is_dir()
+    (output / "notes.md").write_text("mine")
+    code, stderr = run_superb(
+        capsys, *ks_arguments(corpora, random2048_dir, output), *changed, "--overwrite_output_dir"
+    )
+    assert code == 0, stderr[-3000:]
+    assert (
+        caplog.text.count("Resuming") == 1
+        and (output / "checkpoint-2").is_dir()
+        and not (output / "checkpoint-3").exists()
+    )
+    assert (output / "notes.md").read_text() == "mine"  # not one of the command's outputs
+    # A folder it did not write is refused; a missing --resume_from_checkpoint is one line.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.wav").write_bytes(b"x")
+    code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, foreign), *TRAINING)
+    assert "already holds files that byola-run-superb did not write" in one_line_error(code, stderr)
+    assert [p.name for p in foreign.iterdir()] == ["data.wav"]
+    code, stderr = run_superb(
+        capsys,
+        *ks_arguments(corpora, random2048_dir, tmp_path / "x"),
+        *TRAINING,
+        "--resume_from_checkpoint",
+        str(tmp_path / "nope"),
+    )
+    assert "--resume_from_checkpoint" in one_line_error(code, stderr) and "no such checkpoint folder" in stderr
+
+
+def audiofolder(tmp_path: Path, corpora, rows: list[tuple[str, str]], header: str = "file_name,label") -> Path:
+    """An audiofolder `train/` of the mini Speech Commands clips with the given (file, label) metadata rows."""
+    folder = tmp_path / "folder" / "train"
+    folder.mkdir(parents=True)
+    clips = sorted((corpora["speech_commands"] / "yes").glob("*.wav"))
+    for index, _ in enumerate(rows):
+        shutil.copy(clips[index % len(clips)], folder / f"{index}.wav")
+    (folder / "metadata.csv").write_text(header + "\n" + "".join(f"{name},{label}\n" for name, label in rows))
+    return folder.parent
+
+
+@pytest.mark.parametrize(
+    "rows, header, flags, expected",
+    [
+        (
+            [("0.wav", "yes"), ("1.wav", ""), ("2.wav", "no")],
+            "file_name,label",
+            [],
+            "The train split has an empty 'label' label at ",
+        ),
+        (
+            [("0.wav", "yes"), ("1.wav", "no")],
+            "file_name,word",
+            [],
+            "The train split has no label column 'label'; its columns are ['audio', 'word']. Name the label column "
+            "with --label_column_name.",
+        ),
+        (
+            [("0.wav", "yes"), ("1.wav", "no")],
+            "file_name,label",
+            ["--eval_split_name", "train", "--label_column_name", "nope"],
+            "has no label column 'nope'",
+        ),
+        (
+            [("0.wav", "yes"), ("missing.wav", "no")],
+            "file_name,label",
+            [],
+            "missing.wav (row 1), which does not exist",
+        ),
+    ],
+)
+def test_label_mistakes_are_one_line(rows, header, flags, expected, corpora, random2048_dir, tmp_path, capsys):
+    data = audiofolder(tmp_path, corpora, rows, header)
+    code, stderr = run_superb(
+        capsys,
+        *["--task", "ks", "--data_dir", str(data), "--model_name_or_path", str(random2048_dir)],
+        *["--output_dir", str(tmp_path / "out"), "--validation_split_percentage", "0", *flags, *TRAINING],
+    )
+    line = one_line_error(code, stderr)
+    assert expected in line and not (tmp_path / "out").exists()  # refused before anything is written
+    if "empty" in expected:
+        assert "1.wav (row 1)" in line and "an empty cell is not a class" in line
+
+
+def test_pushes_are_private_unless_asked(monkeypatch):
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb import run as run_module
+
+    monkeypatch.setattr(run_module, "check_hub_access", lambda repo_id: None)
+    cases = [((), False, True), (("--hub_private_repo",), False, False), ((), True, False)]
+    for given, public, expected in cases:
+        training = TrainingArguments(output_dir="unused", push_to_hub=True, hub_model_id="me/x", report_to="none")
+        if given:
+            training.hub_private_repo = False
+        data = run_module.DataTrainingArguments(task="ks", public=public)
+        run_module.prepare_push(training, data, BYOLAConfig(), set(given))
+        assert training.hub_private_repo is expected and training.hub_strategy == "end"
+
+
+def test_mini_corpora_use_distinct_voices():
+    assert len(set(VOICES)) == len(VOICES) >= 4
+
+
+def test_from_s3prl_doc_commands_run_as_written(random2048_checkpoint, tmp_path):
+    """docs/from_s3prl.md's tiny-corpora block, as written (the random 2048-d checkpoint for the official one)."""
+    import os
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "from_s3prl.md").read_text()
+    script = text.split("## Try it on tiny copies")[1].split("```bash\n")[1].split("```")[0]
+    script = script.replace("AudioNTT2020-BYOLA-64x96d2048.pth", str(random2048_checkpoint))
+    bin_dir = str(Path(sys.executable).parent) + "/"
+    script = "\n".join(bin_dir + line if line.startswith("byola-") else line for line in script.splitlines())
+    environment = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    result_dir = tmp_path / "result"
+    assert 0 <= json.loads((result_dir / "vc1" / "test_results.json").read_text())["test_accuracy"] <= 1
+    assert json.loads((result_dir / "vc1-test" / "eval_results.json").read_text())["eval_split"] == "test"
+    assert json.loads((result_dir / "pr" / "test_results.json").read_text())["test_per"] >= 0
+    stats = json.loads((tmp_path / "byola-2048-vc1" / "config.json").read_text())
+    assert stats["stats_provenance"]["split"] == "train" and np.isfinite(stats["mean"])
