@@ -58,6 +58,20 @@ class BYOLAConvBlock(nn.Module):
         return self.pool(self.activation(self.batch_norm(self.conv(hidden_states))))
 
 
+def check_finite_weights(model: nn.Module, source: object) -> None:
+    """A `ValueError` naming the first parameters or buffers of `model` that hold NaN or infinity."""
+    damaged = [
+        name
+        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if damaged:
+        raise ValueError(
+            f"The weights loaded from {source} hold NaN or infinite values ({', '.join(damaged[:3])}"
+            f"{' ...' if len(damaged) > 3 else ''}): they are damaged; convert or download them again."
+        )
+
+
 class BYOLAPreTrainedModel(PreTrainedModel):
     config_class = BYOLAConfig
     config: BYOLAConfig
@@ -82,6 +96,15 @@ class BYOLAPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.layer_weights)
         else:
             super()._init_weights(module)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing weights that hold NaN or infinity: the fast kernels would
+        turn them into plausible numbers (a fused ReLU maps NaN to 0), so they are an error, never embeddings."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        check_finite_weights(model, pretrained_model_name_or_path)
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, with an `auto_map` for every BYOL-A class and the embedding pipeline's
@@ -295,13 +318,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
         Validate the inputs and the statistics; return each example's valid log-mel frames `(batch,)` and whether
         the batch may be padded (decided from the values where they are checked, else from the mask's presence).
         """
-        if not self.config.has_statistics:
-            raise ValueError(
-                "This BYOL-A model has no normalisation statistics (config.mean / config.std are None). BYOL-A "
-                "normalises log-mels with the mean and std of the downstream task's data: compute them with "
-                "`byola-compute-stats --model_name_or_path MODEL_DIR --dataset_name DATASET --output_dir OUT` (or "
-                "`byola_hf.stats.compute_stats`), or set `model.config.mean` and `model.config.std` to known values."
-            )
+        self.config.require_statistics()
         check_statistics(self.config.mean, self.config.std)
         if not isinstance(input_features, torch.Tensor):
             raise TypeError(
@@ -325,6 +342,11 @@ class BYOLAModel(BYOLAPreTrainedModel):
             )
         if attention_mask is None:
             return torch.full((batch,), frames, dtype=torch.long, device=input_features.device), False
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(
+                f"attention_mask must be a torch.Tensor like input_features, got {type(attention_mask).__name__}; "
+                "call the feature extractor with return_tensors='pt'."
+            )
         if attention_mask.shape != (batch, frames):
             raise ValueError(
                 f"attention_mask must have shape (batch, frames) = {(batch, frames)} like input_features, got "

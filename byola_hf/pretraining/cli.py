@@ -23,7 +23,7 @@ from ..configuration_byola import VARIANTS, BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
-from ..stats.data import load_byola_front_end
+from ..tools.data import load_byola_front_end
 from .data import CropDataset, collate_waveforms, load_source, scan_clips
 from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card

@@ -17,8 +17,8 @@ import torch
 # front-end and the exact moments of a batch of clips.
 from ..extract.extract import load_source
 from ..feature_extraction_byola import BYOLAFeatureExtractor
-from ..moments import LogMelMoments
 from ..stats.compute import batch_moments
+from ..stats.moments import LogMelMoments
 
 
 def decode_audio(item: dict[str, Any], sampling_rate: int) -> np.ndarray:
