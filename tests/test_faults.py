@@ -357,3 +357,24 @@ def test_workers_die_with_their_parent():
         time.sleep(0.1)
     os.kill(child_pid, signal.SIGKILL)
     raise AssertionError("the worker outlived its parent")
+
+
+def test_nan_weights_are_refused_at_load(small_model, tmp_path):
+    """One NaN BatchNorm weight: an error at from_pretrained, never embeddings (a fused ReLU would map NaN to 0)."""
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_model, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    key = next(name for name in weights if "batch_norm.weight" in name)
+    weights[key][0] = float("nan")
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"hold NaN or infinite values \\({key}"):
+        BYOLAModel.from_pretrained(damaged)
+
+
+def test_numpy_attention_mask_is_a_clear_error(small_model):
+    model = BYOLAModel.from_pretrained(small_model).eval()
+    inputs = BYOLAFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")
+    with pytest.raises(TypeError, match="attention_mask must be a torch.Tensor"):
+        model(inputs["input_features"], attention_mask=inputs["attention_mask"].numpy())
