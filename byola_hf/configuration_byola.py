@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -74,8 +75,9 @@ class BYOLAConfig(PretrainedConfig):
         use_weighted_layer_sum (`bool`, *optional*, defaults to `True`):
             Heads: learn a softmax-weighted sum of the `num_hidden_layers` hidden states (weights start equal), as
             SUPERB's featurizer does; otherwise use `last_hidden_state`.
-        freeze_base (`bool`, *optional*, defaults to `True`):
-            Heads: keep the BYOL-A encoder frozen and in eval mode (the SUPERB protocol).
+        freeze_base_model (`bool`, *optional*, defaults to `True`):
+            Heads: keep the BYOL-A encoder frozen and in eval mode (the SUPERB protocol). `freeze_base`, its former
+            name, is still read (with a deprecation warning).
         classifier_proj_size (`int`, *optional*, defaults to 256):
             [`BYOLAForSequenceClassification`]: projection before mean pooling.
         classifier_slots (`list[int]`, *optional*):
@@ -138,7 +140,7 @@ class BYOLAConfig(PretrainedConfig):
         stats_provenance: dict[str, Any] | None = None,
         inference_chunk_frames: int = 12000,
         use_weighted_layer_sum: bool = True,
-        freeze_base: bool = True,
+        freeze_base_model: bool = True,
         classifier_proj_size: int = 256,
         classifier_slots: list[int] | None = None,
         ctc_head: str = "linear",
@@ -172,7 +174,12 @@ class BYOLAConfig(PretrainedConfig):
         self.stats_provenance = stats_provenance
         self.inference_chunk_frames = inference_chunk_frames
         self.use_weighted_layer_sum = use_weighted_layer_sum
-        self.freeze_base = freeze_base
+        if "freeze_base" in kwargs:  # the former name, in configs saved before
+            warnings.warn(
+                "BYOLAConfig(freeze_base=...) is deprecated: use freeze_base_model.", FutureWarning, stacklevel=2
+            )
+            freeze_base_model = kwargs.pop("freeze_base")
+        self.freeze_base_model = freeze_base_model
         self.classifier_proj_size = classifier_proj_size
         self.classifier_slots = list(classifier_slots) if classifier_slots is not None else None
         self.ctc_head = ctc_head

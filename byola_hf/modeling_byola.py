@@ -445,20 +445,20 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
         super().__init__(config)
         self.byola = BYOLAModel(config)
         self.featurizer = BYOLALayerWeightedSum(config)
-        if config.freeze_base:
+        if config.freeze_base_model:
             self.freeze_base_model()
 
     def freeze_base_model(self) -> None:
         """Freeze the BYOL-A encoder: no gradients, and eval mode (dropout off, BatchNorm statistics fixed) even
         while the head trains."""
-        self.config.freeze_base = True
+        self.config.freeze_base_model = True
         for parameter in self.byola.parameters():
             parameter.requires_grad = False
         self.byola.eval()
 
     def train(self, mode: bool = True) -> "BYOLAHeadModel":
         super().train(mode)
-        if self.config.freeze_base:
+        if self.config.freeze_base_model:
             self.byola.eval()
         return self
 
@@ -471,7 +471,7 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
         the very tensors returned, so they are on the head's graph."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base_model):
             outputs = self.byola(
                 input_features,
                 attention_mask=attention_mask,

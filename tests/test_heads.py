@@ -110,7 +110,7 @@ def test_head_from_converted_base_loads_encoder(real512_dir):
 
 
 def test_frozen_encoder_can_be_unfrozen():
-    model = BYOLAForSequenceClassification(config(num_labels=2, freeze_base=False)).train()
+    model = BYOLAForSequenceClassification(config(num_labels=2, freeze_base_model=False)).train()
     assert model.byola.training and all(p.requires_grad for p in model.byola.parameters())
     model.freeze_base_model()
     model.train()

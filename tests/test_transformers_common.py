@@ -106,7 +106,7 @@ class BYOLAModelTester:
             mean=-8.0,
             std=4.0,
             # Train the whole network, so the common gradient checks reach the encoder too.
-            freeze_base=False,
+            freeze_base_model=False,
             classifier_proj_size=8,
             ctc_head=self.ctc_head,
             ctc_proj_size=8,

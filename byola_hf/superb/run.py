@@ -424,7 +424,7 @@ def run(
     splits = prepare_features(splits, feature_extractor, recipe, data_args, training_args, train_max)
     model = getattr(byola_hf, task.head).from_pretrained(
         model_args.model_name_or_path,
-        freeze_base=model_args.freeze_base_model,
+        freeze_base_model=model_args.freeze_base_model,
         use_weighted_layer_sum=model_args.use_weighted_layer_sum,
         **head_kwargs,
     )
