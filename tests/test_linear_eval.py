@@ -165,6 +165,7 @@ def test_linear_evaluation_is_reproducible_and_holds_out_a_validation_part(ks_em
         (["--train_dir", "{train}", "--test_dir", "{test}", "--epochs", "0"], "--epochs must be a whole number >= 1"),
         (["--embeddings_dir", "{train}"], "neither a 'split'"),
         (["--train_dir", "{train}"], "Give --embeddings_dir"),
+        (["--train_dir", "{train}", "--test_dir", "{test}", "--device", "nowhere"], "is not a torch device"),
     ],
 )
 def test_user_mistakes_are_one_line(ks_embeddings, tmp_path, capsys, arguments, message):
