@@ -1,6 +1,7 @@
 """byola-extract: embeddings equal the model's example by example; workers, resumption, fingerprints, owned folders,
 bad audio."""
 
+import errno
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,3 +331,25 @@ def test_the_documented_random_model_recipe_extracts_every_layer_at_its_width(au
         frames = np.asarray(dataset[0][f"frames_{layer}"])
         assert frames.shape == (len(dataset[0]["timestamps"]), width) and np.isfinite(frames).all()
     assert np.std(dataset[0]["embedding"]) > 0
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_shard_that_looks_finished(
+    audio_folder, random2048_dir, tmp_path, capsys, monkeypatch
+):
+    import datasets
+
+    def full(self, path, *args, **kwargs):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", full)
+    root, _ = audio_folder
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(random2048_dir), "--dataset_name", str(root), "--output_dir", str(output),
+              "--num_workers", "0"])  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert one_line_error(subprocess.CompletedProcess([], exit_info.value.code, "", stderr)), stderr
+    assert "No space left on device" in stderr
+    assert not (output / "shards").exists() or not any((output / "shards").iterdir())

@@ -165,6 +165,7 @@ def test_linear_evaluation_is_reproducible_and_holds_out_a_validation_part(ks_em
         (["--train_dir", "{train}", "--test_dir", "{test}", "--epochs", "0"], "--epochs must be a whole number >= 1"),
         (["--embeddings_dir", "{train}"], "neither a 'split'"),
         (["--train_dir", "{train}"], "Give --embeddings_dir"),
+        (["--train_dir", "{train}", "--test_dir", "{test}", "--device", "nowhere"], "is not a torch device"),
     ],
 )
 def test_user_mistakes_are_one_line(ks_embeddings, tmp_path, capsys, arguments, message):
@@ -186,3 +187,23 @@ def test_refuses_a_folder_it_did_not_write(ks_embeddings, tmp_path):
     with pytest.raises(ValueError, match="did not write"):
         linear_eval(str(ks_embeddings["train"]), str(ks_embeddings["test"]), epochs=1, output_dir=str(tmp_path))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_confusion_matrix_title_shows_the_reported_mean_and_std(ks_embeddings, tmp_path, monkeypatch):
+    from byola_hf.tools import plots
+
+    titles = []
+    original = plots.save_confusion_matrix
+
+    def recording(*args, title, **kwargs):
+        titles.append(title)
+        return original(*args, title=title, **kwargs)
+
+    monkeypatch.setattr(plots, "save_confusion_matrix", recording)
+    result = linear_eval(
+        str(ks_embeddings["train"]), str(ks_embeddings["test"]), seeds=2, epochs=3, output_dir=str(tmp_path / "le")
+    )
+    assert titles == [
+        f"Linear evaluation: {result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over 2 seed(s); matrix of "
+        "seed 42"
+    ]

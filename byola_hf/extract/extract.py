@@ -301,17 +301,17 @@ def embed_shards(
         clips, [rows for _, rows in batches], num_workers, job.feature_extractor.padding_value, device.type == "cuda"
     )
     features, collected, audio_seconds = output_features(job), {}, 0.0
-    progress = tqdm(total=sum(len(rows) for _, rows in batches), desc=f"embedding (rank {rank})", unit="clip")
-    for (shard, rows), batch in zip(batches, loader):
-        embedded = embed_clip_batch(job.model, job.feature_extractor, batch, job.layers, device)
-        if not skip_bad:
-            raise_on_bad(embedded)
-        collected.setdefault(shard, []).extend(embedded)
-        audio_seconds += sum(row["duration"] for row in embedded)
-        progress.update(len(rows))
-        if len(collected[shard]) == len(job.shard_rows(shard)):
-            save_shard(job, shard, collected.pop(shard), features)
-    progress.close()
+    # closed on errors too, so that a one-line error starts on its own line
+    with tqdm(total=sum(len(rows) for _, rows in batches), desc=f"embedding (rank {rank})", unit="clip") as progress:
+        for (shard, rows), batch in zip(batches, loader):
+            embedded = embed_clip_batch(job.model, job.feature_extractor, batch, job.layers, device)
+            if not skip_bad:
+                raise_on_bad(embedded)
+            collected.setdefault(shard, []).extend(embedded)
+            audio_seconds += sum(row["duration"] for row in embedded)
+            progress.update(len(rows))
+            if len(collected[shard]) == len(job.shard_rows(shard)):
+                save_shard(job, shard, collected.pop(shard), features)
     return audio_seconds
 
 

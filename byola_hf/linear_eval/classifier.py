@@ -52,9 +52,9 @@ def evar_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def predict(layer: nn.Linear, x: np.ndarray) -> np.ndarray:
-    """Class indices of standardised features `x` `(n, d)`."""
+    """Class indices of standardised features `x` `(n, d)`, computed on the layer's device."""
     with torch.no_grad():
-        return layer(torch.from_numpy(x)).softmax(-1).argmax(-1).numpy()
+        return layer(torch.from_numpy(x).to(layer.weight.device)).softmax(-1).argmax(-1).cpu().numpy()
 
 
 def draw_seed() -> int:
@@ -99,23 +99,27 @@ def train_linear(
     learning_rate: float = 3e-4,
     epochs: int = 200,
     patience: int = 20,
+    device: str | torch.device | None = None,
 ) -> LinearRun:
     """
-    Train EVAR's linear classifier (see the module doc) on standardised float32 features `(n, d)` and int64 labels;
-    torch's global random state is restored afterwards.
+    Train EVAR's linear classifier (see the module doc) on standardised float32 features `(n, d)` and int64 labels,
+    on `device` (CPU by default; the initial weights and the batches are drawn on the CPU either way, as EVAR
+    draws them); torch's global random state is restored afterwards.
     """
-    inputs, targets = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    valid_inputs, valid_targets = torch.from_numpy(valid_x), torch.from_numpy(valid_y)
+    device = torch.device(device or "cpu")
+    inputs, targets = torch.from_numpy(train_x).to(device), torch.from_numpy(train_y).to(device)
+    valid_inputs, valid_targets = torch.from_numpy(valid_x).to(device), torch.from_numpy(valid_y).to(device)
     batch_size = min(MAX_BATCH_SIZE, len(inputs))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        layer = nn.Linear(inputs.shape[1], num_classes)
+        layer = nn.Linear(inputs.shape[1], num_classes).to(device)
         optimizer = torch.optim.Adam(
             layer.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=ADAM_WEIGHT_DECAY
         )
         stopper, epoch = EarlyStopping(patience), 0
         for epoch in range(epochs):
             for batch in epoch_batches(len(inputs), batch_size):
+                batch = batch.to(device)
                 optimizer.zero_grad()
                 evar_loss(layer(inputs[batch]), targets[batch]).backward()
                 optimizer.step()

@@ -32,6 +32,9 @@ class LinearEvalArguments:
     patience: int = field(
         default=20, metadata={"help": "Early stopping: epochs in a row without a validation accuracy >= the best"}
     )
+    device: str | None = field(
+        default=None, metadata={"help": "Train there, e.g. cuda (large tasks such as VoxCeleb1); CPU when not given"}
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace the results of an earlier run with other settings"}
     )

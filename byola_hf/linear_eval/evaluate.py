@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..extract.extract import load_embeddings
+from ..extract.extract import load_embeddings, resolve_device
 from .classifier import hold_out_validation, predict, standardize, train_linear
 
 
@@ -57,6 +57,7 @@ class TrainingSettings:
     epochs: int = 200
     patience: int = 20
     validation_fraction: float = 0.1
+    device: str | None = None
 
 
 @dataclass
@@ -191,7 +192,7 @@ def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings
         validation = f"{settings.validation_fraction:g} of the training part held out (every class in it, seed {seed})"
     run = train_linear(
         train_x, train_y, valid_x, valid_y, num_classes, seed, settings.learning_rate, settings.epochs,
-        settings.patience,
+        settings.patience, settings.device,
     )  # fmt: skip
     predictions = predict(run.layer, test_x)
     accuracy = float((predictions == fold.test_y).mean())
@@ -212,15 +213,15 @@ def linear_eval(
     output_dir: str | None = None,
     embeddings_dir: str | None = None,
     overwrite_output_dir: bool = False,
+    device: str | None = None,
 ) -> LinearEvalResult:
     """
     EVAR's linear evaluation of `byola-extract` outputs (see the module doc): every fold with seeds `seed`,
     `seed + 1`, ... `seed + seeds - 1`. With `output_dir` (a folder this command owns), writes `eval_results.json`
     ([`LinearEvalResult`]) and `confusion_matrix.png`.
     """
-    settings = TrainingSettings(
-        learning_rate, epochs, patience, 0.1 if validation_fraction is None else validation_fraction
-    )
+    fraction = 0.1 if validation_fraction is None else validation_fraction
+    settings = TrainingSettings(learning_rate, epochs, patience, fraction, device)
     check_settings(settings, seeds, validation_dir, validation_fraction)
     if embeddings_dir is not None:
         if train_dir is not None or test_dir is not None or validation_dir is not None:
@@ -258,6 +259,8 @@ def check_settings(settings: TrainingSettings, seeds: int, validation_dir: str |
             raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
     if not (np.isfinite(settings.learning_rate) and settings.learning_rate > 0):
         raise ValueError(f"--learning_rate must be a positive number, got {settings.learning_rate!r}.")
+    if settings.device is not None:
+        resolve_device(settings.device)
     if not 0 < settings.validation_fraction < 1:
         raise ValueError(f"--validation_fraction must be between 0 and 1, got {settings.validation_fraction!r}.")
     if validation_dir is not None and fraction is not None:
