@@ -167,6 +167,23 @@ def decode_datasets_audio(item: Any) -> tuple[np.ndarray, int | None]:
     return data, check_sampling_rate(int(samples.sample_rate))
 
 
+def decode_undecoded_audio(item: dict, sampling_rate: int) -> np.ndarray:
+    """
+    An undecoded `datasets` audio item (`{"path", "bytes"}`, as `Audio(decode=False)` gives it) as a checked mono
+    float32 waveform at `sampling_rate`; unreadable, empty and non-finite audio are `ValueError`s naming the file.
+    Commands decode this way (in DataLoader workers) so that a bad file is reported by its path.
+    """
+    path = item.get("path")
+    if item.get("bytes"):
+        name = display_path(path) if path else "audio bytes"
+        waveform, rate = read_audio_file(io.BytesIO(item["bytes"]), name)
+    elif path:
+        waveform, rate = read_audio_file(path)
+    else:
+        raise ValueError("An example has neither a file path nor audio bytes.")
+    return resample(waveform, rate, check_sampling_rate(sampling_rate))
+
+
 def batch_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
     """
     Every input form the feature extractor takes as a list of float32 numpy waveforms (not yet checked), and the

@@ -6,14 +6,13 @@ model there. The DataLoader keeps `2 * num_workers` batches decoded ahead, so de
 """
 
 import functools
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..audio import display_path, read_audio_file, resample
+from ..audio import decode_undecoded_audio, display_path
 from ..configuration_byola import BYOLAConfig
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
@@ -47,20 +46,6 @@ class ClipBatch:
         return self
 
 
-def decode_item(item: dict, sampling_rate: int) -> np.ndarray:
-    """An undecoded `datasets` audio item (`{"path", "bytes"}`) as a checked mono float32 waveform at
-    `sampling_rate`; unreadable, empty and non-finite audio are `ValueError`s naming the file."""
-    path = item.get("path")
-    if item.get("bytes"):
-        name = display_path(path) if path else "audio bytes"
-        waveform, rate = read_audio_file(io.BytesIO(item["bytes"]), name)
-    elif path:
-        waveform, rate = read_audio_file(path)
-    else:
-        raise ValueError("An example has neither a file path nor audio bytes.")
-    return resample(waveform, rate, sampling_rate)
-
-
 class AudioClips(torch.utils.data.Dataset):
     """
     The clips of a dataset's undecoded audio column, decoded on access.
@@ -87,7 +72,7 @@ class AudioClips(torch.utils.data.Dataset):
         item = self.audio[int(index)][self.audio_column_name]
         path = display_path(item.get("path") or f"example {index}")
         try:
-            waveform = decode_item(item, self.sampling_rate)
+            waveform = decode_undecoded_audio(item, self.sampling_rate)
         except ValueError as error:
             return Clip(int(index), path, 0.0, None, str(error).splitlines()[0][:300])
         duration = len(waveform) / self.sampling_rate
