@@ -24,6 +24,8 @@ from torch import nn
 # EVAR's `batch_size="auto"`: min(200, n).
 MAX_BATCH_SIZE = 200
 ADAM_WEIGHT_DECAY = 1e-8
+# EVAR holds out this share of the training part for early stopping when a task has no validation split.
+VALIDATION_FRACTION = 0.1
 
 
 @dataclass

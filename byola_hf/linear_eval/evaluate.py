@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..extract.extract import load_embeddings, resolve_device
-from .classifier import hold_out_validation, predict, standardize, train_linear
+from .classifier import VALIDATION_FRACTION, hold_out_validation, predict, standardize, train_linear
 
 
 VALIDATION_NAMES = ("valid", "validation")
@@ -56,7 +56,7 @@ class TrainingSettings:
     learning_rate: float = 3e-4
     epochs: int = 200
     patience: int = 20
-    validation_fraction: float = 0.1
+    validation_fraction: float = VALIDATION_FRACTION
     device: str | None = None
 
 
@@ -220,7 +220,7 @@ def linear_eval(
     `seed + 1`, ... `seed + seeds - 1`. With `output_dir` (a folder this command owns), writes `eval_results.json`
     ([`LinearEvalResult`]) and `confusion_matrix.png`.
     """
-    fraction = 0.1 if validation_fraction is None else validation_fraction
+    fraction = VALIDATION_FRACTION if validation_fraction is None else validation_fraction
     settings = TrainingSettings(learning_rate, epochs, patience, fraction, device)
     check_settings(settings, seeds, validation_dir, validation_fraction)
     if embeddings_dir is not None:

@@ -8,28 +8,17 @@ was never interrupted, on any number of workers.
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 # The project's pieces this package uses: the audio loaders (folder, glob, audiofolder, Hub, save_to_disk), the
 # front-end and the exact moments of a batch of clips.
-from ..extract.extract import load_source
+from ..audio import decode_undecoded_audio
+from ..extract.source import load_source
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..stats.compute import batch_moments
 from ..stats.moments import LogMelMoments
-
-
-def decode_audio(item: dict[str, Any], sampling_rate: int) -> np.ndarray:
-    """One undecoded `datasets.Audio` item -> a mono float32 waveform at `sampling_rate`."""
-    import datasets
-
-    decoded = datasets.Audio(sampling_rate=sampling_rate, mono=True).decode_example(item)
-    waveform = np.asarray(decoded["array"], dtype=np.float32)
-    if waveform.size and not np.isfinite(waveform).all():
-        raise ValueError(f"{item.get('path') or 'a clip'} has NaN or infinite samples.")
-    return waveform
 
 
 def crop_waveform(waveform: np.ndarray, samples: int, position: float, pad_both_ends: bool) -> np.ndarray:
@@ -64,7 +53,7 @@ class CropDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, float]) -> torch.Tensor:
         index, position = item
-        waveform = decode_audio(self.dataset[int(index)][self.audio_column_name], self.sampling_rate)
+        waveform = decode_undecoded_audio(self.dataset[int(index)][self.audio_column_name], self.sampling_rate)
         return torch.from_numpy(crop_waveform(waveform, self.samples, position, self.pad_both_ends).copy())
 
 
@@ -113,7 +102,7 @@ def scan_batch(
 ) -> dict[str, list]:
     """`datasets.map(batched=True)` function: the batch's clip lengths and, `with_moments`, its exact moments."""
     rate = feature_extractor.sampling_rate
-    waveforms = [decode_audio(item, rate) for item in batch[audio_column_name]]
+    waveforms = [decode_undecoded_audio(item, rate) for item in batch[audio_column_name]]
     empty = [
         item.get("path") or "a clip"
         for item, waveform in zip(batch[audio_column_name], waveforms)
@@ -161,7 +150,6 @@ __all__ = [
     "EpochCropSampler",
     "collate_waveforms",
     "crop_waveform",
-    "decode_audio",
     "load_source",
     "scan_clips",
 ]

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..audio import decode_undecoded_audio
 from ..feature_extraction_byola import BYOLAFeatureExtractor
-from ..linear_eval.evaluate import train_linear
+from ..linear_eval.classifier import VALIDATION_FRACTION, hold_out_validation, predict, standardize, train_linear
 from ..modeling_byola import BYOLAModel
-from .data import decode_audio, load_source
+from .data import load_source
 
 
 @dataclass
@@ -56,7 +57,7 @@ def load_linear_probe_data(
         raise ValueError(f"The evaluation needs two or more classes seen in training; unseen test labels: {unseen}.")
 
     def clips(dataset) -> LabelledClips:
-        waveforms = [decode_audio(item, sampling_rate) for item in dataset[audio_column_name]]
+        waveforms = [decode_undecoded_audio(item, sampling_rate) for item in dataset[audio_column_name]]
         return LabelledClips(waveforms, np.array([index[str(v)] for v in dataset[label_column_name]], np.int64))
 
     return LinearProbeData(clips(splits[train_split]), clips(splits[test_split]), classes)
@@ -83,24 +84,18 @@ def clip_embeddings(
 def linear_probe_accuracy(
     model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor, data: LinearProbeData, seed: int
 ) -> float:
-    """Test accuracy of a linear classifier on `model`'s standardised clip embeddings (Adam 3e-4, early stopping on
-    every 10th training clip held out), as `byola-linear-eval` trains it."""
+    """Test accuracy of `byola-linear-eval`'s classifier (EVAR's protocol: standardised features, a validation
+    part held out as EVAR holds it, early stopping) on `model`'s clip embeddings."""
     train_x = clip_embeddings(model, feature_extractor, data.train.waveforms)
     test_x = clip_embeddings(model, feature_extractor, data.test.waveforms)
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-8
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    held_out = np.arange(len(train_x)) % 10 == 9
-    if held_out.all() or not held_out.any():
-        held_out = np.zeros(len(train_x), bool)  # too few clips to hold any out: validate on the training clips
-        valid_x, valid_y = train_x, data.train.labels
-    else:
-        valid_x, valid_y = train_x[held_out], data.train.labels[held_out]
-    layer, _ = train_linear(
-        train_x[~held_out], data.train.labels[~held_out], valid_x, valid_y, len(data.classes), seed
+    train_x, test_x = standardize(train_x, test_x)
+    train_y = data.train.labels
+    held_out = np.zeros(len(train_x), bool)
+    held_out[hold_out_validation(train_y, VALIDATION_FRACTION, seed)] = True
+    run = train_linear(
+        train_x[~held_out], train_y[~held_out], train_x[held_out], train_y[held_out], len(data.classes), seed
     )
-    with torch.no_grad():
-        predicted = layer(torch.from_numpy(test_x)).argmax(-1).numpy()
-    return float((predicted == data.test.labels).mean())
+    return float((predict(run.layer, test_x) == data.test.labels).mean())
 
 
 __all__ = ["LinearProbeData", "clip_embeddings", "linear_probe_accuracy", "load_linear_probe_data"]
