@@ -390,7 +390,7 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error
-    lines = [line for line in error.splitlines() if line.startswith("error:")]
+    lines = [line for line in error.splitlines() if line.startswith("byola-pretrain: error:")]
     assert len(lines) == 1 and error.rstrip().endswith(lines[0]), error[-2000:]
     expected = {
         "empty_folder": "No audio files",

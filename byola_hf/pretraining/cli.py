@@ -20,15 +20,19 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_byola import VARIANTS, BYOLAConfig
-from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from ..tools.data import load_byola_front_end
+from ..tools.distributed import is_main_process
 from .data import CropDataset, collate_waveforms, load_source, scan_clips
 from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card
 from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
 from .trainer import BYOLAPreTrainer
+
+
+COMMAND = "byola-pretrain"
 
 
 logger = logging.getLogger(__name__)
@@ -287,7 +291,8 @@ def save_encoder(model: BYOLAForPreTraining, feature_extractor, output_dir: Path
 
 
 def build_parser() -> HfArgumentParser:
-    return HfArgumentParser(
+    return make_parser(
+        COMMAND,
         (PreTrainingModelArguments, PreTrainingDataArguments, TrainingArguments),
         usage="byola-pretrain --dataset_name DATA --output_dir OUT [--variant V --feature_d D | --init_from DIR]",
         description=__doc__.split("\n\n")[0],
@@ -327,25 +332,14 @@ def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> lis
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    require_extras(COMMAND, ("datasets", "accelerate"), "pretrain")
     parser = build_parser()
-    try:
-        for module in ("datasets", "accelerate"):
-            require_extra(module, "pretrain")
-        model_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
-        argv = default_flags(argv, model_args)
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    except (ImportError, ValueError) as error:
-        parser.exit(2, f"error: {str(error).splitlines()[0]}\n")
+    model_args, _, _ = parse_arguments(parser, argv)
+    argv = run_command(COMMAND, default_flags, argv, model_args)  # reads --init_from's config: may be a mistake
+    model_args, data_args, training_args = parse_arguments(parser, argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        output_dir = pretrain(model_args, data_args, training_args)
-    except (ValueError, OSError) as error:
-        parser.exit(2, f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}\n")
-    finally:
-        # Under torchrun, Trainer's process group must not outlive main() (torn down at exit it can abort a rank).
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
+    output_dir = run_command(COMMAND, pretrain, model_args, data_args, training_args)
+    if is_main_process():
         print(f"BYOL-A encoder saved to {output_dir}")
 
 

@@ -91,10 +91,12 @@ def linear_probe_accuracy(
     train_x, test_x = standardize(train_x, test_x)
     train_y = data.train.labels
     held_out = np.zeros(len(train_x), bool)
-    held_out[hold_out_validation(train_y, VALIDATION_FRACTION, seed)] = True
-    run = train_linear(
-        train_x[~held_out], train_y[~held_out], train_x[held_out], train_y[held_out], len(data.classes), seed
-    )
+    try:
+        held_out[hold_out_validation(train_y, VALIDATION_FRACTION, seed)] = True
+        valid_x, valid_y = train_x[held_out], train_y[held_out]
+    except ValueError:  # too few clips per class to hold any out: early stopping watches the training clips
+        valid_x, valid_y = train_x, train_y
+    run = train_linear(train_x[~held_out], train_y[~held_out], valid_x, valid_y, len(data.classes), seed)
     return float((predict(run.layer, test_x) == data.test.labels).mean())
 
 
