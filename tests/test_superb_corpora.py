@@ -453,3 +453,36 @@ def test_from_s3prl_doc_commands_run_as_written(random2048_checkpoint, tmp_path)
     assert json.loads((result_dir / "pr" / "test_results.json").read_text())["test_per"] >= 0
     stats = json.loads((tmp_path / "byola-2048-vc1" / "config.json").read_text())
     assert stats["stats_provenance"]["split"] == "train" and np.isfinite(stats["mean"])
+
+
+def test_vocab_file_is_read_and_checked(corpora, tmp_path):
+    root = corpora["libriphone"]
+    lexicons = [str(root / "lexicon.txt"), str(root / "lexicon-others.txt")]
+    vocab = tmp_path / "phonemes.txt"
+    vocab.write_text("\n".join(token for token in default_phonemes() if token != "HH") + "\n")
+    with pytest.raises(ValueError, match=r"lexicon.txt line \d+: phoneme 'HH' of HOME is not in .*phonemes.txt"):
+        read_libriphone(CorpusRequest(root=root, lexicon=lexicons, vocab_file=str(vocab)))
+    vocab.write_text("SIL\nSIL\n")
+    with pytest.raises(ValueError, match="expected one distinct phoneme per line"):
+        read_libriphone(CorpusRequest(root=root, lexicon=lexicons, vocab_file=str(vocab)))
+    vocab.write_text("\n".join(default_phonemes()) + "\n")
+    records = read_libriphone(CorpusRequest(root=root, lexicon=lexicons, vocab_file=str(vocab)))
+    assert records.vocabulary == default_phonemes()
+
+
+def test_new_statistics_or_learning_rate_change_the_run_fingerprint():
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.run import DataTrainingArguments, ModelArguments, run_fingerprint
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    model, data = ModelArguments(model_name_or_path="m"), DataTrainingArguments(task="ks")
+    training = TrainingArguments(output_dir="unused", report_to="none")
+    first = run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first == run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-8.0, std=4.0))
+    training.max_steps = 10  # training longer continues the same run
+    assert first == run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    training.learning_rate = 0.5
+    assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))

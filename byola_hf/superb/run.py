@@ -287,9 +287,10 @@ def prepare_push(training_args: TrainingArguments, data_args: DataTrainingArgume
     warn_if_licensed(config, private=bool(training_args.hub_private_repo))
 
 
-def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task) -> str:
-    """What makes this run's checkpoints: the model, the data and the arguments that change the result. Epochs,
-    steps and logging are not in it, so a re-run can train further from the last checkpoint."""
+def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config) -> str:
+    """What makes this run's checkpoints: the model (its path and config, statistics included), the data and the
+    arguments that change the result. Epochs, steps and logging are not in it, so a re-run can train further from
+    the last checkpoint."""
     data = {name: getattr(data_args, name) for name in RESULT_CHANGING_DATA_ARGUMENTS}
     for name in ("data_dir", "split_file", "vocab_file", "test_dir", "dataset_name"):
         if data[name] and Path(data[name]).exists():
@@ -299,6 +300,7 @@ def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments
     return fingerprint(
         task=task.name,
         model=str(model.resolve()) if model.exists() else model_args.model_name_or_path,
+        config=config.to_dict(),
         model_arguments=vars(model_args),
         data=data,
         training={name: getattr(training_args, name) for name in RESULT_CHANGING_TRAINING_ARGUMENTS},
@@ -414,7 +416,7 @@ def run(
     # Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy).
     train = "--do_train" in given or "--do_eval" not in given
     checkpoint = claim_output(
-        training_args, data_args, run_fingerprint(model_args, data_args, training_args, task), train
+        training_args, data_args, run_fingerprint(model_args, data_args, training_args, task, config), train
     )
     head_kwargs = fit_recipe(recipe, data, training_args.output_dir, feature_extractor)
     if data.splits.get("eval") is None:
@@ -439,6 +441,7 @@ def run(
         "task": task.name,
         "description": task.description,
         "eval_split": data.eval_split,
+        "test_split": data.test_split,
         "metrics": {
             f"{prefix}_{task.metric_key}": values[f"{prefix}_{task.metric_key}"]
             for prefix, values in (("eval", metrics), ("test", test_metrics))
