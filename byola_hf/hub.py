@@ -256,6 +256,8 @@ def task_section(config: BYOLAConfig, task_info: dict[str, Any] | None, architec
         lines.append(f"- {key}: {value:.4g}" if isinstance(value, float) else f"- {key}: {value}")
     if task_info.get("metrics"):
         lines.append(f"- evaluated on: {task_info.get('eval_split') or 'not recorded'}")
+        if task_info.get("test_split"):
+            lines.append(f"- tested on: {task_info['test_split']} (the test_* metrics)")
     elif "eval_split" in task_info:
         lines.append("- not evaluated (no evaluation split)")
     return "\n".join(lines) + "\n\n"

@@ -440,6 +440,7 @@ def run(
     trainer.task_info = {
         "task": task.name,
         "description": task.description,
+        "dataset": training_data_name(data_args),
         "eval_split": data.eval_split,
         "test_split": data.test_split,
         "metrics": {
@@ -580,6 +581,13 @@ def save_pictures(output: Path, model, recipe: TaskRecipe, prediction, task: Sup
             title=f"BYOL-A layer weights learned for {task.name.upper()}",
         )
     recipe.save_pictures(output, model.config, prediction)
+
+
+def training_data_name(data_args: DataTrainingArguments) -> str:
+    """What the card says the head was trained on: the SUPERB corpus and its root, or the dataset (and folder)."""
+    if data_args.superb_corpus:
+        return f"{data_args.superb_corpus} corpus at {data_args.data_dir} (native layout)"
+    return data_args.dataset_name + (f" ({data_args.data_dir})" if data_args.data_dir else "")
 
 
 class SuperbTrainer(Trainer):
