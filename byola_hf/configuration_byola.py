@@ -220,6 +220,12 @@ class BYOLAConfig(PretrainedConfig):
         self.__dict__["custom_pipelines"] = value
 
     def _validate_byola(self) -> None:
+        self._validate_network()
+        self._validate_front_end()
+        self._validate_statistics_and_heads()
+
+    def _validate_network(self) -> None:
+        """Sizes are positive integers and the variant matches the architecture flags."""
         for name in (
             "feature_d",
             "conv_channels",
@@ -255,6 +261,9 @@ class BYOLAConfig(PretrainedConfig):
                 f"BYOLAConfig.feature_d ({self.feature_d}) must exceed the conv features it concatenates "
                 f"({self.conv_hidden_sizes[-1]}) when concat_conv_features=True."
             )
+
+    def _validate_front_end(self) -> None:
+        """The STFT, the mel band edges, the pooling and the dropout agree with each other."""
         if self.win_length > self.n_fft:
             raise ValueError(f"BYOLAConfig.win_length ({self.win_length}) must not exceed n_fft ({self.n_fft}).")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
@@ -269,6 +278,9 @@ class BYOLAConfig(PretrainedConfig):
             )
         if not 0.0 <= self.hidden_dropout < 1.0:
             raise ValueError(f"BYOLAConfig.hidden_dropout must be in [0, 1), got {self.hidden_dropout}.")
+
+    def _validate_statistics_and_heads(self) -> None:
+        """Both statistics or neither (valid numbers), and the heads' options from their choices."""
         if (self.mean is None) != (self.std is None):
             raise ValueError(
                 f"BYOLAConfig needs both normalisation statistics or neither, got mean={self.mean}, std={self.std}."
