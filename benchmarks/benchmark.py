@@ -42,7 +42,7 @@ from byola_hf.modeling_byola import BYOLAModel  # noqa: E402
 from byola_hf.reference_network import original_forward  # noqa: E402
 
 
-SHAPES = {"64x10s": (64, 10.0), "8x10s": (8, 10.0), "1x60s": (1, 60.0)}
+SHAPES = {"64x10s": (64, 10.0), "8x10s": (8, 10.0), "1x60s": (1, 60.0), "1x10s": (1, 10.0)}  # 1x10s: smoke runs
 DEFAULT_SHAPES = {"cpu": "8x10s,1x60s", "cuda": "64x10s,8x10s"}
 CASES = ("frontend", "network", "last", "all", "pooled", "readme")
 # The speed-ups byola_hf aims at against the original's fp32 (issue "GPU"), per device, case and our dtype; bf16
