@@ -48,7 +48,7 @@ class BYOLAConfig(PretrainedConfig):
             Dropout before the second fully connected layer (active in training mode only).
         batch_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the BatchNorm layers.
-        sample_rate (`int`, *optional*, defaults to 16000):
+        sampling_rate (`int`, *optional*, defaults to 16000):
             Sampling rate of the waveform the front-end expects.
         n_fft (`int`, *optional*, defaults to 1024):
             FFT size of the STFT.
@@ -128,7 +128,7 @@ class BYOLAConfig(PretrainedConfig):
         variant: str | None = None,
         hidden_dropout: float = 0.3,
         batch_norm_eps: float = 1e-5,
-        sample_rate: int = 16000,
+        sampling_rate: int = 16000,
         n_fft: int = 1024,
         win_length: int = 1024,
         hop_length: int = 160,
@@ -162,7 +162,12 @@ class BYOLAConfig(PretrainedConfig):
         self.variant = variant if variant is not None else _variant_name(concat_conv_features)
         self.hidden_dropout = hidden_dropout
         self.batch_norm_eps = batch_norm_eps
-        self.sample_rate = sample_rate
+        if "sample_rate" in kwargs:  # the former name, in configs saved before
+            warnings.warn(
+                "BYOLAConfig(sample_rate=...) is deprecated: use sampling_rate.", FutureWarning, stacklevel=2
+            )
+            sampling_rate = kwargs.pop("sample_rate")
+        self.sampling_rate = sampling_rate
         self.n_fft = n_fft
         self.win_length = win_length
         self.hop_length = hop_length
@@ -230,7 +235,7 @@ class BYOLAConfig(PretrainedConfig):
             "feature_d",
             "conv_channels",
             "num_conv_layers",
-            "sample_rate",
+            "sampling_rate",
             "n_fft",
             "win_length",
             "hop_length",
@@ -266,10 +271,10 @@ class BYOLAConfig(PretrainedConfig):
         """The STFT, the mel band edges, the pooling and the dropout agree with each other."""
         if self.win_length > self.n_fft:
             raise ValueError(f"BYOLAConfig.win_length ({self.win_length}) must not exceed n_fft ({self.n_fft}).")
-        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+        if not 0 <= self.f_min < self.f_max <= self.sampling_rate / 2:
             raise ValueError(
-                f"BYOLAConfig needs 0 <= f_min < f_max <= sample_rate / 2, got f_min={self.f_min}, "
-                f"f_max={self.f_max}, sample_rate={self.sample_rate}."
+                f"BYOLAConfig needs 0 <= f_min < f_max <= sampling_rate / 2, got f_min={self.f_min}, "
+                f"f_max={self.f_max}, sampling_rate={self.sampling_rate}."
             )
         if self.n_mels % self.time_downsampling != 0:
             raise ValueError(
@@ -322,14 +327,14 @@ class BYOLAConfig(PretrainedConfig):
 
     @property
     def frames_per_second(self) -> float:
-        """Output frames per second of audio: `sample_rate / (hop_length * 2**num_conv_layers)` (12.5 v1, 25 v2)."""
-        return self.sample_rate / (self.hop_length * self.time_downsampling)
+        """Output frames per second of audio: `sampling_rate / (hop_length * 2**num_conv_layers)` (12.5 v1, 25 v2)."""
+        return self.sampling_rate / (self.hop_length * self.time_downsampling)
 
     def frame_centers_ms(self, frames: int) -> list[float]:
         """Centre in milliseconds of each of `frames` output frames: output frame `t` pools log-mel frames
         `t * D ... t * D + D - 1` (`D = 2**num_conv_layers`), and log-mel frame `k` is centred on sample
         `k * hop_length` (80 t + 35 ms for v1, 40 t + 15 ms for v2)."""
-        offset = (self.time_downsampling - 1) / 2 * self.hop_length / self.sample_rate * 1000.0
+        offset = (self.time_downsampling - 1) / 2 * self.hop_length / self.sampling_rate * 1000.0
         return [t * 1000.0 / self.frames_per_second + offset for t in range(frames)]
 
     @property
@@ -362,6 +367,12 @@ class BYOLAConfig(PretrainedConfig):
     def min_samples(self) -> int:
         """Fewest waveform samples the model takes (see [`minimum_samples`]): 1120 at 16 kHz for v1, 513 for v2."""
         return minimum_samples(self.time_downsampling, self.hop_length, self.n_fft)
+
+    @property
+    def sample_rate(self) -> int:
+        """Deprecated name of `sampling_rate` (transformers' spelling, as the feature extractor's)."""
+        warnings.warn("BYOLAConfig.sample_rate is deprecated: use sampling_rate.", FutureWarning, stacklevel=2)
+        return self.sampling_rate
 
     @property
     def has_statistics(self) -> bool:

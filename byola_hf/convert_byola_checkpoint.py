@@ -211,7 +211,7 @@ def verify_conversion(
     """Compare `model` with [`original_forward`] on a reproducible random log-mel of `seconds` seconds."""
     config = model.config
     generator = torch.Generator().manual_seed(seed)
-    frames = int(seconds * config.sample_rate) // config.hop_length + 1
+    frames = int(seconds * config.sampling_rate) // config.hop_length + 1
     log_mel = torch.randn(1, config.n_mels, frames, generator=generator) * 4.0 - 9.0
     mean, std = (config.mean, config.std) if config.has_statistics else (-9.0, 4.0)
     with torch.no_grad():

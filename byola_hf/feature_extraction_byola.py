@@ -57,7 +57,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         feature_size (`int`, *optional*, defaults to 64):
             Number of mel bands (`BYOLAConfig.n_mels`).
         sampling_rate (`int`, *optional*, defaults to 16000):
-            Sampling rate the waveforms must have (`BYOLAConfig.sample_rate`).
+            Sampling rate the waveforms must have (`BYOLAConfig.sampling_rate`).
         n_fft (`int`, *optional*, defaults to 1024):
             FFT size.
         win_length (`int`, *optional*, defaults to 1024):
@@ -132,7 +132,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         """Build the feature extractor whose front-end matches `config` (the single source of these parameters)."""
         return cls(
             feature_size=config.n_mels,
-            sampling_rate=config.sample_rate,
+            sampling_rate=config.sampling_rate,
             n_fft=config.n_fft,
             win_length=config.win_length,
             hop_length=config.hop_length,

@@ -107,7 +107,7 @@ CARD_TEMPLATE = """---
 
 BYOL-A (BYOL for Audio, NTT) general-purpose audio representation, ported to transformers by byola_hf: \
 `{architecture}` on the `{variant}` encoder with `feature_d={feature_d}`, a {n_mels}-band log-mel front-end at \
-{sample_rate} Hz, {frame_ms:g} ms per output frame ({frames_per_second:g} per second).
+{sampling_rate} Hz, {frame_ms:g} ms per output frame ({frames_per_second:g} per second).
 
 ## Normalisation statistics
 
@@ -148,7 +148,7 @@ repo = "THIS_REPO"  # the Hub id or local directory of this model
 model = AutoModelForCTC.from_pretrained(repo, trust_remote_code=True).eval()
 feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
 tokenizer = AutoTokenizer.from_pretrained(repo)  # the CTC vocabulary saved with the model
-waveform, rate = librosa.load("speech.wav", sr={sample_rate}, mono=True)
+waveform, rate = librosa.load("speech.wav", sr={sampling_rate}, mono=True)
 with torch.no_grad():
     logits = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt")).logits
 # greedy CTC decoding: best token per frame, repeats merged, blanks dropped
@@ -165,7 +165,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 repo = "THIS_REPO"  # the Hub id or local directory of this model
 model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
 feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
-waveform, rate = librosa.load("speech.wav", sr={sample_rate}, mono=True)
+waveform, rate = librosa.load("speech.wav", sr={sampling_rate}, mono=True)
 with torch.no_grad():
     outputs = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"))
 clip_embedding = outputs.pooler_output  # (1, feature_d); frames: outputs.last_hidden_state
@@ -200,13 +200,13 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         task_title=f" — {task.upper()}" if task else "",
         architecture=architecture,
         n_mels=config.n_mels,
-        sample_rate=config.sample_rate,
+        sampling_rate=config.sampling_rate,
         frame_ms=1000 / config.frames_per_second,
         frames_per_second=config.frames_per_second,
         statistics=statistics_section(config),
         task=task_section(config, task_info, architecture),
-        usage=HEAD_USAGE.get(architecture, "").format(sample_rate=config.sample_rate)
-        + ENCODER_USAGE.format(sample_rate=config.sample_rate),
+        usage=HEAD_USAGE.get(architecture, "").format(sampling_rate=config.sampling_rate)
+        + ENCODER_USAGE.format(sampling_rate=config.sampling_rate),
         licence=LICENSE_NOTICE,
         citation=CITATION,
     )

@@ -369,7 +369,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
         return ValueError(
             f"Example {index} has {frames} log-mel frames, too short for one BYOL-A output frame "
             f"(needs {self.config.time_downsampling}, i.e. at least {self.config.min_samples} samples at "
-            f"{self.config.sample_rate} Hz). Pad short clips with zeros to at least that length, e.g. "
+            f"{self.config.sampling_rate} Hz). Pad short clips with zeros to at least that length, e.g. "
             f"`feature_extractor(..., pad_to_min_length=True)`."
         )
 

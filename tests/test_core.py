@@ -300,7 +300,7 @@ def test_config_validation():
         BYOLAConfig(mean=-9.0, std=0.0)
     with pytest.raises(ValueError, match="must be a finite number"):
         BYOLAConfig(mean=float("nan"), std=1.0)
-    with pytest.raises(ValueError, match="f_max <= sample_rate / 2"):
+    with pytest.raises(ValueError, match="f_max <= sampling_rate / 2"):
         BYOLAConfig(f_max=9000.0)
     with pytest.raises(ValueError, match="feature_d must be a positive integer"):
         BYOLAConfig(feature_d=0)

@@ -378,3 +378,20 @@ def test_numpy_attention_mask_is_a_clear_error(small_model):
     inputs = BYOLAFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")
     with pytest.raises(TypeError, match="attention_mask must be a torch.Tensor"):
         model(inputs["input_features"], attention_mask=inputs["attention_mask"].numpy())
+
+
+def test_former_config_names_still_load_with_a_warning(small_model, tmp_path):
+    """Directories saved before the names agreed with transformers' (sample_rate, freeze_base) load as before."""
+    import json
+
+    old = tmp_path / "old"
+    shutil.copytree(small_model, old)
+    config = json.loads((old / "config.json").read_text())
+    config["sample_rate"] = config.pop("sampling_rate")
+    config["freeze_base"] = config.pop("freeze_base_model")
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.warns(FutureWarning, match="use sampling_rate"):
+        loaded = BYOLAConfig.from_pretrained(old)
+    assert loaded.sampling_rate == 16000 and loaded.freeze_base_model is True
+    with pytest.warns(FutureWarning, match="use sampling_rate"):
+        assert loaded.sample_rate == 16000

@@ -225,7 +225,7 @@ def pretrain(
     config, start_encoder = pretraining_config(model_args)
     feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
     dataset = training_clips(data_args, feature_extractor.sampling_rate, training_args)
-    linear_probe = linear_probe_data(data_args, config.sample_rate)
+    linear_probe = linear_probe_data(data_args, config.sampling_rate)
     output_dir = Path(training_args.output_dir)
     with training_args.main_process_first(desc="statistics of the data"):
         record = claim_output_dir(output_dir, run_fingerprint(model_args, data_args, training_args))
@@ -246,7 +246,7 @@ def pretrain(
         model=model,
         args=training_args,
         train_dataset=CropDataset(
-            dataset, data_args.audio_column_name, config.sample_rate, config.crop_samples, config.pad_both_ends
+            dataset, data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends
         ),
         data_collator=collate_waveforms,
         feature_extractor=feature_extractor,

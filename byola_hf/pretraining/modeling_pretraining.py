@@ -96,8 +96,8 @@ class BYOLAPreTrainingConfig(BYOLAConfig):
 
     @property
     def crop_samples(self) -> int:
-        """Waveform samples of a crop: `int(crop_seconds * sample_rate)`, as the original's `unit_samples`."""
-        return int(self.crop_seconds * self.sample_rate)
+        """Waveform samples of a crop: `int(crop_seconds * sampling_rate)`, as the original's `unit_samples`."""
+        return int(self.crop_seconds * self.sampling_rate)
 
     @property
     def crop_frames(self) -> int:

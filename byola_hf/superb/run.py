@@ -349,7 +349,7 @@ def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: 
             "test": limit(corpus.splits[test], data_args.max_eval_samples) if test else None,
         }
         return TaskData(splits, data_args.eval_split_name, corpus, test)
-    splits, eval_split = load_splits(data_args, config.sample_rate, seed)
+    splits, eval_split = load_splits(data_args, config.sampling_rate, seed)
     if test:
         dataset = load_audio_dataset(
             data_args.dataset_name,
@@ -357,7 +357,7 @@ def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: 
             data_args.data_dir,
             test,
             data_args.audio_column_name,
-            config.sample_rate,
+            config.sampling_rate,
         )
         splits["test"] = limit(dataset, data_args.max_eval_samples)
     return TaskData(splits, eval_split, None, test)

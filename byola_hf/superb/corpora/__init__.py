@@ -147,9 +147,9 @@ def load_corpus(data_args, config, seed: int) -> Corpus:
         / f"{name}-{records_fingerprint(name, request, records)}"
     )
     if not folder.is_dir():
-        save_splits(records, folder, config.sample_rate)
+        save_splits(records, folder, config.sampling_rate)
     splits = datasets.load_from_disk(str(folder))
-    audio = datasets.Audio(sampling_rate=config.sample_rate, mono=True)
+    audio = datasets.Audio(sampling_rate=config.sampling_rate, mono=True)
     return Corpus(
         name=name,
         task=spec.task,
