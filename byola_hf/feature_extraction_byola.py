@@ -112,8 +112,21 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         self.f_max = f_max
         self.log_offset = log_offset
         self.time_downsampling = time_downsampling
+        check_positive(
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            time_downsampling=time_downsampling,
+        )
         if win_length > n_fft:
             raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft}).")
+        if not 0 <= f_min < f_max <= sampling_rate / 2:
+            raise ValueError(
+                f"The mel bands need 0 <= f_min < f_max <= sampling_rate / 2, got f_min={f_min}, f_max={f_max}, "
+                f"sampling_rate={sampling_rate}."
+            )
         # (n_fft // 2 + 1, feature_size), float64, identical to librosa.filters.mel(htk=False, norm="slaney").
         self.mel_filters = mel_filter_bank(
             num_frequency_bins=n_fft // 2 + 1,

@@ -395,3 +395,65 @@ def test_former_config_names_still_load_with_a_warning(small_model, tmp_path):
     assert loaded.sampling_rate == 16000 and loaded.freeze_base_model is True
     with pytest.warns(FutureWarning, match="use sampling_rate"):
         assert loaded.sample_rate == 16000
+
+
+# --- found by a fault trial of every command --------------------------------------------------------------------
+
+
+def test_feature_extractor_refuses_impossible_front_ends():
+    with pytest.raises(ValueError, match="hop_length must be a positive whole number"):
+        BYOLAFeatureExtractor(hop_length=0)
+    with pytest.raises(ValueError, match=r"f_max <= sampling_rate / 2"):
+        BYOLAFeatureExtractor(f_max=20000)
+
+
+def test_stats_names_short_clips_and_offers_the_flag_it_suggests(small_model, speech, tmp_path, capsys):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    shutil.copy(speech, folder / "speech.wav")
+    sf.write(folder / "blip.wav", np.zeros(300, np.float32), 16000)
+    base = ["--model_name_or_path", small_model, "--output_dir", tmp_path / "out", "--dataset_name"]
+    code, stderr = run_main(stats_main, [*base, folder], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "blip.wav has 300 samples")
+    (folder / "blip.wav").unlink()
+    stats_main([str(a) for a in [*base, folder]])
+    code, stderr = run_main(stats_main, [*base, folder, "--max_examples", "1"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "--overwrite_output_dir")
+    stats_main([str(a) for a in [*base, folder, "--max_examples", "1", "--overwrite_output_dir"]])
+    assert BYOLAConfig.from_pretrained(tmp_path / "out").stats_provenance["max_examples"] == 1
+
+
+def test_non_finite_audio_while_datasets_resamples_is_one_line(small_model, tmp_path, capsys):
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    waveform = np.zeros(22050, np.float32)
+    waveform[100] = np.nan
+    sf.write(folder / "bad.wav", waveform, 22050, subtype="FLOAT")
+    arguments = ["--model_name_or_path", small_model, "--dataset_name", folder, "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(stats_main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "NaN or infinite")
+
+
+def test_missing_model_folder_is_named(tmp_path, speech, capsys):
+    arguments = ["--model_name_or_path", tmp_path / "nowhere", "--dataset_name", speech.parent]
+    code, stderr = run_main(stats_main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "No model folder at")
+
+
+def test_mini_sets_never_overwrite_what_they_did_not_write(tmp_path, capsys):
+    from byola_hf.superb.mini_sets import main as mini_main
+
+    folder = tmp_path / "mine"
+    (folder / "ks" / "train").mkdir(parents=True)
+    (folder / "ks" / "train" / "00000.wav").write_bytes(b"the user's recording")
+    code, stderr = run_main(mini_main, ["--task", "ks", "--output_dir", folder], capsys)
+    assert_one_line(code, stderr, "byola-make-mini-superb", "did not write")
+    assert (folder / "ks" / "train" / "00000.wav").read_bytes() == b"the user's recording"
+
+
+def test_linear_eval_refuses_testing_on_the_training_folder(tmp_path, capsys):
+    from byola_hf.linear_eval.cli import main as linear_main
+
+    arguments = ["--train_dir", tmp_path, "--test_dir", tmp_path, "--label_column_name", "label"]
+    code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "are the same folder")

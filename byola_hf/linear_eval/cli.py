@@ -5,6 +5,7 @@ byola-linear-eval (--embeddings_dir EMB | --train_dir A --test_dir B [--validati
 """
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from .evaluate import linear_eval
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: LinearEvalArguments) -> None:
     """Evaluate and report."""
+    if args.train_dir and args.test_dir and Path(args.train_dir).resolve() == Path(args.test_dir).resolve():
+        raise ValueError("--train_dir and --test_dir are the same folder: testing on the training clips says nothing.")
     result = linear_eval(**asdict(args))
     print(
         f"test accuracy {headline(result)} ({result.protocol}); train {result.num_train}, validation "

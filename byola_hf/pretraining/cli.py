@@ -87,6 +87,10 @@ def pretraining_config(model_args: PreTrainingModelArguments) -> tuple[BYOLAPreT
         "mixup_memory_size": model_args.mixup_memory_size,
     }
     if model_args.init_from is not None:
+        if model_args.feature_d is not None:
+            raise ValueError(
+                "--feature_d sizes a new network; --init_from continues an existing one with its own width: drop one."
+            )
         encoder_config, _ = load_byola_front_end(model_args.init_from)
         encoder = BYOLAModel.from_pretrained(model_args.init_from, config=encoder_config)
         return BYOLAPreTrainingConfig.from_encoder_config(encoder_config, **pretraining), encoder

@@ -33,6 +33,9 @@ class StatsArguments:
     device: str | None = field(
         default=None, metadata={"help": "Compute the log-mels on this device, e.g. cuda (default: CPU)"}
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the statistics run an --output_dir holds when the arguments differ"}
+    )
     output_dir: str | None = field(
         default=None,
         metadata={

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import batch_waveforms
+from ..audio import batch_waveforms, display_path
 from ..configuration_byola import BYOLAConfig
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import save_model_card
 from ..tools.cli import die_with_parent
 from ..tools.data import load_audio_dataset, load_byola_front_end
-from ..tools.distributed import check_device_with_workers, device_for_rank, process_group
+from ..tools.distributed import check_device_with_workers, device_for_rank, is_main_process, process_group
 from ..tools.outputs import claim_output_dir, fingerprint, save_into
 from .moments import LogMelMoments, RunningNormEstimate
 
@@ -59,9 +59,21 @@ def batch_moments(
         torch.set_num_threads(num_threads)
         die_with_parent()
     waveforms, sampling_rate = batch_waveforms(batch[audio_column_name])
+    check_clip_lengths(waveforms, batch[audio_column_name], feature_extractor.n_fft // 2 + 1)
     features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
     moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
     return {key: [value] for key, value in asdict(moments).items()}
+
+
+def check_clip_lengths(waveforms: list[np.ndarray], items: list, minimum: int) -> None:
+    """A `ValueError` naming the file of the first clip too short for the log-mel (empty ones included)."""
+    for waveform, item in zip(waveforms, items):
+        if len(waveform) < minimum:
+            path = item.get("path") if isinstance(item, dict) else None
+            raise ValueError(
+                f"{display_path(path) if path else 'A clip'} has {len(waveform)} samples, fewer than the {minimum} "
+                "the log-mel needs: remove it from the data (or pad it) and run again."
+            )
 
 
 def compute_moments(
@@ -147,6 +159,7 @@ def compute_stats(
     mode: str = "exact",
     output_dir: str | None = None,
     device: str | None = None,
+    overwrite_output_dir: bool = False,
 ) -> StatsResult:
     """
     Compute a task's log-mel statistics and, when `output_dir` is given, write them into the model's config and save
@@ -178,6 +191,9 @@ def compute_stats(
         streaming,
     )
     dataset = select_examples(dataset, max_examples, seed, streaming)
+    if output_dir is not None:  # once the data has loaded, before the work
+        arguments = [dataset_name, dataset_config_name, data_dir, split, audio_column_name, max_examples, seed, mode]
+        claim_stats_output(model_name_or_path, output_dir, arguments, overwrite_output_dir)
     with process_group() as (rank, world_size):
         if world_size > 1:
             from datasets.distributed import split_dataset_by_node
@@ -283,6 +299,18 @@ def check_model_weights(model_name_or_path: str) -> None:
         raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
 
 
+def claim_stats_output(model_name_or_path: str, output_dir: str, arguments: list, overwrite: bool) -> None:
+    """Make `output_dir` this command's (unless it is the model folder, updated in place), on rank 0 only."""
+    in_place = Path(model_name_or_path).is_dir() and Path(model_name_or_path).resolve() == Path(output_dir).resolve()
+    if in_place or not is_main_process():
+        return
+    run_fingerprint = fingerprint(model=model_name_or_path, arguments=arguments)
+    written = {"config.json", "preprocessor_config.json", "model.safetensors", "README.md"}
+    if Path(model_name_or_path).is_dir():  # the model folder is copied
+        written |= {path.name for path in Path(model_name_or_path).iterdir() if not path.name.startswith(".")}
+    claim_output_dir(output_dir, COMMAND, run_fingerprint, sorted(written), overwrite)
+
+
 def save_stats(
     model_name_or_path: str,
     output_dir: str,
@@ -295,9 +323,6 @@ def save_stats(
     config.stats_provenance = result.provenance
     source, target = Path(model_name_or_path), Path(output_dir)
     in_place = source.is_dir() and source.resolve() == target.resolve()
-    if not in_place:
-        run_fingerprint = fingerprint(model=model_name_or_path, provenance=result.provenance)
-        claim_output_dir(target, COMMAND, run_fingerprint, [], overwrite=False)
 
     def save(folder: Path) -> None:
         if source.is_dir() and not in_place:

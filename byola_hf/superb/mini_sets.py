@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from ..tools.cli import make_parser, parse_arguments, run_command
+from ..tools.outputs import claim_output_dir, fingerprint
 
 
 KS_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -272,6 +273,16 @@ class MiniSetArguments:
         default_factory=list,
         metadata={"help": "With --layout native: only this corpus (repeatable; default all six)", "action": "extend"},
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Rebuild a folder this command filled with another seed or rate"}
+    )
+
+
+def native_corpus_names() -> list[str]:
+    """The folders `--layout native` writes."""
+    from .corpora.mini import MINI_CORPORA
+
+    return list(MINI_CORPORA)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -283,8 +294,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def build_mini_sets(args: MiniSetArguments) -> None:
-    """Build the chosen sets and print their sizes."""
+    """Build the chosen sets into a folder this command owns, and print their sizes. Sets built with another seed
+    or rate are never mixed into the same folder (statistics and embeddings made from it would disagree)."""
     require_espeak()
+    run_fingerprint = fingerprint(seed=args.seed, sampling_rate=args.sampling_rate)
+    names = [*BUILDERS, *native_corpus_names()]
+    claim_output_dir(args.output_dir, COMMAND, run_fingerprint, names, args.overwrite_output_dir)
     if args.layout == "native":
         from .corpora.mini import MINI_CORPORA
 

@@ -46,6 +46,8 @@ def user_error_message(error: BaseException) -> str | None:
     if type(error).__module__ == "soundfile":  # raised while datasets decodes a file: the message names it
         text = re.sub(r"<_io\.\w+ name='([^']*)'>", r"\1", text)
         return f"Could not decode audio: {text} Remove or convert the file (formats: {', '.join(AUDIO_EXTENSIONS)})."
+    if type(error).__module__.startswith("librosa"):  # raised while datasets resamples a file
+        return f"Could not decode audio: {text} (a file holds NaN or infinite samples, or cannot be resampled)."
     if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return f"{text}: check the path."
     if isinstance(error, (ValueError, ImportError)):

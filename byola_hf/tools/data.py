@@ -138,13 +138,17 @@ def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFea
     """The model's config and its feature extractor (built from the config when the directory has none)."""
     from transformers import AutoConfig, AutoFeatureExtractor
 
+    if not Path(model_name_or_path).exists() and (_hub_offline() or model_name_or_path.startswith((".", "/", "~"))):
+        raise ValueError(
+            f"No model folder at {display_path(model_name_or_path)}: pass a directory written by byola-convert (or a "
+            "Hub model id, with the network on)."
+        )
     try:
         config = AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Could not load a BYOL-A model from '{model_name_or_path}': {str(error).splitlines()[0]} Pass a "
-            "directory "
-            "written by `byola-convert` (or a Hub model id)."
+            "directory written by `byola-convert` (or a Hub model id)."
         ) from error
     if not isinstance(config, BYOLAConfig):
         raise ValueError(f"'{model_name_or_path}' holds a '{config.model_type}' model, not a BYOL-A ('byola') one.")
