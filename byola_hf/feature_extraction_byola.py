@@ -1,5 +1,6 @@
 """Feature extractor for BYOL-A: mono 16 kHz waveforms to log-mel spectrograms."""
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -164,13 +165,19 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         """
         loaded = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         feature_extractor = loaded[0] if isinstance(loaded, tuple) else loaded
-        hub_options = ("cache_dir", "revision", "token", "local_files_only", "subfolder")
-        try:
-            config = BYOLAConfig.from_pretrained(
-                pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in hub_options}
-            )
-        except (OSError, ValueError):  # no config.json beside it (a feature extractor saved alone)
+        from transformers.utils import cached_file
+
+        hub_options = {k: v for k, v in kwargs.items() if k in ("cache_dir", "revision", "token", "subfolder")}
+        config_file = cached_file(
+            pretrained_model_name_or_path, "config.json", _raise_exceptions_for_missing_entries=False, **hub_options
+        )
+        if config_file is None:  # a feature extractor saved alone
             return loaded
+        with open(config_file, encoding="utf-8") as handle:
+            config_dict = json.load(handle)
+        if config_dict.get("model_type") != BYOLAConfig.model_type:  # another model's config: nothing to compare
+            return loaded
+        config = BYOLAConfig.from_dict(config_dict)
         expected = cls.from_model_config(config).front_end()
         differences = {k: v for k, v in feature_extractor.front_end().items() if v != expected[k]}
         if differences:
