@@ -457,3 +457,20 @@ def test_linear_eval_refuses_testing_on_the_training_folder(tmp_path, capsys):
     arguments = ["--train_dir", tmp_path, "--test_dir", tmp_path, "--label_column_name", "label"]
     code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
     assert_one_line(code, stderr, "byola-linear-eval", "are the same folder")
+
+
+def test_linear_eval_refuses_splits_embedded_by_different_models(small_model, speech, tmp_path, capsys):
+    from byola_hf.extract.cli import main as extract_main
+    from byola_hf.linear_eval.cli import main as linear_main
+
+    other = tmp_path / "other_model"
+    shutil.copytree(small_model, other)
+    config = BYOLAConfig.from_pretrained(other)
+    config.mean = 0.0
+    config.save_pretrained(other)
+    for model, name in ((small_model, "train"), (other, "test")):
+        arguments = ["--model_name_or_path", model, "--dataset_name", speech.parent, "--output_dir", tmp_path / name]
+        extract_main([str(a) for a in [*arguments, "--num_workers", "0"]])
+    arguments = ["--train_dir", tmp_path / "train", "--test_dir", tmp_path / "test", "--label_column_name", "label"]
+    code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "eval"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "embedded by different models")

@@ -33,7 +33,9 @@ from .source import load_source, source_fingerprint
 
 COMMAND = "byola-extract"
 # What a run writes in its output folder (all removed by overwrite_output_dir, nothing else is).
-OUTPUTS = ("shards", "dataset", "skipped.json")
+# Beside the dataset: the fingerprint of the model that made it (byola-linear-eval compares the splits').
+MODEL_RECORD = "embedding_model.json"
+OUTPUTS = ("shards", "dataset", "skipped.json", MODEL_RECORD)
 OUTPUT_COLUMNS = ("path", "error", "duration", "embedding", "timestamps")
 
 
@@ -151,6 +153,8 @@ def claim_output(job: "ExtractionJob", rank: int, world_size: int, overwrite: bo
     )
     if rank == 0:
         claim_output_dir(job.output, COMMAND, run_fingerprint, OUTPUTS, overwrite)
+        # Which model made the embeddings, so that splits embedded by different models are never compared.
+        write_json_atomic(job.output / MODEL_RECORD, {"model_fingerprint": model_fingerprint(job.model)})
     if world_size > 1:
         torch.distributed.barrier()
     # A finished dataset is left only by a run with this fingerprint: the claim refused or removed any other.
@@ -371,6 +375,12 @@ def finished_result(output: Path, start_time: float) -> ExtractionResult:
         time.perf_counter() - start_time,
         skipped,
     )
+
+
+def embedding_model_fingerprint(directory: str | Path) -> str | None:
+    """The fingerprint of the model that made a `byola-extract` output (`None` for outputs without the record)."""
+    record = Path(directory) / MODEL_RECORD
+    return json.loads(record.read_text()).get("model_fingerprint") if record.is_file() else None
 
 
 def load_embeddings(directory: str) -> Any:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..extract.extract import load_embeddings, resolve_device
+from ..extract.extract import embedding_model_fingerprint, load_embeddings, resolve_device
 from .classifier import VALIDATION_FRACTION, hold_out_validation, predict, standardize, train_linear
 
 
@@ -120,6 +120,12 @@ def folds_from_directories(
 ) -> tuple[list[Fold], list]:
     """One fold from one `byola-extract` output per split."""
     parts = {"train": train_dir, "test": test_dir, **({"valid": validation_dir} if validation_dir else {})}
+    models = {embedding_model_fingerprint(path) for path in parts.values()} - {None}
+    if len(models) > 1:
+        raise ValueError(
+            f"The splits were embedded by different models ({', '.join(parts.values())}): extract every split with "
+            "the same model directory."
+        )
     data = {name: read_embeddings(path, label_column_name) for name, path in parts.items()}
     classes = label_classes(data["train"][label_column_name])
     unseen = set(label_classes([v for d in data.values() for v in d[label_column_name]])) - set(classes)
