@@ -123,3 +123,21 @@ def console_script(name: str) -> str:
     if not path.exists():
         pytest.fail(f"{name} is not installed beside {sys.executable}: run `pip install -e .[test]`.")
     return str(path)
+
+
+# Trainer flags for quick, quiet, deterministic CPU runs of byola-run-superb in tests.
+QUICK_TRAINER_FLAGS = [
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "no",
+    "--dataloader_num_workers",
+    "0",
+    "--disable_tqdm",
+    "true",
+    "--seed",
+    "0",
+]

@@ -15,25 +15,11 @@ from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows
 
-from conftest import console_script, run_torchrun
+from conftest import QUICK_TRAINER_FLAGS, console_script, run_torchrun
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-COMMON = [
-    "--report_to",
-    "none",
-    "--use_cpu",
-    "--save_strategy",
-    "no",
-    "--eval_strategy",
-    "no",
-    "--dataloader_num_workers",
-    "0",
-    "--disable_tqdm",
-    "true",
-    "--seed",
-    "0",
-]
+COMMON = QUICK_TRAINER_FLAGS
 
 
 @pytest.fixture(scope="module")

@@ -26,26 +26,10 @@ from byola_hf.superb.corpora.readers import (
 )
 from byola_hf.superb.run import main
 
+from conftest import QUICK_TRAINER_FLAGS
 
-TRAINING = [
-    "--max_steps",
-    "2",
-    "--per_device_train_batch_size",
-    "4",
-    "--report_to",
-    "none",
-    "--use_cpu",
-    "--save_strategy",
-    "no",
-    "--eval_strategy",
-    "no",
-    "--dataloader_num_workers",
-    "0",
-    "--disable_tqdm",
-    "true",
-    "--seed",
-    "0",
-]
+
+TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", *QUICK_TRAINER_FLAGS]
 
 
 @pytest.fixture(scope="module")
