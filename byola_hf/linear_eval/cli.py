@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: LinearEvalArguments) -> None:
     """Evaluate and report."""
-    if args.train_dir and args.test_dir and Path(args.train_dir).resolve() == Path(args.test_dir).resolve():
+    train, test = (Path(folder) for folder in (args.train_dir or "", args.test_dir or ""))
+    if args.train_dir and args.test_dir and train.is_dir() and train.resolve() == test.resolve():
         raise ValueError("--train_dir and --test_dir are the same folder: testing on the training clips says nothing.")
     result = linear_eval(**asdict(args))
     print(
