@@ -315,9 +315,9 @@ def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
     assert len(embeddings) == 8 and len(embeddings[0]["embedding"]) == 64
     # --init_from that directory: further pre-training starts both encoders from its weights.
     parser = build_parser()
-    model_args, _, _ = parser.parse_args_into_dataclasses(
-        pretrain_args(audio_folder, tmp_path / "more", "--init_from", str(output))
-    )
+    further = list(pretrain_args(audio_folder, tmp_path / "more", "--init_from", str(output)))
+    del further[further.index("--feature_d") : further.index("--feature_d") + 2]  # the width is the model's own
+    model_args, _, _ = parser.parse_args_into_dataclasses(further)
     config, start = pretraining_config(model_args)
     learner = BYOLAForPreTraining(config)
     learner.load_encoder(start)
@@ -461,3 +461,17 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path):
     history = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     accuracies = [entry["eval_linear_accuracy"] for entry in history if "eval_linear_accuracy" in entry]
     assert len(accuracies) == 1 and accuracies[0] in (0.0, 0.5, 1.0)  # two test clips
+
+
+def test_feature_d_with_init_from_is_refused(tmp_path):
+    """--feature_d sizes a new network: with --init_from it would be ignored without a word, so it is an error."""
+    from byola_hf import BYOLAConfig, BYOLAModel
+
+    config = BYOLAConfig(feature_d=64, mean=-8.0, std=4.0)
+    BYOLAModel(config).save_pretrained(tmp_path / "model")
+    model_args, _, _ = build_parser().parse_args_into_dataclasses(
+        ["--dataset_name", "x", "--output_dir", str(tmp_path / "out"), "--init_from", str(tmp_path / "model"),
+         "--feature_d", "128"]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="--feature_d sizes a new network"):
+        pretraining_config(model_args)
