@@ -284,15 +284,6 @@ def resample(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     return librosa.resample(waveform, orig_sr=rate, target_sr=target_rate).astype(np.float32)
 
 
-def list_audio_files(root: str | Path, recursive: bool = True) -> list[Path]:
-    """The audio files (by `AUDIO_EXTENSIONS`, any case) under a folder, sorted; a file is returned as itself."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    pattern = "**/*" if recursive else "*"
-    return sorted(path for path in root.glob(pattern) if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS)
-
-
 def lengths_list(lengths: Sequence[int] | torch.Tensor) -> list[int]:
     """Valid lengths as a list of `int` (a tensor is read back once)."""
     return [int(length) for length in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]

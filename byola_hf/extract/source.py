@@ -6,15 +6,14 @@ columns: `label`, `split` or `fold`...), which are all kept in the output. The a
 (`{"path", "bytes"}`) so that each clip is decoded in a DataLoader worker and a bad file is reported by its path.
 """
 
-import glob
 import hashlib
 import json
 import os
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS, display_path, list_audio_files
+from ..audio import display_path
 from ..extras import require_extra
-from ..tools.data import is_saved_dataset, load_audio_dataset
+from ..tools.data import audio_files_dataset, is_audio_file_source, load_audio_dataset
 
 
 # The EVAR metadata column holding each clip's path relative to the task's audio folder.
@@ -42,13 +41,8 @@ def load_source(
         raise ValueError("Give either --dataset_name (a dataset or audio folder) or --metadata_csv (a task CSV).")
     if metadata_csv is not None:
         return metadata_csv_source(metadata_csv, data_dir, audio_column_name)
-    path = Path(dataset_name)
-    if any(character in dataset_name for character in "*?[") or (path.is_dir() and not is_saved_dataset(path)):
-        files = list_audio_files(path) if path.is_dir() else sorted(glob.glob(dataset_name, recursive=True))
-        files = [str(file) for file in files if str(file).lower().endswith(AUDIO_EXTENSIONS)]
-        if not files:
-            raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {dataset_name!r}.")
-        dataset = datasets.Dataset.from_dict({audio_column_name: files})
+    if is_audio_file_source(dataset_name):  # the files of a folder or glob, listed as every command lists them
+        dataset = audio_files_dataset(dataset_name, audio_column_name).remove_columns("path")
     else:
         dataset = load_audio_dataset(
             dataset_name, dataset_config_name, data_dir, split, audio_column_name, sampling_rate

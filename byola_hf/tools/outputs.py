@@ -144,9 +144,3 @@ def write_json_atomic(path: str | Path, value: Any) -> None:
     """Write `value` as indented JSON to `path` atomically."""
     with atomic_path(path) as staged:
         staged.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` atomically."""
-    with atomic_path(path) as staged:
-        staged.write_text(text)
