@@ -166,8 +166,10 @@ def test_mixup_and_fader_draws_match_original_distribution():
 # --- the learner --------------------------------------------------------------------------------------------------
 
 
-def test_three_steps_reproduce_original_losses(reference):
-    """Three BYOL steps of the original learner's state (`learner_initial.pt`) on the reference views."""
+@pytest.mark.parametrize("kernels", ["reference", "cpu"])
+def test_three_steps_reproduce_original_losses(reference, kernels):
+    """Three BYOL steps of the original learner's state (`learner_initial.pt`) on the reference views, with the
+    original's layout (`reference`) and with the CPU training kernels."""
     meta, arrays = reference["meta"], reference["arrays"]
     config = BYOLAPreTrainingConfig(
         feature_d=meta["feature_d"],
@@ -178,7 +180,7 @@ def test_three_steps_reproduce_original_losses(reference):
         mixup_memory_size=2,
     )
     model = BYOLAForPreTraining(config)
-    model.training_layout = "reference"  # the original's layout: this test checks its rounding too
+    model.training_kernels = kernels
     state = torch.load(require_shared("reference_pretrain/learner_initial.pt"), weights_only=True)
     model.load_original_learner_state(state)
     assert not any(p.requires_grad for p in (*model.target_encoder.parameters(), *model.target_projector.parameters()))
@@ -189,7 +191,9 @@ def test_three_steps_reproduce_original_losses(reference):
     for step in range(meta["steps"]):
         x = normalize_batch(torch.cat([views[step, 0], views[step, 1]]))
         loss = model(x[:batch], x[batch:]).loss
-        np.testing.assert_allclose(loss.item(), arrays["losses"][step], rtol=1e-5)
+        # The fast kernels round differently; Adam's normalised steps amplify that (measured 2.5e-5 at step 3).
+        rtol = 1e-5 if kernels == "reference" or step == 0 else 1e-4
+        np.testing.assert_allclose(loss.item(), arrays["losses"][step], rtol=rtol)
         loss.backward()
         optimizer.step()
         model.update_target()
@@ -405,7 +409,7 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
         assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
 
 
-@pytest.mark.parametrize("layout", ["reference", "channels_last"])
+@pytest.mark.parametrize("layout", ["reference", "channels_last", "cpu"])
 @pytest.mark.parametrize("variant", ["AudioNTT2020", "AudioNTT2022"])
 def test_training_embedding_is_the_encoders_pooler_output(variant, layout):
     """The learner's training-mode embedding (pooling before ReLU) equals BYOLAModel's own forward, in values and
@@ -421,7 +425,7 @@ def test_training_embedding_is_the_encoders_pooler_output(variant, layout):
         (0.4, 0.0, True) if variant == "AudioNTT2020" else (0.2, 1.0, False)
     )
     model = BYOLAForPreTraining(config).train()
-    model.training_layout = layout
+    model.training_kernels = layout
     views = torch.randn(3, 1, 64, config.crop_frames)
     torch.manual_seed(0)  # the same dropout masks for both
     ours = model.embed(model.encoder, views)
@@ -435,7 +439,7 @@ def test_training_embedding_is_the_encoders_pooler_output(variant, layout):
     tolerance = {"rtol": 0, "atol": 0} if layout == "reference" else {"rtol": 0, "atol": 1e-4}
     torch.testing.assert_close(ours, plain, **tolerance)
     for ours_grad, (name, parameter) in zip(ours_grads, model.encoder.named_parameters()):
-        if layout == "channels_last" and name.endswith("conv.bias"):
+        if layout != "reference" and name.endswith("conv.bias"):
             # BatchNorm removes a conv bias: its exact gradient is zero, and both sides hold rounding noise.
             weight_scale = model.encoder.get_parameter(name.replace("bias", "weight")).grad.abs().max()
             assert max(ours_grad.abs().max(), parameter.grad.abs().max()) < 1e-4 * weight_scale
@@ -486,3 +490,30 @@ def test_feature_d_with_init_from_is_refused(tmp_path):
     )  # fmt: skip
     with pytest.raises(ValueError, match="--feature_d sizes a new network"):
         pretraining_config(model_args)
+
+
+def test_fused_first_block_equals_the_modules_in_float64():
+    """The CPU training kernel's first block (BatchNorm from patch moments, folded, pooled without the
+    full-resolution output) against `Conv2d -> BatchNorm2d -> MaxPool2d` in float64: outputs, every gradient and the
+    running statistics. Constant regions (a zero-padded crop) make ties inside pooling windows."""
+    from byola_hf.modeling_byola import BYOLAConvBlock
+    from byola_hf.pretraining.training_kernels import first_block
+
+    torch.manual_seed(0)
+    views = torch.randn(3, 1, 8, 12, dtype=torch.float64)
+    views[0, :, :, 8:] = 0.0  # ties
+    fused, modules = (BYOLAConvBlock(1, 5, 1e-5).double().train() for _ in range(2))
+    modules.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        fused.batch_norm.weight.copy_(torch.tensor([1.5, -0.7, 0.3, 1.0, -2.0]))  # negative scales too
+        modules.batch_norm.weight.copy_(fused.batch_norm.weight)
+    ours = first_block(fused, views)
+    plain = modules.pool(modules.batch_norm(modules.conv(views)))
+    torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(plain.shape, dtype=torch.float64)
+    (ours * upstream).sum().backward()
+    (plain * upstream).sum().backward()
+    for (name, parameter), reference in zip(fused.named_parameters(), modules.parameters()):
+        torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-10, atol=1e-10, msg=name)
+    for name, buffer in fused.named_buffers():
+        torch.testing.assert_close(buffer, modules.get_buffer(name), rtol=1e-12, atol=1e-12, msg=name)

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 from ..configuration_byola import BYOLAConfig
 from ..modeling_byola import BYOLAModel
 from .augmentations import BYOLAAugmentation
+from .training_kernels import select_training_kernels
 
 
 # The original configs' values that differ between BYOL-A v1 (config.yaml, train.py) and v2 (config_v2.yaml,
@@ -28,7 +29,6 @@ VARIANT_PRETRAINING = {
     "AudioNTT2020": {"mixup_ratio": 0.4, "fader_gain": 0.0, "learning_rate": 3e-4, "pad_both_ends": True},
     "AudioNTT2022": {"mixup_ratio": 0.2, "fader_gain": 1.0, "learning_rate": 1e-4, "pad_both_ends": False},
 }
-TRAINING_LAYOUTS = ("channels_last", "reference")
 PRETRAINING_FIELDS = (
     "projection_size",
     "projection_hidden_size",
@@ -165,8 +165,8 @@ class BYOLAForPreTraining(PreTrainedModel):
     base_model_prefix = "byola_pretraining"
     main_input_name = "input_features"
     supports_gradient_checkpointing = False
-    # "channels_last" (every device: the fast layout) or "reference" (the original's layout and rounding).
-    training_layout = "channels_last"
+    # None: the device's fastest training kernels; "reference" forces the original's layout and rounding.
+    training_kernels: str | None = None
 
     def __init__(self, config: BYOLAPreTrainingConfig):
         super().__init__(config)
@@ -210,20 +210,12 @@ class BYOLAForPreTraining(PreTrainedModel):
         Clip embeddings `(batch, feature_d)` of views `(batch, 1, n_mels, frames)`: the max + mean over time of the
         encoder's output, `encoder(views[:, 0]).pooler_output`. In training mode it is computed here in the same
         order of operations, except that each conv block pools before its ReLU (they commute, so every value and
-        gradient is bit for bit the same, and the ReLU runs on a quarter of the activation), and the activations
-        are in the memory format of [`training_memory_format`].
+        gradient is bit for bit the same, and the ReLU runs on a quarter of the activation), through the device's
+        training kernels ([`~byola_hf.pretraining.training_kernels.select_training_kernels`]).
         """
         if not self.training:
             return encoder(views[:, 0], check_values=False).pooler_output
-        memory_format = self.training_memory_format()
-        hidden = views.contiguous(memory_format=memory_format)
-        for block in encoder.conv_blocks:
-            conv = block.conv
-            # The weight decides the output's layout when the input has one channel; a clone (not `.contiguous`,
-            # which keeps the strides of a one-channel weight) gives it the layout's strides.
-            weight = conv.weight.clone(memory_format=memory_format)
-            hidden = nn.functional.conv2d(hidden, weight, conv.bias, conv.stride, conv.padding)
-            hidden = block.activation(block.pool(block.batch_norm(hidden)))
+        hidden = select_training_kernels(views, self.training_kernels).conv_blocks(encoder.conv_blocks, views)
         batch, channels, mels, frames = hidden.shape
         conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major
         fc1 = nn.functional.relu(encoder.fc1(conv_features))
@@ -231,18 +223,6 @@ class BYOLAForPreTraining(PreTrainedModel):
         if encoder.config.concat_conv_features:
             output = torch.cat([conv_features, output], dim=-1)
         return output.amax(1) + output.mean(1)
-
-    def training_memory_format(self) -> torch.memory_format:
-        """
-        The layout of the training activations, the one device-dependent choice of the training step:
-        channels-last (`torch.channels_last`), where oneDNN and cuDNN run BatchNorm and max-pooling vectorised over
-        channels, unless `training_layout` is `"reference"`: the original's contiguous layout, whose rounding the
-        parity test with the original learner's steps checks. Both compute the same function; they differ by float
-        rounding only (see docs/pretraining.md).
-        """
-        if self.training_layout not in TRAINING_LAYOUTS:
-            raise ValueError(f"Unknown training_layout {self.training_layout!r}: choose one of {TRAINING_LAYOUTS}.")
-        return torch.contiguous_format if self.training_layout == "reference" else torch.channels_last
 
     def forward(
         self,
