@@ -359,12 +359,52 @@ def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
 def test_pretrain_two_ranks_under_torchrun(audio_folder, tmp_path):
     output = tmp_path / "ddp"
     arguments = pretrain_args(audio_folder, output, "--max_steps", "2", "--per_device_train_batch_size", "2")
-    result = run_torchrun("-m", "byola_hf.pretraining.cli", *arguments)
+    result = run_torchrun("-m", "byola_hf.pretraining.cli", *arguments, "--use_cpu")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((output / "byola_pretrain_run.json").read_text())["fingerprint"]["training"]["world_size"] == 2
     model = AutoModel.from_pretrained(output)
     assert model.config.has_statistics
     state = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
+    # Each rank's own buffers beside Trainer's checkpoint: the ranks saw other clips, so their banks differ.
+    ranks = [load_file(output / "checkpoint-2" / f"rank_state_{rank}.safetensors") for rank in (0, 1)]
+    assert not torch.equal(ranks[0]["augmentation.mixup.bank"], ranks[1]["augmentation.mixup.bank"])
+    rank_zero = load_file(output / "checkpoint-2" / "model.safetensors")
+    torch.testing.assert_close(ranks[0]["augmentation.mixup.bank"], rank_zero["augmentation.mixup.bank"])
+
+
+def test_a_launch_trainer_would_not_distribute_is_refused(monkeypatch):
+    """Under torchrun on a machine without a GPU, Trainer runs each process alone unless --use_cpu is given: two
+    separate runs into one folder. The commands refuse that launch instead."""
+    from types import SimpleNamespace
+
+    from byola_hf.tools.distributed import check_trainer_world_size
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="Launched as 2 processes, but Trainer would run them as 1"):
+        check_trainer_world_size(SimpleNamespace(world_size=1))
+    check_trainer_world_size(SimpleNamespace(world_size=2))
+
+
+def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
+    """`RankStateCallback` writes rank 1's buffers beside the checkpoint and, on resume, puts exactly those back
+    (Trainer itself would restore rank 0's)."""
+    from types import SimpleNamespace
+
+    from byola_hf.pretraining.trainer import RankStateCallback
+
+    config = BYOLAPreTrainingConfig(feature_d=64, projection_hidden_size=32, projection_size=16, mixup_memory_size=4, mean=-7.0, std=5.0)
+    model = BYOLAForPreTraining(config).train()
+    model(input_features=torch.randn(4, 64, config.crop_frames) * 5 - 7)  # fills the bank, moves BatchNorm stats
+    args = SimpleNamespace(world_size=2, process_index=1, output_dir=str(tmp_path))
+    RankStateCallback().on_save(args, SimpleNamespace(global_step=3), None, model=model)
+    saved = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    model(input_features=torch.randn(4, 64, config.crop_frames))  # the state moves on
+    assert not torch.equal(model.augmentation.mixup.bank, saved["augmentation.mixup.bank"])
+    RankStateCallback(str(tmp_path / "checkpoint-3")).on_train_begin(args, None, None, model=model)
+    for name, buffer in model.named_buffers():
+        torch.testing.assert_close(buffer, saved[name], rtol=0, atol=0, msg=name)
+    assert sorted(p.name for p in (tmp_path / "checkpoint-3").iterdir()) == ["rank_state_1.safetensors"]
 
 
 @pytest.mark.parametrize("case", ["empty_folder", "no_audio", "too_short", "not_byola", "foreign_output"])

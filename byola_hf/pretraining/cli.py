@@ -24,12 +24,13 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from ..tools.data import load_byola_front_end
-from ..tools.distributed import is_main_process
+from ..tools.distributed import check_trainer_world_size, is_main_process
+from ..tools.outputs import write_json_atomic
 from .data import CropDataset, collate_waveforms, load_source, scan_clips
 from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card
 from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
-from .trainer import BYOLAPreTrainer
+from .trainer import BYOLAPreTrainer, RankStateCallback
 
 
 COMMAND = "byola-pretrain"
@@ -142,13 +143,6 @@ def claim_output_dir(output_dir: Path, fingerprint: dict[str, Any]) -> dict[str,
     return None
 
 
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    """Write `content` atomically (a temporary file renamed over `path`)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(temporary, path)
-
-
 def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: int) -> dict[str, Any]:
     """Exact statistics of the clips (or the given ones), after checking that some clip fills a crop."""
     given = model_args.mean is not None or model_args.std is not None
@@ -224,44 +218,22 @@ def pretrain(
     Pre-train (or resume pre-training) and write the encoder's model directory into `training_args.output_dir`.
     Returns that directory. `callbacks` are added to the Trainer's.
     """
-    from transformers import set_seed
-
+    check_trainer_world_size(training_args)
     config, start_encoder = pretraining_config(model_args)
     feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
     dataset = training_clips(data_args, feature_extractor.sampling_rate, training_args)
     linear_probe = linear_probe_data(data_args, config.sampling_rate)
     output_dir = Path(training_args.output_dir)
-    with training_args.main_process_first(desc="statistics of the data"):
-        record = claim_output_dir(output_dir, run_fingerprint(model_args, data_args, training_args))
-        resuming = record is not None
-        if record is None:  # a new run (on rank 0; the other ranks then read its record)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            stats = statistics(model_args, data_args, dataset, feature_extractor, config.crop_samples)
-            record = {"fingerprint": run_fingerprint(model_args, data_args, training_args), "statistics": stats}
-            write_json(output_dir / RUN_FILE, record)
+    record, resuming = run_record(model_args, data_args, training_args, dataset, feature_extractor, config)
     stats = record["statistics"]
     config.mean, config.std, config.stats_provenance = stats["mean"], stats["std"], stats["provenance"]
-
-    set_seed(training_args.seed)
-    model = BYOLAForPreTraining(config)
-    if start_encoder is not None:
-        model.load_encoder(start_encoder)
-    trainer = BYOLAPreTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=CropDataset(
-            dataset, data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends
-        ),
-        data_collator=collate_waveforms,
-        feature_extractor=feature_extractor,
-        # Trainer asks for an evaluation set under an eval_strategy; BYOLAPreTrainer.evaluate is the linear probe.
-        eval_dataset=linear_probe.test.waveforms if linear_probe is not None else None,
-        linear_probe=linear_probe,
-        callbacks=callbacks,
-    )
     checkpoint = get_last_checkpoint(str(output_dir)) if resuming else None
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
+    trainer = build_trainer(
+        config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
+        [RankStateCallback(checkpoint), *(callbacks or [])],
+    )  # fmt: skip
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.is_world_process_zero():
         info = {
@@ -275,8 +247,49 @@ def pretrain(
             "train_loss": result.training_loss,
             "audio_hours": stats["audio_seconds"] / 3600,
         }
-        save_encoder(model, feature_extractor, output_dir, info)
+        save_encoder(trainer.model, feature_extractor, output_dir, info)
     return output_dir
+
+
+def run_record(model_args, data_args, training_args, dataset, feature_extractor, config) -> tuple[dict, bool]:
+    """The run's record in the output folder and whether it resumes: a new run (rank 0 first) claims the folder,
+    computes the statistics and writes the record, which the other ranks then read."""
+    output_dir = Path(training_args.output_dir)
+    fingerprint = run_fingerprint(model_args, data_args, training_args)
+    with training_args.main_process_first(desc="statistics of the data"):
+        record = claim_output_dir(output_dir, fingerprint)
+        if record is not None:
+            return record, True
+        output_dir.mkdir(parents=True, exist_ok=True)
+        stats = statistics(model_args, data_args, dataset, feature_extractor, config.crop_samples)
+        record = {"fingerprint": fingerprint, "statistics": stats}
+        write_json_atomic(output_dir / RUN_FILE, record)
+        return record, False
+
+
+def build_trainer(
+    config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe, callbacks
+) -> BYOLAPreTrainer:
+    """A new learner (seeded; from `start_encoder` when given) in a [`BYOLAPreTrainer`] over crops of `dataset`."""
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
+    model = BYOLAForPreTraining(config)
+    if start_encoder is not None:
+        model.load_encoder(start_encoder)
+    return BYOLAPreTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=CropDataset(
+            dataset, data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends
+        ),
+        data_collator=collate_waveforms,
+        feature_extractor=feature_extractor,
+        # Trainer asks for an evaluation set under an eval_strategy; BYOLAPreTrainer.evaluate is the linear probe.
+        eval_dataset=linear_probe.test.waveforms if linear_probe is not None else None,
+        linear_probe=linear_probe,
+        callbacks=callbacks,
+    )
 
 
 def save_encoder(model: BYOLAForPreTraining, feature_extractor, output_dir: Path, info: dict[str, Any]) -> None:
@@ -307,7 +320,7 @@ def build_parser() -> HfArgumentParser:
 def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> list[str]:
     """The original's training setup for the flags not given: Adam (AdamW without weight decay), the variant's
     learning rate, constant, no gradient clipping, batch 256, 100 epochs, seed 42; per-rank BatchNorm and memory
-    banks under DDP (no buffer broadcast); the model's own inputs (no column removal); no report_to."""
+    banks under DDP (no buffer broadcast, no search for unused parameters); the model's own inputs (no column removal); no report_to."""
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
     if model_args.init_from is not None:
         variant = load_byola_front_end(model_args.init_from)[0].variant
@@ -320,6 +333,7 @@ def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> lis
         "max_grad_norm": 0.0,
         "weight_decay": 0.0,
         "ddp_broadcast_buffers": False,
+        "ddp_find_unused_parameters": False,  # every trainable parameter takes part in each step
         "remove_unused_columns": False,
         "report_to": "none",
     }

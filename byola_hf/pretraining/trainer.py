@@ -1,12 +1,17 @@
 """`Trainer` for BYOL-A pre-training: crops per epoch in, the log-mel on the training device, the EMA after each
 optimizer step, clips per second in the logs."""
 
+import logging
 import time
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..tools.outputs import atomic_path
 from .data import EpochCropSampler
 from .linear_probe import LinearProbeData, linear_probe_accuracy
 
@@ -17,6 +22,43 @@ class EMATargetCallback(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         model.update_target()
+
+
+logger = logging.getLogger(__name__)
+RANK_STATE_FILE = "rank_state_{}.safetensors"
+
+
+class RankStateCallback(TrainerCallback):
+    """
+    Under DDP every rank keeps its own BatchNorm running statistics and mixup memory bank, as the original's DDP,
+    while Trainer's checkpoint holds rank 0's model. This saves each rank's buffers beside it
+    (`checkpoint-N/rank_state_{rank}.safetensors`) and, when the run resumes from `resume_from`, puts each rank's
+    own back after Trainer has loaded the checkpoint, so a resumed run continues every rank as it was.
+    """
+
+    def __init__(self, resume_from: str | None = None):
+        self.resume_from = resume_from
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if args.world_size <= 1:
+            return
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        buffers = {name: buffer.detach().cpu().contiguous() for name, buffer in model.named_buffers()}
+        with atomic_path(folder / RANK_STATE_FILE.format(args.process_index)) as staged:
+            save_file(buffers, staged)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.resume_from is None or args.world_size <= 1:
+            return
+        path = Path(self.resume_from) / RANK_STATE_FILE.format(args.process_index)
+        if not path.is_file():
+            logger.warning(f"{path} is missing: rank {args.process_index} resumes with rank 0's buffers.")
+            return
+        own, saved = dict(model.named_buffers()), load_file(path)
+        if saved.keys() != own.keys():
+            raise ValueError(f"{path} does not hold this learner's buffers; pass a new --output_dir.")
+        for name, value in saved.items():
+            own[name].copy_(value)
 
 
 class BYOLAPreTrainer(Trainer):
@@ -85,4 +127,4 @@ class BYOLAPreTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-__all__ = ["BYOLAPreTrainer", "EMATargetCallback"]
+__all__ = ["BYOLAPreTrainer", "EMATargetCallback", "RankStateCallback"]

@@ -34,6 +34,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, save_model_card, warn_if_licensed
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from ..tools.data import load_audio_dataset, load_byola_front_end
+from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import atomic_path, claim_output_dir, fingerprint
 from .corpora import CORPORA, Corpus, load_corpus
 from .metrics import metric_path
@@ -405,6 +406,7 @@ def run(
 ) -> dict[str, float]:
     """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs. `given`: the
     flags the user typed (a default learning rate and the Hub's visibility are ours only when not given)."""
+    check_trainer_world_size(training_args)
     task = choose_task(data_args)
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
     prepare_push(training_args, data_args, config, given)

@@ -45,6 +45,21 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def check_trainer_world_size(training_args) -> None:
+    """
+    Refuse a torchrun / accelerate launch in which Trainer would not train together: on a machine without a GPU,
+    Trainer runs each of the processes alone unless `--use_cpu` is given, and the processes would then write one
+    output folder as separate runs.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size != launched:
+        hint = " (on a machine without a GPU, add --use_cpu)" if not torch.cuda.is_available() else ""
+        raise ValueError(
+            f"Launched as {launched} processes, but Trainer would run them as {training_args.world_size}{hint}; "
+            "each would write the same output folder."
+        )
+
+
 def check_device_with_workers(device: str | None, num_proc: int | None) -> None:
     """Refuse a GPU with forked `datasets.map` workers, which cannot share a CUDA context."""
     if device is not None and device != "cpu" and num_proc is not None and num_proc > 1:
