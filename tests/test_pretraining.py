@@ -393,7 +393,9 @@ def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
 
     from byola_hf.pretraining.trainer import RankStateCallback
 
-    config = BYOLAPreTrainingConfig(feature_d=64, projection_hidden_size=32, projection_size=16, mixup_memory_size=4, mean=-7.0, std=5.0)
+    config = BYOLAPreTrainingConfig(
+        feature_d=64, projection_hidden_size=32, projection_size=16, mixup_memory_size=4, mean=-7.0, std=5.0
+    )
     model = BYOLAForPreTraining(config).train()
     model(input_features=torch.randn(4, 64, config.crop_frames) * 5 - 7)  # fills the bank, moves BatchNorm stats
     args = SimpleNamespace(world_size=2, process_index=1, output_dir=str(tmp_path))

@@ -320,7 +320,8 @@ def build_parser() -> HfArgumentParser:
 def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> list[str]:
     """The original's training setup for the flags not given: Adam (AdamW without weight decay), the variant's
     learning rate, constant, no gradient clipping, batch 256, 100 epochs, seed 42; per-rank BatchNorm and memory
-    banks under DDP (no buffer broadcast, no search for unused parameters); the model's own inputs (no column removal); no report_to."""
+    banks under DDP (no buffer broadcast, no search for unused parameters); the model's own inputs (no column
+    removal); no report_to."""
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
     if model_args.init_from is not None:
         variant = load_byola_front_end(model_args.init_from)[0].variant
