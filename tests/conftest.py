@@ -20,7 +20,6 @@ from byola_hf import BYOLAFeatureExtractor  # noqa: E402
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))  # the benchmarks/ folder beside the package
 # One configurable path to the shared data: BYOLA_SHARED_DIR, defaulting to ../shared beside the project root.
 SHARED_DIR = Path(os.environ.get("BYOLA_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
