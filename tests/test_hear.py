@@ -1,4 +1,4 @@
-"""The HEAR 2021 API: shapes, dtypes, timestamps, equality with the model's outputs, v1 and v2."""
+"""The HEAR 2021 API: shapes, dtypes, timestamps, equality with the model's outputs, v1 and v2; clear errors."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Sharing: trust_remote_code loading without byola_hf, pushes through huggingface_hub to a loopback Hub, cards."""
+"""Sharing: trust_remote_code loading without byola_hf, pushes through huggingface_hub to a loopback Hub, cards (a
+CTC card's usage runs as written; a fine-tuned card names its task kind and training data)."""
 
 import base64
 import json

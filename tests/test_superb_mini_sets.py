@@ -1,4 +1,5 @@
-"""The mini-SUPERB sets: layout, held-out voices, phoneme targets that fit BYOL-A's frame rate, determinism."""
+"""The mini-SUPERB sets: layout, held-out voices, phoneme targets that fit BYOL-A's frame rate, determinism; they
+never overwrite what they did not write."""
 
 import datasets
 import soundfile as sf
