@@ -230,7 +230,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 audio (`{"array": ..., "sampling_rate": ...}` dicts or torchcodec `AudioDecoder`s), alone or in a
                 list. Floats are taken as they are; integer PCM is scaled by its dtype's full scale to [-1, 1).
             sampling_rate (`int`, *optional*):
-                Rate of `raw_speech`, checked against `self.sampling_rate` (read from decoded `datasets` audio).
+                Rate of `raw_speech`, checked against `self.sampling_rate`: pass it (only `datasets` audio has one).
             padding, max_length, truncation, pad_to_multiple_of:
                 As `SequenceFeatureExtractor` (`"longest"`/`True`, `"max_length"`, `"do_not_pad"`/`False`: one
                 unpadded array per example), lengths in **samples**.

@@ -170,10 +170,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
             output_hidden_states (`bool`, *optional*):
                 Also return the per-layer outputs (computed only when asked).
             inference_chunk_frames (`int`, *optional*):
-                Overrides `config.inference_chunk_frames`: in eval mode, inputs longer than this many log-mel frames
-                run through the network in chunks of this size (rounded down to a multiple of `2**num_conv_layers`)
-                with enough context on both sides that the seams are exact, so memory stays bounded for long audio;
-                `0` disables chunking.
+                Overrides `config.inference_chunk_frames`: in eval mode, longer inputs run in chunks of this many
+                log-mel frames (rounded down to a multiple of `2**num_conv_layers`) with enough context on both sides
+                that the seams are exact, so memory stays bounded for long audio; `0` disables chunking.
             check_values (`bool`, *optional*):
                 Check the values of the inputs (finite features, a prefix-shaped mask, every example long enough).
                 Reading values back from an accelerator stalls its queue, so by default (`None`) they are checked on
