@@ -304,7 +304,7 @@ def _long_audio_memory_mb(checkpoint: str, minutes: float, hidden_states: bool, 
         model(
             **feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"),
             output_hidden_states=hidden_states,
-            chunk_frames=chunk_frames,
+            inference_chunk_frames=chunk_frames,
         )
     return {"loaded_mb": loaded, "peak_mb": memory_status_mb("VmHWM")}
 

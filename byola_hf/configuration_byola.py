@@ -154,48 +154,24 @@ class BYOLAConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs,
     ):
-        self.feature_d = feature_d
-        self.conv_channels = conv_channels
-        self.num_conv_layers = num_conv_layers
-        self.mlp_hidden_size = mlp_hidden_size
-        self.concat_conv_features = concat_conv_features
+        self.feature_d, self.conv_channels, self.num_conv_layers = feature_d, conv_channels, num_conv_layers
+        self.mlp_hidden_size, self.concat_conv_features = mlp_hidden_size, concat_conv_features
         self.variant = variant if variant is not None else _variant_name(concat_conv_features)
-        self.hidden_dropout = hidden_dropout
-        self.batch_norm_eps = batch_norm_eps
-        if "sample_rate" in kwargs:  # the former name, in configs saved before
-            warnings.warn(
-                "BYOLAConfig(sample_rate=...) is deprecated: use sampling_rate.", FutureWarning, stacklevel=2
-            )
-            sampling_rate = kwargs.pop("sample_rate")
-        self.sampling_rate = sampling_rate
-        self.n_fft = n_fft
-        self.win_length = win_length
-        self.hop_length = hop_length
-        self.n_mels = n_mels
-        self.f_min = f_min
-        self.f_max = f_max
+        self.hidden_dropout, self.batch_norm_eps = hidden_dropout, batch_norm_eps
+        self.sampling_rate = _renamed_argument(kwargs, "sample_rate", "sampling_rate", sampling_rate)
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.n_mels, self.f_min, self.f_max = n_mels, f_min, f_max
         self.mean = None if mean is None else float(mean)
         self.std = None if std is None else float(std)
-        self.stats_provenance = stats_provenance
-        self.inference_chunk_frames = inference_chunk_frames
+        self.stats_provenance, self.inference_chunk_frames = stats_provenance, inference_chunk_frames
         self.use_weighted_layer_sum = use_weighted_layer_sum
-        if "freeze_base" in kwargs:  # the former name, in configs saved before
-            warnings.warn(
-                "BYOLAConfig(freeze_base=...) is deprecated: use freeze_base_model.", FutureWarning, stacklevel=2
-            )
-            freeze_base_model = kwargs.pop("freeze_base")
-        self.freeze_base_model = freeze_base_model
+        self.freeze_base_model = _renamed_argument(kwargs, "freeze_base", "freeze_base_model", freeze_base_model)
         self.classifier_proj_size = classifier_proj_size
         self.classifier_slots = list(classifier_slots) if classifier_slots is not None else None
-        self.ctc_head = ctc_head
-        self.ctc_proj_size = ctc_proj_size
-        self.ctc_lstm_layers = ctc_lstm_layers
-        self.ctc_blank_id = ctc_blank_id
-        self.ctc_loss_reduction = ctc_loss_reduction
-        self.ctc_zero_infinity = ctc_zero_infinity
-        self.vocab_size = vocab_size
-        self.frame_lstm_hidden_size = frame_lstm_hidden_size
-        self.initializer_range = initializer_range
+        self.ctc_head, self.ctc_proj_size, self.ctc_lstm_layers = ctc_head, ctc_proj_size, ctc_lstm_layers
+        self.ctc_blank_id, self.ctc_loss_reduction = ctc_blank_id, ctc_loss_reduction
+        self.ctc_zero_infinity, self.vocab_size = ctc_zero_infinity, vocab_size
+        self.frame_lstm_hidden_size, self.initializer_range = frame_lstm_hidden_size, initializer_range
         kwargs.setdefault("custom_pipelines", copy.deepcopy(EMBEDDING_PIPELINE))
         super().__init__(**kwargs)
         self._validate_byola()
@@ -409,6 +385,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def _variant_name(concat_conv_features: bool) -> str:
     return "AudioNTT2022" if concat_conv_features else "AudioNTT2020"
+
+
+def _renamed_argument(kwargs: dict[str, Any], former: str, name: str, value: Any) -> Any:
+    """`kwargs[former]` (popped, with a `FutureWarning`) where a caller or an older config still uses the former
+    name of the argument `name`; otherwise `value`."""
+    if former not in kwargs:
+        return value
+    warnings.warn(f"BYOLAConfig({former}=...) is deprecated: use {name}.", FutureWarning, stacklevel=3)
+    return kwargs.pop(former)
 
 
 def minimum_samples(time_downsampling: int, hop_length: int, n_fft: int) -> int:

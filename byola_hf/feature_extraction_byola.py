@@ -226,35 +226,22 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         Args:
             raw_speech:
                 One mono waveform (1-D `np.ndarray`, `torch.Tensor` or list of floats), a batch of them (a list, or a
-                2-D array/tensor of shape `(batch, samples)`, right-padded when `lengths` is given), or the decoded
-                audio that `datasets` hands to `map` (`{"array": ..., "sampling_rate": ...}` dicts, or torchcodec
-                `AudioDecoder` objects with `datasets>=4`), alone or in a list. Float samples are taken as they are
-                (nominally in [-1, 1]); integer PCM arrays (`int16`, `int32`, `uint8`, ...) are scaled by their
-                dtype's full scale to [-1, 1), as soundfile and librosa do.
+                2-D `(batch, samples)` array/tensor, right-padded when `lengths` is given), or decoded `datasets`
+                audio (`{"array": ..., "sampling_rate": ...}` dicts or torchcodec `AudioDecoder`s), alone or in a
+                list. Floats are taken as they are; integer PCM is scaled by its dtype's full scale to [-1, 1).
             sampling_rate (`int`, *optional*):
-                Sampling rate of `raw_speech`. Must equal `self.sampling_rate`; taken from decoded `datasets` audio
-                when not given. Pass it: without it the rate cannot be checked.
-            padding (`bool`, `str` or [`~utils.PaddingStrategy`], *optional*, defaults to `"longest"`):
-                `"longest"`/`True` pads to the longest waveform in the batch, `"max_length"` to `max_length`
-                samples, `"do_not_pad"`/`False` returns one unpadded array per example.
-            max_length (`int`, *optional*):
-                Length in **samples** for `padding="max_length"` and for `truncation`.
-            truncation (`bool`, *optional*, defaults to `False`):
-                Cut waveforms longer than `max_length` samples.
-            pad_to_multiple_of (`int`, *optional*):
-                Pad the waveform length to a multiple of this many samples.
+                Rate of `raw_speech`, checked against `self.sampling_rate`: pass it (only `datasets` audio has one).
+            padding, max_length, truncation, pad_to_multiple_of:
+                As `SequenceFeatureExtractor` (`"longest"`/`True`, `"max_length"`, `"do_not_pad"`/`False`: one
+                unpadded array per example), lengths in **samples**.
             pad_to_min_length (`bool`, *optional*, defaults to `False`):
-                Zero-pad waveforms shorter than `min_samples` (one output frame of the model: 70 ms at 16 kHz for
-                v1) to that length *as samples* (their frames count as valid), so very short clips still get an
-                embedding. Without it they are refused.
-            return_attention_mask (`bool`, *optional*):
-                Return the frame-level mask (defaults to `self.return_attention_mask`).
-            return_tensors (`str` or [`~utils.TensorType`], *optional*):
-                `"pt"` or `"np"`; lists of arrays when not given.
+                Zero-pad waveforms shorter than `min_samples` (one output frame) to that length *as samples* (their
+                frames count as valid) instead of refusing them.
+            return_attention_mask, return_tensors:
+                Return the frame-level mask (default `self.return_attention_mask`); `"pt"`, `"np"` or lists of arrays.
             device (`str` or `torch.device`, *optional*):
-                Compute the log-mel on this device (e.g. `"cuda"`) and return tensors there (implies
-                `return_tensors="pt"`). Without it the computation runs on the CPU, or on the device of a torch
-                input batch.
+                Compute the log-mel on this device and return tensors there (implies `return_tensors="pt"`); by
+                default on the CPU, or on the device of a torch input batch.
             lengths (*optional*):
                 With a 2-D `(batch, samples)` array or tensor: the valid samples of each row (the rest is padding).
 
@@ -263,44 +250,33 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             normalised) and `attention_mask` of shape `(batch, frames)` (1 on valid frames), where
             `frames = 1 + samples // hop_length` of the padded length.
         """
-        if device is not None:
-            device = _resolve_device(device)
-            if return_tensors not in (None, "pt", TensorType.PYTORCH):
-                raise ValueError(
-                    f"device={device!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}."
-                )
-            return_tensors = "pt"
+        device, return_tensors = _device_and_tensor_type(device, return_tensors)
         strategy = self._get_padding_strategies(padding=padding, max_length=max_length)
         check_positive(pad_to_multiple_of=pad_to_multiple_of, max_length=max_length)
         waveforms, lengths = self._checked_waveforms(raw_speech, sampling_rate, lengths)
+        minimum = self.min_samples if pad_to_min_length else 0
+        lengths = self._kept_lengths(lengths, truncation, max_length, minimum)
+        if strategy == PaddingStrategy.DO_NOT_PAD:
+            features, frame_masks = self._log_mels_one_by_one(waveforms, lengths, minimum, device)
+        else:
+            target = _padded_samples(lengths, strategy, max_length, pad_to_multiple_of, minimum)
+            batch = self._pad_rows(waveforms, lengths, target, minimum, device)
+            features, frame_masks = self.log_mel_batch(batch, [max(length, minimum) for length in lengths])
+        outputs = {"input_features": features}
+        if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
+            outputs["attention_mask"] = frame_masks
+        return _batch_feature(outputs, return_tensors)
+
+    def _kept_lengths(self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int) -> list[int]:
+        """The samples kept of each waveform (cut to `max_length` with `truncation`), each long enough once padded
+        to `minimum`."""
         if truncation:
             if max_length is None:
                 raise ValueError("truncation=True needs max_length (in samples).")
             lengths = [min(length, max_length) for length in lengths]
-        minimum = self.min_samples if pad_to_min_length else 0
         for index, length in enumerate(lengths):
             self.check_length(max(length, minimum), index)
-        if strategy == PaddingStrategy.DO_NOT_PAD:
-            features, frame_masks = self._log_mels_one_by_one(waveforms, lengths, minimum, device)
-        else:
-            target = max(max(lengths), minimum) if strategy == PaddingStrategy.LONGEST else max_length
-            if max(lengths) > target:
-                raise ValueError(
-                    f"A waveform has {max(lengths)} samples, more than max_length={max_length}: pass "
-                    "truncation=True to cut it, or a larger max_length."
-                )
-            if pad_to_multiple_of is not None:
-                target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
-            batch = self._pad_rows(waveforms, lengths, target, minimum, device)
-            features, frame_masks = self.log_mel_batch(batch, [max(length, minimum) for length in lengths])
-
-        outputs = {"input_features": features}
-        if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
-            outputs["attention_mask"] = frame_masks
-        if return_tensors in ("pt", TensorType.PYTORCH):
-            return BatchFeature({key: _stack_if_equal(value) for key, value in outputs.items()})
-        outputs = {key: [item.cpu().numpy() for item in value] for key, value in outputs.items()}
-        return BatchFeature(outputs, tensor_type=return_tensors)
+        return lengths
 
     def _checked_waveforms(
         self, raw_speech: Any, sampling_rate: int | None, lengths: Sequence[int] | torch.Tensor | None
@@ -362,13 +338,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         Rows that fit both, `(feature_size, feature_size)`, are read in this extractor's own layout unless another
         row of the batch is time-first. Other keys (e.g. `labels`) pass through as the base class passes them.
         """
-        if isinstance(processed_features, (list, tuple)) and processed_features:
-            if isinstance(processed_features[0], (dict, BatchFeature)):
-                processed_features = {key: [row[key] for row in processed_features] for key in processed_features[0]}
-        if not isinstance(processed_features, (dict, BatchFeature)) or "input_features" not in processed_features:
-            raise ValueError(
-                "pad() takes rows with 'input_features' of shape (feature_size, frames), as __call__ returns them."
-            )
+        processed_features = _feature_columns(processed_features)
         rows = processed_features["input_features"]
         if not self._own_layout(rows):
             return super().pad(
@@ -623,6 +593,54 @@ def _resolve_device(device: str | torch.device) -> torch.device:
             "(or leave it out), or install a CUDA build of torch on a machine with a GPU."
         )
     return resolved
+
+
+def _device_and_tensor_type(
+    device: str | torch.device | None, return_tensors: str | TensorType | None
+) -> tuple[torch.device | None, str | TensorType | None]:
+    """The resolved `device` and the tensor type: torch tensors (`"pt"`) whenever a device is named."""
+    if device is None:
+        return None, return_tensors
+    device = _resolve_device(device)
+    if return_tensors not in (None, "pt", TensorType.PYTORCH):
+        raise ValueError(f"device={device!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}.")
+    return device, "pt"
+
+
+def _padded_samples(
+    lengths: list[int], strategy: PaddingStrategy, max_length: int | None, pad_to_multiple_of: int | None, minimum: int
+) -> int:
+    """Samples of the padded batch: the longest waveform (at least `minimum`) or `max_length`, rounded up to
+    `pad_to_multiple_of`; waveforms longer than `max_length` are refused."""
+    target = max(max(lengths), minimum) if strategy == PaddingStrategy.LONGEST else max_length
+    if max(lengths) > target:
+        raise ValueError(
+            f"A waveform has {max(lengths)} samples, more than max_length={max_length}: pass "
+            "truncation=True to cut it, or a larger max_length."
+        )
+    if pad_to_multiple_of is not None:
+        target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
+    return target
+
+
+def _batch_feature(outputs: dict[str, Any], return_tensors: str | TensorType | None) -> BatchFeature:
+    """`outputs` as torch tensors (stacked where the rows are equal) or as numpy rows in the asked tensor type."""
+    if return_tensors in ("pt", TensorType.PYTORCH):
+        return BatchFeature({key: _stack_if_equal(value) for key, value in outputs.items()})
+    outputs = {key: [item.cpu().numpy() for item in value] for key, value in outputs.items()}
+    return BatchFeature(outputs, tensor_type=return_tensors)
+
+
+def _feature_columns(processed_features: Any) -> dict[str, Any] | BatchFeature:
+    """`pad()`'s input as one list per key (a list of rows is turned around), refused without `input_features`."""
+    if isinstance(processed_features, (list, tuple)) and processed_features:
+        if isinstance(processed_features[0], (dict, BatchFeature)):
+            processed_features = {key: [row[key] for row in processed_features] for key in processed_features[0]}
+    if not isinstance(processed_features, (dict, BatchFeature)) or "input_features" not in processed_features:
+        raise ValueError(
+            "pad() takes rows with 'input_features' of shape (feature_size, frames), as __call__ returns them."
+        )
+    return processed_features
 
 
 def _object_rows(rows: list[np.ndarray]) -> np.ndarray:

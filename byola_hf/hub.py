@@ -140,37 +140,41 @@ feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code
 The encoder alone:
 
 """
-CTC_USAGE = """```python
+# One file through a model with its Auto class: the CTC head's snippet decodes tokens, the encoder's pools. The
+# doubled braces stay for the `sampling_rate` filled in by `model_card`.
+FILE_USAGE = """```python
 import torch, librosa
-from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+from transformers import AutoFeatureExtractor, {imports}
 
 repo = "THIS_REPO"  # the Hub id or local directory of this model
-model = AutoModelForCTC.from_pretrained(repo, trust_remote_code=True).eval()
+model = {auto_class}.from_pretrained(repo, trust_remote_code=True).eval()
 feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained(repo)  # the CTC vocabulary saved with the model
-waveform, rate = librosa.load("speech.wav", sr={sampling_rate}, mono=True)
+{loaded}waveform, rate = librosa.load("speech.wav", sr={{sampling_rate}}, mono=True)
 with torch.no_grad():
-    logits = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt")).logits
-# greedy CTC decoding: best token per frame, repeats merged, blanks dropped
-print(tokenizer.batch_decode(logits.argmax(-1)))
-```
-
-The encoder alone:
-
-"""
-ENCODER_USAGE = """```python
-import torch, librosa
-from transformers import AutoFeatureExtractor, AutoModel
-
-repo = "THIS_REPO"  # the Hub id or local directory of this model
-model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
-feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
-waveform, rate = librosa.load("speech.wav", sr={sampling_rate}, mono=True)
-with torch.no_grad():
-    outputs = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt"))
-clip_embedding = outputs.pooler_output  # (1, feature_d); frames: outputs.last_hidden_state
+    {outputs} = model(**feature_extractor(waveform, sampling_rate=rate, return_tensors="pt")){attribute}
+{result}
 ```
 """
+CTC_USAGE = (
+    FILE_USAGE.format(
+        imports="AutoModelForCTC, AutoTokenizer",
+        auto_class="AutoModelForCTC",
+        loaded="tokenizer = AutoTokenizer.from_pretrained(repo)  # the CTC vocabulary saved with the model\n",
+        outputs="logits",
+        attribute=".logits",
+        result="# greedy CTC decoding: best token per frame, repeats merged, blanks dropped\n"
+        "print(tokenizer.batch_decode(logits.argmax(-1)))",
+    )
+    + "\nThe encoder alone:\n\n"
+)
+ENCODER_USAGE = FILE_USAGE.format(
+    imports="AutoModel",
+    auto_class="AutoModel",
+    loaded="",
+    outputs="outputs",
+    attribute="",
+    result="clip_embedding = outputs.pooler_output  # (1, feature_d); frames: outputs.last_hidden_state",
+)
 HEAD_USAGE = {"BYOLAForSequenceClassification": CLASSIFIER_USAGE, "BYOLAForCTC": CTC_USAGE}
 
 

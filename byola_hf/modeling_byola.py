@@ -1,6 +1,7 @@
 """PyTorch BYOL-A model."""
 
 import itertools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -156,8 +157,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
         input_features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        chunk_frames: int | None = None,
+        inference_chunk_frames: int | None = None,
         check_values: bool | None = None,
+        chunk_frames: int | None = None,
     ) -> BYOLAModelOutput:
         r"""
         Args:
@@ -167,16 +169,17 @@ class BYOLAModel(BYOLAPreTrainedModel):
                 1 on valid log-mel frames, 0 on right padding. All frames are valid when not given.
             output_hidden_states (`bool`, *optional*):
                 Also return the per-layer outputs (computed only when asked).
-            chunk_frames (`int`, *optional*):
-                In eval mode, inputs longer than this many log-mel frames run through the network in chunks of this
-                size (rounded down to a multiple of `2**num_conv_layers`) with enough context on both sides that the
-                seams are exact, so memory stays bounded for long audio. Defaults to
-                `config.inference_chunk_frames`; `0` disables chunking.
+            inference_chunk_frames (`int`, *optional*):
+                Overrides `config.inference_chunk_frames`: in eval mode, longer inputs run in chunks of this many
+                log-mel frames (rounded down to a multiple of `2**num_conv_layers`) with enough context on both sides
+                that the seams are exact, so memory stays bounded for long audio; `0` disables chunking.
             check_values (`bool`, *optional*):
                 Check the values of the inputs (finite features, a prefix-shaped mask, every example long enough).
                 Reading values back from an accelerator stalls its queue, so by default (`None`) they are checked on
                 CPU only and never inside `torch.compile`; shapes are always checked. The feature extractor already
                 refuses non-finite and too short audio.
+            chunk_frames (`int`, *optional*):
+                Deprecated name of `inference_chunk_frames` (a `FutureWarning`).
 
         Returns:
             [`BYOLAModelOutput`]; a tuple with `return_dict=False`.
@@ -186,8 +189,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
         )
         mel_lengths, padded = self._check_inputs(input_features, attention_mask, check_values)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
-        chunk_frames = self.config.inference_chunk_frames if chunk_frames is None else chunk_frames
-        step = chunk_frames - chunk_frames % self.config.time_downsampling if chunk_frames else 0
+        step = self._chunk_step(inference_chunk_frames, chunk_frames)
         if not self.training and step and input_features.shape[-1] > step:
             layer_states, last_hidden_state = self._encode_chunked(
                 input_features, mel_lengths, padded, output_hidden_states, step
@@ -263,6 +265,19 @@ class BYOLAModel(BYOLAPreTrainedModel):
     def _kernels(self, input_features: torch.Tensor) -> InferenceKernels:
         parameters_need_grad = any(parameter.requires_grad for parameter in self.parameters())
         return select_kernels(input_features, self.training, parameters_need_grad, self.inference_kernels)
+
+    def _chunk_step(self, inference_chunk_frames: int | None, chunk_frames: int | None) -> int:
+        """Log-mel frames per chunk (a multiple of `2**num_conv_layers`; `0`: no chunking) from the forward argument,
+        its former name `chunk_frames` (with a `FutureWarning`), or `config.inference_chunk_frames`."""
+        if chunk_frames is not None:
+            warnings.warn(
+                "BYOLAModel.forward(chunk_frames=...) is deprecated: use inference_chunk_frames.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            inference_chunk_frames = chunk_frames if inference_chunk_frames is None else inference_chunk_frames
+        frames = self.config.inference_chunk_frames if inference_chunk_frames is None else inference_chunk_frames
+        return frames - frames % self.config.time_downsampling if frames else 0
 
     def _encode_chunked(
         self,

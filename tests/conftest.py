@@ -16,9 +16,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from byola_hf import BYOLAFeatureExtractor  # noqa: E402
+
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))  # the benchmarks/ folder beside the package
 # One configurable path to the shared data: BYOLA_SHARED_DIR, defaulting to ../shared beside the project root.
 SHARED_DIR = Path(os.environ.get("BYOLA_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -145,3 +146,82 @@ QUICK_TRAINER_FLAGS = [
     "--seed",
     "0",
 ]
+
+
+# --- helpers shared by the tests of several modules ------------------------------------------------------------------
+
+LOG_MEL_ATOL = 1e-3  # where the mel power is above 1e-6 (reference/README.md)
+HIDDEN_RTOL = 1e-4  # relative to the largest magnitude of the array
+FE = BYOLAFeatureExtractor()
+
+
+def clips(golden):
+    return [(clip["name"], golden["arrays"][f"{clip['name']}/waveform"], clip) for clip in golden["meta"]["clips"]]
+
+
+def relative_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
+def waveforms(seed: int = 0, lengths=(8000, 16000, 12345)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [
+        (0.1 * rng.standard_normal(n) * np.sin(np.arange(n) / (50 + 10 * i))).astype(np.float32)
+        for i, n in enumerate(lengths)
+    ]
+
+
+def run_main(main, arguments, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of a command's `main`, run in this process."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(argument) for argument in arguments])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def assert_one_line(code: int, stderr: str, command: str, *fragments: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.startswith(f"{command}: error: ")]
+    assert code == 2 and len(lines) == 1, (code, stderr)
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> Path:
+    """A real spoken clip (espeak-ng, 22.05 kHz mono WAV)."""
+    path = tmp_path_factory.mktemp("speech") / "hello.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "hello there, general purpose audio"], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    """A random 64-d v1 model directory with statistics."""
+    import torch
+
+    from byola_hf import BYOLAConfig, BYOLAModel
+
+    config = BYOLAConfig(feature_d=64, mean=-8.0, std=4.0)
+    directory = tmp_path_factory.mktemp("small_model")
+    torch.manual_seed(0)
+    BYOLAModel(config).save_pretrained(directory)
+    BYOLAFeatureExtractor.from_model_config(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory, random2048_dir) -> Path:
+    """A three-class head on the random 2048-d encoder, saved with its feature extractor."""
+    import torch
+    from transformers import AutoFeatureExtractor
+
+    from byola_hf import BYOLAForSequenceClassification
+
+    torch.manual_seed(0)
+    head = BYOLAForSequenceClassification.from_pretrained(
+        random2048_dir, num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2}
+    )
+    output = tmp_path_factory.mktemp("classifier")
+    head.save_pretrained(output)
+    AutoFeatureExtractor.from_pretrained(random2048_dir).save_pretrained(output)
+    return output

@@ -1,4 +1,4 @@
-"""The HEAR 2021 API: shapes, dtypes, timestamps, equality with the model's outputs, v1 and v2."""
+"""The HEAR 2021 API: shapes, dtypes, timestamps, equality with the model's outputs, v1 and v2; clear errors."""
 
 import numpy as np
 import pytest
@@ -56,3 +56,13 @@ def test_hear_load_model_errors(tmp_path, random2048_checkpoint):
     assert (model.model.config.mean, model.model.config.std) == (-9.0, 4.0)
     with pytest.raises(ValueError, match=r"\(n_sounds, n_samples\)"):
         hear.get_scene_embeddings(torch.zeros(16000), model)
+
+
+def test_hear_faults(small_model):
+    from byola_hf import hear
+
+    with pytest.raises(ValueError, match="Could not load a BYOL-A model from '/nonexistent/model'"):
+        hear.load_model("/nonexistent/model")
+    model = hear.load_model(str(small_model))
+    with pytest.raises(ValueError, match=r"\(n_sounds, n_samples\), both at least 1"):
+        hear.get_scene_embeddings(torch.zeros(0, 16000), model)

@@ -3,6 +3,7 @@ small tasks training, user mistakes are one line; and from a folder of audio to 
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,10 +11,13 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from byola_hf import BYOLAConfig
 from byola_hf.extract import extract_embeddings
 from byola_hf.linear_eval import linear_eval, main, train_linear
 from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ks
+
+from conftest import assert_one_line, run_main
 
 
 def evar_reference(
@@ -207,3 +211,28 @@ def test_confusion_matrix_title_shows_the_reported_mean_and_std(ks_embeddings, t
         f"Linear evaluation: {result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over 2 seed(s); matrix of "
         "seed 42"
     ]
+
+
+def test_linear_eval_refuses_testing_on_the_training_folder(tmp_path, capsys):
+    from byola_hf.linear_eval.cli import main as linear_main
+
+    arguments = ["--train_dir", tmp_path, "--test_dir", tmp_path, "--label_column_name", "label"]
+    code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "are the same folder")
+
+
+def test_linear_eval_refuses_splits_embedded_by_different_models(small_model, speech, tmp_path, capsys):
+    from byola_hf.extract.cli import main as extract_main
+    from byola_hf.linear_eval.cli import main as linear_main
+
+    other = tmp_path / "other_model"
+    shutil.copytree(small_model, other)
+    config = BYOLAConfig.from_pretrained(other)
+    config.mean = 0.0
+    config.save_pretrained(other)
+    for model, name in ((small_model, "train"), (other, "test")):
+        arguments = ["--model_name_or_path", model, "--dataset_name", speech.parent, "--output_dir", tmp_path / name]
+        extract_main([str(a) for a in [*arguments, "--num_workers", "0"]])
+    arguments = ["--train_dir", tmp_path / "train", "--test_dir", tmp_path / "test", "--label_column_name", "label"]
+    code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "eval"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "embedded by different models")

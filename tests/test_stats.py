@@ -1,6 +1,7 @@
 """Exact per-task statistics: datasets.map, num_proc, torchrun/gloo, saving into the config, errors."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import soundfile as sf
 import torch
 from transformers import AutoConfig, AutoModel
 
-from byola_hf import BYOLAFeatureExtractor
+from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
+from byola_hf.stats.cli import main as stats_main
 
-from conftest import console_script, run_torchrun
+from conftest import assert_one_line, console_script, run_main, run_torchrun
 
 
 SENTENCES = [
@@ -239,3 +241,79 @@ def test_device_path_equals_the_cpu_numpy_path(speech_folder, expected_stats, ra
     assert_close(result, expected_stats)
     with pytest.raises(ValueError, match="forked map workers cannot share a GPU"):
         compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), num_proc=2, device="cuda")
+
+
+def test_stats_command_faults(small_model, speech, tmp_path, capsys):
+    command = "byola-compute-stats"
+    base = ["--model_name_or_path", small_model, "--output_dir", tmp_path / "with_stats"]
+    code, stderr = run_main(stats_main, [*base, "--dataset_name", "audiofolder"], capsys)
+    assert_one_line(code, stderr, command, "needs --data_dir")
+
+    oga = tmp_path / "oga"
+    oga.mkdir()
+    shutil.copy(speech, oga / "speech.wav")
+    sf.write(oga / "chime.oga", np.zeros(8000, np.float32), 16000, format="OGG")
+    (oga / "metadata.csv").write_text("file_name,label\nspeech.wav,a\nchime.oga,b\n")
+    code, stderr = run_main(stats_main, [*base, "--dataset_name", "audiofolder", "--data_dir", oga], capsys)
+    assert_one_line(code, stderr, command, "would leave out 1 audio file", "chime.oga")
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(speech, bad / "speech.wav")
+    (bad / "notes.wav").write_text("not audio")
+    code, stderr = run_main(stats_main, [*base, "--dataset_name", bad], capsys)
+    assert_one_line(code, stderr, command, "Could not decode audio", "notes.wav")
+
+    damaged = tmp_path / "damaged_model"
+    shutil.copytree(small_model, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code, stderr = run_main(
+        stats_main, ["--model_name_or_path", damaged, "--dataset_name", bad, "--output_dir", tmp_path / "o"], capsys
+    )
+    assert_one_line(code, stderr, command, "cannot be loaded", "convert them again")
+    assert not (tmp_path / "o").exists()
+
+
+def test_stats_into_a_folder_with_user_files_is_refused(small_model, speech, tmp_path, capsys):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    shutil.copy(speech, folder / "speech.wav")
+    code, stderr = run_main(
+        stats_main, ["--model_name_or_path", small_model, "--dataset_name", folder, "--output_dir", folder], capsys
+    )
+    assert_one_line(code, stderr, "byola-compute-stats", "did not write")
+    assert sorted(os.listdir(folder)) == ["speech.wav"]
+
+
+def test_stats_names_short_clips_and_offers_the_flag_it_suggests(small_model, speech, tmp_path, capsys):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    shutil.copy(speech, folder / "speech.wav")
+    sf.write(folder / "blip.wav", np.zeros(300, np.float32), 16000)
+    base = ["--model_name_or_path", small_model, "--output_dir", tmp_path / "out", "--dataset_name"]
+    code, stderr = run_main(stats_main, [*base, folder], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "blip.wav has 300 samples")
+    (folder / "blip.wav").unlink()
+    stats_main([str(a) for a in [*base, folder]])
+    code, stderr = run_main(stats_main, [*base, folder, "--max_examples", "1"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "--overwrite_output_dir")
+    stats_main([str(a) for a in [*base, folder, "--max_examples", "1", "--overwrite_output_dir"]])
+    assert BYOLAConfig.from_pretrained(tmp_path / "out").stats_provenance["max_examples"] == 1
+
+
+def test_non_finite_audio_while_datasets_resamples_is_one_line(small_model, tmp_path, capsys):
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    waveform = np.zeros(22050, np.float32)
+    waveform[100] = np.nan
+    sf.write(folder / "bad.wav", waveform, 22050, subtype="FLOAT")
+    arguments = ["--model_name_or_path", small_model, "--dataset_name", folder, "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(stats_main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "NaN or infinite")
+
+
+def test_missing_model_folder_is_named(tmp_path, speech, capsys):
+    arguments = ["--model_name_or_path", tmp_path / "nowhere", "--dataset_name", speech.parent]
+    code, stderr = run_main(stats_main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "No model folder at")

@@ -1,4 +1,9 @@
-"""Embeddings at dataset scale: `extract_embeddings` and the `byola-extract` command (needs the `[stats]` extra)."""
+"""Embeddings at dataset scale: `extract_embeddings` and the `byola-extract` command (needs the `[stats]` extra).
+
+[`source`] reads what to embed (a dataset split, a folder of audio, an EVAR task CSV) and its fingerprint; [`embed`]
+decodes clips in DataLoader workers (through `byola_hf.audio`) and runs the model on batches; [`extract`] writes
+owned, resumable shards and reads them back; [`cli`] is the command line.
+"""
 
 from .cli import main
 from .embed import AudioClips, embed_clip_batch, layer_widths

@@ -181,15 +181,8 @@ def compute_stats(
     config, feature_extractor = load_byola_front_end(model_name_or_path)
     if output_dir is not None:
         check_model_weights(model_name_or_path)  # before the work, not after it
-    dataset = load_audio_dataset(
-        dataset_name,
-        dataset_config_name,
-        data_dir,
-        split,
-        audio_column_name,
-        feature_extractor.sampling_rate,
-        streaming,
-    )
+    source = (dataset_name, dataset_config_name, data_dir, split, audio_column_name)
+    dataset = load_audio_dataset(*source, feature_extractor.sampling_rate, streaming)
     dataset = select_examples(dataset, max_examples, seed, streaming)
     if output_dir is not None:  # once the data has loaded, before the work
         arguments = [dataset_name, dataset_config_name, data_dir, split, audio_column_name, max_examples, seed, mode]

@@ -1,4 +1,5 @@
-"""The mini-SUPERB sets: layout, held-out voices, phoneme targets that fit BYOL-A's frame rate, determinism."""
+"""The mini-SUPERB sets: layout, held-out voices, phoneme targets that fit BYOL-A's frame rate, determinism; they
+never overwrite what they did not write."""
 
 import datasets
 import soundfile as sf
@@ -17,6 +18,8 @@ from byola_hf.superb.mini_sets import (
     make_sid,
     phonemes,
 )
+
+from conftest import assert_one_line, run_main
 
 
 def test_voices_are_held_out():
@@ -92,3 +95,14 @@ def test_diarization_set_labels_every_output_frame(tmp_path):
         assert any(row[0] for row in activity) and any(row[1] for row in activity)
         overlapping += any(row == [1, 1] for row in activity)
     assert overlapping > 0  # speech overlaps in some mixtures (others start in the first voice's final pause)
+
+
+def test_mini_sets_never_overwrite_what_they_did_not_write(tmp_path, capsys):
+    from byola_hf.superb.mini_sets import main as mini_main
+
+    folder = tmp_path / "mine"
+    (folder / "ks" / "train").mkdir(parents=True)
+    (folder / "ks" / "train" / "00000.wav").write_bytes(b"the user's recording")
+    code, stderr = run_main(mini_main, ["--task", "ks", "--output_dir", folder], capsys)
+    assert_one_line(code, stderr, "byola-make-mini-superb", "did not write")
+    assert (folder / "ks" / "train" / "00000.wav").read_bytes() == b"the user's recording"

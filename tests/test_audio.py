@@ -1,0 +1,60 @@
+"""byola_hf.audio, the one way in for audio: integer PCM, stated rates and unreadable files."""
+
+import os
+import wave
+
+import numpy as np
+import pytest
+
+import byola_hf  # noqa: F401  (registers the model type and the pipelines)
+from byola_hf import BYOLAFeatureExtractor
+from byola_hf.audio import load_audio
+
+
+def test_integer_rule_is_one_rule():
+    """Integer PCM is scaled by its dtype; lists are values; non-PCM integer dtypes are refused, never guessed."""
+    fe = BYOLAFeatureExtractor()
+    values = np.random.default_rng(4).uniform(-0.5, 0.5, 4000).astype(np.float32)
+    as_list = fe(values.tolist(), sampling_rate=16000)["input_features"][0]
+    np.testing.assert_array_equal(as_list, fe(values, sampling_rate=16000)["input_features"][0])
+    for dtype, scale, offset in ((np.int8, 128, 0), (np.int32, 2**31, 0), (np.uint8, 128, 128)):
+        pcm = np.clip(np.round(values * scale + offset), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+        np.testing.assert_allclose(
+            fe(pcm, sampling_rate=16000)["input_features"][0],
+            fe((pcm.astype(np.float64) - offset) / scale, sampling_rate=16000)["input_features"][0],
+            atol=1e-4,
+        )
+    with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):
+        fe(np.arange(4000), sampling_rate=16000)
+    with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):
+        load_audio(np.arange(4000), 16000, 16000)
+
+
+def test_rate_zero_is_an_error_not_16_khz(small_model):
+    from transformers import pipeline
+
+    extractor = pipeline("byola-audio-embedding", model=str(small_model))
+    waveform = np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32)
+    for rate in (0, -16000, 16000.5):
+        with pytest.raises(ValueError, match="positive whole number"):
+            extractor(waveform, sampling_rate=rate)
+    with pytest.raises(ValueError, match="positive whole number"):
+        BYOLAFeatureExtractor()(waveform, sampling_rate=0)
+
+
+def test_header_only_wav_is_refused_by_path(tmp_path, small_model):
+    path = tmp_path / "header_only.wav"
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+    with pytest.raises(ValueError, match=f"{path}.* is empty"):
+        load_audio(str(path), 16000)
+
+
+def test_non_utf8_file_name_is_named(tmp_path):
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.wav")  # as os.listdir gives a Latin-1 name
+    with open(name, "wb") as handle:
+        handle.write(b"not audio")
+    with pytest.raises(ValueError, match=r"caf\\udce9\.wav"):
+        load_audio(name, 16000)

@@ -1,0 +1,490 @@
+"""BYOLAModel (v1 AudioNTT2020 and v2 AudioNTT2022) against the original code's golden outputs, batching, input
+errors, save/load, bf16; the task heads (sequence, slots, CTC, frame): learning, masking, freezing, losses."""
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, pipeline
+
+import byola_hf  # noqa: F401  (registers the model type and the pipelines)
+from byola_hf import (
+    BYOLAConfig,
+    BYOLAFeatureExtractor,
+    BYOLAForAudioFrameClassification,
+    BYOLAForCTC,
+    BYOLAForSequenceClassification,
+    BYOLAModel,
+)
+
+from conftest import FE, HIDDEN_RTOL, LOG_MEL_ATOL, clips, relative_deviation, waveforms
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return BYOLAModel(BYOLAConfig(feature_d=32, mean=-9.0, std=4.0)).eval()
+
+
+def config(**kwargs) -> BYOLAConfig:
+    return BYOLAConfig(feature_d=64, mean=-9.0, std=4.5, **kwargs)
+
+
+HEADS = {
+    "sequence": lambda: BYOLAForSequenceClassification(config(num_labels=4)),
+    "slots": lambda: BYOLAForSequenceClassification(config(classifier_slots=[3, 2, 4], num_labels=9)),
+    "ctc": lambda: BYOLAForCTC(config(vocab_size=12)),
+    "ctc_bilstm": lambda: BYOLAForCTC(config(vocab_size=12, ctc_head="bilstm", ctc_proj_size=32, ctc_lstm_layers=2)),
+    "frame": lambda: BYOLAForAudioFrameClassification(
+        config(num_labels=2, problem_type="multi_label_classification", frame_lstm_hidden_size=16)
+    ),
+}
+
+
+def labels_for(name: str, batch: dict) -> torch.Tensor:
+    frames = batch["attention_mask"].shape[-1] // 8
+    return {
+        "sequence": torch.tensor([0, 3, 1]),
+        "slots": torch.tensor([[0, 1, 3], [2, 0, 1], [1, 1, 0]]),
+        "ctc": torch.tensor([[1, 2, 3, 4], [5, 6, -100, -100], [7, -100, -100, -100]]),
+        "ctc_bilstm": torch.tensor([[1, 2, 3, 4], [5, 6, -100, -100], [7, -100, -100, -100]]),
+        "frame": torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])[:, None, :].expand(3, frames, 2).contiguous(),
+    }[name]
+
+
+def test_random2048_hidden_states_match_original(golden, random2048_dir):
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
+    worst = [0.0] * 6
+    for name, waveform, clip in clips(golden):
+        with torch.no_grad():
+            outputs = model(**fe(waveform, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True)
+        assert len(outputs.hidden_states) == 5
+        for layer in range(5):
+            expected = golden["arrays"][f"{name}/random2048/hidden_state_{layer}"]
+            actual = outputs.hidden_states[layer][0].numpy()
+            assert actual.shape == expected.shape == (clip["feature_frames"], 2048)
+            worst[layer] = max(worst[layer], relative_deviation(actual, expected))
+        expected = golden["arrays"][f"{name}/random2048/pooled"]
+        worst[5] = max(worst[5], relative_deviation(outputs.pooler_output[0].numpy(), expected))
+        np.testing.assert_array_equal(outputs.last_hidden_state.numpy(), outputs.hidden_states[4].numpy())
+    print(
+        "\nrandom 2048-d, max relative deviation: "
+        + ", ".join(
+            f"{label}={value:.2g}" for label, value in zip(["conv1", "conv2", "conv3", "fc1", "fc2", "pooled"], worst)
+        )
+    )
+    assert max(worst) < HIDDEN_RTOL
+
+
+def test_real512_matches_original(golden, real512_dir):
+    model = AutoModel.from_pretrained(real512_dir).eval()
+    fe = AutoFeatureExtractor.from_pretrained(real512_dir)
+    assert model.config.feature_d == 512
+    worst_last, worst_pooled = 0.0, 0.0
+    for name, waveform, clip in clips(golden):
+        with torch.no_grad():
+            outputs = model(**fe(waveform, sampling_rate=16000, return_tensors="pt"))
+        expected = golden["arrays"][f"{name}/real512/last_hidden_state"]
+        assert outputs.last_hidden_state.shape == (1, clip["feature_frames"], 512)
+        worst_last = max(worst_last, relative_deviation(outputs.last_hidden_state[0].numpy(), expected))
+        expected = golden["arrays"][f"{name}/real512/pooled"]
+        worst_pooled = max(worst_pooled, relative_deviation(outputs.pooler_output[0].numpy(), expected))
+    print(f"\nreal 512-d, max relative deviation: last_hidden_state={worst_last:.2g}, pooled={worst_pooled:.2g}")
+    assert max(worst_last, worst_pooled) < HIDDEN_RTOL
+
+
+def test_network_alone_from_golden_log_mel(golden, random2048_dir, real512_dir):
+    """Fed the original's own log-mel, the network isolates the port of the layers from the front-end's rounding."""
+    worst = 0.0
+    for directory, tag, keys in [
+        (random2048_dir, "random2048", [f"hidden_state_{i}" for i in range(5)] + ["pooled"]),
+        (real512_dir, "real512", ["last_hidden_state", "pooled"]),
+    ]:
+        model = AutoModel.from_pretrained(directory).eval()
+        for name, _, _ in clips(golden):
+            log_mel = torch.from_numpy(golden["arrays"][f"{name}/log_mel"])[None]
+            with torch.no_grad():
+                outputs = model(log_mel, output_hidden_states=True)
+            got = {f"hidden_state_{i}": outputs.hidden_states[i][0] for i in range(5)}
+            got["pooled"], got["last_hidden_state"] = outputs.pooler_output[0], outputs.last_hidden_state[0]
+            for key in keys:
+                worst = max(worst, relative_deviation(got[key].numpy(), golden["arrays"][f"{name}/{tag}/{key}"]))
+    print(f"\nnetwork on the original log-mel: max relative deviation {worst:.2g}")
+    assert worst < 1e-5
+
+
+@pytest.mark.parametrize("fixture", ["random2048_dir", "real512_dir", "random3072_dir"])
+def test_padded_batch_equals_each_example_alone(golden, fixture, request):
+    directory = request.getfixturevalue(fixture)
+    model = AutoModel.from_pretrained(directory).eval()
+    fe = AutoFeatureExtractor.from_pretrained(directory)
+    waveforms = [waveform for _, waveform, _ in clips(golden)]
+    batch = fe(waveforms, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        batched = model(**batch, output_hidden_states=True)
+    worst = 0.0
+    for index, waveform in enumerate(waveforms):
+        alone_features = fe(waveform, sampling_rate=16000, return_tensors="pt")
+        frames = alone_features["input_features"].shape[-1]
+        np.testing.assert_array_equal(
+            batch["input_features"][index, :, :frames].numpy(), alone_features["input_features"][0].numpy()
+        )
+        with torch.no_grad():
+            alone = model(**alone_features, output_hidden_states=True)
+        valid = alone.last_hidden_state.shape[1]
+        assert int(batched.attention_mask[index].sum()) == valid
+        for layer in range(model.config.num_hidden_layers):
+            got, expected = batched.hidden_states[layer][index, :valid], alone.hidden_states[layer][0]
+            worst = max(worst, relative_deviation(got.numpy(), expected.numpy()))
+            assert torch.all(batched.hidden_states[layer][index, valid:] == 0)
+        worst = max(worst, relative_deviation(batched.pooler_output[index].numpy(), alone.pooler_output[0].numpy()))
+    print(f"\n{fixture}: batched vs alone, max relative deviation {worst:.2g}")
+    assert worst < 1e-5
+
+
+def test_model_errors(tiny_model):
+    fe = BYOLAFeatureExtractor()
+    short = fe(np.zeros(1119, np.float32), sampling_rate=16000, return_tensors="pt")
+    with pytest.raises(ValueError, match="too short for one BYOL-A output frame.*at least 1120 samples"):
+        tiny_model(**short)
+    ok = fe(np.zeros(1120, np.float32), sampling_rate=16000, return_tensors="pt")
+    assert tiny_model(**ok).last_hidden_state.shape == (1, 1, 32)
+    with pytest.raises(ValueError, match=r"shape \(batch, 64, frames\).*feature extractor first"):
+        tiny_model(torch.zeros(2, 16000))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        tiny_model(torch.full((1, 64, 100), float("nan")))
+    with pytest.raises(TypeError, match="return_tensors='pt'"):
+        tiny_model(np.zeros((1, 64, 100), np.float32))
+    with pytest.raises(ValueError, match="right padding"):
+        tiny_model(torch.zeros(1, 64, 100), attention_mask=torch.tensor([[0] * 50 + [1] * 50]))
+    no_stats = BYOLAModel(BYOLAConfig(feature_d=32))
+    with pytest.raises(ValueError, match="no normalisation statistics.*byola-compute-stats"):
+        no_stats(torch.zeros(1, 64, 100))
+
+
+def test_narrow_model_hidden_states_are_zero_padded(golden, real512_dir):
+    """feature_d < 2048: the original layered path cannot concatenate; we pad every layer to the widest (2048)."""
+    model = AutoModel.from_pretrained(real512_dir).eval()
+    fe = AutoFeatureExtractor.from_pretrained(real512_dir)
+    name, waveform, clip = clips(golden)[0]
+    with torch.no_grad():
+        outputs = model(**fe(waveform, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True)
+    assert model.config.layer_hidden_size == 2048
+    assert [tuple(h.shape) for h in outputs.hidden_states] == [(1, clip["feature_frames"], 2048)] * 5
+    for layer, width in zip(range(5), [2048, 1024, 512, 512, 512]):
+        assert torch.all(outputs.hidden_states[layer][..., width:] == 0)
+    torch.testing.assert_close(outputs.hidden_states[4][..., :512], outputs.last_hidden_state, rtol=0, atol=0)
+    expected = golden["arrays"][f"{name}/real512/last_hidden_state"]
+    assert relative_deviation(outputs.hidden_states[4][0, :, :512].numpy(), expected) < HIDDEN_RTOL
+
+
+def test_save_pretrained_round_trip(tmp_path, random2048_dir, golden):
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
+    assert isinstance(model, BYOLAModel) and isinstance(fe, BYOLAFeatureExtractor)
+    assert isinstance(AutoConfig.from_pretrained(random2048_dir), BYOLAConfig)
+    assert fe.matches_model_config(model.config)
+    model.save_pretrained(tmp_path)
+    fe.save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    reloaded_fe = AutoFeatureExtractor.from_pretrained(tmp_path)
+    assert reloaded.config.to_diff_dict() | {"_name_or_path": ""} == model.config.to_diff_dict() | {
+        "_name_or_path": ""
+    }
+    assert reloaded_fe.to_dict() == fe.to_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+    waveform = golden["arrays"]["espeak_command/waveform"]
+    with torch.no_grad():
+        a = model(**fe(waveform, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True)
+        b = reloaded(**reloaded_fe(waveform, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True)
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        assert torch.equal(x, y)
+
+
+def test_v2_matches_original(golden_v2, random3072_dir):
+    model = AutoModel.from_pretrained(random3072_dir).eval()
+    fe = AutoFeatureExtractor.from_pretrained(random3072_dir)
+    assert (model.config.variant, model.config.feature_d, model.config.frames_per_second) == ("AudioNTT2022", 3072, 25)
+    worst = {"log_mel": 0.0, "last_hidden_state": 0.0, "pooled": 0.0, "network alone": 0.0}
+    for clip in golden_v2["meta"]["clips"]:
+        name = clip["name"]
+        arrays = {
+            key: golden_v2["arrays"][f"{name}/{key}"]
+            for key in ("waveform", "log_mel", "v2_3072/last_hidden_state", "v2_3072/pooled")
+        }
+        inputs = fe(arrays["waveform"], sampling_rate=16000, return_tensors="pt")
+        audible = np.exp(arrays["log_mel"].astype(np.float64)) > 1e-6
+        if audible.any():
+            worst["log_mel"] = max(
+                worst["log_mel"], float(np.abs(inputs["input_features"][0].numpy() - arrays["log_mel"])[audible].max())
+            )
+        with torch.no_grad():
+            outputs = model(**inputs)
+            alone = model(torch.from_numpy(arrays["log_mel"])[None])
+        assert (
+            outputs.last_hidden_state.shape == (1, clip["feature_frames"], 3072) == (1, clip["mel_frames"] // 4, 3072)
+        )
+        worst["last_hidden_state"] = max(
+            worst["last_hidden_state"],
+            relative_deviation(outputs.last_hidden_state[0].numpy(), arrays["v2_3072/last_hidden_state"]),
+        )
+        worst["pooled"] = max(
+            worst["pooled"], relative_deviation(outputs.pooler_output[0].numpy(), arrays["v2_3072/pooled"])
+        )
+        worst["network alone"] = max(
+            worst["network alone"],
+            relative_deviation(alone.last_hidden_state[0].numpy(), arrays["v2_3072/last_hidden_state"]),
+        )
+    print("\nv2 (random 3072-d) vs the original v2 code: " + ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
+    assert worst["log_mel"] < LOG_MEL_ATOL
+    assert max(worst["last_hidden_state"], worst["pooled"]) < HIDDEN_RTOL
+    assert worst["network alone"] < 1e-5
+
+
+def test_former_chunk_frames_argument_still_works_with_a_warning(tiny_model):
+    """forward(chunk_frames=...) (the name before it agreed with the config field it overrides) chunks as
+    inference_chunk_frames does, with a FutureWarning; the new name gives no warning."""
+    log_mel = torch.randn(1, 64, 400) * 3 - 8
+    with torch.no_grad():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            expected = tiny_model(log_mel, inference_chunk_frames=64).last_hidden_state
+        with pytest.warns(FutureWarning, match="chunk_frames=...\\) is deprecated: use inference_chunk_frames"):
+            former = tiny_model(log_mel, chunk_frames=64).last_hidden_state
+        whole = tiny_model(log_mel, inference_chunk_frames=0).last_hidden_state
+    assert torch.equal(former, expected)
+    torch.testing.assert_close(expected, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_v2_hidden_states_are_defined_layers(random3072_dir):
+    """conv1 (averaged 50 -> 25 Hz), conv2, fc1, fc2, output: five layers, each zero-padded to 3072."""
+    model = AutoModel.from_pretrained(random3072_dir).eval()
+    config = model.config
+    assert config.num_hidden_layers == 5 and config.layer_hidden_size == 3072
+    assert config.conv_hidden_sizes == [2048, 1024] and config.mlp_sizes == (2048, 2048)
+    log_mel = torch.randn(2, 64, 203) * 3 - 8
+    with torch.no_grad():
+        outputs = model(log_mel, output_hidden_states=True)
+        conv1, conv2, fc1, fc2, output = outputs.hidden_states
+        assert all(state.shape == (2, 50, 3072) for state in outputs.hidden_states)
+        torch.testing.assert_close(output, outputs.last_hidden_state, rtol=0, atol=0)
+        torch.testing.assert_close(fc2[..., :2048], output[..., 1024:], rtol=0, atol=0)
+        # conv2 is flattened channel-major (like v1's layered upstream); the output's conv part is mel-major.
+        mel_major = output[..., :1024].reshape(2, 50, 16, 64).transpose(2, 3).reshape(2, 50, 1024)
+        torch.testing.assert_close(conv2[..., :1024], mel_major, rtol=0, atol=0)
+        for state, width in ((conv1, 2048), (conv2, 1024), (fc1, 2048), (fc2, 2048)):
+            assert torch.all(state[..., width:] == 0)
+        reference = model.conv_blocks[0](((log_mel - config.mean) / config.std)[:, None])  # (2, 64, 32, 101)
+        averaged = reference[..., :100].reshape(2, 64, 32, 50, 2).mean(-1)
+        averaged[..., -1] = reference[..., 98] / 2 + reference[..., 99:101].mean(-1) / 2  # odd tail, as the original
+        expected = averaged.permute(0, 3, 1, 2).reshape(2, 50, 2048)
+        torch.testing.assert_close(conv1[..., :2048], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_v2_ctc_uses_25_hz_frames():
+    config = BYOLAConfig.from_variant("AudioNTT2022", mean=-9.0, std=4.0, vocab_size=6)
+    head = BYOLAForCTC(config).eval()
+    log_mel = torch.randn(1, 64, 101) * 3 - 8  # 1 s: 25 output frames
+    labels = torch.ones(1, 26, dtype=torch.long)
+    with torch.no_grad():
+        assert head(log_mel).logits.shape == (1, 25, 6)
+        assert torch.isfinite(head(log_mel, labels=labels[:, :25]).loss)
+        with pytest.raises(ValueError, match="one frame per 40 ms"):
+            head(log_mel, labels=labels)
+
+
+def test_short_clips_pad_to_one_frame(random2048_dir):
+    fe = BYOLAFeatureExtractor()
+    clip = np.random.default_rng(1).standard_normal(800).astype(np.float32)  # 0.05 s
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    with pytest.raises(ValueError, match="too short for one BYOL-A output frame.*pad_to_min_length=True"):
+        model(**fe(clip, sampling_rate=16000, return_tensors="pt"))  # 6 log-mel frames, 8 needed
+    with pytest.raises(ValueError, match="pad_to_min_length=True"):
+        fe(clip[:300], sampling_rate=16000)  # too short even for the STFT
+    padded = fe(clip, sampling_rate=16000, pad_to_min_length=True, return_tensors="pt")
+    zero_padded = np.concatenate([clip, np.zeros(fe.min_samples - 800, np.float32)])
+    np.testing.assert_array_equal(
+        padded["input_features"][0].numpy(), fe(zero_padded, sampling_rate=16000)["input_features"][0]
+    )
+    with torch.no_grad():
+        assert model(**padded).last_hidden_state.shape == (1, 1, 2048)
+    extractor = pipeline("byola-audio-embedding", model=str(random2048_dir))
+    with pytest.raises(ValueError, match="pad_to_min_length"):
+        extractor(clip, sampling_rate=16000)
+    np.testing.assert_allclose(
+        extractor(clip, sampling_rate=16000, pad_to_min_length=True),
+        extractor(zero_padded, sampling_rate=16000),
+        atol=1e-6,
+    )
+
+
+def test_bfloat16_models_and_pipelines(random2048_dir, classifier_dir):
+    fe = AutoFeatureExtractor.from_pretrained(random2048_dir)
+    waveform = np.random.default_rng(2).standard_normal(24000).astype(np.float32) * 0.1
+    inputs = fe(waveform, sampling_rate=16000, return_tensors="pt")
+    full = AutoModel.from_pretrained(random2048_dir).eval()
+    half = AutoModel.from_pretrained(random2048_dir, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        a, b = full(**inputs).pooler_output[0], half(**inputs).pooler_output[0].float()
+    cosine = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    print(f"\nbf16 model vs fp32, pooled cosine {cosine:.5f}")
+    assert half.fc1.weight.dtype == torch.bfloat16 and cosine > 0.99
+    extractor = pipeline("byola-audio-embedding", model=str(random2048_dir), dtype=torch.bfloat16)
+    assert extractor(waveform, sampling_rate=16000).dtype == np.float32
+    classifier = pipeline("audio-classification", model=str(classifier_dir), dtype=torch.bfloat16)
+    assert len(classifier(waveform, sampling_rate=16000)) == 3
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_head_learns_and_masks(name):
+    torch.manual_seed(0)
+    model = HEADS[name]()
+    batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
+    labels = labels_for(name, batch)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    assert not model.byola.training  # frozen encoder stays in eval mode
+    losses = []
+    for _ in range(60):
+        loss = model(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    print(f"\n{name}: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(p.grad is None for p in model.byola.parameters())
+    # padding does not change valid outputs: each example alone gives the batch's values
+    model.eval()
+    with torch.no_grad():
+        batched = model(**batch).logits
+        for index, waveform in enumerate(waveforms()):
+            alone = model(**FE(waveform, sampling_rate=16000, return_tensors="pt")).logits[0]
+            got = batched[index] if batched.ndim == 2 else batched[index, : alone.shape[0]]
+            torch.testing.assert_close(got, alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_head_save_load_round_trip(name, tmp_path):
+    model = HEADS[name]().eval()
+    with torch.no_grad():
+        model.featurizer.layer_weights.copy_(torch.arange(5.0))
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path).eval()
+    batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+    with torch.no_grad():  # LSTM kernels may reorder float sums between instances
+        torch.testing.assert_close(model(**batch).logits, reloaded(**batch).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_head_from_converted_base_loads_encoder(real512_dir):
+    head = BYOLAForSequenceClassification.from_pretrained(real512_dir, num_labels=3)
+    base = BYOLAModel.from_pretrained(real512_dir)
+    for key, value in base.state_dict().items():
+        assert torch.equal(head.byola.state_dict()[key], value), key
+    assert torch.all(head.featurizer.layer_weights == 0)  # equal weights at the start
+    assert head.featurizer.output_size == 2048  # 512-d: layers are padded to the widest
+
+
+def test_frozen_encoder_can_be_unfrozen():
+    model = BYOLAForSequenceClassification(config(num_labels=2, freeze_base_model=False)).train()
+    assert model.byola.training and all(p.requires_grad for p in model.byola.parameters())
+    model.freeze_base_model()
+    model.train()
+    assert not model.byola.training and not any(p.requires_grad for p in model.byola.parameters())
+
+
+def test_ctc_refuses_targets_longer_than_output():
+    model = BYOLAForCTC(config(vocab_size=12))
+    batch = FE(waveforms(lengths=(8000,)), sampling_rate=16000, return_tensors="pt")  # 6 output frames
+    with pytest.raises(ValueError, match="target of 7 tokens but only 6 output frames.*one frame per 80 ms"):
+        model(**batch, labels=torch.tensor([[1, 2, 3, 4, 5, 6, 7]]))
+
+
+def test_frame_loss_is_permutation_invariant():
+    model = HEADS["frame"]().eval()
+    batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
+    labels = labels_for("frame", batch)
+    with torch.no_grad():
+        assert torch.isclose(model(**batch, labels=labels).loss, model(**batch, labels=labels.flip(-1)).loss)
+    with pytest.raises(ValueError, match="labels must have the logits' shape"):
+        model(**batch, labels=labels[:, :-1])
+
+
+def test_slot_labels_shape_error():
+    model = HEADS["slots"]()
+    batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
+    with pytest.raises(ValueError, match=r"labels must have shape \(batch, 3\)"):
+        model(**batch, labels=torch.tensor([0, 1, 2]))
+
+
+def test_losses_are_transformers_losses_with_the_original_formulas():
+    """The heads' losses (transformers' ForSequenceClassification / ForCTC) equal the plain formulas."""
+    torch.manual_seed(0)
+    log_mel = torch.randn(2, 64, 160) * 3 - 8
+    single = BYOLAForSequenceClassification(BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, num_labels=3)).eval()
+    labels = torch.tensor([0, 2])
+    output = single(log_mel, labels=labels)
+    torch.testing.assert_close(output.loss, nn.functional.cross_entropy(output.logits, labels))
+    multi = BYOLAForSequenceClassification(
+        BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, num_labels=3, problem_type="multi_label_classification")
+    ).eval()
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    output = multi(log_mel, labels=targets)
+    torch.testing.assert_close(output.loss, nn.functional.binary_cross_entropy_with_logits(output.logits, targets))
+    ctc = BYOLAForCTC(BYOLAConfig(feature_d=512, mean=-9.0, std=4.0, vocab_size=5)).eval()
+    tokens = torch.tensor([[1, 2, 3], [4, 1, -100]])
+    output = ctc(log_mel, labels=tokens)
+    log_probs = nn.functional.log_softmax(output.logits, dim=-1).transpose(0, 1)
+    expected = nn.functional.ctc_loss(
+        log_probs,
+        torch.tensor([1, 2, 3, 4, 1]),
+        torch.tensor([20, 20]),
+        torch.tensor([3, 2]),
+        blank=0,
+        zero_infinity=True,
+    )
+    torch.testing.assert_close(output.loss, expected)
+
+
+def test_heads_return_hidden_states_when_asked_and_refuse_unknown_arguments():
+    """Defects fixed: hidden states were None with use_weighted_layer_sum=False; misspelt arguments were ignored."""
+    log_mel = torch.randn(1, 64, 160) * 3 - 8
+    for weighted in (True, False):
+        head = BYOLAForSequenceClassification(config(num_labels=2, use_weighted_layer_sum=weighted)).eval()
+        with torch.no_grad():
+            outputs = head(log_mel, output_hidden_states=True)
+            assert outputs.hidden_states is not None and len(outputs.hidden_states) == 5
+            assert head(log_mel).hidden_states is None
+            assert isinstance(head(log_mel, return_dict=False), tuple)
+    model = BYOLAModel(config())
+    with pytest.raises(TypeError, match="output_hidden_state"):
+        model(log_mel, output_hidden_state=True)
+    with pytest.raises(TypeError, match="attention_masks"):
+        head(log_mel, attention_masks=torch.ones(1, 160))
+
+
+def test_nan_weights_are_refused_at_load(small_model, tmp_path):
+    """One NaN BatchNorm weight: an error at from_pretrained, never embeddings (a fused ReLU would map NaN to 0)."""
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_model, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    key = next(name for name in weights if "batch_norm.weight" in name)
+    weights[key][0] = float("nan")
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"hold NaN or infinite values \\({key}"):
+        BYOLAModel.from_pretrained(damaged)
+
+
+def test_numpy_attention_mask_is_a_clear_error(small_model):
+    model = BYOLAModel.from_pretrained(small_model).eval()
+    inputs = BYOLAFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")
+    with pytest.raises(TypeError, match="attention_mask must be a torch.Tensor"):
+        model(inputs["input_features"], attention_mask=inputs["attention_mask"].numpy())

@@ -1,0 +1,28 @@
+"""BYOLAProcessor: feature extractor and CTC tokenizer together, greedy CTC decoding, save/load."""
+
+from transformers import AutoProcessor
+
+from byola_hf import (
+    BYOLAProcessor,
+)
+from byola_hf.superb.run import build_ctc_tokenizer
+
+from conftest import FE, waveforms
+
+
+def test_processor_and_ctc_decoding(tmp_path):
+    tokenizer = build_ctc_tokenizer(["D @2 k a t", "s a t"], str(tmp_path / "tok"), phonemes=True)
+    processor = BYOLAProcessor(FE, tokenizer)
+    ids = tokenizer("D @2 k a t")["input_ids"]
+    blank = tokenizer.pad_token_id
+    # CTC greedy output: repeats collapse, blanks vanish
+    assert processor.batch_decode([[ids[0], ids[0], blank, ids[1], ids[2], blank, ids[2], ids[3], ids[4]]]) == [
+        "D @2 k k a t"
+    ]
+    inputs = processor(audio=waveforms(lengths=(16000,))[0], sampling_rate=16000, text="s a t")
+    assert inputs["labels"] == tokenizer("s a t")["input_ids"]
+    processor.save_pretrained(tmp_path / "proc")
+    reloaded = AutoProcessor.from_pretrained(tmp_path / "proc")
+    assert isinstance(reloaded, BYOLAProcessor) and reloaded.tokenizer.get_vocab() == tokenizer.get_vocab()
+    characters = build_ctc_tokenizer(["hello world"], str(tmp_path / "chars"), phonemes=False)
+    assert characters.batch_decode([characters("hello world")["input_ids"]], group_tokens=False) == ["hello world"]

@@ -1,0 +1,27 @@
+"""The local evaluate metric modules of byola_hf/superb/metrics (accuracy, error rates, DER), offline."""
+
+import evaluate
+import pytest
+
+from byola_hf.superb.metrics import metric_path
+
+
+def test_metric_modules_offline():
+    accuracy = evaluate.load(metric_path("accuracy"))
+    assert accuracy.compute(predictions=[1, 2, 3, 4], references=[1, 2, 0, 4]) == {"accuracy": 0.75}
+    assert accuracy.compute(predictions=[[1, 2], [0, 1]], references=[[1, 2], [0, 0]]) == {"accuracy": 0.5}
+    # "a b c" vs "a x c d": one substitution, one deletion over 4 reference phonemes
+    assert evaluate.load(metric_path("error_rate"), "per").compute(predictions=["a b c"], references=["a x c d"]) == {
+        "per": 0.5
+    }
+    assert evaluate.load(metric_path("error_rate"), "wer").compute(
+        predictions=["the cat sat"], references=["the cat sat down"]
+    ) == {"wer": 0.25}
+    assert evaluate.load(metric_path("error_rate"), "cer").compute(predictions=["abc"], references=["abd"]) == {
+        "cer": pytest.approx(1 / 3)
+    }
+    # swapped speakers are matched; one missed frame of speaker 1 out of 3 reference speaker-frames
+    der = evaluate.load(metric_path("der")).compute(
+        predictions=[[[0, 1], [0, 1], [0, 0]]], references=[[[1, 0], [1, 0], [1, 0]]]
+    )
+    assert der == {"der": pytest.approx(1 / 3)}

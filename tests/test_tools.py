@@ -1,0 +1,63 @@
+"""byola_hf/tools: owned output folders, atomic writes, workers that die with their parent."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from byola_hf.tools import outputs
+
+
+def test_claim_output_dir_contract(tmp_path):
+    fresh = outputs.claim_output_dir(tmp_path / "new", "byola-x", "f1", ["result"])
+    assert not fresh.resumed and (tmp_path / "new" / outputs.MARKER).exists()
+    (tmp_path / "new" / "result").write_text("partial")
+    assert outputs.claim_output_dir(tmp_path / "new", "byola-x", "f1", ["result"]).resumed
+    with pytest.raises(ValueError, match="holds the outputs of byola-x, not byola-y"):
+        outputs.claim_output_dir(tmp_path / "new", "byola-y", "f1", ["result"])
+    with pytest.raises(ValueError, match="other inputs or arguments"):
+        outputs.claim_output_dir(tmp_path / "new", "byola-x", "f2", ["result"])
+    (tmp_path / "new" / "user.txt").write_text("keep")
+    outputs.claim_output_dir(tmp_path / "new", "byola-x", "f2", ["result"], overwrite=True)
+    assert not (tmp_path / "new" / "result").exists() and (tmp_path / "new" / "user.txt").read_text() == "keep"
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "results.json"
+    outputs.write_json_atomic(target, {"accuracy": 0.5})
+    with pytest.raises(RuntimeError):
+        with outputs.atomic_path(target) as staged:
+            staged.write_text('{"accuracy": ')
+            raise RuntimeError("killed mid-write")
+    assert target.read_text().startswith('{\n  "accuracy": 0.5') and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_workers_die_with_their_parent():
+    """die_with_parent() in a child: killing its parent with SIGKILL takes the child down too."""
+    script = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        '\'from byola_hf.tools.cli import die_with_parent; die_with_parent(); print("ready", flush=True); '
+        "import time; time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "ready"  # the child has asked to die with its parent
+    parent.kill()
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{child_pid}/stat") as stat:
+            if stat.read().split()[2] == "Z":  # a zombie: dead, waiting for init to reap it
+                return
+        time.sleep(0.1)
+    os.kill(child_pid, signal.SIGKILL)
+    raise AssertionError("the worker outlived its parent")
