@@ -356,6 +356,40 @@ def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
         run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", "--max_steps", "4", "--seed", "8"))
 
 
+def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
+    """`--streaming` (an audiofolder read as a stream): the statistics from one pass over it, crops as clips arrive,
+    and a run killed after checkpoint 2 of 4 resumes to the weights of a run never interrupted."""
+    stream = ["--dataset_name", "audiofolder", "--data_dir", str(audio_folder), "--streaming"]
+    steps = [*stream, "--max_steps", "4", "--save_steps", "2", "--seed", "3"]
+    whole = run_pretrain(pretrain_args(audio_folder, tmp_path / "whole", *steps)[2:])
+    with pytest.raises(Killed):
+        run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps)[2:], callbacks=[KillAfterSave(2)])
+    checkpoint = tmp_path / "killed" / "checkpoint-2" / "model.safetensors"
+    written = checkpoint.stat().st_mtime_ns
+    resumed = run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps)[2:])
+    assert checkpoint.stat().st_mtime_ns == written  # resumed from it, not trained again from the start
+    expected, actual = encoder_weights(whole), encoder_weights(resumed)
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+    # The statistics are those of the same clips read whole, and the model carries them.
+    from byola_hf.feature_extraction_byola import BYOLAFeatureExtractor
+    from byola_hf.pretraining.data import load_source, scan_clips
+
+    record = json.loads((whole / "byola_pretrain_run.json").read_text())["statistics"]
+    assert record["provenance"]["num_examples"] == 8
+    read_whole = scan_clips(load_source(str(audio_folder)), BYOLAFeatureExtractor(), "audio", True).moments
+    np.testing.assert_allclose([record["mean"], record["std"]], [read_whole.mean, read_whole.std], rtol=1e-12)
+    config = AutoModel.from_pretrained(whole).config
+    assert (config.mean, config.std) == (record["mean"], record["std"])
+
+
+def test_streaming_needs_max_steps(audio_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(pretrain_args(audio_folder, tmp_path / "out", "--streaming"))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("give the run's --max_steps.")
+
+
 def test_pretrain_two_ranks_under_torchrun(audio_folder, tmp_path):
     output = tmp_path / "ddp"
     arguments = pretrain_args(audio_folder, output, "--max_steps", "2", "--per_device_train_batch_size", "2")

@@ -26,7 +26,15 @@ from ..tools.cli import make_parser, parse_arguments, require_extras, run_comman
 from ..tools.data import load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import write_json_atomic
-from .data import CropDataset, collate_waveforms, load_source, scan_clips
+from .data import (
+    CropDataset,
+    StreamingCropDataset,
+    collate_waveforms,
+    load_source,
+    load_stream,
+    scan_clips,
+    scan_stream,
+)
 from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card
 from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
@@ -68,6 +76,9 @@ class PreTrainingDataArguments:
     split: str = field(default="train", metadata={"help": "Split to train on"})
     audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N clips"})
+    streaming: bool = field(
+        default=False, metadata={"help": "Read the clips as they stream, not downloaded first (needs --max_steps)"}
+    )
     preprocessing_batch_size: int = field(default=16, metadata={"help": "Clips per batch of the statistics pass"})
     eval_dataset_name: str | None = field(
         default=None, metadata={"help": "Labelled task for a linear evaluation every --eval_steps (default 500)"}
@@ -148,39 +159,50 @@ def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: 
     given = model_args.mean is not None or model_args.std is not None
     if given and (model_args.mean is None or model_args.std is None):
         raise ValueError("Pass both --mean and --std, or neither (then they are computed on the data).")
-    summary = scan_clips(
-        dataset, feature_extractor, data_args.audio_column_name, not given, data_args.preprocessing_batch_size
-    )
+    if given and data_args.streaming:  # nothing to compute: the stream is not read twice
+        source = provenance(data_args, None, "given")
+        return {"mean": model_args.mean, "std": model_args.std, "provenance": source, "audio_seconds": None}
+    scan = scan_stream if data_args.streaming else scan_clips
+    column, batch_size = data_args.audio_column_name, data_args.preprocessing_batch_size
+    summary = scan(dataset, feature_extractor, column, not given, batch_size)
     if summary.longest_samples < crop_samples:
         raise ValueError(
             f"Every clip is shorter than one training crop ({crop_samples} samples = "
             f"{crop_samples / feature_extractor.sampling_rate:g} s; the longest has {summary.longest_samples}); "
             "BYOL-A learns from crops of that length: use longer audio."
         )
-    provenance = {
+    mean, std = (model_args.mean, model_args.std) if given else (summary.moments.mean, summary.moments.std)
+    return {
+        "mean": mean,
+        "std": std,
+        "provenance": provenance(data_args, summary, "given" if given else "exact"),
+        "audio_seconds": summary.audio_seconds,
+    }
+
+
+def provenance(data_args: PreTrainingDataArguments, summary, method: str) -> dict[str, Any]:
+    """Where the statistics come from, as `config.stats_provenance` records it (counts when the data was read)."""
+    return {
         "dataset": data_args.dataset_name,
         "config": data_args.dataset_config_name,
         "data_dir": data_args.data_dir,
         "split": data_args.split,
         "audio_column": data_args.audio_column_name,
-        "num_examples": summary.num_examples,
-        "num_frames": summary.moments.num_frames,
-        "method": "given" if given else "exact",
+        "num_examples": summary.num_examples if summary else None,
+        "num_frames": summary.moments.num_frames if summary else None,
+        "method": method,
     }
-    mean, std = (model_args.mean, model_args.std) if given else (summary.moments.mean, summary.moments.std)
-    return {"mean": mean, "std": std, "provenance": provenance, "audio_seconds": summary.audio_seconds}
 
 
 def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, training_args: TrainingArguments):
-    """The training clips (undecoded audio column), at least one batch of them."""
-    dataset = load_source(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        data_args.data_dir,
-        data_args.split,
-        data_args.audio_column_name,
-        sampling_rate,
-    )
+    """The training clips (undecoded audio column): a dataset of at least one batch, or a stream (`--streaming`)."""
+    source = (data_args.dataset_name, data_args.dataset_config_name, data_args.data_dir, data_args.split)
+    if data_args.streaming:
+        if training_args.max_steps <= 0:
+            raise ValueError("--streaming reads clips without knowing their number: give the run's --max_steps.")
+        stream = load_stream(*source, data_args.audio_column_name, sampling_rate)
+        return stream if data_args.max_train_samples is None else stream.take(data_args.max_train_samples)
+    dataset = load_source(*source, data_args.audio_column_name, sampling_rate)
     if data_args.max_train_samples is not None:
         dataset = dataset.select(range(min(data_args.max_train_samples, len(dataset))))
     global_batch = training_args.per_device_train_batch_size * training_args.world_size
@@ -245,10 +267,18 @@ def pretrain(
             * training_args.gradient_accumulation_steps,
             "learning_rate": training_args.learning_rate,
             "train_loss": result.training_loss,
-            "audio_hours": stats["audio_seconds"] / 3600,
+            "audio_hours": stats["audio_seconds"] / 3600 if stats["audio_seconds"] is not None else None,
         }
         save_encoder(trainer.model, feature_extractor, output_dir, info)
     return output_dir
+
+
+def crop_dataset(dataset, data_args, config, seed: int) -> torch.utils.data.Dataset:
+    """Crops of the clips: indexed by [`EpochCropSampler`]'s draws, or as a stream arrives."""
+    crops = (data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends)
+    if data_args.streaming:
+        return StreamingCropDataset(dataset, *crops, seed)
+    return CropDataset(dataset, *crops)
 
 
 def run_record(model_args, data_args, training_args, dataset, feature_extractor, config) -> tuple[dict, bool]:
@@ -280,9 +310,7 @@ def build_trainer(
     return BYOLAPreTrainer(
         model=model,
         args=training_args,
-        train_dataset=CropDataset(
-            dataset, data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends
-        ),
+        train_dataset=crop_dataset(dataset, data_args, config, training_args.seed),
         data_collator=collate_waveforms,
         feature_extractor=feature_extractor,
         # Trainer asks for an evaluation set under an eval_strategy; BYOLAPreTrainer.evaluate is the linear probe.
@@ -335,6 +363,7 @@ def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> lis
         "weight_decay": 0.0,
         "ddp_broadcast_buffers": False,
         "ddp_find_unused_parameters": False,  # every trainable parameter takes part in each step
+        "dataloader_drop_last": True,  # BatchNorm needs more than one example: no last partial batch
         "remove_unused_columns": False,
         "report_to": "none",
     }

@@ -19,6 +19,11 @@ from ..extract.source import load_source
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..stats.compute import batch_moments
 from ..stats.moments import LogMelMoments
+from ..tools.data import load_audio_dataset
+
+
+# Clips held by the shuffle buffer of a streamed dataset (each epoch is read in another buffered order).
+STREAM_SHUFFLE_BUFFER = 1000
 
 
 def crop_waveform(waveform: np.ndarray, samples: int, position: float, pad_both_ends: bool) -> np.ndarray:
@@ -55,6 +60,61 @@ class CropDataset(torch.utils.data.Dataset):
         index, position = item
         waveform = decode_undecoded_audio(self.dataset[int(index)][self.audio_column_name], self.sampling_rate)
         return torch.from_numpy(crop_waveform(waveform, self.samples, position, self.pad_both_ends).copy())
+
+
+def load_stream(
+    dataset_name: str,
+    dataset_config_name: str | None,
+    data_dir: str | None,
+    split: str,
+    audio_column_name: str,
+    sampling_rate: int,
+):
+    """The training clips as a `datasets.IterableDataset` read as they stream (`--streaming`), audio undecoded."""
+    import datasets
+
+    stream = load_audio_dataset(
+        dataset_name, dataset_config_name, data_dir, split, audio_column_name, sampling_rate, streaming=True
+    )
+    if not isinstance(stream, datasets.IterableDataset):  # a folder or glob of files: listed, then streamed
+        stream = stream.to_iterable_dataset(num_shards=min(len(stream), 64))
+    return stream.cast_column(audio_column_name, datasets.Audio(decode=False))
+
+
+class StreamingCropDataset(torch.utils.data.IterableDataset):
+    """
+    Crops of a streamed dataset ([`load_stream`]), one per clip as it arrives: each epoch reads the stream in a
+    shuffled order (a buffer of `STREAM_SHUFFLE_BUFFER` clips seeded by `(seed, epoch)`; `set_epoch`, which Trainer
+    calls) and draws crop positions from a generator seeded by `(seed, epoch, DataLoader worker)`, so a resumed run
+    sees the same crops. DataLoader workers read disjoint shards of the stream.
+    """
+
+    def __init__(
+        self, stream, audio_column_name: str, sampling_rate: int, samples: int, pad_both_ends: bool, seed: int
+    ) -> None:
+        self.stream = stream
+        self.audio_column_name = audio_column_name
+        self.sampling_rate = sampling_rate
+        self.samples = samples
+        self.pad_both_ends = pad_both_ends
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        stream = self.stream.shuffle(seed=self.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+        stream.set_epoch(self.epoch)
+        worker = torch.utils.data.get_worker_info()
+        positions = np.random.default_rng([self.seed, self.epoch, worker.id if worker is not None else 0])
+        for row in stream:
+            waveform = decode_undecoded_audio(row[self.audio_column_name], self.sampling_rate)
+            if not len(waveform):
+                path = row[self.audio_column_name].get("path") or "a clip"
+                raise ValueError(f"{path} has no audio samples; remove it from the training data.")
+            crop = crop_waveform(waveform, self.samples, positions.random(), self.pad_both_ends)
+            yield torch.from_numpy(crop.copy())
 
 
 class EpochCropSampler(torch.utils.data.Sampler):
@@ -136,20 +196,42 @@ def scan_clips(
         desc="decoding the clips" + (" and their log-mel moments" if with_moments else ""),
         load_from_cache_file=False,
     )
+    return summarise(partials, with_moments, feature_extractor.sampling_rate)
+
+
+def scan_stream(
+    stream, feature_extractor: BYOLAFeatureExtractor, audio_column_name: str, with_moments: bool, batch_size: int = 16
+) -> DataSummary:
+    """[`scan_clips`] over a streamed dataset: one pass as the clips arrive, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    rows = (
+        scan_batch(batch, feature_extractor, audio_column_name, with_moments)
+        for batch in tqdm(stream.iter(batch_size=batch_size), desc="decoding the stream", unit=" batches")
+    )
+    partials = ({key: values[0] for key, values in row.items()} for row in rows)
+    return summarise(partials, with_moments, feature_extractor.sampling_rate)
+
+
+def summarise(partials, with_moments: bool, sampling_rate: int) -> DataSummary:
+    """The [`DataSummary`] of [`scan_batch`]'s rows, merged."""
     moments, longest, samples, count = LogMelMoments(), 0, 0, 0
     for row in partials:
         longest, samples, count = max(longest, row["longest"]), samples + row["samples"], count + row["clips"]
         if with_moments:
             moments = moments.merge(LogMelMoments(**{key: row[key] for key in LogMelMoments.__dataclass_fields__}))
-    return DataSummary(moments, longest, count, samples / feature_extractor.sampling_rate)
+    return DataSummary(moments, longest, count, samples / sampling_rate)
 
 
 __all__ = [
     "CropDataset",
     "DataSummary",
     "EpochCropSampler",
+    "StreamingCropDataset",
     "collate_waveforms",
     "crop_waveform",
     "load_source",
+    "load_stream",
     "scan_clips",
+    "scan_stream",
 ]

@@ -21,8 +21,7 @@ def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
         "",
         f"Pre-trained with BYOL-A {'v2' if config.concat_conv_features else 'v1'} by `byola-pretrain` (byola_hf).",
         "",
-        f"- data: {source}, split `{provenance.get('split')}`, {provenance.get('num_examples')} clips, "
-        f"{info['audio_hours']:.3f} h",
+        f"- data: {source}, split `{provenance.get('split')}`, " + data_size(provenance, info),
         f"- started from: {info['init_from'] or 'random initialisation'}",
         f"- steps: {info['steps']}, epochs: {info['epochs']:.2f}, batch: {info['batch_size']}, "
         f"learning rate: {info['learning_rate']:g}",
@@ -32,6 +31,13 @@ def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
     text = str(model_card(config))
     head, marker, tail = text.partition("## Usage")
     return ModelCard(head + "\n".join(lines) + "\n" + marker + tail)
+
+
+def data_size(provenance: dict[str, Any], info: dict[str, Any]) -> str:
+    """ "N clips, H h", or what is known of a stream whose statistics were given (it was never read whole)."""
+    if info["audio_hours"] is None:
+        return "streamed (size not measured)"
+    return f"{provenance.get('num_examples')} clips, {info['audio_hours']:.3f} h"
 
 
 __all__ = ["pretraining_card"]

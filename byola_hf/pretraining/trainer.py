@@ -85,7 +85,10 @@ class BYOLAPreTrainer(Trainer):
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches of crops in [`EpochCropSampler`]'s order (dropping the last partial batch: BatchNorm needs more
-        than one example per batch), decoded in `dataloader_num_workers` workers."""
+        than one example per batch), decoded in `dataloader_num_workers` workers. A stream
+        ([`~byola_hf.pretraining.data.StreamingCropDataset`]) is batched as Trainer batches any iterable dataset."""
+        if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
+            return super().get_train_dataloader()
         args = self.args
         loader = torch.utils.data.DataLoader(
             self.train_dataset,
