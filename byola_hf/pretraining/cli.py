@@ -27,6 +27,7 @@ from ..tools.data import load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import write_json_atomic
 from .data import (
+    ClipCropper,
     CropDataset,
     StreamingCropDataset,
     collate_waveforms,
@@ -275,10 +276,8 @@ def pretrain(
 
 def crop_dataset(dataset, data_args, config, seed: int) -> torch.utils.data.Dataset:
     """Crops of the clips: indexed by [`EpochCropSampler`]'s draws, or as a stream arrives."""
-    crops = (data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends)
-    if data_args.streaming:
-        return StreamingCropDataset(dataset, *crops, seed)
-    return CropDataset(dataset, *crops)
+    cropper = ClipCropper(data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends)
+    return StreamingCropDataset(dataset, cropper, seed) if data_args.streaming else CropDataset(dataset, cropper)
 
 
 def run_record(model_args, data_args, training_args, dataset, feature_extractor, config) -> tuple[dict, bool]:

@@ -40,26 +40,38 @@ def crop_waveform(waveform: np.ndarray, samples: int, position: float, pad_both_
     return np.pad(waveform, (before, missing - before))
 
 
-class CropDataset(torch.utils.data.Dataset):
-    """
-    The training clips of an undecoded audio dataset; item `(index, position)` is clip `index` decoded and cropped
-    at `position` ([`crop_waveform`]) as a float32 tensor `(samples,)`.
-    """
+@dataclass
+class ClipCropper:
+    """Decodes one undecoded audio item at `sampling_rate` and crops it ([`crop_waveform`]) to a float32 tensor
+    `(samples,)`."""
 
-    def __init__(self, dataset, audio_column_name: str, sampling_rate: int, samples: int, pad_both_ends: bool) -> None:
+    audio_column_name: str
+    sampling_rate: int
+    samples: int
+    pad_both_ends: bool
+
+    def __call__(self, row: dict, position: float) -> torch.Tensor:
+        item = row[self.audio_column_name]
+        waveform = decode_undecoded_audio(item, self.sampling_rate)
+        if not len(waveform):
+            raise ValueError(f"{item.get('path') or 'a clip'} has no audio samples; remove it from the training data.")
+        return torch.from_numpy(crop_waveform(waveform, self.samples, position, self.pad_both_ends).copy())
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """The training clips of an undecoded audio dataset; item `(index, position)` is clip `index` cropped at
+    `position` by `cropper`."""
+
+    def __init__(self, dataset, cropper: ClipCropper) -> None:
         self.dataset = dataset
-        self.audio_column_name = audio_column_name
-        self.sampling_rate = sampling_rate
-        self.samples = samples
-        self.pad_both_ends = pad_both_ends
+        self.cropper = cropper
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, float]) -> torch.Tensor:
         index, position = item
-        waveform = decode_undecoded_audio(self.dataset[int(index)][self.audio_column_name], self.sampling_rate)
-        return torch.from_numpy(crop_waveform(waveform, self.samples, position, self.pad_both_ends).copy())
+        return self.cropper(self.dataset[int(index)], position)
 
 
 def load_stream(
@@ -89,14 +101,9 @@ class StreamingCropDataset(torch.utils.data.IterableDataset):
     sees the same crops. DataLoader workers read disjoint shards of the stream.
     """
 
-    def __init__(
-        self, stream, audio_column_name: str, sampling_rate: int, samples: int, pad_both_ends: bool, seed: int
-    ) -> None:
+    def __init__(self, stream, cropper: ClipCropper, seed: int) -> None:
         self.stream = stream
-        self.audio_column_name = audio_column_name
-        self.sampling_rate = sampling_rate
-        self.samples = samples
-        self.pad_both_ends = pad_both_ends
+        self.cropper = cropper
         self.seed = seed
         self.epoch = 0
 
@@ -109,12 +116,7 @@ class StreamingCropDataset(torch.utils.data.IterableDataset):
         worker = torch.utils.data.get_worker_info()
         positions = np.random.default_rng([self.seed, self.epoch, worker.id if worker is not None else 0])
         for row in stream:
-            waveform = decode_undecoded_audio(row[self.audio_column_name], self.sampling_rate)
-            if not len(waveform):
-                path = row[self.audio_column_name].get("path") or "a clip"
-                raise ValueError(f"{path} has no audio samples; remove it from the training data.")
-            crop = crop_waveform(waveform, self.samples, positions.random(), self.pad_both_ends)
-            yield torch.from_numpy(crop.copy())
+            yield self.cropper(row, positions.random())
 
 
 class EpochCropSampler(torch.utils.data.Sampler):
@@ -224,6 +226,7 @@ def summarise(partials, with_moments: bool, sampling_rate: int) -> DataSummary:
 
 
 __all__ = [
+    "ClipCropper",
     "CropDataset",
     "DataSummary",
     "EpochCropSampler",
