@@ -2,7 +2,10 @@
 
 Needs the `[pretrain]` extra (`pip install 'byola_hf[pretrain]'`): datasets and accelerate besides the model
 library. [`augmentations`] holds the batched augmentation blocks, [`modeling_pretraining`] the BYOL learner,
-[`data`] the crops, [`trainer`] the Trainer and its EMA callback, [`cli`] the command line.
+[`training_kernels`] its conv blocks' device-specific training kernels (chosen in one place), [`data`] the crops
+(per epoch, or as a stream arrives) and the statistics pass, [`trainer`] the Trainer and its callbacks (the EMA,
+each DDP rank's own state), [`model_card`] the output's card, [`linear_probe`] the evaluation during training,
+[`cli`] the command line.
 """
 
 from .augmentations import BYOLAAugmentation, MixupMemoryBank
