@@ -248,6 +248,8 @@ def test_stats_command_faults(small_model, speech, tmp_path, capsys):
     base = ["--model_name_or_path", small_model, "--output_dir", tmp_path / "with_stats"]
     code, stderr = run_main(stats_main, [*base, "--dataset_name", "audiofolder"], capsys)
     assert_one_line(code, stderr, command, "needs --data_dir")
+    code, stderr = run_main(stats_main, [*base, "--dataset_name", speech, "--batch_size", "0"], capsys)
+    assert_one_line(code, stderr, command, "batch_size must be a positive whole number")
 
     oga = tmp_path / "oga"
     oga.mkdir()

@@ -106,3 +106,7 @@ def test_mini_sets_never_overwrite_what_they_did_not_write(tmp_path, capsys):
     code, stderr = run_main(mini_main, ["--task", "ks", "--output_dir", folder], capsys)
     assert_one_line(code, stderr, "byola-make-mini-superb", "did not write")
     assert (folder / "ks" / "train" / "00000.wav").read_bytes() == b"the user's recording"
+    arguments = ["--task", "ks", "--output_dir", tmp_path / "new", "--sampling_rate", "-5"]
+    code, stderr = run_main(mini_main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-make-mini-superb", "--sampling_rate must be a rate in Hz")
+    assert not (tmp_path / "new").exists()

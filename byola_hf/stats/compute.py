@@ -15,7 +15,7 @@ import torch
 
 from ..audio import batch_waveforms, display_path
 from ..configuration_byola import BYOLAConfig
-from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..feature_extraction_byola import BYOLAFeatureExtractor, check_positive
 from ..hub import save_model_card
 from ..tools.cli import die_with_parent
 from ..tools.data import load_audio_dataset, load_byola_front_end
@@ -177,6 +177,7 @@ def compute_stats(
     """
     if mode not in ("exact", "s3prl"):
         raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
+    check_positive(batch_size=batch_size, num_proc=num_proc, max_examples=max_examples)
     check_device_with_workers(device, num_proc)
     config, feature_extractor = load_byola_front_end(model_name_or_path)
     if output_dir is not None:

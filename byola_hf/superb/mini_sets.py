@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
 def build_mini_sets(args: MiniSetArguments) -> None:
     """Build the chosen sets into a folder this command owns, and print their sizes. Sets built with another seed
     or rate are never mixed into the same folder (statistics and embeddings made from it would disagree)."""
+    if args.sampling_rate < 0:
+        raise ValueError(f"--sampling_rate must be a rate in Hz (0: espeak-ng's own 22050), got {args.sampling_rate}.")
     require_espeak()
     run_fingerprint = fingerprint(seed=args.seed, sampling_rate=args.sampling_rate)
     names = [*BUILDERS, *native_corpus_names()]
