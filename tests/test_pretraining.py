@@ -568,7 +568,8 @@ def test_feature_d_with_init_from_is_refused(tmp_path):
         pretraining_config(model_args)
 
 
-def test_fused_first_block_equals_the_modules_in_float64():
+@pytest.mark.parametrize("shape", [(8, 12), (9, 13)])
+def test_fused_first_block_equals_the_modules_in_float64(shape):
     """The CPU training kernel's first block (BatchNorm from patch moments, folded, pooled without the
     full-resolution output) against `Conv2d -> BatchNorm2d -> MaxPool2d` in float64: outputs, every gradient and the
     running statistics. Constant regions (a zero-padded crop) make ties inside pooling windows."""
@@ -576,7 +577,7 @@ def test_fused_first_block_equals_the_modules_in_float64():
     from byola_hf.pretraining.training_kernels import first_block
 
     torch.manual_seed(0)
-    views = torch.randn(3, 1, 8, 12, dtype=torch.float64)
+    views = torch.randn(3, 1, *shape, dtype=torch.float64)  # odd sizes: pooling drops the last row and column
     views[0, :, :, 8:] = 0.0  # ties
     fused, modules = (BYOLAConvBlock(1, 5, 1e-5).double().train() for _ in range(2))
     modules.load_state_dict(fused.state_dict())
