@@ -69,8 +69,9 @@ class CPUTrainingKernels(ChannelsLastKernels):
     """Channels-last, with the first block fused ([`first_block`]) when it runs in float32 outside autocast."""
 
     def conv_block(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        conv = block.conv
         fusable = (
-            block.conv.in_channels == 1
+            (conv.in_channels, conv.kernel_size, conv.stride, conv.padding) == (1, (3, 3), (1, 1), (1, 1))
             and hidden.dtype == torch.float32
             and not hidden.requires_grad
             and not torch.is_autocast_enabled(hidden.device.type)
