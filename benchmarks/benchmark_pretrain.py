@@ -38,8 +38,10 @@ from byola_hf.configuration_byola import BYOLAConfig  # noqa: E402
 from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig  # noqa: E402
 
 
-# Goals of issue 21 (speed-up over the original step), per device and whether ours runs under bf16 autocast.
+# Goals of issue 21 (speed-up over the original step), per device and whether ours runs under bf16 autocast; set
+# for v1 512-d at batch 64 (CPU) and 256 (GPU).
 GOALS = {("cpu", False): 2.0, ("cuda", False): 3.0, ("cuda", True): 5.0}
+GOAL_SETTING = {"cpu": ("AudioNTT2020", 512, 64), "cuda": ("AudioNTT2020", 512, 256)}
 MEAN, STD = -7.6, 5.2  # any finite pre-normalisation statistics give the same timings
 
 
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         "speedup": seconds["original"] / seconds["ours"],
     }
     goal = GOALS.get((device.type, args.bf16))
+    if GOAL_SETTING.get(device.type) != (args.variant, feature_d, args.batch):
+        goal = None  # the goals are stated for one setting; other rows are figures only
     if goal is not None:
         row["goal"], row["goal_met"] = goal, row["speedup"] >= goal
     line = (
