@@ -44,3 +44,21 @@ def test_superb_features_benchmark_compares_equal_log_mels(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("24 clips of 1 s") and "cached is" in result.stdout
     assert lines[-1] == "max |cached - collator| log-mel on valid frames: 0.00e+00"
+
+
+def test_pretrain_benchmark_runs_both_steps(tmp_path):
+    """`benchmark_pretrain.py` on a small network: both steps run, the row reports a ratio, and no goal is judged
+    outside the setting it is stated for."""
+    import json
+
+    report = tmp_path / "pretrain.json"
+    arguments = ["--feature_d", "64", "--batch", "4", "--repeats", "1", "--json", str(report)]
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "benchmark_pretrain.py"), *arguments],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(report.read_text())
+    assert row["speedup"] > 0 and row["ours_clips_per_second"] > 0 and row["original_clips_per_second"] > 0
+    assert "goal" not in row
