@@ -82,7 +82,9 @@ def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
     assert "No normalisation statistics yet" in no_stats.stdout
 
 
-def test_converter_rejects_bad_files(tmp_path, real512_checkpoint):
+def test_converter_rejects_bad_files(tmp_path, real512_checkpoint, capsys):
+    """Each bad file ends in one line naming it and exit 2, and pickled code never runs. The installed command is run
+    once as a process (the pickle case); the other cases call its `main` in this process, which is what it runs."""
     script = console_script("byola-convert")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(real512_checkpoint.read_bytes()[:5000])
@@ -97,25 +99,21 @@ def test_converter_rejects_bad_files(tmp_path, real512_checkpoint):
 
     pickled = tmp_path / "pickled.pth"
     torch.save({"fc.0.weight": Payload()}, pickled)
+    command = [sys.executable, script, str(pickled), str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "pickles code, which is refused" in result.stderr and "Traceback" not in result.stderr
+    assert "pickled code ran" not in result.stdout
     for path, message in [
         (truncated, "not a loadable PyTorch checkpoint"),
         (foreign, "not a BYOL-A (AudioNTT2020 / AudioNTT2022) checkpoint: missing features.0.weight"),
         (text, "not a loadable PyTorch checkpoint"),
-        (pickled, "pickles code, which is refused"),
         (tmp_path / "missing.pth", "No checkpoint file"),
     ]:
-        result = subprocess.run(
-            [sys.executable, script, str(path), str(tmp_path / "out")], capture_output=True, text=True
-        )
-        assert result.returncode == 2, result.stderr
-        assert message in result.stderr and "Traceback" not in result.stderr
-        assert "pickled code ran" not in result.stdout
-    result = subprocess.run(
-        [sys.executable, script, str(real512_checkpoint), str(tmp_path / "o"), "--mean", "1"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2 and "--mean and --std go together" in result.stderr
+        code, stderr = run_main(convert_main, [path, tmp_path / "out"], capsys)
+        assert_one_line(code, stderr, "byola-convert", message)
+    code, stderr = run_main(convert_main, [real512_checkpoint, tmp_path / "o", "--mean", "1"], capsys)
+    assert_one_line(code, stderr, "byola-convert", "--mean and --std go together")
 
 
 def test_converter_accepts_original_key_variants(tmp_path, random2048_checkpoint):
