@@ -42,7 +42,8 @@ def crop_waveform(waveform: np.ndarray, samples: int, position: float, pad_both_
 
 @dataclass
 class ClipCropper:
-    """Decodes one undecoded audio item at `sampling_rate` and crops it ([`crop_waveform`]) to a float32 tensor
+    """Decodes one undecoded audio item at `sampling_rate` (the shared checks: unreadable, empty and non-finite
+    audio are errors naming the file) and crops it ([`crop_waveform`]) to a float32 tensor
     `(samples,)`."""
 
     audio_column_name: str
@@ -51,10 +52,7 @@ class ClipCropper:
     pad_both_ends: bool
 
     def __call__(self, row: dict, position: float) -> torch.Tensor:
-        item = row[self.audio_column_name]
-        waveform = decode_undecoded_audio(item, self.sampling_rate)
-        if not len(waveform):
-            raise ValueError(f"{item.get('path') or 'a clip'} has no audio samples; remove it from the training data.")
+        waveform = decode_undecoded_audio(row[self.audio_column_name], self.sampling_rate)  # refuses empty audio
         return torch.from_numpy(crop_waveform(waveform, self.samples, position, self.pad_both_ends).copy())
 
 
