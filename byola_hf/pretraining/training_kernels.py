@@ -93,7 +93,8 @@ def first_block(block: nn.Module, views: torch.Tensor) -> torch.Tensor:
         mean = weight @ moments[0] + conv.bias.detach().double()
         variance = ((weight @ moments[1]) * weight).sum(-1)
         update_running_statistics(norm, mean, variance, count)
-    return FirstBlockFunction.apply(views, conv.weight, conv.bias, norm.weight, norm.bias, *moments, norm.eps)
+    inverse_std = torch.rsqrt(variance + norm.eps)
+    return FirstBlockFunction.apply(views, conv.weight, conv.bias, norm.weight, norm.bias, *moments, inverse_std)
 
 
 def patch_moments(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +124,7 @@ def update_running_statistics(norm: nn.BatchNorm2d, mean: torch.Tensor, variance
 
 class FirstBlockFunction(torch.autograd.Function):
     """
-    Forward: `(views, conv weight, conv bias, gamma, beta, patch mean, patch covariance, eps)` -> the pooled
+    Forward: `(views, conv weight, conv bias, gamma, beta, patch mean, patch covariance, 1 / sigma)` -> the pooled
     BatchNorm output `(batch, channels, mel // 2, time // 2)`. BatchNorm folds into the conv: with `sigma` the
     batch std of a channel, `x_hat = w_hat . p + b_hat` the normalised output of patch `p` (`w_hat = w / sigma`,
     `b_hat = -w_hat . mean`: the conv bias cancels), the output is `gamma * x_hat + beta`, and each pooling window
@@ -136,9 +137,8 @@ class FirstBlockFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, views, weight, bias, gamma, beta, patch_mean, patch_covariance, eps):
+    def forward(ctx, views, weight, bias, gamma, beta, patch_mean, patch_covariance, inverse_std):
         weight64 = weight.double().reshape(weight.shape[0], 9)
-        inverse_std = torch.rsqrt(((weight64 @ patch_covariance) * weight64).sum(-1) + eps)
         weight_hat = weight64 * inverse_std[:, None]
         bias_hat = -(weight_hat @ patch_mean)
         folded_weight = (gamma.double()[:, None] * weight_hat).to(views.dtype)
