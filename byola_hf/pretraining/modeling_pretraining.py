@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 from ..configuration_byola import BYOLAConfig
 from ..modeling_byola import BYOLAModel
 from .augmentations import BYOLAAugmentation
-from .training_kernels import select_training_kernels
+from .training_kernels import TrainingKernels, select_training_kernels
 
 
 # The original configs' values that differ between BYOL-A v1 (config.yaml, train.py) and v2 (config_v2.yaml,
@@ -205,17 +205,19 @@ class BYOLAForPreTraining(PreTrainedModel):
         for target_parameter, online_parameter in zip(target, online):
             target_parameter.copy_(target_parameter * decay + (1.0 - decay) * online_parameter)
 
-    def embed(self, encoder: BYOLAModel, views: torch.Tensor) -> torch.Tensor:
+    def embed(self, encoder: BYOLAModel, views: torch.Tensor, kernels: TrainingKernels | None = None) -> torch.Tensor:
         """
         Clip embeddings `(batch, feature_d)` of views `(batch, 1, n_mels, frames)`: the max + mean over time of the
         encoder's output, `encoder(views[:, 0]).pooler_output`. In training mode it is computed here in the same
         order of operations, except that each conv block pools before its ReLU (they commute, so every value and
         gradient is bit for bit the same, and the ReLU runs on a quarter of the activation), through the device's
-        training kernels ([`~byola_hf.pretraining.training_kernels.select_training_kernels`]).
+        training kernels ([`~byola_hf.pretraining.training_kernels.select_training_kernels`]; `kernels` gives the
+        set [`forward`] shares between the online and the target encoder).
         """
         if not self.training:
             return encoder(views[:, 0], check_values=False).pooler_output
-        hidden = select_training_kernels(views, self.training_kernels).conv_blocks(encoder.conv_blocks, views)
+        kernels = kernels or select_training_kernels(views, self.training_kernels)
+        hidden = kernels.conv_blocks(encoder.conv_blocks, views)
         batch, channels, mels, frames = hidden.shape
         conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major
         fc1 = nn.functional.relu(encoder.fc1(conv_features))
@@ -245,9 +247,10 @@ class BYOLAForPreTraining(PreTrainedModel):
             view_one, view_two = self.make_views(input_features)
         if view_one is None or view_two is None:
             raise ValueError("BYOLAForPreTraining needs view_one and view_two, or input_features.")
-        predictions = [self.predictor(self.projector(self.embed(self.encoder, view))) for view in (view_one, view_two)]
+        views, kernels = (view_one, view_two), select_training_kernels(view_one, self.training_kernels)
+        predictions = [self.predictor(self.projector(self.embed(self.encoder, view, kernels))) for view in views]
         with torch.no_grad():
-            targets = [self.target_projector(self.embed(self.target_encoder, view)) for view in (view_one, view_two)]
+            targets = [self.target_projector(self.embed(self.target_encoder, view, kernels)) for view in views]
         loss = (byol_loss(predictions[0], targets[1]) + byol_loss(predictions[1], targets[0])).mean()
         output = BYOLAPreTrainingOutput(loss, torch.stack(predictions), torch.stack(targets))
         return output if return_dict is not False else output.to_tuple()

@@ -66,7 +66,22 @@ class ChannelsLastKernels(TrainingKernels):
 
 
 class CPUTrainingKernels(ChannelsLastKernels):
-    """Channels-last, with the first block fused ([`first_block`]) when it runs in float32 outside autocast."""
+    """
+    Channels-last, with the first block fused ([`first_block`]) when it runs in float32 outside autocast. One
+    instance serves one learner step: the patch moments of each view are computed once and reused by the online
+    and the target encoder, which see the same views.
+    """
+
+    def __init__(self) -> None:
+        self.moments: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = []
+
+    def view_moments(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[`patch_moments`] of `views`, computed on the first call for that tensor."""
+        for seen, moments in self.moments:
+            if seen is views:
+                return moments
+        self.moments.append((views, patch_moments(views)))
+        return self.moments[-1][1]
 
     def conv_block(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         conv = block.conv
@@ -76,17 +91,21 @@ class CPUTrainingKernels(ChannelsLastKernels):
             and not hidden.requires_grad
             and not torch.is_autocast_enabled(hidden.device.type)
         )
-        return block.activation(first_block(block, hidden)) if fusable else super().conv_block(block, hidden)
+        if not fusable:
+            return super().conv_block(block, hidden)
+        return block.activation(first_block(block, hidden, self.view_moments(hidden)))
 
 
-def first_block(block: nn.Module, views: torch.Tensor) -> torch.Tensor:
+def first_block(
+    block: nn.Module, views: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
     """
     `MaxPool2d(BatchNorm2d(Conv2d(views)))` of a one-channel block in training mode, `(batch, 1, mel, time)` ->
     `(batch, channels, mel // 2, time // 2)` (channels-last), without the full-resolution output; updates the
-    BatchNorm's running statistics as the module does.
+    BatchNorm's running statistics as the module does. `moments`: the views' [`patch_moments`], if known.
     """
     conv, norm = block.conv, block.batch_norm
-    moments = patch_moments(views)
+    moments = patch_moments(views) if moments is None else moments
     count = views.shape[0] * views.shape[-2] * views.shape[-1]
     with torch.no_grad():
         weight = conv.weight.detach().double().reshape(conv.out_channels, 9)
@@ -209,4 +228,4 @@ def pooled_conv(views: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     return pooled, winner
 
 
-__all__ = ["TRAINING_KERNEL_NAMES", "FirstBlockFunction", "select_training_kernels"]
+__all__ = ["TRAINING_KERNEL_NAMES", "FirstBlockFunction", "TrainingKernels", "select_training_kernels"]
