@@ -102,9 +102,10 @@ def run_torchrun(*arguments: str, env: dict | None = None, cwd=None) -> subproce
     """
     `python -m torch.distributed.run --nproc_per_node 2` on a free loopback port, one thread per rank.
 
-    Gloo's ranks sometimes fail to connect (`connectFullMesh`) or, rarely, hang on a loaded 2-core machine (seen in
-    about 1 of 12 pre-training launches, not yet explained): such a launch is killed with its ranks and started once
-    more on a new port; a second hang fails the test after 2 minutes (a launch takes about 15 s).
+    Gloo's ranks sometimes fail to connect (`connectFullMesh`) or, rarely, hang on a loaded 2-core machine (about 1
+    in 12 launches here; py-spy shows both ranks waiting inside torch's `ProcessGroupGloo` constructor, called from
+    `TrainingArguments`' device set-up, before any byola_hf code runs): such a launch is killed with its ranks and
+    started once more on a new port; a second hang fails the test after 2 minutes (a launch takes about 15 s).
     """
     env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"}
     result = launch_two_ranks(arguments, env, cwd)
