@@ -8,11 +8,15 @@ import pytest
 from byola_hf.convert_byola_checkpoint import main as convert_main
 from byola_hf.extract import main as extract_main
 from byola_hf.linear_eval import main as linear_eval_main
+from byola_hf.pretraining.cli import main as pretrain_main
 from byola_hf.stats.cli import main as stats_main
 from byola_hf.superb.run import main as superb_main
 
 
-@pytest.mark.parametrize("main", [extract_main, linear_eval_main, stats_main, superb_main, convert_main])
+COMMANDS = [extract_main, linear_eval_main, stats_main, superb_main, convert_main, pretrain_main]
+
+
+@pytest.mark.parametrize("main", COMMANDS)
 def test_help_says_each_default_once(main, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -29,3 +33,16 @@ def test_superb_learning_rate_help_names_the_task_defaults_only(capsys):
         superb_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "the task's SUPERB default is used" in text and "(default: 5e-05)" not in text
+
+
+def test_pretrain_help_shows_the_original_training_setup(capsys):
+    """The defaults byola-pretrain applies, not TrainingArguments' own (5e-05, linear, clipping at 1.0)."""
+    with pytest.raises(SystemExit):
+        pretrain_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = {"learning_rate": "0.0003", "max_grad_norm": "0.0", "weight_decay": "0.0", "seed": "42",
+                "per_device_train_batch_size": "256", "num_train_epochs": "100"}  # fmt: skip
+    for flag, default in defaults.items():
+        said = re.search(rf"--{flag} [A-Z_]+(?:, --[\w-]+ [A-Z_]+)? ([^(]*)\(default: ([^)]*)\)", text)
+        assert said and said.group(2) == default, (flag, said and said.group(2))
+    assert "--learning_rate 0.0001 for AudioNTT2022" in text

@@ -335,26 +335,26 @@ def save_encoder(model: BYOLAForPreTraining, feature_extractor, output_dir: Path
 
 
 def build_parser() -> HfArgumentParser:
-    return make_parser(
+    parser = make_parser(
         COMMAND,
         (PreTrainingModelArguments, PreTrainingDataArguments, TrainingArguments),
         usage="byola-pretrain --dataset_name DATA --output_dir OUT [--variant V --feature_d D | --init_from DIR]",
         description=__doc__.split("\n\n")[0],
-        epilog="Our flags come first; the rest are transformers' TrainingArguments.",
+        epilog=(
+            "Our flags come first; the rest are transformers' TrainingArguments, with the original's training setup "
+            f"as defaults (--learning_rate {VARIANT_PRETRAINING['AudioNTT2022']['learning_rate']} for AudioNTT2022)."
+        ),
     )
+    # What --help shows; default_flags applies the same values (the learning rate by variant).
+    parser.set_defaults(**original_training_defaults("AudioNTT2020"))
+    return parser
 
 
-def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> list[str]:
-    """The original's training setup for the flags not given: Adam (AdamW without weight decay), the variant's
-    learning rate, constant, no gradient clipping, batch 256, 100 epochs, seed 42; per-rank BatchNorm and memory
-    banks under DDP (no buffer broadcast, no search for unused parameters); the model's own inputs (no column
-    removal); no report_to."""
-    given = {a.split("=")[0] for a in argv if a.startswith("--")}
-    if model_args.init_from is not None:
-        variant = load_byola_front_end(model_args.init_from)[0].variant
-    else:
-        variant = VARIANT_ALIASES.get(model_args.variant, model_args.variant)
-    defaults = {
+def original_training_defaults(variant: str) -> dict[str, Any]:
+    """The original's training setup: Adam (AdamW without weight decay), the variant's learning rate, constant, no
+    gradient clipping, batch 256, 100 epochs, seed 42; per-rank BatchNorm and memory banks under DDP (no buffer
+    broadcast, no search for unused parameters); the model's own inputs (no column removal); no report_to."""
+    return {
         **ORIGINAL_DEFAULTS,
         "learning_rate": VARIANT_PRETRAINING.get(variant, VARIANT_PRETRAINING["AudioNTT2020"])["learning_rate"],
         "lr_scheduler_type": "constant",
@@ -366,6 +366,16 @@ def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> lis
         "remove_unused_columns": False,
         "report_to": "none",
     }
+
+
+def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> list[str]:
+    """`argv` with [`original_training_defaults`] of the run's variant for the flags not given."""
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if model_args.init_from is not None:
+        variant = load_byola_front_end(model_args.init_from)[0].variant
+    else:
+        variant = VARIANT_ALIASES.get(model_args.variant, model_args.variant)
+    defaults = original_training_defaults(variant)
     if "--max_steps" in given:
         defaults.pop("num_train_epochs")
     if "--eval_dataset_name" in given:

@@ -71,12 +71,13 @@ def require_extras(command: str, modules: Sequence[str], extra: str) -> None:
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`--help` with each default said once: not for flags whose default is nothing (`None`, `False`), nor when the
-    help text already says what happens by default."""
+    """`--help` with each default said once: not for flags whose default is nothing (`None`, `False`; a 0 is said),
+    nor when the help text already says what happens by default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False) or "default" in text.lower() or "not given" in text.lower():
+        nothing = action.default is None or action.default is False
+        if nothing or "default" in text.lower() or "not given" in text.lower():
             return text
         return super()._get_help_string(action)
 
