@@ -541,8 +541,14 @@ def test_pretrain_v2_under_bf16_autocast(audio_folder, tmp_path):
     assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
 
 
-def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path):
-    """--eval_dataset_name: every --eval_steps a linear evaluation of the current encoder on a labelled task."""
+def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
+    """--eval_dataset_name: every --eval_steps a linear evaluation of the current encoder on a labelled task, once
+    (Trainer asks again when the last step ends an epoch)."""
+    import byola_hf.pretraining.trainer as trainer_module
+
+    probes = []
+    probe_accuracy = trainer_module.linear_probe_accuracy
+    monkeypatch.setattr(trainer_module, "linear_probe_accuracy", lambda *a: probes.append(a) or probe_accuracy(*a))
     task = tmp_path / "task"
     for split, speakers in (("train", ("en", "en+f3", "en+m3")), ("test", ("en+f2",))):
         for word in ("yes", "no"):
@@ -556,6 +562,7 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path):
     history = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     accuracies = [entry["eval_linear_accuracy"] for entry in history if "eval_linear_accuracy" in entry]
     assert len(accuracies) == 1 and accuracies[0] in (0.0, 0.5, 1.0)  # two test clips
+    assert len(probes) == 1
 
 
 def test_feature_d_with_init_from_is_refused(tmp_path):
