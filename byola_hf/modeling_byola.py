@@ -59,6 +59,32 @@ class BYOLAConvBlock(nn.Module):
         return self.pool(self.activation(self.batch_norm(self.conv(hidden_states))))
 
 
+class PretrainingCheckpointError(ValueError):
+    """A `byola-pretrain` checkpoint (the whole BYOL learner) given where a BYOL-A encoder is needed."""
+
+    def __init__(self, source: object):
+        super().__init__(
+            f"{source} is a byola-pretrain checkpoint, not an encoder: use the encoder byola-pretrain saved in its "
+            "output folder, or `BYOLAForPreTraining.from_pretrained(checkpoint).save_encoder(folder)`."
+        )
+
+
+def check_encoder_loaded(model: "BYOLAPreTrainedModel", loading_info: dict[str, list], source: object) -> None:
+    """Raise a `ValueError` when loading (`loading_info` of `from_pretrained`) left encoder weights at their
+    random initialisation."""
+    prefix = "" if isinstance(model, BYOLAModel) else f"{model.base_model_prefix}."
+    missing = [key for key in loading_info["missing_keys"] if key.startswith(prefix)]
+    missing = sorted(key for key in missing if not key.endswith("num_batches_tracked"))
+    if not missing:
+        return
+    if any(key.startswith("target_encoder.") for key in loading_info["unexpected_keys"]):
+        raise PretrainingCheckpointError(source)
+    raise ValueError(
+        f"{source} has no weights for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: they would be "
+        "random. Pass a BYOL-A model folder (byola-convert or byola-pretrain output)."
+    )
+
+
 def check_finite_weights(model: nn.Module, source: object) -> None:
     """A `ValueError` naming the first parameters or buffers of `model` that hold NaN or infinity."""
     damaged = [
@@ -100,12 +126,17 @@ class BYOLAPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, refusing weights that hold NaN or infinity: the fast kernels would
-        turn them into plausible numbers (a fused ReLU maps NaN to 0), so they are an error, never embeddings."""
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        """`PreTrainedModel.from_pretrained`, refusing weights that hold NaN or infinity (the fast kernels would turn
+        them into plausible numbers: a fused ReLU maps NaN to 0) and a folder without the encoder's weights (a
+        `byola-pretrain` checkpoint, say), which transformers would fill with random ones, unless the caller asks
+        for the `output_loading_info` that lists them. A task head missing is expected: it is new for fine-tuning."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_finite_weights(model, pretrained_model_name_or_path)
-        return loaded
+        # The caller's own `state_dict` (no folder), or asking for the loading info, means choosing what is missing.
+        if pretrained_model_name_or_path is not None and not want_info:
+            check_encoder_loaded(model, info, pretrained_model_name_or_path)
+        return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, with an `auto_map` for every BYOL-A class and the embedding pipeline's
@@ -774,4 +805,5 @@ __all__ = [
     "BYOLAModel",
     "BYOLAModelOutput",
     "BYOLAPreTrainedModel",
+    "PretrainingCheckpointError",
 ]

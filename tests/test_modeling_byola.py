@@ -483,6 +483,24 @@ def test_nan_weights_are_refused_at_load(small_model, tmp_path):
         BYOLAModel.from_pretrained(damaged)
 
 
+def test_missing_encoder_weights_are_refused_at_load(small_model, tmp_path):
+    """A folder without some encoder weights: an error, not a network transformers fills with random ones. A head
+    missing from an encoder folder is expected (new for fine-tuning)."""
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_model, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    key = next(name for name in weights if name.endswith("fc1.weight"))
+    del weights[key]
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    for model_class in (BYOLAModel, BYOLAForSequenceClassification):
+        with pytest.raises(ValueError, match="has no weights for .*fc1.weight: they would be random"):
+            model_class.from_pretrained(damaged)
+    model, info = BYOLAForSequenceClassification.from_pretrained(small_model, output_loading_info=True)
+    assert info["missing_keys"] and not any(key.startswith("byola.") for key in info["missing_keys"])
+
+
 def test_numpy_attention_mask_is_a_clear_error(small_model):
     model = BYOLAModel.from_pretrained(small_model).eval()
     inputs = BYOLAFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")

@@ -565,6 +565,28 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
     assert len(probes) == 1
 
 
+def test_a_pretraining_checkpoint_is_not_taken_for_an_encoder(tmp_path, capsys):
+    """A checkpoint-N folder holds the whole learner: loading it as an encoder would give random weights, so
+    from_pretrained and the commands say what to load instead; save_encoder makes the encoder from it."""
+    from byola_hf import BYOLAModel
+    from byola_hf.extract import main as extract_main
+
+    config = BYOLAPreTrainingConfig(feature_d=64, projection_hidden_size=32, projection_size=16, mean=-8.0, std=4.0)
+    learner = BYOLAForPreTraining(config)
+    learner.save_pretrained(tmp_path / "checkpoint-2")
+    with pytest.raises(ValueError, match="is a byola-pretrain checkpoint, not an encoder"):
+        BYOLAModel.from_pretrained(tmp_path / "checkpoint-2")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        extract_main(["--model_name_or_path", str(tmp_path / "checkpoint-2"), "--dataset_name", str(tmp_path),
+                      "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(error.splitlines()) == 1 and "byola-pretrain checkpoint" in error
+    BYOLAForPreTraining.from_pretrained(tmp_path / "checkpoint-2").save_encoder(tmp_path / "encoder")
+    encoder = BYOLAModel.from_pretrained(tmp_path / "encoder")
+    torch.testing.assert_close(encoder.fc1.weight, learner.encoder.fc1.weight)
+
+
 def test_feature_d_with_init_from_is_refused(tmp_path):
     """--feature_d sizes a new network: with --init_from it would be ignored without a word, so it is an error."""
     from byola_hf import BYOLAConfig, BYOLAModel

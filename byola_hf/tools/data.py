@@ -11,6 +11,7 @@ from ..audio import AUDIO_EXTENSIONS, display_path
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..modeling_byola import PretrainingCheckpointError
 
 
 def load_audio_dataset(
@@ -146,10 +147,14 @@ def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFea
     try:
         config = AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as error:
+        if "byola-pretraining" in str(error):  # the model type of BYOLAForPreTraining's checkpoints
+            raise PretrainingCheckpointError(model_name_or_path) from None
         raise ValueError(
             f"Could not load a BYOL-A model from '{model_name_or_path}': {str(error).splitlines()[0]} Pass a "
             "directory written by `byola-convert` (or a Hub model id)."
         ) from error
+    if config.model_type == "byola-pretraining":
+        raise PretrainingCheckpointError(model_name_or_path)
     if not isinstance(config, BYOLAConfig):
         raise ValueError(f"'{model_name_or_path}' holds a '{config.model_type}' model, not a BYOL-A ('byola') one.")
     try:
