@@ -9,7 +9,15 @@ from conftest import PROJECT_ROOT
 
 
 @pytest.mark.parametrize(
-    "name", ["benchmark", "benchmark_stats", "benchmark_extract", "benchmark_superb_features", "benchmark_pretrain"]
+    "name",
+    [
+        "benchmark",
+        "benchmark_stats",
+        "benchmark_extract",
+        "benchmark_superb_features",
+        "benchmark_pretrain",
+        "pretraining_quality",
+    ],
 )
 def test_benchmark_files_start(name):
     result = subprocess.run(

@@ -1,0 +1,204 @@
+"""Does pre-training from scratch beat the same network at random initialisation? A linear evaluation of both on a
+keyword task, after `byola-pretrain` on a small in-domain corpus.
+
+The task (made here, with espeak-ng and the recorded prompts of `asterisk-core-sounds-en-wav`): 20 keywords (Speech
+Commands' core words), 16 training and 8 test clips each, one second at 16 kHz; each clip is a word at a random
+place, spoken by an espeak-ng voice and variant at a random pitch and speed, over a recorded telephone prompt at
+5-20 dB SNR. Training and test voices are disjoint. The pre-training corpus is `--corpus_clips` more such clips of
+those words and 48 others, spoken by the training voices, plus the task's training clips (without labels).
+
+`byola-pretrain` runs with `--eval_on_start`, so its log has the linear probe of the network before any step (the
+random initialisation) and every `--eval_steps`; at the end both encoders, and optionally `--compare` models (a
+converted official checkpoint, say), are evaluated with `--seeds` classifier seeds each (the task's statistics are
+the corpus's, as byola-pretrain computed them).
+
+    python benchmarks/pretraining_quality.py --workdir DIR [--steps 2700] [--batch 64] [--eval_steps 300]
+                                             [--corpus_clips 1600] [--device cpu|cuda] [--compare MODEL_DIR ...]
+"""
+
+import argparse
+import io
+import json
+import random
+import shutil
+import subprocess
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root has byola_hf/
+
+RATE = 16000
+KEYWORDS = "yes no up down left right on off stop go zero one two three four five six seven eight nine".split()
+OTHER_WORDS = (
+    "house water green paper happy music river window garden yellow morning table little people number city animal "
+    "orange summer winter mother father kitchen button rabbit pencil doctor silver market letter bottle forest "
+    "island monkey pocket ticket rocket salad tiger violin wagon zipper camera dinner engine"
+).split()
+TRAIN_BASES = ["en-us", "en-gb", "en-gb-scotland", "en-029"]
+TEST_BASES = ["en-gb-x-rp", "en-gb-x-gbcwmd", "en-us-nyc", "en-gb-x-gbclan"]
+BACKGROUND_DIR = Path("/usr/share/asterisk/sounds")
+
+
+def voice_variants() -> tuple[list[str], list[str]]:
+    """espeak-ng's voice variants (`voices/!v` in its data folder), split two thirds for the training voices and
+    one third for the test voices."""
+    version = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout
+    data = Path(version.split("Data at:")[1].strip())
+    variants = sorted(path.name for path in (data / "voices" / "!v").iterdir() if " " not in path.name)
+    random.Random(0).shuffle(variants)
+    return variants[: len(variants) * 2 // 3], variants[len(variants) * 2 // 3 :]
+
+
+def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+    """espeak-ng's waveform of `text` at 16 kHz, silence trimmed, at most one second."""
+    import librosa
+
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                         check=True, capture_output=True).stdout  # fmt: skip
+    waveform, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    return np.trim_zeros(librosa.resample(waveform, orig_sr=rate, target_sr=RATE))[:RATE]
+
+
+def background(rng: random.Random, backgrounds: list[Path]) -> np.ndarray:
+    """One second of a random recorded prompt (repeated when shorter), at 16 kHz."""
+    import librosa
+
+    waveform, rate = sf.read(rng.choice(backgrounds), dtype="float32", always_2d=True)
+    waveform = librosa.resample(waveform.mean(1), orig_sr=rate, target_sr=RATE)
+    waveform = np.tile(waveform, 1 + RATE // max(len(waveform), 1))
+    start = rng.randint(0, len(waveform) - RATE)
+    return waveform[start : start + RATE]
+
+
+def make_clip(job: tuple) -> None:
+    """Write one clip: `job` = (path, word, voice bases, variants, seed, background files)."""
+    path, word, bases, variants, seed, backgrounds = job
+    rng = random.Random(seed)
+    voice = f"{rng.choice(bases)}+{rng.choice(variants)}"
+    speech = speak(word, voice, rng.randint(110, 220), rng.randint(10, 90))
+    clip = np.zeros(RATE, np.float32)
+    start = rng.randint(0, RATE - len(speech))
+    clip[start : start + len(speech)] = speech
+    noise = background(rng, backgrounds)
+    snr_db = rng.uniform(5, 20)
+    clip += noise * np.sqrt((speech**2).mean() / max((noise**2).mean(), 1e-12) / 10 ** (snr_db / 10))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, 0.5 * clip / np.abs(clip).max(), RATE)
+
+
+def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
+    """The task (`workdir/task/{train,test}/<word>/`) and the pre-training corpus (`workdir/corpus/`)."""
+    task, corpus = workdir / "task", workdir / "corpus"
+    if (workdir / "data.json").exists():
+        return task, corpus
+    if shutil.which("espeak-ng") is None:
+        sys.exit("pretraining_quality: espeak-ng is not installed (apt-get install espeak-ng).")
+    backgrounds = sorted(BACKGROUND_DIR.rglob("*.wav"))
+    if not backgrounds:
+        sys.exit(f"pretraining_quality: no recordings in {BACKGROUND_DIR} (apt install asterisk-core-sounds-en-wav).")
+    train_variants, test_variants = voice_variants()
+    jobs = []
+    splits = (("train", TRAIN_BASES, train_variants, 16), ("test", TEST_BASES, test_variants, 8))
+    for split, bases, variants, count in splits:
+        for index, word in enumerate(KEYWORDS):
+            for k in range(count):
+                seed = (0 if split == "train" else 10**6) + 100 * index + k
+                jobs.append((task / split / word / f"{word}_{k}.wav", word, bases, variants, seed, backgrounds))
+    words = random.Random(1)
+    for k in range(corpus_clips):
+        word = words.choice(KEYWORDS + 2 * OTHER_WORDS)
+        jobs.append((corpus / f"c{k:05d}.wav", word, TRAIN_BASES, train_variants, 2 * 10**6 + k, backgrounds))
+    with Pool(2) as pool:
+        pool.map(make_clip, jobs, chunksize=16)
+    for path in (task / "train").rglob("*.wav"):  # the task's training clips join the corpus, unlabelled
+        shutil.copy(path, corpus / f"task_{path.parent.name}_{path.name}")
+    (workdir / "data.json").write_text(json.dumps({"task": len(jobs) - corpus_clips, "corpus": corpus_clips}))
+    return task, corpus
+
+
+def pretrain(args: argparse.Namespace, task: Path, corpus: Path) -> Path:
+    """Run `byola-pretrain` (resuming a run of the same arguments); the output folder."""
+    output = args.workdir / f"pretrain_{args.variant}_{args.feature_d}_b{args.batch}"
+    command = [sys.executable, "-m", "byola_hf.pretraining.cli", "--dataset_name", str(corpus), "--output_dir",
+               str(output), "--variant", args.variant, "--feature_d", str(args.feature_d),
+               "--per_device_train_batch_size", str(args.batch), "--max_steps", str(args.steps),
+               "--save_steps", str(args.eval_steps), "--logging_steps", "25", "--dataloader_num_workers", "1",
+               "--eval_dataset_name", "audiofolder", "--eval_data_dir", str(task), "--eval_label_column_name",
+               "label", "--eval_steps", str(args.eval_steps), "--eval_on_start", "true",
+               "--disable_tqdm", "true"]  # fmt: skip
+    if args.device == "cpu":
+        command.append("--use_cpu")
+    subprocess.run(command, check=True)
+    return output
+
+
+def probe_curve(output: Path) -> list[tuple[int, float]]:
+    """(step, accuracy) of each linear probe byola-pretrain logged (step 0: the random initialisation)."""
+    states = sorted(output.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    history = json.loads(states[-1].read_text())["log_history"]
+    return [(entry["step"], entry["eval_linear_accuracy"]) for entry in history if "eval_linear_accuracy" in entry]
+
+
+def evaluate(models: dict[str, object], task: Path, seeds: int) -> dict[str, list[float]]:
+    """Linear-probe test accuracies of each model, one per classifier seed."""
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.pretraining.linear_probe import linear_probe_accuracy, load_linear_probe_data
+
+    data = load_linear_probe_data("audiofolder", "label", RATE, data_dir=str(task))
+    accuracies = {}
+    for name, model in models.items():
+        feature_extractor = BYOLAFeatureExtractor.from_model_config(model.config)
+        accuracies[name] = [linear_probe_accuracy(model, feature_extractor, data, 42 + seed) for seed in range(seeds)]
+    return accuracies
+
+
+def random_encoder(output: Path):
+    """The pre-trained network (same config and statistics) at a random initialisation."""
+    from transformers import set_seed
+
+    from byola_hf.pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
+
+    checkpoint = max(output.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    config = BYOLAPreTrainingConfig.from_pretrained(checkpoint)
+    set_seed(42)  # byola-pretrain's default seed
+    return BYOLAForPreTraining(config).encoder_model()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="Folder for the data and the runs")
+    parser.add_argument("--steps", type=int, default=2700, help="Pre-training steps")
+    parser.add_argument("--batch", type=int, default=64, help="Clips per step")
+    parser.add_argument("--eval_steps", type=int, default=300, help="Steps between linear probes (and checkpoints)")
+    parser.add_argument("--corpus_clips", type=int, default=1600, help="Unlabelled clips made for pre-training")
+    parser.add_argument("--variant", default="AudioNTT2020", help="AudioNTT2020 (v1) or AudioNTT2022 (v2)")
+    parser.add_argument("--feature_d", type=int, default=512, help="Encoder width")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (pre-training device)")
+    parser.add_argument("--seeds", type=int, default=3, help="Classifier seeds per evaluated model")
+    parser.add_argument("--compare", nargs="*", default=[], help="More BYOL-A model folders to evaluate")
+    args = parser.parse_args(argv)
+    from byola_hf import BYOLAModel
+
+    task, corpus = make_data(args.workdir, args.corpus_clips)
+    output = pretrain(args, task, corpus)
+    print("linear probe during pre-training (step, accuracy; step 0 is the random network):", probe_curve(output))
+    random_network = random_encoder(output)
+    models = {
+        "random initialisation": random_network,
+        f"pre-trained, {args.steps} steps": BYOLAModel.from_pretrained(output),
+    }
+    for folder in args.compare:  # with the corpus statistics, as the two above
+        models[folder] = BYOLAModel.from_pretrained(
+            folder, mean=random_network.config.mean, std=random_network.config.std
+        )
+    for name, accuracies in evaluate({name: model.eval() for name, model in models.items()}, task, args.seeds).items():
+        print(f"{name}: {np.mean(accuracies):.3f} +- {np.std(accuracies):.3f} {[round(a, 4) for a in accuracies]}")
+
+
+if __name__ == "__main__":
+    main()
