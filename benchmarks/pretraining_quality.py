@@ -96,6 +96,8 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
     task, corpus = workdir / "task", workdir / "corpus"
     if (workdir / "data.json").exists():
         return task, corpus
+    if workdir.exists() and any(workdir.iterdir()):
+        sys.exit(f"pretraining_quality: {workdir} holds other files; give a new or empty --workdir.")
     if shutil.which("espeak-ng") is None:
         sys.exit("pretraining_quality: espeak-ng is not installed (apt-get install espeak-ng).")
     backgrounds = sorted(BACKGROUND_DIR.rglob("*.wav"))
