@@ -82,7 +82,6 @@ class BYOLAPreTrainer(Trainer):
         self.linear_probe = linear_probe
         self.add_callback(EMATargetCallback())
         self.log_clock: tuple[float, int] | None = None  # (time, global step) of the previous loss log
-        self.last_probe: tuple[int, dict[str, float]] | None = None  # (global step, metrics) of the last evaluation
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches of crops in [`EpochCropSampler`]'s order (dropping the last partial batch: BatchNorm needs more
@@ -113,16 +112,15 @@ class BYOLAPreTrainer(Trainer):
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:
         """The linear evaluation of the current encoder (rank 0 only; the other ranks return no metrics)."""
-        if self.linear_probe is None or not self.is_world_process_zero():
-            return {}
-        # Trainer asks again at the end of an epoch that ends on an evaluation step: the encoder has not changed.
-        if self.last_probe is not None and self.last_probe[0] == self.state.global_step:
-            return self.last_probe[1]
-        encoder = self.model.encoder_model()  # a CPU copy in eval mode, with the pre-training statistics
-        metrics = {"eval_linear_accuracy": linear_probe_accuracy(encoder, self.feature_extractor, self.linear_probe,
-                                                                 self.args.seed)}  # fmt: skip
-        self.log(metrics)
-        self.last_probe = (self.state.global_step, metrics)
+        metrics = {}
+        if self.linear_probe is not None and self.is_world_process_zero():
+            encoder = self.model.encoder_model()  # a CPU copy in eval mode, with the pre-training statistics
+            metrics = {"eval_linear_accuracy": linear_probe_accuracy(encoder, self.feature_extractor,
+                                                                     self.linear_probe, self.args.seed)}  # fmt: skip
+            self.log(metrics)
+        # As Trainer.evaluate: callbacks see the metrics and the request is cleared (left set, Trainer evaluated
+        # again at the end of an epoch that ended on an evaluation step).
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
