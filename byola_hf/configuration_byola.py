@@ -8,6 +8,11 @@ from typing import Any
 from transformers import PretrainedConfig
 
 
+# The model type of byola-pretrain's learner checkpoints (`BYOLAPreTrainingConfig`), here so that the loaders of
+# encoders can recognise such a folder without importing the pre-training tools.
+PRETRAINING_MODEL_TYPE = "byola-pretraining"
+
+
 class BYOLAConfig(PretrainedConfig):
     r"""
     Configuration of a BYOL-A audio encoder ([`BYOLAModel`]): the network sizes, the log-mel front-end the network
@@ -414,4 +419,4 @@ def check_statistics(mean: Any, std: Any) -> None:
         raise ValueError(f"The normalisation statistic `std` must be positive, got {std!r}.")
 
 
-__all__ = ["BYOLAConfig"]
+__all__ = ["PRETRAINING_MODEL_TYPE", "BYOLAConfig"]

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from ..configuration_byola import BYOLAConfig
+from ..configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig
 from ..modeling_byola import BYOLAModel
 from .augmentations import BYOLAAugmentation
 from .training_kernels import TrainingKernels, select_training_kernels
@@ -56,7 +56,7 @@ class BYOLAPreTrainingConfig(BYOLAConfig):
         kwargs: the encoder's [`~byola_hf.BYOLAConfig`] fields.
     """
 
-    model_type = "byola-pretraining"
+    model_type = PRETRAINING_MODEL_TYPE
     _auto_class = None  # not a model directory's config: nothing to copy for remote code
 
     def __init__(
