@@ -17,7 +17,6 @@ the corpus's, as byola-pretrain computed them).
 """
 
 import argparse
-import io
 import json
 import random
 import shutil
@@ -54,40 +53,40 @@ def voice_variants() -> tuple[list[str], list[str]]:
     return variants[: len(variants) * 2 // 3], variants[len(variants) * 2 // 3 :]
 
 
-def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    """espeak-ng's waveform of `text` at 16 kHz, silence trimmed, at most one second."""
-    import librosa
+def speak(text: str, voice: str, speed: int, pitch: int, path: Path) -> np.ndarray:
+    """espeak-ng's waveform of `text` at 16 kHz (made at `path` by the mini sets' synthesiser), silence trimmed,
+    at most one second."""
+    from byola_hf.audio import load_audio
+    from byola_hf.superb.mini_sets import Utterance, synthesise
 
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
-                         check=True, capture_output=True).stdout  # fmt: skip
-    waveform, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    return np.trim_zeros(librosa.resample(waveform, orig_sr=rate, target_sr=RATE))[:RATE]
+    synthesise(Utterance(text, voice, speed, pitch, {}), path, RATE)
+    return np.trim_zeros(load_audio(path, RATE))[:RATE]
 
 
 def background(rng: random.Random, backgrounds: list[Path]) -> np.ndarray:
     """One second of a random recorded prompt (repeated when shorter), at 16 kHz."""
-    import librosa
+    from byola_hf.audio import load_audio
 
-    waveform, rate = sf.read(rng.choice(backgrounds), dtype="float32", always_2d=True)
-    waveform = librosa.resample(waveform.mean(1), orig_sr=rate, target_sr=RATE)
-    waveform = np.tile(waveform, 1 + RATE // max(len(waveform), 1))
+    waveform = load_audio(rng.choice(backgrounds), RATE)
+    waveform = np.tile(waveform, 1 + RATE // len(waveform))
     start = rng.randint(0, len(waveform) - RATE)
     return waveform[start : start + RATE]
 
 
 def make_clip(job: tuple) -> None:
-    """Write one clip: `job` = (path, word, voice bases, variants, seed, background files)."""
+    """Write one clip at `path` (the word alone first, then the mix): `job` = (path, word, voice bases, variants,
+    seed, background files)."""
     path, word, bases, variants, seed, backgrounds = job
     rng = random.Random(seed)
     voice = f"{rng.choice(bases)}+{rng.choice(variants)}"
-    speech = speak(word, voice, rng.randint(110, 220), rng.randint(10, 90))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    speech = speak(word, voice, rng.randint(110, 220), rng.randint(10, 90), path)
     clip = np.zeros(RATE, np.float32)
     start = rng.randint(0, RATE - len(speech))
     clip[start : start + len(speech)] = speech
     noise = background(rng, backgrounds)
     snr_db = rng.uniform(5, 20)
     clip += noise * np.sqrt((speech**2).mean() / max((noise**2).mean(), 1e-12) / 10 ** (snr_db / 10))
-    path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, 0.5 * clip / np.abs(clip).max(), RATE)
 
 
