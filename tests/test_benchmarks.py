@@ -1,11 +1,13 @@
 """The benchmark scripts run as files from a checkout, as their docstrings say."""
 
+import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, SHARED_DIR, require_shared
 
 
 @pytest.mark.parametrize(
@@ -17,6 +19,7 @@ from conftest import PROJECT_ROOT
         "benchmark_superb_features",
         "benchmark_pretrain",
         "pretraining_quality",
+        "gpu_parity",
     ],
 )
 def test_benchmark_files_start(name):
@@ -70,3 +73,56 @@ def test_pretrain_benchmark_runs_both_steps(tmp_path):
     row = json.loads(report.read_text())
     assert row["speedup"] > 0 and row["ours_clips_per_second"] > 0 and row["original_clips_per_second"] > 0
     assert "goal" not in row
+
+
+def test_gpu_parity_reports_both_tf32_settings_within_the_goal():
+    """`gpu_parity.py` on CPU (where TF32 does not apply): both rows, every output within the 1e-5 goal."""
+    require_shared("reference/golden.npz")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "gpu_parity.py"), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line[:32].strip(): line[32:].split() for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"TF32 default (conv on, mm off)", "TF32 off"}
+    assert rows["TF32 off"][-1] == "met" and all(float(value) < 1e-5 for value in rows["TF32 off"][:-1])
+
+
+def gpu_kit(tmp_path, *arguments, **environment):
+    """benchmarks/gpu_kit.sh run from a copy of the project in `tmp_path`, with a .venv whose python is this one."""
+    (tmp_path / "benchmarks").mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "benchmarks" / "gpu_kit.sh", tmp_path / "benchmarks")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
+    if not (tmp_path / ".venv" / "bin" / "python").exists():
+        (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    env = {key: value for key, value in os.environ.items() if key != "OUT"} | environment
+    return subprocess.run(
+        ["bash", str(tmp_path / "benchmarks" / "gpu_kit.sh"), *arguments], capture_output=True, text=True, env=env
+    )
+
+
+def test_gpu_kit_refuses_a_folder_it_did_not_make(tmp_path):
+    require_shared("reference/golden.npz")
+    (tmp_path / ".gpu_kit").mkdir()
+    (tmp_path / ".gpu_kit" / "notes.txt").write_text("mine")
+    result = gpu_kit(tmp_path, "prepare", BYOLA_SHARED_DIR=str(SHARED_DIR))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gpu_kit: .gpu_kit exists and was not made by this script: move it away."
+    ]
+    assert (tmp_path / ".gpu_kit" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "arguments, environment, message",
+    [
+        (["run"], {}, "OUT is not set"),
+        (["run"], {"OUT": "."}, "no .gpu_kit here"),
+        ([], {}, "say 'prepare'"),
+    ],
+)
+def test_gpu_kit_mistakes_end_in_one_line(tmp_path, arguments, environment, message):
+    result = gpu_kit(tmp_path, *arguments, **environment)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
