@@ -98,9 +98,13 @@ def random3072_dir(tmp_path_factory, random3072_checkpoint, golden_v2) -> Path:
     return _converted(tmp_path_factory, random3072_checkpoint, golden_v2, "random3072")
 
 
-def run_torchrun(*arguments: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+def run_torchrun(
+    *arguments: str, env: dict | None = None, cwd=None, launcher: str = "torchrun"
+) -> subprocess.CompletedProcess:
     """
-    `python -m torch.distributed.run --nproc_per_node 2` on a free loopback port, one thread per rank.
+    Two ranks on a free loopback port, one thread per rank: `python -m torch.distributed.run --nproc_per_node 2`,
+    or with `launcher="accelerate"` `accelerate launch --multi_gpu --num_processes 2` (the multi-GPU launcher,
+    which starts its ranks through torch.distributed.run too; the command's `--use_cpu` makes them gloo ranks).
 
     Gloo's ranks sometimes fail to connect (`connectFullMesh`: "timed out connecting ... Connection refused") or,
     rarely, hang on a loaded 2-core machine (about 1 in 12 launches here; py-spy shows both ranks waiting inside
@@ -111,20 +115,28 @@ def run_torchrun(*arguments: str, env: dict | None = None, cwd=None) -> subproce
     env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"}
     failures = []
     for _ in range(3):
-        result = launch_two_ranks(arguments, env, cwd)
+        result = launch_two_ranks(arguments, env, cwd, launcher)
         if result is not None and not (result.returncode != 0 and "connectFullMesh failed" in result.stderr):
             return result
         failures.append("hung for 2 minutes" if result is None else "gloo could not connect the ranks")
     pytest.fail(f"torchrun failed to start its ranks three times: {failures}")
 
 
-def launch_two_ranks(arguments, env: dict, cwd) -> subprocess.CompletedProcess | None:
-    """One torchrun launch; `None` when it did not end within 2 minutes (then it is killed with its ranks)."""
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                 "--master_port"],
+    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
+                   "--main_process_port"],
+}  # fmt: skip
+
+
+def launch_two_ranks(arguments, env: dict, cwd, launcher: str) -> subprocess.CompletedProcess | None:
+    """One launch; `None` when it did not end within 2 minutes (then it is killed with its ranks)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(port), *arguments]  # fmt: skip
+    command = [sys.executable, *LAUNCHERS[launcher], str(port), *arguments]
     # Output goes to files, not pipes: a rank left behind by a killed launch must not keep the test waiting.
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, cwd=cwd, env=env,

@@ -394,10 +394,12 @@ def test_streaming_needs_max_steps(audio_folder, tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("give the run's --max_steps.")
 
 
-def test_pretrain_two_ranks_under_torchrun(audio_folder, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_pretrain_two_ranks(audio_folder, tmp_path, launcher):
+    """Under torchrun and under `accelerate launch --multi_gpu` (two gloo ranks here): one DDP run, saved once."""
     output = tmp_path / "ddp"
     arguments = pretrain_args(audio_folder, output, "--max_steps", "2", "--per_device_train_batch_size", "2")
-    result = run_torchrun("-m", "byola_hf.pretraining.cli", *arguments, "--use_cpu")
+    result = run_torchrun("-m", "byola_hf.pretraining.cli", *arguments, "--use_cpu", launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((output / "byola_pretrain_run.json").read_text())["fingerprint"]["training"]["world_size"] == 2
     model = AutoModel.from_pretrained(output)

@@ -215,7 +215,9 @@ def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_torchrun_two_processes(ks_model, mini, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes(ks_model, mini, tmp_path, launcher):
+    """Under torchrun and under `accelerate launch --multi_gpu` (two gloo ranks here): one DDP run, world size 2."""
     output = tmp_path / "ddp"
     result = run_torchrun(
         console_script("byola-run-superb"),
@@ -228,6 +230,7 @@ def test_torchrun_two_processes(ks_model, mini, tmp_path):
         "gloo",
         *COMMON,
         env=ENV,
+        launcher=launcher,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval_accuracy" in json.loads((output / "eval_results.json").read_text())
