@@ -98,7 +98,7 @@ def random3072_dir(tmp_path_factory, random3072_checkpoint, golden_v2) -> Path:
     return _converted(tmp_path_factory, random3072_checkpoint, golden_v2, "random3072")
 
 
-def run_torchrun(
+def run_two_ranks(
     *arguments: str, env: dict | None = None, cwd=None, launcher: str = "torchrun"
 ) -> subprocess.CompletedProcess:
     """
@@ -119,7 +119,7 @@ def run_torchrun(
         if result is not None and not (result.returncode != 0 and "connectFullMesh failed" in result.stderr):
             return result
         failures.append("hung for 2 minutes" if result is None else "gloo could not connect the ranks")
-    pytest.fail(f"torchrun failed to start its ranks three times: {failures}")
+    pytest.fail(f"{launcher} failed to start its ranks three times: {failures}")
 
 
 LAUNCHERS = {

@@ -22,7 +22,7 @@ from byola_hf import BYOLAFeatureExtractor
 from byola_hf.extract import extract, extract_embeddings, layer_widths, load_embeddings, main
 from byola_hf.pipelines import load_audio
 
-from conftest import PROJECT_ROOT, console_script, run_torchrun
+from conftest import PROJECT_ROOT, console_script, run_two_ranks
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def test_user_mistakes_are_one_line(audio_folder, random2048_dir, tmp_path, caps
 
 def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
-    result = run_torchrun(
+    result = run_two_ranks(
         "-m",
         "byola_hf.extract.cli",
         "--model_name_or_path",

@@ -29,7 +29,7 @@ from byola_hf.pretraining.augmentations import (
 from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain, pretraining_config
 from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 
-from conftest import require_shared, run_torchrun
+from conftest import require_shared, run_two_ranks
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +399,7 @@ def test_pretrain_two_ranks(audio_folder, tmp_path, launcher):
     """Under torchrun and under `accelerate launch --multi_gpu` (two gloo ranks here): one DDP run, saved once."""
     output = tmp_path / "ddp"
     arguments = pretrain_args(audio_folder, output, "--max_steps", "2", "--per_device_train_batch_size", "2")
-    result = run_torchrun("-m", "byola_hf.pretraining.cli", *arguments, "--use_cpu", launcher=launcher)
+    result = run_two_ranks("-m", "byola_hf.pretraining.cli", *arguments, "--use_cpu", launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((output / "byola_pretrain_run.json").read_text())["fingerprint"]["training"]["world_size"] == 2
     model = AutoModel.from_pretrained(output)

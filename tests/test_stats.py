@@ -18,7 +18,7 @@ from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
 from byola_hf.stats.cli import main as stats_main
 
-from conftest import assert_one_line, console_script, run_main, run_torchrun
+from conftest import assert_one_line, console_script, run_main, run_two_ranks
 
 
 SENTENCES = [
@@ -127,7 +127,7 @@ def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_di
 
 def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, random2048_dir, tmp_path):
     output = tmp_path / "distributed"
-    result = run_torchrun(
+    result = run_two_ranks(
         console_script("byola-compute-stats"),
         "--model_name_or_path",
         str(random2048_dir),

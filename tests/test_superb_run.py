@@ -15,7 +15,7 @@ from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows
 
-from conftest import QUICK_TRAINER_FLAGS, console_script, run_torchrun
+from conftest import QUICK_TRAINER_FLAGS, console_script, run_two_ranks
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -219,7 +219,7 @@ def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
 def test_two_processes(ks_model, mini, tmp_path, launcher):
     """Under torchrun and under `accelerate launch --multi_gpu` (two gloo ranks here): one DDP run, world size 2."""
     output = tmp_path / "ddp"
-    result = run_torchrun(
+    result = run_two_ranks(
         console_script("byola-run-superb"),
         *superb_arguments("ks", ks_model, mini["ks"], output),
         "--max_steps",
