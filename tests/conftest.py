@@ -144,12 +144,33 @@ def launch_two_ranks(arguments, env: dict, cwd, launcher: str) -> subprocess.Com
         try:
             process.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_process_tree(process.pid)
             process.wait()
             return None
         stdout.seek(0), stderr.seek(0)
         output, errors = stdout.read(), stderr.read()
     return subprocess.CompletedProcess(command, process.returncode, output, errors)
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it. torch.distributed.run starts each rank in a session of its own, so
+    killing the launcher's process group alone left hung ranks running after the test."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, pending = [], [pid]
+    while pending:
+        tree.append(pending.pop())
+        pending.extend(children.get(tree[-1], []))
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def console_script(name: str) -> str:
