@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, BertConfig, TrainerCallback
 
+from byola_hf import BYOLAConfig
 from byola_hf.extract.cli import main as extract_main
 from byola_hf.extract.extract import load_embeddings
 from byola_hf.pretraining.augmentations import (
@@ -223,6 +224,25 @@ def test_three_steps_reproduce_original_losses(reference, kernels):
     for name in ("target_eval", "target_projection"):
         scale = np.abs(arrays[name]).max()
         np.testing.assert_allclose(outputs[name].numpy(), arrays[name], atol=1e-3 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["AudioNTT2020", "AudioNTT2022"])
+def test_a_new_learner_starts_from_pytorchs_default_initialisation(variant):
+    """The original builds its networks from plain torch modules: every Linear, the encoder's included, starts
+    from PyTorch's default (uniform weights and biases within 1/sqrt(fan_in)), not transformers' normal(0.02) with
+    zero biases, and the target starts as the online network's copy."""
+    torch.manual_seed(0)
+    encoder_config = BYOLAConfig.from_variant(variant)
+    model = BYOLAForPreTraining(BYOLAPreTrainingConfig.from_encoder_config(encoder_config))
+    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    assert len(linears) >= 8  # the encoder's two (and the target's), projector's, predictor's
+    for layer in linears:
+        bound = layer.in_features**-0.5
+        for tensor in (layer.weight, layer.bias):
+            assert tensor.abs().max() <= bound
+            assert abs(tensor.std().item() - bound / 3**0.5) < 0.1 * bound / 3**0.5
+    for online, target in zip(model.encoder.parameters(), model.target_encoder.parameters()):
+        assert torch.equal(online, target)
 
 
 def test_learner_state_mapping_refuses_foreign_keys(reference):

@@ -180,6 +180,9 @@ class BYOLAForPreTraining(PreTrainedModel):
             config.mixup_ratio, config.mixup_memory_size, config.fader_gain, (1, config.n_mels, config.crop_frames)
         )
         self.post_init()
+        # post_init hands a nested PreTrainedModel to its own `_init_weights`: BYOLAModel's gives transformers'
+        # normal(0.02) linears with zero biases, meant for fine-tuning heads. The original starts from PyTorch's.
+        self.encoder.apply(self._init_weights)
         self.reset_target()
 
     @torch.no_grad()
