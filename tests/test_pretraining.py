@@ -356,13 +356,16 @@ def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
 
 
 def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
-    """Killed after checkpoint 2 of 4 and re-run: the same final weights as a run never interrupted (EMA target,
-    optimizer, memory bank, crops and RNG all resumed)."""
+    """Killed after checkpoint 2 of 4, then again while writing checkpoint 4 (its weights written, not yet its
+    trainer state), and re-run: it resumes from checkpoint 2 and ends with the same weights as a run never
+    interrupted (EMA target, optimizer, memory bank, crops and RNG all resumed)."""
     steps = ["--max_steps", "4", "--save_steps", "2", "--seed", "7"]
     whole = run_pretrain(pretrain_args(audio_folder, tmp_path / "whole", *steps))
     with pytest.raises(Killed):
         run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps), callbacks=[KillAfterSave(2)])
     assert not (tmp_path / "killed" / "model.safetensors").exists()
+    (tmp_path / "killed" / "checkpoint-4").mkdir()
+    shutil.copy(tmp_path / "killed" / "checkpoint-2" / "model.safetensors", tmp_path / "killed" / "checkpoint-4")
     checkpoint = tmp_path / "killed" / "checkpoint-2" / "model.safetensors"
     written = checkpoint.stat().st_mtime_ns
     resumed = run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps))
@@ -378,6 +381,24 @@ def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     # A different seed is another run: refused, not mixed in.
     with pytest.raises(ValueError, match="another pre-training run"):
         run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", "--max_steps", "4", "--seed", "8"))
+
+
+def test_only_a_checkpoint_saved_to_the_end_is_resumed(tmp_path):
+    """A checkpoint without its trainer state (or with half of it), or without every rank's buffers, is one the run
+    was killed while saving: the newest complete one is resumed instead."""
+    from byola_hf.pretraining.trainer import last_complete_checkpoint
+
+    for step, files in ((1, ["trainer_state.json"]), (2, ["trainer_state.json", "rank_state_0.safetensors",
+                        "rank_state_1.safetensors"]), (3, ["trainer_state.json", "rank_state_0.safetensors"]),
+                        (4, ["model.safetensors"]), (10, ["trainer_state.json"])):  # fmt: skip
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in files:
+            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": ')  # killed mid-write
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path, 1) == str(tmp_path / "checkpoint-3")
+    assert last_complete_checkpoint(tmp_path, 2) == str(tmp_path / "checkpoint-2")
+    assert last_complete_checkpoint(tmp_path / "checkpoint-4", 1) is None
 
 
 def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):

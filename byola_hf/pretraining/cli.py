@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_byola import VARIANTS, BYOLAConfig
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -39,7 +38,7 @@ from .data import (
 from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card
 from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
-from .trainer import BYOLAPreTrainer, RankStateCallback
+from .trainer import BYOLAPreTrainer, RankStateCallback, last_complete_checkpoint
 
 
 COMMAND = "byola-pretrain"
@@ -250,7 +249,7 @@ def pretrain(
     record, resuming = run_record(model_args, data_args, training_args, dataset, feature_extractor, config)
     stats = record["statistics"]
     config.mean, config.std, config.stats_provenance = stats["mean"], stats["std"], stats["provenance"]
-    checkpoint = get_last_checkpoint(str(output_dir)) if resuming else None
+    checkpoint = last_complete_checkpoint(output_dir, training_args.world_size) if resuming else None
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
     trainer = build_trainer(
