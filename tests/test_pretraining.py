@@ -378,6 +378,10 @@ def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     reference = load_file(tmp_path / "whole" / "checkpoint-4" / "model.safetensors")
     for key in ("target_encoder.fc2.weight", "augmentation.mixup.bank", "augmentation.mixup.pushed"):
         torch.testing.assert_close(final[key], reference[key], rtol=0, atol=0, msg=key)
+    # The card's losses are the whole run's, as the uninterrupted run's card says (not only the resumed steps').
+    cards = [(folder / "README.md").read_text() for folder in (tmp_path / "whole", tmp_path / "killed")]
+    loss_lines = [[line for line in card.splitlines() if line.startswith("- training loss")] for card in cards]
+    assert loss_lines[0] == loss_lines[1] and "at step 1, " in loss_lines[0][0] and "at step 4" in loss_lines[0][0]
     # A different seed is another run: refused, not mixed in.
     with pytest.raises(ValueError, match="another pre-training run"):
         run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", "--max_steps", "4", "--seed", "8"))

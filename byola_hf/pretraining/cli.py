@@ -9,7 +9,6 @@ online encoder, the statistics of the data, a card) that AutoModel and every byo
 
 import json
 import logging
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..modeling_byola import BYOLAModel
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from ..tools.data import load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
-from ..tools.outputs import write_json_atomic
+from ..tools.outputs import save_into, write_json_atomic
 from .data import (
     ClipCropper,
     CropDataset,
@@ -256,8 +255,10 @@ def pretrain(
         config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
         [RankStateCallback(checkpoint), *(callbacks or [])],
     )  # fmt: skip
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.is_world_process_zero():
+        # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
+        losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
         info = {
             "init_from": model_args.init_from,
             "steps": trainer.state.global_step,
@@ -266,7 +267,7 @@ def pretrain(
             * training_args.world_size
             * training_args.gradient_accumulation_steps,
             "learning_rate": training_args.learning_rate,
-            "train_loss": result.training_loss,
+            "logged_losses": [losses[0], losses[-1]] if losses else [],
             "audio_hours": stats["audio_seconds"] / 3600 if stats["audio_seconds"] is not None else None,
         }
         save_encoder(trainer.model, feature_extractor, output_dir, info)
@@ -320,17 +321,17 @@ def build_trainer(
 
 def save_encoder(model: BYOLAForPreTraining, feature_extractor, output_dir: Path, info: dict[str, Any]) -> None:
     """Write the online encoder, its feature extractor and card into `output_dir`: saved in a temporary folder
-    first, then each file renamed into place, so the folder never holds half a model."""
+    first, then each file renamed into place, `config.json` last, so the folder never loads as half a model."""
     encoder = model.encoder_model()
     if not all(torch.isfinite(parameter).all() for parameter in encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
-    staging = output_dir / ".encoder.tmp"
-    encoder.save_pretrained(staging)
-    feature_extractor.save_pretrained(staging)
-    pretraining_card(encoder.config, info).save(staging / "README.md")
-    for path in sorted(staging.iterdir()):
-        os.replace(path, output_dir / path.name)
-    staging.rmdir()
+
+    def save(staging: Path) -> None:
+        encoder.save_pretrained(staging)
+        feature_extractor.save_pretrained(staging)
+        pretraining_card(encoder.config, info).save(staging / "README.md")
+
+    save_into(output_dir, save)
 
 
 def build_parser() -> HfArgumentParser:

@@ -11,7 +11,7 @@ from ..hub import model_card
 def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
     """[`~byola_hf.hub.model_card`] of the encoder (statistics and their provenance included), with a
     "Pre-training" section before "Usage": the data, where training started, steps, epochs, batch, learning rate,
-    final loss."""
+    the loss at the first and last logs."""
     provenance = config.stats_provenance or {}
     source = provenance.get("dataset")
     if provenance.get("config"):
@@ -25,12 +25,20 @@ def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
         f"- started from: {info['init_from'] or 'random initialisation'}",
         f"- steps: {info['steps']}, epochs: {info['epochs']:.2f}, batch: {info['batch_size']}, "
         f"learning rate: {info['learning_rate']:g}",
-        f"- final training loss (mean over the run): {info['train_loss']:.4f}",
+        loss_line(info["logged_losses"]),
         "",
     ]
     text = str(model_card(config))
     head, marker, tail = text.partition("## Usage")
     return ModelCard(head + "\n".join(lines) + "\n" + marker + tail)
+
+
+def loss_line(logged: list[tuple[int, float]]) -> str:
+    """The training loss at the run's first and last logs (Trainer logs the mean since the previous log)."""
+    if not logged:
+        return "- training loss: not logged"
+    (first_step, first), (last_step, last) = logged
+    return f"- training loss: {first:.4f} at step {first_step}, {last:.4f} at step {last_step}"
 
 
 def data_size(provenance: dict[str, Any], info: dict[str, Any]) -> str:
