@@ -494,7 +494,10 @@ def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoint-3").iterdir()) == ["rank_state_1.safetensors"]
 
 
-@pytest.mark.parametrize("case", ["empty_folder", "no_audio", "too_short", "not_byola", "foreign_output"])
+@pytest.mark.parametrize(
+    "case",
+    ["empty_folder", "no_audio", "too_short", "not_byola", "foreign_output", "zero_std", "no_memory", "diverged"],
+)
 def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
     data, output, extra = str(audio_folder), tmp_path / "out", []
     if case == "empty_folder":
@@ -513,6 +516,12 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
     elif case == "not_byola":
         BertConfig().save_pretrained(tmp_path / "bert")
         extra = ["--init_from", str(tmp_path / "bert")]
+    elif case in ("zero_std", "no_memory", "diverged"):
+        extra = {
+            "zero_std": ["--mean", "-8", "--std", "0"],
+            "no_memory": ["--mixup_memory_size", "0"],
+            "diverged": ["--mean", "0", "--std", "1e-38"],  # finite statistics that overflow float32 log-mels
+        }[case]
     else:
         output.mkdir()
         (output / "notes.txt").write_text("mine")
@@ -530,6 +539,9 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
         "too_short": "shorter than one training crop",
         "not_byola": "not a BYOL-A",
         "foreign_output": "not made by byola-pretrain",
+        "zero_std": "`std` must be positive",
+        "no_memory": "mixup_memory_size must be a positive integer",
+        "diverged": "Pre-training diverged at step 1",
     }[case]
     assert expected in lines[0]
     if case == "foreign_output":

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..configuration_byola import VARIANTS, BYOLAConfig
+from ..configuration_byola import VARIANTS, BYOLAConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
-from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, train_closing_bars_on_error
 from ..tools.data import load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import save_into, write_json_atomic
@@ -158,6 +158,8 @@ def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: 
     given = model_args.mean is not None or model_args.std is not None
     if given and (model_args.mean is None or model_args.std is None):
         raise ValueError("Pass both --mean and --std, or neither (then they are computed on the data).")
+    if given:
+        check_statistics(model_args.mean, model_args.std)
     if given and data_args.streaming:  # nothing to compute: the stream is not read twice
         source = provenance(data_args, None, "given")
         return {"mean": model_args.mean, "std": model_args.std, "provenance": source, "audio_seconds": None}
@@ -255,7 +257,7 @@ def pretrain(
         config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
         [RankStateCallback(checkpoint), *(callbacks or [])],
     )  # fmt: skip
-    trainer.train(resume_from_checkpoint=checkpoint)
+    train_closing_bars_on_error(trainer, resume_from_checkpoint=checkpoint)
     if trainer.is_world_process_zero():
         # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
         losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]

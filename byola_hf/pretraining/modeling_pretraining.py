@@ -81,6 +81,12 @@ class BYOLAPreTrainingConfig(BYOLAConfig):
         self.crop_seconds = crop_seconds
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}.")
+        if isinstance(mixup_memory_size, bool) or not isinstance(mixup_memory_size, int) or mixup_memory_size < 1:
+            raise ValueError(f"mixup_memory_size must be a positive integer, got {mixup_memory_size!r}.")
+        if not 0.0 <= self.mixup_ratio <= 1.0:
+            raise ValueError(f"mixup_ratio must be in [0, 1], got {self.mixup_ratio}.")
+        if not 0.0 <= self.fader_gain < float("inf"):
+            raise ValueError(f"fader_gain must be a finite number of at least 0, got {self.fader_gain}.")
         if self.crop_frames < self.time_downsampling:
             raise ValueError(f"crop_seconds={crop_seconds} gives fewer log-mel frames than one output frame.")
 

@@ -138,6 +138,13 @@ class BYOLAPreTrainer(Trainer):
             self.log_clock = (time.perf_counter(), self.state.global_step)
         log_mel = self.feature_extractor.log_mel(inputs["input_values"])
         outputs = model(input_features=log_mel)
+        # Trainer would log the running mean in place of a NaN loss (logging_nan_inf_filter) and train on, to fail
+        # only when the encoder is saved; the check costs no more than that filter's own read of the loss.
+        if not torch.isfinite(outputs.loss.detach()):
+            raise ValueError(
+                f"Pre-training diverged at step {self.state.global_step + 1}: the loss is {outputs.loss.item()}. "
+                "Lower --learning_rate, or check --mean/--std and the audio."
+            )
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:

@@ -55,6 +55,22 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
+def train_closing_bars_on_error(trainer: Any, **kwargs: Any) -> Any:
+    """`trainer.train(**kwargs)`; when it raises, Trainer's progress bars are closed first, so that the command's
+    one-line error starts a line of its own instead of trailing a half-drawn bar."""
+    from transformers.trainer_callback import ProgressCallback
+
+    try:
+        return trainer.train(**kwargs)
+    except BaseException:
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, ProgressCallback):
+                for bar in (callback.training_bar, callback.prediction_bar):
+                    if bar is not None:
+                        bar.close()
+        raise
+
+
 def fail(command: str, message: str) -> NoReturn:
     """Print `COMMAND: error: MESSAGE` on one line of stderr and exit with code 2."""
     print(f"{command}: error: {' '.join(message.split())}", file=sys.stderr)
