@@ -405,6 +405,24 @@ def test_only_a_checkpoint_saved_to_the_end_is_resumed(tmp_path):
     assert last_complete_checkpoint(tmp_path / "checkpoint-4", 1) is None
 
 
+def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, tmp_path):
+    """Resuming must not mix two setups: another schedule, optimiser or clipping, or the data folder with a clip
+    added, is another run (the record holds the old data's statistics and crop order), refused with the reason."""
+    data, output = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(audio_folder, data)
+    run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
+    for extra, changed in (
+        (["--lr_scheduler_type", "cosine"], "training.lr_scheduler_type"),
+        (["--max_grad_norm", "1.0"], "training.max_grad_norm"),
+        (["--optim", "sgd"], "training.optim"),
+    ):
+        with pytest.raises(ValueError, match=f"differs in {changed}"):
+            run_pretrain(pretrain_args(data, output, "--max_steps", "1", *extra))
+    shutil.copy(next(data.rglob("*.wav")), data / "added.wav")
+    with pytest.raises(ValueError, match=r"differs in data\.clips, data\.fingerprint"):
+        run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
+
+
 def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     """`--streaming` (an audiofolder read as a stream): the statistics from one pass over it, crops as clips arrive,
     and a run killed after checkpoint 2 of 4 resumes to the weights of a run never interrupted."""

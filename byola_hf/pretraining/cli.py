@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -112,17 +113,31 @@ def pretraining_config(model_args: PreTrainingModelArguments) -> tuple[BYOLAPreT
     return BYOLAPreTrainingConfig.from_encoder_config(BYOLAConfig.from_variant(variant, **sizes), **pretraining), None
 
 
-def run_fingerprint(model_args, data_args, training_args: TrainingArguments) -> dict[str, Any]:
-    """What makes a run: a re-run into the same folder must match it to resume (length and saving may change)."""
-    training = ("seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16")
+# The TrainingArguments that change what a run computes; the rest (length, saving, logging, workers) may change
+# between a run and its resumption.
+FINGERPRINTED_TRAINING_ARGUMENTS = (
+    "seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optim",
+    "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "max_grad_norm",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "world_size",
+)  # fmt: skip
+
+
+def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dataset) -> dict[str, Any]:
+    """What makes a run: a re-run into the same folder must match it to resume. The clips count, with datasets'
+    own fingerprint of them: a folder with files added or changed is other data, whose statistics and crop order
+    the record does not hold."""
+    data = {
+        key: value
+        for key, value in asdict(data_args).items()
+        if key != "preprocessing_batch_size" and not key.startswith("eval_")
+    }
+    if not data_args.streaming:
+        data |= {"clips": len(dataset), "fingerprint": dataset._fingerprint}
+    training = {key: getattr(training_args, key) for key in FINGERPRINTED_TRAINING_ARGUMENTS}
     return {
         "model": asdict(model_args),
-        "data": {
-            key: value
-            for key, value in asdict(data_args).items()
-            if key != "preprocessing_batch_size" and not key.startswith("eval_")
-        },
-        "training": {key: getattr(training_args, key) for key in training} | {"world_size": training_args.world_size},
+        "data": data,
+        "training": {key: value.value if isinstance(value, Enum) else value for key, value in training.items()},
     }
 
 
@@ -286,7 +301,7 @@ def run_record(model_args, data_args, training_args, dataset, feature_extractor,
     """The run's record in the output folder and whether it resumes: a new run (rank 0 first) claims the folder,
     computes the statistics and writes the record, which the other ranks then read."""
     output_dir = Path(training_args.output_dir)
-    fingerprint = run_fingerprint(model_args, data_args, training_args)
+    fingerprint = run_fingerprint(model_args, data_args, training_args, dataset)
     with training_args.main_process_first(desc="statistics of the data"):
         record = claim_output_dir(output_dir, fingerprint)
         if record is not None:
