@@ -9,7 +9,8 @@
 # .venv tests; copies the shared golden outputs and random checkpoint (not the licensed weights); and synthesises
 # the espeak-ng keyword recordings the benchmarks splice their audio from. `run` installs the wheels into
 # /tmp/site, then runs each benchmark under a time limit, most important first, and writes run.log and JSON rows
-# into $OUT (at most 8 files come back). The full-size limits add up to 560 s, leaving 40 s of one call's 600 for the install.
+# into $OUT (at most 8 files come back). The full-size limits add up to 560 s, leaving 40 s of one call's 600
+# for the install.
 # `BENCH_DEVICE=cpu QUICK=1 OUT=DIR bash benchmarks/gpu_kit.sh run` checks the kit here on tiny sizes first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
