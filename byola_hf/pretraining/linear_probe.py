@@ -67,7 +67,7 @@ def load_linear_probe_data(
 def clip_embeddings(
     model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor, waveforms: list[np.ndarray], batch_size: int = 16
 ) -> np.ndarray:
-    """`(clips, feature_d)` float32 clip embeddings of `model` (in eval mode)."""
+    """`(clips, feature_d)` float32 clip embeddings of `model` (in eval mode), computed on the model's device."""
     rows = []
     for start in range(0, len(waveforms), batch_size):
         inputs = feature_extractor(
@@ -76,8 +76,9 @@ def clip_embeddings(
             return_tensors="pt",
             padding=True,
             pad_to_min_length=True,
+            device=model.device,
         )
-        rows.append(model(**inputs).pooler_output.float().numpy())
+        rows.append(model(**inputs).pooler_output.float().cpu().numpy())
     return np.concatenate(rows)
 
 

@@ -151,7 +151,9 @@ class BYOLAPreTrainer(Trainer):
         """The linear evaluation of the current encoder (rank 0 only; the other ranks return no metrics)."""
         metrics = {}
         if self.linear_probe is not None and self.is_world_process_zero():
-            encoder = self.model.encoder_model()  # a CPU copy in eval mode, with the pre-training statistics
+            # A copy in eval mode with the pre-training statistics, on the training device: the other ranks wait
+            # for rank 0 in their next step, within --ddp_timeout.
+            encoder = self.model.encoder_model().to(self.args.device)
             metrics = {"eval_linear_accuracy": linear_probe_accuracy(encoder, self.feature_extractor,
                                                                      self.linear_probe, self.args.seed)}  # fmt: skip
             self.log(metrics)
