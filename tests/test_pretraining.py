@@ -390,7 +390,7 @@ def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
 def test_only_a_checkpoint_saved_to_the_end_is_resumed(tmp_path):
     """A checkpoint without its trainer state (or with half of it), or without every rank's buffers, is one the run
     was killed while saving: the newest complete one is resumed instead."""
-    from byola_hf.pretraining.trainer import last_complete_checkpoint
+    from byola_hf.tools.outputs import last_complete_checkpoint
 
     for step, files in ((1, ["trainer_state.json"]), (2, ["trainer_state.json", "rank_state_0.safetensors",
                         "rank_state_1.safetensors"]), (3, ["trainer_state.json", "rank_state_0.safetensors"]),
@@ -400,9 +400,10 @@ def test_only_a_checkpoint_saved_to_the_end_is_resumed(tmp_path):
             (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
     (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": ')  # killed mid-write
     (tmp_path / "checkpoint-x").mkdir()
-    assert last_complete_checkpoint(tmp_path, 1) == str(tmp_path / "checkpoint-3")
-    assert last_complete_checkpoint(tmp_path, 2) == str(tmp_path / "checkpoint-2")
-    assert last_complete_checkpoint(tmp_path / "checkpoint-4", 1) is None
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+    ranks = ["rank_state_0.safetensors", "rank_state_1.safetensors"]
+    assert last_complete_checkpoint(tmp_path, ranks) == str(tmp_path / "checkpoint-2")
+    assert last_complete_checkpoint(tmp_path / "checkpoint-4") is None
 
 
 def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, tmp_path):

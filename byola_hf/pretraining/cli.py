@@ -24,7 +24,7 @@ from ..modeling_byola import BYOLAModel
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, train_closing_bars_on_error
 from ..tools.data import load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
-from ..tools.outputs import save_into, write_json_atomic
+from ..tools.outputs import last_complete_checkpoint, save_into, write_json_atomic
 from .data import (
     ClipCropper,
     CropDataset,
@@ -38,7 +38,7 @@ from .data import (
 from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card
 from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
-from .trainer import BYOLAPreTrainer, RankStateCallback, last_complete_checkpoint
+from .trainer import RANK_STATE_FILE, BYOLAPreTrainer, RankStateCallback
 
 
 COMMAND = "byola-pretrain"
@@ -265,7 +265,8 @@ def pretrain(
     record, resuming = run_record(model_args, data_args, training_args, dataset, feature_extractor, config)
     stats = record["statistics"]
     config.mean, config.std, config.stats_provenance = stats["mean"], stats["std"], stats["provenance"]
-    checkpoint = last_complete_checkpoint(output_dir, training_args.world_size) if resuming else None
+    rank_files = [RANK_STATE_FILE.format(rank) for rank in range(training_args.world_size)]
+    checkpoint = last_complete_checkpoint(output_dir, rank_files if len(rank_files) > 1 else []) if resuming else None
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
     trainer = build_trainer(

@@ -1,7 +1,6 @@
 """`Trainer` for BYOL-A pre-training: crops per epoch in, the log-mel on the training device, the EMA after each
 optimizer step, clips per second in the logs."""
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -9,7 +8,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -53,42 +51,13 @@ class RankStateCallback(TrainerCallback):
         if self.resume_from is None or args.world_size <= 1:
             return
         path = Path(self.resume_from) / RANK_STATE_FILE.format(args.process_index)
-        if not path.is_file():  # last_complete_checkpoint never picks such a folder: it was given by hand
+        if not path.is_file():  # the resumed checkpoint is chosen with every rank's file: this one was given
             raise ValueError(f"{path} is missing: {self.resume_from} was saved by fewer ranks; resume it as it ran.")
         own, saved = dict(model.named_buffers()), load_file(path)
         if saved.keys() != own.keys():
             raise ValueError(f"{path} does not hold this learner's buffers; pass a new --output_dir.")
         for name, value in saved.items():
             own[name].copy_(value)
-
-
-def last_complete_checkpoint(output_dir: str | Path, world_size: int) -> str | None:
-    """
-    The newest `checkpoint-N` in `output_dir` that was saved to the end, or `None`. Trainer writes a checkpoint
-    file by file in place and `trainer_state.json` last, then every rank adds its buffers ([`RankStateCallback`]):
-    a run killed while saving leaves a folder without them, which `get_last_checkpoint` would pick and the resume
-    would fail on, or continue from with rank 0's buffers on every rank.
-    """
-    folders = sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"), key=checkpoint_step, reverse=True)
-    for folder in folders:
-        if checkpoint_step(folder) < 0 or not folder.is_dir():
-            continue
-        try:
-            json.loads((folder / TRAINER_STATE_NAME).read_text())
-        except (OSError, ValueError):
-            logger.warning(f"Skipping {folder}: the run was stopped while saving it.")
-            continue
-        if world_size > 1 and not all((folder / RANK_STATE_FILE.format(rank)).is_file() for rank in range(world_size)):
-            logger.warning(f"Skipping {folder}: the run was stopped while its ranks saved their buffers.")
-            continue
-        return str(folder)
-    return None
-
-
-def checkpoint_step(folder: Path) -> int:
-    """N of a `checkpoint-N` folder (-1 for other names)."""
-    step = folder.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
-    return int(step) if step.isdigit() else -1
 
 
 class BYOLAPreTrainer(Trainer):
@@ -172,4 +141,4 @@ class BYOLAPreTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-__all__ = ["BYOLAPreTrainer", "EMATargetCallback", "RankStateCallback", "last_complete_checkpoint"]
+__all__ = ["BYOLAPreTrainer", "EMATargetCallback", "RankStateCallback"]

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 import byola_hf
 
@@ -35,7 +34,7 @@ from ..hub import check_hub_access, save_model_card, warn_if_licensed
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, train_closing_bars_on_error
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size
-from ..tools.outputs import atomic_path, claim_output_dir, fingerprint
+from ..tools.outputs import atomic_path, claim_output_dir, fingerprint, last_complete_checkpoint
 from .corpora import CORPORA, Corpus, load_corpus
 from .metrics import metric_path
 from .recipes import RECIPES, TaskRecipe, build_ctc_tokenizer, recipe_for
@@ -72,8 +71,17 @@ RESULT_CHANGING_TRAINING_ARGUMENTS = (
     "gradient_accumulation_steps",
     "weight_decay",
     "lr_scheduler_type",
+    "lr_scheduler_kwargs",
     "warmup_steps",
     "seed",
+    "optim",
+    "optim_args",
+    "max_grad_norm",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "bf16",
+    "fp16",
 )
 
 
@@ -326,7 +334,7 @@ def claim_output(
         )
     if given is not None:
         return given
-    last = get_last_checkpoint(training_args.output_dir) if train else None
+    last = last_complete_checkpoint(training_args.output_dir) if train else None
     if last is not None:
         logger.info(f"Resuming from {last} (the last checkpoint of this same run in --output_dir).")
     return last

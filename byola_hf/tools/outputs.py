@@ -10,6 +10,7 @@ something that loads as complete.
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from typing import Any
 
 
 MARKER = ".byola_hf_output.json"
+logger = logging.getLogger(__name__)
 
 
 def fingerprint(**parts: Any) -> str:
@@ -138,6 +140,27 @@ def save_into(output_dir: str | Path, save: Callable[[Path], Any], last: str = "
             os.replace(staging / name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def last_complete_checkpoint(output_dir: str | Path, extra_files: Sequence[str] = ()) -> str | None:
+    """
+    The newest Trainer `checkpoint-N` in `output_dir` that was saved to the end (its `trainer_state.json`, which
+    Trainer writes last, whole; and every one of `extra_files`, which callbacks add after it), or `None`. Trainer
+    writes a checkpoint file by file in place, so a run killed while saving leaves a folder that
+    `get_last_checkpoint` would pick and the resume would fail on.
+    """
+    steps = {path: path.name.removeprefix("checkpoint-") for path in Path(output_dir).glob("checkpoint-*")}
+    folders = sorted((path for path, step in steps.items() if step.isdigit()), key=lambda p: -int(steps[p]))
+    for folder in folders:
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logger.warning(f"Not resuming from {folder}: the run was stopped while saving it.")
+            continue
+        if all((folder / name).is_file() for name in extra_files):
+            return str(folder)
+        logger.warning(f"Not resuming from {folder}: the run was stopped while its ranks saved their state.")
+    return None
 
 
 def write_json_atomic(path: str | Path, value: Any) -> None:
