@@ -13,9 +13,9 @@ import pytest
 import soundfile
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, BertConfig, TrainerCallback
+from transformers import AutoFeatureExtractor, AutoModel, BertConfig, TrainerCallback
 
-from byola_hf import BYOLAConfig
+from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.extract.cli import main as extract_main
 from byola_hf.extract.extract import load_embeddings
 from byola_hf.pretraining.augmentations import (
@@ -424,6 +424,21 @@ def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, t
         run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
 
 
+def test_rerunning_a_finished_run_trains_nothing(audio_folder, tmp_path):
+    """A run whose --max_steps ends inside an epoch (3 steps of 2-batch epochs), re-run as it was: the same model,
+    no further step (Trainer resumed there would train one more before checking the limit)."""
+    output = tmp_path / "run"
+    argv = pretrain_args(audio_folder, output, "--max_steps", "3", "--save_steps", "3")
+    run_pretrain(argv)
+    first = load_file(output / "model.safetensors")
+    run_pretrain(argv)
+    assert sorted(path.name for path in output.glob("checkpoint-*")) == ["checkpoint-3"]
+    second = load_file(output / "model.safetensors")
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], rtol=0, atol=0, msg=key)
+    assert "steps: 3," in (output / "README.md").read_text()
+
+
 def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     """`--streaming` (an audiofolder read as a stream): the statistics from one pass over it, crops as clips arrive,
     and a run killed after checkpoint 2 of 4 resumes to the weights of a run never interrupted."""
@@ -515,13 +530,25 @@ def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["empty_folder", "no_audio", "too_short", "not_byola", "foreign_output", "zero_std", "no_memory", "diverged"],
+    [
+        "empty_folder",
+        "missing_folder",
+        "no_audio",
+        "too_short",
+        "not_byola",
+        "foreign_output",
+        "zero_std",
+        "no_memory",
+        "diverged",
+    ],  # fmt: skip
 )
 def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
     data, output, extra = str(audio_folder), tmp_path / "out", []
     if case == "empty_folder":
         (tmp_path / "empty").mkdir()
         data = str(tmp_path / "empty")
+    elif case == "missing_folder":
+        data = str(tmp_path / "my_audio") + "/"
     elif case == "no_audio":
         datasets.Dataset.from_dict({"text": ["a", "b"]}).save_to_disk(str(tmp_path / "text"))
         data = str(tmp_path / "text")
@@ -554,6 +581,7 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
     assert len(lines) == 1 and error.rstrip().endswith(lines[0]), error[-2000:]
     expected = {
         "empty_folder": "No audio files",
+        "missing_folder": "my_audio/ does not exist",
         "no_audio": "no column 'audio'",
         "too_short": "shorter than one training crop",
         "not_byola": "not a BYOL-A",
@@ -663,6 +691,10 @@ def test_a_pretraining_checkpoint_is_not_taken_for_an_encoder(tmp_path, capsys):
     BYOLAForPreTraining.from_pretrained(tmp_path / "checkpoint-2").save_encoder(tmp_path / "encoder")
     encoder = BYOLAModel.from_pretrained(tmp_path / "encoder")
     torch.testing.assert_close(encoder.fc1.weight, learner.encoder.fc1.weight)
+    # A whole model directory: its feature extractor loads too (AutoFeatureExtractor, the pipelines).
+    feature_extractor = AutoFeatureExtractor.from_pretrained(tmp_path / "encoder")
+    saved = {key: value for key, value in feature_extractor.to_dict().items() if key != "auto_map"}
+    assert saved == BYOLAFeatureExtractor.from_model_config(encoder.config).to_dict()
 
 
 def test_feature_d_with_init_from_is_refused(tmp_path):

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from safetensors.torch import load_file
+from transformers import HfArgumentParser, TrainerState, TrainingArguments
 
 from ..configuration_byola import VARIANTS, BYOLAConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -273,7 +274,14 @@ def pretrain(
         config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
         [RankStateCallback(checkpoint), *(callbacks or [])],
     )  # fmt: skip
-    train_closing_bars_on_error(trainer, resume_from_checkpoint=checkpoint)
+    saved = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json")) if checkpoint else None
+    if saved is not None and 0 < training_args.max_steps <= saved.global_step:
+        # Trainer resumed at max_steps in the middle of an epoch would train one more step before it checks.
+        logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
+        trainer.model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
+        trainer.state = saved
+    else:
+        train_closing_bars_on_error(trainer, resume_from_checkpoint=checkpoint)
     if trainer.is_world_process_zero():
         # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
         losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig
+from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from .augmentations import BYOLAAugmentation
 from .training_kernels import TrainingKernels, select_training_kernels
@@ -280,9 +281,11 @@ class BYOLAForPreTraining(PreTrainedModel):
         return model.eval()
 
     def save_encoder(self, save_directory: str | Path, **kwargs: Any) -> BYOLAModel:
-        """Save [`encoder_model`] as a BYOL-A model directory (config with the statistics, weights, remote code)."""
+        """Save [`encoder_model`] as a BYOL-A model directory (config with the statistics, weights, remote code,
+        the feature extractor that `AutoFeatureExtractor` and the pipelines load)."""
         model = self.encoder_model()
         model.save_pretrained(save_directory, **kwargs)
+        BYOLAFeatureExtractor.from_model_config(model.config).save_pretrained(save_directory)
         return model
 
     def load_encoder(self, encoder: BYOLAModel) -> None:

@@ -31,6 +31,9 @@ def load_audio_dataset(
     datasets = require_extra("datasets", "stats")
 
     path = Path(dataset_name)
+    if dataset_name.startswith(("/", "./", "../", "~")) or dataset_name.endswith("/"):
+        if not path.expanduser().exists():  # a path, not a Hub name: datasets would say the Hub is unreachable
+            raise ValueError(f"{dataset_name} does not exist: pass an existing folder or file of audio.")
     if dataset_name == "audiofolder":
         check_audiofolder(data_dir)
     elif path.is_dir() and not is_saved_dataset(path) and not is_audio_file_source(dataset_name):
