@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
-from transformers import HfArgumentParser, TrainerState, TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_byola import VARIANTS, BYOLAConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
-from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, train_closing_bars_on_error
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, run_training
 from ..tools.data import load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import last_complete_checkpoint, save_into, write_json_atomic
@@ -274,14 +273,8 @@ def pretrain(
         config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
         [RankStateCallback(checkpoint), *(callbacks or [])],
     )  # fmt: skip
-    saved = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json")) if checkpoint else None
-    if saved is not None and 0 < training_args.max_steps <= saved.global_step:
-        # Trainer resumed at max_steps in the middle of an epoch would train one more step before it checks.
+    if run_training(trainer, checkpoint) is None:
         logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
-        trainer.model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
-        trainer.state = saved
-    else:
-        train_closing_bars_on_error(trainer, resume_from_checkpoint=checkpoint)
     if trainer.is_world_process_zero():
         # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
         losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]

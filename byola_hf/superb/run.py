@@ -31,7 +31,7 @@ from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, save_model_card, warn_if_licensed
-from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, train_closing_bars_on_error
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, run_training
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import atomic_path, claim_output_dir, fingerprint, last_complete_checkpoint
@@ -443,8 +443,11 @@ def run(
     splits = {name: recipe.after_features(dataset, model.config, name) for name, dataset in splits.items()}
     trainer = build_trainer(model, training_args, splits, recipe, feature_extractor, task)
     if train:
-        train_result = train_closing_bars_on_error(trainer, resume_from_checkpoint=checkpoint)
-        trainer.save_metrics("train", train_result.metrics)
+        train_result = run_training(trainer, checkpoint)
+        if train_result is None:  # the run was finished: its train metrics are in --output_dir already
+            logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
+        else:
+            trainer.save_metrics("train", train_result.metrics)
     metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split)
     test_metrics, _ = evaluate_split(trainer, splits.get("test"), data.test_split, "test")
     trainer.task_info = {

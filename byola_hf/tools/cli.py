@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from transformers import HfArgumentParser
@@ -55,13 +56,28 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
-def train_closing_bars_on_error(trainer: Any, **kwargs: Any) -> Any:
-    """`trainer.train(**kwargs)`; when it raises, Trainer's progress bars are closed first, so that the command's
-    one-line error starts a line of its own instead of trailing a half-drawn bar."""
+def run_training(trainer: Any, checkpoint: str | None) -> Any:
+    """
+    `trainer.train(resume_from_checkpoint=checkpoint)`, and its `TrainOutput`. Two of Trainer's ways are changed:
+
+    - When `checkpoint` already is the run's last step (`--max_steps`), its weights and state are loaded and nothing
+      is trained (returns `None`): Trainer resumed there in the middle of an epoch trains one more step before it
+      checks the limit, so each re-run of a finished command changed the model.
+    - When training raises, Trainer's progress bars are closed first, so that the command's one-line error starts a
+      line of its own instead of trailing a half-drawn bar.
+    """
+    from safetensors.torch import load_file
+    from transformers import TrainerState
     from transformers.trainer_callback import ProgressCallback
 
+    if checkpoint is not None and trainer.args.max_steps > 0:
+        saved = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if saved.global_step >= trainer.args.max_steps:
+            trainer.model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
+            trainer.state = saved
+            return None
     try:
-        return trainer.train(**kwargs)
+        return trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ProgressCallback):
