@@ -107,14 +107,20 @@ class BYOLAPreTrainer(Trainer):
             self.log_clock = (time.perf_counter(), self.state.global_step)
         log_mel = self.feature_extractor.log_mel(inputs["input_values"])
         outputs = model(input_features=log_mel)
-        # Trainer would log the running mean in place of a NaN loss (logging_nan_inf_filter) and train on, to fail
-        # only when the encoder is saved; the check costs no more than that filter's own read of the loss.
-        if not torch.isfinite(outputs.loss.detach()):
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def training_step(self, *args, **kwargs) -> torch.Tensor:
+        """Trainer's step (forward, backward), refusing a non-finite loss before the optimizer uses its gradients.
+        Trainer would log the running mean in its place (`logging_nan_inf_filter`) and train on, to fail only when
+        the encoder is saved. Checked after the backward pass, where Trainer's filter reads the loss anyway, so the
+        device is not made to wait between forward and backward."""
+        loss = super().training_step(*args, **kwargs)
+        if not torch.isfinite(loss):
             raise ValueError(
-                f"Pre-training diverged at step {self.state.global_step + 1}: the loss is {outputs.loss.item()}. "
+                f"Pre-training diverged at step {self.state.global_step + 1}: the loss is {loss.item()}. "
                 "Lower --learning_rate, or check --mean/--std and the audio."
             )
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        return loss
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:
         """The linear evaluation of the current encoder (rank 0 only; the other ranks return no metrics)."""
