@@ -296,6 +296,7 @@ def ks_arguments(corpora, model, output) -> list[str]:
 
 def test_output_folder_is_owned_resumed_and_refused(corpora, random2048_dir, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO, logger="byola_hf.superb.run")
+    caplog.set_level(logging.INFO, logger="byola_hf.tools.cli")
     output = tmp_path / "run"
     steps = [a if a != "no" else "steps" for a in TRAINING] + ["--save_steps", "1", "--save_total_limit", "1"]
     code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *steps)

@@ -21,7 +21,14 @@ from transformers import HfArgumentParser, TrainingArguments
 from ..configuration_byola import VARIANTS, BYOLAConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
-from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, run_training
+from ..tools.cli import (
+    RESULT_CHANGING_TRAINING_ARGUMENTS,
+    make_parser,
+    parse_arguments,
+    require_extras,
+    run_command,
+    run_training,
+)
 from ..tools.data import load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import last_complete_checkpoint, save_into, write_json_atomic
@@ -113,15 +120,6 @@ def pretraining_config(model_args: PreTrainingModelArguments) -> tuple[BYOLAPreT
     return BYOLAPreTrainingConfig.from_encoder_config(BYOLAConfig.from_variant(variant, **sizes), **pretraining), None
 
 
-# The TrainingArguments that change what a run computes; the rest (length, saving, logging, workers) may change
-# between a run and its resumption.
-FINGERPRINTED_TRAINING_ARGUMENTS = (
-    "seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optim",
-    "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "max_grad_norm",
-    "adam_beta1", "adam_beta2", "adam_epsilon", "world_size",
-)  # fmt: skip
-
-
 def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dataset) -> dict[str, Any]:
     """What makes a run: a re-run into the same folder must match it to resume. The clips count, with datasets'
     own fingerprint of them: a folder with files added or changed is other data, whose statistics and crop order
@@ -133,7 +131,7 @@ def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dat
     }
     if not data_args.streaming:
         data |= {"clips": len(dataset), "fingerprint": dataset._fingerprint}
-    training = {key: getattr(training_args, key) for key in FINGERPRINTED_TRAINING_ARGUMENTS}
+    training = {key: getattr(training_args, key) for key in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "world_size")}
     return {
         "model": asdict(model_args),
         "data": data,
@@ -265,16 +263,16 @@ def pretrain(
     record, resuming = run_record(model_args, data_args, training_args, dataset, feature_extractor, config)
     stats = record["statistics"]
     config.mean, config.std, config.stats_provenance = stats["mean"], stats["std"], stats["provenance"]
-    rank_files = [RANK_STATE_FILE.format(rank) for rank in range(training_args.world_size)]
-    checkpoint = last_complete_checkpoint(output_dir, rank_files if len(rank_files) > 1 else []) if resuming else None
+    world_size = training_args.world_size
+    rank_files = [RANK_STATE_FILE.format(rank) for rank in range(world_size)] if world_size > 1 else []
+    checkpoint = last_complete_checkpoint(output_dir, rank_files) if resuming else None
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
     trainer = build_trainer(
         config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
         [RankStateCallback(checkpoint), *(callbacks or [])],
     )  # fmt: skip
-    if run_training(trainer, checkpoint) is None:
-        logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
+    run_training(trainer, checkpoint)
     if trainer.is_world_process_zero():
         # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
         losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
@@ -289,7 +287,7 @@ def pretrain(
             "logged_losses": [losses[0], losses[-1]] if losses else [],
             "audio_hours": stats["audio_seconds"] / 3600 if stats["audio_seconds"] is not None else None,
         }
-        save_encoder(trainer.model, feature_extractor, output_dir, info)
+        save_encoder(trainer.model, output_dir, info)
     return output_dir
 
 
@@ -338,16 +336,15 @@ def build_trainer(
     )
 
 
-def save_encoder(model: BYOLAForPreTraining, feature_extractor, output_dir: Path, info: dict[str, Any]) -> None:
-    """Write the online encoder, its feature extractor and card into `output_dir`: saved in a temporary folder
-    first, then each file renamed into place, `config.json` last, so the folder never loads as half a model."""
-    encoder = model.encoder_model()
-    if not all(torch.isfinite(parameter).all() for parameter in encoder.state_dict().values()):
+def save_encoder(model: BYOLAForPreTraining, output_dir: Path, info: dict[str, Any]) -> None:
+    """Write the online encoder ([`BYOLAForPreTraining.save_encoder`]: weights, config with the statistics, feature
+    extractor) and its card into `output_dir`: saved in a temporary folder first, then each file renamed into place,
+    `config.json` last, so the folder never loads as half a model."""
+    if not all(torch.isfinite(tensor).all() for tensor in model.encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
 
     def save(staging: Path) -> None:
-        encoder.save_pretrained(staging)
-        feature_extractor.save_pretrained(staging)
+        encoder = model.save_encoder(staging)
         pretraining_card(encoder.config, info).save(staging / "README.md")
 
     save_into(output_dir, save)

@@ -31,7 +31,14 @@ from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, save_model_card, warn_if_licensed
-from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, run_training
+from ..tools.cli import (
+    RESULT_CHANGING_TRAINING_ARGUMENTS,
+    make_parser,
+    parse_arguments,
+    require_extras,
+    run_command,
+    run_training,
+)
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import atomic_path, claim_output_dir, fingerprint, last_complete_checkpoint
@@ -64,24 +71,6 @@ RESULT_CHANGING_DATA_ARGUMENTS = (
     "text_column_name",
     "max_train_samples",
     "max_length_seconds",
-)
-RESULT_CHANGING_TRAINING_ARGUMENTS = (
-    "learning_rate",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "weight_decay",
-    "lr_scheduler_type",
-    "lr_scheduler_kwargs",
-    "warmup_steps",
-    "seed",
-    "optim",
-    "optim_args",
-    "max_grad_norm",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "bf16",
-    "fp16",
 )
 
 
@@ -444,9 +433,7 @@ def run(
     trainer = build_trainer(model, training_args, splits, recipe, feature_extractor, task)
     if train:
         train_result = run_training(trainer, checkpoint)
-        if train_result is None:  # the run was finished: its train metrics are in --output_dir already
-            logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
-        else:
+        if train_result is not None:  # None: the run was finished, its train metrics are in --output_dir already
             trainer.save_metrics("train", train_result.metrics)
     metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split)
     test_metrics, _ = evaluate_split(trainer, splits.get("test"), data.test_split, "test")

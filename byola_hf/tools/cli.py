@@ -9,6 +9,7 @@ permission denied). Anything else is a bug and keeps its traceback.
 import argparse
 import ctypes
 import errno
+import logging
 import re
 import signal
 import sys
@@ -22,6 +23,7 @@ from ..audio import AUDIO_EXTENSIONS
 from ..extras import require_extra
 
 
+logger = logging.getLogger(__name__)
 EXIT_USER_ERROR = 2
 # What the file system says when the user's disk or folder cannot take the output, as errno and as the text that
 # libraries which wrap OSError (safetensors, datasets, Arrow) pass on.
@@ -56,6 +58,15 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
+# The TrainingArguments that change what a training run computes: a run resumed with others would mix two setups.
+# Length, saving, logging and workers may change between a run and its resumption.
+RESULT_CHANGING_TRAINING_ARGUMENTS = (
+    "seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optim",
+    "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "max_grad_norm",
+    "adam_beta1", "adam_beta2", "adam_epsilon",
+)  # fmt: skip
+
+
 def run_training(trainer: Any, checkpoint: str | None) -> Any:
     """
     `trainer.train(resume_from_checkpoint=checkpoint)`, and its `TrainOutput`. Two of Trainer's ways are changed:
@@ -73,6 +84,7 @@ def run_training(trainer: Any, checkpoint: str | None) -> Any:
     if checkpoint is not None and trainer.args.max_steps > 0:
         saved = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
         if saved.global_step >= trainer.args.max_steps:
+            logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
             trainer.model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
             trainer.state = saved
             return None
