@@ -7,10 +7,10 @@
 #
 # `prepare` downloads, for Python 3.12 on x86-64, wheels of the packages the GPU image lacks, at the versions this
 # .venv tests; copies the shared golden outputs and random checkpoint (not the licensed weights); and synthesises
-# the espeak-ng keyword recordings the benchmarks splice their audio from. `run` installs the wheels into
-# /tmp/site, then runs each benchmark under a time limit, most important first, and writes run.log and JSON rows
-# into $OUT (at most 8 files come back). The full-size limits add up to 560 s, leaving 40 s of one call's 600
-# for the install.
+# the espeak-ng keyword recordings the benchmarks splice their audio from. `run` installs the wheels into a new
+# folder under /tmp, then runs each benchmark under a time limit, most important first, and writes run.log and JSON
+# rows into $OUT, which must be empty (at most 8 files come back). The full-size limits add up to 560 s, leaving
+# 40 s of one call's 600 for the install. It writes only into new temporary folders and $OUT.
 # `BENCH_DEVICE=cpu QUICK=1 OUT=DIR bash benchmarks/gpu_kit.sh run` checks the kit here on tiny sizes first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,16 +55,22 @@ step() {
   echo "=== $name: exit $status after $((SECONDS - start))s" | tee -a "$OUT/run.log"
 }
 
-workdir() { rm -rf "/tmp/gpu_kit_$1" && mkdir -p "/tmp/gpu_kit_$1" && cp -r "$KIT/source" "/tmp/gpu_kit_$1/source"; }
+# workdir NAME: a new temporary folder holding the speech sources (printed), never one that existed before.
+workdir() {
+  local dir
+  dir=$(mktemp -d "/tmp/gpu_kit_$1.XXXXXX") && cp -r "$KIT/source" "$dir/source" && echo "$dir"
+}
 
 run() {
   [ -n "${OUT:-}" ] || die "OUT is not set: run this on the device machine, or set OUT=DIR for a dry run."
   [ -e "$MARK" ] || die "no $KIT here: run 'bash benchmarks/gpu_kit.sh prepare' and carry $KIT."
+  [ -d "$OUT" ] && [ -z "$(ls -A "$OUT")" ] || die "OUT ($OUT) must be an empty folder: give a new one."
   local python=${PYTHON:-python3} device=${BENCH_DEVICE:-cuda}
   if ! "$python" -c "import nnAudio, datasets, soundfile, librosa" 2>/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      "$KIT"/wheels/*.whl
-    export PYTHONPATH=/tmp/site
+    local site
+    site=$(mktemp -d /tmp/gpu_kit_site.XXXXXX)
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$KIT"/wheels/*.whl
+    export PYTHONPATH="$site"
   fi
   export BYOLA_SHARED_DIR="$PWD/$KIT/shared" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
   : >"$OUT/run.log"
@@ -84,23 +90,23 @@ torch.version.cuda, 'transformers', transformers.__version__)"; } >>"$OUT/run.lo
     step pretrain_bf16 80 "$python" benchmarks/benchmark_pretrain.py --device "$device" --batch 256 --bf16 \
       --json "$OUT/pretrain_bf16.json"
   fi
-  workdir extract
-  local sampler=""
+  local extract_dir superb_dir sampler=""
+  extract_dir=$(workdir extract)
   if command -v nvidia-smi >/dev/null && [ "$device" = cuda ]; then
-    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 >/tmp/gpu_kit_util.txt &
+    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 >"$extract_dir/util.txt" &
     sampler=$!
   fi
   # 360 clips of 10 s: the hour of audio the issue asks byola-extract to keep the GPU busy on.
-  step extract 100 "$python" benchmarks/benchmark_extract.py --device "$device" --workdir /tmp/gpu_kit_extract \
+  step extract 100 "$python" benchmarks/benchmark_extract.py --device "$device" --workdir "$extract_dir" \
     $([ -n "$quick" ] && echo "--clips 4 --seconds 2" || echo "--clips 360 --seconds 10")
   if [ -n "$sampler" ]; then
     kill "$sampler"
     awk '{ n++; s += $1; if ($1 >= 50) busy++ } END { if (n) printf "GPU utilisation during extract: mean %.0f%%, \
-%.0f%% of %d samples at 50%% or more\n", s / n, 100 * busy / n, n }' /tmp/gpu_kit_util.txt | tee -a "$OUT/run.log"
+%.0f%% of %d samples at 50%% or more\n", s / n, 100 * busy / n, n }' "$extract_dir/util.txt" | tee -a "$OUT/run.log"
   fi
-  workdir superb
+  superb_dir=$(workdir superb)
   step superb_features 60 "$python" benchmarks/benchmark_superb_features.py --device "$device" \
-    --workdir /tmp/gpu_kit_superb $([ -n "$quick" ] && echo "--clips 8 --seconds 1 --epochs 1 --repeats 1")
+    --workdir "$superb_dir" $([ -n "$quick" ] && echo "--clips 8 --seconds 1 --epochs 1 --repeats 1")
 }
 
 case "${1:-}" in

@@ -126,3 +126,17 @@ def test_gpu_kit_mistakes_end_in_one_line(tmp_path, arguments, environment, mess
     result = gpu_kit(tmp_path, *arguments, **environment)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr
+
+
+def test_gpu_kit_run_refuses_an_out_folder_with_files(tmp_path):
+    """`run` writes run.log and JSON rows into OUT: a folder already holding files (a dry run's, say) is refused,
+    not truncated."""
+    (tmp_path / ".gpu_kit").mkdir()
+    (tmp_path / ".gpu_kit" / ".made_by_gpu_kit").touch()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.log").write_text("an earlier run")
+    result = gpu_kit(tmp_path, "run", OUT=str(out))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "must be an empty folder" in result.stderr
+    assert (out / "run.log").read_text() == "an earlier run"
