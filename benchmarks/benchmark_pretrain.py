@@ -104,6 +104,23 @@ class OriginalLearner(nn.Module):
 
         return (loss(prediction_one, target_two) + loss(prediction_two, target_one)).mean()
 
+    def load_original_state(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load a state of the original code's learner (`online_encoder.net.*`, ..., `target_encoder.*`): its
+        modules are these, under other prefixes."""
+        prefixes = {
+            "online_encoder.net.": "net.",
+            "online_encoder.projector.net.": "projector.",
+            "online_predictor.net.": "predictor.",
+            "target_encoder.net.": "target.0.",
+            "target_encoder.projector.net.": "target.1.",
+        }
+        renamed = {}
+        for key, value in state_dict.items():
+            prefix = next((prefix for prefix in prefixes if key.startswith(prefix)), None)
+            if prefix is not None:  # the learner's duplicate `net.*` has no place here
+                renamed[prefixes[prefix] + key[len(prefix) :]] = value
+        self.load_state_dict(renamed, strict=True)
+
     @torch.no_grad()
     def update_moving_average(self) -> None:
         online = [*self.net.parameters(), *self.projector.parameters()]
