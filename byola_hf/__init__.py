@@ -24,7 +24,7 @@ from transformers import (
     AutoProcessor,
 )
 
-from .configuration_byola import BYOLAConfig
+from .configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
 from .feature_extraction_byola import BYOLAFeatureExtractor
 from .modeling_byola import (
     BYOLAForAudioFrameClassification,
@@ -39,6 +39,9 @@ from .processing_byola import BYOLAProcessor
 
 
 AutoConfig.register(BYOLAConfig.model_type, BYOLAConfig, exist_ok=True)
+# byola-pretrain's checkpoint-N folders: AutoConfig reads them; AutoModel names their config class instead of
+# calling the model type unknown (the learner itself loads with AutoModelForPreTraining from byola_hf.pretraining).
+AutoConfig.register(BYOLAPreTrainingConfig.model_type, BYOLAPreTrainingConfig, exist_ok=True)
 AutoFeatureExtractor.register(BYOLAConfig, BYOLAFeatureExtractor, exist_ok=True)
 AutoProcessor.register(BYOLAConfig, BYOLAProcessor, exist_ok=True)
 AUTO_CLASSES = {

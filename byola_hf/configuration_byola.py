@@ -8,8 +8,8 @@ from typing import Any
 from transformers import PretrainedConfig
 
 
-# The model type of byola-pretrain's learner checkpoints (`BYOLAPreTrainingConfig`), here so that the loaders of
-# encoders can recognise such a folder without importing the pre-training tools.
+# The model type of byola-pretrain's learner checkpoints ([`BYOLAPreTrainingConfig`], kept beside the encoder's
+# config so that AutoConfig and the encoders' loaders recognise such a folder without the pre-training tools).
 PRETRAINING_MODEL_TYPE = "byola-pretraining"
 
 
@@ -419,4 +419,95 @@ def check_statistics(mean: Any, std: Any) -> None:
         raise ValueError(f"The normalisation statistic `std` must be positive, got {std!r}.")
 
 
-__all__ = ["PRETRAINING_MODEL_TYPE", "BYOLAConfig"]
+# The original configs' values that differ between BYOL-A v1 (config.yaml, train.py) and v2 (config_v2.yaml,
+# train_v2.py); everything else is shared.
+VARIANT_PRETRAINING = {
+    "AudioNTT2020": {"mixup_ratio": 0.4, "fader_gain": 0.0, "learning_rate": 3e-4, "pad_both_ends": True},
+    "AudioNTT2022": {"mixup_ratio": 0.2, "fader_gain": 1.0, "learning_rate": 1e-4, "pad_both_ends": False},
+}
+
+
+class BYOLAPreTrainingConfig(BYOLAConfig):
+    r"""
+    [`~byola_hf.BYOLAConfig`] of the encoder plus what BYOL-A pre-training needs. `mean` and `std` are the
+    statistics of the pre-training data, used to pre-normalise every log-mel crop before the augmentations.
+
+    Args:
+        projection_size (`int`, *optional*, defaults to 256): output of the projector and the predictor.
+        projection_hidden_size (`int`, *optional*, defaults to 4096): their hidden BatchNorm layer.
+        ema_decay (`float`, *optional*, defaults to 0.99): `target = ema_decay * target + (1 - ema_decay) * online`.
+        mixup_ratio (`float`, *optional*): largest background share of mixup; 0.4 (v1) or 0.2 (v2) by default.
+        mixup_memory_size (`int`, *optional*, defaults to 2048): the mixup FIFO's length.
+        fader_gain (`float`, *optional*): the linear fader's largest gain; 0 (none, v1) or 1.0 (v2) by default.
+        crop_seconds (`float`, *optional*, defaults to 0.95): length of a training crop (96 log-mel frames).
+        kwargs: the encoder's [`~byola_hf.BYOLAConfig`] fields.
+    """
+
+    model_type = PRETRAINING_MODEL_TYPE
+    _auto_class = None  # not a model directory's config: nothing to copy for remote code
+
+    def __init__(
+        self,
+        projection_size: int = 256,
+        projection_hidden_size: int = 4096,
+        ema_decay: float = 0.99,
+        mixup_ratio: float | None = None,
+        mixup_memory_size: int = 2048,
+        fader_gain: float | None = None,
+        crop_seconds: float = 0.95,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        defaults = VARIANT_PRETRAINING[self.variant]
+        self.projection_size = projection_size
+        self.projection_hidden_size = projection_hidden_size
+        self.ema_decay = ema_decay
+        self.mixup_ratio = defaults["mixup_ratio"] if mixup_ratio is None else mixup_ratio
+        self.mixup_memory_size = mixup_memory_size
+        self.fader_gain = defaults["fader_gain"] if fader_gain is None else fader_gain
+        self.crop_seconds = crop_seconds
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}.")
+        if isinstance(mixup_memory_size, bool) or not isinstance(mixup_memory_size, int) or mixup_memory_size < 1:
+            raise ValueError(f"mixup_memory_size must be a positive integer, got {mixup_memory_size!r}.")
+        if not 0.0 <= self.mixup_ratio <= 1.0:
+            raise ValueError(f"mixup_ratio must be in [0, 1], got {self.mixup_ratio}.")
+        if not 0.0 <= self.fader_gain < float("inf"):
+            raise ValueError(f"fader_gain must be a finite number of at least 0, got {self.fader_gain}.")
+        if self.crop_frames < self.time_downsampling:
+            raise ValueError(f"crop_seconds={crop_seconds} gives fewer log-mel frames than one output frame.")
+
+    @classmethod
+    def from_encoder_config(cls, config: BYOLAConfig, **kwargs) -> "BYOLAPreTrainingConfig":
+        """The pre-training config of an encoder (its network and front-end; statistics from `kwargs` if given)."""
+        fields = {key: value for key, value in config.to_dict().items() if key in ENCODER_FIELDS}
+        return cls(**{**fields, **kwargs})
+
+    def encoder_config(self, **kwargs) -> BYOLAConfig:
+        """The encoder's own [`~byola_hf.BYOLAConfig`] (no pre-training fields), with `kwargs` overriding."""
+        fields = {key: value for key, value in self.to_dict().items() if key in ENCODER_FIELDS}
+        return BYOLAConfig(**{**fields, **kwargs})
+
+    @property
+    def crop_samples(self) -> int:
+        """Waveform samples of a crop: `int(crop_seconds * sampling_rate)`, as the original's `unit_samples`."""
+        return int(self.crop_seconds * self.sampling_rate)
+
+    @property
+    def crop_frames(self) -> int:
+        """Log-mel frames of a crop (96 for 0.95 s at a 10 ms hop)."""
+        return 1 + self.crop_samples // self.hop_length
+
+    @property
+    def pad_both_ends(self) -> bool:
+        """Short clips: v1 pads both ends, v2 the end only."""
+        return VARIANT_PRETRAINING[self.variant]["pad_both_ends"]
+
+
+# The encoder's fields: those BYOLAConfig writes, less what PretrainedConfig adds and the auto_map.
+ENCODER_FIELDS = frozenset(BYOLAConfig().to_diff_dict()) | frozenset(
+    name for name in BYOLAConfig.__init__.__code__.co_varnames if name not in ("self", "kwargs")
+)
+
+
+__all__ = ["PRETRAINING_MODEL_TYPE", "BYOLAConfig", "BYOLAPreTrainingConfig"]

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .configuration_byola import BYOLAConfig, check_statistics
+from .configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig, check_statistics
 from .inference_byola import InferenceKernels, select_kernels
 from .reference_network import tail_weights
 
@@ -67,6 +67,26 @@ class PretrainingCheckpointError(ValueError):
             f"{source} is a byola-pretrain checkpoint, not an encoder: use the encoder byola-pretrain saved in its "
             "output folder, or `BYOLAForPreTraining.from_pretrained(checkpoint).save_encoder(folder)`."
         )
+
+
+# from_pretrained's arguments that say where and how to read a config.json.
+CONFIG_SOURCE_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+def refuse_pretraining_checkpoint(source: object, kwargs: dict) -> None:
+    """Raise [`PretrainingCheckpointError`] when the folder or Hub repository `source` holds a byola-pretrain
+    learner, before transformers loads (and reports on) weights that are not an encoder's. A config passed in
+    `kwargs`, or one that cannot be read, is left to `from_pretrained`."""
+    if source is None or isinstance(kwargs.get("config"), PretrainedConfig):
+        return
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(
+            source, **{key: kwargs[key] for key in CONFIG_SOURCE_KWARGS if key in kwargs}
+        )
+    except (OSError, ValueError):
+        return
+    if config_dict.get("model_type") == PRETRAINING_MODEL_TYPE:
+        raise PretrainingCheckpointError(source)
 
 
 def check_encoder_loaded(model: "BYOLAPreTrainedModel", loading_info: dict[str, list], source: object) -> None:
@@ -130,6 +150,7 @@ class BYOLAPreTrainedModel(PreTrainedModel):
         them into plausible numbers: a fused ReLU maps NaN to 0) and a folder without the encoder's weights (a
         `byola-pretrain` checkpoint, say), which transformers would fill with random ones, unless the caller asks
         for the `output_loading_info` that lists them. A task head missing is expected: it is new for fine-tuning."""
+        refuse_pretraining_checkpoint(pretrained_model_name_or_path, kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_finite_weights(model, pretrained_model_name_or_path)

@@ -14,7 +14,14 @@ import pytest
 import soundfile
 import torch
 from safetensors.torch import load_file
-from transformers import AutoFeatureExtractor, AutoModel, BertConfig, TrainerCallback
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForPreTraining,
+    BertConfig,
+    TrainerCallback,
+)
 
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.extract.cli import main as extract_main
@@ -759,8 +766,15 @@ def test_a_pretraining_checkpoint_is_not_taken_for_an_encoder(tmp_path, capsys):
     config = BYOLAPreTrainingConfig(feature_d=64, projection_hidden_size=32, projection_size=16, mean=-8.0, std=4.0)
     learner = BYOLAForPreTraining(config)
     learner.save_pretrained(tmp_path / "checkpoint-2")
+    capsys.readouterr()
     with pytest.raises(ValueError, match="is a byola-pretrain checkpoint, not an encoder"):
         BYOLAModel.from_pretrained(tmp_path / "checkpoint-2")
+    assert capsys.readouterr().err == ""  # refused before transformers loads and reports on the learner's weights
+    # AutoConfig reads it, and the learner loads through AutoModelForPreTraining.
+    assert isinstance(AutoConfig.from_pretrained(tmp_path / "checkpoint-2"), BYOLAPreTrainingConfig)
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "checkpoint-2")
+    assert isinstance(loaded, BYOLAForPreTraining)
+    torch.testing.assert_close(loaded.target_encoder.fc1.weight, learner.target_encoder.fc1.weight)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         extract_main(["--model_name_or_path", str(tmp_path / "checkpoint-2"), "--dataset_name", str(tmp_path),

@@ -8,8 +8,14 @@ each DDP rank's own state), [`model_card`] the output's card, [`linear_probe`] t
 [`cli`] the command line.
 """
 
+from transformers import AutoModelForPreTraining
+
+from ..configuration_byola import BYOLAPreTrainingConfig
 from .augmentations import BYOLAAugmentation, MixupMemoryBank
-from .modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig, BYOLAPreTrainingOutput
+from .modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingOutput
+
+
+AutoModelForPreTraining.register(BYOLAPreTrainingConfig, BYOLAForPreTraining, exist_ok=True)
 
 
 __all__ = [

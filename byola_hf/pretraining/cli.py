@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..configuration_byola import VARIANTS, BYOLAConfig, check_statistics
+from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import (
@@ -44,7 +44,7 @@ from .data import (
 )
 from .linear_probe import LinearProbeData, load_linear_probe_data
 from .model_card import pretraining_card
-from .modeling_pretraining import VARIANT_PRETRAINING, BYOLAForPreTraining, BYOLAPreTrainingConfig
+from .modeling_pretraining import BYOLAForPreTraining
 from .trainer import RANK_STATE_FILE, BYOLAPreTrainer, RankStateCallback
 
 

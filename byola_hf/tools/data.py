@@ -8,7 +8,7 @@ import glob
 from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS, display_path
-from ..configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig
+from ..configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import PretrainingCheckpointError
@@ -138,16 +138,6 @@ def is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
 
 
-def saved_model_type(model_name_or_path: str) -> str | None:
-    """The `model_type` in a model folder's (or Hub repository's) `config.json`; `None` when it cannot be read."""
-    from transformers import PretrainedConfig
-
-    try:
-        return PretrainedConfig.get_config_dict(model_name_or_path)[0].get("model_type")
-    except (OSError, ValueError):
-        return None
-
-
 def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFeatureExtractor]:
     """The model's config and its feature extractor (built from the config when the directory has none)."""
     from transformers import AutoConfig, AutoFeatureExtractor
@@ -160,12 +150,12 @@ def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFea
     try:
         config = AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as error:
-        if saved_model_type(model_name_or_path) == PRETRAINING_MODEL_TYPE:
-            raise PretrainingCheckpointError(model_name_or_path) from None
         raise ValueError(
             f"Could not load a BYOL-A model from '{model_name_or_path}': {str(error).splitlines()[0]} Pass a "
             "directory written by `byola-convert` (or a Hub model id)."
         ) from error
+    if isinstance(config, BYOLAPreTrainingConfig):
+        raise PretrainingCheckpointError(model_name_or_path)
     if not isinstance(config, BYOLAConfig):
         raise ValueError(f"'{model_name_or_path}' holds a '{config.model_type}' model, not a BYOL-A ('byola') one.")
     try:
