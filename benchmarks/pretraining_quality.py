@@ -93,23 +93,43 @@ def make_clip(job: tuple) -> None:
     sf.write(path, 0.5 * clip / np.abs(clip).max(), RATE)
 
 
+# Written into the workdir before its data and removed after data.json: a run killed while making the data leaves
+# it, and a re-run then knows the unfinished task/ and corpus/ are its own to make again.
+UNFINISHED = ".making_data"
+
+
+def claim_workdir(workdir: Path, recipe: dict) -> bool:
+    """Whether `workdir` already holds data made by `recipe` (then it is reused). A folder holding another recipe's
+    data or files of its own is refused; the unfinished data of a killed run is removed."""
+    if (workdir / "data.json").exists():
+        made = json.loads((workdir / "data.json").read_text())
+        if made != recipe:
+            sys.exit(f"pretraining_quality: {workdir} holds data made as {made}, not {recipe}; give a new --workdir.")
+        return True
+    if (workdir / UNFINISHED).exists():
+        for name in ("task", "corpus"):
+            shutil.rmtree(workdir / name, ignore_errors=True)
+        (workdir / "data.json.tmp").unlink(missing_ok=True)
+        (workdir / UNFINISHED).unlink()
+    if workdir.exists() and any(workdir.iterdir()):
+        sys.exit(f"pretraining_quality: {workdir} holds other files; give a new or empty --workdir.")
+    return False
+
+
 def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
     """The task (`workdir/task/{train,test}/<word>/`) and the pre-training corpus (`workdir/corpus/`), made once;
     a later run reuses them only when they were made with the same sizes."""
     task, corpus = workdir / "task", workdir / "corpus"
     recipe = {"clips_per_word": CLIPS_PER_WORD, "corpus": corpus_clips}
-    if (workdir / "data.json").exists():
-        made = json.loads((workdir / "data.json").read_text())
-        if made != recipe:
-            sys.exit(f"pretraining_quality: {workdir} holds data made as {made}, not {recipe}; give a new --workdir.")
+    if claim_workdir(workdir, recipe):
         return task, corpus
-    if workdir.exists() and any(workdir.iterdir()):
-        sys.exit(f"pretraining_quality: {workdir} holds other files; give a new or empty --workdir.")
     if shutil.which("espeak-ng") is None:
         sys.exit("pretraining_quality: espeak-ng is not installed (apt-get install espeak-ng).")
     backgrounds = sorted(BACKGROUND_DIR.rglob("*.wav"))
     if not backgrounds:
         sys.exit(f"pretraining_quality: no recordings in {BACKGROUND_DIR} (apt install asterisk-core-sounds-en-wav).")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / UNFINISHED).touch()
     train_variants, test_variants = voice_variants()
     jobs = []
     for split, bases, variants in (("train", TRAIN_BASES, train_variants), ("test", TEST_BASES, test_variants)):
@@ -125,7 +145,10 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
         pool.map(make_clip, jobs, chunksize=16)
     for path in (task / "train").rglob("*.wav"):  # the task's training clips join the corpus, unlabelled
         shutil.copy(path, corpus / f"task_{path.parent.name}_{path.name}")
-    (workdir / "data.json").write_text(json.dumps(recipe))
+    staged = workdir / "data.json.tmp"
+    staged.write_text(json.dumps(recipe))
+    staged.replace(workdir / "data.json")
+    (workdir / UNFINISHED).unlink()
     return task, corpus
 
 

@@ -1,13 +1,16 @@
 """The benchmark scripts run as files from a checkout, as their docstrings say."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import soundfile
 
-from conftest import PROJECT_ROOT, SHARED_DIR, require_shared
+from conftest import IN_CI, PROJECT_ROOT, SHARED_DIR, require_shared
 
 
 @pytest.mark.parametrize(
@@ -140,3 +143,36 @@ def test_gpu_kit_run_refuses_an_out_folder_with_files(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "must be an empty folder" in result.stderr
     assert (out / "run.log").read_text() == "an earlier run"
+
+
+def test_pretraining_quality_remakes_its_own_unfinished_data_and_refuses_other_folders(tmp_path, monkeypatch):
+    """pretraining_quality.py's data: a run killed while making it leaves unfinished task/ and corpus/ folders that a
+    re-run makes again; data of another recipe, or a folder with files of its own, is refused and left as it is."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed") if not IN_CI else pytest.fail("espeak-ng is missing in CI")
+    spec = importlib.util.spec_from_file_location(
+        "pretraining_quality", PROJECT_ROOT / "benchmarks" / "pretraining_quality.py"
+    )
+    quality = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "pretraining_quality", quality)  # its Pool pickles make_clip by name
+    spec.loader.exec_module(quality)
+    monkeypatch.setattr(quality, "KEYWORDS", ["yes", "no"])
+    monkeypatch.setattr(quality, "CLIPS_PER_WORD", {"train": 2, "test": 1})
+    monkeypatch.setattr(quality, "BACKGROUND_DIR", Path("/usr/share/sounds/alsa"))  # real recordings, from setup.sh
+    workdir = tmp_path / "work"
+    (workdir / "task" / "train" / "yes").mkdir(parents=True)  # what a kill during the synthesis leaves
+    (workdir / "task" / "train" / "yes" / "yes_0.wav").write_bytes(b"RIFF")
+    (workdir / quality.UNFINISHED).touch()
+    task, corpus = quality.make_data(workdir, corpus_clips=3)
+    assert sorted(path.name for path in workdir.iterdir()) == ["corpus", "data.json", "task"]
+    assert len(list(task.rglob("*.wav"))) == 6 and len(list(corpus.glob("*.wav"))) == 3 + 4
+    assert soundfile.info(task / "train" / "yes" / "yes_0.wav").frames == quality.RATE
+    assert quality.make_data(workdir, corpus_clips=3) == (task, corpus)  # reused
+    with pytest.raises(SystemExit, match="holds data made as"):
+        quality.make_data(workdir, corpus_clips=5)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="holds other files"):
+        quality.make_data(foreign, corpus_clips=3)
+    assert [path.name for path in foreign.iterdir()] == ["notes.txt"]
