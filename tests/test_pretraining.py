@@ -423,6 +423,9 @@ def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
     assert record["provenance"]["num_examples"] == 8 and record["provenance"]["method"] == "exact"
     card = (output / "README.md").read_text()
     assert "## Pre-training" in card and "steps: 2" in card and "8 clips" in card
+    # As transformers' example scripts: the run's whole log and train()'s metrics beside the model.
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 2
+    assert json.loads((output / "train_results.json").read_text())["train_loss"] > 0
     # The weights moved from their initialisation, and the extractor embeds with them.
     extract_main(["--model_name_or_path", str(output), "--dataset_name", str(audio_folder), "--output_dir",
                   str(tmp_path / "embeddings")])  # fmt: skip
@@ -517,8 +520,11 @@ def test_rerunning_a_finished_run_trains_nothing(audio_folder, tmp_path):
     argv = pretrain_args(audio_folder, output, "--max_steps", "3", "--save_steps", "3")
     run_pretrain(argv)
     first = load_file(output / "model.safetensors")
+    results = (output / "train_results.json").read_text()
     run_pretrain(argv)
     assert sorted(path.name for path in output.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert (output / "train_results.json").read_text() == results  # the run that trained: kept
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 3
     second = load_file(output / "model.safetensors")
     for key in first:
         torch.testing.assert_close(second[key], first[key], rtol=0, atol=0, msg=key)
