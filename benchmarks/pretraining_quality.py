@@ -175,17 +175,30 @@ def probe_curve(output: Path) -> list[tuple[int, float]]:
     return [(entry["step"], entry["eval_linear_accuracy"]) for entry in history if "eval_linear_accuracy" in entry]
 
 
-def evaluate(models: dict[str, object], task: Path, seeds: int) -> dict[str, list[float]]:
-    """Linear-probe test accuracies of each model, one per classifier seed."""
+def effective_rank(embeddings: np.ndarray) -> float:
+    """How many directions `embeddings` `(clips, dims)` spread over: exp of the entropy of the centred embeddings'
+    variance spectrum (Roy and Vetterli's effective rank; k for k directions of equal variance). BYOL's failure on
+    small data, dimensional collapse, shows as a low value while the loss still falls."""
+    variances = np.linalg.svd(embeddings - embeddings.mean(axis=0), compute_uv=False) ** 2
+    shares = variances[variances > 0] / variances.sum()
+    return float(np.exp(-(shares * np.log(shares)).sum()))
+
+
+def evaluate(models: dict[str, object], task: Path, seeds: int) -> dict[str, dict]:
+    """Each model's linear-probe test accuracies (one per classifier seed) and the effective rank of its test
+    clips' embeddings."""
     from byola_hf import BYOLAFeatureExtractor
-    from byola_hf.pretraining.linear_probe import linear_probe_accuracy, load_linear_probe_data
+    from byola_hf.pretraining.linear_probe import clip_embeddings, linear_probe_accuracy, load_linear_probe_data
 
     data = load_linear_probe_data("audiofolder", "label", RATE, data_dir=str(task))
-    accuracies = {}
+    results = {}
     for name, model in models.items():
         feature_extractor = BYOLAFeatureExtractor.from_model_config(model.config)
-        accuracies[name] = [linear_probe_accuracy(model, feature_extractor, data, 42 + seed) for seed in range(seeds)]
-    return accuracies
+        results[name] = {
+            "accuracies": [linear_probe_accuracy(model, feature_extractor, data, 42 + seed) for seed in range(seeds)],
+            "effective_rank": effective_rank(clip_embeddings(model, feature_extractor, data.test.waveforms)),
+        }
+    return results
 
 
 def random_encoder(output: Path):
@@ -227,8 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         models[folder] = BYOLAModel.from_pretrained(
             folder, mean=random_network.config.mean, std=random_network.config.std
         )
-    for name, accuracies in evaluate({name: model.eval() for name, model in models.items()}, task, args.seeds).items():
-        print(f"{name}: {np.mean(accuracies):.3f} +- {np.std(accuracies):.3f} {[round(a, 4) for a in accuracies]}")
+    for name, result in evaluate({name: model.eval() for name, model in models.items()}, task, args.seeds).items():
+        accuracies = result["accuracies"]
+        print(f"{name}: {np.mean(accuracies):.3f} +- {np.std(accuracies):.3f} {[round(a, 4) for a in accuracies]}, "
+              f"effective rank of the test embeddings {result['effective_rank']:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

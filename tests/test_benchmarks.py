@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -145,17 +146,36 @@ def test_gpu_kit_run_refuses_an_out_folder_with_files(tmp_path):
     assert (out / "run.log").read_text() == "an earlier run"
 
 
+def load_pretraining_quality(monkeypatch):
+    """benchmarks/pretraining_quality.py as a module (its Pool pickles make_clip by the module's name)."""
+    path = PROJECT_ROOT / "benchmarks" / "pretraining_quality.py"
+    spec = importlib.util.spec_from_file_location("pretraining_quality", path)
+    quality = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "pretraining_quality", quality)
+    spec.loader.exec_module(quality)
+    return quality
+
+
+def test_effective_rank_counts_equal_directions(monkeypatch):
+    """k orthogonal directions of equal variance have effective rank k, whatever the offset, scale and rotation;
+    unequal variances count less (exact in float64)."""
+    quality = load_pretraining_quality(monkeypatch)
+    rng = np.random.default_rng(0)
+    rotation = np.linalg.qr(rng.standard_normal((12, 12)))[0]
+    for k in (1, 3, 7):
+        points = np.concatenate([np.eye(12)[:k], -np.eye(12)[:k]]) * 5.0 @ rotation + 3.0
+        assert quality.effective_rank(points) == pytest.approx(k, rel=1e-9)
+    spread = np.diag([1.0, 0.5]) @ np.array([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]])
+    shares = np.array([1.0, 0.25]) / 1.25
+    assert quality.effective_rank(spread.T) == pytest.approx(np.exp(-(shares * np.log(shares)).sum()), rel=1e-9)
+
+
 def test_pretraining_quality_remakes_its_own_unfinished_data_and_refuses_other_folders(tmp_path, monkeypatch):
     """pretraining_quality.py's data: a run killed while making it leaves unfinished task/ and corpus/ folders that a
     re-run makes again; data of another recipe, or a folder with files of its own, is refused and left as it is."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed") if not IN_CI else pytest.fail("espeak-ng is missing in CI")
-    spec = importlib.util.spec_from_file_location(
-        "pretraining_quality", PROJECT_ROOT / "benchmarks" / "pretraining_quality.py"
-    )
-    quality = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "pretraining_quality", quality)  # its Pool pickles make_clip by name
-    spec.loader.exec_module(quality)
+    quality = load_pretraining_quality(monkeypatch)
     monkeypatch.setattr(quality, "KEYWORDS", ["yes", "no"])
     monkeypatch.setattr(quality, "CLIPS_PER_WORD", {"train": 2, "test": 1})
     monkeypatch.setattr(quality, "BACKGROUND_DIR", Path("/usr/share/sounds/alsa"))  # real recordings, from setup.sh
