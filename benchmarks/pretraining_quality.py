@@ -8,9 +8,9 @@ place, spoken by an espeak-ng voice and variant at a random pitch and speed, ove
 those words and 48 others, spoken by the training voices, plus the task's training clips (without labels).
 
 `byola-pretrain` runs with `--eval_on_start`, so its log has the linear probe of the network before any step (the
-random initialisation) and every `--eval_steps`; at the end both encoders, and optionally `--compare` models (a
-converted official checkpoint, say), are evaluated with `--seeds` classifier seeds each (the task's statistics are
-the corpus's, as byola-pretrain computed them).
+random initialisation) and every `--eval_steps`, with the effective rank of the test clips' embeddings; at the end
+both encoders, and optionally `--compare` models (a converted official checkpoint, say), are evaluated with
+`--seeds` classifier seeds each (the task's statistics are the corpus's, as byola-pretrain computed them).
 
     python benchmarks/pretraining_quality.py --workdir DIR [--steps 2700] [--batch 64] [--eval_steps 300]
                                              [--corpus_clips 1600] [--device cpu|cuda] [--compare MODEL_DIR ...]
@@ -175,30 +175,18 @@ def probe_curve(output: Path) -> list[tuple[int, float]]:
     return [(entry["step"], entry["eval_linear_accuracy"]) for entry in history if "eval_linear_accuracy" in entry]
 
 
-def effective_rank(embeddings: np.ndarray) -> float:
-    """How many directions `embeddings` `(clips, dims)` spread over: exp of the entropy of the centred embeddings'
-    variance spectrum (Roy and Vetterli's effective rank; k for k directions of equal variance). BYOL's failure on
-    small data, dimensional collapse, shows as a low value while the loss still falls."""
-    variances = np.linalg.svd(embeddings - embeddings.mean(axis=0), compute_uv=False) ** 2
-    shares = variances[variances > 0] / variances.sum()
-    return float(np.exp(-(shares * np.log(shares)).sum()))
-
-
-def evaluate(models: dict[str, object], task: Path, seeds: int) -> dict[str, dict]:
-    """Each model's linear-probe test accuracies (one per classifier seed) and the effective rank of its test
-    clips' embeddings."""
+def evaluate(models: dict[str, object], task: Path, seeds: int) -> dict[str, object]:
+    """Each model's `LinearProbeMetrics` on the task: test accuracy per classifier seed, and the effective rank of
+    its test clips' embeddings."""
     from byola_hf import BYOLAFeatureExtractor
-    from byola_hf.pretraining.linear_probe import clip_embeddings, linear_probe_accuracy, load_linear_probe_data
+    from byola_hf.pretraining.linear_probe import linear_probe_metrics, load_linear_probe_data
 
     data = load_linear_probe_data("audiofolder", "label", RATE, data_dir=str(task))
-    results = {}
-    for name, model in models.items():
-        feature_extractor = BYOLAFeatureExtractor.from_model_config(model.config)
-        results[name] = {
-            "accuracies": [linear_probe_accuracy(model, feature_extractor, data, 42 + seed) for seed in range(seeds)],
-            "effective_rank": effective_rank(clip_embeddings(model, feature_extractor, data.test.waveforms)),
-        }
-    return results
+    return {
+        name: linear_probe_metrics(model, BYOLAFeatureExtractor.from_model_config(model.config), data,
+                                   range(42, 42 + seeds))
+        for name, model in models.items()
+    }  # fmt: skip
 
 
 def random_encoder(output: Path):
@@ -241,9 +229,9 @@ def main(argv: list[str] | None = None) -> None:
             folder, mean=random_network.config.mean, std=random_network.config.std
         )
     for name, result in evaluate({name: model.eval() for name, model in models.items()}, task, args.seeds).items():
-        accuracies = result["accuracies"]
+        accuracies = result.accuracies
         print(f"{name}: {np.mean(accuracies):.3f} +- {np.std(accuracies):.3f} {[round(a, 4) for a in accuracies]}, "
-              f"effective rank of the test embeddings {result['effective_rank']:.1f}")  # fmt: skip
+              f"effective rank of the test embeddings {result.effective_rank:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile
 
@@ -154,20 +153,6 @@ def load_pretraining_quality(monkeypatch):
     monkeypatch.setitem(sys.modules, "pretraining_quality", quality)
     spec.loader.exec_module(quality)
     return quality
-
-
-def test_effective_rank_counts_equal_directions(monkeypatch):
-    """k orthogonal directions of equal variance have effective rank k, whatever the offset, scale and rotation;
-    unequal variances count less (exact in float64)."""
-    quality = load_pretraining_quality(monkeypatch)
-    rng = np.random.default_rng(0)
-    rotation = np.linalg.qr(rng.standard_normal((12, 12)))[0]
-    for k in (1, 3, 7):
-        points = np.concatenate([np.eye(12)[:k], -np.eye(12)[:k]]) * 5.0 @ rotation + 3.0
-        assert quality.effective_rank(points) == pytest.approx(k, rel=1e-9)
-    spread = np.diag([1.0, 0.5]) @ np.array([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]])
-    shares = np.array([1.0, 0.25]) / 1.25
-    assert quality.effective_rank(spread.T) == pytest.approx(np.exp(-(shares * np.log(shares)).sum()), rel=1e-9)
 
 
 def test_pretraining_quality_remakes_its_own_unfinished_data_and_refuses_other_folders(tmp_path, monkeypatch):

@@ -36,6 +36,7 @@ from byola_hf.pretraining.augmentations import (
     sample_fader_ends,
 )
 from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain, pretraining_config
+from byola_hf.pretraining.linear_probe import effective_rank
 from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 
 from conftest import PROJECT_ROOT, require_shared, run_two_ranks
@@ -745,8 +746,8 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
     import byola_hf.pretraining.trainer as trainer_module
 
     probes = []
-    probe_accuracy = trainer_module.linear_probe_accuracy
-    monkeypatch.setattr(trainer_module, "linear_probe_accuracy", lambda *a: probes.append(a) or probe_accuracy(*a))
+    probe_metrics = trainer_module.linear_probe_metrics
+    monkeypatch.setattr(trainer_module, "linear_probe_metrics", lambda *a: probes.append(a) or probe_metrics(*a))
     task = tmp_path / "task"
     for split, speakers in (("train", ("en", "en+f3", "en+m3")), ("test", ("en+f2",))):
         for word in ("yes", "no"):
@@ -760,6 +761,8 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
     history = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     accuracies = [entry["eval_linear_accuracy"] for entry in history if "eval_linear_accuracy" in entry]
     assert len(accuracies) == 1 and accuracies[0] in (0.0, 0.5, 1.0)  # two test clips
+    ranks = [entry["eval_effective_rank"] for entry in history if "eval_effective_rank" in entry]
+    assert len(ranks) == 1 and ranks[0] == pytest.approx(1.0, abs=1e-6)  # two test clips, centred: one direction
     assert len(probes) == 1
 
 
@@ -836,3 +839,17 @@ def test_fused_first_block_equals_the_modules_in_float64(shape):
         torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-10, atol=1e-10, msg=name)
     for name, buffer in fused.named_buffers():
         torch.testing.assert_close(buffer, modules.get_buffer(name), rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_effective_rank_counts_equal_directions():
+    """k orthogonal directions of equal variance have effective rank k, whatever the offset, scale and rotation;
+    unequal variances count less (exact in float64)."""
+    rng = np.random.default_rng(0)
+    rotation = np.linalg.qr(rng.standard_normal((12, 12)))[0]
+    for k in (1, 3, 7):
+        points = np.concatenate([np.eye(12)[:k], -np.eye(12)[:k]]) * 5.0 @ rotation + 3.0
+        assert effective_rank(points) == pytest.approx(k, rel=1e-9)
+    spread = np.diag([1.0, 0.5]) @ np.array([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]])
+    shares = np.array([1.0, 0.25]) / 1.25
+    assert effective_rank(spread.T) == pytest.approx(np.exp(-(shares * np.log(shares)).sum()), rel=1e-9)
+    assert effective_rank(np.ones((5, 4), np.float32)) == 0.0  # collapsed to one point

@@ -1,6 +1,7 @@
 """Linear evaluation of the encoder while it pre-trains: the papers' protocol on a small labelled dataset, so the logs
 show whether pre-training helps the task (`byola-pretrain --eval_dataset_name ... --eval_label_column_name ...`)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,23 +83,53 @@ def clip_embeddings(
     return np.concatenate(rows)
 
 
-def linear_probe_accuracy(
-    model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor, data: LinearProbeData, seed: int
-) -> float:
-    """Test accuracy of `byola-linear-eval`'s classifier (EVAR's protocol: standardised features, a validation
-    part held out as EVAR holds it, early stopping) on `model`'s clip embeddings."""
+@dataclass
+class LinearProbeMetrics:
+    """Test accuracy per classifier seed, and the effective rank of the test clips' embeddings."""
+
+    accuracies: list[float]
+    effective_rank: float
+
+
+def linear_probe_metrics(
+    model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor, data: LinearProbeData, seeds: Sequence[int]
+) -> LinearProbeMetrics:
+    """The clips embedded once by `model`, then `byola-linear-eval`'s classifier (EVAR's protocol: standardised
+    features, a validation part held out as EVAR holds it, early stopping) trained with each of `seeds`."""
     train_x = clip_embeddings(model, feature_extractor, data.train.waveforms)
     test_x = clip_embeddings(model, feature_extractor, data.test.waveforms)
+    rank = effective_rank(test_x)
     train_x, test_x = standardize(train_x, test_x)
-    train_y = data.train.labels
-    held_out = np.zeros(len(train_x), bool)
-    try:
-        held_out[hold_out_validation(train_y, VALIDATION_FRACTION, seed)] = True
-        valid_x, valid_y = train_x[held_out], train_y[held_out]
-    except ValueError:  # too few clips per class to hold any out: early stopping watches the training clips
-        valid_x, valid_y = train_x, train_y
-    run = train_linear(train_x[~held_out], train_y[~held_out], valid_x, valid_y, len(data.classes), seed)
-    return float((predict(run.layer, test_x) == data.test.labels).mean())
+    accuracies = []
+    for seed in seeds:
+        held_out = np.zeros(len(train_x), bool)
+        try:
+            held_out[hold_out_validation(data.train.labels, VALIDATION_FRACTION, seed)] = True
+            valid_x, valid_y = train_x[held_out], data.train.labels[held_out]
+        except ValueError:  # too few clips per class to hold any out: early stopping watches the training clips
+            valid_x, valid_y = train_x, data.train.labels
+        run = train_linear(train_x[~held_out], data.train.labels[~held_out], valid_x, valid_y, len(data.classes), seed)
+        accuracies.append(float((predict(run.layer, test_x) == data.test.labels).mean()))
+    return LinearProbeMetrics(accuracies, rank)
 
 
-__all__ = ["LinearProbeData", "clip_embeddings", "linear_probe_accuracy", "load_linear_probe_data"]
+def effective_rank(embeddings: np.ndarray) -> float:
+    """How many directions `embeddings` `(clips, dims)` spread over: exp of the entropy of the centred embeddings'
+    variance spectrum (Roy and Vetterli's effective rank; k for k directions of equal variance). BYOL's failure on
+    small data, dimensional collapse, shows as a fall of it while the loss still falls."""
+    centred = embeddings.astype(np.float64) - embeddings.mean(axis=0)
+    variances = np.linalg.svd(centred, compute_uv=False) ** 2
+    if variances.sum() == 0:  # every clip the same embedding: no direction at all
+        return 0.0
+    shares = variances[variances > 0] / variances.sum()
+    return float(np.exp(-(shares * np.log(shares)).sum()))
+
+
+__all__ = [
+    "LinearProbeData",
+    "LinearProbeMetrics",
+    "clip_embeddings",
+    "effective_rank",
+    "linear_probe_metrics",
+    "load_linear_probe_data",
+]

@@ -13,7 +13,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..tools.outputs import atomic_path
 from .data import EpochCropSampler
-from .linear_probe import LinearProbeData, linear_probe_accuracy
+from .linear_probe import LinearProbeData, linear_probe_metrics
 
 
 class EMATargetCallback(TrainerCallback):
@@ -66,7 +66,8 @@ class BYOLAPreTrainer(Trainer):
     (`input_values`) become log-mels on the model's device ([`~byola_hf.BYOLAFeatureExtractor.log_mel`]), then the
     model makes the views and the loss. Give it `feature_extractor=`; the EMA callback is added here. With
     `linear_probe=` (and an `eval_strategy`), each evaluation is a linear evaluation of the current online encoder
-    on that task, logged as `eval_linear_accuracy`.
+    on that task, logged as `eval_linear_accuracy`, with the effective rank of the test clips' embeddings
+    (`eval_effective_rank`).
     """
 
     def __init__(
@@ -129,8 +130,9 @@ class BYOLAPreTrainer(Trainer):
             # A copy in eval mode with the pre-training statistics, on the training device: the other ranks wait
             # for rank 0 in their next step, within --ddp_timeout.
             encoder = self.model.encoder_model().to(self.args.device)
-            metrics = {"eval_linear_accuracy": linear_probe_accuracy(encoder, self.feature_extractor,
-                                                                     self.linear_probe, self.args.seed)}  # fmt: skip
+            probe = linear_probe_metrics(encoder, self.feature_extractor, self.linear_probe, [self.args.seed])
+            # The effective rank shows dimensional collapse, which the accuracy on a small task may not.
+            metrics = {"eval_linear_accuracy": probe.accuracies[0], "eval_effective_rank": probe.effective_rank}
             self.log(metrics)
         # As Trainer.evaluate: callbacks see the metrics and the request is cleared (left set, Trainer evaluated
         # again at the end of an epoch that ended on an evaluation step).
