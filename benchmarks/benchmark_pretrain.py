@@ -34,8 +34,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root has byola_hf/
 
 from benchmarks.benchmark import in_fresh_process, machine, memory_status_mb  # noqa: E402
-from byola_hf.configuration_byola import BYOLAConfig  # noqa: E402
-from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig  # noqa: E402
+from byola_hf.configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig  # noqa: E402
+from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining  # noqa: E402
 
 
 # Goals of issue 21 (speed-up over the original step), per device and whether ours runs under bf16 autocast; set

@@ -1,7 +1,8 @@
 """BYOL-A (BYOL for Audio) as a Hugging Face transformers model.
 
 The model library, what `from_pretrained` and a forward need (it imports none of the tool folders):
-[`configuration_byola`] (network sizes, front-end, statistics: the one source of these facts),
+[`configuration_byola`] (network sizes, front-end, statistics: the one source of these facts; with the
+pre-training settings of byola-pretrain's checkpoints),
 [`feature_extraction_byola`] (waveforms -> log-mel), [`modeling_byola`] (the network and the task heads),
 [`inference_byola`] (the device kernels, in one place), [`reference_network`] (the original networks, plainly, for
 parity), [`audio`] (every audio input form -> mono float32 at the model's rate, one set of checks: a new input
@@ -74,5 +75,6 @@ __all__ = [
     "BYOLAModel",
     "BYOLAModelOutput",
     "BYOLAPreTrainedModel",
+    "BYOLAPreTrainingConfig",
     "BYOLAProcessor",
 ]

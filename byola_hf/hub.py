@@ -7,7 +7,8 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 from transformers.utils import logging
 
-from .configuration_byola import BYOLAConfig
+from .configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
+from .modeling_byola import PretrainingCheckpointError
 
 
 logger = logging.get_logger(__name__)
@@ -293,9 +294,11 @@ def push_to_hub(
 
     if not repo_id:
         raise HubAccessError("Pushing needs a repository id: pass --hub_model_id user/name.")
-    check_hub_access(repo_id)
     directory = Path(save_directory)
     config = AutoConfig.from_pretrained(directory)
+    if isinstance(config, BYOLAPreTrainingConfig):  # the learner, optimizer and RNG states under an encoder's card
+        raise PretrainingCheckpointError(directory)
+    check_hub_access(repo_id)
     warn_if_licensed(config, private)
     save_model_card(directory, config, task_info)
     api = HfApi(token=token)

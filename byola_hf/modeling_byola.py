@@ -1,12 +1,14 @@
 """PyTorch BYOL-A model."""
 
 import itertools
+import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple
@@ -69,23 +71,19 @@ class PretrainingCheckpointError(ValueError):
         )
 
 
-# from_pretrained's arguments that say where and how to read a config.json.
-CONFIG_SOURCE_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
-
-
 def refuse_pretraining_checkpoint(source: object, kwargs: dict) -> None:
-    """Raise [`PretrainingCheckpointError`] when the folder or Hub repository `source` holds a byola-pretrain
-    learner, before transformers loads (and reports on) weights that are not an encoder's. A config passed in
-    `kwargs`, or one that cannot be read, is left to `from_pretrained`."""
-    if source is None or isinstance(kwargs.get("config"), PretrainedConfig):
+    """Raise [`PretrainingCheckpointError`] when the local folder `source` holds a byola-pretrain learner (its
+    `config.json`), before transformers loads (and reports on) weights that are not an encoder's. Trainer writes
+    checkpoints locally; a Hub repository is left to the check after loading, as reading its config twice would
+    cost a second retry cycle when the Hub is unreachable. A config passed in `kwargs` is the caller's choice."""
+    if source is None or kwargs.get("config") is not None:
         return
+    config_file = Path(source) / kwargs.get("subfolder", "") / "config.json"
     try:
-        config_dict, _ = PretrainedConfig.get_config_dict(
-            source, **{key: kwargs[key] for key in CONFIG_SOURCE_KWARGS if key in kwargs}
-        )
-    except (OSError, ValueError):
+        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    except (OSError, ValueError, AttributeError):  # unreadable or not a JSON object: from_pretrained says so
         return
-    if config_dict.get("model_type") == PRETRAINING_MODEL_TYPE:
+    if model_type == PRETRAINING_MODEL_TYPE:
         raise PretrainingCheckpointError(source)
 
 

@@ -26,6 +26,8 @@ from transformers import (
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.extract.cli import main as extract_main
 from byola_hf.extract.extract import load_embeddings
+from byola_hf.hub import push_to_hub
+from byola_hf.pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 from byola_hf.pretraining.augmentations import (
     MixupMemoryBank,
     linear_fade,
@@ -37,7 +39,6 @@ from byola_hf.pretraining.augmentations import (
 )
 from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain, pretraining_config
 from byola_hf.pretraining.linear_probe import effective_rank
-from byola_hf.pretraining.modeling_pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 
 from conftest import PROJECT_ROOT, require_shared, run_two_ranks
 
@@ -263,7 +264,7 @@ def test_three_steps_reproduce_original_losses(reference, kernels):
 def original_learner_rebuilt(config: BYOLAPreTrainingConfig):
     """The original BYOL learner rebuilt as plain torch modules (`OriginalLearner` of
     benchmarks/benchmark_pretrain.py: `nn.Sequential` encoder and MLPs, a deep-copied target, the EMA parameter by
-    parameter), with its Dropout off as in the reference run."""
+    parameter), with the Dropout of `config` (off in the reference run)."""
     spec = importlib.util.spec_from_file_location(
         "benchmark_pretrain", PROJECT_ROOT / "benchmarks" / "benchmark_pretrain.py"
     )
@@ -272,7 +273,7 @@ def original_learner_rebuilt(config: BYOLAPreTrainingConfig):
     learner = module.OriginalLearner(config)
     for layer in learner.modules():
         if isinstance(layer, torch.nn.Dropout):
-            layer.p = 0.0
+            layer.p = config.hidden_dropout
     return learner
 
 
@@ -514,22 +515,28 @@ def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, t
         run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
 
 
-def test_rerunning_a_finished_run_trains_nothing(audio_folder, tmp_path):
-    """A run whose --max_steps ends inside an epoch (3 steps of 2-batch epochs), re-run as it was: the same model,
-    no further step (Trainer resumed there would train one more before checking the limit)."""
+@pytest.mark.parametrize(
+    "limit", [("--max_steps", "3", "--save_steps", "3"), ("--num_train_epochs", "2", "--save_strategy", "epoch")]
+)
+def test_rerunning_a_finished_run_trains_nothing(audio_folder, tmp_path, limit):
+    """A finished run re-run as it was: the same model, no further step, and the log and metrics of the run that
+    trained kept. With --max_steps ending inside an epoch (3 steps of 2-batch epochs), Trainer resumed there would
+    train one more before checking the limit; in epoch mode it trains none but reports the metrics of no step."""
     output = tmp_path / "run"
-    argv = pretrain_args(audio_folder, output, "--max_steps", "3", "--save_steps", "3")
+    argv = pretrain_args(audio_folder, output, *limit)
     run_pretrain(argv)
     first = load_file(output / "model.safetensors")
-    results = (output / "train_results.json").read_text()
+    logs = {name: (output / name).read_text() for name in ("trainer_state.json", "train_results.json")}
+    steps = json.loads(logs["trainer_state.json"])["global_step"]
+    checkpoints = sorted(path.name for path in output.glob("checkpoint-*"))
+    assert checkpoints[-1] == f"checkpoint-{steps}"
     run_pretrain(argv)
-    assert sorted(path.name for path in output.glob("checkpoint-*")) == ["checkpoint-3"]
-    assert (output / "train_results.json").read_text() == results  # the run that trained: kept
-    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 3
+    assert sorted(path.name for path in output.glob("checkpoint-*")) == checkpoints
     second = load_file(output / "model.safetensors")
     for key in first:
         torch.testing.assert_close(second[key], first[key], rtol=0, atol=0, msg=key)
-    assert "steps: 3," in (output / "README.md").read_text()
+    assert f"steps: {steps}," in (output / "README.md").read_text()
+    assert {name: (output / name).read_text() for name in logs} == logs
 
 
 def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
@@ -779,6 +786,10 @@ def test_a_pretraining_checkpoint_is_not_taken_for_an_encoder(tmp_path, capsys):
     with pytest.raises(ValueError, match="is a byola-pretrain checkpoint, not an encoder"):
         BYOLAModel.from_pretrained(tmp_path / "checkpoint-2")
     assert capsys.readouterr().err == ""  # refused before transformers loads and reports on the learner's weights
+    files = sorted(path.name for path in (tmp_path / "checkpoint-2").iterdir())
+    with pytest.raises(ValueError, match="is a byola-pretrain checkpoint"):
+        push_to_hub(tmp_path / "checkpoint-2", "user/byola-learner")  # no card written into it, nothing uploaded
+    assert sorted(path.name for path in (tmp_path / "checkpoint-2").iterdir()) == files
     # AutoConfig reads it, and the learner loads through AutoModelForPreTraining.
     assert isinstance(AutoConfig.from_pretrained(tmp_path / "checkpoint-2"), BYOLAPreTrainingConfig)
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "checkpoint-2")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, TrainerState, TrainingArguments
 
 from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -272,7 +272,10 @@ def pretrain(
         config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
         [RankStateCallback(checkpoint), *(callbacks or [])],
     )  # fmt: skip
+    start_step = TrainerState.load_from_json(f"{checkpoint}/trainer_state.json").global_step if checkpoint else 0
     result = run_training(trainer, checkpoint)
+    # A finished run re-run trains nothing (in epoch mode train() still returns metrics, of no step).
+    trained = result is not None and trainer.state.global_step > start_step
     if trainer.is_world_process_zero():
         # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
         losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
@@ -287,7 +290,7 @@ def pretrain(
             "logged_losses": [losses[0], losses[-1]] if losses else [],
             "audio_hours": stats["audio_seconds"] / 3600 if stats["audio_seconds"] is not None else None,
         }
-        save_outputs(trainer, output_dir, info, None if result is None else result.metrics)
+        save_outputs(trainer, output_dir, info, result.metrics if trained else None)
     return output_dir
 
 
@@ -339,10 +342,11 @@ def build_trainer(
 def save_outputs(trainer: BYOLAPreTrainer, output_dir: Path, info: dict[str, Any], metrics: dict | None) -> None:
     """
     Write the online encoder ([`BYOLAForPreTraining.save_encoder`]: weights, config with the statistics, feature
-    extractor), its card, and as transformers' example scripts do, the run's `trainer_state.json` (the whole log:
-    losses, linear probes) and `train_results.json` (`train()`'s metrics; kept from the run that trained when a
-    finished run is re-run, `metrics` `None`) into `output_dir`. Saved in a temporary folder first, then each file
-    renamed into place, `config.json` last, so the folder never loads as half a model.
+    extractor) and its card into `output_dir`, with, as transformers' example scripts do, the run's
+    `trainer_state.json` (the whole log: losses, linear probes) and `train_results.json` (`train()`'s `metrics`, of
+    the steps this invocation trained). `metrics` is `None` when it trained nothing (a finished run re-run): the two
+    files of the invocation that trained are kept. Saved in a temporary folder first, then each file renamed into
+    place, `config.json` last, so the folder never loads as half a model.
     """
     if not all(torch.isfinite(tensor).all() for tensor in trainer.model.encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
@@ -350,8 +354,8 @@ def save_outputs(trainer: BYOLAPreTrainer, output_dir: Path, info: dict[str, Any
     def save(staging: Path) -> None:
         encoder = trainer.model.save_encoder(staging)
         pretraining_card(encoder.config, info).save(staging / "README.md")
-        trainer.state.save_to_json(str(staging / "trainer_state.json"))
         if metrics is not None:
+            trainer.state.save_to_json(str(staging / "trainer_state.json"))
             (staging / "train_results.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
     save_into(output_dir, save)

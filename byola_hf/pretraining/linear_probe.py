@@ -117,7 +117,8 @@ def effective_rank(embeddings: np.ndarray) -> float:
     """How many directions `embeddings` `(clips, dims)` spread over: exp of the entropy of the centred embeddings'
     variance spectrum (Roy and Vetterli's effective rank; k for k directions of equal variance). BYOL's failure on
     small data, dimensional collapse, shows as a fall of it while the loss still falls."""
-    centred = embeddings.astype(np.float64) - embeddings.mean(axis=0)
+    embeddings = embeddings.astype(np.float64)
+    centred = embeddings - embeddings.mean(axis=0)
     variances = np.linalg.svd(centred, compute_uv=False) ** 2
     if variances.sum() == 0:  # every clip the same embedding: no direction at all
         return 0.0

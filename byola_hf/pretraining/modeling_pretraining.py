@@ -256,4 +256,4 @@ def original_learner_key(key: str, config: BYOLAConfig) -> str | None:
     return None
 
 
-__all__ = ["BYOLAForPreTraining", "BYOLAPreTrainingConfig", "BYOLAPreTrainingOutput", "BYOLAProjection", "byol_loss"]
+__all__ = ["BYOLAForPreTraining", "BYOLAPreTrainingOutput", "BYOLAProjection", "byol_loss"]
