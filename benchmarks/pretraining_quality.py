@@ -17,6 +17,7 @@ both encoders, and optionally `--compare` models (a converted official checkpoin
 """
 
 import argparse
+import fcntl
 import json
 import random
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import sys
 from multiprocessing import Pool
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import soundfile as sf
@@ -93,27 +95,35 @@ def make_clip(job: tuple) -> None:
     sf.write(path, 0.5 * clip / np.abs(clip).max(), RATE)
 
 
-# Written into the workdir before its data and removed after data.json: a run killed while making the data leaves
-# it, and a re-run then knows the unfinished task/ and corpus/ are its own to make again.
+# Written into the workdir before its data and locked while it is made, removed after data.json: a run killed while
+# making the data leaves it unlocked, and a re-run then knows the unfinished folders are its own to make again.
 UNFINISHED = ".making_data"
+OWN_FILES = {"task", "corpus", "data.json.tmp", UNFINISHED}
 
 
-def claim_workdir(workdir: Path, recipe: dict) -> bool:
-    """Whether `workdir` already holds data made by `recipe` (then it is reused). A folder holding another recipe's
-    data or files of its own is refused; the unfinished data of a killed run is removed."""
+def claim_workdir(workdir: Path, recipe: dict) -> IO | None:
+    """`None` when `workdir` holds data made by `recipe` (reused); otherwise the locked marker of the data this run
+    makes, after removing a killed run's unfinished data. Refused: another recipe's data, a folder holding files of
+    its own, a run still making data there."""
     if (workdir / "data.json").exists():
         made = json.loads((workdir / "data.json").read_text())
         if made != recipe:
             sys.exit(f"pretraining_quality: {workdir} holds data made as {made}, not {recipe}; give a new --workdir.")
-        return True
-    if (workdir / UNFINISHED).exists():
-        for name in ("task", "corpus"):
-            shutil.rmtree(workdir / name, ignore_errors=True)
-        (workdir / "data.json.tmp").unlink(missing_ok=True)
-        (workdir / UNFINISHED).unlink()
-    if workdir.exists() and any(workdir.iterdir()):
+        (workdir / UNFINISHED).unlink(missing_ok=True)  # a kill after data.json was written leaves it
+        return None
+    names = {path.name for path in workdir.iterdir()} if workdir.exists() else set()
+    if names and (UNFINISHED not in names or not names <= OWN_FILES):
         sys.exit(f"pretraining_quality: {workdir} holds other files; give a new or empty --workdir.")
-    return False
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker = open(workdir / UNFINISHED, "a")
+    try:
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"pretraining_quality: another run is making the data in {workdir}; wait for it to finish.")
+    for name in ("task", "corpus"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    (workdir / "data.json.tmp").unlink(missing_ok=True)
+    return marker
 
 
 def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
@@ -121,15 +131,16 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
     a later run reuses them only when they were made with the same sizes."""
     task, corpus = workdir / "task", workdir / "corpus"
     recipe = {"clips_per_word": CLIPS_PER_WORD, "corpus": corpus_clips}
-    if claim_workdir(workdir, recipe):
+    if not (workdir / "data.json").exists():  # to be made: what it is made with must be there first
+        if shutil.which("espeak-ng") is None:
+            sys.exit("pretraining_quality: espeak-ng is not installed (apt-get install espeak-ng).")
+        if not any(BACKGROUND_DIR.rglob("*.wav")):
+            package = "asterisk-core-sounds-en-wav"
+            sys.exit(f"pretraining_quality: no recordings in {BACKGROUND_DIR} (apt-get install {package}).")
+    marker = claim_workdir(workdir, recipe)
+    if marker is None:
         return task, corpus
-    if shutil.which("espeak-ng") is None:
-        sys.exit("pretraining_quality: espeak-ng is not installed (apt-get install espeak-ng).")
     backgrounds = sorted(BACKGROUND_DIR.rglob("*.wav"))
-    if not backgrounds:
-        sys.exit(f"pretraining_quality: no recordings in {BACKGROUND_DIR} (apt install asterisk-core-sounds-en-wav).")
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / UNFINISHED).touch()
     train_variants, test_variants = voice_variants()
     jobs = []
     for split, bases, variants in (("train", TRAIN_BASES, train_variants), ("test", TEST_BASES, test_variants)):
@@ -149,6 +160,7 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
     staged.write_text(json.dumps(recipe))
     staged.replace(workdir / "data.json")
     (workdir / UNFINISHED).unlink()
+    marker.close()
     return task, corpus
 
 

@@ -1,5 +1,6 @@
 """The benchmark scripts run as files from a checkout, as their docstrings say."""
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -175,9 +176,22 @@ def test_pretraining_quality_remakes_its_own_unfinished_data_and_refuses_other_f
     assert quality.make_data(workdir, corpus_clips=3) == (task, corpus)  # reused
     with pytest.raises(SystemExit, match="holds data made as"):
         quality.make_data(workdir, corpus_clips=5)
+    (workdir / quality.UNFINISHED).touch()  # a kill after data.json was written: the marker is cleared
+    quality.make_data(workdir, corpus_clips=3)
+    assert not (workdir / quality.UNFINISHED).exists()
+    # Not its own: a folder with other files, even beside a killed run's data, is left as it is.
     foreign = tmp_path / "foreign"
-    foreign.mkdir()
+    (foreign / "task").mkdir(parents=True)
+    (foreign / quality.UNFINISHED).touch()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="holds other files"):
         quality.make_data(foreign, corpus_clips=3)
-    assert [path.name for path in foreign.iterdir()] == ["notes.txt"]
+    assert sorted(path.name for path in foreign.iterdir()) == [quality.UNFINISHED, "notes.txt", "task"]
+    # A run still making data there (its marker locked) is not disturbed.
+    busy = tmp_path / "busy"
+    (busy / "corpus").mkdir(parents=True)
+    with open(busy / quality.UNFINISHED, "a") as marker:
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit, match="another run is making the data"):
+            quality.make_data(busy, corpus_clips=3)
+    assert (busy / "corpus").is_dir()
