@@ -184,7 +184,9 @@ def probe_curve(output: Path) -> list[tuple[int, float]]:
     """(step, accuracy) of each linear probe byola-pretrain logged (step 0: the random initialisation)."""
     states = sorted(output.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     history = json.loads(states[-1].read_text())["log_history"]
-    return [(entry["step"], entry["eval_linear_accuracy"]) for entry in history if "eval_linear_accuracy" in entry]
+    # A resumed run probes again at its first step (--eval_on_start): one value a step.
+    curve = {entry["step"]: entry["eval_linear_accuracy"] for entry in history if "eval_linear_accuracy" in entry}
+    return sorted(curve.items())
 
 
 def evaluate(models: dict[str, object], task: Path, seeds: int) -> dict[str, object]:
