@@ -308,10 +308,13 @@ def test_output_folder_is_owned_resumed_and_refused(corpora, random2048_dir, tmp
     assert code == 0, stderr[-3000:]
     assert f"Resuming from {output}/checkpoint-2" in caplog.text
     assert json.loads((output / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
-    # Once more, finished: nothing trained (Trainer resumed mid-epoch at max_steps would take one more step).
+    # Once more, finished: nothing trained (Trainer resumed mid-epoch at max_steps would take one more step), and
+    # the training metrics of the run that trained are kept.
+    train_results = (output / "train_results.json").read_text()
     code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *longer)
     assert code == 0, stderr[-3000:]
     assert "checkpoint-3 is the run's last step" in caplog.text and not (output / "checkpoint-4").exists()
+    assert (output / "train_results.json").read_text() == train_results
     # Another learning rate into the same folder: refused, nothing touched; --overwrite_output_dir starts over.
     changed = [*steps, "--learning_rate", "0.5"]
     code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *changed)

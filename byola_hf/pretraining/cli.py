@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, TrainerState, TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -272,10 +272,7 @@ def pretrain(
         config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe,
         [RankStateCallback(checkpoint), *(callbacks or [])],
     )  # fmt: skip
-    start_step = TrainerState.load_from_json(f"{checkpoint}/trainer_state.json").global_step if checkpoint else 0
     result = run_training(trainer, checkpoint)
-    # A finished run re-run trains nothing (in epoch mode train() still returns metrics, of no step).
-    trained = result is not None and trainer.state.global_step > start_step
     if trainer.is_world_process_zero():
         # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
         losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
@@ -290,7 +287,7 @@ def pretrain(
             "logged_losses": [losses[0], losses[-1]] if losses else [],
             "audio_hours": stats["audio_seconds"] / 3600 if stats["audio_seconds"] is not None else None,
         }
-        save_outputs(trainer, output_dir, info, result.metrics if trained else None)
+        save_outputs(trainer, output_dir, info, None if result is None else result.metrics)
     return output_dir
 
 

@@ -69,11 +69,14 @@ RESULT_CHANGING_TRAINING_ARGUMENTS = (
 
 def run_training(trainer: Any, checkpoint: str | None) -> Any:
     """
-    `trainer.train(resume_from_checkpoint=checkpoint)`, and its `TrainOutput`. Two of Trainer's ways are changed:
+    `trainer.train(resume_from_checkpoint=checkpoint)`, and its `TrainOutput`, or `None` when no step was left to
+    train (a finished run re-run: its metrics are the run's that trained, not these). Two of Trainer's ways are
+    changed:
 
     - When `checkpoint` already is the run's last step (`--max_steps`), its weights and state are loaded and nothing
-      is trained (returns `None`): Trainer resumed there in the middle of an epoch trains one more step before it
-      checks the limit, so each re-run of a finished command changed the model.
+      is trained: Trainer resumed there in the middle of an epoch trains one more step before it checks the limit,
+      so each re-run of a finished command changed the model. (In epoch mode Trainer trains none, but still
+      returns metrics, of no step.)
     - When training raises, Trainer's progress bars are closed first, so that the command's one-line error starts a
       line of its own instead of trailing a half-drawn bar.
     """
@@ -81,15 +84,17 @@ def run_training(trainer: Any, checkpoint: str | None) -> Any:
     from transformers import TrainerState
     from transformers.trainer_callback import ProgressCallback
 
-    if checkpoint is not None and trainer.args.max_steps > 0:
+    start_step = 0
+    if checkpoint is not None:
         saved = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-        if saved.global_step >= trainer.args.max_steps:
+        start_step = saved.global_step
+        if 0 < trainer.args.max_steps <= start_step:
             logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
             trainer.model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
             trainer.state = saved
             return None
     try:
-        return trainer.train(resume_from_checkpoint=checkpoint)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ProgressCallback):
@@ -97,6 +102,7 @@ def run_training(trainer: Any, checkpoint: str | None) -> Any:
                     if bar is not None:
                         bar.close()
         raise
+    return result if trainer.state.global_step > start_step else None
 
 
 def fail(command: str, message: str) -> NoReturn:
