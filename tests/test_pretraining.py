@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import math
 import random
 import shutil
 import subprocess
@@ -564,6 +565,38 @@ def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     np.testing.assert_allclose([record["mean"], record["std"]], [read_whole.mean, read_whole.std], rtol=1e-12)
     config = AutoModel.from_pretrained(whole).config
     assert (config.mean, config.std) == (record["mean"], record["std"])
+
+
+def test_streaming_drops_the_last_partial_batch(audio_folder, tmp_path):
+    """Nine streamed clips in batches of four: each epoch's ninth clip is dropped, as the map-style sampler drops it,
+    so no step trains BatchNorm on a batch of one (an error) or on a smaller batch than asked."""
+    folder = tmp_path / "nine"
+    shutil.copytree(audio_folder, folder)
+    shutil.copy(audio_folder / "speech_one.wav", folder / "speech_one_again.wav")
+    stream = ["--dataset_name", "audiofolder", "--data_dir", str(folder), "--streaming"]
+    output = run_pretrain(pretrain_args(folder, tmp_path / "out", *stream, "--max_steps", "3", "--seed", "3")[2:])
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3]
+    assert all(math.isfinite(entry["loss"]) for entry in history if "loss" in entry)
+
+
+def test_stream_of_less_than_a_batch_is_refused(audio_folder, tmp_path, capsys):
+    """Three streamed clips, batches of four: no step can train; the clips the statistics pass counted are refused
+    in one line, before anything is written."""
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for name in ("speech_one.wav", "speech_two.wav", "Noise.wav"):
+        shutil.copy(audio_folder / name, folder / name)
+    stream = ["--dataset_name", "audiofolder", "--data_dir", str(folder), "--streaming", "--max_steps", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(pretrain_args(folder, tmp_path / "out", *stream)[2:])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("3 clips are fewer than one batch (4); lower --per_device_train_batch_size.")
+    )
+    assert not any((tmp_path / "out").iterdir())  # no record: a re-run with more clips is a new run
 
 
 def test_streaming_needs_max_steps(audio_folder, tmp_path, capsys):

@@ -219,12 +219,18 @@ def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, trai
     dataset = load_source(*source, data_args.audio_column_name, sampling_rate)
     if data_args.max_train_samples is not None:
         dataset = dataset.select(range(min(data_args.max_train_samples, len(dataset))))
-    global_batch = training_args.per_device_train_batch_size * training_args.world_size
-    if len(dataset) < global_batch:
-        raise ValueError(
-            f"{len(dataset)} clips are fewer than one batch ({global_batch}); lower --per_device_train_batch_size."
-        )
+    check_one_batch(len(dataset), training_args)
     return dataset
+
+
+def check_one_batch(clips: int, training_args: TrainingArguments) -> None:
+    """Refuse fewer clips than one batch over all ranks: no epoch would give a step (a stream's would end in
+    accelerate's error on an empty batch)."""
+    global_batch = training_args.per_device_train_batch_size * training_args.world_size
+    if clips < global_batch:
+        raise ValueError(
+            f"{clips} clips are fewer than one batch ({global_batch}); lower --per_device_train_batch_size."
+        )
 
 
 def linear_probe_data(data_args: PreTrainingDataArguments, sampling_rate: int) -> LinearProbeData | None:
@@ -308,6 +314,8 @@ def run_record(model_args, data_args, training_args, dataset, feature_extractor,
             return record, True
         output_dir.mkdir(parents=True, exist_ok=True)
         stats = statistics(model_args, data_args, dataset, feature_extractor, config.crop_samples)
+        if data_args.streaming and stats["provenance"]["num_examples"] is not None:  # the statistics pass counted
+            check_one_batch(stats["provenance"]["num_examples"], training_args)
         record = {"fingerprint": fingerprint, "statistics": stats}
         write_json_atomic(output_dir / RUN_FILE, record)
         return record, False

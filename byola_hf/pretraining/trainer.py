@@ -84,21 +84,23 @@ class BYOLAPreTrainer(Trainer):
         self.log_clock: tuple[float, int] | None = None  # (time, global step) of the previous loss log
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        """Batches of crops in [`EpochCropSampler`]'s order (dropping the last partial batch: BatchNorm needs more
-        than one example per batch), decoded in `dataloader_num_workers` workers. A stream
-        ([`~byola_hf.pretraining.data.StreamingCropDataset`]) is batched as Trainer batches any iterable dataset."""
-        if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
-            return super().get_train_dataloader()
+        """Batches of `per_device_train_batch_size` crops decoded in `dataloader_num_workers` workers, each epoch's
+        last partial batch dropped: BatchNorm fails on one example and a smaller batch is not the batch asked for. A
+        dataset is read in [`EpochCropSampler`]'s order, a stream
+        ([`~byola_hf.pretraining.data.StreamingCropDataset`]) as it arrives."""
         args = self.args
+        streaming = isinstance(self.train_dataset, torch.utils.data.IterableDataset)
+        workers = args.dataloader_num_workers
         loader = torch.utils.data.DataLoader(
             self.train_dataset,
             batch_size=args.per_device_train_batch_size,
-            sampler=EpochCropSampler(len(self.train_dataset), args.seed),
+            sampler=None if streaming else EpochCropSampler(len(self.train_dataset), args.seed),
             collate_fn=self.data_collator,
-            num_workers=args.dataloader_num_workers,
+            num_workers=workers,
             pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
-            persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
-            prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+            multiprocessing_context=args.dataloader_multiprocessing_context if workers > 0 else None,
             drop_last=True,
         )
         return self.accelerator.prepare(loader)
