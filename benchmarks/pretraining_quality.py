@@ -13,7 +13,8 @@ both encoders, and optionally `--compare` models (a converted official checkpoin
 `--seeds` classifier seeds each (the task's statistics are the corpus's, as byola-pretrain computed them).
 
     python benchmarks/pretraining_quality.py --workdir DIR [--steps 2700] [--batch 64] [--eval_steps 300]
-                                             [--corpus_clips 1600] [--device cpu|cuda] [--compare MODEL_DIR ...]
+                                             [--corpus_clips 1600] [--learning_rate LR] [--device cpu|cuda]
+                                             [--compare MODEL_DIR ...]
 """
 
 import argparse
@@ -166,7 +167,8 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
 
 def pretrain(args: argparse.Namespace, task: Path, corpus: Path) -> Path:
     """Run `byola-pretrain` (resuming a run of the same arguments); the output folder."""
-    output = args.workdir / f"pretrain_{args.variant}_{args.feature_d}_b{args.batch}"
+    suffix = "" if args.learning_rate is None else f"_lr{args.learning_rate:g}"
+    output = args.workdir / f"pretrain_{args.variant}_{args.feature_d}_b{args.batch}{suffix}"
     command = [sys.executable, "-m", "byola_hf.pretraining.cli", "--dataset_name", str(corpus), "--output_dir",
                str(output), "--variant", args.variant, "--feature_d", str(args.feature_d),
                "--per_device_train_batch_size", str(args.batch), "--max_steps", str(args.steps),
@@ -174,6 +176,8 @@ def pretrain(args: argparse.Namespace, task: Path, corpus: Path) -> Path:
                "--eval_dataset_name", "audiofolder", "--eval_data_dir", str(task), "--eval_label_column_name",
                "label", "--eval_steps", str(args.eval_steps), "--eval_on_start", "true",
                "--disable_tqdm", "true"]  # fmt: skip
+    if args.learning_rate is not None:
+        command += ["--learning_rate", str(args.learning_rate)]
     if args.device == "cpu":
         command.append("--use_cpu")
     subprocess.run(command, check=True)
@@ -224,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus_clips", type=int, default=1600, help="Unlabelled clips made for pre-training")
     parser.add_argument("--variant", default="AudioNTT2020", help="AudioNTT2020 (v1) or AudioNTT2022 (v2)")
     parser.add_argument("--feature_d", type=int, default=512, help="Encoder width")
+    parser.add_argument("--learning_rate", type=float, help="Adam's learning rate (default: the variant's original)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (pre-training device)")
     parser.add_argument("--seeds", type=int, default=3, help="Classifier seeds per evaluated model")
     parser.add_argument("--compare", nargs="*", default=[], help="More BYOL-A model folders to evaluate")
