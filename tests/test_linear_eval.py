@@ -118,6 +118,19 @@ def test_a_plateau_no_longer_stops_training():
     assert (accuracy, run.best_epoch, run.epochs_run) == results["greater_equal"]
 
 
+def test_training_leaves_every_generator_as_it_was(monkeypatch):
+    """The classifier draws on the CPU generator and restores it; it must not reseed CUDA's (which fork_rng without
+    devices does not restore): pre-training on a GPU would replay its augmentation draws after each linear probe."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", reseeded.append)
+    (train_x, train_y), _ = blobs(1, (20, 10), classes=2, spread=0.8)
+    before = torch.get_rng_state()
+    train_linear(train_x, train_y, train_x[:4], train_y[:4], 2, 0, epochs=2)
+    assert reseeded == []
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.fixture(scope="module")
 def ks_embeddings(tmp_path_factory, real512_dir):
     """byola-extract of each split of the mini KS set (voices of validation and test unheard in training)."""

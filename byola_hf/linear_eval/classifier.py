@@ -113,7 +113,9 @@ def train_linear(
     valid_inputs, valid_targets = torch.from_numpy(valid_x).to(device), torch.from_numpy(valid_y).to(device)
     batch_size = min(MAX_BATCH_SIZE, len(inputs))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator only: torch.manual_seed would also reseed CUDA's, which fork_rng(devices=[]) does not
+        # restore, and a probe during pre-training on a GPU would replay the augmentations' draws after it.
+        torch.default_generator.manual_seed(seed)
         layer = nn.Linear(inputs.shape[1], num_classes).to(device)
         optimizer = torch.optim.Adam(
             layer.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=ADAM_WEIGHT_DECAY
