@@ -38,7 +38,7 @@ from byola_hf.pretraining.augmentations import (
     sample_crop_boxes,
     sample_fader_ends,
 )
-from byola_hf.pretraining.cli import build_parser, default_flags, main, pretrain, pretraining_config
+from byola_hf.pretraining.cli import build_parser, main, parse_command_line, pretrain, pretraining_config
 from byola_hf.pretraining.linear_probe import effective_rank
 
 from conftest import PROJECT_ROOT, require_shared, run_two_ranks
@@ -405,9 +405,7 @@ class KillAfterSave(TrainerCallback):
 
 
 def run_pretrain(argv: list[str], callbacks=None) -> Path:
-    parser = build_parser()
-    model_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
-    return pretrain(*parser.parse_args_into_dataclasses(args=default_flags(argv, model_args)), callbacks=callbacks)
+    return pretrain(*parse_command_line(argv), callbacks=callbacks)
 
 
 def encoder_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -841,6 +839,26 @@ def test_a_pretraining_checkpoint_is_not_taken_for_an_encoder(tmp_path, capsys):
     feature_extractor = AutoFeatureExtractor.from_pretrained(tmp_path / "encoder")
     saved = {key: value for key, value in feature_extractor.to_dict().items() if key != "auto_map"}
     assert saved == BYOLAFeatureExtractor.from_model_config(encoder.config).to_dict()
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], {"per_device_train_batch_size": 256, "learning_rate": 3e-4, "num_train_epochs": 100, "seed": 42}),
+        (["--variant", "AudioNTT2022"], {"learning_rate": 1e-4, "lr_scheduler_type": "constant"}),
+        (["--per-device-train-batch-size", "32", "--learning-rate", "1e-3"],
+         {"per_device_train_batch_size": 32, "learning_rate": 1e-3}),
+        (["--per_device_train_batch", "32", "--num_train_epoch", "3", "--report-to", "tensorboard"],
+         {"per_device_train_batch_size": 32, "num_train_epochs": 3, "report_to": ["tensorboard"]}),
+        (["--eval_dataset_name", "audiofolder"], {"eval_strategy": "steps", "eval_steps": 500}),
+        (["--eval-dataset-name", "audiofolder", "--eval-steps", "20"], {"eval_strategy": "steps", "eval_steps": 20}),
+    ],
+)  # fmt: skip
+def test_original_defaults_yield_to_any_spelling_of_a_flag(flags, expected, tmp_path):
+    """The original's setup fills only the flags not given, however argparse was given them: with dashes, or
+    abbreviated (they were overridden by the defaults once, silently)."""
+    _, _, training_args = parse_command_line(["--dataset_name", "x", "--output_dir", str(tmp_path), *flags])
+    assert {name: getattr(training_args, name) for name in expected} == expected
 
 
 def test_feature_d_with_init_from_is_refused(tmp_path):

@@ -377,7 +377,7 @@ def build_parser() -> HfArgumentParser:
             f"as defaults (--learning_rate {VARIANT_PRETRAINING['AudioNTT2022']['learning_rate']} for AudioNTT2022)."
         ),
     )
-    # What --help shows; default_flags applies the same values (the learning rate by variant).
+    # What --help shows; parse_command_line sets the run's (the learning rate by variant).
     parser.set_defaults(**original_training_defaults("AudioNTT2020"))
     return parser
 
@@ -400,32 +400,33 @@ def original_training_defaults(variant: str) -> dict[str, Any]:
     }
 
 
-def default_flags(argv: list[str], model_args: PreTrainingModelArguments) -> list[str]:
-    """`argv` with [`original_training_defaults`] of the run's variant for the flags not given."""
-    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+def pretraining_defaults(model_args: PreTrainingModelArguments, data_args: PreTrainingDataArguments) -> dict:
+    """[`original_training_defaults`] of the run's variant (`--init_from`'s, read from its config), and a linear
+    probe every 500 steps when `--eval_dataset_name` is given."""
     if model_args.init_from is not None:
         variant = load_byola_front_end(model_args.init_from)[0].variant
     else:
         variant = VARIANT_ALIASES.get(model_args.variant, model_args.variant)
     defaults = original_training_defaults(variant)
-    if "--max_steps" in given:
-        defaults.pop("num_train_epochs")
-    if "--eval_dataset_name" in given:
+    if data_args.eval_dataset_name is not None:
         defaults.update({"eval_strategy": "steps", "eval_steps": 500})
-    extra = []
-    for name, value in defaults.items():
-        if f"--{name}" not in given:
-            extra += [f"--{name}", str(value)]
-    return argv + extra
+    return defaults
+
+
+def parse_command_line(argv: list[str]) -> tuple:
+    """The three argument dataclasses of `argv`, with the defaults of [`pretraining_defaults`] for the flags not
+    given. They are the parser's defaults, not flags added to `argv`: argparse also takes a flag spelled with
+    dashes or abbreviated, and an added flag would override it."""
+    parser = build_parser()
+    model_args, data_args, _ = parse_arguments(parser, argv)
+    # Reads --init_from's config: a mistake there is one line.
+    parser.set_defaults(**run_command(COMMAND, pretraining_defaults, model_args, data_args))
+    return parse_arguments(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
     require_extras(COMMAND, ("datasets", "accelerate"), "pretrain")
-    parser = build_parser()
-    model_args, _, _ = parse_arguments(parser, argv)
-    argv = run_command(COMMAND, default_flags, argv, model_args)  # reads --init_from's config: may be a mistake
-    model_args, data_args, training_args = parse_arguments(parser, argv)
+    model_args, data_args, training_args = parse_command_line(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = run_command(COMMAND, pretrain, model_args, data_args, training_args)
     if is_main_process():
