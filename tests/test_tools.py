@@ -1,14 +1,16 @@
-"""byola_hf/tools: owned output folders, atomic writes, workers that die with their parent."""
+"""byola_hf/tools: owned output folders, atomic writes, workers that die with their parent, command lines."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 
 import pytest
 
 from byola_hf.tools import outputs
+from byola_hf.tools.cli import make_parser, parse_arguments
 
 
 def test_claim_output_dir_contract(tmp_path):
@@ -61,3 +63,20 @@ def test_workers_die_with_their_parent():
         time.sleep(0.1)
     os.kill(child_pid, signal.SIGKILL)
     raise AssertionError("the worker outlived its parent")
+
+
+@dataclass
+class Rate:
+    learning_rate: float = field(default=1.0, metadata={"help": "Learning rate"})
+
+
+def test_abbreviated_flags_are_refused_in_one_line(capsys):
+    """Every command's parser: `--learning_r` is not taken for `--learning_rate`. The commands pick defaults by the
+    flags given, so an abbreviation taken unseen would let a default replace the user's value."""
+    parser = make_parser("byola-x", (Rate,))
+    assert parse_arguments(parser, ["--learning-rate", "2"])[0].learning_rate == 2.0
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(parser, ["--learning_r", "2"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("byola-x: error:") and "--learning_r" in error

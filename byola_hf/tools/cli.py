@@ -133,9 +133,11 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -> HfArgumentParser:
-    """An `HfArgumentParser` for `command` whose errors (unknown flags, bad values) are one line and exit code 2."""
+    """An `HfArgumentParser` for `command` whose errors (unknown flags, bad values) are one line and exit code 2.
+    Abbreviated flags are refused: the commands choose defaults by which flags were given, and `--learning_r`
+    taken for `--learning_rate` unseen would let a default replace the user's value."""
     kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
-    parser = HfArgumentParser(argument_types, prog=command, **kwargs)
+    parser = HfArgumentParser(argument_types, prog=command, allow_abbrev=False, **kwargs)
     parser.error = lambda message: fail(command, f"{message} (see {command} --help)")
     return parser
 
