@@ -214,6 +214,21 @@ def test_kill_9_then_changed_arguments_refuse_and_the_same_resume(audio_folder, 
     np.testing.assert_array_equal(embeddings(output), embeddings(tmp_path / "ref"))
 
 
+def test_source_fingerprint_sees_a_file_written_again_under_its_name(tmp_path):
+    """A folder of files: datasets fingerprints it by the names; a clip exported again (same length, so the same
+    size) must make another source, or a resumed extraction would mix embeddings of two versions."""
+    from byola_hf.extract.source import load_source, source_fingerprint
+
+    clip = tmp_path / "clips" / "a.wav"
+    clip.parent.mkdir()
+    sf.write(clip, np.linspace(-0.5, 0.5, 1600, dtype=np.float32), 16000, subtype="PCM_16")
+    before = source_fingerprint(load_source(str(clip.parent)), "audio")
+    assert source_fingerprint(load_source(str(clip.parent)), "audio") == before
+    sf.write(clip, np.linspace(0.5, -0.5, 1600, dtype=np.float32), 16000, subtype="PCM_16")
+    os.utime(clip, ns=(clip.stat().st_atime_ns, clip.stat().st_mtime_ns + 10**9))
+    assert source_fingerprint(load_source(str(clip.parent)), "audio") != before
+
+
 def test_never_deletes_what_it_did_not_write(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     project = tmp_path / "p"

@@ -91,8 +91,9 @@ def metadata_csv_source(metadata_csv: str, data_dir: str | None, audio_column_na
 def source_fingerprint(dataset, audio_column_name: str) -> str:
     """
     A hash of what the examples are: every non-audio column's values and, per clip, its path with the file's size
-    (local files) or a hash of its bytes (audio stored in the dataset). Reads the table in batches, never the
-    decoded audio.
+    and modification time (local files: a file written again under its name, as the same length of audio, keeps
+    its size) or a hash of its bytes (audio stored in the dataset). Reads the table in batches, never the decoded
+    audio.
     """
     digest = hashlib.sha256()
     others = [name for name in dataset.column_names if name != audio_column_name]
@@ -104,6 +105,7 @@ def source_fingerprint(dataset, audio_column_name: str) -> str:
             if item.get("bytes"):
                 digest.update(f"{path}:{hashlib.sha256(item['bytes']).hexdigest()}".encode())
             else:
-                size = os.path.getsize(path) if os.path.isfile(path) else -1
-                digest.update(f"{os.path.abspath(path)}:{size}".encode())
+                stat = os.stat(path) if os.path.isfile(path) else None
+                written = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
+                digest.update(f"{os.path.abspath(path)}:{written}".encode())
     return digest.hexdigest()[:16]
