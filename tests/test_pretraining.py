@@ -4,6 +4,7 @@
 import importlib.util
 import json
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -498,7 +499,8 @@ def test_only_a_checkpoint_saved_to_the_end_is_resumed(tmp_path):
 
 def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, tmp_path):
     """Resuming must not mix two setups: another schedule, optimiser or clipping, or the data folder with a clip
-    added, is another run (the record holds the old data's statistics and crop order), refused with the reason."""
+    written again or added, is another run (the record holds the old data's statistics and crop order), refused
+    with the reason."""
     data, output = tmp_path / "data", tmp_path / "out"
     shutil.copytree(audio_folder, data)
     run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
@@ -509,6 +511,14 @@ def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, t
     ):
         with pytest.raises(ValueError, match=f"differs in {changed}"):
             run_pretrain(pretrain_args(data, output, "--max_steps", "1", *extra))
+    # A clip exported again under its name (same length, so the same size): datasets' fingerprint of a folder
+    # holds the names only.
+    rewritten = data / "speech_one.wav"
+    waveform, rate = soundfile.read(rewritten)
+    soundfile.write(rewritten, -waveform, rate, subtype="PCM_16")
+    os.utime(rewritten, ns=(rewritten.stat().st_atime_ns, rewritten.stat().st_mtime_ns + 10**9))
+    with pytest.raises(ValueError, match=r"differs in data\.fingerprint"):
+        run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
     shutil.copy(next(data.rglob("*.wav")), data / "added.wav")
     with pytest.raises(ValueError, match=r"differs in data\.clips, data\.fingerprint"):
         run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
@@ -540,13 +550,15 @@ def test_rerunning_a_finished_run_trains_nothing(audio_folder, tmp_path, limit):
 
 def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     """`--streaming` (an audiofolder read as a stream): the statistics from one pass over it, crops as clips arrive,
-    and a run killed after checkpoint 2 of 4 resumes to the weights of a run never interrupted."""
+    and a run killed after checkpoint 3 of 5, inside the second pass over the 8 clips (two batches a pass), resumes
+    to the weights of a run never interrupted (Trainer skipped three batches of its first epoch, which a pass
+    ended after two, and started the second pass over)."""
     stream = ["--dataset_name", "audiofolder", "--data_dir", str(audio_folder), "--streaming"]
-    steps = [*stream, "--max_steps", "4", "--save_steps", "2", "--seed", "3"]
+    steps = [*stream, "--max_steps", "5", "--save_steps", "3", "--seed", "3"]
     whole = run_pretrain(pretrain_args(audio_folder, tmp_path / "whole", *steps)[2:])
     with pytest.raises(Killed):
-        run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps)[2:], callbacks=[KillAfterSave(2)])
-    checkpoint = tmp_path / "killed" / "checkpoint-2" / "model.safetensors"
+        run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps)[2:], callbacks=[KillAfterSave(3)])
+    checkpoint = tmp_path / "killed" / "checkpoint-3" / "model.safetensors"
     written = checkpoint.stat().st_mtime_ns
     resumed = run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", *steps)[2:])
     assert checkpoint.stat().st_mtime_ns == written  # resumed from it, not trained again from the start
@@ -559,15 +571,16 @@ def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
 
     record = json.loads((whole / "byola_pretrain_run.json").read_text())["statistics"]
     assert record["provenance"]["num_examples"] == 8
+    assert "steps: 5, epochs: 2.50, batch: 4" in (whole / "README.md").read_text()  # passes over the 8 clips
     read_whole = scan_clips(load_source(str(audio_folder)), BYOLAFeatureExtractor(), "audio", True).moments
     np.testing.assert_allclose([record["mean"], record["std"]], [read_whole.mean, read_whole.std], rtol=1e-12)
     config = AutoModel.from_pretrained(whole).config
     assert (config.mean, config.std) == (record["mean"], record["std"])
 
 
-def test_streaming_drops_the_last_partial_batch(audio_folder, tmp_path):
-    """Nine streamed clips in batches of four: each epoch's ninth clip is dropped, as the map-style sampler drops it,
-    so no step trains BatchNorm on a batch of one (an error) or on a smaller batch than asked."""
+def test_streaming_batches_run_across_passes(audio_folder, tmp_path):
+    """Nine streamed clips in batches of four: the third batch holds the ninth clip and three of the next pass, so
+    no step trains BatchNorm on a batch of one (an error) or on a smaller batch than asked."""
     folder = tmp_path / "nine"
     shutil.copytree(audio_folder, folder)
     shutil.copy(audio_folder / "speech_one.wav", folder / "speech_one_again.wav")

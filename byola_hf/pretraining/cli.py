@@ -19,6 +19,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
+from ..extract.source import source_fingerprint
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import (
@@ -29,7 +30,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import load_byola_front_end
+from ..tools.data import is_audio_file_source, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import last_complete_checkpoint, save_into, write_json_atomic
 from .data import (
@@ -121,16 +122,22 @@ def pretraining_config(model_args: PreTrainingModelArguments) -> tuple[BYOLAPreT
 
 
 def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dataset) -> dict[str, Any]:
-    """What makes a run: a re-run into the same folder must match it to resume. The clips count, with datasets'
-    own fingerprint of them: a folder with files added or changed is other data, whose statistics and crop order
-    the record does not hold."""
+    """What makes a run: a re-run into the same folder must match it to resume. The clips count, with a fingerprint
+    of them: a folder with files added or written again is other data, whose statistics and crop order the record
+    does not hold. (A stream is not read again to check.)"""
     data = {
         key: value
         for key, value in asdict(data_args).items()
         if key != "preprocessing_batch_size" and not key.startswith("eval_")
     }
     if not data_args.streaming:
-        data |= {"clips": len(dataset), "fingerprint": dataset._fingerprint}
+        # datasets fingerprints a folder or glob of files by their names only: a file written again under its name
+        # would pass, so such a source is fingerprinted by each file's size and modification time.
+        files = is_audio_file_source(data_args.dataset_name)
+        source = source_fingerprint(dataset, data_args.audio_column_name) if files else dataset._fingerprint
+        data |= {"clips": len(dataset), "fingerprint": source}
+    else:  # each DataLoader worker reads its own shards of a stream and draws its own crops
+        data |= {"dataloader_num_workers": training_args.dataloader_num_workers}
     training = {key: getattr(training_args, key) for key in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "world_size")}
     return {
         "model": asdict(model_args),
@@ -280,21 +287,29 @@ def pretrain(
     )  # fmt: skip
     result = run_training(trainer, checkpoint)
     if trainer.is_world_process_zero():
+        batch_size = training_args.train_batch_size * world_size * training_args.gradient_accumulation_steps
         # The whole run's log (restored on resume), not train()'s own mean: that covers only the steps since resuming.
         losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
         info = {
             "init_from": model_args.init_from,
             "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "batch_size": training_args.train_batch_size
-            * training_args.world_size
-            * training_args.gradient_accumulation_steps,
+            "epochs": epochs_trained(trainer.state, data_args, stats, batch_size),
+            "batch_size": batch_size,
             "learning_rate": training_args.learning_rate,
             "logged_losses": [losses[0], losses[-1]] if losses else [],
             "audio_hours": stats["audio_seconds"] / 3600 if stats["audio_seconds"] is not None else None,
         }
         save_outputs(trainer, output_dir, info, None if result is None else result.metrics)
     return output_dir
+
+
+def epochs_trained(state, data_args: PreTrainingDataArguments, stats: dict, batch_size: int) -> float | None:
+    """Passes over the data: Trainer's epochs, or for a stream (one endless Trainer epoch) the clips trained over the
+    clips the statistics pass counted; `None` for a stream never counted (its statistics were given)."""
+    if not data_args.streaming:
+        return state.epoch
+    clips = stats["provenance"]["num_examples"]
+    return None if clips is None else state.global_step * batch_size / clips
 
 
 def crop_dataset(dataset, data_args, config, seed: int) -> torch.utils.data.Dataset:

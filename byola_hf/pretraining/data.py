@@ -3,9 +3,11 @@
 Decoding and cropping run in DataLoader workers (CPU); the log-mel and the augmentations run on the training device
 ([`~byola_hf.pretraining.trainer.BYOLAPreTrainer`]). Which clip and which crop come at each step depends on the
 seed and the epoch only ([`EpochCropSampler`]), so a run resumed from a checkpoint sees the same crops as one that
-was never interrupted, on any number of workers.
+was never interrupted, on any number of workers. A stream's also depend on the number of workers, each of which
+reads its own shards ([`StreamingCropDataset`]).
 """
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -93,28 +95,33 @@ def load_stream(
 
 class StreamingCropDataset(torch.utils.data.IterableDataset):
     """
-    Crops of a streamed dataset ([`load_stream`]), one per clip as it arrives: each epoch reads the stream in a
-    shuffled order (a buffer of `STREAM_SHUFFLE_BUFFER` clips seeded by `(seed, epoch)`; `set_epoch`, which Trainer
-    calls) and draws crop positions from a generator seeded by `(seed, epoch, DataLoader worker)`, so a resumed run
-    sees the same crops. DataLoader workers read disjoint shards of the stream.
+    Crops of a streamed dataset ([`load_stream`]), one per clip as it arrives, pass after pass without end: pass `p`
+    reads the stream in a shuffled order (a buffer of `STREAM_SHUFFLE_BUFFER` clips seeded by `(seed, p)`) and
+    draws crop positions from a generator seeded by `(seed, p, DataLoader worker)`. DataLoader workers read
+    disjoint shards of the stream and count their own passes.
+
+    Endless, so batches run on across passes (none is cut short at a pass's end) and Trainer's run is one epoch of
+    `--max_steps` steps: a resumed run skips exactly the batches already trained, wherever the passes end, and
+    persistent workers move on to the next pass as fresh ones would.
     """
 
     def __init__(self, stream, cropper: ClipCropper, seed: int) -> None:
         self.stream = stream
         self.cropper = cropper
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        stream = self.stream.shuffle(seed=self.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
-        stream.set_epoch(self.epoch)
         worker = torch.utils.data.get_worker_info()
-        positions = np.random.default_rng([self.seed, self.epoch, worker.id if worker is not None else 0])
-        for row in stream:
-            yield self.cropper(row, positions.random())
+        for pass_index in itertools.count():
+            stream = self.stream.shuffle(seed=self.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+            stream.set_epoch(pass_index)
+            positions = np.random.default_rng([self.seed, pass_index, worker.id if worker is not None else 0])
+            clips = 0
+            for row in stream:
+                clips += 1
+                yield self.cropper(row, positions.random())
+            if clips == 0:  # an empty stream, or a worker without a shard: nothing to repeat
+                return
 
 
 class EpochCropSampler(torch.utils.data.Sampler):

@@ -23,7 +23,7 @@ def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
         "",
         f"- data: {source}, split `{provenance.get('split')}`, " + data_size(provenance, info),
         f"- started from: {info['init_from'] or 'random initialisation'}",
-        f"- steps: {info['steps']}, epochs: {info['epochs']:.2f}, batch: {info['batch_size']}, "
+        f"- steps: {info['steps']}, epochs: {epochs_text(info['epochs'])}, batch: {info['batch_size']}, "
         f"learning rate: {info['learning_rate']:g}",
         loss_line(info["logged_losses"]),
         "",
@@ -39,6 +39,11 @@ def loss_line(logged: list[tuple[int, float]]) -> str:
         return "- training loss: not logged"
     (first_step, first), (last_step, last) = logged
     return f"- training loss: {first:.4f} at step {first_step}, {last:.4f} at step {last_step}"
+
+
+def epochs_text(epochs: float | None) -> str:
+    """Passes over the data, or why they are not known."""
+    return "not known (a stream not counted)" if epochs is None else f"{epochs:.2f}"
 
 
 def data_size(provenance: dict[str, Any], info: dict[str, Any]) -> str:

@@ -87,7 +87,7 @@ class BYOLAPreTrainer(Trainer):
         """Batches of `per_device_train_batch_size` crops decoded in `dataloader_num_workers` workers, each epoch's
         last partial batch dropped: BatchNorm fails on one example and a smaller batch is not the batch asked for. A
         dataset is read in [`EpochCropSampler`]'s order, a stream
-        ([`~byola_hf.pretraining.data.StreamingCropDataset`]) as it arrives."""
+        ([`~byola_hf.pretraining.data.StreamingCropDataset`]) as it arrives, endlessly (no batch is partial)."""
         args = self.args
         streaming = isinstance(self.train_dataset, torch.utils.data.IterableDataset)
         workers = args.dataloader_num_workers
