@@ -636,6 +636,22 @@ def test_pretrain_two_ranks(audio_folder, tmp_path, launcher):
     torch.testing.assert_close(ranks[0]["augmentation.mixup.bank"], rank_zero["augmentation.mixup.bank"])
 
 
+def test_two_ranks_resumed_inside_an_epoch_give_the_same_weights(audio_folder, tmp_path):
+    """Under DDP (two gloo ranks, 2 clips each a step: two steps an epoch over the 8 clips), a run trained further
+    from checkpoint 3, inside epoch 1, ends as a run of 4 steps never stopped. Trainer's set_epoch did not reach the
+    crop sampler through accelerate's wrappers there, and step 4 trained epoch 0's clips again."""
+    outputs = {}
+    for name, lengths in (("whole", ["4"]), ("further", ["3", "4"])):
+        for max_steps in lengths:
+            arguments = pretrain_args(audio_folder, tmp_path / name, "--max_steps", max_steps, "--save_steps", "3",
+                                      "--per_device_train_batch_size", "2", "--seed", "5")  # fmt: skip
+            result = run_two_ranks("-m", "byola_hf.pretraining.cli", *arguments, "--use_cpu")
+            assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = load_file(tmp_path / name / "checkpoint-4" / "model.safetensors")
+    for key, value in outputs["whole"].items():
+        torch.testing.assert_close(outputs["further"][key], value, rtol=0, atol=0, msg=key)
+
+
 def test_a_launch_trainer_would_not_distribute_is_refused(monkeypatch):
     """Under torchrun on a machine without a GPU, Trainer runs each process alone unless --use_cpu is given: two
     separate runs into one folder. The commands refuse that launch instead."""

@@ -16,6 +16,10 @@ from .data import EpochCropSampler
 from .linear_probe import LinearProbeData, linear_probe_metrics
 
 
+logger = logging.getLogger(__name__)
+RANK_STATE_FILE = "rank_state_{}.safetensors"
+
+
 class EMATargetCallback(TrainerCallback):
     """Runs [`BYOLAForPreTraining.update_target`] after every optimizer step, as the original does before zeroing
     the gradients."""
@@ -24,8 +28,17 @@ class EMATargetCallback(TrainerCallback):
         model.update_target()
 
 
-logger = logging.getLogger(__name__)
-RANK_STATE_FILE = "rank_state_{}.safetensors"
+class CropEpochCallback(TrainerCallback):
+    """Gives [`EpochCropSampler`] each epoch's number as the epoch begins. Trainer's `set_epoch` does not reach it
+    under DDP after a resume inside an epoch (accelerate's skipping and sharding wrappers hide it), and the rest of
+    that epoch repeated epoch 0's clips and crops. Trainer's epoch count stays below the next whole number until the
+    epoch's last step, so its integer part is the epoch's number, a resumed one's too."""
+
+    def __init__(self, sampler: EpochCropSampler):
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.sampler.set_epoch(int(state.epoch))
 
 
 class RankStateCallback(TrainerCallback):
@@ -81,6 +94,10 @@ class BYOLAPreTrainer(Trainer):
         self.feature_extractor = feature_extractor
         self.linear_probe = linear_probe
         self.add_callback(EMATargetCallback())
+        streaming = isinstance(self.train_dataset, torch.utils.data.IterableDataset)
+        self.crop_sampler = None if streaming else EpochCropSampler(len(self.train_dataset), self.args.seed)
+        if self.crop_sampler is not None:
+            self.add_callback(CropEpochCallback(self.crop_sampler))
         self.log_clock: tuple[float, int] | None = None  # (time, global step) of the previous loss log
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -89,12 +106,11 @@ class BYOLAPreTrainer(Trainer):
         dataset is read in [`EpochCropSampler`]'s order, a stream
         ([`~byola_hf.pretraining.data.StreamingCropDataset`]) as it arrives, endlessly (no batch is partial)."""
         args = self.args
-        streaming = isinstance(self.train_dataset, torch.utils.data.IterableDataset)
         workers = args.dataloader_num_workers
         loader = torch.utils.data.DataLoader(
             self.train_dataset,
             batch_size=args.per_device_train_batch_size,
-            sampler=None if streaming else EpochCropSampler(len(self.train_dataset), args.seed),
+            sampler=self.crop_sampler,
             collate_fn=self.data_collator,
             num_workers=workers,
             pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
