@@ -508,6 +508,7 @@ def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, t
         (["--lr_scheduler_type", "cosine"], "training.lr_scheduler_type"),
         (["--max_grad_norm", "1.0"], "training.max_grad_norm"),
         (["--optim", "sgd"], "training.optim"),
+        (["--ddp_broadcast_buffers", "true"], "training.ddp_broadcast_buffers"),  # per-rank BatchNorm and bank
     ):
         with pytest.raises(ValueError, match=f"differs in {changed}"):
             run_pretrain(pretrain_args(data, output, "--max_steps", "1", *extra))
@@ -566,8 +567,9 @@ def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
     # The statistics are those of the same clips read whole, and the model carries them.
+    from byola_hf.extract.source import load_source
     from byola_hf.feature_extraction_byola import BYOLAFeatureExtractor
-    from byola_hf.pretraining.data import load_source, scan_clips
+    from byola_hf.pretraining.data import scan_clips
 
     record = json.loads((whole / "byola_pretrain_run.json").read_text())["statistics"]
     assert record["provenance"]["num_examples"] == 8
@@ -700,6 +702,7 @@ def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
         "zero_std",
         "no_memory",
         "diverged",
+        "batch_of_one",
     ],  # fmt: skip
 )
 def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
@@ -722,11 +725,12 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
     elif case == "not_byola":
         BertConfig().save_pretrained(tmp_path / "bert")
         extra = ["--init_from", str(tmp_path / "bert")]
-    elif case in ("zero_std", "no_memory", "diverged"):
+    elif case in ("zero_std", "no_memory", "diverged", "batch_of_one"):
         extra = {
             "zero_std": ["--mean", "-8", "--std", "0"],
             "no_memory": ["--mixup_memory_size", "0"],
             "diverged": ["--mean", "0", "--std", "1e-38"],  # finite statistics that overflow float32 log-mels
+            "batch_of_one": ["--per_device_train_batch_size", "1"],
         }[case]
     else:
         output.mkdir()
@@ -749,6 +753,7 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
         "zero_std": "`std` must be positive",
         "no_memory": "mixup_memory_size must be a positive integer",
         "diverged": "Pre-training diverged at step 1",
+        "batch_of_one": "need at least 2 clips per device and step",
     }[case]
     assert expected in lines[0]
     if case == "foreign_output":

@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from byola_hf.tools import outputs
-from byola_hf.tools.cli import make_parser, parse_arguments
+from byola_hf.tools.cli import make_parser, parse_arguments, user_error_message
 
 
 def test_claim_output_dir_contract(tmp_path):
@@ -80,3 +81,11 @@ def test_abbreviated_flags_are_refused_in_one_line(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("byola-x: error:") and "--learning_r" in error
+
+
+@pytest.mark.parametrize(
+    "error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError()]
+)
+def test_running_out_of_memory_names_the_fix(error):
+    message = user_error_message(error)
+    assert message.startswith("Ran out of") and "lower the batch size" in message

@@ -19,7 +19,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
-from ..extract.source import source_fingerprint
+from ..extract.source import load_source, source_fingerprint
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import (
@@ -38,7 +38,6 @@ from .data import (
     CropDataset,
     StreamingCropDataset,
     collate_waveforms,
-    load_source,
     load_stream,
     scan_clips,
     scan_stream,
@@ -230,6 +229,14 @@ def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, trai
     return dataset
 
 
+def check_batch_size(training_args: TrainingArguments) -> None:
+    """BYOL-A's BatchNorm layers normalise over the batch: one clip a device cannot train."""
+    if training_args.per_device_train_batch_size < 2:
+        raise ValueError(
+            "BYOL-A's BatchNorm layers need at least 2 clips per device and step: raise --per_device_train_batch_size."
+        )
+
+
 def check_one_batch(clips: int, training_args: TrainingArguments) -> None:
     """Refuse fewer clips than one batch over all ranks: no epoch would give a step (a stream's would end in
     accelerate's error on an empty batch)."""
@@ -268,6 +275,7 @@ def pretrain(
     Returns that directory. `callbacks` are added to the Trainer's.
     """
     check_trainer_world_size(training_args)
+    check_batch_size(training_args)
     config, start_encoder = pretraining_config(model_args)
     feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
     dataset = training_clips(data_args, feature_extractor.sampling_rate, training_args)
@@ -409,7 +417,6 @@ def original_training_defaults(variant: str) -> dict[str, Any]:
         "weight_decay": 0.0,
         "ddp_broadcast_buffers": False,
         "ddp_find_unused_parameters": False,  # every trainable parameter takes part in each step
-        "dataloader_drop_last": True,  # BatchNorm needs more than one example: no last partial batch
         "remove_unused_columns": False,
         "report_to": "none",
     }

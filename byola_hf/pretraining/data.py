@@ -14,17 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# The project's pieces this package uses: the audio loaders (folder, glob, audiofolder, Hub, save_to_disk), the
-# front-end and the exact moments of a batch of clips.
 from ..audio import decode_undecoded_audio
-from ..extract.source import load_source
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..stats.compute import batch_moments
 from ..stats.moments import LogMelMoments
 from ..tools.data import load_audio_dataset
 
 
-# Clips held by the shuffle buffer of a streamed dataset (each epoch is read in another buffered order).
+# Clips held by the shuffle buffer of a streamed dataset (each pass is read in another buffered order).
 STREAM_SHUFFLE_BUFFER = 1000
 
 
@@ -238,7 +235,6 @@ __all__ = [
     "StreamingCropDataset",
     "collate_waveforms",
     "crop_waveform",
-    "load_source",
     "load_stream",
     "scan_clips",
     "scan_stream",

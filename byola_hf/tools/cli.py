@@ -38,6 +38,8 @@ FILE_SYSTEM_ERRORS = {
 
 def user_error_message(error: BaseException) -> str | None:
     """The one-line message for an expected failure, or `None` for a bug."""
+    import torch
+
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRORS:
         reason, fix = FILE_SYSTEM_ERRORS[error.errno]
@@ -51,6 +53,11 @@ def user_error_message(error: BaseException) -> str | None:
         return f"Could not decode audio: {text} Remove or convert the file (formats: {', '.join(AUDIO_EXTENSIONS)})."
     if type(error).__module__.startswith("librosa"):  # raised while datasets resamples a file
         return f"Could not decode audio: {text} (a file holds NaN or infinite samples, or cannot be resampled)."
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        where = "the GPU" if isinstance(error, torch.OutOfMemoryError) else "memory"
+        return (
+            f"Ran out of {where} ({text[:200]}): lower the batch size (--per_device_train_batch_size, --batch_size)."
+        )
     if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return f"{text}: check the path."
     if isinstance(error, (ValueError, ImportError)):
@@ -63,7 +70,7 @@ def user_error_message(error: BaseException) -> str | None:
 RESULT_CHANGING_TRAINING_ARGUMENTS = (
     "seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optim",
     "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "max_grad_norm",
-    "adam_beta1", "adam_beta2", "adam_epsilon",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "ddp_broadcast_buffers",
 )  # fmt: skip
 
 
