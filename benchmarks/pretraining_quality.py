@@ -219,7 +219,7 @@ def random_encoder(output: Path):
     return BYOLAForPreTraining(config).encoder_model()
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, required=True, help="Folder for the data and the runs")
     parser.add_argument("--steps", type=int, default=2700, help="Pre-training steps")
@@ -232,7 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (pre-training device)")
     parser.add_argument("--seeds", type=int, default=3, help="Classifier seeds per evaluated model")
     parser.add_argument("--compare", nargs="*", default=[], help="More BYOL-A model folders to evaluate")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     from byola_hf import BYOLAModel
 
     task, corpus = make_data(args.workdir, args.corpus_clips)

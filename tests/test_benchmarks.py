@@ -195,3 +195,22 @@ def test_pretraining_quality_remakes_its_own_unfinished_data_and_refuses_other_f
         with pytest.raises(SystemExit, match="another run is making the data"):
             quality.make_data(busy, corpus_clips=3)
     assert (busy / "corpus").is_dir()
+
+
+@pytest.mark.parametrize(
+    "rate, folder", [(None, "pretrain_AudioNTT2020_512_b64"), (1e-4, "pretrain_AudioNTT2020_512_b64_lr0.0001")]
+)
+def test_pretraining_quality_runs_another_learning_rate_in_a_folder_of_its_own(tmp_path, monkeypatch, rate, folder):
+    """--learning_rate reaches byola-pretrain, whose run then has its own folder (the default's run is not refused
+    or mixed with it); without it byola-pretrain's default per variant applies."""
+    quality = load_pretraining_quality(monkeypatch)
+    commands = []
+    monkeypatch.setattr(quality.subprocess, "run", lambda command, check: commands.append(command))
+    argv = ["--workdir", str(tmp_path)] + ([] if rate is None else ["--learning_rate", str(rate)])
+    args = quality.build_parser().parse_args(argv)
+    assert quality.pretrain(args, tmp_path / "task", tmp_path / "corpus") == tmp_path / folder
+    (command,) = commands
+    assert command[command.index("--output_dir") + 1] == str(tmp_path / folder)
+    assert ("--learning_rate" in command) == (rate is not None)
+    if rate is not None:
+        assert float(command[command.index("--learning_rate") + 1]) == rate
