@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
+from byola_hf.audio import load_audio
 from byola_hf.extract.cli import main as extract_main
 from byola_hf.extract.extract import load_embeddings
 from byola_hf.hub import push_to_hub
@@ -836,6 +837,25 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
     ranks = [entry["eval_effective_rank"] for entry in history if "eval_effective_rank" in entry]
     assert len(ranks) == 1 and ranks[0] == pytest.approx(1.0, abs=1e-6)  # two test clips, centred: one direction
     assert len(probes) == 1
+
+
+def test_linear_probe_task_with_another_audio_column(audio_folder, tmp_path):
+    """--eval_audio_column_name: a saved task whose audio column is not `audio` is probed, not refused."""
+    from byola_hf.pretraining.cli import PreTrainingDataArguments, linear_probe_data
+
+    files = sorted(str(path) for path in audio_folder.glob("speech_*.wav"))
+    split = {"speech": files[:4], "label": ["a", "b", "a", "b"]}
+    splits = {
+        name: datasets.Dataset.from_dict(split).cast_column("speech", datasets.Audio()) for name in ("train", "test")
+    }
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "task"))
+    data_args = PreTrainingDataArguments(
+        dataset_name="unused", eval_dataset_name=str(tmp_path / "task"), eval_label_column_name="label",
+        eval_audio_column_name="speech",
+    )  # fmt: skip
+    probe = linear_probe_data(data_args, 16000)
+    assert probe.classes == ["a", "b"] and len(probe.train.waveforms) == 4
+    np.testing.assert_allclose(probe.test.waveforms[0], load_audio(files[0], 16000), atol=1e-6)
 
 
 def test_a_pretraining_checkpoint_is_not_taken_for_an_encoder(tmp_path, capsys):

@@ -91,6 +91,7 @@ class PreTrainingDataArguments:
         default=None, metadata={"help": "Labelled task for a linear evaluation every --eval_steps (default 500)"}
     )
     eval_label_column_name: str | None = field(default=None, metadata={"help": "Its label column"})
+    eval_audio_column_name: str = field(default="audio", metadata={"help": "Its audio column"})
     eval_dataset_config_name: str | None = field(default=None, metadata={"help": "Its Hub configuration"})
     eval_data_dir: str | None = field(default=None, metadata={"help": "Its folder for audiofolder"})
     eval_train_split: str = field(default="train", metadata={"help": "Its split to train the linear layer on"})
@@ -261,6 +262,7 @@ def linear_probe_data(data_args: PreTrainingDataArguments, sampling_rate: int) -
         data_args.eval_data_dir,
         data_args.eval_train_split,
         data_args.eval_test_split,
+        data_args.eval_audio_column_name,
     )
 
 
