@@ -391,3 +391,29 @@ def test_cached_log_mels_collate_to_the_feature_extractors_batch():
     assert torch.equal(batch["input_features"], expected["input_features"])
     assert torch.equal(batch["attention_mask"], expected["attention_mask"])
     assert batch["labels"].tolist() == [2, 0, 1]
+
+
+def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
+    """A clip of 4 output frames padded to 12 in its batch: with a head that favours token 1 everywhere, its padded
+    frames would decode to token 1 for PER/WER; they are the blank, and its own frames are untouched."""
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
+    from byola_hf.modeling_byola import BYOLAForCTC
+    from byola_hf.superb.run import SuperbTrainer
+
+    rng = np.random.default_rng(0)
+    batch = BYOLAFeatureExtractor()(
+        [rng.normal(0, 0.1, 16000), rng.normal(0, 0.1, 6000)], sampling_rate=16000, padding=True, return_tensors="pt"
+    )
+    model = BYOLAForCTC(BYOLAConfig(feature_d=64, vocab_size=4, ctc_blank_id=2, mean=-8.0, std=4.0))
+    with torch.no_grad():
+        model.lm_head.bias.copy_(torch.tensor([0.0, 100.0, 0.0, 0.0]))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    _, logits, _ = SuperbTrainer(model=model, args=args).prediction_step(model, dict(batch), False)
+    short_frames = int(batch["attention_mask"][1].sum()) // model.config.time_downsampling
+    assert logits.shape[1] == 12 and short_frames == 4
+    assert logits.argmax(-1).tolist() == [[1] * 12, [1] * 4 + [2] * 8]
+    with torch.no_grad():
+        alone = model(batch["input_features"][1:, :, :38], attention_mask=batch["attention_mask"][1:, :38]).logits
+    torch.testing.assert_close(logits[1, :4], alone[0, :4], rtol=1e-5, atol=1e-4)

@@ -31,6 +31,7 @@ from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, save_model_card, warn_if_licensed
+from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
     RESULT_CHANGING_TRAINING_ARGUMENTS,
     make_parser,
@@ -603,6 +604,27 @@ class SuperbTrainer(Trainer):
 
     def create_model_card(self, *args, **kwargs) -> None:
         save_model_card(self.args.output_dir, self.model.config, self.task_info)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Trainer's, with a CTC head's logits on the padded frames of each clip made the blank's: the metric decodes
+        `argmax` over the padded batch, and a padded frame (the head's output of padding) could decode to a token of
+        the shorter clips. s3prl decodes each clip's own frames only."""
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if logits is None or not isinstance(self.model, BYOLAForCTC) or "attention_mask" not in inputs:
+            return loss, logits, labels
+        frames = inputs["attention_mask"].sum(-1) // self.model.config.time_downsampling
+        if isinstance(logits, tuple):
+            return loss, (blank_padded_frames(logits[0], frames, self.model.config.ctc_blank_id), *logits[1:]), labels
+        return loss, blank_padded_frames(logits, frames, self.model.config.ctc_blank_id), labels
+
+
+def blank_padded_frames(logits: torch.Tensor, frames: torch.Tensor, blank_id: int) -> torch.Tensor:
+    """`logits (batch, frames, vocab)` with every frame at or past a clip's `frames` set to the blank: 0 for the
+    blank, the dtype's lowest value for every other token."""
+    padded = torch.arange(logits.shape[1], device=logits.device) >= frames.to(logits.device)[:, None]
+    blank = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
+    blank[blank_id] = 0
+    return torch.where(padded[..., None], blank, logits)
 
 
 def limit(dataset, count: int | None):
