@@ -89,3 +89,27 @@ def test_abbreviated_flags_are_refused_in_one_line(capsys):
 def test_running_out_of_memory_names_the_fix(error):
     message = user_error_message(error)
     assert message.startswith("Ran out of") and "lower the batch size" in message
+
+
+@pytest.mark.parametrize("load_best", [False, True])
+def test_a_finished_run_rerun_ends_on_the_weights_trainer_would(tmp_path, load_best):
+    """A re-run whose last checkpoint is the run's last step trains nothing; it ends on that checkpoint's weights,
+    or with load_best_model_at_end on the best checkpoint's, as Trainer ends a run (it reported the last one's)."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+    from transformers import TrainerState
+
+    from byola_hf.tools.cli import run_training
+
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        save_file({"weight": torch.full((2,), float(step))}, tmp_path / f"checkpoint-{step}" / "model.safetensors")
+    state = TrainerState(global_step=4, best_model_checkpoint="/elsewhere/run/checkpoint-2")
+    state.save_to_json(str(tmp_path / "checkpoint-4" / "trainer_state.json"))
+    model = torch.nn.Linear(2, 1, bias=False)
+    model.weight = torch.nn.Parameter(torch.zeros(2))
+    trainer = SimpleNamespace(args=SimpleNamespace(max_steps=4, load_best_model_at_end=load_best), model=model)
+    assert run_training(trainer, str(tmp_path / "checkpoint-4")) is None
+    assert model.weight.tolist() == ([2.0, 2.0] if load_best else [4.0, 4.0])
+    assert trainer.state.global_step == 4

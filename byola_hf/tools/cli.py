@@ -80,10 +80,11 @@ def run_training(trainer: Any, checkpoint: str | None) -> Any:
     train (a finished run re-run: its metrics are the run's that trained, not these). Two of Trainer's ways are
     changed:
 
-    - When `checkpoint` already is the run's last step (`--max_steps`), its weights and state are loaded and nothing
-      is trained: Trainer resumed there in the middle of an epoch trains one more step before it checks the limit,
-      so each re-run of a finished command changed the model. (In epoch mode Trainer trains none, but still
-      returns metrics, of no step.)
+    - When `checkpoint` already is the run's last step (`--max_steps`), its state and weights (the best
+      checkpoint's with `load_best_model_at_end`, as Trainer ends a run) are loaded and nothing is trained: Trainer
+      resumed there in the middle of an epoch trains one more step before it checks the limit, so each re-run of a
+      finished command changed the model. (In epoch mode Trainer trains none, but still returns metrics, of no
+      step.)
     - When training raises, Trainer's progress bars are closed first, so that the command's one-line error starts a
       line of its own instead of trailing a half-drawn bar.
     """
@@ -97,7 +98,11 @@ def run_training(trainer: Any, checkpoint: str | None) -> Any:
         start_step = saved.global_step
         if 0 < trainer.args.max_steps <= start_step:
             logger.info(f"{checkpoint} is the run's last step: nothing left to train.")
-            trainer.model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
+            weights = Path(checkpoint)
+            if trainer.args.load_best_model_at_end and saved.best_model_checkpoint:
+                # As Trainer ends a run: the best checkpoint's weights (found beside this one if the folder moved).
+                weights = weights.parent / Path(saved.best_model_checkpoint).name
+            trainer.model.load_state_dict(load_file(weights / "model.safetensors"))
             trainer.state = saved
             return None
     try:
