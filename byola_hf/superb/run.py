@@ -181,8 +181,12 @@ class DataTrainingArguments:
     text_column_name: str | None = field(
         default=None, metadata={"help": "Transcription column (pr: phonemes, asr: text)"}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training clips"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation clips"})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training clips (drawn at random with --seed)"}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many evaluation clips (drawn at random with --seed)"}
+    )
     max_length_seconds: float | None = field(default=None, metadata={"help": "Truncate longer clips"})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map"})
     overwrite_output_dir: bool = field(
@@ -343,9 +347,9 @@ def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: 
                     f"pass one with {flag}."
                 )
         splits = {
-            "train": limit(corpus.splits["train"], data_args.max_train_samples),
-            "eval": limit(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples),
-            "test": limit(corpus.splits[test], data_args.max_eval_samples) if test else None,
+            "train": limit(corpus.splits["train"], data_args.max_train_samples, seed),
+            "eval": limit(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples, seed),
+            "test": limit(corpus.splits[test], data_args.max_eval_samples, seed) if test else None,
         }
         return TaskData(splits, data_args.eval_split_name, corpus, test)
     splits, eval_split = load_splits(data_args, config.sampling_rate, seed)
@@ -358,7 +362,7 @@ def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: 
             data_args.audio_column_name,
             config.sampling_rate,
         )
-        splits["test"] = limit(dataset, data_args.max_eval_samples)
+        splits["test"] = limit(dataset, data_args.max_eval_samples, seed)
     return TaskData(splits, eval_split, None, test)
 
 
@@ -627,9 +631,13 @@ def blank_padded_frames(logits: torch.Tensor, frames: torch.Tensor, blank_id: in
     return torch.where(padded[..., None], blank, logits)
 
 
-def limit(dataset, count: int | None):
-    """At most `count` rows of `dataset` (all when `count` is `None`)."""
-    return dataset.select(range(min(count, len(dataset)))) if count and dataset is not None else dataset
+def limit(dataset, count: int | None, seed: int):
+    """At most `count` rows of `dataset`, drawn at random with `seed` as transformers' example scripts draw them (all,
+    in order, when `count` is `None` or not smaller): corpora are stored sorted by class or speaker, and their first
+    rows would hold a few classes."""
+    if not count or dataset is None or count >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(count))
 
 
 def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int) -> tuple[dict[str, Any], str | None]:
@@ -661,7 +669,7 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
         percentage = data_args.validation_split_percentage
         if not percentage:
             logger.warning(f"No '{data_args.eval_split_name}' split and --validation_split_percentage 0.")
-            return {"train": limit(train, data_args.max_train_samples), "eval": None}, None
+            return {"train": limit(train, data_args.max_train_samples, seed), "eval": None}, None
         if not 0 < percentage < 100:
             raise ValueError(f"--validation_split_percentage must be in 0..99, got {percentage}.") from error
         held_out = train.train_test_split(test_size=percentage / 100, seed=seed)
@@ -669,8 +677,8 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
         name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"
         logger.warning(f"No '{data_args.eval_split_name}' split: evaluating on {name}.")
     return {
-        "train": limit(train, data_args.max_train_samples),
-        "eval": limit(evaluation, data_args.max_eval_samples),
+        "train": limit(train, data_args.max_train_samples, seed),
+        "eval": limit(evaluation, data_args.max_eval_samples, seed),
     }, name
 
 
