@@ -4,6 +4,7 @@ owned and resumed, pushes private by default."""
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -478,3 +479,24 @@ def test_new_statistics_or_learning_rate_change_the_run_fingerprint():
     assert first == run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
     training.learning_rate = 0.5
     assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+
+
+def test_weights_converted_again_change_the_run_fingerprint(tmp_path):
+    """Another model's weights saved into the same folder with the same config: the checkpoints there hold the old
+    encoder, so a re-run must not resume from them."""
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAConfig, BYOLAModel
+    from byola_hf.superb.run import DataTrainingArguments, ModelArguments, run_fingerprint
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    config = BYOLAConfig(feature_d=64, mean=-9.0, std=4.0)
+    BYOLAModel(config).save_pretrained(tmp_path / "model")
+    model, data = ModelArguments(model_name_or_path=str(tmp_path / "model")), DataTrainingArguments(task="ks")
+    training = TrainingArguments(output_dir="unused", report_to="none")
+    first = run_fingerprint(model, data, training, SUPERB_TASKS["ks"], config)
+    assert first == run_fingerprint(model, data, training, SUPERB_TASKS["ks"], config)
+    weights = tmp_path / "model" / "model.safetensors"
+    BYOLAModel(config).save_pretrained(tmp_path / "model")  # other random weights, same size
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], config)

@@ -290,10 +290,17 @@ def prepare_push(training_args: TrainingArguments, data_args: DataTrainingArgume
     warn_if_licensed(config, private=bool(training_args.hub_private_repo))
 
 
+def weights_files(model_dir: Path) -> list[tuple[str, int, int]]:
+    """Each weights file of a local model folder with its size and modification time (none for a Hub model): weights
+    converted again into the same folder, with the same config, are another model."""
+    files = sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]) if model_dir.is_dir() else []
+    return [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+
+
 def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config) -> str:
-    """What makes this run's checkpoints: the model (its path and config, statistics included), the data and the
-    arguments that change the result. Epochs, steps and logging are not in it, so a re-run can train further from
-    the last checkpoint."""
+    """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data
+    and the arguments that change the result. Epochs, steps and logging are not in it, so a re-run can train further
+    from the last checkpoint."""
     data = {name: getattr(data_args, name) for name in RESULT_CHANGING_DATA_ARGUMENTS}
     for name in ("data_dir", "split_file", "vocab_file", "test_dir", "dataset_name"):
         if data[name] and Path(data[name]).exists():
@@ -303,6 +310,7 @@ def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments
     return fingerprint(
         task=task.name,
         model=str(model.resolve()) if model.exists() else model_args.model_name_or_path,
+        weights=weights_files(model),
         config=config.to_dict(),
         model_arguments=vars(model_args),
         data=data,
