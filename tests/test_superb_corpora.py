@@ -321,7 +321,8 @@ def test_output_folder_is_owned_resumed_and_refused(corpora, random2048_dir, tmp
     code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *changed)
     assert "holds a byola-run-superb run made with other inputs or arguments" in one_line_error(code, stderr)
     assert (output / "checkpoint-3").is_dir()
-    (output / "notes.md").write_text("mine")
+    for name in ("notes.md", "notes.txt", "labels.json", "plot.png", "my_script.py", "old.bin"):
+        (output / name).write_text("mine")
     code, stderr = run_superb(
         capsys, *ks_arguments(corpora, random2048_dir, output), *changed, "--overwrite_output_dir"
     )
@@ -331,7 +332,8 @@ def test_output_folder_is_owned_resumed_and_refused(corpora, random2048_dir, tmp
         and (output / "checkpoint-2").is_dir()
         and not (output / "checkpoint-3").exists()
     )
-    assert (output / "notes.md").read_text() == "mine"  # not one of the command's outputs
+    for name in ("notes.md", "notes.txt", "labels.json", "plot.png", "my_script.py", "old.bin"):
+        assert (output / name).read_text() == "mine"  # not one of the command's outputs
     # A folder it did not write is refused; a missing --resume_from_checkpoint is one line.
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -52,8 +52,16 @@ from .tasks import SUPERB_TASKS, SuperbTask
 logger = logging.getLogger(__name__)
 COMMAND = "byola-run-superb"
 __all__ = ["build_ctc_tokenizer", "main", "run"]  # build_ctc_tokenizer: re-exported for its earlier import path
-# What the command writes in --output_dir (removed by --overwrite_output_dir, and nothing else).
-OUTPUT_PATTERNS = ("checkpoint-*", "runs", "*.json", "*.safetensors", "*.bin", "*.py", "*.png", "*.txt", "README.md")
+# What the command writes in --output_dir (removed by --overwrite_output_dir, and nothing else): Trainer's
+# checkpoints, logs, model, processor and results, our plots and card, and byola_hf's modules copied for
+# trust_remote_code. Names, not broad patterns such as *.json: a user's own file there is never removed.
+OUTPUT_PATTERNS = (
+    "checkpoint-*", "runs", "README.md", "*_results.json", "trainer_state.json", "training_args.bin", "config.json",
+    "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
+    "processor_config.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "layer_weights.png", "confusion_matrix.png",
+    *sorted(path.name for path in Path(byola_hf.__file__).parent.glob("*.py") if path.name != "__init__.py"),
+)  # fmt: skip
 RESULT_CHANGING_DATA_ARGUMENTS = (
     "superb_corpus",
     "dataset_name",
