@@ -229,6 +229,17 @@ def test_source_fingerprint_sees_a_file_written_again_under_its_name(tmp_path):
     assert source_fingerprint(load_source(str(clip.parent)), "audio") != before
 
 
+def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
+    """`--dataset_name root/` where root holds train/ and test/: --split would be ignored and the splits mixed, so it
+    is refused with the ways to say what is meant; a glob reads every file on purpose."""
+    from byola_hf.extract.source import load_source
+
+    root, _ = audio_folder
+    with pytest.raises(ValueError, match=r"holds split folders \(train\): read one with --dataset_name audiofolder"):
+        load_source(str(root), split="test")
+    assert len(load_source(str(root / "**" / "*.wav"))) == len(load_source(str(root / "train"))) == 5
+
+
 def test_never_deletes_what_it_did_not_write(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     project = tmp_path / "p"
@@ -292,8 +303,8 @@ def test_user_mistakes_are_one_line(audio_folder, random2048_dir, tmp_path, caps
     root, _ = audio_folder
     output = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model_name_or_path", str(random2048_dir), "--dataset_name", str(root), "--output_dir", str(output)]
-             + arguments)  # fmt: skip
+        main(["--model_name_or_path", str(random2048_dir), "--dataset_name", str(root / "train"), "--output_dir",
+              str(output)] + arguments)  # fmt: skip
     stderr = capsys.readouterr().err
     result = subprocess.CompletedProcess([], exit_info.value.code, "", stderr)
     assert one_line_error(result) and message in stderr, stderr
@@ -362,8 +373,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_shard_that_looks_finished(
     root, _ = audio_folder
     output = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model_name_or_path", str(random2048_dir), "--dataset_name", str(root), "--output_dir", str(output),
-              "--num_workers", "0"])  # fmt: skip
+        main(["--model_name_or_path", str(random2048_dir), "--dataset_name", str(root / "train"), "--output_dir",
+              str(output), "--num_workers", "0"])  # fmt: skip
     stderr = capsys.readouterr().err
     assert one_line_error(subprocess.CompletedProcess([], exit_info.value.code, "", stderr)), stderr
     assert "No space left on device" in stderr

@@ -98,9 +98,34 @@ def is_audio_file_source(dataset_name: str) -> bool:
     return path.is_dir() and not is_saved_dataset(path) and not any(path.glob("**/metadata.csv"))
 
 
+# Folder names datasets' audiofolder reads as splits.
+SPLIT_FOLDER_NAMES = (
+    "train",
+    "training",
+    "validation",
+    "valid",
+    "val",
+    "dev",
+    "test",
+    "testing",
+    "eval",
+    "evaluation",
+)
+
+
 def audio_files_dataset(source: str, audio_column_name: str = "audio"):
-    """A dataset of the audio files in a folder (recursively) or matching a glob: `audio` and `path` columns."""
+    """A dataset of the audio files in a folder (recursively) or matching a glob: `audio` and `path` columns. A
+    folder with split folders (`train/`, `test/`, ...) is refused: read whole, `--split` would be ignored and every
+    split mixed (statistics of the training split computed with the test audio)."""
     datasets = require_extra("datasets", "stats")
+    folders = [path for path in Path(source).iterdir() if path.is_dir()] if Path(source).is_dir() else []
+    splits = sorted(path.name for path in folders if path.name.lower() in SPLIT_FOLDER_NAMES)
+    if splits:
+        raise ValueError(
+            f"{display_path(source)} holds split folders ({', '.join(splits)}): read one with --dataset_name "
+            f"audiofolder --data_dir {display_path(source)} --split NAME or pass its folder, or pass a glob such as "
+            f"'{display_path(source)}/**/*.wav' to read every file."
+        )
     pattern = str(Path(source) / "**" / "*") if Path(source).is_dir() else source
     files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
