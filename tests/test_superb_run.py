@@ -203,6 +203,18 @@ def test_speaker_diarization_reports_der(ks_model, mini, tmp_path):
     assert 0 <= metrics["eval_der"] < 0.6
 
 
+def test_speaker_labels_at_another_frame_rate_are_refused(random3072_dir, mini, tmp_path):
+    """The mini SD set's labels are at 12.5 rows a second (v1's output frames); v2 gives 25 frames a second, so every
+    label would be out of step in time, trained and scored without an error. It is one line instead."""
+    stats_dir = tmp_path / "v2-sd"
+    compute_stats(str(random3072_dir), "audiofolder", data_dir=str(mini["sd"]), output_dir=str(stats_dir))
+    result = run_superb(*superb_arguments("sd", stats_dir, mini["sd"], tmp_path / "out"), "--label_column_name",
+                        "activity", "--max_steps", "1")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("byola-run-superb: error: train:") and "not at the model's 25 frames per second" in error
+
+
 def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
     from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
 

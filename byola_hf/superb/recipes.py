@@ -307,6 +307,23 @@ class FrameRecipe(TaskRecipe):
     def encode(self, batch: dict[str, list]) -> list:
         return batch[self.columns[0]]
 
+    def after_features(self, dataset, config: BYOLAConfig, split_name: str):
+        """The split, refused when a clip's label rows are not at the model's frame rate (more than one row from its
+        output frames): labels of another rate would train and score out of step in time, with no error."""
+
+        def misaligned(example):
+            return abs(len(example["labels"]) - len(example["input_features"]) // config.time_downsampling) > 1
+
+        wrong = dataset.filter(misaligned, desc=f"SD label rate check ({split_name})")
+        if len(wrong):
+            example, rate = wrong[0], config.frames_per_second
+            raise ValueError(
+                f"{split_name}: {len(wrong)} clips' speaker labels are not at the model's {rate:g} frames per second "
+                f"(a clip of {len(example['input_features']) // config.time_downsampling} output frames has "
+                f"{len(example['labels'])} label rows): make the labels at that rate."
+            )
+        return dataset
+
     def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
         padded = np.full((len(labels), frames, len(labels[0][0])), IGNORED, np.float32)
         for row, label in zip(padded, labels):
