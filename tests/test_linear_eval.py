@@ -234,7 +234,7 @@ def test_linear_eval_refuses_testing_on_the_training_folder(tmp_path, capsys):
     assert_one_line(code, stderr, "byola-linear-eval", "are the same folder")
 
 
-def test_linear_eval_refuses_splits_embedded_by_different_models(small_model, speech, tmp_path, capsys):
+def test_linear_eval_refuses_splits_embedded_differently(small_model, speech, tmp_path, capsys):
     from byola_hf.extract.cli import main as extract_main
     from byola_hf.linear_eval.cli import main as linear_main
 
@@ -246,6 +246,20 @@ def test_linear_eval_refuses_splits_embedded_by_different_models(small_model, sp
     for model, name in ((small_model, "train"), (other, "test")):
         arguments = ["--model_name_or_path", model, "--dataset_name", speech.parent, "--output_dir", tmp_path / name]
         extract_main([str(a) for a in [*arguments, "--num_workers", "0"]])
-    arguments = ["--train_dir", tmp_path / "train", "--test_dir", tmp_path / "test", "--label_column_name", "label"]
+    for train in (tmp_path / "train", tmp_path / "train" / "dataset"):  # the output, or its saved dataset
+        arguments = ["--train_dir", train, "--test_dir", tmp_path / "test", "--label_column_name", "label"]
+        code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "eval"], capsys)
+        assert_one_line(code, stderr, "byola-linear-eval", "embedded by different models")
+    # The same model, clips cut to another length.
+    arguments = [
+        "--model_name_or_path",
+        small_model,
+        "--dataset_name",
+        speech.parent,
+        "--output_dir",
+        tmp_path / "cut",
+    ]
+    extract_main([str(a) for a in [*arguments, "--num_workers", "0", "--unit_seconds", "0.5"]])
+    arguments = ["--train_dir", tmp_path / "train", "--test_dir", tmp_path / "cut", "--label_column_name", "label"]
     code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "eval"], capsys)
-    assert_one_line(code, stderr, "byola-linear-eval", "embedded by different models")
+    assert_one_line(code, stderr, "byola-linear-eval", "of clips cut to different lengths")

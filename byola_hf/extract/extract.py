@@ -153,8 +153,10 @@ def claim_output(job: "ExtractionJob", rank: int, world_size: int, overwrite: bo
     )
     if rank == 0:
         claim_output_dir(job.output, COMMAND, run_fingerprint, OUTPUTS, overwrite)
-        # Which model made the embeddings, so that splits embedded by different models are never compared.
-        write_json_atomic(job.output / MODEL_RECORD, {"model_fingerprint": model_fingerprint(job.model)})
+        # Which model made the embeddings, and of clips cut to what length, so that splits embedded differently are
+        # never compared.
+        record = {"model_fingerprint": model_fingerprint(job.model), "unit_samples": job.unit_samples}
+        write_json_atomic(job.output / MODEL_RECORD, record)
     if world_size > 1:
         torch.distributed.barrier()
     # A finished dataset is left only by a run with this fingerprint: the claim refused or removed any other.
@@ -377,10 +379,14 @@ def finished_result(output: Path, start_time: float) -> ExtractionResult:
     )
 
 
-def embedding_model_fingerprint(directory: str | Path) -> str | None:
-    """The fingerprint of the model that made a `byola-extract` output (`None` for outputs without the record)."""
-    record = Path(directory) / MODEL_RECORD
-    return json.loads(record.read_text()).get("model_fingerprint") if record.is_file() else None
+def embedding_record(directory: str | Path) -> dict | None:
+    """What made a `byola-extract` output: its model's fingerprint and the clip length (`unit_samples`, `None` for
+    whole clips). `directory` is the output or its `dataset/`; `None` for an output without the record."""
+    path = Path(directory)
+    for folder in (path, path.parent):
+        if (folder / MODEL_RECORD).is_file() and (folder is path or path.name == "dataset"):
+            return json.loads((folder / MODEL_RECORD).read_text())
+    return None
 
 
 def load_embeddings(directory: str) -> Any:

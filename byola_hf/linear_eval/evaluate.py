@@ -11,11 +11,12 @@ Without a validation split, `validation_fraction` (0.1) of the training part is 
 every class in it), after the features are standardised with the whole training part, as EVAR does.
 """
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..extract.extract import embedding_model_fingerprint, load_embeddings, resolve_device
+from ..extract.extract import embedding_record, load_embeddings, resolve_device
 from .classifier import VALIDATION_FRACTION, hold_out_validation, predict, standardize, train_linear
 
 
@@ -115,17 +116,33 @@ def encode(labels: list, classes: list) -> np.ndarray:
     return np.asarray([index[label] for label in labels], dtype=np.int64)
 
 
+def check_same_embedding(parts: dict[str, str]) -> None:
+    """Refuse splits embedded by different models or of clips cut to different lengths, and splits with the record
+    beside splits without it (nothing would tell)."""
+    records = {name: embedding_record(path) for name, path in parts.items()}
+    missing = [parts[name] for name, record in records.items() if record is None]
+    if missing and len(missing) < len(records):
+        raise ValueError(
+            f"{', '.join(missing)} holds no record of the model that embedded it (embedding_model.json): extract "
+            "every split again with one byola-extract version, and pass each output folder."
+        )
+    checks = (
+        ("model_fingerprint", "by different models", "the same model directory"),
+        ("unit_samples", "of clips cut to different lengths", "the same --unit_seconds"),
+    )
+    for key, what, fix in checks:
+        if len({json.dumps(record.get(key)) for record in records.values() if record is not None}) > 1:
+            raise ValueError(
+                f"The splits were embedded {what} ({', '.join(parts.values())}): extract every split with {fix}."
+            )
+
+
 def folds_from_directories(
     train_dir: str, test_dir: str, validation_dir: str | None, label_column_name: str
 ) -> tuple[list[Fold], list]:
     """One fold from one `byola-extract` output per split."""
     parts = {"train": train_dir, "test": test_dir, **({"valid": validation_dir} if validation_dir else {})}
-    models = {embedding_model_fingerprint(path) for path in parts.values()} - {None}
-    if len(models) > 1:
-        raise ValueError(
-            f"The splits were embedded by different models ({', '.join(parts.values())}): extract every split with "
-            "the same model directory."
-        )
+    check_same_embedding(parts)
     data = {name: read_embeddings(path, label_column_name) for name, path in parts.items()}
     classes = label_classes(data["train"][label_column_name])
     unseen = set(label_classes([v for d in data.values() for v in d[label_column_name]])) - set(classes)
