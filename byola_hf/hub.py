@@ -66,6 +66,23 @@ def check_hub_access(repo_id: str | None = None) -> None:
         ) from error
 
 
+def refuse_public_repository(repo_id: str, token: str | None = None) -> None:
+    """A private push (the default) into a repository that already exists and is public would publish the model
+    (creating it again changes nothing): refuse it with the ways out."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        info = HfApi(token=token).model_info(repo_id)
+    except RepositoryNotFoundError:
+        return
+    if not info.private:
+        raise HubAccessError(
+            f"{repo_id} already exists and is public: pushing there would publish the model. Choose another "
+            "--hub_model_id, or pass --public (--hub_private_repo false) to publish it."
+        )
+
+
 @dataclass
 class PushArguments:
     """The command-line tools' Hub flags."""
@@ -98,6 +115,8 @@ def check_push_arguments(push: PushArguments) -> None:
     if not push.hub_model_id:
         raise HubAccessError("--push_to_hub needs --hub_model_id (the repository to create, e.g. user/byola-2048).")
     check_hub_access(push.hub_model_id)
+    if not push.public:
+        refuse_public_repository(push.hub_model_id)
 
 
 CARD_TEMPLATE = """---
@@ -299,6 +318,8 @@ def push_to_hub(
     if isinstance(config, BYOLAPreTrainingConfig):  # the learner, optimizer and RNG states under an encoder's card
         raise PretrainingCheckpointError(directory)
     check_hub_access(repo_id)
+    if private:
+        refuse_public_repository(repo_id, token)
     warn_if_licensed(config, private)
     save_model_card(directory, config, task_info)
     api = HfApi(token=token)

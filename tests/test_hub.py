@@ -114,13 +114,16 @@ class FakeHub(BaseHTTPRequestHandler):
 
     commits: list[dict] = []
     creates: list[dict] = []  # the create-repo requests, with their "visibility"
+    public_repos: set[str] = set()  # repositories that exist, public; any other does not exist
 
     def log_message(self, *args):
         pass
 
-    def _json(self, payload, status=200):
+    def _json(self, payload, status=200, headers=None):
         body = json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -132,6 +135,11 @@ class FakeHub(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/api/whoami"):
             return self._json({"type": "user", "name": "tester", "auth": {"accessToken": {"role": "write"}}})
+        if self.path.startswith("/api/models/"):
+            repo = "/".join(self.path.split("?")[0].split("/")[3:5])
+            if repo in FakeHub.public_repos:
+                return self._json({"id": repo, "private": False, "sha": "0" * 40})
+            return self._json({"error": "Repository not found"}, 404, {"X-Error-Code": "RepoNotFound"})
         self._json({"error": f"not faked: GET {self.path}"}, 404)
 
     def do_POST(self):
@@ -174,7 +182,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_hub():
-    FakeHub.commits, FakeHub.creates = [], []
+    FakeHub.commits, FakeHub.creates, FakeHub.public_repos = [], [], set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -342,6 +350,28 @@ def test_pushes_are_private_unless_public_is_given(fake_hub, real512_checkpoint,
     assert result.returncode == 0, result.stderr[-3000:]
     assert [create.get("visibility") for create in FakeHub.creates] == ["private"]
     assert "to a private repository: NTT's licence allows internal evaluation only" in result.stderr
+
+
+def test_a_private_push_into_an_existing_public_repository_is_refused(fake_hub, real512_checkpoint, tmp_path):
+    """Creating a repository that exists changes nothing, so a private push (the default) into a public one would
+    publish the converted weights: refused before any work, in one line; --public pushes there."""
+    FakeHub.public_repos.add("tester/shared")
+    command = [console_script("byola-convert"), str(real512_checkpoint), str(tmp_path / "model"), "--no_verify",
+               "--push_to_hub", "--hub_model_id", "tester/shared"]  # fmt: skip
+    refused = subprocess.run(command, capture_output=True, text=True, env=hub_env(fake_hub))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "tester/shared already exists and is public: pushing there would publish the model. Choose another "
+            "--hub_model_id, or pass --public (--hub_private_repo false) to publish it."
+        )
+    )
+    assert FakeHub.creates == [] and FakeHub.commits == [] and not (tmp_path / "model").exists()
+    published = subprocess.run([*command, "--public"], capture_output=True, text=True, env=hub_env(fake_hub))
+    assert published.returncode == 0, published.stderr[-3000:]
+    assert len(FakeHub.commits) == 1
 
 
 def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):

@@ -30,7 +30,7 @@ import byola_hf
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
-from ..hub import check_hub_access, save_model_card, warn_if_licensed
+from ..hub import check_hub_access, refuse_public_repository, save_model_card, warn_if_licensed
 from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
     RESULT_CHANGING_TRAINING_ARGUMENTS,
@@ -295,6 +295,8 @@ def prepare_push(training_args: TrainingArguments, data_args: DataTrainingArgume
         training_args.hub_private_repo = False
     elif "--hub_private_repo" not in given or training_args.hub_private_repo is None:
         training_args.hub_private_repo = True
+    if training_args.hub_private_repo:
+        refuse_public_repository(training_args.hub_model_id)
     warn_if_licensed(config, private=bool(training_args.hub_private_repo))
 
 
