@@ -215,6 +215,16 @@ def test_speaker_labels_at_another_frame_rate_are_refused(random3072_dir, mini, 
     assert error.startswith("byola-run-superb: error: train:") and "not at the model's 25 frames per second" in error
 
 
+def test_evaluating_an_encoder_without_a_trained_head_is_refused(ks_model, mini, tmp_path):
+    """--do_eval alone evaluates the model as it is: on an encoder, that was a freshly drawn head, scored and saved
+    as the result. One line instead."""
+    result = run_superb(*superb_arguments("ks", ks_model, mini["ks"], tmp_path / "out"), "--do_eval")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--do_eval alone evaluates" in result.stderr.strip().splitlines()[-1]
+    assert "has no trained BYOLAForSequenceClassification head" in result.stderr
+    assert not (tmp_path / "out" / "eval_results.json").exists()
+
+
 def test_refuses_without_statistics(real512_checkpoint, mini, tmp_path):
     from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
 

@@ -437,6 +437,12 @@ def run(
     check_splits(recipe, data, data_args.audio_column_name)
     # Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy).
     train = "--do_train" in given or "--do_eval" not in given
+    if not train and task.head not in (config.architectures or []):
+        raise ValueError(
+            f"--do_eval alone evaluates {model_args.model_name_or_path} as it is, and it has no trained {task.head} "
+            f"head (it was saved as {', '.join(config.architectures or ['an encoder'])}): add --do_train, or pass a "
+            f"model fine-tuned for {task.name}."
+        )
     checkpoint = claim_output(
         training_args, data_args, run_fingerprint(model_args, data_args, training_args, task, config), train
     )
