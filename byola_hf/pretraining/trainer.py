@@ -95,7 +95,8 @@ class BYOLAPreTrainer(Trainer):
         self.linear_probe = linear_probe
         self.add_callback(EMATargetCallback())
         streaming = isinstance(self.train_dataset, torch.utils.data.IterableDataset)
-        self.crop_sampler = None if streaming else EpochCropSampler(len(self.train_dataset), self.args.seed)
+        indexed = self.train_dataset is not None and not streaming
+        self.crop_sampler = EpochCropSampler(len(self.train_dataset), self.args.seed) if indexed else None
         if self.crop_sampler is not None:
             self.add_callback(CropEpochCallback(self.crop_sampler))
         self.log_clock: tuple[float, int] | None = None  # (time, global step) of the previous loss log
