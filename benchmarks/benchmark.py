@@ -309,7 +309,7 @@ def _long_audio_memory_mb(checkpoint: str, minutes: float, hidden_states: bool, 
     return {"loaded_mb": loaded, "peak_mb": memory_status_mb("VmHWM")}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmark byola_hf against the original upstream's computation.")
     shared = Path(os.environ.get("BYOLA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
     parser.add_argument(
@@ -340,6 +340,51 @@ def main(argv: list[str] | None = None) -> None:
         help="CPU: also measure the whole process's peak memory for one call on a clip this long",
     )
     parser.add_argument("--json", default=None, help="Write the rows to this JSON file")
+    return parser
+
+
+def measured_row(case: str, shape: str, bf16: bool, models: tuple, args: argparse.Namespace) -> dict:
+    """One case on one shape: speed and deviation, and with `--memory` each side's peak memory."""
+    device = torch.device(args.device)
+    row = run_case(case, shape, models, args.repeats, bf16)
+    if args.memory and device.type == "cuda":
+        functions = case_functions(case, *models, waveforms_for(shape, models[1].sampling_rate), bf16)
+        row["ours_mb"], row["baseline_mb"] = (gpu_peak_memory_mb(f, device) for f in functions)
+    elif args.memory:
+        row["ours_mb"] = peak_memory_mb(case, shape, "ours", args.checkpoint, bf16)
+        row["baseline_mb"] = peak_memory_mb(case, shape, "baseline", args.checkpoint, False)
+    return row
+
+
+def row_text(row: dict, case: str, shape: str, bf16: bool, memory: bool, device_type: str) -> str:
+    return (
+        f"{case:<9} {shape:<6} {'bf16' if bf16 else 'fp32':<5} {row['ours_xrt']:>9.0f} "
+        f"{row['baseline_xrt']:>9.0f} {row['speedup']:>7.2f}x {row['max_rel_deviation']:>12.2e} "
+        f"{row['cosine']:>9.6f}"
+        + (f" {row['ours_mb']:>8.0f} {row['baseline_mb']:>8.0f}" if memory else "")
+        + f" {goal_text(row, device_type):>11}"
+    )
+
+
+def long_audio_rows(checkpoint: str, minutes: float) -> list[dict]:
+    """The whole process's peak memory for one call on a `minutes`-long clip, chunked and not."""
+    print(f"\nOne call on a {minutes:g}-minute clip, peak memory of the whole process:")
+    rows = []
+    for hidden_states, chunk_frames in ((False, None), (True, None), (True, 0)):
+        row = long_audio_memory_mb(checkpoint, minutes, hidden_states, chunk_frames)
+        row.update(hidden_states=hidden_states, chunked=chunk_frames != 0)
+        rows.append(row)
+        print(
+            f"  {'all hidden states' if hidden_states else 'last hidden state'}"
+            f"{'' if chunk_frames != 0 else ', unchunked (chunk_frames=0)'}: {row['peak_mb']:.0f} MB "
+            f"({row['loaded_mb']:.0f} MB with torch and the model loaded)",
+            flush=True,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -354,35 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     for shape in (args.shapes or DEFAULT_SHAPES.get(device.type, DEFAULT_SHAPES["cpu"])).split(","):
         for case in args.cases.split(","):
             for bf16 in [False, True] if args.bf16 and case != "frontend" else [False]:
-                row = run_case(case, shape, models, args.repeats, bf16)
-                if args.memory and device.type == "cuda":
-                    functions = case_functions(case, *models, waveforms_for(shape, models[1].sampling_rate), bf16)
-                    row["ours_mb"], row["baseline_mb"] = (gpu_peak_memory_mb(f, device) for f in functions)
-                elif args.memory:
-                    row["ours_mb"] = peak_memory_mb(case, shape, "ours", args.checkpoint, bf16)
-                    row["baseline_mb"] = peak_memory_mb(case, shape, "baseline", args.checkpoint, False)
-                rows.append(row)
-                print(
-                    f"{case:<9} {shape:<6} {'bf16' if bf16 else 'fp32':<5} {row['ours_xrt']:>9.0f} "
-                    f"{row['baseline_xrt']:>9.0f} {row['speedup']:>7.2f}x {row['max_rel_deviation']:>12.2e} "
-                    f"{row['cosine']:>9.6f}"
-                    + (f" {row['ours_mb']:>8.0f} {row['baseline_mb']:>8.0f}" if args.memory else "")
-                    + f" {goal_text(row, device.type):>11}",
-                    flush=True,
-                )
-    long_audio = []
-    if args.long_audio_minutes:
-        print(f"\nOne call on a {args.long_audio_minutes:g}-minute clip, peak memory of the whole process:")
-        for hidden_states, chunk_frames in ((False, None), (True, None), (True, 0)):
-            row = long_audio_memory_mb(args.checkpoint, args.long_audio_minutes, hidden_states, chunk_frames)
-            row.update(hidden_states=hidden_states, chunked=chunk_frames != 0)
-            long_audio.append(row)
-            print(
-                f"  {'all hidden states' if hidden_states else 'last hidden state'}"
-                f"{'' if chunk_frames != 0 else ', unchunked (chunk_frames=0)'}: {row['peak_mb']:.0f} MB "
-                f"({row['loaded_mb']:.0f} MB with torch and the model loaded)",
-                flush=True,
-            )
+                rows.append(measured_row(case, shape, bf16, models, args))
+                print(row_text(rows[-1], case, shape, bf16, args.memory, device.type), flush=True)
+    long_audio = long_audio_rows(args.checkpoint, args.long_audio_minutes) if args.long_audio_minutes else []
     if args.json:
         Path(args.json).write_text(
             json.dumps({"machine": machine(device), "rows": rows, "long_audio": long_audio}, indent=1)

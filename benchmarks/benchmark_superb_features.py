@@ -42,7 +42,7 @@ def epoch_seconds(loader, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Cached log-mels vs log-mels in the collator, per SUPERB epoch.")
     parser.add_argument("--clips", type=int, default=256, help="Number of clips")
     parser.add_argument("--seconds", type=float, default=4.0, help="Length of each clip (KS clips are 1 s)")
@@ -51,24 +51,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=10, help="Epochs for the totals")
     parser.add_argument("--repeats", type=int, default=3, help="Timed epochs of each way")
     parser.add_argument("--workdir", default=None, help="Where to build the data (a temporary folder by default)")
-    args = parser.parse_args(argv)
+    return parser
 
-    import datasets
-    from torch.utils.data import DataLoader
 
-    from byola_hf import BYOLAFeatureExtractor
-    from byola_hf.stats import load_audio_dataset
-    from byola_hf.superb.recipes import recipe_for
-    from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows
-    from byola_hf.superb.tasks import SUPERB_TASKS
+def cached_log_mels(audio, fe, device: torch.device):
+    """run_superb's way: every clip's log-mel computed once by `datasets.map` and stored; with the map's seconds."""
+    from byola_hf.superb.run import cache_log_mels, log_mel_device, log_mel_rows
 
-    datasets.disable_caching()
-    device = torch.device(args.device)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="byola-superb-features-bench-"))
-    data = build_dataset(workdir / "data", args.clips, args.seconds)
-    fe = BYOLAFeatureExtractor()
-    audio = load_audio_dataset("audiofolder", data_dir=str(data), sampling_rate=fe.sampling_rate)
-    audio = audio.select_columns(["audio"]).add_column("labels", [0] * len(audio))
     cache_device = log_mel_device(device, None)
 
     def prepare(batch):
@@ -79,9 +68,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cached = cache_log_mels(audio.map(prepare, batched=True, batch_size=16, remove_columns=audio.column_names), 64)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    map_seconds = time.perf_counter() - start
+    return cached, time.perf_counter() - start
 
-    log_mel_collator = LogMelCollator(fe, recipe_for(SUPERB_TASKS["ks"]), downsampling=8)
+
+def collators(fe, device: torch.device) -> dict:
+    """The three ways' collators: run_superb's over cached log-mels, the front end on waveforms, decoding alone."""
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.run import LogMelCollator
+    from byola_hf.superb.tasks import SUPERB_TASKS
 
     def waveform_collator(examples):
         arrays = [example["audio"]["array"] for example in examples]
@@ -92,27 +86,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         arrays = [torch.as_tensor(example["audio"]["array"], dtype=torch.float32) for example in examples]
         return {"input_features": torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)}
 
-    loaders = {
-        "cached": DataLoader(cached, batch_size=args.batch_size, shuffle=True, collate_fn=log_mel_collator),
-        "collator": DataLoader(audio, batch_size=args.batch_size, shuffle=True, collate_fn=waveform_collator),
-        "decode only": DataLoader(audio, batch_size=args.batch_size, shuffle=True, collate_fn=decode_only_collator),
-    }
-    first = {
-        name: next(iter(DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)))
-        for name, dataset, collate in (("cached", cached, log_mel_collator), ("collator", audio, waveform_collator))
-    }
+    log_mel_collator = LogMelCollator(fe, recipe_for(SUPERB_TASKS["ks"]), downsampling=8)
+    return {"cached": log_mel_collator, "collator": waveform_collator, "decode only": decode_only_collator}
+
+
+def first_batch_deviation(cached, audio, collate: dict, batch_size: int) -> float:
+    """The largest difference between the two ways' log-mels on the valid frames of the first batch."""
+    from torch.utils.data import DataLoader
+
+    first = {name: next(iter(DataLoader(data, batch_size=batch_size, collate_fn=collate[name])))
+             for name, data in (("cached", cached), ("collator", audio))}  # fmt: skip
     mask = first["cached"]["attention_mask"].bool()
     difference = (first["cached"]["input_features"].cpu() - first["collator"]["input_features"].cpu()).abs()
-    deviation = float(difference.transpose(1, 2)[mask.cpu()].max())
+    return float(difference.transpose(1, 2)[mask.cpu()].max())
 
-    times: dict[str, list[float]] = {name: [] for name in loaders}
-    for _ in range(args.repeats):
-        for name, loader in loaders.items():
-            times[name].append(epoch_seconds(loader, device))
-    epoch = {name: statistics.median(values) for name, values in times.items()}
+
+def report(args: argparse.Namespace, device: torch.device, map_seconds: float, epoch: dict, deviation: float) -> None:
     cached_total = map_seconds + args.epochs * epoch["cached"]
     collator_total = args.epochs * epoch["collator"]
-
     hours = args.clips * args.seconds / 3600
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"{args.clips} clips of {args.seconds:g} s ({hours:.2f} h of audio), batch {args.batch_size}, {device}{gpu}")
@@ -125,6 +116,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{epoch['collator'] / epoch['cached']:.2f}x"
     )
     print(f"max |cached - collator| log-mel on valid frames: {deviation:.2e}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = build_parser().parse_args(argv)
+
+    import datasets
+    from torch.utils.data import DataLoader
+
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.stats import load_audio_dataset
+
+    datasets.disable_caching()
+    device = torch.device(args.device)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="byola-superb-features-bench-"))
+    data = build_dataset(workdir / "data", args.clips, args.seconds)
+    fe = BYOLAFeatureExtractor()
+    audio = load_audio_dataset("audiofolder", data_dir=str(data), sampling_rate=fe.sampling_rate)
+    audio = audio.select_columns(["audio"]).add_column("labels", [0] * len(audio))
+    cached, map_seconds = cached_log_mels(audio, fe, device)
+    collate = collators(fe, device)
+    sources = {"cached": cached, "collator": audio, "decode only": audio}
+    loaders = {name: DataLoader(data, batch_size=args.batch_size, shuffle=True, collate_fn=collate[name])
+               for name, data in sources.items()}  # fmt: skip
+    deviation = first_batch_deviation(cached, audio, collate, args.batch_size)
+    times: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(args.repeats):
+        for name, loader in loaders.items():
+            times[name].append(epoch_seconds(loader, device))
+    epoch = {name: statistics.median(values) for name, values in times.items()}
+    report(args, device, map_seconds, epoch, deviation)
     return {"map": map_seconds, **epoch, "deviation": deviation}
 
 
