@@ -143,7 +143,7 @@ def read_audio_file(source: Any, name: str | None = None) -> tuple[np.ndarray, i
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise ValueError(
-            f"Could not read audio from {name}: {display_path(message)}. Use a format libsndfile reads "
+            f"Could not read audio from {name}: {display_path(message).rstrip('.')}. Use a format libsndfile reads "
             f"({', '.join(AUDIO_EXTENSIONS)}), or decode it yourself and pass the samples with their sampling_rate."
         ) from None
     return check_waveform(to_mono(data.T), name), int(rate)

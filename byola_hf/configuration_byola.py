@@ -468,8 +468,10 @@ class BYOLAPreTrainingConfig(BYOLAConfig):
         self.crop_seconds = crop_seconds
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}.")
-        if isinstance(mixup_memory_size, bool) or not isinstance(mixup_memory_size, int) or mixup_memory_size < 1:
-            raise ValueError(f"mixup_memory_size must be a positive integer, got {mixup_memory_size!r}.")
+        sizes = {"projection_size": projection_size, "projection_hidden_size": projection_hidden_size}
+        for name, size in {**sizes, "mixup_memory_size": mixup_memory_size}.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"{name} must be a positive integer, got {size!r}.")
         if not 0.0 <= self.mixup_ratio <= 1.0:
             raise ValueError(f"mixup_ratio must be in [0, 1], got {self.mixup_ratio}.")
         if not 0.0 <= self.fader_gain < float("inf"):

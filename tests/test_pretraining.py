@@ -1,6 +1,7 @@
 """BYOL-A pre-training: the augmentation blocks and the learner against the original code's outputs
 (../shared/reference_pretrain), the samplers' distributions, and `byola-pretrain` end to end on real sound files."""
 
+import errno
 import importlib.util
 import json
 import math
@@ -31,6 +32,7 @@ from byola_hf.extract.cli import main as extract_main
 from byola_hf.extract.extract import load_embeddings
 from byola_hf.hub import push_to_hub
 from byola_hf.pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
+from byola_hf.pretraining import cli as cli_module
 from byola_hf.pretraining.augmentations import (
     MixupMemoryBank,
     linear_fade,
@@ -519,11 +521,26 @@ def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, t
     waveform, rate = soundfile.read(rewritten)
     soundfile.write(rewritten, -waveform, rate, subtype="PCM_16")
     os.utime(rewritten, ns=(rewritten.stat().st_atime_ns, rewritten.stat().st_mtime_ns + 10**9))
-    with pytest.raises(ValueError, match=r"differs in data\.fingerprint"):
+    with pytest.raises(ValueError, match=r"The data changed since the run in .* began"):
         run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
     shutil.copy(next(data.rglob("*.wav")), data / "added.wav")
-    with pytest.raises(ValueError, match=r"differs in data\.clips, data\.fingerprint"):
+    with pytest.raises(ValueError, match=r"The data changed since the run in .* began \(clips added"):
         run_pretrain(pretrain_args(data, output, "--max_steps", "1"))
+
+
+def test_a_run_folder_it_cannot_write_is_refused_before_training(audio_folder, tmp_path, monkeypatch):
+    """A re-run that trains further into a folder that became read-only is refused before its first step (it used
+    to train up to its first checkpoint, then fail)."""
+    output = tmp_path / "out"
+    run_pretrain(pretrain_args(audio_folder, output, "--max_steps", "1"))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(output))
+
+    monkeypatch.setattr(cli_module.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(PermissionError):
+        run_pretrain(pretrain_args(audio_folder, output, "--max_steps", "2", "--save_steps", "1"))
+    assert not (output / "checkpoint-2").exists()
 
 
 @pytest.mark.parametrize(
@@ -691,6 +708,21 @@ def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoint-3").iterdir()) == ["rank_state_1.safetensors"]
 
 
+# Flags Trainer or the data arguments would take and not do as asked (each was accepted and ignored, or broke a
+# later re-run), refused before anything is read.
+FLAG_MISTAKES = {
+    "resume_flag": ["--resume_from_checkpoint", "elsewhere/checkpoint-4"],
+    "zero_steps": ["--max_steps", "0"],
+    "nan_clipping": ["--max_grad_norm", "nan"],
+    "no_projection": ["--projection_size", "0"],
+    "eval_without_task": ["--eval_data_dir", "task", "--eval_label_column_name", "label"],
+    "data_dir_beside_folder": ["--data_dir", "elsewhere"],
+    "v2_too_narrow": ["--variant", "AudioNTT2022"],
+    "eval_folder_missing": ["--eval_dataset_name", "audiofolder", "--eval_data_dir", "nowhere",
+                            "--eval_label_column_name", "label"],
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -704,6 +736,17 @@ def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
         "no_memory",
         "diverged",
         "batch_of_one",
+        "resume_flag",
+        "zero_steps",
+        "nan_clipping",
+        "no_projection",
+        "eval_without_task",
+        "data_dir_beside_folder",
+        "v2_too_narrow",
+        "one_clip",
+        "other_commands_output",
+        "blip",
+        "eval_folder_missing",
     ],  # fmt: skip
 )
 def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
@@ -733,12 +776,27 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
             "diverged": ["--mean", "0", "--std", "1e-38"],  # finite statistics that overflow float32 log-mels
             "batch_of_one": ["--per_device_train_batch_size", "1"],
         }[case]
+    elif case in FLAG_MISTAKES:
+        extra = FLAG_MISTAKES[case]
+    elif case == "one_clip":
+        (tmp_path / "one").mkdir()
+        shutil.copy(audio_folder / "Noise.wav", tmp_path / "one")
+        data = str(tmp_path / "one")
+    elif case == "blip":  # too short for the log-mel of the statistics pass: the file is named
+        shutil.copytree(audio_folder, tmp_path / "blip")
+        soundfile.write(tmp_path / "blip" / "blip.wav", np.zeros(300, np.float32), 16000)
+        data = str(tmp_path / "blip")
+    elif case == "other_commands_output":  # what byola-compute-stats writes, with a pre-training record copied in
+        output.mkdir()
+        (output / ".byola_hf_output.json").write_text('{"command": "byola-compute-stats", "fingerprint": "x"}')
+        (output / "byola_pretrain_run.json").write_text("{}")
     else:
         output.mkdir()
         (output / "notes.txt").write_text("mine")
     argv = [a if a != str(audio_folder) else data for a in pretrain_args(audio_folder, output, *extra)]
+    steps = [] if "--max_steps" in extra else ["--max_steps", "1"]
     with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--max_steps", "1"])
+        main([*argv, *steps])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error
@@ -755,10 +813,23 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
         "no_memory": "mixup_memory_size must be a positive integer",
         "diverged": "Pre-training diverged at step 1",
         "batch_of_one": "need at least 2 clips per device and step",
+        "resume_flag": "resumes by itself",
+        "zero_steps": "--max_steps 0 would still train one step",
+        "nan_clipping": "--max_grad_norm must be a finite number",
+        "no_projection": "projection_size must be a positive integer",
+        "eval_without_task": "--eval_label_column_name, --eval_data_dir describe a linear evaluation task",
+        "data_dir_beside_folder": "drop --data_dir",
+        "v2_too_narrow": "--feature_d 64 does not fit AudioNTT2022 (default 3072)",
+        "one_clip": "1 clip(s): BYOL-A's BatchNorm layers need batches of at least 2 clips",
+        "other_commands_output": "holds the outputs of byola-compute-stats",
+        "blip": "blip.wav has 300 samples",
+        "eval_folder_missing": "--eval_data_dir nowhere is not a folder",
     }[case]
     assert expected in lines[0]
     if case == "foreign_output":
         assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
+    if case in FLAG_MISTAKES or case in ("one_clip", "other_commands_output"):
+        assert not (output / "checkpoint-1").exists()
 
 
 @pytest.mark.parametrize("layout", ["reference", "channels_last", "cpu"])
@@ -915,17 +986,18 @@ def test_original_defaults_yield_to_any_spelling_of_a_flag(flags, expected, tmp_
     assert {name: getattr(training_args, name) for name in expected} == expected
 
 
-def test_feature_d_with_init_from_is_refused(tmp_path):
-    """--feature_d sizes a new network: with --init_from it would be ignored without a word, so it is an error."""
+@pytest.mark.parametrize("flag", [["--feature_d", "128"], ["--variant", "AudioNTT2022"]])
+def test_new_network_flags_with_init_from_are_refused(tmp_path, flag):
+    """--feature_d and --variant make a new network: with --init_from they were ignored without a word (a v1 model
+    trained as v1 under a record saying v2), so they are an error."""
     from byola_hf import BYOLAConfig, BYOLAModel
 
     config = BYOLAConfig(feature_d=64, mean=-8.0, std=4.0)
     BYOLAModel(config).save_pretrained(tmp_path / "model")
     model_args, _, _ = build_parser().parse_args_into_dataclasses(
-        ["--dataset_name", "x", "--output_dir", str(tmp_path / "out"), "--init_from", str(tmp_path / "model"),
-         "--feature_d", "128"]
+        ["--dataset_name", "x", "--output_dir", str(tmp_path / "out"), "--init_from", str(tmp_path / "model"), *flag]
     )  # fmt: skip
-    with pytest.raises(ValueError, match="--feature_d sizes a new network"):
+    with pytest.raises(ValueError, match=f"{flag[0]} makes a new network"):
         pretraining_config(model_args)
 
 

@@ -319,3 +319,22 @@ def test_missing_model_folder_is_named(tmp_path, speech, capsys):
     arguments = ["--model_name_or_path", tmp_path / "nowhere", "--dataset_name", speech.parent]
     code, stderr = run_main(stats_main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
     assert_one_line(code, stderr, "byola-compute-stats", "No model folder at")
+
+
+def test_a_copy_takes_the_model_files_only(small_model, speech, tmp_path):
+    """Into a new folder the command copies the model directory's own files, not another command's run that shares
+    the folder: a pre-trained model's checkpoints and run record, copied, made byola-pretrain take the copy for its
+    run, resume there and write the pre-training statistics over the task's."""
+    model = tmp_path / "pretrained"
+    shutil.copytree(small_model, model)
+    (model / "checkpoint-3").mkdir()
+    (model / "checkpoint-3" / "model.safetensors").write_text("learner")
+    for name in ("byola_pretrain_run.json", "trainer_state.json", "train_results.json", "notes.txt"):
+        (model / name).write_text("{}")
+    (model / "modeling_byola.py").write_text("# the code saved for trust_remote_code")
+    stats_main(["--model_name_or_path", str(model), "--dataset_name", str(speech.parent), "--output_dir",
+                str(tmp_path / "task")])  # fmt: skip
+    copied = {path.name for path in (tmp_path / "task").iterdir()}
+    model_files = {path.name for path in small_model.iterdir()} | {"modeling_byola.py", "README.md"}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= model_files
+    assert copied == model_files | {".byola_hf_output.json"}

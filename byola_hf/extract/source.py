@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..audio import display_path
 from ..extras import require_extra
-from ..tools.data import audio_files_dataset, is_audio_file_source, load_audio_dataset
+from ..tools.data import audio_files_dataset, check_data_dir_use, is_audio_file_source, load_audio_dataset
 
 
 # The EVAR metadata column holding each clip's path relative to the task's audio folder.
@@ -41,6 +41,7 @@ def load_source(
         raise ValueError("Give either --dataset_name (a dataset or audio folder) or --metadata_csv (a task CSV).")
     if metadata_csv is not None:
         return metadata_csv_source(metadata_csv, data_dir, audio_column_name)
+    check_data_dir_use(dataset_name, data_dir)
     if is_audio_file_source(dataset_name):  # the files of a folder or glob, listed as every command lists them
         dataset = audio_files_dataset(dataset_name, audio_column_name).remove_columns("path")
     else:

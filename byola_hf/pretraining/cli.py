@@ -9,7 +9,10 @@ online encoder, the statistics of the data, a card) that AutoModel and every byo
 
 import json
 import logging
+import math
+import re
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -32,7 +35,7 @@ from ..tools.cli import (
 )
 from ..tools.data import is_audio_file_source, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
-from ..tools.outputs import last_complete_checkpoint, save_into, write_json_atomic
+from ..tools.outputs import last_complete_checkpoint, read_marker, save_into, write_json_atomic
 from .data import (
     ClipCropper,
     CropDataset,
@@ -60,8 +63,8 @@ ORIGINAL_DEFAULTS = {"per_device_train_batch_size": 256, "num_train_epochs": 100
 
 @dataclass
 class PreTrainingModelArguments:
-    variant: str = field(
-        default="AudioNTT2020", metadata={"help": "New network: AudioNTT2020 (v1) or AudioNTT2022 (v2)"}
+    variant: str | None = field(
+        default=None, metadata={"help": "New network: AudioNTT2020 (v1, the default) or AudioNTT2022 (v2)"}
     )
     feature_d: int | None = field(default=None, metadata={"help": "New network's width (default: 2048 v1, 3072 v2)"})
     init_from: str | None = field(default=None, metadata={"help": "Further pre-train this BYOL-A model directory"})
@@ -107,18 +110,31 @@ def pretraining_config(model_args: PreTrainingModelArguments) -> tuple[BYOLAPreT
         "mixup_memory_size": model_args.mixup_memory_size,
     }
     if model_args.init_from is not None:
-        if model_args.feature_d is not None:
-            raise ValueError(
-                "--feature_d sizes a new network; --init_from continues an existing one with its own width: drop one."
-            )
+        for flag in ("variant", "feature_d"):
+            if getattr(model_args, flag) is not None:
+                raise ValueError(
+                    f"--{flag} makes a new network; --init_from continues an existing one as it is: drop one."
+                )
         encoder_config, _ = load_byola_front_end(model_args.init_from)
         encoder = BYOLAModel.from_pretrained(model_args.init_from, config=encoder_config)
         return BYOLAPreTrainingConfig.from_encoder_config(encoder_config, **pretraining), encoder
-    variant = VARIANT_ALIASES.get(model_args.variant, model_args.variant)
+    variant = new_network_variant(model_args)
     if variant not in VARIANTS:
         raise ValueError(f"--variant must be AudioNTT2020 (v1) or AudioNTT2022 (v2), got {model_args.variant!r}.")
     sizes = {} if model_args.feature_d is None else {"feature_d": model_args.feature_d}
-    return BYOLAPreTrainingConfig.from_encoder_config(BYOLAConfig.from_variant(variant, **sizes), **pretraining), None
+    try:
+        encoder_config = BYOLAConfig.from_variant(variant, **sizes)
+    except ValueError as error:
+        default = BYOLAConfig.from_variant(variant).feature_d
+        message = f"--feature_d {model_args.feature_d} does not fit {variant} (default {default}): {error}"
+        raise ValueError(message) from None
+    return BYOLAPreTrainingConfig.from_encoder_config(encoder_config, **pretraining), None
+
+
+def new_network_variant(model_args: PreTrainingModelArguments) -> str:
+    """The variant of a new network: `--variant` (v1 and v2 stand for their names), AudioNTT2020 when not given."""
+    variant = model_args.variant or "AudioNTT2020"
+    return VARIANT_ALIASES.get(variant, variant)
 
 
 def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dataset) -> dict[str, Any]:
@@ -139,8 +155,11 @@ def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dat
     else:  # each DataLoader worker reads its own shards of a stream and draws its own crops
         data |= {"dataloader_num_workers": training_args.dataloader_num_workers}
     training = {key: getattr(training_args, key) for key in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "world_size")}
+    model = asdict(model_args)
+    if model_args.init_from is None:  # the variant trained, given or not (records made before it was optional)
+        model["variant"] = new_network_variant(model_args)
     return {
-        "model": asdict(model_args),
+        "model": model,
         "data": data,
         "training": {key: value.value if isinstance(value, Enum) else value for key, value in training.items()},
     }
@@ -152,25 +171,43 @@ def claim_output_dir(output_dir: Path, fingerprint: dict[str, Any]) -> dict[str,
     A folder with other content, or another run's record, is refused.
     """
     record_path = output_dir / RUN_FILE
+    marker = read_marker(output_dir) if output_dir.is_dir() else None
+    if marker is not None:  # e.g. byola-compute-stats' copy of a pre-trained model
+        raise ValueError(
+            f"{output_dir} holds the outputs of {marker['command']}, not a byola-pretrain run: pass a new or empty "
+            "--output_dir."
+        )
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if record.get("fingerprint") != fingerprint:
-            changed = sorted(
-                f"{part}.{key}"
-                for part, values in fingerprint.items()
-                for key, value in values.items()
-                if record.get("fingerprint", {}).get(part, {}).get(key) != value
-            )
-            raise ValueError(
-                f"{output_dir} holds another pre-training run (it differs in {', '.join(changed) or 'its record'}); "
-                "re-run with the same arguments to resume it, or pass a new --output_dir."
-            )
+            raise ValueError(changed_run_message(output_dir, record.get("fingerprint", {}), fingerprint))
+        with tempfile.TemporaryFile(dir=output_dir):  # can the run write its checkpoints there? (before training)
+            pass
         return record
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ValueError(
             f"{output_dir} is not empty and was not made by byola-pretrain; pass a new or empty --output_dir."
         )
     return None
+
+
+def changed_run_message(output_dir: Path, recorded: dict[str, Any], fingerprint: dict[str, Any]) -> str:
+    """Why a re-run does not match the run recorded in `output_dir`: its data changed, or its arguments."""
+    changed = sorted(
+        f"{part}.{key}"
+        for part, values in fingerprint.items()
+        for key, value in values.items()
+        if recorded.get(part, {}).get(key) != value
+    )
+    if changed and set(changed) <= {"data.clips", "data.fingerprint"}:
+        return (
+            f"The data changed since the run in {output_dir} began (clips added, removed or written again): "
+            "restore it to resume that run, or pass a new --output_dir to train on the data as it is now."
+        )
+    return (
+        f"{output_dir} holds another pre-training run (it differs in {', '.join(changed) or 'its record'}); "
+        "re-run with the same arguments to resume it, or pass a new --output_dir."
+    )
 
 
 def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: int) -> dict[str, Any]:
@@ -230,6 +267,31 @@ def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, trai
     return dataset
 
 
+def check_arguments(data_args: PreTrainingDataArguments, training_args: TrainingArguments) -> None:
+    """Refuse what Trainer or the data flags would take and silently not do as asked."""
+    if training_args.resume_from_checkpoint is not None:
+        raise ValueError(
+            "byola-pretrain resumes by itself: re-run the same command with the run's --output_dir (drop "
+            "--resume_from_checkpoint); to start from another run's encoder, pass it as --init_from."
+        )
+    if training_args.max_steps == 0:
+        raise ValueError("--max_steps 0 would still train one step: give a positive --max_steps, or -1 for epochs.")
+    for name in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "num_train_epochs"):
+        value = getattr(training_args, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name} must be a finite number, got {value}.")
+    if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
+        raise ValueError(f"--max_train_samples must be a positive number of clips, got {data_args.max_train_samples}.")
+    if data_args.eval_dataset_name is None:
+        given = [
+            f"--{name}"
+            for name, value in asdict(data_args).items()
+            if name.startswith("eval_") and value != PreTrainingDataArguments.__dataclass_fields__[name].default
+        ]
+        if given:
+            raise ValueError(f"{', '.join(given)} describe a linear evaluation task: add its --eval_dataset_name.")
+
+
 def check_batch_size(training_args: TrainingArguments) -> None:
     """BYOL-A's BatchNorm layers normalise over the batch: one clip a device cannot train."""
     if training_args.per_device_train_batch_size < 2:
@@ -242,6 +304,8 @@ def check_one_batch(clips: int, training_args: TrainingArguments) -> None:
     """Refuse fewer clips than one batch over all ranks: no epoch would give a step (a stream's would end in
     accelerate's error on an empty batch)."""
     global_batch = training_args.per_device_train_batch_size * training_args.world_size
+    if clips < 2:
+        raise ValueError(f"{clips} clip(s): BYOL-A's BatchNorm layers need batches of at least 2 clips; add audio.")
     if clips < global_batch:
         raise ValueError(
             f"{clips} clips are fewer than one batch ({global_batch}); lower --per_device_train_batch_size."
@@ -254,16 +318,20 @@ def linear_probe_data(data_args: PreTrainingDataArguments, sampling_rate: int) -
         return None
     if data_args.eval_label_column_name is None:
         raise ValueError("--eval_dataset_name needs --eval_label_column_name (the column of class labels).")
-    return load_linear_probe_data(
-        data_args.eval_dataset_name,
-        data_args.eval_label_column_name,
-        sampling_rate,
-        data_args.eval_dataset_config_name,
-        data_args.eval_data_dir,
-        data_args.eval_train_split,
-        data_args.eval_test_split,
-        data_args.eval_audio_column_name,
-    )
+    try:
+        return load_linear_probe_data(
+            data_args.eval_dataset_name,
+            data_args.eval_label_column_name,
+            sampling_rate,
+            data_args.eval_dataset_config_name,
+            data_args.eval_data_dir,
+            data_args.eval_train_split,
+            data_args.eval_test_split,
+            data_args.eval_audio_column_name,
+        )
+    except ValueError as error:  # the loaders name the training data's flags; here they are the --eval_ ones
+        flags = r"--(dataset_name|dataset_config_name|data_dir|audio_column_name)\b"
+        raise ValueError(re.sub(flags, r"--eval_\1", str(error))) from None
 
 
 def pretrain(
@@ -277,6 +345,7 @@ def pretrain(
     Returns that directory. `callbacks` are added to the Trainer's.
     """
     check_trainer_world_size(training_args)
+    check_arguments(data_args, training_args)
     check_batch_size(training_args)
     config, start_encoder = pretraining_config(model_args)
     feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
@@ -430,7 +499,7 @@ def pretraining_defaults(model_args: PreTrainingModelArguments, data_args: PreTr
     if model_args.init_from is not None:
         variant = load_byola_front_end(model_args.init_from)[0].variant
     else:
-        variant = VARIANT_ALIASES.get(model_args.variant, model_args.variant)
+        variant = new_network_variant(model_args)
     defaults = original_training_defaults(variant)
     if data_args.eval_dataset_name is not None:
         defaults.update({"eval_strategy": "steps", "eval_steps": 500})

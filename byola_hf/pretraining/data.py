@@ -177,8 +177,10 @@ def scan_batch(
     row = {"longest": [max(len(waveform) for waveform in waveforms)], "samples": [sum(map(len, waveforms))]}
     row["clips"] = [len(waveforms)]
     if with_moments:
-        decoded = {audio_column_name: [{"array": w, "sampling_rate": rate} for w in waveforms]}
-        row.update(batch_moments(decoded, feature_extractor, audio_column_name))
+        paths = [item.get("path") for item in batch[audio_column_name]]
+        # The paths name a clip too short for the log-mel.
+        decoded = [{"array": w, "sampling_rate": rate, "path": path} for w, path in zip(waveforms, paths)]
+        row.update(batch_moments({audio_column_name: decoded}, feature_extractor, audio_column_name))
     return row
 
 

@@ -25,6 +25,9 @@ from .moments import LogMelMoments, RunningNormEstimate
 
 
 COMMAND = "byola-compute-stats"
+# A model directory's own files: config, front-end config, weights, the code saved for trust_remote_code, the card.
+MODEL_FILE_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json", "*.py",
+                       "README.md")  # fmt: skip
 
 
 @dataclass
@@ -293,6 +296,13 @@ def check_model_weights(model_name_or_path: str) -> None:
         raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
 
 
+def model_files(folder: Path) -> list[Path]:
+    """The files that make `folder` a model directory ([`MODEL_FILE_PATTERNS`]): what a copy of the model takes.
+    Not another command's run in it (a pre-training run's checkpoints and record, a SUPERB run's): copied, they
+    would make the new folder look like that run's to its command, which would resume there."""
+    return sorted({path for pattern in MODEL_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()})
+
+
 def claim_stats_output(model_name_or_path: str, output_dir: str, arguments: list, overwrite: bool) -> None:
     """Make `output_dir` this command's (unless it is the model folder, updated in place), on rank 0 only."""
     in_place = Path(model_name_or_path).is_dir() and Path(model_name_or_path).resolve() == Path(output_dir).resolve()
@@ -300,8 +310,8 @@ def claim_stats_output(model_name_or_path: str, output_dir: str, arguments: list
         return
     run_fingerprint = fingerprint(model=model_name_or_path, arguments=arguments)
     written = {"config.json", "preprocessor_config.json", "model.safetensors", "README.md"}
-    if Path(model_name_or_path).is_dir():  # the model folder is copied
-        written |= {path.name for path in Path(model_name_or_path).iterdir() if not path.name.startswith(".")}
+    if Path(model_name_or_path).is_dir():  # the model folder's own files are copied
+        written |= {path.name for path in model_files(Path(model_name_or_path))}
     claim_output_dir(output_dir, COMMAND, run_fingerprint, sorted(written), overwrite)
 
 
@@ -320,7 +330,8 @@ def save_stats(
 
     def save(folder: Path) -> None:
         if source.is_dir() and not in_place:
-            shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+            for path in model_files(source):
+                shutil.copy2(path, folder / path.name)
         elif not source.is_dir():  # a Hub id: load the weights and save them
             from transformers import AutoModel
 

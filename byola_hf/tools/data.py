@@ -29,7 +29,7 @@ def load_audio_dataset(
     its audio column and cast it to decode mono audio at `sampling_rate`.
     """
     datasets = require_extra("datasets", "stats")
-
+    check_data_dir_use(dataset_name, data_dir)
     path = Path(dataset_name)
     if dataset_name.startswith(("/", "./", "../", "~")) or dataset_name.endswith("/"):
         if not path.expanduser().exists():  # a path, not a Hub name: datasets would say the Hub is unreachable
@@ -132,6 +132,17 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
         raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {display_path(source)}.")
     dataset = datasets.Dataset.from_dict({audio_column_name: files, "path": files})
     return dataset.cast_column(audio_column_name, datasets.Audio())
+
+
+def check_data_dir_use(dataset_name: str, data_dir: str | None) -> None:
+    """Refuse `--data_dir` beside a source that does not read it (a folder or glob of audio files, a `save_to_disk`
+    folder): the command would read `dataset_name` and ignore the folder the user meant."""
+    if data_dir is not None and (is_audio_file_source(dataset_name) or is_saved_dataset(Path(dataset_name))):
+        raise ValueError(
+            f"--data_dir {display_path(data_dir)} is not read with --dataset_name {display_path(dataset_name)} (a "
+            "folder, glob or saved dataset is read as it is): drop --data_dir, or pass --dataset_name audiofolder "
+            "to read that folder."
+        )
 
 
 def check_audiofolder(data_dir: str | None) -> None:
