@@ -1041,3 +1041,22 @@ def test_effective_rank_counts_equal_directions():
     shares = np.array([1.0, 0.25]) / 1.25
     assert effective_rank(spread.T) == pytest.approx(np.exp(-(shares * np.log(shares)).sum()), rel=1e-9)
     assert effective_rank(np.ones((5, 4), np.float32)) == 0.0  # collapsed to one point
+
+
+def test_records_made_while_variant_had_a_default_still_resume(audio_folder, tmp_path):
+    """Before `--variant` became optional, a record held it as typed: an alias, or the unused default beside
+    `--init_from`. The same command still resumes such a run (it is not another one)."""
+    new = tmp_path / "new"
+    run_pretrain(pretrain_args(audio_folder, new, "--max_steps", "1", "--variant", "v1"))
+    further = pretrain_args(audio_folder, tmp_path / "further", "--max_steps", "1", "--init_from", str(new))
+    del further[further.index("--feature_d") : further.index("--feature_d") + 2]
+    run_pretrain(further)
+    for folder, variant in ((new, "v1"), (tmp_path / "further", "AudioNTT2020")):
+        record_path = folder / "byola_pretrain_run.json"
+        record = json.loads(record_path.read_text())
+        record["fingerprint"]["model"]["variant"] = variant  # as the earlier version wrote it
+        record_path.write_text(json.dumps(record))
+    run_pretrain(pretrain_args(audio_folder, new, "--max_steps", "1", "--variant", "v1"))
+    run_pretrain(further)
+    with pytest.raises(ValueError, match=r"differs in model\.feature_d, model\.variant"):
+        run_pretrain(pretrain_args(audio_folder, new, "--max_steps", "1", "--variant", "v2", "--feature_d", "1088"))

@@ -113,3 +113,30 @@ def test_a_finished_run_rerun_ends_on_the_weights_trainer_would(tmp_path, load_b
     assert run_training(trainer, str(tmp_path / "checkpoint-4")) is None
     assert model.weight.tolist() == ([2.0, 2.0] if load_best else [4.0, 4.0])
     assert trainer.state.global_step == 4
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max_steps", "0"], "--max_steps 0 would still train one step"),
+        (["--num_train_epochs", "0"], "--num_train_epochs 0.0 trains nothing"),
+        (["--max_grad_norm", "nan"], "--max_grad_norm must be a finite number"),
+        (["--learning_rate", "inf"], "--learning_rate must be a finite number"),
+    ],
+)
+def test_training_flags_trainer_would_not_follow_are_refused(flags, message, tmp_path):
+    """byola-pretrain and byola-run-superb share this check: Trainer trains one step for `--max_steps 0`, none for
+    no epochs (and the commands would save the untrained model), and takes a NaN clipping norm as no clipping."""
+    from transformers import TrainingArguments
+
+    from byola_hf.tools.cli import check_training_length_and_values
+
+    (arguments,) = make_parser("byola-x", (TrainingArguments,)).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--report_to", "none", *flags]
+    )
+    with pytest.raises(ValueError, match=message):
+        check_training_length_and_values(arguments)
+    (fine,) = make_parser("byola-x", (TrainingArguments,)).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--report_to", "none", "--max_steps", "3"]
+    )
+    check_training_length_and_values(fine)

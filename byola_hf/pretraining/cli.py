@@ -7,13 +7,13 @@ A re-run of the same command resumes from the last checkpoint in OUT. OUT ends a
 online encoder, the statistics of the data, a card) that AutoModel and every byola_hf command load.
 """
 
+import copy
 import json
 import logging
-import math
 import re
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import (
     RESULT_CHANGING_TRAINING_ARGUMENTS,
+    check_training_length_and_values,
     make_parser,
     parse_arguments,
     require_extras,
@@ -179,8 +180,8 @@ def claim_output_dir(output_dir: Path, fingerprint: dict[str, Any]) -> dict[str,
         )
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("fingerprint") != fingerprint:
-            raise ValueError(changed_run_message(output_dir, record.get("fingerprint", {}), fingerprint))
+        if recorded_fingerprint(record) != fingerprint:
+            raise ValueError(changed_run_message(output_dir, recorded_fingerprint(record), fingerprint))
         with tempfile.TemporaryFile(dir=output_dir):  # can the run write its checkpoints there? (before training)
             pass
         return record
@@ -189,6 +190,18 @@ def claim_output_dir(output_dir: Path, fingerprint: dict[str, Any]) -> dict[str,
             f"{output_dir} is not empty and was not made by byola-pretrain; pass a new or empty --output_dir."
         )
     return None
+
+
+def recorded_fingerprint(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's fingerprint as this version writes it. Records made while `--variant` had a default hold it as
+    typed: an alias (`v2`), or the unused default beside `--init_from`."""
+    fingerprint = copy.deepcopy(record.get("fingerprint", {}))
+    model = fingerprint.get("model", {})
+    if model.get("init_from") is not None:
+        model["variant"] = None
+    elif model.get("variant") is not None:
+        model["variant"] = VARIANT_ALIASES.get(model["variant"], model["variant"])
+    return fingerprint
 
 
 def changed_run_message(output_dir: Path, recorded: dict[str, Any], fingerprint: dict[str, Any]) -> str:
@@ -274,19 +287,14 @@ def check_arguments(data_args: PreTrainingDataArguments, training_args: Training
             "byola-pretrain resumes by itself: re-run the same command with the run's --output_dir (drop "
             "--resume_from_checkpoint); to start from another run's encoder, pass it as --init_from."
         )
-    if training_args.max_steps == 0:
-        raise ValueError("--max_steps 0 would still train one step: give a positive --max_steps, or -1 for epochs.")
-    for name in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "num_train_epochs"):
-        value = getattr(training_args, name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{name} must be a finite number, got {value}.")
+    check_training_length_and_values(training_args)
     if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
         raise ValueError(f"--max_train_samples must be a positive number of clips, got {data_args.max_train_samples}.")
     if data_args.eval_dataset_name is None:
         given = [
-            f"--{name}"
-            for name, value in asdict(data_args).items()
-            if name.startswith("eval_") and value != PreTrainingDataArguments.__dataclass_fields__[name].default
+            f"--{field.name}"
+            for field in fields(data_args)
+            if field.name.startswith("eval_") and getattr(data_args, field.name) != field.default
         ]
         if given:
             raise ValueError(f"{', '.join(given)} describe a linear evaluation task: add its --eval_dataset_name.")
@@ -331,7 +339,8 @@ def linear_probe_data(data_args: PreTrainingDataArguments, sampling_rate: int) -
         )
     except ValueError as error:  # the loaders name the training data's flags; here they are the --eval_ ones
         flags = r"--(dataset_name|dataset_config_name|data_dir|audio_column_name)\b"
-        raise ValueError(re.sub(flags, r"--eval_\1", str(error))) from None
+        message = re.sub(flags, r"--eval_\1", str(error)).replace("--split", "--eval_train_split/--eval_test_split")
+        raise ValueError(message) from None
 
 
 def pretrain(

@@ -26,8 +26,8 @@ from .moments import LogMelMoments, RunningNormEstimate
 
 COMMAND = "byola-compute-stats"
 # A model directory's own files: config, front-end config, weights, the code saved for trust_remote_code, the card.
-MODEL_FILE_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json", "*.py",
-                       "README.md")  # fmt: skip
+MODEL_FILE_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json",
+                       "pytorch_model*.bin", "pytorch_model.bin.index.json", "*.py", "README.md")  # fmt: skip
 
 
 @dataclass

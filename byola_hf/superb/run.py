@@ -34,6 +34,7 @@ from ..hub import check_hub_access, refuse_public_repository, save_model_card, w
 from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
     RESULT_CHANGING_TRAINING_ARGUMENTS,
+    check_training_length_and_values,
     make_parser,
     parse_arguments,
     require_extras,
@@ -427,6 +428,7 @@ def run(
     """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs. `given`: the
     flags the user typed (a default learning rate and the Hub's visibility are ours only when not given)."""
     check_trainer_world_size(training_args)
+    check_training_length_and_values(training_args)
     task = choose_task(data_args)
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
     prepare_push(training_args, data_args, config, given)

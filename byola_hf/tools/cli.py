@@ -10,6 +10,7 @@ import argparse
 import ctypes
 import errno
 import logging
+import math
 import re
 import signal
 import sys
@@ -72,6 +73,20 @@ RESULT_CHANGING_TRAINING_ARGUMENTS = (
     "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "max_grad_norm",
     "adam_beta1", "adam_beta2", "adam_epsilon", "ddp_broadcast_buffers",
 )  # fmt: skip
+
+
+def check_training_length_and_values(training_args: Any) -> None:
+    """Refuse a training length Trainer would not train as given (`--max_steps 0` trains one step, no epochs train
+    none and save the untrained model), and a non-finite value of a result-changing flag (Trainer takes a NaN
+    `--max_grad_norm` as no clipping)."""
+    for name in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "num_train_epochs"):
+        value = getattr(training_args, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name} must be a finite number, got {value}.")
+    if training_args.max_steps == 0:
+        raise ValueError("--max_steps 0 would still train one step: give a positive --max_steps, or -1 for epochs.")
+    if training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
+        raise ValueError(f"--num_train_epochs {training_args.num_train_epochs} trains nothing: give more than 0.")
 
 
 def run_training(trainer: Any, checkpoint: str | None) -> Any:

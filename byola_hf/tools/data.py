@@ -137,7 +137,9 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
 def check_data_dir_use(dataset_name: str, data_dir: str | None) -> None:
     """Refuse `--data_dir` beside a source that does not read it (a folder or glob of audio files, a `save_to_disk`
     folder): the command would read `dataset_name` and ignore the folder the user meant."""
-    if data_dir is not None and (is_audio_file_source(dataset_name) or is_saved_dataset(Path(dataset_name))):
+    if dataset_name == "audiofolder" or data_dir is None:
+        return
+    if is_audio_file_source(dataset_name) or is_saved_dataset(Path(dataset_name)):
         raise ValueError(
             f"--data_dir {display_path(data_dir)} is not read with --dataset_name {display_path(dataset_name)} (a "
             "folder, glob or saved dataset is read as it is): drop --data_dir, or pass --dataset_name audiofolder "
