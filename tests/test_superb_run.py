@@ -453,3 +453,5 @@ def test_sample_limits_draw_from_every_class():
     assert len(drawn) == 20 and len(set(drawn["label"])) > 5
     assert drawn["label"] == limit(stored, 20, seed=42)["label"]
     assert limit(stored, None, seed=42) is stored and limit(stored, 100, seed=42) is stored
+    with pytest.raises(ValueError, match="must be a positive number of clips, got 0"):  # it used to take all rows
+        limit(stored, 0, seed=42)

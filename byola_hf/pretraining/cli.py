@@ -180,8 +180,9 @@ def claim_output_dir(output_dir: Path, fingerprint: dict[str, Any]) -> dict[str,
         )
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if recorded_fingerprint(record) != fingerprint:
-            raise ValueError(changed_run_message(output_dir, recorded_fingerprint(record), fingerprint))
+        recorded = recorded_fingerprint(record)
+        if recorded != fingerprint:
+            raise ValueError(changed_run_message(output_dir, recorded, fingerprint))
         with tempfile.TemporaryFile(dir=output_dir):  # can the run write its checkpoints there? (before training)
             pass
         return record

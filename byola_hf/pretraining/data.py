@@ -167,18 +167,13 @@ def scan_batch(
     """`datasets.map(batched=True)` function: the batch's clip lengths and, `with_moments`, its exact moments."""
     rate = feature_extractor.sampling_rate
     waveforms = [decode_undecoded_audio(item, rate) for item in batch[audio_column_name]]
-    empty = [
-        item.get("path") or "a clip"
-        for item, waveform in zip(batch[audio_column_name], waveforms)
-        if not len(waveform)
-    ]
+    paths = [item.get("path") for item in batch[audio_column_name]]  # to name a clip that cannot be used
+    empty = [path or "a clip" for path, waveform in zip(paths, waveforms) if not len(waveform)]
     if empty:
         raise ValueError(f"{empty[0]} has no audio samples; remove it from the training data.")
     row = {"longest": [max(len(waveform) for waveform in waveforms)], "samples": [sum(map(len, waveforms))]}
     row["clips"] = [len(waveforms)]
     if with_moments:
-        paths = [item.get("path") for item in batch[audio_column_name]]
-        # The paths name a clip too short for the log-mel.
         decoded = [{"array": w, "sampling_rate": rate, "path": path} for w, path in zip(waveforms, paths)]
         row.update(batch_moments({audio_column_name: decoded}, feature_extractor, audio_column_name))
     return row

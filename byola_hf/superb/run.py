@@ -661,7 +661,9 @@ def limit(dataset, count: int | None, seed: int):
     """At most `count` rows of `dataset`, drawn at random with `seed` as transformers' example scripts draw them (all,
     in order, when `count` is `None` or not smaller): corpora are stored sorted by class or speaker, and their first
     rows would hold a few classes."""
-    if not count or dataset is None or count >= len(dataset):
+    if count is not None and count < 1:
+        raise ValueError(f"--max_train_samples / --max_eval_samples must be a positive number of clips, got {count}.")
+    if count is None or dataset is None or count >= len(dataset):
         return dataset
     return dataset.shuffle(seed=seed).select(range(count))
 
