@@ -1060,3 +1060,27 @@ def test_records_made_while_variant_had_a_default_still_resume(audio_folder, tmp
     run_pretrain(further)
     with pytest.raises(ValueError, match=r"differs in model\.feature_d, model\.variant"):
         run_pretrain(pretrain_args(audio_folder, new, "--max_steps", "1", "--variant", "v2", "--feature_d", "1088"))
+
+
+def test_max_train_samples_draws_clips_at_random_and_old_first_n_runs_are_named(audio_folder, tmp_path):
+    """--max_train_samples draws its clips with --seed (a folder's first files by name are one speaker or one
+    class), the same clips on every re-run; a run recorded when it took the first N is refused as such, not as
+    changed data."""
+    from byola_hf.pretraining.cli import training_clips
+
+    data_args, training_args = parse_command_line(
+        pretrain_args(audio_folder, tmp_path / "x", "--max_train_samples", "4")
+    )[1:3]
+    paths = [item["path"] for item in training_clips(data_args, 16000, training_args)["audio"]]
+    every = sorted(str(path) for path in audio_folder.iterdir())
+    assert len(paths) == 4 and set(paths) <= set(every) and paths != every[:4]
+    assert paths == [item["path"] for item in training_clips(data_args, 16000, training_args)["audio"]]
+
+    output = tmp_path / "run"
+    run_pretrain(pretrain_args(audio_folder, output, "--max_steps", "1", "--max_train_samples", "4"))
+    record_path = output / "byola_pretrain_run.json"
+    record = json.loads(record_path.read_text())
+    del record["fingerprint"]["data"]["max_train_samples_draw"]  # as the earlier version wrote it
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="took the first --max_train_samples clips"):
+        run_pretrain(pretrain_args(audio_folder, output, "--max_steps", "1", "--max_train_samples", "4"))

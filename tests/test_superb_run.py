@@ -439,19 +439,3 @@ def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     with torch.no_grad():
         alone = model(batch["input_features"][1:, :, :38], attention_mask=batch["attention_mask"][1:, :38]).logits
     torch.testing.assert_close(logits[1, :4], alone[0, :4], rtol=1e-5, atol=1e-4)
-
-
-def test_sample_limits_draw_from_every_class():
-    """--max_train_samples on a corpus stored class by class: a random draw (fixed by the seed), not the first rows,
-    which held one class."""
-    import datasets
-
-    from byola_hf.superb.run import limit
-
-    stored = datasets.Dataset.from_dict({"label": [index // 10 for index in range(100)]})
-    drawn = limit(stored, 20, seed=42)
-    assert len(drawn) == 20 and len(set(drawn["label"])) > 5
-    assert drawn["label"] == limit(stored, 20, seed=42)["label"]
-    assert limit(stored, None, seed=42) is stored and limit(stored, 100, seed=42) is stored
-    with pytest.raises(ValueError, match="must be a positive number of clips, got 0"):  # it used to take all rows
-        limit(stored, 0, seed=42)

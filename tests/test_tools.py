@@ -140,3 +140,19 @@ def test_training_flags_trainer_would_not_follow_are_refused(flags, message, tmp
         ["--output_dir", str(tmp_path), "--report_to", "none", "--max_steps", "3"]
     )
     check_training_length_and_values(fine)
+
+
+def test_sample_limits_draw_from_every_class():
+    """--max_train_samples (byola-run-superb, byola-pretrain) on a corpus stored class by class: a random draw
+    (fixed by the seed), not the first rows, which held one class."""
+    import datasets
+
+    from byola_hf.tools.data import draw_rows
+
+    stored = datasets.Dataset.from_dict({"label": [index // 10 for index in range(100)]})
+    drawn = draw_rows(stored, 20, seed=42)
+    assert len(drawn) == 20 and len(set(drawn["label"])) > 5
+    assert drawn["label"] == draw_rows(stored, 20, seed=42)["label"]
+    assert draw_rows(stored, None, seed=42) is stored and draw_rows(stored, 100, seed=42) is stored
+    with pytest.raises(ValueError, match="must be a positive number of clips, got 0"):  # it used to take all rows
+        draw_rows(stored, 0, seed=42)

@@ -34,7 +34,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import is_audio_file_source, load_byola_front_end
+from ..tools.data import draw_rows, is_audio_file_source, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import last_complete_checkpoint, read_marker, save_into, write_json_atomic
 from .data import (
@@ -86,7 +86,9 @@ class PreTrainingDataArguments:
     data_dir: str | None = field(default=None, metadata={"help": "Local folder for --dataset_name audiofolder"})
     split: str = field(default="train", metadata={"help": "Split to train on"})
     audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N clips"})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most N clips, drawn at random with --seed (a stream: its first N)"}
+    )
     streaming: bool = field(
         default=False, metadata={"help": "Read the clips as they stream, not downloaded first (needs --max_steps)"}
     )
@@ -153,6 +155,8 @@ def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dat
         files = is_audio_file_source(data_args.dataset_name)
         source = source_fingerprint(dataset, data_args.audio_column_name) if files else dataset._fingerprint
         data |= {"clips": len(dataset), "fingerprint": source}
+        if data_args.max_train_samples is not None:  # records made when it took the first N clips lack this
+            data["max_train_samples_draw"] = "random"
     else:  # each DataLoader worker reads its own shards of a stream and draws its own crops
         data |= {"dataloader_num_workers": training_args.dataloader_num_workers}
     training = {key: getattr(training_args, key) for key in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "world_size")}
@@ -213,6 +217,11 @@ def changed_run_message(output_dir: Path, recorded: dict[str, Any], fingerprint:
         for key, value in values.items()
         if recorded.get(part, {}).get(key) != value
     )
+    if "data.max_train_samples_draw" in changed and recorded.get("data", {}).get("max_train_samples") is not None:
+        return (
+            f"The run in {output_dir} took the first --max_train_samples clips, as byola-pretrain did before it drew "
+            "them at random with --seed: pass a new --output_dir (or finish that run with the earlier version)."
+        )
     if changed and set(changed) <= {"data.clips", "data.fingerprint"}:
         return (
             f"The data changed since the run in {output_dir} began (clips added, removed or written again): "
@@ -275,8 +284,7 @@ def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, trai
         stream = load_stream(*source, data_args.audio_column_name, sampling_rate)
         return stream if data_args.max_train_samples is None else stream.take(data_args.max_train_samples)
     dataset = load_source(*source, data_args.audio_column_name, sampling_rate)
-    if data_args.max_train_samples is not None:
-        dataset = dataset.select(range(min(data_args.max_train_samples, len(dataset))))
+    dataset = draw_rows(dataset, data_args.max_train_samples, training_args.seed)
     check_one_batch(len(dataset), training_args)
     return dataset
 

@@ -41,7 +41,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import load_audio_dataset, load_byola_front_end
+from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import atomic_path, claim_output_dir, fingerprint, last_complete_checkpoint
 from .corpora import CORPORA, Corpus, load_corpus
@@ -366,9 +366,9 @@ def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: 
                     f"pass one with {flag}."
                 )
         splits = {
-            "train": limit(corpus.splits["train"], data_args.max_train_samples, seed),
-            "eval": limit(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples, seed),
-            "test": limit(corpus.splits[test], data_args.max_eval_samples, seed) if test else None,
+            "train": draw_rows(corpus.splits["train"], data_args.max_train_samples, seed),
+            "eval": draw_rows(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples, seed),
+            "test": draw_rows(corpus.splits[test], data_args.max_eval_samples, seed) if test else None,
         }
         return TaskData(splits, data_args.eval_split_name, corpus, test)
     splits, eval_split = load_splits(data_args, config.sampling_rate, seed)
@@ -381,7 +381,7 @@ def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: 
             data_args.audio_column_name,
             config.sampling_rate,
         )
-        splits["test"] = limit(dataset, data_args.max_eval_samples, seed)
+        splits["test"] = draw_rows(dataset, data_args.max_eval_samples, seed)
     return TaskData(splits, eval_split, None, test)
 
 
@@ -657,17 +657,6 @@ def blank_padded_frames(logits: torch.Tensor, frames: torch.Tensor, blank_id: in
     return torch.where(padded[..., None], blank, logits)
 
 
-def limit(dataset, count: int | None, seed: int):
-    """At most `count` rows of `dataset`, drawn at random with `seed` as transformers' example scripts draw them (all,
-    in order, when `count` is `None` or not smaller): corpora are stored sorted by class or speaker, and their first
-    rows would hold a few classes."""
-    if count is not None and count < 1:
-        raise ValueError(f"--max_train_samples / --max_eval_samples must be a positive number of clips, got {count}.")
-    if count is None or dataset is None or count >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(count))
-
-
 def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int) -> tuple[dict[str, Any], str | None]:
     """
     The training split and the evaluation split, and the evaluation split's name as reported. A dataset without
@@ -697,7 +686,7 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
         percentage = data_args.validation_split_percentage
         if not percentage:
             logger.warning(f"No '{data_args.eval_split_name}' split and --validation_split_percentage 0.")
-            return {"train": limit(train, data_args.max_train_samples, seed), "eval": None}, None
+            return {"train": draw_rows(train, data_args.max_train_samples, seed), "eval": None}, None
         if not 0 < percentage < 100:
             raise ValueError(f"--validation_split_percentage must be in 0..99, got {percentage}.") from error
         held_out = train.train_test_split(test_size=percentage / 100, seed=seed)
@@ -705,8 +694,8 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
         name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"
         logger.warning(f"No '{data_args.eval_split_name}' split: evaluating on {name}.")
     return {
-        "train": limit(train, data_args.max_train_samples, seed),
-        "eval": limit(evaluation, data_args.max_eval_samples, seed),
+        "train": draw_rows(train, data_args.max_train_samples, seed),
+        "eval": draw_rows(evaluation, data_args.max_eval_samples, seed),
     }, name
 
 

@@ -71,6 +71,17 @@ def load_audio_dataset(
     return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
 
 
+def draw_rows(dataset, count: int | None, seed: int):
+    """At most `count` rows of `dataset`, drawn at random with `seed` as transformers' example scripts draw them (all,
+    in order, when `count` is `None` or not smaller): corpora are stored sorted by class, speaker or folder, and
+    their first rows would hold a few of them."""
+    if count is not None and count < 1:
+        raise ValueError(f"--max_train_samples / --max_eval_samples must be a positive number of clips, got {count}.")
+    if count is None or dataset is None or count >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(count))
+
+
 def check_audio_column(dataset, audio_column_name: str) -> None:
     """A one-line `ValueError` unless `audio_column_name` is an audio column of `dataset`."""
     datasets = require_extra("datasets", "stats")
