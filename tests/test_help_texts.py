@@ -40,9 +40,9 @@ def test_pretrain_help_shows_the_original_training_setup(capsys):
     with pytest.raises(SystemExit):
         pretrain_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    defaults = {"learning_rate": "0.0003", "max_grad_norm": "0.0", "weight_decay": "0.0", "seed": "42",
+    defaults = {"max_grad_norm": "0.0", "weight_decay": "0.0", "seed": "42",
                 "per_device_train_batch_size": "256", "num_train_epochs": "100"}  # fmt: skip
     for flag, default in defaults.items():
         said = re.search(rf"--{flag} [A-Z_]+(?:, --[\w-]+ [A-Z_]+)? ([^(]*)\(default: ([^)]*)\)", text)
         assert said and said.group(2) == default, (flag, said and said.group(2))
-    assert "--learning_rate 0.0001 for AudioNTT2022" in text
+    assert "Adam's learning rate (default: 0.0003 AudioNTT2020, 0.0001 AudioNTT2022)" in text

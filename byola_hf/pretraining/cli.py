@@ -486,11 +486,14 @@ def build_parser() -> HfArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog=(
             "Our flags come first; the rest are transformers' TrainingArguments, with the original's training setup "
-            f"as defaults (--learning_rate {VARIANT_PRETRAINING['AudioNTT2022']['learning_rate']} for AudioNTT2022)."
+            "(per variant) as defaults."
         ),
     )
     # What --help shows; parse_command_line sets the run's (the learning rate by variant).
     parser.set_defaults(**original_training_defaults("AudioNTT2020"))
+    # argparse shows one default per flag: the help states each variant's
+    rates = ", ".join(f"{values['learning_rate']} {variant}" for variant, values in VARIANT_PRETRAINING.items())
+    parser._option_string_actions["--learning_rate"].help = f"Adam's learning rate (default: {rates})"
     return parser
 
 
