@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: t
 from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict  # noqa: E402
 from byola_hf.feature_extraction_byola import BYOLAFeatureExtractor  # noqa: E402
 from byola_hf.modeling_byola import BYOLAModel  # noqa: E402
-from byola_hf.reference_network import original_forward  # noqa: E402
+from byola_hf.reference_network import num_conv_blocks, original_forward  # noqa: E402
 
 
 SHAPES = {"64x10s": (64, 10.0), "8x10s": (8, 10.0), "1x60s": (1, 60.0), "1x10s": (1, 10.0)}  # 1x10s: smoke runs
@@ -122,8 +122,13 @@ def machine(device: torch.device) -> str:
 
 
 def load_models(checkpoint: str, device: str = "cpu") -> tuple[BYOLAModel, BYOLAFeatureExtractor, OriginalUpstream]:
+    """Ours and the original upstream from one original-layout checkpoint. The s3prl upstream's layers zero-pad each
+    conv layer's features to feature_d, so it takes v1 networks of 2048 or more (64 channels x 32 mel bins)."""
+    state_dict = load_original_state_dict(checkpoint)
+    if num_conv_blocks(state_dict) != 3 or state_dict["fc.3.weight"].shape[0] < 2048:
+        raise ValueError(f"--checkpoint {checkpoint} is not a v1 network of 2048 or more dimensions, as compared here")
     model, feature_extractor, _ = convert_byola_checkpoint(checkpoint, None, mean=MEAN, std=STD)
-    baseline = OriginalUpstream(load_original_state_dict(checkpoint), MEAN, STD)
+    baseline = OriginalUpstream(state_dict, MEAN, STD)
     return model.eval().to(device), feature_extractor, baseline.to(device)
 
 
@@ -389,7 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available to this torch build.")
-    models = load_models(args.checkpoint, args.device)
+    try:
+        models = load_models(args.checkpoint, args.device)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     print(f"Machine: {machine(device)}")
     print(
         f"{'case':<9} {'shape':<6} {'dtype':<5} {'ours xRT':>9} {'orig xRT':>9} {'speedup':>8} {'max rel dev':>12} "

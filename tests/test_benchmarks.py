@@ -34,6 +34,18 @@ def test_benchmark_files_start(name):
     assert result.stdout.startswith("usage:")
 
 
+def test_benchmark_refuses_a_checkpoint_it_cannot_compare_in_one_line(real512_checkpoint):
+    """The s3prl upstream's layered outputs need a v1 network of 2048 or more dimensions: a 512-d one used to end in
+    a shape-mismatch traceback after the first row."""
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "benchmark.py"), "--checkpoint", str(real512_checkpoint)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith("is not a v1 network of 2048 or more dimensions, as compared here")
+
+
 def test_superb_features_benchmark_compares_equal_log_mels(tmp_path):
     result = subprocess.run(
         [
