@@ -419,6 +419,37 @@ def prepare_features(
     return prepared
 
 
+def trains(given: Collection[str], task: SuperbTask, config: BYOLAConfig, model_name_or_path: str) -> bool:
+    """Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy); --do_eval
+    alone needs a model that has the task's trained head."""
+    train = "--do_train" in given or "--do_eval" not in given
+    if not train and task.head not in (config.architectures or []):
+        raise ValueError(
+            f"--do_eval alone evaluates {model_name_or_path} as it is, and it has no trained {task.head} head (it "
+            f"was saved as {', '.join(config.architectures or ['an encoder'])}): add --do_train, or pass a model "
+            f"fine-tuned for {task.name}."
+        )
+    return train
+
+
+def card_task_info(
+    task: SuperbTask, data_args: DataTrainingArguments, data: TaskData, metrics: dict, test_metrics: dict
+) -> dict[str, Any]:
+    """What the model card states of the task: its name, data, splits and the task metric of each split scored."""
+    return {
+        "task": task.name,
+        "description": task.description,
+        "dataset": training_data_name(data_args),
+        "eval_split": data.eval_split,
+        "test_split": data.test_split,
+        "metrics": {
+            f"{prefix}_{task.metric_key}": values[f"{prefix}_{task.metric_key}"]
+            for prefix, values in (("eval", metrics), ("test", test_metrics))
+            if values
+        },
+    }
+
+
 def run(
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
@@ -437,14 +468,7 @@ def run(
         data = load_task_data(data_args, config, training_args.seed)
     recipe = build_recipe(task, model_args, data_args, data)
     check_splits(recipe, data, data_args.audio_column_name)
-    # Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy).
-    train = "--do_train" in given or "--do_eval" not in given
-    if not train and task.head not in (config.architectures or []):
-        raise ValueError(
-            f"--do_eval alone evaluates {model_args.model_name_or_path} as it is, and it has no trained {task.head} "
-            f"head (it was saved as {', '.join(config.architectures or ['an encoder'])}): add --do_train, or pass a "
-            f"model fine-tuned for {task.name}."
-        )
+    train = trains(given, task, config, model_args.model_name_or_path)
     checkpoint = claim_output(
         training_args, data_args, run_fingerprint(model_args, data_args, training_args, task, config), train
     )
@@ -468,18 +492,7 @@ def run(
             trainer.save_metrics("train", train_result.metrics)
     metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split)
     test_metrics, _ = evaluate_split(trainer, splits.get("test"), data.test_split, "test")
-    trainer.task_info = {
-        "task": task.name,
-        "description": task.description,
-        "dataset": training_data_name(data_args),
-        "eval_split": data.eval_split,
-        "test_split": data.test_split,
-        "metrics": {
-            f"{prefix}_{task.metric_key}": values[f"{prefix}_{task.metric_key}"]
-            for prefix, values in (("eval", metrics), ("test", test_metrics))
-            if values
-        },
-    }
+    trainer.task_info = card_task_info(task, data_args, data, metrics, test_metrics)
     if trainer.is_world_process_zero():
         save_pictures(Path(training_args.output_dir), model, recipe, prediction, task)
     if training_args.push_to_hub:  # saves the model, its processing class and our card, then one commit
