@@ -10,11 +10,13 @@ those words and 48 others, spoken by the training voices, plus the task's traini
 `byola-pretrain` runs with `--eval_on_start`, so its log has the linear probe of the network before any step (the
 random initialisation) and every `--eval_steps`, with the effective rank of the test clips' embeddings; at the end
 both encoders, and optionally `--compare` models (a converted official checkpoint, say), are evaluated with
-`--seeds` classifier seeds each (the task's statistics are the corpus's, as byola-pretrain computed them).
+`--seeds` classifier seeds each (the task's statistics are the corpus's, as byola-pretrain computed them). One
+classifier seed on one network is noisy (a few points): `--random_inits N` evaluates N random initialisations and
+`--checkpoints STEP ...` the online encoders of saved checkpoints, and each group's scores are also pooled.
 
     python benchmarks/pretraining_quality.py --workdir DIR [--steps 2700] [--batch 64] [--eval_steps 300]
                                              [--corpus_clips 1600] [--learning_rate LR] [--device cpu|cuda]
-                                             [--compare MODEL_DIR ...]
+                                             [--compare MODEL_DIR ...] [--checkpoints STEP ...] [--random_inits N]
 """
 
 import argparse
@@ -207,16 +209,41 @@ def evaluate(models: dict[str, object], task: Path, seeds: int) -> dict[str, obj
     }  # fmt: skip
 
 
-def random_encoder(output: Path):
-    """The pre-trained network (same config and statistics) at a random initialisation."""
+def random_encoder(output: Path, seed: int = 42):
+    """The pre-trained network (same config and statistics) at a random initialisation (42: byola-pretrain's default
+    seed, the run's own)."""
     from transformers import set_seed
 
     from byola_hf.pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 
     checkpoint = max(output.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
     config = BYOLAPreTrainingConfig.from_pretrained(checkpoint)
-    set_seed(42)  # byola-pretrain's default seed
+    set_seed(seed)
     return BYOLAForPreTraining(config).encoder_model()
+
+
+def encoders(args: argparse.Namespace, output: Path) -> dict[str, object]:
+    """The encoders to evaluate, by name: `--random_inits` random initialisations, the pre-trained network, the
+    online encoders of `--checkpoints`, then the `--compare` folders (all with the corpus statistics)."""
+    from byola_hf import BYOLAModel
+    from byola_hf.pretraining import BYOLAForPreTraining
+
+    models = {
+        f"random initialisation, seed {seed}": random_encoder(output, seed)
+        for seed in range(42, 42 + args.random_inits)
+    }
+    models[f"pre-trained, {args.steps} steps"] = BYOLAModel.from_pretrained(output)
+    for step in args.checkpoints:
+        checkpoint = output / f"checkpoint-{step}"
+        if not checkpoint.is_dir():
+            raise SystemExit(
+                f"--checkpoints {step}: {checkpoint} does not exist (checkpoints come every --eval_steps)."
+            )
+        models[f"checkpoint {step}"] = BYOLAForPreTraining.from_pretrained(checkpoint).encoder_model()
+    config = models["random initialisation, seed 42"].config
+    for folder in args.compare:
+        models[folder] = BYOLAModel.from_pretrained(folder, mean=config.mean, std=config.std)
+    return models
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,29 +259,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (pre-training device)")
     parser.add_argument("--seeds", type=int, default=3, help="Classifier seeds per evaluated model")
     parser.add_argument("--compare", nargs="*", default=[], help="More BYOL-A model folders to evaluate")
+    parser.add_argument(
+        "--checkpoints", type=int, nargs="*", default=[], help="Steps of saved checkpoints to evaluate"
+    )
+    parser.add_argument("--random_inits", type=int, default=1, help="Random initialisations evaluated (seeds 42, ...)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from byola_hf import BYOLAModel
-
+    if args.random_inits < 1:
+        raise SystemExit("--random_inits must be at least 1.")
     task, corpus = make_data(args.workdir, args.corpus_clips)
     output = pretrain(args, task, corpus)
     print("linear probe during pre-training (step, accuracy; step 0 is the random network):", probe_curve(output))
-    random_network = random_encoder(output)
-    models = {
-        "random initialisation": random_network,
-        f"pre-trained, {args.steps} steps": BYOLAModel.from_pretrained(output),
-    }
-    for folder in args.compare:  # with the corpus statistics, as the two above
-        models[folder] = BYOLAModel.from_pretrained(
-            folder, mean=random_network.config.mean, std=random_network.config.std
-        )
-    for name, result in evaluate({name: model.eval() for name, model in models.items()}, task, args.seeds).items():
+    models = encoders(args, output)
+    results = evaluate({name: model.eval() for name, model in models.items()}, task, args.seeds)
+    for name, result in results.items():
         accuracies = result.accuracies
         print(f"{name}: {np.mean(accuracies):.3f} +- {np.std(accuracies):.3f} {[round(a, 4) for a in accuracies]}, "
               f"effective rank of the test embeddings {result.effective_rank:.1f}")  # fmt: skip
+    for group in ("random initialisation", "checkpoint"):  # every seed of every member
+        pooled = [a for name, result in results.items() if name.startswith(group) for a in result.accuracies]
+        if len(pooled) > args.seeds:
+            print(f"{group}s pooled: {np.mean(pooled):.3f} +- {np.std(pooled):.3f} over {len(pooled)} scores")
 
 
 if __name__ == "__main__":

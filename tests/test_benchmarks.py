@@ -226,3 +226,34 @@ def test_pretraining_quality_runs_another_learning_rate_in_a_folder_of_its_own(t
     assert ("--learning_rate" in command) == (rate is not None)
     if rate is not None:
         assert float(command[command.index("--learning_rate") + 1]) == rate
+
+
+def test_pretraining_quality_evaluates_random_inits_and_checkpoints(tmp_path, monkeypatch):
+    """--random_inits and --checkpoints: each random initialisation (seeds 42, 43, ...) and each checkpoint's online
+    encoder, with the run's statistics; a checkpoint not saved is one line."""
+    import torch
+
+    from byola_hf.pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
+
+    quality = load_pretraining_quality(monkeypatch)
+    config = BYOLAPreTrainingConfig(feature_d=64, projection_hidden_size=32, projection_size=16, mean=-7.0, std=4.0)
+    learner = BYOLAForPreTraining(config)
+    learner.save_pretrained(tmp_path / "checkpoint-2")
+    learner.save_encoder(tmp_path)
+    args = quality.build_parser().parse_args(
+        ["--workdir", "w", "--steps", "2", "--checkpoints", "2", "--random_inits", "2"]
+    )
+    models = quality.encoders(args, tmp_path)
+    assert list(models) == ["random initialisation, seed 42", "random initialisation, seed 43", "pre-trained, 2 steps",
+                            "checkpoint 2"]  # fmt: skip
+    assert all(model.config.mean == -7.0 for model in models.values())
+    first = dict(models["random initialisation, seed 42"].named_parameters())
+    assert any(
+        not torch.equal(first[name], value)
+        for name, value in models["random initialisation, seed 43"].named_parameters()
+    )
+    for name, value in models["checkpoint 2"].state_dict().items():
+        torch.testing.assert_close(value, models["pre-trained, 2 steps"].state_dict()[name], rtol=0, atol=0)
+    args.checkpoints = [4]
+    with pytest.raises(SystemExit, match="--checkpoints 4: .*checkpoint-4 does not exist"):
+        quality.encoders(args, tmp_path)
