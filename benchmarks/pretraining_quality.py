@@ -240,7 +240,7 @@ def encoders(args: argparse.Namespace, output: Path) -> dict[str, object]:
                 f"--checkpoints {step}: {checkpoint} does not exist (checkpoints come every --eval_steps)."
             )
         models[f"checkpoint {step}"] = BYOLAForPreTraining.from_pretrained(checkpoint).encoder_model()
-    config = models["random initialisation, seed 42"].config
+    config = models[f"pre-trained, {args.steps} steps"].config  # the corpus statistics
     for folder in args.compare:
         models[folder] = BYOLAModel.from_pretrained(folder, mean=config.mean, std=config.std)
     return models
