@@ -113,14 +113,14 @@ def run_two_ranks(
     which starts its ranks through torch.distributed.run too; the command's `--use_cpu` makes them gloo ranks).
 
     Gloo's ranks sometimes fail to connect (`connectFullMesh`: "timed out connecting ... Connection refused") or,
-    rarely, hang on a loaded 2-core machine (about 1 in 12 launches here; py-spy shows both ranks waiting inside
-    torch's `ProcessGroupGloo` constructor, called from `TrainingArguments`' device set-up, before any byola_hf code
-    runs; clean-clone CI runs here saw two, and once three, launches in a row fail). Once, with the machine loaded by
-    a training run beside the tests, a connected rank waiting in a barrier lost its gloo connection ("Connection
-    reset by peer") while the other rank, alive, computed the statistics. Such a launch is killed with its ranks and
-    the same command started again on a new port (a re-run resumes what the failed launch wrote, as for a user), up
-    to five launches in all. A launch takes 10-35 s here, so one that has not ended in 75 s is taken as hung; each
-    relaunch is reported as a warning, so the test summary shows how often it happened.
+    rarely, hang on a loaded 2-core machine (about 1 in 12 launches here, 2 in 14 beside a training run; py-spy shows
+    both ranks waiting inside torch's `ProcessGroupGloo` constructor, called from `TrainingArguments`' device set-up,
+    before any byola_hf code runs; clean-clone CI runs here saw two, and once three, launches in a row fail). Once,
+    with the machine loaded by a training run beside the tests, a connected rank waiting in a barrier lost its gloo
+    connection ("Connection reset by peer") while the other rank, alive, computed the statistics. Such a launch is
+    killed with its ranks and the same command started again on a new port (a re-run resumes what the failed launch
+    wrote, as for a user), up to five launches in all. A launch takes 10-35 s here, so one that has not ended in 75 s
+    is taken as hung; each relaunch is reported as a warning, so the test summary shows how often it happened.
     """
     env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"}
     failures = []
