@@ -1,6 +1,7 @@
 """Feature extractor for BYOL-A: mono 16 kHz waveforms to log-mel spectrograms."""
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,35 +158,20 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+    def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs):
         """
-        `FeatureExtractionMixin.from_pretrained`, and a check that the front-end matches the model config saved
-        beside it (`config.json`, where there is one): a `preprocessor_config.json` edited or copied from another
-        model (e.g. hop 320 instead of 160) would give silently different features.
+        `FeatureExtractionMixin.from_dict`, and, when called to load a folder or Hub repository, a check that the
+        front-end matches the model config saved beside it (`config.json`, where there is one): a
+        `preprocessor_config.json` edited or copied from another model (e.g. hop 320 instead of 160) would give
+        silently different features. Both `BYOLAFeatureExtractor.from_pretrained` and
+        `AutoFeatureExtractor.from_pretrained` (which reads the JSON itself and hands only the dictionary over)
+        end here, so this is where every loading path passes.
         """
-        loaded = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        feature_extractor = loaded[0] if isinstance(loaded, tuple) else loaded
-        from transformers.utils import cached_file
-
-        hub_options = {k: v for k, v in kwargs.items() if k in ("cache_dir", "revision", "token", "subfolder")}
-        config_file = cached_file(
-            pretrained_model_name_or_path, "config.json", _raise_exceptions_for_missing_entries=False, **hub_options
-        )
-        if config_file is None:  # a feature extractor saved alone
-            return loaded
-        with open(config_file, encoding="utf-8") as handle:
-            config_dict = json.load(handle)
-        if config_dict.get("model_type") != BYOLAConfig.model_type:  # another model's config: nothing to compare
-            return loaded
-        config = BYOLAConfig.from_dict(config_dict)
-        expected = cls.from_model_config(config).front_end()
-        differences = {k: v for k, v in feature_extractor.front_end().items() if v != expected[k]}
-        if differences:
-            found = ", ".join(f"{k}={v} (config.json: {expected[k]})" for k, v in differences.items())
-            raise ValueError(
-                f"The preprocessor_config.json in {pretrained_model_name_or_path} does not match its config.json: "
-                f"{found}. Re-create it with `BYOLAFeatureExtractor.from_model_config(config).save_pretrained(...)`."
-            )
+        loaded = super().from_dict(feature_extractor_dict, **kwargs)
+        source = _loading_source(sys._getframe(1))
+        if source is not None:
+            feature_extractor = loaded[0] if isinstance(loaded, tuple) else loaded
+            check_front_end_beside(feature_extractor, *source)
         return loaded
 
     def front_end(self) -> dict[str, Any]:
@@ -658,3 +644,40 @@ def _stack_if_equal(items: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | 
 
 
 __all__ = ["BYOLAFeatureExtractor"]
+
+
+def _loading_source(caller) -> tuple[str, dict[str, Any]] | None:
+    """(path or repository, Hub options) when `caller`, the frame that called `from_dict`, is a `from_pretrained`
+    (this class's, inherited, or `AutoFeatureExtractor`'s); `None` for a dictionary built by hand."""
+    if caller.f_code.co_name != "from_pretrained" or "pretrained_model_name_or_path" not in caller.f_locals:
+        return None
+    local = caller.f_locals
+    options = dict(local.get("hub_kwargs") or {})
+    for name in ("cache_dir", "revision", "token", "subfolder", "local_files_only"):
+        if local.get(name) is not None:
+            options.setdefault(name, local[name])
+    options = {k: v for k, v in options.items() if k in ("cache_dir", "revision", "token", "subfolder")}
+    return str(local["pretrained_model_name_or_path"]), options
+
+
+def check_front_end_beside(feature_extractor: BYOLAFeatureExtractor, source: str, hub_options: dict) -> None:
+    """Raise a `ValueError` when the BYOL-A `config.json` beside `source`'s `preprocessor_config.json` fixes
+    another front-end than `feature_extractor` has (a feature extractor saved alone, or beside another model's
+    config, has nothing to compare with)."""
+    from transformers.utils import cached_file
+
+    config_file = cached_file(source, "config.json", _raise_exceptions_for_missing_entries=False, **hub_options)
+    if config_file is None:
+        return
+    with open(config_file, encoding="utf-8") as handle:
+        config_dict = json.load(handle)
+    if config_dict.get("model_type") != BYOLAConfig.model_type:
+        return
+    expected = BYOLAFeatureExtractor.from_model_config(BYOLAConfig.from_dict(config_dict)).front_end()
+    differences = {k: v for k, v in feature_extractor.front_end().items() if v != expected[k]}
+    if differences:
+        found = ", ".join(f"{k}={v} (config.json: {expected[k]})" for k, v in differences.items())
+        raise ValueError(
+            f"The preprocessor_config.json in {source} does not match its config.json: {found}. Re-create it with "
+            "`BYOLAFeatureExtractor.from_model_config(config).save_pretrained(...)`."
+        )

@@ -301,15 +301,24 @@ def test_feature_extractor_refuses_batches_without_samples(batch, fragment):
         BYOLAFeatureExtractor()(batch, sampling_rate=16000)
 
 
-def test_preprocessor_config_must_match_the_model_config(small_model, tmp_path):
-    from transformers import AutoFeatureExtractor
+@pytest.mark.parametrize("loader", ["AutoFeatureExtractor", "BYOLAFeatureExtractor", "pipeline"])
+def test_preprocessor_config_must_match_the_model_config(small_model, tmp_path, loader):
+    """Every way of loading a folder's feature extractor checks it against the folder's config.json
+    (transformers 5.25's AutoFeatureExtractor reads the JSON itself and skips the class's from_pretrained)."""
+    import transformers
 
     copy = tmp_path / "model"
     shutil.copytree(small_model, copy)
-    edited = BYOLAFeatureExtractor(hop_length=320)
-    edited.save_pretrained(copy)
+    BYOLAFeatureExtractor(hop_length=320).save_pretrained(copy)
+    load = {
+        "AutoFeatureExtractor": transformers.AutoFeatureExtractor.from_pretrained,
+        "BYOLAFeatureExtractor": BYOLAFeatureExtractor.from_pretrained,
+        "pipeline": lambda path: transformers.pipeline("byola-audio-embedding", model=str(path)),
+    }[loader]
     with pytest.raises(ValueError, match=r"hop_length=320 \(config.json: 160\)"):
-        AutoFeatureExtractor.from_pretrained(copy)
+        load(copy)
+    BYOLAFeatureExtractor().save_pretrained(copy)  # matching again: loads
+    load(copy)
 
 
 def test_feature_extractor_refuses_impossible_front_ends():
