@@ -329,7 +329,7 @@ def test_a_copy_takes_the_model_files_only(small_model, speech, tmp_path):
     shutil.copytree(small_model, model)
     (model / "checkpoint-3").mkdir()
     (model / "checkpoint-3" / "model.safetensors").write_text("learner")
-    for name in ("byola_pretrain_run.json", "trainer_state.json", "train_results.json", "notes.txt"):
+    for name in ("pretraining_statistics.json", "trainer_state.json", "train_results.json", "notes.txt"):
         (model / name).write_text("{}")
     (model / "modeling_byola.py").write_text("# the code saved for trust_remote_code")
     stats_main(["--model_name_or_path", str(model), "--dataset_name", str(speech.parent), "--output_dir",

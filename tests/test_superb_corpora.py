@@ -2,6 +2,8 @@
 each corpus end to end, the readers' tricky cases as s3prl reads them, malformed layouts in one line, output folders
 owned and resumed, pushes private by default."""
 
+import copy
+import dataclasses
 import json
 import logging
 import os
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from byola_hf import BYOLAConfig
 from byola_hf.superb.corpora.mini import MINI_CORPORA, VOICES
 from byola_hf.superb.corpora.readers import (
     KS_CLASSES,
@@ -25,7 +28,9 @@ from byola_hf.superb.corpora.readers import (
     read_voxceleb1,
     speech_commands_split,
 )
-from byola_hf.superb.run import main
+from byola_hf.superb.run import build_parser, main, run_record
+from byola_hf.superb.tasks import SUPERB_TASKS
+from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
 
 from conftest import QUICK_TRAINER_FLAGS
 
@@ -316,10 +321,14 @@ def test_output_folder_is_owned_resumed_and_refused(corpora, random2048_dir, tmp
     assert code == 0, stderr[-3000:]
     assert "checkpoint-3 is the run's last step" in caplog.text and not (output / "checkpoint-4").exists()
     assert (output / "train_results.json").read_text() == train_results
-    # Another learning rate into the same folder: refused, nothing touched; --overwrite_output_dir starts over.
+    # Another learning rate, label smoothing or data order into the same folder: refused naming the flag (Trainer
+    # would apply each to the resumed steps), nothing touched; --overwrite_output_dir starts over.
+    for flag, value in (("learning_rate", "0.5"), ("label_smoothing_factor", "0.2"), ("data_seed", "11")):
+        code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *longer, f"--{flag}", value)
+        message = one_line_error(code, stderr)
+        assert "holds a byola-run-superb run made with other inputs or arguments" in message
+        assert f"it differs in arguments.{flag})" in message
     changed = [*steps, "--learning_rate", "0.5"]
-    code, stderr = run_superb(capsys, *ks_arguments(corpora, random2048_dir, output), *changed)
-    assert "holds a byola-run-superb run made with other inputs or arguments" in one_line_error(code, stderr)
     assert (output / "checkpoint-3").is_dir()
     for name in ("notes.md", "notes.txt", "labels.json", "plot.png", "my_script.py", "old.bin"):
         (output / name).write_text("mine")
@@ -506,3 +515,24 @@ def test_weights_converted_again_change_the_run_fingerprint(tmp_path):
     BYOLAModel(config).save_pretrained(tmp_path / "model")  # other random weights, same size
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], config)
+
+
+def every_argument(parser) -> list[tuple[int, str]]:
+    """(index of the dataclass, field name) of every flag a command's parser takes."""
+    return [(index, field.name) for index, kind in enumerate(parser.dataclass_types)
+            for field in dataclasses.fields(kind) if field.init]  # fmt: skip
+
+
+@pytest.mark.parametrize("index, name", every_argument(build_parser()))
+def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_path):
+    """byola-run-superb's record holds every flag of its three dataclasses (ours and TrainingArguments, as the
+    installed releases define them) except the documented may-change list: changing any other changes the record,
+    so the re-run is refused."""
+    parsed = build_parser().parse_args_into_dataclasses(
+        args=["--task", "ks", "--model_name_or_path", "m", "--output_dir", str(tmp_path), *QUICK_TRAINER_FLAGS]
+    )
+    record = run_record(*parsed, SUPERB_TASKS["ks"], BYOLAConfig())
+    changed = list(parsed)
+    changed[index] = copy.copy(parsed[index])
+    setattr(changed[index], name, f"another {name}")
+    assert (run_record(*changed, SUPERB_TASKS["ks"], BYOLAConfig()) != record) == (name not in MAY_CHANGE_ON_RESUME)

@@ -1,5 +1,7 @@
 """byola_hf/tools: owned output folders, atomic writes, workers that die with their parent, command lines."""
 
+import copy
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,9 +11,59 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from transformers import TrainingArguments
 
 from byola_hf.tools import outputs
 from byola_hf.tools.cli import make_parser, parse_arguments, user_error_message
+
+
+TRAINING_FIELDS = [field.name for field in dataclasses.fields(TrainingArguments) if field.init]
+
+
+@pytest.mark.parametrize("name", TRAINING_FIELDS)
+def test_a_rerun_with_any_training_argument_changed_is_refused_unless_it_may_change(name, tmp_path):
+    """Records are fail-closed: every TrainingArguments field, read from the dataclass of the installed release (so a
+    field a new release adds is covered), changed on a re-run, is refused naming it; only those on the documented
+    may-change list (where a run writes and logs, how often it saves and evaluates, its length, workers, progress,
+    the Hub) resume."""
+    arguments = TrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, report_to="none")
+    first = {"arguments": outputs.recorded_arguments(arguments)}
+    outputs.claim_output_dir(tmp_path / "run", "byola-x", first, ["result"])
+    changed = copy.copy(arguments)
+    setattr(changed, name, f"another {name}")
+    again = {"arguments": outputs.recorded_arguments(changed)}
+    if name in outputs.MAY_CHANGE_ON_RESUME:
+        assert outputs.claim_output_dir(tmp_path / "run", "byola-x", again, ["result"]).resumed
+    else:
+        with pytest.raises(ValueError, match=rf"it differs in arguments\.{name}\)"):
+            outputs.claim_output_dir(tmp_path / "run", "byola-x", again, ["result"])
+
+
+def test_the_may_change_list_names_only_what_cannot_change_a_result():
+    """The list is short and every name on it is a flag of some command; nothing that sets the optimisation, the
+    data order, the model or the numerics is on it."""
+    assert len(outputs.MAY_CHANGE_ON_RESUME) < 80
+    for name in (
+        "seed",
+        "data_seed",
+        "learning_rate",
+        "label_smoothing_factor",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "bf16",
+        "use_cpu",
+        "dataloader_drop_last",
+        "full_determinism",
+    ):
+        assert name not in outputs.MAY_CHANGE_ON_RESUME, name  # fmt: skip
+
+
+def test_a_data_change_alone_is_named_as_such(tmp_path):
+    outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 1}, "source": {"clips": 3}}, ["r"])
+    with pytest.raises(ValueError, match="The data changed since the run"):
+        outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 1}, "source": {"clips": 4}}, ["r"])
+    with pytest.raises(ValueError, match=r"it differs in arguments\.a, source\.clips\)"):
+        outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 2}, "source": {"clips": 4}}, ["r"])
 
 
 def test_claim_output_dir_contract(tmp_path):

@@ -7,14 +7,12 @@ A re-run of the same command resumes from the last checkpoint in OUT. OUT ends a
 online encoder, the statistics of the data, a card) that AutoModel and every byola_hf command load.
 """
 
-import copy
 import json
 import logging
 import re
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,6 @@ from ..extract.source import load_source, source_fingerprint
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import (
-    RESULT_CHANGING_TRAINING_ARGUMENTS,
     check_training_length_and_values,
     make_parser,
     parse_arguments,
@@ -36,7 +33,14 @@ from ..tools.cli import (
 )
 from ..tools.data import draw_rows, is_audio_file_source, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
-from ..tools.outputs import last_complete_checkpoint, read_marker, save_into, write_json_atomic
+from ..tools.outputs import (
+    MAY_CHANGE_ON_RESUME,
+    claim_output_dir,
+    last_complete_checkpoint,
+    recorded_arguments,
+    save_into,
+    write_json_atomic,
+)
 from .data import (
     ClipCropper,
     CropDataset,
@@ -56,7 +60,14 @@ COMMAND = "byola-pretrain"
 
 
 logger = logging.getLogger(__name__)
-RUN_FILE = "byola_pretrain_run.json"
+# The statistics of the run's data, computed once when it starts and read by its ranks and resumptions.
+STATISTICS_FILE = "pretraining_statistics.json"
+# What the command writes in --output_dir: Trainer's checkpoints and logs, the encoder's model directory (with the
+# code saved for trust_remote_code), its card, the results and the statistics.
+OUTPUTS = (
+    "checkpoint-*", "runs", "README.md", "*_results.json", "trainer_state.json", "config.json", "model.safetensors",
+    "preprocessor_config.json", STATISTICS_FILE, "*.py",
+)  # fmt: skip
 VARIANT_ALIASES = {"v1": "AudioNTT2020", "v2": "AudioNTT2022"}
 # The original configs' training values (config.yaml, config_v2.yaml) used when the flag is not given.
 ORIGINAL_DEFAULTS = {"per_device_train_batch_size": 256, "num_train_epochs": 100, "seed": 42}
@@ -141,96 +152,29 @@ def new_network_variant(model_args: PreTrainingModelArguments) -> str:
 
 
 def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dataset) -> dict[str, Any]:
-    """What makes a run: a re-run into the same folder must match it to resume. The clips count, with a fingerprint
-    of them: a folder with files added or written again is other data, whose statistics and crop order the record
-    does not hold. (A stream is not read again to check.)"""
-    data = {
-        key: value
-        for key, value in asdict(data_args).items()
-        if key != "preprocessing_batch_size" and not key.startswith("eval_")
-    }
+    """What makes a run: a re-run into the same folder must match it to resume. Every argument but those that may
+    change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`] and the linear probe's `--eval_*`, which
+    evaluates without changing the training), and the `source`: the clips count, with a fingerprint of them, since
+    a folder with files added or written again is other data, whose statistics and crop order the run does not
+    hold. (A stream is not read again to check.)"""
+    probe = frozenset(name for name in data_args.__dataclass_fields__ if name.startswith("eval_"))
+    data = recorded_arguments(data_args, may_change=MAY_CHANGE_ON_RESUME | probe)
+    source = {}
     if not data_args.streaming:
         # datasets fingerprints a folder or glob of files by their names only: a file written again under its name
         # would pass, so such a source is fingerprinted by each file's size and modification time.
         files = is_audio_file_source(data_args.dataset_name)
-        source = source_fingerprint(dataset, data_args.audio_column_name) if files else dataset._fingerprint
-        data |= {"clips": len(dataset), "fingerprint": source}
-        if data_args.max_train_samples is not None:  # records made when it took the first N clips lack this
-            data["max_train_samples_draw"] = "random"
+        source = {
+            "clips": len(dataset),
+            "fingerprint": source_fingerprint(dataset, data_args.audio_column_name) if files else dataset._fingerprint,
+        }
     else:  # each DataLoader worker reads its own shards of a stream and draws its own crops
         data |= {"dataloader_num_workers": training_args.dataloader_num_workers}
-    training = {key: getattr(training_args, key) for key in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "world_size")}
-    model = asdict(model_args)
-    if model_args.init_from is None:  # the variant trained, given or not (records made before it was optional)
+    model = recorded_arguments(model_args)
+    if model_args.init_from is None:  # the variant trained, whether given or not
         model["variant"] = new_network_variant(model_args)
-    return {
-        "model": model,
-        "data": data,
-        "training": {key: value.value if isinstance(value, Enum) else value for key, value in training.items()},
-    }
-
-
-def claim_output_dir(output_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """
-    The run record of `output_dir` when it is this run's (then it resumes), `None` when the folder is new or empty.
-    A folder with other content, or another run's record, is refused.
-    """
-    record_path = output_dir / RUN_FILE
-    marker = read_marker(output_dir) if output_dir.is_dir() else None
-    if marker is not None:  # e.g. byola-compute-stats' copy of a pre-trained model
-        raise ValueError(
-            f"{output_dir} holds the outputs of {marker['command']}, not a byola-pretrain run: pass a new or empty "
-            "--output_dir."
-        )
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        recorded = recorded_fingerprint(record)
-        if recorded != fingerprint:
-            raise ValueError(changed_run_message(output_dir, recorded, fingerprint))
-        with tempfile.TemporaryFile(dir=output_dir):  # can the run write its checkpoints there? (before training)
-            pass
-        return record
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise ValueError(
-            f"{output_dir} is not empty and was not made by byola-pretrain; pass a new or empty --output_dir."
-        )
-    return None
-
-
-def recorded_fingerprint(record: dict[str, Any]) -> dict[str, Any]:
-    """The record's fingerprint as this version writes it. Records made while `--variant` had a default hold it as
-    typed: an alias (`v2`), or the unused default beside `--init_from`."""
-    fingerprint = copy.deepcopy(record.get("fingerprint", {}))
-    model = fingerprint.get("model", {})
-    if model.get("init_from") is not None:
-        model["variant"] = None
-    elif model.get("variant") is not None:
-        model["variant"] = VARIANT_ALIASES.get(model["variant"], model["variant"])
-    return fingerprint
-
-
-def changed_run_message(output_dir: Path, recorded: dict[str, Any], fingerprint: dict[str, Any]) -> str:
-    """Why a re-run does not match the run recorded in `output_dir`: its data changed, or its arguments."""
-    changed = sorted(
-        f"{part}.{key}"
-        for part, values in fingerprint.items()
-        for key, value in values.items()
-        if recorded.get(part, {}).get(key) != value
-    )
-    if "data.max_train_samples_draw" in changed and recorded.get("data", {}).get("max_train_samples") is not None:
-        return (
-            f"The run in {output_dir} took the first --max_train_samples clips, as byola-pretrain did before it drew "
-            "them at random with --seed: pass a new --output_dir (or finish that run with the earlier version)."
-        )
-    if changed and set(changed) <= {"data.clips", "data.fingerprint"}:
-        return (
-            f"The data changed since the run in {output_dir} began (clips added, removed or written again): "
-            "restore it to resume that run, or pass a new --output_dir to train on the data as it is now."
-        )
-    return (
-        f"{output_dir} holds another pre-training run (it differs in {', '.join(changed) or 'its record'}); "
-        "re-run with the same arguments to resume it, or pass a new --output_dir."
-    )
+    training = {**recorded_arguments(training_args), "world_size": training_args.world_size}
+    return {"model": model, "data": data, "training": training, "source": source}
 
 
 def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: int) -> dict[str, Any]:
@@ -416,21 +360,23 @@ def crop_dataset(dataset, data_args, config, seed: int) -> torch.utils.data.Data
 
 
 def run_record(model_args, data_args, training_args, dataset, feature_extractor, config) -> tuple[dict, bool]:
-    """The run's record in the output folder and whether it resumes: a new run (rank 0 first) claims the folder,
-    computes the statistics and writes the record, which the other ranks then read."""
+    """The run's record and whether it resumes: a new run (rank 0 first) claims the output folder
+    ([`~tools.outputs.claim_output_dir`], refusing another run's or a folder it did not write), computes the
+    statistics and writes them beside the checkpoints, which the other ranks and every resumption then read."""
     output_dir = Path(training_args.output_dir)
-    fingerprint = run_fingerprint(model_args, data_args, training_args, dataset)
+    record = run_fingerprint(model_args, data_args, training_args, dataset)
     with training_args.main_process_first(desc="statistics of the data"):
-        record = claim_output_dir(output_dir, fingerprint)
-        if record is not None:
-            return record, True
-        output_dir.mkdir(parents=True, exist_ok=True)
+        owned = claim_output_dir(output_dir, COMMAND, record, OUTPUTS)
+        with tempfile.TemporaryFile(dir=output_dir):  # can the run write its checkpoints there? (before training)
+            pass
+        stats_path = output_dir / STATISTICS_FILE
+        if stats_path.is_file():  # written once the run's statistics pass ended: the run's, whatever rank reads it
+            return {"fingerprint": record, "statistics": json.loads(stats_path.read_text())}, owned.resumed
         stats = statistics(model_args, data_args, dataset, feature_extractor, config.crop_samples)
         if data_args.streaming and stats["provenance"]["num_examples"] is not None:  # the statistics pass counted
             check_one_batch(stats["provenance"]["num_examples"], training_args)
-        record = {"fingerprint": fingerprint, "statistics": stats}
-        write_json_atomic(output_dir / RUN_FILE, record)
-        return record, False
+        write_json_atomic(stats_path, stats)
+        return {"fingerprint": record, "statistics": stats}, False
 
 
 def build_trainer(

@@ -33,7 +33,6 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, refuse_public_repository, save_model_card, warn_if_licensed
 from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
-    RESULT_CHANGING_TRAINING_ARGUMENTS,
     check_training_length_and_values,
     make_parser,
     parse_arguments,
@@ -43,7 +42,7 @@ from ..tools.cli import (
 )
 from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size
-from ..tools.outputs import atomic_path, claim_output_dir, fingerprint, last_complete_checkpoint
+from ..tools.outputs import atomic_path, claim_output_dir, last_complete_checkpoint, recorded_arguments
 from .corpora import CORPORA, Corpus, load_corpus
 from .metrics import metric_path
 from .recipes import RECIPES, TaskRecipe, build_ctc_tokenizer, recipe_for
@@ -63,25 +62,6 @@ OUTPUT_PATTERNS = (
     "layer_weights.png", "confusion_matrix.png",
     *sorted(path.name for path in Path(byola_hf.__file__).parent.glob("*.py") if path.name != "__init__.py"),
 )  # fmt: skip
-RESULT_CHANGING_DATA_ARGUMENTS = (
-    "superb_corpus",
-    "dataset_name",
-    "dataset_config_name",
-    "data_dir",
-    "split_file",
-    "lexicon",
-    "vocab_file",
-    "fold",
-    "test_dir",
-    "train_split_name",
-    "eval_split_name",
-    "validation_split_percentage",
-    "audio_column_name",
-    "label_column_name",
-    "text_column_name",
-    "max_train_samples",
-    "max_length_seconds",
-)
 
 
 @dataclass
@@ -308,29 +288,27 @@ def weights_files(model_dir: Path) -> list[tuple[str, int, int]]:
     return [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
 
 
-def run_fingerprint(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config) -> str:
+def run_record(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config) -> dict:
     """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data
-    and the arguments that change the result. Epochs, steps and logging are not in it, so a re-run can train further
-    from the last checkpoint."""
-    data = {name: getattr(data_args, name) for name in RESULT_CHANGING_DATA_ARGUMENTS}
+    and every argument but those that may change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]: epochs,
+    steps, logging, ...), so a re-run can train further from the last checkpoint and any other change is refused."""
+    arguments = recorded_arguments(model_args, data_args, training_args)
     for name in ("data_dir", "split_file", "vocab_file", "test_dir", "dataset_name"):
-        if data[name] and Path(data[name]).exists():
-            data[name] = str(Path(data[name]).resolve())
-    data["lexicon"] = [str(Path(path).resolve()) for path in data["lexicon"]]
+        if arguments[name] and Path(arguments[name]).exists():
+            arguments[name] = str(Path(arguments[name]).resolve())
+    arguments["lexicon"] = [str(Path(path).resolve()) for path in arguments["lexicon"]]
     model = Path(model_args.model_name_or_path)
-    return fingerprint(
-        task=task.name,
-        model=str(model.resolve()) if model.exists() else model_args.model_name_or_path,
-        weights=weights_files(model),
-        config=config.to_dict(),
-        model_arguments=vars(model_args),
-        data=data,
-        training={name: getattr(training_args, name) for name in RESULT_CHANGING_TRAINING_ARGUMENTS},
-    )
+    return {
+        "task": task.name,
+        "model": str(model.resolve()) if model.exists() else model_args.model_name_or_path,
+        "weights": weights_files(model),
+        "config": config.to_dict(),
+        "arguments": arguments,
+    }
 
 
 def claim_output(
-    training_args: TrainingArguments, data_args: DataTrainingArguments, run_id: str, train: bool
+    training_args: TrainingArguments, data_args: DataTrainingArguments, run_id: dict, train: bool
 ) -> str | None:
     """
     Make `--output_dir` this command's (a folder it did not write is refused, see [`claim_output_dir`]) and return
@@ -470,7 +448,7 @@ def run(
     check_splits(recipe, data, data_args.audio_column_name)
     train = trains(given, task, config, model_args.model_name_or_path)
     checkpoint = claim_output(
-        training_args, data_args, run_fingerprint(model_args, data_args, training_args, task, config), train
+        training_args, data_args, run_record(model_args, data_args, training_args, task, config), train
     )
     head_kwargs = fit_recipe(recipe, data, training_args.output_dir, feature_extractor)
     if data.splits.get("eval") is None:

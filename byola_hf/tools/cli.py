@@ -8,6 +8,7 @@ permission denied). Anything else is a bug and keeps its traceback.
 
 import argparse
 import ctypes
+import dataclasses
 import errno
 import logging
 import math
@@ -66,23 +67,14 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
-# The TrainingArguments that change what a training run computes: a run resumed with others would mix two setups.
-# Length, saving, logging and workers may change between a run and its resumption.
-RESULT_CHANGING_TRAINING_ARGUMENTS = (
-    "seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optim",
-    "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "max_grad_norm",
-    "adam_beta1", "adam_beta2", "adam_epsilon", "ddp_broadcast_buffers",
-)  # fmt: skip
-
-
 def check_training_length_and_values(training_args: Any) -> None:
     """Refuse a training length Trainer would not train as given (`--max_steps 0` trains one step, no epochs train
-    none and save the untrained model), and a non-finite value of a result-changing flag (Trainer takes a NaN
-    `--max_grad_norm` as no clipping)."""
-    for name in (*RESULT_CHANGING_TRAINING_ARGUMENTS, "num_train_epochs"):
-        value = getattr(training_args, name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{name} must be a finite number, got {value}.")
+    none and save the untrained model), and a non-finite value of any flag (Trainer takes a NaN `--max_grad_norm`
+    as no clipping)."""
+    for field in dataclasses.fields(training_args):
+        value = getattr(training_args, field.name)
+        if field.init and isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{field.name} must be a finite number, got {value}.")
     if training_args.max_steps == 0:
         raise ValueError("--max_steps 0 would still train one step: give a positive --max_steps, or -1 for epochs.")
     if training_args.max_steps < 0 and training_args.num_train_epochs <= 0:

@@ -1,13 +1,19 @@
 """Output folders a command owns, fingerprints of what made them, and atomic writes.
 
 A command writes only into a folder that is new, empty, or carries its own marker (`MARKER`, JSON: the command, the
-fingerprint of what made the outputs, and the top-level names it writes). A folder with other content, or another
-command's marker, is refused with one line and left untouched. A re-run with the same fingerprint resumes; with a
-different one it refuses, or with `overwrite=True` removes the names the marker lists (and only those) and starts
-over. Files are written under a temporary name and renamed, so an interrupted or disk-full run never leaves
-something that loads as complete.
+fingerprint of what made the outputs, the run record where the command keeps one, and the top-level names it
+writes). A folder with other content, or another command's marker, is refused with one line and left untouched; a
+folder holding only a marker (a run that stopped before writing anything) is taken over by any run of the same
+command. A re-run with the same fingerprint resumes; with a different one it refuses, naming what differs, or with
+`overwrite=True` removes the names the marker lists (and only those) and starts over. Files are written under a
+temporary name and renamed, so an interrupted or disk-full run never leaves something that loads as complete.
+
+Run records are fail-closed: a command records every argument ([`recorded_arguments`]) except the short list of
+what may change between a run and its resumption ([`MAY_CHANGE_ON_RESUME`]).
 """
 
+import dataclasses
+import enum
 import hashlib
 import json
 import logging
@@ -23,6 +29,73 @@ from typing import Any
 
 MARKER = ".byola_hf_output.json"
 logger = logging.getLogger(__name__)
+
+# The arguments that may differ between a run and its resumption; every other argument of a command (its own
+# dataclasses' fields and every `TrainingArguments` field, read from the dataclasses at run time) is in its run
+# record, so a flag that a new release adds changes the record until it is named here. They are: where the run
+# writes and logs, how often it saves and evaluates, its length, its data-loading workers, its progress output,
+# what it does after training (evaluation, prediction) and the Hub options.
+MAY_CHANGE_ON_RESUME = frozenset(
+    {
+        # where it writes and logs
+        "output_dir", "overwrite_output_dir", "report_to", "run_name", "project", "trackio_space_id",
+        "trackio_bucket_id", "trackio_static_space_id", "logging_dir", "logging_strategy", "logging_steps",
+        "logging_first_step", "log_on_each_node", "logging_nan_inf_filter", "log_level", "log_level_replica",
+        "skip_memory_metrics", "include_num_input_tokens_seen", "save_corpus_to",
+        # how often it saves and evaluates, and what it evaluates after training
+        "save_strategy", "save_steps", "save_total_limit", "save_on_each_node", "save_only_model",
+        "enable_jit_checkpoint", "eval_strategy", "eval_steps", "eval_delay", "eval_on_start",
+        "per_device_eval_batch_size", "eval_accumulation_steps", "eval_do_concat_batches", "eval_use_gather_object",
+        "batch_eval_metrics", "do_train", "do_eval", "do_predict", "resume_from_checkpoint",
+        # its length
+        "num_train_epochs", "max_steps",
+        # workers and progress output (the order of the data does not depend on them)
+        "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_persistent_workers",
+        "dataloader_pin_memory", "preprocessing_num_workers", "preprocessing_batch_size", "disable_tqdm",
+        "torch_empty_cache_steps", "ddp_timeout", "local_rank",
+        # the Hub
+        "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push",
+        "hub_revision", "public",
+    }
+)  # fmt: skip
+
+
+def recorded_arguments(*arguments: Any, may_change: frozenset[str] = MAY_CHANGE_ON_RESUME) -> dict[str, Any]:
+    """
+    Every field of the argument dataclasses `arguments` (those a caller can set) except `may_change`, by name, as
+    JSON values (enums by value, others by `str`): what a run records so that a re-run with any other value of
+    any of them is refused.
+    """
+    record = {}
+    for instance in arguments:
+        for field in dataclasses.fields(instance):
+            if field.init and field.name not in may_change:
+                value = getattr(instance, field.name)
+                record[field.name] = json.loads(json.dumps(_plain(value), default=str))
+    return record
+
+
+def _plain(value: Any) -> Any:
+    """`value` with enums replaced by their values, inside lists and dicts too."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return value
+
+
+def changed_parts(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys (dotted into nested dicts) whose values differ between two run records."""
+    changed = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += changed_parts(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}")
+    return changed
 
 
 def fingerprint(**parts: Any) -> str:
@@ -49,7 +122,7 @@ def read_marker(path: Path) -> dict | None:
 
 
 def claim_output_dir(
-    path: str | Path, command: str, run_fingerprint: str, outputs: Sequence[str], overwrite: bool = False
+    path: str | Path, command: str, run_fingerprint: str | dict, outputs: Sequence[str], overwrite: bool = False
 ) -> OwnedOutput:
     """
     Make `path` this command's output folder, or raise a one-line `ValueError` (see the module doc).
@@ -58,7 +131,10 @@ def claim_output_dir(
         path: the `--output_dir`.
         command: the command's name, e.g. `"byola-extract"`.
         run_fingerprint: [`fingerprint`] of everything that changes the outputs (source and its files, model and
-            config, result-changing arguments).
+            config, result-changing arguments), or the run record itself (a JSON dict, e.g. holding
+            [`recorded_arguments`]), kept in the marker so that a mismatched re-run is told what differs; its
+            `source` part, where there is one, describes the data's content (a re-run that differs only there is
+            told that the data changed).
         outputs: the top-level names (or glob patterns, e.g. `"checkpoint-*"`) the command writes in the folder
             (removed by `overwrite`).
         overwrite: start over in a folder this command wrote for another fingerprint.
@@ -76,20 +152,33 @@ def claim_output_dir(
         raise ValueError(
             f"--output_dir {path} holds the outputs of {marker['command']}, not {command}: choose another folder."
         )
+    record = run_fingerprint if isinstance(run_fingerprint, dict) else None
+    if record is not None:
+        record = json.loads(json.dumps(record, default=str))
+        run_fingerprint = fingerprint(**record)
     if marker is not None and marker.get("fingerprint") == run_fingerprint:
         return OwnedOutput(path, resumed=True)
+    if marker is not None and all(entry.name == MARKER for entry in path.iterdir()):
+        marker = None  # a run that stopped before writing anything: nothing of it to keep or resume
     if marker is not None and not overwrite:
+        differs = changed_parts(marker.get("record") or {}, record) if record is not None else []
+        if differs and all(part.startswith("source.") for part in differs):
+            raise ValueError(
+                f"The data changed since the run in {path} began (clips added, removed or written again): restore "
+                "it to resume that run, or choose another --output_dir to start one on the data as it is now."
+            )
+        what = f"it differs in {', '.join(differs)}" if differs else "model, data or result-changing flags differ"
         raise ValueError(
-            f"--output_dir {path} holds a {command} run made with other inputs or arguments (model, data or "
-            "result-changing flags differ): re-run with the same arguments to resume, pass --overwrite_output_dir "
-            "to start over, or choose another folder."
+            f"--output_dir {path} holds a {command} run made with other inputs or arguments ({what}): re-run "
+            "with the same arguments to resume, pass --overwrite_output_dir to start over, or choose another folder."
         )
     if marker is not None:
         for name in marker.get("outputs", []):
             for target in sorted(path.glob(name)):  # a name, or a pattern such as "checkpoint-*"
                 remove_path(target)
     path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path / MARKER, {"command": command, "fingerprint": run_fingerprint, "outputs": list(outputs)})
+    marker = {"command": command, "fingerprint": run_fingerprint, "outputs": list(outputs)}
+    write_json_atomic(path / MARKER, marker if record is None else {**marker, "record": record})
     return OwnedOutput(path, resumed=False)
 
 
