@@ -18,11 +18,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from transformers.testing_utils import parse_flag_from_env  # noqa: E402
 
 from byola_hf import BYOLAFeatureExtractor  # noqa: E402
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Two tiers, as transformers has: `pytest -q` runs the fast one; RUN_SLOW=1 adds the tests marked `slow` (two-process
+# launches, long training, benchmark smoke runs). A mark, not transformers' unittest decorator, so that it also
+# marks single parameters.
+slow = pytest.mark.skipif(not parse_flag_from_env("RUN_SLOW", default=False), reason="slow tier: set RUN_SLOW=1")
 # One configurable path to the shared data: BYOLA_SHARED_DIR, defaulting to ../shared beside the project root.
 SHARED_DIR = Path(os.environ.get("BYOLA_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
