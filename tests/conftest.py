@@ -25,9 +25,21 @@ from byola_hf import BYOLAFeatureExtractor  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Two tiers, as transformers has: `pytest -q` runs the fast one; RUN_SLOW=1 adds the tests marked `slow` (two-process
-# launches, long training, benchmark smoke runs). A mark, not transformers' unittest decorator, so that it also
-# marks single parameters.
-slow = pytest.mark.skipif(not parse_flag_from_env("RUN_SLOW", default=False), reason="slow tier: set RUN_SLOW=1")
+# launches, long training, benchmark smoke runs), and `RUN_SLOW=1 pytest -q -m slow` runs those alone. A pytest mark,
+# not transformers' unittest decorator, so that it also marks single parameters and can be selected.
+RUN_SLOW = parse_flag_from_env("RUN_SLOW", default=False)
+slow = pytest.mark.slow
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: the slow tier, run with RUN_SLOW=1 (transformers' convention)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not RUN_SLOW:
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="slow tier: set RUN_SLOW=1"))
 # One configurable path to the shared data: BYOLA_SHARED_DIR, defaulting to ../shared beside the project root.
 SHARED_DIR = Path(os.environ.get("BYOLA_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() == "true"

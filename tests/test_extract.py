@@ -22,7 +22,7 @@ from byola_hf import BYOLAFeatureExtractor
 from byola_hf.extract import extract, extract_embeddings, layer_widths, load_embeddings, main
 from byola_hf.pipelines import load_audio
 
-from conftest import PROJECT_ROOT, console_script, run_two_ranks
+from conftest import PROJECT_ROOT, console_script, run_two_ranks, slow
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +311,7 @@ def test_user_mistakes_are_one_line(audio_folder, random2048_dir, tmp_path, caps
     assert not output.exists()
 
 
+@slow
 def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     result = run_two_ranks(

@@ -47,7 +47,7 @@ from byola_hf.pretraining.augmentations import (
 from byola_hf.pretraining.cli import build_parser, main, parse_command_line, pretrain, pretraining_config
 from byola_hf.pretraining.linear_probe import effective_rank
 
-from conftest import PROJECT_ROOT, require_shared, run_two_ranks
+from conftest import PROJECT_ROOT, require_shared, run_two_ranks, slow
 
 
 @pytest.fixture(scope="module")
@@ -649,6 +649,7 @@ def test_streaming_needs_max_steps(audio_folder, tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("give the run's --max_steps.")
 
 
+@slow
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_pretrain_two_ranks(audio_folder, tmp_path, launcher):
     """Under torchrun and under `accelerate launch --multi_gpu` (two gloo ranks here): one DDP run, saved once."""
@@ -668,6 +669,7 @@ def test_pretrain_two_ranks(audio_folder, tmp_path, launcher):
     torch.testing.assert_close(ranks[0]["augmentation.mixup.bank"], rank_zero["augmentation.mixup.bank"])
 
 
+@slow
 def test_two_ranks_resumed_inside_an_epoch_give_the_same_weights(audio_folder, tmp_path):
     """Under DDP (two gloo ranks, 2 clips each a step: two steps an epoch over the 8 clips), a run killed after
     checkpoint 3, inside epoch 1, and run again ends as it did unstopped. Trainer's set_epoch did not reach the crop

@@ -18,7 +18,7 @@ from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
 from byola_hf.stats.cli import main as stats_main
 
-from conftest import assert_one_line, console_script, run_main, run_two_ranks
+from conftest import assert_one_line, console_script, run_main, run_two_ranks, slow
 
 
 SENTENCES = [
@@ -125,6 +125,7 @@ def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_di
     assert_close(compute_stats(str(random2048_dir), str(saved)), expected_stats)
 
 
+@slow
 def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, random2048_dir, tmp_path):
     output = tmp_path / "distributed"
     result = run_two_ranks(
