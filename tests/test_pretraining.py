@@ -1093,3 +1093,14 @@ def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_p
     setattr(changed[index], name, f"another {name}")
     may_change = name in MAY_CHANGE_ON_RESUME or name.startswith("eval_")
     assert (run_fingerprint(*changed, clips) != record) == (not may_change)
+
+
+def test_the_learner_takes_an_encoder_config_and_refuses_other_configs():
+    """`BYOLAForPreTraining(BYOLAConfig(...))` builds the learner of that network (it ended in an AttributeError
+    naming `encoder_config`); a config of another kind is one TypeError naming what it takes."""
+    encoder_config = BYOLAConfig.from_variant("AudioNTT2022", feature_d=1088)
+    model = BYOLAForPreTraining(encoder_config)
+    assert isinstance(model.config, BYOLAPreTrainingConfig)
+    assert model.encoder.config.variant == "AudioNTT2022" and model.encoder.config.feature_d == 1088
+    with pytest.raises(TypeError, match="takes a BYOLAPreTrainingConfig"):
+        BYOLAForPreTraining(BertConfig())

@@ -75,7 +75,15 @@ class BYOLAForPreTraining(PreTrainedModel):
     # None: the device's fastest training kernels; "reference" forces the original's layout and rounding.
     training_kernels: str | None = None
 
-    def __init__(self, config: BYOLAPreTrainingConfig):
+    def __init__(self, config: BYOLAPreTrainingConfig | BYOLAConfig):
+        if not isinstance(config, BYOLAPreTrainingConfig):
+            if not isinstance(config, BYOLAConfig):
+                raise TypeError(
+                    f"BYOLAForPreTraining takes a BYOLAPreTrainingConfig (or an encoder's BYOLAConfig), got "
+                    f"{type(config).__name__}."
+                )
+            # An encoder's config: the learner of that network with BYOL-A's pre-training defaults.
+            config = BYOLAPreTrainingConfig.from_encoder_config(config)
         super().__init__(config)
         identity = config.encoder_config(mean=0.0, std=1.0, stats_provenance=None)
         self.encoder = BYOLAModel(identity)
