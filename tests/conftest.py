@@ -40,6 +40,8 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason="slow tier: set RUN_SLOW=1"))
+
+
 # One configurable path to the shared data: BYOLA_SHARED_DIR, defaulting to ../shared beside the project root.
 SHARED_DIR = Path(os.environ.get("BYOLA_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
