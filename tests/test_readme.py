@@ -1,4 +1,5 @@
-"""The README's main job runs as written (with the shared checkpoint standing in for the official 2048-d one)."""
+"""The README's main job and the recipes the docs show run as written (with the shared checkpoints standing in for
+the official weights), and the README stays one screen that names every test file and every page of docs/."""
 
 import os
 import re
@@ -12,15 +13,16 @@ import pytest
 from conftest import PROJECT_ROOT
 
 
-def readme_block(after: str, language: str = "bash") -> str:
-    text = (PROJECT_ROOT / "README.md").read_text()
+def doc_block(document: str, after: str, language: str = "bash") -> str:
+    """The first `language` code block after the text `after` in `document` (a path from the project root)."""
+    text = (PROJECT_ROOT / document).read_text()
     start = text.index(after)
     return re.search(rf"```{language}\n(.*?)```", text[start:], re.S).group(1)
 
 
 def test_readme_collator_recipe_runs(tmp_path, random2048_dir):
     """The datasets.map + DataCollatorWithPadding + DataLoader recipe, as written, on a converted model."""
-    script = readme_block("Features stored by `datasets.map`", "python").replace(
+    script = doc_block("docs/api.md", "Features stored by `datasets.map`", "python").replace(
         '"byola-2048"', repr(str(random2048_dir))
     )
     result = subprocess.run(
@@ -43,7 +45,7 @@ def test_readme_main_job_runs(tmp_path, random2048_checkpoint):
     subprocess.run(
         ["espeak-ng", "-w", str(tmp_path / "speech.wav"), "extract features from this sentence"], check=True
     )
-    script = readme_block("The main job")
+    script = doc_block("README.md", "## The main job")
     script = script.replace("AudioNTT2020-BYOLA-64x96d2048.pth", str(random2048_checkpoint))
     script = script.replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
     result = subprocess.run(
@@ -60,8 +62,8 @@ def test_readme_main_job_runs(tmp_path, random2048_checkpoint):
 
 
 def test_readme_superb_demo_runs(tmp_path, real512_checkpoint):
-    """The README's SUPERB commands, as written, with the shared official 512-d weights."""
-    script = readme_block("## SUPERB fine-tuning with Trainer")
+    """docs/superb.md's keyword-spotting commands, as written, with the shared official 512-d weights."""
+    script = doc_block("docs/superb.md", "## Keyword spotting in four commands")
     script = script.replace("AudioNTT2020-BYOLA-64x96d512.pth", str(real512_checkpoint))
     bin_dir = str(Path(sys.executable).parent) + "/"
     script = "\n".join(bin_dir + line if line.startswith("byola-") else line for line in script.splitlines())
@@ -74,16 +76,25 @@ def test_readme_superb_demo_runs(tmp_path, real512_checkpoint):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = __import__("json").loads((tmp_path / "out" / "ks" / "eval_results.json").read_text())
-    print(f"\nREADME KS demo: accuracy {metrics['eval_accuracy']:.3f} on unseen voices")
+    print(f"\ndocs/superb.md KS demo: accuracy {metrics['eval_accuracy']:.3f} on unseen voices")
     assert metrics["eval_accuracy"] >= 0.5
     assert (tmp_path / "out" / "ks" / "layer_weights.png").exists()
 
 
 def test_readme_gpu_snippet_runs(tmp_path, random2048_dir):
-    """The "On a GPU" snippet as written (on the CPU where there is no GPU: it picks its device)."""
-    script = readme_block("## On a GPU", "python").replace('"byola-2048"', repr(str(random2048_dir)))
+    """docs/api.md's "On a GPU" snippet as written (on the CPU where there is no GPU: it picks its device)."""
+    script = doc_block("docs/api.md", "## On a GPU", "python").replace('"byola-2048"', repr(str(random2048_dir)))
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env={**os.environ}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "torch.Size([2, 2048]) 5"
+
+
+def test_readme_fits_on_a_screen_and_names_every_test_file_and_doc():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    tests = sorted(path.name for path in (PROJECT_ROOT / "tests").glob("test_*.py"))
+    assert [name for name in tests if f"`{name}`" not in readme] == []
+    docs = sorted(path.name for path in (PROJECT_ROOT / "docs").glob("*.md"))
+    assert [name for name in docs if f"](docs/{name})" not in readme] == []
