@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, slow
 
 
 def doc_block(document: str, after: str, language: str = "bash") -> str:
@@ -61,8 +61,10 @@ def test_readme_main_job_runs(tmp_path, random2048_checkpoint):
     assert re.search(r"torch.Size\(\[1, \d+, 2048\]\) torch.Size\(\[1, 2048\]\)", result.stdout)
 
 
+@slow
 def test_readme_superb_demo_runs(tmp_path, real512_checkpoint):
-    """docs/superb.md's keyword-spotting commands, as written, with the shared official 512-d weights."""
+    """docs/superb.md's keyword-spotting commands, as written, with the shared official 512-d weights: the KS
+    accuracy check (15 epochs, at least 5x chance on voices unseen in training)."""
     script = doc_block("docs/superb.md", "## Keyword spotting in four commands")
     script = script.replace("AudioNTT2020-BYOLA-64x96d512.pth", str(real512_checkpoint))
     bin_dir = str(Path(sys.executable).parent) + "/"

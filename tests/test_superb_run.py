@@ -119,8 +119,8 @@ def check_emotion_card(output: Path, mini) -> None:
 
 
 # task, mini set, flags, metric and its range, the learning rate said (None: given), a check of the output. The
-# fast tier trains each head kind two steps and checks its metric and outputs; the slow tier trains KS 15 epochs on
-# the official weights (5x chance on voices unseen in training) and SD 10 epochs (DER under 0.6).
+# fast tier trains each head kind two steps and checks its metric and outputs; the slow tier trains SD 10 epochs
+# (DER under 0.6). KS's accuracy check is docs/superb.md's demo, run by test_readme.py.
 TWO_STEPS = ["--max_steps", "2", "--per_device_train_batch_size", "8"]
 TASK_RUNS = {
     "ks": ("ks", TWO_STEPS, "eval_accuracy", (0.0, 1.0), "0.0001", check_keyword_spotting),
@@ -132,9 +132,6 @@ TASK_RUNS = {
     "asr": ("pr", ["--max_steps", "2", "--per_device_train_batch_size", "4"], "eval_wer", (0.0, 1.5), None,
             check_bilstm_head),
     "sd": ("sd", ["--label_column_name", "activity", *TWO_STEPS], "eval_der", (0.0, 1.5), None, None),
-    "ks-15-epochs": ("ks", ["--eval_split_name", "test", "--num_train_epochs", "15", "--learning_rate", "1e-3",
-                            "--per_device_train_batch_size", "16"], "eval_accuracy", (0.5, 1.0), None,
-                     check_keyword_spotting),
     "sd-10-epochs": ("sd", ["--label_column_name", "activity", "--num_train_epochs", "10",
                             "--per_device_train_batch_size", "4"], "eval_der", (0.0, 0.6), None, None),
 }  # fmt: skip
