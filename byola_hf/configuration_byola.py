@@ -2,7 +2,6 @@
 
 import copy
 import math
-import warnings
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -81,8 +80,7 @@ class BYOLAConfig(PretrainedConfig):
             Heads: learn a softmax-weighted sum of the `num_hidden_layers` hidden states (weights start equal), as
             SUPERB's featurizer does; otherwise use `last_hidden_state`.
         freeze_base_model (`bool`, *optional*, defaults to `True`):
-            Heads: keep the BYOL-A encoder frozen and in eval mode (the SUPERB protocol). `freeze_base`, its former
-            name, is still read (with a deprecation warning).
+            Heads: keep the BYOL-A encoder frozen and in eval mode (the SUPERB protocol).
         classifier_proj_size (`int`, *optional*, defaults to 256):
             [`BYOLAForSequenceClassification`]: projection before mean pooling.
         classifier_slots (`list[int]`, *optional*):
@@ -163,14 +161,14 @@ class BYOLAConfig(PretrainedConfig):
         self.mlp_hidden_size, self.concat_conv_features = mlp_hidden_size, concat_conv_features
         self.variant = variant if variant is not None else _variant_name(concat_conv_features)
         self.hidden_dropout, self.batch_norm_eps = hidden_dropout, batch_norm_eps
-        self.sampling_rate = _renamed_argument(kwargs, "sample_rate", "sampling_rate", sampling_rate)
+        self.sampling_rate = sampling_rate
         self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
         self.n_mels, self.f_min, self.f_max = n_mels, f_min, f_max
         self.mean = None if mean is None else float(mean)
         self.std = None if std is None else float(std)
         self.stats_provenance, self.inference_chunk_frames = stats_provenance, inference_chunk_frames
         self.use_weighted_layer_sum = use_weighted_layer_sum
-        self.freeze_base_model = _renamed_argument(kwargs, "freeze_base", "freeze_base_model", freeze_base_model)
+        self.freeze_base_model = freeze_base_model
         self.classifier_proj_size = classifier_proj_size
         self.classifier_slots = list(classifier_slots) if classifier_slots is not None else None
         self.ctc_head, self.ctc_proj_size, self.ctc_lstm_layers = ctc_head, ctc_proj_size, ctc_lstm_layers
@@ -350,12 +348,6 @@ class BYOLAConfig(PretrainedConfig):
         return minimum_samples(self.time_downsampling, self.hop_length, self.n_fft)
 
     @property
-    def sample_rate(self) -> int:
-        """Deprecated name of `sampling_rate` (transformers' spelling, as the feature extractor's)."""
-        warnings.warn("BYOLAConfig.sample_rate is deprecated: use sampling_rate.", FutureWarning, stacklevel=2)
-        return self.sampling_rate
-
-    @property
     def has_statistics(self) -> bool:
         return self.mean is not None and self.std is not None
 
@@ -390,15 +382,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def _variant_name(concat_conv_features: bool) -> str:
     return "AudioNTT2022" if concat_conv_features else "AudioNTT2020"
-
-
-def _renamed_argument(kwargs: dict[str, Any], former: str, name: str, value: Any) -> Any:
-    """`kwargs[former]` (popped, with a `FutureWarning`) where a caller or an older config still uses the former
-    name of the argument `name`; otherwise `value`."""
-    if former not in kwargs:
-        return value
-    warnings.warn(f"BYOLAConfig({former}=...) is deprecated: use {name}.", FutureWarning, stacklevel=3)
-    return kwargs.pop(former)
 
 
 def minimum_samples(time_downsampling: int, hop_length: int, n_fft: int) -> int:

@@ -2,7 +2,6 @@
 
 import itertools
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,7 +208,6 @@ class BYOLAModel(BYOLAPreTrainedModel):
         output_hidden_states: bool | None = None,
         inference_chunk_frames: int | None = None,
         check_values: bool | None = None,
-        chunk_frames: int | None = None,
     ) -> BYOLAModelOutput:
         r"""
         Args:
@@ -228,8 +226,6 @@ class BYOLAModel(BYOLAPreTrainedModel):
                 Reading values back from an accelerator stalls its queue, so by default (`None`) they are checked on
                 CPU only and never inside `torch.compile`; shapes are always checked. The feature extractor already
                 refuses non-finite and too short audio.
-            chunk_frames (`int`, *optional*):
-                Deprecated name of `inference_chunk_frames` (a `FutureWarning`).
 
         Returns:
             [`BYOLAModelOutput`]; a tuple with `return_dict=False`.
@@ -239,7 +235,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
         )
         mel_lengths, padded = self._check_inputs(input_features, attention_mask, check_values)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
-        step = self._chunk_step(inference_chunk_frames, chunk_frames)
+        step = self._chunk_step(inference_chunk_frames)
         if not self.training and step and input_features.shape[-1] > step:
             layer_states, last_hidden_state = self._encode_chunked(
                 input_features, mel_lengths, padded, output_hidden_states, step
@@ -316,16 +312,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
         parameters_need_grad = any(parameter.requires_grad for parameter in self.parameters())
         return select_kernels(input_features, self.training, parameters_need_grad, self.inference_kernels)
 
-    def _chunk_step(self, inference_chunk_frames: int | None, chunk_frames: int | None) -> int:
-        """Log-mel frames per chunk (a multiple of `2**num_conv_layers`; `0`: no chunking) from the forward argument,
-        its former name `chunk_frames` (with a `FutureWarning`), or `config.inference_chunk_frames`."""
-        if chunk_frames is not None:
-            warnings.warn(
-                "BYOLAModel.forward(chunk_frames=...) is deprecated: use inference_chunk_frames.",
-                FutureWarning,
-                stacklevel=2,
-            )
-            inference_chunk_frames = chunk_frames if inference_chunk_frames is None else inference_chunk_frames
+    def _chunk_step(self, inference_chunk_frames: int | None) -> int:
+        """Log-mel frames per chunk (a multiple of `2**num_conv_layers`; `0`: no chunking) from the forward argument
+        or `config.inference_chunk_frames`."""
         frames = self.config.inference_chunk_frames if inference_chunk_frames is None else inference_chunk_frames
         return frames - frames % self.config.time_downsampling if frames else 0
 

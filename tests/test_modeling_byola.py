@@ -2,7 +2,6 @@
 errors, save/load, bf16; the task heads (sequence, slots, CTC, frame): learning, masking, freezing, losses."""
 
 import shutil
-import warnings
 
 import numpy as np
 import pytest
@@ -243,21 +242,6 @@ def test_v2_matches_original(golden_v2, random3072_dir):
     assert worst["log_mel"] < LOG_MEL_ATOL
     assert max(worst["last_hidden_state"], worst["pooled"]) < HIDDEN_RTOL
     assert worst["network alone"] < 1e-5
-
-
-def test_former_chunk_frames_argument_still_works_with_a_warning(tiny_model):
-    """forward(chunk_frames=...) (the name before it agreed with the config field it overrides) chunks as
-    inference_chunk_frames does, with a FutureWarning; the new name gives no warning."""
-    log_mel = torch.randn(1, 64, 400) * 3 - 8
-    with torch.no_grad():
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", FutureWarning)
-            expected = tiny_model(log_mel, inference_chunk_frames=64).last_hidden_state
-        with pytest.warns(FutureWarning, match="chunk_frames=...\\) is deprecated: use inference_chunk_frames"):
-            former = tiny_model(log_mel, chunk_frames=64).last_hidden_state
-        whole = tiny_model(log_mel, inference_chunk_frames=0).last_hidden_state
-    assert torch.equal(former, expected)
-    torch.testing.assert_close(expected, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_v2_hidden_states_are_defined_layers(random3072_dir):

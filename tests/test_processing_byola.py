@@ -5,7 +5,7 @@ from transformers import AutoProcessor
 from byola_hf import (
     BYOLAProcessor,
 )
-from byola_hf.superb.run import build_ctc_tokenizer
+from byola_hf.superb.recipes import build_ctc_tokenizer
 
 from conftest import FE, waveforms
 

@@ -46,7 +46,6 @@ class ExtractArguments:
         default=None, metadata={"help": "Run the log-mel and the model there, e.g. cuda; CPU when not given"}
     )
     num_workers: int = field(default=2, metadata={"help": "Processes decoding audio while the model runs (0: none)"})
-    num_proc: int | None = field(default=None, metadata={"help": "Deprecated: use --num_workers"})
     batch_size: int | None = field(
         default=None, metadata={"help": "Clips per forward; 2 on a CPU, 32 on a GPU if not given"}
     )

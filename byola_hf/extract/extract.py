@@ -96,7 +96,6 @@ def extract_embeddings(
     metadata_csv: str | None = None,
     unit_seconds: float | None = None,
     overwrite_output_dir: bool = False,
-    num_proc: int | None = None,
 ) -> ExtractionResult:
     """
     Embed every example of a dataset (or of an EVAR task CSV) and save the result at `output_dir/dataset`.
@@ -111,7 +110,7 @@ def extract_embeddings(
         layers: with `frames` (also store frame features and their timestamps), which hidden states to keep:
             `"last"` (`last_hidden_state`, the default), `"all"`, or indices such as `"0,3"`.
         device: run the log-mel and the model there (`"cuda"`: under torchrun each rank's own GPU); CPU by default.
-        num_workers: DataLoader processes decoding the audio while the model runs (0: none; `num_proc`: old name).
+        num_workers: DataLoader processes decoding the audio while the model runs (0: none).
         batch_size: clips per forward; by default 2 on a CPU (batches of long clips fall out of its caches) and 32 on
             an accelerator. It changes float rounding only, so it is not part of the fingerprint (nor the device).
         unit_seconds: cut or zero-pad every clip to this length, as EVAR's `unit_sec` does per task (EVAR crops
@@ -124,7 +123,7 @@ def extract_embeddings(
     with process_group() as (rank, world_size):
         device = resolve_device(device_for_rank(device))
         batch_size, num_workers = check_arguments(
-            batch_size, device, shard_size, _workers(num_workers, num_proc), layers, frames, unit_seconds
+            batch_size, device, shard_size, num_workers, layers, frames, unit_seconds
         )
         job = prepare_job(
             model_name_or_path, dataset_name, output_dir, dataset_config_name, data_dir, split, audio_column_name,
@@ -172,17 +171,6 @@ def resolve_device(device: str | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: this torch has no CUDA device; leave --device out to run on the CPU.")
     return resolved
-
-
-def _workers(num_workers: int, num_proc: int | None) -> int:
-    if num_proc is None:
-        return num_workers
-    import warnings
-
-    warnings.warn(
-        "num_proc is deprecated: use num_workers (DataLoader decoding processes).", FutureWarning, stacklevel=3
-    )
-    return num_proc
 
 
 def check_arguments(

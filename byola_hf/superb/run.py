@@ -45,13 +45,13 @@ from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import atomic_path, claim_output_dir, last_complete_checkpoint, recorded_arguments
 from .corpora import CORPORA, Corpus, load_corpus
 from .metrics import metric_path
-from .recipes import RECIPES, TaskRecipe, build_ctc_tokenizer, recipe_for
+from .recipes import RECIPES, TaskRecipe, recipe_for
 from .tasks import SUPERB_TASKS, SuperbTask
 
 
 logger = logging.getLogger(__name__)
 COMMAND = "byola-run-superb"
-__all__ = ["build_ctc_tokenizer", "main", "run"]  # build_ctc_tokenizer: re-exported for its earlier import path
+__all__ = ["main", "run"]
 # What the command writes in --output_dir (removed by --overwrite_output_dir, and nothing else): Trainer's
 # checkpoints, logs, model, processor and results, our plots and card, and byola_hf's modules copied for
 # trust_remote_code. Names, not broad patterns such as *.json: a user's own file there is never removed.
