@@ -1,0 +1,64 @@
+"""Fault cases that once gave silently wrong results (issue 33, section 2): each is now an error naming its cause and
+fix, or the right answer. One test per case, on small real data, the commands run in this process."""
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line, run_main
+
+
+def save_embeddings(folder, embeddings, labels, **columns):
+    """A `byola-extract`-like output: a saved dataset with `embedding` and `label` (and `columns`)."""
+    import datasets
+
+    data = {"embedding": np.asarray(embeddings, np.float32).tolist(), "label": list(labels), **columns}
+    datasets.Dataset.from_dict(data).save_to_disk(str(folder))
+    return folder
+
+
+def blob_embeddings(seed: int, size: int, classes: int = 2) -> tuple[np.ndarray, list[int]]:
+    """Separable classes of 8-d embeddings."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size)
+    return rng.standard_normal((size, 8)) + 3.0 * labels[:, None], labels.tolist()
+
+
+# 1. byola-linear-eval --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_linear_eval_refuses_non_finite_embeddings(tmp_path, capsys, split):
+    from byola_hf.linear_eval.cli import main
+
+    folders = {}
+    for name, seed in (("train", 0), ("test", 1)):
+        x, y = blob_embeddings(seed, 20)
+        if name == split:
+            x[5, 3] = np.nan if split == "train" else np.inf
+        folders[name] = save_embeddings(tmp_path / name, x, y)
+    arguments = ["--train_dir", folders["train"], "--test_dir", folders["test"], "--epochs", "2"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", f"row 5 ({split} split)", "NaN or infinite embedding")
+    assert not (tmp_path / "out").exists()
+
+
+def test_linear_eval_refuses_non_finite_rows_of_a_task_table(tmp_path, capsys):
+    from byola_hf.linear_eval.cli import main
+
+    x, y = blob_embeddings(0, 30)
+    x[25] = np.nan
+    split = ["train"] * 20 + ["test"] * 10
+    folder = save_embeddings(tmp_path / "task", x, y, split=split)
+    code, stderr = run_main(main, ["--embeddings_dir", folder, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "row 25 (split test)")
+
+
+def test_linear_eval_refuses_a_single_class(tmp_path, capsys):
+    from byola_hf.linear_eval.cli import main
+
+    x, _ = blob_embeddings(0, 20)
+    train = save_embeddings(tmp_path / "train", x, ["dog"] * 20)
+    test = save_embeddings(tmp_path / "test", x[:5], ["dog"] * 5)
+    arguments = ["--train_dir", train, "--test_dir", test, "--epochs", "2", "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "has a single class")
