@@ -62,3 +62,48 @@ def test_linear_eval_refuses_a_single_class(tmp_path, capsys):
     arguments = ["--train_dir", train, "--test_dir", test, "--epochs", "2", "--output_dir", tmp_path / "out"]
     code, stderr = run_main(main, arguments, capsys)
     assert_one_line(code, stderr, "byola-linear-eval", "has a single class")
+
+
+# 5. The eval-mode cache of BatchNorm folded into the convolutions --------------------------------------------------
+
+
+def test_folded_batch_norm_follows_running_statistics_parameters_and_loading(small_model, speech):
+    """The CPU kernels fold BatchNorm into the convolutions once and cache the result: after a training-mode forward
+    (the running statistics move), an in-place parameter edit and `load_state_dict`, they must compute what the
+    reference modules compute, not the network the cache was made of."""
+    import torch
+
+    from byola_hf import BYOLAFeatureExtractor, BYOLAModel
+    from byola_hf.audio import load_audio
+
+    features = BYOLAFeatureExtractor.from_pretrained(small_model)
+    inputs = features(load_audio(str(speech), 16000), sampling_rate=16000, return_tensors="pt")["input_features"]
+    model = BYOLAModel.from_pretrained(small_model).eval()
+    other_weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    def both_kernels() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            model.inference_kernels = None
+            default = model(inputs).last_hidden_state
+            model.inference_kernels = "reference"
+            reference = model(inputs).last_hidden_state
+        model.inference_kernels = None
+        return default, reference
+
+    before, _ = both_kernels()  # fills the cache
+    model.train()
+    with torch.no_grad():
+        model(torch.cat([inputs, inputs * 0.5 + 1.0]))  # moves the running statistics
+    model.eval()
+    after, reference = both_kernels()
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, reference, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        model.conv_blocks[1].batch_norm.weight.mul_(1.5)
+    edited, reference = both_kernels()
+    assert not torch.equal(edited, after)
+    torch.testing.assert_close(edited, reference, rtol=1e-4, atol=1e-4)
+    model.load_state_dict(other_weights)
+    loaded, reference = both_kernels()
+    torch.testing.assert_close(loaded, reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loaded, before, rtol=1e-4, atol=1e-4)
