@@ -1,10 +1,14 @@
 """Fault cases that once gave silently wrong results (issue 33, section 2): each is now an error naming its cause and
 fix, or the right answer. One test per case, on small real data, the commands run in this process."""
 
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from conftest import assert_one_line, run_main
+from conftest import QUICK_TRAINER_FLAGS, assert_one_line, run_main
 
 
 def save_embeddings(folder, embeddings, labels, **columns):
@@ -71,8 +75,6 @@ def test_folded_batch_norm_follows_running_statistics_parameters_and_loading(sma
     """The CPU kernels fold BatchNorm into the convolutions once and cache the result: after a training-mode forward
     (the running statistics move), an in-place parameter edit and `load_state_dict`, they must compute what the
     reference modules compute, not the network the cache was made of."""
-    import torch
-
     from byola_hf import BYOLAFeatureExtractor, BYOLAModel
     from byola_hf.audio import load_audio
 
@@ -107,3 +109,18 @@ def test_folded_batch_norm_follows_running_statistics_parameters_and_loading(sma
     loaded, reference = both_kernels()
     torch.testing.assert_close(loaded, reference, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(loaded, before, rtol=1e-4, atol=1e-4)
+
+
+# 8. The audio-classification pipeline on an encoder without a trained head -----------------------------------------
+
+
+def test_classification_pipeline_refuses_an_encoder_without_a_trained_head(small_model, classifier_dir, speech):
+    """transformers builds a random head on a bare encoder folder; its scores looked like a classifier's. The same
+    check as `byola-run-superb --do_eval` refuses it; a saved classifier still runs."""
+    from transformers import pipeline
+
+    with pytest.raises(ValueError, match="has no trained BYOLAForSequenceClassification head"):
+        pipeline("audio-classification", model=str(small_model))
+    scores = pipeline("audio-classification", model=str(classifier_dir))(str(speech), top_k=3)
+    assert sorted(score["label"] for score in scores) == ["a", "b", "c"]
+

@@ -31,7 +31,7 @@ from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, refuse_public_repository, save_model_card, warn_if_licensed
-from ..modeling_byola import BYOLAForCTC
+from ..modeling_byola import BYOLAForCTC, check_trained_head
 from ..tools.cli import (
     RESULT_CHANGING_TRAINING_ARGUMENTS,
     check_training_length_and_values,
@@ -423,12 +423,9 @@ def trains(given: Collection[str], task: SuperbTask, config: BYOLAConfig, model_
     """Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy); --do_eval
     alone needs a model that has the task's trained head."""
     train = "--do_train" in given or "--do_eval" not in given
-    if not train and task.head not in (config.architectures or []):
-        raise ValueError(
-            f"--do_eval alone evaluates {model_name_or_path} as it is, and it has no trained {task.head} head (it "
-            f"was saved as {', '.join(config.architectures or ['an encoder'])}): add --do_train, or pass a model "
-            f"fine-tuned for {task.name}."
-        )
+    if not train:
+        fix = f"add --do_train, or pass a model fine-tuned for {task.name}."
+        check_trained_head(config, task.head, model_name_or_path, "--do_eval alone evaluates", fix)
     return train
 
 
