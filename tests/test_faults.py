@@ -124,3 +124,50 @@ def test_classification_pipeline_refuses_an_encoder_without_a_trained_head(small
     scores = pipeline("audio-classification", model=str(classifier_dir))(str(speech), top_k=3)
     assert sorted(score["label"] for score in scores) == ["a", "b", "c"]
 
+
+# 4 and 9. byola-run-superb on folder-name labels -----------------------------------------------------------------
+
+WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "cat"]  # 11: ids 10 and 2 exist
+
+
+@pytest.fixture(scope="module")
+def word_folders(tmp_path_factory) -> Path:
+    """An audiofolder of spoken words, `train/<word>/*.wav` (two voices) and `validation/<word>/*.wav` (a third):
+    datasets reads the folder names as a `ClassLabel`."""
+    root = tmp_path_factory.mktemp("words")
+    for split, voices in (("train", ("en", "en+f3")), ("validation", ("en+m3",))):
+        for word in WORDS:
+            (root / split / word).mkdir(parents=True)
+            for index, voice in enumerate(voices):
+                path = root / split / word / f"{word}_{index}.wav"
+                subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), word], check=True)
+    return root
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """Each test's cached log-mels in its own folder."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+
+
+def run_superb_on_words(model, data, output, *extra: str) -> None:
+    from byola_hf.superb.run import main
+
+    arguments = ["--task", "ks", "--model_name_or_path", model, "--dataset_name", "audiofolder", "--data_dir", data]
+    flags = ["--output_dir", output, "--max_steps", "2", "--per_device_train_batch_size", "4", *QUICK_TRAINER_FLAGS]
+    main([str(argument) for argument in [*arguments, *flags, *extra]])
+
+
+def test_run_superb_with_one_seed_gives_one_head(small_model, word_folders, tmp_path, datasets_cache):
+    """The head was drawn before anything seeded it: two runs with the same --seed saved different models."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for name in ("first", "second"):
+        run_superb_on_words(small_model, word_folders, tmp_path / name)
+        weights.append(load_file(tmp_path / name / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key

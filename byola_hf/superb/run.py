@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import byola_hf
 
@@ -475,6 +475,8 @@ def run(
     splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
     train_max = data.corpus.train_max_samples if data.corpus else None
     splits = prepare_features(splits, feature_extractor, recipe, data_args, training_args, train_max)
+    # As transformers' example scripts: seeded before the head is drawn (Trainer seeds only once it is built).
+    set_seed(training_args.seed)
     model = getattr(byola_hf, task.head).from_pretrained(
         model_args.model_name_or_path,
         freeze_base_model=model_args.freeze_base_model,
