@@ -1,6 +1,7 @@
 """Fault cases that once gave silently wrong results (issue 33, section 2): each is now an error naming its cause and
 fix, or the right answer. One test per case, on small real data, the commands run in this process."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -171,3 +172,42 @@ def test_run_superb_with_one_seed_gives_one_head(small_model, word_folders, tmp_
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_run_superb_names_folder_classes(small_model, word_folders, tmp_path, datasets_cache, monkeypatch):
+    """audiofolder's folder names are a ClassLabel whose rows hold ids: the config, card, confusion matrix and
+    pipeline said '0', '1', ... with the ids sorted as text ('10' before '2'). They carry the class names, in the
+    ClassLabel's order."""
+    from transformers import pipeline
+
+    from byola_hf.tools import plots
+
+    matrices = []
+    monkeypatch.setattr(plots, "save_confusion_matrix", lambda *args, **kwargs: matrices.append(args[2]))
+    run_superb_on_words(small_model, word_folders, tmp_path / "out")
+    names = sorted(WORDS)  # audiofolder's ClassLabel: the folder names, sorted
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert list(config["id2label"].values()) == names and list(config["id2label"]) == [str(i) for i in range(11)]
+    assert f"- labels: {', '.join(names)}" in (tmp_path / "out" / "README.md").read_text()
+    assert matrices == [names]
+    scores = pipeline("audio-classification", model=str(tmp_path / "out"))(str(word_folders / "validation" / "go"
+                                                                                 / "go_0.wav"), top_k=11)  # fmt: skip
+    assert sorted(score["label"] for score in scores) == names
+
+
+def test_linear_eval_names_classlabel_classes(tmp_path):
+    """byola-linear-eval reported a ClassLabel column's ids as the classes."""
+    import datasets
+
+    from byola_hf.linear_eval import linear_eval
+
+    names = sorted(WORDS)
+    features = datasets.Features({"embedding": datasets.Sequence(datasets.Value("float32")),
+                                  "label": datasets.ClassLabel(names=names)})  # fmt: skip
+    for split, seed in (("train", 0), ("test", 1)):
+        x, y = blob_embeddings(seed, 220, classes=11)
+        datasets.Dataset.from_dict({"embedding": x.tolist(), "label": y}, features=features).save_to_disk(
+            str(tmp_path / split)
+        )
+    result = linear_eval(str(tmp_path / "train"), str(tmp_path / "test"), validation_fraction=0.3, epochs=2)
+    assert result.classes == names and set(result.per_class) == set(names)

@@ -101,7 +101,7 @@ def read_embeddings(
     directory: str, label_column_name: str, extra_columns: tuple[str, ...] = (), part: str | None = None
 ) -> dict:
     """The `embedding`, label and `extra_columns` columns of a `byola-extract` output (the `part` split of the task
-    when given), or a one-line error."""
+    when given), or a one-line error; `class_names` holds a `ClassLabel` label column's names (else `None`)."""
     dataset = load_embeddings(directory)
     for column in ("embedding", label_column_name, *extra_columns):
         if column not in dataset.column_names:
@@ -110,6 +110,8 @@ def read_embeddings(
     if len(dataset) == 0:
         raise ValueError(f"{directory} holds no examples.")
     columns = {name: dataset[name] for name in (label_column_name, *extra_columns)}
+    # A ClassLabel column (audiofolder's folder names) holds ids: the report names its classes.
+    columns["class_names"] = getattr(dataset.features[label_column_name], "names", None)
     columns["embedding"] = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
     layout = next((name for name in ("split", "fold") if name in extra_columns), None)
     parts = [f"{layout} {value}" for value in columns[layout]] if layout else [f"{part} split"] * len(dataset)
@@ -138,6 +140,12 @@ def check_several_classes(labels: np.ndarray | list, where: str) -> None:
             f"The training part of {where} has a single class: a linear evaluation needs two or more; check "
             "--label_column_name and the data."
         )
+
+
+def class_display_names(classes: list, columns: dict) -> list[str]:
+    """How the report names `classes`: a `ClassLabel`'s names for its ids, else the labels as text."""
+    names = columns["class_names"]
+    return [str(label) if names is None else names[label] for label in classes]
 
 
 def encode(labels: list, classes: list) -> np.ndarray:
@@ -180,7 +188,12 @@ def folds_from_directories(
         raise ValueError(f"Labels never seen in training: {', '.join(map(str, sorted(unseen, key=str)[:10]))}.")
     arrays = {name: (d["embedding"], encode(d[label_column_name], classes)) for name, d in data.items()}
     valid = arrays.get("valid", (None, None))
-    return [Fold("all", *arrays["train"], *arrays["test"], *valid)], classes
+    if len({json.dumps(d["class_names"]) for d in data.values()}) > 1:
+        raise ValueError(
+            f"The splits' label columns list different classes ({', '.join(parts.values())}): their class ids mean "
+            "different classes; extract every split of one dataset."
+        )
+    return [Fold("all", *arrays["train"], *arrays["test"], *valid)], class_display_names(classes, data["train"])
 
 
 def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[Fold], list, str]:
@@ -197,7 +210,7 @@ def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[
     classes = label_classes(data[label_column_name])
     x, y, tags = data["embedding"], encode(data[label_column_name], classes), np.asarray(data[layout])
     if layout == "split":
-        return [split_fold(x, y, tags, embeddings_dir)], classes, layout
+        return [split_fold(x, y, tags, embeddings_dir)], class_display_names(classes, data), layout
     folds = []
     for name in label_classes(list(tags)):
         test = tags == name
@@ -207,7 +220,7 @@ def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[
         raise ValueError(
             f"{embeddings_dir} has a single fold ({folds[0].name}): leave-one-fold-out needs two or more."
         )
-    return folds, classes, layout
+    return folds, class_display_names(classes, data), layout
 
 
 def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fold:
@@ -294,7 +307,7 @@ def linear_eval(
             "Give --embeddings_dir (an EVAR task with a split or fold column) or --train_dir and --test_dir."
         )
     runs = [[run_fold(fold, len(classes), seed + offset, settings) for fold in folds] for offset in range(seeds)]
-    result = summarize(folds, runs, [str(label) for label in classes], protocol, settings)
+    result = summarize(folds, runs, classes, protocol, settings)
     result.settings.update(seeds=seeds, seed=seed, label_column_name=label_column_name)
     if output_dir is not None:
         from .report import write_report
