@@ -211,3 +211,134 @@ def test_linear_eval_names_classlabel_classes(tmp_path):
         )
     result = linear_eval(str(tmp_path / "train"), str(tmp_path / "test"), validation_fraction=0.3, epochs=2)
     assert result.classes == names and set(result.per_class) == set(names)
+
+
+# 3. SUPERB corpora in their native layouts -----------------------------------------------------------------------
+
+
+def write_wav(path: Path, seconds: float = 0.5) -> Path:
+    """A short tone, 16 kHz mono: the readers check files exist (and LibriMix reads their length)."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), 0.1 * np.sin(np.arange(int(16000 * seconds)) / 7.0), 16000)
+    return path
+
+
+def voxceleb(root: Path, lines: list[str]) -> Path:
+    for line in lines:
+        write_wav(root / "wav" / line.split()[1])
+    (root / "iden_split.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+VOX_LINES = ["1 id1/v/1.wav", "1 id1/v/2.wav", "1 id2/v/1.wav", "1 id2/v/2.wav", "3 id1/v/3.wav", "3 id2/v/3.wav"]
+
+
+@pytest.mark.parametrize("duplicate", ["1 id1/v/1.wav", "3 id1/v/1.wav"], ids=["same-split", "train-and-test"])
+def test_voxceleb1_refuses_a_clip_listed_twice(tmp_path, duplicate):
+    from byola_hf.superb.corpora.readers import CorpusRequest, read_voxceleb1
+
+    root = voxceleb(tmp_path / "vox", [*VOX_LINES, duplicate])
+    with pytest.raises(ValueError, match=r"The clip id1/v/1.wav is listed twice \(.*line 1; .*line 7\)"):
+        read_voxceleb1(CorpusRequest(root=root))
+
+
+def test_voxceleb1_refuses_a_test_speaker_never_trained(small_model, tmp_path, capsys, datasets_cache):
+    """The head had a class for every speaker of every split, and scored test speakers it never trained on. The
+    recipe's check of labels unseen in training, which refused the same in Fluent Commands, now refuses it."""
+    from byola_hf.superb.run import main
+
+    root = voxceleb(tmp_path / "vox", [*VOX_LINES, "2 id1/v/4.wav", "3 id3/v/1.wav"])
+    arguments = ["--superb_corpus", "voxceleb1", "--data_dir", root, "--eval_split_name", "test"]
+    arguments += ["--model_name_or_path", small_model, "--output_dir", tmp_path / "out", "--max_steps", "1"]
+    code, stderr = run_main(main, [*arguments, *QUICK_TRAINER_FLAGS], capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "labels in 'label' that never occur in training: id3")
+
+
+def librispeech(root: Path, chapters: dict[str, list[str]]) -> Path:
+    """`root/<speaker>/<chapter>/` with FLAC files, and a transcript of the lines given (None: no transcript)."""
+    for chapter, lines in chapters.items():
+        folder = root / chapter.replace("-", "/")
+        for utterance in [f"{chapter}-{index:04d}" for index in range(2)]:
+            write_wav(folder / f"{utterance}.flac")
+        if lines is not None:
+            (folder / f"{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_librispeech_refuses_a_chapter_without_transcript_and_a_duplicate_utterance(tmp_path):
+    from byola_hf.superb.corpora.readers import read_librispeech_split
+
+    lexicon = {"HELLO": ["HH", "AH0"], "THERE": ["DH", "EH1", "R"]}
+    root = librispeech(tmp_path / "a", {"1-10": ["1-10-0000 HELLO", "1-10-0001 THERE"], "2-20": None})
+    with pytest.raises(ValueError, match=r"a/2/20 holds FLAC files but no <speaker>-<chapter>.trans.txt"):
+        read_librispeech_split(root, lexicon)
+    root = librispeech(tmp_path / "b", {"1-10": ["1-10-0000 HELLO", "1-10-0001 THERE", "1-10-0000 THERE"]})
+    with pytest.raises(ValueError, match=r"The utterance 1-10-0000 is listed twice \(.*line 1; .*line 3\)"):
+        read_librispeech_split(root, lexicon)
+
+
+def test_fluent_commands_refuses_a_row_listed_twice(tmp_path):
+    from byola_hf.superb.corpora.readers import CorpusRequest, read_fluent_commands
+
+    rows = {"train": ["a.wav", "b.wav"], "valid": ["c.wav"], "test": ["d.wav", "a.wav"]}
+    for split, files in rows.items():
+        lines = ["path,action,object,location", *[f"wavs/{name},activate,lights,none" for name in files]]
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / f"{split}_data.csv").write_text("\n".join(lines) + "\n")
+        for name in files:
+            write_wav(tmp_path / "wavs" / name)
+    with pytest.raises(ValueError, match=r"wavs/a.wav is listed twice \(.*train_data.csv line 2; .*test_data.csv"):
+        read_fluent_commands(CorpusRequest(root=tmp_path))
+
+
+def iemocap(root: Path, lines_of_session) -> Path:
+    """Five IEMOCAP sessions; `lines_of_session(session, dialog)` gives each EmoEvaluation file's lines."""
+    for session in range(1, 6):
+        dialog = f"Ses0{session}F_impro01"
+        for index in range(2):
+            write_wav(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{dialog}_F00{index}.wav")
+        evaluation = root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
+        evaluation.parent.mkdir(parents=True, exist_ok=True)
+        evaluation.write_text("\n".join(lines_of_session(session, dialog)) + "\n")
+    return root
+
+
+def emo_lines(session: int, dialog: str) -> list[str]:
+    return [f"[{index}.0 - {index}.5]\t{dialog}_F00{index}\tneu\t[2.5, 2.5, 2.5]" for index in range(2)]
+
+
+@pytest.mark.parametrize("fault", ["empty", "malformed", "duplicate"])
+def test_iemocap_refuses_an_empty_malformed_or_repeated_evaluation(tmp_path, fault):
+    from byola_hf.superb.corpora.readers import CorpusRequest, read_iemocap
+
+    def lines(session: int, dialog: str) -> list[str]:
+        if session != 2:
+            return emo_lines(session, dialog)
+        return {
+            "empty": ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"],
+            "malformed": [f"[0.0 - 0.5] {dialog}_F000 neu [2.5, 2.5, 2.5]", *emo_lines(session, dialog)[1:]],
+            "duplicate": [*emo_lines(session, dialog), emo_lines(session, dialog)[0]],
+        }[fault]
+
+    expected = {
+        "empty": r"Ses02F_impro01.txt holds no '\[start - end\] TURN EMOTION",
+        "malformed": r"Ses02F_impro01.txt line 1: expected '\[start - end\] TURN EMOTION \[V, A, D\]' \(tab",
+        "duplicate": r"The turn .*Ses02F_impro01_F000.wav is listed twice \(.*line 1; .*line 3\)",
+    }[fault]
+    root = iemocap(tmp_path / "iemocap", lines)
+    with pytest.raises(ValueError, match=expected):
+        read_iemocap(CorpusRequest(root=root, fold=1))
+
+
+@pytest.mark.parametrize("times", ["0.30 0.10", "-0.20 0.30"], ids=["end-before-start", "negative-start"])
+def test_librimix_refuses_impossible_segments(tmp_path, times):
+    from byola_hf.superb.corpora.readers import read_kaldi_dir
+
+    recording = write_wav(tmp_path / "mix.wav", 1.0)
+    (tmp_path / "wav.scp").write_text(f"mix {recording}\n")
+    (tmp_path / "utt2spk").write_text("a-mix a\nb-mix b\n")
+    (tmp_path / "segments").write_text(f"a-mix mix 0.00 0.50\nb-mix mix {times}\n")
+    with pytest.raises(ValueError, match=rf"segments line 2: expected START and END .*got '{times}'"):
+        read_kaldi_dir(tmp_path, 12.5)
