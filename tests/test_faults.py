@@ -342,3 +342,63 @@ def test_librimix_refuses_impossible_segments(tmp_path, times):
     (tmp_path / "segments").write_text(f"a-mix mix 0.00 0.50\nb-mix mix {times}\n")
     with pytest.raises(ValueError, match=rf"segments line 2: expected START and END .*got '{times}'"):
         read_kaldi_dir(tmp_path, 12.5)
+
+
+# 2. Statistics, the feature extractor and decoding ---------------------------------------------------------------
+
+
+def write_float_wav(path: Path, samples: np.ndarray) -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples.astype(np.float32), 16000, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize(
+    "samples, message",
+    [(np.zeros(16000), "std 0"), (np.full(16000, 1e30), "a.wav's log-mel holds NaN or infinity")],
+    ids=["silence", "huge-finite"],
+)
+def test_compute_stats_refuses_unusable_statistics_before_saving(small_model, tmp_path, capsys, samples, message):
+    """Silence saved std=0 and samples of 1e30 NaN statistics, with exit 0: the saved model then failed to load."""
+    from byola_hf.stats.cli import main
+
+    for name in ("a.wav", "b.wav"):
+        write_float_wav(tmp_path / "audio" / name, samples)
+    arguments = ["--model_name_or_path", small_model, "--dataset_name", tmp_path / "audio"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", message)
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_feature_extractor_refuses_non_finite_features_of_finite_input():
+    from byola_hf import BYOLAFeatureExtractor
+
+    fine, huge = np.full(16000, 0.1, np.float32), np.full(16000, 1e30, np.float32)
+    for padding in ("longest", False):
+        with pytest.raises(ValueError, match=r"Example 1's log-mel holds NaN or infinity: its samples reach 1e\+30"):
+            BYOLAFeatureExtractor()([fine, huge], sampling_rate=16000, padding=padding)
+
+
+def test_a_truncated_wav_is_an_error_naming_it(speech, small_model, tmp_path, capsys):
+    """libsndfile reads a WAV cut short (header: more frames than the file holds) as its surviving prefix, without
+    an error: statistics, extraction and pre-training used the prefix. Every decode path now refuses it."""
+    from byola_hf.audio import load_audio
+    from byola_hf.extract.cli import main as extract_main
+    from byola_hf.stats.cli import main as stats_main
+
+    data = speech.read_bytes()
+    truncated = tmp_path / "audio" / "cut.wav"
+    truncated.parent.mkdir()
+    truncated.write_bytes(data[: len(data) // 2])
+    (tmp_path / "audio" / "whole.wav").write_bytes(data)
+    with pytest.raises(ValueError, match="cut.wav is truncated"):
+        load_audio(str(truncated), 16000)
+    with pytest.raises(ValueError, match="the given bytes .* is truncated"):
+        load_audio(truncated.read_bytes(), 16000)
+    source = ["--model_name_or_path", small_model, "--dataset_name", tmp_path / "audio"]
+    code, stderr = run_main(stats_main, [*source, "--output_dir", tmp_path / "stats"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "cut.wav is truncated")
+    code, stderr = run_main(extract_main, [*source, "--output_dir", tmp_path / "emb", "--num_workers", "0"], capsys)
+    assert_one_line(code, stderr, "byola-extract", "cut.wav is truncated")
