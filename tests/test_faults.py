@@ -402,3 +402,25 @@ def test_a_truncated_wav_is_an_error_naming_it(speech, small_model, tmp_path, ca
     assert_one_line(code, stderr, "byola-compute-stats", "cut.wav is truncated")
     code, stderr = run_main(extract_main, [*source, "--output_dir", tmp_path / "emb", "--num_workers", "0"], capsys)
     assert_one_line(code, stderr, "byola-extract", "cut.wav is truncated")
+
+
+# 6 and 7. byola-pretrain -----------------------------------------------------------------------------------------
+
+TINY_PRETRAINING = [
+    "--feature_d", "64", "--projection_hidden_size", "64", "--projection_size", "32", "--mixup_memory_size", "16",
+    "--per_device_train_batch_size", "4", "--logging_steps", "1", "--dataloader_num_workers", "0", "--max_steps", "1",
+    "--report_to", "none", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def test_streaming_with_given_statistics_refuses_clips_shorter_than_a_crop(tmp_path, capsys):
+    """The in-memory path refused clips all shorter than a crop; --streaming with --mean/--std never read the clips
+    before training and trained on padding."""
+    from byola_hf.pretraining.cli import main
+
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        write_float_wav(tmp_path / "short" / f"{index}.wav", rng.normal(0, 0.1, 8000))
+    arguments = ["--dataset_name", tmp_path / "short", "--streaming", "--mean", "-8", "--std", "4"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out", *TINY_PRETRAINING], capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "Every clip is shorter than one training crop")

@@ -43,6 +43,7 @@ from .data import (
     StreamingCropDataset,
     collate_waveforms,
     load_stream,
+    longest_until,
     scan_clips,
     scan_stream,
 )
@@ -240,18 +241,15 @@ def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: 
         raise ValueError("Pass both --mean and --std, or neither (then they are computed on the data).")
     if given:
         check_statistics(model_args.mean, model_args.std)
-    if given and data_args.streaming:  # nothing to compute: the stream is not read twice
+    column, batch_size = data_args.audio_column_name, data_args.preprocessing_batch_size
+    if given and data_args.streaming:  # nothing to compute: the stream is read only up to a clip that fills a crop
+        longest = longest_until(dataset, column, feature_extractor.sampling_rate, crop_samples)
+        check_crop_filled(longest, crop_samples, feature_extractor.sampling_rate)
         source = provenance(data_args, None, "given")
         return {"mean": model_args.mean, "std": model_args.std, "provenance": source, "audio_seconds": None}
     scan = scan_stream if data_args.streaming else scan_clips
-    column, batch_size = data_args.audio_column_name, data_args.preprocessing_batch_size
     summary = scan(dataset, feature_extractor, column, not given, batch_size)
-    if summary.longest_samples < crop_samples:
-        raise ValueError(
-            f"Every clip is shorter than one training crop ({crop_samples} samples = "
-            f"{crop_samples / feature_extractor.sampling_rate:g} s; the longest has {summary.longest_samples}); "
-            "BYOL-A learns from crops of that length: use longer audio."
-        )
+    check_crop_filled(summary.longest_samples, crop_samples, feature_extractor.sampling_rate)
     mean, std = (model_args.mean, model_args.std) if given else (summary.moments.mean, summary.moments.std)
     return {
         "mean": mean,
@@ -259,6 +257,16 @@ def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: 
         "provenance": provenance(data_args, summary, "given" if given else "exact"),
         "audio_seconds": summary.audio_seconds,
     }
+
+
+def check_crop_filled(longest: int, crop_samples: int, sampling_rate: int) -> None:
+    """Refuse clips of which the `longest` (samples) is shorter than one training crop: every crop would be padding
+    around a whole clip."""
+    if longest < crop_samples:
+        raise ValueError(
+            f"Every clip is shorter than one training crop ({crop_samples} samples = {crop_samples / sampling_rate:g} "
+            f"s; the longest has {longest}); BYOL-A learns from crops of that length: use longer audio."
+        )
 
 
 def provenance(data_args: PreTrainingDataArguments, summary, method: str) -> dict[str, Any]:
