@@ -424,3 +424,44 @@ def test_streaming_with_given_statistics_refuses_clips_shorter_than_a_crop(tmp_p
     arguments = ["--dataset_name", tmp_path / "short", "--streaming", "--mean", "-8", "--std", "4"]
     code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out", *TINY_PRETRAINING], capsys)
     assert_one_line(code, stderr, "byola-pretrain", "Every clip is shorter than one training crop")
+
+
+class KilledWhileSaving(Exception):
+    """Stands for the process being killed in the middle of the final save."""
+
+
+def test_pretrain_killed_during_its_final_save_is_completed_by_a_rerun(speech, tmp_path, capsys, monkeypatch):
+    """A run killed while saving its encoder left a `.staging.*` folder, and its re-run (nothing left to train)
+    never wrote trainer_state.json or train_results.json."""
+    import shutil
+
+    from byola_hf.pretraining import cli
+    from byola_hf.tools import outputs
+
+    for index in range(4):
+        write_float_wav(tmp_path / "audio" / f"{index}.wav", load_speech(speech) * (1 + index / 10))
+    arguments = ["--dataset_name", tmp_path / "audio", "--output_dir", tmp_path / "out", *TINY_PRETRAINING]
+    real_card = cli.pretraining_card
+
+    def card_then_kill(*args, **kwargs):
+        raise KilledWhileSaving  # the encoder's weights are in the staging folder, nothing renamed yet
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "pretraining_card", card_then_kill)
+        patch.setattr(outputs.shutil, "rmtree", lambda *args, **kwargs: None)  # a kill runs no clean-up
+        with pytest.raises(KilledWhileSaving):
+            cli.main([str(argument) for argument in arguments])
+    assert list((tmp_path / "out").glob(".staging.*"))
+    assert cli.pretraining_card is real_card and outputs.shutil.rmtree is shutil.rmtree
+    cli.main([str(argument) for argument in arguments])
+    output = tmp_path / "out"
+    assert not list(output.glob(".staging.*"))
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 1
+    assert "train_loss" in json.loads((output / "train_results.json").read_text())
+    assert (output / "config.json").is_file() and (output / "model.safetensors").is_file()
+
+
+def load_speech(path: Path) -> np.ndarray:
+    from byola_hf.audio import load_audio
+
+    return load_audio(str(path), 16000)

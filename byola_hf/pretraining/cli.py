@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import re
+import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
@@ -36,7 +37,7 @@ from ..tools.cli import (
 )
 from ..tools.data import draw_rows, is_audio_file_source, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
-from ..tools.outputs import last_complete_checkpoint, read_marker, save_into, write_json_atomic
+from ..tools.outputs import atomic_path, last_complete_checkpoint, read_marker, save_into, write_json_atomic
 from .data import (
     ClipCropper,
     CropDataset,
@@ -470,19 +471,27 @@ def save_outputs(trainer: BYOLAPreTrainer, output_dir: Path, info: dict[str, Any
     extractor) and its card into `output_dir`, with, as transformers' example scripts do, the run's
     `trainer_state.json` (the whole log: losses, linear probes) and `train_results.json` (`train()`'s `metrics`, of
     the steps this invocation trained). `metrics` is `None` when it trained nothing (a finished run re-run): the two
-    files of the invocation that trained are kept. Saved in a temporary folder first, then each file renamed into
-    place, `config.json` last, so the folder never loads as half a model.
+    files of the invocation that trained are kept. Those two are written first, each atomically, so that a run
+    killed while saving the encoder is completed by its re-run; the encoder is saved in a temporary folder, then
+    each file renamed into place, `config.json` last, so the folder never loads as half a model.
     """
     if not all(torch.isfinite(tensor).all() for tensor in trainer.model.encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
 
+    # The run's records first, each atomically: a run killed while saving the encoder is finished by its re-run,
+    # which trains nothing (no metrics) but saves the encoder again, and must find them.
+    if metrics is not None or not (output_dir / "trainer_state.json").is_file():
+        with atomic_path(output_dir / "trainer_state.json") as staged:
+            trainer.state.save_to_json(str(staged))
+    if metrics is not None:
+        write_json_atomic(output_dir / "train_results.json", metrics)
+
     def save(staging: Path) -> None:
         encoder = trainer.model.save_encoder(staging)
         pretraining_card(encoder.config, info).save(staging / "README.md")
-        if metrics is not None:
-            trainer.state.save_to_json(str(staging / "trainer_state.json"))
-            (staging / "train_results.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
+    for stale in output_dir.glob(".staging.*"):  # what a save killed before its clean-up left
+        shutil.rmtree(stale, ignore_errors=True)
     save_into(output_dir, save)
 
 
