@@ -9,12 +9,14 @@ pre-training) turn their inputs into waveforms here, so a clip reads the same wh
   >= 4);
 - multi-channel audio, `(channels, samples)` or `(samples, channels)` (the shorter axis is the channels), averaged
   down to mono.
-Empty, non-finite and header-only inputs, and rates that are not positive integers, are errors naming the input.
+Empty, non-finite, header-only and truncated inputs, and rates that are not positive integers, are errors naming the
+input.
 """
 
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -139,14 +141,40 @@ def read_audio_file(source: Any, name: str | None = None) -> tuple[np.ndarray, i
     if isinstance(source, (str, bytes, os.PathLike)) and not Path(os.fsdecode(source)).is_file():
         raise ValueError(f"No audio file at {name}: check the path.")
     try:
-        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(source) as file:
+            check_complete(file.extra_info, name)
+            data, rate = file.read(dtype="float32", always_2d=True), file.samplerate
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        if isinstance(error, TruncatedAudioError):
+            raise
         message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise ValueError(
             f"Could not read audio from {name}: {display_path(message).rstrip('.')}. Use a format libsndfile reads "
             f"({', '.join(AUDIO_EXTENSIONS)}), or decode it yourself and pass the samples with their sampling_rate."
         ) from None
     return check_waveform(to_mono(data.T), name), int(rate)
+
+
+class TruncatedAudioError(ValueError):
+    """A file whose header promises more audio than it holds."""
+
+
+# libsndfile's log of a file whose data chunk is larger than the file ("data : 32000 (should be 15978)"). Sizes of
+# 0 and 0xFFFFFFFF are how streamed WAVs (written to a pipe) leave the size open: not truncation.
+_DATA_SIZE_LOG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_OPEN_SIZES = (0, 0xFFFFFFFF)
+
+
+def check_complete(log: str, name: str) -> None:
+    """Raise [`TruncatedAudioError`] when libsndfile's header log (`SoundFile.extra_info`) says the data chunk is
+    larger than what the file holds: libsndfile reads the surviving prefix without an error."""
+    match = _DATA_SIZE_LOG.search(log)
+    if match and int(match.group(1)) not in _OPEN_SIZES and int(match.group(1)) > int(match.group(2)):
+        declared, present = int(match.group(1)), int(match.group(2))
+        raise TruncatedAudioError(
+            f"{name} is truncated: its header declares {declared} bytes of audio and the file holds {present} "
+            "(an interrupted copy or download?); restore the file or remove it from the data."
+        )
 
 
 def is_decoded_audio(item: Any) -> bool:

@@ -288,7 +288,10 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         features, frame_masks = [], []
         for index, length in enumerate(lengths):
             batch = self._pad_rows(waveforms[index : index + 1], [length], length, minimum, device)
-            feature, mask = self.log_mel_batch(batch, [max(length, minimum)])
+            try:
+                feature, mask = self.log_mel_batch(batch, [max(length, minimum)])
+            except NonFiniteFeaturesError as error:
+                raise NonFiniteFeaturesError(index, error.peak) from None
             features.append(feature[0])
             frame_masks.append(mask[0])
         return features, frame_masks
@@ -458,6 +461,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             int32 mask, `frames = 1 + samples // hop_length`.
         """
         log_mel = self.log_mel(waveforms, lengths)
+        check_finite_features(log_mel, waveforms)
         return log_mel, self._frame_mask(lengths, log_mel.shape[-1], log_mel.device).to(torch.int32)
 
     def _frame_mask(self, lengths: Sequence[int], frames: int, device: torch.device) -> torch.Tensor:
@@ -558,6 +562,26 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
                 f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
             )
+
+
+class NonFiniteFeaturesError(ValueError):
+    """Finite samples whose log-mel is not finite (their power overflows float32): example `index` of the batch."""
+
+    def __init__(self, index: int, peak: float, name: str | None = None):
+        self.index, self.peak = index, peak
+        super().__init__(
+            f"{name or f'Example {index}'}'s log-mel holds NaN or infinity: its samples reach {peak:.3g}, too large "
+            "for float32 power; scale the audio to [-1, 1] (float) or pass integer PCM."
+        )
+
+
+def check_finite_features(log_mel: torch.Tensor, waveforms: torch.Tensor) -> None:
+    """Raise [`NonFiniteFeaturesError`] naming the first example of `log_mel (batch, n_mels, frames)` that is not
+    finite (computed from the finite `waveforms (batch, samples)`): one reduction, read back once."""
+    finite = torch.isfinite(log_mel).flatten(1).all(-1)
+    if not bool(finite.all()):
+        index = int((~finite).nonzero()[0, 0])
+        raise NonFiniteFeaturesError(index, float(waveforms[index].abs().max()))
 
 
 def check_positive(**values: int | None) -> None:

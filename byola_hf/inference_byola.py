@@ -96,10 +96,14 @@ def folded_conv_parameters(block: nn.Module) -> tuple[torch.Tensor, torch.Tensor
     """
     The block's conv weight (channels-last) and bias with its eval-mode BatchNorm folded in:
     `w * gamma / sqrt(var + eps)`, `(b - mean) * gamma / sqrt(var + eps) + beta`. Cached on the block until a
-    parameter or buffer changes (in place, by loading, or by moving the module); recomputed inside a compiled graph.
+    parameter or buffer changes (in place, by loading, by moving the module, or by a training-mode forward that moves
+    the running statistics); recomputed inside a compiled graph.
     """
     conv, norm = block.conv, block.batch_norm
+    # A training-mode forward updates the running statistics inside the batch_norm kernel without bumping their
+    # version counters; it does bump `num_batches_tracked` (incremented in Python), so that counter is in the key.
     tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    tensors += (norm.num_batches_tracked,) if norm.num_batches_tracked is not None else ()
     if torch.compiler.is_compiling():
         return _fold(conv, norm)
     key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)

@@ -17,6 +17,7 @@ import torch
 from transformers import AudioClassificationPipeline, Pipeline
 
 from .audio import load_audio, to_tensor
+from .modeling_byola import check_trained_head
 
 
 def decode_clip(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_length: bool) -> dict:
@@ -101,6 +102,14 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
     doc), `sampling_rate` and `pad_to_min_length` call options, and `batch_size` with clips of different lengths.
     Models other than BYOL-A's run exactly as in transformers.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._is_byola():
+            fix = "pass a classifier fine-tuned with byola-run-superb (or save your trained head first)."
+            check_trained_head(
+                self.model.config, type(self.model).__name__, self.model.name_or_path, "The pipeline would score", fix
+            )
 
     def _is_byola(self) -> bool:
         return getattr(self.model.config, "model_type", None) == "byola"

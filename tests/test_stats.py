@@ -265,7 +265,7 @@ def test_stats_command_faults(small_model, speech, tmp_path, capsys):
     shutil.copy(speech, bad / "speech.wav")
     (bad / "notes.wav").write_text("not audio")
     code, stderr = run_main(stats_main, [*base, "--dataset_name", bad], capsys)
-    assert_one_line(code, stderr, command, "Could not decode audio", "notes.wav")
+    assert_one_line(code, stderr, command, "Could not read audio from", "notes.wav")
 
     damaged = tmp_path / "damaged_model"
     shutil.copytree(small_model, damaged)

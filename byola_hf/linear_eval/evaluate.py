@@ -97,8 +97,11 @@ def label_classes(values: list) -> list:
         return sorted(distinct, key=str)
 
 
-def read_embeddings(directory: str, label_column_name: str, extra_columns: tuple[str, ...] = ()) -> dict:
-    """The `embedding`, label and `extra_columns` columns of a `byola-extract` output, or a one-line error."""
+def read_embeddings(
+    directory: str, label_column_name: str, extra_columns: tuple[str, ...] = (), part: str | None = None
+) -> dict:
+    """The `embedding`, label and `extra_columns` columns of a `byola-extract` output (the `part` split of the task
+    when given), or a one-line error; `class_names` holds a `ClassLabel` label column's names (else `None`)."""
     dataset = load_embeddings(directory)
     for column in ("embedding", label_column_name, *extra_columns):
         if column not in dataset.column_names:
@@ -107,8 +110,42 @@ def read_embeddings(directory: str, label_column_name: str, extra_columns: tuple
     if len(dataset) == 0:
         raise ValueError(f"{directory} holds no examples.")
     columns = {name: dataset[name] for name in (label_column_name, *extra_columns)}
+    # A ClassLabel column (audiofolder's folder names) holds ids: the report names its classes.
+    columns["class_names"] = getattr(dataset.features[label_column_name], "names", None)
     columns["embedding"] = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
+    layout = next((name for name in ("split", "fold") if name in extra_columns), None)
+    parts = [f"{layout} {value}" for value in columns[layout]] if layout else [f"{part} split"] * len(dataset)
+    check_finite_embeddings(columns["embedding"], directory, parts)
     return columns
+
+
+def check_finite_embeddings(embeddings: np.ndarray, directory: str, parts: list[str]) -> None:
+    """Refuse embeddings `(n, d)` with NaN or infinity, naming the first such row and its part (`parts[row]`, e.g.
+    "test split"): one such row makes the standardisation, so every prediction, NaN, and the accuracy chance."""
+    finite = np.isfinite(embeddings).all(axis=1)
+    if finite.all():
+        return
+    row = int(np.flatnonzero(~finite)[0])
+    raise ValueError(
+        f"{directory} row {row} ({parts[row]}) has a NaN or infinite embedding ({int((~finite).sum())} such "
+        "rows): extract those clips again or remove them."
+    )
+
+
+def check_several_classes(labels: np.ndarray | list, where: str) -> None:
+    """Refuse training on the `labels` of one class: every prediction would be it, and the accuracy 1.0 would say
+    nothing."""
+    if len(set(np.asarray(labels).tolist())) < 2:
+        raise ValueError(
+            f"The training part of {where} has a single class: a linear evaluation needs two or more; check "
+            "--label_column_name and the data."
+        )
+
+
+def class_display_names(classes: list, columns: dict) -> list[str]:
+    """How the report names `classes`: a `ClassLabel`'s names for its ids, else the labels as text."""
+    names = columns["class_names"]
+    return [str(label) if names is None else names[label] for label in classes]
 
 
 def encode(labels: list, classes: list) -> np.ndarray:
@@ -143,14 +180,20 @@ def folds_from_directories(
     """One fold from one `byola-extract` output per split."""
     parts = {"train": train_dir, "test": test_dir, **({"valid": validation_dir} if validation_dir else {})}
     check_same_embedding(parts)
-    data = {name: read_embeddings(path, label_column_name) for name, path in parts.items()}
+    data = {name: read_embeddings(path, label_column_name, part=name) for name, path in parts.items()}
     classes = label_classes(data["train"][label_column_name])
+    check_several_classes(data["train"][label_column_name], train_dir)
     unseen = set(label_classes([v for d in data.values() for v in d[label_column_name]])) - set(classes)
     if unseen:
         raise ValueError(f"Labels never seen in training: {', '.join(map(str, sorted(unseen, key=str)[:10]))}.")
     arrays = {name: (d["embedding"], encode(d[label_column_name], classes)) for name, d in data.items()}
     valid = arrays.get("valid", (None, None))
-    return [Fold("all", *arrays["train"], *arrays["test"], *valid)], classes
+    if len({json.dumps(d["class_names"]) for d in data.values()}) > 1:
+        raise ValueError(
+            f"The splits' label columns list different classes ({', '.join(parts.values())}): their class ids mean "
+            "different classes; extract every split of one dataset."
+        )
+    return [Fold("all", *arrays["train"], *arrays["test"], *valid)], class_display_names(classes, data["train"])
 
 
 def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[Fold], list, str]:
@@ -167,16 +210,17 @@ def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[
     classes = label_classes(data[label_column_name])
     x, y, tags = data["embedding"], encode(data[label_column_name], classes), np.asarray(data[layout])
     if layout == "split":
-        return [split_fold(x, y, tags, embeddings_dir)], classes, layout
+        return [split_fold(x, y, tags, embeddings_dir)], class_display_names(classes, data), layout
     folds = []
     for name in label_classes(list(tags)):
         test = tags == name
+        check_several_classes(y[~test], f"{embeddings_dir} without fold {name}")
         folds.append(Fold(str(name), x[~test], y[~test], x[test], y[test], test_rows=np.flatnonzero(test)))
     if len(folds) < 2:
         raise ValueError(
             f"{embeddings_dir} has a single fold ({folds[0].name}): leave-one-fold-out needs two or more."
         )
-    return folds, classes, layout
+    return folds, class_display_names(classes, data), layout
 
 
 def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fold:
@@ -189,6 +233,7 @@ def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fo
             f"present; found {sorted(set(tags))}."
         )
     train, test, valid = tags == "train", tags == "test", np.isin(tags, VALIDATION_NAMES)
+    check_several_classes(y[train], where)
     unseen = set(y[test | valid]) - set(y[train])
     if unseen:
         raise ValueError(f"{len(unseen)} class(es) of the valid/test splits of {where} never appear in train.")
@@ -262,7 +307,7 @@ def linear_eval(
             "Give --embeddings_dir (an EVAR task with a split or fold column) or --train_dir and --test_dir."
         )
     runs = [[run_fold(fold, len(classes), seed + offset, settings) for fold in folds] for offset in range(seeds)]
-    result = summarize(folds, runs, [str(label) for label in classes], protocol, settings)
+    result = summarize(folds, runs, classes, protocol, settings)
     result.settings.update(seeds=seeds, seed=seed, label_column_name=label_column_name)
     if output_dir is not None:
         from .report import write_report

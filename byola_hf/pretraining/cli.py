@@ -35,6 +35,7 @@ from ..tools.data import draw_rows, is_audio_file_source, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
+    atomic_path,
     claim_output_dir,
     last_complete_checkpoint,
     recorded_arguments,
@@ -47,6 +48,7 @@ from .data import (
     StreamingCropDataset,
     collate_waveforms,
     load_stream,
+    longest_until,
     scan_clips,
     scan_stream,
 )
@@ -184,18 +186,15 @@ def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: 
         raise ValueError("Pass both --mean and --std, or neither (then they are computed on the data).")
     if given:
         check_statistics(model_args.mean, model_args.std)
-    if given and data_args.streaming:  # nothing to compute: the stream is not read twice
+    column, batch_size = data_args.audio_column_name, data_args.preprocessing_batch_size
+    if given and data_args.streaming:  # nothing to compute: the stream is read only up to a clip that fills a crop
+        longest = longest_until(dataset, column, feature_extractor.sampling_rate, crop_samples)
+        check_crop_filled(longest, crop_samples, feature_extractor.sampling_rate)
         source = provenance(data_args, None, "given")
         return {"mean": model_args.mean, "std": model_args.std, "provenance": source, "audio_seconds": None}
     scan = scan_stream if data_args.streaming else scan_clips
-    column, batch_size = data_args.audio_column_name, data_args.preprocessing_batch_size
     summary = scan(dataset, feature_extractor, column, not given, batch_size)
-    if summary.longest_samples < crop_samples:
-        raise ValueError(
-            f"Every clip is shorter than one training crop ({crop_samples} samples = "
-            f"{crop_samples / feature_extractor.sampling_rate:g} s; the longest has {summary.longest_samples}); "
-            "BYOL-A learns from crops of that length: use longer audio."
-        )
+    check_crop_filled(summary.longest_samples, crop_samples, feature_extractor.sampling_rate)
     mean, std = (model_args.mean, model_args.std) if given else (summary.moments.mean, summary.moments.std)
     return {
         "mean": mean,
@@ -203,6 +202,16 @@ def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: 
         "provenance": provenance(data_args, summary, "given" if given else "exact"),
         "audio_seconds": summary.audio_seconds,
     }
+
+
+def check_crop_filled(longest: int, crop_samples: int, sampling_rate: int) -> None:
+    """Refuse clips of which the `longest` (samples) is shorter than one training crop: every crop would be padding
+    around a whole clip."""
+    if longest < crop_samples:
+        raise ValueError(
+            f"Every clip is shorter than one training crop ({crop_samples} samples = {crop_samples / sampling_rate:g} "
+            f"s; the longest has {longest}); BYOL-A learns from crops of that length: use longer audio."
+        )
 
 
 def provenance(data_args: PreTrainingDataArguments, summary, method: str) -> dict[str, Any]:
@@ -408,18 +417,24 @@ def save_outputs(trainer: BYOLAPreTrainer, output_dir: Path, info: dict[str, Any
     extractor) and its card into `output_dir`, with, as transformers' example scripts do, the run's
     `trainer_state.json` (the whole log: losses, linear probes) and `train_results.json` (`train()`'s `metrics`, of
     the steps this invocation trained). `metrics` is `None` when it trained nothing (a finished run re-run): the two
-    files of the invocation that trained are kept. Saved in a temporary folder first, then each file renamed into
-    place, `config.json` last, so the folder never loads as half a model.
+    files of the invocation that trained are kept. Those two are written first, each atomically, so that a run
+    killed while saving the encoder is completed by its re-run; the encoder is saved in a temporary folder, then
+    each file renamed into place, `config.json` last, so the folder never loads as half a model.
     """
     if not all(torch.isfinite(tensor).all() for tensor in trainer.model.encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
 
+    # The run's records first, each atomically: a run killed while saving the encoder is finished by its re-run,
+    # which trains nothing (no metrics) but saves the encoder again, and must find them.
+    if metrics is not None or not (output_dir / "trainer_state.json").is_file():
+        with atomic_path(output_dir / "trainer_state.json") as staged:
+            trainer.state.save_to_json(str(staged))
+    if metrics is not None:
+        write_json_atomic(output_dir / "train_results.json", metrics)
+
     def save(staging: Path) -> None:
         encoder = trainer.model.save_encoder(staging)
         pretraining_card(encoder.config, info).save(staging / "README.md")
-        if metrics is not None:
-            trainer.state.save_to_json(str(staging / "trainer_state.json"))
-            (staging / "train_results.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
     save_into(output_dir, save)
 

@@ -214,6 +214,17 @@ def scan_stream(
     return summarise(partials, with_moments, feature_extractor.sampling_rate)
 
 
+def longest_until(stream, audio_column_name: str, sampling_rate: int, samples: int) -> int:
+    """The longest clip of a stream (undecoded audio column) read until one has `samples` samples or more: with
+    given statistics, the check that some clip fills a crop costs one clip, not a pass over the stream."""
+    longest = 0
+    for row in stream:
+        longest = max(longest, len(decode_undecoded_audio(row[audio_column_name], sampling_rate)))
+        if longest >= samples:
+            break
+    return longest
+
+
 def summarise(partials, with_moments: bool, sampling_rate: int) -> DataSummary:
     """The [`DataSummary`] of [`scan_batch`]'s rows, merged."""
     moments, longest, samples, count = LogMelMoments(), 0, 0, 0
@@ -233,6 +244,7 @@ __all__ = [
     "collate_waveforms",
     "crop_waveform",
     "load_stream",
+    "longest_until",
     "scan_clips",
     "scan_stream",
 ]

@@ -5,6 +5,7 @@ memory stays bounded whatever the dataset size; `num_proc` workers and `torchrun
 partials merge exactly.
 """
 
+import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import batch_waveforms, display_path
+from ..audio import batch_waveforms, decode_undecoded_audio, display_path
 from ..configuration_byola import BYOLAConfig
-from ..feature_extraction_byola import BYOLAFeatureExtractor, check_positive
+from ..extras import require_extra
+from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError, check_positive
 from ..hub import save_model_card
 from ..tools.cli import die_with_parent
 from ..tools.data import load_audio_dataset, load_byola_front_end
@@ -61,9 +63,18 @@ def batch_moments(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
         die_with_parent()
-    waveforms, sampling_rate = batch_waveforms(batch[audio_column_name])
-    check_clip_lengths(waveforms, batch[audio_column_name], feature_extractor.n_fft // 2 + 1)
-    features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
+    items = batch[audio_column_name]
+    if items and isinstance(items[0], dict) and "array" not in items[0]:  # undecoded: read here, as every command
+        sampling_rate = feature_extractor.sampling_rate
+        waveforms = [decode_undecoded_audio(item, sampling_rate) for item in items]
+    else:
+        waveforms, sampling_rate = batch_waveforms(items)
+    check_clip_lengths(waveforms, items, feature_extractor.n_fft // 2 + 1)
+    try:
+        features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
+    except NonFiniteFeaturesError as error:
+        path = items[error.index].get("path") if isinstance(items[error.index], dict) else None
+        raise NonFiniteFeaturesError(error.index, error.peak, display_path(path) if path else None) from None
     moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
     return {key: [value] for key, value in asdict(moments).items()}
 
@@ -132,7 +143,7 @@ def s3prl_estimate(
         estimate.put(feature_extractor.log_mel(padded))
 
     for example in tqdm(dataset, desc="running estimate (s3prl)", unit="example"):
-        waveform = np.asarray(example[audio_column_name]["array"], dtype=np.float32)
+        waveform = decode_undecoded_audio(example[audio_column_name], feature_extractor.sampling_rate)
         batch.append(waveform)
         seen.num_examples += 1
         seen.num_samples += len(waveform)
@@ -201,12 +212,28 @@ def compute_stats(
         )
         if moments.num_frames == 0:
             raise ValueError("No audio was found: the selected examples are empty.")
+        check_measured_statistics(mean, std, dataset_name)
         sources = {"dataset": dataset_name, "config": dataset_config_name, "data_dir": data_dir, "split": split}
         arguments = {"audio_column": audio_column_name, "max_examples": max_examples, "seed": seed, "method": mode}
         result = stats_result(mean, std, moments, config.n_mels, feature_extractor.sampling_rate, sources, arguments)
         if output_dir is not None and rank == 0:
             save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
         return result
+
+
+def check_measured_statistics(mean: float, std: float, dataset_name: str) -> None:
+    """Refuse statistics no model can normalise with, before anything is saved: a std of 0 (every log-mel value
+    the same: silent audio) or non-finite values."""
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise ValueError(
+            f"The log-mel statistics of {dataset_name} are not finite (mean {mean}, std {std}): some audio holds "
+            "samples too large for float32 power; scale it to [-1, 1]."
+        )
+    if std <= 0:
+        raise ValueError(
+            f"The log-mels of {dataset_name} are all the same value (std 0, mean {mean:.4g}): the audio is silent; "
+            "compute the statistics on audio with sound in it."
+        )
 
 
 def measure(
@@ -220,7 +247,11 @@ def measure(
     mode: str,
     world_size: int,
 ) -> tuple[float, float, LogMelMoments]:
-    """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode."""
+    """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode. The audio is decoded
+    by [`~byola_hf.audio.decode_undecoded_audio`], as extraction and pre-training decode it: the same samples, and
+    an unreadable or truncated file is an error naming it."""
+    datasets = require_extra("datasets", "stats")
+    dataset = dataset.cast_column(audio_column_name, datasets.Audio(decode=False))
     if mode == "exact":
         moments = compute_moments(
             dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device_for_rank(device)

@@ -138,17 +138,43 @@ class TaskRecipe:
         """Pictures of the evaluation beside the model (default: none)."""
 
 
+def label_strings(dataset, column: str) -> list[str]:
+    """The labels of a column as strings: a `ClassLabel`'s class names (audiofolder's folder names), else the
+    values."""
+    names = getattr(dataset.features[column], "names", None) if dataset.features else None
+    if names is not None:
+        return [names[value] for value in dataset[column]]
+    return [str(value) for value in dataset[column]]
+
+
+def sorted_classes(dataset, column: str) -> list[str]:
+    """A column's distinct labels in order: a `ClassLabel`'s own order, numbers as numbers, else as text."""
+    names = getattr(dataset.features[column], "names", None) if dataset.features else None
+    seen = set(label_strings(dataset, column))
+    if names is not None:
+        return [name for name in names if name in seen]
+    values = set(dataset[column])
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        return [str(value) for value in sorted(values)]
+    return sorted(seen)
+
+
 class ClassificationRecipe(TaskRecipe):
     """Utterance classes (KS, SID, ER), or one softmax per slot when several columns are given (IC): labels are the
-    classes seen in training, in the corpus's order when it defines one, else sorted."""
+    classes seen in training, in the corpus's order when it defines one, else the `ClassLabel`'s order (its names)
+    or sorted (numbers as numbers)."""
 
     head = CLASSIFICATION
 
     def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
-        self.vocabularies = [
-            self.label_names.get(column) or sorted({str(value) for value in train[column]}) for column in self.columns
-        ]
+        self.vocabularies = [self.label_names.get(column) or sorted_classes(train, column) for column in self.columns]
         self.indices = [{value: index for index, value in enumerate(names)} for names in self.vocabularies]
+        # A ClassLabel column's rows hold ids; `encode` sees a map batch without the features, so keep the names.
+        self.class_names = {
+            column: train.features[column].names
+            for column in self.columns
+            if train.features and getattr(train.features[column], "names", None) is not None
+        }
         self.check_labels_seen(train, "train")
         if len(self.columns) > 1:
             names = [f"{column}={value}" for column, v in zip(self.columns, self.vocabularies) for value in v]
@@ -164,7 +190,13 @@ class ClassificationRecipe(TaskRecipe):
 
     def check_labels_seen(self, dataset, split_name: str | None) -> None:
         for column, index in zip(self.columns, self.indices):
-            unseen = sorted({str(value) for value in dataset[column]} - set(index))
+            names = getattr(dataset.features[column], "names", None) if dataset.features else None
+            if names is not None and names != self.class_names.get(column, names):
+                raise ValueError(
+                    f"The {split_name} split's '{column}' classes ({', '.join(names[:5])} ...) are not the training "
+                    "split's: its class ids would mean other classes; give every split the same class list."
+                )
+            unseen = sorted(set(label_strings(dataset, column)) - set(index))
             if unseen:
                 raise ValueError(
                     f"The {split_name} split has labels in '{column}' that never occur in training: "
@@ -174,14 +206,21 @@ class ClassificationRecipe(TaskRecipe):
 
     def encode(self, batch: dict[str, list]) -> list:
         rows = zip(*(batch[column] for column in self.columns))
-        values = [[index[str(value)] for value, index in zip(row, self.indices)] for row in rows]
+        names = [self.class_names.get(column) for column in self.columns]
+        values = [
+            [
+                index[str(value) if known is None else known[value]]
+                for value, index, known in zip(row, self.indices, names)
+            ]
+            for row in rows
+        ]
         return values if len(self.columns) > 1 else [value[0] for value in values]
 
     def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
         return torch.tensor(labels)
 
     def fingerprint(self) -> list:
-        return [*super().fingerprint(), getattr(self, "vocabularies", None)]
+        return [*super().fingerprint(), getattr(self, "vocabularies", None), getattr(self, "class_names", None)]
 
     def metrics_function(self, metric, config: BYOLAConfig) -> Callable:
         def compute(prediction) -> dict[str, float]:

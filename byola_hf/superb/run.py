@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import byola_hf
 
@@ -31,7 +31,7 @@ from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import check_hub_access, refuse_public_repository, save_model_card, warn_if_licensed
-from ..modeling_byola import BYOLAForCTC
+from ..modeling_byola import BYOLAForCTC, check_trained_head
 from ..tools.cli import (
     check_training_length_and_values,
     make_parser,
@@ -401,12 +401,9 @@ def trains(given: Collection[str], task: SuperbTask, config: BYOLAConfig, model_
     """Train unless only --do_eval was asked for (Trainer sets do_eval itself for any --eval_strategy); --do_eval
     alone needs a model that has the task's trained head."""
     train = "--do_train" in given or "--do_eval" not in given
-    if not train and task.head not in (config.architectures or []):
-        raise ValueError(
-            f"--do_eval alone evaluates {model_name_or_path} as it is, and it has no trained {task.head} head (it "
-            f"was saved as {', '.join(config.architectures or ['an encoder'])}): add --do_train, or pass a model "
-            f"fine-tuned for {task.name}."
-        )
+    if not train:
+        fix = f"add --do_train, or pass a model fine-tuned for {task.name}."
+        check_trained_head(config, task.head, model_name_or_path, "--do_eval alone evaluates", fix)
     return train
 
 
@@ -456,6 +453,8 @@ def run(
     splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
     train_max = data.corpus.train_max_samples if data.corpus else None
     splits = prepare_features(splits, feature_extractor, recipe, data_args, training_args, train_max)
+    # As transformers' example scripts: seeded before the head is drawn (Trainer seeds only once it is built).
+    set_seed(training_args.seed)
     model = getattr(byola_hf, task.head).from_pretrained(
         model_args.model_name_or_path,
         freeze_base_model=model_args.freeze_base_model,

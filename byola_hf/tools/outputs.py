@@ -218,6 +218,8 @@ def save_into(output_dir: str | Path, save: Callable[[Path], Any], last: str = "
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(".staging.*"):  # an earlier save's, killed before its clean-up
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging.", dir=output_dir))
     try:
         save(staging)

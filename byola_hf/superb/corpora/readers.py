@@ -10,6 +10,7 @@ says where byola_hf differs.
 import csv
 import hashlib
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -72,6 +73,16 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
+def refuse_duplicates(keys: list[tuple[str, str]], what: str) -> None:
+    """Refuse a corpus listing one `what` twice: `keys` are `(id, where it is listed)` pairs. A clip listed twice is
+    counted twice (weighted, or scored twice), and one listed in two splits is trained on and then tested."""
+    first: dict[str, str] = {}
+    for key, where in keys:
+        if key in first:
+            raise ValueError(f"{what} {key} is listed twice ({first[key]}; {where}): list each once, in one split.")
+        first[key] = where
+
+
 # VoxCeleb1 (SID) -----------------------------------------------------------------------------------------------------
 
 VOXCELEB_SPLITS = {"1": "train", "2": "validation", "3": "test"}
@@ -91,10 +102,15 @@ def read_voxceleb1(request: CorpusRequest) -> CorpusRecords:
     if not wav_dirs:
         raise ValueError(f"No wav/ folder in {display_path(root)} or its subfolders: expected ROOT/wav/<speaker>/...")
     splits: dict[str, dict[str, list]] = {name: {"audio": [], "label": []} for name in VOXCELEB_SPLITS.values()}
-    for number, line in read_lines(split_file):
+    lines = read_lines(split_file)
+    for number, line in lines:
         parts = line.split()
         if len(parts) != 2 or parts[0] not in VOXCELEB_SPLITS or parts[1].count("/") != 2:
             raise ValueError(f"{display_path(split_file)} line {number}: expected {VOXCELEB_LINE}, got '{line[:80]}'.")
+    where = display_path(split_file)
+    refuse_duplicates([(line.split()[1], f"{where} line {number}") for number, line in lines], "The clip")
+    for number, line in lines:
+        parts = line.split()
         found = next((folder / parts[1] for folder in wav_dirs if (folder / parts[1]).is_file()), None)
         if found is None:
             raise ValueError(
@@ -104,7 +120,9 @@ def read_voxceleb1(request: CorpusRequest) -> CorpusRecords:
         split = splits[VOXCELEB_SPLITS[parts[0]]]
         split["audio"].append(str(found))
         split["label"].append(parts[1].split("/")[0])
-    speakers = sorted({label for split in splits.values() for label in split["label"]})
+    # The classes are the training speakers: a speaker only in dev or test is refused by the recipe's check of
+    # labels unseen in training (as for every corpus), instead of widening the head with a class never trained.
+    speakers = sorted(set(splits["train"]["label"]))
     return CorpusRecords(splits, {"label": speakers})
 
 
@@ -166,23 +184,31 @@ def read_librispeech_split(folder: Path, lexicon: dict[str, list[str]]) -> dict[
     transcripts = sorted(folder.glob("*/*/*.trans.txt"))
     if not transcripts:
         raise ValueError(f"No <speaker>/<chapter>/*.trans.txt transcript in {display_path(folder)}.")
-    for transcript in transcripts:
-        for number, line in read_lines(transcript):
-            utterance, *words = line.split()
-            audio = transcript.parent / f"{utterance}.flac"
-            if not audio.is_file():
-                raise ValueError(
-                    f"{display_path(transcript)} line {number} names {utterance}, but {audio.name} is missing."
-                )
-            missing = next((word for word in words if word not in lexicon), None)
-            if missing is not None:
-                raise ValueError(
-                    f"The word {missing} of {display_path(transcript)} (utterance {utterance}) is in no lexicon: "
-                    "add it to one passed with --lexicon."
-                )
-            records["audio"].append(str(audio))
-            records["phonemes"].append(" ".join(phoneme for word in words for phoneme in lexicon[word]))
-            records["text"].append(" ".join(words))
+    untranscribed = sorted({path.parent for path in folder.glob("*/*/*.flac")} - {path.parent for path in transcripts})
+    if untranscribed:
+        raise ValueError(
+            f"{display_path(untranscribed[0])} holds FLAC files but no <speaker>-<chapter>.trans.txt: restore the "
+            "chapter's transcript (its utterances would be left out without a word)."
+        )
+    lines = [(transcript, number, line) for transcript in transcripts for number, line in read_lines(transcript)]
+    keys = [(line.split()[0], f"{display_path(path)} line {number}") for path, number, line in lines]
+    refuse_duplicates(keys, "The utterance")
+    for transcript, number, line in lines:
+        utterance, *words = line.split()
+        audio = transcript.parent / f"{utterance}.flac"
+        if not audio.is_file():
+            raise ValueError(
+                f"{display_path(transcript)} line {number} names {utterance}, but {audio.name} is missing."
+            )
+        missing = next((word for word in words if word not in lexicon), None)
+        if missing is not None:
+            raise ValueError(
+                f"The word {missing} of {display_path(transcript)} (utterance {utterance}) is in no lexicon: "
+                "add it to one passed with --lexicon."
+            )
+        records["audio"].append(str(audio))
+        records["phonemes"].append(" ".join(phoneme for word in words for phoneme in lexicon[word]))
+        records["text"].append(" ".join(words))
     return records
 
 
@@ -296,7 +322,7 @@ def read_fluent_csv(root: Path, name: str) -> dict[str, list]:
         raise ValueError(
             f"{display_path(path)} has no column {', '.join(missing)}: expected path, action, object, location."
         )
-    records: dict[str, list] = {"audio": [], **{slot: [] for slot in FLUENT_SLOTS}}
+    records: dict[str, list] = {"audio": [], "listed": [], **{slot: [] for slot in FLUENT_SLOTS}}
     for number, row in enumerate(rows, start=2):
         audio = root / row["path"]
         if not audio.is_file():
@@ -304,6 +330,7 @@ def read_fluent_csv(root: Path, name: str) -> dict[str, list]:
                 f"{display_path(path)} line {number} names {row['path']}, which is not in {display_path(root)}."
             )
         records["audio"].append(str(audio))
+        records["listed"].append(f"{display_path(path)} line {number}")
         for slot in FLUENT_SLOTS:
             records[slot].append(row[slot])
     return records
@@ -312,6 +339,8 @@ def read_fluent_csv(root: Path, name: str) -> dict[str, list]:
 def read_fluent_commands(request: CorpusRequest) -> CorpusRecords:
     """Fluent Speech Commands: three slots, each slot's classes in order of first appearance in training (s3prl)."""
     splits = {split: read_fluent_csv(request.root, name) for split, name in FLUENT_SPLITS.items()}
+    listed = [(audio, where) for split in splits.values() for audio, where in zip(split["audio"], split.pop("listed"))]
+    refuse_duplicates(listed, "The clip")
     names = {slot: list(dict.fromkeys(value for value in splits["train"][slot] if value)) for slot in FLUENT_SLOTS}
     return CorpusRecords(splits, names)
 
@@ -321,6 +350,7 @@ def read_fluent_commands(request: CorpusRequest) -> CorpusRecords:
 EMOTIONS = ["neu", "hap", "ang", "sad"]
 MERGED = {"exc": "hap"}  # excited counts as happy
 VALID_RATIO = 0.2  # s3prl holds 20% of the training sessions out for validation
+EMO_TIMES = re.compile(r"\[\s*\d+(\.\d*)?\s*-\s*\d+(\.\d*)?\s*\]")  # "[6.2901 - 8.2357]"
 
 
 def read_emo_evaluation(root: Path, session: int) -> dict[str, list]:
@@ -330,15 +360,20 @@ def read_emo_evaluation(root: Path, session: int) -> dict[str, list]:
     evaluations = sorted((folder / "dialog" / "EmoEvaluation").glob("*.txt"))
     if not evaluations:
         raise ValueError(f"No {display_path(folder)}/dialog/EmoEvaluation/*.txt: expected IEMOCAP's session layout.")
-    records: dict[str, list] = {"audio": [], "label": []}
+    records: dict[str, list] = {"audio": [], "label": [], "listed": []}
     for evaluation in evaluations:
-        for number, line in read_lines(evaluation):
-            if not line.startswith("["):
-                continue
+        turns = [(number, line) for number, line in read_lines(evaluation) if line.startswith("[")]
+        if not turns:
+            raise ValueError(
+                f"{display_path(evaluation)} holds no '[start - end] TURN EMOTION [V, A, D]' line: restore IEMOCAP's "
+                "file (its dialogue would be left out without a word)."
+            )
+        for number, line in turns:
             fields = line.split("\t")
-            if len(fields) < 3:
+            if len(fields) < 3 or not EMO_TIMES.fullmatch(fields[0].strip()):
                 raise ValueError(
-                    f"{display_path(evaluation)} line {number}: expected '[start - end] TURN EMOTION [V, A, D]'."
+                    f"{display_path(evaluation)} line {number}: expected '[start - end] TURN EMOTION [V, A, D]' "
+                    "(tab-separated)."
                 )
             turn, emotion = fields[1].strip(), MERGED.get(fields[2].strip(), fields[2].strip())
             if emotion not in EMOTIONS:
@@ -350,6 +385,7 @@ def read_emo_evaluation(root: Path, session: int) -> dict[str, list]:
                 )
             records["audio"].append(str(audio))
             records["label"].append(emotion)
+            records["listed"].append(f"{display_path(evaluation)} line {number}")
     return records
 
 
@@ -368,6 +404,7 @@ def read_meta_data(root: Path, path: Path) -> dict[str, list]:
                 f"{display_path(path)} names {relative} ({label}): the file is missing or the label is not one of "
                 f"{EMOTIONS}."
             )
+    refuse_duplicates([(relative, display_path(path)) for relative, _ in pairs], "The clip")
     return {"audio": [str(root / relative) for relative, _ in pairs], "label": [label for _, label in pairs]}
 
 
@@ -395,8 +432,17 @@ def read_iemocap(request: CorpusRequest) -> CorpusRecords:
     if (meta / "train_meta_data.json").is_file():
         train_all = read_meta_data(request.root, meta / "train_meta_data.json")
         test = read_meta_data(request.root, require_file(meta / "test_meta_data.json", "s3prl's test meta data JSON"))
+        both = [(audio, f"{split} meta data") for split, records in (("train", train_all), ("test", test))
+                for audio in records["audio"]]  # fmt: skip
+        refuse_duplicates(both, "The clip")
     else:
         sessions = {session: read_emo_evaluation(request.root, session) for session in range(1, 6)}
+        listed = [
+            (audio, where)
+            for records in sessions.values()
+            for audio, where in zip(records["audio"], records.pop("listed"))
+        ]
+        refuse_duplicates(listed, "The turn")
         test = sessions.pop(request.fold)
         train_all = {column: [v for records in sessions.values() for v in records[column]] for column in test}
     train, validation = hold_out(train_all, VALID_RATIO)
@@ -444,12 +490,15 @@ def read_kaldi_dir(folder: Path, frames_per_second: float) -> dict[str, list]:
                 "and utt2spk."
             )
         try:
-            segments[recording].append((speakers[utterance], float(start), float(end)))
+            times = (float(start), float(end))
         except ValueError:
+            times = (math.nan, math.nan)
+        if not 0 <= times[0] <= times[1] < math.inf:
             raise ValueError(
-                f"{display_path(folder / 'segments')} line {number}: expected START and END in seconds, got "
-                f"'{start} {end}'."
-            ) from None
+                f"{display_path(folder / 'segments')} line {number}: expected START and END in seconds with "
+                f"0 <= START <= END, got '{start} {end}'."
+            )
+        segments[recording].append((speakers[utterance], *times))
     records: dict[str, list] = {"audio": [], "activity": []}
     for recording, path in wavs.items():
         info = sf.info(path)

@@ -1,0 +1,467 @@
+"""Fault cases that once gave silently wrong results (issue 33, section 2): each is now an error naming its cause and
+fix, or the right answer. One test per case, on small real data, the commands run in this process."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import QUICK_TRAINER_FLAGS, assert_one_line, run_main
+
+
+def save_embeddings(folder, embeddings, labels, **columns):
+    """A `byola-extract`-like output: a saved dataset with `embedding` and `label` (and `columns`)."""
+    import datasets
+
+    data = {"embedding": np.asarray(embeddings, np.float32).tolist(), "label": list(labels), **columns}
+    datasets.Dataset.from_dict(data).save_to_disk(str(folder))
+    return folder
+
+
+def blob_embeddings(seed: int, size: int, classes: int = 2) -> tuple[np.ndarray, list[int]]:
+    """Separable classes of 8-d embeddings."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size)
+    return rng.standard_normal((size, 8)) + 3.0 * labels[:, None], labels.tolist()
+
+
+# 1. byola-linear-eval --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_linear_eval_refuses_non_finite_embeddings(tmp_path, capsys, split):
+    from byola_hf.linear_eval.cli import main
+
+    folders = {}
+    for name, seed in (("train", 0), ("test", 1)):
+        x, y = blob_embeddings(seed, 20)
+        if name == split:
+            x[5, 3] = np.nan if split == "train" else np.inf
+        folders[name] = save_embeddings(tmp_path / name, x, y)
+    arguments = ["--train_dir", folders["train"], "--test_dir", folders["test"], "--epochs", "2"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", f"row 5 ({split} split)", "NaN or infinite embedding")
+    assert not (tmp_path / "out").exists()
+
+
+def test_linear_eval_refuses_non_finite_rows_of_a_task_table(tmp_path, capsys):
+    from byola_hf.linear_eval.cli import main
+
+    x, y = blob_embeddings(0, 30)
+    x[25] = np.nan
+    split = ["train"] * 20 + ["test"] * 10
+    folder = save_embeddings(tmp_path / "task", x, y, split=split)
+    code, stderr = run_main(main, ["--embeddings_dir", folder, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "row 25 (split test)")
+
+
+def test_linear_eval_refuses_a_single_class(tmp_path, capsys):
+    from byola_hf.linear_eval.cli import main
+
+    x, _ = blob_embeddings(0, 20)
+    train = save_embeddings(tmp_path / "train", x, ["dog"] * 20)
+    test = save_embeddings(tmp_path / "test", x[:5], ["dog"] * 5)
+    arguments = ["--train_dir", train, "--test_dir", test, "--epochs", "2", "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "has a single class")
+
+
+# 5. The eval-mode cache of BatchNorm folded into the convolutions --------------------------------------------------
+
+
+def test_folded_batch_norm_follows_running_statistics_parameters_and_loading(small_model, speech):
+    """The CPU kernels fold BatchNorm into the convolutions once and cache the result: after a training-mode forward
+    (the running statistics move), an in-place parameter edit and `load_state_dict`, they must compute what the
+    reference modules compute, not the network the cache was made of."""
+    from byola_hf import BYOLAFeatureExtractor, BYOLAModel
+    from byola_hf.audio import load_audio
+
+    features = BYOLAFeatureExtractor.from_pretrained(small_model)
+    inputs = features(load_audio(str(speech), 16000), sampling_rate=16000, return_tensors="pt")["input_features"]
+    model = BYOLAModel.from_pretrained(small_model).eval()
+    other_weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    def both_kernels() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            model.inference_kernels = None
+            default = model(inputs).last_hidden_state
+            model.inference_kernels = "reference"
+            reference = model(inputs).last_hidden_state
+        model.inference_kernels = None
+        return default, reference
+
+    before, _ = both_kernels()  # fills the cache
+    model.train()
+    with torch.no_grad():
+        model(torch.cat([inputs, inputs * 0.5 + 1.0]))  # moves the running statistics
+    model.eval()
+    after, reference = both_kernels()
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, reference, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        model.conv_blocks[1].batch_norm.weight.mul_(1.5)
+    edited, reference = both_kernels()
+    assert not torch.equal(edited, after)
+    torch.testing.assert_close(edited, reference, rtol=1e-4, atol=1e-4)
+    model.load_state_dict(other_weights)
+    loaded, reference = both_kernels()
+    torch.testing.assert_close(loaded, reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loaded, before, rtol=1e-4, atol=1e-4)
+
+
+# 8. The audio-classification pipeline on an encoder without a trained head -----------------------------------------
+
+
+def test_classification_pipeline_refuses_an_encoder_without_a_trained_head(small_model, classifier_dir, speech):
+    """transformers builds a random head on a bare encoder folder; its scores looked like a classifier's. The same
+    check as `byola-run-superb --do_eval` refuses it; a saved classifier still runs."""
+    from transformers import pipeline
+
+    with pytest.raises(ValueError, match="has no trained BYOLAForSequenceClassification head"):
+        pipeline("audio-classification", model=str(small_model))
+    scores = pipeline("audio-classification", model=str(classifier_dir))(str(speech), top_k=3)
+    assert sorted(score["label"] for score in scores) == ["a", "b", "c"]
+
+
+# 4 and 9. byola-run-superb on folder-name labels -----------------------------------------------------------------
+
+WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "cat"]  # 11: ids 10 and 2 exist
+
+
+@pytest.fixture(scope="module")
+def word_folders(tmp_path_factory) -> Path:
+    """An audiofolder of spoken words, `train/<word>/*.wav` (two voices) and `validation/<word>/*.wav` (a third):
+    datasets reads the folder names as a `ClassLabel`."""
+    root = tmp_path_factory.mktemp("words")
+    for split, voices in (("train", ("en", "en+f3")), ("validation", ("en+m3",))):
+        for word in WORDS:
+            (root / split / word).mkdir(parents=True)
+            for index, voice in enumerate(voices):
+                path = root / split / word / f"{word}_{index}.wav"
+                subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), word], check=True)
+    return root
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """Each test's cached log-mels in its own folder."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+
+
+def run_superb_on_words(model, data, output, *extra: str) -> None:
+    from byola_hf.superb.run import main
+
+    arguments = ["--task", "ks", "--model_name_or_path", model, "--dataset_name", "audiofolder", "--data_dir", data]
+    flags = ["--output_dir", output, "--max_steps", "2", "--per_device_train_batch_size", "4", *QUICK_TRAINER_FLAGS]
+    main([str(argument) for argument in [*arguments, *flags, *extra]])
+
+
+def test_run_superb_with_one_seed_gives_one_head(small_model, word_folders, tmp_path, datasets_cache):
+    """The head was drawn before anything seeded it: two runs with the same --seed saved different models."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for name in ("first", "second"):
+        run_superb_on_words(small_model, word_folders, tmp_path / name)
+        weights.append(load_file(tmp_path / name / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_run_superb_names_folder_classes(small_model, word_folders, tmp_path, datasets_cache, monkeypatch):
+    """audiofolder's folder names are a ClassLabel whose rows hold ids: the config, card, confusion matrix and
+    pipeline said '0', '1', ... with the ids sorted as text ('10' before '2'). They carry the class names, in the
+    ClassLabel's order."""
+    from transformers import pipeline
+
+    from byola_hf.tools import plots
+
+    matrices = []
+    monkeypatch.setattr(plots, "save_confusion_matrix", lambda *args, **kwargs: matrices.append(args[2]))
+    run_superb_on_words(small_model, word_folders, tmp_path / "out")
+    names = sorted(WORDS)  # audiofolder's ClassLabel: the folder names, sorted
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert list(config["id2label"].values()) == names and list(config["id2label"]) == [str(i) for i in range(11)]
+    assert f"- labels: {', '.join(names)}" in (tmp_path / "out" / "README.md").read_text()
+    assert matrices == [names]
+    scores = pipeline("audio-classification", model=str(tmp_path / "out"))(str(word_folders / "validation" / "go"
+                                                                                 / "go_0.wav"), top_k=11)  # fmt: skip
+    assert sorted(score["label"] for score in scores) == names
+
+
+def test_linear_eval_names_classlabel_classes(tmp_path):
+    """byola-linear-eval reported a ClassLabel column's ids as the classes."""
+    import datasets
+
+    from byola_hf.linear_eval import linear_eval
+
+    names = sorted(WORDS)
+    features = datasets.Features({"embedding": datasets.Sequence(datasets.Value("float32")),
+                                  "label": datasets.ClassLabel(names=names)})  # fmt: skip
+    for split, seed in (("train", 0), ("test", 1)):
+        x, y = blob_embeddings(seed, 220, classes=11)
+        datasets.Dataset.from_dict({"embedding": x.tolist(), "label": y}, features=features).save_to_disk(
+            str(tmp_path / split)
+        )
+    result = linear_eval(str(tmp_path / "train"), str(tmp_path / "test"), validation_fraction=0.3, epochs=2)
+    assert result.classes == names and set(result.per_class) == set(names)
+
+
+# 3. SUPERB corpora in their native layouts -----------------------------------------------------------------------
+
+
+def write_wav(path: Path, seconds: float = 0.5) -> Path:
+    """A short tone, 16 kHz mono: the readers check files exist (and LibriMix reads their length)."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), 0.1 * np.sin(np.arange(int(16000 * seconds)) / 7.0), 16000)
+    return path
+
+
+def voxceleb(root: Path, lines: list[str]) -> Path:
+    for line in lines:
+        write_wav(root / "wav" / line.split()[1])
+    (root / "iden_split.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+VOX_LINES = ["1 id1/v/1.wav", "1 id1/v/2.wav", "1 id2/v/1.wav", "1 id2/v/2.wav", "3 id1/v/3.wav", "3 id2/v/3.wav"]
+
+
+@pytest.mark.parametrize("duplicate", ["1 id1/v/1.wav", "3 id1/v/1.wav"], ids=["same-split", "train-and-test"])
+def test_voxceleb1_refuses_a_clip_listed_twice(tmp_path, duplicate):
+    from byola_hf.superb.corpora.readers import CorpusRequest, read_voxceleb1
+
+    root = voxceleb(tmp_path / "vox", [*VOX_LINES, duplicate])
+    with pytest.raises(ValueError, match=r"The clip id1/v/1.wav is listed twice \(.*line 1; .*line 7\)"):
+        read_voxceleb1(CorpusRequest(root=root))
+
+
+def test_voxceleb1_refuses_a_test_speaker_never_trained(small_model, tmp_path, capsys, datasets_cache):
+    """The head had a class for every speaker of every split, and scored test speakers it never trained on. The
+    recipe's check of labels unseen in training, which refused the same in Fluent Commands, now refuses it."""
+    from byola_hf.superb.run import main
+
+    root = voxceleb(tmp_path / "vox", [*VOX_LINES, "2 id1/v/4.wav", "3 id3/v/1.wav"])
+    arguments = ["--superb_corpus", "voxceleb1", "--data_dir", root, "--eval_split_name", "test"]
+    arguments += ["--model_name_or_path", small_model, "--output_dir", tmp_path / "out", "--max_steps", "1"]
+    code, stderr = run_main(main, [*arguments, *QUICK_TRAINER_FLAGS], capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "labels in 'label' that never occur in training: id3")
+
+
+def librispeech(root: Path, chapters: dict[str, list[str]]) -> Path:
+    """`root/<speaker>/<chapter>/` with FLAC files, and a transcript of the lines given (None: no transcript)."""
+    for chapter, lines in chapters.items():
+        folder = root / chapter.replace("-", "/")
+        for utterance in [f"{chapter}-{index:04d}" for index in range(2)]:
+            write_wav(folder / f"{utterance}.flac")
+        if lines is not None:
+            (folder / f"{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_librispeech_refuses_a_chapter_without_transcript_and_a_duplicate_utterance(tmp_path):
+    from byola_hf.superb.corpora.readers import read_librispeech_split
+
+    lexicon = {"HELLO": ["HH", "AH0"], "THERE": ["DH", "EH1", "R"]}
+    root = librispeech(tmp_path / "a", {"1-10": ["1-10-0000 HELLO", "1-10-0001 THERE"], "2-20": None})
+    with pytest.raises(ValueError, match=r"a/2/20 holds FLAC files but no <speaker>-<chapter>.trans.txt"):
+        read_librispeech_split(root, lexicon)
+    root = librispeech(tmp_path / "b", {"1-10": ["1-10-0000 HELLO", "1-10-0001 THERE", "1-10-0000 THERE"]})
+    with pytest.raises(ValueError, match=r"The utterance 1-10-0000 is listed twice \(.*line 1; .*line 3\)"):
+        read_librispeech_split(root, lexicon)
+
+
+def test_fluent_commands_refuses_a_row_listed_twice(tmp_path):
+    from byola_hf.superb.corpora.readers import CorpusRequest, read_fluent_commands
+
+    rows = {"train": ["a.wav", "b.wav"], "valid": ["c.wav"], "test": ["d.wav", "a.wav"]}
+    for split, files in rows.items():
+        lines = ["path,action,object,location", *[f"wavs/{name},activate,lights,none" for name in files]]
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / f"{split}_data.csv").write_text("\n".join(lines) + "\n")
+        for name in files:
+            write_wav(tmp_path / "wavs" / name)
+    with pytest.raises(ValueError, match=r"wavs/a.wav is listed twice \(.*train_data.csv line 2; .*test_data.csv"):
+        read_fluent_commands(CorpusRequest(root=tmp_path))
+
+
+def iemocap(root: Path, lines_of_session) -> Path:
+    """Five IEMOCAP sessions; `lines_of_session(session, dialog)` gives each EmoEvaluation file's lines."""
+    for session in range(1, 6):
+        dialog = f"Ses0{session}F_impro01"
+        for index in range(2):
+            write_wav(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{dialog}_F00{index}.wav")
+        evaluation = root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
+        evaluation.parent.mkdir(parents=True, exist_ok=True)
+        evaluation.write_text("\n".join(lines_of_session(session, dialog)) + "\n")
+    return root
+
+
+def emo_lines(session: int, dialog: str) -> list[str]:
+    return [f"[{index}.0 - {index}.5]\t{dialog}_F00{index}\tneu\t[2.5, 2.5, 2.5]" for index in range(2)]
+
+
+@pytest.mark.parametrize("fault", ["empty", "malformed", "duplicate"])
+def test_iemocap_refuses_an_empty_malformed_or_repeated_evaluation(tmp_path, fault):
+    from byola_hf.superb.corpora.readers import CorpusRequest, read_iemocap
+
+    def lines(session: int, dialog: str) -> list[str]:
+        if session != 2:
+            return emo_lines(session, dialog)
+        return {
+            "empty": ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"],
+            "malformed": [f"[0.0 - 0.5] {dialog}_F000 neu [2.5, 2.5, 2.5]", *emo_lines(session, dialog)[1:]],
+            "duplicate": [*emo_lines(session, dialog), emo_lines(session, dialog)[0]],
+        }[fault]
+
+    expected = {
+        "empty": r"Ses02F_impro01.txt holds no '\[start - end\] TURN EMOTION",
+        "malformed": r"Ses02F_impro01.txt line 1: expected '\[start - end\] TURN EMOTION \[V, A, D\]' \(tab",
+        "duplicate": r"The turn .*Ses02F_impro01_F000.wav is listed twice \(.*line 1; .*line 3\)",
+    }[fault]
+    root = iemocap(tmp_path / "iemocap", lines)
+    with pytest.raises(ValueError, match=expected):
+        read_iemocap(CorpusRequest(root=root, fold=1))
+
+
+@pytest.mark.parametrize("times", ["0.30 0.10", "-0.20 0.30"], ids=["end-before-start", "negative-start"])
+def test_librimix_refuses_impossible_segments(tmp_path, times):
+    from byola_hf.superb.corpora.readers import read_kaldi_dir
+
+    recording = write_wav(tmp_path / "mix.wav", 1.0)
+    (tmp_path / "wav.scp").write_text(f"mix {recording}\n")
+    (tmp_path / "utt2spk").write_text("a-mix a\nb-mix b\n")
+    (tmp_path / "segments").write_text(f"a-mix mix 0.00 0.50\nb-mix mix {times}\n")
+    with pytest.raises(ValueError, match=rf"segments line 2: expected START and END .*got '{times}'"):
+        read_kaldi_dir(tmp_path, 12.5)
+
+
+# 2. Statistics, the feature extractor and decoding ---------------------------------------------------------------
+
+
+def write_float_wav(path: Path, samples: np.ndarray) -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples.astype(np.float32), 16000, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize(
+    "samples, message",
+    [(np.zeros(16000), "std 0"), (np.full(16000, 1e30), "a.wav's log-mel holds NaN or infinity")],
+    ids=["silence", "huge-finite"],
+)
+def test_compute_stats_refuses_unusable_statistics_before_saving(small_model, tmp_path, capsys, samples, message):
+    """Silence saved std=0 and samples of 1e30 NaN statistics, with exit 0: the saved model then failed to load."""
+    from byola_hf.stats.cli import main
+
+    for name in ("a.wav", "b.wav"):
+        write_float_wav(tmp_path / "audio" / name, samples)
+    arguments = ["--model_name_or_path", small_model, "--dataset_name", tmp_path / "audio"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", message)
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_feature_extractor_refuses_non_finite_features_of_finite_input():
+    from byola_hf import BYOLAFeatureExtractor
+
+    fine, huge = np.full(16000, 0.1, np.float32), np.full(16000, 1e30, np.float32)
+    for padding in ("longest", False):
+        with pytest.raises(ValueError, match=r"Example 1's log-mel holds NaN or infinity: its samples reach 1e\+30"):
+            BYOLAFeatureExtractor()([fine, huge], sampling_rate=16000, padding=padding)
+
+
+def test_a_truncated_wav_is_an_error_naming_it(speech, small_model, tmp_path, capsys):
+    """libsndfile reads a WAV cut short (header: more frames than the file holds) as its surviving prefix, without
+    an error: statistics, extraction and pre-training used the prefix. Every decode path now refuses it."""
+    from byola_hf.audio import load_audio
+    from byola_hf.extract.cli import main as extract_main
+    from byola_hf.stats.cli import main as stats_main
+
+    data = speech.read_bytes()
+    truncated = tmp_path / "audio" / "cut.wav"
+    truncated.parent.mkdir()
+    truncated.write_bytes(data[: len(data) // 2])
+    (tmp_path / "audio" / "whole.wav").write_bytes(data)
+    with pytest.raises(ValueError, match="cut.wav is truncated"):
+        load_audio(str(truncated), 16000)
+    with pytest.raises(ValueError, match="the given bytes .* is truncated"):
+        load_audio(truncated.read_bytes(), 16000)
+    source = ["--model_name_or_path", small_model, "--dataset_name", tmp_path / "audio"]
+    code, stderr = run_main(stats_main, [*source, "--output_dir", tmp_path / "stats"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "cut.wav is truncated")
+    code, stderr = run_main(extract_main, [*source, "--output_dir", tmp_path / "emb", "--num_workers", "0"], capsys)
+    assert_one_line(code, stderr, "byola-extract", "cut.wav is truncated")
+
+
+# 6 and 7. byola-pretrain -----------------------------------------------------------------------------------------
+
+TINY_PRETRAINING = [
+    "--feature_d", "64", "--projection_hidden_size", "64", "--projection_size", "32", "--mixup_memory_size", "16",
+    "--per_device_train_batch_size", "4", "--logging_steps", "1", "--dataloader_num_workers", "0", "--max_steps", "1",
+    "--report_to", "none", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def test_streaming_with_given_statistics_refuses_clips_shorter_than_a_crop(tmp_path, capsys):
+    """The in-memory path refused clips all shorter than a crop; --streaming with --mean/--std never read the clips
+    before training and trained on padding."""
+    from byola_hf.pretraining.cli import main
+
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        write_float_wav(tmp_path / "short" / f"{index}.wav", rng.normal(0, 0.1, 8000))
+    arguments = ["--dataset_name", tmp_path / "short", "--streaming", "--mean", "-8", "--std", "4"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out", *TINY_PRETRAINING], capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "Every clip is shorter than one training crop")
+
+
+class KilledWhileSaving(Exception):
+    """Stands for the process being killed in the middle of the final save."""
+
+
+def test_pretrain_killed_during_its_final_save_is_completed_by_a_rerun(speech, tmp_path, capsys, monkeypatch):
+    """A run killed while saving its encoder left a `.staging.*` folder, and its re-run (nothing left to train)
+    never wrote trainer_state.json or train_results.json."""
+    import shutil
+
+    from byola_hf.pretraining import cli
+    from byola_hf.tools import outputs
+
+    for index in range(4):
+        write_float_wav(tmp_path / "audio" / f"{index}.wav", load_speech(speech) * (1 + index / 10))
+    arguments = ["--dataset_name", tmp_path / "audio", "--output_dir", tmp_path / "out", *TINY_PRETRAINING]
+    real_card = cli.pretraining_card
+
+    def card_then_kill(*args, **kwargs):
+        raise KilledWhileSaving  # the encoder's weights are in the staging folder, nothing renamed yet
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "pretraining_card", card_then_kill)
+        patch.setattr(outputs.shutil, "rmtree", lambda *args, **kwargs: None)  # a kill runs no clean-up
+        with pytest.raises(KilledWhileSaving):
+            cli.main([str(argument) for argument in arguments])
+    assert list((tmp_path / "out").glob(".staging.*"))
+    assert cli.pretraining_card is real_card and outputs.shutil.rmtree is shutil.rmtree
+    cli.main([str(argument) for argument in arguments])
+    output = tmp_path / "out"
+    assert not list(output.glob(".staging.*"))
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 1
+    assert "train_loss" in json.loads((output / "train_results.json").read_text())
+    assert (output / "config.json").is_file() and (output / "model.safetensors").is_file()
+
+
+def load_speech(path: Path) -> np.ndarray:
+    from byola_hf.audio import load_audio
+
+    return load_audio(str(path), 16000)
