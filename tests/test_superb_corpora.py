@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from byola_hf import BYOLAConfig
-from byola_hf.superb.corpora.mini import MINI_CORPORA, VOICES
 from byola_hf.superb.corpora.readers import (
     KS_CLASSES,
     CorpusRequest,
@@ -28,6 +27,7 @@ from byola_hf.superb.corpora.readers import (
     read_voxceleb1,
     speech_commands_split,
 )
+from byola_hf.superb.mini_sets import MINI_CORPORA, VOICES
 from byola_hf.superb.run import build_parser, main, run_record
 from byola_hf.superb.tasks import SUPERB_TASKS
 from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
