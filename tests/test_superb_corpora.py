@@ -478,43 +478,43 @@ def test_vocab_file_is_read_and_checked(corpora, tmp_path):
     assert records.vocabulary == default_phonemes()
 
 
-def test_new_statistics_or_learning_rate_change_the_run_fingerprint():
+def test_new_statistics_or_learning_rate_change_the_run_record():
     from transformers import TrainingArguments
 
     from byola_hf import BYOLAConfig
-    from byola_hf.superb.run import DataTrainingArguments, ModelArguments, run_fingerprint
+    from byola_hf.superb.run import DataTrainingArguments, ModelArguments, run_record
     from byola_hf.superb.tasks import SUPERB_TASKS
 
     model, data = ModelArguments(model_name_or_path="m"), DataTrainingArguments(task="ks")
     training = TrainingArguments(output_dir="unused", report_to="none")
-    first = run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
-    assert first == run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
-    assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-8.0, std=4.0))
+    first = run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-8.0, std=4.0))
     training.max_steps = 10  # training longer continues the same run
-    assert first == run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
     training.learning_rate = 0.5
-    assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
 
 
-def test_weights_converted_again_change_the_run_fingerprint(tmp_path):
+def test_weights_converted_again_change_the_run_record(tmp_path):
     """Another model's weights saved into the same folder with the same config: the checkpoints there hold the old
     encoder, so a re-run must not resume from them."""
     from transformers import TrainingArguments
 
     from byola_hf import BYOLAConfig, BYOLAModel
-    from byola_hf.superb.run import DataTrainingArguments, ModelArguments, run_fingerprint
+    from byola_hf.superb.run import DataTrainingArguments, ModelArguments, run_record
     from byola_hf.superb.tasks import SUPERB_TASKS
 
     config = BYOLAConfig(feature_d=64, mean=-9.0, std=4.0)
     BYOLAModel(config).save_pretrained(tmp_path / "model")
     model, data = ModelArguments(model_name_or_path=str(tmp_path / "model")), DataTrainingArguments(task="ks")
     training = TrainingArguments(output_dir="unused", report_to="none")
-    first = run_fingerprint(model, data, training, SUPERB_TASKS["ks"], config)
-    assert first == run_fingerprint(model, data, training, SUPERB_TASKS["ks"], config)
+    first = run_record(model, data, training, SUPERB_TASKS["ks"], config)
+    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], config)
     weights = tmp_path / "model" / "model.safetensors"
     BYOLAModel(config).save_pretrained(tmp_path / "model")  # other random weights, same size
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    assert first != run_fingerprint(model, data, training, SUPERB_TASKS["ks"], config)
+    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], config)
 
 
 def every_argument(parser) -> list[tuple[int, str]]:

@@ -61,10 +61,10 @@ def superb_arguments(task: str, model: Path | str, data_dir: Path | str, output_
 def run_superb(*arguments: str) -> subprocess.CompletedProcess:
     """`byola-run-superb ARGUMENTS` in this process, through its `main(argv)` (a cold interpreter costs seconds a
     run; the console script itself is run by test_help_says_what_it_does_and_the_defaults_used): its exit code,
-    and its stderr with byola_hf's log."""
+    and its stderr with the command's log."""
     stderr, handler = io.StringIO(), logging.StreamHandler()
     handler.setStream(stderr)
-    logger = logging.getLogger("byola_hf")
+    logger = logging.getLogger("byola_hf.superb.run")  # its own level: other tests set it
     level, logger.level = logger.level, logging.INFO
     logger.addHandler(handler)
     try:
