@@ -2,7 +2,7 @@
 as `byola-linear-eval` writes its own), and each run's model card."""
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

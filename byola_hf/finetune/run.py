@@ -189,9 +189,9 @@ def build_trainer(args, run_args, task, fold: FoldRows, model, feature_extractor
     """The Trainer of one run: its data, EVAR's optimiser and per-iteration schedule, and augmentations."""
     train = ClipSet(task, fold.train)
     batch = run_args.per_device_train_batch_size
-    # BatchNorm cannot train on a batch of one clip: a last batch of one is dropped.
-    run_args.dataloader_drop_last = len(train) % batch == 1 and len(train) > 1
-    batches = len(train) // batch if run_args.dataloader_drop_last else math.ceil(len(train) / batch)
+    # BatchNorm cannot train on a batch of one clip: a last training batch of one is dropped.
+    drop_last = len(train) % batch == 1 and len(train) > 1
+    batches = len(train) // batch if drop_last else math.ceil(len(train) / batch)
     steps_per_epoch = max(math.ceil(batches / run_args.gradient_accumulation_steps), 1)
     epochs = run_args.max_steps / steps_per_epoch if run_args.max_steps > 0 else run_args.num_train_epochs
     schedule = EvarSchedule(
@@ -211,6 +211,7 @@ def build_trainer(args, run_args, task, fold: FoldRows, model, feature_extractor
         augmentation=FinetuneAugmentation(args.freq_mask, args.time_mask, args.resize_crop),
         mixup_alpha=args.mixup,
         multi_label=task.multi_label,
+        drop_last=drop_last,
     )
 
 

@@ -107,13 +107,26 @@ class FinetuneTrainer(Trainer):
         augmentation: the log-mel blocks ([`FinetuneAugmentation`]).
         mixup_alpha: Beta(alpha, alpha) of mixup (0: off).
         multi_label: labels are multi-hot rows (else class ids).
+        drop_last: drop the last training batch (of one clip, which BatchNorm cannot train on); evaluation keeps
+            every clip.
     """
 
-    def __init__(self, *args, feature_extractor, unit: int, augmentation, mixup_alpha: float, multi_label: bool, **kw):
+    def __init__(
+        self, *args, feature_extractor, unit: int, augmentation, mixup_alpha: float, multi_label: bool,
+        drop_last: bool = False, **kw,
+    ):  # fmt: skip
         super().__init__(*args, **kw)
         self.feature_extractor, self.unit, self.augmentation = feature_extractor, unit, augmentation
-        self.mixup_alpha, self.multi_label = mixup_alpha, multi_label
+        self.mixup_alpha, self.multi_label, self.drop_last = mixup_alpha, multi_label, drop_last
         self._draw_position = (-1, 0)
+
+    def get_train_dataloader(self):
+        """Trainer's, dropping the last batch when `drop_last` (Trainer's own flag would drop evaluation clips)."""
+        self.args.dataloader_drop_last = self.drop_last
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = False
 
     def _generator(self, device: torch.device) -> torch.Generator:
         step, micro = self._draw_position
