@@ -45,7 +45,12 @@ RECIPE_OWNED = (
     "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "weight_decay", "push_to_hub",
     "resume_from_checkpoint", "remove_unused_columns",
 )  # fmt: skip
-RECIPE_DEFAULTS = {"learning_rate": 1e-3, "num_train_epochs": 200.0, "per_device_train_batch_size": 256}
+RECIPE_DEFAULTS = {
+    "learning_rate": 1e-3,
+    "num_train_epochs": 200.0,
+    "per_device_train_batch_size": 256,
+    "per_device_eval_batch_size": 256,
+}
 
 
 def recipe_training_args(training_args: TrainingArguments, given: set[str], metric: str) -> TrainingArguments:
