@@ -97,9 +97,13 @@ def folded_conv_parameters(block: nn.Module) -> tuple[torch.Tensor, torch.Tensor
     The block's conv weight (channels-last) and bias with its eval-mode BatchNorm folded in:
     `w * gamma / sqrt(var + eps)`, `(b - mean) * gamma / sqrt(var + eps) + beta`. Cached on the block until a
     parameter or buffer changes (in place, by loading, or by moving the module); recomputed inside a compiled graph.
+    A training-mode forward updates the running statistics in place without bumping their version counters, but it
+    always bumps `num_batches_tracked`'s, which is therefore part of the key.
     """
     conv, norm = block.conv, block.batch_norm
     tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    if norm.num_batches_tracked is not None:
+        tensors += (norm.num_batches_tracked,)
     if torch.compiler.is_compiling():
         return _fold(conv, norm)
     key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
