@@ -342,3 +342,25 @@ def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
         code, stderr = run_main(main, command(small_model, csv, task_dir, tmp_path / name, *extra), capsys)
         assert_one_line(code, stderr, COMMAND, *fragments)
         assert not (tmp_path / name).exists(), name
+
+
+def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(
+    small_model, task_dir, tmp_path, caplog
+):
+    """EVAR's batch of 256 on a mini task's 120 clips made every epoch one optimiser step: a 40-epoch run left the
+    head at its initialisation and scored below chance, silently. The command now says so."""
+    csv = split_csv(task_dir, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="byola_hf.finetune.run"):
+        main(
+            [
+                str(a)
+                for a in command(small_model, csv, task_dir, tmp_path / "out", "--per_device_train_batch_size", "9")
+            ]
+        )
+    notes = [record.getMessage() for record in caplog.records if "ONE optimiser step" in record.getMessage()]
+    assert notes == ["The batch (9) holds all 9 training clips: each epoch is ONE optimiser step, so 2 epochs are 2 "
+        "steps, the first 1 of them warming up from a learning rate of 0. Give a smaller "
+        "--per_device_train_batch_size (or more epochs) to train more steps."]  # fmt: skip
+    from byola_hf.finetune.run import one_step_epochs_note
+
+    assert one_step_epochs_note(train_clips=10, batch=9, epochs=2, warmup_epochs=1) is None

@@ -199,6 +199,9 @@ def build_trainer(args, run_args, task, fold: FoldRows, model, feature_extractor
     batches = len(train) // batch if drop_last else math.ceil(len(train) / batch)
     steps_per_epoch = max(math.ceil(batches / run_args.gradient_accumulation_steps), 1)
     epochs = run_args.max_steps / steps_per_epoch if run_args.max_steps > 0 else run_args.num_train_epochs
+    note = one_step_epochs_note(len(train), batch * run_args.gradient_accumulation_steps, epochs, args.warmup_epochs)
+    if note:
+        logger.warning(note)
     schedule = EvarSchedule(
         steps_per_epoch, args.warmup_epochs, epochs, run_args.learning_rate, args.min_learning_rate
     )
@@ -217,6 +220,19 @@ def build_trainer(args, run_args, task, fold: FoldRows, model, feature_extractor
         mixup_alpha=args.mixup,
         multi_label=task.multi_label,
         drop_last=drop_last,
+    )
+
+
+def one_step_epochs_note(train_clips: int, batch: int, epochs: float, warmup_epochs: float) -> str | None:
+    """A warning when the batch holds every training clip: EVAR's recipe counts its schedule in epochs (200 of
+    them, 5 of warm-up from 0) for tasks of thousands of clips; here each epoch is one optimiser step, and a
+    shortened run may end with the head still at its initialisation (a mini task's 40 epochs scored below chance)."""
+    if batch < train_clips:
+        return None
+    return (
+        f"The batch ({batch}) holds all {train_clips} training clips: each epoch is ONE optimiser step, so "
+        f"{epochs:g} epochs are {math.ceil(epochs)} steps, the first {warmup_epochs:g} of them warming up from a "
+        "learning rate of 0. Give a smaller --per_device_train_batch_size (or more epochs) to train more steps."
     )
 
 
