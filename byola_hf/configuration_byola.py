@@ -7,6 +7,8 @@ from typing import Any
 from transformers import PretrainedConfig
 
 
+# [`BYOLAForSequenceClassification`]'s heads: SUPERB's (frame projection, mean pooling) and EVAR's fine-tuning head.
+CLASSIFIER_HEADS = ("superb", "evar")
 # The model type of byola-pretrain's learner checkpoints ([`BYOLAPreTrainingConfig`], kept beside the encoder's
 # config so that AutoConfig and the encoders' loaders recognise such a folder without the pre-training tools).
 PRETRAINING_MODEL_TYPE = "byola-pretraining"
@@ -83,6 +85,10 @@ class BYOLAConfig(PretrainedConfig):
             Heads: keep the BYOL-A encoder frozen and in eval mode (the SUPERB protocol).
         classifier_proj_size (`int`, *optional*, defaults to 256):
             [`BYOLAForSequenceClassification`]: projection before mean pooling.
+        classifier_head (`str`, *optional*, defaults to `"superb"`):
+            [`BYOLAForSequenceClassification`]: `"superb"` (the featurizer, a projection, mean pooling and a linear
+            layer) or `"evar"` (EVAR's fine-tuning head: BatchNorm without affine parameters on the clip embedding
+            `pooler_output`, then a linear layer; needs `use_weighted_layer_sum=False`).
         classifier_slots (`list[int]`, *optional*):
             [`BYOLAForSequenceClassification`] with several labels per clip (intent classification's action /
             object / location): the number of classes of each slot. Logits are the slots' logits concatenated;
@@ -146,6 +152,7 @@ class BYOLAConfig(PretrainedConfig):
         freeze_base_model: bool = True,
         classifier_proj_size: int = 256,
         classifier_slots: list[int] | None = None,
+        classifier_head: str = "superb",
         ctc_head: str = "linear",
         ctc_proj_size: int = 256,
         ctc_lstm_layers: int = 2,
@@ -171,6 +178,7 @@ class BYOLAConfig(PretrainedConfig):
         self.freeze_base_model = freeze_base_model
         self.classifier_proj_size = classifier_proj_size
         self.classifier_slots = list(classifier_slots) if classifier_slots is not None else None
+        self.classifier_head = classifier_head
         self.ctc_head, self.ctc_proj_size, self.ctc_lstm_layers = ctc_head, ctc_proj_size, ctc_lstm_layers
         self.ctc_blank_id, self.ctc_loss_reduction = ctc_blank_id, ctc_loss_reduction
         self.ctc_zero_infinity, self.vocab_size = ctc_zero_infinity, vocab_size
@@ -276,6 +284,15 @@ class BYOLAConfig(PretrainedConfig):
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(
                 f"BYOLAConfig.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}."
+            )
+        if self.classifier_head not in CLASSIFIER_HEADS:
+            raise ValueError(
+                f"BYOLAConfig.classifier_head must be one of {CLASSIFIER_HEADS}, got {self.classifier_head!r}."
+            )
+        if self.classifier_head == "evar" and (self.use_weighted_layer_sum or self.classifier_slots):
+            raise ValueError(
+                "BYOLAConfig.classifier_head='evar' classifies the clip embedding (pooler_output): set "
+                "use_weighted_layer_sum=False and no classifier_slots."
             )
         if self.classifier_slots is not None and (
             not self.classifier_slots or any(not isinstance(n, int) or n < 1 for n in self.classifier_slots)

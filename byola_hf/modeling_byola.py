@@ -551,16 +551,36 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
 
 class BYOLAForSequenceClassification(BYOLAHeadModel):
     """
-    Utterance-level classification (SUPERB KS, IC, SID, ER): featurizer -> Linear(width, classifier_proj_size) ->
-    mean over valid frames -> Linear(classifier_proj_size, num_labels or sum(classifier_slots)).
+    Utterance-level classification. `config.classifier_head` picks the head:
+
+    - `"superb"` (SUPERB KS, IC, SID, ER): featurizer -> Linear(width, classifier_proj_size) -> mean over valid
+      frames -> Linear(classifier_proj_size, num_labels or sum(classifier_slots));
+    - `"evar"` (EVAR's fine-tuning head, `byola-finetune`): the clip embedding `pooler_output` (max + mean over
+      valid frames) -> BatchNorm1d without affine parameters -> Linear(feature_d, num_labels), its weights normal
+      with std 0.01 and its bias 0. The loss is EVAR's: `-mean(y * log_softmax(logits))` over the batch and the
+      classes for single-label targets (class ids, or soft one-hot rows as mixup makes them), binary cross-entropy
+      with logits for `problem_type="multi_label_classification"`.
     """
 
     def __init__(self, config: BYOLAConfig):
         super().__init__(config)
-        outputs = sum(config.classifier_slots) if config.classifier_slots else config.num_labels
-        self.projector = nn.Linear(self.featurizer.output_size, config.classifier_proj_size)
-        self.classifier = nn.Linear(config.classifier_proj_size, outputs)
+        if config.classifier_head == "evar":
+            self.norm = nn.BatchNorm1d(config.feature_d, affine=False, eps=config.batch_norm_eps)
+            self.classifier = nn.Linear(config.feature_d, config.num_labels)
+        else:
+            outputs = sum(config.classifier_slots) if config.classifier_slots else config.num_labels
+            self.projector = nn.Linear(self.featurizer.output_size, config.classifier_proj_size)
+            self.classifier = nn.Linear(config.classifier_proj_size, outputs)
         self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The shared initialisation, and EVAR's for its head's linear layer (normal, std 0.01; bias 0)."""
+        if self.config.classifier_head == "evar" and module is getattr(self, "classifier", None):
+            init.normal_(module.weight, mean=0.0, std=EVAR_HEAD_STD)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
 
     @can_return_tuple
     def forward(
@@ -577,6 +597,8 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
 
         Returns `logits` of shape `(batch, num_labels)` (`(batch, sum(classifier_slots))` with slots).
         """
+        if self.config.classifier_head == "evar":
+            return self._evar_forward(input_features, attention_mask, labels, output_hidden_states)
         features, frame_mask, hidden_states = self.encode(input_features, attention_mask, output_hidden_states)
         projected = self.projector(features)
         mask = frame_mask[:, :, None].to(projected.dtype)
@@ -584,6 +606,24 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
         logits = self.classifier(pooled)
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _evar_forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        output_hidden_states: bool | None,
+    ) -> SequenceClassifierOutput:
+        """EVAR's head on the clip embedding (see the class doc)."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base_model):
+            outputs = self.byola(
+                input_features, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+            )
+        logits = self.classifier(self.norm(outputs.pooler_output))
+        loss = None if labels is None else evar_loss(logits, labels, self.config.problem_type)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.classifier_slots:
@@ -597,6 +637,29 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
             return sum(nn.functional.cross_entropy(part, labels[:, i]) for i, part in enumerate(slot_logits))
         # transformers' ForSequenceClassificationLoss: problem_type inferred as in every transformers classifier.
         return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+
+
+# EVAR's fine-tuning head: the standard deviation of its linear layer's initial weights.
+EVAR_HEAD_STD = 0.01
+
+
+def evar_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """
+    EVAR's fine-tuning loss on `logits (batch, classes)`: binary cross-entropy with logits (mean over batch and
+    classes) for `problem_type="multi_label_classification"` and `labels (batch, classes)` of 0/1 or soft values;
+    else `-mean(y * log_softmax(logits))` averaged over the batch and the classes, `y` the one-hot rows of class ids
+    `labels (batch,)` or soft rows `(batch, classes)` (mixup's).
+    """
+    if problem_type == "multi_label_classification":
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    if not labels.is_floating_point():
+        labels = nn.functional.one_hot(labels.long(), logits.shape[-1])
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels must be class ids (batch,) or rows (batch, num_labels) = {tuple(logits.shape)}, got "
+            f"{tuple(labels.shape)}."
+        )
+    return -(labels.to(logits.dtype) * nn.functional.log_softmax(logits, dim=-1)).mean()
 
 
 class BYOLAForCTC(BYOLAHeadModel):

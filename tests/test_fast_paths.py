@@ -248,6 +248,23 @@ def test_folded_parameters_are_cached_until_weights_change(random2048_dir):
     assert refolded[0] is not first[0] and not torch.equal(refolded[0], first[0])
 
 
+@pytest.mark.parametrize("kernels", ["cpu", "accelerator"])
+def test_folded_parameters_follow_running_statistics_updated_in_training(kernels):
+    """A training-mode forward updates BatchNorm's running statistics in place without bumping their version
+    counters: eval after it must not reuse the folding of the statistics before it (it returned stale outputs)."""
+    torch.manual_seed(0)
+    model = BYOLAModel(BYOLAConfig(feature_d=32, mean=-9.0, std=4.0))
+    features = torch.randn(3, 64, 96) * 4 - 9
+    model.eval().inference_kernels = kernels
+    with torch.no_grad():
+        model(features)  # folds and caches
+        model.train()(torch.randn(4, 64, 96) * 8 - 5)  # new running statistics, weights untouched
+        fast = model.eval()(features).last_hidden_state
+        model.inference_kernels = "reference"
+        expected = model(features).last_hidden_state
+    assert relative(fast, expected) < 1e-5
+
+
 @pytest.mark.parametrize("output_hidden_states", [False, True])
 def test_torch_compile_fullgraph_equals_eager(random3072_dir, output_hidden_states):
     """No graph breaks (no host reads of values) for equal-length clips; v2 covers the same code as v1."""

@@ -1,0 +1,173 @@
+"""The task `byola-finetune` trains on: an EVAR task CSV read as `byola-extract --metadata_csv` reads it, its folds
+as `byola-linear-eval` makes them, labels as EVAR encodes them, and the clips as batches of waveforms.
+
+A label cell holding commas (`Bark,Dog`) makes the task multi-label, as in EVAR: every cell is then a comma-separated
+set of classes (spaces around names dropped), encoded as multi-hot rows; otherwise each cell is one class, encoded by
+its index in the sorted classes ([`~byola_hf.linear_eval.evaluate.label_classes`]). The classes are those of the
+whole CSV, and each fold's training part must hold every class its validation and test parts hold, and two or more.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..extract.source import metadata_csv_source, source_fingerprint
+from ..extras import require_extra
+from ..linear_eval.evaluate import label_classes, split_fold
+
+
+AUDIO_COLUMN = "audio"
+
+
+@dataclass
+class FoldRows:
+    """One train/validation/test round as row indices of the CSV; `valid` is `None` without a validation split (the
+    test rows then choose the epoch, as EVAR does)."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    valid: np.ndarray | None = None
+
+
+@dataclass
+class FinetuneTask:
+    """A task CSV ready to train on: each row's decoded waveform and target, the classes, the folds, and a
+    fingerprint of the source (its rows and audio files)."""
+
+    waveforms: list[np.ndarray]
+    targets: np.ndarray
+    classes: list
+    multi_label: bool
+    folds: list[FoldRows]
+    layout: str
+    fingerprint: str
+
+
+def parse_labels(cells: list, multi_label: bool) -> list:
+    """Each cell's label (`multi_label=False`) or list of labels (comma-separated); an empty one is an error."""
+    if not multi_label:
+        label_classes(cells)  # refuses empty labels
+        return list(cells)
+    sets = [[part.strip() for part in str(cell).split(",")] for cell in cells]
+    if any(not part for labels in sets for part in labels):
+        raise ValueError("Some multi-label cells have an empty label (e.g. 'a,,b' or a trailing comma): fix them.")
+    return sets
+
+
+def encode_targets(labels: list, classes: list, multi_label: bool) -> np.ndarray:
+    """Class indices `(rows,)` int64, or multi-hot rows `(rows, classes)` float32."""
+    index = {label: position for position, label in enumerate(classes)}
+    if not multi_label:
+        return np.asarray([index[label] for label in labels], dtype=np.int64)
+    targets = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    for row, names in enumerate(labels):
+        targets[row, [index[name] for name in names]] = 1.0
+    return targets
+
+
+def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: list[str]) -> list[FoldRows]:
+    """The rounds of a `split` column (one, through linear evaluation's own split check) or of a `fold` column
+    (leave-one-fold-out; `wanted`: only these fold values)."""
+    rows = np.arange(len(tags))
+    if layout == "split":
+        if wanted:
+            raise ValueError("--folds picks folds of a 'fold' column; this CSV has a 'split' column: drop --folds.")
+        fold = split_fold(rows[:, None], np.zeros(len(rows), dtype=np.int64), tags, where)
+        valid = None if fold.valid_x is None else fold.valid_x[:, 0]
+        return [FoldRows("all", fold.train_x[:, 0], fold.test_x[:, 0], valid)]
+    names = [str(name) for name in label_classes(list(tags))]
+    text = np.asarray([str(tag) for tag in tags])
+    for name in wanted:
+        if name not in names:
+            raise ValueError(
+                f"--folds {name}: no row of {where} has fold {name}, so that fold has no test rows; its folds are "
+                f"{', '.join(names)}."
+            )
+    if len(names) < 2:
+        raise ValueError(f"{where} has a single fold ({names[0]}): leave-one-fold-out needs two or more.")
+    return [FoldRows(name, rows[text != name], rows[text == name]) for name in names if not wanted or name in wanted]
+
+
+def check_fold_classes(fold: FoldRows, labels: list, multi_label: bool, classes: list) -> None:
+    """Refuse a fold whose training part holds one class only, or whose validation or test part holds a class its
+    training part never does."""
+
+    def present(rows: np.ndarray) -> set:
+        return {name for row in rows for name in labels[row]} if multi_label else {labels[row] for row in rows}
+
+    trained = present(fold.train)
+    if len(trained) < 2:
+        raise ValueError(
+            f"Fold {fold.name}: the training part holds one class only ({next(iter(trained))!r}): classification "
+            "needs two or more; check --label_column_name and the CSV."
+        )
+    for part, rows in (("validation", fold.valid), ("test", fold.test)):
+        unseen = present(rows) - trained if rows is not None else set()
+        if unseen:
+            names = ", ".join(str(name) for name in sorted(unseen, key=str)[:10])
+            raise ValueError(
+                f"Fold {fold.name}: the {part} part has labels never seen in its training part: {names}. Add "
+                "training clips of them, or remove those clips."
+            )
+
+
+def load_task(
+    metadata_csv: str, data_dir: str | None, label_column_name: str, sampling_rate: int, wanted_folds: list[str]
+) -> FinetuneTask:
+    """Read, check and decode a task CSV (see the module doc); every mistake is a one-line `ValueError`."""
+    datasets = require_extra("datasets", "superb")
+    dataset = metadata_csv_source(metadata_csv, data_dir, AUDIO_COLUMN)
+    if label_column_name not in dataset.column_names:
+        raise ValueError(
+            f"{metadata_csv} has no label column '{label_column_name}': name it with --label_column_name; its "
+            f"columns are {[name for name in dataset.column_names if name != AUDIO_COLUMN]}."
+        )
+    layout = "split" if "split" in dataset.column_names else "fold" if "fold" in dataset.column_names else None
+    if layout is None:
+        raise ValueError(
+            f"{metadata_csv} has neither a 'split' (train/valid/test) nor a 'fold' column: add one, as EVAR's task "
+            "CSVs have (docs/evar_tasks.md)."
+        )
+    cells = dataset[label_column_name]
+    multi_label = any("," in str(cell) for cell in cells)
+    labels = parse_labels(cells, multi_label)
+    classes = label_classes([name for names in labels for name in names] if multi_label else labels)
+    folds = fold_rows(np.asarray(dataset[layout], dtype=object), layout, metadata_csv, wanted_folds)
+    for fold in folds:
+        check_fold_classes(fold, labels, multi_label, classes)
+    fingerprint = source_fingerprint(dataset, AUDIO_COLUMN)
+    decoded = dataset.cast_column(AUDIO_COLUMN, datasets.Audio(sampling_rate=sampling_rate, mono=True))
+    waveforms = [np.asarray(item["array"], dtype=np.float32) for item in decoded[AUDIO_COLUMN]]
+    targets = encode_targets(labels, classes, multi_label)
+    return FinetuneTask(waveforms, targets, classes, multi_label, folds, layout, fingerprint)
+
+
+class ClipSet(torch.utils.data.Dataset):
+    """Rows of a [`FinetuneTask`]: `{"waveform", "labels"}`, each waveform whole (training crops it at random) or cut
+    to its first `cut` samples (evaluation keeps the start, as EVAR's test split does)."""
+
+    def __init__(self, task: FinetuneTask, rows: np.ndarray, cut: int | None = None):
+        self.task, self.rows, self.cut = task, rows, cut
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        waveform = self.task.waveforms[row]
+        return {"waveform": waveform if self.cut is None else waveform[: self.cut], "labels": self.task.targets[row]}
+
+
+def collate_clips(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """`waveforms (batch, longest)` right-padded with zeros, `lengths (batch,)`, `labels` (ids or multi-hot rows)."""
+    lengths = [len(example["waveform"]) for example in examples]
+    waveforms = np.zeros((len(examples), max(lengths)), dtype=np.float32)
+    for row, example in zip(waveforms, examples):
+        row[: len(example["waveform"])] = example["waveform"]
+    return {
+        "waveforms": torch.from_numpy(waveforms),
+        "lengths": torch.tensor(lengths),
+        "labels": torch.from_numpy(np.stack([example["labels"] for example in examples])),
+    }

@@ -1,0 +1,269 @@
+"""The steps of `byola-finetune`: check the arguments, load the model's front end and the task, claim the output
+folder (a re-run with the same arguments resumes, other arguments are refused), then train and test every
+(fold, seed) in its own folder, resuming the one a killed run was in, and write the summary.
+
+The run's record (`finetune_args.json`) and fingerprint hold every argument except those in `MAY_CHANGE`, which
+only change where and how a run reports, not what it computes.
+"""
+
+import dataclasses
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments, set_seed
+
+from ..extract.source import FILE_COLUMN
+from ..modeling_byola import BYOLAForSequenceClassification
+from ..superb.run import load_front_end_with_statistics, weights_files
+from ..tools.cli import check_training_length_and_values, run_training
+from ..tools.outputs import claim_output_dir, fingerprint, last_complete_checkpoint, save_into, write_json_atomic
+from .augmentations import FinetuneAugmentation
+from .data import ClipSet, FinetuneTask, FoldRows, collate_clips, load_task
+from .report import RunResult, save_card, summarize, write_results
+from .training import EvarSchedule, FinetuneTrainer, build_optimizer, metrics_function
+
+
+logger = logging.getLogger(__name__)
+COMMAND = "byola-finetune"
+OUTPUTS = ("fold-*_seed-*", "eval_results.json", "finetune_args.json")
+RESULT_FILE = "run_result.json"
+# Flags that may differ between a run and its re-run: where and how it reports, never what it computes.
+MAY_CHANGE = (
+    "overwrite_output_dir", "output_dir", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step",
+    "disable_tqdm", "report_to", "run_name", "dataloader_num_workers", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor", "dataloader_pin_memory", "save_total_limit", "log_level", "log_level_replica",
+    "per_device_eval_batch_size",
+)  # fmt: skip
+# The recipe sets these Trainer flags itself (evaluate and save every epoch, keep the best, its own optimiser and
+# schedule, no push): a value given for them would be silently replaced, so it is refused.
+RECIPE_OWNED = (
+    "eval_strategy", "save_strategy", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+    "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "weight_decay", "push_to_hub",
+    "resume_from_checkpoint", "remove_unused_columns",
+)  # fmt: skip
+RECIPE_DEFAULTS = {
+    "learning_rate": 1e-3,
+    "num_train_epochs": 200.0,
+    "per_device_train_batch_size": 256,
+    "per_device_eval_batch_size": 256,
+}
+
+
+def recipe_training_args(training_args: TrainingArguments, given: set[str], metric: str) -> TrainingArguments:
+    """`training_args` with EVAR's defaults where the user gave none and the settings the recipe owns."""
+    refused = sorted(name for name in RECIPE_OWNED if name in given)
+    if refused:
+        raise ValueError(
+            f"byola-finetune sets --{refused[0]} itself (it evaluates and saves every epoch, keeps the best, and "
+            "uses EVAR's optimiser and schedule: see --optimizer, --warmup_epochs): drop it."
+        )
+    if training_args.world_size > 1:
+        raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
+    defaults = {name: value for name, value in RECIPE_DEFAULTS.items() if name not in given}
+    return dataclasses.replace(
+        training_args,
+        **defaults,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        save_total_limit=training_args.save_total_limit if "save_total_limit" in given else 1,
+        remove_unused_columns=False,
+    )
+
+
+def check_recipe(args, training_args: TrainingArguments) -> None:
+    """One-line errors for values the recipe cannot use."""
+    check_training_length_and_values(training_args)
+    for name in ("warmup_epochs", "min_learning_rate", "mixup"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"--{name} must be a finite number >= 0, got {value}.")
+    for name in ("freq_mask", "time_mask"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0 (0 turns it off), got {getattr(args, name)}.")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be 1 or more, got {args.seeds}.")
+    if args.unit_seconds is not None and not (math.isfinite(args.unit_seconds) and args.unit_seconds > 0):
+        raise ValueError(f"--unit_seconds must be a positive number of seconds, got {args.unit_seconds}.")
+    if not 0 < training_args.learning_rate < math.inf or args.min_learning_rate >= training_args.learning_rate:
+        raise ValueError(
+            f"--learning_rate ({training_args.learning_rate:g}) must be positive and above --min_learning_rate "
+            f"({args.min_learning_rate:g})."
+        )
+
+
+def unit_samples(args, task: FinetuneTask, config) -> int:
+    """Samples per clip: `--unit_seconds`, or the longest clip; long enough for one output frame."""
+    unit = round(args.unit_seconds * config.sampling_rate) if args.unit_seconds else max(map(len, task.waveforms))
+    if unit < config.min_samples:
+        raise ValueError(
+            f"--unit_seconds {unit / config.sampling_rate:g} is shorter than one BYOL-A output frame "
+            f"({config.min_samples / config.sampling_rate:g} s): give a longer unit."
+        )
+    return unit
+
+
+def run_record(args, training_args: TrainingArguments, config, task: FinetuneTask) -> dict[str, Any]:
+    """Everything the run's results depend on: every argument but `MAY_CHANGE`, the model and the data."""
+    arguments = {**dataclasses.asdict(args), **training_args.to_dict()}
+    model = Path(args.model_name_or_path)
+    return {
+        "arguments": {name: value for name, value in sorted(arguments.items()) if name not in MAY_CHANGE},
+        "model": str(model.resolve()) if model.exists() else args.model_name_or_path,
+        "weights": weights_files(model),
+        "config": config.to_dict(),
+        "data": {"metadata_csv": str(Path(args.metadata_csv).resolve()), "source_fingerprint": task.fingerprint},
+    }
+
+
+def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[str, Any]:
+    """Fine-tune every (fold, seed) of the task and write OUT/eval_results.json; returns its contents."""
+    config, feature_extractor = load_front_end_with_statistics(args.model_name_or_path)
+    task = load_task(
+        args.metadata_csv, args.data_dir, args.label_column_name, config.sampling_rate, [str(f) for f in args.folds]
+    )
+    metric = "mAP" if task.multi_label else "accuracy"
+    training_args = recipe_training_args(training_args, given, metric)
+    check_recipe(args, training_args)
+    unit = unit_samples(args, task, config)
+    record = run_record(args, training_args, config, task)
+    output = claim_output_dir(
+        training_args.output_dir, COMMAND, fingerprint(**record), OUTPUTS, args.overwrite_output_dir
+    ).path
+    write_json_atomic(output / "finetune_args.json", record)
+    seeds = [training_args.seed + offset for offset in range(args.seeds)]
+    runs = [
+        [finetune_fold(args, training_args, task, fold, seed, feature_extractor, unit) for fold in task.folds]
+        for seed in seeds
+    ]
+    result = summarize(task, runs, metric, recipe_settings(args, training_args, unit, config.sampling_rate))
+    write_results(output, result)
+    first = result[f"test_{metric}"]
+    print(
+        f"test {metric} {first:.4f} ± {result[f'test_{metric}_std']:.4f} over {len(seeds)} seed(s) x "
+        f"{len(task.folds)} fold(s) ({result['protocol']}; epoch chosen on {result['selection']}); saved to {output}"
+    )
+    return result
+
+
+def recipe_settings(args, training_args: TrainingArguments, unit: int, sampling_rate: int) -> dict[str, Any]:
+    """The recipe as reports and cards state it."""
+    return {
+        "optimizer": args.optimizer,
+        "learning_rate": training_args.learning_rate,
+        "min_learning_rate": args.min_learning_rate,
+        "warmup_epochs": args.warmup_epochs,
+        "epochs": training_args.num_train_epochs,
+        "max_steps": training_args.max_steps,
+        "batch_size": training_args.per_device_train_batch_size,
+        "mixup": args.mixup,
+        "freq_mask": args.freq_mask,
+        "time_mask": args.time_mask,
+        "resize_crop": args.resize_crop,
+        "freeze_encoder": args.freeze_encoder,
+        "unit_seconds": unit / sampling_rate,
+        "seeds": args.seeds,
+        "seed": training_args.seed,
+        "label_column_name": args.label_column_name,
+    }
+
+
+def build_model(args, task: FinetuneTask, seed: int) -> BYOLAForSequenceClassification:
+    """A fresh EVAR head on the encoder, initialised from `seed`."""
+    set_seed(seed)
+    names = [str(name) for name in task.classes]
+    return BYOLAForSequenceClassification.from_pretrained(
+        args.model_name_or_path,
+        classifier_head="evar",
+        use_weighted_layer_sum=False,
+        freeze_base_model=args.freeze_encoder,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={name: index for index, name in enumerate(names)},
+        problem_type="multi_label_classification" if task.multi_label else "single_label_classification",
+    )
+
+
+def build_trainer(args, run_args, task, fold: FoldRows, model, feature_extractor, unit: int) -> FinetuneTrainer:
+    """The Trainer of one run: its data, EVAR's optimiser and per-iteration schedule, and augmentations."""
+    train = ClipSet(task, fold.train)
+    batch = run_args.per_device_train_batch_size
+    # BatchNorm cannot train on a batch of one clip: a last training batch of one is dropped.
+    drop_last = len(train) % batch == 1 and len(train) > 1
+    batches = len(train) // batch if drop_last else math.ceil(len(train) / batch)
+    steps_per_epoch = max(math.ceil(batches / run_args.gradient_accumulation_steps), 1)
+    epochs = run_args.max_steps / steps_per_epoch if run_args.max_steps > 0 else run_args.num_train_epochs
+    note = one_step_epochs_note(len(train), batch * run_args.gradient_accumulation_steps, epochs, args.warmup_epochs)
+    if note:
+        logger.warning(note)
+    schedule = EvarSchedule(
+        steps_per_epoch, args.warmup_epochs, epochs, run_args.learning_rate, args.min_learning_rate
+    )
+    optimizer = build_optimizer(model, args.optimizer, run_args.learning_rate)
+    return FinetuneTrainer(
+        model=model,
+        args=run_args,
+        train_dataset=train,
+        eval_dataset=ClipSet(task, fold.test if fold.valid is None else fold.valid, cut=unit),
+        data_collator=collate_clips,
+        compute_metrics=metrics_function(task.multi_label),
+        optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)),
+        feature_extractor=feature_extractor,
+        unit=unit,
+        augmentation=FinetuneAugmentation(args.freq_mask, args.time_mask, args.resize_crop),
+        mixup_alpha=args.mixup,
+        multi_label=task.multi_label,
+        drop_last=drop_last,
+    )
+
+
+def one_step_epochs_note(train_clips: int, batch: int, epochs: float, warmup_epochs: float) -> str | None:
+    """A warning when the batch holds every training clip: EVAR's recipe counts its schedule in epochs (200 of
+    them, 5 of warm-up from 0) for tasks of thousands of clips; here each epoch is one optimiser step, and a
+    shortened run may end with the head still at its initialisation (a mini task's 40 epochs scored below chance)."""
+    if batch < train_clips:
+        return None
+    return (
+        f"The batch ({batch}) holds all {train_clips} training clips: each epoch is ONE optimiser step, so "
+        f"{epochs:g} epochs are {math.ceil(epochs)} steps, the first {warmup_epochs:g} of them warming up from a "
+        "learning rate of 0. Give a smaller --per_device_train_batch_size (or more epochs) to train more steps."
+    )
+
+
+def finetune_fold(args, training_args, task: FinetuneTask, fold: FoldRows, seed: int, feature_extractor, unit: int):
+    """Train one (fold, seed) in OUT/fold-F_seed-S (resuming its last complete checkpoint), test the best epoch's
+    weights, save them as a model folder with its card; a finished run is read back, not trained again."""
+    run_dir = Path(training_args.output_dir) / f"fold-{fold.name}_seed-{seed}"
+    if (run_dir / RESULT_FILE).is_file():
+        logger.info(f"{run_dir} is finished: reading its result.")
+        return RunResult.load(run_dir / RESULT_FILE)
+    run_args = dataclasses.replace(training_args, output_dir=str(run_dir), seed=seed)
+    model = build_model(args, task, seed)
+    trainer = build_trainer(args, run_args, task, fold, model, feature_extractor, unit)
+    checkpoint = last_complete_checkpoint(run_dir)
+    if checkpoint is not None:
+        logger.info(f"Resuming fold {fold.name}, seed {seed} from {checkpoint}.")
+    run_training(trainer, checkpoint)
+    metric = run_args.metric_for_best_model
+    test = trainer.predict(ClipSet(task, fold.test, cut=unit), metric_key_prefix="test").metrics[f"test_{metric}"]
+    result = RunResult.from_trainer(trainer, fold, seed, test)
+    save_into(run_dir, lambda folder: save_run_model(folder, trainer, feature_extractor, args, result))
+    write_json_atomic(run_dir / RESULT_FILE, dataclasses.asdict(result))
+    for folder in run_dir.glob("checkpoint-*"):  # ours; the best weights are saved above
+        shutil.rmtree(folder)
+    return result
+
+
+def save_run_model(folder: Path, trainer: FinetuneTrainer, feature_extractor, args, result: RunResult) -> None:
+    """The run's best model, its feature extractor and its card, into `folder`."""
+    trainer.model.save_pretrained(folder)
+    feature_extractor.save_pretrained(folder)
+    task_name = Path(args.metadata_csv).stem
+    data = f"{args.metadata_csv} (audio under {args.data_dir or Path(args.metadata_csv).parent}), {FILE_COLUMN} rows"
+    save_card(folder, trainer.model.config, task_name, data, result, trainer.args, args)

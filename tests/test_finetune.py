@@ -1,0 +1,366 @@
+"""byola-finetune: EVAR's fine-tuning augmentations, head, loss and schedule against their definitions, and the
+command end to end on real recordings (split and fold CSVs, killed and resumed, bad input)."""
+
+import json
+import logging
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
+from byola_hf.finetune import augmentations as aug
+from byola_hf.finetune.cli import main
+from byola_hf.finetune.training import EvarSchedule, FinetuneTrainer, average_precision
+from byola_hf.modeling_byola import evar_loss
+from byola_hf.pretraining.augmentations import random_resize_crop
+
+from conftest import assert_one_line, run_main
+
+
+COMMAND = "byola-finetune"
+QUICK = ["--use_cpu", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--report_to", "none"]
+
+
+# --- augmentations: each equals its definition given the draws; the samplers draw from the stated laws ---------------
+
+
+def masked_by_definition(x: np.ndarray, starts, widths, axis: int) -> np.ndarray:
+    expected = x.copy()
+    for b, (start, width) in enumerate(zip(starts, widths)):
+        for position in range(max(int(start), 0), min(int(start) + int(width), x.shape[axis])):
+            if axis == -2:
+                expected[b, position, :] = 0.0
+            else:
+                expected[b, :, position] = 0.0
+    return expected
+
+
+@pytest.mark.parametrize("axis", [-2, -1])
+def test_mask_along_axis_is_its_definition(axis):
+    x = torch.randn(4, 8, 20, dtype=torch.float64)
+    starts, widths = torch.tensor([0, 3, -2, 5]), torch.tensor([2, 0, 4, 30])
+    out = aug.mask_along_axis(x, starts, widths, axis)
+    assert torch.equal(out, torch.from_numpy(masked_by_definition(x.numpy(), starts, widths, axis)))
+
+
+def test_mask_bounds_follow_torchaudio_rule():
+    """torchaudio: v = rand * param and v0 = rand * (size - v) in float32, start v0.long(), end v0.long() + v.long()
+    (truncation toward zero, so v0 in (-1, 0) starts at 0)."""
+    rng = np.random.default_rng(0)
+    u = rng.random((2, 500)).astype(np.float32)
+    for size, param in ((64, 30), (96, 100), (10, 0)):
+        starts, widths = aug.mask_bounds(torch.from_numpy(u[0]), torch.from_numpy(u[1]), size, param)
+        for i in range(u.shape[1]):
+            value = np.float32(u[0, i]) * np.float32(param)
+            start = np.float32(u[1, i]) * (np.float32(size) - value)
+            expected = (0, 0) if param < 1 else (math.trunc(float(start)), math.trunc(float(value)))
+            assert (int(starts[i]), int(widths[i])) == expected
+
+
+def test_sample_masks_draw_torchaudio_distribution():
+    """Widths are uniform on 0..param-1; starts follow P(start = s) = E_v[P(floor(U (size - v)) = s)], v ~ U(0, param)
+    (integrated numerically); chi-square tests at a fixed seed."""
+    size, param, n = 64, 30, 20000
+    starts, widths = aug.sample_masks(n, size, param, torch.Generator().manual_seed(1))
+    width_counts = np.bincount(widths.numpy(), minlength=param)
+    assert len(width_counts) == param
+    assert stats.chisquare(width_counts).pvalue > 1e-3
+    values = (np.arange(200000) + 0.5) / 200000 * param
+    spans = size - values
+    pmf = np.array([np.mean(np.clip(np.minimum(s + 1, spans) - s, 0, None) / spans) for s in range(size)])
+    counts = np.bincount(starts.numpy(), minlength=size)
+    keep = pmf * n > 5
+    observed, expected = counts[keep], pmf[keep] * n
+    assert stats.chisquare(observed, expected * observed.sum() / expected.sum()).pvalue > 1e-3
+
+
+def test_mixup_is_its_definition():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, dtype=torch.float64, generator=generator)
+    y = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1, 0]), 3).double()
+    lambdas, permutation = torch.rand(5, dtype=torch.float64, generator=generator), torch.tensor([3, 0, 4, 1, 2])
+    mixed_x, mixed_y = aug.mixup(x, y, lambdas, permutation)
+    for b in range(5):
+        lam, other = float(lambdas[b]), int(permutation[b])
+        assert torch.allclose(mixed_x[b], lam * x[b] + (1 - lam) * x[other], rtol=0, atol=1e-15)
+        assert torch.allclose(mixed_y[b], lam * y[b] + (1 - lam) * y[other], rtol=0, atol=1e-15)
+
+
+def test_sample_mixup_draws_beta_and_permutations():
+    lambdas, permutation = aug.sample_mixup(20000, 0.5, torch.Generator().manual_seed(2))
+    assert stats.kstest(lambdas.numpy(), stats.beta(0.5, 0.5).cdf).pvalue > 1e-3
+    assert sorted(permutation.tolist()) == list(range(20000))
+    firsts = [int(aug.sample_mixup(4, 0.3, torch.Generator().manual_seed(s))[1][0]) for s in range(4000)]
+    assert stats.chisquare(np.bincount(firsts, minlength=4)).pvalue > 1e-3
+
+
+def test_crop_or_pad_and_clip_starts():
+    """A clip keeps `unit` samples from its start, zero past its end; EVAR's training start is uniform on
+    0..length-unit-1 (numpy's randint(length - unit)) for longer clips, 0 otherwise."""
+    waveforms = torch.arange(2 * 12, dtype=torch.float64).reshape(2, 12) + 1
+    lengths, starts = torch.tensor([12, 5]), torch.tensor([4, 0])
+    out = aug.crop_or_pad(waveforms, lengths, starts, 6)
+    assert out[0].tolist() == waveforms[0, 4:10].tolist()
+    assert out[1].tolist() == [*waveforms[1, :5].tolist(), 0.0]
+    lengths = torch.tensor([16] * 30000 + [5])
+    drawn = aug.sample_clip_starts(lengths, 10, torch.Generator().manual_seed(3))
+    assert int(drawn[-1]) == 0
+    assert stats.chisquare(np.bincount(drawn[:-1].numpy(), minlength=6)).pvalue > 1e-3
+    assert int(drawn.max()) == 5
+
+
+def test_finetune_augmentation_applies_evar_order():
+    """Frequency mask, then time mask, then the random resize crop, each with its own draws."""
+    blocks = aug.FinetuneAugmentation(freq_mask=20, time_mask=30, resize_crop=True)
+    x = torch.randn(3, 64, 101, dtype=torch.float64)
+    draws = blocks.sample(3, 64, 101, torch.Generator().manual_seed(4))
+    expected = masked_by_definition(x.numpy(), *draws.frequency, axis=-2)
+    expected = masked_by_definition(expected, *draws.time, axis=-1)
+    expected = random_resize_crop(torch.from_numpy(expected)[:, None], draws.boxes)[:, 0]
+    assert torch.equal(blocks(x, draws), expected)
+    off = aug.FinetuneAugmentation(0, 0, False)
+    assert torch.equal(off(x, off.sample(3, 64, 101)), x)
+
+
+# --- the head, the loss and the schedule ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_evar_head_and_loss_in_float64(multi_label):
+    torch.manual_seed(0)
+    config = BYOLAConfig(
+        feature_d=64, mean=-8.0, std=4.0, classifier_head="evar", use_weighted_layer_sum=False,
+        freeze_base_model=False, num_labels=3,
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+    )  # fmt: skip
+    model = BYOLAForSequenceClassification(config).double().train()
+    assert model.norm.weight is None and model.norm.bias is None
+    assert float(model.classifier.bias.detach().abs().max()) == 0.0
+    assert 0.007 < float(model.classifier.weight.detach().std()) < 0.013  # normal, std 0.01 (192 weights)
+    x = torch.randn(6, 64, 120, dtype=torch.float64) - 8
+    labels = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]], dtype=torch.float64)
+    labels = labels if multi_label else torch.tensor([0, 2, 1, 1, 0, 2])
+    torch.manual_seed(1)
+    output = model(x, labels=labels)
+    torch.manual_seed(1)  # the same dropout
+    embedding = model.byola(x).pooler_output
+    normalised = (embedding - embedding.mean(0)) / torch.sqrt(embedding.var(0, unbiased=False) + 1e-5)
+    logits = normalised @ model.classifier.weight.T + model.classifier.bias
+    assert torch.allclose(output.logits, logits, rtol=0, atol=1e-12)
+    if multi_label:
+        p = torch.sigmoid(logits)
+        loss = -(labels * torch.log(p) + (1 - labels) * torch.log(1 - p)).mean()
+    else:
+        one_hot = torch.nn.functional.one_hot(labels, 3).double()
+        loss = -(one_hot * (logits - torch.logsumexp(logits, -1, keepdim=True))).sum() / (6 * 3)
+    assert torch.allclose(output.loss, loss, rtol=0, atol=1e-12)
+    if not multi_label:  # mixup's soft rows
+        soft = torch.softmax(torch.randn(6, 3, dtype=torch.float64), -1)
+        expected = -(soft * (logits - torch.logsumexp(logits, -1, keepdim=True))).sum() / (6 * 3)
+        assert torch.allclose(evar_loss(output.logits, soft, None), expected, rtol=0, atol=1e-12)
+
+
+def test_schedule_is_cosine_with_linear_warmup_per_iteration():
+    """LR of optimiser step k = f(max(k - 1, 0) / E), EVAR stepping timm's scheduler after each iteration:
+    f(t) = base t / warmup in the warm-up, then min + (base - min)(1 + cos(pi t / epochs)) / 2."""
+    base, low, warmup, epochs, per_epoch = 0.1, 1e-7, 5, 20, 3
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=base, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, EvarSchedule(per_epoch, warmup, epochs, base, low))
+    for k in range(epochs * per_epoch):
+        t = max(k - 1, 0) / per_epoch
+        expected = base * t / warmup if t < warmup else low + (base - low) * (1 + math.cos(math.pi * t / epochs)) / 2
+        assert math.isclose(optimizer.param_groups[0]["lr"], expected, rel_tol=1e-12, abs_tol=1e-15), k
+        optimizer.step()
+        scheduler.step()
+
+
+def test_average_precision_is_sklearns():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        truth = rng.random(40) < 0.3
+        truth[0] = True
+        scores = np.round(rng.random(40), 1)  # ties
+        assert math.isclose(average_precision(scores, truth), average_precision_score(truth, scores), rel_tol=1e-12)
+
+
+# --- byola-finetune end to end on real recordings --------------------------------------------------------------------
+
+ALSA = ["Front_Center", "Front_Left", "Rear_Left", "Side_Right", "Rear_Right"]
+FREEDESKTOP = ["bell", "complete", "dialog-error", "message", "service-login"]
+PHRASES = ["one two", "hello there", "yes or no", "stop now", "left right"]
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory) -> Path:
+    """Fifteen real clips of three classes: ALSA's spoken channel names, freedesktop sounds, espeak-ng speech."""
+    root = tmp_path_factory.mktemp("finetune_task")
+    for name in ALSA:
+        source = Path(f"/usr/share/sounds/alsa/{name}.wav")
+        if not source.is_file():
+            pytest.skip(f"{source} missing (scripts/setup.sh installs alsa-utils' sounds)")
+        (root / f"{name}.wav").symlink_to(source)
+    for name in FREEDESKTOP:
+        (root / f"{name}.oga").symlink_to(f"/usr/share/sounds/freedesktop/stereo/{name}.oga")
+    for index, phrase in enumerate(PHRASES):
+        subprocess.run(["espeak-ng", "-w", str(root / f"speech{index}.wav"), phrase], check=True)
+    return root
+
+
+def task_rows() -> list[tuple[str, str]]:
+    return (
+        [(f"{name}.wav", "alsa") for name in ALSA]
+        + [(f"{name}.oga", "sound") for name in FREEDESKTOP]
+        + [(f"speech{index}.wav", "speech") for index in range(len(PHRASES))]
+    )
+
+
+def write_csv(path: Path, header: str, rows) -> Path:
+    path.write_text(header + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    return path
+
+
+def split_csv(task_dir: Path, tmp_path: Path) -> Path:
+    splits = ["train", "train", "train", "valid", "test"]
+    rows = [(name, label, splits[index % 5]) for index, (name, label) in enumerate(task_rows())]
+    return write_csv(tmp_path / "split.csv", "file_name,label,split", rows)
+
+
+def fold_csv(task_dir: Path, tmp_path: Path) -> Path:
+    rows = [(name, label, index % 5 + 1) for index, (name, label) in enumerate(task_rows())]
+    return write_csv(tmp_path / "fold.csv", "file_name,label,fold", rows)
+
+
+def command(model, csv, task_dir, output, *extra) -> list:
+    return [
+        "--model_name_or_path", model, "--metadata_csv", csv, "--data_dir", task_dir, "--output_dir", output,
+        "--unit_seconds", "1.0", "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
+        "--warmup_epochs", "1", *QUICK, *extra,
+    ]  # fmt: skip
+
+
+def test_split_csv_end_to_end_loads_with_auto_class_and_pipeline(small_model, task_dir, tmp_path, capsys):
+    from transformers import AutoModelForAudioClassification, pipeline
+
+    output = tmp_path / "out"
+    main([str(a) for a in command(small_model, split_csv(task_dir, tmp_path), task_dir, output, "--seeds", "2")])
+    result = json.loads((output / "eval_results.json").read_text())
+    assert result["protocol"] == "train/valid/test split" and result["selection"] == "the validation split"
+    assert len(result["scores"]) == 2 and result["folds"][0]["num_test"] == 3
+    assert math.isclose(result["test_accuracy"], np.mean(result["scores"]))
+    assert math.isclose(result["test_accuracy_std"], np.std(result["scores"]))
+    model_dir = output / "fold-all_seed-42"
+    assert not list(model_dir.glob("checkpoint-*"))
+    card = (model_dir / "README.md").read_text()
+    assert "test_accuracy" in card and "split" in card and "mixup alpha 0.5" in card
+    model = AutoModelForAudioClassification.from_pretrained(model_dir)
+    assert isinstance(model, BYOLAForSequenceClassification) and model.config.classifier_head == "evar"
+    predictions = pipeline("audio-classification", model=str(model_dir))(str(task_dir / "speech0.wav"))
+    assert {p["label"] for p in predictions} == {"alsa", "sound", "speech"}
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_fold_csv_killed_and_rerun_resumes_to_the_same_result(
+    small_model, task_dir, tmp_path, monkeypatch, capsys, caplog
+):
+    """Folds 1 and 2 of five, leave-one-fold-out (the test rows choose the epoch): a run killed right after the second
+    fold's first checkpoint resumes that fold from it, reads the first fold's finished result back, and ends with the
+    figures and weights of a run never killed."""
+    csv = fold_csv(task_dir, tmp_path)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    main([str(a) for a in command(small_model, csv, task_dir, whole, "--folds", "1", "2")])
+    original = FinetuneTrainer._save_checkpoint
+
+    def save_then_die(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if "fold-2" in self.args.output_dir and self.state.global_step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(FinetuneTrainer, "_save_checkpoint", save_then_die)
+    code, _ = run_main(main, command(small_model, csv, task_dir, killed, "--folds", "1", "2"), capsys)
+    assert code == 130
+    assert (killed / "fold-1_seed-42" / "run_result.json").is_file()
+    assert (killed / "fold-2_seed-42" / "checkpoint-3").is_dir() and not (killed / "eval_results.json").exists()
+    monkeypatch.setattr(FinetuneTrainer, "_save_checkpoint", original)
+    first_done = (killed / "fold-1_seed-42" / "run_result.json").stat().st_mtime_ns
+    caplog.set_level(logging.INFO, logger="byola_hf.finetune.run")
+    main([str(a) for a in command(small_model, csv, task_dir, killed, "--folds", "1", "2")])
+    assert "fold-1_seed-42 is finished" in caplog.text
+    assert "Resuming fold 2, seed 42 from" in caplog.text and "checkpoint-3" in caplog.text
+    assert (killed / "fold-1_seed-42" / "run_result.json").stat().st_mtime_ns == first_done
+    expected, resumed = (json.loads((folder / "eval_results.json").read_text()) for folder in (whole, killed))
+    assert resumed["protocol"] == "leave-one-fold-out" and "test rows" in resumed["selection"]
+    assert [fold["fold"] for fold in resumed["folds"]] == ["1", "2"]
+    assert resumed["scores"] == expected["scores"]
+    from safetensors.torch import load_file
+
+    for folder in ("fold-1_seed-42", "fold-2_seed-42"):
+        a, b = (load_file(root / folder / "model.safetensors") for root in (whole, killed))
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    code, stderr = run_main(
+        main, command(small_model, csv, task_dir, killed, "--folds", "1", "2", "--mixup", "0.3"), capsys
+    )
+    assert_one_line(code, stderr, COMMAND, "other inputs or arguments")
+
+
+def test_multi_label_cells_train_with_bce_and_report_map(small_model, task_dir, tmp_path):
+    rows = [
+        (name, f"{label},loud" if index % 2 else label, ["train", "train", "valid", "test"][index % 4])
+        for index, (name, label) in enumerate(task_rows())
+    ]
+    csv = write_csv(tmp_path / "multi.csv", "file_name,label,split", [(n, f'"{l}"', s) for n, l, s in rows])
+    output = tmp_path / "multi"
+    main([str(a) for a in command(small_model, csv, task_dir, output, "--num_train_epochs", "1")])
+    result = json.loads((output / "eval_results.json").read_text())
+    assert result["multi_label"] and result["metric"] == "mAP" and 0 < result["test_mAP"] <= 1
+    assert result["classes"] == ["alsa", "loud", "sound", "speech"]
+    config = json.loads((output / "fold-all_seed-42" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+
+
+def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
+    rows = task_rows()
+    cases = {
+        "no labels": (write_csv(tmp_path / "a.csv", "file_name,split", [(n, "train") for n, _ in rows]), (),
+                      ("no label column 'label'", "--label_column_name")),
+        "fold without test rows": (fold_csv(task_dir, tmp_path), ("--folds", "7"), ("fold 7", "no test rows")),
+        "one class": (write_csv(tmp_path / "b.csv", "file_name,label,split",
+                                [(n, "x", ["train", "test"][i % 2]) for i, (n, _) in enumerate(rows)]), (),
+                      ("one class only",)),
+        "unseen label": (write_csv(tmp_path / "c.csv", "file_name,label,split",
+                                   [(n, label, "test" if label == "speech" else "train") for n, label in rows]), (),
+                         ("never seen", "speech")),
+    }  # fmt: skip
+    for name, (csv, extra, fragments) in cases.items():
+        code, stderr = run_main(main, command(small_model, csv, task_dir, tmp_path / name, *extra), capsys)
+        assert_one_line(code, stderr, COMMAND, *fragments)
+        assert not (tmp_path / name).exists(), name
+
+
+def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(
+    small_model, task_dir, tmp_path, caplog
+):
+    """EVAR's batch of 256 on a mini task's 120 clips made every epoch one optimiser step: a 40-epoch run left the
+    head at its initialisation and scored below chance, silently. The command now says so."""
+    csv = split_csv(task_dir, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="byola_hf.finetune.run"):
+        main(
+            [
+                str(a)
+                for a in command(small_model, csv, task_dir, tmp_path / "out", "--per_device_train_batch_size", "9")
+            ]
+        )
+    notes = [record.getMessage() for record in caplog.records if "ONE optimiser step" in record.getMessage()]
+    assert notes == ["The batch (9) holds all 9 training clips: each epoch is ONE optimiser step, so 2 epochs are 2 "
+        "steps, the first 1 of them warming up from a learning rate of 0. Give a smaller "
+        "--per_device_train_batch_size (or more epochs) to train more steps."]  # fmt: skip
+    from byola_hf.finetune.run import one_step_epochs_note
+
+    assert one_step_epochs_note(train_clips=10, batch=9, epochs=2, warmup_epochs=1) is None
