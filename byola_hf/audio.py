@@ -1,7 +1,8 @@
 """One way in for audio: every input form byola_hf accepts -> mono float32 samples, with one set of checks.
 
-The feature extractor, the pipelines, the HEAR API and every command (statistics, extraction, the SUPERB recipe,
-pre-training) turn their inputs into waveforms here, so a clip reads the same wherever it enters:
+The feature extractor, the pipelines, the HEAR API and the commands (statistics, extraction, fine-tuning,
+pre-training; `byola-run-superb` decodes its files through `datasets.Audio`, then checks them here) turn their inputs
+into waveforms here, so a clip reads the same wherever it enters:
 - a file path or the file's bytes: decoded with soundfile (libsndfile), see `AUDIO_EXTENSIONS`;
 - a numpy array, torch tensor or list of floats; integer PCM (`int8`, `int16`, `int32`, `uint8`) is scaled by its
   dtype to [-1, 1) as soundfile reads it; either byte order;

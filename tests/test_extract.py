@@ -217,7 +217,7 @@ def test_kill_9_then_changed_arguments_refuse_and_the_same_resume(audio_folder, 
 def test_source_fingerprint_sees_a_file_written_again_under_its_name(tmp_path):
     """A folder of files: datasets fingerprints it by the names; a clip exported again (same length, so the same
     size) must make another source, or a resumed extraction would mix embeddings of two versions."""
-    from byola_hf.extract.source import load_source, source_fingerprint
+    from byola_hf.tools.data import load_source, source_fingerprint
 
     clip = tmp_path / "clips" / "a.wav"
     clip.parent.mkdir()
@@ -232,7 +232,7 @@ def test_source_fingerprint_sees_a_file_written_again_under_its_name(tmp_path):
 def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
     """`--dataset_name root/` where root holds train/ and test/: --split would be ignored and the splits mixed, so it
     is refused with the ways to say what is meant; a glob reads every file on purpose."""
-    from byola_hf.extract.source import load_source
+    from byola_hf.tools.data import load_source
 
     root, _ = audio_folder
     with pytest.raises(ValueError, match=r"holds split folders \(train\): read one with --dataset_name audiofolder"):

@@ -594,9 +594,9 @@ def test_streaming_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
     # The statistics are those of the same clips read whole, and the model carries them.
-    from byola_hf.extract.source import load_source
     from byola_hf.feature_extraction_byola import BYOLAFeatureExtractor
     from byola_hf.pretraining.data import scan_clips
+    from byola_hf.tools.data import load_source
 
     record = json.loads((whole / "pretraining_statistics.json").read_text())
     assert record["provenance"]["num_examples"] == 8

@@ -5,10 +5,10 @@ decodes clips in DataLoader workers (through `byola_hf.audio`) and runs the mode
 owned, resumable shards and reads them back; [`cli`] is the command line.
 """
 
+from ..tools.data import load_source, metadata_csv_source
 from .cli import main
 from .embed import AudioClips, embed_clip_batch, layer_widths
 from .extract import ExtractionResult, extract_embeddings, load_embeddings
-from .source import load_source, metadata_csv_source
 
 
 __all__ = [

@@ -24,11 +24,10 @@ import torch
 
 from ..audio import display_path
 from ..modeling_byola import BYOLAModel
-from ..tools.data import load_byola_front_end
+from ..tools.data import load_byola_front_end, load_source, source_fingerprint
 from ..tools.distributed import device_for_rank, process_group
 from ..tools.outputs import atomic_path, claim_output_dir, fingerprint, remove_path, write_json_atomic
 from .embed import AudioClips, clip_loader, embed_clip_batch
-from .source import load_source, source_fingerprint
 
 
 COMMAND = "byola-extract"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..extract.source import metadata_csv_source, source_fingerprint
-from ..extras import require_extra
-from ..linear_eval.evaluate import label_classes, split_fold
+from ..audio import decode_undecoded_audio
+from ..linear_eval.evaluate import label_classes, split_masks
+from ..tools.data import metadata_csv_source, source_fingerprint
 
 
 AUDIO_COLUMN = "audio"
@@ -68,15 +68,14 @@ def encode_targets(labels: list, classes: list, multi_label: bool) -> np.ndarray
 
 
 def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: list[str]) -> list[FoldRows]:
-    """The rounds of a `split` column (one, through linear evaluation's own split check) or of a `fold` column
+    """The rounds of a `split` column (one, through linear evaluation's own split rule) or of a `fold` column
     (leave-one-fold-out; `wanted`: only these fold values)."""
     rows = np.arange(len(tags))
     if layout == "split":
         if wanted:
             raise ValueError("--folds picks folds of a 'fold' column; this CSV has a 'split' column: drop --folds.")
-        fold = split_fold(rows[:, None], np.zeros(len(rows), dtype=np.int64), tags, where)
-        valid = None if fold.valid_x is None else fold.valid_x[:, 0]
-        return [FoldRows("all", fold.train_x[:, 0], fold.test_x[:, 0], valid)]
+        train, valid, test = split_masks(tags, where)
+        return [FoldRows("all", rows[train], rows[test], rows[valid] if valid.any() else None)]
     names = [str(name) for name in label_classes(list(tags))]
     text = np.asarray([str(tag) for tag in tags])
     for name in wanted:
@@ -117,7 +116,6 @@ def load_task(
     metadata_csv: str, data_dir: str | None, label_column_name: str, sampling_rate: int, wanted_folds: list[str]
 ) -> FinetuneTask:
     """Read, check and decode a task CSV (see the module doc); every mistake is a one-line `ValueError`."""
-    datasets = require_extra("datasets", "superb")
     dataset = metadata_csv_source(metadata_csv, data_dir, AUDIO_COLUMN)
     if label_column_name not in dataset.column_names:
         raise ValueError(
@@ -138,8 +136,8 @@ def load_task(
     for fold in folds:
         check_fold_classes(fold, labels, multi_label, classes)
     fingerprint = source_fingerprint(dataset, AUDIO_COLUMN)
-    decoded = dataset.cast_column(AUDIO_COLUMN, datasets.Audio(sampling_rate=sampling_rate, mono=True))
-    waveforms = [np.asarray(item["array"], dtype=np.float32) for item in decoded[AUDIO_COLUMN]]
+    # Decoded as every command decodes files (byola_hf.audio): a truncated or non-finite file is an error naming it.
+    waveforms = [decode_undecoded_audio(item, sampling_rate) for item in dataset[AUDIO_COLUMN]]
     targets = encode_targets(labels, classes, multi_label)
     return FinetuneTask(waveforms, targets, classes, multi_label, folds, layout, fingerprint)
 

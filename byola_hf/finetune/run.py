@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
-from ..extract.source import FILE_COLUMN
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
 from ..tools.cli import check_training_length_and_values, run_training
+from ..tools.data import FILE_COLUMN
 from ..tools.outputs import claim_output_dir, fingerprint, last_complete_checkpoint, save_into, write_json_atomic
 from .augmentations import FinetuneAugmentation
 from .data import ClipSet, FinetuneTask, FoldRows, collate_clips, load_task

@@ -223,8 +223,8 @@ def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[
     return folds, class_display_names(classes, data), layout
 
 
-def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fold:
-    """The train/valid/test fold of a `split` column."""
+def split_masks(tags: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(train, valid, test)` row masks of a `split` column's values (train, valid or validation, test)."""
     tags = np.asarray([str(tag).strip().lower() for tag in tags])
     unknown = sorted(set(tags) - {"train", "test", *VALIDATION_NAMES})
     if unknown or "train" not in tags or "test" not in tags:
@@ -232,7 +232,12 @@ def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fo
             f"The 'split' column of {where} must say train, valid (or validation) and test, with train and test "
             f"present; found {sorted(set(tags))}."
         )
-    train, test, valid = tags == "train", tags == "test", np.isin(tags, VALIDATION_NAMES)
+    return tags == "train", np.isin(tags, VALIDATION_NAMES), tags == "test"
+
+
+def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fold:
+    """The train/valid/test fold of a `split` column."""
+    train, valid, test = split_masks(tags, where)
     check_several_classes(y[train], where)
     unseen = set(y[test | valid]) - set(y[train])
     if unseen:

@@ -20,7 +20,6 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
-from ..extract.source import load_source, source_fingerprint
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import (
@@ -31,7 +30,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import draw_rows, is_audio_file_source, load_byola_front_end
+from ..tools.data import draw_rows, is_audio_file_source, load_byola_front_end, load_source, source_fingerprint
 from ..tools.distributed import check_trainer_world_size, is_main_process
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from ..audio import decode_undecoded_audio
-from ..extract.source import load_source
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..linear_eval.classifier import VALIDATION_FRACTION, hold_out_validation, predict, standardize, train_linear
 from ..modeling_byola import BYOLAModel
+from ..tools.data import load_source
 
 
 @dataclass
