@@ -158,6 +158,16 @@ def s3prl_estimate(
     return estimate, seen
 
 
+def check_stats_arguments(
+    mode: str, batch_size: int, num_proc: int | None, max_examples: int | None, device: str | None
+) -> None:
+    """Refuse an unknown `mode`, counts that are not positive, and a GPU `device` with forked workers."""
+    if mode not in ("exact", "s3prl"):
+        raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
+    check_positive(batch_size=batch_size, num_proc=num_proc, max_examples=max_examples)
+    check_device_with_workers(device, num_proc)
+
+
 def compute_stats(
     model_name_or_path: str,
     dataset_name: str,
@@ -189,10 +199,7 @@ def compute_stats(
         device: compute the log-mels and moments on this device (e.g. `"cuda"`; under torchrun each rank uses its
             own GPU, `cuda:LOCAL_RANK`). Not with `num_proc`: forked workers cannot share a GPU context.
     """
-    if mode not in ("exact", "s3prl"):
-        raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
-    check_positive(batch_size=batch_size, num_proc=num_proc, max_examples=max_examples)
-    check_device_with_workers(device, num_proc)
+    check_stats_arguments(mode, batch_size, num_proc, max_examples, device)
     config, feature_extractor = load_byola_front_end(model_name_or_path)
     if output_dir is not None:
         check_model_weights(model_name_or_path)  # before the work, not after it
