@@ -465,3 +465,24 @@ def load_speech(path: Path) -> np.ndarray:
     from byola_hf.audio import load_audio
 
     return load_audio(str(path), 16000)
+
+
+# Issue 33, section 3: what ended in a traceback is one line (exit 2), or a ValueError from a library call ----------
+
+
+@pytest.mark.parametrize("fault", ["float16", "int32", "overflow"])
+def test_convert_refuses_weights_of_other_types_or_that_overflow(random2048_checkpoint, tmp_path, capsys, fault):
+    """fp16 and int32 tensors, and a finite weight of 3e38 (the network's output overflows to inf), were
+    tracebacks."""
+    from byola_hf.convert_byola_checkpoint import main
+
+    weights = torch.load(random2048_checkpoint, map_location="cpu", weights_only=True)
+    if fault == "overflow":
+        weights["features.0.weight"][0, 0, 0, 0] = 3e38
+    else:
+        weights = {key: tensor.to(getattr(torch, fault)) for key, tensor in weights.items()}
+    torch.save(weights, tmp_path / "byola.pth")
+    code, stderr = run_main(main, [tmp_path / "byola.pth", tmp_path / "out"], capsys)
+    expected = "overflow" if fault == "overflow" else f"holds {fault} tensors"
+    assert_one_line(code, stderr, "byola-convert", "byola.pth", expected)
+    assert not (tmp_path / "out").exists()
