@@ -486,3 +486,24 @@ def test_convert_refuses_weights_of_other_types_or_that_overflow(random2048_chec
     expected = "overflow" if fault == "overflow" else f"holds {fault} tensors"
     assert_one_line(code, stderr, "byola-convert", "byola.pth", expected)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_model_safetensors_is_one_line(small_model, speech, tmp_path, capsys):
+    """`byola-pretrain --init_from` a folder whose model.safetensors was cut short, and from_pretrained on it."""
+    import shutil
+
+    from byola_hf import BYOLAModel
+    from byola_hf.pretraining.cli import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_model, folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors .*truncated or damaged.*convert or download"):
+        BYOLAModel.from_pretrained(folder)
+    for index in range(4):
+        write_float_wav(tmp_path / "audio" / f"{index}.wav", load_speech(speech))
+    tiny = TINY_PRETRAINING[2:]  # not --feature_d: --init_from's network
+    arguments = ["--dataset_name", tmp_path / "audio", "--init_from", folder, "--output_dir", tmp_path / "out", *tiny]
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-pretrain", str(folder / "model.safetensors"), "truncated or damaged")
