@@ -507,3 +507,10 @@ def test_a_truncated_model_safetensors_is_one_line(small_model, speech, tmp_path
     arguments = ["--dataset_name", tmp_path / "audio", "--init_from", folder, "--output_dir", tmp_path / "out", *tiny]
     code, stderr = run_main(main, arguments, capsys)
     assert_one_line(code, stderr, "byola-pretrain", str(folder / "model.safetensors"), "truncated or damaged")
+
+
+def test_embedding_pipeline_refuses_no_input(small_model):
+    from transformers import pipeline
+
+    with pytest.raises(ValueError, match="given no audio"):
+        pipeline("byola-audio-embedding", model=str(small_model))([])
