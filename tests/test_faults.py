@@ -514,3 +514,13 @@ def test_embedding_pipeline_refuses_no_input(small_model):
 
     with pytest.raises(ValueError, match="given no audio"):
         pipeline("byola-audio-embedding", model=str(small_model))([])
+
+
+def test_extract_refuses_a_unit_shorter_than_one_output_frame(small_model, speech, tmp_path, capsys):
+    from byola_hf import BYOLAConfig
+    from byola_hf.extract.cli import main
+
+    minimum = BYOLAConfig.from_pretrained(small_model).min_samples / 16000
+    arguments = ["--model_name_or_path", small_model, "--dataset_name", speech.parent, "--unit_seconds", "0.01"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out", "--num_workers", "0"], capsys)
+    assert_one_line(code, stderr, "byola-extract", "--unit_seconds 0.01", f"at least {minimum:g} s")
