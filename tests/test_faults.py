@@ -524,3 +524,16 @@ def test_extract_refuses_a_unit_shorter_than_one_output_frame(small_model, speec
     arguments = ["--model_name_or_path", small_model, "--dataset_name", speech.parent, "--unit_seconds", "0.01"]
     code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out", "--num_workers", "0"], capsys)
     assert_one_line(code, stderr, "byola-extract", "--unit_seconds 0.01", f"at least {minimum:g} s")
+
+
+@pytest.mark.parametrize("lines", [[], ["1 id1/v/1.wav", "1 id2/v/1.wav", "2 id1/v/2.wav"]], ids=["empty", "no-test"])
+def test_voxceleb1_refuses_a_split_file_without_test_lines(small_model, tmp_path, capsys, datasets_cache, lines):
+    """An empty iden_split.txt, or one without test lines, ended in a ZeroDivisionError."""
+    from byola_hf.superb.run import main
+
+    (tmp_path / "vox" / "wav").mkdir(parents=True)
+    root = voxceleb(tmp_path / "vox", lines)
+    arguments = ["--superb_corpus", "voxceleb1", "--data_dir", root, "--eval_split_name", "test"]
+    arguments += ["--model_name_or_path", small_model, "--output_dir", tmp_path / "out", "--max_steps", "1"]
+    code, stderr = run_main(main, [*arguments, *QUICK_TRAINER_FLAGS], capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "iden_split.txt")
