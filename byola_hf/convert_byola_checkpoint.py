@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .configuration_byola import BYOLAConfig
+from .configuration_byola import BYOLAConfig, check_statistics
 from .feature_extraction_byola import BYOLAFeatureExtractor
 from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_card
 from .modeling_byola import BYOLAModel
@@ -336,6 +336,11 @@ def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir
     """Convert into a folder this command owns, report, and push (privately unless --public) when asked."""
     if (args.mean is None) != (args.std is None):
         raise ValueError("--mean and --std go together: give both or neither.")
+    if args.mean is not None:  # before the checkpoint is read: a NaN would be blamed on its shapes
+        try:
+            check_statistics(args.mean, args.std)
+        except ValueError as error:
+            raise ValueError(f"{error} (--mean {args.mean} --std {args.std})") from None
     check_push_arguments(push)
     run_fingerprint = fingerprint(checkpoint=str(Path(checkpoint).resolve()), mean=args.mean, std=args.std)
     model, feature_extractor, check = convert_byola_checkpoint(

@@ -537,3 +537,18 @@ def test_voxceleb1_refuses_a_split_file_without_test_lines(small_model, tmp_path
     arguments += ["--model_name_or_path", small_model, "--output_dir", tmp_path / "out", "--max_steps", "1"]
     code, stderr = run_main(main, [*arguments, *QUICK_TRAINER_FLAGS], capsys)
     assert_one_line(code, stderr, "byola-run-superb", "iden_split.txt")
+
+
+# Issue 33, section 5: one-line errors that named the wrong cause or no file -------------------------------------
+
+
+@pytest.mark.parametrize("statistics", [["nan", "4"], ["-8", "inf"], ["-8", "0"]], ids=["nan-mean", "inf-std", "zero"])
+def test_convert_calls_non_finite_statistics_non_finite(random2048_checkpoint, tmp_path, capsys, statistics):
+    """`--mean nan` was reported as the checkpoint's shapes making no valid network."""
+    from byola_hf.convert_byola_checkpoint import main
+
+    arguments = [random2048_checkpoint, tmp_path / "out", "--mean", statistics[0], "--std", statistics[1]]
+    code, stderr = run_main(main, arguments, capsys)
+    expected = "must be positive" if statistics[1] == "0" else "must be a finite number"
+    assert_one_line(code, stderr, "byola-convert", expected, f"--mean {float(statistics[0])}")
+    assert "shapes" not in stderr
