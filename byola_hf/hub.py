@@ -108,6 +108,24 @@ def warn_if_licensed(config: BYOLAConfig, private: bool) -> None:
     )
 
 
+def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
+    """
+    The push of a command whose Hub flags are `TrainingArguments`' (`--push_to_hub`, `--hub_model_id`,
+    `--hub_private_repo`), checked by [`check_push_arguments`] before any work, as every command's push is: public
+    only with `--public` (or `--hub_private_repo false`). Trainer's own pushes are turned off: it would create the
+    repository public (transformers passes `hub_private_repo=None`) and upload its checkpoints; the command pushes its
+    result once, with [`push_to_hub`].
+    """
+    push = PushArguments(
+        push_to_hub=training_args.push_to_hub,
+        hub_model_id=training_args.hub_model_id,
+        public=public or training_args.hub_private_repo is False,
+    )
+    check_push_arguments(push)
+    training_args.push_to_hub = False
+    return push
+
+
 def check_push_arguments(push: PushArguments) -> None:
     """Before any work: raise [`HubAccessError`] with one clear line when `--push_to_hub` cannot succeed."""
     if not push.push_to_hub:
@@ -303,10 +321,11 @@ def push_to_hub(
     task_info: dict[str, Any] | None = None,
 ) -> str:
     """
-    Upload a saved BYOL-A directory (weights, configs, the remote code files, and a model card generated from its
-    config) to `repo_id`, creating the repository if needed: private unless `private=False`. Weights converted from
-    NTT's files (`config.converted_from`) are pushed with a warning that their licence allows internal evaluation
-    only. Returns the commit URL.
+    Upload a saved BYOL-A directory (weights, configs, the remote code files, and its `README.md`: the card the
+    commands wrote, or the caller's own; a folder without one gets a card generated from its config, uploaded and not
+    written into the folder) to `repo_id`, creating the repository if needed: private unless `private=False`.
+    Weights converted from NTT's files (`config.converted_from`) are pushed with a warning that their licence allows
+    internal evaluation only. Returns the commit URL.
     """
     from huggingface_hub import HfApi
     from transformers import AutoConfig
@@ -321,9 +340,11 @@ def push_to_hub(
     if private:
         refuse_public_repository(repo_id, token)
     warn_if_licensed(config, private)
-    save_model_card(directory, config, task_info)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
+    if not (directory / "README.md").is_file():  # the card is uploaded, never written into the caller's folder
+        card = str(model_card(config, task_info)).encode("utf-8")
+        api.upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id=repo_id, commit_message=commit_message)
     commit = api.upload_folder(
         folder_path=str(directory),
         repo_id=repo_id,

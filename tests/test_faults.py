@@ -552,3 +552,87 @@ def test_convert_calls_non_finite_statistics_non_finite(random2048_checkpoint, t
     expected = "must be positive" if statistics[1] == "0" else "must be a finite number"
     assert_one_line(code, stderr, "byola-convert", expected, f"--mean {float(statistics[0])}")
     assert "shapes" not in stderr
+
+
+# Issue 33, section 4: users' files and pushes --------------------------------------------------------------------
+
+
+class RecordingHub:
+    """huggingface_hub.HfApi's calls that a push makes, recorded instead of sent."""
+
+    calls: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def create_repo(self, repo_id, private=None, **kwargs):
+        RecordingHub.calls.append(("create_repo", repo_id, private))
+
+    def upload_file(self, path_or_fileobj, path_in_repo, repo_id, **kwargs):
+        RecordingHub.calls.append(("upload_file", path_in_repo, path_or_fileobj))
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+        files = {path.name: path.read_bytes() for path in Path(folder_path).iterdir() if path.is_file()}
+        RecordingHub.calls.append(("upload_folder", repo_id, files))
+        return "https://hub/commit/1"
+
+
+@pytest.fixture
+def recording_hub(monkeypatch):
+    """The Hub as reachable with a token (the checks of byola_hf.hub pass), its API calls recorded."""
+    import huggingface_hub
+
+    from byola_hf import hub
+
+    RecordingHub.calls = []
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
+    return RecordingHub.calls
+
+
+def pretrain_tiny(speech, tmp_path, *extra) -> list[str]:
+    for index in range(4):
+        write_float_wav(tmp_path / "audio" / f"{index}.wav", load_speech(speech) * (1 + index / 10))
+    return [str(a) for a in ["--dataset_name", tmp_path / "audio", "--output_dir", tmp_path / "out", *extra]]
+
+
+def test_pretrain_push_offline_is_refused_before_any_work(speech, tmp_path, capsys):
+    """It decoded every clip, then Trainer's repository creation ended in a traceback."""
+    from byola_hf.pretraining.cli import main
+
+    arguments = pretrain_tiny(speech, tmp_path, *TINY_PRETRAINING, "--push_to_hub", "--hub_model_id", "me/byola")
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "offline mode is on (HF_HUB_OFFLINE=1)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_pushes_its_encoder_privately_through_the_push_check(speech, tmp_path, recording_hub):
+    """Trainer would create the repository public (hub_private_repo=None) and push the learner's checkpoints; the
+    run now pushes its encoder folder once, privately, with its pre-training card."""
+    from byola_hf.pretraining.cli import main
+
+    main(pretrain_tiny(speech, tmp_path, *TINY_PRETRAINING, "--push_to_hub", "--hub_model_id", "me/byola"))
+    assert [call[0] for call in recording_hub] == ["create_repo", "upload_folder"]
+    assert recording_hub[0] == ("create_repo", "me/byola", True)
+    files = recording_hub[1][2]
+    assert "## Pre-training" in files["README.md"].decode()
+    assert files["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()
+
+
+def test_push_keeps_the_users_readme(small_model, tmp_path, recording_hub):
+    """byola_hf.hub.push_to_hub replaced the README.md of the folder it pushed."""
+    import shutil
+
+    from byola_hf.hub import push_to_hub
+
+    folder = tmp_path / "mine"
+    shutil.copytree(small_model, folder)
+    (folder / "README.md").write_text("# My model\n")
+    push_to_hub(folder, "me/mine")
+    assert (folder / "README.md").read_text() == "# My model\n"
+    assert recording_hub[-1][2]["README.md"] == b"# My model\n"
+    (folder / "README.md").unlink()  # no card: one is generated for the Hub, not written into the folder
+    push_to_hub(folder, "me/mine")
+    assert not (folder / "README.md").exists()
+    assert [call[1] for call in recording_hub if call[0] == "upload_file"] == ["README.md"]
