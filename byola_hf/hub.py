@@ -20,6 +20,12 @@ LICENSE_NOTICE = (
     "third parties without NTT's written consent, so keep repositories holding converted official weights private "
     "unless you have that consent. This card's code (byola_hf) does not change those terms."
 )
+# The card of a model that holds none of NTT's weights (pre-trained from random initialisation).
+SCRATCH_NOTICE = (
+    "These weights were trained from random initialisation: they hold none of NTT's published BYOL-A weights, so "
+    "NTT's evaluation licence does not cover them. Their terms are the trainer's to set (and those of the data they "
+    "were trained on); this card's code (byola_hf) adds none."
+)
 CITATION = """@inproceedings{niizumi2021byol-a,
   title={BYOL for Audio: Self-Supervised Learning for General-Purpose Audio Representation},
   author={Niizumi, Daisuke and Takeuchi, Daiki and Ohishi, Yasunori and Harada, Noboru and Kashino, Kunio},
@@ -225,11 +231,17 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
     The metadata is `huggingface_hub`'s `ModelCardData`; `str(card)` is the README's text.
     """
     architecture = (config.architectures or ["BYOLAModel"])[0]
+    licensed = getattr(config, "converted_from", None) is not None
+    ntt_licence = {
+        "license": "other",
+        "license_name": "ntt-software-license-agreement-for-evaluation",
+        "license_link": "https://github.com/nttcslab/byol-a/blob/master/LICENSE",
+    }
+    # A card's front matter names a licence; a model of none of NTT's weights gets no terms from byola_hf.
+    unspecified = {"license": "other", "license_name": "unspecified"}
     metadata = ModelCardData(
         library_name="transformers",
-        license="other",
-        license_name="ntt-software-license-agreement-for-evaluation",
-        license_link="https://github.com/nttcslab/byol-a/blob/master/LICENSE",
+        **(ntt_licence if licensed else unspecified),
         tags=["audio", "byol-a", "self-supervised-learning", "byola_hf", config.variant],
         pipeline_tag="audio-classification" if architecture == "BYOLAForSequenceClassification" else None,
     )
@@ -249,7 +261,7 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         task=task_section(config, task_info, architecture),
         usage=HEAD_USAGE.get(architecture, "").format(sampling_rate=config.sampling_rate)
         + ENCODER_USAGE.format(sampling_rate=config.sampling_rate),
-        licence=LICENSE_NOTICE,
+        licence=LICENSE_NOTICE if licensed else SCRATCH_NOTICE,
         citation=CITATION,
     )
     return ModelCard(text)

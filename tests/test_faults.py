@@ -636,3 +636,26 @@ def test_push_keeps_the_users_readme(small_model, tmp_path, recording_hub):
     push_to_hub(folder, "me/mine")
     assert not (folder / "README.md").exists()
     assert [call[1] for call in recording_hub if call[0] == "upload_file"] == ["README.md"]
+
+
+def test_only_models_of_ntt_weights_carry_ntts_licence(small_model, speech, tmp_path):
+    """A card of a model pre-trained from scratch declared NTT's evaluation licence; one trained on from a converted
+    model (--init_from) lost the mark that its weights are NTT's."""
+    import shutil
+
+    from byola_hf.hub import LICENSE_NOTICE
+    from byola_hf.pretraining.cli import main
+
+    main(pretrain_tiny(speech, tmp_path / "scratch", *TINY_PRETRAINING))
+    card = (tmp_path / "scratch" / "out" / "README.md").read_text()
+    assert LICENSE_NOTICE not in card and "ntt-software-license" not in card
+    assert "none of NTT's published BYOL-A weights" in card
+    converted = tmp_path / "converted"
+    shutil.copytree(small_model, converted)
+    config = json.loads((converted / "config.json").read_text())
+    (converted / "config.json").write_text(json.dumps({**config, "converted_from": "AudioNTT2020-BYOLA.pth"}))
+    main(pretrain_tiny(speech, tmp_path / "further", "--init_from", converted, *TINY_PRETRAINING[2:]))
+    output = tmp_path / "further" / "out"
+    assert json.loads((output / "config.json").read_text())["converted_from"] == "AudioNTT2020-BYOLA.pth"
+    card = (output / "README.md").read_text()
+    assert LICENSE_NOTICE in card and "license_name: ntt-software-license-agreement-for-evaluation" in card
