@@ -507,8 +507,12 @@ class BYOLAPreTrainingConfig(BYOLAConfig):
 
 
 # The encoder's fields: those BYOLAConfig writes, less what PretrainedConfig adds and the auto_map.
-ENCODER_FIELDS = frozenset(BYOLAConfig().to_diff_dict()) | frozenset(
-    name for name in BYOLAConfig.__init__.__code__.co_varnames if name not in ("self", "kwargs")
+# `converted_from` (the NTT file a model's weights descend from) follows an encoder through pre-training: a model
+# trained on from NTT's weights is under NTT's licence too (model cards and pushes say so).
+ENCODER_FIELDS = (
+    frozenset(BYOLAConfig().to_diff_dict())
+    | frozenset(name for name in BYOLAConfig.__init__.__code__.co_varnames if name not in ("self", "kwargs"))
+    | {"converted_from"}
 )
 
 

@@ -1,12 +1,13 @@
 """Convert an original BYOL-A `.pth` checkpoint into a `save_pretrained` directory (safetensors)."""
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .configuration_byola import BYOLAConfig
+from .configuration_byola import BYOLAConfig, check_statistics
 from .feature_extraction_byola import BYOLAFeatureExtractor
 from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_card
 from .modeling_byola import BYOLAModel
@@ -113,9 +114,13 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
         match = re.search(r"(^|\.)(features|fc)\.", key)
         if match:
             state_dict[key[match.start(2) :]] = tensor
-    non_finite = [
-        key for key, tensor in state_dict.items() if tensor.is_floating_point() and not tensor.isfinite().all()
-    ]
+    other_types = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in state_dict.values()} - {"float32"})
+    if other_types:  # every published BYOL-A network is float32; the original code runs nothing else
+        raise ValueError(
+            f"{path} holds {', '.join(other_types)} tensors, but BYOL-A checkpoints are float32: save the network's "
+            "state dict in float32 (e.g. `{k: v.float() for k, v in state_dict.items()}`) and convert that."
+        )
+    non_finite = [key for key, tensor in state_dict.items() if not tensor.isfinite().all()]
     if non_finite:
         raise ValueError(
             f"{path} holds NaN or infinite values in {', '.join(non_finite[:4])}: the checkpoint is damaged; "
@@ -272,6 +277,13 @@ def convert_byola_checkpoint(
     check = None
     if verify:
         check = verify_conversion(model, state_dict)
+        if not math.isfinite(check.max_abs_value):
+            largest = max(state_dict, key=lambda key: float(state_dict[key].abs().max()))
+            raise ValueError(
+                f"{checkpoint_path}: the network's output overflows to NaN or infinity on a test input (its largest "
+                f"weight, in {largest}, is {float(state_dict[largest].abs().max()):.3g}): the checkpoint is damaged; "
+                "download it again."
+            )
         if not check.relative_diff <= tolerance:  # NaN fails too
             raise RuntimeError(
                 f"The converted model differs from the original network by {check.max_abs_diff:.3g} "
@@ -324,6 +336,11 @@ def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir
     """Convert into a folder this command owns, report, and push (privately unless --public) when asked."""
     if (args.mean is None) != (args.std is None):
         raise ValueError("--mean and --std go together: give both or neither.")
+    if args.mean is not None:  # before the checkpoint is read: a NaN would be blamed on its shapes
+        try:
+            check_statistics(args.mean, args.std)
+        except ValueError as error:
+            raise ValueError(f"{error} (--mean {args.mean} --std {args.std})") from None
     check_push_arguments(push)
     run_fingerprint = fingerprint(checkpoint=str(Path(checkpoint).resolve()), mean=args.mean, std=args.std)
     model, feature_extractor, check = convert_byola_checkpoint(

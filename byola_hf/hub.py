@@ -20,6 +20,12 @@ LICENSE_NOTICE = (
     "third parties without NTT's written consent, so keep repositories holding converted official weights private "
     "unless you have that consent. This card's code (byola_hf) does not change those terms."
 )
+# The card of a model that holds none of NTT's weights (pre-trained from random initialisation).
+SCRATCH_NOTICE = (
+    "These weights were trained from random initialisation: they hold none of NTT's published BYOL-A weights, so "
+    "NTT's evaluation licence does not cover them. Their terms are the trainer's to set (and those of the data they "
+    "were trained on); this card's code (byola_hf) adds none."
+)
 CITATION = """@inproceedings{niizumi2021byol-a,
   title={BYOL for Audio: Self-Supervised Learning for General-Purpose Audio Representation},
   author={Niizumi, Daisuke and Takeuchi, Daiki and Ohishi, Yasunori and Harada, Noboru and Kashino, Kunio},
@@ -106,6 +112,24 @@ def warn_if_licensed(config: BYOLAConfig, private: bool) -> None:
         f"Pushing weights converted from NTT's {source} to {visibility} repository: NTT's licence allows internal "
         "evaluation only, not redistribution without NTT's written consent."
     )
+
+
+def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
+    """
+    The push of a command whose Hub flags are `TrainingArguments`' (`--push_to_hub`, `--hub_model_id`,
+    `--hub_private_repo`), checked by [`check_push_arguments`] before any work, as every command's push is: public
+    only with `--public` (or `--hub_private_repo false`). Trainer's own pushes are turned off: it would create the
+    repository public (transformers passes `hub_private_repo=None`) and upload its checkpoints; the command pushes its
+    result once, with [`push_to_hub`].
+    """
+    push = PushArguments(
+        push_to_hub=training_args.push_to_hub,
+        hub_model_id=training_args.hub_model_id,
+        public=public or training_args.hub_private_repo is False,
+    )
+    check_push_arguments(push)
+    training_args.push_to_hub = False
+    return push
 
 
 def check_push_arguments(push: PushArguments) -> None:
@@ -207,11 +231,17 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
     The metadata is `huggingface_hub`'s `ModelCardData`; `str(card)` is the README's text.
     """
     architecture = (config.architectures or ["BYOLAModel"])[0]
+    licensed = getattr(config, "converted_from", None) is not None
+    ntt_licence = {
+        "license": "other",
+        "license_name": "ntt-software-license-agreement-for-evaluation",
+        "license_link": "https://github.com/nttcslab/byol-a/blob/master/LICENSE",
+    }
+    # A card's front matter names a licence; a model of none of NTT's weights gets no terms from byola_hf.
+    unspecified = {"license": "other", "license_name": "unspecified"}
     metadata = ModelCardData(
         library_name="transformers",
-        license="other",
-        license_name="ntt-software-license-agreement-for-evaluation",
-        license_link="https://github.com/nttcslab/byol-a/blob/master/LICENSE",
+        **(ntt_licence if licensed else unspecified),
         tags=["audio", "byol-a", "self-supervised-learning", "byola_hf", config.variant],
         pipeline_tag="audio-classification" if architecture == "BYOLAForSequenceClassification" else None,
     )
@@ -231,7 +261,7 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         task=task_section(config, task_info, architecture),
         usage=HEAD_USAGE.get(architecture, "").format(sampling_rate=config.sampling_rate)
         + ENCODER_USAGE.format(sampling_rate=config.sampling_rate),
-        licence=LICENSE_NOTICE,
+        licence=LICENSE_NOTICE if licensed else SCRATCH_NOTICE,
         citation=CITATION,
     )
     return ModelCard(text)
@@ -303,10 +333,11 @@ def push_to_hub(
     task_info: dict[str, Any] | None = None,
 ) -> str:
     """
-    Upload a saved BYOL-A directory (weights, configs, the remote code files, and a model card generated from its
-    config) to `repo_id`, creating the repository if needed: private unless `private=False`. Weights converted from
-    NTT's files (`config.converted_from`) are pushed with a warning that their licence allows internal evaluation
-    only. Returns the commit URL.
+    Upload a saved BYOL-A directory (weights, configs, the remote code files, and its `README.md`: the card the
+    commands wrote, or the caller's own; a folder without one gets a card generated from its config, uploaded and not
+    written into the folder) to `repo_id`, creating the repository if needed: private unless `private=False`.
+    Weights converted from NTT's files (`config.converted_from`) are pushed with a warning that their licence allows
+    internal evaluation only. Returns the commit URL.
     """
     from huggingface_hub import HfApi
     from transformers import AutoConfig
@@ -321,9 +352,11 @@ def push_to_hub(
     if private:
         refuse_public_repository(repo_id, token)
     warn_if_licensed(config, private)
-    save_model_card(directory, config, task_info)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
+    if not (directory / "README.md").is_file():  # the card is uploaded, never written into the caller's folder
+        card = str(model_card(config, task_info)).encode("utf-8")
+        api.upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id=repo_id, commit_message=commit_message)
     commit = api.upload_folder(
         folder_path=str(directory),
         repo_id=repo_id,

@@ -4,8 +4,10 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -129,6 +131,15 @@ def check_finite_weights(model: nn.Module, source: object) -> None:
         )
 
 
+def damaged_weights_error(source: Any, error: Exception) -> ValueError:
+    """The one-line error for a weights file safetensors cannot read (cut short by a failed copy or download)."""
+    folder = Path(str(source))
+    where = folder / "model.safetensors" if folder.is_dir() else f"the weights of {source}"
+    return ValueError(
+        f"{where} is truncated or damaged ({' '.join(str(error).split())[:200]}): convert or download the model again."
+    )
+
+
 class BYOLAPreTrainedModel(PreTrainedModel):
     config_class = BYOLAConfig
     config: BYOLAConfig
@@ -162,7 +173,12 @@ class BYOLAPreTrainedModel(PreTrainedModel):
         for the `output_loading_info` that lists them. A task head missing is expected: it is new for fine-tuning."""
         refuse_pretraining_checkpoint(pretrained_model_name_or_path, kwargs)
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:
+            raise damaged_weights_error(pretrained_model_name_or_path, error) from None
         check_finite_weights(model, pretrained_model_name_or_path)
         # The caller's own `state_dict` (no folder), or asking for the loading info, means choosing what is missing.
         if pretrained_model_name_or_path is not None and not want_info:

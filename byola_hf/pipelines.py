@@ -36,6 +36,12 @@ def decode_clip(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_
     return {"waveforms": to_tensor(waveform)[None], "lengths": torch.tensor([len(waveform)])}
 
 
+def refuse_no_inputs(inputs: Any) -> None:
+    """An empty list of clips: transformers' batching indexes its first item (an `IndexError`)."""
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+        raise ValueError("The pipeline was given no audio (an empty list): pass a file, array, or a list of them.")
+
+
 def model_inputs_of_batch(pipeline: Pipeline, batch: dict) -> dict:
     """The padded `waveforms` of a batch -> the model's `input_features` and `attention_mask`, computed on the
     device the pipeline put them on. `decode_clip` has checked every clip, so the batch goes straight to
@@ -63,6 +69,10 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = True
     _load_tokenizer = False
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        refuse_no_inputs(inputs)
+        return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(self, frame_level=None, layer=None, sampling_rate=None, pad_to_min_length=None, **kwargs):
         preprocess, forward, postprocess = {}, {}, {}
@@ -110,6 +120,11 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
             check_trained_head(
                 self.model.config, type(self.model).__name__, self.model.name_or_path, "The pipeline would score", fix
             )
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        if self._is_byola():
+            refuse_no_inputs(inputs)
+        return super().__call__(inputs, **kwargs)
 
     def _is_byola(self) -> bool:
         return getattr(self.model.config, "model_type", None) == "byola"

@@ -465,3 +465,197 @@ def load_speech(path: Path) -> np.ndarray:
     from byola_hf.audio import load_audio
 
     return load_audio(str(path), 16000)
+
+
+# Issue 33, section 3: what ended in a traceback is one line (exit 2), or a ValueError from a library call ----------
+
+
+@pytest.mark.parametrize("fault", ["float16", "int32", "overflow"])
+def test_convert_refuses_weights_of_other_types_or_that_overflow(random2048_checkpoint, tmp_path, capsys, fault):
+    """fp16 and int32 tensors, and a finite weight of 3e38 (the network's output overflows to inf), were
+    tracebacks."""
+    from byola_hf.convert_byola_checkpoint import main
+
+    weights = torch.load(random2048_checkpoint, map_location="cpu", weights_only=True)
+    if fault == "overflow":
+        weights["features.0.weight"][0, 0, 0, 0] = 3e38
+    else:
+        weights = {key: tensor.to(getattr(torch, fault)) for key, tensor in weights.items()}
+    torch.save(weights, tmp_path / "byola.pth")
+    code, stderr = run_main(main, [tmp_path / "byola.pth", tmp_path / "out"], capsys)
+    expected = "overflow" if fault == "overflow" else f"holds {fault} tensors"
+    assert_one_line(code, stderr, "byola-convert", "byola.pth", expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_model_safetensors_is_one_line(small_model, speech, tmp_path, capsys):
+    """`byola-pretrain --init_from` a folder whose model.safetensors was cut short, and from_pretrained on it."""
+    import shutil
+
+    from byola_hf import BYOLAModel
+    from byola_hf.pretraining.cli import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_model, folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors .*truncated or damaged.*convert or download"):
+        BYOLAModel.from_pretrained(folder)
+    for index in range(4):
+        write_float_wav(tmp_path / "audio" / f"{index}.wav", load_speech(speech))
+    tiny = TINY_PRETRAINING[2:]  # not --feature_d: --init_from's network
+    arguments = ["--dataset_name", tmp_path / "audio", "--init_from", folder, "--output_dir", tmp_path / "out", *tiny]
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-pretrain", str(folder / "model.safetensors"), "truncated or damaged")
+
+
+def test_embedding_pipeline_refuses_no_input(small_model):
+    from transformers import pipeline
+
+    with pytest.raises(ValueError, match="given no audio"):
+        pipeline("byola-audio-embedding", model=str(small_model))([])
+
+
+def test_extract_refuses_a_unit_shorter_than_one_output_frame(small_model, speech, tmp_path, capsys):
+    from byola_hf import BYOLAConfig
+    from byola_hf.extract.cli import main
+
+    minimum = BYOLAConfig.from_pretrained(small_model).min_samples / 16000
+    arguments = ["--model_name_or_path", small_model, "--dataset_name", speech.parent, "--unit_seconds", "0.01"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out", "--num_workers", "0"], capsys)
+    assert_one_line(code, stderr, "byola-extract", "--unit_seconds 0.01", f"at least {minimum:g} s")
+
+
+@pytest.mark.parametrize("lines", [[], ["1 id1/v/1.wav", "1 id2/v/1.wav", "2 id1/v/2.wav"]], ids=["empty", "no-test"])
+def test_voxceleb1_refuses_a_split_file_without_test_lines(small_model, tmp_path, capsys, datasets_cache, lines):
+    """An empty iden_split.txt, or one without test lines, ended in a ZeroDivisionError."""
+    from byola_hf.superb.run import main
+
+    (tmp_path / "vox" / "wav").mkdir(parents=True)
+    root = voxceleb(tmp_path / "vox", lines)
+    arguments = ["--superb_corpus", "voxceleb1", "--data_dir", root, "--eval_split_name", "test"]
+    arguments += ["--model_name_or_path", small_model, "--output_dir", tmp_path / "out", "--max_steps", "1"]
+    code, stderr = run_main(main, [*arguments, *QUICK_TRAINER_FLAGS], capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "iden_split.txt")
+
+
+# Issue 33, section 5: one-line errors that named the wrong cause or no file -------------------------------------
+
+
+@pytest.mark.parametrize("statistics", [["nan", "4"], ["-8", "inf"], ["-8", "0"]], ids=["nan-mean", "inf-std", "zero"])
+def test_convert_calls_non_finite_statistics_non_finite(random2048_checkpoint, tmp_path, capsys, statistics):
+    """`--mean nan` was reported as the checkpoint's shapes making no valid network."""
+    from byola_hf.convert_byola_checkpoint import main
+
+    arguments = [random2048_checkpoint, tmp_path / "out", "--mean", statistics[0], "--std", statistics[1]]
+    code, stderr = run_main(main, arguments, capsys)
+    expected = "must be positive" if statistics[1] == "0" else "must be a finite number"
+    assert_one_line(code, stderr, "byola-convert", expected, f"--mean {float(statistics[0])}")
+    assert "shapes" not in stderr
+
+
+# Issue 33, section 4: users' files and pushes --------------------------------------------------------------------
+
+
+class RecordingHub:
+    """huggingface_hub.HfApi's calls that a push makes, recorded instead of sent."""
+
+    calls: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def create_repo(self, repo_id, private=None, **kwargs):
+        RecordingHub.calls.append(("create_repo", repo_id, private))
+
+    def upload_file(self, path_or_fileobj, path_in_repo, repo_id, **kwargs):
+        RecordingHub.calls.append(("upload_file", path_in_repo, path_or_fileobj))
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+        files = {path.name: path.read_bytes() for path in Path(folder_path).iterdir() if path.is_file()}
+        RecordingHub.calls.append(("upload_folder", repo_id, files))
+        return "https://hub/commit/1"
+
+
+@pytest.fixture
+def recording_hub(monkeypatch):
+    """The Hub as reachable with a token (the checks of byola_hf.hub pass), its API calls recorded."""
+    import huggingface_hub
+
+    from byola_hf import hub
+
+    RecordingHub.calls = []
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
+    return RecordingHub.calls
+
+
+def pretrain_tiny(speech, tmp_path, *extra) -> list[str]:
+    for index in range(4):
+        write_float_wav(tmp_path / "audio" / f"{index}.wav", load_speech(speech) * (1 + index / 10))
+    return [str(a) for a in ["--dataset_name", tmp_path / "audio", "--output_dir", tmp_path / "out", *extra]]
+
+
+def test_pretrain_push_offline_is_refused_before_any_work(speech, tmp_path, capsys):
+    """It decoded every clip, then Trainer's repository creation ended in a traceback."""
+    from byola_hf.pretraining.cli import main
+
+    arguments = pretrain_tiny(speech, tmp_path, *TINY_PRETRAINING, "--push_to_hub", "--hub_model_id", "me/byola")
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "offline mode is on (HF_HUB_OFFLINE=1)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_pushes_its_encoder_privately_through_the_push_check(speech, tmp_path, recording_hub):
+    """Trainer would create the repository public (hub_private_repo=None) and push the learner's checkpoints; the
+    run now pushes its encoder folder once, privately, with its pre-training card."""
+    from byola_hf.pretraining.cli import main
+
+    main(pretrain_tiny(speech, tmp_path, *TINY_PRETRAINING, "--push_to_hub", "--hub_model_id", "me/byola"))
+    assert [call[0] for call in recording_hub] == ["create_repo", "upload_folder"]
+    assert recording_hub[0] == ("create_repo", "me/byola", True)
+    files = recording_hub[1][2]
+    assert "## Pre-training" in files["README.md"].decode()
+    assert files["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()
+
+
+def test_push_keeps_the_users_readme(small_model, tmp_path, recording_hub):
+    """byola_hf.hub.push_to_hub replaced the README.md of the folder it pushed."""
+    import shutil
+
+    from byola_hf.hub import push_to_hub
+
+    folder = tmp_path / "mine"
+    shutil.copytree(small_model, folder)
+    (folder / "README.md").write_text("# My model\n")
+    push_to_hub(folder, "me/mine")
+    assert (folder / "README.md").read_text() == "# My model\n"
+    assert recording_hub[-1][2]["README.md"] == b"# My model\n"
+    (folder / "README.md").unlink()  # no card: one is generated for the Hub, not written into the folder
+    push_to_hub(folder, "me/mine")
+    assert not (folder / "README.md").exists()
+    assert [call[1] for call in recording_hub if call[0] == "upload_file"] == ["README.md"]
+
+
+def test_only_models_of_ntt_weights_carry_ntts_licence(small_model, speech, tmp_path):
+    """A card of a model pre-trained from scratch declared NTT's evaluation licence; one trained on from a converted
+    model (--init_from) lost the mark that its weights are NTT's."""
+    import shutil
+
+    from byola_hf.hub import LICENSE_NOTICE
+    from byola_hf.pretraining.cli import main
+
+    main(pretrain_tiny(speech, tmp_path / "scratch", *TINY_PRETRAINING))
+    card = (tmp_path / "scratch" / "out" / "README.md").read_text()
+    assert LICENSE_NOTICE not in card and "ntt-software-license" not in card
+    assert "none of NTT's published BYOL-A weights" in card
+    converted = tmp_path / "converted"
+    shutil.copytree(small_model, converted)
+    config = json.loads((converted / "config.json").read_text())
+    (converted / "config.json").write_text(json.dumps({**config, "converted_from": "AudioNTT2020-BYOLA.pth"}))
+    main(pretrain_tiny(speech, tmp_path / "further", "--init_from", converted, *TINY_PRETRAINING[2:]))
+    output = tmp_path / "further" / "out"
+    assert json.loads((output / "config.json").read_text())["converted_from"] == "AudioNTT2020-BYOLA.pth"
+    card = (output / "README.md").read_text()
+    assert LICENSE_NOTICE in card and "license_name: ntt-software-license-agreement-for-evaluation" in card

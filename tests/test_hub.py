@@ -395,7 +395,8 @@ def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
 
 
 def test_model_card_without_statistics_warns():
-    card = str(model_card(BYOLAConfig(feature_d=512)))
+    converted = "AudioNTT2020-BYOLA-64x96d512.pth"  # NTT's weights: their licence
+    card = str(model_card(BYOLAConfig(feature_d=512, converted_from=converted)))
     assert "no statistics yet" in card and "byola-compute-stats" in card
     assert LICENSE_NOTICE in card and "# BYOL-A v1 (AudioNTT2020, 512-d)" in card
     fine_tuned = model_card(
@@ -405,6 +406,7 @@ def test_model_card_without_statistics_warns():
             std=4.0,
             id2label={0: "yes", 1: "no"},
             architectures=["BYOLAForSequenceClassification"],
+            converted_from=converted,
         ),
         {"task": "ks", "description": "keyword spotting", "metrics": {"eval_accuracy": 0.9}},
     )

@@ -229,6 +229,11 @@ def prepare_job(
     if clashes:
         raise ValueError(f"The source already has the column(s) {clashes} that byola-extract writes: rename them.")
     unit = None if unit_seconds is None else round(unit_seconds * feature_extractor.sampling_rate)
+    if unit is not None and unit < config.min_samples:  # every clip cut to it would be refused, one by one
+        raise ValueError(
+            f"--unit_seconds {unit_seconds:g} is shorter than one output frame of the model: give at least "
+            f"{config.min_samples / feature_extractor.sampling_rate:g} s ({config.min_samples} samples)."
+        )
     return ExtractionJob(
         model, feature_extractor, dataset, audio_column_name, layer_indices, shard_size, unit, Path(output_dir)
     )

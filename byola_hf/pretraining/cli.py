@@ -21,6 +21,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..hub import push_to_hub, trainer_push_arguments
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import (
     check_training_length_and_values,
@@ -87,6 +88,9 @@ class PreTrainingModelArguments:
     projection_hidden_size: int = field(default=4096, metadata={"help": "BYOL projector/predictor hidden size"})
     ema_decay: float = field(default=0.99, metadata={"help": "Target EMA decay"})
     mixup_memory_size: int = field(default=2048, metadata={"help": "Mixup memory bank (FIFO) length"})
+    public: bool = field(
+        default=False, metadata={"help": "With --push_to_hub: create the repository public (private otherwise)"}
+    )
 
 
 @dataclass
@@ -317,6 +321,7 @@ def pretrain(
     check_trainer_world_size(training_args)
     check_arguments(data_args, training_args)
     check_batch_size(training_args)
+    push = trainer_push_arguments(training_args, model_args.public)  # before any work; Trainer's pushes off
     config, start_encoder = pretraining_config(model_args)
     feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
     dataset = training_clips(data_args, feature_extractor.sampling_rate, training_args)
@@ -349,6 +354,9 @@ def pretrain(
             "audio_hours": stats["audio_seconds"] / 3600 if stats["audio_seconds"] is not None else None,
         }
         save_outputs(trainer, output_dir, info, None if result is None else result.metrics)
+        if push.push_to_hub:  # the encoder's folder with its card, privately unless --public
+            url = push_to_hub(output_dir, push.hub_model_id, private=not push.public, token=training_args.hub_token)
+            logger.info(f"Pushed to {url}")
     return output_dir
 
 

@@ -141,6 +141,9 @@ def load_corpus(data_args, config, seed: int) -> Corpus:
     spec = CORPORA[name]
     request = corpus_request(data_args, seed, config.frames_per_second)
     records = READERS[name](request)
+    empty = [split for split, columns in records.splits.items() if not columns["audio"]]
+    if empty:  # datasets cannot even save an empty split (a ZeroDivisionError)
+        raise ValueError(f"The {name} corpus under {data_args.data_dir} has no clips in its {', '.join(empty)} split.")
     folder = (
         Path(datasets.config.HF_DATASETS_CACHE)
         / "byola_hf_corpora"

@@ -120,6 +120,12 @@ def read_voxceleb1(request: CorpusRequest) -> CorpusRecords:
         split = splits[VOXCELEB_SPLITS[parts[0]]]
         split["audio"].append(str(found))
         split["label"].append(parts[1].split("/")[0])
+    empty = [f"{number} ({name})" for number, name in VOXCELEB_SPLITS.items() if not splits[name]["audio"]]
+    if empty:
+        raise ValueError(
+            f"{display_path(split_file)} lists no clip of split {', '.join(empty)}: it needs lines {VOXCELEB_LINE} "
+            "of every split (1 train, 2 dev, 3 test); is it the whole iden_split.txt?"
+        )
     # The classes are the training speakers: a speaker only in dev or test is refused by the recipe's check of
     # labels unseen in training (as for every corpus), instead of widening the head with a class never trained.
     speakers = sorted(set(splits["train"]["label"]))
