@@ -485,7 +485,11 @@ def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     loss_lines = [[line for line in card.splitlines() if line.startswith("- training loss")] for card in cards]
     assert loss_lines[0] == loss_lines[1] and "at step 1, " in loss_lines[0][0] and "at step 4" in loss_lines[0][0]
     # A different seed is another run: refused, not mixed in.
-    with pytest.raises(ValueError, match="another pre-training run"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds a byola-pretrain run .* \(it differs in training\.seed\): re-run with the same arguments to "
+        "resume, or choose another folder",
+    ):
         run_pretrain(pretrain_args(audio_folder, tmp_path / "killed", "--max_steps", "4", "--seed", "8"))
 
 
@@ -824,7 +828,7 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
         "no_audio": "no column 'audio'",
         "too_short": "shorter than one training crop",
         "not_byola": "not a BYOL-A",
-        "foreign_output": "not made by byola-pretrain",
+        "foreign_output": "holds files that byola-pretrain did not write",
         "zero_std": "`std` must be positive",
         "no_memory": "mixup_memory_size must be a positive integer",
         "diverged": "Pre-training diverged at step 1",

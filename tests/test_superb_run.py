@@ -65,7 +65,8 @@ def run_superb(*arguments: str) -> subprocess.CompletedProcess:
     stderr, handler = io.StringIO(), logging.StreamHandler()
     handler.setStream(stderr)
     logger = logging.getLogger("byola_hf.superb.run")  # its own level: other tests set it
-    level, logger.level = logger.level, logging.INFO
+    level, disabled = logger.level, logger.disabled
+    logger.level, logger.disabled = logging.INFO, False  # a library's logging.config may have disabled it
     logger.addHandler(handler)
     try:
         with contextlib.redirect_stderr(stderr):
@@ -75,7 +76,7 @@ def run_superb(*arguments: str) -> subprocess.CompletedProcess:
         code = exit_info.code
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(level)
+        logger.level, logger.disabled = level, disabled
     return subprocess.CompletedProcess(["byola-run-superb", *arguments], code, "", stderr.getvalue())
 
 

@@ -29,6 +29,7 @@ def test_a_rerun_with_any_training_argument_changed_is_refused_unless_it_may_cha
     arguments = TrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, report_to="none")
     first = {"arguments": outputs.recorded_arguments(arguments)}
     outputs.claim_output_dir(tmp_path / "run", "byola-x", first, ["result"])
+    (tmp_path / "run" / "result").write_text("partial")  # a run that wrote something (else the folder is free)
     changed = copy.copy(arguments)
     setattr(changed, name, f"another {name}")
     again = {"arguments": outputs.recorded_arguments(changed)}
@@ -60,10 +61,19 @@ def test_the_may_change_list_names_only_what_cannot_change_a_result():
 
 def test_a_data_change_alone_is_named_as_such(tmp_path):
     outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 1}, "source": {"clips": 3}}, ["r"])
+    (tmp_path / "r").write_text("partial")
     with pytest.raises(ValueError, match="The data changed since the run"):
         outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 1}, "source": {"clips": 4}}, ["r"])
     with pytest.raises(ValueError, match=r"it differs in arguments\.a, source\.clips\)"):
         outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 2}, "source": {"clips": 4}}, ["r"])
+
+
+def test_a_folder_holding_only_its_claim_is_free_for_any_run(tmp_path):
+    """A run that stopped before writing anything leaves only the marker: nothing to keep or resume, so a run with
+    other arguments takes the folder (it used to be told that it could not use it)."""
+    outputs.claim_output_dir(tmp_path / "run", "byola-x", {"arguments": {"a": 1}}, ["result"])
+    assert not outputs.claim_output_dir(tmp_path / "run", "byola-x", {"arguments": {"a": 2}}, ["result"]).resumed
+    assert outputs.read_marker(tmp_path / "run")["record"] == {"arguments": {"a": 2}}
 
 
 def test_claim_output_dir_contract(tmp_path):

@@ -382,7 +382,7 @@ def run_record(model_args, data_args, training_args, dataset, feature_extractor,
     output_dir = Path(training_args.output_dir)
     record = run_fingerprint(model_args, data_args, training_args, dataset)
     with training_args.main_process_first(desc="statistics of the data"):
-        owned = claim_output_dir(output_dir, COMMAND, record, OUTPUTS)
+        owned = claim_output_dir(output_dir, COMMAND, record, OUTPUTS, overwrite=None)  # no such flag
         with tempfile.TemporaryFile(dir=output_dir):  # can the run write its checkpoints there? (before training)
             pass
         stats_path = output_dir / STATISTICS_FILE

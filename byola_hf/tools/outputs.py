@@ -122,7 +122,7 @@ def read_marker(path: Path) -> dict | None:
 
 
 def claim_output_dir(
-    path: str | Path, command: str, run_fingerprint: str | dict, outputs: Sequence[str], overwrite: bool = False
+    path: str | Path, command: str, run_fingerprint: str | dict, outputs: Sequence[str], overwrite: bool | None = False
 ) -> OwnedOutput:
     """
     Make `path` this command's output folder, or raise a one-line `ValueError` (see the module doc).
@@ -137,7 +137,8 @@ def claim_output_dir(
             told that the data changed).
         outputs: the top-level names (or glob patterns, e.g. `"checkpoint-*"`) the command writes in the folder
             (removed by `overwrite`).
-        overwrite: start over in a folder this command wrote for another fingerprint.
+        overwrite: start over in a folder this command wrote for another fingerprint (`--overwrite_output_dir`);
+            `None` for a command without that flag (its refusal does not offer it).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -168,9 +169,10 @@ def claim_output_dir(
                 "it to resume that run, or choose another --output_dir to start one on the data as it is now."
             )
         what = f"it differs in {', '.join(differs)}" if differs else "model, data or result-changing flags differ"
+        start_over = "" if overwrite is None else " pass --overwrite_output_dir to start over,"
         raise ValueError(
             f"--output_dir {path} holds a {command} run made with other inputs or arguments ({what}): re-run "
-            "with the same arguments to resume, pass --overwrite_output_dir to start over, or choose another folder."
+            f"with the same arguments to resume,{start_over} or choose another folder."
         )
     if marker is not None:
         for name in marker.get("outputs", []):
