@@ -164,6 +164,9 @@ class BYOLAPreTrainedModel(PreTrainedModel):
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_finite_weights(model, pretrained_model_name_or_path)
+        if isinstance(model, BYOLAHeadModel) and model.config.freeze_base_model:
+            # Loading puts new parameters in place, with gradients on: freeze those (Trainer counts them trainable).
+            model.freeze_base_model()
         # The caller's own `state_dict` (no folder), or asking for the loading info, means choosing what is missing.
         if pretrained_model_name_or_path is not None and not want_info:
             check_encoder_loaded(model, info, pretrained_model_name_or_path)

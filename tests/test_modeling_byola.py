@@ -383,6 +383,20 @@ def test_frozen_encoder_can_be_unfrozen():
     assert not model.byola.training and not any(p.requires_grad for p in model.byola.parameters())
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_a_loaded_heads_frozen_encoder_needs_no_gradient(freeze, tmp_path):
+    """A head loaded from an encoder folder with a frozen encoder (the default) had every encoder parameter with
+    `requires_grad=True` (loading put new ones in place): Trainer then counted the whole network as trainable while
+    it got no gradient. Only the head's parameters may be counted; an unfrozen encoder's count too."""
+    from transformers.trainer_pt_utils import get_model_param_count
+
+    BYOLAModel(config()).save_pretrained(tmp_path)
+    head = BYOLAForSequenceClassification.from_pretrained(tmp_path, num_labels=3, freeze_base_model=freeze)
+    encoder = sum(parameter.numel() for parameter in head.byola.parameters())
+    assert all(parameter.requires_grad is not freeze for parameter in head.byola.parameters())
+    assert get_model_param_count(head, trainable_only=True) == head.num_parameters() - (encoder if freeze else 0)
+
+
 def test_ctc_refuses_targets_longer_than_output():
     model = BYOLAForCTC(config(vocab_size=12))
     batch = FE(waveforms(lengths=(8000,)), sampling_rate=16000, return_tensors="pt")  # 6 output frames
