@@ -10,6 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 from transformers import TrainingArguments
@@ -253,3 +254,23 @@ def test_training_commands_log_short_runs_and_pin_memory_only_for_an_accelerator
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*pin_memory")
         next(iter(trainer.get_train_dataloader()))
+
+
+def test_a_long_confusion_matrix_title_is_wrapped_not_cut(tmp_path):
+    """The linear evaluation's title ran past both edges of a small matrix's figure and was cut there: no text may
+    touch the picture's left or right edge, and every word of the title is drawn."""
+    from matplotlib.image import imread
+
+    from byola_hf.tools import plots
+
+    title = "Linear evaluation: 0.9500 ± 0.0200 over 3 seed(s) x 5 folds; matrix of seed 42"
+    references, predictions = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1])
+    path = plots.save_confusion_matrix(references, predictions, ["a", "b", "c"], tmp_path / "matrix.png", title)
+    pixels = imread(path)[..., :3]
+    assert (pixels[:, [0, -1]] > 0.99).all(), "text touches an edge of the picture"
+    figure = plots.confusion_matrix_figure(references, predictions, ["a", "b", "c"], title)
+    drawn = figure.axes[0].get_title()
+    assert " ".join(drawn.split()) == f"{title} (accuracy 75.0%)"
+    renderer = figure.canvas.get_renderer()
+    assert figure.bbox.contains(*figure.axes[0].title.get_window_extent(renderer).min)
+    assert figure.bbox.contains(*figure.axes[0].title.get_window_extent(renderer).max)
