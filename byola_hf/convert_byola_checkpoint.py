@@ -71,6 +71,13 @@ def first_line(error: BaseException) -> str:
     return (lines[0] if lines else type(error).__name__)[:300]
 
 
+def unpickling_reason(error: BaseException) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, without torch's advice to load it with
+    `weights_only=False` (which would run its pickled code): the unpickler's own reason, else the first line."""
+    reason = re.search(r"WeightsUnpickler error: (.*?)(\. |\n|$)", str(error))
+    return reason.group(1)[:300] if reason else first_line(error)
+
+
 def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     """
     Load an original BYOL-A checkpoint safely (`torch.load(weights_only=True)`, no pickled code runs) and return
@@ -94,7 +101,7 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
     except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, OSError, EOFError...)
         raise ValueError(
             f"{path} is not a loadable PyTorch checkpoint of tensors (truncated, corrupt, not a .pth file, or it "
-            f"pickles code, which is refused): {first_line(error)}"
+            f"pickles code, which is refused): {unpickling_reason(error)}"
         ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):

@@ -54,6 +54,13 @@ class BYOLAHearModel(nn.Module):
                 "HEAR audio must be a torch tensor of shape (n_sounds, n_samples), both at least 1; got "
                 f"{type(audio).__name__} {tuple(getattr(audio, 'shape', ()))}."
             )
+        minimum = self.model.config.min_samples
+        if audio.shape[1] < minimum:  # the feature extractor's advice (pad_to_min_length) is no HEAR argument
+            raise ValueError(
+                f"HEAR audio of {audio.shape[1]} samples is too short for BYOL-A: sounds need at least {minimum} "
+                f"samples ({minimum / self.sample_rate:g} s at {self.sample_rate} Hz) for one embedding frame; "
+                "zero-pad them to that length."
+            )
         per_call = max(1, _SECONDS_PER_CALL * self.sample_rate // max(audio.shape[1], 1))
         frames, scenes = [], []
         with torch.no_grad():

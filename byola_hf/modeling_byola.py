@@ -2,6 +2,9 @@
 
 import itertools
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import logging as transformers_logging
 
 from .configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig, check_statistics
 from .inference_byola import InferenceKernels, select_kernels
@@ -140,6 +144,52 @@ def damaged_weights_error(source: Any, error: Exception) -> ValueError:
     )
 
 
+logger = logging.getLogger(__name__)
+
+
+class _DropLoadReport(logging.Filter):
+    """Drops transformers' "LOAD REPORT" table; [`report_loading`] says what in it matters for a BYOL-A model."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextmanager
+def quiet_weights_io() -> Iterator[None]:
+    """Loading or saving a BYOL-A model (a few MB) without transformers' per-file progress bars ("Loading weights",
+    "Writing model shards") or its loading report; the bars' setting is restored after."""
+    bars = transformers_logging.is_progress_bar_enabled()
+    report_logger = transformers_logging.get_logger("transformers.modeling_utils")
+    drop_report = _DropLoadReport()
+    transformers_logging.disable_progress_bar()
+    report_logger.addFilter(drop_report)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(drop_report)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def report_loading(model: "BYOLAPreTrainedModel", loading_info: dict, source: object) -> None:
+    """What transformers' loading report said that matters, once the encoder is known to be loaded: a task head
+    missing from the folder as a whole is new, as expected when a head is put on an encoder (one info line); a
+    head missing in part, weights the model does not use (but a head's beside an encoder taken out of it) and
+    weights of other shapes are warnings."""
+    missing = set(loading_info["missing_keys"])
+    unexpected = sorted(loading_info["unexpected_keys"])
+    head = {key for key in model.state_dict() if not key.startswith(f"{model.base_model_prefix}.")}
+    name = type(model).__name__
+    if isinstance(model, BYOLAHeadModel) and missing and missing >= head:
+        logger.info(f"{name}: the task head is new (not in {source}); train it on your task.")
+    elif missing:
+        logger.warning(f"{name}: {source} lacks {', '.join(sorted(missing))}: they are newly initialised.")
+    if unexpected and not isinstance(model, BYOLAModel):
+        logger.warning(f"{name}: weights of {source} not used: {', '.join(unexpected)}.")
+    for key, saved, wanted in loading_info.get("mismatched_keys", ()):
+        logger.warning(f"{name}: {key} of {source} has shape {tuple(saved)}, not {tuple(wanted)}: newly initialised.")
+
+
 class BYOLAPreTrainedModel(PreTrainedModel):
     config_class = BYOLAConfig
     config: BYOLAConfig
@@ -174,15 +224,20 @@ class BYOLAPreTrainedModel(PreTrainedModel):
         refuse_pretraining_checkpoint(pretrained_model_name_or_path, kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-            )
+            with quiet_weights_io():
+                model, info = super().from_pretrained(
+                    pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+                )
         except SafetensorError as error:
             raise damaged_weights_error(pretrained_model_name_or_path, error) from None
         check_finite_weights(model, pretrained_model_name_or_path)
+        if isinstance(model, BYOLAHeadModel) and model.config.freeze_base_model:
+            # Loading puts new parameters in place, with gradients on: freeze those (Trainer counts them trainable).
+            model.freeze_base_model()
         # The caller's own `state_dict` (no folder), or asking for the loading info, means choosing what is missing.
         if pretrained_model_name_or_path is not None and not want_info:
             check_encoder_loaded(model, info, pretrained_model_name_or_path)
+            report_loading(model, info, pretrained_model_name_or_path)
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
@@ -193,7 +248,8 @@ class BYOLAPreTrainedModel(PreTrainedModel):
         from .pipelines import BYOLAAudioEmbeddingPipeline
 
         self.config.auto_map = dict(AUTO_MAP)
-        super().save_pretrained(save_directory, *args, **kwargs)
+        with quiet_weights_io():
+            super().save_pretrained(save_directory, *args, **kwargs)
         custom_object_save(BYOLAAudioEmbeddingPipeline, save_directory)
 
     def _get_feat_extract_output_lengths(self, mel_lengths: torch.Tensor) -> torch.Tensor:

@@ -273,3 +273,18 @@ def test_full_disk_is_one_line_and_leaves_no_model(real512_checkpoint, tiny_disk
 def test_unknown_flag_is_one_line(capsys):
     code, stderr = run_main(convert_main, ["a.pth", "out", "--no_such_flag"], capsys)
     assert_one_line(code, stderr, "byola-convert", "--no_such_flag", "byola-convert --help")
+
+
+class PickledCode:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_refusing_pickled_code_gives_no_advice_to_run_it(tmp_path, capsys):
+    """The refusal of a file that pickles code repeated torch's advice to load it with `weights_only=False`, which
+    would run that code: byola-convert never does. The line names what the file pickles instead."""
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"fc.0.weight": PickledCode()}, pickled)
+    code, stderr = run_main(convert_main, [pickled, tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-convert", "pickles code, which is refused", "Unsupported global")
+    assert "weights_only" not in stderr and "pickled code ran" not in capsys.readouterr().out

@@ -66,3 +66,17 @@ def test_hear_faults(small_model):
     model = hear.load_model(str(small_model))
     with pytest.raises(ValueError, match=r"\(n_sounds, n_samples\), both at least 1"):
         hear.get_scene_embeddings(torch.zeros(0, 16000), model)
+
+
+@pytest.mark.parametrize("embed", [hear.get_scene_embeddings, hear.get_timestamp_embeddings])
+def test_hear_audio_too_short_names_the_minimum_length(small_model, embed):
+    """Too short a sound was refused with the feature extractor's advice to pass `pad_to_min_length=True`, an
+    argument the HEAR API has no way to pass: the error says the length needed instead. That length embeds."""
+    model = hear.load_model(str(small_model))
+    minimum = model.model.config.min_samples
+    with pytest.raises(ValueError) as error:
+        embed(torch.zeros(2, minimum - 1), model)
+    message = str(error.value)
+    assert f"at least {minimum} samples ({minimum / 16000:g} s at 16000 Hz)" in message
+    assert "pad_to_min_length" not in message
+    embed(torch.randn(2, minimum), model)

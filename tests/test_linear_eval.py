@@ -263,3 +263,22 @@ def test_linear_eval_refuses_splits_embedded_differently(small_model, speech, tm
     arguments = ["--train_dir", tmp_path / "train", "--test_dir", tmp_path / "cut", "--label_column_name", "label"]
     code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "eval"], capsys)
     assert_one_line(code, stderr, "byola-linear-eval", "of clips cut to different lengths")
+
+
+def test_fold_summary_gives_sizes_summed_over_the_folds(tmp_path, capsys):
+    """Leave-one-fold-out reported the first fold's training and validation sizes beside the test clips of every
+    fold: one line mixing one fold's split with totals. All three are now sums over the folds, and said so."""
+    from test_faults import blob_embeddings, save_embeddings
+
+    x, y = blob_embeddings(0, 36)
+    folder = save_embeddings(tmp_path / "task", x, y, fold=[1] * 10 + [2] * 12 + [3] * 14)
+    arguments = ["--embeddings_dir", folder, "--epochs", "2", "--output_dir", tmp_path / "out"]
+    main([str(argument) for argument in arguments])
+    result = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert [fold["num_test"] for fold in result["folds"]] == [10, 12, 14]
+    assert [fold["num_train"] + fold["num_validation"] for fold in result["folds"]] == [26, 24, 22]
+    for size in ("num_train", "num_validation", "num_test"):
+        assert result[size] == sum(fold[size] for fold in result["folds"]), size
+    printed = capsys.readouterr().out
+    expected = f"train {result['num_train']}, validation {result['num_validation']}"
+    assert expected in printed and "test 36 summed over 3 folds" in printed

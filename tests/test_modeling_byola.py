@@ -383,6 +383,20 @@ def test_frozen_encoder_can_be_unfrozen():
     assert not model.byola.training and not any(p.requires_grad for p in model.byola.parameters())
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_a_loaded_heads_frozen_encoder_needs_no_gradient(freeze, tmp_path):
+    """A head loaded from an encoder folder with a frozen encoder (the default) had every encoder parameter with
+    `requires_grad=True` (loading put new ones in place): Trainer then counted the whole network as trainable while
+    it got no gradient. Only the head's parameters may be counted; an unfrozen encoder's count too."""
+    from transformers.trainer_pt_utils import get_model_param_count
+
+    BYOLAModel(config()).save_pretrained(tmp_path)
+    head = BYOLAForSequenceClassification.from_pretrained(tmp_path, num_labels=3, freeze_base_model=freeze)
+    encoder = sum(parameter.numel() for parameter in head.byola.parameters())
+    assert all(parameter.requires_grad is not freeze for parameter in head.byola.parameters())
+    assert get_model_param_count(head, trainable_only=True) == head.num_parameters() - (encoder if freeze else 0)
+
+
 def test_ctc_refuses_targets_longer_than_output():
     model = BYOLAForCTC(config(vocab_size=12))
     batch = FE(waveforms(lengths=(8000,)), sampling_rate=16000, return_tensors="pt")  # 6 output frames
@@ -490,3 +504,33 @@ def test_numpy_attention_mask_is_a_clear_error(small_model):
     inputs = BYOLAFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt")
     with pytest.raises(TypeError, match="attention_mask must be a torch.Tensor"):
         model(inputs["input_features"], attention_mask=inputs["attention_mask"].numpy())
+
+
+def test_loading_and_saving_say_only_what_matters(tmp_path, capfd, caplog):
+    """A head put on an encoder folder printed transformers' "LOAD REPORT" table of the head's keys (new, as
+    expected), and every load and save of a few-MB model drew a progress bar. Now: no bar, no table, one info line
+    for the new head; a head missing in part is still a warning naming what is new. Progress bars stay enabled."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+    from transformers.utils import logging as transformers_logging
+
+    BYOLAModel(config()).save_pretrained(tmp_path / "encoder")
+    with caplog.at_level(logging.INFO, logger="byola_hf"):
+        head = BYOLAForSequenceClassification.from_pretrained(tmp_path / "encoder", num_labels=3)
+        head.save_pretrained(tmp_path / "head")
+        BYOLAModel.from_pretrained(tmp_path / "head")  # the encoder taken out of a head model
+    output = capfd.readouterr()
+    for noise in ("LOAD REPORT", "Loading weights", "Writing model shards"):
+        assert noise not in output.err + output.out, noise
+    assert [record.levelname for record in caplog.records] == ["INFO"]
+    assert "the task head is new" in caplog.records[0].getMessage()
+    assert transformers_logging.is_progress_bar_enabled()
+
+    weights = load_file(tmp_path / "head" / "model.safetensors")
+    save_file({key: value for key, value in weights.items() if key != "classifier.bias"},
+              tmp_path / "head" / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    caplog.clear()
+    BYOLAForSequenceClassification.from_pretrained(tmp_path / "head")
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert "lacks classifier.bias" in caplog.records[0].getMessage()

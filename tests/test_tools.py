@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 from transformers import TrainingArguments
@@ -218,3 +220,67 @@ def test_sample_limits_draw_from_every_class():
     assert draw_rows(stored, None, seed=42) is stored and draw_rows(stored, 100, seed=42) is stored
     with pytest.raises(ValueError, match="must be a positive number of clips, got 0"):  # it used to take all rows
         draw_rows(stored, 0, seed=42)
+
+
+def training_command_arguments(command: str, flags: list[str], output_dir) -> TrainingArguments:
+    """The `TrainingArguments` that `command` parses from `flags`."""
+    from byola_hf.finetune.cli import build_parser as finetune_parser
+    from byola_hf.pretraining.cli import parse_command_line
+    from byola_hf.superb.run import build_parser as superb_parser
+
+    flags = ["--output_dir", str(output_dir), *flags]
+    if command == "byola-pretrain":
+        return parse_command_line(["--dataset_name", "x", *flags])[2]
+    if command == "byola-finetune":
+        return parse_arguments(finetune_parser(), ["--model_name_or_path", "m", "--metadata_csv", "c", *flags])[1]
+    return parse_arguments(superb_parser(), ["--model_name_or_path", "m", *flags])[2]
+
+
+def build_command_help(command: str) -> str:
+    from byola_hf.finetune.cli import build_parser as finetune_parser
+    from byola_hf.pretraining.cli import build_parser as pretrain_parser
+    from byola_hf.superb.run import build_parser as superb_parser
+
+    parsers = {"byola-pretrain": pretrain_parser, "byola-finetune": finetune_parser, "byola-run-superb": superb_parser}
+    return parsers[command]().format_help()
+
+
+@pytest.mark.parametrize("command", ["byola-pretrain", "byola-run-superb", "byola-finetune"])
+def test_training_commands_log_short_runs_and_pin_memory_only_for_an_accelerator(command, tmp_path):
+    """Trainer's `logging_steps` 500 showed no loss for a run of fewer steps, and its `dataloader_pin_memory` made
+    torch warn at every DataLoader on a machine without an accelerator. Given values stay."""
+    training_args = training_command_arguments(command, [], tmp_path)
+    assert training_args.logging_steps == 10
+    assert training_args.dataloader_pin_memory is torch.accelerator.is_available()
+    flags = ["--logging-steps", "500", "--dataloader_pin_memory", "true"]
+    given = training_command_arguments(command, flags, tmp_path)
+    assert (given.logging_steps, given.dataloader_pin_memory) == (500, True)
+    help_text = " ".join(build_command_help(command).split())
+    assert "(default: 10)" in help_text and "(default here: only when one is available)" in help_text
+
+    from transformers import Trainer
+
+    trainer = Trainer(model=torch.nn.Linear(1, 1), args=training_args, train_dataset=[{"x": torch.zeros(1)}] * 2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*pin_memory")
+        next(iter(trainer.get_train_dataloader()))
+
+
+def test_a_long_confusion_matrix_title_is_wrapped_not_cut(tmp_path):
+    """The linear evaluation's title ran past both edges of a small matrix's figure and was cut there: no text may
+    touch the picture's left or right edge, and every word of the title is drawn."""
+    from matplotlib.image import imread
+
+    from byola_hf.tools import plots
+
+    title = "Linear evaluation: 0.9500 ± 0.0200 over 3 seed(s) x 5 folds; matrix of seed 42"
+    references, predictions = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1])
+    path = plots.save_confusion_matrix(references, predictions, ["a", "b", "c"], tmp_path / "matrix.png", title)
+    pixels = imread(path)[..., :3]
+    assert (pixels[:, [0, -1]] > 0.99).all(), "text touches an edge of the picture"
+    figure = plots.confusion_matrix_figure(references, predictions, ["a", "b", "c"], title)
+    drawn = figure.axes[0].get_title()
+    assert " ".join(drawn.split()) == f"{title} (accuracy 75.0%)"
+    renderer = figure.canvas.get_renderer()
+    assert figure.bbox.contains(*figure.axes[0].title.get_window_extent(renderer).min)
+    assert figure.bbox.contains(*figure.axes[0].title.get_window_extent(renderer).max)

@@ -54,9 +54,11 @@ def run(args: LinearEvalArguments) -> None:
     if args.train_dir and args.test_dir and train.is_dir() and train.resolve() == test.resolve():
         raise ValueError("--train_dir and --test_dir are the same folder: testing on the training clips says nothing.")
     result = linear_eval(**asdict(args))
+    folds = len(result.folds)
+    summed = f" summed over {folds} folds (each fold's in eval_results.json)" if folds > 1 else ""
     print(
         f"test accuracy {headline(result)} ({result.protocol}); train {result.num_train}, validation "
-        f"{result.num_validation} ({result.validation}), test {result.num_test}; saved to {args.output_dir}"
+        f"{result.num_validation} ({result.validation}), test {result.num_test}{summed}; saved to {args.output_dir}"
     )
 
 

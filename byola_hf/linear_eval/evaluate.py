@@ -65,8 +65,9 @@ class TrainingSettings:
 class LinearEvalResult:
     """
     Test accuracy over folds and seeds: `test_accuracy` is the mean of every (fold, seed) run, `test_accuracy_std`
-    their std; `seed_accuracies` each seed's mean over folds; `folds` the per-fold figures. The per-class report and
-    the confusion matrix pool the first seed's predictions over the folds (each example is tested once).
+    their std; `seed_accuracies` each seed's mean over folds; `folds` the per-fold figures (with each fold's sizes).
+    The per-class report and the confusion matrix pool the first seed's predictions over the folds (each example is
+    tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three.
     """
 
     test_accuracy: float
@@ -375,9 +376,11 @@ def summarize(
         per_class=per_class_report(matrix, classes),
         confusion_matrix=matrix.tolist(),
         best_epochs=[run.best_epoch for seed_runs in runs for run in seed_runs],
-        num_train=runs[0][0].num_train,
-        num_validation=runs[0][0].num_validation,
-        num_test=int(sum(len(fold.test_y) for fold in folds)),
+        # All three summed over the folds: the first fold's training sizes beside the total of test clips read as
+        # one fold's split.
+        num_train=sum(figures["num_train"] for figures in fold_figures),
+        num_validation=sum(figures["num_validation"] for figures in fold_figures),
+        num_test=sum(figures["num_test"] for figures in fold_figures),
         validation=runs[0][0].validation,
         protocol="leave-one-fold-out" if protocol == "fold" else "train/valid/test split",
         settings={"learning_rate": settings.learning_rate, "epochs": settings.epochs, "patience": settings.patience,

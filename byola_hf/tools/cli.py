@@ -151,13 +151,32 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def trainer_defaults() -> dict[str, Any]:
+    """The `TrainingArguments` defaults of every training command where transformers' do not suit it: the loss
+    logged every 10 steps (Trainer's 500 showed none for a run of fewer steps, as most of ours on small tasks are),
+    and memory pinned only where an accelerator can use it (on a CPU-only machine torch warns at every DataLoader)."""
+    import torch
+
+    return {"logging_steps": 10, "dataloader_pin_memory": torch.accelerator.is_available()}
+
+
 def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -> HfArgumentParser:
-    """An `HfArgumentParser` for `command` whose errors (unknown flags, bad values) are one line and exit code 2.
-    Abbreviated flags are refused: the commands choose defaults by which flags were given, and `--learning_r`
-    taken for `--learning_rate` unseen would let a default replace the user's value."""
+    """An `HfArgumentParser` for `command` whose errors (unknown flags, bad values) are one line and exit code 2,
+    with [`trainer_defaults`] when it takes `TrainingArguments`. Abbreviated flags are refused: the commands choose
+    defaults by which flags were given, and `--learning_r` taken for `--learning_rate` unseen would let a default
+    replace the user's value."""
+    from transformers import TrainingArguments
+
     kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
     parser = HfArgumentParser(argument_types, prog=command, allow_abbrev=False, **kwargs)
     parser.error = lambda message: fail(command, f"{message} (see {command} --help)")
+    if TrainingArguments in argument_types:
+        parser.set_defaults(**trainer_defaults())
+        parser._option_string_actions[
+            "--dataloader_pin_memory"
+        ].help = (
+            "Pin batches in memory for faster copies to the accelerator (default here: only when one is available)"
+        )
     return parser
 
 

@@ -1,5 +1,6 @@
 """PNG pictures of a fine-tuned head: the learned layer weights and a confusion matrix."""
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def save_confusion_matrix(
     title: str = "Confusion matrix",
 ) -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted class) with counts in the cells."""
+    figure = confusion_matrix_figure(references, predictions, label_names, title)
+    figure.savefig(path)
+    _pyplot().close(figure)
+    return Path(path)
+
+
+def confusion_matrix_figure(references: np.ndarray, predictions: np.ndarray, label_names: Sequence[str], title: str):
+    """The matplotlib figure [`save_confusion_matrix`] saves, its title wrapped to the figure's width."""
     plt = _pyplot()
     size = len(label_names)
     counts = np.zeros((size, size), dtype=np.int64)
@@ -71,9 +80,10 @@ def save_confusion_matrix(
                         color="white" if rates[i, j] > 0.5 else "black",
                     )
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    axis.set_title(f"{title} (accuracy {accuracy:.1%})", fontsize=10)
+    # tight_layout makes room above the axes but does not wrap: a line wider than the figure was cut at its edges.
+    # About 12 characters of 10-point text fit an inch.
+    full_title = textwrap.fill(f"{title} (accuracy {accuracy:.1%})", width=int(side * 12))
+    axis.set_title(full_title, fontsize=10)
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    return figure
