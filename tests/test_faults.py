@@ -659,3 +659,21 @@ def test_only_models_of_ntt_weights_carry_ntts_licence(small_model, speech, tmp_
     assert json.loads((output / "config.json").read_text())["converted_from"] == "AudioNTT2020-BYOLA.pth"
     card = (output / "README.md").read_text()
     assert LICENSE_NOTICE in card and "license_name: ntt-software-license-agreement-for-evaluation" in card
+
+
+def test_compute_stats_in_place_refuses_a_folder_no_command_wrote(small_model, speech, tmp_path, capsys):
+    """Without --output_dir, byola-compute-stats rewrote config.json and the user's README.md of a model folder it
+    did not write. It refuses before any work, naming --output_dir, and leaves every file as it was."""
+    import shutil
+
+    from byola_hf.stats.cli import main
+
+    folder = tmp_path / "mine"
+    shutil.copytree(small_model, folder)
+    (folder / "README.md").write_text("# My model\n")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    write_float_wav(tmp_path / "audio" / "a.wav", load_speech(speech))
+    code, stderr = run_main(main, ["--model_name_or_path", folder, "--dataset_name", tmp_path / "audio"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "config.json, preprocessor_config.json, README.md",
+                    "--output_dir NEW_FOLDER")  # fmt: skip
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
