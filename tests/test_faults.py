@@ -677,3 +677,35 @@ def test_compute_stats_in_place_refuses_a_folder_no_command_wrote(small_model, s
     assert_one_line(code, stderr, "byola-compute-stats", "config.json, preprocessor_config.json, README.md",
                     "--output_dir NEW_FOLDER")  # fmt: skip
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def test_run_superb_pushes_through_the_one_push_check(
+    small_model, word_folders, tmp_path, datasets_cache, recording_hub
+):
+    """byola-run-superb had a push check of its own beside byola_hf.hub's and pushed with Trainer; it now goes through
+    hub.trainer_push_arguments and hub.push_to_hub, as every command: one private upload of its output folder."""
+    run_superb_on_words(small_model, word_folders, tmp_path / "out", "--push_to_hub", "--hub_model_id", "me/ks")
+    assert [call[0] for call in recording_hub] == ["create_repo", "upload_folder"]
+    assert recording_hub[0] == ("create_repo", "me/ks", True)
+    files = recording_hub[1][2]
+    assert files["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()
+    assert "task: ks" in files["README.md"].decode() and "eval_results.json" in files
+
+
+@pytest.mark.parametrize(
+    "flags, private", [([], True), (["--public"], False), (["--hub_private_repo", "false"], False)]
+)
+def test_run_superb_push_is_private_unless_public_is_given(small_model, tmp_path, capsys, flags, private, monkeypatch):
+    """Private unless --public (or --hub_private_repo false); a private push first asks whether the repository is
+    public, and the check comes before any work (here: before the data is looked at)."""
+    from byola_hf import hub
+    from byola_hf.superb.run import main
+
+    looked_up = []
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: looked_up.append(repo_id))
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: looked_up.append(f"access {repo_id}"))
+    arguments = ["--task", "ks", "--model_name_or_path", small_model, "--data_dir", tmp_path / "missing",
+                 "--output_dir", tmp_path / "out", "--push_to_hub", "--hub_model_id", "me/ks", *flags]  # fmt: skip
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "missing")
+    assert looked_up == (["access me/ks", "me/ks"] if private else ["access me/ks"])
