@@ -554,6 +554,42 @@ def test_convert_calls_non_finite_statistics_non_finite(random2048_checkpoint, t
     assert "shapes" not in stderr
 
 
+def full_disk(tmp_path, monkeypatch) -> None:
+    """The disk as full for what the command writes: espeak-ng on PATH behaves as the real one does on a full disk (it
+    exits 0 and leaves an empty `-w` file; its --stdout pipe is no file), and Python's writes of bytes fail."""
+    import errno
+    import os
+    import shutil
+
+    fake = tmp_path / "bin" / "espeak-ng"
+    fake.parent.mkdir()
+    real = shutil.which("espeak-ng")
+    fake.write_text(
+        "#!/bin/bash\nargs=()\nwhile [ $# -gt 0 ]; do\n"
+        '  if [ "$1" = -w ]; then : > "$2"; args+=(-w /dev/full); shift 2; else args+=("$1"); shift; fi\n'
+        f'done\nexec {real} "${{args[@]}}"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+
+
+def test_make_mini_superb_on_a_full_disk_says_the_disk_is_full(tmp_path, capsys, monkeypatch):
+    """espeak-ng exits 0 on a full disk and leaves an empty file, which was then reported as audio that could not
+    be decoded; libsndfile's own write error is a bare "System error." (no errno). The command now takes espeak-ng's
+    audio from its pipe and writes its files with Python, whose error says the disk is full and names the file."""
+    from byola_hf.superb.mini_sets import main
+
+    full_disk(tmp_path, monkeypatch)
+    code, stderr = run_main(main, ["--task", "ks", "--output_dir", tmp_path / "mini"], capsys)
+    assert_one_line(code, stderr, "byola-make-mini-superb", "No space left on device", ".wav", "free some space")
+    assert "decode" not in stderr
+
+
 # Issue 33, section 4: users' files and pushes --------------------------------------------------------------------
 
 
