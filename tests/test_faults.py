@@ -590,6 +590,20 @@ def test_make_mini_superb_on_a_full_disk_says_the_disk_is_full(tmp_path, capsys,
     assert "decode" not in stderr
 
 
+def test_pretrain_names_a_lone_clip_with_infinite_samples(speech, tmp_path, capsys):
+    """One clip holding infinity was refused as too few clips ("add audio"): adding audio would then stop at the clip.
+    Fewer clips than a batch are read first, so the bad one is named with its cause."""
+    from byola_hf.pretraining.cli import main
+
+    waveform = load_speech(speech)
+    waveform[100] = np.inf
+    write_float_wav(tmp_path / "audio" / "lone.wav", waveform)
+    arguments = ["--dataset_name", tmp_path / "audio", "--output_dir", tmp_path / "out", *TINY_PRETRAINING]
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "lone.wav contains NaN or infinite samples")
+    assert not (tmp_path / "out").exists()
+
+
 # Issue 33, section 4: users' files and pushes --------------------------------------------------------------------
 
 
