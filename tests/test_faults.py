@@ -604,6 +604,27 @@ def test_pretrain_names_a_lone_clip_with_infinite_samples(speech, tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+def test_extract_skip_bad_skips_a_clip_whose_log_mel_overflows(speech, small_model, tmp_path, capsys):
+    """Finite samples of 1e30 decode, then their log-mel overflows: the whole run stopped, --skip_bad or not. The
+    clip is now a bad clip as an unreadable one is: skipped and listed with --skip_bad, named without it."""
+    import datasets
+
+    from byola_hf.extract.cli import main
+
+    write_float_wav(tmp_path / "audio" / "good.wav", load_speech(speech))
+    write_float_wav(tmp_path / "audio" / "loud.wav", np.full(16000, 1e30))
+    source = ["--model_name_or_path", small_model, "--dataset_name", tmp_path / "audio", "--num_workers", "0"]
+    code, stderr = run_main(main, [*source, "--output_dir", tmp_path / "stopped"], capsys)
+    assert_one_line(code, stderr, "byola-extract", "loud.wav could not be embedded", "log-mel holds NaN or infinity")
+    main([str(argument) for argument in [*source, "--output_dir", tmp_path / "out", "--skip_bad"]])
+    skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert [Path(entry["path"]).name for entry in skipped] == ["loud.wav"]
+    assert "loud.wav's log-mel holds NaN or infinity" in skipped[0]["error"]
+    embedded = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert [Path(path).name for path in embedded["path"]] == ["good.wav"]
+    assert np.isfinite(np.asarray(embedded["embedding"])).all()
+
+
 # Issue 33, section 4: users' files and pushes --------------------------------------------------------------------
 
 
