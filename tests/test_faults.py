@@ -554,6 +554,77 @@ def test_convert_calls_non_finite_statistics_non_finite(random2048_checkpoint, t
     assert "shapes" not in stderr
 
 
+def full_disk(tmp_path, monkeypatch) -> None:
+    """The disk as full for what the command writes: espeak-ng on PATH behaves as the real one does on a full disk (it
+    exits 0 and leaves an empty `-w` file; its --stdout pipe is no file), and Python's writes of bytes fail."""
+    import errno
+    import os
+    import shutil
+
+    fake = tmp_path / "bin" / "espeak-ng"
+    fake.parent.mkdir()
+    real = shutil.which("espeak-ng")
+    fake.write_text(
+        "#!/bin/bash\nargs=()\nwhile [ $# -gt 0 ]; do\n"
+        '  if [ "$1" = -w ]; then : > "$2"; args+=(-w /dev/full); shift 2; else args+=("$1"); shift; fi\n'
+        f'done\nexec {real} "${{args[@]}}"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+
+
+def test_make_mini_superb_on_a_full_disk_says_the_disk_is_full(tmp_path, capsys, monkeypatch):
+    """espeak-ng exits 0 on a full disk and leaves an empty file, which was then reported as audio that could not
+    be decoded; libsndfile's own write error is a bare "System error." (no errno). The command now takes espeak-ng's
+    audio from its pipe and writes its files with Python, whose error says the disk is full and names the file."""
+    from byola_hf.superb.mini_sets import main
+
+    full_disk(tmp_path, monkeypatch)
+    code, stderr = run_main(main, ["--task", "ks", "--output_dir", tmp_path / "mini"], capsys)
+    assert_one_line(code, stderr, "byola-make-mini-superb", "No space left on device", ".wav", "free some space")
+    assert "decode" not in stderr
+
+
+def test_pretrain_names_a_lone_clip_with_infinite_samples(speech, tmp_path, capsys):
+    """One clip holding infinity was refused as too few clips ("add audio"): adding audio would then stop at the clip.
+    Fewer clips than a batch are read first, so the bad one is named with its cause."""
+    from byola_hf.pretraining.cli import main
+
+    waveform = load_speech(speech)
+    waveform[100] = np.inf
+    write_float_wav(tmp_path / "audio" / "lone.wav", waveform)
+    arguments = ["--dataset_name", tmp_path / "audio", "--output_dir", tmp_path / "out", *TINY_PRETRAINING]
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "lone.wav contains NaN or infinite samples")
+    assert not (tmp_path / "out").exists()
+
+
+def test_extract_skip_bad_skips_a_clip_whose_log_mel_overflows(speech, small_model, tmp_path, capsys):
+    """Finite samples of 1e30 decode, then their log-mel overflows: the whole run stopped, --skip_bad or not. The
+    clip is now a bad clip as an unreadable one is: skipped and listed with --skip_bad, named without it."""
+    import datasets
+
+    from byola_hf.extract.cli import main
+
+    write_float_wav(tmp_path / "audio" / "good.wav", load_speech(speech))
+    write_float_wav(tmp_path / "audio" / "loud.wav", np.full(16000, 1e30))
+    source = ["--model_name_or_path", small_model, "--dataset_name", tmp_path / "audio", "--num_workers", "0"]
+    code, stderr = run_main(main, [*source, "--output_dir", tmp_path / "stopped"], capsys)
+    assert_one_line(code, stderr, "byola-extract", "loud.wav could not be embedded", "log-mel holds NaN or infinity")
+    main([str(argument) for argument in [*source, "--output_dir", tmp_path / "out", "--skip_bad"]])
+    skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert [Path(entry["path"]).name for entry in skipped] == ["loud.wav"]
+    assert "loud.wav's log-mel holds NaN or infinity" in skipped[0]["error"]
+    embedded = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert [Path(path).name for path in embedded["path"]] == ["good.wav"]
+    assert np.isfinite(np.asarray(embedded["embedding"])).all()
+
+
 # Issue 33, section 4: users' files and pushes --------------------------------------------------------------------
 
 
@@ -659,3 +730,53 @@ def test_only_models_of_ntt_weights_carry_ntts_licence(small_model, speech, tmp_
     assert json.loads((output / "config.json").read_text())["converted_from"] == "AudioNTT2020-BYOLA.pth"
     card = (output / "README.md").read_text()
     assert LICENSE_NOTICE in card and "license_name: ntt-software-license-agreement-for-evaluation" in card
+
+
+def test_compute_stats_in_place_refuses_a_folder_no_command_wrote(small_model, speech, tmp_path, capsys):
+    """Without --output_dir, byola-compute-stats rewrote config.json and the user's README.md of a model folder it
+    did not write. It refuses before any work, naming --output_dir, and leaves every file as it was."""
+    import shutil
+
+    from byola_hf.stats.cli import main
+
+    folder = tmp_path / "mine"
+    shutil.copytree(small_model, folder)
+    (folder / "README.md").write_text("# My model\n")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    write_float_wav(tmp_path / "audio" / "a.wav", load_speech(speech))
+    code, stderr = run_main(main, ["--model_name_or_path", folder, "--dataset_name", tmp_path / "audio"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "config.json, preprocessor_config.json, README.md",
+                    "--output_dir NEW_FOLDER")  # fmt: skip
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def test_run_superb_pushes_through_the_one_push_check(
+    small_model, word_folders, tmp_path, datasets_cache, recording_hub
+):
+    """byola-run-superb had a push check of its own beside byola_hf.hub's and pushed with Trainer; it now goes through
+    hub.trainer_push_arguments and hub.push_to_hub, as every command: one private upload of its output folder."""
+    run_superb_on_words(small_model, word_folders, tmp_path / "out", "--push_to_hub", "--hub_model_id", "me/ks")
+    assert [call[0] for call in recording_hub] == ["create_repo", "upload_folder"]
+    assert recording_hub[0] == ("create_repo", "me/ks", True)
+    files = recording_hub[1][2]
+    assert files["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()
+    assert "task: ks" in files["README.md"].decode() and "eval_results.json" in files
+
+
+@pytest.mark.parametrize(
+    "flags, private", [([], True), (["--public"], False), (["--hub_private_repo", "false"], False)]
+)
+def test_run_superb_push_is_private_unless_public_is_given(small_model, tmp_path, capsys, flags, private, monkeypatch):
+    """Private unless --public (or --hub_private_repo false); a private push first asks whether the repository is
+    public, and the check comes before any work (here: before the data is looked at)."""
+    from byola_hf import hub
+    from byola_hf.superb.run import main
+
+    looked_up = []
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: looked_up.append(repo_id))
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: looked_up.append(f"access {repo_id}"))
+    arguments = ["--task", "ks", "--model_name_or_path", small_model, "--data_dir", tmp_path / "missing",
+                 "--output_dir", tmp_path / "out", "--push_to_hub", "--hub_model_id", "me/ks", *flags]  # fmt: skip
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "missing")
+    assert looked_up == (["access me/ks", "me/ks"] if private else ["access me/ks"])

@@ -155,9 +155,13 @@ def test_torchrun_two_processes_equal_single(speech_folder, expected_stats, rand
     assert result.stdout.count("mean,std=") == 1  # only rank 0 reports
 
 
-def test_cli_writes_in_place_and_prints(speech_folder, expected_stats, random2048_dir, tmp_path):
+def test_cli_writes_in_place_and_prints(speech_folder, expected_stats, random2048_checkpoint, tmp_path):
+    """Without --output_dir the statistics go into the model folder itself, which byola-convert wrote (its marker
+    lists the files rewritten); a folder no byola_hf command wrote is refused (tests/test_faults.py)."""
+    from byola_hf.convert_byola_checkpoint import main as convert_main
+
     model_dir = tmp_path / "model"
-    shutil.copytree(random2048_dir, model_dir)
+    convert_main([str(random2048_checkpoint), str(model_dir), "--no_verify"])
     result = subprocess.run(
         [
             sys.executable,

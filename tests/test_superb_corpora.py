@@ -414,27 +414,6 @@ def test_label_mistakes_are_one_line(rows, header, flags, expected, corpora, ran
         assert "1.wav (row 1)" in line and "an empty cell is not a class" in line
 
 
-def test_pushes_are_private_unless_asked(monkeypatch):
-    from transformers import TrainingArguments
-
-    from byola_hf import BYOLAConfig
-    from byola_hf.superb import run as run_module
-
-    monkeypatch.setattr(run_module, "check_hub_access", lambda repo_id: None)
-    looked_up = []  # a private push first checks that the repository is not already public
-    monkeypatch.setattr(run_module, "refuse_public_repository", looked_up.append)
-    cases = [((), False, True), (("--hub_private_repo",), False, False), ((), True, False)]
-    for given, public, expected in cases:
-        training = TrainingArguments(output_dir="unused", push_to_hub=True, hub_model_id="me/x", report_to="none")
-        if given:
-            training.hub_private_repo = False
-        data = run_module.DataTrainingArguments(task="ks", public=public)
-        looked_up.clear()
-        run_module.prepare_push(training, data, BYOLAConfig(), set(given))
-        assert training.hub_private_repo is expected and training.hub_strategy == "end"
-        assert looked_up == (["me/x"] if expected else [])
-
-
 def test_mini_corpora_use_distinct_voices():
     assert len(set(VOICES)) == len(VOICES) >= 4
 

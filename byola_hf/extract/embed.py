@@ -7,14 +7,14 @@ model there. The DataLoader keeps `2 * num_workers` batches decoded ahead, so de
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..audio import decode_undecoded_audio, display_path
 from ..configuration_byola import BYOLAConfig
-from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import die_with_parent
 
@@ -142,7 +142,10 @@ def embed_clip_batch(
     if batch.waveforms is None:
         return rows
     waveforms = batch.waveforms.to(device, non_blocking=True)
-    input_features, attention_mask = feature_extractor.log_mel_batch(waveforms, batch.lengths)
+    try:
+        input_features, attention_mask = feature_extractor.log_mel_batch(waveforms, batch.lengths)
+    except NonFiniteFeaturesError as error:  # finite samples too loud for float32 power: a bad clip like the others
+        return embed_clip_batch(model, feature_extractor, without_clip(batch, error), layers, device)
     last = model.config.num_hidden_layers - 1
     hidden = layers is not None and any(layer != last for layer in layers)
     outputs = model(input_features=input_features, attention_mask=attention_mask, output_hidden_states=hidden)
@@ -162,6 +165,19 @@ def embed_clip_batch(
             for layer in layers:
                 row[f"frames_{layer}"] = states[layer][position, : frames[position]]
     return rows
+
+
+def without_clip(batch: ClipBatch, error: NonFiniteFeaturesError) -> ClipBatch:
+    """`batch` with its good clip number `error.index` (a row of `waveforms`) made a bad clip whose error names its
+    file, so that `--skip_bad` leaves it out and a run without it stops naming it."""
+    good = [clip for clip in batch.clips if clip.waveform is not None]
+    bad = good[error.index]
+    message = str(NonFiniteFeaturesError(error.index, error.peak, bad.path))
+    clips = [replace(clip, waveform=None, error=message) if clip is bad else clip for clip in batch.clips]
+    keep = [row for row in range(len(good)) if row != error.index]
+    lengths = [batch.lengths[row] for row in keep]
+    # Padded to the longest clip kept, as collate_clips pads a batch: the same tensor as without the bad clip.
+    return ClipBatch(clips, batch.waveforms[keep, : max(lengths)] if keep else None, lengths)
 
 
 def _empty_row(clip: Clip, layers: list[int] | None) -> dict:

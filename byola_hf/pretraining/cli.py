@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..audio import decode_undecoded_audio
 from ..configuration_byola import VARIANT_PRETRAINING, VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import push_to_hub, trainer_push_arguments
@@ -253,6 +254,10 @@ def training_clips(data_args: PreTrainingDataArguments, sampling_rate: int, trai
         return stream if data_args.max_train_samples is None else stream.take(data_args.max_train_samples)
     dataset = load_source(*source, data_args.audio_column_name, sampling_rate)
     dataset = draw_rows(dataset, data_args.max_train_samples, training_args.seed)
+    if len(dataset) < training_args.per_device_train_batch_size * training_args.world_size:
+        # Too few to train, and few enough to read now: a clip that cannot be used is the first thing to fix.
+        for row in dataset:
+            decode_undecoded_audio(row[data_args.audio_column_name], sampling_rate)
     check_one_batch(len(dataset), training_args)
     return dataset
 

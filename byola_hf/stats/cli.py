@@ -39,7 +39,8 @@ class StatsArguments:
     output_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Where to save the model with its statistics (default: update --model_name_or_path in place)"
+            "help": "Where to save the model with its statistics (default: update --model_name_or_path in place, "
+            "only if a byola_hf command such as byola-convert wrote it)"
         },
     )
 

@@ -8,6 +8,7 @@ partials merge exactly.
 import math
 import shutil
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from ..hub import save_model_card
 from ..tools.cli import die_with_parent
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_device_with_workers, device_for_rank, is_main_process, process_group
-from ..tools.outputs import claim_output_dir, fingerprint, save_into
+from ..tools.outputs import claim_output_dir, fingerprint, read_marker, save_into
 from .moments import LogMelMoments, RunningNormEstimate
 
 
@@ -30,6 +31,8 @@ COMMAND = "byola-compute-stats"
 # A model directory's own files: config, front-end config, weights, the code saved for trust_remote_code, the card.
 MODEL_FILE_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json",
                        "pytorch_model*.bin", "pytorch_model.bin.index.json", "*.py", "README.md")  # fmt: skip
+# What saving the statistics into the model folder itself rewrites.
+IN_PLACE_FILES = ("config.json", "preprocessor_config.json", "README.md")
 
 
 @dataclass
@@ -187,7 +190,7 @@ def compute_stats(
 ) -> StatsResult:
     """
     Compute a task's log-mel statistics and, when `output_dir` is given, write them into the model's config and save
-    the model directory there (`output_dir` may be the model directory itself).
+    the model directory there (`output_dir` may be the model directory itself when a byola_hf command wrote it).
 
     Under `torchrun` each rank takes its shard; the partial moments merge in rank order and only rank 0 writes.
 
@@ -201,8 +204,9 @@ def compute_stats(
     """
     check_stats_arguments(mode, batch_size, num_proc, max_examples, device)
     config, feature_extractor = load_byola_front_end(model_name_or_path)
-    if output_dir is not None:
-        check_model_weights(model_name_or_path)  # before the work, not after it
+    if output_dir is not None:  # before the work, not after it
+        check_in_place_update(model_name_or_path, output_dir)
+        check_model_weights(model_name_or_path)
     source = (dataset_name, dataset_config_name, data_dir, split, audio_column_name)
     dataset = load_audio_dataset(*source, feature_extractor.sampling_rate, streaming)
     dataset = select_examples(dataset, max_examples, seed, streaming)
@@ -332,6 +336,22 @@ def check_model_weights(model_name_or_path: str) -> None:
     ]
     if non_finite:
         raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
+
+
+def check_in_place_update(model_name_or_path: str, output_dir: str) -> None:
+    """Refuse to save into the model folder itself unless a byola_hf command's marker lists the files that rewrites
+    ([`IN_PLACE_FILES`]): a folder the user saved or edited (their own `README.md`) is never overwritten."""
+    model_dir = Path(model_name_or_path)
+    if not model_dir.is_dir() or model_dir.resolve() != Path(output_dir).resolve():
+        return
+    listed = (read_marker(model_dir) or {}).get("outputs", [])
+    foreign = [name for name in IN_PLACE_FILES if not any(fnmatch(name, pattern) for pattern in listed)]
+    if foreign:
+        raise ValueError(
+            f"{model_dir} holds files no byola_hf command wrote ({', '.join(foreign)}): saving the statistics in "
+            "place would overwrite them. Pass --output_dir NEW_FOLDER to save the model with its statistics there "
+            "(the model folder is left as it is)."
+        )
 
 
 def model_files(folder: Path) -> list[Path]:

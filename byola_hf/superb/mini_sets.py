@@ -12,6 +12,7 @@ the real data.
 """
 
 import csv
+import io
 import json
 import random
 import shutil
@@ -79,17 +80,25 @@ def require_espeak() -> str:
 def synthesise(utterance: Utterance, path: Path, sampling_rate: int | None = 16000, subtype: str = "FLOAT") -> None:
     """Speak `utterance` into a mono file at `path` (WAV, or FLAC by its suffix) of `subtype`, resampled to
     `sampling_rate` (espeak-ng's native 22050 Hz if None)."""
-    raw = path.with_suffix(".raw.wav")
     command = [require_espeak(), "-v", utterance.voice, "-s", str(utterance.speed), "-p", str(utterance.pitch)]
-    subprocess.run([*command, "-w", str(raw), utterance.text], check=True, capture_output=True)
-    waveform, rate = sf.read(raw, dtype="float32")
-    raw.unlink()
+    # From its pipe, not a file: espeak-ng exits 0 when it cannot write a file (a full disk), leaving an empty one.
+    spoken = subprocess.run([*command, "--stdout", utterance.text], check=True, capture_output=True).stdout
+    waveform, rate = sf.read(io.BytesIO(spoken), dtype="float32")
     if sampling_rate is not None and sampling_rate != rate:
         import librosa
 
         waveform = librosa.resample(waveform, orig_sr=rate, target_sr=sampling_rate)
         rate = sampling_rate
-    sf.write(path, waveform, rate, subtype=subtype)
+    write_audio(path, waveform, rate, subtype)
+
+
+def write_audio(path: Path, waveform: np.ndarray, rate: int, subtype: str) -> None:
+    """Write `waveform (samples,)` to `path` (WAV or FLAC by its suffix): encoded in memory, written by Python. A
+    file libsndfile cannot write (full or read-only disk) is only a "System error." to it, without the errno that
+    names the cause; Python's `OSError` carries it and the file's name."""
+    encoded = io.BytesIO()
+    sf.write(encoded, waveform, rate, subtype=subtype, format=path.suffix.lstrip(".").upper())
+    path.write_bytes(encoded.getvalue())
 
 
 def speak(jobs: Sequence[tuple[Utterance, Path]], sampling_rate: int | None = 16000, subtype: str = "PCM_16") -> None:
@@ -242,7 +251,7 @@ def make_sd(
             energy = np.stack([np.square(t[: frames * frame_samples]).reshape(frames, -1).mean(1) for t in placed], 1)
             activity = (energy > 0.01 * energy.max(0, keepdims=True)).astype(int)
             name = f"{index:05d}.wav"
-            sf.write(directory / name, placed[0] + placed[1], sampling_rate, subtype="FLOAT")
+            write_audio(directory / name, placed[0] + placed[1], sampling_rate, "FLOAT")
             rows.append({"file_name": name, "activity": activity.tolist(), "speakers": voices})
         with open(directory / "metadata.jsonl", "w") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
@@ -341,7 +350,7 @@ def background_noise(path: Path, seconds: float, seed: int) -> None:
     else:
         waveform = np.cumsum(np.random.default_rng(seed).standard_normal(samples)).astype(np.float32)
         waveform = 0.1 * (waveform - waveform.mean()) / (np.abs(waveform).max() + 1e-9)
-    sf.write(path, waveform.astype(np.float32), 16000, subtype="PCM_16")
+    write_audio(path, waveform.astype(np.float32), 16000, "PCM_16")
 
 
 def make_speech_commands(root: Path) -> tuple[Path, Path]:
@@ -442,7 +451,7 @@ def make_librimix(root: Path, recordings: tuple[int, int, int] = (4, 2, 2), seed
             recording = f"mix{index}"
             path = folder / "wav" / f"{recording}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, mixture, 16000, subtype="PCM_16")
+            write_audio(path, mixture, 16000, "PCM_16")
             scp.append(f"{recording} {path}")
             for side, (start, samples) in enumerate(((0, len(first)), (offset, len(second)))):
                 speaker = jobs[2 * index + side][0].voice.replace("+", "_")

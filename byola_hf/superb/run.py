@@ -30,7 +30,7 @@ import byola_hf
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
-from ..hub import check_hub_access, refuse_public_repository, save_model_card, warn_if_licensed
+from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
 from ..modeling_byola import BYOLAForCTC, check_trained_head
 from ..tools.cli import (
     check_training_length_and_values,
@@ -261,26 +261,6 @@ def load_front_end_with_statistics(model_name_or_path: str) -> tuple[BYOLAConfig
     return config, feature_extractor
 
 
-def prepare_push(training_args: TrainingArguments, data_args: DataTrainingArguments, config, given: Collection[str]):
-    """
-    Before any work: fail now if a push cannot succeed, push once at the end, and keep the repository private unless
-    `--public` or `--hub_private_repo false` says otherwise (Trainer leaves it to the Hub's default, public).
-    """
-    if not training_args.push_to_hub:
-        return
-    if not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (the repository to create).")
-    check_hub_access(training_args.hub_model_id)
-    training_args.hub_strategy = "end"
-    if data_args.public:
-        training_args.hub_private_repo = False
-    elif "--hub_private_repo" not in given or training_args.hub_private_repo is None:
-        training_args.hub_private_repo = True
-    if training_args.hub_private_repo:
-        refuse_public_repository(training_args.hub_model_id)
-    warn_if_licensed(config, private=bool(training_args.hub_private_repo))
-
-
 def weights_files(model_dir: Path) -> list[tuple[str, int, int]]:
     """Each weights file of a local model folder with its size and modification time (none for a Hub model): weights
     converted again into the same folder, with the same config, are another model."""
@@ -432,12 +412,12 @@ def run(
     given: Collection[str] = (),
 ) -> dict[str, float]:
     """Train and evaluate; save the model, feature extractor (and processor), eval metrics and PNGs. `given`: the
-    flags the user typed (a default learning rate and the Hub's visibility are ours only when not given)."""
+    flags the user typed (a default learning rate is ours only when `--learning_rate` was not given)."""
     check_trainer_world_size(training_args)
     check_training_length_and_values(training_args)
     task = choose_task(data_args)
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
-    prepare_push(training_args, data_args, config, given)
+    push = trainer_push_arguments(training_args, data_args.public)  # before any work; Trainer's pushes off
     use_task_learning_rate(task, training_args, given)
     with training_args.main_process_first(desc="corpus"):
         data = load_task_data(data_args, config, training_args.seed)
@@ -472,11 +452,23 @@ def run(
     trainer.task_info = card_task_info(task, data_args, data, metrics, test_metrics)
     if trainer.is_world_process_zero():
         save_pictures(Path(training_args.output_dir), model, recipe, prediction, task)
-    if training_args.push_to_hub:  # saves the model, its processing class and our card, then one commit
-        trainer.push_to_hub(commit_message=f"BYOL-A fine-tuned for SUPERB {task.name.upper()} with byola_hf")
-    else:
-        trainer.save_model()
+    trainer.save_model()  # the model, its processing class and our card
+    if push.push_to_hub and trainer.is_world_process_zero():
+        push_output(training_args, push, task)
     return metrics
+
+
+def push_output(training_args: TrainingArguments, push: PushArguments, task: SuperbTask) -> None:
+    """Upload `--output_dir` once (no checkpoints, through [`~byola_hf.hub.push_to_hub`] as every command's push:
+    privately unless `--public`, with the licence warning for NTT's weights)."""
+    url = push_to_hub(
+        training_args.output_dir,
+        push.hub_model_id,
+        private=not push.public,
+        token=training_args.hub_token,
+        commit_message=f"BYOL-A fine-tuned for SUPERB {task.name.upper()} with byola_hf",
+    )
+    logger.info(f"Pushed to {url}")
 
 
 def export_corpus(model_args: ModelArguments, data_args: DataTrainingArguments, seed: int) -> None:
