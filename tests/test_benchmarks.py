@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from conftest import IN_CI, PROJECT_ROOT, SHARED_DIR, require_shared
+from conftest import IN_CI, PROJECT_ROOT, SHARED_DIR, require_shared, slow
+
+
+# The benchmark smoke runs are the slow tier (RUN_SLOW=1).
+pytestmark = slow
 
 
 @pytest.mark.parametrize(

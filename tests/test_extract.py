@@ -181,6 +181,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> bool:
     )
 
 
+@slow
 def test_kill_9_then_changed_arguments_refuse_and_the_same_resume(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     output, pids = tmp_path / "out", tmp_path / "children"

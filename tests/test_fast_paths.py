@@ -12,6 +12,8 @@ from byola_hf import BYOLAConfig, BYOLAModel, inference_byola
 from byola_hf.convert_byola_checkpoint import load_original_state_dict
 from byola_hf.reference_network import original_forward
 
+from conftest import slow
+
 
 def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual.float() - expected.float()).abs().max() / expected.float().abs().max())
@@ -164,6 +166,7 @@ def test_original_front_end_and_reference_network_match_golden(random2048_checkp
         assert layer[0].shape == expected.shape and relative(layer[0], expected) < 1e-5, index
 
 
+@slow
 def test_benchmark_command_runs_and_agrees(tmp_path, random2048_checkpoint):
     """`benchmarks/benchmark.py` end to end (one repeat): every row compares equal outputs and reports a ratio."""
     import subprocess

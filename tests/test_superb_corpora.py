@@ -32,7 +32,7 @@ from byola_hf.superb.run import build_parser, main, run_record
 from byola_hf.superb.tasks import SUPERB_TASKS
 from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
 
-from conftest import QUICK_TRAINER_FLAGS
+from conftest import QUICK_TRAINER_FLAGS, slow
 
 
 TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", *QUICK_TRAINER_FLAGS]
@@ -418,6 +418,7 @@ def test_mini_corpora_use_distinct_voices():
     assert len(set(VOICES)) == len(VOICES) >= 4
 
 
+@slow
 def test_from_s3prl_doc_commands_run_as_written(random2048_checkpoint, tmp_path):
     """docs/from_s3prl.md's tiny-corpora block, as written (the random 2048-d checkpoint for the official one)."""
     import os
