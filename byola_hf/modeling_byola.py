@@ -148,10 +148,13 @@ logger = logging.getLogger(__name__)
 
 
 class _DropLoadReport(logging.Filter):
-    """Drops transformers' "LOAD REPORT" table; [`report_loading`] says what in it matters for a BYOL-A model."""
+    """Drops transformers' "LOAD REPORT" table ([`report_loading`] says what in it matters for a BYOL-A model),
+    except one that reinitialises weights of another shape (`ignore_mismatched_sizes=True`), kept as transformers
+    wrote it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in record.getMessage()
+        message = record.getMessage()
+        return "LOAD REPORT" not in message or "mismatch" in message.lower()
 
 
 @contextmanager
@@ -174,8 +177,8 @@ def quiet_weights_io() -> Iterator[None]:
 def report_loading(model: "BYOLAPreTrainedModel", loading_info: dict, source: object) -> None:
     """What transformers' loading report said that matters, once the encoder is known to be loaded: a task head
     missing from the folder as a whole is new, as expected when a head is put on an encoder (one info line); a
-    head missing in part, weights the model does not use (but a head's beside an encoder taken out of it) and
-    weights of other shapes are warnings."""
+    head missing in part and weights the model does not use (but a head's beside an encoder taken out of it) are
+    warnings. (Weights of other shapes keep transformers' own table.)"""
     missing = set(loading_info["missing_keys"])
     unexpected = sorted(loading_info["unexpected_keys"])
     head = {key for key in model.state_dict() if not key.startswith(f"{model.base_model_prefix}.")}
@@ -186,8 +189,6 @@ def report_loading(model: "BYOLAPreTrainedModel", loading_info: dict, source: ob
         logger.warning(f"{name}: {source} lacks {', '.join(sorted(missing))}: they are newly initialised.")
     if unexpected and not isinstance(model, BYOLAModel):
         logger.warning(f"{name}: weights of {source} not used: {', '.join(unexpected)}.")
-    for key, saved, wanted in loading_info.get("mismatched_keys", ()):
-        logger.warning(f"{name}: {key} of {source} has shape {tuple(saved)}, not {tuple(wanted)}: newly initialised.")
 
 
 class BYOLAPreTrainedModel(PreTrainedModel):
