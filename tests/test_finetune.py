@@ -1,6 +1,8 @@
 """byola-finetune: EVAR's fine-tuning augmentations, head, loss and schedule against their definitions, and the
 command end to end on real recordings (split and fold CSVs, killed and resumed, bad input)."""
 
+import copy
+import dataclasses
 import json
 import logging
 import math
@@ -14,7 +16,7 @@ from scipy import stats
 
 from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
 from byola_hf.finetune import augmentations as aug
-from byola_hf.finetune.cli import main
+from byola_hf.finetune.cli import build_parser, main
 from byola_hf.finetune.training import EvarSchedule, FinetuneTrainer, average_precision
 from byola_hf.modeling_byola import evar_loss
 from byola_hf.pretraining.augmentations import random_resize_crop
@@ -364,3 +366,28 @@ def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(
     from byola_hf.finetune.run import one_step_epochs_note
 
     assert one_step_epochs_note(train_clips=10, batch=9, epochs=2, warmup_epochs=1) is None
+
+
+@pytest.mark.parametrize(
+    "index, name",
+    [(index, field.name) for index, kind in enumerate(build_parser().dataclass_types)
+     for field in dataclasses.fields(kind) if field.init],
+)  # fmt: skip
+def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_path):
+    """byola-finetune's record holds every flag (ours and TrainingArguments, as the installed releases define them)
+    except the shared may-change list less the run's length (EVAR's schedule is counted in epochs): changing any
+    other changes the record, so the re-run is refused."""
+    from types import SimpleNamespace
+
+    from byola_hf.finetune.run import MAY_CHANGE, run_record
+
+    parsed = build_parser().parse_args_into_dataclasses(
+        args=["--model_name_or_path", "m", "--metadata_csv", "t.csv", "--output_dir", str(tmp_path), "--use_cpu"]
+    )
+    task = SimpleNamespace(fingerprint="f")
+    record = run_record(*parsed, BYOLAConfig(), task)
+    changed = list(parsed)
+    changed[index] = copy.copy(parsed[index])
+    setattr(changed[index], name, f"another {name}")
+    assert (run_record(*changed, BYOLAConfig(), task) != record) == (name not in MAY_CHANGE)
+    assert "num_train_epochs" not in MAY_CHANGE

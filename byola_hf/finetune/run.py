@@ -2,8 +2,9 @@
 folder (a re-run with the same arguments resumes, other arguments are refused), then train and test every
 (fold, seed) in its own folder, resuming the one a killed run was in, and write the summary.
 
-The run's record (`finetune_args.json`) and fingerprint hold every argument except those in `MAY_CHANGE`, which
-only change where and how a run reports, not what it computes.
+The run's record (in the output folder's marker, `byola_hf.tools.outputs`) holds every argument except those in
+`MAY_CHANGE`: the commands' shared may-change list but for the run's length, since EVAR's schedule is counted in
+epochs (another `--num_train_epochs` is another schedule).
 """
 
 import dataclasses
@@ -20,7 +21,14 @@ from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
 from ..tools.cli import check_training_length_and_values, run_training
 from ..tools.data import FILE_COLUMN
-from ..tools.outputs import claim_output_dir, fingerprint, last_complete_checkpoint, save_into, write_json_atomic
+from ..tools.outputs import (
+    MAY_CHANGE_ON_RESUME,
+    claim_output_dir,
+    last_complete_checkpoint,
+    recorded_arguments,
+    save_into,
+    write_json_atomic,
+)
 from .augmentations import FinetuneAugmentation
 from .data import ClipSet, FinetuneTask, FoldRows, collate_clips, load_task
 from .report import RunResult, save_card, summarize, write_results
@@ -29,15 +37,10 @@ from .training import EvarSchedule, FinetuneTrainer, build_optimizer, metrics_fu
 
 logger = logging.getLogger(__name__)
 COMMAND = "byola-finetune"
-OUTPUTS = ("fold-*_seed-*", "eval_results.json", "finetune_args.json")
+OUTPUTS = ("fold-*_seed-*", "eval_results.json")
 RESULT_FILE = "run_result.json"
-# Flags that may differ between a run and its re-run: where and how it reports, never what it computes.
-MAY_CHANGE = (
-    "overwrite_output_dir", "output_dir", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step",
-    "disable_tqdm", "report_to", "run_name", "dataloader_num_workers", "dataloader_persistent_workers",
-    "dataloader_prefetch_factor", "dataloader_pin_memory", "save_total_limit", "log_level", "log_level_replica",
-    "per_device_eval_batch_size",
-)  # fmt: skip
+# Flags that may differ between a run and its re-run: the shared list but the length (the schedule is in epochs).
+MAY_CHANGE = MAY_CHANGE_ON_RESUME - {"num_train_epochs", "max_steps"}
 # The recipe sets these Trainer flags itself (evaluate and save every epoch, keep the best, its own optimiser and
 # schedule, no push): a value given for them would be silently replaced, so it is refused.
 RECIPE_OWNED = (
@@ -111,10 +114,9 @@ def unit_samples(args, task: FinetuneTask, config) -> int:
 
 def run_record(args, training_args: TrainingArguments, config, task: FinetuneTask) -> dict[str, Any]:
     """Everything the run's results depend on: every argument but `MAY_CHANGE`, the model and the data."""
-    arguments = {**dataclasses.asdict(args), **training_args.to_dict()}
     model = Path(args.model_name_or_path)
     return {
-        "arguments": {name: value for name, value in sorted(arguments.items()) if name not in MAY_CHANGE},
+        "arguments": recorded_arguments(args, training_args, may_change=MAY_CHANGE),
         "model": str(model.resolve()) if model.exists() else args.model_name_or_path,
         "weights": weights_files(model),
         "config": config.to_dict(),
@@ -133,10 +135,7 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
     check_recipe(args, training_args)
     unit = unit_samples(args, task, config)
     record = run_record(args, training_args, config, task)
-    output = claim_output_dir(
-        training_args.output_dir, COMMAND, fingerprint(**record), OUTPUTS, args.overwrite_output_dir
-    ).path
-    write_json_atomic(output / "finetune_args.json", record)
+    output = claim_output_dir(training_args.output_dir, COMMAND, record, OUTPUTS, args.overwrite_output_dir).path
     seeds = [training_args.seed + offset for offset in range(args.seeds)]
     runs = [
         [finetune_fold(args, training_args, task, fold, seed, feature_extractor, unit) for fold in task.folds]
