@@ -5,9 +5,9 @@ folder: tests/test_layout.py): [`configuration_byola`] (network sizes, front-end
 facts; with the pre-training settings of byola-pretrain's checkpoints), [`feature_extraction_byola`] (waveforms ->
 log-mel), [`modeling_byola`] (the network and the task heads), [`inference_byola`] (the device kernels, in one
 place), [`reference_network`] (the original networks, plainly, for parity), [`audio`] (every array and file input
-form -> mono float32 at the model's rate, one set of checks: a new array form goes there; `byola-run-superb` decodes
-files through `datasets.Audio` too), [`processing_byola`], [`pipelines`], [`hear`], [`hub`] (model cards, pushes)
-and [`convert_byola_checkpoint`] (`byola-convert`).
+form -> mono float32 at the model's rate, one set of checks for every entry point: a new input form goes there),
+[`processing_byola`], [`pipelines`], [`hear`], [`hub`] (model cards, pushes) and [`convert_byola_checkpoint`]
+(`byola-convert`).
 
 The tools sit beside it, each behind its extra: [`tools`] (what the commands share; a new command is a module with
 a `main` calling `tools.cli.run_command` and an entry in setup.cfg's `console_scripts`), [`stats`], [`extract`],

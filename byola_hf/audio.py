@@ -1,8 +1,7 @@
 """One way in for audio: every input form byola_hf accepts -> mono float32 samples, with one set of checks.
 
-The feature extractor, the pipelines, the HEAR API and the commands (statistics, extraction, fine-tuning,
-pre-training; `byola-run-superb` decodes its files through `datasets.Audio`, then checks them here) turn their inputs
-into waveforms here, so a clip reads the same wherever it enters:
+The feature extractor, the pipelines, the HEAR API and every command (statistics, extraction, the SUPERB recipe,
+fine-tuning, pre-training) turn their inputs into waveforms here, so a clip reads the same wherever it enters:
 - a file path or the file's bytes: decoded with soundfile (libsndfile), see `AUDIO_EXTENSIONS`;
 - a numpy array, torch tensor or list of floats; integer PCM (`int8`, `int16`, `int32`, `uint8`) is scaled by its
   dtype to [-1, 1) as soundfile reads it; either byte order;
@@ -149,11 +148,16 @@ def read_audio_file(source: Any, name: str | None = None) -> tuple[np.ndarray, i
         if isinstance(error, TruncatedAudioError):
             raise
         message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        # soundfile names a file object by its repr ("Error opening <_io.BytesIO object at 0x...>: "): `name` says it
+        message = _OPENING_OBJECT.sub("", message)
         raise ValueError(
             f"Could not read audio from {name}: {display_path(message).rstrip('.')}. Use a format libsndfile reads "
             f"({', '.join(AUDIO_EXTENSIONS)}), or decode it yourself and pass the samples with their sampling_rate."
         ) from None
     return check_waveform(to_mono(data.T), name), int(rate)
+
+
+_OPENING_OBJECT = re.compile(r"^Error opening <[^>]*>: ")
 
 
 class TruncatedAudioError(ValueError):

@@ -780,3 +780,24 @@ def test_run_superb_push_is_private_unless_public_is_given(small_model, tmp_path
     code, stderr = run_main(main, arguments, capsys)
     assert_one_line(code, stderr, "byola-run-superb", "missing")
     assert looked_up == (["access me/ks", "me/ks"] if private else ["access me/ks"])
+
+
+def test_run_superb_names_a_stored_clip_it_cannot_decode(small_model, word_folders, tmp_path, datasets_cache, capsys):
+    """A save_to_disk dataset holding audio bytes: a clip soundfile cannot read ended in "Error opening
+    <_io.BytesIO object at 0x...>", naming nothing. run-superb decodes through byola_hf.audio as every command
+    does, and names the clip."""
+    import datasets
+
+    from byola_hf.superb.run import main
+
+    files = sorted((word_folders / "train").rglob("*.wav"))
+    audio = [{"path": path.name, "bytes": path.read_bytes()} for path in files]
+    audio[3] = {"path": "broken.wav", "bytes": b"RIFF\x10\x00\x00\x00WAVEjunk"}
+    table = datasets.Dataset.from_dict({"audio": audio, "label": [path.parent.name for path in files]})
+    table = table.cast_column("audio", datasets.Audio())
+    datasets.DatasetDict({"train": table, "validation": table}).save_to_disk(tmp_path / "saved")
+    arguments = ["--task", "ks", "--model_name_or_path", small_model, "--dataset_name", tmp_path / "saved",
+                 "--output_dir", tmp_path / "out", "--max_steps", "1", *QUICK_TRAINER_FLAGS]  # fmt: skip
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "broken.wav")
+    assert "BytesIO" not in stderr

@@ -20,7 +20,7 @@ from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2CTCTokenizer
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor, BYOLAForCTC, BYOLAForSequenceClassification
 from byola_hf.hub import LICENSE_NOTICE, model_card
 
-from conftest import console_script
+from conftest import console_script, slow
 
 
 BLOCK_BYOLA_HF = """
@@ -246,6 +246,7 @@ def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, 
     assert "niizumi2021byol-a" in card and "trust_remote_code=True" in card
 
 
+@slow
 def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
     from byola_hf.superb.mini_sets import make_ks
 
@@ -276,6 +277,7 @@ def test_statistics_cli_pushes(fake_hub, random2048_dir, tmp_path):
     assert f"mean: `{config['mean']}`" in card and "split `train`" in card and "examples: 60" in card
 
 
+@slow
 @pytest.mark.parametrize(
     "script, arguments",
     [
@@ -352,6 +354,7 @@ def test_pushes_are_private_unless_public_is_given(fake_hub, real512_checkpoint,
     assert "to a private repository: NTT's licence allows internal evaluation only" in result.stderr
 
 
+@slow
 def test_a_private_push_into_an_existing_public_repository_is_refused(fake_hub, real512_checkpoint, tmp_path):
     """Creating a repository that exists changes nothing, so a private push (the default) into a public one would
     publish the converted weights: refused before any work, in one line; --public pushes there."""
@@ -374,6 +377,7 @@ def test_a_private_push_into_an_existing_public_repository_is_refused(fake_hub, 
     assert len(FakeHub.commits) == 1
 
 
+@slow
 def test_unreachable_hub_fails_early(real512_checkpoint, tmp_path):
     env = {**hub_env("http://127.0.0.1:9"), "HF_HUB_ETAG_TIMEOUT": "2"}
     result = subprocess.run(

@@ -27,6 +27,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import byola_hf
 
+from ..audio import decode_undecoded_audio
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -347,17 +348,21 @@ def prepare_features(
     splits: dict, feature_extractor, recipe: TaskRecipe, data_args, training_args, train_max: int | None
 ):
     """Each split's log-mels and encoded labels, computed once by `datasets.map` and cached under a fingerprint of
-    the source split (`datasets`' own), the front end, the label encoding and the cut."""
+    the source split (`datasets`' own), the front end, the label encoding and the cut. The audio is decoded by
+    [`~byola_hf.audio.decode_undecoded_audio`], as every command decodes it: a bad file or stored clip is an error
+    naming it."""
     datasets = require_extra("datasets", "superb")
+    rate = feature_extractor.sampling_rate
     device = log_mel_device(training_args.device, data_args.preprocessing_num_workers)
     cut = int(data_args.max_length_seconds * feature_extractor.sampling_rate) if data_args.max_length_seconds else None
     prepared = {}
     with training_args.main_process_first(desc="feature extraction"):
         for name, dataset in splits.items():
+            dataset = dataset.cast_column(data_args.audio_column_name, datasets.Audio(decode=False))
             max_samples = min(filter(None, (cut, train_max))) if name == "train" and train_max else cut
 
             def prepare(batch, max_samples=max_samples):
-                audio = [example["array"] for example in batch[data_args.audio_column_name]]
+                audio = [decode_undecoded_audio(item, rate) for item in batch[data_args.audio_column_name]]
                 rows = log_mel_rows(feature_extractor, audio, max_samples, device)
                 return {"input_features": rows, "labels": recipe.encode(batch)}
 
