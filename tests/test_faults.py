@@ -801,3 +801,24 @@ def test_run_superb_names_a_stored_clip_it_cannot_decode(small_model, word_folde
     code, stderr = run_main(main, arguments, capsys)
     assert_one_line(code, stderr, "byola-run-superb", "broken.wav")
     assert "BytesIO" not in stderr
+
+
+def test_run_superb_names_a_clip_whose_log_mel_overflows(small_model, word_folders, tmp_path, datasets_cache, capsys):
+    """Finite samples of 1e30 give a log-mel of infinities: run-superb said "Example 3's log-mel ...", the place
+    of the clip in a datasets.map batch; it names the file."""
+    import shutil
+
+    import soundfile
+
+    from byola_hf.superb.run import main
+
+    data = tmp_path / "words"
+    shutil.copytree(word_folders, data)
+    loud = sorted((data / "train").rglob("*.wav"))[2]
+    waveform, rate = soundfile.read(loud, dtype="float32")
+    soundfile.write(loud, waveform * 1e30, rate, subtype="FLOAT")
+    source = ["--dataset_name", "audiofolder", "--data_dir", data]
+    arguments = ["--task", "ks", "--model_name_or_path", small_model, *source, "--output_dir", tmp_path / "out",
+                 "--max_steps", "1", *QUICK_TRAINER_FLAGS]  # fmt: skip
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-run-superb", f"{loud.name}'s log-mel holds NaN or infinity")

@@ -27,10 +27,10 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import byola_hf
 
-from ..audio import decode_undecoded_audio
+from ..audio import decode_undecoded_audio, display_path
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
-from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
 from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
 from ..modeling_byola import BYOLAForCTC, check_trained_head
 from ..tools.cli import (
@@ -362,8 +362,13 @@ def prepare_features(
             max_samples = min(filter(None, (cut, train_max))) if name == "train" and train_max else cut
 
             def prepare(batch, max_samples=max_samples):
-                audio = [decode_undecoded_audio(item, rate) for item in batch[data_args.audio_column_name]]
-                rows = log_mel_rows(feature_extractor, audio, max_samples, device)
+                items = batch[data_args.audio_column_name]
+                audio = [decode_undecoded_audio(item, rate) for item in items]
+                try:
+                    rows = log_mel_rows(feature_extractor, audio, max_samples, device)
+                except NonFiniteFeaturesError as error:  # the clip's name, not its place in a map batch
+                    name = display_path(items[error.index].get("path") or "a stored clip")
+                    raise NonFiniteFeaturesError(error.index, error.peak, name) from None
                 return {"input_features": rows, "labels": recipe.encode(batch)}
 
             features = dataset.map(
