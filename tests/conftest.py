@@ -253,6 +253,15 @@ def waveforms(seed: int = 0, lengths=(8000, 16000, 12345)) -> list[np.ndarray]:
     ]
 
 
+def every_flag(parser) -> list[tuple[int, str]]:
+    """(index of the dataclass, field name) of every flag an `HfArgumentParser` takes, as the installed releases
+    define them: what run-record tests are generated over."""
+    import dataclasses
+
+    return [(index, field.name) for index, kind in enumerate(parser.dataclass_types)
+            for field in dataclasses.fields(kind) if field.init]  # fmt: skip
+
+
 def run_main(main, arguments, capsys) -> tuple[int, str]:
     """(exit code, stderr) of a command's `main`, run in this process."""
     with pytest.raises(SystemExit) as exit_info:

@@ -2,7 +2,6 @@
 command end to end on real recordings (split and fold CSVs, killed and resumed, bad input)."""
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ from byola_hf.finetune.training import EvarSchedule, FinetuneTrainer, average_pr
 from byola_hf.modeling_byola import evar_loss
 from byola_hf.pretraining.augmentations import random_resize_crop
 
-from conftest import assert_one_line, run_main
+from conftest import assert_one_line, every_flag, run_main
 
 
 COMMAND = "byola-finetune"
@@ -368,11 +367,7 @@ def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(
     assert one_step_epochs_note(train_clips=10, batch=9, epochs=2, warmup_epochs=1) is None
 
 
-@pytest.mark.parametrize(
-    "index, name",
-    [(index, field.name) for index, kind in enumerate(build_parser().dataclass_types)
-     for field in dataclasses.fields(kind) if field.init],
-)  # fmt: skip
+@pytest.mark.parametrize("index, name", every_flag(build_parser()))
 def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_path):
     """byola-finetune's record holds every flag (ours and TrainingArguments, as the installed releases define them)
     except the shared may-change list less the run's length (EVAR's schedule is counted in epochs): changing any

@@ -2,7 +2,6 @@
 (../shared/reference_pretrain), the samplers' distributions, and `byola-pretrain` end to end on real sound files."""
 
 import copy
-import dataclasses
 import errno
 import importlib.util
 import json
@@ -47,7 +46,7 @@ from byola_hf.pretraining.augmentations import (
 from byola_hf.pretraining.cli import build_parser, main, parse_command_line, pretrain, pretraining_config
 from byola_hf.pretraining.linear_probe import effective_rank
 
-from conftest import PROJECT_ROOT, require_shared, run_two_ranks, slow
+from conftest import PROJECT_ROOT, every_flag, require_shared, run_two_ranks, slow
 
 
 @pytest.fixture(scope="module")
@@ -1077,11 +1076,7 @@ def test_max_train_samples_draws_clips_at_random(audio_folder, tmp_path):
     assert paths == [item["path"] for item in training_clips(data_args, 16000, training_args)["audio"]]
 
 
-@pytest.mark.parametrize(
-    "index, name",
-    [(index, field.name) for index, kind in enumerate(build_parser().dataclass_types)
-     for field in dataclasses.fields(kind) if field.init],
-)  # fmt: skip
+@pytest.mark.parametrize("index, name", every_flag(build_parser()))
 def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_path):
     """byola-pretrain's record holds every flag (ours and TrainingArguments, as the installed releases define them)
     except the documented may-change list and the linear probe's --eval_* flags, which evaluate without changing

@@ -3,7 +3,6 @@ each corpus end to end, the readers' tricky cases as s3prl reads them, malformed
 owned and resumed, pushes private by default."""
 
 import copy
-import dataclasses
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from byola_hf.superb.run import build_parser, main, run_record
 from byola_hf.superb.tasks import SUPERB_TASKS
 from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
 
-from conftest import QUICK_TRAINER_FLAGS, slow
+from conftest import QUICK_TRAINER_FLAGS, every_flag, slow
 
 
 TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", *QUICK_TRAINER_FLAGS]
@@ -497,13 +496,7 @@ def test_weights_converted_again_change_the_run_record(tmp_path):
     assert first != run_record(model, data, training, SUPERB_TASKS["ks"], config)
 
 
-def every_argument(parser) -> list[tuple[int, str]]:
-    """(index of the dataclass, field name) of every flag a command's parser takes."""
-    return [(index, field.name) for index, kind in enumerate(parser.dataclass_types)
-            for field in dataclasses.fields(kind) if field.init]  # fmt: skip
-
-
-@pytest.mark.parametrize("index, name", every_argument(build_parser()))
+@pytest.mark.parametrize("index, name", every_flag(build_parser()))
 def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_path):
     """byola-run-superb's record holds every flag of its three dataclasses (ours and TrainingArguments, as the
     installed releases define them) except the documented may-change list: changing any other changes the record,
