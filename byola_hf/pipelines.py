@@ -10,6 +10,7 @@ clips of different lengths are padded together and each gets what it gets alone.
 `_forward`, on the pipeline's device, with the model.
 """
 
+import os
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from transformers import AudioClassificationPipeline, Pipeline
 
 from .audio import load_audio, to_tensor
+from .feature_extraction_byola import NonFiniteFeaturesError
 from .modeling_byola import check_trained_head
 
 
@@ -33,7 +35,25 @@ def decode_clip(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_
         # zeros that count as audio, as the feature extractor's option of the same name
         waveform = np.pad(waveform, (0, feature_extractor.min_samples - len(waveform)))
     feature_extractor.check_length(len(waveform))
+    check_loud_clip(feature_extractor, waveform, inputs)
     return {"waveforms": to_tensor(waveform)[None], "lengths": torch.tensor([len(waveform)])}
+
+
+# Samples under this magnitude cannot overflow the float32 power of a 1024-sample window (1024 * x**2 < 3.4e38).
+LOUD_SAMPLES = 1e17
+
+
+def check_loud_clip(feature_extractor, waveform: np.ndarray, inputs: Any) -> None:
+    """Raise the feature extractor's `NonFiniteFeaturesError` naming the input (its path, when it is one) for a clip
+    whose log-mel overflows: in `_forward` the error could only say where the clip sat in its batch. Only clips
+    loud enough to overflow are computed here, once more."""
+    if np.abs(waveform).max(initial=0.0) < LOUD_SAMPLES:
+        return
+    try:
+        feature_extractor.log_mel_batch(to_tensor(waveform)[None], [len(waveform)])
+    except NonFiniteFeaturesError as error:
+        name = str(inputs) if isinstance(inputs, (str, os.PathLike)) else "The clip"
+        raise NonFiniteFeaturesError(0, error.peak, name) from None
 
 
 def refuse_no_inputs(inputs: Any) -> None:

@@ -822,3 +822,18 @@ def test_run_superb_names_a_clip_whose_log_mel_overflows(small_model, word_folde
                  "--max_steps", "1", *QUICK_TRAINER_FLAGS]  # fmt: skip
     code, stderr = run_main(main, arguments, capsys)
     assert_one_line(code, stderr, "byola-run-superb", f"{loud.name}'s log-mel holds NaN or infinity")
+
+
+@pytest.mark.parametrize("task", ["byola-audio-embedding", "audio-classification"])
+def test_pipelines_name_a_file_whose_log_mel_overflows(task, small_model, classifier_dir, speech, tmp_path):
+    """Finite samples of 1e30 in a file: the pipelines said "Example 0's log-mel holds NaN or infinity", the clip's
+    place in its batch; they name the file they were given."""
+    import soundfile
+    from transformers import pipeline
+
+    waveform, rate = soundfile.read(speech, dtype="float32")
+    loud = tmp_path / "loud.wav"
+    soundfile.write(loud, waveform * 1e30, rate, subtype="FLOAT")
+    model = small_model if task == "byola-audio-embedding" else classifier_dir
+    with pytest.raises(ValueError, match=rf"{loud}'s log-mel holds NaN or infinity"):
+        pipeline(task, model=str(model))([str(speech), str(loud)], batch_size=2)
