@@ -27,6 +27,8 @@ from .configuration_byola import BYOLAConfig, minimum_samples
 logger = logging.get_logger(__name__)
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+# Samples under this magnitude cannot overflow the float32 power of a 1024-sample window (1024 * x**2 < 3.4e38).
+LOUD_SAMPLES = 1e17
 # STFT frames per call over the whole batch, which bounds memory on long audio. On CPU 4096 (16 MB of windowed
 # float32 frames: a call's working set stays in cache); on accelerators 65536 (about 0.7 GB at a call's peak), so
 # that a batch of 64 x 10 s is one round of kernels rather than sixteen.
@@ -463,6 +465,19 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         log_mel = self.log_mel(waveforms, lengths)
         check_finite_features(log_mel, waveforms)
         return log_mel, self._frame_mask(lengths, log_mel.shape[-1], log_mel.device).to(torch.int32)
+
+    def check_loud_clip(self, waveform: np.ndarray, name: str | None = None) -> None:
+        """Raise [`NonFiniteFeaturesError`] naming `name` when the finite `waveform` (1-D) is loud enough for its
+        log-mel to overflow float32 and does: for callers that batch clips later, where the error could only say
+        where a clip sat in its batch. Clips under `LOUD_SAMPLES` cost one max."""
+        if np.abs(waveform).max(initial=0.0) < LOUD_SAMPLES:
+            return
+        try:
+            self.log_mel_batch(
+                torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))[None], [len(waveform)]
+            )
+        except NonFiniteFeaturesError as error:
+            raise NonFiniteFeaturesError(0, error.peak, name or "The clip") from None
 
     def _frame_mask(self, lengths: Sequence[int], frames: int, device: torch.device) -> torch.Tensor:
         """`(batch, frames)` bool, True on the frames of each example's first `lengths[i]` samples."""

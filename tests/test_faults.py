@@ -837,3 +837,22 @@ def test_pipelines_name_a_file_whose_log_mel_overflows(task, small_model, classi
     model = small_model if task == "byola-audio-embedding" else classifier_dir
     with pytest.raises(ValueError, match=rf"{loud}'s log-mel holds NaN or infinity"):
         pipeline(task, model=str(model))([str(speech), str(loud)], batch_size=2)
+
+
+def test_finetune_names_a_clip_whose_log_mel_overflows(small_model, speech, tmp_path, capsys):
+    """byola-finetune batches clips in training, where a log-mel of infinities was "Example 1's ..."; it names the
+    file when the task is read."""
+    import soundfile
+
+    from byola_hf.finetune.cli import main
+
+    waveform, rate = soundfile.read(speech, dtype="float32")
+    rows = []
+    for index, split in enumerate(["train"] * 4 + ["valid", "valid", "test", "test"]):
+        soundfile.write(tmp_path / f"clip{index}.wav", waveform * (1e30 if index == 1 else 1), rate, subtype="FLOAT")
+        rows.append(f"clip{index}.wav,{'ab'[index % 2]},{split}")
+    (tmp_path / "task.csv").write_text("file_name,label,split\n" + "\n".join(rows) + "\n")
+    arguments = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "task.csv", "--output_dir",
+                 tmp_path / "out", "--num_train_epochs", "1", "--use_cpu", "--report_to", "none"]  # fmt: skip
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-finetune", "clip1.wav's log-mel holds NaN or infinity")

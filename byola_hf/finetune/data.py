@@ -113,7 +113,7 @@ def check_fold_classes(fold: FoldRows, labels: list, multi_label: bool, classes:
 
 
 def load_task(
-    metadata_csv: str, data_dir: str | None, label_column_name: str, sampling_rate: int, wanted_folds: list[str]
+    metadata_csv: str, data_dir: str | None, label_column_name: str, feature_extractor, wanted_folds: list[str]
 ) -> FinetuneTask:
     """Read, check and decode a task CSV (see the module doc); every mistake is a one-line `ValueError`."""
     dataset = metadata_csv_source(metadata_csv, data_dir, AUDIO_COLUMN)
@@ -137,7 +137,10 @@ def load_task(
         check_fold_classes(fold, labels, multi_label, classes)
     fingerprint = source_fingerprint(dataset, AUDIO_COLUMN)
     # Decoded as every command decodes files (byola_hf.audio): a truncated or non-finite file is an error naming it.
-    waveforms = [decode_undecoded_audio(item, sampling_rate) for item in dataset[AUDIO_COLUMN]]
+    waveforms = []
+    for item in dataset[AUDIO_COLUMN]:
+        waveforms.append(decode_undecoded_audio(item, feature_extractor.sampling_rate))
+        feature_extractor.check_loud_clip(waveforms[-1], item["path"])  # named here, not in a training batch
     targets = encode_targets(labels, classes, multi_label)
     return FinetuneTask(waveforms, targets, classes, multi_label, folds, layout, fingerprint)
 

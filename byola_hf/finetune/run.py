@@ -128,7 +128,7 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
     """Fine-tune every (fold, seed) of the task and write OUT/eval_results.json; returns its contents."""
     config, feature_extractor = load_front_end_with_statistics(args.model_name_or_path)
     task = load_task(
-        args.metadata_csv, args.data_dir, args.label_column_name, config.sampling_rate, [str(f) for f in args.folds]
+        args.metadata_csv, args.data_dir, args.label_column_name, feature_extractor, [str(f) for f in args.folds]
     )
     metric = "mAP" if task.multi_label else "accuracy"
     training_args = recipe_training_args(training_args, given, metric)
