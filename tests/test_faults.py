@@ -856,3 +856,20 @@ def test_finetune_names_a_clip_whose_log_mel_overflows(small_model, speech, tmp_
                  tmp_path / "out", "--num_train_epochs", "1", "--use_cpu", "--report_to", "none"]  # fmt: skip
     code, stderr = run_main(main, arguments, capsys)
     assert_one_line(code, stderr, "byola-finetune", "clip1.wav's log-mel holds NaN or infinity")
+
+
+def test_pretrain_with_given_statistics_names_a_clip_whose_log_mel_overflows(speech, tmp_path, capsys):
+    """With --mean/--std given no statistics are computed, and a clip of 1e30 samples surfaced as "Pre-training
+    diverged: the loss is nan"; the pass that checks the clips names it."""
+    import soundfile
+
+    from byola_hf.pretraining.cli import main
+
+    waveform, rate = soundfile.read(speech, dtype="float32")
+    for index in range(4):
+        soundfile.write(tmp_path / f"clip{index}.wav", waveform * (1e30 if index == 2 else 1), rate, subtype="FLOAT")
+    arguments = ["--dataset_name", f"{tmp_path}/", "--output_dir", tmp_path / "out", "--feature_d", "64",
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", "--mean", "-8", "--std", "4", "--use_cpu",
+                 "--report_to", "none"]  # fmt: skip
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "clip2.wav's log-mel holds NaN or infinity")
