@@ -435,24 +435,24 @@ def test_pretrain_killed_during_its_final_save_is_completed_by_a_rerun(speech, t
     never wrote trainer_state.json or train_results.json."""
     import shutil
 
-    from byola_hf.pretraining import cli
+    from byola_hf.pretraining import cli, run
     from byola_hf.tools import outputs
 
     for index in range(4):
         write_float_wav(tmp_path / "audio" / f"{index}.wav", load_speech(speech) * (1 + index / 10))
     arguments = ["--dataset_name", tmp_path / "audio", "--output_dir", tmp_path / "out", *TINY_PRETRAINING]
-    real_card = cli.pretraining_card
+    real_card = run.pretraining_card
 
     def card_then_kill(*args, **kwargs):
         raise KilledWhileSaving  # the encoder's weights are in the staging folder, nothing renamed yet
 
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "pretraining_card", card_then_kill)
+        patch.setattr(run, "pretraining_card", card_then_kill)
         patch.setattr(outputs.shutil, "rmtree", lambda *args, **kwargs: None)  # a kill runs no clean-up
         with pytest.raises(KilledWhileSaving):
             cli.main([str(argument) for argument in arguments])
     assert list((tmp_path / "out").glob(".staging.*"))
-    assert cli.pretraining_card is real_card and outputs.shutil.rmtree is shutil.rmtree
+    assert run.pretraining_card is real_card and outputs.shutil.rmtree is shutil.rmtree
     cli.main([str(argument) for argument in arguments])
     output = tmp_path / "out"
     assert not list(output.glob(".staging.*"))

@@ -33,7 +33,7 @@ from byola_hf.extract.cli import main as extract_main
 from byola_hf.extract.extract import load_embeddings
 from byola_hf.hub import push_to_hub
 from byola_hf.pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
-from byola_hf.pretraining import cli as cli_module
+from byola_hf.pretraining import run as run_module
 from byola_hf.pretraining.augmentations import (
     MixupMemoryBank,
     linear_fade,
@@ -43,8 +43,9 @@ from byola_hf.pretraining.augmentations import (
     sample_crop_boxes,
     sample_fader_ends,
 )
-from byola_hf.pretraining.cli import build_parser, main, parse_command_line, pretrain, pretraining_config
+from byola_hf.pretraining.cli import build_parser, main, parse_command_line
 from byola_hf.pretraining.linear_probe import effective_rank
+from byola_hf.pretraining.run import pretrain, pretraining_config
 
 from conftest import PROJECT_ROOT, every_flag, require_shared, run_two_ranks, slow
 
@@ -549,7 +550,7 @@ def test_a_run_folder_it_cannot_write_is_refused_before_training(audio_folder, t
     def read_only(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(output))
 
-    monkeypatch.setattr(cli_module.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(run_module.tempfile, "TemporaryFile", read_only)
     with pytest.raises(PermissionError):
         run_pretrain(pretrain_args(audio_folder, output, "--max_steps", "2", "--save_steps", "1"))
     assert not (output / "checkpoint-2").exists()
@@ -931,7 +932,8 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
 
 def test_linear_probe_task_with_another_audio_column(audio_folder, tmp_path):
     """--eval_audio_column_name: a saved task whose audio column is not `audio` is probed, not refused."""
-    from byola_hf.pretraining.cli import PreTrainingDataArguments, linear_probe_data
+    from byola_hf.pretraining.cli import PreTrainingDataArguments
+    from byola_hf.pretraining.linear_probe import linear_probe_data
 
     files = sorted(str(path) for path in audio_folder.glob("speech_*.wav"))
     split = {"speech": files[:4], "label": ["a", "b", "a", "b"]}
@@ -1065,7 +1067,7 @@ def test_effective_rank_counts_equal_directions():
 def test_max_train_samples_draws_clips_at_random(audio_folder, tmp_path):
     """--max_train_samples draws its clips with --seed (a folder's first files by name are one speaker or one
     class), the same clips on every re-run."""
-    from byola_hf.pretraining.cli import training_clips
+    from byola_hf.pretraining.data import training_clips
 
     data_args, training_args = parse_command_line(
         pretrain_args(audio_folder, tmp_path / "x", "--max_train_samples", "4")
@@ -1081,7 +1083,7 @@ def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_p
     """byola-pretrain's record holds every flag (ours and TrainingArguments, as the installed releases define them)
     except the documented may-change list and the linear probe's --eval_* flags, which evaluate without changing
     what is trained: changing any other changes the record, so the re-run is refused."""
-    from byola_hf.pretraining.cli import run_fingerprint
+    from byola_hf.pretraining.run import run_fingerprint
     from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
 
     parsed = parse_command_line(["--dataset_name", "some/dataset", "--output_dir", str(tmp_path), "--use_cpu"])

@@ -5,7 +5,7 @@ library. [`augmentations`] holds the batched augmentation blocks, [`modeling_pre
 [`training_kernels`] its conv blocks' device-specific training kernels (chosen in one place), [`data`] the crops
 (per epoch, or as a stream arrives) and the statistics pass, [`trainer`] the Trainer and its callbacks (the EMA,
 each DDP rank's own state), [`model_card`] the output's card, [`linear_probe`] the evaluation during training,
-[`cli`] the command line.
+[`run`] the run (its record, resumption and outputs), [`cli`] the command line.
 """
 
 from transformers import AutoModelForPreTraining

@@ -1,4 +1,5 @@
-"""Pre-training data: random crops of decoded clips, drawn per epoch, and one pass for the statistics.
+"""Pre-training data: the training clips ([`training_clips`]), random crops of them drawn per epoch, and one pass
+over them for the statistics ([`statistics`]) before training.
 
 Decoding and cropping run in DataLoader workers (CPU); the log-mel and the augmentations run on the training device
 ([`~byola_hf.pretraining.trainer.BYOLAPreTrainer`]). Which clip and which crop come at each step depends on the
@@ -10,15 +11,18 @@ reads its own shards ([`StreamingCropDataset`]).
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from transformers import TrainingArguments
 
 from ..audio import decode_undecoded_audio
+from ..configuration_byola import check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..stats.compute import batch_moments
 from ..stats.moments import LogMelMoments
-from ..tools.data import load_audio_dataset
+from ..tools.data import draw_rows, load_audio_dataset, load_source
 
 
 # Clips held by the shuffle buffer of a streamed dataset (each pass is read in another buffered order).
@@ -237,16 +241,107 @@ def summarise(partials, with_moments: bool, sampling_rate: int) -> DataSummary:
     return DataSummary(moments, longest, count, samples / sampling_rate)
 
 
+def statistics(model_args, data_args, dataset, feature_extractor, crop_samples: int) -> dict[str, Any]:
+    """Exact statistics of the clips (or the given ones), after checking that some clip fills a crop."""
+    given = model_args.mean is not None or model_args.std is not None
+    if given and (model_args.mean is None or model_args.std is None):
+        raise ValueError("Pass both --mean and --std, or neither (then they are computed on the data).")
+    if given:
+        check_statistics(model_args.mean, model_args.std)
+    column, batch_size = data_args.audio_column_name, data_args.preprocessing_batch_size
+    if given and data_args.streaming:  # nothing to compute: the stream is read only up to a clip that fills a crop
+        longest = longest_until(dataset, column, feature_extractor.sampling_rate, crop_samples)
+        check_crop_filled(longest, crop_samples, feature_extractor.sampling_rate)
+        source = provenance(data_args, None, "given")
+        return {"mean": model_args.mean, "std": model_args.std, "provenance": source, "audio_seconds": None}
+    scan = scan_stream if data_args.streaming else scan_clips
+    summary = scan(dataset, feature_extractor, column, not given, batch_size)
+    check_crop_filled(summary.longest_samples, crop_samples, feature_extractor.sampling_rate)
+    mean, std = (model_args.mean, model_args.std) if given else (summary.moments.mean, summary.moments.std)
+    return {
+        "mean": mean,
+        "std": std,
+        "provenance": provenance(data_args, summary, "given" if given else "exact"),
+        "audio_seconds": summary.audio_seconds,
+    }
+
+
+def check_crop_filled(longest: int, crop_samples: int, sampling_rate: int) -> None:
+    """Refuse clips of which the `longest` (samples) is shorter than one training crop: every crop would be padding
+    around a whole clip."""
+    if longest < crop_samples:
+        raise ValueError(
+            f"Every clip is shorter than one training crop ({crop_samples} samples = {crop_samples / sampling_rate:g} "
+            f"s; the longest has {longest}); BYOL-A learns from crops of that length: use longer audio."
+        )
+
+
+def provenance(data_args, summary, method: str) -> dict[str, Any]:
+    """Where the statistics come from, as `config.stats_provenance` records it (counts when the data was read)."""
+    return {
+        "dataset": data_args.dataset_name,
+        "config": data_args.dataset_config_name,
+        "data_dir": data_args.data_dir,
+        "split": data_args.split,
+        "audio_column": data_args.audio_column_name,
+        "num_examples": summary.num_examples if summary else None,
+        "num_frames": summary.moments.num_frames if summary else None,
+        "method": method,
+    }
+
+
+def training_clips(data_args, sampling_rate: int, training_args: TrainingArguments):
+    """The training clips (undecoded audio column): a dataset of at least one batch, or a stream (`--streaming`)."""
+    source = (data_args.dataset_name, data_args.dataset_config_name, data_args.data_dir, data_args.split)
+    if data_args.streaming:
+        if training_args.max_steps <= 0:
+            raise ValueError("--streaming reads clips without knowing their number: give the run's --max_steps.")
+        stream = load_stream(*source, data_args.audio_column_name, sampling_rate)
+        return stream if data_args.max_train_samples is None else stream.take(data_args.max_train_samples)
+    dataset = load_source(*source, data_args.audio_column_name, sampling_rate)
+    dataset = draw_rows(dataset, data_args.max_train_samples, training_args.seed)
+    if len(dataset) < training_args.per_device_train_batch_size * training_args.world_size:
+        # Too few to train, and few enough to read now: a clip that cannot be used is the first thing to fix.
+        for row in dataset:
+            decode_undecoded_audio(row[data_args.audio_column_name], sampling_rate)
+    check_one_batch(len(dataset), training_args)
+    return dataset
+
+
+def check_one_batch(clips: int, training_args: TrainingArguments) -> None:
+    """Refuse fewer clips than one batch over all ranks: no epoch would give a step (a stream's would end in
+    accelerate's error on an empty batch)."""
+    global_batch = training_args.per_device_train_batch_size * training_args.world_size
+    if clips < 2:
+        raise ValueError(f"{clips} clip(s): BYOL-A's BatchNorm layers need batches of at least 2 clips; add audio.")
+    if clips < global_batch:
+        raise ValueError(
+            f"{clips} clips are fewer than one batch ({global_batch}); lower --per_device_train_batch_size."
+        )
+
+
+def crop_dataset(dataset, data_args, config, seed: int) -> torch.utils.data.Dataset:
+    """Crops of the clips: indexed by [`EpochCropSampler`]'s draws, or as a stream arrives."""
+    cropper = ClipCropper(data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends)
+    return StreamingCropDataset(dataset, cropper, seed) if data_args.streaming else CropDataset(dataset, cropper)
+
+
 __all__ = [
     "ClipCropper",
     "CropDataset",
     "DataSummary",
     "EpochCropSampler",
     "StreamingCropDataset",
+    "check_crop_filled",
+    "check_one_batch",
     "collate_waveforms",
+    "crop_dataset",
     "crop_waveform",
     "load_stream",
     "longest_until",
+    "provenance",
     "scan_clips",
     "scan_stream",
+    "statistics",
+    "training_clips",
 ]

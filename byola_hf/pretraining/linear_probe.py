@@ -1,6 +1,7 @@
 """Linear evaluation of the encoder while it pre-trains: the papers' protocol on a small labelled dataset, so the logs
 show whether pre-training helps the task (`byola-pretrain --eval_dataset_name ... --eval_label_column_name ...`)."""
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,6 +63,29 @@ def load_linear_probe_data(
         return LabelledClips(waveforms, np.array([index[str(v)] for v in dataset[label_column_name]], np.int64))
 
     return LinearProbeData(clips(splits[train_split]), clips(splits[test_split]), classes)
+
+
+def linear_probe_data(data_args, sampling_rate: int) -> LinearProbeData | None:
+    """The `--eval_dataset_name` task, decoded, or `None` without one."""
+    if data_args.eval_dataset_name is None:
+        return None
+    if data_args.eval_label_column_name is None:
+        raise ValueError("--eval_dataset_name needs --eval_label_column_name (the column of class labels).")
+    try:
+        return load_linear_probe_data(
+            data_args.eval_dataset_name,
+            data_args.eval_label_column_name,
+            sampling_rate,
+            data_args.eval_dataset_config_name,
+            data_args.eval_data_dir,
+            data_args.eval_train_split,
+            data_args.eval_test_split,
+            data_args.eval_audio_column_name,
+        )
+    except ValueError as error:  # the loaders name the training data's flags; here they are the --eval_ ones
+        flags = r"--(dataset_name|dataset_config_name|data_dir|audio_column_name)\b"
+        message = re.sub(flags, r"--eval_\1", str(error)).replace("--split", "--eval_train_split/--eval_test_split")
+        raise ValueError(message) from None
 
 
 @torch.no_grad()
@@ -131,6 +155,7 @@ __all__ = [
     "LinearProbeMetrics",
     "clip_embeddings",
     "effective_rank",
+    "linear_probe_data",
     "linear_probe_metrics",
     "load_linear_probe_data",
 ]

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..tools.outputs import atomic_path
-from .data import EpochCropSampler
+from .data import EpochCropSampler, collate_waveforms, crop_dataset
 from .linear_probe import LinearProbeData, linear_probe_metrics
+from .modeling_pretraining import BYOLAForPreTraining
 
 
 logger = logging.getLogger(__name__)
@@ -168,4 +169,25 @@ class BYOLAPreTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-__all__ = ["BYOLAPreTrainer", "EMATargetCallback", "RankStateCallback"]
+def build_trainer(
+    config, start_encoder, dataset, data_args, training_args, feature_extractor, linear_probe, callbacks
+) -> BYOLAPreTrainer:
+    """A new learner (seeded; from `start_encoder` when given) in a [`BYOLAPreTrainer`] over crops of `dataset`."""
+    set_seed(training_args.seed)
+    model = BYOLAForPreTraining(config)
+    if start_encoder is not None:
+        model.load_encoder(start_encoder)
+    return BYOLAPreTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=crop_dataset(dataset, data_args, config, training_args.seed),
+        data_collator=collate_waveforms,
+        feature_extractor=feature_extractor,
+        # Trainer asks for an evaluation set under an eval_strategy; BYOLAPreTrainer.evaluate is the linear probe.
+        eval_dataset=linear_probe.test.waveforms if linear_probe is not None else None,
+        linear_probe=linear_probe,
+        callbacks=callbacks,
+    )
+
+
+__all__ = ["BYOLAPreTrainer", "EMATargetCallback", "RankStateCallback", "build_trainer"]
