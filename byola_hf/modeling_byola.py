@@ -19,7 +19,7 @@ from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils import logging as transformers_logging
 
 from .configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig, check_statistics
-from .inference_byola import InferenceKernels, select_kernels
+from .inference_byola import InferenceKernels, select_kernels, select_training_kernels
 from .reference_network import tail_weights
 
 
@@ -270,7 +270,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
 
     In eval mode the blocks run through device-specific kernels ([`~inference_byola.select_kernels`]) that compute
     the same function faster; set `model.inference_kernels` to `"reference"`, `"cpu"` or `"accelerator"` to force
-    one (`None`: chosen by device).
+    one (`None`: chosen by device). A training-mode forward whose parameters train (fine-tuning) runs the conv
+    blocks through the training kernels ([`~inference_byola.select_training_kernels`]; `model.training_kernels`:
+    `"reference"`, `"channels_last"` or `"cpu"` forces one).
     """
 
     def __init__(self, config: BYOLAConfig):
@@ -284,6 +286,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.fc2 = nn.Linear(mlp_hidden_size, fc_output_size)
         self.inference_kernels: str | None = None
+        self.training_kernels: str | None = None
         self.post_init()
 
     @can_return_tuple
@@ -396,6 +399,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
 
     def _kernels(self, input_features: torch.Tensor) -> InferenceKernels:
         parameters_need_grad = any(parameter.requires_grad for parameter in self.parameters())
+        if self.training and parameters_need_grad and torch.is_grad_enabled():  # fine-tuning the encoder
+            return select_training_kernels(input_features, self.training_kernels)
         return select_kernels(input_features, self.training, parameters_need_grad, self.inference_kernels)
 
     def _chunk_step(self, inference_chunk_frames: int | None) -> int:

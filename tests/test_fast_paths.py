@@ -1,5 +1,6 @@
 """Every fast path equals the reference computation: folded BatchNorm + channels-last, chunked long audio, bf16."""
 
+import copy
 import json
 
 import numpy as np
@@ -62,13 +63,34 @@ def test_fast_model_equals_functional_original(random2048_checkpoint, random2048
     assert deviation < 1e-5
 
 
-def test_training_mode_uses_the_modules_and_trains_batch_norm():
-    model = BYOLAModel(BYOLAConfig(feature_d=32, mean=-9.0, std=4.0)).train()
-    outputs = model(torch.randn(2, 64, 200) * 4 - 9)
-    outputs.pooler_output.sum().backward()
-    block = model.conv_blocks[0]
-    assert block.batch_norm.weight.grad is not None and block.conv.weight.grad is not None
-    assert int(block.batch_norm.num_batches_tracked) == 1  # batch statistics were used and tracked
+@pytest.mark.parametrize("kernels", ["channels_last", "cpu"])
+def test_training_mode_runs_the_training_kernels_and_equals_the_modules(kernels):
+    """A training-mode forward whose parameters train (fine-tuning) runs its conv blocks through the training kernels
+    of pre-training; its outputs, every gradient and the BatchNorm running statistics equal the plain modules'. In
+    float32, where the CPU set fuses the first block, so within float32 rounding; float64 checks of that block are in
+    test_pretraining.py. A frozen encoder in training mode keeps the modules."""
+    torch.manual_seed(0)
+    reference = BYOLAModel(BYOLAConfig(feature_d=32, mean=-9.0, std=4.0, hidden_dropout=0.0)).train()
+    reference.training_kernels = "reference"
+    fast = copy.deepcopy(reference)
+    fast.training_kernels = kernels
+    log_mel, weights = torch.randn(3, 64, 200) * 4 - 9, torch.randn(3, 32)
+    chosen = {"channels_last": "ChannelsLastKernels", "cpu": "CPUTrainingKernels"}[kernels]
+    assert type(fast._kernels(log_mel)).__name__ == chosen
+    outputs = []
+    for model in (reference, fast):
+        outputs.append(model(log_mel).pooler_output)
+        (outputs[-1] * weights).sum().backward()
+    assert relative(outputs[1].detach(), outputs[0].detach()) < 1e-5
+    # Relative to the largest gradient: a conv bias's gradient is zero (BatchNorm cancels it) but for rounding.
+    scale = max(float(parameter.grad.abs().max()) for parameter in reference.parameters())
+    for (name, expected), actual in zip(reference.named_parameters(), fast.parameters()):
+        assert float((actual.grad - expected.grad).abs().max()) / scale < 1e-5, name
+    for (name, expected), actual in zip(reference.named_buffers(), fast.buffers()):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert int(fast.conv_blocks[0].batch_norm.num_batches_tracked) == 1  # batch statistics were used and tracked
+    fast.requires_grad_(False)
+    assert type(fast._kernels(log_mel)) is inference_byola.InferenceKernels
 
 
 @pytest.mark.parametrize("kernels", ["cpu", "accelerator"])

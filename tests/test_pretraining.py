@@ -855,9 +855,9 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
 @pytest.mark.parametrize("layout", ["reference", "channels_last", "cpu"])
 @pytest.mark.parametrize("variant", ["AudioNTT2020", "AudioNTT2022"])
 def test_training_embedding_is_the_encoders_pooler_output(variant, layout):
-    """The learner's training-mode embedding (pooling before ReLU) equals BYOLAModel's own forward, in values and
-    gradients: bit for bit in the reference layout, up to float32 rounding in channels-last; and each variant gets
-    the original config's augmentation settings."""
+    """The learner's training-mode embedding (pooling before ReLU) equals BYOLAModel's own forward through the plain
+    modules' layout, in values and gradients: bit for bit in the reference layout, up to float32 rounding in
+    channels-last; and each variant gets the original config's augmentation settings."""
     from byola_hf import BYOLAConfig
 
     encoder_config = BYOLAConfig.from_variant(variant, feature_d=64 if variant == "AudioNTT2020" else 1088)
@@ -869,6 +869,7 @@ def test_training_embedding_is_the_encoders_pooler_output(variant, layout):
     )
     model = BYOLAForPreTraining(config).train()
     model.training_kernels = layout
+    model.encoder.training_kernels = "reference"  # its own training forward would take the device's kernels too
     views = torch.randn(3, 1, 64, config.crop_frames)
     torch.manual_seed(0)  # the same dropout masks for both
     ours = model.embed(model.encoder, views)
@@ -1027,8 +1028,8 @@ def test_fused_first_block_equals_the_modules_in_float64(shape):
     """The CPU training kernel's first block (BatchNorm from patch moments, folded, pooled without the
     full-resolution output) against `Conv2d -> BatchNorm2d -> MaxPool2d` in float64: outputs, every gradient and the
     running statistics. Constant regions (a zero-padded crop) make ties inside pooling windows."""
+    from byola_hf.inference_byola import first_block
     from byola_hf.modeling_byola import BYOLAConvBlock
-    from byola_hf.pretraining.training_kernels import first_block
 
     torch.manual_seed(0)
     views = torch.randn(3, 1, *shape, dtype=torch.float64)  # odd sizes: pooling drops the last row and column

@@ -2,7 +2,7 @@
 
 Needs the `[pretrain]` extra (`pip install 'byola_hf[pretrain]'`): datasets and accelerate besides the model
 library. [`augmentations`] holds the batched augmentation blocks, [`modeling_pretraining`] the BYOL learner,
-[`training_kernels`] its conv blocks' device-specific training kernels (chosen in one place), [`data`] the crops
+[`data`] the crops
 (per epoch, or as a stream arrives) and the statistics pass, [`trainer`] the Trainer and its callbacks (the EMA,
 each DDP rank's own state), [`model_card`] the output's card, [`linear_probe`] the evaluation during training,
 [`run`] the run (its record, resumption and outputs), [`cli`] the command line.

@@ -19,9 +19,9 @@ from transformers.utils import ModelOutput
 
 from ..configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
 from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..inference_byola import TrainingKernels, select_training_kernels
 from ..modeling_byola import BYOLAModel
 from .augmentations import BYOLAAugmentation
-from .training_kernels import TrainingKernels, select_training_kernels
 
 
 @dataclass
@@ -129,7 +129,7 @@ class BYOLAForPreTraining(PreTrainedModel):
         encoder's output, `encoder(views[:, 0]).pooler_output`. In training mode it is computed here in the same
         order of operations, except that each conv block pools before its ReLU (they commute, so every value and
         gradient is bit for bit the same, and the ReLU runs on a quarter of the activation), through the device's
-        training kernels ([`~byola_hf.pretraining.training_kernels.select_training_kernels`]; `kernels` gives the
+        training kernels ([`~byola_hf.inference_byola.select_training_kernels`]; `kernels` gives the
         set [`forward`] shares between the online and the target encoder).
         """
         if not self.training:
