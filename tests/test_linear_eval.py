@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from byola_hf import BYOLAConfig
-from byola_hf.extract import extract_embeddings
+from byola_hf.extract import ExtractArguments, extract_embeddings
 from byola_hf.linear_eval import linear_eval, main, train_linear
 from byola_hf.stats import compute_stats
 from byola_hf.superb.mini_sets import make_ks
@@ -141,7 +141,8 @@ def ks_embeddings(tmp_path_factory, real512_dir):
     directories = {}
     for split in ("train", "validation", "test"):
         directories[split] = root / f"emb-{split}"
-        extract_embeddings(str(model), "audiofolder", str(directories[split]), data_dir=str(data), split=split)
+        arguments = {"dataset_name": "audiofolder", "data_dir": str(data), "split": split, "num_workers": 0}
+        extract_embeddings(ExtractArguments(str(model), str(directories[split]), **arguments))
     return directories
 
 
