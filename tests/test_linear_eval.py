@@ -14,7 +14,7 @@ from torch import nn
 from byola_hf import BYOLAConfig
 from byola_hf.extract import ExtractArguments, extract_embeddings
 from byola_hf.linear_eval import linear_eval, main, train_linear
-from byola_hf.stats import compute_stats
+from byola_hf.stats import StatsArguments, compute_stats
 from byola_hf.superb.mini_sets import make_ks
 
 from conftest import assert_one_line, run_main
@@ -137,7 +137,7 @@ def ks_embeddings(tmp_path_factory, real512_dir):
     root = tmp_path_factory.mktemp("linear_eval")
     data = make_ks(root / "ks")
     model = root / "byola512-ks"
-    compute_stats(str(real512_dir), "audiofolder", data_dir=str(data), output_dir=str(model))
+    compute_stats(StatsArguments(str(real512_dir), "audiofolder", data_dir=str(data), output_dir=str(model)))
     directories = {}
     for split in ("train", "validation", "test"):
         directories[split] = root / f"emb-{split}"
