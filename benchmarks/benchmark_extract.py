@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: t
 
 from benchmarks.benchmark_stats import build_dataset  # noqa: E402
 from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint
-from byola_hf.extract import extract_embeddings, load_embeddings
+from byola_hf.extract import ExtractArguments, extract_embeddings, load_embeddings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, options in runs:
         output = workdir / name.replace(" ", "_")
         start = time.perf_counter()
-        extract_embeddings(str(model_dir), "audiofolder", str(output), data_dir=str(data), **options)
+        extract_embeddings(
+            ExtractArguments(str(model_dir), str(output), dataset_name="audiofolder", data_dir=str(data), **options)
+        )
         seconds = time.perf_counter() - start
         dataset = load_embeddings(str(output))
         deviation = max(

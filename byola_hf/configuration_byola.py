@@ -127,7 +127,8 @@ class BYOLAConfig(PretrainedConfig):
     model_type = "byola"
     attribute_map = {"hidden_size": "feature_d"}
 
-    def __init__(
+    # One keyword per config attribute, as every transformers PretrainedConfig takes them (from_pretrained does).
+    def __init__(  # noqa: PLR0913
         self,
         feature_d: int = 2048,
         conv_channels: int = 64,

@@ -85,7 +85,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
 
     model_input_names = ["input_features", "attention_mask"]
 
-    def __init__(
+    # One keyword per front-end setting, as transformers' SequenceFeatureExtractor subclasses take them.
+    def __init__(  # noqa: PLR0913
         self,
         feature_size: int = 64,
         sampling_rate: int = 16000,
@@ -194,7 +195,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
         """Log-mel frames of a waveform of `num_samples` samples: `1 + num_samples // hop_length`."""
         return 1 + num_samples // self.hop_length
 
-    def __call__(
+    # The keywords of transformers' audio feature extractors' __call__ (padding, truncation, return_tensors, ...).
+    def __call__(  # noqa: PLR0913
         self,
         raw_speech: Any,
         sampling_rate: int | None = None,

@@ -133,8 +133,12 @@ def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
 
 
 def check_push_arguments(push: PushArguments) -> None:
-    """Before any work: raise [`HubAccessError`] with one clear line when `--push_to_hub` cannot succeed."""
+    """Before any work: raise [`HubAccessError`] with one clear line when `--push_to_hub` cannot succeed, or when
+    `--hub_model_id` or `--public` is given without it (nothing would be pushed)."""
     if not push.push_to_hub:
+        for flag, given in (("hub_model_id", push.hub_model_id is not None), ("public", push.public)):
+            if given:
+                raise HubAccessError(f"--{flag} only applies to --push_to_hub: pass --push_to_hub, or drop --{flag}.")
         return
     if not push.hub_model_id:
         raise HubAccessError("--push_to_hub needs --hub_model_id (the repository to create, e.g. user/byola-2048).")

@@ -262,6 +262,26 @@ def every_flag(parser) -> list[tuple[int, str]]:
             for field in dataclasses.fields(kind) if field.init]  # fmt: skip
 
 
+def assert_rerun_refused_unless_it_may_change(record_of, arguments, name: str, may_change, tmp_path) -> None:
+    """A folder claimed with `record_of(arguments)` (a command's run record over its argument dataclass), in which
+    the run wrote something, is refused to a re-run with the field `name` changed, in one line naming it, unless
+    `name` is on the command's `may_change` list: then the re-run resumes."""
+    import copy
+
+    from byola_hf.tools.outputs import claim_output_dir
+
+    claim_output_dir(tmp_path / "run", "byola-x", record_of(arguments), ["result"])
+    (tmp_path / "run" / "result").write_text("partial")  # a run that wrote something (else the folder is free)
+    changed = copy.copy(arguments)
+    setattr(changed, name, f"another {name}")
+    if name in may_change:
+        assert claim_output_dir(tmp_path / "run", "byola-x", record_of(changed), ["result"]).resumed
+        return
+    with pytest.raises(ValueError) as refusal:
+        claim_output_dir(tmp_path / "run", "byola-x", record_of(changed), ["result"])
+    assert "\n" not in str(refusal.value) and f"it differs in arguments.{name})" in str(refusal.value), refusal.value
+
+
 def run_main(main, arguments, capsys) -> tuple[int, str]:
     """(exit code, stderr) of a command's `main`, run in this process."""
     with pytest.raises(SystemExit) as exit_info:

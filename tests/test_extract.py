@@ -19,10 +19,18 @@ import torch
 from transformers import AutoModel
 
 from byola_hf import BYOLAFeatureExtractor
-from byola_hf.extract import extract, extract_embeddings, layer_widths, load_embeddings, main
+from byola_hf.extract import ExtractArguments, extract, extract_embeddings, layer_widths, load_embeddings, main
+from byola_hf.extract.cli import build_parser
 from byola_hf.pipelines import load_audio
 
-from conftest import PROJECT_ROOT, console_script, run_two_ranks, slow
+from conftest import (
+    PROJECT_ROOT,
+    assert_rerun_refused_unless_it_may_change,
+    console_script,
+    every_flag,
+    run_two_ranks,
+    slow,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +64,11 @@ def audio_folder(tmp_path_factory):
     return root, bad
 
 
+def extraction(model_name_or_path: str, dataset_name: str, output_dir: str, **options) -> ExtractArguments:
+    """The arguments of an extraction, decoding in the main process unless `num_workers` is given."""
+    return ExtractArguments(model_name_or_path, output_dir, dataset_name=dataset_name, **{"num_workers": 0, **options})
+
+
 def embeddings(output_dir) -> np.ndarray:
     return np.stack(load_embeddings(str(output_dir))["embedding"])
 
@@ -63,14 +76,16 @@ def embeddings(output_dir) -> np.ndarray:
 def test_embeddings_equal_the_model_example_by_example(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     result = extract_embeddings(
-        str(random2048_dir),
-        "audiofolder",
-        str(tmp_path / "out"),
-        data_dir=str(root),
-        frames=True,
-        layers="0,4",
-        batch_size=3,
-        shard_size=2,
+        extraction(
+            str(random2048_dir),
+            "audiofolder",
+            str(tmp_path / "out"),
+            data_dir=str(root),
+            frames=True,
+            layers="0,4",
+            batch_size=3,
+            shard_size=2,
+        )
     )
     dataset = load_embeddings(str(tmp_path / "out"))
     assert result.num_examples == len(dataset) == 5 and result.skipped == []
@@ -102,7 +117,9 @@ def test_embeddings_equal_the_model_example_by_example(audio_folder, random2048_
 
 def test_last_layer_frames_are_feature_d_wide(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
-    extract_embeddings(str(random2048_dir), str(root / "train" / "yes"), str(tmp_path / "out"), frames=True)
+    extract_embeddings(
+        extraction(str(random2048_dir), str(root / "train" / "yes"), str(tmp_path / "out"), frames=True)
+    )
     dataset = load_embeddings(str(tmp_path / "out"))
     assert [name for name in dataset.column_names if name.startswith("frames_")] == ["frames_4"]
     assert np.asarray(dataset[0]["frames_4"]).shape[1] == 2048
@@ -113,8 +130,8 @@ def test_workers_equal_one_process_and_resumption_gives_the_same_dataset(
 ):
     root, _ = audio_folder
     model, options = str(random2048_dir), {"data_dir": str(root), "shard_size": 2, "batch_size": 2}
-    reference = extract_embeddings(model, "audiofolder", str(tmp_path / "one"), num_workers=0, **options)
-    workers = extract_embeddings(model, "audiofolder", str(tmp_path / "two"), num_workers=2, **options)
+    reference = extract_embeddings(extraction(model, "audiofolder", str(tmp_path / "one"), num_workers=0, **options))
+    workers = extract_embeddings(extraction(model, "audiofolder", str(tmp_path / "two"), num_workers=2, **options))
     one, two = load_embeddings(reference.output_dir), load_embeddings(workers.output_dir)
     assert one["path"] == two["path"] and one["duration"] == two["duration"]
     np.testing.assert_array_equal(embeddings(tmp_path / "two"), embeddings(tmp_path / "one"))
@@ -130,16 +147,20 @@ def test_workers_equal_one_process_and_resumption_gives_the_same_dataset(
 
     monkeypatch.setattr(extract, "embed_clip_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), **options)
+        extract_embeddings(extraction(model, "audiofolder", str(tmp_path / "resumed"), **options))
     assert sorted(path.name for path in (tmp_path / "resumed" / "shards").iterdir()) == ["00000"]
     monkeypatch.setattr(extract, "embed_clip_batch", original)
     with pytest.raises(ValueError, match="other inputs or arguments.*--overwrite_output_dir"):
-        extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), data_dir=str(root), shard_size=3)
-    resumed = extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), num_workers=2, **options)
+        extract_embeddings(
+            extraction(model, "audiofolder", str(tmp_path / "resumed"), data_dir=str(root), shard_size=3)
+        )
+    resumed = extract_embeddings(extraction(model, "audiofolder", str(tmp_path / "resumed"), num_workers=2, **options))
     assert load_embeddings(resumed.output_dir)["path"] == one["path"]
     np.testing.assert_array_equal(embeddings(tmp_path / "resumed"), embeddings(tmp_path / "one"))
     assert not (tmp_path / "resumed" / "shards").exists()
-    again = extract_embeddings(model, "audiofolder", str(tmp_path / "resumed"), **options)  # finished: no work
+    again = extract_embeddings(
+        extraction(model, "audiofolder", str(tmp_path / "resumed"), **options)
+    )  # finished: no work
     assert again.num_examples == 5
 
 
@@ -159,7 +180,10 @@ def save_then_die(job, index, rows, features):
     os.kill(me, signal.SIGKILL)
 
 extract.save_shard = save_then_die
-extract.extract_embeddings(sys.argv[2], "audiofolder", sys.argv[3], data_dir=sys.argv[4], shard_size=2, num_workers=2)
+arguments = extract.ExtractArguments(
+    sys.argv[2], sys.argv[3], dataset_name="audiofolder", data_dir=sys.argv[4], shard_size=2, num_workers=2
+)
+extract.extract_embeddings(arguments)
 """
 
 
@@ -204,12 +228,21 @@ def test_kill_9_then_changed_arguments_refuse_and_the_same_resume(audio_folder, 
     assert one_line_error(changed) and "--overwrite_output_dir" in changed.stderr
     resumed = cli(*common, "--shard_size", "2")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    reference = extract_embeddings(str(random2048_dir), "audiofolder", str(tmp_path / "ref"), data_dir=str(root))
+    reference = extract_embeddings(
+        extraction(str(random2048_dir), "audiofolder", str(tmp_path / "ref"), data_dir=str(root))
+    )
     assert load_embeddings(str(output))["path"] == load_embeddings(reference.output_dir)["path"]
     np.testing.assert_array_equal(embeddings(output), embeddings(tmp_path / "ref"))
     assert "5 clips" in resumed.stdout and "audio-hours per minute" in resumed.stdout
     restarted = extract_embeddings(
-        str(random2048_dir), "audiofolder", str(output), data_dir=str(root), shard_size=3, overwrite_output_dir=True
+        extraction(
+            str(random2048_dir),
+            "audiofolder",
+            str(output),
+            data_dir=str(root),
+            shard_size=3,
+            overwrite_output_dir=True,
+        )
     )
     assert restarted.num_examples == 5
     np.testing.assert_array_equal(embeddings(output), embeddings(tmp_path / "ref"))
@@ -252,17 +285,19 @@ def test_never_deletes_what_it_did_not_write(audio_folder, random2048_dir, tmp_p
     before = sorted(path.name for path in project.rglob("*"))
     for output in (project, project / "dataset"):
         with pytest.raises(ValueError, match="did not write"):
-            extract_embeddings(str(random2048_dir), str(project / "dataset"), str(output), overwrite_output_dir=True)
+            extract_embeddings(
+                extraction(str(random2048_dir), str(project / "dataset"), str(output), overwrite_output_dir=True)
+            )
     assert sorted(path.name for path in project.rglob("*")) == before
 
 
 def test_two_runs_into_one_folder_refuse(audio_folder, random2048_dir, random3072_dir, tmp_path):
     root, bad = audio_folder
     output = str(tmp_path / "out")
-    extract_embeddings(str(random2048_dir), str(root / "train" / "yes"), output)
+    extract_embeddings(extraction(str(random2048_dir), str(root / "train" / "yes"), output))
     for model, source in ((random3072_dir, root / "train" / "yes"), (random2048_dir, root / "train" / "no")):
         with pytest.raises(ValueError, match="other inputs or arguments"):
-            extract_embeddings(str(model), str(source), output)
+            extract_embeddings(extraction(str(model), str(source), output))
     assert len(load_embeddings(output)) == 3
 
 
@@ -271,16 +306,18 @@ def test_bad_audio_is_reported_by_path_or_skipped_even_when_a_batch_has_only_bad
 ):
     _, bad = audio_folder
     with pytest.raises(ValueError, match=r"a_corrupt\.wav could not be embedded.*--skip_bad"):
-        extract_embeddings(str(random2048_dir), "audiofolder", str(tmp_path / "stop"), data_dir=str(bad))
+        extract_embeddings(extraction(str(random2048_dir), "audiofolder", str(tmp_path / "stop"), data_dir=str(bad)))
     result = extract_embeddings(
-        str(random2048_dir),
-        "audiofolder",
-        str(tmp_path / "skip"),
-        data_dir=str(bad),
-        skip_bad=True,
-        shard_size=2,
-        batch_size=2,
-        frames=True,
+        extraction(
+            str(random2048_dir),
+            "audiofolder",
+            str(tmp_path / "skip"),
+            data_dir=str(bad),
+            skip_bad=True,
+            shard_size=2,
+            batch_size=2,
+            frames=True,
+        )
     )
     assert result.num_examples == 3
     assert sorted(item["path"].rsplit("/", 1)[-1] for item in result.skipped) == ["a_corrupt.wav", "b_empty.wav"]
@@ -334,7 +371,7 @@ def test_two_ranks_write_the_same_dataset_as_one_process(audio_folder, random204
     )
     assert result.returncode == 0, result.stderr[-3000:]
     single = extract_embeddings(
-        str(random2048_dir), "audiofolder", str(tmp_path / "one"), data_dir=str(root), shard_size=2
+        extraction(str(random2048_dir), "audiofolder", str(tmp_path / "one"), data_dir=str(root), shard_size=2)
     )
     ranks, one = load_embeddings(str(tmp_path / "ranks")), load_embeddings(single.output_dir)
     assert ranks["path"] == one["path"] and ranks["label"] == one["label"]
@@ -349,7 +386,13 @@ def test_the_documented_random_model_recipe_extracts_every_layer_at_its_width(au
     exec(snippet, {})  # noqa: S102  (the documented recipe, as written)
     root, _ = audio_folder
     result = extract_embeddings(
-        str(tmp_path / "byola-v2-random"), str(root / "train" / "no"), str(tmp_path / "out"), frames=True, layers="all"
+        extraction(
+            str(tmp_path / "byola-v2-random"),
+            str(root / "train" / "no"),
+            str(tmp_path / "out"),
+            frames=True,
+            layers="all",
+        )
     )
     dataset = load_embeddings(result.output_dir)
     config = AutoModel.from_pretrained(tmp_path / "byola-v2-random").config
@@ -381,3 +424,47 @@ def test_a_full_disk_is_one_line_and_leaves_no_shard_that_looks_finished(
     assert one_line_error(subprocess.CompletedProcess([], exit_info.value.code, "", stderr)), stderr
     assert "No space left on device" in stderr
     assert not (output / "shards").exists() or not any((output / "shards").iterdir())
+
+
+EXTRACT_FLAGS = every_flag(build_parser())
+
+
+@pytest.mark.parametrize("index, name", EXTRACT_FLAGS)
+def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, name, tmp_path):
+    """byola-extract's record holds every flag, read from its dataclass (a flag added later is covered), but its
+    may-change list: the shared one, and the clips per forward, the device and the decoding workers, which change
+    the float rounding or the speed only. Any other flag changed on a re-run is refused in one line naming it."""
+    from byola_hf.extract.extract import MAY_CHANGE, run_record
+    from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
+
+    (arguments,) = build_parser().parse_args_into_dataclasses(
+        args=["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", str(tmp_path / "run")]
+    )
+    source = {"clips": 3, "fingerprint": "f"}
+    assert_rerun_refused_unless_it_may_change(
+        lambda args: run_record(args, "model", source), arguments, name, MAY_CHANGE, tmp_path
+    )
+    assert MAY_CHANGE - MAY_CHANGE_ON_RESUME == {"batch_size", "device", "num_workers"}
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--dataset_name", "{folder}", "--split", "test"], "--split test is not read with --dataset_name"),
+        (["--dataset_name", "{folder}", "--dataset_config_name", "x"], "--dataset_config_name x is not read with"),
+        (["--metadata_csv", "task.csv", "--split", "test"], "--split test is not read with --metadata_csv"),
+        (["--metadata_csv", "task.csv", "--dataset_config_name", "x"], "--dataset_config_name x is not read with"),
+    ],
+)
+def test_a_flag_the_source_does_not_read_is_refused(
+    audio_folder, random2048_dir, tmp_path, capsys, arguments, message
+):
+    """A task CSV is read whole (its split column says the splits) and a folder of audio files as it is: `--split`
+    and `--dataset_config_name` beside them were ignored, and the run embedded other clips than the user meant."""
+    root, _ = audio_folder
+    given = [argument.format(folder=root / "train") for argument in arguments]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(random2048_dir), "--output_dir", str(tmp_path / "out"), *given])
+    stderr = capsys.readouterr().err
+    assert one_line_error(subprocess.CompletedProcess([], exit_info.value.code, "", stderr)), stderr
+    assert message in stderr and not (tmp_path / "out").exists()

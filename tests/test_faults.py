@@ -199,7 +199,7 @@ def test_linear_eval_names_classlabel_classes(tmp_path):
     """byola-linear-eval reported a ClassLabel column's ids as the classes."""
     import datasets
 
-    from byola_hf.linear_eval import linear_eval
+    from byola_hf.linear_eval import LinearEvalArguments, linear_eval
 
     names = sorted(WORDS)
     features = datasets.Features({"embedding": datasets.Sequence(datasets.Value("float32")),
@@ -209,7 +209,10 @@ def test_linear_eval_names_classlabel_classes(tmp_path):
         datasets.Dataset.from_dict({"embedding": x.tolist(), "label": y}, features=features).save_to_disk(
             str(tmp_path / split)
         )
-    result = linear_eval(str(tmp_path / "train"), str(tmp_path / "test"), validation_fraction=0.3, epochs=2)
+    arguments = {"validation_fraction": 0.3, "epochs": 2}
+    result = linear_eval(
+        LinearEvalArguments(train_dir=str(tmp_path / "train"), test_dir=str(tmp_path / "test"), **arguments)
+    )
     assert result.classes == names and set(result.per_class) == set(names)
 
 

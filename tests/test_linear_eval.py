@@ -2,6 +2,7 @@
 small tasks training, user mistakes are one line; and from a folder of audio to an accuracy on the mini KS set."""
 
 import copy
+import dataclasses
 import json
 import shutil
 
@@ -12,19 +13,20 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from byola_hf import BYOLAConfig
-from byola_hf.extract import extract_embeddings
-from byola_hf.linear_eval import linear_eval, main, train_linear
-from byola_hf.stats import compute_stats
+from byola_hf.extract import ExtractArguments, extract_embeddings
+from byola_hf.linear_eval import LinearEvalArguments, TrainingSettings, linear_eval, main, train_linear
+from byola_hf.linear_eval.cli import build_parser
+from byola_hf.stats import StatsArguments, compute_stats
 from byola_hf.superb.mini_sets import make_ks
 
-from conftest import assert_one_line, run_main
+from conftest import assert_one_line, assert_rerun_refused_unless_it_may_change, every_flag, run_main
 
 
-def evar_reference(
-    train_x, train_y, valid_x, valid_y, classes, seed, epochs=200, patience=20, improves=np.greater_equal
-):
+def evar_reference(train, valid, classes, seed, epochs=200, patience=20, improves=np.greater_equal):
     """EVAR's TorchMLPClassifier2 (no hidden layer) as its source reads, with scikit-learn's scaler and torch's
-    DataLoader: returns (test-ready scaler, layer, best epoch, epochs run)."""
+    DataLoader, on `train` and `valid` (features, labels): returns (test-ready scaler, layer, best epoch, epochs
+    run)."""
+    (train_x, train_y), (valid_x, valid_y) = train, valid
     scaler = StandardScaler().fit(train_x.astype(np.float64))
     x, vx = (torch.tensor(scaler.transform(a.astype(np.float64)), dtype=torch.float32) for a in (train_x, valid_x))
     torch.manual_seed(seed)
@@ -78,7 +80,7 @@ def blobs(seed, sizes, classes=4, dim=24, spread=2.5):
 def test_matches_an_independent_reimplementation_of_evar(sizes, seeds):
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = blobs(0, sizes)
     for seed in seeds:
-        scaler, model, best_epoch, epochs_run = evar_reference(train_x, train_y, valid_x, valid_y, 4, seed)
+        scaler, model, best_epoch, epochs_run = evar_reference((train_x, train_y), (valid_x, valid_y), 4, seed)
         with torch.no_grad():
             expected = model(torch.tensor(scaler.transform(test_x.astype(np.float64)), dtype=torch.float32))
         expected_accuracy = float((expected.argmax(-1).numpy() == test_y).mean())
@@ -103,7 +105,7 @@ def test_a_plateau_no_longer_stops_training():
     results = {}
     for name, improves in (("greater", np.greater), ("greater_equal", np.greater_equal)):
         scaler, model, best_epoch, epochs_run = evar_reference(
-            train_x, train_y, valid_x, valid_y, 2, 0, improves=improves
+            (train_x, train_y), (valid_x, valid_y), 2, 0, improves=improves
         )
         with torch.no_grad():
             logits = model(torch.tensor(scaler.transform(test_x.astype(np.float64)), dtype=torch.float32))
@@ -126,7 +128,7 @@ def test_training_leaves_every_generator_as_it_was(monkeypatch):
     monkeypatch.setattr(torch.cuda, "manual_seed", reseeded.append)
     (train_x, train_y), _ = blobs(1, (20, 10), classes=2, spread=0.8)
     before = torch.get_rng_state()
-    train_linear(train_x, train_y, train_x[:4], train_y[:4], 2, 0, epochs=2)
+    train_linear(train_x, train_y, train_x[:4], train_y[:4], 2, 0, TrainingSettings(epochs=2))
     assert reseeded == []
     assert torch.equal(torch.get_rng_state(), before)
 
@@ -137,11 +139,12 @@ def ks_embeddings(tmp_path_factory, real512_dir):
     root = tmp_path_factory.mktemp("linear_eval")
     data = make_ks(root / "ks")
     model = root / "byola512-ks"
-    compute_stats(str(real512_dir), "audiofolder", data_dir=str(data), output_dir=str(model))
+    compute_stats(StatsArguments(str(real512_dir), "audiofolder", data_dir=str(data), output_dir=str(model)))
     directories = {}
     for split in ("train", "validation", "test"):
         directories[split] = root / f"emb-{split}"
-        extract_embeddings(str(model), "audiofolder", str(directories[split]), data_dir=str(data), split=split)
+        arguments = {"dataset_name": "audiofolder", "data_dir": str(data), "split": split, "num_workers": 0}
+        extract_embeddings(ExtractArguments(str(model), str(directories[split]), **arguments))
     return directories
 
 
@@ -164,8 +167,9 @@ def test_linear_evaluation_on_unseen_voices(ks_embeddings, tmp_path, capsys):
 
 
 def test_linear_evaluation_is_reproducible_and_holds_out_a_validation_part(ks_embeddings):
+    train, test = str(ks_embeddings["train"]), str(ks_embeddings["test"])
     runs = [
-        linear_eval(str(ks_embeddings["train"]), str(ks_embeddings["test"]), "label", validation_fraction=0.2, seed=7)
+        linear_eval(LinearEvalArguments(train_dir=train, test_dir=test, validation_fraction=0.2, seed=7))
         for _ in range(2)
     ]
     assert runs[0].accuracies == runs[1].accuracies and runs[0].best_epochs == runs[1].best_epochs
@@ -201,8 +205,9 @@ def test_user_mistakes_are_one_line(ks_embeddings, tmp_path, capsys, arguments, 
 
 def test_refuses_a_folder_it_did_not_write(ks_embeddings, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
+    train, test = str(ks_embeddings["train"]), str(ks_embeddings["test"])
     with pytest.raises(ValueError, match="did not write"):
-        linear_eval(str(ks_embeddings["train"]), str(ks_embeddings["test"]), epochs=1, output_dir=str(tmp_path))
+        linear_eval(LinearEvalArguments(str(tmp_path), train_dir=train, test_dir=test, epochs=1))
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -217,9 +222,8 @@ def test_confusion_matrix_title_shows_the_reported_mean_and_std(ks_embeddings, t
         return original(*args, title=title, **kwargs)
 
     monkeypatch.setattr(plots, "save_confusion_matrix", recording)
-    result = linear_eval(
-        str(ks_embeddings["train"]), str(ks_embeddings["test"]), seeds=2, epochs=3, output_dir=str(tmp_path / "le")
-    )
+    train, test = str(ks_embeddings["train"]), str(ks_embeddings["test"])
+    result = linear_eval(LinearEvalArguments(str(tmp_path / "le"), train_dir=train, test_dir=test, seeds=2, epochs=3))
     assert titles == [
         f"Linear evaluation: {result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over 2 seed(s); matrix of "
         "seed 42"
@@ -282,3 +286,72 @@ def test_fold_summary_gives_sizes_summed_over_the_folds(tmp_path, capsys):
     printed = capsys.readouterr().out
     expected = f"train {result['num_train']}, validation {result['num_validation']}"
     assert expected in printed and "test 36 summed over 3 folds" in printed
+
+
+@pytest.mark.parametrize("index, name", every_flag(build_parser()))
+def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, name, tmp_path):
+    """byola-linear-eval's record holds every flag of its dataclass but the shared may-change list (where it writes):
+    the device too, since the classifier's rounding there can move its early stopping. It used to fingerprint the
+    settings it reported and the results, so another --device or --embeddings_dir of the same clips passed."""
+    from byola_hf.linear_eval.evaluate import Fold, run_record
+    from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
+
+    (arguments,) = build_parser().parse_args_into_dataclasses(
+        args=["--train_dir", "a", "--test_dir", "b", "--output_dir", str(tmp_path / "run")]
+    )
+    x, y = np.eye(2, dtype=np.float32), np.arange(2)
+    folds = [Fold("all", x, y, x, y)]
+
+    def record_of(args):
+        return run_record(args, folds, ["a", "b"])
+
+    assert_rerun_refused_unless_it_may_change(record_of, arguments, name, MAY_CHANGE_ON_RESUME, tmp_path)
+
+
+def test_a_rerun_on_other_embeddings_is_refused_before_training(tmp_path, monkeypatch):
+    """The record holds a fingerprint of the embeddings and labels read, and the folder is claimed before training:
+    a re-run on other clips is refused at once, naming the data."""
+    from test_faults import blob_embeddings, save_embeddings
+
+    from byola_hf.linear_eval import evaluate
+
+    for name, seed in (("one", 0), ("two", 1)):
+        x, y = blob_embeddings(seed, 30)
+        save_embeddings(tmp_path / name, x, y, split=["train"] * 20 + ["test"] * 10)
+    arguments = LinearEvalArguments(str(tmp_path / "out"), embeddings_dir=str(tmp_path / "one"), epochs=2)
+    linear_eval(arguments)
+    assert linear_eval(arguments).num_test == 10  # the same run again: rewrites its own report
+    monkeypatch.setattr(evaluate, "run_fold", None)  # nothing may train
+    with pytest.raises(ValueError, match=r"it differs in arguments\.epochs\)"):
+        linear_eval(dataclasses.replace(arguments, epochs=3))
+    shutil.rmtree(tmp_path / "one")
+    (tmp_path / "two").rename(tmp_path / "one")  # the task extracted again, into the same folder
+    with pytest.raises(ValueError, match="The data changed since the run"):
+        linear_eval(arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--validation_fraction", "0.2"], "--validation_fraction has no effect"),
+        (["--embeddings_dir", "{task}", "--train_dir", "{task}"], "--embeddings_dir takes the whole task"),
+    ],
+)
+def test_a_flag_the_task_does_not_use_is_refused(tmp_path, capsys, arguments, message):
+    """A task with a validation split stops early on it: a --validation_fraction beside it held nothing out and was
+    ignored."""
+    from test_faults import blob_embeddings, save_embeddings
+
+    x, y = blob_embeddings(0, 30)
+    task = save_embeddings(tmp_path / "task", x, y, split=["train"] * 16 + ["valid"] * 4 + ["test"] * 10)
+    given = [argument.format(task=task) for argument in arguments]
+    if "--embeddings_dir" not in given:
+        given += ["--embeddings_dir", task]
+    code, stderr = run_main(main, [*given, "--epochs", "2", "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_without_an_output_dir_is_refused():
+    with pytest.raises(ValueError, match="--overwrite_output_dir replaces an earlier report in --output_dir"):
+        linear_eval(LinearEvalArguments(train_dir="a", test_dir="b", overwrite_output_dir=True))

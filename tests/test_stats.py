@@ -15,10 +15,19 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
-from byola_hf.stats import LogMelMoments, compute_stats, load_audio_dataset
+from byola_hf.stats import LogMelMoments, StatsArguments, compute_stats, load_audio_dataset
+from byola_hf.stats.cli import build_parser
 from byola_hf.stats.cli import main as stats_main
 
-from conftest import assert_one_line, console_script, run_main, run_two_ranks, slow
+from conftest import (
+    assert_one_line,
+    assert_rerun_refused_unless_it_may_change,
+    console_script,
+    every_flag,
+    run_main,
+    run_two_ranks,
+    slow,
+)
 
 
 SENTENCES = [
@@ -94,12 +103,14 @@ def test_moments_merge_is_exact():
 @pytest.mark.parametrize("num_proc", [None, 2])
 def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir, tmp_path, num_proc):
     result = compute_stats(
-        str(random2048_dir),
-        "audiofolder",
-        data_dir=str(speech_folder),
-        num_proc=num_proc,
-        batch_size=3,
-        output_dir=str(tmp_path / "model"),
+        StatsArguments(
+            str(random2048_dir),
+            "audiofolder",
+            data_dir=str(speech_folder),
+            num_proc=num_proc,
+            batch_size=3,
+            output_dir=str(tmp_path / "model"),
+        )
     )
     print(f"\nnum_proc={num_proc}: mean={result.mean!r} std={result.std!r} expected {expected_stats[:2]}")
     assert_close(result, expected_stats)
@@ -116,13 +127,14 @@ def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir
 
 def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_dir, tmp_path):
     assert_close(
-        compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), streaming=True), expected_stats
+        compute_stats(StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), streaming=True)),
+        expected_stats,
     )
     import datasets
 
     saved = tmp_path / "saved"
     datasets.load_dataset("audiofolder", data_dir=str(speech_folder)).save_to_disk(str(saved))
-    assert_close(compute_stats(str(random2048_dir), str(saved)), expected_stats)
+    assert_close(compute_stats(StatsArguments(str(random2048_dir), str(saved))), expected_stats)
 
 
 @slow
@@ -188,7 +200,9 @@ def test_cli_writes_in_place_and_prints(speech_folder, expected_stats, random204
 
 def test_max_examples_is_reproducible(speech_folder, random2048_dir):
     runs = [
-        compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), max_examples=4, seed=seed)
+        compute_stats(
+            StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), max_examples=4, seed=seed)
+        )
         for seed in (1, 1, 2)
     ]
     assert all(run.num_examples == 4 for run in runs)
@@ -199,7 +213,7 @@ def test_max_examples_is_reproducible(speech_folder, random2048_dir):
 
 def test_s3prl_mode_runs_and_differs(speech_folder, expected_stats, random2048_dir):
     estimate = compute_stats(
-        str(random2048_dir), "audiofolder", data_dir=str(speech_folder), mode="s3prl", batch_size=4
+        StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), mode="s3prl", batch_size=4)
     )
     print(
         f"\ns3prl running estimate: mean={estimate.mean:.4f} std={estimate.std:.4f}; "
@@ -228,7 +242,7 @@ def test_bad_inputs(speech_folder, random2048_dir, kwargs, message):
         **kwargs,
     }
     with pytest.raises(ValueError, match=message):
-        compute_stats(**arguments)
+        compute_stats(StatsArguments(**arguments))
 
 
 def test_empty_split_is_refused(random2048_dir, tmp_path):
@@ -237,15 +251,19 @@ def test_empty_split_is_refused(random2048_dir, tmp_path):
     empty = datasets.Dataset.from_dict({"audio": []}, features=datasets.Features({"audio": datasets.Value("string")}))
     empty.save_to_disk(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="is empty: there is nothing to work on"):
-        compute_stats(str(random2048_dir), str(tmp_path / "empty"))
+        compute_stats(StatsArguments(str(random2048_dir), str(tmp_path / "empty")))
 
 
 def test_device_path_equals_the_cpu_numpy_path(speech_folder, expected_stats, random2048_dir):
     """--device runs the log-mels and their moments in torch on the device; on CPU it equals the numpy path."""
-    result = compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), batch_size=3, device="cpu")
+    result = compute_stats(
+        StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), batch_size=3, device="cpu")
+    )
     assert_close(result, expected_stats)
     with pytest.raises(ValueError, match="forked map workers cannot share a GPU"):
-        compute_stats(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), num_proc=2, device="cuda")
+        compute_stats(
+            StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), num_proc=2, device="cuda")
+        )
 
 
 def test_stats_command_faults(small_model, speech, tmp_path, capsys):
@@ -343,3 +361,62 @@ def test_a_copy_takes_the_model_files_only(small_model, speech, tmp_path):
     model_files = {path.name for path in small_model.iterdir()} | {"modeling_byola.py", "README.md"}
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= model_files
     assert copied == model_files | {".byola_hf_output.json"}
+
+
+@pytest.mark.parametrize("index, name", every_flag(build_parser()))
+def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, name, tmp_path):
+    """byola-compute-stats' record (in an --output_dir of its own) holds every flag of its dataclass but its
+    may-change list: the shared one, and the map workers and the device, which change the rounding of the merged
+    moments only (--streaming and --batch_size are recorded: they change the subset drawn and s3prl's estimate). The
+    Hub's flags, outside the record, are all on the shared list."""
+    from byola_hf.stats.compute import MAY_CHANGE, run_record
+    from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
+
+    arguments = build_parser().parse_args_into_dataclasses(
+        args=["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", str(tmp_path / "run")]
+    )
+    assert MAY_CHANGE - MAY_CHANGE_ON_RESUME == {"num_proc", "device"}
+    if index == 1:  # PushArguments: what happens after the run, never in its outputs
+        assert name in MAY_CHANGE_ON_RESUME
+        return
+    assert_rerun_refused_unless_it_may_change(run_record, arguments[0], name, MAY_CHANGE, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--seed", "1"], "--seed only draws the --max_examples subset"),
+        (["--num_proc", "2", "--streaming"], "--num_proc has no effect with --streaming"),
+        (["--num_proc", "2", "--mode", "s3prl"], "--num_proc has no effect with --mode s3prl"),
+        (["--device", "cpu", "--mode", "s3prl"], "--device has no effect with --mode s3prl"),
+        (["--overwrite_output_dir"], "--overwrite_output_dir only replaces an earlier run in an --output_dir"),
+        (["--output_dir", "{model}", "--overwrite_output_dir"], "--overwrite_output_dir only replaces"),
+        (["--hub_model_id", "user/x"], "--hub_model_id only applies to --push_to_hub"),
+        (["--public"], "--public only applies to --push_to_hub"),
+    ],
+)
+def test_a_flag_the_others_make_of_no_effect_is_refused(small_model, speech, tmp_path, capsys, arguments, message):
+    """Each was silently ignored: a --seed without a subset to draw, workers a stream or the running estimate never
+    fork, a device the running estimate never uses, an overwrite of a run the in-place update has not, Hub flags
+    without a push."""
+    copy = tmp_path / "model"
+    shutil.copytree(small_model, copy)
+    before = sorted((path.name, path.stat().st_mtime_ns) for path in copy.iterdir())
+    given = [argument.format(model=copy) for argument in arguments]
+    code, stderr = run_main(
+        stats_main, ["--model_name_or_path", copy, "--dataset_name", speech.parent, *given], capsys
+    )
+    assert_one_line(code, stderr, "byola-compute-stats", message)
+    assert sorted((path.name, path.stat().st_mtime_ns) for path in copy.iterdir()) == before
+
+
+def test_max_examples_without_a_seed_draws_with_the_default_seed(speech_folder, random2048_dir):
+    """--seed's default is now 'not given' (so that one given without --max_examples is refused): a subset drawn
+    without it is the one of seed 42, recorded as such."""
+    from byola_hf.stats.compute import DEFAULT_SEED
+
+    folder = {"data_dir": str(speech_folder), "max_examples": 4}
+    default = compute_stats(StatsArguments(str(random2048_dir), "audiofolder", **folder))
+    given = compute_stats(StatsArguments(str(random2048_dir), "audiofolder", **folder, seed=DEFAULT_SEED))
+    assert DEFAULT_SEED == 42 and default.provenance["seed"] == 42
+    assert (default.mean, default.std, default.num_frames) == (given.mean, given.std, given.num_frames)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForAudioClassification, pipeline
 
-from byola_hf.stats import compute_stats
+from byola_hf.stats import StatsArguments, compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows, main
 
@@ -41,7 +41,7 @@ def mini(tmp_path_factory) -> dict[str, Path]:
 def ks_model(tmp_path_factory, real512_dir, mini) -> Path:
     """The official 512-d weights with the KS training split's exact statistics."""
     output = tmp_path_factory.mktemp("byola512-ks")
-    compute_stats(str(real512_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(output))
+    compute_stats(StatsArguments(str(real512_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(output)))
     return output
 
 
@@ -159,7 +159,9 @@ def test_speaker_labels_at_another_frame_rate_are_refused(random3072_dir, mini, 
     """The mini SD set's labels are at 12.5 rows a second (v1's output frames); v2 gives 25 frames a second, so every
     label would be out of step in time, trained and scored without an error. It is one line instead."""
     stats_dir = tmp_path / "v2-sd"
-    compute_stats(str(random3072_dir), "audiofolder", data_dir=str(mini["sd"]), output_dir=str(stats_dir))
+    compute_stats(
+        StatsArguments(str(random3072_dir), "audiofolder", data_dir=str(mini["sd"]), output_dir=str(stats_dir))
+    )
     result = run_superb(*superb_arguments("sd", stats_dir, mini["sd"], tmp_path / "out"), "--label_column_name",
                         "activity", "--max_steps", "1")  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -315,7 +317,9 @@ def test_help_says_what_it_does_and_the_defaults_used():
 def test_v2_keyword_spotting_runs_saves_reloads_and_predicts(random3072_dir, mini, tmp_path):
     """The random v2 network through statistics, run_superb, reload and the pipeline (no accuracy floor)."""
     stats_dir = tmp_path / "v2-ks"
-    compute_stats(str(random3072_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(stats_dir))
+    compute_stats(
+        StatsArguments(str(random3072_dir), "audiofolder", data_dir=str(mini["ks"]), output_dir=str(stats_dir))
+    )
     output = tmp_path / "ks-v2"
     result = run_superb(
         *superb_arguments("ks", stats_dir, mini["ks"], output),

@@ -66,6 +66,13 @@ MAPPING_NAMES = {
 class BYOLAModelTester:
     """Tiny BYOL-A networks (16 mel bins, 4 channels) of one variant's block layout, and a padded batch."""
 
+    # The sizes no test changes.
+    n_mels = 16
+    conv_channels = 4
+    num_labels = 3
+    vocab_size = 6
+    is_training = True
+
     def __init__(
         self,
         parent,
@@ -73,22 +80,12 @@ class BYOLAModelTester:
         ctc_head: str = "linear",
         batch_size: int = 3,
         mel_frames: int = 40,
-        n_mels: int = 16,
-        conv_channels: int = 4,
-        num_labels: int = 3,
-        vocab_size: int = 6,
-        is_training: bool = True,
     ):
         self.parent = parent
         self.variant = variant
         self.ctc_head = ctc_head
         self.batch_size = batch_size
         self.mel_frames = mel_frames
-        self.n_mels = n_mels
-        self.conv_channels = conv_channels
-        self.num_labels = num_labels
-        self.vocab_size = vocab_size
-        self.is_training = is_training
         config = self.get_config()
         # Checked by the common tests: hidden_states has one entry per layer (no embedding output), each
         # (batch, output frames, layer_hidden_size).

@@ -8,11 +8,12 @@ owned, resumable shards and reads them back; [`cli`] is the command line.
 from ..tools.data import load_source, metadata_csv_source
 from .cli import main
 from .embed import AudioClips, embed_clip_batch, layer_widths
-from .extract import ExtractionResult, extract_embeddings, load_embeddings
+from .extract import ExtractArguments, ExtractionResult, extract_embeddings, load_embeddings
 
 
 __all__ = [
     "AudioClips",
+    "ExtractArguments",
     "ExtractionResult",
     "embed_clip_batch",
     "extract_embeddings",

@@ -7,9 +7,10 @@ per example, valid frames only, each layer at its own width: the last one is `la
 wide) with `timestamps` (each frame's centre in milliseconds).
 
 `OUT` is this command's own folder (`byola_hf.tools.outputs.claim_output_dir`): new, empty, or marked by an earlier
-run. The marker carries a fingerprint of the model (config and weights), the source (its rows and files) and the
-arguments that change the result; a re-run with the same fingerprint resumes from the finished shards, another one
-is refused unless `overwrite_output_dir`, which removes only what this command wrote.
+run. The marker carries the run's record: a fingerprint of the model (config and weights), the source (its rows and
+files) and every argument but those of `MAY_CHANGE` (which change the float rounding or the speed only); a re-run
+with the same record resumes from the finished shards, another one is refused, naming what differs, unless
+`overwrite_output_dir`, which removes only what this command wrote.
 """
 
 import hashlib
@@ -24,9 +25,16 @@ import torch
 
 from ..audio import display_path
 from ..modeling_byola import BYOLAModel
-from ..tools.data import load_byola_front_end, load_source, source_fingerprint
+from ..tools.data import is_audio_file_source, load_byola_front_end, load_source, source_fingerprint
 from ..tools.distributed import device_for_rank, process_group
-from ..tools.outputs import atomic_path, claim_output_dir, fingerprint, remove_path, write_json_atomic
+from ..tools.outputs import (
+    MAY_CHANGE_ON_RESUME,
+    atomic_path,
+    claim_output_dir,
+    recorded_arguments,
+    remove_path,
+    write_json_atomic,
+)
 from .embed import AudioClips, clip_loader, embed_clip_batch
 
 
@@ -36,6 +44,60 @@ COMMAND = "byola-extract"
 MODEL_RECORD = "embedding_model.json"
 OUTPUTS = ("shards", "dataset", "skipped.json", MODEL_RECORD)
 OUTPUT_COLUMNS = ("path", "error", "duration", "embedding", "timestamps")
+# What may differ between a run and its resumption: the shared list, and what changes the float rounding or the speed
+# only (clips per forward, the device, decoding workers), so that a run stopped on a GPU may finish on a CPU. Every
+# other argument is in the run's record.
+MAY_CHANGE = MAY_CHANGE_ON_RESUME | {"batch_size", "device", "num_workers"}
+
+
+@dataclass
+class ExtractArguments:
+    """What `byola-extract` (and [`extract_embeddings`]) takes: one field per flag, its help the flag's."""
+
+    model_name_or_path: str = field(metadata={"help": "BYOL-A model directory (with statistics) or Hub id"})
+    output_dir: str = field(
+        metadata={
+            "help": "A new or empty folder (or one an earlier byola-extract run made) for dataset/ and skipped.json"
+        }
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset, 'audiofolder', a save_to_disk path, or a folder or glob of audio files"},
+    )
+    metadata_csv: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of --dataset_name: an EVAR task CSV (file_name relative to --data_dir; all columns kept)"
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder for audiofolder, or the audio root of --metadata_csv (default: its folder)"},
+    )
+    split: str = field(default="train", metadata={"help": "Split to embed"})
+    audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
+    frames: bool = field(default=False, metadata={"help": "Also store frame features and their timestamps (ms)"})
+    layers: str | None = field(
+        default=None, metadata={"help": "With --frames: last (last_hidden_state, when not given), all, or e.g. 0,3"}
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "Run the log-mel and the model there, e.g. cuda; CPU when not given"}
+    )
+    num_workers: int = field(default=2, metadata={"help": "Processes decoding audio while the model runs (0: none)"})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Clips per forward; 2 on a CPU, 32 on a GPU if not given"}
+    )
+    shard_size: int = field(default=256, metadata={"help": "Clips per saved shard (the unit of resumption)"})
+    unit_seconds: float | None = field(
+        default=None, metadata={"help": "Cut or zero-pad every clip to this length, as EVAR's unit_sec per task"}
+    )
+    skip_bad: bool = field(
+        default=False, metadata={"help": "Leave out unreadable, empty or non-finite clips (listed in skipped.json)"}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in a folder an earlier run with other arguments wrote"}
+    )
 
 
 @dataclass
@@ -77,87 +139,57 @@ class ExtractionJob:
         return range(index * self.shard_size, min(len(self.dataset), (index + 1) * self.shard_size))
 
 
-def extract_embeddings(
-    model_name_or_path: str,
-    dataset_name: str | None,
-    output_dir: str,
-    dataset_config_name: str | None = None,
-    data_dir: str | None = None,
-    split: str = "train",
-    audio_column_name: str = "audio",
-    layers: str | None = None,
-    frames: bool = False,
-    device: str | None = None,
-    num_workers: int = 0,
-    batch_size: int | None = None,
-    shard_size: int = 256,
-    skip_bad: bool = False,
-    metadata_csv: str | None = None,
-    unit_seconds: float | None = None,
-    overwrite_output_dir: bool = False,
-) -> ExtractionResult:
+def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
     """
-    Embed every example of a dataset (or of an EVAR task CSV) and save the result at `output_dir/dataset`.
+    Embed every example of a dataset (or of an EVAR task CSV) and save the result at `args.output_dir/dataset`.
 
-    Shards of `shard_size` examples are saved atomically as they finish; a re-run resumes from them. Under torchrun
-    each rank takes every `world_size`-th shard and rank 0 joins them in order.
-
-    Args:
-        dataset_name: a Hub dataset, `"audiofolder"` (with `data_dir`), a `save_to_disk` directory, or a folder or
-            glob of audio files; `None` with `metadata_csv`.
-        metadata_csv: an EVAR task CSV (`file_name` relative to `data_dir`, other columns kept).
-        layers: with `frames` (also store frame features and their timestamps), which hidden states to keep:
-            `"last"` (`last_hidden_state`, the default), `"all"`, or indices such as `"0,3"`.
-        device: run the log-mel and the model there (`"cuda"`: under torchrun each rank's own GPU); CPU by default.
-        num_workers: DataLoader processes decoding the audio while the model runs (0: none).
-        batch_size: clips per forward; by default 2 on a CPU (batches of long clips fall out of its caches) and 32 on
-            an accelerator. It changes float rounding only, so it is not part of the fingerprint (nor the device).
-        unit_seconds: cut or zero-pad every clip to this length, as EVAR's `unit_sec` does per task (EVAR crops
-            training clips at a random place; here always the start).
-        skip_bad: leave out examples that cannot be decoded, are empty or not finite (listed in the result and in
-            `output_dir/skipped.json`); without it the first such example stops the run with its path.
-        overwrite_output_dir: start over in a folder an earlier run with other inputs or arguments wrote.
+    Shards of `args.shard_size` examples are saved atomically as they finish; a re-run with the same record (see
+    the module doc) resumes from them. Under torchrun each rank takes every `world_size`-th shard and rank 0 joins
+    them in order. `args.device` `"cuda"` is each rank's own GPU there; `args.batch_size` is by default 2 on a CPU
+    (batches of long clips fall out of its caches) and 32 on an accelerator; `args.unit_seconds` cuts or zero-pads
+    every clip as EVAR's `unit_sec` does per task (EVAR crops training clips at a random place; here always the
+    start); with `args.skip_bad`, examples that cannot be decoded, are empty or not finite are left out (listed in
+    the result and in `skipped.json`), without it the first such example stops the run with its path.
     """
     start_time = time.perf_counter()
     with process_group() as (rank, world_size):
-        device = resolve_device(device_for_rank(device))
-        batch_size, num_workers = check_arguments(
-            batch_size, device, shard_size, num_workers, layers, frames, unit_seconds
+        device = resolve_device(device_for_rank(args.device))
+        batch_size = check_arguments(args, device)
+        job = prepare_job(args, device)
+        finished = claim_output(job, args, rank, world_size)
+        seconds = (
+            0.0
+            if finished
+            else embed_shards(job, rank, world_size, batch_size, args.num_workers, args.skip_bad, device)
         )
-        job = prepare_job(
-            model_name_or_path, dataset_name, output_dir, dataset_config_name, data_dir, split, audio_column_name,
-            (layers or "last") if frames else None, shard_size, metadata_csv, unit_seconds, device,
-        )  # fmt: skip
-        finished = claim_output(job, rank, world_size, overwrite_output_dir)
-        seconds = 0.0 if finished else embed_shards(job, rank, world_size, batch_size, num_workers, skip_bad, device)
         if world_size > 1:
             torch.distributed.barrier()
     if rank != 0:
         return ExtractionResult(str(job.output), 0, seconds, time.perf_counter() - start_time)
-    return finished_result(job.output, start_time) if finished else join_shards(job, skip_bad, start_time)
+    return finished_result(job.output, start_time) if finished else join_shards(job, args.skip_bad, start_time)
 
 
-def claim_output(job: "ExtractionJob", rank: int, world_size: int, overwrite: bool) -> bool:
+def run_record(args: ExtractArguments, model: str, source: dict[str, Any]) -> dict[str, Any]:
+    """What made an output: every argument but [`MAY_CHANGE`], the model's fingerprint and the `source`'s (its
+    clips count and [`~byola_hf.tools.data.source_fingerprint`])."""
+    return {"arguments": recorded_arguments(args, may_change=MAY_CHANGE), "model": model, "source": source}
+
+
+def claim_output(job: "ExtractionJob", args: ExtractArguments, rank: int, world_size: int) -> bool:
     """
-    Claim the output folder for this run's fingerprint (model, source, result-changing arguments) on rank 0 while
-    the other ranks wait; whether it already holds this run's finished dataset.
+    Claim the output folder for this run's record ([`run_record`]) on rank 0 while the other ranks wait; whether it
+    already holds this run's finished dataset.
     """
-    run_fingerprint = fingerprint(
-        model=model_fingerprint(job.model),
-        source=source_fingerprint(job.dataset, job.audio_column_name),
-        layers=job.layers,
-        shard_size=job.shard_size,
-        unit_samples=job.unit_samples,
-    )
     if rank == 0:
-        claim_output_dir(job.output, COMMAND, run_fingerprint, OUTPUTS, overwrite)
+        model = model_fingerprint(job.model)
+        source = {"clips": len(job.dataset), "fingerprint": source_fingerprint(job.dataset, job.audio_column_name)}
+        claim_output_dir(job.output, COMMAND, run_record(args, model, source), OUTPUTS, args.overwrite_output_dir)
         # Which model made the embeddings, and of clips cut to what length, so that splits embedded differently are
         # never compared.
-        record = {"model_fingerprint": model_fingerprint(job.model), "unit_samples": job.unit_samples}
-        write_json_atomic(job.output / MODEL_RECORD, record)
+        write_json_atomic(job.output / MODEL_RECORD, {"model_fingerprint": model, "unit_samples": job.unit_samples})
     if world_size > 1:
         torch.distributed.barrier()
-    # A finished dataset is left only by a run with this fingerprint: the claim refused or removed any other.
+    # A finished dataset is left only by a run with this record: the claim refused or removed any other.
     return (job.output / "dataset").is_dir()
 
 
@@ -172,71 +204,71 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def check_arguments(
-    batch_size: int | None,
-    device: torch.device,
-    shard_size: int,
-    num_workers: int,
-    layers: str | None,
-    frames: bool,
-    unit_seconds: float | None,
-) -> tuple[int, int]:
-    """`(batch_size, num_workers)` with the device's default batch size, or a one-line `ValueError` for each argument
-    no run can use."""
-    batch_size = (2 if device.type == "cpu" else 32) if batch_size is None else batch_size
+def check_arguments(args: ExtractArguments, device: torch.device) -> int:
+    """The batch size (the device's default when not given), or a one-line `ValueError` for each argument no run can
+    use, and for each flag that the others make of no effect."""
+    batch_size = (2 if device.type == "cpu" else 32) if args.batch_size is None else args.batch_size
     for name, value, least in (
         ("batch_size", batch_size, 1),
-        ("shard_size", shard_size, 1),
-        ("num_workers", num_workers, 0),
+        ("shard_size", args.shard_size, 1),
+        ("num_workers", args.num_workers, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
-    if layers is not None and not frames:
+    if args.layers is not None and not args.frames:
         raise ValueError("--layers chooses the frame features to store: pass --frames with it.")
-    if unit_seconds is not None and not (math.isfinite(unit_seconds) and unit_seconds > 0):
-        raise ValueError(f"--unit_seconds must be a positive number of seconds, got {unit_seconds!r}.")
-    return batch_size, num_workers
+    if args.unit_seconds is not None and not (math.isfinite(args.unit_seconds) and args.unit_seconds > 0):
+        raise ValueError(f"--unit_seconds must be a positive number of seconds, got {args.unit_seconds!r}.")
+    check_source_flags(args)
+    return batch_size
 
 
-def prepare_job(
-    model_name_or_path: str,
-    dataset_name: str | None,
-    output_dir: str,
-    dataset_config_name: str | None,
-    data_dir: str | None,
-    split: str,
-    audio_column_name: str,
-    layers: str | None,
-    shard_size: int,
-    metadata_csv: str | None,
-    unit_seconds: float | None,
-    device: torch.device,
-) -> ExtractionJob:
+def check_source_flags(args: ExtractArguments) -> None:
+    """Refuse `--split` (another than the default) and `--dataset_config_name` beside a source that does not read
+    them: an EVAR task CSV is read whole (its `split` column says the splits), a folder or glob of audio files as
+    it is; the run would embed other clips than the user meant."""
+    if args.metadata_csv is not None and args.dataset_name is None:  # both: load_source says to give one
+        source, how = "--metadata_csv", "a task CSV is read whole, its split column saying the splits"
+    elif args.metadata_csv is None and args.dataset_name is not None and is_audio_file_source(args.dataset_name):
+        source, how = f"--dataset_name {args.dataset_name}", "a folder or glob of audio files is read whole"
+    else:
+        return
+    for flag, value, default in (
+        ("split", args.split, "train"),
+        ("dataset_config_name", args.dataset_config_name, None),
+    ):
+        if value != default:
+            raise ValueError(f"--{flag} {value} is not read with {source} ({how}): drop --{flag}.")
+
+
+def prepare_job(args: ExtractArguments, device: torch.device) -> ExtractionJob:
     """Load the model (on `device`) and the source, and check that they can make the output."""
-    config, feature_extractor = load_byola_front_end(model_name_or_path)
+    config, feature_extractor = load_byola_front_end(args.model_name_or_path)
     if not config.has_statistics:
         raise ValueError(
-            f"The model at {model_name_or_path!r} has no normalisation statistics: compute them with "
+            f"The model at {args.model_name_or_path!r} has no normalisation statistics: compute them with "
             "byola-compute-stats first."
         )
-    model = BYOLAModel.from_pretrained(model_name_or_path).eval().to(device)
-    layer_indices = parse_layers(layers, config.num_hidden_layers) if layers is not None else None
+    model = BYOLAModel.from_pretrained(args.model_name_or_path).eval().to(device)
+    layers = parse_layers(args.layers, config.num_hidden_layers) if args.frames else None
     dataset = load_source(
-        dataset_name, dataset_config_name, data_dir, split, audio_column_name, feature_extractor.sampling_rate,
-        metadata_csv,
+        args.dataset_name, args.dataset_config_name, args.data_dir, args.split, args.audio_column_name,
+        feature_extractor.sampling_rate, args.metadata_csv,
     )  # fmt: skip
-    clashes = sorted(set(dataset.column_names) & set(OUTPUT_COLUMNS) - {audio_column_name})
+    clashes = sorted(set(dataset.column_names) & set(OUTPUT_COLUMNS) - {args.audio_column_name})
     if clashes:
         raise ValueError(f"The source already has the column(s) {clashes} that byola-extract writes: rename them.")
-    unit = None if unit_seconds is None else round(unit_seconds * feature_extractor.sampling_rate)
+    unit_seconds, sampling_rate = args.unit_seconds, feature_extractor.sampling_rate
+    unit = None if unit_seconds is None else round(unit_seconds * sampling_rate)
     if unit is not None and unit < config.min_samples:  # every clip cut to it would be refused, one by one
         raise ValueError(
             f"--unit_seconds {unit_seconds:g} is shorter than one output frame of the model: give at least "
-            f"{config.min_samples / feature_extractor.sampling_rate:g} s ({config.min_samples} samples)."
+            f"{config.min_samples / sampling_rate:g} s ({config.min_samples} samples)."
         )
     return ExtractionJob(
-        model, feature_extractor, dataset, audio_column_name, layer_indices, shard_size, unit, Path(output_dir)
-    )
+        model, feature_extractor, dataset, args.audio_column_name, layers, args.shard_size, unit,
+        Path(args.output_dir),
+    )  # fmt: skip
 
 
 def parse_layers(layers: str | None, num_hidden_layers: int) -> list[int]:

@@ -5,14 +5,16 @@ leave-one-fold-out) over embeddings from `byola_hf.extract`; [`report`] what `by
 command line.
 """
 
-from .classifier import LinearRun, hold_out_validation, standardize, train_linear
+from .classifier import LinearRun, TrainingSettings, hold_out_validation, standardize, train_linear
 from .cli import main
-from .evaluate import LinearEvalResult, linear_eval
+from .evaluate import LinearEvalArguments, LinearEvalResult, linear_eval
 
 
 __all__ = [
+    "LinearEvalArguments",
     "LinearEvalResult",
     "LinearRun",
+    "TrainingSettings",
     "hold_out_validation",
     "linear_eval",
     "main",

@@ -29,6 +29,18 @@ VALIDATION_FRACTION = 0.1
 
 
 @dataclass
+class TrainingSettings:
+    """What the classifier is trained with (EVAR's BYOL-A config by default), and the share of the training part held
+    out for early stopping when a task has no validation split."""
+
+    learning_rate: float = 3e-4
+    epochs: int = 200
+    patience: int = 20
+    validation_fraction: float = VALIDATION_FRACTION
+    device: str | torch.device | None = None
+
+
+@dataclass
 class LinearRun:
     """A trained classifier (best validation epoch's weights), that epoch (0-based) and the epochs run."""
 
@@ -98,17 +110,16 @@ def train_linear(
     valid_y: np.ndarray,
     num_classes: int,
     seed: int,
-    learning_rate: float = 3e-4,
-    epochs: int = 200,
-    patience: int = 20,
-    device: str | torch.device | None = None,
+    settings: TrainingSettings | None = None,
 ) -> LinearRun:
     """
     Train EVAR's linear classifier (see the module doc) on standardised float32 features `(n, d)` and int64 labels,
-    on `device` (CPU by default; the initial weights and the batches are drawn on the CPU either way, as EVAR
-    draws them); torch's global random state is restored afterwards.
+    with `settings` (EVAR's BYOL-A config when `None`; `validation_fraction` is not used here), on `settings.device`
+    (CPU by default; the initial weights and the batches are drawn on the CPU either way, as EVAR draws them);
+    torch's global random state is restored afterwards.
     """
-    device = torch.device(device or "cpu")
+    settings = TrainingSettings() if settings is None else settings
+    device = torch.device(settings.device or "cpu")
     inputs, targets = torch.from_numpy(train_x).to(device), torch.from_numpy(train_y).to(device)
     valid_inputs, valid_targets = torch.from_numpy(valid_x).to(device), torch.from_numpy(valid_y).to(device)
     batch_size = min(MAX_BATCH_SIZE, len(inputs))
@@ -118,10 +129,10 @@ def train_linear(
         torch.default_generator.manual_seed(seed)
         layer = nn.Linear(inputs.shape[1], num_classes).to(device)
         optimizer = torch.optim.Adam(
-            layer.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=ADAM_WEIGHT_DECAY
+            layer.parameters(), lr=settings.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=ADAM_WEIGHT_DECAY
         )
-        stopper, epoch = EarlyStopping(patience), 0
-        for epoch in range(epochs):
+        stopper, epoch = EarlyStopping(settings.patience), 0
+        for epoch in range(settings.epochs):
             for batch in epoch_batches(len(inputs), batch_size):
                 batch = batch.to(device)
                 optimizer.zero_grad()

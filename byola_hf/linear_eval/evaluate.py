@@ -9,15 +9,22 @@ The classifier is EVAR's (see [`~byola_hf.linear_eval.classifier`]); defaults ar
   tested once by a classifier trained on the others.
 Without a validation split, `validation_fraction` (0.1) of the training part is held out as EVAR does (random,
 every class in it), after the features are standardised with the whole training part, as EVAR does.
+
+With an `output_dir`, the folder's marker records every argument but `byola_hf.tools.outputs.MAY_CHANGE_ON_RESUME`
+(where it writes) and a fingerprint of the embeddings and labels read: a re-run with any other value, or on other
+embeddings, is refused before training, naming what differs.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..extract.extract import embedding_record, load_embeddings, resolve_device
-from .classifier import VALIDATION_FRACTION, hold_out_validation, predict, standardize, train_linear
+from ..tools.outputs import recorded_arguments
+from .classifier import TrainingSettings, hold_out_validation, predict, standardize, train_linear
 
 
 VALIDATION_NAMES = ("valid", "validation")
@@ -51,14 +58,38 @@ class FoldRun:
 
 
 @dataclass
-class TrainingSettings:
-    """What the classifier is trained with."""
+class LinearEvalArguments:
+    """What `byola-linear-eval` (and [`linear_eval`]) takes: one field per flag, its help the flag's. The command needs
+    `output_dir`; a library call without one writes nothing."""
 
-    learning_rate: float = 3e-4
-    epochs: int = 200
-    patience: int = 20
-    validation_fraction: float = VALIDATION_FRACTION
-    device: str | None = None
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "A new or empty folder for eval_results.json and confusion_matrix.png", "required": True},
+    )
+    label_column_name: str = field(default="label", metadata={"help": "Label column"})
+    embeddings_dir: str | None = field(
+        default=None,
+        metadata={"help": "byola-extract --metadata_csv output of a whole task, with a split or fold column"},
+    )
+    train_dir: str | None = field(default=None, metadata={"help": "byola-extract output of the training split"})
+    test_dir: str | None = field(default=None, metadata={"help": "byola-extract output of the test split"})
+    validation_dir: str | None = field(default=None, metadata={"help": "byola-extract output of the validation split"})
+    validation_fraction: float | None = field(
+        default=None, metadata={"help": "Without a validation split: the part of train held out as EVAR does (0.1)"}
+    )
+    seeds: int = field(default=1, metadata={"help": "Repeat with this many seeds; the mean and std are reported"})
+    seed: int = field(default=42, metadata={"help": "First seed"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate (EVAR's BYOL-A setting)"})
+    epochs: int = field(default=200, metadata={"help": "Most epochs"})
+    patience: int = field(
+        default=20, metadata={"help": "Early stopping: epochs in a row without a validation accuracy >= the best"}
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "Train there, e.g. cuda (large tasks such as VoxCeleb1); CPU when not given"}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the results of an earlier run with other settings"}
+    )
 
 
 @dataclass
@@ -264,81 +295,95 @@ def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings
         keep = np.setdiff1d(np.arange(len(train_y)), held)
         valid_x, valid_y, train_x, train_y = train_x[held], train_y[held], train_x[keep], train_y[keep]
         validation = f"{settings.validation_fraction:g} of the training part held out (every class in it, seed {seed})"
-    run = train_linear(
-        train_x, train_y, valid_x, valid_y, num_classes, seed, settings.learning_rate, settings.epochs,
-        settings.patience, settings.device,
-    )  # fmt: skip
+    run = train_linear(train_x, train_y, valid_x, valid_y, num_classes, seed, settings)
     predictions = predict(run.layer, test_x)
     accuracy = float((predictions == fold.test_y).mean())
     return FoldRun(accuracy, predictions, run.best_epoch, run.epochs_run, len(train_y), len(valid_y), validation)
 
 
-def linear_eval(
-    train_dir: str | None = None,
-    test_dir: str | None = None,
-    label_column_name: str = "label",
-    validation_dir: str | None = None,
-    validation_fraction: float | None = None,
-    seeds: int = 1,
-    seed: int = 42,
-    learning_rate: float = 3e-4,
-    epochs: int = 200,
-    patience: int = 20,
-    output_dir: str | None = None,
-    embeddings_dir: str | None = None,
-    overwrite_output_dir: bool = False,
-    device: str | None = None,
-) -> LinearEvalResult:
+def linear_eval(args: LinearEvalArguments) -> LinearEvalResult:
     """
-    EVAR's linear evaluation of `byola-extract` outputs (see the module doc): every fold with seeds `seed`,
-    `seed + 1`, ... `seed + seeds - 1`. With `output_dir` (a folder this command owns), writes `eval_results.json`
-    ([`LinearEvalResult`]) and `confusion_matrix.png`.
+    EVAR's linear evaluation of `byola-extract` outputs (see the module doc): every fold with seeds `args.seed`,
+    `args.seed + 1`, ... `args.seed + args.seeds - 1`. With `args.output_dir` (a folder this command owns, claimed
+    before training), writes `eval_results.json` ([`LinearEvalResult`]) and `confusion_matrix.png`.
     """
-    fraction = VALIDATION_FRACTION if validation_fraction is None else validation_fraction
-    settings = TrainingSettings(learning_rate, epochs, patience, fraction, device)
-    check_settings(settings, seeds, validation_dir, validation_fraction)
-    if embeddings_dir is not None:
-        if train_dir is not None or test_dir is not None or validation_dir is not None:
-            raise ValueError(
-                "--embeddings_dir takes the whole task: drop --train_dir, --test_dir and --validation_dir."
-            )
-        folds, classes, protocol = folds_from_table(embeddings_dir, label_column_name)
-    elif train_dir is not None and test_dir is not None:
-        (folds, classes), protocol = (
-            folds_from_directories(train_dir, test_dir, validation_dir, label_column_name),
-            "split",
-        )
-    else:
+    settings = check_settings(args)
+    folds, classes, protocol = load_folds(args)
+    if args.validation_fraction is not None and all(fold.valid_x is not None for fold in folds):
         raise ValueError(
-            "Give --embeddings_dir (an EVAR task with a split or fold column) or --train_dir and --test_dir."
+            f"--validation_fraction has no effect: {args.embeddings_dir} has a validation split, which early stopping "
+            "uses: drop --validation_fraction."
         )
-    runs = [[run_fold(fold, len(classes), seed + offset, settings) for fold in folds] for offset in range(seeds)]
+    if args.output_dir is not None:
+        from .report import claim_report_dir
+
+        claim_report_dir(args, run_record(args, folds, classes))
+    runs = [
+        [run_fold(fold, len(classes), args.seed + offset, settings) for fold in folds] for offset in range(args.seeds)
+    ]
     result = summarize(folds, runs, classes, protocol, settings)
-    result.settings.update(seeds=seeds, seed=seed, label_column_name=label_column_name)
-    if output_dir is not None:
+    result.settings.update(seeds=args.seeds, seed=args.seed, label_column_name=args.label_column_name)
+    if args.output_dir is not None:
         from .report import write_report
 
-        write_report(result, folds, runs[0], output_dir, overwrite_output_dir)
+        write_report(result, folds, runs[0], args.output_dir)
     return result
 
 
-def check_settings(settings: TrainingSettings, seeds: int, validation_dir: str | None, fraction: float | None) -> None:
-    """A one-line `ValueError` for each setting no evaluation can use."""
+def load_folds(args: LinearEvalArguments) -> tuple[list[Fold], list[str], str]:
+    """The folds, the class names and the layout (`"split"` or `"fold"`) of the task `args` name."""
+    if args.embeddings_dir is not None:
+        if args.train_dir is not None or args.test_dir is not None or args.validation_dir is not None:
+            raise ValueError(
+                "--embeddings_dir takes the whole task: drop --train_dir, --test_dir and --validation_dir."
+            )
+        return folds_from_table(args.embeddings_dir, args.label_column_name)
+    if args.train_dir is not None and args.test_dir is not None:
+        train, test = Path(args.train_dir), Path(args.test_dir)
+        if train.is_dir() and train.resolve() == test.resolve():
+            raise ValueError(
+                "--train_dir and --test_dir are the same folder: testing on the training clips says nothing."
+            )
+        parts = (args.train_dir, args.test_dir, args.validation_dir, args.label_column_name)
+        return (*folds_from_directories(*parts), "split")
+    raise ValueError("Give --embeddings_dir (an EVAR task with a split or fold column) or --train_dir and --test_dir.")
+
+
+def run_record(args: LinearEvalArguments, folds: list[Fold], classes: list[str]) -> dict:
+    """What a report is made of: every argument but those that may change on a re-run (where it writes), and the
+    `source`: how many clips were read and a fingerprint of their embeddings and labels, fold by fold."""
+    digest = hashlib.sha256(json.dumps(classes, default=str).encode())
+    for fold in folds:
+        digest.update(fold.name.encode())
+        for array in (fold.train_x, fold.train_y, fold.valid_x, fold.valid_y, fold.test_x, fold.test_y):
+            digest.update(b"none" if array is None else np.ascontiguousarray(array).tobytes())
+    clips = sum(len(fold.test_y) for fold in folds)
+    return {"arguments": recorded_arguments(args), "source": {"test_clips": clips, "fingerprint": digest.hexdigest()}}
+
+
+def check_settings(args: LinearEvalArguments) -> TrainingSettings:
+    """The classifier's settings, or a one-line `ValueError` for each setting no evaluation can use."""
     for name, value, least in (
-        ("seeds", seeds, 1),
-        ("epochs", settings.epochs, 1),
-        ("patience", settings.patience, 0),
+        ("seeds", args.seeds, 1),
+        ("epochs", args.epochs, 1),
+        ("patience", args.patience, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
-    if not (np.isfinite(settings.learning_rate) and settings.learning_rate > 0):
-        raise ValueError(f"--learning_rate must be a positive number, got {settings.learning_rate!r}.")
-    if settings.device is not None:
-        resolve_device(settings.device)
+    if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate!r}.")
+    if args.device is not None:
+        resolve_device(args.device)
+    settings = TrainingSettings(args.learning_rate, args.epochs, args.patience, device=args.device)
+    if args.validation_fraction is not None:
+        settings.validation_fraction = args.validation_fraction
     if not 0 < settings.validation_fraction < 1:
         raise ValueError(f"--validation_fraction must be between 0 and 1, got {settings.validation_fraction!r}.")
-    if validation_dir is not None and fraction is not None:
+    if args.validation_dir is not None and args.validation_fraction is not None:
         raise ValueError("--validation_dir and --validation_fraction exclude each other: give one.")
+    if args.overwrite_output_dir and args.output_dir is None:
+        raise ValueError("--overwrite_output_dir replaces an earlier report in --output_dir: give one, or drop it.")
+    return settings
 
 
 def summarize(

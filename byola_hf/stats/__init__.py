@@ -7,13 +7,22 @@ Needs the `[stats]` extra (`pip install 'byola_hf[stats]'`). [`moments`] holds t
 
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from .cli import main
-from .compute import StatsResult, batch_moments, compute_moments, compute_stats, s3prl_estimate, save_stats
+from .compute import (
+    StatsArguments,
+    StatsResult,
+    batch_moments,
+    compute_moments,
+    compute_stats,
+    s3prl_estimate,
+    save_stats,
+)
 from .moments import LogMelMoments, RunningNormEstimate
 
 
 __all__ = [
     "LogMelMoments",
     "RunningNormEstimate",
+    "StatsArguments",
     "StatsResult",
     "batch_moments",
     "compute_moments",

@@ -3,11 +3,16 @@
 Each `map` batch returns one row of partial moments ([`~byola_hf.stats.moments.LogMelMoments`]), never the features, so
 memory stays bounded whatever the dataset size; `num_proc` workers and `torchrun` ranks share the work and the
 partials merge exactly.
+
+Saved into an `output_dir` of its own, a run records every argument but `MAY_CHANGE` in the folder's marker, so a
+re-run with another value of any other is refused, naming it (`byola_hf.tools.outputs`); saved into the model folder
+itself, it keeps that folder's marker.
 """
 
+import dataclasses
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,7 @@ from ..hub import save_model_card
 from ..tools.cli import die_with_parent
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_device_with_workers, device_for_rank, is_main_process, process_group
-from ..tools.outputs import claim_output_dir, fingerprint, read_marker, save_into
+from ..tools.outputs import MAY_CHANGE_ON_RESUME, claim_output_dir, read_marker, recorded_arguments, save_into
 from .moments import LogMelMoments, RunningNormEstimate
 
 
@@ -33,6 +38,46 @@ MODEL_FILE_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors
                        "pytorch_model*.bin", "pytorch_model.bin.index.json", "*.py", "README.md")  # fmt: skip
 # What saving the statistics into the model folder itself rewrites.
 IN_PLACE_FILES = ("config.json", "preprocessor_config.json", "README.md")
+# What may differ between a run and a re-run into the same --output_dir: the shared list, and the map workers and the
+# device, which change the float rounding of the merged moments only. Every other argument is in the run's record.
+MAY_CHANGE = MAY_CHANGE_ON_RESUME | {"num_proc", "device"}
+# The seed of the --max_examples subset when none is given.
+DEFAULT_SEED = 42
+
+
+@dataclass
+class StatsArguments:
+    """What `byola-compute-stats` (and [`compute_stats`]) takes: one field per flag, its help the flag's. A library
+    call with no `output_dir` saves nothing (the command passes the model folder itself, updated in place)."""
+
+    model_name_or_path: str = field(metadata={"help": "BYOL-A model directory (byola-convert) or Hub id"})
+    dataset_name: str = field(metadata={"help": "Hub dataset, 'audiofolder', or a save_to_disk path"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
+    data_dir: str | None = field(default=None, metadata={"help": "Local audio folder for --dataset_name audiofolder"})
+    split: str = field(default="train", metadata={"help": "Split to compute the statistics on"})
+    audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
+    num_proc: int | None = field(default=None, metadata={"help": "datasets.map worker processes"})
+    batch_size: int = field(default=16, metadata={"help": "Examples per map batch (and per s3prl batch)"})
+    max_examples: int | None = field(default=None, metadata={"help": "Use a random subset of this many examples"})
+    seed: int | None = field(default=None, metadata={"help": "Seed of the --max_examples subset (default 42)"})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset instead of downloading it"})
+    mode: str = field(
+        default="exact",
+        metadata={"help": "exact, or s3prl: the original upstream's running estimate", "choices": ["exact", "s3prl"]},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "Compute the log-mels on this device, e.g. cuda (default: CPU)"}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the statistics run an --output_dir holds when the arguments differ"}
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where to save the model with its statistics (default: update --model_name_or_path in place, "
+            "only if a byola_hf command such as byola-convert wrote it)"
+        },
+    )
 
 
 @dataclass
@@ -161,74 +206,69 @@ def s3prl_estimate(
     return estimate, seen
 
 
-def check_stats_arguments(
-    mode: str, batch_size: int, num_proc: int | None, max_examples: int | None, device: str | None
-) -> None:
-    """Refuse an unknown `mode`, counts that are not positive, and a GPU `device` with forked workers."""
-    if mode not in ("exact", "s3prl"):
-        raise ValueError(f"mode must be 'exact' or 's3prl', got {mode!r}.")
-    check_positive(batch_size=batch_size, num_proc=num_proc, max_examples=max_examples)
-    check_device_with_workers(device, num_proc)
+def check_stats_arguments(args: StatsArguments) -> StatsArguments:
+    """`args` with the subset's seed filled in ([`DEFAULT_SEED`] with `max_examples`), or a one-line `ValueError`
+    for an unknown `mode`, counts that are not positive, a GPU `device` with forked workers, and each flag the
+    others make of no effect."""
+    if args.mode not in ("exact", "s3prl"):
+        raise ValueError(f"mode must be 'exact' or 's3prl', got {args.mode!r}.")
+    check_positive(batch_size=args.batch_size, num_proc=args.num_proc, max_examples=args.max_examples)
+    check_device_with_workers(args.device, args.num_proc)
+    s3prl = args.mode == "s3prl"  # the running estimate reads the clips one by one on the CPU, as the upstream did
+    saves_in_place = args.output_dir is None or in_place(args.model_name_or_path, args.output_dir)
+    for unused, message in (
+        (args.seed is not None and args.max_examples is None, "--seed only draws the --max_examples subset"),
+        (s3prl and args.num_proc is not None, "--num_proc has no effect with --mode s3prl (one process reads)"),
+        (s3prl and args.device is not None, "--device has no effect with --mode s3prl (it runs on the CPU)"),
+        (
+            args.streaming and args.num_proc is not None,
+            "--num_proc has no effect with --streaming (one process reads)",
+        ),
+        (
+            args.overwrite_output_dir and saves_in_place,
+            "--overwrite_output_dir only replaces an earlier run in an --output_dir of its own (the model folder "
+            "updated in place holds none)",
+        ),
+    ):
+        if unused:
+            raise ValueError(f"{message}: drop it.")
+    if args.max_examples is not None and args.seed is None:
+        return dataclasses.replace(args, seed=DEFAULT_SEED)
+    return args
 
 
-def compute_stats(
-    model_name_or_path: str,
-    dataset_name: str,
-    dataset_config_name: str | None = None,
-    data_dir: str | None = None,
-    split: str = "train",
-    audio_column_name: str = "audio",
-    num_proc: int | None = None,
-    batch_size: int = 16,
-    max_examples: int | None = None,
-    seed: int = 42,
-    streaming: bool = False,
-    mode: str = "exact",
-    output_dir: str | None = None,
-    device: str | None = None,
-    overwrite_output_dir: bool = False,
-) -> StatsResult:
+def compute_stats(args: StatsArguments) -> StatsResult:
     """
-    Compute a task's log-mel statistics and, when `output_dir` is given, write them into the model's config and save
-    the model directory there (`output_dir` may be the model directory itself when a byola_hf command wrote it).
+    Compute a task's log-mel statistics and, when `args.output_dir` is given, write them into the model's config and
+    save the model directory there (`output_dir` may be the model directory itself when a byola_hf command wrote it).
 
     Under `torchrun` each rank takes its shard; the partial moments merge in rank order and only rank 0 writes.
-
-    Args:
-        model_name_or_path: a BYOL-A model directory or Hub id.
-        dataset_name: a Hub dataset, `"audiofolder"` (with `data_dir`), or a `save_to_disk` directory.
-        mode: `"exact"` (default) or `"s3prl"`, the original running estimate over zero-padded batches.
-        max_examples: use a random subset of this many examples, drawn with `seed`.
-        device: compute the log-mels and moments on this device (e.g. `"cuda"`; under torchrun each rank uses its
-            own GPU, `cuda:LOCAL_RANK`). Not with `num_proc`: forked workers cannot share a GPU context.
+    `args.mode` `"s3prl"` is the original running estimate over zero-padded batches; `args.device` (e.g. `"cuda"`;
+    under torchrun each rank's own GPU, `cuda:LOCAL_RANK`) computes the log-mels and moments there, not with
+    `num_proc` (forked workers cannot share a GPU context).
     """
-    check_stats_arguments(mode, batch_size, num_proc, max_examples, device)
-    config, feature_extractor = load_byola_front_end(model_name_or_path)
-    if output_dir is not None:  # before the work, not after it
-        check_in_place_update(model_name_or_path, output_dir)
-        check_model_weights(model_name_or_path)
-    source = (dataset_name, dataset_config_name, data_dir, split, audio_column_name)
-    dataset = load_audio_dataset(*source, feature_extractor.sampling_rate, streaming)
-    dataset = select_examples(dataset, max_examples, seed, streaming)
-    if output_dir is not None:  # once the data has loaded, before the work
-        arguments = [dataset_name, dataset_config_name, data_dir, split, audio_column_name, max_examples, seed, mode]
-        claim_stats_output(model_name_or_path, output_dir, arguments, overwrite_output_dir)
+    args = check_stats_arguments(args)
+    config, feature_extractor = load_byola_front_end(args.model_name_or_path)
+    if args.output_dir is not None:  # before the work, not after it
+        check_in_place_update(args.model_name_or_path, args.output_dir)
+        check_model_weights(args.model_name_or_path)
+    source = (args.dataset_name, args.dataset_config_name, args.data_dir, args.split, args.audio_column_name)
+    dataset = load_audio_dataset(*source, feature_extractor.sampling_rate, args.streaming)
+    dataset = select_examples(dataset, args.max_examples, args.seed, args.streaming)
+    if args.output_dir is not None:  # once the data has loaded, before the work
+        claim_stats_output(args)
     with process_group() as (rank, world_size):
         if world_size > 1:
             from datasets.distributed import split_dataset_by_node
 
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-        mean, std, moments = measure(
-            dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device, mode, world_size
-        )
+        mean, std, moments = measure(dataset, feature_extractor, args, world_size)
         if moments.num_frames == 0:
             raise ValueError("No audio was found: the selected examples are empty.")
-        check_measured_statistics(mean, std, dataset_name)
-        sources = {"dataset": dataset_name, "config": dataset_config_name, "data_dir": data_dir, "split": split}
-        arguments = {"audio_column": audio_column_name, "max_examples": max_examples, "seed": seed, "method": mode}
-        result = stats_result(mean, std, moments, config.n_mels, feature_extractor.sampling_rate, sources, arguments)
-        if output_dir is not None and rank == 0:
-            save_stats(model_name_or_path, output_dir, config, feature_extractor, result)
+        check_measured_statistics(mean, std, args.dataset_name)
+        result = stats_result(mean, std, moments, config, feature_extractor.sampling_rate, args)
+        if args.output_dir is not None and rank == 0:
+            save_stats(args.model_name_or_path, args.output_dir, config, feature_extractor, result)
         return result
 
 
@@ -248,50 +288,43 @@ def check_measured_statistics(mean: float, std: float, dataset_name: str) -> Non
 
 
 def measure(
-    dataset,
-    feature_extractor: BYOLAFeatureExtractor,
-    audio_column_name: str,
-    batch_size: int,
-    num_proc: int | None,
-    streaming: bool,
-    device: str | None,
-    mode: str,
-    world_size: int,
+    dataset, feature_extractor: BYOLAFeatureExtractor, args: StatsArguments, world_size: int
 ) -> tuple[float, float, LogMelMoments]:
     """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode. The audio is decoded
     by [`~byola_hf.audio.decode_undecoded_audio`], as extraction and pre-training decode it: the same samples, and
     an unreadable or truncated file is an error naming it."""
     datasets = require_extra("datasets", "stats")
-    dataset = dataset.cast_column(audio_column_name, datasets.Audio(decode=False))
-    if mode == "exact":
+    column = args.audio_column_name
+    dataset = dataset.cast_column(column, datasets.Audio(decode=False))
+    if args.mode == "exact":
+        device = device_for_rank(args.device)
         moments = compute_moments(
-            dataset, feature_extractor, audio_column_name, batch_size, num_proc, streaming, device_for_rank(device)
+            dataset, feature_extractor, column, args.batch_size, args.num_proc, args.streaming, device
         )
         moments = gather_and_merge(moments) if world_size > 1 else moments
         return moments.mean, moments.std, moments
     if world_size > 1:
         raise ValueError("--mode s3prl reproduces a single-process running estimate; run it without torchrun.")
-    estimate, moments = s3prl_estimate(dataset, feature_extractor, audio_column_name, batch_size)
+    estimate, moments = s3prl_estimate(dataset, feature_extractor, column, args.batch_size)
     return estimate.mean, estimate.std, moments
 
 
 def stats_result(
-    mean: float,
-    std: float,
-    moments: LogMelMoments,
-    n_mels: int,
-    sampling_rate: int,
-    sources: dict[str, Any],
-    arguments: dict[str, Any],
+    mean: float, std: float, moments: LogMelMoments, config: BYOLAConfig, sampling_rate: int, args: StatsArguments
 ) -> StatsResult:
     """The result and its provenance (what `config.stats_provenance` records)."""
     provenance = {
-        **sources,
-        **arguments,
-        "seed": arguments["seed"] if arguments["max_examples"] is not None else None,
+        "dataset": args.dataset_name,
+        "config": args.dataset_config_name,
+        "data_dir": args.data_dir,
+        "split": args.split,
+        "audio_column": args.audio_column_name,
+        "max_examples": args.max_examples,
+        "seed": args.seed if args.max_examples is not None else None,
+        "method": args.mode,
         "num_examples": moments.num_examples,
         "num_frames": moments.num_frames,
-        "num_values": moments.num_frames * n_mels,
+        "num_values": moments.num_frames * config.n_mels,
     }
     seconds = moments.num_samples / sampling_rate
     return StatsResult(
@@ -338,12 +371,18 @@ def check_model_weights(model_name_or_path: str) -> None:
         raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
 
 
+def in_place(model_name_or_path: str, output_dir: str) -> bool:
+    """Whether `output_dir` is the model folder itself (the statistics are then saved into it)."""
+    model_dir = Path(model_name_or_path)
+    return model_dir.is_dir() and model_dir.resolve() == Path(output_dir).resolve()
+
+
 def check_in_place_update(model_name_or_path: str, output_dir: str) -> None:
     """Refuse to save into the model folder itself unless a byola_hf command's marker lists the files that rewrites
     ([`IN_PLACE_FILES`]): a folder the user saved or edited (their own `README.md`) is never overwritten."""
-    model_dir = Path(model_name_or_path)
-    if not model_dir.is_dir() or model_dir.resolve() != Path(output_dir).resolve():
+    if not in_place(model_name_or_path, output_dir):
         return
+    model_dir = Path(model_name_or_path)
     listed = (read_marker(model_dir) or {}).get("outputs", [])
     foreign = [name for name in IN_PLACE_FILES if not any(fnmatch(name, pattern) for pattern in listed)]
     if foreign:
@@ -361,16 +400,19 @@ def model_files(folder: Path) -> list[Path]:
     return sorted({path for pattern in MODEL_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()})
 
 
-def claim_stats_output(model_name_or_path: str, output_dir: str, arguments: list, overwrite: bool) -> None:
-    """Make `output_dir` this command's (unless it is the model folder, updated in place), on rank 0 only."""
-    in_place = Path(model_name_or_path).is_dir() and Path(model_name_or_path).resolve() == Path(output_dir).resolve()
-    if in_place or not is_main_process():
+def run_record(args: StatsArguments) -> dict[str, Any]:
+    """What a run saved into an `--output_dir` of its own is made of: every argument but [`MAY_CHANGE`]."""
+    return {"arguments": recorded_arguments(args, may_change=MAY_CHANGE)}
+
+
+def claim_stats_output(args: StatsArguments) -> None:
+    """Make `args.output_dir` this command's (unless it is the model folder, updated in place), on rank 0 only."""
+    if in_place(args.model_name_or_path, args.output_dir) or not is_main_process():
         return
-    run_fingerprint = fingerprint(model=model_name_or_path, arguments=arguments)
     written = {"config.json", "preprocessor_config.json", "model.safetensors", "README.md"}
-    if Path(model_name_or_path).is_dir():  # the model folder's own files are copied
-        written |= {path.name for path in model_files(Path(model_name_or_path))}
-    claim_output_dir(output_dir, COMMAND, run_fingerprint, sorted(written), overwrite)
+    if Path(args.model_name_or_path).is_dir():  # the model folder's own files are copied
+        written |= {path.name for path in model_files(Path(args.model_name_or_path))}
+    claim_output_dir(args.output_dir, COMMAND, run_record(args), sorted(written), args.overwrite_output_dir)
 
 
 def save_stats(
@@ -384,10 +426,10 @@ def save_stats(
     config.mean, config.std = result.mean, result.std
     config.stats_provenance = result.provenance
     source, target = Path(model_name_or_path), Path(output_dir)
-    in_place = source.is_dir() and source.resolve() == target.resolve()
+    into_model = in_place(model_name_or_path, output_dir)
 
     def save(folder: Path) -> None:
-        if source.is_dir() and not in_place:
+        if source.is_dir() and not into_model:
             for path in model_files(source):
                 shutil.copy2(path, folder / path.name)
         elif not source.is_dir():  # a Hub id: load the weights and save them
