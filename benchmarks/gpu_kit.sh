@@ -83,12 +83,17 @@ torch.version.cuda, 'transformers', transformers.__version__)"; } >>"$OUT/run.lo
       --repeats 1 --json "$OUT/models.json"
     step pretrain 60 "$python" benchmarks/benchmark_pretrain.py --device "$device" --batch 8 --repeats 1 \
       --json "$OUT/pretrain.json"
+    step finetune 60 "$python" benchmarks/benchmark_finetune.py --device "$device" --batch 4 --repeats 1 \
+      --json "$OUT/finetune.json"
   else
-    step models 160 "$python" benchmarks/benchmark.py --device "$device" --bf16 --memory --json "$OUT/models.json"
+    step models 140 "$python" benchmarks/benchmark.py --device "$device" --bf16 --memory --json "$OUT/models.json"
     step pretrain 100 "$python" benchmarks/benchmark_pretrain.py --device "$device" --batch 256 --memory \
       --json "$OUT/pretrain.json"
     step pretrain_bf16 80 "$python" benchmarks/benchmark_pretrain.py --device "$device" --batch 256 --bf16 \
       --json "$OUT/pretrain_bf16.json"
+    # byola-finetune's step against EVAR's loop at EVAR's batch (issue 35's GPU figure).
+    step finetune 40 "$python" benchmarks/benchmark_finetune.py --device "$device" --batch 256 \
+      --json "$OUT/finetune.json"
   fi
   local extract_dir superb_dir sampler=""
   extract_dir=$(workdir extract)
@@ -97,7 +102,7 @@ torch.version.cuda, 'transformers', transformers.__version__)"; } >>"$OUT/run.lo
     sampler=$!
   fi
   # 360 clips of 10 s: the hour of audio the issue asks byola-extract to keep the GPU busy on.
-  step extract 100 "$python" benchmarks/benchmark_extract.py --device "$device" --workdir "$extract_dir" \
+  step extract 80 "$python" benchmarks/benchmark_extract.py --device "$device" --workdir "$extract_dir" \
     $([ -n "$quick" ] && echo "--clips 4 --seconds 2" || echo "--clips 360 --seconds 10")
   if [ -n "$sampler" ]; then
     kill "$sampler"

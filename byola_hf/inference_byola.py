@@ -270,7 +270,7 @@ def first_block(
         variance = ((weight @ moments[1]) * weight).sum(-1)
         update_running_statistics(norm, mean, variance, count)
     inverse_std = torch.rsqrt(variance + norm.eps)
-    return FirstBlockFunction.apply(views, conv.weight, conv.bias, norm.weight, norm.bias, *moments, inverse_std)
+    return FirstBlockFunction.apply(views, conv.weight, conv.bias, norm.weight, norm.bias, (*moments, inverse_std))
 
 
 def patch_moments(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +300,7 @@ def update_running_statistics(norm: nn.BatchNorm2d, mean: torch.Tensor, variance
 
 class FirstBlockFunction(torch.autograd.Function):
     """
-    Forward: `(views, conv weight, conv bias, gamma, beta, patch mean, patch covariance, 1 / sigma)` -> the pooled
+    Forward: `(views, conv weight, conv bias, gamma, beta, (patch mean, patch covariance, 1 / sigma))` -> the pooled
     BatchNorm output `(batch, channels, mel // 2, time // 2)`. BatchNorm folds into the conv: with `sigma` the
     batch std of a channel, `x_hat = w_hat . p + b_hat` the normalised output of patch `p` (`w_hat = w / sigma`,
     `b_hat = -w_hat . mean`: the conv bias cancels), the output is `gamma * x_hat + beta`, and each pooling window
@@ -313,7 +313,10 @@ class FirstBlockFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, views, weight, bias, gamma, beta, patch_mean, patch_covariance, inverse_std):
+    def forward(ctx, views, weight, bias, gamma, beta, statistics):
+        # The batch's statistics (computed without gradients) come as one tuple: autograd passes it through and
+        # gives it no gradient, as it gave each of them none.
+        patch_mean, patch_covariance, inverse_std = statistics
         weight64 = weight.double().reshape(weight.shape[0], 9)
         weight_hat = weight64 * inverse_std[:, None]
         bias_hat = -(weight_hat @ patch_mean)
@@ -342,7 +345,7 @@ class FirstBlockFunction(torch.autograd.Function):
             winner_patches - beta64[:, None] * patch_mean - grad_gamma[:, None] * covariance_weight
         )
         grad_weight = grad_weight.to(grad.dtype).reshape(-1, 1, 3, 3)
-        return None, grad_weight, torch.zeros_like(gamma), grad_gamma.to(grad.dtype), grad_beta, None, None, None
+        return None, grad_weight, torch.zeros_like(gamma), grad_gamma.to(grad.dtype), grad_beta, None
 
 
 def window_taps(views: torch.Tensor, channels: int):

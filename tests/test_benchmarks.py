@@ -26,6 +26,7 @@ pytestmark = slow
         "benchmark_extract",
         "benchmark_superb_features",
         "benchmark_pretrain",
+        "benchmark_finetune",
         "pretraining_quality",
         "gpu_parity",
     ],
@@ -93,6 +94,22 @@ def test_pretrain_benchmark_runs_both_steps(tmp_path):
     row = json.loads(report.read_text())
     assert row["speedup"] > 0 and row["ours_clips_per_second"] > 0 and row["original_clips_per_second"] > 0
     assert "goal" not in row
+
+
+def test_finetune_benchmark_runs_both_steps(tmp_path):
+    """`benchmark_finetune.py` on a small network: ours and EVAR's loop both train a step and the row has a ratio."""
+    import json
+
+    report = tmp_path / "finetune.json"
+    arguments = ["--feature_d", "64", "--batch", "4", "--repeats", "1", "--json", str(report)]
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "benchmark_finetune.py"), *arguments],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(report.read_text())
+    assert row["speedup"] > 0 and row["ours_clips_per_second"] > 0 and row["evar_clips_per_second"] > 0
 
 
 def test_gpu_parity_reports_both_tf32_settings_within_the_goal():
