@@ -20,7 +20,6 @@ classifier seed on one network is noisy (a few points): `--random_inits N` evalu
 """
 
 import argparse
-import fcntl
 import json
 import random
 import shutil
@@ -28,13 +27,15 @@ import subprocess
 import sys
 from multiprocessing import Pool
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import soundfile as sf
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root has byola_hf/
+
+from byola_hf.tools.outputs import claim_output_dir, remove_path, write_json_atomic  # noqa: E402
+
 
 RATE = 16000
 KEYWORDS = "yes no up down left right on off stop go zero one two three four five six seven eight nine".split()
@@ -98,35 +99,26 @@ def make_clip(job: tuple) -> None:
     sf.write(path, 0.5 * clip / np.abs(clip).max(), RATE)
 
 
-# Written into the workdir before its data and locked while it is made, removed after data.json: a run killed while
-# making the data leaves it unlocked, and a re-run then knows the unfinished folders are its own to make again.
-UNFINISHED = ".making_data"
-OWN_FILES = {"task", "corpus", "data.json.tmp", UNFINISHED}
+COMMAND = "pretraining_quality"
+# What this script writes in --workdir: the data (data.json, written last, says it is complete) and byola-pretrain's
+# run folders (each also claimed by byola-pretrain itself).
+OUTPUTS = ("task", "corpus", "data.json", "pretrain_*")
 
 
-def claim_workdir(workdir: Path, recipe: dict) -> IO | None:
-    """`None` when `workdir` holds data made by `recipe` (reused); otherwise the locked marker of the data this run
-    makes, after removing a killed run's unfinished data. Refused: another recipe's data, a folder holding files of
-    its own, a run still making data there."""
-    if (workdir / "data.json").exists():
-        made = json.loads((workdir / "data.json").read_text())
-        if made != recipe:
-            sys.exit(f"pretraining_quality: {workdir} holds data made as {made}, not {recipe}; give a new --workdir.")
-        (workdir / UNFINISHED).unlink(missing_ok=True)  # a kill after data.json was written leaves it
-        return None
-    names = {path.name for path in workdir.iterdir()} if workdir.exists() else set()
-    if names and (UNFINISHED not in names or not names <= OWN_FILES):
-        sys.exit(f"pretraining_quality: {workdir} holds other files; give a new or empty --workdir.")
-    workdir.mkdir(parents=True, exist_ok=True)
-    marker = open(workdir / UNFINISHED, "a")
+def claim_workdir(workdir: Path, recipe: dict) -> bool:
+    """Claim `workdir` for the data of `recipe` as every command claims its folder
+    ([`~byola_hf.tools.outputs.claim_output_dir`]); `True` when the data there is complete (reused). A killed run's
+    unfinished data is removed to be made again; another recipe's data, or a folder holding files of its own, is
+    refused in one line."""
     try:
-        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"pretraining_quality: another run is making the data in {workdir}; wait for it to finish.")
+        claim_output_dir(workdir, COMMAND, {"data": recipe}, OUTPUTS, overwrite=None)
+    except ValueError as error:
+        sys.exit(f"pretraining_quality: {error}".replace("--output_dir", "--workdir"))
+    if (workdir / "data.json").exists():
+        return True
     for name in ("task", "corpus"):
-        shutil.rmtree(workdir / name, ignore_errors=True)
-    (workdir / "data.json.tmp").unlink(missing_ok=True)
-    return marker
+        remove_path(workdir / name)
+    return False
 
 
 def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
@@ -140,8 +132,7 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
         if not any(BACKGROUND_DIR.rglob("*.wav")):
             package = "asterisk-core-sounds-en-wav"
             sys.exit(f"pretraining_quality: no recordings in {BACKGROUND_DIR} (apt-get install {package}).")
-    marker = claim_workdir(workdir, recipe)
-    if marker is None:
+    if claim_workdir(workdir, recipe):
         return task, corpus
     backgrounds = sorted(BACKGROUND_DIR.rglob("*.wav"))
     train_variants, test_variants = voice_variants()
@@ -159,11 +150,7 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
         pool.map(make_clip, jobs, chunksize=16)
     for path in (task / "train").rglob("*.wav"):  # the task's training clips join the corpus, unlabelled
         shutil.copy(path, corpus / f"task_{path.parent.name}_{path.name}")
-    staged = workdir / "data.json.tmp"
-    staged.write_text(json.dumps(recipe))
-    staged.replace(workdir / "data.json")
-    (workdir / UNFINISHED).unlink()
-    marker.close()
+    write_json_atomic(workdir / "data.json", recipe)
     return task, corpus
 
 

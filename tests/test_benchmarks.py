@@ -1,6 +1,5 @@
 """The benchmark scripts run as files from a checkout, as their docstrings say."""
 
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -190,8 +189,11 @@ def load_pretraining_quality(monkeypatch):
 
 
 def test_pretraining_quality_remakes_its_own_unfinished_data_and_refuses_other_folders(tmp_path, monkeypatch):
-    """pretraining_quality.py's data: a run killed while making it leaves unfinished task/ and corpus/ folders that a
-    re-run makes again; data of another recipe, or a folder with files of its own, is refused and left as it is."""
+    """pretraining_quality.py claims its --workdir as every command claims its folder: a run killed while making the
+    data leaves unfinished task/ and corpus/ folders that a re-run makes again; data of another recipe, or a folder
+    with files of its own, is refused in one line and left as it is."""
+    from byola_hf.tools.outputs import MARKER
+
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed") if not IN_CI else pytest.fail("espeak-ng is missing in CI")
     quality = load_pretraining_quality(monkeypatch)
@@ -199,35 +201,34 @@ def test_pretraining_quality_remakes_its_own_unfinished_data_and_refuses_other_f
     monkeypatch.setattr(quality, "CLIPS_PER_WORD", {"train": 2, "test": 1})
     monkeypatch.setattr(quality, "BACKGROUND_DIR", Path("/usr/share/sounds/alsa"))  # real recordings, from setup.sh
     workdir = tmp_path / "work"
-    (workdir / "task" / "train" / "yes").mkdir(parents=True)  # what a kill during the synthesis leaves
-    (workdir / "task" / "train" / "yes" / "yes_0.wav").write_bytes(b"RIFF")
-    (workdir / quality.UNFINISHED).touch()
+    real_pool = quality.Pool
+
+    class KilledWhileMaking(Exception):
+        pass
+
+    def killed_pool(*args, **kwargs):  # the claim is made, then the run dies while synthesising
+        (workdir / "task" / "train" / "yes").mkdir(parents=True)
+        (workdir / "task" / "train" / "yes" / "yes_0.wav").write_bytes(b"RIFF")
+        raise KilledWhileMaking
+
+    monkeypatch.setattr(quality, "Pool", killed_pool)
+    with pytest.raises(KilledWhileMaking):
+        quality.make_data(workdir, corpus_clips=3)
+    monkeypatch.setattr(quality, "Pool", real_pool)
     task, corpus = quality.make_data(workdir, corpus_clips=3)
-    assert sorted(path.name for path in workdir.iterdir()) == ["corpus", "data.json", "task"]
+    assert sorted(path.name for path in workdir.iterdir()) == [MARKER, "corpus", "data.json", "task"]
     assert len(list(task.rglob("*.wav"))) == 6 and len(list(corpus.glob("*.wav"))) == 3 + 4
     assert soundfile.info(task / "train" / "yes" / "yes_0.wav").frames == quality.RATE
     assert quality.make_data(workdir, corpus_clips=3) == (task, corpus)  # reused
-    with pytest.raises(SystemExit, match="holds data made as"):
+    with pytest.raises(SystemExit, match=r"it differs in data\.corpus"):
         quality.make_data(workdir, corpus_clips=5)
-    (workdir / quality.UNFINISHED).touch()  # a kill after data.json was written: the marker is cleared
-    quality.make_data(workdir, corpus_clips=3)
-    assert not (workdir / quality.UNFINISHED).exists()
-    # Not its own: a folder with other files, even beside a killed run's data, is left as it is.
+    # Not its own: a folder with other files is left as it is.
     foreign = tmp_path / "foreign"
     (foreign / "task").mkdir(parents=True)
-    (foreign / quality.UNFINISHED).touch()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="holds other files"):
+    with pytest.raises(SystemExit, match="did not write"):
         quality.make_data(foreign, corpus_clips=3)
-    assert sorted(path.name for path in foreign.iterdir()) == [quality.UNFINISHED, "notes.txt", "task"]
-    # A run still making data there (its marker locked) is not disturbed.
-    busy = tmp_path / "busy"
-    (busy / "corpus").mkdir(parents=True)
-    with open(busy / quality.UNFINISHED, "a") as marker:
-        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(SystemExit, match="another run is making the data"):
-            quality.make_data(busy, corpus_clips=3)
-    assert (busy / "corpus").is_dir()
+    assert sorted(path.name for path in foreign.iterdir()) == ["notes.txt", "task"]
 
 
 @pytest.mark.parametrize(
