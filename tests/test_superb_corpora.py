@@ -509,3 +509,24 @@ def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_p
     changed[index] = copy.copy(parsed[index])
     setattr(changed[index], name, f"another {name}")
     assert (run_record(*changed, SUPERB_TASKS["ks"], BYOLAConfig()) != record) == (name not in MAY_CHANGE_ON_RESUME)
+
+
+FOLDER = ["--task", "ks", "--dataset_name", "audiofolder"]
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--superb_corpus", "fluent_commands", "--split_file", "s"], "--split_file is read by --superb_corpus vox"),
+        (["--superb_corpus", "speech_commands", "--fold", "3"], "--fold is read by --superb_corpus iemocap only"),
+        ([*FOLDER, "--lexicon", "a.txt"], "--lexicon is read by --superb_corpus libriphone only"),
+        ([*FOLDER, "--test_dir", "t"], "--test_dir is read by --superb_corpus speech_commands only"),
+        ([*FOLDER, "--ctc_head", "bilstm"], "--ctc_head is for the CTC tasks (pr, asr), not ks"),
+    ],
+)  # fmt: skip
+def test_a_flag_the_run_would_not_read_is_one_line(flags, expected, corpora, random2048_dir, tmp_path, capsys):
+    """A corpus's file flag without that corpus, or a CTC flag on another task, was silently ignored."""
+    arguments = [*flags, "--data_dir", str(corpora["fluent_commands"]), "--model_name_or_path", str(random2048_dir)]
+    code, stderr = run_superb(capsys, *arguments, "--output_dir", str(tmp_path / "out"))
+    assert expected in one_line_error(code, stderr)
+    assert not (tmp_path / "out").exists()

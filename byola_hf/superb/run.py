@@ -44,9 +44,9 @@ from ..tools.cli import (
 from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import atomic_path, claim_output_dir, last_complete_checkpoint, recorded_arguments
-from .corpora import CORPORA, Corpus, load_corpus
+from .corpora import CORPORA, Corpus, check_corpus_flags, load_corpus
 from .metrics import metric_path
-from .recipes import RECIPES, TaskRecipe, recipe_for
+from .recipes import RECIPES, CTCRecipe, TaskRecipe, recipe_for
 from .tasks import SUPERB_TASKS, SuperbTask
 
 
@@ -426,6 +426,8 @@ def run(
     check_trainer_world_size(training_args)
     check_training_length_and_values(training_args)
     task = choose_task(data_args)
+    if model_args.ctc_head is not None and RECIPES[task.head] is not CTCRecipe:
+        raise ValueError(f"--ctc_head is for the CTC tasks (pr, asr), not {task.name}: drop it.")
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
     push = trainer_push_arguments(training_args, data_args.public)  # before any work; Trainer's pushes off
     use_task_learning_rate(task, training_args, given)
@@ -523,7 +525,8 @@ def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, featur
 
 
 def choose_task(data_args: DataTrainingArguments) -> SuperbTask:
-    """`--task`, or the task of `--superb_corpus`; the two must agree."""
+    """`--task`, or the task of `--superb_corpus`; the two must agree (and no other corpus's flags are given)."""
+    check_corpus_flags(data_args)
     corpus_task = CORPORA[data_args.superb_corpus].task if data_args.superb_corpus else None
     if data_args.task is None and corpus_task is None:
         raise ValueError("Pass --task (one of " + ", ".join(SUPERB_TASKS) + ") or --superb_corpus.")

@@ -15,6 +15,7 @@ reader's version, its arguments, every listed file's path, size and modification
 corpus gets a new folder, so `datasets`' own fingerprints (and the cached log-mels) follow the data.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,21 +32,34 @@ READER_VERSION = 1  # bump when a reader's output changes, so older caches are n
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """A corpus: its SUPERB task, its label columns, and the longest training clip in samples (s3prl's crop)."""
+    """A corpus: its SUPERB task, its label columns, the longest training clip in samples (s3prl's crop), and the
+    flags of `byola-run-superb` that only its reader reads."""
 
     task: str
     columns: tuple[str, ...]
     train_max_samples: int | None = None
+    flags: tuple[str, ...] = ()
 
 
 CORPORA = {
-    "voxceleb1": CorpusSpec("sid", ("label",), train_max_samples=128000),
-    "libriphone": CorpusSpec("pr", ("phonemes",)),
-    "speech_commands": CorpusSpec("ks", ("label",)),
+    "voxceleb1": CorpusSpec("sid", ("label",), train_max_samples=128000, flags=("split_file",)),
+    "libriphone": CorpusSpec("pr", ("phonemes",), flags=("lexicon", "vocab_file")),
+    "speech_commands": CorpusSpec("ks", ("label",), flags=("test_dir",)),
     "fluent_commands": CorpusSpec("ic", ("action", "object", "location")),
-    "iemocap": CorpusSpec("er", ("label",)),
+    "iemocap": CorpusSpec("er", ("label",), flags=("fold",)),
     "librimix": CorpusSpec("sd", ("activity",)),
 }
+
+
+def check_corpus_flags(data_args) -> None:
+    """Refuse a corpus file flag (`--split_file`, `--lexicon`, ...) given without the `--superb_corpus` whose reader
+    reads it: it would be ignored."""
+    defaults = {field.name: field.default for field in dataclasses.fields(data_args)}
+    for name, spec in CORPORA.items():
+        for flag in spec.flags:
+            value = getattr(data_args, flag)
+            if data_args.superb_corpus != name and value not in (defaults[flag], [], None):
+                raise ValueError(f"--{flag} is read by --superb_corpus {name} only, which this run is not: drop it.")
 
 
 @dataclass
