@@ -32,6 +32,7 @@ from ..tools.cli import (
     require_extras,
     run_command,
     run_training,
+    user_errors,
 )
 from ..tools.data import draw_rows, is_audio_file_source, load_byola_front_end, load_source, source_fingerprint
 from ..tools.distributed import check_trainer_world_size, is_main_process
@@ -523,8 +524,11 @@ def parse_command_line(argv: list[str]) -> tuple:
     dashes or abbreviated, and an added flag would override it."""
     parser = build_parser()
     model_args, data_args, _ = parse_arguments(parser, argv)
-    # Reads --init_from's config: a mistake there is one line.
-    parser.set_defaults(**run_command(COMMAND, pretraining_defaults, model_args, data_args))
+    # Reads --init_from's config: a mistake there is one line. Not through run_command, whose teardown destroyed the
+    # process group the first parse joined under torchrun: the second parse then joined it again under the same keys
+    # of torchrun's store, and a rank that read the other's old gloo address hung or lost the other (issue 34).
+    with user_errors(COMMAND):
+        parser.set_defaults(**pretraining_defaults(model_args, data_args))
     return parse_arguments(parser, argv)
 
 
