@@ -692,6 +692,24 @@ def test_two_ranks_resumed_inside_an_epoch_give_the_same_weights(audio_folder, t
         torch.testing.assert_close(outputs[1][key], value, rtol=0, atol=0, msg=key)
 
 
+def test_parsing_the_command_line_keeps_the_process_group(tmp_path):
+    """Under torchrun the first of parse_command_line's two parses joins the process group (TrainingArguments' device
+    set-up). Choosing the defaults between the parses destroyed that group, and the second parse joined a new one
+    under the same keys of torchrun's store, where a rank could read the other's old gloo address: the launch then
+    hung, was refused ("connectFullMesh failed ... Connection refused") or lost its connection later ("Connection
+    reset by peer"), about one launch in twelve. The group (here a real one-process gloo group) must survive."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        group = dist.group.WORLD
+        parse_command_line(pretrain_args(tmp_path, tmp_path / "out", "--use_cpu"))
+        assert dist.is_initialized() and dist.group.WORLD is group
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_a_launch_trainer_would_not_distribute_is_refused(monkeypatch):
     """Under torchrun on a machine without a GPU, Trainer runs each process alone unless --use_cpu is given: two
     separate runs into one folder. The commands refuse that launch instead."""

@@ -16,7 +16,7 @@ from typing import Any
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_byola import VARIANT_PRETRAINING
-from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
+from ..tools.cli import make_parser, parse_arguments, require_extras, run_command, user_errors
 from ..tools.data import load_byola_front_end
 from ..tools.distributed import is_main_process
 from .run import COMMAND, new_network_variant, pretrain
@@ -142,8 +142,11 @@ def parse_command_line(argv: list[str]) -> tuple:
     dashes or abbreviated, and an added flag would override it."""
     parser = build_parser()
     model_args, data_args, _ = parse_arguments(parser, argv)
-    # Reads --init_from's config: a mistake there is one line.
-    parser.set_defaults(**run_command(COMMAND, pretraining_defaults, model_args, data_args))
+    # Reads --init_from's config: a mistake there is one line. Not through run_command, whose teardown destroyed the
+    # process group the first parse joined under torchrun: the second parse then joined it again under the same keys
+    # of torchrun's store, and a rank that read the other's old gloo address hung or lost the other (issue 34).
+    with user_errors(COMMAND):
+        parser.set_defaults(**pretraining_defaults(model_args, data_args))
     return parse_arguments(parser, argv)
 
 

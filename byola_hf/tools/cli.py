@@ -15,7 +15,8 @@ import math
 import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -189,13 +190,12 @@ def parse_arguments(parser: HfArgumentParser, argv: list[str] | None) -> tuple:
         fail(parser.prog, f"{' '.join(str(error).split())} (see {parser.prog} --help)")
 
 
-def run_command(command: str, run: Callable[..., Any], *arguments: Any) -> Any:
-    """
-    `run(*arguments)`, with expected failures as one line and exit code 2 (see the module doc), Ctrl-C as one line
-    and exit code 130, and a torchrun process group that `run` (or Trainer) created torn down on the way out.
-    """
+@contextmanager
+def user_errors(command: str) -> Iterator[None]:
+    """Expected failures inside as one line and exit code 2 (see the module doc), Ctrl-C as one line and exit code
+    130. For work before the command's `run`, such as choosing defaults between two parses of the command line."""
     try:
-        return run(*arguments)
+        yield
     except KeyboardInterrupt:
         print(f"{command}: interrupted; re-run the same command to resume where it can.", file=sys.stderr)
         sys.exit(130)
@@ -204,6 +204,18 @@ def run_command(command: str, run: Callable[..., Any], *arguments: Any) -> Any:
         if message is None:
             raise
         fail(command, message)
+
+
+def run_command(command: str, run: Callable[..., Any], *arguments: Any) -> Any:
+    """
+    `run(*arguments)` under [`user_errors`], with the torchrun process group torn down on the way out: the
+    command's end, so call it once, after the command line is parsed. A group destroyed and joined again within
+    one launch is joined under the same keys of torchrun's store, where a rank can read the other's old gloo
+    address.
+    """
+    try:
+        with user_errors(command):
+            return run(*arguments)
     finally:
         import torch
 
