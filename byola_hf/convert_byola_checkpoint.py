@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import HfArgumentParser
 
 from .configuration_byola import BYOLAConfig, check_statistics
 from .feature_extraction_byola import BYOLAFeatureExtractor
@@ -13,7 +14,7 @@ from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_ca
 from .modeling_byola import BYOLAModel
 from .reference_network import num_conv_blocks, original_forward
 from .tools.cli import make_parser, parse_arguments, run_command
-from .tools.outputs import claim_output_dir, fingerprint, save_into
+from .tools.outputs import claim_output_dir, recorded_arguments, save_into
 
 
 COMMAND = "byola-convert"
@@ -322,7 +323,7 @@ class ConvertArguments:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> HfArgumentParser:
     parser = make_parser(
         COMMAND,
         (ConvertArguments, PushArguments),
@@ -335,8 +336,18 @@ def main(argv: list[str] | None = None) -> None:
         "AudioNTT2022-BYOLA-64x96d2048.pth (v2)",
     )
     parser.add_argument("output_dir", help="New or empty folder for model.safetensors, config.json and the rest")
-    args, push, paths = parse_arguments(parser, argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, push, paths = parse_arguments(build_parser(), argv)
     run_command(COMMAND, run, args, push, paths.checkpoint, paths.output_dir)
+
+
+def run_record(args: ConvertArguments, checkpoint: str) -> dict:
+    """What makes a conversion: the checkpoint's path and every flag of `args` but the shared may-change list
+    ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]; the Hub's flags act after the conversion)."""
+    return {"checkpoint": str(Path(checkpoint).resolve()), "arguments": recorded_arguments(args)}
 
 
 def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir: str) -> None:
@@ -349,11 +360,11 @@ def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir
         except ValueError as error:
             raise ValueError(f"{error} (--mean {args.mean} --std {args.std})") from None
     check_push_arguments(push)
-    run_fingerprint = fingerprint(checkpoint=str(Path(checkpoint).resolve()), mean=args.mean, std=args.std)
+    record = run_record(args, checkpoint)
     model, feature_extractor, check = convert_byola_checkpoint(
         checkpoint, None, mean=args.mean, std=args.std, verify=not args.no_verify
     )
-    claim_output_dir(output_dir, COMMAND, run_fingerprint, CONVERTED_FILES, args.overwrite_output_dir)
+    claim_output_dir(output_dir, COMMAND, record, CONVERTED_FILES, args.overwrite_output_dir)
     save_converted(model, feature_extractor, output_dir)
     config = model.config
     print(

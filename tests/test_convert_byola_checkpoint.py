@@ -13,11 +13,17 @@ import torch
 from transformers import AutoModel
 
 from byola_hf import BYOLAConfig, BYOLAModel
-from byola_hf.convert_byola_checkpoint import convert_byola_checkpoint, load_original_state_dict
+from byola_hf.convert_byola_checkpoint import build_parser, convert_byola_checkpoint, load_original_state_dict
 from byola_hf.convert_byola_checkpoint import main as convert_main
 from byola_hf.stats.cli import main as stats_main
 
-from conftest import assert_one_line, console_script, run_main
+from conftest import (
+    assert_one_line,
+    assert_rerun_refused_unless_it_may_change,
+    console_script,
+    every_flag,
+    run_main,
+)
 
 
 def mounted_tmpfs(mount_point: Path, options: str):
@@ -288,3 +294,19 @@ def test_refusing_pickled_code_gives_no_advice_to_run_it(tmp_path, capsys):
     code, stderr = run_main(convert_main, [pickled, tmp_path / "out"], capsys)
     assert_one_line(code, stderr, "byola-convert", "pickles code, which is refused", "Unsupported global")
     assert "weights_only" not in stderr and "pickled code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("index, name", every_flag(build_parser()))
+def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, name, tmp_path):
+    """byola-convert's record holds the checkpoint and every flag of its dataclass but the shared may-change list;
+    the Hub's flags (outside the record) are all on that list."""
+    from byola_hf.convert_byola_checkpoint import run_record
+    from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
+
+    arguments = build_parser().parse_args_into_dataclasses(args=["model.pth", str(tmp_path / "out")])
+    if index == 1:  # PushArguments: what happens after the conversion, never in its outputs
+        assert name in MAY_CHANGE_ON_RESUME
+        return
+    assert_rerun_refused_unless_it_may_change(
+        lambda args: run_record(args, "model.pth"), arguments[0], name, MAY_CHANGE_ON_RESUME, tmp_path
+    )

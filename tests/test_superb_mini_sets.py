@@ -2,6 +2,7 @@
 never overwrite what they did not write."""
 
 import datasets
+import pytest
 import soundfile as sf
 
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
@@ -10,6 +11,7 @@ from byola_hf.superb.mini_sets import (
     TEST_VOICES,
     TRAIN_VOICES,
     VALIDATION_VOICES,
+    build_parser,
     make_ic,
     make_ks,
     make_pr,
@@ -18,7 +20,7 @@ from byola_hf.superb.mini_sets import (
     phonemes,
 )
 
-from conftest import assert_one_line, run_main
+from conftest import assert_one_line, assert_rerun_refused_unless_it_may_change, every_flag, run_main
 
 
 def test_voices_are_held_out():
@@ -109,3 +111,19 @@ def test_mini_sets_never_overwrite_what_they_did_not_write(tmp_path, capsys):
     code, stderr = run_main(mini_main, arguments, capsys)
     assert_one_line(code, stderr, "byola-make-mini-superb", "--sampling_rate must be a rate in Hz")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("index, name", every_flag(build_parser()))
+def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, name, tmp_path):
+    """byola-make-mini-superb's record holds every flag but the shared may-change list and which sets it builds
+    (each in a subfolder of its own): another --seed or --sampling_rate into the same folder is refused."""
+    from byola_hf.superb.mini_sets import MAY_CHANGE, MiniSetArguments, run_record
+    from byola_hf.tools.outputs import MAY_CHANGE_ON_RESUME
+
+    (arguments,) = build_parser().parse_args_into_dataclasses(args=["--output_dir", str(tmp_path / "out")])
+    assert isinstance(arguments, MiniSetArguments) and MAY_CHANGE - MAY_CHANGE_ON_RESUME == {
+        "task",
+        "layout",
+        "corpus",
+    }
+    assert_rerun_refused_unless_it_may_change(run_record, arguments, name, MAY_CHANGE, tmp_path)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from transformers import HfArgumentParser
 
 from ..tools.cli import make_parser, parse_arguments, run_command
-from ..tools.outputs import claim_output_dir, fingerprint
+from ..tools.outputs import MAY_CHANGE_ON_RESUME, claim_output_dir, recorded_arguments
 from .corpora.readers import KS_CLASSES, speech_commands_split
 
 
@@ -498,12 +499,25 @@ class MiniSetArguments:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = make_parser(
+def build_parser() -> HfArgumentParser:
+    return make_parser(
         COMMAND, (MiniSetArguments,), description="Build mini-SUPERB speech sets with espeak-ng (audiofolder layout)."
     )
-    (args,) = parse_arguments(parser, argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    (args,) = parse_arguments(build_parser(), argv)
     run_command(COMMAND, build_mini_sets, args)
+
+
+# Which sets a run builds may differ between runs into one folder: each set goes to a subfolder of its own and is
+# the same whichever others are built. Every other flag (the seed, the rate) is in the folder's record.
+MAY_CHANGE = MAY_CHANGE_ON_RESUME | {"task", "layout", "corpus"}
+
+
+def run_record(args: MiniSetArguments) -> dict:
+    """The folder's record: every flag but [`MAY_CHANGE`]."""
+    return {"arguments": recorded_arguments(args, may_change=MAY_CHANGE)}
 
 
 def build_mini_sets(args: MiniSetArguments) -> None:
@@ -512,9 +526,8 @@ def build_mini_sets(args: MiniSetArguments) -> None:
     if args.sampling_rate < 0:
         raise ValueError(f"--sampling_rate must be a rate in Hz (0: espeak-ng's own 22050), got {args.sampling_rate}.")
     require_espeak()
-    run_fingerprint = fingerprint(seed=args.seed, sampling_rate=args.sampling_rate)
     names = [*BUILDERS, *MINI_CORPORA]
-    claim_output_dir(args.output_dir, COMMAND, run_fingerprint, names, args.overwrite_output_dir)
+    claim_output_dir(args.output_dir, COMMAND, run_record(args), names, args.overwrite_output_dir)
     if args.layout == "native":
         unknown = sorted(set(args.corpus) - set(MINI_CORPORA))
         if unknown:
