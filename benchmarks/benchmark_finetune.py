@@ -121,7 +121,8 @@ def build(feature_d: int, batch: int, device: torch.device, folder: str) -> dict
     generator = torch.Generator().manual_seed(1)
     waveforms = (0.1 * torch.randn(batch, config.sampling_rate, generator=generator)).to(device)
     labels = torch.randint(CLASSES, (batch,), generator=generator).to(device)
-    inputs = {"waveforms": waveforms, "lengths": torch.full((batch,), config.sampling_rate), "labels": labels}
+    lengths = torch.full((batch,), config.sampling_rate, device=device)  # on the device, as Trainer moves inputs
+    inputs = {"waveforms": waveforms, "lengths": lengths, "labels": labels}
     ours_optimizer = build_optimizer(model, "sgd", LEARNING_RATE)
     evar_optimizer = build_optimizer(network, "sgd", LEARNING_RATE)
     return {

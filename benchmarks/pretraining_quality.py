@@ -148,6 +148,7 @@ def make_data(workdir: Path, corpus_clips: int) -> tuple[Path, Path]:
         jobs.append((corpus / f"c{k:05d}.wav", word, TRAIN_BASES, train_variants, 2 * 10**6 + k, backgrounds))
     with Pool(2) as pool:
         pool.map(make_clip, jobs, chunksize=16)
+    corpus.mkdir(parents=True, exist_ok=True)  # with --corpus_clips 0 no clip made it
     for path in (task / "train").rglob("*.wav"):  # the task's training clips join the corpus, unlabelled
         shutil.copy(path, corpus / f"task_{path.parent.name}_{path.name}")
     write_json_atomic(workdir / "data.json", recipe)

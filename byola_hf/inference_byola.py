@@ -65,7 +65,8 @@ def select_kernels(
 class InferenceKernels:
     """
     The two operations the network is made of, as the plain modules compute them: differentiable, and what training
-    mode runs (BatchNorm on batch statistics). Subclasses compute the same faster on one kind of device.
+    mode runs when nothing trains (BatchNorm on batch statistics). Subclasses compute the same faster on one kind of
+    device.
     """
 
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -323,6 +323,12 @@ def test_bad_audio_is_reported_by_path_or_skipped_even_when_a_batch_has_only_bad
     assert sorted(item["path"].rsplit("/", 1)[-1] for item in result.skipped) == ["a_corrupt.wav", "b_empty.wav"]
     assert "empty" in [item["error"] for item in result.skipped if "b_empty" in item["path"]][0]
     assert json.loads((tmp_path / "skip" / "skipped.json").read_text()) == result.skipped
+    # The fix the first error names, in the same folder: the stopped run's folder takes --skip_bad and ends as the
+    # run made with it from the start did (it was refused as another run, and only --overwrite_output_dir helped).
+    again = extract_embeddings(
+        extraction(str(random2048_dir), "audiofolder", str(tmp_path / "stop"), data_dir=str(bad), skip_bad=True)
+    )
+    assert again.num_examples == 3 and again.skipped == result.skipped
 
 
 @pytest.mark.parametrize(
@@ -444,7 +450,7 @@ def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, na
     assert_rerun_refused_unless_it_may_change(
         lambda args: run_record(args, "model", source), arguments, name, MAY_CHANGE, tmp_path
     )
-    assert MAY_CHANGE - MAY_CHANGE_ON_RESUME == {"batch_size", "device", "num_workers"}
+    assert MAY_CHANGE - MAY_CHANGE_ON_RESUME == {"batch_size", "device", "num_workers", "skip_bad"}
 
 
 @pytest.mark.parametrize(

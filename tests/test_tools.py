@@ -284,3 +284,31 @@ def test_a_long_confusion_matrix_title_is_wrapped_not_cut(tmp_path):
     renderer = figure.canvas.get_renderer()
     assert figure.bbox.contains(*figure.axes[0].title.get_window_extent(renderer).min)
     assert figure.bbox.contains(*figure.axes[0].title.get_window_extent(renderer).max)
+
+
+def test_a_split_or_configuration_of_a_source_read_whole_is_refused(tmp_path):
+    """A folder of audio files, or a saved dataset without splits, has no `test` split: every command read the
+    whole source for `--split test` (statistics, pre-training, a linear probe's test clips that were its training
+    clips). A saved DatasetDict keeps its splits."""
+    import datasets
+    import soundfile
+
+    from byola_hf.tools.data import load_audio_dataset
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for index in range(2):
+        soundfile.write(folder / f"{index}.wav", np.zeros(1600, np.float32), 16000)
+    single = tmp_path / "single"
+    datasets.Dataset.from_dict({"path": ["a"]}).save_to_disk(str(single))
+    for source in (str(folder), str(folder / "*.wav"), str(single)):
+        for flags, fragment in (({"split": "test"}, "--split test"), ({"dataset_config_name": "x"}, "--dataset_conf")):
+            with pytest.raises(ValueError) as refusal:
+                load_audio_dataset(source, **flags)
+            assert str(refusal.value).startswith(fragment) and "\n" not in str(refusal.value)
+    # An absolute glob is listed too (it was refused as a path that does not exist).
+    assert len(load_audio_dataset(str(folder))) == len(load_audio_dataset(str(folder / "*.wav"))) == 2
+    splits = tmp_path / "splits"
+    test = datasets.Dataset.from_dict({"audio": [str(folder / "0.wav")]}).cast_column("audio", datasets.Audio())
+    datasets.DatasetDict({"test": test}).save_to_disk(str(splits))
+    assert len(load_audio_dataset(str(splits), split="test")) == 1

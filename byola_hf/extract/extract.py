@@ -8,9 +8,9 @@ wide) with `timestamps` (each frame's centre in milliseconds).
 
 `OUT` is this command's own folder (`byola_hf.tools.outputs.claim_output_dir`): new, empty, or marked by an earlier
 run. The marker carries the run's record: a fingerprint of the model (config and weights), the source (its rows and
-files) and every argument but those of `MAY_CHANGE` (which change the float rounding or the speed only); a re-run
-with the same record resumes from the finished shards, another one is refused, naming what differs, unless
-`overwrite_output_dir`, which removes only what this command wrote.
+files) and every argument but those of `MAY_CHANGE` (which change the float rounding or the speed only, and
+`skip_bad`); a re-run with the same record resumes from the finished shards, another one is refused, naming what
+differs, unless `overwrite_output_dir`, which removes only what this command wrote.
 """
 
 import hashlib
@@ -25,7 +25,7 @@ import torch
 
 from ..audio import display_path
 from ..modeling_byola import BYOLAModel
-from ..tools.data import is_audio_file_source, load_byola_front_end, load_source, source_fingerprint
+from ..tools.data import load_byola_front_end, load_source, source_fingerprint
 from ..tools.distributed import device_for_rank, process_group
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -47,7 +47,9 @@ OUTPUT_COLUMNS = ("path", "error", "duration", "embedding", "timestamps")
 # What may differ between a run and its resumption: the shared list, and what changes the float rounding or the speed
 # only (clips per forward, the device, decoding workers), so that a run stopped on a GPU may finish on a CPU. Every
 # other argument is in the run's record.
-MAY_CHANGE = MAY_CHANGE_ON_RESUME | {"batch_size", "device", "num_workers"}
+# --skip_bad too: the shards a run saved without it hold no bad clip (it stops at the first), so a re-run with it,
+# the fix its error names, resumes them.
+MAY_CHANGE = MAY_CHANGE_ON_RESUME | {"batch_size", "device", "num_workers", "skip_bad"}
 
 
 @dataclass
@@ -224,15 +226,12 @@ def check_arguments(args: ExtractArguments, device: torch.device) -> int:
 
 
 def check_source_flags(args: ExtractArguments) -> None:
-    """Refuse `--split` (another than the default) and `--dataset_config_name` beside a source that does not read
-    them: an EVAR task CSV is read whole (its `split` column says the splits), a folder or glob of audio files as
-    it is; the run would embed other clips than the user meant."""
-    if args.metadata_csv is not None and args.dataset_name is None:  # both: load_source says to give one
-        source, how = "--metadata_csv", "a task CSV is read whole, its split column saying the splits"
-    elif args.metadata_csv is None and args.dataset_name is not None and is_audio_file_source(args.dataset_name):
-        source, how = f"--dataset_name {args.dataset_name}", "a folder or glob of audio files is read whole"
-    else:
+    """Refuse `--split` (another than the default) and `--dataset_config_name` beside an EVAR task CSV, which is read
+    whole (its `split` column says the splits): the run would embed other clips than the user meant. (A folder of
+    audio files or a saved dataset without splits is checked where every command loads it, in `tools.data`.)"""
+    if args.metadata_csv is None or args.dataset_name is not None:  # both: load_source says to give one
         return
+    source, how = "--metadata_csv", "a task CSV is read whole, its split column saying the splits"
     for flag, value, default in (
         ("split", args.split, "train"),
         ("dataset_config_name", args.dataset_config_name, None),

@@ -485,6 +485,7 @@ def push_output(training_args: TrainingArguments, push: PushArguments, task: Sup
 
 def export_corpus(model_args: ModelArguments, data_args: DataTrainingArguments, seed: int) -> None:
     """`--save_corpus_to`: the corpus's splits as a `save_to_disk` folder (a new one), for the statistics."""
+    check_corpus_flags(data_args)
     if not data_args.superb_corpus:
         raise ValueError("--save_corpus_to saves a --superb_corpus: name the corpus and its --data_dir.")
     target = Path(data_args.save_corpus_to)

@@ -39,8 +39,10 @@ def load_audio_dataset(
     datasets = require_extra("datasets", "stats")
     check_data_dir_use(dataset_name, data_dir)
     path = Path(dataset_name)
-    if dataset_name.startswith(("/", "./", "../", "~")) or dataset_name.endswith("/"):
-        if not path.expanduser().exists():  # a path, not a Hub name: datasets would say the Hub is unreachable
+    if (dataset_name.startswith(("/", "./", "../", "~")) or dataset_name.endswith("/")) and not is_audio_file_source(
+        dataset_name
+    ):  # a path, not a Hub name (a glob's files are listed below): datasets would say the Hub is unreachable
+        if not path.expanduser().exists():
             raise ValueError(f"{dataset_name} does not exist: pass an existing folder or file of audio.")
     if dataset_name == "audiofolder":
         check_audiofolder(data_dir)
@@ -72,6 +74,8 @@ def load_audio_dataset(
             f"{f' ({dataset_config_name})' if dataset_config_name else ''}: {str(error).splitlines()[0]}.{offline} "
             "Pass a Hub dataset name, `audiofolder` with --data_dir, or a directory saved with `save_to_disk`."
         ) from error
+    if is_audio_file_source(dataset_name) or (is_saved_dataset(path) and not (path / "dataset_dict.json").exists()):
+        check_read_whole(dataset_name, dataset_config_name, split)  # after the listing: its refusals say more
 
     if not streaming and len(dataset) == 0:
         raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to work on.")
@@ -164,6 +168,18 @@ def check_data_dir_use(dataset_name: str, data_dir: str | None) -> None:
             "folder, glob or saved dataset is read as it is): drop --data_dir, or pass --dataset_name audiofolder "
             "to read that folder."
         )
+
+
+def check_read_whole(dataset_name: str, dataset_config_name: str | None, split: str) -> None:
+    """Refuse a split (other than the default `train`) or a configuration beside a source that has neither (a folder
+    or glob of audio files, a saved dataset without splits): it is read whole, so the command would use other clips
+    than the user meant (a `test` split that is the training clips)."""
+    for flag, value, default in (("split", split, "train"), ("dataset_config_name", dataset_config_name, None)):
+        if value != default:
+            raise ValueError(
+                f"--{flag} {value} is not read with --dataset_name {display_path(dataset_name)}, which has no splits "
+                f"or configurations (it is read whole): drop --{flag}, or pass a dataset that has them."
+            )
 
 
 def check_audiofolder(data_dir: str | None) -> None:
@@ -261,6 +277,7 @@ def load_source(
     check_data_dir_use(dataset_name, data_dir)
     if is_audio_file_source(dataset_name):  # the files of a folder or glob, listed as every command lists them
         dataset = audio_files_dataset(dataset_name, audio_column_name).remove_columns("path")
+        check_read_whole(dataset_name, dataset_config_name, split)
     else:
         dataset = load_audio_dataset(
             dataset_name, dataset_config_name, data_dir, split, audio_column_name, sampling_rate
