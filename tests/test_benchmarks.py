@@ -27,6 +27,7 @@ pytestmark = slow
         "benchmark_pretrain",
         "benchmark_finetune",
         "pretraining_quality",
+        "finetune_quality",
         "gpu_parity",
     ],
 )
@@ -279,3 +280,28 @@ def test_pretraining_quality_evaluates_random_inits_and_checkpoints(tmp_path, mo
     args.checkpoints = [4]
     with pytest.raises(SystemExit, match="--checkpoints 4: .*checkpoint-4 does not exist"):
         quality.encoders(args, tmp_path)
+
+
+def test_finetune_quality_splits_every_clip_once_and_keeps_the_test_voices_for_testing(tmp_path):
+    """finetune_quality.py's task CSV: every clip once, the test folder (the unseen voices) all `test`, a seeded
+    fifth of the training clips `valid`."""
+    import csv
+
+    path = PROJECT_ROOT / "benchmarks" / "finetune_quality.py"
+    spec = importlib.util.spec_from_file_location("finetune_quality", path)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    for split, count in (("train", 40), ("test", 10)):
+        for index in range(count):
+            (tmp_path / split / f"w{index % 2}").mkdir(parents=True, exist_ok=True)
+            (tmp_path / split / f"w{index % 2}" / f"{index}.wav").write_bytes(b"")
+    counts = quality.write_task_csv(tmp_path, tmp_path / "task.csv")
+    with open(tmp_path / "task.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(row["file_name"] for row in rows) == sorted(
+        str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.wav")
+    )
+    assert all((row["split"] == "test") == row["file_name"].startswith("test/") for row in rows)
+    assert counts["test"] == 10 and counts["train"] + counts["valid"] == 40 and 2 <= counts["valid"] <= 16
+    assert all(row["label"] == Path(row["file_name"]).parent.name for row in rows)
+    assert quality.write_task_csv(tmp_path, tmp_path / "again.csv") == counts  # seeded

@@ -45,3 +45,7 @@ def run(args: StatsArguments, push: PushArguments) -> None:
     print(f"Saved to {output_dir} (config.json: mean, std, stats_provenance)")
     if push.push_to_hub:
         print(f"Pushed to {push_to_hub(output_dir, push.hub_model_id, private=not push.public)}")
+
+
+if __name__ == "__main__":
+    main()
