@@ -17,10 +17,8 @@ reported as clips per second.
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository root has byola_hf/
 
 from benchmarks.benchmark import machine  # noqa: E402
-from benchmarks.benchmark_pretrain import OriginalAugmentation, OriginalEncoder  # noqa: E402
+from benchmarks.benchmark_pretrain import OriginalAugmentation, OriginalEncoder, median_step_seconds  # noqa: E402
 from byola_hf import BYOLAConfig, BYOLAFeatureExtractor, BYOLAForSequenceClassification  # noqa: E402
 from byola_hf.finetune.augmentations import FinetuneAugmentation  # noqa: E402
 from byola_hf.finetune.training import FinetuneTrainer, build_optimizer  # noqa: E402
@@ -131,27 +129,6 @@ def build(feature_d: int, batch: int, device: torch.device, folder: str) -> dict
     }
 
 
-def time_steps(steps: dict[str, Any], device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds per step of each side, the steps alternating after one warm-up step each."""
-
-    def timed(function) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    for function in steps.values():
-        function()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, function in steps.items():
-            times[name].append(timed(function))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Benchmark byola-finetune's training step against EVAR's loop.")
     parser.add_argument("--device", default="cpu")
@@ -162,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as folder:
-        seconds = time_steps(build(args.feature_d, args.batch, device, folder), device, args.repeats)
+        seconds = median_step_seconds(build(args.feature_d, args.batch, device, folder), device, args.repeats)
     row = {
         "machine": machine(device),
         "feature_d": args.feature_d,

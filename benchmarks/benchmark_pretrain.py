@@ -23,6 +23,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +224,14 @@ def log_mels(batch: int, config: BYOLAPreTrainingConfig, device: torch.device) -
 
 
 def time_steps(parts, log_mel: torch.Tensor, repeats: int, bf16: bool) -> dict[str, float]:
-    """Median seconds per step of each side, the steps alternating after one warm-up step each."""
-    device = log_mel.device
+    """Median seconds per step of ours and the original's ([`median_step_seconds`])."""
+    sides = {"ours": lambda: ours_step(parts, log_mel, bf16), "original": lambda: original_step(parts, log_mel)}
+    return median_step_seconds(sides, log_mel.device, repeats)
+
+
+def median_step_seconds(steps: dict[str, Callable[[], Any]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each of `steps`, the calls alternating after one warm-up call each (on a GPU,
+    synchronised around each call)."""
 
     def timed(function) -> float:
         if device.type == "cuda":
@@ -235,12 +242,11 @@ def time_steps(parts, log_mel: torch.Tensor, repeats: int, bf16: bool) -> dict[s
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    sides = {"ours": lambda: ours_step(parts, log_mel, bf16), "original": lambda: original_step(parts, log_mel)}
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for function in sides.values():
+    for function in steps.values():
         function()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        for name, function in sides.items():
+        for name, function in steps.items():
             times[name].append(timed(function))
     return {name: statistics.median(values) for name, values in times.items()}
 
