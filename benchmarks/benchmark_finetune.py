@@ -12,7 +12,7 @@ same SGD. Both take the same clips of one second, the steps alternate, and the m
 reported as clips per second.
 
     python benchmarks/benchmark_finetune.py [--device cpu|cuda] [--feature_d 512] [--batch 32] [--repeats 5]
-                                            [--json OUT]
+                                            [--training_kernels reference|channels_last|cpu] [--json OUT]
 """
 
 import argparse
@@ -99,7 +99,7 @@ def ours_step(trainer: FinetuneTrainer, optimizer, inputs: dict[str, torch.Tenso
     return float(loss.detach())
 
 
-def build(feature_d: int, batch: int, device: torch.device, folder: str) -> dict[str, Any]:
+def build(feature_d: int, batch: int, device: torch.device, folder: str, kernels: str | None) -> dict[str, Any]:
     """Both sides (the same architecture, initialised alike), their optimisers and one batch of one-second clips."""
     from transformers import TrainingArguments
 
@@ -109,6 +109,7 @@ def build(feature_d: int, batch: int, device: torch.device, folder: str) -> dict
     )  # fmt: skip
     torch.manual_seed(0)
     model = BYOLAForSequenceClassification(config).to(device).train()
+    model.byola.training_kernels = kernels  # None: the device's
     network = EvarNetwork(config).to(device).train()
     arguments = TrainingArguments(folder, use_cpu=device.type == "cpu", report_to=[], seed=0)
     trainer = FinetuneTrainer(
@@ -135,11 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feature_d", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--training_kernels", choices=["reference", "channels_last", "cpu"], help="Force ours to one kernel set"
+    )
     parser.add_argument("--json", help="Also write the row to this JSON file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as folder:
-        seconds = median_step_seconds(build(args.feature_d, args.batch, device, folder), device, args.repeats)
+        steps = build(args.feature_d, args.batch, device, folder, args.training_kernels)
+        seconds = median_step_seconds(steps, device, args.repeats)
     row = {
         "machine": machine(device),
         "feature_d": args.feature_d,
