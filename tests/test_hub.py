@@ -201,6 +201,7 @@ def hub_env(endpoint: str) -> dict[str, str]:
     }
 
 
+@slow
 def test_converter_pushes_through_huggingface_hub(fake_hub, real512_checkpoint, tmp_path):
     result = subprocess.run(
         [
@@ -428,6 +429,7 @@ def test_model_card_without_statistics_warns():
     assert "labels: yes, no" in fine_tuned
 
 
+@slow
 def test_run_superb_pushes_the_fine_tuned_head(fake_hub, random2048_dir, tmp_path):
     from byola_hf.superb.mini_sets import make_ks
 
