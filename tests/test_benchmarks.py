@@ -78,38 +78,24 @@ def test_superb_features_benchmark_compares_equal_log_mels(tmp_path):
     assert lines[-1] == "max |cached - collator| log-mel on valid frames: 0.00e+00"
 
 
-def test_pretrain_benchmark_runs_both_steps(tmp_path):
-    """`benchmark_pretrain.py` on a small network: both steps run, the row reports a ratio, and no goal is judged
-    outside the setting it is stated for."""
+@pytest.mark.parametrize("name, baseline", [("benchmark_pretrain", "original"), ("benchmark_finetune", "evar")])
+def test_step_benchmarks_run_both_steps(tmp_path, name, baseline):
+    """`benchmark_pretrain.py` (against the original step) and `benchmark_finetune.py` (against EVAR's loop) on a
+    small network: both steps run, the row reports a ratio, and no goal is judged outside the setting it is stated
+    for."""
     import json
 
-    report = tmp_path / "pretrain.json"
+    report = tmp_path / "row.json"
     arguments = ["--feature_d", "64", "--batch", "4", "--repeats", "1", "--json", str(report)]
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "benchmark_pretrain.py"), *arguments],
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / f"{name}.py"), *arguments],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     row = json.loads(report.read_text())
-    assert row["speedup"] > 0 and row["ours_clips_per_second"] > 0 and row["original_clips_per_second"] > 0
+    assert row["speedup"] > 0 and row["ours_clips_per_second"] > 0 and row[f"{baseline}_clips_per_second"] > 0
     assert "goal" not in row
-
-
-def test_finetune_benchmark_runs_both_steps(tmp_path):
-    """`benchmark_finetune.py` on a small network: ours and EVAR's loop both train a step and the row has a ratio."""
-    import json
-
-    report = tmp_path / "finetune.json"
-    arguments = ["--feature_d", "64", "--batch", "4", "--repeats", "1", "--json", str(report)]
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "benchmark_finetune.py"), *arguments],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    row = json.loads(report.read_text())
-    assert row["speedup"] > 0 and row["ours_clips_per_second"] > 0 and row["evar_clips_per_second"] > 0
 
 
 def test_gpu_parity_reports_both_tf32_settings_within_the_goal():

@@ -221,23 +221,7 @@ def check_arguments(args: ExtractArguments, device: torch.device) -> int:
         raise ValueError("--layers chooses the frame features to store: pass --frames with it.")
     if args.unit_seconds is not None and not (math.isfinite(args.unit_seconds) and args.unit_seconds > 0):
         raise ValueError(f"--unit_seconds must be a positive number of seconds, got {args.unit_seconds!r}.")
-    check_source_flags(args)
     return batch_size
-
-
-def check_source_flags(args: ExtractArguments) -> None:
-    """Refuse `--split` (another than the default) and `--dataset_config_name` beside an EVAR task CSV, which is read
-    whole (its `split` column says the splits): the run would embed other clips than the user meant. (A folder of
-    audio files or a saved dataset without splits is checked where every command loads it, in `tools.data`.)"""
-    if args.metadata_csv is None or args.dataset_name is not None:  # both: load_source says to give one
-        return
-    source, how = "--metadata_csv", "a task CSV is read whole, its split column saying the splits"
-    for flag, value, default in (
-        ("split", args.split, "train"),
-        ("dataset_config_name", args.dataset_config_name, None),
-    ):
-        if value != default:
-            raise ValueError(f"--{flag} {value} is not read with {source} ({how}): drop --{flag}.")
 
 
 def prepare_job(args: ExtractArguments, device: torch.device) -> ExtractionJob:

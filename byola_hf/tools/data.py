@@ -75,7 +75,9 @@ def load_audio_dataset(
             "Pass a Hub dataset name, `audiofolder` with --data_dir, or a directory saved with `save_to_disk`."
         ) from error
     if is_audio_file_source(dataset_name) or (is_saved_dataset(path) and not (path / "dataset_dict.json").exists()):
-        check_read_whole(dataset_name, dataset_config_name, split)  # after the listing: its refusals say more
+        check_read_whole(
+            f"--dataset_name {display_path(dataset_name)}", dataset_config_name, split
+        )  # after the listing
 
     if not streaming and len(dataset) == 0:
         raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to work on.")
@@ -170,15 +172,16 @@ def check_data_dir_use(dataset_name: str, data_dir: str | None) -> None:
         )
 
 
-def check_read_whole(dataset_name: str, dataset_config_name: str | None, split: str) -> None:
-    """Refuse a split (other than the default `train`) or a configuration beside a source that has neither (a folder
-    or glob of audio files, a saved dataset without splits): it is read whole, so the command would use other clips
-    than the user meant (a `test` split that is the training clips)."""
+def check_read_whole(source: str, dataset_config_name: str | None, split: str) -> None:
+    """Refuse a split (other than the default `train`) or a configuration beside a source that has neither (`source`
+    names it: a folder or glob of audio files, a saved dataset without splits, a task CSV whose `split` column says
+    the splits): it is read whole, so the command would use other clips than the user meant (a `test` split that is
+    the training clips)."""
     for flag, value, default in (("split", split, "train"), ("dataset_config_name", dataset_config_name, None)):
         if value != default:
             raise ValueError(
-                f"--{flag} {value} is not read with --dataset_name {display_path(dataset_name)}, which has no splits "
-                f"or configurations (it is read whole): drop --{flag}, or pass a dataset that has them."
+                f"--{flag} {value} is not read with {source}, which has no splits or configurations (it is read "
+                f"whole): drop --{flag}, or pass a dataset that has them."
             )
 
 
@@ -273,11 +276,12 @@ def load_source(
     if (dataset_name is None) == (metadata_csv is None):
         raise ValueError("Give either --dataset_name (a dataset or audio folder) or --metadata_csv (a task CSV).")
     if metadata_csv is not None:
+        check_read_whole("--metadata_csv (its split column says the splits)", dataset_config_name, split)
         return metadata_csv_source(metadata_csv, data_dir, audio_column_name)
     check_data_dir_use(dataset_name, data_dir)
     if is_audio_file_source(dataset_name):  # the files of a folder or glob, listed as every command lists them
         dataset = audio_files_dataset(dataset_name, audio_column_name).remove_columns("path")
-        check_read_whole(dataset_name, dataset_config_name, split)
+        check_read_whole(f"--dataset_name {display_path(dataset_name)}", dataset_config_name, split)
     else:
         dataset = load_audio_dataset(
             dataset_name, dataset_config_name, data_dir, split, audio_column_name, sampling_rate
