@@ -48,7 +48,7 @@ def tiny_disk(tmp_path):
     yield from mounted_tmpfs(tmp_path / "tiny", "size=2m")
 
 
-def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
+def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden, capsys):
     output = tmp_path / "byola-512"
     result = subprocess.run(
         [
@@ -74,18 +74,8 @@ def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden):
     model = AutoModel.from_pretrained(output)
     original = load_original_state_dict(real512_checkpoint)
     torch.testing.assert_close(model.fc2.weight, original["fc.3.weight"], rtol=0, atol=0)
-    no_stats = subprocess.run(
-        [
-            sys.executable,
-            console_script("byola-convert"),
-            str(real512_checkpoint),
-            str(tmp_path / "no-stats"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "No normalisation statistics yet" in no_stats.stdout
+    convert_main([str(real512_checkpoint), str(tmp_path / "no-stats")])  # in-process: the smoke run is above
+    assert "No normalisation statistics yet" in capsys.readouterr().out
 
 
 def test_converter_rejects_bad_files(tmp_path, real512_checkpoint, capsys):
@@ -152,7 +142,9 @@ def test_converter_accepts_original_key_variants(tmp_path, random2048_checkpoint
     assert model.config.feature_d == 2048 and check.relative_diff < 1e-5  # the converter's own tolerance
 
 
-def test_converter_detects_the_version_and_accepts_v2_layouts(tmp_path, random3072_checkpoint, random2048_checkpoint):
+def test_converter_detects_the_version_and_accepts_v2_layouts(
+    tmp_path, random3072_checkpoint, random2048_checkpoint, capsys
+):
     original = torch.load(random3072_checkpoint, weights_only=True)
     layouts = {
         "plain.pth": original,
@@ -186,18 +178,8 @@ def test_converter_detects_the_version_and_accepts_v2_layouts(tmp_path, random30
         torch.save(content, tmp_path / name)
         with pytest.raises(ValueError, match=message):
             convert_byola_checkpoint(tmp_path / name)
-    result = subprocess.run(
-        [
-            sys.executable,
-            console_script("byola-convert"),
-            str(random3072_checkpoint),
-            str(tmp_path / "cli"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "AudioNTT2022, feature_d=3072, 25 frames/s" in result.stdout
+    convert_main([str(random3072_checkpoint), str(tmp_path / "cli")])
+    assert "AudioNTT2022, feature_d=3072, 25 frames/s" in capsys.readouterr().out
     assert '"variant": "AudioNTT2022"' in (tmp_path / "cli" / "config.json").read_text()
     assert "AudioNTT2022" in (tmp_path / "cli" / "README.md").read_text()
 

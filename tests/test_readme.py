@@ -20,6 +20,7 @@ def doc_block(document: str, after: str, language: str = "bash") -> str:
     return re.search(rf"```{language}\n(.*?)```", text[start:], re.S).group(1)
 
 
+@slow
 def test_readme_collator_recipe_runs(tmp_path, random2048_dir):
     """The datasets.map + DataCollatorWithPadding + DataLoader recipe, as written, on a converted model."""
     script = doc_block("docs/api.md", "Features stored by `datasets.map`", "python").replace(
@@ -39,6 +40,7 @@ def test_readme_collator_recipe_runs(tmp_path, random2048_dir):
     ]
 
 
+@slow
 def test_readme_main_job_runs(tmp_path, random2048_checkpoint):
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: run scripts/setup.sh")
