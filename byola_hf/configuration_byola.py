@@ -411,6 +411,19 @@ def minimum_samples(time_downsampling: int, hop_length: int, n_fft: int) -> int:
     return max((time_downsampling - 1) * hop_length, n_fft // 2 + 1)
 
 
+def check_trained_head(config: BYOLAConfig, head: str, source: object, use: str, fix: str) -> None:
+    """
+    Refuse to `use` a model (`source`, for the message) as a trained `head` (a class name) unless it was saved as
+    one (`config.architectures`): a head loaded from an encoder folder is freshly drawn, and its scores are those of
+    random weights. The one check of every place that takes a model's head as trained.
+    """
+    if head not in (config.architectures or []):
+        saved_as = ", ".join(config.architectures or ["an encoder"])
+        raise ValueError(
+            f"{use} {source} as it is, and it has no trained {head} head (it was saved as {saved_as}): {fix}"
+        )
+
+
 def check_statistics(mean: Any, std: Any) -> None:
     """Raise a `ValueError` unless `mean` is a finite number and `std` a finite positive number."""
     for name, value in (("mean", mean), ("std", std)):

@@ -76,19 +76,6 @@ class PretrainingCheckpointError(ValueError):
         )
 
 
-def check_trained_head(config: BYOLAConfig, head: str, source: object, use: str, fix: str) -> None:
-    """
-    Refuse to `use` a model (`source`, for the message) as a trained `head` (a class name) unless it was saved as
-    one (`config.architectures`): a head loaded from an encoder folder is freshly drawn, and its scores are those of
-    random weights. The one check of every place that takes a model's head as trained.
-    """
-    if head not in (config.architectures or []):
-        saved_as = ", ".join(config.architectures or ["an encoder"])
-        raise ValueError(
-            f"{use} {source} as it is, and it has no trained {head} head (it was saved as {saved_as}): {fix}"
-        )
-
-
 def refuse_pretraining_checkpoint(source: object, kwargs: dict) -> None:
     """Raise [`PretrainingCheckpointError`] when the local folder `source` holds a byola-pretrain learner (its
     `config.json`), before transformers loads (and reports on) weights that are not an encoder's. Trainer writes

@@ -18,7 +18,7 @@ import torch
 from transformers import AudioClassificationPipeline, Pipeline
 
 from .audio import load_audio, to_tensor
-from .modeling_byola import check_trained_head
+from .configuration_byola import check_trained_head
 
 
 def decode_clip(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_length: bool) -> dict:

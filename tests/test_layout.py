@@ -95,7 +95,7 @@ def test_tools_name_their_extra(tmp_path):
     )
 
 
-TOOL_PACKAGES = {"tools", "stats", "superb", "extract", "linear_eval", "pretraining"}
+TOOL_PACKAGES = {"tools", "stats", "superb", "extract", "linear_eval", "pretraining", "finetune"}
 
 
 def _imports(path):
@@ -130,3 +130,41 @@ def test_no_module_imports_a_private_name():
             if module.startswith("byola_hf"):
                 private = [name for name in names if name.startswith("_") and not name.startswith("__")]
                 assert not private, (str(path.relative_to(PROJECT_ROOT)), module, private)
+
+
+def _module_name(path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycle():
+    """No two byola_hf modules import each other, directly or through others, counting imports inside functions
+    (a lazy import that only breaks a cycle at load time still ties the two modules into one)."""
+    paths = sorted((PROJECT_ROOT / "byola_hf").rglob("*.py"))
+    modules = {_module_name(path) for path in paths}
+    graph = {}
+    for path in paths:
+        imported = set()
+        for module, names in _imports(path):
+            imported |= {name for name in (module, *(f"{module}.{alias}" for alias in names)) if name in modules}
+        graph[_module_name(path)] = imported - {_module_name(path)}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, stack = set(), [start]
+        while stack:
+            module = stack.pop()
+            if module == goal:
+                return True
+            if module not in seen:
+                seen.add(module)
+                stack.extend(graph[module])
+        return False
+
+    # A package's __init__ importing its own submodules is how a package exposes them, not a cycle.
+    cycles = [
+        (module, other)
+        for module, imported in graph.items()
+        for other in imported
+        if not other.startswith(module + ".") and reaches(other, module) and not module.startswith(other + ".")
+    ]
+    assert not cycles, cycles

@@ -28,11 +28,11 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 import byola_hf
 
 from ..audio import decode_undecoded_audio, display_path
-from ..configuration_byola import BYOLAConfig
+from ..configuration_byola import BYOLAConfig, check_trained_head
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
 from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
-from ..modeling_byola import BYOLAForCTC, check_trained_head
+from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
     check_training_length_and_values,
     make_parser,
