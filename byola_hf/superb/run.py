@@ -443,7 +443,7 @@ def run(
     if data.splits.get("eval") is None:
         training_args.do_eval = False
     splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
-    train_max = data.corpus.train_max_samples if data.corpus else None
+    train_max = data.corpus.spec.train_max_samples if data.corpus else None
     splits = prepare_features(splits, feature_extractor, recipe, data_args, training_args, train_max)
     # As transformers' example scripts: seeded before the head is drawn (Trainer seeds only once it is built).
     set_seed(training_args.seed)
@@ -543,7 +543,7 @@ def build_recipe(task: SuperbTask, model_args: ModelArguments, data_args: DataTr
     corpus = data.corpus
     named = data_args.text_column_name if RECIPES[task.head].column_flag == "--text_column_name" else None
     named = named or data_args.label_column_name
-    columns = corpus.columns if corpus else (named.split(",") if named else None)
+    columns = corpus.spec.columns if corpus else (named.split(",") if named else None)
     return recipe_for(
         task,
         columns,
