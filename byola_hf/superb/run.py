@@ -571,10 +571,9 @@ def check_splits(recipe: TaskRecipe, data: TaskData, audio_column: str) -> None:
 def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extractor) -> dict[str, Any]:
     """Fit the label encoding on the training split and check the evaluation labels, before any feature is
     computed; return the head's arguments."""
-    head_kwargs = recipe.fit(data.splits["train"], output_dir)
+    head_kwargs = recipe.fit(data.splits["train"], output_dir, feature_extractor)
     for key, name in data.checked_splits()[1:]:
         recipe.check_labels_seen(data.splits[key], name)
-    recipe.attach_processor(feature_extractor)
     return head_kwargs
 
 
