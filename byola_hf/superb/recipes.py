@@ -1,13 +1,8 @@
 """Task recipes: what each SUPERB head kind needs from the data, in one small class per kind.
 
 A recipe owns its head's arguments, the label encoding (fitted on the training split), the collation of the labels
-into a batch, the metric, the checks that a split's labels are usable, and its pictures. `run_superb` calls the same
-steps for every task:
-
-    recipe = recipe_for(task, columns)
-    recipe.check_split(train, "train"); head_kwargs = recipe.fit(train, output_dir, feature_extractor)
-    recipe.check_split(evaluation, "validation"); labels = recipe.encode(batch)
-    batch["labels"] = recipe.collate_labels(labels, frames); compute_metrics = recipe.metrics_function(metric, config)
+into a batch, the metric, the checks that a split's labels are usable, and its pictures; [`~superb.run.run`] calls
+the same steps for every task.
 
 | head kind | recipe | labels | metric |
 |---|---|---|---|
