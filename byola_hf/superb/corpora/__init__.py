@@ -98,10 +98,7 @@ def records_fingerprint(name: str, request: CorpusRequest, records: CorpusRecord
     files = sorted(
         {item.path if isinstance(item, Crop) else item for split in records.splits.values() for item in split["audio"]}
     )
-    stats = []
-    for path in files:
-        status = os.stat(path)
-        stats.append((path, status.st_size, status.st_mtime_ns))
+    stats = [(path, status.st_size, status.st_mtime_ns) for path, status in zip(files, map(os.stat, files))]
     return fingerprint(
         name=name,
         version=READER_VERSION,

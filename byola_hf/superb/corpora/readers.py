@@ -270,10 +270,7 @@ def read_speech_commands(request: CorpusRequest) -> CorpusRecords:
     noises = sorted((root / BACKGROUND).glob("*.wav"))
     if not noises:
         raise ValueError(f"No {BACKGROUND}/*.wav in {display_path(root)}: expected Speech Commands v0.01's layout.")
-    splits: dict[str, dict[str, list]] = {
-        "train": {"audio": [], "label": []},
-        "validation": {"audio": [], "label": []},
-    }
+    splits: dict[str, dict[str, list]] = {split: {"audio": [], "label": []} for split in ("train", "validation")}
     for folder in sorted(path for path in root.iterdir() if path.is_dir() and path.name != BACKGROUND):
         label = folder.name if folder.name in KS_CLASSES[:10] else "_unknown_"
         for audio in sorted(folder.glob("*.wav")):
