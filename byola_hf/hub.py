@@ -53,7 +53,7 @@ def check_hub_access(repo_id: str | None = None) -> None:
     """
     from huggingface_hub import HfApi, constants, get_token
 
-    if repo_id is not None and "/" not in repo_id and not repo_id.strip():
+    if repo_id is not None and not repo_id.strip():  # a blank id
         raise HubAccessError("--hub_model_id must be a repository id such as 'user/byola-2048-voxceleb1'.")
     if constants.HF_HUB_OFFLINE:
         raise HubAccessError(
