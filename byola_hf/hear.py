@@ -73,10 +73,6 @@ class BYOLAHearModel(nn.Module):
                 scenes.append(outputs.pooler_output.float())
         return torch.cat(frames), torch.cat(scenes)
 
-    def timestamps(self, frames: int) -> torch.Tensor:
-        """Centre in milliseconds of each output frame ([`BYOLAConfig.frame_centers_ms`])."""
-        return torch.tensor(self.model.config.frame_centers_ms(frames), dtype=torch.float64)
-
 
 def load_model(
     model_file_path: str = "", mean: float | None = None, std: float | None = None, device: str | None = None
@@ -125,7 +121,8 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: BYOLAHearModel) -> tupl
         `(n_sounds, n_timestamps)` float32 milliseconds (each frame's centre), both on the audio's device.
     """
     frames, _ = model.embed(audio)
-    timestamps = model.timestamps(frames.shape[1]).to(device=frames.device, dtype=torch.float32)
+    centers = model.model.config.frame_centers_ms(frames.shape[1])  # [`BYOLAConfig.frame_centers_ms`]
+    timestamps = torch.tensor(centers, dtype=torch.float32, device=frames.device)
     return frames, timestamps.expand(frames.shape[0], -1)
 
 

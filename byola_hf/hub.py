@@ -53,7 +53,7 @@ def check_hub_access(repo_id: str | None = None) -> None:
     """
     from huggingface_hub import HfApi, constants, get_token
 
-    if repo_id is not None and "/" not in repo_id and not repo_id.strip():
+    if repo_id is not None and not repo_id.strip():  # a blank id
         raise HubAccessError("--hub_model_id must be a repository id such as 'user/byola-2048-voxceleb1'.")
     if constants.HF_HUB_OFFLINE:
         raise HubAccessError(
@@ -184,9 +184,6 @@ print(classifier("speech.wav"))  # [{{"label": ..., "score": ...}}, ...]; batch_
 model = AutoModelForAudioClassification.from_pretrained(repo, trust_remote_code=True).eval()
 feature_extractor = AutoFeatureExtractor.from_pretrained(repo, trust_remote_code=True)
 ```
-
-The encoder alone:
-
 """
 # One file through a model with its Auto class: the CTC head's snippet decodes tokens, the encoder's pools. The
 # doubled braces stay for the `sampling_rate` filled in by `model_card`.
@@ -203,17 +200,14 @@ with torch.no_grad():
 {result}
 ```
 """
-CTC_USAGE = (
-    FILE_USAGE.format(
-        imports="AutoModelForCTC, AutoTokenizer",
-        auto_class="AutoModelForCTC",
-        loaded="tokenizer = AutoTokenizer.from_pretrained(repo)  # the CTC vocabulary saved with the model\n",
-        outputs="logits",
-        attribute=".logits",
-        result="# greedy CTC decoding: best token per frame, repeats merged, blanks dropped\n"
-        "print(tokenizer.batch_decode(logits.argmax(-1)))",
-    )
-    + "\nThe encoder alone:\n\n"
+CTC_USAGE = FILE_USAGE.format(
+    imports="AutoModelForCTC, AutoTokenizer",
+    auto_class="AutoModelForCTC",
+    loaded="tokenizer = AutoTokenizer.from_pretrained(repo)  # the CTC vocabulary saved with the model\n",
+    outputs="logits",
+    attribute=".logits",
+    result="# greedy CTC decoding: best token per frame, repeats merged, blanks dropped\n"
+    "print(tokenizer.batch_decode(logits.argmax(-1)))",
 )
 ENCODER_USAGE = FILE_USAGE.format(
     imports="AutoModel",
@@ -250,6 +244,7 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         pipeline_tag="audio-classification" if architecture == "BYOLAForSequenceClassification" else None,
     )
     task = (task_info or {}).get("task")
+    head_usage = HEAD_USAGE.get(architecture)  # shown before the encoder's
     text = CARD_TEMPLATE.format(
         metadata=metadata.to_yaml(),
         version="v2" if config.concat_conv_features else "v1",
@@ -263,8 +258,9 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         frames_per_second=config.frames_per_second,
         statistics=statistics_section(config),
         task=task_section(config, task_info, architecture),
-        usage=HEAD_USAGE.get(architecture, "").format(sampling_rate=config.sampling_rate)
-        + ENCODER_USAGE.format(sampling_rate=config.sampling_rate),
+        usage=((head_usage + "\nThe encoder alone:\n\n" if head_usage else "") + ENCODER_USAGE).format(
+            sampling_rate=config.sampling_rate
+        ),
         licence=LICENSE_NOTICE if licensed else SCRATCH_NOTICE,
         citation=CITATION,
     )

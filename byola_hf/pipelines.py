@@ -22,12 +22,8 @@ from .configuration_byola import check_trained_head
 
 
 def decode_clip(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_min_length: bool) -> dict:
-    """
-    Decoding, on the CPU (in the DataLoader's workers when `num_workers` is set): one clip as its waveform
-    `waveforms` `(1, samples)` float32 at the feature extractor's rate and its length `lengths` `(1,)`. The
-    pipelines' batch collation pads the waveforms; the log-mel is computed in `_forward`, batched, on the pipeline's
-    device.
-    """
+    """`preprocess` (see the module doc): one clip as `waveforms` `(1, samples)` float32 at the feature extractor's
+    rate and `lengths` `(1,)`, for the pipelines' batch collation to pad."""
     feature_extractor = pipeline.feature_extractor
     waveform = load_audio(inputs, feature_extractor.sampling_rate, input_rate)
     if pad_to_min_length and len(waveform) < feature_extractor.min_samples:

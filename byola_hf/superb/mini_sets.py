@@ -71,7 +71,7 @@ COMMAND = "byola-make-mini-superb"
 
 
 def require_espeak() -> str:
-    """Path of espeak-ng, or a RuntimeError saying how to install it."""
+    """Path of espeak-ng, or a one-line `ValueError` saying how to install it."""
     path = shutil.which("espeak-ng")
     if path is None:
         raise ValueError("espeak-ng is not installed: `apt-get install espeak-ng` (scripts/setup.sh does it).")

@@ -1,13 +1,8 @@
 """Task recipes: what each SUPERB head kind needs from the data, in one small class per kind.
 
 A recipe owns its head's arguments, the label encoding (fitted on the training split), the collation of the labels
-into a batch, the metric, the checks that a split's labels are usable, and its pictures. `run_superb` calls the same
-steps for every task:
-
-    recipe = recipe_for(task, columns)
-    recipe.check_split(train, "train"); head_kwargs = recipe.fit(train, output_dir)
-    recipe.check_split(evaluation, "validation"); labels = recipe.encode(batch)
-    batch["labels"] = recipe.collate_labels(labels, frames); compute_metrics = recipe.metrics_function(metric, config)
+into a batch, the metric, the checks that a split's labels are usable, and its pictures; [`~superb.run.run`] calls
+the same steps for every task.
 
 | head kind | recipe | labels | metric |
 |---|---|---|---|
@@ -26,6 +21,7 @@ import torch
 from transformers.utils import logging
 
 from ..configuration_byola import BYOLAConfig
+from ..processing_byola import BYOLAProcessor
 from .tasks import CLASSIFICATION, CTC, FRAMES, SuperbTask
 
 
@@ -104,8 +100,9 @@ class TaskRecipe:
                         "label every clip (an empty cell is not a class), or remove that clip."
                     )
 
-    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
-        """Fit the label encoding on the training split; return the head's `from_pretrained` arguments."""
+    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
+        """Fit the label encoding on the training split (and set `processor`, saved with the model, when the head
+        needs more than the feature extractor); return the head's `from_pretrained` arguments."""
         raise NotImplementedError
 
     def check_labels_seen(self, dataset, split_name: str | None) -> None:
@@ -126,9 +123,6 @@ class TaskRecipe:
     def after_features(self, dataset, config: BYOLAConfig, split_name: str):
         """The prepared split, filtered as the head needs (default: unchanged)."""
         return dataset
-
-    def attach_processor(self, feature_extractor) -> None:
-        """Set `processor`, saved with the model when the head needs more than the feature extractor (default: no)."""
 
     def metrics_function(self, metric, config: BYOLAConfig) -> Callable:
         """`compute_metrics` for `Trainer`."""
@@ -166,7 +160,7 @@ class ClassificationRecipe(TaskRecipe):
 
     head = CLASSIFICATION
 
-    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
+    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         self.vocabularies = [self.label_names.get(column) or sorted_classes(train, column) for column in self.columns]
         self.indices = [{value: index for index, value in enumerate(names)} for names in self.vocabularies]
         # A ClassLabel column's rows hold ids; `encode` sees a map batch without the features, so keep the names.
@@ -277,22 +271,17 @@ class CTCRecipe(TaskRecipe):
     head = CTC
     column_flag = "--text_column_name"
 
-    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
+    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         column = self.columns[0]
         transcriptions = None if self.vocabulary else train[column]
         self.tokenizer = build_ctc_tokenizer(transcriptions, str(output_dir), self.task.phonemes, self.vocabulary)
+        self.processor = BYOLAProcessor(feature_extractor, self.tokenizer)  # the feature extractor and the tokenizer
         return {
             "vocab_size": len(self.tokenizer),
             "ctc_blank_id": self.tokenizer.pad_token_id,
             "ctc_head": self.ctc_head,
             "ctc_proj_size": self.task.ctc_proj_size,
         }
-
-    def attach_processor(self, feature_extractor) -> None:
-        """The processor saved with the model: the feature extractor and the fitted tokenizer."""
-        import byola_hf
-
-        self.processor = byola_hf.BYOLAProcessor(feature_extractor, self.tokenizer)
 
     def encode(self, batch: dict[str, list]) -> list:
         return [self.tokenizer(text)["input_ids"] for text in batch[self.columns[0]]]
@@ -339,7 +328,7 @@ class FrameRecipe(TaskRecipe):
 
     head = FRAMES
 
-    def fit(self, train, output_dir: str | Path) -> dict[str, Any]:
+    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         self.speakers = len(train[0][self.columns[0]][0])
         return {"num_labels": self.speakers, "problem_type": "multi_label_classification"}
 

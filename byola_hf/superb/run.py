@@ -314,34 +314,30 @@ def claim_output(
 
 def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: int) -> TaskData:
     """The splits to train and evaluate on (and to test, with `--test_split_name`), from a SUPERB corpus in its
-    native layout or a `datasets` source."""
+    native layout or a `datasets` source, each cut to `--max_*_samples` clips drawn with `seed`."""
     test = data_args.test_split_name
-    if data_args.superb_corpus:
-        corpus = load_corpus(data_args, config, seed)
+    corpus = load_corpus(data_args, config, seed) if data_args.superb_corpus else None
+    if corpus is not None:
         for flag, name in (("--eval_split_name", data_args.eval_split_name), ("--test_split_name", test)):
             if name is not None and name not in corpus.splits:
                 raise ValueError(
                     f"The {data_args.superb_corpus} corpus has no '{name}' split; it has {sorted(corpus.splits)}: "
                     f"pass one with {flag}."
                 )
-        splits = {
-            "train": draw_rows(corpus.splits["train"], data_args.max_train_samples, seed),
-            "eval": draw_rows(corpus.splits[data_args.eval_split_name], data_args.max_eval_samples, seed),
-            "test": draw_rows(corpus.splits[test], data_args.max_eval_samples, seed) if test else None,
-        }
-        return TaskData(splits, data_args.eval_split_name, corpus, test)
-    splits, eval_split = load_splits(data_args, config.sampling_rate, seed)
-    if test:
-        dataset = load_audio_dataset(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            data_args.data_dir,
-            test,
-            data_args.audio_column_name,
-            config.sampling_rate,
-        )
-        splits["test"] = draw_rows(dataset, data_args.max_eval_samples, seed)
-    return TaskData(splits, eval_split, None, test)
+        eval_split = data_args.eval_split_name
+        splits = {"train": corpus.splits["train"], "eval": corpus.splits[eval_split]}
+        splits["test"] = corpus.splits[test] if test else None
+    else:
+        splits, eval_split = load_splits(data_args, config.sampling_rate, seed)
+    counts = {
+        "train": data_args.max_train_samples,
+        "eval": data_args.max_eval_samples,
+        "test": data_args.max_eval_samples,
+    }
+    drawn = {
+        key: None if dataset is None else draw_rows(dataset, counts[key], seed) for key, dataset in splits.items()
+    }
+    return TaskData(drawn, eval_split, corpus, test)
 
 
 def prepare_features(
@@ -404,7 +400,11 @@ def card_task_info(
     return {
         "task": task.name,
         "description": task.description,
-        "dataset": training_data_name(data_args),
+        "dataset": (  # the SUPERB corpus and its root, or the dataset (and folder)
+            f"{data_args.superb_corpus} corpus at {data_args.data_dir} (native layout)"
+            if data_args.superb_corpus
+            else data_args.dataset_name + (f" ({data_args.data_dir})" if data_args.data_dir else "")
+        ),
         "eval_split": data.eval_split,
         "test_split": data.test_split,
         "metrics": {
@@ -443,7 +443,7 @@ def run(
     if data.splits.get("eval") is None:
         training_args.do_eval = False
     splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
-    train_max = data.corpus.train_max_samples if data.corpus else None
+    train_max = data.corpus.spec.train_max_samples if data.corpus else None
     splits = prepare_features(splits, feature_extractor, recipe, data_args, training_args, train_max)
     # As transformers' example scripts: seeded before the head is drawn (Trainer seeds only once it is built).
     set_seed(training_args.seed)
@@ -543,7 +543,7 @@ def build_recipe(task: SuperbTask, model_args: ModelArguments, data_args: DataTr
     corpus = data.corpus
     named = data_args.text_column_name if RECIPES[task.head].column_flag == "--text_column_name" else None
     named = named or data_args.label_column_name
-    columns = corpus.columns if corpus else (named.split(",") if named else None)
+    columns = corpus.spec.columns if corpus else (named.split(",") if named else None)
     return recipe_for(
         task,
         columns,
@@ -554,32 +554,26 @@ def build_recipe(task: SuperbTask, model_args: ModelArguments, data_args: DataTr
 
 
 def check_splits(recipe: TaskRecipe, data: TaskData, audio_column: str) -> None:
-    """Every split's audio files exist, it has the label columns and no empty label: checked before anything is
-    written or computed."""
-    for key, name in data.checked_splits():
-        check_audio_files(data.splits[key], audio_column, name)
-        recipe.check_split(data.splits[key], name)
-
-
-def check_audio_files(dataset, audio_column: str, split_name: str) -> None:
-    """A one-line error for the first clip whose audio is a path to no file (audio held as bytes is not checked)."""
+    """Every split's audio files exist (audio held as bytes is not checked), it has the label columns and no empty
+    label: checked before anything is written or computed."""
     datasets = require_extra("datasets", "superb")
-    items = dataset.cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
-    for row, item in enumerate(items):
-        if item and item.get("bytes") is None and item.get("path") and not Path(item["path"]).is_file():
-            raise ValueError(
-                f"The {split_name} split names the audio file {item['path']} (row {row}), which does not exist: "
-                "fix the metadata or restore the file."
-            )
+    for key, name in data.checked_splits():
+        items = data.splits[key].cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
+        for row, item in enumerate(items):
+            if item and item.get("bytes") is None and item.get("path") and not Path(item["path"]).is_file():
+                raise ValueError(
+                    f"The {name} split names the audio file {item['path']} (row {row}), which does not exist: "
+                    "fix the metadata or restore the file."
+                )
+        recipe.check_split(data.splits[key], name)
 
 
 def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extractor) -> dict[str, Any]:
     """Fit the label encoding on the training split and check the evaluation labels, before any feature is
     computed; return the head's arguments."""
-    head_kwargs = recipe.fit(data.splits["train"], output_dir)
+    head_kwargs = recipe.fit(data.splits["train"], output_dir, feature_extractor)
     for key, name in data.checked_splits()[1:]:
         recipe.check_labels_seen(data.splits[key], name)
-    recipe.attach_processor(feature_extractor)
     return head_kwargs
 
 
@@ -608,13 +602,6 @@ def save_pictures(output: Path, model, recipe: TaskRecipe, prediction, task: Sup
             title=f"BYOL-A layer weights learned for {task.name.upper()}",
         )
     recipe.save_pictures(output, model.config, prediction)
-
-
-def training_data_name(data_args: DataTrainingArguments) -> str:
-    """What the card says the head was trained on: the SUPERB corpus and its root, or the dataset (and folder)."""
-    if data_args.superb_corpus:
-        return f"{data_args.superb_corpus} corpus at {data_args.data_dir} (native layout)"
-    return data_args.dataset_name + (f" ({data_args.data_dir})" if data_args.data_dir else "")
 
 
 class SuperbTrainer(Trainer):
@@ -655,9 +642,10 @@ def blank_padded_frames(logits: torch.Tensor, frames: torch.Tensor, blank_id: in
 
 def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int) -> tuple[dict[str, Any], str | None]:
     """
-    The training split and the evaluation split, and the evaluation split's name as reported. A dataset without
-    `eval_split_name` gets one held out of the training split (`validation_split_percentage`, fixed by `seed`), or
-    none when that percentage is 0. Evaluating on the training split itself is allowed and named as such.
+    The training, evaluation and (with `test_split_name`) test splits of a `datasets` source, and the evaluation
+    split's name as reported. A dataset without `eval_split_name` gets one held out of the training split
+    (`validation_split_percentage`, fixed by `seed`), or none when that percentage is 0. Evaluating on the training
+    split itself is allowed and named as such.
     """
 
     def load(split: str):
@@ -670,9 +658,9 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
             sampling_rate,
         )
 
-    train = load(data_args.train_split_name)
+    splits = {"train": load(data_args.train_split_name)}
     try:
-        evaluation = load(data_args.eval_split_name)
+        splits["eval"] = load(data_args.eval_split_name)
         name = data_args.eval_split_name
         if name == data_args.train_split_name:
             name += " (the training data itself: not a held-out estimate)"
@@ -680,19 +668,19 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
         if "split" not in str(error).lower():
             raise
         percentage = data_args.validation_split_percentage
-        if not percentage:
-            logger.warning(f"No '{data_args.eval_split_name}' split and --validation_split_percentage 0.")
-            return {"train": draw_rows(train, data_args.max_train_samples, seed), "eval": None}, None
-        if not 0 < percentage < 100:
+        if not 0 <= percentage < 100:
             raise ValueError(f"--validation_split_percentage must be in 0..99, got {percentage}.") from error
-        held_out = train.train_test_split(test_size=percentage / 100, seed=seed)
-        train, evaluation = held_out["train"], held_out["test"]
-        name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"
-        logger.warning(f"No '{data_args.eval_split_name}' split: evaluating on {name}.")
-    return {
-        "train": draw_rows(train, data_args.max_train_samples, seed),
-        "eval": draw_rows(evaluation, data_args.max_eval_samples, seed),
-    }, name
+        splits["eval"] = name = None
+        if percentage:
+            held_out = splits["train"].train_test_split(test_size=percentage / 100, seed=seed)
+            splits.update(train=held_out["train"], eval=held_out["test"])
+            name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"
+            logger.warning(f"No '{data_args.eval_split_name}' split: evaluating on {name}.")
+        else:
+            logger.warning(f"No '{data_args.eval_split_name}' split and --validation_split_percentage 0.")
+    test = data_args.test_split_name
+    splits["test"] = load(test) if test else None
+    return splits, name
 
 
 def build_parser() -> HfArgumentParser:

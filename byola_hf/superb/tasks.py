@@ -1,9 +1,6 @@
-"""SUPERB task presets for BYOL-A: head, default learning rate and metric of each task (see docs/superb.md).
-
-A task names its head class; [`~byola_hf.superb.recipes.recipe_for`] maps the head to the recipe that owns its
-arguments, label encoding, collation and metric. The remaining per-task facts (the CTC head's shape, whether labels
-are space-separated phonemes, the default columns) are fields here, so the recipe never branches on a task name.
-"""
+"""SUPERB task presets for BYOL-A (see docs/superb.md). A task names its head class, which
+[`~byola_hf.superb.recipes.recipe_for`] maps to its recipe; every other per-task fact is a field of [`SuperbTask`],
+so the recipe never branches on a task name."""
 
 from dataclasses import dataclass
 

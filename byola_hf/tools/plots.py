@@ -67,18 +67,9 @@ def confusion_matrix_figure(references: np.ndarray, predictions: np.ndarray, lab
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     if size <= 30:
-        for i in range(size):
-            for j in range(size):
-                if counts[i, j]:
-                    axis.text(
-                        j,
-                        i,
-                        counts[i, j],
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black",
-                    )
+        for i, j in zip(*np.nonzero(counts)):
+            color = "white" if rates[i, j] > 0.5 else "black"
+            axis.text(j, i, counts[i, j], ha="center", va="center", fontsize=7, color=color)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     # tight_layout makes room above the axes but does not wrap: a line wider than the figure was cut at its edges.
     # About 12 characters of 10-point text fit an inch.

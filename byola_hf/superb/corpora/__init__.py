@@ -64,16 +64,14 @@ def check_corpus_flags(data_args) -> None:
 
 @dataclass
 class Corpus:
-    """A corpus read for a run: its splits (`datasets.Dataset` with a decoded `audio` column), label columns, class
-    order per column and CTC vocabulary (s3prl's), and the longest training clip in samples."""
+    """A corpus read for a run: its splits (`datasets.Dataset` with a decoded `audio` column), its [`CorpusSpec`]
+    (label columns, longest training clip), and the class order per column and CTC vocabulary (s3prl's)."""
 
     name: str
-    task: str
+    spec: CorpusSpec
     splits: dict[str, Any]
-    columns: list[str]
     label_names: dict[str, list[str]] | None
     vocabulary: list[str] | None
-    train_max_samples: int | None
 
 
 def corpus_request(data_args, seed: int, frames_per_second: float) -> CorpusRequest:
@@ -100,10 +98,7 @@ def records_fingerprint(name: str, request: CorpusRequest, records: CorpusRecord
     files = sorted(
         {item.path if isinstance(item, Crop) else item for split in records.splits.values() for item in split["audio"]}
     )
-    stats = []
-    for path in files:
-        status = os.stat(path)
-        stats.append((path, status.st_size, status.st_mtime_ns))
+    stats = [(path, status.st_size, status.st_mtime_ns) for path, status in zip(files, map(os.stat, files))]
     return fingerprint(
         name=name,
         version=READER_VERSION,
@@ -152,7 +147,6 @@ def load_corpus(data_args, config, seed: int) -> Corpus:
     """Read `--superb_corpus` under `--data_dir` (cached, fingerprinted; see the module doc) for a model `config`."""
     datasets = require_extra("datasets", "superb")
     name = data_args.superb_corpus
-    spec = CORPORA[name]
     request = corpus_request(data_args, seed, config.frames_per_second)
     records = READERS[name](request)
     empty = [split for split, columns in records.splits.items() if not columns["audio"]]
@@ -169,10 +163,8 @@ def load_corpus(data_args, config, seed: int) -> Corpus:
     audio = datasets.Audio(sampling_rate=config.sampling_rate, mono=True)
     return Corpus(
         name=name,
-        task=spec.task,
+        spec=CORPORA[name],
         splits={split: splits[split].cast_column("audio", audio) for split in splits},
-        columns=list(spec.columns),
         label_names=records.label_names,
         vocabulary=records.vocabulary,
-        train_max_samples=spec.train_max_samples,
     )

@@ -270,10 +270,7 @@ def read_speech_commands(request: CorpusRequest) -> CorpusRecords:
     noises = sorted((root / BACKGROUND).glob("*.wav"))
     if not noises:
         raise ValueError(f"No {BACKGROUND}/*.wav in {display_path(root)}: expected Speech Commands v0.01's layout.")
-    splits: dict[str, dict[str, list]] = {
-        "train": {"audio": [], "label": []},
-        "validation": {"audio": [], "label": []},
-    }
+    splits: dict[str, dict[str, list]] = {split: {"audio": [], "label": []} for split in ("train", "validation")}
     for folder in sorted(path for path in root.iterdir() if path.is_dir() and path.name != BACKGROUND):
         label = folder.name if folder.name in KS_CLASSES[:10] else "_unknown_"
         for audio in sorted(folder.glob("*.wav")):
@@ -414,16 +411,15 @@ def read_meta_data(root: Path, path: Path) -> dict[str, list]:
     return {"audio": [str(root / relative) for relative, _ in pairs], "label": [label for _, label in pairs]}
 
 
-def hold_out(records: dict[str, list], ratio: float) -> tuple[dict[str, list], dict[str, list]]:
-    """Split records as s3prl's `random_split` after `torch.manual_seed(0)`: a permutation, the first
-    `int((1 - ratio) * n)` for training, the rest for validation."""
+def hold_out(records: dict[str, list], ratio: float) -> list[dict[str, list]]:
+    """`[training, validation]` records split by s3prl's own call: `random_split` seeded 0, the first
+    `int((1 - ratio) * n)` for training."""
     import torch
 
     count = len(records["audio"])
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(0)).tolist()
     cut = int((1 - ratio) * count)
-    pick = lambda indices: {column: [values[i] for i in indices] for column, values in records.items()}  # noqa: E731
-    return pick(order[:cut]), pick(order[cut:])
+    parts = torch.utils.data.random_split(range(count), [cut, count - cut], torch.Generator().manual_seed(0))
+    return [{column: [values[i] for i in part] for column, values in records.items()} for part in parts]
 
 
 def read_iemocap(request: CorpusRequest) -> CorpusRecords:
