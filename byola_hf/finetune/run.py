@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
+from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
 from ..tools.cli import check_training_length_and_values, run_training
@@ -30,7 +31,7 @@ from ..tools.outputs import (
     write_json_atomic,
 )
 from .augmentations import FinetuneAugmentation
-from .data import ClipSet, FinetuneTask, FoldRows, collate_clips, load_task
+from .data import ClipSet, FinetuneTask, collate_clips, load_task
 from .report import RunResult, save_card, summarize, write_results
 from .training import EvarSchedule, FinetuneTrainer, build_optimizer, metrics_function
 
