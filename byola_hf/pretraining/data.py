@@ -324,24 +324,3 @@ def crop_dataset(dataset, data_args, config, seed: int) -> torch.utils.data.Data
     """Crops of the clips: indexed by [`EpochCropSampler`]'s draws, or as a stream arrives."""
     cropper = ClipCropper(data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends)
     return StreamingCropDataset(dataset, cropper, seed) if data_args.streaming else CropDataset(dataset, cropper)
-
-
-__all__ = [
-    "ClipCropper",
-    "CropDataset",
-    "DataSummary",
-    "EpochCropSampler",
-    "StreamingCropDataset",
-    "check_crop_filled",
-    "check_one_batch",
-    "collate_waveforms",
-    "crop_dataset",
-    "crop_waveform",
-    "load_stream",
-    "longest_until",
-    "provenance",
-    "scan_clips",
-    "scan_stream",
-    "statistics",
-    "training_clips",
-]

@@ -51,6 +51,3 @@ def data_size(provenance: dict[str, Any], info: dict[str, Any]) -> str:
     if info["audio_hours"] is None:
         return "streamed (size not measured)"
     return f"{provenance.get('num_examples')} clips, {info['audio_hours']:.3f} h"
-
-
-__all__ = ["pretraining_card"]
