@@ -32,7 +32,7 @@ from ..tools.outputs import (
 )
 from .augmentations import FinetuneAugmentation
 from .data import ClipSet, FinetuneTask, collate_clips, load_task
-from .report import RunResult, save_card, summarize, write_results
+from .report import RunResult, save_card, summarize
 from .training import EvarSchedule, FinetuneTrainer, build_optimizer, metrics_function
 
 
@@ -143,7 +143,7 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
         for seed in seeds
     ]
     result = summarize(task, runs, metric, recipe_settings(args, training_args, unit, config.sampling_rate))
-    write_results(output, result)
+    write_json_atomic(output / "eval_results.json", result)
     first = result[f"test_{metric}"]
     print(
         f"test {metric} {first:.4f} ± {result[f'test_{metric}_std']:.4f} over {len(seeds)} seed(s) x "
