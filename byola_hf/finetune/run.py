@@ -58,7 +58,7 @@ RECIPE_DEFAULTS = {
 
 
 def recipe_training_args(training_args: TrainingArguments, given: set[str], metric: str) -> TrainingArguments:
-    """`training_args` with EVAR's defaults where the user gave none and the settings the recipe owns."""
+    """`training_args` with the settings the recipe owns (EVAR's defaults for the others are the parser's)."""
     refused = sorted(name for name in RECIPE_OWNED if name in given)
     if refused:
         raise ValueError(
@@ -67,10 +67,8 @@ def recipe_training_args(training_args: TrainingArguments, given: set[str], metr
         )
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
-    defaults = {name: value for name, value in RECIPE_DEFAULTS.items() if name not in given}
     return dataclasses.replace(
         training_args,
-        **defaults,
         eval_strategy="epoch",
         save_strategy="epoch",
         load_best_model_at_end=True,
