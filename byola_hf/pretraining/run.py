@@ -227,8 +227,6 @@ def save_outputs(trainer: BYOLAPreTrainer, output_dir: Path, info: dict[str, Any
     if not all(torch.isfinite(tensor).all() for tensor in trainer.model.encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
 
-    # The run's records first, each atomically: a run killed while saving the encoder is finished by its re-run,
-    # which trains nothing (no metrics) but saves the encoder again, and must find them.
     if metrics is not None or not (output_dir / "trainer_state.json").is_file():
         with atomic_path(output_dir / "trainer_state.json") as staged:
             trainer.state.save_to_json(str(staged))
