@@ -66,17 +66,12 @@ class ConversionCheck:
         return self.max_abs_diff / max(self.max_abs_value, 1e-12)
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type when it has none), at most 300 characters."""
-    lines = str(error).splitlines()
-    return (lines[0] if lines else type(error).__name__)[:300]
-
-
 def unpickling_reason(error: BaseException) -> str:
     """Why `torch.load(weights_only=True)` refused a file, without torch's advice to load it with
-    `weights_only=False` (which would run its pickled code): the unpickler's own reason, else the first line."""
+    `weights_only=False` (which would run its pickled code): the unpickler's own reason, else the first line (the
+    error's type when it has none)."""
     reason = re.search(r"WeightsUnpickler error: (.*?)(\. |\n|$)", str(error))
-    return reason.group(1)[:300] if reason else first_line(error)
+    return (reason.group(1) if reason else (str(error).splitlines() or [type(error).__name__])[0])[:300]
 
 
 def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:

@@ -345,6 +345,22 @@ def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
         assert not (tmp_path / name).exists(), name
 
 
+def test_recipe_flags_take_any_spelling(small_model, task_dir, tmp_path, capsys):
+    """A flag spelled with dashes was taken for not given: EVAR's default replaced the user's --learning-rate, and a
+    setting the recipe owns (--eval-strategy) was silently replaced instead of refused."""
+    from byola_hf.tools.cli import parse_arguments
+
+    flags = ["--model_name_or_path", "m", "--metadata_csv", "c", "--output_dir", str(tmp_path)]
+    training_args = parse_arguments(build_parser(), [*flags, "--learning-rate", "0.01"])[1]
+    assert (training_args.learning_rate, training_args.num_train_epochs) == (0.01, 200)
+    assert training_args.per_device_train_batch_size == training_args.per_device_eval_batch_size == 256
+    csv = split_csv(task_dir, tmp_path)
+    code, stderr = run_main(
+        main, command(small_model, csv, task_dir, tmp_path / "out", "--eval-strategy", "no"), capsys
+    )
+    assert_one_line(code, stderr, COMMAND, "sets --eval_strategy itself")
+
+
 def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(
     small_model, task_dir, tmp_path, caplog
 ):

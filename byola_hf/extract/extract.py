@@ -143,15 +143,11 @@ class ExtractionJob:
 
 def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
     """
-    Embed every example of a dataset (or of an EVAR task CSV) and save the result at `args.output_dir/dataset`.
-
-    Shards of `args.shard_size` examples are saved atomically as they finish; a re-run with the same record (see
-    the module doc) resumes from them. Under torchrun each rank takes every `world_size`-th shard and rank 0 joins
-    them in order. `args.device` `"cuda"` is each rank's own GPU there; `args.batch_size` is by default 2 on a CPU
-    (batches of long clips fall out of its caches) and 32 on an accelerator; `args.unit_seconds` cuts or zero-pads
-    every clip as EVAR's `unit_sec` does per task (EVAR crops training clips at a random place; here always the
-    start); with `args.skip_bad`, examples that cannot be decoded, are empty or not finite are left out (listed in
-    the result and in `skipped.json`), without it the first such example stops the run with its path.
+    Embed every example of a dataset (or of an EVAR task CSV) into `args.output_dir/dataset`, in shards of
+    `args.shard_size` examples saved atomically as they finish (a re-run with the same record resumes from them; see
+    the module doc). Under torchrun each rank takes every `world_size`-th shard (`args.device="cuda"`: its own GPU)
+    and rank 0 joins them in order. The CPU's default batch is small because batches of long clips fall out of its
+    caches; `args.unit_seconds` keeps each clip's start (EVAR crops training clips at a random place).
     """
     start_time = time.perf_counter()
     with process_group() as (rank, world_size):
@@ -168,7 +164,9 @@ def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
             torch.distributed.barrier()
     if rank != 0:
         return ExtractionResult(str(job.output), 0, seconds, time.perf_counter() - start_time)
-    return finished_result(job.output, start_time) if finished else join_shards(job, args.skip_bad, start_time)
+    if not finished:
+        join_shards(job, args.skip_bad)
+    return finished_result(job.output, start_time)
 
 
 def run_record(args: ExtractArguments, model: str, source: dict[str, Any]) -> dict[str, Any]:
@@ -349,7 +347,7 @@ def save_shard(job: ExtractionJob, index: int, rows: list[dict], features) -> No
         shard.save_to_disk(str(staged))
 
 
-def join_shards(job: ExtractionJob, skip_bad: bool, start_time: float) -> ExtractionResult:
+def join_shards(job: ExtractionJob, skip_bad: bool) -> None:
     """Join the shards in order into `OUT/dataset` (atomically), list the skipped clips, then drop the shards."""
     from datasets import concatenate_datasets, load_from_disk
 
@@ -363,17 +361,10 @@ def join_shards(job: ExtractionJob, skip_bad: bool, start_time: float) -> Extrac
         result.save_to_disk(str(staged))
     write_json_atomic(job.output / "skipped.json", skipped)
     remove_path(job.output / "shards")
-    return ExtractionResult(
-        str(job.output / "dataset"),
-        len(result),
-        float(sum(result["duration"])),
-        time.perf_counter() - start_time,
-        skipped,
-    )
 
 
 def finished_result(output: Path, start_time: float) -> ExtractionResult:
-    """The result of a run that already finished in `output` (a re-run with the same fingerprint)."""
+    """The result of the run finished in `output`, read from what it wrote."""
     dataset = load_embeddings(str(output))
     skipped_file = output / "skipped.json"
     skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []

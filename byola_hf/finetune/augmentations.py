@@ -165,16 +165,3 @@ class FinetuneAugmentation:
         if draws.boxes is not None:
             x = random_resize_crop(x[:, None], draws.boxes)[:, 0]
         return x
-
-
-__all__ = [
-    "AugmentDraws",
-    "FinetuneAugmentation",
-    "crop_or_pad",
-    "mask_along_axis",
-    "mask_bounds",
-    "mixup",
-    "sample_clip_starts",
-    "sample_masks",
-    "sample_mixup",
-]

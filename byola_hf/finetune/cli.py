@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
-from .run import COMMAND, finetune
+from .run import COMMAND, RECIPE_DEFAULTS, finetune
 
 
 @dataclass
@@ -66,6 +66,8 @@ def build_parser():
         description=__doc__.split("\n\n")[0],
         epilog="Our flags come first; the rest are transformers' TrainingArguments.",
     )
+    # Parser defaults, not values filled in after parsing, so that a flag given in any spelling keeps its value.
+    parser.set_defaults(**RECIPE_DEFAULTS)
     parser._option_string_actions["--learning_rate"].help = "Base learning rate (default here: 1e-3, EVAR's)"
     parser._option_string_actions["--num_train_epochs"].help = "Epochs (default here: 200, EVAR's)"
     parser._option_string_actions["--per_device_train_batch_size"].help = "Batch size (default here: 256, EVAR's)"
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     require_extras(COMMAND, ("datasets", "accelerate"), "superb")
     args, training_args = parse_arguments(build_parser(), argv)
-    given = {argument.split("=")[0].lstrip("-") for argument in argv if argument.startswith("--")}
+    given = {argument.split("=")[0].lstrip("-").replace("-", "_") for argument in argv if argument.startswith("--")}
     run_command(COMMAND, finetune, args, training_args, given)
 
 

@@ -13,22 +13,11 @@ import numpy as np
 import torch
 
 from ..audio import decode_undecoded_audio
-from ..linear_eval.evaluate import label_classes, split_masks
+from ..linear_eval.evaluate import FoldRows, encode, fold_rows, label_classes
 from ..tools.data import metadata_csv_source, source_fingerprint
 
 
 AUDIO_COLUMN = "audio"
-
-
-@dataclass
-class FoldRows:
-    """One train/validation/test round as row indices of the CSV; `valid` is `None` without a validation split (the
-    test rows then choose the epoch, as EVAR does)."""
-
-    name: str
-    train: np.ndarray
-    test: np.ndarray
-    valid: np.ndarray | None = None
 
 
 @dataclass
@@ -58,35 +47,13 @@ def parse_labels(cells: list, multi_label: bool) -> list:
 
 def encode_targets(labels: list, classes: list, multi_label: bool) -> np.ndarray:
     """Class indices `(rows,)` int64, or multi-hot rows `(rows, classes)` float32."""
-    index = {label: position for position, label in enumerate(classes)}
     if not multi_label:
-        return np.asarray([index[label] for label in labels], dtype=np.int64)
+        return encode(labels, classes)
+    index = {label: position for position, label in enumerate(classes)}
     targets = np.zeros((len(labels), len(classes)), dtype=np.float32)
     for row, names in enumerate(labels):
         targets[row, [index[name] for name in names]] = 1.0
     return targets
-
-
-def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: list[str]) -> list[FoldRows]:
-    """The rounds of a `split` column (one, through linear evaluation's own split rule) or of a `fold` column
-    (leave-one-fold-out; `wanted`: only these fold values)."""
-    rows = np.arange(len(tags))
-    if layout == "split":
-        if wanted:
-            raise ValueError("--folds picks folds of a 'fold' column; this CSV has a 'split' column: drop --folds.")
-        train, valid, test = split_masks(tags, where)
-        return [FoldRows("all", rows[train], rows[test], rows[valid] if valid.any() else None)]
-    names = [str(name) for name in label_classes(list(tags))]
-    text = np.asarray([str(tag) for tag in tags])
-    for name in wanted:
-        if name not in names:
-            raise ValueError(
-                f"--folds {name}: no row of {where} has fold {name}, so that fold has no test rows; its folds are "
-                f"{', '.join(names)}."
-            )
-    if len(names) < 2:
-        raise ValueError(f"{where} has a single fold ({names[0]}): leave-one-fold-out needs two or more.")
-    return [FoldRows(name, rows[text != name], rows[text == name]) for name in names if not wanted or name in wanted]
 
 
 def check_fold_classes(fold: FoldRows, labels: list, multi_label: bool, classes: list) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from ..hub import model_card
-from ..tools.outputs import write_json_atomic
 
 
 @dataclass
@@ -48,15 +47,10 @@ class RunResult:
             num_train=len(fold.train),
             num_validation=0 if fold.valid is None else len(fold.valid),
             num_test=len(fold.test),
-            selection=selection_name(fold),
+            selection="the validation split"
+            if fold.valid is not None
+            else "the test rows (no validation split, as EVAR does: an optimistic estimate)",
         )
-
-
-def selection_name(fold) -> str:
-    """Which rows chose the epoch: the validation split, or (EVAR's rule without one) the test rows."""
-    if fold.valid is not None:
-        return "the validation split"
-    return "the test rows (no validation split, as EVAR does: an optimistic estimate)"
 
 
 def summarize(task, runs: list[list[RunResult]], metric: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -92,10 +86,6 @@ def summarize(task, runs: list[list[RunResult]], metric: str, settings: dict[str
         "selection": runs[0][0].selection,
         "settings": settings,
     }
-
-
-def write_results(output: Path, result: dict[str, Any]) -> None:
-    write_json_atomic(output / "eval_results.json", result)
 
 
 def save_card(folder: Path, config, task_name: str, data: str, result: RunResult, run_args, args) -> None:

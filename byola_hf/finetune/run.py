@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
+from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
 from ..tools.cli import check_training_length_and_values, run_training
@@ -30,8 +31,8 @@ from ..tools.outputs import (
     write_json_atomic,
 )
 from .augmentations import FinetuneAugmentation
-from .data import ClipSet, FinetuneTask, FoldRows, collate_clips, load_task
-from .report import RunResult, save_card, summarize, write_results
+from .data import ClipSet, FinetuneTask, collate_clips, load_task
+from .report import RunResult, save_card, summarize
 from .training import EvarSchedule, FinetuneTrainer, build_optimizer, metrics_function
 
 
@@ -57,7 +58,7 @@ RECIPE_DEFAULTS = {
 
 
 def recipe_training_args(training_args: TrainingArguments, given: set[str], metric: str) -> TrainingArguments:
-    """`training_args` with EVAR's defaults where the user gave none and the settings the recipe owns."""
+    """`training_args` with the settings the recipe owns (EVAR's defaults for the others are the parser's)."""
     refused = sorted(name for name in RECIPE_OWNED if name in given)
     if refused:
         raise ValueError(
@@ -66,10 +67,8 @@ def recipe_training_args(training_args: TrainingArguments, given: set[str], metr
         )
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
-    defaults = {name: value for name, value in RECIPE_DEFAULTS.items() if name not in given}
     return dataclasses.replace(
         training_args,
-        **defaults,
         eval_strategy="epoch",
         save_strategy="epoch",
         load_best_model_at_end=True,
@@ -142,7 +141,7 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
         for seed in seeds
     ]
     result = summarize(task, runs, metric, recipe_settings(args, training_args, unit, config.sampling_rate))
-    write_results(output, result)
+    write_json_atomic(output / "eval_results.json", result)
     first = result[f"test_{metric}"]
     print(
         f"test {metric} {first:.4f} ± {result[f'test_{metric}_std']:.4f} over {len(seeds)} seed(s) x "

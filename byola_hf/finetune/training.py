@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
-from .augmentations import FinetuneAugmentation, crop_or_pad, mixup, sample_clip_starts, sample_mixup
+from .augmentations import crop_or_pad, mixup, sample_clip_starts, sample_mixup
 
 
 @dataclass
@@ -161,14 +161,3 @@ class FinetuneTrainer(Trainer):
         normalised = (features - mean) / std
         draws = self.augmentation.sample(len(features), *features.shape[1:], generator, features.device)
         return self.augmentation(normalised, draws) * std + mean
-
-
-__all__ = [
-    "EvarSchedule",
-    "FinetuneAugmentation",
-    "FinetuneTrainer",
-    "average_precision",
-    "build_optimizer",
-    "mean_average_precision",
-    "metrics_function",
-]

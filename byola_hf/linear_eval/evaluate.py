@@ -17,14 +17,16 @@ embeddings, is refused before training, naming what differs.
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..extract.extract import embedding_record, load_embeddings, resolve_device
-from ..tools.outputs import recorded_arguments
+from ..tools.outputs import claim_output_dir, recorded_arguments
 from .classifier import TrainingSettings, hold_out_validation, predict, standardize, train_linear
+from .report import COMMAND, OUTPUTS, per_class_report, write_report
 
 
 VALIDATION_NAMES = ("valid", "validation")
@@ -55,6 +57,17 @@ class FoldRun:
     num_train: int
     num_validation: int
     validation: str
+
+
+@dataclass
+class FoldRows:
+    """One train/validation/test round as row indices of a task's table; `valid` is `None` without a validation
+    split (byola-finetune then chooses the epoch on the test rows, as EVAR does)."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    valid: np.ndarray | None = None
 
 
 @dataclass
@@ -240,18 +253,18 @@ def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[
         )
     data = read_embeddings(embeddings_dir, label_column_name, (layout,))
     classes = label_classes(data[label_column_name])
-    x, y, tags = data["embedding"], encode(data[label_column_name], classes), np.asarray(data[layout])
-    if layout == "split":
-        return [split_fold(x, y, tags, embeddings_dir)], class_display_names(classes, data), layout
+    x, y = data["embedding"], encode(data[label_column_name], classes)
     folds = []
-    for name in label_classes(list(tags)):
-        test = tags == name
-        check_several_classes(y[~test], f"{embeddings_dir} without fold {name}")
-        folds.append(Fold(str(name), x[~test], y[~test], x[test], y[test], test_rows=np.flatnonzero(test)))
-    if len(folds) < 2:
-        raise ValueError(
-            f"{embeddings_dir} has a single fold ({folds[0].name}): leave-one-fold-out needs two or more."
-        )
+    for rows in fold_rows(np.asarray(data[layout], dtype=object), layout, embeddings_dir):
+        where = embeddings_dir if layout == "split" else f"{embeddings_dir} without fold {rows.name}"
+        check_several_classes(y[rows.train], where)
+        unseen = {*y[rows.test], *(() if rows.valid is None else y[rows.valid])} - set(y[rows.train])
+        if layout == "split" and unseen:  # a fold's test classes are checked in run_fold
+            raise ValueError(f"{len(unseen)} class(es) of the valid/test splits of {where} never appear in train.")
+        fold = Fold(rows.name, x[rows.train], y[rows.train], x[rows.test], y[rows.test], test_rows=rows.test)
+        if rows.valid is not None:
+            fold.valid_x, fold.valid_y = x[rows.valid], y[rows.valid]
+        folds.append(fold)
     return folds, class_display_names(classes, data), layout
 
 
@@ -267,17 +280,26 @@ def split_masks(tags: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, n
     return tags == "train", np.isin(tags, VALIDATION_NAMES), tags == "test"
 
 
-def split_fold(x: np.ndarray, y: np.ndarray, tags: np.ndarray, where: str) -> Fold:
-    """The train/valid/test fold of a `split` column."""
-    train, valid, test = split_masks(tags, where)
-    check_several_classes(y[train], where)
-    unseen = set(y[test | valid]) - set(y[train])
-    if unseen:
-        raise ValueError(f"{len(unseen)} class(es) of the valid/test splits of {where} never appear in train.")
-    fold = Fold("all", x[train], y[train], x[test], y[test], test_rows=np.flatnonzero(test))
-    if valid.any():
-        fold.valid_x, fold.valid_y = x[valid], y[valid]
-    return fold
+def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: Sequence[str] = ()) -> list[FoldRows]:
+    """The rounds of a `split` column (one, through linear evaluation's own split rule) or of a `fold` column
+    (leave-one-fold-out; `wanted`: only these fold values)."""
+    rows = np.arange(len(tags))
+    if layout == "split":
+        if wanted:
+            raise ValueError("--folds picks folds of a 'fold' column; this CSV has a 'split' column: drop --folds.")
+        train, valid, test = split_masks(tags, where)
+        return [FoldRows("all", rows[train], rows[test], rows[valid] if valid.any() else None)]
+    names = [str(name) for name in label_classes(list(tags))]
+    text = np.asarray([str(tag) for tag in tags])
+    for name in wanted:
+        if name not in names:
+            raise ValueError(
+                f"--folds {name}: no row of {where} has fold {name}, so that fold has no test rows; its folds are "
+                f"{', '.join(names)}."
+            )
+    if len(names) < 2:
+        raise ValueError(f"{where} has a single fold ({names[0]}): leave-one-fold-out needs two or more.")
+    return [FoldRows(name, rows[text != name], rows[text == name]) for name in names if not wanted or name in wanted]
 
 
 def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings) -> FoldRun:
@@ -315,17 +337,14 @@ def linear_eval(args: LinearEvalArguments) -> LinearEvalResult:
             "uses: drop --validation_fraction."
         )
     if args.output_dir is not None:
-        from .report import claim_report_dir
-
-        claim_report_dir(args, run_record(args, folds, classes))
+        record = run_record(args, folds, classes)
+        claim_output_dir(args.output_dir, COMMAND, record, OUTPUTS, args.overwrite_output_dir)
     runs = [
         [run_fold(fold, len(classes), args.seed + offset, settings) for fold in folds] for offset in range(args.seeds)
     ]
     result = summarize(folds, runs, classes, protocol, settings)
     result.settings.update(seeds=args.seeds, seed=args.seed, label_column_name=args.label_column_name)
     if args.output_dir is not None:
-        from .report import write_report
-
         write_report(result, folds, runs[0], args.output_dir)
     return result
 
@@ -391,8 +410,6 @@ def summarize(
 ) -> LinearEvalResult:
     """Mean ± std over every (seed, fold) run, each seed's and each fold's figures, and the first seed's pooled
     per-class report and confusion matrix."""
-    from .report import per_class_report
-
     accuracies = [run.accuracy for seed_runs in runs for run in seed_runs]
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for fold, run in zip(folds, runs[0]):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tools.outputs import atomic_path, claim_output_dir, write_json_atomic
+from ..tools.outputs import atomic_path, write_json_atomic
 
 
 COMMAND = "byola-linear-eval"
@@ -38,14 +38,8 @@ def headline(result) -> str:
     return f"{result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over {runs}"
 
 
-def claim_report_dir(args, record: dict) -> None:
-    """Claim `args.output_dir` for this command before training: a re-run with the same `record` (arguments and
-    data) rewrites its own files; another one is refused, naming what differs, unless `args.overwrite_output_dir`."""
-    claim_output_dir(args.output_dir, COMMAND, record, OUTPUTS, args.overwrite_output_dir)
-
-
 def write_report(result, folds, first_seed_runs, output_dir: str) -> None:
-    """Write both files atomically into `output_dir` (claimed by [`claim_report_dir`])."""
+    """Write both files atomically into `output_dir` (claimed before training)."""
     from ..tools.plots import save_confusion_matrix
 
     output = Path(output_dir)

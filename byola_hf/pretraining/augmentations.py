@@ -247,15 +247,3 @@ class BYOLAAugmentation(nn.Module):
             views = linear_fade(views, sample_fader_ends(2 * batch, self.fader_gain, device=views.device))
         views = normalize_batch(torch.cat([views[0::2], views[1::2]]))
         return views[:batch], views[batch:]
-
-
-__all__ = [
-    "BYOLAAugmentation",
-    "MixupMemoryBank",
-    "linear_fade",
-    "log_mixup_exp",
-    "normalize_batch",
-    "random_resize_crop",
-    "sample_crop_boxes",
-    "sample_fader_ends",
-]

@@ -107,9 +107,8 @@ def build_parser() -> HfArgumentParser:
 
 
 def original_training_defaults(variant: str) -> dict[str, Any]:
-    """The original's training setup: Adam (AdamW without weight decay), the variant's learning rate, constant, no
-    gradient clipping, batch 256, 100 epochs, seed 42; per-rank BatchNorm and memory banks under DDP (no buffer
-    broadcast, no search for unused parameters); the model's own inputs (no column removal); no report_to."""
+    """The original's training setup (Adam without weight decay at the variant's constant learning rate, no
+    clipping), with per-rank BatchNorm and memory banks under DDP, as the original's DDP keeps them."""
     return {
         **ORIGINAL_DEFAULTS,
         "learning_rate": VARIANT_PRETRAINING.get(variant, VARIANT_PRETRAINING["AudioNTT2020"])["learning_rate"],

@@ -75,28 +75,9 @@ class CropDataset(torch.utils.data.Dataset):
         return self.cropper(self.dataset[int(index)], position)
 
 
-def load_stream(
-    dataset_name: str,
-    dataset_config_name: str | None,
-    data_dir: str | None,
-    split: str,
-    audio_column_name: str,
-    sampling_rate: int,
-):
-    """The training clips as a `datasets.IterableDataset` read as they stream (`--streaming`), audio undecoded."""
-    import datasets
-
-    stream = load_audio_dataset(
-        dataset_name, dataset_config_name, data_dir, split, audio_column_name, sampling_rate, streaming=True
-    )
-    if not isinstance(stream, datasets.IterableDataset):  # a folder or glob of files: listed, then streamed
-        stream = stream.to_iterable_dataset(num_shards=min(len(stream), 64))
-    return stream.cast_column(audio_column_name, datasets.Audio(decode=False))
-
-
 class StreamingCropDataset(torch.utils.data.IterableDataset):
     """
-    Crops of a streamed dataset ([`load_stream`]), one per clip as it arrives, pass after pass without end: pass `p`
+    Crops of a streamed dataset ([`training_clips`]), one per clip as it arrives, pass after pass without end: pass `p`
     reads the stream in a shuffled order (a buffer of `STREAM_SHUFFLE_BUFFER` clips seeded by `(seed, p)`) and
     draws crop positions from a generator seeded by `(seed, p, DataLoader worker)`. DataLoader workers read
     disjoint shards of the stream and count their own passes.
@@ -291,19 +272,26 @@ def provenance(data_args, summary, method: str) -> dict[str, Any]:
 
 
 def training_clips(data_args, sampling_rate: int, training_args: TrainingArguments):
-    """The training clips (undecoded audio column): a dataset of at least one batch, or a stream (`--streaming`)."""
+    """The training clips (undecoded audio column): a dataset of at least one batch, or a `datasets.IterableDataset`
+    read as it streams (`--streaming`)."""
+    import datasets
+
     source = (data_args.dataset_name, data_args.dataset_config_name, data_args.data_dir, data_args.split)
+    column = data_args.audio_column_name
     if data_args.streaming:
         if training_args.max_steps <= 0:
             raise ValueError("--streaming reads clips without knowing their number: give the run's --max_steps.")
-        stream = load_stream(*source, data_args.audio_column_name, sampling_rate)
+        stream = load_audio_dataset(*source, column, sampling_rate, streaming=True)
+        if not isinstance(stream, datasets.IterableDataset):  # a folder or glob of files: listed, then streamed
+            stream = stream.to_iterable_dataset(num_shards=min(len(stream), 64))
+        stream = stream.cast_column(column, datasets.Audio(decode=False))
         return stream if data_args.max_train_samples is None else stream.take(data_args.max_train_samples)
-    dataset = load_source(*source, data_args.audio_column_name, sampling_rate)
+    dataset = load_source(*source, column, sampling_rate)
     dataset = draw_rows(dataset, data_args.max_train_samples, training_args.seed)
     if len(dataset) < training_args.per_device_train_batch_size * training_args.world_size:
         # Too few to train, and few enough to read now: a clip that cannot be used is the first thing to fix.
         for row in dataset:
-            decode_undecoded_audio(row[data_args.audio_column_name], sampling_rate)
+            decode_undecoded_audio(row[column], sampling_rate)
     check_one_batch(len(dataset), training_args)
     return dataset
 
@@ -324,24 +312,3 @@ def crop_dataset(dataset, data_args, config, seed: int) -> torch.utils.data.Data
     """Crops of the clips: indexed by [`EpochCropSampler`]'s draws, or as a stream arrives."""
     cropper = ClipCropper(data_args.audio_column_name, config.sampling_rate, config.crop_samples, config.pad_both_ends)
     return StreamingCropDataset(dataset, cropper, seed) if data_args.streaming else CropDataset(dataset, cropper)
-
-
-__all__ = [
-    "ClipCropper",
-    "CropDataset",
-    "DataSummary",
-    "EpochCropSampler",
-    "StreamingCropDataset",
-    "check_crop_filled",
-    "check_one_batch",
-    "collate_waveforms",
-    "crop_dataset",
-    "crop_waveform",
-    "load_stream",
-    "longest_until",
-    "provenance",
-    "scan_clips",
-    "scan_stream",
-    "statistics",
-    "training_clips",
-]

@@ -148,14 +148,3 @@ def effective_rank(embeddings: np.ndarray) -> float:
         return 0.0
     shares = variances[variances > 0] / variances.sum()
     return float(np.exp(-(shares * np.log(shares)).sum()))
-
-
-__all__ = [
-    "LinearProbeData",
-    "LinearProbeMetrics",
-    "clip_embeddings",
-    "effective_rank",
-    "linear_probe_data",
-    "linear_probe_metrics",
-    "load_linear_probe_data",
-]

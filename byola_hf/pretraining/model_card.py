@@ -16,41 +16,28 @@ def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
     source = provenance.get("dataset")
     if provenance.get("config"):
         source = f"{source} ({provenance['config']})"
+    # A stream whose statistics were given was never read whole, so its size and epochs are not known.
+    size = "streamed (size not measured)"
+    if info["audio_hours"] is not None:
+        size = f"{provenance.get('num_examples')} clips, {info['audio_hours']:.3f} h"
+    epochs = "not known (a stream not counted)" if info["epochs"] is None else f"{info['epochs']:.2f}"
+    # Trainer logs the mean loss since the previous log: the run's first and last logs.
+    loss = "- training loss: not logged"
+    if info["logged_losses"]:
+        (first_step, first), (last_step, last) = info["logged_losses"]
+        loss = f"- training loss: {first:.4f} at step {first_step}, {last:.4f} at step {last_step}"
     lines = [
         "## Pre-training",
         "",
         f"Pre-trained with BYOL-A {'v2' if config.concat_conv_features else 'v1'} by `byola-pretrain` (byola_hf).",
         "",
-        f"- data: {source}, split `{provenance.get('split')}`, " + data_size(provenance, info),
+        f"- data: {source}, split `{provenance.get('split')}`, {size}",
         f"- started from: {info['init_from'] or 'random initialisation'}",
-        f"- steps: {info['steps']}, epochs: {epochs_text(info['epochs'])}, batch: {info['batch_size']}, "
+        f"- steps: {info['steps']}, epochs: {epochs}, batch: {info['batch_size']}, "
         f"learning rate: {info['learning_rate']:g}",
-        loss_line(info["logged_losses"]),
+        loss,
         "",
     ]
     text = str(model_card(config))
     head, marker, tail = text.partition("## Usage")
     return ModelCard(head + "\n".join(lines) + "\n" + marker + tail)
-
-
-def loss_line(logged: list[tuple[int, float]]) -> str:
-    """The training loss at the run's first and last logs (Trainer logs the mean since the previous log)."""
-    if not logged:
-        return "- training loss: not logged"
-    (first_step, first), (last_step, last) = logged
-    return f"- training loss: {first:.4f} at step {first_step}, {last:.4f} at step {last_step}"
-
-
-def epochs_text(epochs: float | None) -> str:
-    """Passes over the data, or why they are not known."""
-    return "not known (a stream not counted)" if epochs is None else f"{epochs:.2f}"
-
-
-def data_size(provenance: dict[str, Any], info: dict[str, Any]) -> str:
-    """ "N clips, H h", or what is known of a stream whose statistics were given (it was never read whole)."""
-    if info["audio_hours"] is None:
-        return "streamed (size not measured)"
-    return f"{provenance.get('num_examples')} clips, {info['audio_hours']:.3f} h"
-
-
-__all__ = ["pretraining_card"]

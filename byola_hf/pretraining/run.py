@@ -118,6 +118,10 @@ def check_arguments(data_args, training_args: TrainingArguments) -> None:
             "--resume_from_checkpoint); to start from another run's encoder, pass it as --init_from."
         )
     check_training_length_and_values(training_args)
+    if training_args.per_device_train_batch_size < 2:  # BYOL-A's BatchNorm layers normalise over the batch
+        raise ValueError(
+            "BYOL-A's BatchNorm layers need at least 2 clips per device and step: raise --per_device_train_batch_size."
+        )
     if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
         raise ValueError(f"--max_train_samples must be a positive number of clips, got {data_args.max_train_samples}.")
     if data_args.eval_dataset_name is None:
@@ -128,14 +132,6 @@ def check_arguments(data_args, training_args: TrainingArguments) -> None:
         ]
         if given:
             raise ValueError(f"{', '.join(given)} describe a linear evaluation task: add its --eval_dataset_name.")
-
-
-def check_batch_size(training_args: TrainingArguments) -> None:
-    """BYOL-A's BatchNorm layers normalise over the batch: one clip a device cannot train."""
-    if training_args.per_device_train_batch_size < 2:
-        raise ValueError(
-            "BYOL-A's BatchNorm layers need at least 2 clips per device and step: raise --per_device_train_batch_size."
-        )
 
 
 def pretrain(
@@ -150,7 +146,6 @@ def pretrain(
     """
     check_trainer_world_size(training_args)
     check_arguments(data_args, training_args)
-    check_batch_size(training_args)
     push = trainer_push_arguments(training_args, model_args.public)  # before any work; Trainer's pushes off
     config, start_encoder = pretraining_config(model_args)
     feature_extractor = BYOLAFeatureExtractor.from_model_config(config)
@@ -232,8 +227,6 @@ def save_outputs(trainer: BYOLAPreTrainer, output_dir: Path, info: dict[str, Any
     if not all(torch.isfinite(tensor).all() for tensor in trainer.model.encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
 
-    # The run's records first, each atomically: a run killed while saving the encoder is finished by its re-run,
-    # which trains nothing (no metrics) but saves the encoder again, and must find them.
     if metrics is not None or not (output_dir / "trainer_state.json").is_file():
         with atomic_path(output_dir / "trainer_state.json") as staged:
             trainer.state.save_to_json(str(staged))

@@ -188,6 +188,3 @@ def build_trainer(
         linear_probe=linear_probe,
         callbacks=callbacks,
     )
-
-
-__all__ = ["BYOLAPreTrainer", "EMATargetCallback", "RankStateCallback", "build_trainer"]

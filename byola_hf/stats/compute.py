@@ -238,15 +238,9 @@ def check_stats_arguments(args: StatsArguments) -> StatsArguments:
 
 
 def compute_stats(args: StatsArguments) -> StatsResult:
-    """
-    Compute a task's log-mel statistics and, when `args.output_dir` is given, write them into the model's config and
-    save the model directory there (`output_dir` may be the model directory itself when a byola_hf command wrote it).
-
-    Under `torchrun` each rank takes its shard; the partial moments merge in rank order and only rank 0 writes.
-    `args.mode` `"s3prl"` is the original running estimate over zero-padded batches; `args.device` (e.g. `"cuda"`;
-    under torchrun each rank's own GPU, `cuda:LOCAL_RANK`) computes the log-mels and moments there, not with
-    `num_proc` (forked workers cannot share a GPU context).
-    """
+    """Compute a task's log-mel statistics and, with `args.output_dir`, save the model with them there (see the
+    module doc). Under `torchrun` each rank takes its shard (`args.device="cuda"`: its own GPU), the partial moments
+    merge in rank order and only rank 0 writes."""
     args = check_stats_arguments(args)
     config, feature_extractor = load_byola_front_end(args.model_name_or_path)
     if args.output_dir is not None:  # before the work, not after it
@@ -336,8 +330,6 @@ def select_examples(dataset, max_examples: int | None, seed: int, streaming: boo
     """A random subset of `max_examples` examples drawn with `seed`, or the whole dataset."""
     if max_examples is None:
         return dataset
-    if max_examples < 1:
-        raise ValueError(f"--max_examples must be at least 1, got {max_examples}.")
     if streaming:
         return dataset.shuffle(seed=seed, buffer_size=10_000).take(max_examples)
     return dataset.shuffle(seed=seed).select(range(min(max_examples, len(dataset))))

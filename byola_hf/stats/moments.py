@@ -105,6 +105,3 @@ class RunningNormEstimate:
     def std(self) -> float:
         eps, largest = float(np.finfo(np.float32).eps), float(np.finfo(np.float32).max)
         return min(max(math.sqrt(self.variance), eps), largest)
-
-
-__all__ = ["LogMelMoments", "RunningNormEstimate"]

@@ -278,14 +278,9 @@ def load_source(
     if metadata_csv is not None:
         check_read_whole("--metadata_csv (its split column says the splits)", dataset_config_name, split)
         return metadata_csv_source(metadata_csv, data_dir, audio_column_name)
-    check_data_dir_use(dataset_name, data_dir)
-    if is_audio_file_source(dataset_name):  # the files of a folder or glob, listed as every command lists them
-        dataset = audio_files_dataset(dataset_name, audio_column_name).remove_columns("path")
-        check_read_whole(f"--dataset_name {display_path(dataset_name)}", dataset_config_name, split)
-    else:
-        dataset = load_audio_dataset(
-            dataset_name, dataset_config_name, data_dir, split, audio_column_name, sampling_rate
-        )
+    dataset = load_audio_dataset(dataset_name, dataset_config_name, data_dir, split, audio_column_name, sampling_rate)
+    if is_audio_file_source(dataset_name):  # a folder or glob of files: its `path` column repeats the audio's
+        dataset = dataset.remove_columns("path")
     return dataset.cast_column(audio_column_name, datasets.Audio(decode=False))
 
 
