@@ -105,6 +105,14 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise ValueError(f"{path} does not contain a state dict of tensors, so it is not a BYOL-A checkpoint.")
 
+    state_dict = original_keys(loaded)
+    check_original_tensors(path, state_dict, list(loaded))
+    return state_dict
+
+
+def original_keys(loaded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint under the original `features.N.*` / `fc.N.*` keys: s3prl's layered names mapped,
+    any prefix before `features.`/`fc.` dropped, every other key left out."""
     state_dict = {}
     for key, tensor in loaded.items():
         if key.endswith("num_batches_tracked"):
@@ -117,6 +125,12 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
         match = re.search(r"(^|\.)(features|fc)\.", key)
         if match:
             state_dict[key[match.start(2) :]] = tensor
+    return state_dict
+
+
+def check_original_tensors(path: Path, state_dict: dict[str, torch.Tensor], keys: list[str]) -> None:
+    """A `ValueError` naming the fix unless the network's tensors are float32, finite, and hold every key v1 and v2
+    share (`keys`: the checkpoint's own, for the message)."""
     other_types = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in state_dict.values()} - {"float32"})
     if other_types:  # every published BYOL-A network is float32; the original code runs nothing else
         raise ValueError(
@@ -131,12 +145,11 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
         )
     missing = [key for key in _required_keys(1) if key not in state_dict]
     if missing:
-        found = ", ".join(list(loaded)[:6])
+        found = ", ".join(keys[:6])
         raise ValueError(
             f"{path} is not a BYOL-A (AudioNTT2020 / AudioNTT2022) checkpoint: missing {', '.join(missing[:4])}"
             f"{' ...' if len(missing) > 4 else ''}. Its first keys are: {found}."
         )
-    return state_dict
 
 
 def config_from_state_dict(

@@ -168,3 +168,17 @@ def test_no_import_cycle():
         if not other.startswith(module + ".") and reaches(other, module) and not module.startswith(other + ".")
     ]
     assert not cycles, cycles
+
+
+def test_no_function_over_60_lines():
+    """Small functions, as the style asks: none in the package, the benchmarks or the scripts runs over 60 lines
+    (its docstring counted)."""
+    import ast
+
+    long = []
+    for folder in ("byola_hf", "benchmarks", "scripts"):
+        for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
+                    long.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {node.name}")
+    assert not long, long

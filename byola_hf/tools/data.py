@@ -38,6 +38,23 @@ def load_audio_dataset(
     """
     datasets = require_extra("datasets", "stats")
     check_data_dir_use(dataset_name, data_dir)
+    check_local_source(dataset_name, data_dir)
+    path = Path(dataset_name)
+    dataset = read_split(dataset_name, dataset_config_name, data_dir, split, audio_column_name, streaming)
+    if is_audio_file_source(dataset_name) or (is_saved_dataset(path) and not (path / "dataset_dict.json").exists()):
+        check_read_whole(
+            f"--dataset_name {display_path(dataset_name)}", dataset_config_name, split
+        )  # after the listing
+
+    if not streaming and len(dataset) == 0:
+        raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to work on.")
+    check_audio_column(dataset, audio_column_name)
+    return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
+
+
+def check_local_source(dataset_name: str, data_dir: str | None) -> None:
+    """Refuse a local path that does not exist (`datasets` would say the Hub is unreachable) and a folder that is
+    not a valid audiofolder, before anything is read."""
     path = Path(dataset_name)
     if (dataset_name.startswith(("/", "./", "../", "~")) or dataset_name.endswith("/")) and not is_audio_file_source(
         dataset_name
@@ -48,6 +65,20 @@ def load_audio_dataset(
         check_audiofolder(data_dir)
     elif path.is_dir() and not is_saved_dataset(path) and not is_audio_file_source(dataset_name):
         check_audiofolder(dataset_name)  # a folder with metadata.csv: datasets reads it as an audiofolder
+
+
+def read_split(
+    dataset_name: str,
+    dataset_config_name: str | None,
+    data_dir: str | None,
+    split: str,
+    audio_column_name: str,
+    streaming: bool,
+):
+    """One split of the source, as `datasets` reads it (a folder or glob of files listed here); a missing split, an
+    unreachable Hub or a missing file is a one-line `ValueError`."""
+    datasets = require_extra("datasets", "stats")
+    path = Path(dataset_name)
     try:
         if is_audio_file_source(dataset_name):
             dataset = audio_files_dataset(dataset_name, audio_column_name)
@@ -74,15 +105,7 @@ def load_audio_dataset(
             f"{f' ({dataset_config_name})' if dataset_config_name else ''}: {str(error).splitlines()[0]}.{offline} "
             "Pass a Hub dataset name, `audiofolder` with --data_dir, or a directory saved with `save_to_disk`."
         ) from error
-    if is_audio_file_source(dataset_name) or (is_saved_dataset(path) and not (path / "dataset_dict.json").exists()):
-        check_read_whole(
-            f"--dataset_name {display_path(dataset_name)}", dataset_config_name, split
-        )  # after the listing
-
-    if not streaming and len(dataset) == 0:
-        raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to work on.")
-    check_audio_column(dataset, audio_column_name)
-    return dataset.cast_column(audio_column_name, datasets.Audio(sampling_rate=sampling_rate, mono=True))
+    return dataset
 
 
 def draw_rows(dataset, count: int | None, seed: int):

@@ -141,6 +141,31 @@ def claim_output_dir(
             `None` for a command without that flag (its refusal does not offer it).
     """
     path = Path(path)
+    marker = own_marker(path, command)
+    record = run_fingerprint if isinstance(run_fingerprint, dict) else None
+    if record is not None:
+        record = json.loads(json.dumps(record, default=str))
+        run_fingerprint = fingerprint(**record)
+    if marker is not None and marker.get("fingerprint") == run_fingerprint:
+        return OwnedOutput(path, resumed=True)
+    if marker is not None and all(entry.name == MARKER for entry in path.iterdir()):
+        marker = None  # a run that stopped before writing anything: nothing of it to keep or resume
+    if marker is not None and not overwrite:
+        differs = changed_parts(marker.get("record") or {}, record) if record is not None else []
+        refuse_other_run(path, command, differs, overwrite)
+    if marker is not None:
+        for name in marker.get("outputs", []):
+            for target in sorted(path.glob(name)):  # a name, or a pattern such as "checkpoint-*"
+                remove_path(target)
+    path.mkdir(parents=True, exist_ok=True)
+    marker = {"command": command, "fingerprint": run_fingerprint, "outputs": list(outputs)}
+    write_json_atomic(path / MARKER, marker if record is None else {**marker, "record": record})
+    return OwnedOutput(path, resumed=False)
+
+
+def own_marker(path: Path, command: str) -> dict | None:
+    """The marker of `command`'s earlier run in `path` (`None`: a new or empty folder); a one-line `ValueError` for a
+    file, or a folder holding what `command` did not write."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"--output_dir {path} is a file: choose a folder.")
     marker = read_marker(path) if path.is_dir() else None
@@ -153,35 +178,23 @@ def claim_output_dir(
         raise ValueError(
             f"--output_dir {path} holds the outputs of {marker['command']}, not {command}: choose another folder."
         )
-    record = run_fingerprint if isinstance(run_fingerprint, dict) else None
-    if record is not None:
-        record = json.loads(json.dumps(record, default=str))
-        run_fingerprint = fingerprint(**record)
-    if marker is not None and marker.get("fingerprint") == run_fingerprint:
-        return OwnedOutput(path, resumed=True)
-    if marker is not None and all(entry.name == MARKER for entry in path.iterdir()):
-        marker = None  # a run that stopped before writing anything: nothing of it to keep or resume
-    if marker is not None and not overwrite:
-        differs = changed_parts(marker.get("record") or {}, record) if record is not None else []
-        if differs and all(part.startswith("source.") for part in differs):
-            raise ValueError(
-                f"The data changed since the run in {path} began (clips added, removed or written again): restore "
-                "it to resume that run, or choose another --output_dir to start one on the data as it is now."
-            )
-        what = f"it differs in {', '.join(differs)}" if differs else "model, data or result-changing flags differ"
-        start_over = "" if overwrite is None else " pass --overwrite_output_dir to start over,"
+    return marker
+
+
+def refuse_other_run(path: Path, command: str, differs: list[str], overwrite: bool | None) -> None:
+    """The one-line refusal of a re-run into `path` whose record `differs` in these parts from the folder's run: the
+    data alone changed, or arguments (`overwrite=None`: the command has no --overwrite_output_dir to offer)."""
+    if differs and all(part.startswith("source.") for part in differs):
         raise ValueError(
-            f"--output_dir {path} holds a {command} run made with other inputs or arguments ({what}): re-run "
-            f"with the same arguments to resume,{start_over} or choose another folder."
+            f"The data changed since the run in {path} began (clips added, removed or written again): restore "
+            "it to resume that run, or choose another --output_dir to start one on the data as it is now."
         )
-    if marker is not None:
-        for name in marker.get("outputs", []):
-            for target in sorted(path.glob(name)):  # a name, or a pattern such as "checkpoint-*"
-                remove_path(target)
-    path.mkdir(parents=True, exist_ok=True)
-    marker = {"command": command, "fingerprint": run_fingerprint, "outputs": list(outputs)}
-    write_json_atomic(path / MARKER, marker if record is None else {**marker, "record": record})
-    return OwnedOutput(path, resumed=False)
+    what = f"it differs in {', '.join(differs)}" if differs else "model, data or result-changing flags differ"
+    start_over = "" if overwrite is None else " pass --overwrite_output_dir to start over,"
+    raise ValueError(
+        f"--output_dir {path} holds a {command} run made with other inputs or arguments ({what}): re-run "
+        f"with the same arguments to resume,{start_over} or choose another folder."
+    )
 
 
 def remove_path(path: Path) -> None:
