@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modeling_byola import evar_loss
+
 
 # EVAR's `batch_size="auto"`: min(200, n).
 MAX_BATCH_SIZE = 200
@@ -57,12 +59,6 @@ def standardize(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     mean, std = train64.mean(0), train64.std(0)
     std[std == 0] = 1.0
     return [((x.astype(np.float64) - mean) / std).astype(np.float32) for x in (train_x, *others)]
-
-
-def evar_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """`-mean(one_hot(targets) * log_softmax(logits))` over the batch and the classes."""
-    one_hot = nn.functional.one_hot(targets, logits.shape[-1]).to(logits.dtype)
-    return -(one_hot * nn.functional.log_softmax(logits, dim=-1)).mean()
 
 
 def predict(layer: nn.Linear, x: np.ndarray) -> np.ndarray:
@@ -136,7 +132,7 @@ def train_linear(
             for batch in epoch_batches(len(inputs), batch_size):
                 batch = batch.to(device)
                 optimizer.zero_grad()
-                evar_loss(layer(inputs[batch]), targets[batch]).backward()
+                evar_loss(layer(inputs[batch]), targets[batch], None).backward()
                 optimizer.step()
             draw_seed()  # the validation loader's worker base seed
             with torch.no_grad():
