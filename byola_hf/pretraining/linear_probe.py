@@ -10,7 +10,8 @@ import torch
 
 from ..audio import decode_undecoded_audio
 from ..feature_extraction_byola import BYOLAFeatureExtractor
-from ..linear_eval.classifier import VALIDATION_FRACTION, hold_out_validation, predict, standardize, train_linear
+from ..linear_eval.classifier import VALIDATION_FRACTION, TrainingSettings, hold_out_validation
+from ..linear_eval.evaluate import Fold, run_fold
 from ..modeling_byola import BYOLAModel
 from ..tools.data import load_source
 
@@ -122,19 +123,15 @@ def linear_probe_metrics(
     features, a validation part held out as EVAR holds it, early stopping) trained with each of `seeds`."""
     train_x = clip_embeddings(model, feature_extractor, data.train.waveforms)
     test_x = clip_embeddings(model, feature_extractor, data.test.waveforms)
-    rank = effective_rank(test_x)
-    train_x, test_x = standardize(train_x, test_x)
     accuracies = []
     for seed in seeds:
-        held_out = np.zeros(len(train_x), bool)
+        fold = Fold("probe", train_x, data.train.labels, test_x, data.test.labels)
         try:
-            held_out[hold_out_validation(data.train.labels, VALIDATION_FRACTION, seed)] = True
-            valid_x, valid_y = train_x[held_out], data.train.labels[held_out]
+            hold_out_validation(fold.train_y, VALIDATION_FRACTION, seed)  # the part run_fold holds out
         except ValueError:  # too few clips per class to hold any out: early stopping watches the training clips
-            valid_x, valid_y = train_x, data.train.labels
-        run = train_linear(train_x[~held_out], data.train.labels[~held_out], valid_x, valid_y, len(data.classes), seed)
-        accuracies.append(float((predict(run.layer, test_x) == data.test.labels).mean()))
-    return LinearProbeMetrics(accuracies, rank)
+            fold.valid_x, fold.valid_y = train_x, data.train.labels
+        accuracies.append(run_fold(fold, len(data.classes), seed, TrainingSettings()).accuracy)
+    return LinearProbeMetrics(accuracies, effective_rank(test_x))
 
 
 def effective_rank(embeddings: np.ndarray) -> float:
