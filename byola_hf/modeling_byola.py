@@ -597,10 +597,17 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
     def encode(
         self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, output_hidden_states: bool | None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """`(features (batch, frames, width), frame_mask (batch, frames), the encoder's hidden states when asked for
-        by `output_hidden_states`, else by `config.output_hidden_states`)`; no autograd graph through a frozen
-        encoder. The hidden states are computed when the featurizer or the caller needs them; the featurizer sums
-        the very tensors returned, so they are on the head's graph."""
+        """`(features (batch, frames, width), frame_mask (batch, frames), hidden states)` (see
+        [`encoder_outputs`]); the featurizer sums the very hidden states returned, so they are on the head's graph."""
+        outputs, hidden_states = self.encoder_outputs(input_features, attention_mask, output_hidden_states)
+        return self.featurizer(outputs), outputs.attention_mask, hidden_states
+
+    def encoder_outputs(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, output_hidden_states: bool | None
+    ) -> tuple[BYOLAModelOutput, tuple[torch.Tensor, ...] | None]:
+        """The encoder's outputs, with no autograd graph through a frozen encoder, and its hidden states when asked
+        for by `output_hidden_states`, else by `config.output_hidden_states` (computed also when the featurizer
+        needs them)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base_model):
@@ -610,8 +617,7 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
                 output_hidden_states=self.featurizer.enabled or bool(output_hidden_states),
                 return_dict=True,
             )
-        hidden_states = outputs.hidden_states if output_hidden_states else None
-        return self.featurizer(outputs), outputs.attention_mask, hidden_states
+        return outputs, outputs.hidden_states if output_hidden_states else None
 
 
 class BYOLAForSequenceClassification(BYOLAHeadModel):
@@ -662,8 +668,11 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
 
         Returns `logits` of shape `(batch, num_labels)` (`(batch, sum(classifier_slots))` with slots).
         """
-        if self.config.classifier_head == "evar":
-            return self._evar_forward(input_features, attention_mask, labels, output_hidden_states)
+        if self.config.classifier_head == "evar":  # EVAR's head on the clip embedding (see the class doc)
+            outputs, hidden_states = self.encoder_outputs(input_features, attention_mask, output_hidden_states)
+            logits = self.classifier(self.norm(outputs.pooler_output))
+            loss = None if labels is None else evar_loss(logits, labels, self.config.problem_type)
+            return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
         features, frame_mask, hidden_states = self.encode(input_features, attention_mask, output_hidden_states)
         projected = self.projector(features)
         mask = frame_mask[:, :, None].to(projected.dtype)
@@ -671,24 +680,6 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
         logits = self.classifier(pooled)
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
-
-    def _evar_forward(
-        self,
-        input_features: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        labels: torch.Tensor | None,
-        output_hidden_states: bool | None,
-    ) -> SequenceClassifierOutput:
-        """EVAR's head on the clip embedding (see the class doc)."""
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base_model):
-            outputs = self.byola(
-                input_features, attention_mask=attention_mask, output_hidden_states=output_hidden_states
-            )
-        logits = self.classifier(self.norm(outputs.pooler_output))
-        loss = None if labels is None else evar_loss(logits, labels, self.config.problem_type)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.classifier_slots:
