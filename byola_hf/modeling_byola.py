@@ -134,14 +134,12 @@ def damaged_weights_error(source: Any, error: Exception) -> ValueError:
 logger = logging.getLogger(__name__)
 
 
-class _DropLoadReport(logging.Filter):
-    """Drops transformers' "LOAD REPORT" table ([`report_loading`] says what in it matters for a BYOL-A model),
-    except one that reinitialises weights of another shape (`ignore_mismatched_sizes=True`), kept as transformers
-    wrote it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "LOAD REPORT" not in message or "mismatch" in message.lower()
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    """A logging filter that drops transformers' "LOAD REPORT" table ([`report_loading`] says what in it matters
+    for a BYOL-A model), except one that reinitialises weights of another shape (`ignore_mismatched_sizes=True`),
+    kept as transformers wrote it."""
+    message = record.getMessage()
+    return "LOAD REPORT" not in message or "mismatch" in message.lower()
 
 
 @contextmanager
@@ -150,13 +148,12 @@ def quiet_weights_io() -> Iterator[None]:
     "Writing model shards") or its loading report; the bars' setting is restored after."""
     bars = transformers_logging.is_progress_bar_enabled()
     report_logger = transformers_logging.get_logger("transformers.modeling_utils")
-    drop_report = _DropLoadReport()
     transformers_logging.disable_progress_bar()
-    report_logger.addFilter(drop_report)
+    report_logger.addFilter(_drop_load_report)
     try:
         yield
     finally:
-        report_logger.removeFilter(drop_report)
+        report_logger.removeFilter(_drop_load_report)
         if bars:
             transformers_logging.enable_progress_bar()
 
@@ -311,7 +308,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
         )
         mel_lengths, padded = self._check_inputs(input_features, attention_mask, check_values)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
-        step = self._chunk_step(inference_chunk_frames)
+        step = self.config.inference_chunk_frames if inference_chunk_frames is None else inference_chunk_frames
+        step = step - step % self.config.time_downsampling if step else 0  # a multiple of 2**num_conv_layers
         if not self.training and step and input_features.shape[-1] > step:
             layer_states, last_hidden_state = self._encode_chunked(
                 input_features, mel_lengths, padded, output_hidden_states, step
@@ -389,12 +387,6 @@ class BYOLAModel(BYOLAPreTrainedModel):
         if self.training and parameters_need_grad and torch.is_grad_enabled():  # fine-tuning the encoder
             return select_training_kernels(input_features, self.training_kernels)
         return select_kernels(input_features, self.training, parameters_need_grad, self.inference_kernels)
-
-    def _chunk_step(self, inference_chunk_frames: int | None) -> int:
-        """Log-mel frames per chunk (a multiple of `2**num_conv_layers`; `0`: no chunking) from the forward argument
-        or `config.inference_chunk_frames`."""
-        frames = self.config.inference_chunk_frames if inference_chunk_frames is None else inference_chunk_frames
-        return frames - frames % self.config.time_downsampling if frames else 0
 
     def _encode_chunked(
         self,
@@ -540,7 +532,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
             # Positions past the tensor's end get weight 0 below: read the last step there instead of padding.
             tail = conv_output[rows[:, None], :, :, index.clamp(max=time - 1)]  # (batch, window, channels, mels)
             tail_size = (lengths - tail_start - block).clamp(0, block - 1)
-            weights = _tail_weights(halvings, conv_output.dtype, conv_output.device)[tail_size]
+            weights = torch.tensor(_TAIL_WEIGHTS[halvings], dtype=conv_output.dtype, device=conv_output.device)
+            weights = weights[tail_size]
             last = torch.einsum("bw,bwcm->bcm", weights, tail).reshape(batch, 1, -1)
             last_frame = (output_lengths - 1).clamp(min=0)[:, None, None].expand(batch, 1, reduced.shape[-1])
             reduced = reduced.scatter(1, last_frame, last)
@@ -867,10 +860,6 @@ AUTO_MAP = {
 # The original time reduction's weights for each number of halvings a conv state can need, as plain Python floats
 # computed once at import, so `torch.compile` folds them into constants.
 _TAIL_WEIGHTS = {halvings: tail_weights(halvings) for halvings in range(1, 6)}
-
-
-def _tail_weights(halvings: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(_TAIL_WEIGHTS[halvings], dtype=dtype, device=device)
 
 
 def _stack_pieces(
