@@ -453,8 +453,9 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
 
     def log_mel_batch(self, waveforms: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """
-        The model inputs of checked, right-padded waveforms, computed on their device with no further checks (the
-        pipelines and the commands call it on batches that `byola_hf.audio` has checked).
+        The model inputs of checked, right-padded waveforms, computed on their device with no further input checks
+        (the pipelines and the commands call it on batches that `byola_hf.audio` has checked); a log-mel that is not
+        finite raises [`NonFiniteFeaturesError`] naming its example.
 
         Args:
             waveforms (`torch.Tensor` of shape `(batch, samples)`): float32 waveforms.
@@ -465,7 +466,10 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             int32 mask, `frames = 1 + samples // hop_length`.
         """
         log_mel = self.log_mel(waveforms, lengths)
-        check_finite_features(log_mel, waveforms)
+        finite = torch.isfinite(log_mel).flatten(1).all(-1)  # per example: one reduction, read back once
+        if not bool(finite.all()):
+            index = int((~finite).nonzero()[0, 0])
+            raise NonFiniteFeaturesError(index, float(waveforms[index].abs().max()))
         return log_mel, self._frame_mask(lengths, log_mel.shape[-1], log_mel.device).to(torch.int32)
 
     def check_loud_clip(self, waveform: np.ndarray, name: str | None = None) -> None:
@@ -592,15 +596,6 @@ class NonFiniteFeaturesError(ValueError):
         )
 
 
-def check_finite_features(log_mel: torch.Tensor, waveforms: torch.Tensor) -> None:
-    """Raise [`NonFiniteFeaturesError`] naming the first example of `log_mel (batch, n_mels, frames)` that is not
-    finite (computed from the finite `waveforms (batch, samples)`): one reduction, read back once."""
-    finite = torch.isfinite(log_mel).flatten(1).all(-1)
-    if not bool(finite.all()):
-        index = int((~finite).nonzero()[0, 0])
-        raise NonFiniteFeaturesError(index, float(waveforms[index].abs().max()))
-
-
 def check_positive(**values: int | None) -> None:
     """A `ValueError` naming each given value that is not a positive whole number (`None` means not given)."""
     for name, value in values.items():
@@ -608,8 +603,13 @@ def check_positive(**values: int | None) -> None:
             raise ValueError(f"{name} must be a positive whole number, got {value!r}.")
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    """`device` as a `torch.device`, or a `ValueError` saying why it cannot be used here."""
+def _device_and_tensor_type(
+    device: str | torch.device | None, return_tensors: str | TensorType | None
+) -> tuple[torch.device | None, str | TensorType | None]:
+    """`device` as a `torch.device` (or a `ValueError` saying why it cannot be used here) and the tensor type: torch
+    tensors (`"pt"`) whenever a device is named."""
+    if device is None:
+        return None, return_tensors
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -619,19 +619,11 @@ def _resolve_device(device: str | torch.device) -> torch.device:
             f"device={device!r} but no CUDA GPU is available to this torch ({torch.__version__}): use device='cpu' "
             "(or leave it out), or install a CUDA build of torch on a machine with a GPU."
         )
-    return resolved
-
-
-def _device_and_tensor_type(
-    device: str | torch.device | None, return_tensors: str | TensorType | None
-) -> tuple[torch.device | None, str | TensorType | None]:
-    """The resolved `device` and the tensor type: torch tensors (`"pt"`) whenever a device is named."""
-    if device is None:
-        return None, return_tensors
-    device = _resolve_device(device)
     if return_tensors not in (None, "pt", TensorType.PYTORCH):
-        raise ValueError(f"device={device!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}.")
-    return device, "pt"
+        raise ValueError(
+            f"device={resolved!r} returns torch tensors: use return_tensors='pt', not {return_tensors!r}."
+        )
+    return resolved, "pt"
 
 
 def _padded_samples(
