@@ -621,9 +621,8 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
       frames -> Linear(classifier_proj_size, num_labels or sum(classifier_slots));
     - `"evar"` (EVAR's fine-tuning head, `byola-finetune`): the clip embedding `pooler_output` (max + mean over
       valid frames) -> BatchNorm1d without affine parameters -> Linear(feature_d, num_labels), its weights normal
-      with std 0.01 and its bias 0. The loss is EVAR's: `-mean(y * log_softmax(logits))` over the batch and the
-      classes for single-label targets (class ids, or soft one-hot rows as mixup makes them), binary cross-entropy
-      with logits for `problem_type="multi_label_classification"`.
+      with std 0.01 and its bias 0, trained with EVAR's loss ([`evar_loss`]: class ids, soft rows as mixup makes
+      them, or multi-label targets).
     """
 
     def __init__(self, config: BYOLAConfig):
