@@ -338,6 +338,11 @@ def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
         "unseen label": (write_csv(tmp_path / "c.csv", "file_name,label,split",
                                    [(n, label, "test" if label == "speech" else "train") for n, label in rows]), (),
                          ("never seen", "speech")),
+        # A file listed again as a test clip was trained on and tested on: the score counted it as unseen.
+        "clip in train and test": (write_csv(tmp_path / "d.csv", "file_name,label,split",
+                                             [(n, label, ["train", "train", "test"][i % 3]) for i, (n, label)
+                                              in enumerate(rows)] + [(rows[0][0], rows[0][1], "test")]), (),
+                                   ("1 clip(s) are in both the training and the test part", rows[0][0])),
     }  # fmt: skip
     for name, (csv, extra, fragments) in cases.items():
         code, stderr = run_main(main, command(small_model, csv, task_dir, tmp_path / name, *extra), capsys)

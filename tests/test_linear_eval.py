@@ -288,6 +288,20 @@ def test_fold_summary_gives_sizes_summed_over_the_folds(tmp_path, capsys):
     assert expected in printed and "test 36 summed over 3 folds" in printed
 
 
+def test_a_clip_listed_in_two_folds_is_refused(tmp_path, capsys):
+    """An EVAR CSV listing one file in two folds (or two splits) was evaluated as it came: the classifier of one fold
+    trained on the clip it was then tested on, and the accuracy counted it as unseen."""
+    from test_faults import blob_embeddings, save_embeddings
+
+    x, y = blob_embeddings(0, 24)
+    paths = [f"audio/clip{row}.wav" for row in range(23)] + ["audio/./clip3.wav"]  # clip3 in folds 1 and 3
+    folder = save_embeddings(tmp_path / "task", x, y, fold=[1] * 8 + [2] * 8 + [3] * 8, path=paths)
+    arguments = ["--embeddings_dir", folder, "--epochs", "2", "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(main, [str(argument) for argument in arguments], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "in both the training and the test part of fold 1", "clip3")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("index, name", every_flag(build_parser()))
 def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, name, tmp_path):
     """byola-linear-eval's record holds every flag of its dataclass but the shared may-change list (where it writes):

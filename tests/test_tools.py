@@ -92,6 +92,39 @@ def test_claim_output_dir_contract(tmp_path):
     assert not (tmp_path / "new" / "result").exists() and (tmp_path / "new" / "user.txt").read_text() == "keep"
 
 
+HOLDING_RUN = """
+import sys, time
+from byola_hf.tools import outputs
+outputs.claim_output_dir(sys.argv[1], "byola-x", {"arguments": {"a": 1}}, ["result"])
+print("claimed", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_folder_in_use_by_a_running_command_is_refused_and_left_alone(tmp_path):
+    """Two runs into one folder wrote into, and removed, each other's files: the second byola-finetune failed on a
+    checkpoint the first deleted ('No such file or directory ... check the path'), and one started with another
+    argument and --overwrite_output_dir removed the running one's results, which it then wrote into the new run's
+    folder. A running command holds its folder: another run is refused in one line, with or without
+    --overwrite_output_dir, and nothing in the folder changes; once the holder is gone (kill -9) the folder is free."""
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_RUN, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        (folder / "result").write_text("the running run's")
+        for record, overwrite in (({"arguments": {"a": 1}}, False), ({"arguments": {"a": 2}}, True)):
+            with pytest.raises(ValueError, match="is in use by another run that is still going"):
+                outputs.claim_output_dir(folder, "byola-x", record, ["result"], overwrite=overwrite)
+        assert (folder / "result").read_text() == "the running run's"
+        assert outputs.read_marker(folder)["record"] == {"arguments": {"a": 1}}
+    finally:
+        holder.kill()
+        holder.wait()
+    assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed
+    assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed  # still ours
+    outputs.release_output_dirs()
+
+
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "results.json"
     outputs.write_json_atomic(target, {"accuracy": 0.5})

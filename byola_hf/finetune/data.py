@@ -4,7 +4,8 @@ as `byola-linear-eval` makes them, labels as EVAR encodes them, and the clips as
 A label cell holding commas (`Bark,Dog`) makes the task multi-label, as in EVAR: every cell is then a comma-separated
 set of classes (spaces around names dropped), encoded as multi-hot rows; otherwise each cell is one class, encoded by
 its index in the sorted classes ([`~byola_hf.linear_eval.evaluate.label_classes`]). The classes are those of the
-whole CSV, and each fold's training part must hold every class its validation and test parts hold, and two or more.
+whole CSV, and each fold's training part must hold every class its validation and test parts hold, and two or more,
+and none of their clips.
 """
 
 from dataclasses import dataclass
@@ -13,8 +14,8 @@ import numpy as np
 import torch
 
 from ..audio import decode_undecoded_audio
-from ..linear_eval.evaluate import FoldRows, encode, fold_rows, label_classes
-from ..tools.data import metadata_csv_source, source_fingerprint
+from ..linear_eval.evaluate import FoldRows, check_clips_tested_unseen, encode, fold_rows, label_classes
+from ..tools.data import FILE_COLUMN, metadata_csv_source, source_fingerprint
 
 
 AUDIO_COLUMN = "audio"
@@ -100,6 +101,7 @@ def load_task(
     labels = parse_labels(cells, multi_label)
     classes = label_classes([name for names in labels for name in names] if multi_label else labels)
     folds = fold_rows(np.asarray(dataset[layout], dtype=object), layout, metadata_csv, wanted_folds)
+    check_clips_tested_unseen(folds, dataset[FILE_COLUMN], metadata_csv)
     for fold in folds:
         check_fold_classes(fold, labels, multi_label, classes)
     fingerprint = source_fingerprint(dataset, AUDIO_COLUMN)

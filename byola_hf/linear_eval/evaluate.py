@@ -17,6 +17,7 @@ embeddings, is refused before training, naming what differs.
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,8 +255,11 @@ def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[
     data = read_embeddings(embeddings_dir, label_column_name, (layout,))
     classes = label_classes(data[label_column_name])
     x, y = data["embedding"], encode(data[label_column_name], classes)
+    rounds = fold_rows(np.asarray(data[layout], dtype=object), layout, embeddings_dir)
+    if "path" in dataset.column_names:  # every byola-extract output has it
+        check_clips_tested_unseen(rounds, dataset["path"], embeddings_dir)
     folds = []
-    for rows in fold_rows(np.asarray(data[layout], dtype=object), layout, embeddings_dir):
+    for rows in rounds:
         where = embeddings_dir if layout == "split" else f"{embeddings_dir} without fold {rows.name}"
         check_several_classes(y[rows.train], where)
         unseen = {*y[rows.test], *(() if rows.valid is None else y[rows.valid])} - set(y[rows.train])
@@ -300,6 +304,21 @@ def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: Sequence[str] =
     if len(names) < 2:
         raise ValueError(f"{where} has a single fold ({names[0]}): leave-one-fold-out needs two or more.")
     return [FoldRows(name, rows[text != name], rows[text == name]) for name in names if not wanted or name in wanted]
+
+
+def check_clips_tested_unseen(rounds: list[FoldRows], clips: Sequence[str], where: str) -> None:
+    """Refuse a clip (`clips[row]`, its path) listed in the training part of a round and in its validation or test
+    part (a CSV listing a file twice, in two splits or folds): the score would be measured on clips trained on."""
+    for rows in rounds:
+        trained = {os.path.normpath(clips[row]) for row in rows.train}
+        for part, tested in (("validation", rows.valid), ("test", rows.test)):
+            shared = sorted({os.path.normpath(clips[row]) for row in ([] if tested is None else tested)} & trained)
+            if shared:
+                raise ValueError(
+                    f"{where}: {len(shared)} clip(s) are in both the training and the {part} part of "
+                    f"{'the split' if rows.name == 'all' else f'fold {rows.name}'} (first: {shared[0]}), so they "
+                    "would be tested on after training on them: list each clip once."
+                )
 
 
 def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings) -> FoldRun:

@@ -4,9 +4,12 @@ A command writes only into a folder that is new, empty, or carries its own marke
 fingerprint of what made the outputs, the run record where the command keeps one, and the top-level names it
 writes). A folder with other content, or another command's marker, is refused with one line and left untouched; a
 folder holding only a marker (a run that stopped before writing anything) is taken over by any run of the same
-command. A re-run with the same fingerprint resumes; with a different one it refuses, naming what differs, or with
-`overwrite=True` removes the names the marker lists (and only those) and starts over. Files are written under a
-temporary name and renamed, so an interrupted or disk-full run never leaves something that loads as complete.
+command. A run holds its folder until the command ends (an exclusive `flock`, which the kernel drops when the process
+ends, `kill -9` included): another run into a folder in use is refused, since two runs would train into, or remove,
+each other's files. A re-run with the same fingerprint resumes; with a different one it refuses, naming what
+differs, or with `overwrite=True` removes the names the marker lists (and only those) and starts over. Files are
+written under a temporary name and renamed, so an interrupted or disk-full run never leaves something that loads as
+complete.
 
 Run records are fail-closed: a command records every argument ([`recorded_arguments`]) except the short list of
 what may change between a run and its resumption ([`MAY_CHANGE_ON_RESUME`]).
@@ -14,6 +17,7 @@ what may change between a run and its resumption ([`MAY_CHANGE_ON_RESUME`]).
 
 import dataclasses
 import enum
+import fcntl
 import hashlib
 import json
 import logging
@@ -29,6 +33,8 @@ from typing import Any
 
 MARKER = ".byola_hf_output.json"
 logger = logging.getLogger(__name__)
+# The folders this process holds, by (device, inode), each with the open descriptor that holds its lock.
+HELD_FOLDERS: dict[tuple[int, int], int] = {}
 
 # The arguments that may differ between a run and its resumption; every other argument of a command (its own
 # dataclasses' fields and every `TrainingArguments` field, read from the dataclasses at run time) is in its run
@@ -141,7 +147,10 @@ def claim_output_dir(
             `None` for a command without that flag (its refusal does not offer it).
     """
     path = Path(path)
-    marker = own_marker(path, command)
+    own_marker(path, command)  # a file, or a folder holding what the command did not write: refused, not created
+    path.mkdir(parents=True, exist_ok=True)
+    hold_output_dir(path, command)
+    marker = own_marker(path, command)  # again, now that no other run can be claiming it
     record = run_fingerprint if isinstance(run_fingerprint, dict) else None
     if record is not None:
         record = json.loads(json.dumps(record, default=str))
@@ -157,7 +166,6 @@ def claim_output_dir(
         for name in marker.get("outputs", []):
             for target in sorted(path.glob(name)):  # a name, or a pattern such as "checkpoint-*"
                 remove_path(target)
-    path.mkdir(parents=True, exist_ok=True)
     marker = {"command": command, "fingerprint": run_fingerprint, "outputs": list(outputs)}
     write_json_atomic(path / MARKER, marker if record is None else {**marker, "record": record})
     return OwnedOutput(path, resumed=False)
@@ -179,6 +187,32 @@ def own_marker(path: Path, command: str) -> dict | None:
             f"--output_dir {path} holds the outputs of {marker['command']}, not {command}: choose another folder."
         )
     return marker
+
+
+def hold_output_dir(path: Path, command: str) -> None:
+    """Hold `path` for the rest of this process (until [`release_output_dirs`]), or a one-line `ValueError` when
+    another process holds it. The other ranks of a torchrun launch claim the folder their rank 0 holds."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    status = path.stat()
+    if (status.st_dev, status.st_ino) in HELD_FOLDERS:  # a re-run within this process
+        return
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise ValueError(
+            f"--output_dir {path} is in use by another run that is still going (two runs would write into, or "
+            f"remove, each other's files): wait for it to end, or give this {command} run another folder."
+        ) from None
+    HELD_FOLDERS[(status.st_dev, status.st_ino)] = descriptor
+
+
+def release_output_dirs() -> None:
+    """Let other runs claim the folders this process holds (a command's end)."""
+    while HELD_FOLDERS:
+        os.close(HELD_FOLDERS.popitem()[1])  # closing the descriptor drops its lock
 
 
 def refuse_other_run(path: Path, command: str, differs: list[str], overwrite: bool | None) -> None:
