@@ -14,7 +14,7 @@ from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_ca
 from .modeling_byola import BYOLAModel
 from .reference_network import num_conv_blocks, original_forward
 from .tools.cli import make_parser, parse_arguments, run_command
-from .tools.outputs import claim_output_dir, recorded_arguments, save_into
+from .tools.outputs import claim_output_dir, holds_claimed_folders, recorded_arguments, save_into
 
 
 COMMAND = "byola-convert"
@@ -358,6 +358,7 @@ def run_record(args: ConvertArguments, checkpoint: str) -> dict:
     return {"checkpoint": str(Path(checkpoint).resolve()), "arguments": recorded_arguments(args)}
 
 
+@holds_claimed_folders()
 def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir: str) -> None:
     """Convert into a folder this command owns, report, and push (privately unless --public) when asked."""
     if (args.mean is None) != (args.std is None):

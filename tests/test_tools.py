@@ -120,9 +120,16 @@ def test_a_folder_in_use_by_a_running_command_is_refused_and_left_alone(tmp_path
     finally:
         holder.kill()
         holder.wait()
-    assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed
-    assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed  # still ours
-    outputs.release_output_dirs()
+    with outputs.holds_claimed_folders():  # as a command function holds what it claims
+        assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed
+        assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed  # ours
+    # Free again once the command has returned, for a run in another process (a notebook's call ended, say).
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_RUN, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):

@@ -31,6 +31,7 @@ from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
     atomic_path,
     claim_output_dir,
+    holds_claimed_folders,
     recorded_arguments,
     remove_path,
     write_json_atomic,
@@ -141,6 +142,7 @@ class ExtractionJob:
         return range(index * self.shard_size, min(len(self.dataset), (index + 1) * self.shard_size))
 
 
+@holds_claimed_folders()
 def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
     """
     Embed every example of a dataset (or of an EVAR task CSV) into `args.output_dir/dataset`, in shards of

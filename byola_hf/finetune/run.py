@@ -25,6 +25,7 @@ from ..tools.data import FILE_COLUMN
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
     claim_output_dir,
+    holds_claimed_folders,
     last_complete_checkpoint,
     recorded_arguments,
     save_into,
@@ -123,6 +124,7 @@ def run_record(args, training_args: TrainingArguments, config, task: FinetuneTas
     }
 
 
+@holds_claimed_folders()
 def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[str, Any]:
     """Fine-tune every (fold, seed) of the task and write OUT/eval_results.json; returns its contents."""
     config, feature_extractor = load_front_end_with_statistics(args.model_name_or_path)

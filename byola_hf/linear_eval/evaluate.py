@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extract.extract import embedding_record, load_embeddings, resolve_device
-from ..tools.outputs import claim_output_dir, recorded_arguments
+from ..tools.outputs import claim_output_dir, holds_claimed_folders, recorded_arguments
 from .classifier import TrainingSettings, hold_out_validation, predict, standardize, train_linear
 from .report import COMMAND, OUTPUTS, per_class_report, write_report
 
@@ -342,6 +342,7 @@ def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings
     return FoldRun(accuracy, predictions, run.best_epoch, run.epochs_run, len(train_y), len(valid_y), validation)
 
 
+@holds_claimed_folders()
 def linear_eval(args: LinearEvalArguments) -> LinearEvalResult:
     """
     EVAR's linear evaluation of `byola-extract` outputs (see the module doc): every fold with seeds `args.seed`,

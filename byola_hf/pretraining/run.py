@@ -24,6 +24,7 @@ from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
     atomic_path,
     claim_output_dir,
+    holds_claimed_folders,
     last_complete_checkpoint,
     recorded_arguments,
     save_into,
@@ -134,6 +135,7 @@ def check_arguments(data_args, training_args: TrainingArguments) -> None:
             raise ValueError(f"{', '.join(given)} describe a linear evaluation task: add its --eval_dataset_name.")
 
 
+@holds_claimed_folders()
 def pretrain(
     model_args,
     data_args,

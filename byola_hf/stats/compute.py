@@ -28,7 +28,14 @@ from ..hub import save_model_card
 from ..tools.cli import die_with_parent
 from ..tools.data import load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_device_with_workers, device_for_rank, is_main_process, process_group
-from ..tools.outputs import MAY_CHANGE_ON_RESUME, claim_output_dir, read_marker, recorded_arguments, save_into
+from ..tools.outputs import (
+    MAY_CHANGE_ON_RESUME,
+    claim_output_dir,
+    holds_claimed_folders,
+    read_marker,
+    recorded_arguments,
+    save_into,
+)
 from .moments import LogMelMoments, RunningNormEstimate
 
 
@@ -237,6 +244,7 @@ def check_stats_arguments(args: StatsArguments) -> StatsArguments:
     return args
 
 
+@holds_claimed_folders()
 def compute_stats(args: StatsArguments) -> StatsResult:
     """Compute a task's log-mel statistics and, with `args.output_dir`, save the model with them there (see the
     module doc). Under `torchrun` each rank takes its shard (`args.device="cuda"`: its own GPU), the partial moments

@@ -27,7 +27,7 @@ import soundfile as sf
 from transformers import HfArgumentParser
 
 from ..tools.cli import make_parser, parse_arguments, run_command
-from ..tools.outputs import MAY_CHANGE_ON_RESUME, claim_output_dir, recorded_arguments
+from ..tools.outputs import MAY_CHANGE_ON_RESUME, claim_output_dir, holds_claimed_folders, recorded_arguments
 from .corpora.readers import KS_CLASSES, speech_commands_split
 
 
@@ -520,6 +520,7 @@ def run_record(args: MiniSetArguments) -> dict:
     return {"arguments": recorded_arguments(args, may_change=MAY_CHANGE)}
 
 
+@holds_claimed_folders()
 def build_mini_sets(args: MiniSetArguments) -> None:
     """Build the chosen sets into a folder this command owns, and print their sizes. Sets built with another seed
     or rate are never mixed into the same folder (statistics and embeddings made from it would disagree)."""

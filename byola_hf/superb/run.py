@@ -43,7 +43,13 @@ from ..tools.cli import (
 )
 from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end
 from ..tools.distributed import check_trainer_world_size
-from ..tools.outputs import atomic_path, claim_output_dir, last_complete_checkpoint, recorded_arguments
+from ..tools.outputs import (
+    atomic_path,
+    claim_output_dir,
+    holds_claimed_folders,
+    last_complete_checkpoint,
+    recorded_arguments,
+)
 from .corpora import CORPORA, Corpus, check_corpus_flags, load_corpus
 from .metrics import metric_path
 from .recipes import RECIPES, CTCRecipe, TaskRecipe, recipe_for
@@ -415,6 +421,7 @@ def card_task_info(
     }
 
 
+@holds_claimed_folders()
 def run(
     model_args: ModelArguments,
     data_args: DataTrainingArguments,

@@ -24,7 +24,6 @@ from transformers import HfArgumentParser
 
 from ..audio import AUDIO_EXTENSIONS
 from ..extras import require_extra
-from .outputs import release_output_dirs
 
 
 logger = logging.getLogger(__name__)
@@ -218,7 +217,6 @@ def run_command(command: str, run: Callable[..., Any], *arguments: Any) -> Any:
         with user_errors(command):
             return run(*arguments)
     finally:
-        release_output_dirs()  # the folders the command claimed are free for the next run
         import torch
 
         # Under torchrun, a gloo/nccl group left to interpreter exit can abort a rank after the work is done.

@@ -4,12 +4,12 @@ A command writes only into a folder that is new, empty, or carries its own marke
 fingerprint of what made the outputs, the run record where the command keeps one, and the top-level names it
 writes). A folder with other content, or another command's marker, is refused with one line and left untouched; a
 folder holding only a marker (a run that stopped before writing anything) is taken over by any run of the same
-command. A run holds its folder until the command ends (an exclusive `flock`, which the kernel drops when the process
-ends, `kill -9` included): another run into a folder in use is refused, since two runs would train into, or remove,
-each other's files. A re-run with the same fingerprint resumes; with a different one it refuses, naming what
-differs, or with `overwrite=True` removes the names the marker lists (and only those) and starts over. Files are
-written under a temporary name and renamed, so an interrupted or disk-full run never leaves something that loads as
-complete.
+command. A run holds its folder until its command (the function under [`holds_claimed_folders`]) returns: an
+exclusive `flock`, which the kernel also drops when the process ends, `kill -9` included. Another run into a folder
+in use is refused, since two runs would train into, or remove, each other's files. A re-run with the same
+fingerprint resumes; with a different one it refuses, naming what differs, or with `overwrite=True` removes the
+names the marker lists (and only those) and starts over. Files are written under a temporary name and renamed, so an
+interrupted or disk-full run never leaves something that loads as complete.
 
 Run records are fail-closed: a command records every argument ([`recorded_arguments`]) except the short list of
 what may change between a run and its resumption ([`MAY_CHANGE_ON_RESUME`]).
@@ -190,8 +190,9 @@ def own_marker(path: Path, command: str) -> dict | None:
 
 
 def hold_output_dir(path: Path, command: str) -> None:
-    """Hold `path` for the rest of this process (until [`release_output_dirs`]), or a one-line `ValueError` when
-    another process holds it. The other ranks of a torchrun launch claim the folder their rank 0 holds."""
+    """Hold `path` until the command running ends ([`holds_claimed_folders`]; without one, until this process ends),
+    or a one-line `ValueError` when another process holds it. The other ranks of a torchrun launch claim the folder
+    their rank 0 holds."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     status = path.stat()
@@ -209,10 +210,16 @@ def hold_output_dir(path: Path, command: str) -> None:
     HELD_FOLDERS[(status.st_dev, status.st_ino)] = descriptor
 
 
-def release_output_dirs() -> None:
-    """Let other runs claim the folders this process holds (a command's end)."""
-    while HELD_FOLDERS:
-        os.close(HELD_FOLDERS.popitem()[1])  # closing the descriptor drops its lock
+@contextmanager
+def holds_claimed_folders() -> Iterator[None]:
+    """The folders claimed inside the block (or the decorated command function) are held until it ends, then free for
+    the next run; those held before it stay held (a command run inside another keeps the outer one's folder)."""
+    held_before = set(HELD_FOLDERS)
+    try:
+        yield
+    finally:
+        for key in [key for key in HELD_FOLDERS if key not in held_before]:
+            os.close(HELD_FOLDERS.pop(key))  # closing the descriptor drops its lock
 
 
 def refuse_other_run(path: Path, command: str, differs: list[str], overwrite: bool | None) -> None:
