@@ -132,6 +132,22 @@ def test_a_folder_in_use_by_a_running_command_is_refused_and_left_alone(tmp_path
         holder.wait()
 
 
+def test_a_folder_on_a_file_system_without_locks_is_claimed_with_a_warning(tmp_path, monkeypatch, caplog):
+    """NFS refuses an exclusive flock on a descriptor not open for writing (a directory never is: EBADF), Lustre
+    mounted without `-o flock` has none (ENOSYS): every command stopped there with a traceback. Such a folder is
+    claimed as before the lock, with a warning that a second run into it would not be refused."""
+    import errno
+
+    def no_locks(descriptor, operation):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(outputs.fcntl, "flock", no_locks)
+    with outputs.holds_claimed_folders(), caplog.at_level("WARNING", logger=outputs.__name__):
+        assert not outputs.claim_output_dir(tmp_path / "run", "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed
+    assert outputs.read_marker(tmp_path / "run")["record"] == {"arguments": {"a": 1}}
+    assert "cannot be locked" in caplog.text and "Bad file descriptor" in caplog.text
+
+
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "results.json"
     outputs.write_json_atomic(target, {"accuracy": 0.5})

@@ -191,8 +191,8 @@ def own_marker(path: Path, command: str) -> dict | None:
 
 def hold_output_dir(path: Path, command: str) -> None:
     """Hold `path` until the command running ends ([`holds_claimed_folders`]; without one, until this process ends),
-    or a one-line `ValueError` when another process holds it. The other ranks of a torchrun launch claim the folder
-    their rank 0 holds."""
+    or a one-line `ValueError` when another process holds it; a warning where the file system has no locks (NFS,
+    Lustre without `flock`). The other ranks of a torchrun launch claim the folder their rank 0 holds."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     status = path.stat()
@@ -207,6 +207,13 @@ def hold_output_dir(path: Path, command: str) -> None:
             f"--output_dir {path} is in use by another run that is still going (two runs would write into, or "
             f"remove, each other's files): wait for it to end, or give this {command} run another folder."
         ) from None
+    except OSError as error:  # NFS (its exclusive locks need a descriptor open for writing), Lustre without flock
+        os.close(descriptor)
+        logger.warning(
+            f"--output_dir {path} cannot be locked on its file system ({error.strerror}): another run started into "
+            "it would not be refused, so start only one."
+        )
+        return
     HELD_FOLDERS[(status.st_dev, status.st_ino)] = descriptor
 
 
