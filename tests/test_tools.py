@@ -132,6 +132,35 @@ def test_a_folder_in_use_by_a_running_command_is_refused_and_left_alone(tmp_path
         holder.wait()
 
 
+FORKING_RUN = """
+import os, sys, time
+from byola_hf.tools import outputs
+outputs.claim_output_dir(sys.argv[1], "byola-x", {"arguments": {"a": 1}}, ["result"])
+worker = os.fork()  # as datasets.map(num_proc=...) and DataLoader workers fork
+if worker == 0:
+    for stream in (1, 2):  # the test reads the run's output to its end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream)
+    time.sleep(60)
+    os._exit(0)
+print(worker, flush=True)
+os._exit(0)  # the run ends (or is killed) while its worker lives on
+"""
+
+
+def test_a_forked_worker_does_not_keep_the_folder_held(tmp_path):
+    """A forked worker inherited the descriptor that holds the folder: byola-run-superb killed during its
+    datasets.map (--preprocessing_num_workers) left orphaned pool workers that kept the folder 'in use by another run'
+    for good. The folder is free once the run is gone, whatever its workers do."""
+    folder = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-c", FORKING_RUN, str(folder)], capture_output=True, text=True, check=True)
+    worker = int(run.stdout.strip())
+    try:
+        with outputs.holds_claimed_folders():
+            assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 def test_a_folder_on_a_file_system_without_locks_is_claimed_with_a_warning(tmp_path, monkeypatch, caplog):
     """NFS refuses an exclusive flock on a descriptor not open for writing (a directory never is: EBADF), Lustre
     mounted without `-o flock` has none (ENOSYS): every command stopped there with a traceback. Such a folder is

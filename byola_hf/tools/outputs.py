@@ -229,6 +229,18 @@ def holds_claimed_folders() -> Iterator[None]:
             os.close(HELD_FOLDERS.pop(key))  # closing the descriptor drops its lock
 
 
+def release_in_forked_child() -> None:
+    """A forked process (a `datasets.map` or DataLoader worker) closes its copies of the descriptors holding its
+    parent's folders: a copy kept the folder locked after the parent returned or was killed, and orphaned pool
+    workers outlive a `kill -9`. The parent's lock stays: it goes only when every copy is closed."""
+    for descriptor in HELD_FOLDERS.values():
+        os.close(descriptor)
+    HELD_FOLDERS.clear()
+
+
+os.register_at_fork(after_in_child=release_in_forked_child)
+
+
 def refuse_other_run(path: Path, command: str, differs: list[str], overwrite: bool | None) -> None:
     """The one-line refusal of a re-run into `path` whose record `differs` in these parts from the folder's run: the
     data alone changed, or arguments (`overwrite=None`: the command has no --overwrite_output_dir to offer)."""
