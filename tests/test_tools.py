@@ -177,6 +177,16 @@ def test_a_folder_on_a_file_system_without_locks_is_claimed_with_a_warning(tmp_p
     assert "cannot be locked" in caplog.text and "Bad file descriptor" in caplog.text
 
 
+def test_a_system_without_flock_or_with_an_empty_rank_claims_the_folder(tmp_path, monkeypatch, caplog):
+    """Where fcntl is missing (Windows) the folder is claimed with the same warning, not an ImportError of every
+    command; an empty RANK (a launcher that sets it blank) is rank 0, not a ValueError from int('')."""
+    monkeypatch.setattr(outputs, "fcntl", None)
+    monkeypatch.setenv("RANK", "")
+    with outputs.holds_claimed_folders(), caplog.at_level("WARNING", logger=outputs.__name__):
+        assert not outputs.claim_output_dir(tmp_path / "run", "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed
+    assert "cannot be locked (this system has no flock)" in caplog.text
+
+
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "results.json"
     outputs.write_json_atomic(target, {"accuracy": 0.5})

@@ -17,7 +17,6 @@ what may change between a run and its resumption ([`MAY_CHANGE_ON_RESUME`]).
 
 import dataclasses
 import enum
-import fcntl
 import hashlib
 import json
 import logging
@@ -30,6 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+
+try:
+    import fcntl
+except ImportError:  # Windows: folders are claimed without a lock (hold_output_dir warns)
+    fcntl = None
 
 MARKER = ".byola_hf_output.json"
 logger = logging.getLogger(__name__)
@@ -193,10 +197,14 @@ def hold_output_dir(path: Path, command: str) -> None:
     """Hold `path` until the command running ends ([`holds_claimed_folders`]; without one, until this process ends),
     or a one-line `ValueError` when another process holds it; a warning where the file system has no locks (NFS,
     Lustre without `flock`). The other ranks of a torchrun launch claim the folder their rank 0 holds."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    # The launcher's RANK, read here rather than through torch.distributed so this module needs no torch.
+    if int(os.environ.get("RANK") or 0) != 0:
         return
     status = path.stat()
     if (status.st_dev, status.st_ino) in HELD_FOLDERS:  # a re-run within this process
+        return
+    if fcntl is None:
+        warn_unlocked(path, "this system has no flock")
         return
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -209,12 +217,16 @@ def hold_output_dir(path: Path, command: str) -> None:
         ) from None
     except OSError as error:  # NFS (its exclusive locks need a descriptor open for writing), Lustre without flock
         os.close(descriptor)
-        logger.warning(
-            f"--output_dir {path} cannot be locked on its file system ({error.strerror}): another run started into "
-            "it would not be refused, so start only one."
-        )
+        warn_unlocked(path, f"its file system: {error.strerror}")
         return
     HELD_FOLDERS[(status.st_dev, status.st_ino)] = descriptor
+
+
+def warn_unlocked(path: Path, why: str) -> None:
+    logger.warning(
+        f"--output_dir {path} cannot be locked ({why}): another run started into it would not be refused, so start "
+        "only one."
+    )
 
 
 @contextmanager
