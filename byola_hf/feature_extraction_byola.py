@@ -228,7 +228,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 Zero-pad waveforms shorter than `min_samples` (one output frame) to that length *as samples* (their
                 frames count as valid) instead of refusing them.
             return_attention_mask, return_tensors:
-                Return the frame-level mask (default `self.return_attention_mask`); `"pt"`, `"np"` or lists of arrays.
+                Return the frame-level mask (default `self.return_attention_mask`); `"pt"`, `"np"` or lists of arrays
+                (unpadded rows of different lengths: a list of tensors for `"pt"`, a 1-D object array for `"np"`).
             device (`str` or `torch.device`, *optional*):
                 Compute the log-mel on this device and return tensors there (implies `return_tensors="pt"`); by
                 default on the CPU, or on the device of a torch input batch.
@@ -643,10 +644,16 @@ def _padded_samples(
 
 
 def _batch_feature(outputs: dict[str, Any], return_tensors: str | TensorType | None) -> BatchFeature:
-    """`outputs` as torch tensors (stacked where the rows are equal) or as numpy rows in the asked tensor type."""
+    """`outputs` as torch tensors (stacked where the rows are equal) or as numpy rows in the asked tensor type; unequal
+    rows (`padding=False`) as `pad()` returns them for `"np"`, a 1-D object array of rows (BatchFeature would try to
+    stack them: it looks for ragged rows on the first axis, and ours differ on the last)."""
     if return_tensors in ("pt", TensorType.PYTORCH):
         return BatchFeature({key: _stack_if_equal(value) for key, value in outputs.items()})
     outputs = {key: [item.cpu().numpy() for item in value] for key, value in outputs.items()}
+    if return_tensors in ("np", TensorType.NUMPY):
+        outputs = {
+            key: rows if len({row.shape for row in rows}) == 1 else _object_rows(rows) for key, rows in outputs.items()
+        }
     return BatchFeature(outputs, tensor_type=return_tensors)
 
 

@@ -83,9 +83,10 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
             postprocess["frame_level"] = frame_level
         if layer is not None:
             layers = self.model.config.num_hidden_layers
-            if not isinstance(layer, int) or not -layers <= layer < layers:
+            # A bool is an int to Python: layer=True would silently give hidden state 1.
+            if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -layers <= layer < layers:
                 raise ValueError(f"layer must be an int in [0, {layers}) (the model's hidden states), got {layer!r}.")
-            forward["layer"] = layer
+            forward["layer"] = int(layer)
             postprocess["frame_level"] = True
         return preprocess, forward, postprocess
 

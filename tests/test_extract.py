@@ -263,6 +263,26 @@ def test_source_fingerprint_sees_a_file_written_again_under_its_name(tmp_path):
     assert source_fingerprint(load_source(str(clip.parent)), "audio") != before
 
 
+def test_a_copied_model_folder_is_the_same_model_and_new_statistics_another(random2048_dir, tmp_path):
+    """The model's fingerprint held the path it was loaded from: the same weights and statistics loaded from a copied
+    folder, or as `dir/`, were "another model", so byola-linear-eval refused splits embedded with them and a resumed
+    extraction was refused. Statistics or weights that differ still make another model."""
+    import shutil
+
+    from byola_hf.extract.extract import model_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(random2048_dir, copy)
+    original = model_fingerprint(AutoModel.from_pretrained(random2048_dir))
+    assert model_fingerprint(AutoModel.from_pretrained(copy)) == original
+    assert model_fingerprint(AutoModel.from_pretrained(f"{random2048_dir}/")) == original
+    assert model_fingerprint(AutoModel.from_pretrained(copy, std=3.0)) != original
+    model = AutoModel.from_pretrained(copy)
+    with torch.no_grad():
+        model.fc1.bias[0] += 1.0
+    assert model_fingerprint(model) != original
+
+
 def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
     """`--dataset_name root/` where root holds train/ and test/: --split would be ignored and the splits mixed, so it
     is refused with the ways to say what is meant; a glob reads every file on purpose."""

@@ -81,6 +81,25 @@ def test_padding_truncation_and_max_length():
     assert np.all(padded["input_features"][0, :, fe.num_frames(4000) :].numpy() == np.log(np.float32(fe.log_offset)))
 
 
+def test_unpadded_rows_come_back_as_numpy_rows():
+    """`padding=False, return_tensors="np"`, a documented pair, raised BatchFeature's "inhomogeneous shape" error
+    for clips of different lengths: its numpy conversion looks for ragged rows on the first axis, and these rows
+    differ on the last. They come back as `pad()` returns them: a 1-D object array of `(64, frames)` rows."""
+    fe = BYOLAFeatureExtractor()
+    rng = np.random.default_rng(0)
+    waveforms = [rng.standard_normal(n).astype(np.float32) for n in (4000, 16000)]
+    rows = fe(waveforms, sampling_rate=16000, padding=False, return_tensors="np")
+    listed = fe(waveforms, sampling_rate=16000, padding=False)
+    for key in ("input_features", "attention_mask"):
+        assert isinstance(rows[key], np.ndarray) and rows[key].shape == (2,)
+        for row, expected in zip(rows[key], listed[key]):
+            np.testing.assert_array_equal(row, expected)
+    padded = fe.pad([{"input_features": row} for row in rows["input_features"]], padding=False, return_tensors="np")
+    assert padded["input_features"].shape == rows["input_features"].shape == (2,)
+    equal = fe([waveforms[0]] * 2, sampling_rate=16000, padding=False, return_tensors="np")
+    assert equal["input_features"].shape == (2, 64, fe.num_frames(4000))
+
+
 def test_accepts_every_input_form():
     fe = BYOLAFeatureExtractor()
     waveform = np.sin(np.arange(3200) / 5.0).astype(np.float32)

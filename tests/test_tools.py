@@ -407,3 +407,27 @@ def test_a_split_or_configuration_of_a_source_read_whole_is_refused(tmp_path):
     test = datasets.Dataset.from_dict({"audio": [str(folder / "0.wav")]}).cast_column("audio", datasets.Audio())
     datasets.DatasetDict({"test": test}).save_to_disk(str(splits))
     assert len(load_audio_dataset(str(splits), split="test")) == 1
+
+
+def test_a_folder_whose_name_holds_glob_characters_is_read_as_that_folder(tmp_path):
+    """A folder named `takes[1]` was read as a glob pattern: its files were never read, and those of a folder
+    `takes1` beside it were embedded, counted in the statistics or trained on instead, silently. datasets'
+    audiofolder globs its `data_dir` the same way, so such a folder there is refused."""
+    import soundfile
+
+    from byola_hf.tools.data import load_audio_dataset, load_source
+
+    own, other = tmp_path / "takes[1]", tmp_path / "takes1"
+    for folder, count in ((own, 1), (other, 2)):
+        folder.mkdir()
+        for index in range(count):
+            soundfile.write(folder / f"{index}.wav", np.zeros(1600, np.float32), 16000)
+    expected = [str(own / "0.wav")]
+    assert load_audio_dataset(str(own))["path"] == expected
+    assert [item["path"] for item in load_source(str(own))["audio"]] == expected
+    assert len(load_audio_dataset(str(tmp_path / "takes?" / "*.wav"))) == 2  # a pattern, no path: still a glob
+    (own / "metadata.csv").write_text("file_name,label\n0.wav,a\n")
+    for source, data_dir in (("audiofolder", str(own)), (str(own), None)):
+        with pytest.raises(ValueError, match=r"reads .*takes\[1\] as a pattern") as refusal:
+            load_audio_dataset(source, data_dir=data_dir)
+        assert "\n" not in str(refusal.value)

@@ -270,8 +270,11 @@ def parse_layers(layers: str | None, num_hidden_layers: int) -> list[int]:
 
 
 def model_fingerprint(model: BYOLAModel) -> str:
-    """A hash of the model's config (statistics included) and of every weight's values."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    """A hash of the model's config (statistics included) and of every weight's values; not of where it was loaded
+    from (`_name_or_path`), so that a copied or moved folder, or its path written another way, is the same model."""
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -139,9 +139,10 @@ def check_audio_column(dataset, audio_column_name: str) -> None:
 
 def is_audio_file_source(dataset_name: str) -> bool:
     """Whether `dataset_name` is a glob, or a folder that is neither a saved dataset nor an audiofolder with
-    metadata (a folder of audio files)."""
+    metadata (a folder of audio files). An existing path is never a glob: a folder named `takes [2024]` is that
+    folder, not a pattern that matches `takes 2`."""
     path = Path(dataset_name)
-    if any(character in dataset_name for character in "*?["):
+    if not path.exists() and any(character in dataset_name for character in "*?["):
         return True
     return path.is_dir() and not is_saved_dataset(path) and not any(path.glob("**/metadata.csv"))
 
@@ -174,7 +175,8 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
             f"audiofolder --data_dir {display_path(source)} --split NAME or pass its folder, or pass a glob such as "
             f"'{display_path(source)}/**/*.wav' to read every file."
         )
-    pattern = str(Path(source) / "**" / "*") if Path(source).is_dir() else source
+    # A folder's own name is escaped: `[`, `*` and `?` in it are characters, not a pattern matching other folders.
+    pattern = str(Path(glob.escape(source)) / "**" / "*") if Path(source).is_dir() else source
     files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {display_path(source)}.")
@@ -217,6 +219,12 @@ def check_audiofolder(data_dir: str | None) -> None:
         )
     if not Path(data_dir).is_dir():
         raise ValueError(f"--data_dir {display_path(data_dir)} is not a folder.")
+    if any(character in str(data_dir) for character in "*?["):
+        # datasets lists an audiofolder with a glob of its path: `takes[1]` would read the files of `takes1`.
+        raise ValueError(
+            f"datasets' audiofolder reads {display_path(data_dir)} as a pattern (it holds *, ? or [), which can match "
+            "other folders: rename the folder, or link it under a name without those characters and pass that."
+        )
     from datasets.packaged_modules.audiofolder.audiofolder import AudioFolder
 
     skipped = sorted(
