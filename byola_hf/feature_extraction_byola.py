@@ -253,9 +253,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
             target = _padded_samples(lengths, strategy, max_length, pad_to_multiple_of, minimum)
             batch = self._pad_rows(waveforms, lengths, target, minimum, device)
             features, frame_masks = self.log_mel_batch(batch, [max(length, minimum) for length in lengths])
-        outputs = {"input_features": features}
-        if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
-            outputs["attention_mask"] = frame_masks
+        mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        outputs = {"input_features": features, **({"attention_mask": frame_masks} if mask else {})}
         return _batch_feature(outputs, return_tensors)
 
     def _kept_lengths(self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int) -> list[int]:
