@@ -4,6 +4,7 @@ import copy
 import math
 from typing import Any
 
+import torch
 from transformers import PretrainedConfig
 
 
@@ -425,12 +426,21 @@ def check_trained_head(config: BYOLAConfig, head: str, source: object, use: str,
 
 
 def check_statistics(mean: Any, std: Any) -> None:
-    """Raise a `ValueError` unless `mean` is a finite number and `std` a finite positive number."""
+    """Raise a `ValueError` unless `mean` is a finite number and `std` a finite positive number, both usable in the
+    float32 the model computes in (a std below float32's smallest normal number would turn every input infinite)."""
+    float32 = torch.finfo(torch.float32)
     for name, value in (("mean", mean), ("std", std)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"The normalisation statistic `{name}` must be a finite number, got {value!r}.")
+        if abs(value) > float32.max:
+            raise ValueError(f"The normalisation statistic `{name}` is beyond float32's range: {value!r}.")
     if std <= 0:
         raise ValueError(f"The normalisation statistic `std` must be positive, got {std!r}.")
+    if std < float32.tiny:
+        raise ValueError(
+            f"The normalisation statistic `std` is {std!r}, below float32's smallest normal number "
+            f"({float32.tiny:.3g}): normalising by it overflows; recompute the statistics on audio that is not silent."
+        )
 
 
 # The original configs' values that differ between BYOL-A v1 (config.yaml, train.py) and v2 (config_v2.yaml,
