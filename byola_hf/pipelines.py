@@ -75,6 +75,9 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
 
     def _sanitize_parameters(self, frame_level=None, layer=None, sampling_rate=None, pad_to_min_length=None, **kwargs):
         preprocess, forward, postprocess = {}, {}, {}
+        for name, value in (("frame_level", frame_level), ("pad_to_min_length", pad_to_min_length)):
+            if value is not None and not isinstance(value, bool | np.bool_):  # "no" would be true
+                raise ValueError(f"{name} must be True or False, got {value!r}.")
         if sampling_rate is not None:
             preprocess["sampling_rate"] = sampling_rate
         if pad_to_min_length is not None:

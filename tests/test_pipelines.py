@@ -178,6 +178,8 @@ def test_any_audio_in(random2048_dir, sound_files, tmp_path):
     with pytest.raises(ValueError, match=r"layer must be an int in \[0, 5\).*got True"):  # gave hidden state 1
         extractor(mono, layer=True)
     np.testing.assert_array_equal(extractor(mono, layer=np.int64(2)), extractor(mono, layer=2))
+    with pytest.raises(ValueError, match="frame_level must be True or False, got 'no'"):  # was taken as true
+        extractor(mono, frame_level="no")
     with pytest.raises(ValueError, match="'raw' or 'array'"):
         extractor({"samples": mono, "sampling_rate": 16000})
 
