@@ -311,6 +311,27 @@ def test_stats_into_a_folder_with_user_files_is_refused(small_model, speech, tmp
     assert sorted(os.listdir(folder)) == ["speech.wav"]
 
 
+def test_a_rank_left_in_the_environment_without_a_launch_still_claims_the_folder(
+    small_model, speech, tmp_path, capsys, monkeypatch
+):
+    """With RANK=1 but no torchrun launch (no WORLD_SIZE), the command computed on as the only process but skipped
+    the output folder's claim as if rank 0 held it: it wrote its model files over a user's config.json, exit 0."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "config.json").write_text("the user's")
+    (tmp_path / "audio").mkdir()
+    shutil.copy(speech, tmp_path / "audio" / "speech.wav")
+    code, stderr = run_main(
+        stats_main,
+        ["--model_name_or_path", small_model, "--dataset_name", tmp_path / "audio", "--output_dir", folder],
+        capsys,
+    )
+    assert_one_line(code, stderr, "byola-compute-stats", "did not write")
+    assert sorted(os.listdir(folder)) == ["config.json"] and (folder / "config.json").read_text() == "the user's"
+
+
 def test_stats_names_short_clips_and_offers_the_flag_it_suggests(small_model, speech, tmp_path, capsys):
     folder = tmp_path / "short"
     folder.mkdir()

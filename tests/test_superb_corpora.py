@@ -522,10 +522,19 @@ FOLDER = ["--task", "ks", "--dataset_name", "audiofolder"]
         ([*FOLDER, "--lexicon", "a.txt"], "--lexicon is read by --superb_corpus libriphone only"),
         ([*FOLDER, "--test_dir", "t"], "--test_dir is read by --superb_corpus speech_commands only"),
         ([*FOLDER, "--ctc_head", "bilstm"], "--ctc_head is for the CTC tasks (pr, asr), not ks"),
+        *[
+            (["--superb_corpus", "fluent_commands", flag, value], f"{flag} chooses a datasets source's splits or")
+            for flag, value in [("--label_column_name", "action"), ("--train_split_name", "validation"),
+                                ("--audio_column_name", "wav"), ("--dataset_name", "fsc-splits"),
+                                ("--validation_split_percentage", "20")]
+        ],
     ],
 )  # fmt: skip
 def test_a_flag_the_run_would_not_read_is_one_line(flags, expected, corpora, random2048_dir, tmp_path, capsys):
-    """A corpus's file flag without that corpus, or a CTC flag on another task, was silently ignored."""
+    """A corpus's file flag without that corpus, or a CTC flag on another task, was silently ignored; so were the
+    flags of a datasets source with --superb_corpus (--label_column_name action trained and scored all three IC
+    slots, --train_split_name validation trained on the training split), or --audio_column_name ended in a
+    traceback."""
     arguments = [*flags, "--data_dir", str(corpora["fluent_commands"]), "--model_name_or_path", str(random2048_dir)]
     code, stderr = run_superb(capsys, *arguments, "--output_dir", str(tmp_path / "out"))
     assert expected in one_line_error(code, stderr)

@@ -132,6 +132,33 @@ def test_a_folder_in_use_by_a_running_command_is_refused_and_left_alone(tmp_path
         holder.wait()
 
 
+def test_the_other_ranks_of_a_refused_launch_leave_the_running_runs_folder_alone(tmp_path, monkeypatch):
+    """A second torchrun launch of byola-run-superb into the folder of a running one, with another --learning_rate
+    and --overwrite_output_dir: its rank 0 was refused ('in use'), but Trainer's main_process_first then let rank 1
+    in, which holds no lock; it removed the running run's checkpoints and wrote its own marker there. The pretraining
+    run's folder, holding only its marker while rank 0 computes the statistics, was re-marked the same way. A rank
+    other than 0 now changes nothing in a folder marked for another run, and still follows its own rank 0's claim."""
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_RUN, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", "1")
+        for files, overwrite in (([], None), (["result"], True)):  # only the claim (pretraining), then results
+            for name in files:
+                (folder / name).write_text("the running run's")
+            with pytest.raises(ValueError, match="rank 0 of this launch did not take over"):
+                outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 2}}, ["result"], overwrite=overwrite)
+            assert sorted(path.name for path in folder.iterdir()) == sorted([outputs.MARKER, *files])
+            assert outputs.read_marker(folder)["record"] == {"arguments": {"a": 1}}
+        assert (folder / "result").read_text() == "the running run's"
+        # The folder its own rank 0 claimed (the same record) is the rank's to use, as before.
+        assert outputs.claim_output_dir(folder, "byola-x", {"arguments": {"a": 1}}, ["result"]).resumed
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 FORKING_RUN = """
 import os, sys, time
 from byola_hf.tools import outputs

@@ -6,6 +6,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .outputs import follows_rank_zero
+
 
 @contextmanager
 def process_group() -> Iterator[tuple[int, int]]:
@@ -41,8 +43,10 @@ def device_for_rank(device: str | None) -> str | None:
 
 
 def is_main_process() -> bool:
-    """Whether this process reports and writes shared results (rank 0, or the only process)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    """Whether this process reports and writes shared results (rank 0, or the only process: a `RANK` left in the
+    environment without a torchrun launch skipped the output folder's claim, and the process then wrote over a
+    user's files)."""
+    return not follows_rank_zero()
 
 
 def check_trainer_world_size(training_args) -> None:

@@ -161,6 +161,13 @@ def claim_output_dir(
         run_fingerprint = fingerprint(**record)
     if marker is not None and marker.get("fingerprint") == run_fingerprint:
         return OwnedOutput(path, resumed=True)
+    if marker is not None and follows_rank_zero():
+        # Trainer's main_process_first lets the other ranks in when rank 0 fails, refused by the lock included: a
+        # rank without the lock that removed or re-marked the folder would wipe the run that holds it.
+        raise ValueError(
+            f"--output_dir {path} holds another {command} run's outputs, which rank 0 of this launch did not take "
+            "over (see its error): the other ranks change nothing in the folder."
+        )
     if marker is not None and all(entry.name == MARKER for entry in path.iterdir()):
         marker = None  # a run that stopped before writing anything: nothing of it to keep or resume
     if marker is not None and not overwrite:
@@ -197,8 +204,7 @@ def hold_output_dir(path: Path, command: str) -> None:
     """Hold `path` until the command running ends ([`holds_claimed_folders`]; without one, until this process ends),
     or a one-line `ValueError` when another process holds it; a warning where the file system has no locks (NFS,
     Lustre without `flock`). The other ranks of a torchrun launch claim the folder their rank 0 holds."""
-    # The launcher's RANK, read here rather than through torch.distributed so this module needs no torch.
-    if int(os.environ.get("RANK") or 0) != 0:
+    if follows_rank_zero():
         return
     status = path.stat()
     if (status.st_dev, status.st_ino) in HELD_FOLDERS:  # a re-run within this process
@@ -220,6 +226,13 @@ def hold_output_dir(path: Path, command: str) -> None:
         warn_unlocked(path, f"its file system: {error.strerror}")
         return
     HELD_FOLDERS[(status.st_dev, status.st_ino)] = descriptor
+
+
+def follows_rank_zero() -> bool:
+    """Whether this process is a rank other than 0 of a torchrun launch (`WORLD_SIZE` above 1), which uses the folder
+    its rank 0 claims and holds. A `RANK` without such a launch (left in the environment) is not one: the process
+    claims its folder itself. Read from the launcher's variables so this module needs no torch."""
+    return int(os.environ.get("WORLD_SIZE") or 1) > 1 and int(os.environ.get("RANK") or 0) != 0
 
 
 def warn_unlocked(path: Path, why: str) -> None:

@@ -51,15 +51,30 @@ CORPORA = {
 }
 
 
+# The flags that choose a `datasets` source and its columns: a corpus's reader sets its own splits and columns, so
+# with --superb_corpus they were ignored (--label_column_name action trained and scored all three IC slots,
+# --train_split_name validation trained on the training split) or ended in a traceback (--audio_column_name).
+SOURCE_FLAGS = (
+    "dataset_name", "dataset_config_name", "train_split_name", "validation_split_percentage", "audio_column_name",
+    "label_column_name", "text_column_name",
+)  # fmt: skip
+
+
 def check_corpus_flags(data_args) -> None:
     """Refuse a corpus file flag (`--split_file`, `--lexicon`, ...) given without the `--superb_corpus` whose reader
-    reads it: it would be ignored."""
+    reads it, and a `datasets` source flag ([`SOURCE_FLAGS`]) given with one: either would be ignored."""
     defaults = {field.name: field.default for field in dataclasses.fields(data_args)}
     for name, spec in CORPORA.items():
         for flag in spec.flags:
             value = getattr(data_args, flag)
             if data_args.superb_corpus != name and value not in (defaults[flag], [], None):
                 raise ValueError(f"--{flag} is read by --superb_corpus {name} only, which this run is not: drop it.")
+    given = [flag for flag in SOURCE_FLAGS if data_args.superb_corpus and getattr(data_args, flag) != defaults[flag]]
+    if given:
+        raise ValueError(
+            f"--{given[0]} chooses a datasets source's splits or columns; --superb_corpus {data_args.superb_corpus} "
+            "reads its own (docs/from_s3prl.md): drop it."
+        )
 
 
 @dataclass
