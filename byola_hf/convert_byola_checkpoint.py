@@ -68,10 +68,12 @@ class ConversionCheck:
 
 def unpickling_reason(error: BaseException) -> str:
     """Why `torch.load(weights_only=True)` refused a file, without torch's advice to load it with
-    `weights_only=False` (which would run its pickled code): the unpickler's own reason, else the first line (the
-    error's type when it has none)."""
+    `weights_only=False` (which would run its pickled code): the unpickler's own reason, else the error's type and
+    first line (a text file ends in a bare `KeyError('101')`, whose text alone, "101", says nothing)."""
     reason = re.search(r"WeightsUnpickler error: (.*?)(\. |\n|$)", str(error))
-    return (reason.group(1) if reason else (str(error).splitlines() or [type(error).__name__])[0])[:300]
+    if reason:
+        return reason.group(1)[:300]
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:300]
 
 
 def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:

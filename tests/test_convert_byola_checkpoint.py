@@ -103,8 +103,8 @@ def test_converter_rejects_bad_files(tmp_path, real512_checkpoint, capsys):
     for path, message in [
         (truncated, "not a loadable PyTorch checkpoint"),
         (foreign, "not a BYOL-A (AudioNTT2020 / AudioNTT2022) checkpoint: missing features.0.weight"),
-        (text, "not a loadable PyTorch checkpoint"),
-        (tmp_path / "missing.pth", "No checkpoint file"),
+        (text, "which is refused): KeyError: "),  # the error's type: its text alone was a bare number
+        (tmp_path / "missing.pth", "missing.pth: check the path."),  # no stray full stop before the colon
     ]:
         code, stderr = run_main(convert_main, [path, tmp_path / "out"], capsys)
         assert_one_line(code, stderr, "byola-convert", message)

@@ -62,7 +62,7 @@ def user_error_message(error: BaseException) -> str | None:
             f"Ran out of {where} ({text[:200]}): lower the batch size (--per_device_train_batch_size, --batch_size)."
         )
     if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
-        return f"{text}: check the path."
+        return f"{text.rstrip('.')}: check the path."
     if isinstance(error, (ValueError, ImportError)):
         return text
     return None
