@@ -214,6 +214,21 @@ def test_a_system_without_flock_or_with_an_empty_rank_claims_the_folder(tmp_path
     assert "cannot be locked (this system has no flock)" in caplog.text
 
 
+def test_outputs_imports_without_fork_or_fcntl():
+    """Windows has neither fcntl nor os.register_at_fork: the module every command imports must still import there
+    (its folders are then claimed with the no-lock warning above)."""
+    script = (
+        "import os, sys\n"
+        "import byola_hf, datasets  # the libraries first: they may use both\n"
+        "del os.register_at_fork\n"
+        "sys.modules['fcntl'] = None\n"
+        "from byola_hf.tools import outputs\n"
+        "print(outputs.fcntl)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "None", result.stderr[-2000:]
+
+
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "results.json"
     outputs.write_json_atomic(target, {"accuracy": 0.5})

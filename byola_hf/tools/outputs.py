@@ -263,7 +263,8 @@ def release_in_forked_child() -> None:
     HELD_FOLDERS.clear()
 
 
-os.register_at_fork(after_in_child=release_in_forked_child)
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows has neither fork nor the lock (see fcntl above)
+    os.register_at_fork(after_in_child=release_in_forked_child)
 
 
 def refuse_other_run(path: Path, command: str, differs: list[str], overwrite: bool | None) -> None:
