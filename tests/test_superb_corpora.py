@@ -3,6 +3,7 @@ each corpus end to end, the readers' tricky cases as s3prl reads them, malformed
 owned and resumed, pushes private by default."""
 
 import copy
+import io
 import json
 import logging
 import os
@@ -162,6 +163,30 @@ def test_speech_commands_unknown_and_silence_as_s3prl_builds_them(corpora):
     train = {Path(path).name.split("_")[0] for path in records.splits["train"]["audio"] if isinstance(path, str)}
     validation = {Path(p).name.split("_")[0] for p in records.splits["validation"]["audio"] if isinstance(p, str)}
     assert train and validation and not train & validation
+
+
+def test_speech_commands_silence_is_one_second_of_a_background_file_at_any_rate(corpora, tmp_path):
+    """A 44.1 kHz background recording gave 0.36 s `_silence_` clips (16,000 of its samples, read as 16 kHz)."""
+    import soundfile as sf
+
+    from byola_hf.superb.corpora import audio_items
+
+    root = tmp_path / "speech_commands"
+    shutil.copytree(corpora["speech_commands"], root)
+    for noise in (root / "_background_noise_").glob("*.wav"):
+        waveform, rate = sf.read(noise)
+        assert rate == 16000
+        sf.write(
+            noise,
+            np.interp(np.arange(len(waveform) * 44100 // rate) * rate / 44100, np.arange(len(waveform)), waveform),
+            44100,
+        )
+    records = read_speech_commands(CorpusRequest(root=root, seed=3))
+    crops = [item for item in records.splits["train"]["audio"] if not isinstance(item, str)]
+    assert crops and all(crop.samples == 44100 for crop in crops)
+    for item in audio_items(crops, 16000):
+        waveform, rate = sf.read(io.BytesIO(item["bytes"]))
+        assert rate == 16000 and len(waveform) == 16000
 
 
 def test_iemocap_merges_excited_into_happy_and_holds_out_as_s3prl(corpora):

@@ -245,17 +245,19 @@ def speech_commands_split(file_name: str) -> str | None:
     return "validation" if percentage < 10 else None if percentage < 20 else "train"
 
 
-def silence_crops(noises: list[Path], count: int, rng: random.Random, rate: int = 16000) -> list[Crop]:
-    """`count` one-second crops of the background recordings, spread over the files in turn, at random offsets."""
+def silence_crops(noises: list[Path], count: int, rng: random.Random) -> list[Crop]:
+    """`count` one-second crops of the background recordings (one second at each file's own rate), spread over the
+    files in turn, at random offsets."""
     import soundfile as sf
 
-    lengths = {path: sf.info(str(path)).frames for path in noises}
+    infos = {path: sf.info(str(path)) for path in noises}
     crops = []
     for index in range(count):
         path = noises[index % len(noises)]
-        if lengths[path] < rate:
+        rate, frames = infos[path].samplerate, infos[path].frames
+        if frames < rate:
             raise ValueError(f"{display_path(path)} is shorter than one second: _silence_ clips are 1 s crops of it.")
-        crops.append(Crop(str(path), rng.randint(0, lengths[path] - rate), rate))
+        crops.append(Crop(str(path), rng.randint(0, frames - rate), rate))
     return crops
 
 
