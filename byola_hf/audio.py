@@ -4,7 +4,8 @@ The feature extractor, the pipelines, the HEAR API and every command (statistics
 fine-tuning, pre-training) turn their inputs into waveforms here, so a clip reads the same wherever it enters:
 - a file path or the file's bytes: decoded with soundfile (libsndfile), see `AUDIO_EXTENSIONS`;
 - a numpy array, torch tensor or list of floats; integer PCM (`int8`, `int16`, `int32`, `uint8`) is scaled by its
-  dtype to [-1, 1) as soundfile reads it; either byte order;
+  dtype to [-1, 1) as soundfile reads it; either byte order; a list of integers beyond [-1, 1] is refused (it has
+  no dtype to scale by);
 - a `{"array" | "raw": ..., "sampling_rate": ...}` dict (`datasets` < 4) or a torchcodec `AudioDecoder` (`datasets`
   >= 4);
 - multi-channel audio, `(channels, samples)` or `(samples, channels)` (the shorter axis is the channels), averaged
@@ -74,12 +75,21 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def to_float32(samples: Any) -> np.ndarray:
-    """float32 numpy samples of an array, tensor or list of numbers (integer PCM scaled, see [`scale_pcm`])."""
+    """float32 numpy samples of an array, tensor or list of amplitudes (integer PCM scaled, see [`scale_pcm`])."""
     if isinstance(samples, torch.Tensor):
         if samples.device.type == "meta":
             raise ValueError("The audio is a tensor on the 'meta' device, which holds no samples.")
         return scale_pcm(samples.detach()).cpu().numpy()
-    array = np.asarray(samples, dtype=np.float32) if isinstance(samples, (list, tuple)) else np.asarray(samples)
+    array = np.asarray(samples)
+    if isinstance(samples, (list, tuple)):
+        # A list carries no sample format: its numbers are amplitudes, so integers beyond +-1 (PCM values such as
+        # `int16_array.tolist()`) would be read 32768 times too loud. Only a numpy/torch integer dtype says PCM.
+        if np.issubdtype(array.dtype, np.integer) and array.size and np.abs(array).max() > 1:
+            raise ValueError(
+                "The audio is a list of integers beyond [-1, 1]: pass integer PCM as a numpy array of its dtype "
+                "(e.g. np.int16, scaled by its full scale), or floats in [-1, 1]."
+            )
+        array = array.astype(np.float32)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"Audio must be numeric samples, got dtype {array.dtype}.")
     return scale_pcm(to_tensor(np.ascontiguousarray(array))).numpy()

@@ -218,7 +218,8 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 One mono waveform (1-D `np.ndarray`, `torch.Tensor` or list of floats), a batch of them (a list, or a
                 2-D `(batch, samples)` array/tensor, right-padded when `lengths` is given), or decoded `datasets`
                 audio (`{"array": ..., "sampling_rate": ...}` dicts or torchcodec `AudioDecoder`s), alone or in a
-                list. Floats are taken as they are; integer PCM is scaled by its dtype's full scale to [-1, 1).
+                list. Floats are taken as they are; integer PCM is scaled by its dtype's full scale to [-1, 1) (a
+                list of integers beyond [-1, 1] is refused).
             sampling_rate (`int`, *optional*):
                 Rate of `raw_speech`, checked against `self.sampling_rate`: pass it (only `datasets` audio has one).
             padding, max_length, truncation, pad_to_multiple_of:

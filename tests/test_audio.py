@@ -26,6 +26,14 @@ def test_integer_rule_is_one_rule():
         )
     with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):
         fe(np.arange(4000), sampling_rate=16000)
+    pcm16 = np.round(values * 32768).astype(np.int16)
+    for as_list in (pcm16.tolist(), list(pcm16)):  # Python ints or numpy int16 scalars: no dtype to scale by
+        with pytest.raises(ValueError, match="list of integers beyond"):
+            fe(as_list, sampling_rate=16000)
+        with pytest.raises(ValueError, match="list of integers beyond"):
+            fe([as_list], sampling_rate=16000)
+    silent = fe([0] * 4000, sampling_rate=16000)["input_features"][0]  # whole-number amplitudes are still values
+    np.testing.assert_array_equal(silent, fe(np.zeros(4000, np.float32), sampling_rate=16000)["input_features"][0])
     with pytest.raises(TypeError, match="int64 are neither float nor integer PCM"):
         load_audio(np.arange(4000), 16000, 16000)
 
