@@ -479,8 +479,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
         mel_lengths = attention_mask.long().sum(-1).to(input_features.device)
         if not check_values:
             return mel_lengths, True
+        # Compared in the mask's own dtype: a float mask of 0.5 must not pass as 0 frames (nor 1.5 as 1).
         if not torch.equal(
-            attention_mask.long().to(mel_lengths.device), _length_mask(mel_lengths, frames, torch.long)
+            attention_mask.to(mel_lengths.device), _length_mask(mel_lengths, frames, attention_mask.dtype)
         ):
             raise ValueError("attention_mask must be 1 on a prefix of frames and 0 after (right padding).")
         too_short = mel_lengths < self.config.time_downsampling

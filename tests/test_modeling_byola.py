@@ -159,6 +159,14 @@ def test_model_errors(tiny_model):
         tiny_model(np.zeros((1, 64, 100), np.float32))
     with pytest.raises(ValueError, match="right padding"):
         tiny_model(torch.zeros(1, 64, 100), attention_mask=torch.tensor([[0] * 50 + [1] * 50]))
+    for values in ([0.5] * 100, [1.5] * 50 + [0.0] * 50):  # read as 0 and 50 frames once cast to integers
+        with pytest.raises(ValueError, match="right padding"):
+            tiny_model(torch.zeros(1, 64, 100), attention_mask=torch.tensor([values]))
+    bool_mask = torch.tensor([[True] * 60 + [False] * 40])
+    torch.testing.assert_close(
+        tiny_model(torch.zeros(1, 64, 100), attention_mask=bool_mask).last_hidden_state,
+        tiny_model(torch.zeros(1, 64, 100), attention_mask=bool_mask.float()).last_hidden_state,
+    )
     no_stats = BYOLAModel(BYOLAConfig(feature_d=32))
     with pytest.raises(ValueError, match="no normalisation statistics.*byola-compute-stats"):
         no_stats(torch.zeros(1, 64, 100))
