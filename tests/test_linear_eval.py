@@ -238,6 +238,21 @@ def test_linear_eval_refuses_testing_on_the_training_folder(tmp_path, capsys):
     assert_one_line(code, stderr, "byola-linear-eval", "are the same folder")
 
 
+def test_linear_eval_refuses_splits_embedded_from_the_same_files(ks_embeddings, tmp_path, capsys):
+    """Two byola-extract outputs of one audio folder (or a train folder holding the test folder) passed as
+    --train_dir and --test_dir were scored as unseen clips: only the same output folder twice was refused."""
+    shutil.copytree(ks_embeddings["train"], tmp_path / "test")  # the training split embedded a second time
+    train = ["--train_dir", ks_embeddings["train"]]
+    cases = {
+        "test": [*train, "--test_dir", tmp_path / "test"],
+        "validation": [*train, "--test_dir", ks_embeddings["test"], "--validation_dir", tmp_path / "test"],
+    }
+    for part, arguments in cases.items():
+        code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "eval"], capsys)
+        fragments = (f"are in both the training and the {part} part", "extract each split from its own files.")
+        assert_one_line(code, stderr, "byola-linear-eval", *fragments)
+
+
 def test_linear_eval_refuses_splits_embedded_differently(small_model, speech, tmp_path, capsys):
     from byola_hf.extract.cli import main as extract_main
     from byola_hf.linear_eval.cli import main as linear_main

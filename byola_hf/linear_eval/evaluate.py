@@ -234,12 +234,29 @@ def folds_from_directories(
         raise ValueError(f"Labels never seen in training: {', '.join(map(str, sorted(unseen, key=str)[:10]))}.")
     arrays = {name: (d["embedding"], encode(d[label_column_name], classes)) for name, d in data.items()}
     valid = arrays.get("valid", (None, None))
+    check_splits_share_no_file(parts)
     if len({json.dumps(d["class_names"]) for d in data.values()}) > 1:
         raise ValueError(
             f"The splits' label columns list different classes ({', '.join(parts.values())}): their class ids mean "
             "different classes; extract every split of one dataset."
         )
     return [Fold("all", *arrays["train"], *arrays["test"], *valid)], class_display_names(classes, data["train"])
+
+
+def check_splits_share_no_file(parts: dict[str, str]) -> None:
+    """Refuse one-output-per-split embeddings (`parts`: split -> folder) whose training split embedded a file that
+    another split embedded too (say, the train folder held the test folder): by each clip's resolved file, where it
+    is a file on this machine (clips of a decoded dataset have no file to compare)."""
+    rows, clips = {}, []
+    for name, directory in parts.items():
+        paths = load_embeddings(directory)["path"]
+        rows[name] = np.arange(len(clips), len(clips) + len(paths))
+        clips += [
+            os.path.realpath(path) if os.path.isfile(path) else f"{name} row {row}" for row, path in enumerate(paths)
+        ]
+    where = f"--train_dir {parts['train']} and --test_dir {parts['test']}"
+    fix = "extract each split from its own files"
+    check_clips_tested_unseen([FoldRows("all", rows["train"], rows["test"], rows.get("valid"))], clips, where, fix)
 
 
 def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[Fold], list, str]:
@@ -306,7 +323,9 @@ def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: Sequence[str] =
     return [FoldRows(name, rows[text != name], rows[text == name]) for name in names if not wanted or name in wanted]
 
 
-def check_clips_tested_unseen(rounds: list[FoldRows], clips: Sequence[str], where: str) -> None:
+def check_clips_tested_unseen(
+    rounds: list[FoldRows], clips: Sequence[str], where: str, fix: str = "list each clip once"
+) -> None:
     """Refuse a clip (`clips[row]`, its path) listed in the training part of a round and in its validation or test
     part (a CSV listing a file twice, in two splits or folds): the score would be measured on clips trained on."""
     for rows in rounds:
@@ -317,7 +336,7 @@ def check_clips_tested_unseen(rounds: list[FoldRows], clips: Sequence[str], wher
                 raise ValueError(
                     f"{where}: {len(shared)} clip(s) are in both the training and the {part} part of "
                     f"{'the split' if rows.name == 'all' else f'fold {rows.name}'} (first: {shared[0]}), so they "
-                    "would be tested on after training on them: list each clip once."
+                    f"would be tested on after training on them: {fix}."
                 )
 
 
