@@ -392,3 +392,21 @@ def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     with torch.no_grad():
         alone = model(batch["input_features"][1:, :, :38], attention_mask=batch["attention_mask"][1:, :38]).logits
     torch.testing.assert_close(logits[1, :4], alone[0, :4], rtol=1e-5, atol=1e-4)
+
+
+def test_ctc_clips_too_short_for_their_repeated_tokens_are_dropped():
+    """CTC needs a blank between two equal tokens: 'a a' cannot align to 2 frames, and with `ctc_zero_infinity` its
+    infinite loss was zeroed, so such clips were kept, trained nothing and were not counted as dropped."""
+    import datasets
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    mels = {frames: np.zeros((frames * 8, 64), np.float32).tolist() for frames in (2, 3)}  # output frames x 8
+    rows = [(2, [5, 5]), (2, [5, 6]), (3, [5, 5]), (3, [5, 5, 5])]
+    dataset = datasets.Dataset.from_dict(
+        {"input_features": [mels[frames] for frames, _ in rows], "labels": [labels for _, labels in rows]}
+    )
+    kept = recipe_for(SUPERB_TASKS["pr"]).after_features(dataset, BYOLAConfig(), "train")
+    assert kept["labels"] == [[5, 6], [5, 5]]

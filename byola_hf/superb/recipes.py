@@ -266,7 +266,7 @@ def build_ctc_tokenizer(
 class CTCRecipe(TaskRecipe):
     """CTC over phonemes (PR) or characters (ASR): a tokenizer from the corpus's vocabulary or the training
     transcriptions, targets padded with -100, PER/WER by edit distance; clips with more tokens than output frames
-    are dropped (CTC needs a frame per token)."""
+    are dropped (CTC needs a frame per token, and a blank between two equal ones)."""
 
     head = CTC
     column_flag = "--text_column_name"
@@ -294,14 +294,17 @@ class CTCRecipe(TaskRecipe):
         return [*super().fingerprint(), self.tokenizer.get_vocab(), self.task.phonemes]
 
     def after_features(self, dataset, config: BYOLAConfig, split_name: str):
-        def fits(example):
-            return len(example["labels"]) <= len(example["input_features"]) // config.time_downsampling
+        def fits(example):  # a frame per token, and a blank between two equal tokens (else the loss is zeroed)
+            labels = example["labels"]
+            needed = len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+            return needed <= len(example["input_features"]) // config.time_downsampling
 
         kept = dataset.filter(fits, desc=f"CTC length check ({split_name})")
         if len(kept) < len(dataset):
             logger.warning(
-                f"{split_name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription has "
-                f"more tokens than BYOL-A output frames ({config.frames_per_second:g} per second)."
+                f"{split_name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription needs "
+                f"more BYOL-A output frames ({config.frames_per_second:g} per second) than the clip has: one per "
+                "token and one between repeated tokens."
             )
         if len(kept) == 0:
             raise ValueError(
