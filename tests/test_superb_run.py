@@ -410,3 +410,21 @@ def test_ctc_clips_too_short_for_their_repeated_tokens_are_dropped():
     )
     kept = recipe_for(SUPERB_TASKS["pr"]).after_features(dataset, BYOLAConfig(), "train")
     assert kept["labels"] == [[5, 6], [5, 5]]
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_speaker_activity_of_another_speakers_count_is_refused_before_training(split):
+    """An SD clip whose activity rows held 3 speakers beside training's 2 ended, after training, in "could not
+    broadcast input array from shape (23,2) into shape (23,3)"; the clip is named before any work."""
+    import datasets
+
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    activity = {name: [[[1, 0], [0, 1]], [[1, 1], [0, 0]]] for name in ("train", "validation")}
+    activity[split][1] = [[1, 1, 0], [0, 0, 0]]
+    table = {name: datasets.Dataset.from_dict({"activity": rows}) for name, rows in activity.items()}
+    recipe = recipe_for(SUPERB_TASKS["sd"])
+    with pytest.raises(ValueError, match=f"The {split} split's 'activity' at row 1 has rows of \\[3\\] speakers"):
+        recipe.fit(table["train"], "unused", None)
+        recipe.check_labels_seen(table["validation"], "validation")

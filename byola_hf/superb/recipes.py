@@ -333,7 +333,21 @@ class FrameRecipe(TaskRecipe):
 
     def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         self.speakers = len(train[0][self.columns[0]][0])
+        self.check_labels_seen(train, "train")
         return {"num_labels": self.speakers, "problem_type": "multi_label_classification"}
+
+    def check_labels_seen(self, dataset, split_name: str | None) -> None:
+        """Refuse a clip whose activity rows are not one 0/1 value per speaker the head has (the first training
+        clip's count): another count ended, after training, in a batch that could not be stacked."""
+        column = self.columns[0]
+        for row, activity in enumerate(dataset[column]):
+            widths = sorted({len(frame) for frame in activity})
+            if widths != [self.speakers]:
+                raise ValueError(
+                    f"The {split_name} split's '{column}' at {example_name(dataset, row)} has rows of {widths} "
+                    f"speakers, the first training clip {self.speakers}: give every clip one 0/1 value per speaker "
+                    "in each row, the same speakers' count (0 for a speaker who is silent there)."
+                )
 
     def encode(self, batch: dict[str, list]) -> list:
         return batch[self.columns[0]]
