@@ -302,13 +302,15 @@ def test_a_clip_listed_in_two_folds_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_multi_label_task_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["commas", "lists"])
+def test_a_multi_label_task_is_refused(tmp_path, capsys, kind):
     """EVAR's multi-label cells (`a,b`, which byola-finetune scores by mAP) were read as classes of their own: each
-    combination a class, and an accuracy over them reported as the task's."""
+    combination a class, and an accuracy over them reported as the task's; a list column ended in a traceback."""
     from test_faults import blob_embeddings, save_embeddings
 
     x, y = blob_embeddings(0, 30)
     labels = [["a", "b,a", "b"][label] for label in y[:-1]] + ["a,b"]
+    labels = labels if kind == "commas" else [[label] for label in y]
     task = save_embeddings(tmp_path / "task", x, labels, split=["train"] * 20 + ["test"] * 10)
     code, stderr = run_main(main, ["--embeddings_dir", str(task), "--output_dir", str(tmp_path / "out")], capsys)
     assert_one_line(code, stderr, "byola-linear-eval", "multi-label", "byola-finetune --freeze_encoder")

@@ -144,8 +144,9 @@ def label_classes(values: list) -> list:
 
 
 def is_multi_label(cells: list) -> bool:
-    """Whether a label column is EVAR's multi-label form: some cell holds commas (`Bark,Dog`)."""
-    return any("," in str(cell) for cell in cells)
+    """Whether a label column holds several labels per clip: some cell holds commas (`Bark,Dog`, EVAR's form) or is
+    a list (a `datasets` sequence column)."""
+    return any(isinstance(cell, (list, tuple)) or "," in str(cell) for cell in cells)
 
 
 def read_embeddings(
@@ -165,9 +166,9 @@ def read_embeddings(
     columns["class_names"] = getattr(dataset.features[label_column_name], "names", None)
     if columns["class_names"] is None and is_multi_label(columns[label_column_name]):
         raise ValueError(
-            f"{directory}: '{label_column_name}' cells hold commas, a multi-label task as EVAR writes it, which "
-            "byola-linear-eval would score as one class per combination: run byola-finetune --freeze_encoder on "
-            "the task CSV (mAP of a linear head on the frozen encoder)."
+            f"{directory}: '{label_column_name}' holds several labels per clip (commas or lists), a multi-label "
+            "task, which byola-linear-eval would score as one class per combination: run byola-finetune "
+            "--freeze_encoder on the task CSV (mAP of a linear head on the frozen encoder)."
         )
     columns["embedding"] = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
     layout = next((name for name in ("split", "fold") if name in extra_columns), None)
