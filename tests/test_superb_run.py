@@ -428,3 +428,15 @@ def test_speaker_activity_of_another_speakers_count_is_refused_before_training(s
     with pytest.raises(ValueError, match=f"The {split} split's 'activity' at row 1 has rows of \\[3\\] speakers"):
         recipe.fit(table["train"], "unused", None)
         recipe.check_labels_seen(table["validation"], "validation")
+
+
+def test_a_training_split_of_one_class_is_refused():
+    """KS on clips all labelled 'yes' trained a one-logit head (a loss of 0) and reported an accuracy of 1.0."""
+    import datasets
+
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    train = datasets.Dataset.from_dict({"label": ["yes", "yes", "yes"]})
+    with pytest.raises(ValueError, match="'label' labels are all 'yes': a classifier needs two classes"):
+        recipe_for(SUPERB_TASKS["ks"]).fit(train, "unused", None)

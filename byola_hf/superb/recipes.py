@@ -162,6 +162,12 @@ class ClassificationRecipe(TaskRecipe):
 
     def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         self.vocabularies = [self.label_names.get(column) or sorted_classes(train, column) for column in self.columns]
+        for column, names in zip(self.columns, self.vocabularies):
+            if len(names) < 2:  # every prediction would be it: an accuracy of 1.0 that says nothing
+                raise ValueError(
+                    f"The train split's '{column}' labels are all '{names[0]}': a classifier needs two classes or "
+                    f"more; check {self.column_flag} and the data."
+                )
         self.indices = [{value: index for index, value in enumerate(names)} for names in self.vocabularies]
         # A ClassLabel column's rows hold ids; `encode` sees a map batch without the features, so keep the names.
         self.class_names = {
