@@ -430,8 +430,9 @@ def test_speaker_activity_of_another_speakers_count_is_refused_before_training(s
         recipe.check_labels_seen(table["validation"], "validation")
 
 
-def test_a_training_split_of_one_class_is_refused():
-    """KS on clips all labelled 'yes' trained a one-logit head (a loss of 0) and reported an accuracy of 1.0."""
+def test_a_training_split_of_one_class_or_of_label_lists_is_refused():
+    """KS on clips all labelled 'yes' trained a one-logit head (a loss of 0) and reported an accuracy of 1.0; a column
+    of label lists ended in a traceback."""
     import datasets
 
     from byola_hf.superb.recipes import recipe_for
@@ -440,3 +441,6 @@ def test_a_training_split_of_one_class_is_refused():
     train = datasets.Dataset.from_dict({"label": ["yes", "yes", "yes"]})
     with pytest.raises(ValueError, match="'label' labels are all 'yes': a classifier needs two classes"):
         recipe_for(SUPERB_TASKS["ks"]).fit(train, "unused", None)
+    lists = datasets.Dataset.from_dict({"label": [["yes"], ["no"], ["yes", "no"]]})  # was a traceback
+    with pytest.raises(ValueError, match="The train split's 'label' holds lists"):
+        recipe_for(SUPERB_TASKS["ks"]).check_split(lists, "train")

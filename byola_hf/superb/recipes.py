@@ -160,6 +160,15 @@ class ClassificationRecipe(TaskRecipe):
 
     head = CLASSIFICATION
 
+    def check_split(self, dataset, split_name: str) -> None:
+        super().check_split(dataset, split_name)
+        for column in self.columns:
+            if any(isinstance(value, (list, tuple)) for value in dataset[column]):
+                raise ValueError(
+                    f"The {split_name} split's '{column}' holds lists (several labels per clip): a classification "
+                    f"head takes one class per clip; name a column of single labels with {self.column_flag}."
+                )
+
     def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         self.vocabularies = [self.label_names.get(column) or sorted_classes(train, column) for column in self.columns]
         for column, names in zip(self.columns, self.vocabularies):
