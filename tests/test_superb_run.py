@@ -444,3 +444,21 @@ def test_a_training_split_of_one_class_or_of_label_lists_is_refused():
     lists = datasets.Dataset.from_dict({"label": [["yes"], ["no"], ["yes", "no"]]})  # was a traceback
     with pytest.raises(ValueError, match="The train split's 'label' holds lists"):
         recipe_for(SUPERB_TASKS["ks"]).check_split(lists, "train")
+
+
+def test_speaker_labels_past_a_clips_end_are_not_scored():
+    """A clip may carry one label row more than its output frames: in a batch with a longer clip, that row was kept
+    and scored (DER) against the head's output on padding, so the figure depended on the batch; it is cut."""
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.superb.recipes import IGNORED, recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    examples = [
+        {"input_features": np.zeros((16 * 8, 64), np.float32), "labels": [[1, 0]] * 16},
+        {"input_features": np.zeros((5 * 8 + 3, 64), np.float32), "labels": [[0, 1]] * 6},  # 5 frames, 6 rows
+    ]
+    labels = LogMelCollator(BYOLAFeatureExtractor(), recipe_for(SUPERB_TASKS["sd"]), downsampling=8)(examples)[
+        "labels"
+    ]
+    assert labels.shape == (2, 16, 2)
+    assert labels[1, :5].tolist() == [[0, 1]] * 5 and bool((labels[1, 5:] == IGNORED).all())

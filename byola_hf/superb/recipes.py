@@ -112,8 +112,8 @@ class TaskRecipe:
         """The `labels` of a batch of rows (a `datasets.map` batch)."""
         raise NotImplementedError
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
-        """The batch's `labels` tensor; `frames`: the padded batch's output frames."""
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
+        """The batch's `labels` tensor; `frames`: each example's output frames (the batch is padded to the most)."""
         raise NotImplementedError
 
     def fingerprint(self) -> list:
@@ -225,7 +225,7 @@ class ClassificationRecipe(TaskRecipe):
         ]
         return values if len(self.columns) > 1 else [value[0] for value in values]
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
         return torch.tensor(labels)
 
     def fingerprint(self) -> list:
@@ -301,7 +301,7 @@ class CTCRecipe(TaskRecipe):
     def encode(self, batch: dict[str, list]) -> list:
         return [self.tokenizer(text)["input_ids"] for text in batch[self.columns[0]]]
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
         longest = max(len(label) for label in labels)
         return torch.tensor([label + [IGNORED] * (longest - len(label)) for label in labels])
 
@@ -342,7 +342,7 @@ class CTCRecipe(TaskRecipe):
 
 class FrameRecipe(TaskRecipe):
     """Frame-level speaker activity (SD): labels are `(frames, speakers)` 0/1 rows at the model's output frame rate,
-    cut or padded (-100) to the batch's frames; permutation-invariant BCE; DER over the labelled frames."""
+    cut to the clip's frames, padded (-100) to the batch's; permutation-invariant BCE; DER over the labelled frames."""
 
     head = FRAMES
 
@@ -384,10 +384,10 @@ class FrameRecipe(TaskRecipe):
             )
         return dataset
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
-        padded = np.full((len(labels), frames, len(labels[0][0])), IGNORED, np.float32)
-        for row, label in zip(padded, labels):
-            label = np.asarray(label, np.float32)[:frames]
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
+        padded = np.full((len(labels), max(frames), len(labels[0][0])), IGNORED, np.float32)
+        for row, label, length in zip(padded, labels, frames):
+            label = np.asarray(label, np.float32)[:length]  # a row past the clip's end would score padding's output
             row[: len(label)] = label
         return torch.from_numpy(padded)
 

@@ -210,7 +210,7 @@ class LogMelCollator:
         batch = self.feature_extractor.pad(
             [{"input_features": e["input_features"].T} for e in examples], return_tensors="pt"
         )
-        frames = batch["input_features"].shape[-1] // self.downsampling
+        frames = [len(example["input_features"]) // self.downsampling for example in examples]
         batch["labels"] = self.recipe.collate_labels([e["labels"] for e in examples], frames)
         return dict(batch)
 
