@@ -127,6 +127,18 @@ def check_waveform(waveform: np.ndarray, name: str = "The audio") -> np.ndarray:
     return waveform
 
 
+def check_clip_lengths(waveforms: list[np.ndarray], items: list, minimum: int) -> None:
+    """A `ValueError` naming the file (`items[i]["path"]`, `datasets` audio) of the first clip shorter than `minimum`
+    samples, one frame of the log-mel or of the model's output (empty ones included)."""
+    for waveform, item in zip(waveforms, items):
+        if len(waveform) < minimum:
+            path = item.get("path") if isinstance(item, dict) else None
+            raise ValueError(
+                f"{display_path(path) if path else 'A clip'} has {len(waveform)} samples, fewer than the {minimum} "
+                "one frame needs: remove it from the data (or pad it) and run again."
+            )
+
+
 def check_finite_batch(waveforms: torch.Tensor) -> None:
     """A `ValueError` when a `(batch, samples)` tensor holds NaN or infinity: one float64 sum, which is non-finite
     exactly when a sample is, read back once."""

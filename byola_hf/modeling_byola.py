@@ -237,6 +237,11 @@ class BYOLAPreTrainedModel(PreTrainedModel):
             super().save_pretrained(save_directory, *args, **kwargs)
         custom_object_save(BYOLAAudioEmbeddingPipeline, save_directory)
 
+    def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
+        """`PreTrainedModel.push_to_hub`, creating the repository private unless `private=False` (transformers'
+        default makes it public): converted NTT weights may not be published (docs/hub.md)."""
+        return super().push_to_hub(repo_id, *args, private=private is not False, **kwargs)
+
     def _get_feat_extract_output_lengths(self, mel_lengths: torch.Tensor) -> torch.Tensor:
         """Output frames for inputs of `mel_lengths` log-mel frames: `mel_lengths // 2**num_conv_layers`."""
         return mel_lengths // self.config.time_downsampling

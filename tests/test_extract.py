@@ -294,6 +294,22 @@ def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
     assert len(load_source(str(root / "**" / "*.wav"))) == len(load_source(str(root / "train"))) == 5
 
 
+def test_a_folder_reached_again_through_a_symlink_is_read_once(audio_folder, tmp_path):
+    """A link to a parent folder (a cycle) made the recursive listing read each clip 41 times (until the path got too
+    deep), a link to a sibling folder twice, and both links together never ended. A linked file is read."""
+    from byola_hf.tools.data import audio_files_dataset
+
+    clips = sorted((audio_folder[0] / "train").glob("*/*.wav"))
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    for clip in clips[:2]:
+        (tmp_path / "data" / "a" / clip.name).symlink_to(clip)
+    (tmp_path / "data" / "a" / "parent").symlink_to(tmp_path / "data")
+    (tmp_path / "data" / "again").symlink_to(tmp_path / "data" / "a")
+    assert audio_files_dataset(str(tmp_path / "data"))["path"] == [
+        str(tmp_path / "data" / "a" / clip.name) for clip in clips[:2]
+    ]
+
+
 def test_never_deletes_what_it_did_not_write(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     project = tmp_path / "p"

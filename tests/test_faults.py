@@ -827,6 +827,28 @@ def test_run_superb_names_a_clip_whose_log_mel_overflows(small_model, word_folde
     assert_one_line(code, stderr, "byola-run-superb", f"{loud.name}'s log-mel holds NaN or infinity")
 
 
+def test_run_superb_names_a_clip_too_short_for_one_output_frame(
+    small_model, word_folders, tmp_path, datasets_cache, capsys
+):
+    """A clip of 700 samples has a log-mel but no v1 output frame (1120 samples): run-superb stopped in training
+    with "Example 4 has 5 log-mel frames ... `feature_extractor(..., pad_to_min_length=True)`", the place of the clip
+    in a random batch and a library call. It names the file before training, as byola-compute-stats does."""
+    import shutil
+
+    import soundfile
+
+    from byola_hf.superb.run import main
+
+    data = tmp_path / "words"
+    shutil.copytree(word_folders, data)
+    short = sorted((data / "train").rglob("*.wav"))[2]
+    soundfile.write(short, np.full(700, 0.1, np.float32), 16000)
+    arguments = ["--task", "ks", "--model_name_or_path", small_model, "--dataset_name", "audiofolder", "--data_dir",
+                 data, "--output_dir", tmp_path / "out", "--max_steps", "1", *QUICK_TRAINER_FLAGS]  # fmt: skip
+    code, stderr = run_main(main, arguments, capsys)
+    assert_one_line(code, stderr, "byola-run-superb", f"{short.name} has 700 samples, fewer than the 1120")
+
+
 @pytest.mark.parametrize("task", ["byola-audio-embedding", "audio-classification"])
 def test_pipelines_name_a_file_whose_log_mel_overflows(task, small_model, classifier_dir, speech, tmp_path):
     """Finite samples of 1e30 in a file: the pipelines said "Example 0's log-mel holds NaN or infinity", the clip's

@@ -355,6 +355,22 @@ def test_pushes_are_private_unless_public_is_given(fake_hub, real512_checkpoint,
     assert "to a private repository: NTT's licence allows internal evaluation only" in result.stderr
 
 
+def test_the_models_own_push_is_private_unless_asked(fake_hub, small_model):
+    """transformers' `model.push_to_hub(repo_id)` creates the repository public (private=None): converted NTT weights
+    were published by the one call a transformers user knows. It is private unless `private=False` is passed."""
+    script = f"""
+import contextlib, byola_hf
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(small_model)!r})
+for repo, private in (("tester/mine", None), ("tester/open", False)):
+    with contextlib.suppress(Exception):  # the fake Hub refuses transformers' card (no licence): after the create
+        model.push_to_hub(repo, **({{}} if private is None else {{"private": private}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [create.get("visibility", "public") for create in FakeHub.creates] == ["private", "public"]
+
+
 @slow
 def test_a_private_push_into_an_existing_public_repository_is_refused(fake_hub, real512_checkpoint, tmp_path):
     """Creating a repository that exists changes nothing, so a private push (the default) into a public one would

@@ -317,6 +317,21 @@ def test_a_clip_listed_in_two_folds_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kind", ["commas", "lists"])
+def test_a_multi_label_task_is_refused(tmp_path, capsys, kind):
+    """EVAR's multi-label cells (`a,b`, which byola-finetune scores by mAP) were read as classes of their own: each
+    combination a class, and an accuracy over them reported as the task's; a list column ended in a traceback."""
+    from test_faults import blob_embeddings, save_embeddings
+
+    x, y = blob_embeddings(0, 30)
+    labels = [["a", "b,a", "b"][label] for label in y[:-1]] + ["a,b"]
+    labels = labels if kind == "commas" else [[label] for label in y]
+    task = save_embeddings(tmp_path / "task", x, labels, split=["train"] * 20 + ["test"] * 10)
+    code, stderr = run_main(main, ["--embeddings_dir", str(task), "--output_dir", str(tmp_path / "out")], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "multi-label", "byola-finetune --freeze_encoder")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("index, name", every_flag(build_parser()))
 def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, name, tmp_path):
     """byola-linear-eval's record holds every flag of its dataclass but the shared may-change list (where it writes):

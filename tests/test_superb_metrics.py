@@ -25,3 +25,11 @@ def test_metric_modules_offline():
         predictions=[[[0, 1], [0, 1], [0, 0]]], references=[[[1, 0], [1, 0], [1, 0]]]
     )
     assert der == {"der": pytest.approx(1 / 3)}
+
+
+def test_error_rates_refuse_references_without_tokens_or_speech():
+    """A rate over nothing is undefined, not the count of insertions or false alarms."""
+    with pytest.raises(ValueError, match="references are empty"):
+        evaluate.load(metric_path("error_rate"), "wer").compute(predictions=["a b"], references=[" "])
+    with pytest.raises(ValueError, match="silent"):
+        evaluate.load(metric_path("der")).compute(predictions=[[[1, 0], [1, 1]]], references=[[[0, 0], [0, 0]]])

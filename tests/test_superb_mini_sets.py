@@ -83,14 +83,14 @@ def test_native_rate_is_kept_on_request(tmp_path):
     assert sf.info(next((root / "train").glob("*.wav"))).samplerate == 22050
 
 
-def test_diarization_set_labels_every_output_frame(tmp_path):
-    dataset = datasets.load_dataset(
-        "audiofolder", data_dir=str(make_sd(tmp_path / "sd", examples=(3, 1, 1))), split="train"
-    )
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_diarization_set_labels_every_output_frame(tmp_path, rate):
+    root = make_sd(tmp_path / "sd", examples=(3, 1, 1), sampling_rate=rate)
+    dataset = datasets.load_dataset("audiofolder", data_dir=str(root), split="train")
     config, fe = BYOLAConfig(), BYOLAFeatureExtractor()
     overlapping = 0
-    for example in dataset:
-        frames = fe.num_frames(len(example["audio"]["array"])) // config.time_downsampling
+    for example in dataset:  # the model sees the clip resampled to 16 kHz
+        frames = fe.num_frames(len(example["audio"]["array"]) * 16000 // rate) // config.time_downsampling
         activity = example["activity"]
         assert abs(len(activity) - frames) <= 1 and all(len(row) == 2 for row in activity)
         assert any(row[0] for row in activity) and any(row[1] for row in activity)

@@ -392,3 +392,73 @@ def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     with torch.no_grad():
         alone = model(batch["input_features"][1:, :, :38], attention_mask=batch["attention_mask"][1:, :38]).logits
     torch.testing.assert_close(logits[1, :4], alone[0, :4], rtol=1e-5, atol=1e-4)
+
+
+def test_ctc_clips_too_short_for_their_repeated_tokens_are_dropped():
+    """CTC needs a blank between two equal tokens: 'a a' cannot align to 2 frames, and with `ctc_zero_infinity` its
+    infinite loss was zeroed, so such clips were kept, trained nothing and were not counted as dropped."""
+    import datasets
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    mels = {frames: np.zeros((frames * 8, 64), np.float32).tolist() for frames in (2, 3)}  # output frames x 8
+    rows = [(2, [5, 5]), (2, [5, 6]), (3, [5, 5]), (3, [5, 5, 5])]
+    dataset = datasets.Dataset.from_dict(
+        {"input_features": [mels[frames] for frames, _ in rows], "labels": [labels for _, labels in rows]}
+    )
+    kept = recipe_for(SUPERB_TASKS["pr"]).after_features(dataset, BYOLAConfig(), "train")
+    assert kept["labels"] == [[5, 6], [5, 5]]
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_speaker_activity_of_another_speakers_count_is_refused_before_training(split):
+    """An SD clip whose activity rows held 3 speakers beside training's 2 ended, after training, in "could not
+    broadcast input array from shape (23,2) into shape (23,3)"; the clip is named before any work."""
+    import datasets
+
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    activity = {name: [[[1, 0], [0, 1]], [[1, 1], [0, 0]]] for name in ("train", "validation")}
+    activity[split][1] = [[1, 1, 0], [0, 0, 0]]
+    table = {name: datasets.Dataset.from_dict({"activity": rows}) for name, rows in activity.items()}
+    recipe = recipe_for(SUPERB_TASKS["sd"])
+    with pytest.raises(ValueError, match=f"The {split} split's 'activity' at row 1 has rows of \\[3\\] speakers"):
+        recipe.fit(table["train"], "unused", None)
+        recipe.check_labels_seen(table["validation"], "validation")
+
+
+def test_a_training_split_of_one_class_or_of_label_lists_is_refused():
+    """KS on clips all labelled 'yes' trained a one-logit head (a loss of 0) and reported an accuracy of 1.0; a column
+    of label lists ended in a traceback."""
+    import datasets
+
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    train = datasets.Dataset.from_dict({"label": ["yes", "yes", "yes"]})
+    with pytest.raises(ValueError, match="'label' labels are all 'yes': a classifier needs two classes"):
+        recipe_for(SUPERB_TASKS["ks"]).fit(train, "unused", None)
+    lists = datasets.Dataset.from_dict({"label": [["yes"], ["no"], ["yes", "no"]]})  # was a traceback
+    with pytest.raises(ValueError, match="The train split's 'label' holds lists"):
+        recipe_for(SUPERB_TASKS["ks"]).check_split(lists, "train")
+
+
+def test_speaker_labels_past_a_clips_end_are_not_scored():
+    """A clip may carry one label row more than its output frames: in a batch with a longer clip, that row was kept
+    and scored (DER) against the head's output on padding, so the figure depended on the batch; it is cut."""
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.superb.recipes import IGNORED, recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    examples = [
+        {"input_features": np.zeros((16 * 8, 64), np.float32), "labels": [[1, 0]] * 16},
+        {"input_features": np.zeros((5 * 8 + 3, 64), np.float32), "labels": [[0, 1]] * 6},  # 5 frames, 6 rows
+    ]
+    labels = LogMelCollator(BYOLAFeatureExtractor(), recipe_for(SUPERB_TASKS["sd"]), downsampling=8)(examples)[
+        "labels"
+    ]
+    assert labels.shape == (2, 16, 2)
+    assert labels[1, :5].tolist() == [[0, 1]] * 5 and bool((labels[1, 5:] == IGNORED).all())

@@ -14,7 +14,14 @@ import numpy as np
 import torch
 
 from ..audio import decode_undecoded_audio
-from ..linear_eval.evaluate import FoldRows, check_clips_tested_unseen, encode, fold_rows, label_classes
+from ..linear_eval.evaluate import (
+    FoldRows,
+    check_clips_tested_unseen,
+    encode,
+    fold_rows,
+    is_multi_label,
+    label_classes,
+)
 from ..tools.data import FILE_COLUMN, metadata_csv_source, source_fingerprint
 
 
@@ -97,7 +104,7 @@ def load_task(
             "CSVs have (docs/evar_tasks.md)."
         )
     cells = dataset[label_column_name]
-    multi_label = any("," in str(cell) for cell in cells)
+    multi_label = is_multi_label(cells)
     labels = parse_labels(cells, multi_label)
     classes = label_classes([name for names in labels for name in names] if multi_label else labels)
     folds = fold_rows(np.asarray(dataset[layout], dtype=object), layout, metadata_csv, wanted_folds)

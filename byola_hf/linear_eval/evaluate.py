@@ -143,6 +143,12 @@ def label_classes(values: list) -> list:
         return sorted(distinct, key=str)
 
 
+def is_multi_label(cells: list) -> bool:
+    """Whether a label column holds several labels per clip: some cell holds commas (`Bark,Dog`, EVAR's form) or is
+    a list (a `datasets` sequence column)."""
+    return any(isinstance(cell, (list, tuple)) or "," in str(cell) for cell in cells)
+
+
 def read_embeddings(
     directory: str, label_column_name: str, extra_columns: tuple[str, ...] = (), part: str | None = None
 ) -> dict:
@@ -158,6 +164,12 @@ def read_embeddings(
     columns = {name: dataset[name] for name in (label_column_name, *extra_columns)}
     # A ClassLabel column (audiofolder's folder names) holds ids: the report names its classes.
     columns["class_names"] = getattr(dataset.features[label_column_name], "names", None)
+    if columns["class_names"] is None and is_multi_label(columns[label_column_name]):
+        raise ValueError(
+            f"{directory}: '{label_column_name}' holds several labels per clip (commas or lists), a multi-label "
+            "task, which byola-linear-eval would score as one class per combination: run byola-finetune "
+            "--freeze_encoder on the task CSV (mAP of a linear head on the frozen encoder)."
+        )
     columns["embedding"] = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
     layout = next((name for name in ("split", "fold") if name in extra_columns), None)
     parts = [f"{layout} {value}" for value in columns[layout]] if layout else [f"{part} split"] * len(dataset)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import batch_waveforms, decode_undecoded_audio, display_path
+from ..audio import batch_waveforms, check_clip_lengths, decode_undecoded_audio, display_path
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError, check_positive
@@ -132,17 +132,6 @@ def batch_moments(
         raise NonFiniteFeaturesError(error.index, error.peak, display_path(path) if path else None) from None
     moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
     return {key: [value] for key, value in asdict(moments).items()}
-
-
-def check_clip_lengths(waveforms: list[np.ndarray], items: list, minimum: int) -> None:
-    """A `ValueError` naming the file of the first clip too short for the log-mel (empty ones included)."""
-    for waveform, item in zip(waveforms, items):
-        if len(waveform) < minimum:
-            path = item.get("path") if isinstance(item, dict) else None
-            raise ValueError(
-                f"{display_path(path) if path else 'A clip'} has {len(waveform)} samples, fewer than the {minimum} "
-                "the log-mel needs: remove it from the data (or pad it) and run again."
-            )
 
 
 def compute_moments(

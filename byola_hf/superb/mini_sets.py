@@ -221,13 +221,13 @@ def make_sd(
     examples: tuple[int, int, int] = (24, 8, 8),
     seed: int = 0,
     sampling_rate: int = 16000,
-    frame_samples: int = 1280,
+    frame_seconds: float = 0.08,
 ) -> Path:
     """
     Speaker diarization: two voices of `TRAIN_VOICES` saying different sentences, the second starting part-way
     through the first, mixed. `activity` (in `metadata.jsonl`) holds per-frame speaker activity, one row of two 0/1
-    values per `frame_samples` samples (BYOL-A's 80 ms output frame at 16 kHz): a speaker is active in a frame when
-    its own track's energy there is above 1 % of that track's peak frame energy.
+    values per `frame_seconds` (BYOL-A's 80 ms output frame) at any `sampling_rate`: a speaker is active in a frame
+    when its own track's energy there is above 1 % of that track's peak frame energy.
     """
     rng = random.Random(seed)
     output = Path(output_dir)
@@ -248,6 +248,7 @@ def make_sd(
             placed = [np.zeros(length, np.float32), np.zeros(length, np.float32)]
             placed[0][: len(tracks[0])] = tracks[0]
             placed[1][offset : offset + len(tracks[1])] = tracks[1]
+            frame_samples = round(frame_seconds * sampling_rate)
             frames = length // frame_samples
             energy = np.stack([np.square(t[: frames * frame_samples]).reshape(frames, -1).mean(1) for t in placed], 1)
             activity = (energy > 0.01 * energy.max(0, keepdims=True)).astype(int)
@@ -538,7 +539,7 @@ def build_mini_sets(args: MiniSetArguments) -> None:
         return
     tasks = list(BUILDERS) if args.task == "all" else [args.task]
     for task in tasks:
-        rate = args.sampling_rate or (16000 if task == "sd" else None)  # diarization labels assume 16 kHz frames
+        rate = args.sampling_rate or (16000 if task == "sd" else None)  # make_sd times its label frames in samples
         path = BUILDERS[task](Path(args.output_dir) / task, seed=args.seed, sampling_rate=rate)
         counts = {split: sum(1 for _ in (path / split).glob("*.wav")) for split in ("train", "validation", "test")}
         print(f"{task}: {path} {counts}")

@@ -112,8 +112,8 @@ class TaskRecipe:
         """The `labels` of a batch of rows (a `datasets.map` batch)."""
         raise NotImplementedError
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
-        """The batch's `labels` tensor; `frames`: the padded batch's output frames."""
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
+        """The batch's `labels` tensor; `frames`: each example's output frames (the batch is padded to the most)."""
         raise NotImplementedError
 
     def fingerprint(self) -> list:
@@ -160,8 +160,23 @@ class ClassificationRecipe(TaskRecipe):
 
     head = CLASSIFICATION
 
+    def check_split(self, dataset, split_name: str) -> None:
+        super().check_split(dataset, split_name)
+        for column in self.columns:
+            if any(isinstance(value, (list, tuple)) for value in dataset[column]):
+                raise ValueError(
+                    f"The {split_name} split's '{column}' holds lists (several labels per clip): a classification "
+                    f"head takes one class per clip; name a column of single labels with {self.column_flag}."
+                )
+
     def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         self.vocabularies = [self.label_names.get(column) or sorted_classes(train, column) for column in self.columns]
+        for column, names in zip(self.columns, self.vocabularies):
+            if len(names) < 2:  # every prediction would be it: an accuracy of 1.0 that says nothing
+                raise ValueError(
+                    f"The train split's '{column}' labels are all '{names[0]}': a classifier needs two classes or "
+                    f"more; check {self.column_flag} and the data."
+                )
         self.indices = [{value: index for index, value in enumerate(names)} for names in self.vocabularies]
         # A ClassLabel column's rows hold ids; `encode` sees a map batch without the features, so keep the names.
         self.class_names = {
@@ -210,7 +225,7 @@ class ClassificationRecipe(TaskRecipe):
         ]
         return values if len(self.columns) > 1 else [value[0] for value in values]
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
         return torch.tensor(labels)
 
     def fingerprint(self) -> list:
@@ -266,7 +281,7 @@ def build_ctc_tokenizer(
 class CTCRecipe(TaskRecipe):
     """CTC over phonemes (PR) or characters (ASR): a tokenizer from the corpus's vocabulary or the training
     transcriptions, targets padded with -100, PER/WER by edit distance; clips with more tokens than output frames
-    are dropped (CTC needs a frame per token)."""
+    are dropped (CTC needs a frame per token, and a blank between two equal ones)."""
 
     head = CTC
     column_flag = "--text_column_name"
@@ -286,7 +301,7 @@ class CTCRecipe(TaskRecipe):
     def encode(self, batch: dict[str, list]) -> list:
         return [self.tokenizer(text)["input_ids"] for text in batch[self.columns[0]]]
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
         longest = max(len(label) for label in labels)
         return torch.tensor([label + [IGNORED] * (longest - len(label)) for label in labels])
 
@@ -294,14 +309,17 @@ class CTCRecipe(TaskRecipe):
         return [*super().fingerprint(), self.tokenizer.get_vocab(), self.task.phonemes]
 
     def after_features(self, dataset, config: BYOLAConfig, split_name: str):
-        def fits(example):
-            return len(example["labels"]) <= len(example["input_features"]) // config.time_downsampling
+        def fits(example):  # a frame per token, and a blank between two equal tokens (else the loss is zeroed)
+            labels = example["labels"]
+            needed = len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+            return needed <= len(example["input_features"]) // config.time_downsampling
 
         kept = dataset.filter(fits, desc=f"CTC length check ({split_name})")
         if len(kept) < len(dataset):
             logger.warning(
-                f"{split_name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription has "
-                f"more tokens than BYOL-A output frames ({config.frames_per_second:g} per second)."
+                f"{split_name}: dropped {len(dataset) - len(kept)} of {len(dataset)} clips whose transcription needs "
+                f"more BYOL-A output frames ({config.frames_per_second:g} per second) than the clip has: one per "
+                "token and one between repeated tokens."
             )
         if len(kept) == 0:
             raise ValueError(
@@ -324,13 +342,27 @@ class CTCRecipe(TaskRecipe):
 
 class FrameRecipe(TaskRecipe):
     """Frame-level speaker activity (SD): labels are `(frames, speakers)` 0/1 rows at the model's output frame rate,
-    cut or padded (-100) to the batch's frames; permutation-invariant BCE; DER over the labelled frames."""
+    cut to the clip's frames, padded (-100) to the batch's; permutation-invariant BCE; DER over the labelled frames."""
 
     head = FRAMES
 
     def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
         self.speakers = len(train[0][self.columns[0]][0])
+        self.check_labels_seen(train, "train")
         return {"num_labels": self.speakers, "problem_type": "multi_label_classification"}
+
+    def check_labels_seen(self, dataset, split_name: str | None) -> None:
+        """Refuse a clip whose activity rows are not one 0/1 value per speaker the head has (the first training
+        clip's count): another count ended, after training, in a batch that could not be stacked."""
+        column = self.columns[0]
+        for row, activity in enumerate(dataset[column]):
+            widths = sorted({len(frame) for frame in activity})
+            if widths != [self.speakers]:
+                raise ValueError(
+                    f"The {split_name} split's '{column}' at {example_name(dataset, row)} has rows of {widths} "
+                    f"speakers, the first training clip {self.speakers}: give every clip one 0/1 value per speaker "
+                    "in each row, the same speakers' count (0 for a speaker who is silent there)."
+                )
 
     def encode(self, batch: dict[str, list]) -> list:
         return batch[self.columns[0]]
@@ -352,10 +384,10 @@ class FrameRecipe(TaskRecipe):
             )
         return dataset
 
-    def collate_labels(self, labels: list, frames: int) -> torch.Tensor:
-        padded = np.full((len(labels), frames, len(labels[0][0])), IGNORED, np.float32)
-        for row, label in zip(padded, labels):
-            label = np.asarray(label, np.float32)[:frames]
+    def collate_labels(self, labels: list, frames: list[int]) -> torch.Tensor:
+        padded = np.full((len(labels), max(frames), len(labels[0][0])), IGNORED, np.float32)
+        for row, label, length in zip(padded, labels, frames):
+            label = np.asarray(label, np.float32)[:length]  # a row past the clip's end would score padding's output
             row[: len(label)] = label
         return torch.from_numpy(padded)
 

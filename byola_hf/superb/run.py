@@ -27,7 +27,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import byola_hf
 
-from ..audio import decode_undecoded_audio, display_path
+from ..audio import check_clip_lengths, decode_undecoded_audio, display_path
 from ..configuration_byola import BYOLAConfig, check_trained_head
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
@@ -210,7 +210,7 @@ class LogMelCollator:
         batch = self.feature_extractor.pad(
             [{"input_features": e["input_features"].T} for e in examples], return_tensors="pt"
         )
-        frames = batch["input_features"].shape[-1] // self.downsampling
+        frames = [len(example["input_features"]) // self.downsampling for example in examples]
         batch["labels"] = self.recipe.collate_labels([e["labels"] for e in examples], frames)
         return dict(batch)
 
@@ -366,6 +366,7 @@ def prepare_features(
             def prepare(batch, max_samples=max_samples):
                 items = batch[data_args.audio_column_name]
                 audio = [decode_undecoded_audio(item, rate) for item in items]
+                check_clip_lengths(audio, items, feature_extractor.min_samples)  # named here, not in a training batch
                 try:
                     rows = log_mel_rows(feature_extractor, audio, max_samples, device)
                 except NonFiniteFeaturesError as error:  # the clip's name, not its place in a map batch

@@ -162,6 +162,21 @@ SPLIT_FOLDER_NAMES = (
 )
 
 
+def files_under(folder: str) -> list[str]:
+    """The files under `folder`, recursively, hidden ones left out as a glob leaves them; each folder is listed once:
+    a symlink to a parent folder or to a sibling would list its files again (a glob follows such cycles until the
+    path is too long, with two of them for ever)."""
+    seen, files = set(), []
+    for root, folders, names in os.walk(folder, followlinks=True):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        if os.path.realpath(root) in seen:
+            folders.clear()
+            continue
+        seen.add(os.path.realpath(root))
+        files += [os.path.join(root, name) for name in names if not name.startswith(".")]
+    return files
+
+
 def audio_files_dataset(source: str, audio_column_name: str = "audio"):
     """A dataset of the audio files in a folder (recursively) or matching a glob: `audio` and `path` columns. A
     folder with split folders (`train/`, `test/`, ...) is refused: read whole, `--split` would be ignored and every
@@ -175,9 +190,8 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
             f"audiofolder --data_dir {display_path(source)} --split NAME or pass its folder, or pass a glob such as "
             f"'{display_path(source)}/**/*.wav' to read every file."
         )
-    # A folder's own name is escaped: `[`, `*` and `?` in it are characters, not a pattern matching other folders.
-    pattern = str(Path(glob.escape(source)) / "**" / "*") if Path(source).is_dir() else source
-    files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).suffix.lower() in AUDIO_EXTENSIONS)
+    names = files_under(source) if Path(source).is_dir() else glob.glob(source, recursive=True)
+    files = sorted(name for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {display_path(source)}.")
     dataset = datasets.Dataset.from_dict({audio_column_name: files, "path": files})

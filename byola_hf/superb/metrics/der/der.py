@@ -37,4 +37,9 @@ class DiarizationErrorRate(evaluate.Metric):
                 best = error if best is None else min(best, error)
             errors += int(best)
             speech += int(reference.sum())
-        return {"der": errors / max(speech, 1)}
+        if speech == 0:
+            raise ValueError(
+                "Every reference frame is silent: the diarization error rate is undefined (false alarms over no "
+                "speech); evaluate on clips where someone speaks."
+            )
+        return {"der": errors / speech}
