@@ -15,7 +15,23 @@ CLASSIFIER_HEADS = ("superb", "evar")
 PRETRAINING_MODEL_TYPE = "byola-pretraining"
 
 
-class BYOLAConfig(PretrainedConfig):
+class PrivatePushMixin:
+    """
+    Hub pushes of BYOL-A's objects (`push_to_hub(repo_id)`, `save_pretrained(..., push_to_hub=True)`) create the
+    repository private unless `private=False` is passed: transformers' default makes it public, and weights converted
+    from NTT's files may not be published (docs/hub.md). Mixed in before the transformers base class.
+    """
+
+    def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
+        return super().push_to_hub(repo_id, *args, private=private is not False, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if kwargs.get("push_to_hub"):
+            kwargs["private"] = kwargs.get("private") is not False
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
     r"""
     Configuration of a BYOL-A audio encoder ([`BYOLAModel`]): the network sizes, the log-mel front-end the network
     was trained on, and the per-task normalisation statistics.

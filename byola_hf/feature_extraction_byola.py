@@ -21,7 +21,7 @@ from .audio import (
     scale_pcm,
     to_tensor,
 )
-from .configuration_byola import BYOLAConfig, minimum_samples
+from .configuration_byola import BYOLAConfig, PrivatePushMixin, minimum_samples
 
 
 logger = logging.get_logger(__name__)
@@ -45,7 +45,7 @@ FRONT_END_PARAMETERS = (
 )
 
 
-class BYOLAFeatureExtractor(SequenceFeatureExtractor):
+class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
     r"""
     Turns raw mono waveforms into the log-mel spectrograms BYOL-A was trained on:
     `log(mel_power + log_offset)` with a centred, reflect-padded STFT (periodic Hann window), power 2, and a
@@ -218,8 +218,7 @@ class BYOLAFeatureExtractor(SequenceFeatureExtractor):
                 One mono waveform (1-D `np.ndarray`, `torch.Tensor` or list of floats), a batch of them (a list, or a
                 2-D `(batch, samples)` array/tensor, right-padded when `lengths` is given), or decoded `datasets`
                 audio (`{"array": ..., "sampling_rate": ...}` dicts or torchcodec `AudioDecoder`s), alone or in a
-                list. Floats are taken as they are; integer PCM is scaled by its dtype's full scale to [-1, 1) (a
-                list of integers beyond [-1, 1] is refused).
+                list. Floats are taken as they are, integer PCM arrays scaled by their dtype's full scale to [-1, 1).
             sampling_rate (`int`, *optional*):
                 Rate of `raw_speech`, checked against `self.sampling_rate`: pass it (only `datasets` audio has one).
             padding, max_length, truncation, pad_to_multiple_of:

@@ -18,7 +18,7 @@ from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutp
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils import logging as transformers_logging
 
-from .configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig, check_statistics
+from .configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig, PrivatePushMixin, check_statistics
 from .inference_byola import InferenceKernels, select_kernels, select_training_kernels
 from .reference_network import tail_weights
 
@@ -175,7 +175,7 @@ def report_loading(model: "BYOLAPreTrainedModel", loading_info: dict, source: ob
         logger.warning(f"{name}: weights of {source} not used: {', '.join(unexpected)}.")
 
 
-class BYOLAPreTrainedModel(PreTrainedModel):
+class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
     config_class = BYOLAConfig
     config: BYOLAConfig
     base_model_prefix = "byola"
@@ -236,11 +236,6 @@ class BYOLAPreTrainedModel(PreTrainedModel):
         with quiet_weights_io():
             super().save_pretrained(save_directory, *args, **kwargs)
         custom_object_save(BYOLAAudioEmbeddingPipeline, save_directory)
-
-    def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
-        """`PreTrainedModel.push_to_hub`, creating the repository private unless `private=False` (transformers'
-        default makes it public): converted NTT weights may not be published (docs/hub.md)."""
-        return super().push_to_hub(repo_id, *args, private=private is not False, **kwargs)
 
     def _get_feat_extract_output_lengths(self, mel_lengths: torch.Tensor) -> torch.Tensor:
         """Output frames for inputs of `mel_lengths` log-mel frames: `mel_lengths // 2**num_conv_layers`."""

@@ -2,8 +2,10 @@
 
 from transformers import ProcessorMixin
 
+from .configuration_byola import PrivatePushMixin
 
-class BYOLAProcessor(ProcessorMixin):
+
+class BYOLAProcessor(PrivatePushMixin, ProcessorMixin):
     r"""
     Wraps a [`BYOLAFeatureExtractor`] and a CTC tokenizer (e.g. transformers' `Wav2Vec2CTCTokenizer`) for
     [`BYOLAForCTC`]: `processor(audio=..., sampling_rate=..., text=...)` gives `input_features`, `attention_mask`

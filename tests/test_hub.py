@@ -355,20 +355,35 @@ def test_pushes_are_private_unless_public_is_given(fake_hub, real512_checkpoint,
     assert "to a private repository: NTT's licence allows internal evaluation only" in result.stderr
 
 
-def test_the_models_own_push_is_private_unless_asked(fake_hub, small_model):
-    """transformers' `model.push_to_hub(repo_id)` creates the repository public (private=None): converted NTT weights
-    were published by the one call a transformers user knows. It is private unless `private=False` is passed."""
+def test_byola_objects_own_pushes_are_private_unless_asked(fake_hub, small_model, tmp_path):
+    """transformers' `push_to_hub(repo_id)` and `save_pretrained(..., push_to_hub=True)` create the repository public
+    (private=None): converted NTT weights were published by the one call a transformers user knows. Every BYOL-A
+    object (model, config, feature extractor, processor) pushes private unless `private=False` is passed."""
     script = f"""
 import contextlib, byola_hf
-from transformers import AutoModel
-model = AutoModel.from_pretrained({str(small_model)!r})
-for repo, private in (("tester/mine", None), ("tester/open", False)):
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+from byola_hf.superb.recipes import build_ctc_tokenizer
+feature_extractor = AutoFeatureExtractor.from_pretrained({str(small_model)!r})
+tokenizer = build_ctc_tokenizer(["a b"], {str(tmp_path / "tok")!r}, phonemes=True)
+objects = {{
+    "model": AutoModel.from_pretrained({str(small_model)!r}),
+    "config": AutoConfig.from_pretrained({str(small_model)!r}),
+    "fe": feature_extractor,
+    "processor": byola_hf.BYOLAProcessor(feature_extractor, tokenizer),
+}}
+for name, item in objects.items():
     with contextlib.suppress(Exception):  # the fake Hub refuses transformers' card (no licence): after the create
-        model.push_to_hub(repo, **({{}} if private is None else {{"private": private}}))
+        item.push_to_hub(f"tester/{{name}}")
+    with contextlib.suppress(Exception):
+        item.save_pretrained({str(tmp_path)!r} + "/" + name, push_to_hub=True, repo_id=f"tester/{{name}}-saved")
+    with contextlib.suppress(Exception):
+        item.push_to_hub(f"tester/{{name}}-open", private=False)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [create.get("visibility", "public") for create in FakeHub.creates] == ["private", "public"]
+    created = {create["name"]: create.get("visibility", "public") for create in FakeHub.creates}
+    for name in ("model", "config", "fe", "processor"):
+        assert (created[name], created[f"{name}-saved"], created[f"{name}-open"]) == ("private", "private", "public")
 
 
 @slow

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from ..configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
+from ..configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig, PrivatePushMixin
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..inference_byola import TrainingKernels, select_training_kernels
 from ..modeling_byola import BYOLAModel
@@ -56,7 +56,7 @@ class BYOLAProjection(nn.Module):
         return self.output(self.activation(self.batch_norm(self.dense(hidden_states))))
 
 
-class BYOLAForPreTraining(PreTrainedModel):
+class BYOLAForPreTraining(PrivatePushMixin, PreTrainedModel):
     """
     BYOL-A's learner: `forward(view_one, view_two)` gives BYOL's loss of two normalised views, or
     `forward(input_features=log_mels)` makes the views of raw log-mel crops first (pre-normalised with `config.mean` /
