@@ -34,6 +34,8 @@ logger = logging.get_logger(__name__)
 # The file endings every command reads as audio (what libsndfile decodes). `.oga` is Ogg audio as Debian's sound
 # themes ship it.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
+# Audio formats libsndfile cannot decode: a folder holding them is refused rather than read without them.
+UNDECODED_AUDIO_EXTENSIONS = (".m4a", ".aac", ".wma", ".amr", ".ape", ".caf", ".webm", ".mka")
 # More channels than this on the shorter axis is not multi-channel audio but a batch or a mistake.
 MAX_CHANNELS = 32
 PCM_DTYPES = (torch.int8, torch.int16, torch.int32, torch.uint8)

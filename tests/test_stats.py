@@ -281,6 +281,16 @@ def test_stats_command_faults(small_model, speech, tmp_path, capsys):
     (oga / "metadata.csv").write_text("file_name,label\nspeech.wav,a\nchime.oga,b\n")
     code, stderr = run_main(stats_main, [*base, "--dataset_name", "audiofolder", "--data_dir", oga], capsys)
     assert_one_line(code, stderr, command, "would leave out 1 audio file", "chime.oga")
+    # Audio soundfile cannot decode was left out of a folder without a word (a folder, a glob or an audiofolder).
+    (oga / "metadata.csv").unlink()
+    (oga / "chime.oga").rename(oga / "voice memo.m4a")
+    for source in (
+        ["--dataset_name", oga],
+        ["--dataset_name", f"{oga}/*"],
+        ["--dataset_name", "audiofolder", "--data_dir", oga],
+    ):
+        code, stderr = run_main(stats_main, [*base, *source], capsys)
+        assert_one_line(code, stderr, command, "1 audio file(s) soundfile cannot decode (voice memo.m4a)", "ffmpeg")
 
     bad = tmp_path / "bad"
     bad.mkdir()

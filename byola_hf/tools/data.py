@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS, display_path
+from ..audio import AUDIO_EXTENSIONS, UNDECODED_AUDIO_EXTENSIONS, display_path
 from ..configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
@@ -191,11 +191,24 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
             f"'{display_path(source)}/**/*.wav' to read every file."
         )
     names = files_under(source) if Path(source).is_dir() else glob.glob(source, recursive=True)
+    check_no_undecoded_audio(names, source)
     files = sorted(name for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {display_path(source)}.")
     dataset = datasets.Dataset.from_dict({audio_column_name: files, "path": files})
     return dataset.cast_column(audio_column_name, datasets.Audio())
+
+
+def check_no_undecoded_audio(names: list[str], source: str) -> None:
+    """Refuse a folder (or glob) holding audio in a format soundfile cannot decode (`.m4a`, ...): the command would
+    read the other files alone, without a word."""
+    undecoded = sorted(Path(name).name for name in names if Path(name).suffix.lower() in UNDECODED_AUDIO_EXTENSIONS)
+    if undecoded:
+        raise ValueError(
+            f"{display_path(source)} holds {len(undecoded)} audio file(s) soundfile cannot decode "
+            f"({', '.join(undecoded[:3])}{' ...' if len(undecoded) > 3 else ''}), which would be left out: convert "
+            f"them (e.g. `ffmpeg -i clip.m4a clip.wav`) or move them out ({', '.join(AUDIO_EXTENSIONS)} are read)."
+        )
 
 
 def check_data_dir_use(dataset_name: str, data_dir: str | None) -> None:
@@ -241,10 +254,12 @@ def check_audiofolder(data_dir: str | None) -> None:
         )
     from datasets.packaged_modules.audiofolder.audiofolder import AudioFolder
 
+    names = files_under(data_dir)
+    check_no_undecoded_audio(names, data_dir)
     skipped = sorted(
-        path.name
-        for path in Path(data_dir).rglob("*")
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.suffix.lower() not in AudioFolder.EXTENSIONS
+        Path(name).name
+        for name in names
+        if Path(name).suffix.lower() in AUDIO_EXTENSIONS and Path(name).suffix.lower() not in AudioFolder.EXTENSIONS
     )
     if skipped:
         raise ValueError(
