@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -410,6 +411,22 @@ def test_ctc_clips_too_short_for_their_repeated_tokens_are_dropped():
     )
     kept = recipe_for(SUPERB_TASKS["pr"]).after_features(dataset, BYOLAConfig(), "train")
     assert kept["labels"] == [[5, 6], [5, 5]]
+
+
+def test_ctc_clips_left_out_of_the_score_are_counted_in_the_results(ks_model, mini, tmp_path):
+    """An evaluation clip whose transcription does not fit its output frames is left out of the PER/WER: only a
+    warning said so, and eval_results.json gave the smaller eval_samples as if it were the whole split."""
+    import pandas as pd
+
+    data = tmp_path / "pr"
+    shutil.copytree(mini["pr"], data)
+    table = pd.read_csv(data / "validation" / "metadata.csv")
+    table.loc[0, "phonemes"] = " ".join([table.loc[0, "phonemes"]] * 20)
+    table.to_csv(data / "validation" / "metadata.csv", index=False)
+    result = run_superb(*superb_arguments("pr", ks_model, data, tmp_path / "out"), "--max_steps", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert (metrics["eval_samples"], metrics["eval_dropped_samples"]) == (len(table) - 1, 1)
 
 
 @pytest.mark.parametrize("split", ["train", "validation"])
