@@ -70,12 +70,18 @@ def user_error_message(error: BaseException) -> str | None:
 
 def check_training_length_and_values(training_args: Any) -> None:
     """Refuse a training length Trainer would not train as given (`--max_steps 0` trains one step, no epochs train
-    none and save the untrained model), and a non-finite value of any flag (Trainer takes a NaN `--max_grad_norm`
-    as no clipping)."""
+    none and save the untrained model), a non-finite value of any flag (Trainer takes a NaN `--max_grad_norm`
+    as no clipping), and `--save_only_model`: its checkpoints lack the optimizer, schedule and RNG states, and
+    Trainer resumes from them without a word, restarting those (the re-run of a killed command differed)."""
     for field in dataclasses.fields(training_args):
         value = getattr(training_args, field.name)
         if field.init and isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"--{field.name} must be a finite number, got {value}.")
+    if training_args.save_only_model:
+        raise ValueError(
+            "--save_only_model saves checkpoints a re-run cannot resume exactly (no optimizer, schedule or random "
+            "states): drop it (--save_total_limit keeps fewer checkpoints)."
+        )
     if training_args.max_steps == 0:
         raise ValueError("--max_steps 0 would still train one step: give a positive --max_steps, or -1 for epochs.")
     if training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
