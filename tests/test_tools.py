@@ -323,14 +323,17 @@ def test_a_finished_run_rerun_ends_on_the_weights_trainer_would(tmp_path, load_b
         (["--num_train_epochs", "0"], "--num_train_epochs 0.0 trains nothing"),
         (["--max_grad_norm", "nan"], "--max_grad_norm must be a finite number"),
         (["--learning_rate", "inf"], "--learning_rate must be a finite number"),
-        # Trainer resumed such a checkpoint with a fresh optimizer and schedule: the re-run of a killed run differed.
-        (["--save_only_model"], "--save_only_model saves checkpoints a re-run cannot resume exactly"),
+        # Trainer resumed with a fresh optimizer and schedule, or the stopped epoch's first batches: the re-run of a
+        # killed run differed from the run never stopped.
+        (["--save_only_model"], "--save_only_model: a re-run would not resume a stopped run exactly"),
+        (["--ignore_data_skip"], "--ignore_data_skip: a re-run would not resume a stopped run exactly"),
     ],
 )
 def test_training_flags_trainer_would_not_follow_are_refused(flags, message, tmp_path):
     """byola-pretrain, byola-run-superb and byola-finetune share this check: Trainer trains one step for `--max_steps
     0`, none for no epochs (and the commands would save the untrained model), takes a NaN clipping norm as no
-    clipping, and resumes a `--save_only_model` checkpoint with a fresh optimizer and schedule."""
+    clipping, resumes a `--save_only_model` checkpoint with a fresh optimizer and schedule, and with
+    `--ignore_data_skip` trains the stopped epoch's first batches again."""
     from transformers import TrainingArguments
 
     from byola_hf.tools.cli import check_training_length_and_values

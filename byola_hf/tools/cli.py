@@ -68,20 +68,26 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
+# Trainer flags that make a resumed run differ from the run never stopped, and why.
+INEXACT_RESUME = {
+    "save_only_model": "its checkpoints lack the optimizer, schedule and random states; --save_total_limit keeps "
+    "fewer checkpoints",
+    "ignore_data_skip": "the stopped epoch would start over on its first batches instead of going on",
+}
+
+
 def check_training_length_and_values(training_args: Any) -> None:
     """Refuse a training length Trainer would not train as given (`--max_steps 0` trains one step, no epochs train
     none and save the untrained model), a non-finite value of any flag (Trainer takes a NaN `--max_grad_norm`
-    as no clipping), and `--save_only_model`: its checkpoints lack the optimizer, schedule and RNG states, and
-    Trainer resumes from them without a word, restarting those (the re-run of a killed command differed)."""
+    as no clipping), and the flags with which Trainer resumes a stopped run other than it would have gone on, without
+    a word (`INEXACT_RESUME`: the re-run of a killed command ended with other weights)."""
     for field in dataclasses.fields(training_args):
         value = getattr(training_args, field.name)
         if field.init and isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"--{field.name} must be a finite number, got {value}.")
-    if training_args.save_only_model:
-        raise ValueError(
-            "--save_only_model saves checkpoints a re-run cannot resume exactly (no optimizer, schedule or random "
-            "states): drop it (--save_total_limit keeps fewer checkpoints)."
-        )
+    for flag, why in INEXACT_RESUME.items():
+        if getattr(training_args, flag):
+            raise ValueError(f"--{flag}: a re-run would not resume a stopped run exactly ({why}): drop it.")
     if training_args.max_steps == 0:
         raise ValueError("--max_steps 0 would still train one step: give a positive --max_steps, or -1 for epochs.")
     if training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
