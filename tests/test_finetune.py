@@ -366,6 +366,19 @@ def test_recipe_flags_take_any_spelling(small_model, task_dir, tmp_path, capsys)
     assert_one_line(code, stderr, COMMAND, "sets --eval_strategy itself")
 
 
+@pytest.mark.parametrize("flag", [["--eval_delay", "3"], ["--dataloader_drop_last"]])
+def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, tmp_path):
+    """--eval_delay made the run test the best of its later epochs only (EVAR tests the best of every epoch), and
+    --dataloader_drop_last was replaced by the recipe's own rule without a word: both are refused."""
+    from byola_hf.finetune.run import recipe_training_args
+    from byola_hf.tools.cli import parse_arguments
+
+    argv = ["--model_name_or_path", "m", "--metadata_csv", "c", "--output_dir", str(tmp_path), *flag]
+    training_args = parse_arguments(build_parser(), argv)[1]
+    with pytest.raises(ValueError, match=f"sets {flag[0]} itself"):
+        recipe_training_args(training_args, {flag[0].lstrip("-")}, "accuracy")
+
+
 def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(
     small_model, task_dir, tmp_path, caplog
 ):

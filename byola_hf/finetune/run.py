@@ -44,11 +44,12 @@ RESULT_FILE = "run_result.json"
 # Flags that may differ between a run and its re-run: the shared list but the length (the schedule is in epochs).
 MAY_CHANGE = MAY_CHANGE_ON_RESUME - {"num_train_epochs", "max_steps"}
 # The recipe sets these Trainer flags itself (evaluate and save every epoch, keep the best, its own optimiser and
-# schedule, no push): a value given for them would be silently replaced, so it is refused.
+# schedule, which training batch to drop, no push): a value given for them would be silently replaced (or, for
+# --eval_delay, choose the best epoch among the later ones only), so it is refused.
 RECIPE_OWNED = (
-    "eval_strategy", "save_strategy", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
-    "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "weight_decay", "push_to_hub",
-    "resume_from_checkpoint", "remove_unused_columns",
+    "eval_strategy", "eval_delay", "save_strategy", "load_best_model_at_end", "metric_for_best_model",
+    "greater_is_better", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "weight_decay", "push_to_hub",
+    "resume_from_checkpoint", "remove_unused_columns", "dataloader_drop_last",
 )  # fmt: skip
 RECIPE_DEFAULTS = {
     "learning_rate": 1e-3,
