@@ -317,6 +317,15 @@ def test_a_clip_listed_in_two_folds_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_fold_cell_is_named_as_such():
+    """A task CSV with an empty 'fold' cell (byola-finetune, byola-linear-eval) was refused as holding "an empty
+    label": the user looked for it in the label column."""
+    from byola_hf.linear_eval.evaluate import fold_rows
+
+    with pytest.raises(ValueError, match="empty 'fold' cell in task.csv: fill them in"):
+        fold_rows(np.array([1, "", 2], dtype=object), "fold", "task.csv")
+
+
 @pytest.mark.parametrize("kind", ["commas", "lists"])
 def test_a_multi_label_task_is_refused(tmp_path, capsys, kind):
     """EVAR's multi-label cells (`a,b`, which byola-finetune scores by mAP) were read as classes of their own: each

@@ -132,10 +132,10 @@ class LinearEvalResult:
     settings: dict = field(default_factory=dict)
 
 
-def label_classes(values: list) -> list:
-    """The sorted distinct labels (numbers sorted as numbers); an empty label is an error."""
+def label_classes(values: list, what: str = "label") -> list:
+    """The sorted distinct labels (numbers sorted as numbers); an empty one is an error naming `what` they are."""
     if any(value is None or (isinstance(value, str) and not value.strip()) for value in values):
-        raise ValueError("Some examples have an empty label: fill them in or remove those rows.")
+        raise ValueError(f"Some examples have an empty {what}: fill them in or remove those rows.")
     distinct = set(values)
     try:
         return sorted(distinct)
@@ -322,7 +322,7 @@ def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: Sequence[str] =
             raise ValueError("--folds picks folds of a 'fold' column; this CSV has a 'split' column: drop --folds.")
         train, valid, test = split_masks(tags, where)
         return [FoldRows("all", rows[train], rows[test], rows[valid] if valid.any() else None)]
-    names = [str(name) for name in label_classes(list(tags))]
+    names = [str(name) for name in label_classes(list(tags), f"'fold' cell in {where}")]
     text = np.asarray([str(tag) for tag in tags])
     for name in wanted:
         if name not in names:
