@@ -54,6 +54,10 @@ def test_hear_load_model_errors(tmp_path, random2048_checkpoint):
         hear.load_model(str(tmp_path / "no-stats"))
     model = hear.load_model(str(tmp_path / "no-stats"), mean=-9.0, std=4.0)
     assert (model.model.config.mean, model.model.config.std) == (-9.0, 4.0)
+    # Bad statistics were loaded as given and refused only at the first embedding (a string, NaN, std <= 0).
+    for mean, std, message in [("abc", 4.0, "finite number"), (float("nan"), 4.0, "finite"), (-9.0, -1.0, "positive")]:
+        with pytest.raises(ValueError, match=message):
+            hear.load_model(str(tmp_path / "no-stats"), mean=mean, std=std)
     with pytest.raises(ValueError, match=r"\(n_sounds, n_samples\)"):
         hear.get_scene_embeddings(torch.zeros(16000), model)
 
