@@ -114,9 +114,11 @@ def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Ten
 
 def original_keys(loaded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint under the original `features.N.*` / `fc.N.*` keys: s3prl's layered names mapped,
-    any prefix before `features.`/`fc.` dropped, every other key left out."""
-    state_dict = {}
-    for key, tensor in loaded.items():
+    any prefix before `features.`/`fc.` dropped, every other key left out. Two different tensors under one key (a
+    BYOL learner's online and target encoders) are refused: which one to convert is the user's choice."""
+    state_dict, sources = {}, {}
+    for source, tensor in loaded.items():
+        key = source
         if key.endswith("num_batches_tracked"):
             continue
         for layered, original in _LAYERED_TO_ORIGINAL.items():
@@ -125,8 +127,17 @@ def original_keys(loaded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 key = original + key[match.end() :]
                 break
         match = re.search(r"(^|\.)(features|fc)\.", key)
-        if match:
-            state_dict[key[match.start(2) :]] = tensor
+        if not match:
+            continue
+        key = key[match.start(2) :]
+        shared = key in state_dict and state_dict[key].data_ptr() == tensor.data_ptr()  # one module, two names
+        if key in state_dict and not shared and not torch.equal(state_dict[key], tensor):
+            raise ValueError(
+                f"The checkpoint holds two networks ({sources[key]} and {source} differ), e.g. a BYOL learner's "
+                "online and target encoders: save the state dict of the one to convert (BYOL-A's encoder is the "
+                "online one) and convert that."
+            )
+        state_dict[key], sources[key] = tensor, source
     return state_dict
 
 

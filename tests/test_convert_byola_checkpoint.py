@@ -184,6 +184,22 @@ def test_converter_detects_the_version_and_accepts_v2_layouts(
     assert "AudioNTT2022" in (tmp_path / "cli" / "README.md").read_text()
 
 
+def test_a_learner_holding_online_and_target_encoders_is_refused(random2048_checkpoint, tmp_path, capsys):
+    """A BYOL learner's state dict (the encoder as `net.` and `online_encoder.net.`, then the target encoder) was
+    converted without a word with the target's weights, the last under each key, not BYOL-A's online encoder."""
+    state_dict = torch.load(random2048_checkpoint, weights_only=True)
+    learner = {f"learner.{name}.{k}": v for name in ("net", "online_encoder.net") for k, v in state_dict.items()}
+    torch.save({"state_dict": learner}, tmp_path / "online.ckpt")  # one module under two names: converted
+    reference = load_original_state_dict(random2048_checkpoint)
+    loaded = load_original_state_dict(tmp_path / "online.ckpt")
+    assert loaded.keys() == reference.keys() and all(torch.equal(loaded[k], reference[k]) for k in reference)
+    learner.update({f"learner.target_encoder.net.{k}": v + 1 for k, v in state_dict.items()})
+    torch.save({"state_dict": learner}, tmp_path / "learner.ckpt")
+    code, stderr = run_main(convert_main, [tmp_path / "learner.ckpt", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-convert", "holds two networks", "target_encoder", "the online one")
+    assert not (tmp_path / "out").exists()
+
+
 def test_nan_weights_are_refused_at_conversion(real512_checkpoint, tmp_path, capsys):
     state_dict = torch.load(real512_checkpoint, map_location="cpu", weights_only=True)
     key = next(k for k in state_dict if k.endswith("1.weight") and state_dict[k].ndim == 1)  # a BatchNorm weight
