@@ -366,6 +366,16 @@ def test_recipe_flags_take_any_spelling(small_model, task_dir, tmp_path, capsys)
     assert_one_line(code, stderr, COMMAND, "sets --eval_strategy itself")
 
 
+def test_gradients_are_not_clipped_unless_asked_as_in_evar(tmp_path):
+    """EVAR clips no gradient; Trainer clips at norm 1.0 unless told, so every byola-finetune step was clipped
+    without a word (the gradient norms of a mini task's run were about 4)."""
+    from byola_hf.tools.cli import parse_arguments
+
+    flags = ["--model_name_or_path", "m", "--metadata_csv", "c", "--output_dir", str(tmp_path)]
+    assert parse_arguments(build_parser(), flags)[1].max_grad_norm == 0.0
+    assert parse_arguments(build_parser(), [*flags, "--max-grad-norm", "1"])[1].max_grad_norm == 1.0
+
+
 @pytest.mark.parametrize("flag", [["--eval_delay", "3"], ["--dataloader_drop_last"]])
 def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, tmp_path):
     """--eval_delay made the run test the best of its later epochs only (EVAR tests the best of every epoch), and

@@ -4,8 +4,9 @@
         --output_dir ft/ks --seeds 3
 
 Our flags first, then every `TrainingArguments` flag (the recipe's defaults replace transformers' where not given:
-200 epochs, batch 256, learning rate 1e-3). OUT/eval_results.json holds the test metric's mean and std over folds
-and seeds; OUT/fold-F_seed-S/ each run's best model (by validation, strictly better) with its card.
+200 epochs, batch 256, learning rate 1e-3, no gradient clipping). OUT/eval_results.json holds the test metric's mean
+and std over folds and seeds; OUT/fold-F_seed-S/ each run's best model (by validation, strictly better) with its
+card.
 """
 
 import sys
@@ -71,6 +72,7 @@ def build_parser():
     parser._option_string_actions["--learning_rate"].help = "Base learning rate (default here: 1e-3, EVAR's)"
     parser._option_string_actions["--num_train_epochs"].help = "Epochs (default here: 200, EVAR's)"
     parser._option_string_actions["--per_device_train_batch_size"].help = "Batch size (default here: 256, EVAR's)"
+    parser._option_string_actions["--max_grad_norm"].help = "Gradient clipping norm (default here: 0, none, as EVAR)"
     return parser
 
 

@@ -56,6 +56,7 @@ RECIPE_DEFAULTS = {
     "num_train_epochs": 200.0,
     "per_device_train_batch_size": 256,
     "per_device_eval_batch_size": 256,
+    "max_grad_norm": 0.0,  # EVAR clips no gradient; Trainer's default clips at norm 1.0
 }
 
 
@@ -163,6 +164,7 @@ def recipe_settings(args, training_args: TrainingArguments, unit: int, sampling_
         "epochs": training_args.num_train_epochs,
         "max_steps": training_args.max_steps,
         "batch_size": training_args.per_device_train_batch_size,
+        "max_grad_norm": training_args.max_grad_norm,
         "mixup": args.mixup,
         "freq_mask": args.freq_mask,
         "time_mask": args.time_mask,
