@@ -376,10 +376,13 @@ def test_gradients_are_not_clipped_unless_asked_as_in_evar(tmp_path):
     assert parse_arguments(build_parser(), [*flags, "--max-grad-norm", "1"])[1].max_grad_norm == 1.0
 
 
-@pytest.mark.parametrize("flag", [["--eval_delay", "3"], ["--dataloader_drop_last"]])
+@pytest.mark.parametrize(
+    "flag", [["--eval_delay", "3"], ["--dataloader_drop_last"], ["--label_smoothing_factor", "0.1"]]
+)
 def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, tmp_path):
     """--eval_delay made the run test the best of its later epochs only (EVAR tests the best of every epoch), and
-    --dataloader_drop_last was replaced by the recipe's own rule without a word: both are refused."""
+    --dataloader_drop_last (the recipe's own rule) and --label_smoothing_factor (EVAR's loss) were replaced without a
+    word: all are refused."""
     from byola_hf.finetune.run import recipe_training_args
     from byola_hf.tools.cli import parse_arguments
 

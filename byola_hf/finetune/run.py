@@ -43,13 +43,13 @@ OUTPUTS = ("fold-*_seed-*", "eval_results.json")
 RESULT_FILE = "run_result.json"
 # Flags that may differ between a run and its re-run: the shared list but the length (the schedule is in epochs).
 MAY_CHANGE = MAY_CHANGE_ON_RESUME - {"num_train_epochs", "max_steps"}
-# The recipe sets these Trainer flags itself (evaluate and save every epoch, keep the best, its own optimiser and
-# schedule, which training batch to drop, no push): a value given for them would be silently replaced (or, for
+# The recipe sets these Trainer flags itself (evaluate and save every epoch, keep the best, its own loss, optimiser
+# and schedule, which training batch to drop, no push): a value given for them would be silently replaced (or, for
 # --eval_delay, choose the best epoch among the later ones only), so it is refused.
 RECIPE_OWNED = (
     "eval_strategy", "eval_delay", "save_strategy", "load_best_model_at_end", "metric_for_best_model",
     "greater_is_better", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "weight_decay", "push_to_hub",
-    "resume_from_checkpoint", "remove_unused_columns", "dataloader_drop_last",
+    "resume_from_checkpoint", "remove_unused_columns", "dataloader_drop_last", "label_smoothing_factor",
 )  # fmt: skip
 RECIPE_DEFAULTS = {
     "learning_rate": 1e-3,
@@ -66,7 +66,7 @@ def recipe_training_args(training_args: TrainingArguments, given: set[str], metr
     if refused:
         raise ValueError(
             f"byola-finetune sets --{refused[0]} itself (it evaluates and saves every epoch, keeps the best, and "
-            "uses EVAR's optimiser and schedule: see --optimizer, --warmup_epochs): drop it."
+            "uses EVAR's loss, optimiser and schedule: see --optimizer, --warmup_epochs): drop it."
         )
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
