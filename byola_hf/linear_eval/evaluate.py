@@ -258,13 +258,16 @@ def folds_from_directories(
 def check_splits_share_no_file(parts: dict[str, str]) -> None:
     """Refuse one-output-per-split embeddings (`parts`: split -> folder) whose training split embedded a file that
     another split embedded too (say, the train folder held the test folder): by each clip's resolved file, where it
-    is a file on this machine (clips of a decoded dataset have no file to compare)."""
+    is a file on this machine (clips of a decoded dataset, or embeddings saved without a `path` column, have no file
+    to compare)."""
     rows, clips = {}, []
     for name, directory in parts.items():
-        paths = load_embeddings(directory)["path"]
+        dataset = load_embeddings(directory)
+        paths = dataset["path"] if "path" in dataset.column_names else [None] * len(dataset)
         rows[name] = np.arange(len(clips), len(clips) + len(paths))
         clips += [
-            os.path.realpath(path) if os.path.isfile(path) else f"{name} row {row}" for row, path in enumerate(paths)
+            os.path.realpath(path) if path and os.path.isfile(path) else f"{name} row {row}"
+            for row, path in enumerate(paths)
         ]
     where = f"--train_dir {parts['train']} and --test_dir {parts['test']}"
     fix = "extract each split from its own files"
