@@ -379,17 +379,21 @@ def test_gradients_are_not_clipped_unless_asked_as_in_evar(tmp_path):
 @pytest.mark.parametrize(
     "flag", [["--eval_delay", "3"], ["--dataloader_drop_last"], ["--label_smoothing_factor", "0.1"]]
 )
-def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, tmp_path):
+def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, small_model, tmp_path, capsys):
     """--eval_delay made the run test the best of its later epochs only (EVAR tests the best of every epoch), and
     --dataloader_drop_last (the recipe's own rule) and --label_smoothing_factor (EVAR's loss) were replaced without a
-    word: all are refused."""
-    from byola_hf.finetune.run import recipe_training_args
-    from byola_hf.tools.cli import parse_arguments
-
-    argv = ["--model_name_or_path", "m", "--metadata_csv", "c", "--output_dir", str(tmp_path), *flag]
-    training_args = parse_arguments(build_parser(), argv)[1]
-    with pytest.raises(ValueError, match=f"sets {flag[0]} itself"):
-        recipe_training_args(training_args, {flag[0].lstrip("-")}, "accuracy")
+    word: all are refused, before the task's audio is read (here a CSV that is not there)."""
+    argv = [
+        "--model_name_or_path",
+        small_model,
+        "--metadata_csv",
+        tmp_path / "none.csv",
+        "--output_dir",
+        tmp_path,
+        *flag,
+    ]
+    code, stderr = run_main(main, argv, capsys)
+    assert_one_line(code, stderr, COMMAND, f"sets {flag[0]} itself")
 
 
 def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(

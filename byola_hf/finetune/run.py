@@ -62,14 +62,6 @@ RECIPE_DEFAULTS = {
 
 def recipe_training_args(training_args: TrainingArguments, given: set[str], metric: str) -> TrainingArguments:
     """`training_args` with the settings the recipe owns (EVAR's defaults for the others are the parser's)."""
-    refused = sorted(name for name in RECIPE_OWNED if name in given)
-    if refused:
-        raise ValueError(
-            f"byola-finetune sets --{refused[0]} itself (it evaluates and saves every epoch, keeps the best, and "
-            "uses EVAR's loss, optimiser and schedule: see --optimizer, --warmup_epochs): drop it."
-        )
-    if training_args.world_size > 1:
-        raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
     return dataclasses.replace(
         training_args,
         eval_strategy="epoch",
@@ -82,8 +74,16 @@ def recipe_training_args(training_args: TrainingArguments, given: set[str], metr
     )
 
 
-def check_recipe(args, training_args: TrainingArguments) -> None:
-    """One-line errors for values the recipe cannot use."""
+def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> None:
+    """One-line errors for flags the recipe owns and values it cannot use, before the task's audio is read."""
+    refused = sorted(name for name in RECIPE_OWNED if name in given)
+    if refused:
+        raise ValueError(
+            f"byola-finetune sets --{refused[0]} itself (it evaluates and saves every epoch, keeps the best, and "
+            "uses EVAR's loss, optimiser and schedule: see --optimizer, --warmup_epochs): drop it."
+        )
+    if training_args.world_size > 1:
+        raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
     check_training_length_and_values(training_args)
     for name in ("warmup_epochs", "min_learning_rate", "mixup"):
         value = getattr(args, name)
@@ -130,12 +130,12 @@ def run_record(args, training_args: TrainingArguments, config, task: FinetuneTas
 def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[str, Any]:
     """Fine-tune every (fold, seed) of the task and write OUT/eval_results.json; returns its contents."""
     config, feature_extractor = load_front_end_with_statistics(args.model_name_or_path)
+    check_recipe(args, training_args, given)
     task = load_task(
         args.metadata_csv, args.data_dir, args.label_column_name, feature_extractor, [str(f) for f in args.folds]
     )
     metric = "mAP" if task.multi_label else "accuracy"
     training_args = recipe_training_args(training_args, given, metric)
-    check_recipe(args, training_args)
     unit = unit_samples(args, task, config)
     record = run_record(args, training_args, config, task)
     output = claim_output_dir(training_args.output_dir, COMMAND, record, OUTPUTS, args.overwrite_output_dir).path
