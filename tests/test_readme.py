@@ -102,3 +102,43 @@ def test_readme_fits_on_a_screen_and_names_every_test_file_and_doc():
     assert [name for name in tests if f"`{name}`" not in readme] == []
     docs = sorted(path.name for path in (PROJECT_ROOT / "docs").glob("*.md"))
     assert [name for name in docs if f"](docs/{name})" not in readme] == []
+
+
+@slow
+def test_evar_tasks_statistics_then_task_commands_run_in_order(tmp_path, small_model):
+    """docs/evar_tasks.md's two blocks, in page order, on a three-fold task of synthetic clips: the first sets the
+    variables both read (the statistics block once read TASK, CSV and ROOT before the page had set them)."""
+    import numpy as np
+    import soundfile as sf
+
+    audio = tmp_path / "work" / "16k" / "esc50" / "audio"
+    audio.mkdir(parents=True)
+    rows = ["file_name,label,fold"]
+    for index in range(30):
+        label, fold = ("tone", "noise")[index % 2], 1 + index // 10
+        time = np.arange(16000) / 16000
+        clip = (
+            np.sin(2 * np.pi * (200 + 40 * index) * time)
+            if label == "tone"
+            else np.random.default_rng(index).standard_normal(16000)
+        )
+        sf.write(audio / f"{index}.wav", (0.1 * clip).astype(np.float32), 16000)
+        rows.append(f"audio/{index}.wav,{label},{fold}")
+    (tmp_path / "evar" / "metadata").mkdir(parents=True)
+    (tmp_path / "evar" / "metadata" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    bin_dir = str(Path(sys.executable).parent) + "/"
+    script = doc_block("docs/evar_tasks.md", "## Statistics") + doc_block("docs/evar_tasks.md", "## One command per")
+    script = script.replace("--model_name_or_path byola-v2 ", f"--model_name_or_path {small_model} ")
+    script = script.replace("--device cuda", "--device cpu").replace("python - ", f"{sys.executable} - ")
+    script = re.sub(r"^(\s*&& )?byola-", rf"\g<1>{bin_dir}byola-", script, flags=re.M)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "stats" / "esc50" / "train").iterdir())) == 20  # folds 2 and 3
+    results = __import__("json").loads((tmp_path / "le" / "esc50" / "eval_results.json").read_text())
+    assert len(results["folds"]) == 3
