@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, slow
+from conftest import FE, PROJECT_ROOT, slow
 
 
 def doc_block(document: str, after: str, language: str = "bash") -> str:
@@ -142,3 +142,24 @@ def test_evar_tasks_statistics_then_task_commands_run_in_order(tmp_path, small_m
     assert len(list((tmp_path / "stats" / "esc50" / "train").iterdir())) == 20  # folds 2 and 3
     results = __import__("json").loads((tmp_path / "le" / "esc50" / "eval_results.json").read_text())
     assert len(results["folds"]) == 3
+
+
+def test_finetuning_side_by_side_block_makes_the_task_csv_it_reads(tmp_path):
+    """docs/finetuning.md's side-by-side block reads ks.csv: its own lines write it from the mini KS set's split
+    folders, and it loads as a task with the three splits (the block once used a ks.csv nothing made)."""
+    import numpy as np
+    import soundfile as sf
+
+    from byola_hf.finetune.data import load_task
+
+    for folder in ("train", "validation", "test"):
+        (tmp_path / "mini" / "ks" / folder).mkdir(parents=True)
+        for index in range(2):
+            sf.write(tmp_path / "mini" / "ks" / folder / f"{index}.wav", np.full(16000, 0.1, np.float32), 16000)
+        (tmp_path / "mini" / "ks" / folder / "metadata.csv").write_text("file_name,label\n0.wav,yes\n1.wav,no\n")
+    block = doc_block("docs/finetuning.md", "## From a task CSV")
+    script = re.search(r"python - <<'EOF'.*?\n(.*?)\nEOF\n", block, re.S).group(1)
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True)
+    task = load_task(str(tmp_path / "ks.csv"), str(tmp_path / "mini" / "ks"), "label", FE, [])
+    assert task.layout == "split" and task.classes == ["no", "yes"] and len(task.waveforms) == 6
+    assert [(len(fold.train), len(fold.valid), len(fold.test)) for fold in task.folds] == [(2, 2, 2)]
