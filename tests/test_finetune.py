@@ -416,6 +416,8 @@ def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(
     from byola_hf.finetune.run import one_step_epochs_note
 
     assert one_step_epochs_note(train_clips=10, batch=9, epochs=2, warmup_epochs=1) is None
+    # EVAR's 5 warm-up epochs in a 2-epoch run: both steps warm up (the note said "the first 5 of them" of 2)
+    assert "2 steps, every one of them warming up" in one_step_epochs_note(120, 256, epochs=2, warmup_epochs=5)
 
 
 @pytest.mark.parametrize("index, name", every_flag(build_parser()))

@@ -232,10 +232,11 @@ def one_step_epochs_note(train_clips: int, batch: int, epochs: float, warmup_epo
     shortened run may end with the head still at its initialisation (a mini task's 40 epochs scored below chance)."""
     if batch < train_clips:
         return None
+    warming = f"the first {warmup_epochs:g} of them" if warmup_epochs < epochs else "every one of them"
     return (
         f"The batch ({batch}) holds all {train_clips} training clips: each epoch is ONE optimiser step, so "
-        f"{epochs:g} epochs are {math.ceil(epochs)} steps, the first {warmup_epochs:g} of them warming up from a "
-        "learning rate of 0. Give a smaller --per_device_train_batch_size (or more epochs) to train more steps."
+        f"{epochs:g} epochs are {math.ceil(epochs)} steps, {warming} warming up from a learning rate of 0. Give a "
+        "smaller --per_device_train_batch_size (or more epochs) to train more steps."
     )
 
 
