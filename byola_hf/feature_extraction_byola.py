@@ -579,9 +579,9 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
             )
             subject = "The clip" if index is None else f"Example {index}"
             raise ValueError(
-                f"{subject} has {length} samples, too short for the centred STFT: at least {minimum} samples "
-                f"are needed (BYOLAModel needs (2**num_conv_layers - 1) * hop_length for one output "
-                f"frame). Pass pad_to_min_length=True to zero-pad short clips.{hint}"
+                f"{subject} has {length} samples, too short for the centred STFT (at least {minimum}) and for one "
+                f"BYOL-A output frame (at least {self.min_samples}). Pass pad_to_min_length=True to zero-pad short "
+                f"clips to {self.min_samples}.{hint}"
             )
 
 
