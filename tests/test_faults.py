@@ -751,6 +751,9 @@ def test_compute_stats_in_place_refuses_a_folder_no_command_wrote(small_model, s
     assert_one_line(code, stderr, "byola-compute-stats", "config.json, preprocessor_config.json, README.md",
                     "--output_dir NEW_FOLDER")  # fmt: skip
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    (folder / "README.md").unlink()  # the message named a README.md the folder did not have
+    code, stderr = run_main(main, ["--model_name_or_path", folder, "--dataset_name", tmp_path / "audio"], capsys)
+    assert_one_line(code, stderr, "byola-compute-stats", "(config.json, preprocessor_config.json)")
 
 
 def test_run_superb_pushes_through_the_one_push_check(

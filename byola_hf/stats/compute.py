@@ -373,7 +373,11 @@ def check_in_place_update(model_name_or_path: str, output_dir: str) -> None:
         return
     model_dir = Path(model_name_or_path)
     listed = (read_marker(model_dir) or {}).get("outputs", [])
-    foreign = [name for name in IN_PLACE_FILES if not any(fnmatch(name, pattern) for pattern in listed)]
+    foreign = [
+        name
+        for name in IN_PLACE_FILES
+        if (model_dir / name).exists() and not any(fnmatch(name, pattern) for pattern in listed)
+    ]
     if foreign:
         raise ValueError(
             f"{model_dir} holds files no byola_hf command wrote ({', '.join(foreign)}): saving the statistics in "
