@@ -253,9 +253,15 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
             target = _padded_samples(lengths, strategy, max_length, pad_to_multiple_of, minimum)
             batch = self._pad_rows(waveforms, lengths, target, minimum, device)
             features, frame_masks = self.log_mel_batch(batch, [max(length, minimum) for length in lengths])
-        mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-        outputs = {"input_features": features, **({"attention_mask": frame_masks} if mask else {})}
+        outputs = {"input_features": features, "attention_mask": frame_masks}
+        self._drop_mask_unless_asked(outputs, return_attention_mask)
         return _batch_feature(outputs, return_tensors)
+
+    def _drop_mask_unless_asked(self, outputs: dict[str, Any], return_attention_mask: bool | None) -> None:
+        """Remove `outputs["attention_mask"]` unless asked for (default `self.return_attention_mask`), warning when
+        it marked padding."""
+        if not (self.return_attention_mask if return_attention_mask is None else return_attention_mask):
+            warn_if_padding_unmasked(outputs.pop("attention_mask"))
 
     def _kept_lengths(self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int) -> list[int]:
         """The samples kept of each waveform (cut to `max_length` with `truncation`), each long enough once padded
@@ -357,8 +363,7 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         for row, array, length in zip(features, arrays, lengths):
             row[:, :length] = array[:, :length]
         outputs = {**processed_features, "input_features": features, "attention_mask": masks}
-        if not (self.return_attention_mask if return_attention_mask is None else return_attention_mask):
-            del outputs["attention_mask"]
+        self._drop_mask_unless_asked(outputs, return_attention_mask)
         if return_tensors is None:  # the base class's default: the rows' own type
             return_tensors = "pt" if isinstance(rows[0], torch.Tensor) else "np"
         return BatchFeature(outputs, tensor_type=return_tensors)
@@ -594,6 +599,21 @@ class NonFiniteFeaturesError(ValueError):
             f"{name or f'Example {index}'}'s log-mel holds NaN or infinity: its samples reach {peak:.3g}, too large "
             "for float32 power; scale the audio to [-1, 1] (float) or pass integer PCM."
         )
+
+
+PADDING_WITHOUT_MASK = (
+    "return_attention_mask=False on a padded batch: a BYOL-A model given no attention_mask takes the padding "
+    "(digital silence) as part of each shorter clip, so their outputs differ from what the clips give alone. Keep "
+    "the mask and pass it to the model, or pad nothing (padding=False, or clips of equal length)."
+)
+
+
+def warn_if_padding_unmasked(masks: Any) -> None:
+    """Warn (once) when the frame masks being dropped, `(batch, frames)` or one row per example, mark padding: the
+    model cannot tell padded frames from audio without them."""
+    rows = masks if isinstance(masks, list) or (isinstance(masks, np.ndarray) and masks.dtype.kind == "O") else [masks]
+    if any(not bool((row != 0).all()) for row in rows):
+        logger.warning_once(PADDING_WITHOUT_MASK)
 
 
 def check_positive(**values: int | None) -> None:

@@ -100,6 +100,40 @@ def test_unpadded_rows_come_back_as_numpy_rows():
     assert equal["input_features"].shape == (2, 64, fe.num_frames(4000))
 
 
+def test_dropping_the_mask_of_a_padded_batch_warns(small_model, caplog):
+    """`return_attention_mask=False` on a padded batch gave features that a model, with no mask, reads as longer
+    clips ending in digital silence: the shorter clip's embedding moved far from its own, without a word. Dropping
+    the mask of padded rows now warns, in `__call__` and `pad`; unpadded and equal-length batches stay quiet."""
+    import logging
+
+    fe, model = BYOLAFeatureExtractor(), AutoModel.from_pretrained(small_model).eval()
+    rng = np.random.default_rng(0)
+    waveforms = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 9000)]
+    with torch.no_grad():
+        alone = model(**fe(waveforms[1], sampling_rate=16000, return_tensors="pt")).pooler_output[0]
+        unmasked = fe(waveforms, sampling_rate=16000, return_tensors="pt", return_attention_mask=False)
+        assert not torch.allclose(model(**unmasked).pooler_output[1], alone, atol=1e-3)
+    rows = [{"input_features": row} for row in fe(waveforms, sampling_rate=16000, padding=False)["input_features"]]
+    quiet = (
+        lambda: fe([waveforms[0]] * 2, sampling_rate=16000, return_attention_mask=False),
+        lambda: fe(waveforms, sampling_rate=16000, padding=False, return_attention_mask=False),
+        lambda: fe.pad(rows[:1], return_attention_mask=False),
+    )
+    loud = (
+        lambda: fe(waveforms, sampling_rate=16000, return_attention_mask=False),
+        lambda: fe(
+            waveforms[1], sampling_rate=16000, padding="max_length", max_length=16000, return_attention_mask=False
+        ),
+        lambda: fe.pad(rows, return_attention_mask=False),
+    )
+    for call, warns in [(call, False) for call in quiet] + [(call, True) for call in loud]:
+        logging.Logger.warning_once.cache_clear()  # transformers' warn-once cache would hide a repeat
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="byola_hf"):
+            call()
+        assert any("return_attention_mask=False on a padded batch" in r.getMessage() for r in caplog.records) == warns
+
+
 def test_accepts_every_input_form():
     fe = BYOLAFeatureExtractor()
     waveform = np.sin(np.arange(3200) / 5.0).astype(np.float32)
