@@ -514,6 +514,15 @@ def test_numpy_attention_mask_is_a_clear_error(small_model):
         model(inputs["input_features"], attention_mask=inputs["attention_mask"].numpy())
 
 
+def test_num_labels_disagreeing_with_id2label_is_refused(small_model):
+    """`from_pretrained(folder, num_labels=5, id2label={0: "a", 1: "b"})` silently built a 2-output head: transformers
+    sets num_labels, then id2label replaces its labels. The two disagreeing is now a clear error."""
+    with pytest.raises(ValueError, match="num_labels=5 but id2label names 2 labels"):
+        BYOLAForSequenceClassification.from_pretrained(small_model, num_labels=5, id2label={0: "a", 1: "b"})
+    head = BYOLAForSequenceClassification.from_pretrained(small_model, num_labels=2, id2label={0: "a", 1: "b"})
+    assert head.classifier.out_features == 2 and head.config.id2label == {0: "a", 1: "b"}
+
+
 def test_loading_and_saving_say_only_what_matters(tmp_path, capfd, caplog):
     """A head put on an encoder folder printed transformers' "LOAD REPORT" table of the head's keys (new, as
     expected), and every load and save of a few-MB model drew a progress bar. Now: no bar, no table, one info line
