@@ -20,6 +20,12 @@ def doc_block(document: str, after: str, language: str = "bash") -> str:
     return re.search(rf"```{language}\n(.*?)```", text[start:], re.S).group(1)
 
 
+def run_doc_script(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A doc's bash block under `bash -euo pipefail` in `cwd`, offline, as a user pastes it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, capture_output=True, text=True, env=env)
+
+
 @slow
 def test_readme_collator_recipe_runs(tmp_path, random2048_dir):
     """The datasets.map + DataCollatorWithPadding + DataLoader recipe, as written, on a converted model."""
@@ -71,13 +77,7 @@ def test_readme_superb_demo_runs(tmp_path, real512_checkpoint):
     script = script.replace("AudioNTT2020-BYOLA-64x96d512.pth", str(real512_checkpoint))
     bin_dir = str(Path(sys.executable).parent) + "/"
     script = "\n".join(bin_dir + line if line.startswith("byola-") else line for line in script.splitlines())
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-    )
+    result = run_doc_script(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = __import__("json").loads((tmp_path / "out" / "ks" / "eval_results.json").read_text())
     print(f"\ndocs/superb.md KS demo: accuracy {metrics['eval_accuracy']:.3f} on unseen voices")
@@ -131,13 +131,7 @@ def test_evar_tasks_statistics_then_task_commands_run_in_order(tmp_path, small_m
     script = script.replace("--model_name_or_path byola-v2 ", f"--model_name_or_path {small_model} ")
     script = script.replace("--device cuda", "--device cpu").replace("python - ", f"{sys.executable} - ")
     script = re.sub(r"^(\s*&& )?byola-", rf"\g<1>{bin_dir}byola-", script, flags=re.M)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-    )
+    result = run_doc_script(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((tmp_path / "stats" / "esc50" / "train").iterdir())) == 20  # folds 2 and 3
     results = __import__("json").loads((tmp_path / "le" / "esc50" / "eval_results.json").read_text())
