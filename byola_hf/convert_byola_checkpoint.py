@@ -130,8 +130,8 @@ def original_keys(loaded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not match:
             continue
         key = key[match.start(2) :]
-        shared = key in state_dict and state_dict[key].data_ptr() == tensor.data_ptr()  # one module, two names
-        if key in state_dict and not shared and not torch.equal(state_dict[key], tensor):
+        # One module saved under two names holds equal tensors; two networks (online, target) do not.
+        if key in state_dict and not torch.equal(state_dict[key], tensor):
             raise ValueError(
                 f"The checkpoint holds two networks ({sources[key]} and {source} differ), e.g. a BYOL learner's "
                 "online and target encoders: save the state dict of the one to convert (BYOL-A's encoder is the "
