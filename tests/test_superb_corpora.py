@@ -23,6 +23,7 @@ from byola_hf.superb.corpora.readers import (
     read_iemocap,
     read_librimix,
     read_libriphone,
+    read_librispeech_split,
     read_speech_commands,
     read_voxceleb1,
     speech_commands_split,
@@ -148,6 +149,18 @@ def test_libriphone_missing_word_and_unknown_phoneme_are_one_line(corpora, rando
     assert "bad-lexicon.txt line 2: phoneme 'AOX' of DOG is not in s3prl's phoneme vocabulary" in line
     code, stderr = run_superb(capsys, *base, "--output_dir", str(tmp_path / "c"))
     assert "libriphone needs --lexicon" in one_line_error(code, stderr)
+
+
+def test_librispeech_flac_missing_from_its_transcript_is_refused(tmp_path):
+    """A FLAC file its chapter's transcript does not list was left out of the split without a word; s3prl reads
+    every FLAC of the split (and stops on one without a transcript line)."""
+    chapter = tmp_path / "train-clean-100" / "1" / "10"
+    chapter.mkdir(parents=True)
+    for utterance in ("1-10-0000", "1-10-0001"):
+        (chapter / f"{utterance}.flac").touch()  # the reader lists files; it does not decode them
+    (chapter / "1-10.trans.txt").write_text("1-10-0000 HELLO\n")
+    with pytest.raises(ValueError, match=r"1/10/1-10-0001.flac is in no line of a .trans.txt"):
+        read_librispeech_split(tmp_path / "train-clean-100", {"HELLO": ["HH", "AH0", "L", "OW1"]})
 
 
 def test_speech_commands_unknown_and_silence_as_s3prl_builds_them(corpora):

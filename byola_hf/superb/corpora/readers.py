@@ -215,6 +215,13 @@ def read_librispeech_split(folder: Path, lexicon: dict[str, list[str]]) -> dict[
         records["audio"].append(str(audio))
         records["phonemes"].append(" ".join(phoneme for word in words for phoneme in lexicon[word]))
         records["text"].append(" ".join(words))
+    # s3prl takes every FLAC of the split: one that no transcript line names would be left out without a word.
+    unlisted = sorted(set(folder.rglob("*.flac")) - {Path(path) for path in records["audio"]})
+    if unlisted:
+        raise ValueError(
+            f"{display_path(unlisted[0])} is in no line of a .trans.txt: restore its transcript line (or remove the "
+            "file)."
+        )
     return records
 
 
