@@ -16,7 +16,14 @@ from transformers import AutoModelForAudioClassification, pipeline
 
 from byola_hf.stats import StatsArguments, compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
-from byola_hf.superb.run import LogMelCollator, cache_log_mels, log_mel_device, log_mel_rows, main
+from byola_hf.superb.run import (
+    ClassBalancedSampler,
+    LogMelCollator,
+    cache_log_mels,
+    log_mel_device,
+    log_mel_rows,
+    main,
+)
 
 from conftest import QUICK_TRAINER_FLAGS, console_script, run_two_ranks, slow
 
@@ -58,10 +65,10 @@ def superb_arguments(task: str, model: Path | str, data_dir: Path | str, output_
     ]
 
 
-def run_superb(*arguments: str) -> subprocess.CompletedProcess:
+def run_superb(*arguments: str, overrides: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """`byola-run-superb ARGUMENTS` in this process, through its `main(argv)` (a cold interpreter costs seconds a
     run; the console script itself is run by test_help_says_what_it_does_and_the_defaults_used): its exit code,
-    and its stderr with the command's log."""
+    and its stderr with the command's log. `overrides` come after the quick flags (`COMMON`), to change one."""
     stderr, handler = io.StringIO(), logging.StreamHandler()
     handler.setStream(stderr)
     logger = logging.getLogger("byola_hf.superb.run")  # its own level: other tests set it
@@ -70,7 +77,7 @@ def run_superb(*arguments: str) -> subprocess.CompletedProcess:
     logger.addHandler(handler)
     try:
         with contextlib.redirect_stderr(stderr):
-            main([*arguments, *COMMON])
+            main([*arguments, *COMMON, *overrides])
         code = 0
     except SystemExit as exit_info:
         code = exit_info.code
@@ -479,3 +486,56 @@ def test_speaker_labels_past_a_clips_end_are_not_scored():
     ]
     assert labels.shape == (2, 16, 2)
     assert labels[1, :5].tolist() == [[0, 1]] * 5 and bool((labels[1, 5:] == IGNORED).all())
+
+
+def test_class_balanced_draw_is_even_over_classes_and_seeded_per_epoch():
+    """s3prl's KS sampler: every class drawn about equally often however unequal the classes (here 80/10/10), and
+    each epoch's draw a function of the seed and the epoch alone (what an exact resume and every rank need)."""
+    labels = [0] * 80 + [1] * 10 + [2] * 10
+    sampler = ClassBalancedSampler(labels, seed=3)
+    draws = []
+    for epoch in range(30):
+        sampler.set_epoch(epoch)
+        draws += [labels[index] for index in sampler]
+    assert len(sampler) == 100 and len(draws) == 3000
+    shares = np.bincount(draws) / len(draws)
+    assert np.abs(shares - 1 / 3).max() < 0.05, shares  # the clips as they are: 0.8 / 0.1 / 0.1
+    again = ClassBalancedSampler(labels, seed=3)
+    again.set_epoch(29)
+    assert list(again) == list(sampler)
+    again.set_epoch(28)
+    assert list(again) != list(sampler)
+    assert list(ClassBalancedSampler(labels, seed=4)) != list(ClassBalancedSampler(labels, seed=3))
+
+
+def test_keyword_spotting_trains_class_balanced_and_resumes_exactly(ks_model, mini, tmp_path, monkeypatch, caplog):
+    """KS draws its training clips through the class-balanced sampler (other classification tasks do not), and a run
+    stopped inside an epoch, re-run, ends with the uninterrupted run's weights; another strategy is refused."""
+    from safetensors.torch import load_file
+
+    caplog.set_level(logging.INFO, logger="byola_hf.tools.cli")
+    drawn = []
+    draw = ClassBalancedSampler.__iter__
+    monkeypatch.setattr(ClassBalancedSampler, "__iter__", lambda self: drawn.append(self.epoch) or draw(self))
+    steps = ["--max_steps", "4", "--per_device_train_batch_size", "8"]
+    saves = ("--save_strategy", "steps", "--save_steps", "2")
+    whole = tmp_path / "whole"
+    result = run_superb(*superb_arguments("ks", ks_model, mini["ks"], whole), *steps, overrides=saves)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert drawn, "KS trained without the class-balanced sampler"
+    # The same run stopped after its step-2 checkpoint (what kill -9 leaves), then re-run: it resumes mid-epoch.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(whole / "checkpoint-2", stopped / "checkpoint-2")
+    shutil.copy(whole / ".byola_hf_output.json", stopped)
+    result = run_superb(*superb_arguments("ks", ks_model, mini["ks"], stopped), *steps, overrides=saves)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming from {stopped}/checkpoint-2" in caplog.text
+    expected, resumed = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    drawn.clear()
+    result = run_superb(*superb_arguments("er", ks_model, mini["ks"], tmp_path / "er"), *TWO_STEPS)
+    assert result.returncode == 0 and not drawn, result.stderr[-3000:]
+    result = run_superb(
+        *superb_arguments("ks", ks_model, mini["ks"], tmp_path / "grouped"), "--train_sampling_strategy", "sequential"
+    )
+    assert result.returncode == 2 and "ks draws its training clips class-balanced" in result.stderr

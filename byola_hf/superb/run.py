@@ -16,7 +16,8 @@ log-mels, train, evaluate, save.
 
 import logging
 import sys
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,6 +437,12 @@ def run(
     task = choose_task(data_args)
     if model_args.ctc_head is not None and RECIPES[task.head] is not CTCRecipe:
         raise ValueError(f"--ctc_head is for the CTC tasks (pr, asr), not {task.name}: drop it.")
+    strategy = getattr(training_args, "train_sampling_strategy", "random")  # a field since transformers 5.x
+    if task.class_balanced and strategy != "random":
+        raise ValueError(
+            f"--train_sampling_strategy {strategy}: {task.name} draws its training clips class-balanced, as s3prl "
+            "does: drop it."
+        )
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
     push = trainer_push_arguments(training_args, data_args.public)  # before any work; Trainer's pushes off
     use_task_learning_rate(task, training_args, given)
@@ -524,7 +531,7 @@ def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, featur
     """The [`SuperbTrainer`] over the prepared splits, with the recipe's collation and metric."""
     evaluate = require_extra("evaluate", "superb")
     metric = evaluate.load(metric_path(task.metric), task.metric_config)
-    return SuperbTrainer(
+    trainer = SuperbTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
@@ -533,6 +540,8 @@ def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, featur
         compute_metrics=recipe.metrics_function(metric, model.config),
         processing_class=recipe.processor or feature_extractor,
     )
+    trainer.class_balanced = task.class_balanced
+    return trainer
 
 
 def choose_task(data_args: DataTrainingArguments) -> SuperbTask:
@@ -622,11 +631,48 @@ def save_pictures(output: Path, model, recipe: TaskRecipe, prediction, task: Sup
     recipe.save_pictures(output, model.config, prediction)
 
 
+class ClassBalancedSampler(torch.utils.data.Sampler[int]):
+    """
+    s3prl's class-balanced training draw (its KS `WeightedRandomSampler`): an epoch is `len(labels)` clips drawn with
+    replacement, each with probability proportional to one over its class's count, so that every class is drawn
+    about equally often. Epoch `e` draws from a generator seeded with `seed + e` (Trainer calls `set_epoch`), so a
+    resumed run, and every rank of a distributed one, draws what the uninterrupted run drew.
+
+    Args:
+        labels (`Sequence[int]`): each training clip's class id.
+        seed (`int`): `--data_seed`, else `--seed`.
+    """
+
+    def __init__(self, labels: Sequence[int], seed: int):
+        counts = Counter(labels)
+        self.weights = torch.tensor([1.0 / counts[label] for label in labels], dtype=torch.float64)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.multinomial(self.weights, len(self.weights), True, generator=generator).tolist()
+
+
 class SuperbTrainer(Trainer):
     """`Trainer` whose model card is byola_hf's ([`~byola_hf.hub.model_card`]: statistics and their provenance, the
-    task, the evaluated split and metric, usage, NTT's licence notice), written wherever Trainer writes its own."""
+    task, the evaluated split and metric, usage, NTT's licence notice), written wherever Trainer writes its own, and
+    whose training clips are drawn class-balanced where the task says so ([`ClassBalancedSampler`])."""
 
     task_info: dict[str, Any] | None = None
+    class_balanced: bool = False
+
+    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
+        if not self.class_balanced:
+            return super()._get_train_sampler(train_dataset)
+        labels = (train_dataset if train_dataset is not None else self.train_dataset)["labels"]
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return ClassBalancedSampler(labels, seed)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call=_internal_call)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SuperbTask:
-    """One SUPERB task: the head class, the default learning rate, the metric module and its main key, and the
-    defaults its recipe reads (label or transcription column, CTC head and projection width, phoneme tokens)."""
+    """One SUPERB task: the head class, the default learning rate, the metric module and its main key, the
+    defaults its recipe reads (label or transcription column, CTC head and projection width, phoneme tokens), and
+    whether training batches are drawn class-balanced (s3prl's KS)."""
 
     name: str
     head: str
@@ -21,6 +22,7 @@ class SuperbTask:
     ctc_head: str = "linear"
     ctc_proj_size: int = 256
     phonemes: bool = False
+    class_balanced: bool = False
 
 
 CLASSIFICATION = "BYOLAForSequenceClassification"
@@ -28,8 +30,15 @@ CTC = "BYOLAForCTC"
 FRAMES = "BYOLAForAudioFrameClassification"
 
 SUPERB_TASKS = {
+    # s3prl draws KS training clips class-balanced: `_unknown_` (20 word folders) would otherwise outweigh each word.
     "ks": SuperbTask(
-        "ks", CLASSIFICATION, 1e-4, "accuracy", "accuracy", description="keyword spotting (Speech Commands)"
+        "ks",
+        CLASSIFICATION,
+        1e-4,
+        "accuracy",
+        "accuracy",
+        description="keyword spotting (Speech Commands)",
+        class_balanced=True,
     ),
     "ic": SuperbTask(
         "ic",
