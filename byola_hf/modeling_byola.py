@@ -778,12 +778,14 @@ class BYOLAForCTC(BYOLAHeadModel):
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor) -> torch.Tensor:
-        """transformers' ForCTCLoss, after checks that say what is wrong instead of a silent infinite loss."""
+        """transformers' ForCTCLoss, after checks that say what is wrong instead of a silent infinite loss. In eval
+        mode a target longer than its output frames is scored, as s3prl scores such clips (its loss is zeroed with
+        `ctc_zero_infinity`); in training it is an error, as it would train nothing."""
         if labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}).")
         target_lengths = ((labels != -100) & (labels != self.config.ctc_blank_id)).sum(-1)
         too_long = target_lengths > output_lengths
-        if too_long.any():
+        if self.training and too_long.any():
             index = int(too_long.nonzero()[0])
             raise ValueError(
                 f"Example {index} has a target of {int(target_lengths[index])} tokens but only "

@@ -285,8 +285,8 @@ def test_v2_ctc_uses_25_hz_frames():
     with torch.no_grad():
         assert head(log_mel).logits.shape == (1, 25, 6)
         assert torch.isfinite(head(log_mel, labels=labels[:, :25]).loss)
-        with pytest.raises(ValueError, match="one frame per 40 ms"):
-            head(log_mel, labels=labels)
+        with pytest.raises(ValueError, match="one frame per 40 ms"):  # training on it is refused
+            head.train()(log_mel, labels=labels)
 
 
 def test_short_clips_pad_to_one_frame(random2048_dir):
@@ -405,11 +405,17 @@ def test_a_loaded_heads_frozen_encoder_needs_no_gradient(freeze, tmp_path):
     assert get_model_param_count(head, trainable_only=True) == head.num_parameters() - (encoder if freeze else 0)
 
 
-def test_ctc_refuses_targets_longer_than_output():
+def test_ctc_refuses_targets_longer_than_output_in_training_and_scores_them_in_evaluation():
+    """Training on a target longer than its output frames would train nothing: an error naming the fix. Evaluated,
+    such a clip is scored as s3prl scores it: logits for every frame, its loss zeroed (`ctc_zero_infinity`)."""
     model = BYOLAForCTC(config(vocab_size=12))
     batch = FE(waveforms(lengths=(8000,)), sampling_rate=16000, return_tensors="pt")  # 6 output frames
+    labels = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
     with pytest.raises(ValueError, match="target of 7 tokens but only 6 output frames.*one frame per 80 ms"):
-        model(**batch, labels=torch.tensor([[1, 2, 3, 4, 5, 6, 7]]))
+        model(**batch, labels=labels)
+    with torch.no_grad():
+        output = model.eval()(**batch, labels=labels)
+    assert output.logits.shape == (1, 6, 12) and output.loss.item() == 0.0
 
 
 def test_frame_loss_is_permutation_invariant():

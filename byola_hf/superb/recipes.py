@@ -280,8 +280,9 @@ def build_ctc_tokenizer(
 
 class CTCRecipe(TaskRecipe):
     """CTC over phonemes (PR) or characters (ASR): a tokenizer from the corpus's vocabulary or the training
-    transcriptions, targets padded with -100, PER/WER by edit distance; clips with more tokens than output frames
-    are dropped (CTC needs a frame per token, and a blank between two equal ones)."""
+    transcriptions, targets padded with -100, PER/WER by edit distance; training clips with more tokens than output
+    frames are dropped (CTC needs a frame per token, and a blank between two equal ones), evaluated ones scored, as
+    s3prl scores them."""
 
     head = CTC
     column_flag = "--text_column_name"
@@ -309,6 +310,9 @@ class CTCRecipe(TaskRecipe):
         return [*super().fingerprint(), self.tokenizer.get_vocab(), self.task.phonemes]
 
     def after_features(self, dataset, config: BYOLAConfig, split_name: str):
+        if split_name != "train":  # every clip counts in the PER/WER (s3prl's), however its target aligns
+            return dataset
+
         def fits(example):  # a frame per token, and a blank between two equal tokens (else the loss is zeroed)
             labels = example["labels"]
             needed = len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))

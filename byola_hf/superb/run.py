@@ -468,16 +468,14 @@ def run(
         use_weighted_layer_sum=model_args.use_weighted_layer_sum,
         **head_kwargs,
     )
-    kept = {name: recipe.after_features(dataset, model.config, name) for name, dataset in splits.items()}
-    dropped = {name: len(splits[name]) - len(kept[name]) for name in kept}
-    splits = kept
+    splits = {name: recipe.after_features(dataset, model.config, name) for name, dataset in splits.items()}
     trainer = build_trainer(model, training_args, splits, recipe, feature_extractor, task)
     if train:
         train_result = run_training(trainer, checkpoint)
         if train_result is not None:  # None: the run was finished, its train metrics are in --output_dir already
             trainer.save_metrics("train", train_result.metrics)
-    metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split, dropped.get("eval", 0))
-    test_metrics, _ = evaluate_split(trainer, splits.get("test"), data.test_split, dropped.get("test", 0), "test")
+    metrics, prediction = evaluate_split(trainer, splits.get("eval"), data.eval_split)
+    test_metrics, _ = evaluate_split(trainer, splits.get("test"), data.test_split, "test")
     trainer.task_info = card_task_info(task, data_args, data, metrics, test_metrics)
     if trainer.is_world_process_zero():
         save_pictures(Path(training_args.output_dir), model, recipe, prediction, task)
@@ -596,11 +594,8 @@ def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extr
     return head_kwargs
 
 
-def evaluate_split(
-    trainer: Trainer, dataset, split: str | None, dropped: int, prefix: str = "eval"
-) -> tuple[dict[str, Any], Any]:
-    """Predict a split and save its metrics (`PREFIX_results.json`, with the clips the head's recipe left out of the
-    score, `PREFIX_dropped_samples`); nothing without one."""
+def evaluate_split(trainer: Trainer, dataset, split: str | None, prefix: str = "eval") -> tuple[dict[str, Any], Any]:
+    """Predict a split and save its metrics (`PREFIX_results.json`); nothing without one."""
     if dataset is None:
         if prefix == "eval":
             logger.warning("No evaluation split: the model is trained and saved without evaluation.")
@@ -609,7 +604,6 @@ def evaluate_split(
     metrics = {
         **prediction.metrics,
         f"{prefix}_samples": len(dataset),
-        f"{prefix}_dropped_samples": dropped,
         f"{prefix}_split": split,
     }
     trainer.log_metrics(prefix, metrics)
