@@ -2,6 +2,7 @@
 
 import copy
 import math
+import os
 from typing import Any
 
 import torch
@@ -23,12 +24,41 @@ class PrivatePushMixin:
     """
 
     def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
+        check_private_push(repo_id, private is not False, kwargs.get("token"))
         return super().push_to_hub(repo_id, *args, private=private is not False, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if kwargs.get("push_to_hub"):
             kwargs["private"] = kwargs.get("private") is not False
+            # transformers' default repository: the folder's name
+            repo_id = kwargs.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
+            check_private_push(repo_id, kwargs["private"], kwargs.get("token"))
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def public_repository(repo_id: str, token: str | bool | None = None) -> str | None:
+    """The full id of `repo_id` (a bare name is in the token's namespace) when it exists on the Hub and is public,
+    else `None`: creating it again (`exist_ok`) would not make it private."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    api = HfApi(token=token)
+    if "/" not in repo_id:  # created in the token's own namespace, not looked up as a canonical model
+        repo_id = f"{api.whoami()['name']}/{repo_id}"
+    try:
+        return None if api.model_info(repo_id).private else repo_id
+    except RepositoryNotFoundError:
+        return None
+
+
+def check_private_push(repo_id: str, private: bool, token: str | bool | None = None) -> None:
+    """Before an object's own push: refuse a private push into a public repository, which would publish it."""
+    public = public_repository(repo_id, token) if private else None
+    if public is not None:
+        raise ValueError(
+            f"{public} already exists and is public: pushing there would publish this model's files. Push to "
+            "another repo_id, or pass private=False to publish them."
+        )
 
 
 class BYOLAConfig(PrivatePushMixin, PretrainedConfig):

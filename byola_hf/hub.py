@@ -7,7 +7,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 from transformers.utils import logging
 
-from .configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
+from .configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig, public_repository
 from .modeling_byola import PretrainingCheckpointError
 
 
@@ -75,16 +75,10 @@ def check_hub_access(repo_id: str | None = None) -> None:
 def refuse_public_repository(repo_id: str, token: str | None = None) -> None:
     """A private push (the default) into a repository that already exists and is public would publish the model
     (creating it again changes nothing): refuse it with the ways out."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        info = HfApi(token=token).model_info(repo_id)
-    except RepositoryNotFoundError:
-        return
-    if not info.private:
+    public = public_repository(repo_id, token)
+    if public is not None:
         raise HubAccessError(
-            f"{repo_id} already exists and is public: pushing there would publish the model. Choose another "
+            f"{public} already exists and is public: pushing there would publish the model. Choose another "
             "--hub_model_id, or pass --public (--hub_private_repo false) to publish it."
         )
 
