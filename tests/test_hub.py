@@ -418,6 +418,27 @@ except ValueError as error:  # the fake Hub refuses transformers' card (no licen
     assert [create.get("visibility", "public") for create in FakeHub.creates] == ["public"]
 
 
+def test_byola_objects_own_pushes_of_converted_weights_warn_of_the_licence(fake_hub, small_model, tmp_path):
+    """docs/hub.md: pushing weights converted from NTT's files warns that their licence allows internal evaluation
+    only. `model.push_to_hub` and `save_pretrained(push_to_hub=True)` of such a model said nothing."""
+    script = f"""
+import contextlib, byola_hf
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(small_model)!r})
+model.config.converted_from = "AudioNTT2020-BYOLA-64x96d512.pth"
+for call in (lambda: model.push_to_hub("tester/a"), lambda: model.config.push_to_hub("tester/b", private=False),
+             lambda: model.save_pretrained({str(tmp_path / "c")!r}, push_to_hub=True, repo_id="tester/c")):
+    with contextlib.suppress(ValueError):  # the fake Hub refuses transformers' card (no licence): after the create
+        call()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
+    assert result.returncode == 0, result.stderr[-3000:]
+    warning = "repository: NTT's licence allows internal evaluation only"
+    warned = [line for line in result.stderr.splitlines() if warning in line]
+    assert len(warned) == 3, result.stderr[-3000:]
+    assert ["to a private" in warned[0], "to a PUBLIC" in warned[1], "to a private" in warned[2]] == [True] * 3
+
+
 @slow
 def test_a_private_push_into_an_existing_public_repository_is_refused(fake_hub, real512_checkpoint, tmp_path):
     """Creating a repository that exists changes nothing, so a private push (the default) into a public one would
