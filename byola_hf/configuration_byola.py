@@ -2,10 +2,12 @@
 
 import copy
 import math
+import os
 from typing import Any
 
 import torch
 from transformers import PretrainedConfig
+from transformers.utils import logging
 
 
 # [`BYOLAForSequenceClassification`]'s heads: SUPERB's (frame projection, mean pooling) and EVAR's fine-tuning head.
@@ -13,6 +15,7 @@ CLASSIFIER_HEADS = ("superb", "evar")
 # The model type of byola-pretrain's learner checkpoints ([`BYOLAPreTrainingConfig`], kept beside the encoder's
 # config so that AutoConfig and the encoders' loaders recognise such a folder without the pre-training tools).
 PRETRAINING_MODEL_TYPE = "byola-pretraining"
+logger = logging.get_logger(__name__)
 
 
 class PrivatePushMixin:
@@ -23,12 +26,55 @@ class PrivatePushMixin:
     """
 
     def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
+        check_private_push(repo_id, private is not False, kwargs.get("token"))
+        warn_if_licensed(getattr(self, "config", self), private is not False)
         return super().push_to_hub(repo_id, *args, private=private is not False, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if kwargs.get("push_to_hub"):
             kwargs["private"] = kwargs.get("private") is not False
+            # transformers' default repository: the folder's name
+            repo_id = kwargs.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
+            check_private_push(repo_id, kwargs["private"], kwargs.get("token"))
+            warn_if_licensed(getattr(self, "config", self), kwargs["private"])
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def public_repository(repo_id: str, token: str | bool | None = None) -> str | None:
+    """The full id of `repo_id` (a bare name is in the token's namespace) when it exists on the Hub and is public,
+    else `None`: creating it again (`exist_ok`) would not make it private."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    api = HfApi(token=token)
+    if "/" not in repo_id:  # created in the token's own namespace, not looked up as a canonical model
+        repo_id = f"{api.whoami()['name']}/{repo_id}"
+    try:
+        return None if api.model_info(repo_id).private else repo_id
+    except RepositoryNotFoundError:
+        return None
+
+
+def check_private_push(repo_id: str, private: bool, token: str | bool | None = None) -> None:
+    """Before an object's own push: refuse a private push into a public repository, which would publish it."""
+    public = public_repository(repo_id, token) if private else None
+    if public is not None:
+        raise ValueError(
+            f"{public} already exists and is public: pushing there would publish this model's files. Push to "
+            "another repo_id, or pass private=False to publish them."
+        )
+
+
+def warn_if_licensed(config: "BYOLAConfig", private: bool) -> None:
+    """Warn on stderr before a push of weights converted from NTT's files (their licence is for evaluation)."""
+    source = getattr(config, "converted_from", None)
+    if source is None:
+        return
+    visibility = "a private" if private else "a PUBLIC"
+    logger.warning(
+        f"Pushing weights converted from NTT's {source} to {visibility} repository: NTT's licence allows internal "
+        "evaluation only, not redistribution without NTT's written consent."
+    )
 
 
 class BYOLAConfig(PrivatePushMixin, PretrainedConfig):

@@ -5,13 +5,10 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
-from transformers.utils import logging
 
-from .configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
+from .configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig, public_repository, warn_if_licensed
 from .modeling_byola import PretrainingCheckpointError
 
-
-logger = logging.get_logger(__name__)
 
 LICENSE_NOTICE = (
     "The original BYOL-A weights are © NTT and distributed under NTT's *Software License Agreement for Evaluation* "
@@ -75,16 +72,10 @@ def check_hub_access(repo_id: str | None = None) -> None:
 def refuse_public_repository(repo_id: str, token: str | None = None) -> None:
     """A private push (the default) into a repository that already exists and is public would publish the model
     (creating it again changes nothing): refuse it with the ways out."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        info = HfApi(token=token).model_info(repo_id)
-    except RepositoryNotFoundError:
-        return
-    if not info.private:
+    public = public_repository(repo_id, token)
+    if public is not None:
         raise HubAccessError(
-            f"{repo_id} already exists and is public: pushing there would publish the model. Choose another "
+            f"{public} already exists and is public: pushing there would publish the model. Choose another "
             "--hub_model_id, or pass --public (--hub_private_repo false) to publish it."
         )
 
@@ -99,18 +90,6 @@ class PushArguments:
     )
     public: bool = field(
         default=False, metadata={"help": "Create the Hub repository public (it is private unless this is given)"}
-    )
-
-
-def warn_if_licensed(config: BYOLAConfig, private: bool) -> None:
-    """Warn on stderr before a push of weights converted from NTT's files (their licence is for evaluation)."""
-    source = getattr(config, "converted_from", None)
-    if source is None:
-        return
-    visibility = "a private" if private else "a PUBLIC"
-    logger.warning(
-        f"Pushing weights converted from NTT's {source} to {visibility} repository: NTT's licence allows internal "
-        "evaluation only, not redistribution without NTT's written consent."
     )
 
 

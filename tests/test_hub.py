@@ -386,6 +386,59 @@ for name, item in objects.items():
         assert (created[name], created[f"{name}-saved"], created[f"{name}-open"]) == ("private", "private", "public")
 
 
+def test_byola_objects_own_private_pushes_into_a_public_repository_are_refused(fake_hub, small_model, tmp_path):
+    """`model.push_to_hub(repo)` (private by default) into a repository that exists and is public uploaded the weights
+    there: creating it again does not make it private. Refused before anything is created or sent, for the
+    objects' `push_to_hub` and `save_pretrained(push_to_hub=True)`, a bare name (the token's namespace) included;
+    `private=False` publishes as asked."""
+    FakeHub.public_repos.update({"tester/shared", "tester/mine"})
+    script = f"""
+import byola_hf
+from transformers import AutoFeatureExtractor, AutoModel
+model = AutoModel.from_pretrained({str(small_model)!r})
+feature_extractor = AutoFeatureExtractor.from_pretrained({str(small_model)!r})
+for call in (lambda: model.push_to_hub("tester/shared"), lambda: feature_extractor.push_to_hub("mine"),
+             lambda: model.save_pretrained({str(tmp_path / "saved")!r}, push_to_hub=True, repo_id="tester/shared"),
+             lambda: model.config.save_pretrained({str(tmp_path / "mine")!r}, push_to_hub=True)):
+    try:
+        call()
+    except ValueError as error:
+        print("refused:", error)
+try:
+    model.push_to_hub("tester/shared", private=False)
+except ValueError as error:  # the fake Hub refuses transformers' card (no licence): after the create
+    print("sent:", error)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
+    assert result.returncode == 0, result.stderr[-3000:]
+    refusals = [line for line in result.stdout.splitlines() if line.startswith("refused:")]
+    assert len(refusals) == 4, result.stdout
+    for refusal, repo in zip(refusals, ("tester/shared", "tester/mine", "tester/shared", "tester/mine")):
+        assert f"{repo} already exists and is public" in refusal and "private=False" in refusal, refusal
+    assert [create.get("visibility", "public") for create in FakeHub.creates] == ["public"]
+
+
+def test_byola_objects_own_pushes_of_converted_weights_warn_of_the_licence(fake_hub, small_model, tmp_path):
+    """docs/hub.md: pushing weights converted from NTT's files warns that their licence allows internal evaluation
+    only. `model.push_to_hub` and `save_pretrained(push_to_hub=True)` of such a model said nothing."""
+    script = f"""
+import contextlib, byola_hf
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(small_model)!r})
+model.config.converted_from = "AudioNTT2020-BYOLA-64x96d512.pth"
+for call in (lambda: model.push_to_hub("tester/a"), lambda: model.config.push_to_hub("tester/b", private=False),
+             lambda: model.save_pretrained({str(tmp_path / "c")!r}, push_to_hub=True, repo_id="tester/c")):
+    with contextlib.suppress(ValueError):  # the fake Hub refuses transformers' card (no licence): after the create
+        call()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
+    assert result.returncode == 0, result.stderr[-3000:]
+    warning = "repository: NTT's licence allows internal evaluation only"
+    warned = [line for line in result.stderr.splitlines() if warning in line]
+    assert len(warned) == 3, result.stderr[-3000:]
+    assert ["to a private" in warned[0], "to a PUBLIC" in warned[1], "to a private" in warned[2]] == [True] * 3
+
+
 @slow
 def test_a_private_push_into_an_existing_public_repository_is_refused(fake_hub, real512_checkpoint, tmp_path):
     """Creating a repository that exists changes nothing, so a private push (the default) into a public one would

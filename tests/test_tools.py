@@ -323,6 +323,8 @@ def test_a_finished_run_rerun_ends_on_the_weights_trainer_would(tmp_path, load_b
         (["--num_train_epochs", "0"], "--num_train_epochs 0.0 trains nothing"),
         (["--max_grad_norm", "nan"], "--max_grad_norm must be a finite number"),
         (["--learning_rate", "inf"], "--learning_rate must be a finite number"),
+        # a ZeroDivisionError traceback from Trainer, after the statistics pass
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least 1"),
         # Trainer resumed with a fresh optimizer and schedule, or the stopped epoch's first batches: the re-run of a
         # killed run differed from the run never stopped.
         (["--save_only_model"], "--save_only_model: a re-run would not resume a stopped run exactly"),

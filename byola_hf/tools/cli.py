@@ -78,9 +78,10 @@ INEXACT_RESUME = {
 
 def check_training_length_and_values(training_args: Any) -> None:
     """Refuse a training length Trainer would not train as given (`--max_steps 0` trains one step, no epochs train
-    none and save the untrained model), a non-finite value of any flag (Trainer takes a NaN `--max_grad_norm`
-    as no clipping), and the flags with which Trainer resumes a stopped run other than it would have gone on, without
-    a word (`INEXACT_RESUME`: the re-run of a killed command ended with other weights)."""
+    none and save the untrained model, `--gradient_accumulation_steps 0` divides by zero), a non-finite value of
+    any flag (Trainer takes a NaN `--max_grad_norm` as no clipping), and the flags with which Trainer resumes a
+    stopped run other than it would have gone on, without a word (`INEXACT_RESUME`: the re-run of a killed command
+    ended with other weights)."""
     for field in dataclasses.fields(training_args):
         value = getattr(training_args, field.name)
         if field.init and isinstance(value, float) and not math.isfinite(value):
@@ -88,6 +89,11 @@ def check_training_length_and_values(training_args: Any) -> None:
     for flag, why in INEXACT_RESUME.items():
         if getattr(training_args, flag):
             raise ValueError(f"--{flag}: a re-run would not resume a stopped run exactly ({why}): drop it.")
+    if training_args.gradient_accumulation_steps < 1:  # Trainer divides by it, after the data was read
+        raise ValueError(
+            f"--gradient_accumulation_steps must be at least 1 (1: no accumulation), got "
+            f"{training_args.gradient_accumulation_steps}."
+        )
     if training_args.max_steps == 0:
         raise ValueError("--max_steps 0 would still train one step: give a positive --max_steps, or -1 for epochs.")
     if training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
