@@ -674,6 +674,11 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
         Returns `logits` of shape `(batch, num_labels)` (`(batch, sum(classifier_slots))` with slots).
         """
         if self.config.classifier_head == "evar":  # EVAR's head on the clip embedding (see the class doc)
+            if self.training and input_features.shape[0] < 2:
+                raise ValueError(
+                    "EVAR's head normalises over the batch (BatchNorm1d), so a training batch needs two clips or "
+                    "more: drop the last incomplete batch (Trainer: dataloader_drop_last=True) or call model.eval()."
+                )
             outputs, hidden_states = self.encoder_outputs(input_features, attention_mask, output_hidden_states)
             logits = self.classifier(self.norm(outputs.pooler_output))
             loss = None if labels is None else evar_loss(logits, labels, self.config.problem_type)

@@ -166,6 +166,19 @@ def test_evar_head_and_loss_in_float64(multi_label):
         assert torch.allclose(evar_loss(output.logits, soft, None), expected, rtol=0, atol=1e-12)
 
 
+def test_evar_head_refuses_a_training_batch_of_one_naming_the_fix():
+    """BatchNorm over a batch of one clip has no statistics: in a user's Trainer the last batch of an epoch ended in
+    torch's "Expected more than 1 value per channel"; the error now names dataloader_drop_last. Eval mode runs."""
+    config = BYOLAConfig(
+        feature_d=64, mean=-8.0, std=4.0, classifier_head="evar", use_weighted_layer_sum=False, num_labels=3
+    )
+    model = BYOLAForSequenceClassification(config).train()
+    x = torch.randn(1, 64, 120) - 8
+    with pytest.raises(ValueError, match="two clips or more.*dataloader_drop_last=True"):
+        model(x, labels=torch.tensor([1]))
+    assert model.eval()(x).logits.shape == (1, 3)
+
+
 def test_schedule_is_cosine_with_linear_warmup_per_iteration():
     """LR of optimiser step k = f(max(k - 1, 0) / E), EVAR stepping timm's scheduler after each iteration:
     f(t) = base t / warmup in the warm-up, then min + (base - min)(1 + cos(pi t / epochs)) / 2."""
