@@ -814,7 +814,7 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
     Frame-level multi-label classification (SUPERB SD): featurizer -> one-layer LSTM(frame_lstm_hidden_size) ->
     Linear(num_labels). With `problem_type="multi_label_classification"` (speaker activity) the BCE loss over valid
     frames is permutation invariant: the label columns (speakers) are matched to the outputs in the order that
-    gives each example its lowest loss.
+    gives each example its lowest loss, and the loss is the mean over the batch's valid frames (s3prl's SD loss).
     """
 
     def __init__(self, config: BYOLAConfig):
@@ -861,8 +861,9 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
             bce = nn.functional.binary_cross_entropy_with_logits(
                 logits, targets[..., list(order)], reduction="none"
             ).mean(-1)
-            per_permutation.append((bce * mask).sum(-1) / frames)
-        return torch.stack(per_permutation).min(0).values.mean()
+            per_permutation.append((bce * mask).sum(-1))
+        # Over the batch's valid frames, as s3prl's SD loss: a clip weighs by its length, not as one example.
+        return torch.stack(per_permutation).min(0).values.sum() / frames.sum()
 
 
 # Every class a saved directory's code provides, for `trust_remote_code=True` loading through each Auto class.

@@ -428,6 +428,33 @@ def test_frame_loss_is_permutation_invariant():
         model(**batch, labels=labels[:, :-1])
 
 
+def test_frame_loss_weights_every_valid_frame_equally_as_s3prl():
+    """s3prl's SD loss (`diarization/utils.py` pit_loss): per clip, the best speaker order's BCE summed over its valid
+    frames (mean over speakers), then summed over the batch and divided by the batch's valid frames, so a long clip
+    weighs by its length. A mean of per-clip means (the defect) gave a short clip's frames more weight."""
+    torch.manual_seed(0)
+    model = HEADS["frame"]().eval()
+    nn.init.normal_(model.classifier.weight, std=3.0)  # logits far from 0: clips' mean losses differ
+    batch = FE(waveforms(lengths=(48000, 12000)), sampling_rate=16000, return_tensors="pt")
+    frames = batch["attention_mask"].sum(-1) // 8  # (37, 9) output frames
+    labels = torch.randint(0, 2, (2, int(frames.max()), 2)).float()
+    with torch.no_grad():
+        output = model(**batch, labels=labels)
+    logits, targets = output.logits.double(), labels.double()
+    total = 0.0
+    for example, length in enumerate(frames.tolist()):
+        per_order = [
+            nn.functional.binary_cross_entropy_with_logits(
+                logits[example, :length], targets[example, :length][:, order], reduction="none"
+            )
+            .mean(-1)
+            .sum()
+            for order in ([0, 1], [1, 0])
+        ]
+        total += min(per_order)
+    torch.testing.assert_close(output.loss.double(), total / frames.sum().double(), rtol=1e-6, atol=0)
+
+
 def test_slot_labels_shape_error():
     model = HEADS["slots"]()
     batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")

@@ -376,6 +376,46 @@ def test_cached_log_mels_collate_to_the_feature_extractors_batch():
     assert batch["labels"].tolist() == [2, 0, 1]
 
 
+@pytest.mark.parametrize(
+    "task, flags, expected",
+    [
+        ("ks", [], ("accuracy", True)),
+        ("pr", [], ("per", False)),
+        ("sd", [], ("der", False)),
+        ("ks", ["--metric_for_best_model", "loss"], ("loss", False)),
+    ],
+)
+def test_best_checkpoint_is_the_best_on_the_task_metric_as_s3prl(monkeypatch, tmp_path, task, flags, expected):
+    """s3prl keeps (and tests) the dev checkpoint best on the task's metric (accuracy highest; PER, WER, DER lowest).
+    `--load_best_model_at_end` alone made Trainer keep the lowest evaluation loss: another checkpoint, another test
+    score. A `--metric_for_best_model` given is kept."""
+    import byola_hf.superb.run as superb_run
+    from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def push_arguments(training_args, public):
+        seen["args"] = training_args
+        return push(training_args, public)
+
+    def stop(*args):
+        raise Stop
+
+    push = superb_run.trainer_push_arguments
+    front_end = (BYOLAConfig(feature_d=64, mean=-8.0, std=4.0), BYOLAFeatureExtractor())
+    monkeypatch.setattr(superb_run, "load_front_end_with_statistics", lambda path: front_end)
+    monkeypatch.setattr(superb_run, "trainer_push_arguments", push_arguments)
+    monkeypatch.setattr(superb_run, "load_task_data", stop)
+    argv = ["--task", task, "--model_name_or_path", "unused", "--output_dir", str(tmp_path / "out"), "--use_cpu"]
+    argv += ["--eval_strategy", "steps", "--save_strategy", "steps", "--load_best_model_at_end", "--report_to", "none"]
+    with pytest.raises(Stop):
+        main(argv + flags)
+    assert (seen["args"].metric_for_best_model, seen["args"].greater_is_better) == expected
+
+
 def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     """A clip of 4 output frames padded to 12 in its batch: with a head that favours token 1 everywhere, its padded
     frames would decode to token 1 for PER/WER; they are the blank, and its own frames are untouched."""

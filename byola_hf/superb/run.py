@@ -446,6 +446,7 @@ def run(
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
     push = trainer_push_arguments(training_args, data_args.public)  # before any work; Trainer's pushes off
     use_task_learning_rate(task, training_args, given)
+    use_task_best_metric(task, training_args, given)
     with training_args.main_process_first(desc="corpus"):
         data = load_task_data(data_args, config, training_args.seed)
     recipe = build_recipe(task, model_args, data_args, data)
@@ -523,6 +524,15 @@ def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, g
         f"Task {task.name} ({task.description}): {task.head}, learning rate {training_args.learning_rate:g} "
         f"({'given' if '--learning_rate' in given else 'task default'}), world size {training_args.world_size}"
     )
+
+
+def use_task_best_metric(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
+    """With `--load_best_model_at_end`, keep the checkpoint s3prl keeps, the best on the task's metric, unless
+    `--metric_for_best_model` was given (Trainer's default, the lowest evaluation loss, picks another one)."""
+    if training_args.load_best_model_at_end and "--metric_for_best_model" not in given:
+        training_args.metric_for_best_model = task.metric_key
+        if "--greater_is_better" not in given:
+            training_args.greater_is_better = task.greater_is_better
 
 
 def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, feature_extractor, task: SuperbTask):

@@ -24,6 +24,11 @@ class SuperbTask:
     phonemes: bool = False
     class_balanced: bool = False
 
+    @property
+    def greater_is_better(self) -> bool:
+        """Whether a higher `metric_key` is better: accuracy is, error rates (PER, WER, DER) are not."""
+        return self.metric_key == "accuracy"
+
 
 CLASSIFICATION = "BYOLAForSequenceClassification"
 CTC = "BYOLAForCTC"
