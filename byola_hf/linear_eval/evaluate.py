@@ -167,8 +167,9 @@ def read_embeddings(
     if columns["class_names"] is None and is_multi_label(columns[label_column_name]):
         raise ValueError(
             f"{directory}: '{label_column_name}' holds several labels per clip (commas or lists), a multi-label "
-            "task, which byola-linear-eval would score as one class per combination: run byola-finetune "
-            "--freeze_encoder on the task CSV (mAP of a linear head on the frozen encoder)."
+            "task, which byola-linear-eval would score as one class per combination: for the mAP of a linear "
+            "head on the frozen encoder (EVAR's fine-tuning loop, not its linear evaluation), run byola-finetune "
+            "--freeze_encoder --mixup 0 --freq_mask 0 --time_mask 0 --no_resize_crop on the task CSV."
         )
     columns["embedding"] = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
     layout = next((name for name in ("split", "fold") if name in extra_columns), None)
