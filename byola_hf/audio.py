@@ -141,6 +141,28 @@ def check_clip_lengths(waveforms: list[np.ndarray], items: list, minimum: int) -
             )
 
 
+def unit_samples(unit_seconds: float | None, sampling_rate: int, minimum: int) -> int | None:
+    """`--unit_seconds` (EVAR's `unit_sec`) in samples, rounded (EVAR truncates: docs/evar_tasks.md), or `None` when
+    not given; a `ValueError` unless it is a positive number of seconds of at least `minimum` samples (one output
+    frame of the model: every clip cut to less would be refused, one by one)."""
+    if unit_seconds is None:
+        return None
+    if not (math.isfinite(unit_seconds) and unit_seconds > 0):
+        raise ValueError(f"--unit_seconds must be a positive number of seconds, got {unit_seconds!r}.")
+    unit = round(unit_seconds * sampling_rate)
+    if unit < minimum:
+        raise ValueError(
+            f"--unit_seconds {unit_seconds:g} is shorter than one output frame of the model: give at least "
+            f"{minimum / sampling_rate:g} s ({minimum} samples)."
+        )
+    return unit
+
+
+def cut_or_pad(waveform: np.ndarray, samples: int) -> np.ndarray:
+    """The first `samples` samples of `waveform`, zero-padded at the end where it is shorter (EVAR's `unit_sec`)."""
+    return np.pad(waveform[:samples], (0, max(0, samples - len(waveform))))
+
+
 def check_finite_batch(waveforms: torch.Tensor) -> None:
     """A `ValueError` when a `(batch, samples)` tensor holds NaN or infinity: one float64 sum, which is non-finite
     exactly when a sample is, read back once."""

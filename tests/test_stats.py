@@ -1,5 +1,6 @@
 """Exact per-task statistics: datasets.map, num_proc, torchrun/gloo, saving into the config, errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -123,6 +124,33 @@ def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir
     with torch.no_grad():
         outputs = model(torch.full((1, 64, 200), -9.0))
     assert outputs.pooler_output.shape == (1, 2048)
+
+
+def test_unit_seconds_statistics_cover_the_cut_and_zero_padded_clips(speech_folder, random2048_dir, tmp_path):
+    """--unit_seconds: the statistics of the clips as byola-extract --unit_seconds embeds them (and EVAR estimates
+    them), cut or zero-padded to the unit, the padding's log(eps) values included: float64 numpy over those log-mels,
+    recorded in the provenance and the run's record."""
+    from byola_hf.stats.compute import run_record
+
+    fe = BYOLAFeatureExtractor()
+    dataset = load_audio_dataset("audiofolder", data_dir=str(speech_folder), sampling_rate=fe.sampling_rate)
+    unit = 19200  # 1.2 s: longer than some clips, shorter than others
+    clips = [example["audio"]["array"] for example in dataset]
+    assert min(len(clip) for clip in clips) < unit < max(len(clip) for clip in clips)
+    units = [np.pad(clip[:unit], (0, max(0, unit - len(clip)))) for clip in clips]
+    values = np.concatenate([fe(clip, sampling_rate=16000)["input_features"][0].ravel() for clip in units])
+    arguments = StatsArguments(
+        str(random2048_dir), "audiofolder", data_dir=str(speech_folder), batch_size=3, unit_seconds=1.2,
+        output_dir=str(tmp_path / "model"),
+    )  # fmt: skip
+    result = compute_stats(arguments)
+    assert_close(result, (float(values.astype(np.float64).mean()), float(values.astype(np.float64).std()), 9))
+    assert result.num_frames == len(units) * fe.num_frames(unit)
+    assert AutoConfig.from_pretrained(tmp_path / "model").stats_provenance["unit_seconds"] == 1.2
+    assert run_record(arguments)["arguments"]["unit_seconds"] == 1.2
+    with pytest.raises(ValueError, match="--unit_seconds 0.05 is shorter than one output frame"):
+        compute_stats(dataclasses.replace(arguments, unit_seconds=0.05, output_dir=str(tmp_path / "short")))
+    assert not (tmp_path / "short").exists()
 
 
 def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_dir, tmp_path):
@@ -420,6 +448,7 @@ def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, na
         (["--num_proc", "2", "--streaming"], "--num_proc has no effect with --streaming"),
         (["--num_proc", "2", "--mode", "s3prl"], "--num_proc has no effect with --mode s3prl"),
         (["--device", "cpu", "--mode", "s3prl"], "--device has no effect with --mode s3prl"),
+        (["--unit_seconds", "1", "--mode", "s3prl"], "--unit_seconds has no effect with --mode s3prl"),
         (["--overwrite_output_dir"], "--overwrite_output_dir only replaces an earlier run in an --output_dir"),
         (["--output_dir", "{model}", "--overwrite_output_dir"], "--overwrite_output_dir only replaces"),
         (["--hub_model_id", "user/x"], "--hub_model_id only applies to --push_to_hub"),

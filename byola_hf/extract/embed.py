@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..audio import decode_undecoded_audio, display_path
+from ..audio import cut_or_pad, decode_undecoded_audio, display_path
 from ..configuration_byola import BYOLAConfig
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
 from ..modeling_byola import BYOLAModel
@@ -77,7 +77,7 @@ class AudioClips(torch.utils.data.Dataset):
             return Clip(int(index), path, 0.0, None, str(error).splitlines()[0][:300])
         duration = len(waveform) / self.sampling_rate
         if self.unit_samples is not None:
-            waveform = np.pad(waveform[: self.unit_samples], (0, max(0, self.unit_samples - len(waveform))))
+            waveform = cut_or_pad(waveform, self.unit_samples)
         elif len(waveform) < self.min_samples:
             waveform = np.pad(waveform, (0, self.min_samples - len(waveform)))
         return Clip(int(index), path, duration, waveform, None)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..audio import display_path
+from ..audio import display_path, unit_samples
 from ..modeling_byola import BYOLAModel
 from ..tools.data import load_byola_front_end, load_source, source_fingerprint
 from ..tools.distributed import device_for_rank, process_group
@@ -219,8 +219,6 @@ def check_arguments(args: ExtractArguments, device: torch.device) -> int:
             raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
     if args.layers is not None and not args.frames:
         raise ValueError("--layers chooses the frame features to store: pass --frames with it.")
-    if args.unit_seconds is not None and not (math.isfinite(args.unit_seconds) and args.unit_seconds > 0):
-        raise ValueError(f"--unit_seconds must be a positive number of seconds, got {args.unit_seconds!r}.")
     return batch_size
 
 
@@ -232,6 +230,7 @@ def prepare_job(args: ExtractArguments, device: torch.device) -> ExtractionJob:
             f"The model at {args.model_name_or_path!r} has no normalisation statistics: compute them with "
             "byola-compute-stats first."
         )
+    unit = unit_samples(args.unit_seconds, feature_extractor.sampling_rate, config.min_samples)
     model = BYOLAModel.from_pretrained(args.model_name_or_path).eval().to(device)
     layers = parse_layers(args.layers, config.num_hidden_layers) if args.frames else None
     dataset = load_source(
@@ -241,13 +240,6 @@ def prepare_job(args: ExtractArguments, device: torch.device) -> ExtractionJob:
     clashes = sorted(set(dataset.column_names) & set(OUTPUT_COLUMNS) - {args.audio_column_name})
     if clashes:
         raise ValueError(f"The source already has the column(s) {clashes} that byola-extract writes: rename them.")
-    unit_seconds, sampling_rate = args.unit_seconds, feature_extractor.sampling_rate
-    unit = None if unit_seconds is None else round(unit_seconds * sampling_rate)
-    if unit is not None and unit < config.min_samples:  # every clip cut to it would be refused, one by one
-        raise ValueError(
-            f"--unit_seconds {unit_seconds:g} is shorter than one output frame of the model: give at least "
-            f"{config.min_samples / sampling_rate:g} s ({config.min_samples} samples)."
-        )
     return ExtractionJob(
         model, feature_extractor, dataset, args.audio_column_name, layers, args.shard_size, unit,
         Path(args.output_dir),

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import batch_waveforms, check_clip_lengths, decode_undecoded_audio, display_path
+from ..audio import (
+    batch_waveforms,
+    check_clip_lengths,
+    cut_or_pad,
+    decode_undecoded_audio,
+    display_path,
+    unit_samples,
+)
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError, check_positive
@@ -68,6 +75,13 @@ class StatsArguments:
     max_examples: int | None = field(default=None, metadata={"help": "Use a random subset of this many examples"})
     seed: int | None = field(default=None, metadata={"help": "Seed of the --max_examples subset (default 42)"})
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset instead of downloading it"})
+    unit_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Cut or zero-pad every clip to this length first, as byola-extract --unit_seconds and EVAR's "
+            "statistics do (the padding counts)"
+        },
+    )
     mode: str = field(
         default="exact",
         metadata={"help": "exact, or s3prl: the original upstream's running estimate", "choices": ["exact", "s3prl"]},
@@ -106,11 +120,12 @@ def batch_moments(
     audio_column_name: str,
     num_threads: int | None = None,
     device: str | None = None,
+    unit: int | None = None,
 ) -> dict[str, list]:
     """
     `datasets.map(batched=True)` function: one row of partial moments per batch (the fields of
     [`~byola_hf.stats.moments.LogMelMoments`]), never the features. With `device` (e.g. `"cuda"`) the log-mels and
-    their moments are computed there.
+    their moments are computed there; with `unit`, of every clip cut or zero-padded to `unit` samples.
 
     `num_threads=1` in forked `num_proc` workers: they are the parallelism, and torch's thread pool inherited
     across `fork` deadlocks. Such workers also ask to die with the command, so `kill -9` leaves none behind.
@@ -125,6 +140,7 @@ def batch_moments(
     else:
         waveforms, sampling_rate = batch_waveforms(items)
     check_clip_lengths(waveforms, items, feature_extractor.n_fft // 2 + 1)
+    waveforms = waveforms if unit is None else [cut_or_pad(waveform, unit) for waveform in waveforms]
     try:
         features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
     except NonFiniteFeaturesError as error:
@@ -142,10 +158,12 @@ def compute_moments(
     num_proc: int | None = None,
     streaming: bool = False,
     device: str | None = None,
+    unit: int | None = None,
 ) -> LogMelMoments:
     """
-    Exact moments of the log-mels of every example of `dataset` (already cast to decode at the right rate), via
-    `dataset.map(batched=True)` returning one row of partial moments per batch.
+    Exact moments of the log-mels of every example of `dataset` (already cast to decode at the right rate; with
+    `unit`, cut or zero-padded to `unit` samples), via `dataset.map(batched=True)` returning one row of partial
+    moments per batch.
     """
     from tqdm.auto import tqdm
 
@@ -160,6 +178,7 @@ def compute_moments(
             "audio_column_name": audio_column_name,
             "num_threads": 1 if num_proc is not None and num_proc > 1 else None,
             "device": device,
+            "unit": unit,
         },
         **({} if streaming else {"num_proc": num_proc, "desc": "log-mel moments"}),
     )
@@ -216,6 +235,7 @@ def check_stats_arguments(args: StatsArguments) -> StatsArguments:
         (args.seed is not None and args.max_examples is None, "--seed only draws the --max_examples subset"),
         (s3prl and args.num_proc is not None, "--num_proc has no effect with --mode s3prl (one process reads)"),
         (s3prl and args.device is not None, "--device has no effect with --mode s3prl (it runs on the CPU)"),
+        (s3prl and args.unit_seconds is not None, "--unit_seconds has no effect with --mode s3prl (whole clips)"),
         (
             args.streaming and args.num_proc is not None,
             "--num_proc has no effect with --streaming (one process reads)",
@@ -240,6 +260,7 @@ def compute_stats(args: StatsArguments) -> StatsResult:
     merge in rank order and only rank 0 writes."""
     args = check_stats_arguments(args)
     config, feature_extractor = load_byola_front_end(args.model_name_or_path)
+    unit = unit_samples(args.unit_seconds, feature_extractor.sampling_rate, config.min_samples)
     if args.output_dir is not None:  # before the work, not after it
         check_in_place_update(args.model_name_or_path, args.output_dir)
         check_model_weights(args.model_name_or_path)
@@ -253,7 +274,7 @@ def compute_stats(args: StatsArguments) -> StatsResult:
             from datasets.distributed import split_dataset_by_node
 
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-        mean, std, moments = measure(dataset, feature_extractor, args, world_size)
+        mean, std, moments = measure(dataset, feature_extractor, args, world_size, unit)
         if moments.num_frames == 0:
             raise ValueError("No audio was found: the selected examples are empty.")
         check_measured_statistics(mean, std, args.dataset_name)
@@ -279,9 +300,10 @@ def check_measured_statistics(mean: float, std: float, dataset_name: str) -> Non
 
 
 def measure(
-    dataset, feature_extractor: BYOLAFeatureExtractor, args: StatsArguments, world_size: int
+    dataset, feature_extractor: BYOLAFeatureExtractor, args: StatsArguments, world_size: int, unit: int | None
 ) -> tuple[float, float, LogMelMoments]:
-    """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode. The audio is decoded
+    """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode (with `unit`: of the
+    clips cut or zero-padded to `unit` samples). The audio is decoded
     by [`~byola_hf.audio.decode_undecoded_audio`], as extraction and pre-training decode it: the same samples, and
     an unreadable or truncated file is an error naming it."""
     datasets = require_extra("datasets", "stats")
@@ -290,7 +312,7 @@ def measure(
     if args.mode == "exact":
         device = device_for_rank(args.device)
         moments = compute_moments(
-            dataset, feature_extractor, column, args.batch_size, args.num_proc, args.streaming, device
+            dataset, feature_extractor, column, args.batch_size, args.num_proc, args.streaming, device, unit
         )
         moments = gather_and_merge(moments) if world_size > 1 else moments
         return moments.mean, moments.std, moments
@@ -313,6 +335,7 @@ def stats_result(
         "max_examples": args.max_examples,
         "seed": args.seed if args.max_examples is not None else None,
         "method": args.mode,
+        "unit_seconds": args.unit_seconds,
         "num_examples": moments.num_examples,
         "num_frames": moments.num_frames,
         "num_values": moments.num_frames * config.n_mels,
