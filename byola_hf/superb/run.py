@@ -277,22 +277,26 @@ def weights_files(model_dir: Path) -> list[tuple[str, int, int]]:
 
 
 def run_record(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config) -> dict:
-    """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data
-    and every argument but those that may change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]: epochs,
-    steps, logging, ...), so a re-run can train further from the last checkpoint and any other change is refused."""
+    """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data,
+    every argument but those that may change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]: epochs,
+    steps, logging, ...) and a class-balanced training draw, so a re-run can train further from the last checkpoint
+    and any other change is refused."""
     arguments = recorded_arguments(model_args, data_args, training_args)
     for name in ("data_dir", "split_file", "vocab_file", "test_dir", "dataset_name"):
         if arguments[name] and Path(arguments[name]).exists():
             arguments[name] = str(Path(arguments[name]).resolve())
     arguments["lexicon"] = [str(Path(path).resolve()) for path in arguments["lexicon"]]
     model = Path(model_args.model_name_or_path)
-    return {
+    record = {
         "task": task.name,
         "model": str(model.resolve()) if model.exists() else model_args.model_name_or_path,
         "weights": weights_files(model),
         "config": config.to_dict(),
         "arguments": arguments,
     }
+    if task.class_balanced:  # records made when KS trained on the clips as they are lack it: not resumed with it
+        record["training_draw"] = "class-balanced"
+    return record
 
 
 def claim_output(
