@@ -153,6 +153,26 @@ def test_unit_seconds_statistics_cover_the_cut_and_zero_padded_clips(speech_fold
     assert not (tmp_path / "short").exists()
 
 
+def test_unit_seconds_pads_a_clip_too_short_for_a_frame_as_extraction_does(random2048_dir, tmp_path):
+    """A clip shorter than one log-mel frame (513 samples) was refused ("remove it from the data") even with
+    --unit_seconds, which zero-pads it to the unit, as byola-extract --unit_seconds embeds it and EVAR pads it: the
+    statistics of the units included it; float64 numpy over the padded units."""
+    folder = tmp_path / "data" / "train"
+    folder.mkdir(parents=True)
+    clips = [np.random.default_rng(0).uniform(-0.5, 0.5, size).astype(np.float32) for size in (8000, 100)]
+    for index, clip in enumerate(clips):
+        sf.write(folder / f"clip{index}.wav", clip, 16000, subtype="FLOAT")
+    fe = BYOLAFeatureExtractor()
+    units = [np.pad(clip, (0, 8000 - len(clip))) for clip in clips]
+    values = np.concatenate([fe(unit, sampling_rate=16000)["input_features"][0].ravel() for unit in units])
+    result = compute_stats(
+        StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(tmp_path / "data"), unit_seconds=0.5)
+    )
+    assert_close(result, (float(values.astype(np.float64).mean()), float(values.astype(np.float64).std()), 2))
+    with pytest.raises(ValueError, match="clip1.wav has 100 samples, fewer than the 513"):  # whole clips: refused
+        compute_stats(StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(tmp_path / "data")))
+
+
 def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_dir, tmp_path):
     assert_close(
         compute_stats(StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), streaming=True)),

@@ -513,6 +513,28 @@ def test_new_statistics_or_learning_rate_change_the_run_record():
     assert first != run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
 
 
+def test_a_keyword_spotting_run_begun_with_the_clips_as_they_are_is_not_resumed_class_balanced(tmp_path):
+    """KS now draws its training clips class-balanced; a KS run stopped before that change (its record as it was then,
+    the same arguments) resumed from its checkpoint with the other draw, half one training and half another, without a
+    word. Its record lacks the draw, so the re-run is refused naming it; other tasks' records are unchanged."""
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.run import COMMAND, OUTPUT_PATTERNS, DataTrainingArguments, ModelArguments, run_record
+    from byola_hf.tools.outputs import claim_output_dir
+
+    model, training = ModelArguments(model_name_or_path="m"), TrainingArguments(output_dir="unused", report_to="none")
+    config = BYOLAConfig(mean=-9.0, std=4.0)
+    record = run_record(model, DataTrainingArguments(task="ks"), training, SUPERB_TASKS["ks"], config)
+    other = run_record(model, DataTrainingArguments(task="er"), training, SUPERB_TASKS["er"], config)
+    assert record["training_draw"] == "class-balanced" and "training_draw" not in other
+    before = {key: value for key, value in record.items() if key != "training_draw"}
+    claim_output_dir(tmp_path / "out", COMMAND, before, OUTPUT_PATTERNS)
+    (tmp_path / "out" / "checkpoint-2").mkdir()
+    with pytest.raises(ValueError, match="it differs in training_draw"):
+        claim_output_dir(tmp_path / "out", COMMAND, record, OUTPUT_PATTERNS)
+
+
 def test_weights_converted_again_change_the_run_record(tmp_path):
     """Another model's weights saved into the same folder with the same config: the checkpoints there hold the old
     encoder, so a re-run must not resume from them."""

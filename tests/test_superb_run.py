@@ -416,6 +416,19 @@ def test_best_checkpoint_is_the_best_on_the_task_metric_as_s3prl(monkeypatch, tm
     assert (seen["args"].metric_for_best_model, seen["args"].greater_is_better) == expected
 
 
+@pytest.mark.parametrize("best", [[], ["--eval_strategy", "steps", "--load_best_model_at_end"]])
+def test_prediction_loss_only_is_refused_before_any_work(tmp_path, best):
+    """--prediction_loss_only makes Trainer skip the metric: the run trained, then ended in a KeyError traceback (the
+    card's eval_accuracy), or, with --load_best_model_at_end choosing by the task's metric, at the first evaluation."""
+    arguments = superb_arguments("ks", tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
+    result = run_superb(*arguments, "--prediction_loss_only", *best)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "--prediction_loss_only: byola-run-superb scores every evaluation on the task's metric (accuracy)" in (
+        result.stderr
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     """A clip of 4 output frames padded to 12 in its batch: with a head that favours token 1 everywhere, its padded
     frames would decode to token 1 for PER/WER; they are the blank, and its own frames are untouched."""

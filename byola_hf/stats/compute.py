@@ -139,8 +139,9 @@ def batch_moments(
         waveforms = [decode_undecoded_audio(item, sampling_rate) for item in items]
     else:
         waveforms, sampling_rate = batch_waveforms(items)
-    check_clip_lengths(waveforms, items, feature_extractor.n_fft // 2 + 1)
+    # A unit pads a clip too short for a frame, as byola-extract --unit_seconds does: only whole clips are refused.
     waveforms = waveforms if unit is None else [cut_or_pad(waveform, unit) for waveform in waveforms]
+    check_clip_lengths(waveforms, items, feature_extractor.n_fft // 2 + 1)
     try:
         features = feature_extractor(waveforms, sampling_rate=sampling_rate, padding=False, device=device)
     except NonFiniteFeaturesError as error:

@@ -277,22 +277,26 @@ def weights_files(model_dir: Path) -> list[tuple[str, int, int]]:
 
 
 def run_record(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config) -> dict:
-    """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data
-    and every argument but those that may change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]: epochs,
-    steps, logging, ...), so a re-run can train further from the last checkpoint and any other change is refused."""
+    """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data,
+    every argument but those that may change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]: epochs,
+    steps, logging, ...) and a class-balanced training draw, so a re-run can train further from the last checkpoint
+    and any other change is refused."""
     arguments = recorded_arguments(model_args, data_args, training_args)
     for name in ("data_dir", "split_file", "vocab_file", "test_dir", "dataset_name"):
         if arguments[name] and Path(arguments[name]).exists():
             arguments[name] = str(Path(arguments[name]).resolve())
     arguments["lexicon"] = [str(Path(path).resolve()) for path in arguments["lexicon"]]
     model = Path(model_args.model_name_or_path)
-    return {
+    record = {
         "task": task.name,
         "model": str(model.resolve()) if model.exists() else model_args.model_name_or_path,
         "weights": weights_files(model),
         "config": config.to_dict(),
         "arguments": arguments,
     }
+    if task.class_balanced:  # records made when KS trained on the clips as they are lack it: not resumed with it
+        record["training_draw"] = "class-balanced"
+    return record
 
 
 def claim_output(
@@ -435,14 +439,7 @@ def run(
     check_trainer_world_size(training_args)
     check_training_length_and_values(training_args)
     task = choose_task(data_args)
-    if model_args.ctc_head is not None and RECIPES[task.head] is not CTCRecipe:
-        raise ValueError(f"--ctc_head is for the CTC tasks (pr, asr), not {task.name}: drop it.")
-    strategy = getattr(training_args, "train_sampling_strategy", "random")  # a field since transformers 5.x
-    if task.class_balanced and strategy != "random":
-        raise ValueError(
-            f"--train_sampling_strategy {strategy}: {task.name} draws its training clips class-balanced, as s3prl "
-            "does: drop it."
-        )
+    check_task_flags(task, model_args, training_args)
     config, feature_extractor = load_front_end_with_statistics(model_args.model_name_or_path)
     push = trainer_push_arguments(training_args, data_args.public)  # before any work; Trainer's pushes off
     use_task_learning_rate(task, training_args, given)
@@ -514,6 +511,23 @@ def export_corpus(model_args: ModelArguments, data_args: DataTrainingArguments, 
         datasets.DatasetDict(corpus.splits).save_to_disk(str(staged))
     sizes = ", ".join(f"{name} {len(split)}" for name, split in corpus.splits.items())
     print(f"Saved the {corpus.name} splits ({sizes}) to {target}")
+
+
+def check_task_flags(task: SuperbTask, model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    """Refuse the flags this task cannot honour, before any work."""
+    if model_args.ctc_head is not None and RECIPES[task.head] is not CTCRecipe:
+        raise ValueError(f"--ctc_head is for the CTC tasks (pr, asr), not {task.name}: drop it.")
+    strategy = getattr(training_args, "train_sampling_strategy", "random")  # a field since transformers 5.x
+    if task.class_balanced and strategy != "random":
+        raise ValueError(
+            f"--train_sampling_strategy {strategy}: {task.name} draws its training clips class-balanced, as s3prl "
+            "does: drop it."
+        )
+    if training_args.prediction_loss_only:  # Trainer would skip the metric: no eval_METRIC to report or choose by
+        raise ValueError(
+            "--prediction_loss_only: byola-run-superb scores every evaluation on the task's metric "
+            f"({task.metric_key}), which that flag turns off: drop it."
+        )
 
 
 def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
