@@ -356,6 +356,10 @@ def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
                                              [(n, label, ["train", "train", "test"][i % 3]) for i, (n, label)
                                               in enumerate(rows)] + [(rows[0][0], rows[0][1], "test")]), (),
                                    ("1 clip(s) are in both the training and the test part", rows[0][0])),
+        "unit under a frame": (write_csv(tmp_path / "e.csv", "file_name,label,split",
+                                                     [(n, label, ["train", "test"][i % 2]) for i, (n, label)
+                                                      in enumerate(rows)]), ("--unit_seconds", "0.05"),
+                               ("--unit_seconds 0.05 is shorter than one output frame", "0.07 s (1120 samples)")),
     }  # fmt: skip
     for name, (csv, extra, fragments) in cases.items():
         code, stderr = run_main(main, command(small_model, csv, task_dir, tmp_path / name, *extra), capsys)

@@ -562,6 +562,9 @@ def test_class_balanced_draw_is_even_over_classes_and_seeded_per_epoch():
     again.set_epoch(28)
     assert list(again) != list(sampler)
     assert list(ClassBalancedSampler(labels, seed=4)) != list(ClassBalancedSampler(labels, seed=3))
+    next_seed = ClassBalancedSampler(labels, seed=4)
+    again.set_epoch(1)
+    assert list(again) != list(next_seed)  # seed 3's second epoch is not seed 4's first
 
 
 def test_keyword_spotting_trains_class_balanced_and_resumes_exactly(ks_model, mini, tmp_path, monkeypatch, caplog):

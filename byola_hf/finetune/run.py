@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
+from ..audio import unit_samples
 from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
@@ -103,15 +104,11 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
         )
 
 
-def unit_samples(args, task: FinetuneTask, config) -> int:
-    """Samples per clip: `--unit_seconds`, or the longest clip; long enough for one output frame."""
-    unit = round(args.unit_seconds * config.sampling_rate) if args.unit_seconds else max(map(len, task.waveforms))
-    if unit < config.min_samples:
-        raise ValueError(
-            f"--unit_seconds {unit / config.sampling_rate:g} is shorter than one BYOL-A output frame "
-            f"({config.min_samples / config.sampling_rate:g} s): give a longer unit."
-        )
-    return unit
+def clip_samples(args, task: FinetuneTask, config) -> int:
+    """Samples per clip: `--unit_seconds` ([`~byola_hf.audio.unit_samples`]'s rule and check, as byola-extract's),
+    or the longest clip."""
+    seconds = args.unit_seconds if args.unit_seconds else max(map(len, task.waveforms)) / config.sampling_rate
+    return unit_samples(seconds, config.sampling_rate, config.min_samples)
 
 
 def run_record(args, training_args: TrainingArguments, config, task: FinetuneTask) -> dict[str, Any]:
@@ -136,7 +133,7 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
     )
     metric = "mAP" if task.multi_label else "accuracy"
     training_args = recipe_training_args(training_args, given, metric)
-    unit = unit_samples(args, task, config)
+    unit = clip_samples(args, task, config)
     record = run_record(args, training_args, config, task)
     output = claim_output_dir(training_args.output_dir, COMMAND, record, OUTPUTS, args.overwrite_output_dir).path
     seeds = [training_args.seed + offset for offset in range(args.seeds)]

@@ -653,8 +653,9 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
     """
     s3prl's class-balanced training draw (its KS `WeightedRandomSampler`): an epoch is `len(labels)` clips drawn with
     replacement, each with probability proportional to one over its class's count, so that every class is drawn
-    about equally often. Epoch `e` draws from a generator seeded with `seed + e` (Trainer calls `set_epoch`), so a
-    resumed run, and every rank of a distributed one, draws what the uninterrupted run drew.
+    about equally often. Epoch `e` draws from a generator seeded by `(seed, e)` (Trainer calls `set_epoch`), so a
+    resumed run, and every rank of a distributed one, draws what the uninterrupted run drew; runs of other seeds
+    never share an epoch's draw (as `seed + e` would: seed 1's first epoch, seed 0's second).
 
     Args:
         labels (`Sequence[int]`): each training clip's class id.
@@ -673,7 +674,9 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
         return len(self.weights)
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        )
         yield from torch.multinomial(self.weights, len(self.weights), True, generator=generator).tolist()
 
 
