@@ -723,6 +723,17 @@ def test_a_launch_trainer_would_not_distribute_is_refused(monkeypatch):
     check_trainer_world_size(SimpleNamespace(world_size=2))
 
 
+def test_one_process_over_several_gpus_is_refused(tmp_path):
+    """A plain run on a machine with several GPUs: Trainer would wrap the learner in DataParallel, each GPU's
+    BatchNorm would see a fraction of the batch and the other GPUs' memory-bank pushes would be lost. Refused before
+    anything is read or written (here a CPU run told it has 2 GPUs)."""
+    model_args, data_args, training_args = parse_command_line(pretrain_args(tmp_path, tmp_path / "out", "--use_cpu"))
+    training_args._n_gpu = 2
+    with pytest.raises(ValueError, match="sees 2 GPUs: launch one process per GPU"):
+        pretrain(model_args, data_args, training_args)
+    assert not (tmp_path / "out").exists()
+
+
 def test_rank_state_is_saved_and_restored_per_rank(tmp_path):
     """`RankStateCallback` writes rank 1's buffers beside the checkpoint and, on resume, puts exactly those back
     (Trainer itself would restore rank 0's)."""
