@@ -360,6 +360,12 @@ def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
                                                      [(n, label, ["train", "test"][i % 2]) for i, (n, label)
                                                       in enumerate(rows)]), ("--unit_seconds", "0.05"),
                                ("--unit_seconds 0.05 is shorter than one output frame", "0.07 s (1120 samples)")),
+        # Every batch was one clip: training started, then died naming dataloader_drop_last, a flag byola-finetune
+        # refuses (it drops a last batch of one itself).
+        "batch of one": (write_csv(tmp_path / "f.csv", "file_name,label,split",
+                                   [(n, label, ["train", "test"][i % 2]) for i, (n, label) in enumerate(rows)]),
+                         ("--per_device_train_batch_size", "1"),
+                         ("--per_device_train_batch_size 1", "BatchNorm1d", "2 or more")),
     }  # fmt: skip
     for name, (csv, extra, fragments) in cases.items():
         code, stderr = run_main(main, command(small_model, csv, task_dir, tmp_path / name, *extra), capsys)

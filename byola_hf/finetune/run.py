@@ -95,6 +95,11 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
             raise ValueError(f"--{name} must be >= 0 (0 turns it off), got {getattr(args, name)}.")
     if args.seeds < 1:
         raise ValueError(f"--seeds must be 1 or more, got {args.seeds}.")
+    if training_args.per_device_train_batch_size < 2:  # the recipe drops a last batch of one, not every batch
+        raise ValueError(
+            f"--per_device_train_batch_size {training_args.per_device_train_batch_size}: EVAR's head normalises "
+            "over the batch (BatchNorm1d), which cannot train on one clip: give 2 or more."
+        )
     if args.unit_seconds is not None and not (math.isfinite(args.unit_seconds) and args.unit_seconds > 0):
         raise ValueError(f"--unit_seconds must be a positive number of seconds, got {args.unit_seconds}.")
     if not 0 < training_args.learning_rate < math.inf or args.min_learning_rate >= training_args.learning_rate:
