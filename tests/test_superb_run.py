@@ -567,6 +567,17 @@ def test_class_balanced_draw_is_even_over_classes_and_seeded_per_epoch():
     assert list(again) != list(next_seed)  # seed 3's second epoch is not seed 4's first
 
 
+def test_from_s3prl_doc_seeds_the_class_balanced_draw_as_the_sampler_does():
+    """docs/from_s3prl.md told s3prl users that each KS epoch's draw is seeded with the seed plus the epoch, the rule
+    a1b1952 replaced because seed s's second epoch was seed s+1's first: the sampler seeds by (seed, epoch)."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "from_s3prl.md").read_text().split())
+    assert "plus the epoch" not in text
+    assert "draw from a generator seeded by `(--data_seed or --seed, epoch)`" in text
+    sampler, other = ClassBalancedSampler([0, 1] * 8, seed=5), ClassBalancedSampler([0, 1] * 8, seed=6)
+    sampler.set_epoch(1)
+    assert list(sampler) != list(other)  # seed 5's second epoch is not seed 6's first
+
+
 def test_keyword_spotting_trains_class_balanced_and_resumes_exactly(ks_model, mini, tmp_path, monkeypatch, caplog):
     """KS draws its training clips through the class-balanced sampler (other classification tasks do not), and a run
     stopped inside an epoch, re-run, ends with the uninterrupted run's weights; another strategy is refused."""
