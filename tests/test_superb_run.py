@@ -429,6 +429,16 @@ def test_prediction_loss_only_is_refused_before_any_work(tmp_path, best):
     assert not (tmp_path / "out").exists()
 
 
+def test_evaluation_batches_left_unconcatenated_are_refused_before_any_work(tmp_path):
+    """--eval_do_concat_batches false hands the metric a list of per-batch arrays: the run trained, then ended in
+    "'list' object has no attribute 'argmax'" (a traceback, exit 1) at its first evaluation."""
+    arguments = superb_arguments("ks", tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
+    result = run_superb(*arguments, "--eval_do_concat_batches", "false")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and "--eval_do_concat_batches false: byola-run-superb" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     """A clip of 4 output frames padded to 12 in its batch: with a head that favours token 1 everywhere, its padded
     frames would decode to token 1 for PER/WER; they are the blank, and its own frames are untouched."""

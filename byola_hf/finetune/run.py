@@ -21,7 +21,7 @@ from ..audio import unit_samples
 from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
-from ..tools.cli import check_training_length_and_values, run_training
+from ..tools.cli import check_scored_evaluation, check_training_length_and_values, run_training
 from ..tools.data import FILE_COLUMN
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -86,6 +86,9 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
     check_training_length_and_values(training_args)
+    check_scored_evaluation(
+        training_args, "byola-finetune", "every epoch on accuracy (mAP when multi-label) to keep the best"
+    )
     for name in ("warmup_epochs", "min_learning_rate", "mixup"):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:

@@ -35,6 +35,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesE
 from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
 from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
+    check_scored_evaluation,
     check_training_length_and_values,
     make_parser,
     parse_arguments,
@@ -523,11 +524,10 @@ def check_task_flags(task: SuperbTask, model_args: ModelArguments, training_args
             f"--train_sampling_strategy {strategy}: {task.name} draws its training clips class-balanced, as s3prl "
             "does: drop it."
         )
-    if training_args.prediction_loss_only:  # Trainer would skip the metric: no eval_METRIC to report or choose by
-        raise ValueError(
-            "--prediction_loss_only: byola-run-superb scores every evaluation on the task's metric "
-            f"({task.metric_key}), which that flag turns off: drop it."
-        )
+    # Without the metric there is no eval_METRIC to report or choose the best checkpoint by.
+    check_scored_evaluation(
+        training_args, "byola-run-superb", f"every evaluation on the task's metric ({task.metric_key})"
+    )
 
 
 def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
