@@ -424,12 +424,14 @@ def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, small_model,
     [
         (["--prediction_loss_only"], "--prediction_loss_only: byola-finetune scores every epoch"),
         (["--eval_do_concat_batches", "false"], "--eval_do_concat_batches false: byola-finetune scores every epoch"),
+        (["--batch_eval_metrics"], "--batch_eval_metrics: byola-finetune scores every epoch"),
     ],
 )
 def test_trainer_flags_that_keep_the_metric_from_the_run_are_refused(flag, fragment, small_model, tmp_path, capsys):
     """Both trained an epoch, then ended in a traceback: --prediction_loss_only skips the metric (Trainer's KeyError:
     no eval_accuracy to keep the best epoch by), --eval_do_concat_batches false hands it per-batch lists
-    ("'list' object has no attribute 'argmax'"). Refused before the task's audio is read."""
+    ("'list' object has no attribute 'argmax'"); --batch_eval_metrics was refused by Trainer telling the user to
+    change compute_metrics' code. Refused before the task's audio is read."""
     argv = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "none.csv", "--output_dir", tmp_path]
     code, stderr = run_main(main, [*argv, *flag], capsys)
     assert_one_line(code, stderr, COMMAND, fragment)

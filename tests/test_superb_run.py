@@ -429,13 +429,15 @@ def test_prediction_loss_only_is_refused_before_any_work(tmp_path, best):
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluation_batches_left_unconcatenated_are_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize("flag", [["--eval_do_concat_batches", "false"], ["--batch_eval_metrics"]])
+def test_evaluation_batches_left_unconcatenated_are_refused_before_any_work(tmp_path, flag):
     """--eval_do_concat_batches false hands the metric a list of per-batch arrays: the run trained, then ended in
-    "'list' object has no attribute 'argmax'" (a traceback, exit 1) at its first evaluation."""
+    "'list' object has no attribute 'argmax'" (a traceback, exit 1) at its first evaluation; --batch_eval_metrics was
+    refused by Trainer, after the log-mels were computed, telling the user to change compute_metrics' code."""
     arguments = superb_arguments("ks", tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
-    result = run_superb(*arguments, "--eval_do_concat_batches", "false")
+    result = run_superb(*arguments, *flag)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.count("\n") == 1 and "--eval_do_concat_batches false: byola-run-superb" in result.stderr
+    assert result.stderr.count("\n") == 1 and f"{' '.join(flag)}: byola-run-superb" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
