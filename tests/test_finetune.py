@@ -373,6 +373,22 @@ def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
         assert not (tmp_path / name).exists(), name
 
 
+def test_clips_all_shorter_than_a_frame_without_a_unit_name_the_flag_to_give(small_model, tmp_path, capsys):
+    """Without --unit_seconds the unit is the longest clip; when every clip was under one output frame the refusal
+    read "--unit_seconds 0.05625 is shorter than one output frame", a value the user never gave."""
+    import soundfile
+
+    rows = []
+    for index in range(8):
+        soundfile.write(tmp_path / f"{index}.wav", np.full(900 - index, 0.1, np.float32), 16000)
+        rows.append((f"{index}.wav", "ab"[index % 2], ["train", "train", "test", "train"][index % 4]))
+    csv = write_csv(tmp_path / "short.csv", "file_name,label,split", rows)
+    argv = ["--model_name_or_path", small_model, "--metadata_csv", csv, "--data_dir", tmp_path]
+    code, stderr = run_main(main, [*argv, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, COMMAND, "the longest 900 samples", "give --unit_seconds 0.07 or more")
+    assert "--unit_seconds 0.05625" not in stderr and not (tmp_path / "out").exists()
+
+
 def test_recipe_flags_take_any_spelling(small_model, task_dir, tmp_path, capsys):
     """A flag spelled with dashes was taken for not given: EVAR's default replaced the user's --learning-rate, and a
     setting the recipe owns (--eval-strategy) was silently replaced instead of refused."""

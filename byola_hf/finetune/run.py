@@ -115,7 +115,14 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
 def clip_samples(args, task: FinetuneTask, config) -> int:
     """Samples per clip: `--unit_seconds` ([`~byola_hf.audio.unit_samples`]'s rule and check, as byola-extract's),
     or the longest clip."""
-    seconds = args.unit_seconds if args.unit_seconds else max(map(len, task.waveforms)) / config.sampling_rate
+    longest = max(map(len, task.waveforms))
+    if not args.unit_seconds and longest < config.min_samples:  # else refused as a --unit_seconds never given
+        raise ValueError(
+            f"Every clip is shorter than one output frame of the model (the longest {longest} samples, "
+            f"{config.min_samples} needed): give --unit_seconds {config.min_samples / config.sampling_rate:g} or "
+            "more to zero-pad them."
+        )
+    seconds = args.unit_seconds if args.unit_seconds else longest / config.sampling_rate
     return unit_samples(seconds, config.sampling_rate, config.min_samples)
 
 
