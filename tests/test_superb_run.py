@@ -441,6 +441,32 @@ def test_evaluation_batches_left_unconcatenated_are_refused_before_any_work(tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "task, metric, refused",
+    [("ks", "per", True), ("pr", "eval_accuracy", True), ("ks", "eval_accuracy", False), ("pr", "loss", False)],
+)
+def test_a_best_model_metric_the_task_does_not_report_is_refused_before_any_work(tmp_path, task, metric, refused):
+    """KS with --metric_for_best_model per trained to its first checkpoint, then ended in Trainer's KeyError traceback
+    ('eval_per' is not found in the evaluation metrics): each task reports its metric and the loss only."""
+    from transformers import TrainingArguments
+
+    from byola_hf.superb.run import ModelArguments, check_task_flags
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    args = TrainingArguments(str(tmp_path / "out"), metric_for_best_model=metric, report_to="none")
+    if not refused:
+        check_task_flags(SUPERB_TASKS[task], ModelArguments(model_name_or_path="unused"), args)
+        return
+    arguments = superb_arguments(task, tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
+    result = run_superb(
+        *arguments, "--eval_strategy", "steps", "--load_best_model_at_end", "--metric_for_best_model", metric
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    reported = SUPERB_TASKS[task].metric_key
+    assert f"--metric_for_best_model {metric}: {task}'s evaluations report {reported} and loss" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
 def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     """A clip of 4 output frames padded to 12 in its batch: with a head that favours token 1 everywhere, its padded
     frames would decode to token 1 for PER/WER; they are the blank, and its own frames are untouched."""

@@ -524,6 +524,12 @@ def check_task_flags(task: SuperbTask, model_args: ModelArguments, training_args
             f"--train_sampling_strategy {strategy}: {task.name} draws its training clips class-balanced, as s3prl "
             "does: drop it."
         )
+    best = training_args.metric_for_best_model  # Trainer looks it up as eval_NAME at each checkpoint
+    if best is not None and best.removeprefix("eval_") not in (task.metric_key, "loss"):
+        raise ValueError(
+            f"--metric_for_best_model {best}: {task.name}'s evaluations report {task.metric_key} and loss: give one "
+            f"of them (leave it out for {task.metric_key}, as s3prl chooses)."
+        )
     # Without the metric there is no eval_METRIC to report or choose the best checkpoint by.
     check_scored_evaluation(
         training_args, "byola-run-superb", f"every evaluation on the task's metric ({task.metric_key})"
