@@ -383,6 +383,10 @@ def test_cached_log_mels_collate_to_the_feature_extractors_batch():
         ("pr", [], ("per", False)),
         ("sd", [], ("der", False)),
         ("ks", ["--metric_for_best_model", "loss"], ("loss", False)),
+        # Trainer takes every name but a loss as higher-is-better: PR kept its highest-PER checkpoint, without a word
+        ("pr", ["--metric_for_best_model", "per"], ("per", False)),
+        ("sd", ["--metric_for_best_model", "eval_der"], ("eval_der", False)),
+        ("pr", ["--metric_for_best_model", "per", "--greater_is_better", "true"], ("per", True)),
     ],
 )
 def test_best_checkpoint_is_the_best_on_the_task_metric_as_s3prl(monkeypatch, tmp_path, task, flags, expected):

@@ -548,11 +548,14 @@ def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, g
 
 def use_task_best_metric(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
     """With `--load_best_model_at_end`, keep the checkpoint s3prl keeps, the best on the task's metric, unless
-    `--metric_for_best_model` was given (Trainer's default, the lowest evaluation loss, picks another one)."""
+    `--metric_for_best_model` was given (Trainer's default, the lowest evaluation loss, picks another one); and
+    unless `--greater_is_better` was given, the metric's own direction: Trainer takes every name but a loss as
+    higher-is-better, so `--metric_for_best_model per` alone kept the highest PER."""
     if training_args.load_best_model_at_end and "--metric_for_best_model" not in given:
         training_args.metric_for_best_model = task.metric_key
-        if "--greater_is_better" not in given:
-            training_args.greater_is_better = task.greater_is_better
+    best = training_args.metric_for_best_model  # the task's metric or loss (check_task_flags)
+    if best is not None and "--greater_is_better" not in given:
+        training_args.greater_is_better = best.removeprefix("eval_") == task.metric_key and task.greater_is_better
 
 
 def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, feature_extractor, task: SuperbTask):
