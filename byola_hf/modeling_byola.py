@@ -814,7 +814,8 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
     Frame-level multi-label classification (SUPERB SD): featurizer -> one-layer LSTM(frame_lstm_hidden_size) ->
     Linear(num_labels). With `problem_type="multi_label_classification"` (speaker activity) the BCE loss over valid
     frames is permutation invariant: the label columns (speakers) are matched to the outputs in the order that
-    gives each example its lowest loss, and the loss is the mean over the batch's valid frames (s3prl's SD loss).
+    gives each example its lowest loss, and the loss is the mean over the batch's labelled valid frames (s3prl's SD
+    loss).
     """
 
     def __init__(self, config: BYOLAConfig):
@@ -834,7 +835,7 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         r"""
         labels (`torch.FloatTensor` of shape `(batch, frames, num_labels)`, *optional*):
             Per-frame targets (speaker activity), on the model's output frames; frames past an example's end are
-            ignored (their value, e.g. -100, does not matter).
+            ignored (their value, e.g. -100, does not matter), and so is a frame whose row is -100.
 
         Returns `logits` of shape `(batch, frames, num_labels)`.
         """
@@ -853,7 +854,9 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
                 f"{tuple(labels.shape)}: give one label row per output frame "
                 f"(`model._get_feat_extract_output_lengths(mel_frames)` of them)."
             )
-        mask = frame_mask.to(logits.dtype)
+        # A frame without a label row (-100, e.g. labels one row short of the clip) is left out as s3prl's loss
+        # covers the labelled frames only; clamped, it would train as silence.
+        mask = (frame_mask & (labels[..., 0] != -100)).to(logits.dtype)
         frames = mask.sum(-1)
         targets = labels.to(logits.dtype).clamp(0, 1)  # padded frames are masked out below
         per_permutation = []

@@ -360,11 +360,33 @@ def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):
                                                      [(n, label, ["train", "test"][i % 2]) for i, (n, label)
                                                       in enumerate(rows)]), ("--unit_seconds", "0.05"),
                                ("--unit_seconds 0.05 is shorter than one output frame", "0.07 s (1120 samples)")),
+        # Every batch was one clip: training started, then died naming dataloader_drop_last, a flag byola-finetune
+        # refuses (it drops a last batch of one itself).
+        "batch of one": (write_csv(tmp_path / "f.csv", "file_name,label,split",
+                                   [(n, label, ["train", "test"][i % 2]) for i, (n, label) in enumerate(rows)]),
+                         ("--per_device_train_batch_size", "1"),
+                         ("--per_device_train_batch_size 1", "BatchNorm1d", "2 or more")),
     }  # fmt: skip
     for name, (csv, extra, fragments) in cases.items():
         code, stderr = run_main(main, command(small_model, csv, task_dir, tmp_path / name, *extra), capsys)
         assert_one_line(code, stderr, COMMAND, *fragments)
         assert not (tmp_path / name).exists(), name
+
+
+def test_clips_all_shorter_than_a_frame_without_a_unit_name_the_flag_to_give(small_model, tmp_path, capsys):
+    """Without --unit_seconds the unit is the longest clip; when every clip was under one output frame the refusal
+    read "--unit_seconds 0.05625 is shorter than one output frame", a value the user never gave."""
+    import soundfile
+
+    rows = []
+    for index in range(8):
+        soundfile.write(tmp_path / f"{index}.wav", np.full(900 - index, 0.1, np.float32), 16000)
+        rows.append((f"{index}.wav", "ab"[index % 2], ["train", "train", "test", "train"][index % 4]))
+    csv = write_csv(tmp_path / "short.csv", "file_name,label,split", rows)
+    argv = ["--model_name_or_path", small_model, "--metadata_csv", csv, "--data_dir", tmp_path]
+    code, stderr = run_main(main, [*argv, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, COMMAND, "the longest 900 samples", "give --unit_seconds 0.07 or more")
+    assert "--unit_seconds 0.05625" not in stderr and not (tmp_path / "out").exists()
 
 
 def test_recipe_flags_take_any_spelling(small_model, task_dir, tmp_path, capsys):
@@ -411,6 +433,24 @@ def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, small_model,
     ]
     code, stderr = run_main(main, argv, capsys)
     assert_one_line(code, stderr, COMMAND, f"sets {flag[0]} itself")
+
+
+@pytest.mark.parametrize(
+    "flag, fragment",
+    [
+        (["--prediction_loss_only"], "--prediction_loss_only: byola-finetune scores every epoch"),
+        (["--eval_do_concat_batches", "false"], "--eval_do_concat_batches false: byola-finetune scores every epoch"),
+        (["--batch_eval_metrics"], "--batch_eval_metrics: byola-finetune scores every epoch"),
+    ],
+)
+def test_trainer_flags_that_keep_the_metric_from_the_run_are_refused(flag, fragment, small_model, tmp_path, capsys):
+    """Both trained an epoch, then ended in a traceback: --prediction_loss_only skips the metric (Trainer's KeyError:
+    no eval_accuracy to keep the best epoch by), --eval_do_concat_batches false hands it per-batch lists
+    ("'list' object has no attribute 'argmax'"); --batch_eval_metrics was refused by Trainer telling the user to
+    change compute_metrics' code. Refused before the task's audio is read."""
+    argv = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "none.csv", "--output_dir", tmp_path]
+    code, stderr = run_main(main, [*argv, *flag], capsys)
+    assert_one_line(code, stderr, COMMAND, fragment)
 
 
 def test_a_batch_holding_every_training_clip_warns_that_epochs_are_single_steps(

@@ -455,6 +455,35 @@ def test_frame_loss_weights_every_valid_frame_equally_as_s3prl():
     torch.testing.assert_close(output.loss.double(), total / frames.sum().double(), rtol=1e-6, atol=0)
 
 
+def test_frame_loss_leaves_out_frames_without_a_label_row_as_s3prl():
+    """A clip whose speaker labels are one row short of its output frames (byola-run-superb accepts one row apart;
+    8 of the mini SD set's 40 clips are) is collated with -100 in that frame. The loss clamped it to 0 and trained
+    it as silence of both speakers, counted among the batch's frames; s3prl's loss (and our DER) covers the labelled
+    frames only."""
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    torch.manual_seed(0)
+    model = HEADS["frame"]().eval()
+    nn.init.normal_(model.classifier.weight, std=3.0)
+    batch = FE(waveforms(lengths=(48000, 12000)), sampling_rate=16000, return_tensors="pt")
+    frames = (batch["attention_mask"].sum(-1) // 8).tolist()  # (37, 9) output frames
+    rows = [frames[0], frames[1] - 1]  # the short clip's labels stop one frame early
+    activity = [torch.randint(0, 2, (length, 2)).tolist() for length in rows]
+    labels = recipe_for(SUPERB_TASKS["sd"], ["activity"]).collate_labels(activity, frames)
+    assert labels[1, rows[1]].tolist() == [-100, -100]  # inside the clip's frames
+    with torch.no_grad():
+        output = model(**batch, labels=labels)
+    logits, total = output.logits.double(), 0.0
+    for example, length in enumerate(rows):
+        targets = torch.tensor(activity[example], dtype=torch.float64)
+        total += min(
+            nn.functional.binary_cross_entropy_with_logits(logits[example, :length], targets[:, order]).mul(length)
+            for order in ([0, 1], [1, 0])
+        )
+    torch.testing.assert_close(output.loss.double(), total / sum(rows), rtol=1e-6, atol=0)
+
+
 def test_slot_labels_shape_error():
     model = HEADS["slots"]()
     batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")

@@ -383,6 +383,10 @@ def test_cached_log_mels_collate_to_the_feature_extractors_batch():
         ("pr", [], ("per", False)),
         ("sd", [], ("der", False)),
         ("ks", ["--metric_for_best_model", "loss"], ("loss", False)),
+        # Trainer takes every name but a loss as higher-is-better: PR kept its highest-PER checkpoint, without a word
+        ("pr", ["--metric_for_best_model", "per"], ("per", False)),
+        ("sd", ["--metric_for_best_model", "eval_der"], ("eval_der", False)),
+        ("pr", ["--metric_for_best_model", "per", "--greater_is_better", "true"], ("per", True)),
     ],
 )
 def test_best_checkpoint_is_the_best_on_the_task_metric_as_s3prl(monkeypatch, tmp_path, task, flags, expected):
@@ -427,6 +431,44 @@ def test_prediction_loss_only_is_refused_before_any_work(tmp_path, best):
         result.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", [["--eval_do_concat_batches", "false"], ["--batch_eval_metrics"]])
+def test_evaluation_batches_left_unconcatenated_are_refused_before_any_work(tmp_path, flag):
+    """--eval_do_concat_batches false hands the metric a list of per-batch arrays: the run trained, then ended in
+    "'list' object has no attribute 'argmax'" (a traceback, exit 1) at its first evaluation; --batch_eval_metrics was
+    refused by Trainer, after the log-mels were computed, telling the user to change compute_metrics' code."""
+    arguments = superb_arguments("ks", tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
+    result = run_superb(*arguments, *flag)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and f"{' '.join(flag)}: byola-run-superb" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "task, metric, refused",
+    [("ks", "per", True), ("pr", "eval_accuracy", True), ("ks", "eval_accuracy", False), ("pr", "loss", False)],
+)
+def test_a_best_model_metric_the_task_does_not_report_is_refused_before_any_work(tmp_path, task, metric, refused):
+    """KS with --metric_for_best_model per trained to its first checkpoint, then ended in Trainer's KeyError traceback
+    ('eval_per' is not found in the evaluation metrics): each task reports its metric and the loss only."""
+    from transformers import TrainingArguments
+
+    from byola_hf.superb.run import ModelArguments, check_task_flags
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    args = TrainingArguments(str(tmp_path / "out"), metric_for_best_model=metric, report_to="none")
+    if not refused:
+        check_task_flags(SUPERB_TASKS[task], ModelArguments(model_name_or_path="unused"), args)
+        return
+    arguments = superb_arguments(task, tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
+    result = run_superb(
+        *arguments, "--eval_strategy", "steps", "--load_best_model_at_end", "--metric_for_best_model", metric
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    reported = SUPERB_TASKS[task].metric_key
+    assert f"--metric_for_best_model {metric}: {task}'s evaluations report {reported} and loss" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
 def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
@@ -565,6 +607,17 @@ def test_class_balanced_draw_is_even_over_classes_and_seeded_per_epoch():
     next_seed = ClassBalancedSampler(labels, seed=4)
     again.set_epoch(1)
     assert list(again) != list(next_seed)  # seed 3's second epoch is not seed 4's first
+
+
+def test_from_s3prl_doc_seeds_the_class_balanced_draw_as_the_sampler_does():
+    """docs/from_s3prl.md told s3prl users that each KS epoch's draw is seeded with the seed plus the epoch, the rule
+    a1b1952 replaced because seed s's second epoch was seed s+1's first: the sampler seeds by (seed, epoch)."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "from_s3prl.md").read_text().split())
+    assert "plus the epoch" not in text
+    assert "draw from a generator seeded by `(--data_seed or --seed, epoch)`" in text
+    sampler, other = ClassBalancedSampler([0, 1] * 8, seed=5), ClassBalancedSampler([0, 1] * 8, seed=6)
+    sampler.set_epoch(1)
+    assert list(sampler) != list(other)  # seed 5's second epoch is not seed 6's first
 
 
 def test_keyword_spotting_trains_class_balanced_and_resumes_exactly(ks_model, mini, tmp_path, monkeypatch, caplog):

@@ -21,7 +21,7 @@ from ..audio import unit_samples
 from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
-from ..tools.cli import check_training_length_and_values, run_training
+from ..tools.cli import check_scored_evaluation, check_training_length_and_values, run_training
 from ..tools.data import FILE_COLUMN
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -86,6 +86,9 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
     check_training_length_and_values(training_args)
+    check_scored_evaluation(
+        training_args, "byola-finetune", "every epoch on accuracy (mAP when multi-label) to keep the best"
+    )
     for name in ("warmup_epochs", "min_learning_rate", "mixup"):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
@@ -95,6 +98,11 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
             raise ValueError(f"--{name} must be >= 0 (0 turns it off), got {getattr(args, name)}.")
     if args.seeds < 1:
         raise ValueError(f"--seeds must be 1 or more, got {args.seeds}.")
+    if training_args.per_device_train_batch_size < 2:  # the recipe drops a last batch of one, not every batch
+        raise ValueError(
+            f"--per_device_train_batch_size {training_args.per_device_train_batch_size}: EVAR's head normalises "
+            "over the batch (BatchNorm1d), which cannot train on one clip: give 2 or more."
+        )
     if args.unit_seconds is not None and not (math.isfinite(args.unit_seconds) and args.unit_seconds > 0):
         raise ValueError(f"--unit_seconds must be a positive number of seconds, got {args.unit_seconds}.")
     if not 0 < training_args.learning_rate < math.inf or args.min_learning_rate >= training_args.learning_rate:
@@ -107,7 +115,14 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
 def clip_samples(args, task: FinetuneTask, config) -> int:
     """Samples per clip: `--unit_seconds` ([`~byola_hf.audio.unit_samples`]'s rule and check, as byola-extract's),
     or the longest clip."""
-    seconds = args.unit_seconds if args.unit_seconds else max(map(len, task.waveforms)) / config.sampling_rate
+    longest = max(map(len, task.waveforms))
+    if not args.unit_seconds and longest < config.min_samples:  # else refused as a --unit_seconds never given
+        raise ValueError(
+            f"Every clip is shorter than one output frame of the model (the longest {longest} samples, "
+            f"{config.min_samples} needed): give --unit_seconds {config.min_samples / config.sampling_rate:g} or "
+            "more to zero-pad them."
+        )
+    seconds = args.unit_seconds if args.unit_seconds else longest / config.sampling_rate
     return unit_samples(seconds, config.sampling_rate, config.min_samples)
 
 

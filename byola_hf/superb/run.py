@@ -35,6 +35,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesE
 from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
 from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
+    check_scored_evaluation,
     check_training_length_and_values,
     make_parser,
     parse_arguments,
@@ -523,11 +524,16 @@ def check_task_flags(task: SuperbTask, model_args: ModelArguments, training_args
             f"--train_sampling_strategy {strategy}: {task.name} draws its training clips class-balanced, as s3prl "
             "does: drop it."
         )
-    if training_args.prediction_loss_only:  # Trainer would skip the metric: no eval_METRIC to report or choose by
+    best = training_args.metric_for_best_model  # Trainer looks it up as eval_NAME at each checkpoint
+    if best is not None and best.removeprefix("eval_") not in (task.metric_key, "loss"):
         raise ValueError(
-            "--prediction_loss_only: byola-run-superb scores every evaluation on the task's metric "
-            f"({task.metric_key}), which that flag turns off: drop it."
+            f"--metric_for_best_model {best}: {task.name}'s evaluations report {task.metric_key} and loss: give one "
+            f"of them (leave it out for {task.metric_key}, as s3prl chooses)."
         )
+    # Without the metric there is no eval_METRIC to report or choose the best checkpoint by.
+    check_scored_evaluation(
+        training_args, "byola-run-superb", f"every evaluation on the task's metric ({task.metric_key})"
+    )
 
 
 def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
@@ -542,11 +548,14 @@ def use_task_learning_rate(task: SuperbTask, training_args: TrainingArguments, g
 
 def use_task_best_metric(task: SuperbTask, training_args: TrainingArguments, given: Collection[str]) -> None:
     """With `--load_best_model_at_end`, keep the checkpoint s3prl keeps, the best on the task's metric, unless
-    `--metric_for_best_model` was given (Trainer's default, the lowest evaluation loss, picks another one)."""
+    `--metric_for_best_model` was given (Trainer's default, the lowest evaluation loss, picks another one); and
+    unless `--greater_is_better` was given, the metric's own direction: Trainer takes every name but a loss as
+    higher-is-better, so `--metric_for_best_model per` alone kept the highest PER."""
     if training_args.load_best_model_at_end and "--metric_for_best_model" not in given:
         training_args.metric_for_best_model = task.metric_key
-        if "--greater_is_better" not in given:
-            training_args.greater_is_better = task.greater_is_better
+    best = training_args.metric_for_best_model  # the task's metric or loss (check_task_flags)
+    if best is not None and "--greater_is_better" not in given:
+        training_args.greater_is_better = best.removeprefix("eval_") == task.metric_key and task.greater_is_better
 
 
 def build_trainer(model, training_args, splits: dict, recipe: TaskRecipe, feature_extractor, task: SuperbTask):

@@ -100,6 +100,26 @@ def check_training_length_and_values(training_args: Any) -> None:
         raise ValueError(f"--num_train_epochs {training_args.num_train_epochs} trains nothing: give more than 0.")
 
 
+def check_scored_evaluation(training_args: Any, command: str, scored: str) -> None:
+    """Refuse the Trainer flags that keep `compute_metrics` from the split's predictions, which `command` scores
+    (`scored`, e.g. "every evaluation on the task's metric (accuracy)") and may keep its best checkpoint by: with
+    `--prediction_loss_only` Trainer skips the metric; with `--eval_do_concat_batches false` it hands over one array
+    per batch. Either ended in a traceback after the training it allowed; `--batch_eval_metrics` (a metric fed batch
+    by batch) in Trainer's message to change the code of `compute_metrics`."""
+    if training_args.prediction_loss_only:
+        raise ValueError(f"--prediction_loss_only: {command} scores {scored}, which that flag turns off: drop it.")
+    if not training_args.eval_do_concat_batches:
+        raise ValueError(
+            f"--eval_do_concat_batches false: {command} scores {scored} over the whole split's predictions, which "
+            "that flag splits into batches: drop it."
+        )
+    if training_args.batch_eval_metrics:
+        raise ValueError(
+            f"--batch_eval_metrics: {command} scores {scored} over the whole split's predictions, not batch by "
+            "batch: drop it."
+        )
+
+
 def run_training(trainer: Any, checkpoint: str | None) -> Any:
     """
     `trainer.train(resume_from_checkpoint=checkpoint)`, and its `TrainOutput`, or `None` when no step was left to
