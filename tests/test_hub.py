@@ -386,6 +386,7 @@ for name, item in objects.items():
         assert (created[name], created[f"{name}-saved"], created[f"{name}-open"]) == ("private", "private", "public")
 
 
+@slow
 def test_byola_objects_own_private_pushes_into_a_public_repository_are_refused(fake_hub, small_model, tmp_path):
     """`model.push_to_hub(repo)` (private by default) into a repository that exists and is public uploaded the weights
     there: creating it again does not make it private. Refused before anything is created or sent, for the
@@ -418,6 +419,7 @@ except ValueError as error:  # the fake Hub refuses transformers' card (no licen
     assert [create.get("visibility", "public") for create in FakeHub.creates] == ["public"]
 
 
+@slow
 def test_byola_objects_own_pushes_of_converted_weights_warn_of_the_licence(fake_hub, small_model, tmp_path):
     """docs/hub.md: pushing weights converted from NTT's files warns that their licence allows internal evaluation
     only. `model.push_to_hub` and `save_pretrained(push_to_hub=True)` of such a model said nothing."""
