@@ -21,14 +21,18 @@ def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def test_folded_conv_block_equals_unfused_modules(random2048_dir):
+    """The CPU kernels' conv block (folded BatchNorm, pool before ReLU, channels-last, the first block in slices)
+    against the block's own modules. Through the kernels: the block's `forward` is the modules themselves (the test
+    once called it, comparing the modules with themselves)."""
     model = AutoModel.from_pretrained(random2048_dir).eval()
+    kernels = inference_byola.CPUKernels()
     worst = 0.0
     step = inference_byola._FIRST_BLOCK_SLICE_VALUES // (2 * 32 * 64)  # first-block output columns per slice
     assert 301 // 2 < step < 2003 // 2 and (2003 // 2) % step  # one slice; several, the last one short
     for hidden in (torch.randn(2, 1, 64, 301), torch.randn(2, 1, 64, 2003) * 3):
         with torch.no_grad():
             for block in model.conv_blocks:
-                fast = block(hidden)
+                fast = kernels.conv_block(block, hidden)
                 reference = block.pool(block.activation(block.batch_norm(block.conv(hidden))))
                 assert fast.shape == reference.shape
                 worst = max(worst, relative(fast, reference))
