@@ -14,7 +14,8 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0"
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build. Where pip's own indexes offer the CUDA
+# build for this pin (public PyPI on Linux), TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu takes the CPU one.
+.venv/bin/python -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 .venv/bin/python -m pip install -q -e ".[test]"
 echo "Set up .venv with byola_hf $(.venv/bin/python -c 'import byola_hf; print(byola_hf.__version__)')"
