@@ -484,6 +484,33 @@ def test_frame_loss_leaves_out_frames_without_a_label_row_as_s3prl():
     torch.testing.assert_close(output.loss.double(), total / sum(rows), rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("problem_type", [None, "single_label_classification"])
+def test_frame_classes_keep_their_identity(problem_type):
+    """A frame classifier loaded as transformers users load one (`AutoModelForAudioFrameClassification`, num_labels
+    classes, one-hot label rows) trained SD's speaker loss: matched in the best order, the classes had no identity
+    (swapping two columns gave the same loss) and 8 classes took 40320 orders a forward. Outside
+    `multi_label_classification` the loss is transformers' (Wav2Vec2ForAudioFrameClassification's): cross-entropy
+    against each row's class, over the valid frames whose row is not -100."""
+    torch.manual_seed(0)
+    model = BYOLAForAudioFrameClassification(config(num_labels=3, problem_type=problem_type)).eval()
+    nn.init.normal_(model.classifier.weight, std=3.0)
+    batch = FE(waveforms(lengths=(48000, 12000)), sampling_rate=16000, return_tensors="pt")
+    frames = (batch["attention_mask"].sum(-1) // 8).tolist()  # (37, 9) output frames
+    classes = torch.randint(0, 3, (2, frames[0]))
+    labels = nn.functional.one_hot(classes, 3).float()
+    labels[0, 5] = -100  # a frame without a label
+    with torch.no_grad():
+        output = model(**batch, labels=labels)
+        swapped = model(**batch, labels=labels[..., [1, 0, 2]]).loss
+    log_probabilities = nn.functional.log_softmax(output.logits.double(), dim=-1)
+    kept = [(b, t) for b, length in enumerate(frames) for t in range(length) if (b, t) != (0, 5)]
+    expected = -sum(log_probabilities[b, t, classes[b, t]] for b, t in kept) / len(kept)
+    torch.testing.assert_close(output.loss.double(), expected, rtol=1e-6, atol=0)
+    assert not torch.isclose(swapped, output.loss)
+    with pytest.raises(ValueError, match="regression"):
+        BYOLAForAudioFrameClassification(config(num_labels=3, problem_type="regression"))(**batch, labels=labels)
+
+
 def test_slot_labels_shape_error():
     model = HEADS["slots"]()
     batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
