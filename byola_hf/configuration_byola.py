@@ -18,6 +18,17 @@ PRETRAINING_MODEL_TYPE = "byola-pretraining"
 logger = logging.get_logger(__name__)
 
 
+def one_torch_thread_in_forked_child() -> None:
+    """A forked process (a `datasets.map(num_proc=...)` worker, a DataLoader worker) computes with one torch thread:
+    the workers are the parallelism, and a child forked after its parent ran a parallel torch op (loading a model
+    or a feature extractor does) deadlocks at its own first one on the inherited OpenMP pool."""
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=one_torch_thread_in_forked_child)
+
+
 class PrivatePushMixin:
     """
     Hub pushes of BYOL-A's objects (`push_to_hub(repo_id)`, `save_pretrained(..., push_to_hub=True)`) create the
