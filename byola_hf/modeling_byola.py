@@ -92,17 +92,6 @@ def refuse_pretraining_checkpoint(source: object, kwargs: dict) -> None:
         raise PretrainingCheckpointError(source)
 
 
-def check_label_kwargs(kwargs: dict) -> None:
-    """Raise a `ValueError` when `from_pretrained` is given `num_labels` and an `id2label` of another length:
-    transformers sets one after the other, so the head would silently get `len(id2label)` outputs."""
-    num_labels, id2label = kwargs.get("num_labels"), kwargs.get("id2label")
-    if num_labels is not None and id2label is not None and len(id2label) != num_labels:
-        raise ValueError(
-            f"num_labels={num_labels} but id2label names {len(id2label)} labels: give an id2label (and label2id) "
-            "entry for every class, or leave num_labels out (it is len(id2label))."
-        )
-
-
 def check_encoder_loaded(model: "BYOLAPreTrainedModel", loading_info: dict[str, list], source: object) -> None:
     """Raise a `ValueError` when loading (`loading_info` of `from_pretrained`) left encoder weights at their
     random initialisation."""
@@ -218,7 +207,6 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
         `byola-pretrain` checkpoint, say), which transformers would fill with random ones, unless the caller asks
         for the `output_loading_info` that lists them. A task head missing is expected: it is new for fine-tuning."""
         refuse_pretraining_checkpoint(pretrained_model_name_or_path, kwargs)
-        check_label_kwargs(kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         try:
             with quiet_weights_io():

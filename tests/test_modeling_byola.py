@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, pipeline
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, pipeline
 
 import byola_hf  # noqa: F401  (registers the model type and the pipelines)
 from byola_hf import (
@@ -603,11 +603,13 @@ def test_numpy_attention_mask_is_a_clear_error(small_model):
         model(inputs["input_features"], attention_mask=inputs["attention_mask"].numpy())
 
 
-def test_num_labels_disagreeing_with_id2label_is_refused(small_model):
+@pytest.mark.parametrize("loader", [BYOLAForSequenceClassification, AutoModelForAudioClassification, AutoConfig])
+def test_num_labels_disagreeing_with_id2label_is_refused(small_model, loader):
     """`from_pretrained(folder, num_labels=5, id2label={0: "a", 1: "b"})` silently built a 2-output head: transformers
-    sets num_labels, then id2label replaces its labels. The two disagreeing is now a clear error."""
+    sets num_labels, then id2label replaces its labels. The two disagreeing is now a clear error, through the Auto
+    classes too (they hand the model class a config already built, so a check there alone let them build 2 outputs)."""
     with pytest.raises(ValueError, match="num_labels=5 but id2label names 2 labels"):
-        BYOLAForSequenceClassification.from_pretrained(small_model, num_labels=5, id2label={0: "a", 1: "b"})
+        loader.from_pretrained(small_model, num_labels=5, id2label={0: "a", 1: "b"})
     head = BYOLAForSequenceClassification.from_pretrained(small_model, num_labels=2, id2label={0: "a", 1: "b"})
     assert head.classifier.out_features == 2 and head.config.id2label == {0: "a", 1: "b"}
 
