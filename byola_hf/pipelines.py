@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import AudioClassificationPipeline, Pipeline
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .audio import load_audio, to_tensor
 from .configuration_byola import check_trained_head
@@ -152,6 +153,17 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
         if not self._is_byola():
             return super()._forward(model_inputs)
         return self.model(**model_inputs_of_batch(self, model_inputs))
+
+    def postprocess(self, model_outputs, top_k=5, function_to_apply=None):
+        """transformers' scores, except for an intent classifier (`config.classifier_slots`): one softmax per slot,
+        as its loss, so each score is its label's probability within its slot (one softmax over every slot's logits
+        would mix the slots)."""
+        slots = self._is_byola() and self.model.config.classifier_slots
+        if slots and function_to_apply in (None, "softmax"):
+            logits = model_outputs.logits  # (1, sum(slots))
+            probabilities = torch.cat([part.softmax(-1) for part in logits.split(slots, dim=-1)], dim=-1)
+            model_outputs, function_to_apply = SequenceClassifierOutput(logits=probabilities), "none"
+        return super().postprocess(model_outputs, top_k, function_to_apply)
 
 
 def register_pipelines() -> None:

@@ -108,6 +108,29 @@ def test_classification_pipeline_batches_and_reads_files(classifier_dir, sound_f
     assert len(stated) == 3
 
 
+def test_slot_classifier_scores_are_each_slots_probabilities(small_model, tmp_path):
+    """An intent classifier (`classifier_slots`, SUPERB IC: one softmax per slot, as its loss) scored its labels with
+    one softmax over every slot's logits: `action=off` read 0.32 where the model gives it 0.97 of its slot. Each
+    score is now its label's probability within its slot; the labels stay ranked by it."""
+    names = ["action=on", "action=off", "object=lamp", "object=music", "object=heat"]
+    torch.manual_seed(0)
+    head = AutoModelForAudioClassification.from_pretrained(
+        small_model, classifier_slots=[2, 3], num_labels=5, id2label=dict(enumerate(names))
+    ).eval()
+    torch.nn.init.normal_(head.classifier.weight, std=3.0)
+    head.save_pretrained(tmp_path)
+    AutoFeatureExtractor.from_pretrained(small_model).save_pretrained(tmp_path)
+    waveform = waveforms(lengths=(20000,))[0]
+    with torch.no_grad():
+        logits = head(**FE(waveform, sampling_rate=16000, return_tensors="pt")).logits[0].double()
+    expected = torch.cat([logits[:2].softmax(-1), logits[2:].softmax(-1)])
+    scores = pipeline("audio-classification", model=str(tmp_path))(waveform, sampling_rate=16000, top_k=None)
+    assert [s["label"] for s in scores] == [names[i] for i in expected.argsort(descending=True)]
+    assert np.allclose([s["score"] for s in scores], expected.sort(descending=True).values, atol=1e-6)
+    top = pipeline("audio-classification", model=str(tmp_path))(waveform, sampling_rate=16000, top_k=2)
+    assert top == scores[:2]
+
+
 def test_classification_pipeline_leaves_other_models_alone():
     from transformers import AudioClassificationPipeline
 
