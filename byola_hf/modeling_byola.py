@@ -771,11 +771,15 @@ class BYOLAForCTC(BYOLAHeadModel):
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor) -> torch.Tensor:
-        """transformers' ForCTCLoss, after checks that say what is wrong instead of a silent infinite loss. In eval
-        mode a target longer than its output frames is scored, as s3prl scores such clips (its loss is zeroed with
-        `ctc_zero_infinity`); in training it is an error, as it would train nothing."""
-        if labels.max() >= self.config.vocab_size:
-            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}).")
+        """transformers' ForCTCLoss, after checks that say what is wrong instead of a silently wrong or infinite loss.
+        In eval mode a target longer than its output frames is scored, as s3prl scores such clips (its loss is zeroed
+        with `ctc_zero_infinity`); in training it is an error, as it would train nothing."""
+        # Any other value (a -1 padding) would be taken as a target by torch's CTC loss, unchecked: a wrong loss.
+        bad = labels[((labels < 0) | (labels >= self.config.vocab_size)) & (labels != -100)]
+        if bad.numel():
+            raise ValueError(
+                f"Labels must be token ids in [0, {self.config.vocab_size}) or -100 (padding), got {int(bad[0])}."
+            )
         target_lengths = ((labels != -100) & (labels != self.config.ctc_blank_id)).sum(-1)
         too_long = target_lengths > output_lengths
         if self.training and too_long.any():

@@ -418,6 +418,17 @@ def test_ctc_refuses_targets_longer_than_output_in_training_and_scores_them_in_e
     assert output.logits.shape == (1, 6, 12) and output.loss.item() == 0.0
 
 
+@pytest.mark.parametrize("bad", [-1, 12])
+def test_ctc_refuses_labels_that_are_neither_tokens_nor_padding(bad):
+    """Labels padded with -1 (or another negative value) instead of -100 gave a finite, wrong loss (5.07 where the
+    -100-padded batch scores 9.45): torch's CTC loss takes them as targets without a check. Every label must be a
+    token id below vocab_size or -100."""
+    model = BYOLAForCTC(config(vocab_size=12)).eval()
+    batch = FE(waveforms(lengths=(24000, 12000)), sampling_rate=16000, return_tensors="pt")
+    with pytest.raises(ValueError, match=rf"token ids in \[0, 12\) or -100 \(padding\), got {bad}"):
+        model(**batch, labels=torch.tensor([[1, 2, 3], [4, bad, bad]]))
+
+
 def test_frame_loss_is_permutation_invariant():
     model = HEADS["frame"]().eval()
     batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
