@@ -70,6 +70,12 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
     _load_feature_extractor = True
     _load_tokenizer = False
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Inference: a model handed over in training mode (after `Trainer.train()`) would normalise each batch by its
+        # own BatchNorm statistics, move the running ones and drop out features.
+        self.model.eval()
+
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         refuse_no_inputs(inputs)
         return super().__call__(inputs, **kwargs)
@@ -120,6 +126,7 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self._is_byola():
+            self.model.eval()  # inference, as the embedding pipeline
             fix = "pass a classifier fine-tuned with byola-run-superb (or save your trained head first)."
             check_trained_head(
                 self.model.config, type(self.model).__name__, self.model.name_or_path, "The pipeline would score", fix

@@ -131,6 +131,30 @@ def test_slot_classifier_scores_are_each_slots_probabilities(small_model, tmp_pa
     assert top == scores[:2]
 
 
+@pytest.mark.parametrize("task", ["byola-audio-embedding", "audio-classification"])
+def test_pipelines_run_a_model_handed_over_in_training_mode_as_in_eval(small_model, task):
+    """`pipeline(task, model=model)` with a model still in training mode (after `Trainer.train()`, or a head with its
+    encoder unfrozen) ran it so: BatchNorm normalised each batch by its own statistics and moved the running ones,
+    dropout was on; a clip's embedding was 49% off its eval value and depended on the batch. The pipelines put the
+    model in eval mode, as `from_pretrained` returns it (and as the HEAR API does)."""
+    head = task == "audio-classification"
+    loader = AutoModelForAudioClassification if head else AutoModel
+    kwargs = {"num_labels": 3, "freeze_base_model": False} if head else {}
+    model = loader.from_pretrained(small_model, **kwargs)
+    if head:
+        model.config.architectures = [type(model).__name__]  # a trained head, as save_pretrained records it
+    fe = AutoFeatureExtractor.from_pretrained(small_model)
+    clips = waveforms(lengths=(20000, 9000))
+    expected = pipeline(task, model=model.eval(), feature_extractor=fe)(clips, sampling_rate=16000, batch_size=2)
+    statistics = model.state_dict()
+    running = {k: v.clone() for k, v in statistics.items() if "running" in k}
+    got = pipeline(task, model=model.train(), feature_extractor=fe)(clips, sampling_rate=16000, batch_size=2)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in running.items())
+    if head:
+        got, expected = ([[s["score"] for s in scores] for scores in batch] for batch in (got, expected))
+    assert np.allclose(got, expected, atol=1e-6)
+
+
 def test_classification_pipeline_leaves_other_models_alone():
     from transformers import AudioClassificationPipeline
 
