@@ -265,16 +265,19 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "BYOLAConfig":
         """`PretrainedConfig.from_dict`, where every `from_pretrained` (the model classes', the Auto classes',
-        `AutoConfig`'s) hands its keyword overrides: given `num_labels` and an `id2label` of another length, a
-        `ValueError`, since transformers sets one after the other and the head would silently get
-        `len(id2label)` outputs."""
+        `AutoConfig`'s) hands its keyword overrides, which transformers sets on the config after building it: they are
+        validated as the constructor validates its arguments (`classifier_head="EVAR"` would silently give the
+        SUPERB head), and `num_labels` given with an `id2label` of another length is a `ValueError` (transformers
+        sets one after the other, so the head would silently get `len(id2label)` outputs)."""
         num_labels, id2label = kwargs.get("num_labels"), kwargs.get("id2label")
         if num_labels is not None and id2label is not None and len(id2label) != num_labels:
             raise ValueError(
                 f"num_labels={num_labels} but id2label names {len(id2label)} labels: give an id2label (and label2id) "
                 "entry for every class, or leave num_labels out (it is len(id2label))."
             )
-        return super().from_dict(config_dict, **kwargs)
+        loaded = super().from_dict(config_dict, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._validate_byola()
+        return loaded
 
     @property
     def custom_pipelines(self) -> dict[str, Any]:

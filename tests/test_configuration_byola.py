@@ -53,3 +53,29 @@ def test_forked_workers_compute_after_the_parent_used_torch_threads():
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung in its first torch computation")
     assert os.waitstatus_to_exitcode(status[1]) == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"classifier_head": "EVAR"}, "classifier_head must be one of"),
+        ({"classifier_head": "evar"}, "set use_weighted_layer_sum=False"),
+        ({"ctc_head": "lstm"}, "ctc_head must be 'linear' or 'bilstm'"),
+        ({"classifier_slots": [0, 3]}, "classifier_slots must be positive class counts"),
+        ({"feature_d": 0}, "feature_d must be a positive integer"),
+    ],
+)
+def test_from_pretrained_overrides_are_validated_as_the_constructor_validates_them(tmp_path, override, message):
+    """`AutoModelForAudioClassification.from_pretrained(dir, classifier_head="EVAR")` built the SUPERB head and
+    `AutoModelForCTC.from_pretrained(dir, ctc_head="lstm")` a linear one, without a word: transformers sets
+    `from_pretrained`'s overrides on a config already built, past the checks `BYOLAConfig(...)` makes."""
+    from transformers import AutoConfig, AutoModelForAudioClassification
+
+    torch.manual_seed(0)
+    BYOLAModel(BYOLAConfig(feature_d=64, mean=-9.0, std=4.5)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        BYOLAConfig(**{"feature_d": 64, **override})
+    with pytest.raises(ValueError, match=message):
+        AutoConfig.from_pretrained(tmp_path, **override)
+    with pytest.raises(ValueError, match=message):
+        AutoModelForAudioClassification.from_pretrained(tmp_path, num_labels=3, **override)
