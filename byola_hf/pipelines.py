@@ -36,6 +36,19 @@ def decode_clip(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_
     return {"waveforms": to_tensor(waveform)[None], "lengths": torch.tensor([len(waveform)])}
 
 
+def check_flag(name: str, value: Any) -> None:
+    """A `ValueError` unless `value` is `None` (not given) or a bool: a string such as `"no"` would be true."""
+    if value is not None and not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+def decode_options(sampling_rate: Any, pad_to_min_length: Any) -> dict:
+    """Both pipelines' `preprocess` options ([`decode_clip`]) that were given, the flag checked."""
+    check_flag("pad_to_min_length", pad_to_min_length)
+    options = {"sampling_rate": sampling_rate, "pad_to_min_length": pad_to_min_length}
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def refuse_no_inputs(inputs: Any) -> None:
     """An empty list of clips: transformers' batching indexes its first item (an `IndexError`)."""
     if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
@@ -81,14 +94,8 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(self, frame_level=None, layer=None, sampling_rate=None, pad_to_min_length=None, **kwargs):
-        preprocess, forward, postprocess = {}, {}, {}
-        for name, value in (("frame_level", frame_level), ("pad_to_min_length", pad_to_min_length)):
-            if value is not None and not isinstance(value, bool | np.bool_):  # "no" would be true
-                raise ValueError(f"{name} must be True or False, got {value!r}.")
-        if sampling_rate is not None:
-            preprocess["sampling_rate"] = sampling_rate
-        if pad_to_min_length is not None:
-            preprocess["pad_to_min_length"] = pad_to_min_length
+        check_flag("frame_level", frame_level)
+        preprocess, forward, postprocess = decode_options(sampling_rate, pad_to_min_length), {}, {}
         if frame_level is not None:
             postprocess["frame_level"] = frame_level
         if layer is not None:
@@ -143,10 +150,7 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
     def _sanitize_parameters(self, sampling_rate=None, pad_to_min_length=None, **kwargs):
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
         if self._is_byola():
-            if sampling_rate is not None:
-                preprocess["sampling_rate"] = sampling_rate
-            if pad_to_min_length is not None:
-                preprocess["pad_to_min_length"] = pad_to_min_length
+            preprocess.update(decode_options(sampling_rate, pad_to_min_length))
         elif sampling_rate is not None or pad_to_min_length is not None:
             raise ValueError("sampling_rate= and pad_to_min_length= are options of BYOL-A models only.")
         return preprocess, forward, postprocess

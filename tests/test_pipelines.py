@@ -155,6 +155,14 @@ def test_pipelines_run_a_model_handed_over_in_training_mode_as_in_eval(small_mod
     assert np.allclose(got, expected, atol=1e-6)
 
 
+def test_classification_pipeline_refuses_a_flag_that_is_not_a_bool(classifier_dir):
+    """`classifier(clip, pad_to_min_length="no")` padded the clip (a non-empty string is true) where the embedding
+    pipeline refuses the same flag: both pipelines check it alike."""
+    classifier = pipeline("audio-classification", model=str(classifier_dir))
+    with pytest.raises(ValueError, match="pad_to_min_length must be True or False, got 'no'"):
+        classifier(waveforms(lengths=(600,))[0], sampling_rate=16000, pad_to_min_length="no")
+
+
 def test_classification_pipeline_leaves_other_models_alone():
     from transformers import AudioClassificationPipeline
 
