@@ -18,6 +18,17 @@ PRETRAINING_MODEL_TYPE = "byola-pretraining"
 logger = logging.get_logger(__name__)
 
 
+def one_torch_thread_in_forked_child() -> None:
+    """A forked process (a `datasets.map(num_proc=...)` worker, a DataLoader worker) computes with one torch thread:
+    the workers are the parallelism, and a child forked after its parent ran a parallel torch op (loading a model
+    or a feature extractor does) deadlocks at its own first one on the inherited OpenMP pool."""
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=one_torch_thread_in_forked_child)
+
+
 class PrivatePushMixin:
     """
     Hub pushes of BYOL-A's objects (`push_to_hub(repo_id)`, `save_pretrained(..., push_to_hub=True)`) create the
@@ -250,6 +261,23 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
         kwargs.setdefault("custom_pipelines", copy.deepcopy(EMBEDDING_PIPELINE))
         super().__init__(**kwargs)
         self._validate_byola()
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "BYOLAConfig":
+        """`PretrainedConfig.from_dict`, where every `from_pretrained` (the model classes', the Auto classes',
+        `AutoConfig`'s) hands its keyword overrides, which transformers sets on the config after building it: they are
+        validated as the constructor validates its arguments (`classifier_head="EVAR"` would silently give the
+        SUPERB head), and `num_labels` given with an `id2label` of another length is a `ValueError` (transformers
+        sets one after the other, so the head would silently get `len(id2label)` outputs)."""
+        num_labels, id2label = kwargs.get("num_labels"), kwargs.get("id2label")
+        if num_labels is not None and id2label is not None and len(id2label) != num_labels:
+            raise ValueError(
+                f"num_labels={num_labels} but id2label names {len(id2label)} labels: give an id2label (and label2id) "
+                "entry for every class, or leave num_labels out (it is len(id2label))."
+            )
+        loaded = super().from_dict(config_dict, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._validate_byola()
+        return loaded
 
     @property
     def custom_pipelines(self) -> dict[str, Any]:

@@ -9,9 +9,8 @@ them compute the same function as the plain modules (`Conv2d -> BatchNorm2d -> R
 - `"cpu"`: BatchNorm folded into the conv, max-pooling before the ReLU (they commute), channels-last activations
   so oneDNN writes the widest activation once, the first block (one input channel) computed as four stride-2
   tap GEMMs over cache-sized time slices without its full-resolution output, and oneDNN's fused linear + ReLU.
-- `"accelerator"`: few large kernels for GPUs and for `torch.compile`: BatchNorm folded once per weight version
-  (cached, not refolded each forward), one cuDNN convolution per block in channels-last, max-pooling then an
-  in-place ReLU, no Python loops over slices.
+- `"accelerator"`: few large kernels for GPUs and for `torch.compile`: BatchNorm folded into the conv, one cuDNN
+  convolution per block in channels-last, max-pooling then an in-place ReLU, no Python loops over slices.
 
 Training (a training-mode forward whose parameters train: fine-tuning, pre-training). A conv block is
 `Conv2d(3x3) -> BatchNorm2d` on batch statistics `-> MaxPool2d(2) -> ReLU` (pooling before the ReLU: they commute).
@@ -79,7 +78,7 @@ class InferenceKernels:
 
 
 class AcceleratorKernels(InferenceKernels):
-    """Folded BatchNorm cached per weight version, one convolution per block, pool then in-place ReLU."""
+    """BatchNorm folded into the conv, one convolution per block, pool then in-place ReLU."""
 
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         weight, bias = folded_conv_parameters(block)
@@ -113,27 +112,11 @@ class CPUKernels(InferenceKernels):
 def folded_conv_parameters(block: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The block's conv weight (channels-last) and bias with its eval-mode BatchNorm folded in:
-    `w * gamma / sqrt(var + eps)`, `(b - mean) * gamma / sqrt(var + eps) + beta`. Cached on the block until a
-    parameter or buffer changes (in place, by loading, by moving the module, or by a training-mode forward that moves
-    the running statistics); recomputed inside a compiled graph.
+    `w * gamma / sqrt(var + eps)`, `(b - mean) * gamma / sqrt(var + eps) + beta`. Folded at every forward (a few
+    small ops): a cache keyed on the tensors' version counters kept the old weights when they were changed through
+    `.data` (`p.data.copy_(q)`, an EMA update), which bumps no counter, and the model returned the old outputs.
     """
     conv, norm = block.conv, block.batch_norm
-    # A training-mode forward updates the running statistics inside the batch_norm kernel without bumping their
-    # version counters; it does bump `num_batches_tracked` (incremented in Python), so that counter is in the key.
-    tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    tensors += (norm.num_batches_tracked,) if norm.num_batches_tracked is not None else ()
-    if torch.compiler.is_compiling():
-        return _fold(conv, norm)
-    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-    cached = getattr(block, "_folded_parameters", None)
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, *_fold(conv, norm))
-        block._folded_parameters = cached
-    return cached[1], cached[2]
-
-
-def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
     weight = (conv.weight * scale[:, None, None, None]).contiguous(memory_format=torch.channels_last)
     return weight, (conv.bias - norm.running_mean) * scale + norm.bias

@@ -92,17 +92,6 @@ def refuse_pretraining_checkpoint(source: object, kwargs: dict) -> None:
         raise PretrainingCheckpointError(source)
 
 
-def check_label_kwargs(kwargs: dict) -> None:
-    """Raise a `ValueError` when `from_pretrained` is given `num_labels` and an `id2label` of another length:
-    transformers sets one after the other, so the head would silently get `len(id2label)` outputs."""
-    num_labels, id2label = kwargs.get("num_labels"), kwargs.get("id2label")
-    if num_labels is not None and id2label is not None and len(id2label) != num_labels:
-        raise ValueError(
-            f"num_labels={num_labels} but id2label names {len(id2label)} labels: give an id2label (and label2id) "
-            "entry for every class, or leave num_labels out (it is len(id2label))."
-        )
-
-
 def check_encoder_loaded(model: "BYOLAPreTrainedModel", loading_info: dict[str, list], source: object) -> None:
     """Raise a `ValueError` when loading (`loading_info` of `from_pretrained`) left encoder weights at their
     random initialisation."""
@@ -218,7 +207,6 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
         `byola-pretrain` checkpoint, say), which transformers would fill with random ones, unless the caller asks
         for the `output_loading_info` that lists them. A task head missing is expected: it is new for fine-tuning."""
         refuse_pretraining_checkpoint(pretrained_model_name_or_path, kwargs)
-        check_label_kwargs(kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         try:
             with quiet_weights_io():
@@ -783,11 +771,15 @@ class BYOLAForCTC(BYOLAHeadModel):
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor) -> torch.Tensor:
-        """transformers' ForCTCLoss, after checks that say what is wrong instead of a silent infinite loss. In eval
-        mode a target longer than its output frames is scored, as s3prl scores such clips (its loss is zeroed with
-        `ctc_zero_infinity`); in training it is an error, as it would train nothing."""
-        if labels.max() >= self.config.vocab_size:
-            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}).")
+        """transformers' ForCTCLoss, after checks that say what is wrong instead of a silently wrong or infinite loss.
+        In eval mode a target longer than its output frames is scored, as s3prl scores such clips (its loss is zeroed
+        with `ctc_zero_infinity`); in training it is an error, as it would train nothing."""
+        # Any other value (a -1 padding) would be taken as a target by torch's CTC loss, unchecked: a wrong loss.
+        bad = labels[((labels < 0) | (labels >= self.config.vocab_size)) & (labels != -100)]
+        if bad.numel():
+            raise ValueError(
+                f"Labels must be token ids in [0, {self.config.vocab_size}) or -100 (padding), got {int(bad[0])}."
+            )
         target_lengths = ((labels != -100) & (labels != self.config.ctc_blank_id)).sum(-1)
         too_long = target_lengths > output_lengths
         if self.training and too_long.any():
@@ -811,11 +803,15 @@ class BYOLAForCTC(BYOLAHeadModel):
 
 class BYOLAForAudioFrameClassification(BYOLAHeadModel):
     """
-    Frame-level multi-label classification (SUPERB SD): featurizer -> one-layer LSTM(frame_lstm_hidden_size) ->
-    Linear(num_labels). With `problem_type="multi_label_classification"` (speaker activity) the BCE loss over valid
-    frames is permutation invariant: the label columns (speakers) are matched to the outputs in the order that
-    gives each example its lowest loss, and the loss is the mean over the batch's labelled valid frames (s3prl's SD
-    loss).
+    Frame-level classification: featurizer -> one-layer LSTM(frame_lstm_hidden_size) -> Linear(num_labels). The loss
+    follows `config.problem_type`, over the batch's valid frames whose label row is not -100:
+
+    - `"multi_label_classification"` (SUPERB SD, speaker activity): BCE, permutation invariant: the label columns
+      (speakers, in no particular order) are matched to the outputs in the order that gives each example its lowest
+      loss, and the loss is the mean over the frames (s3prl's SD loss);
+    - otherwise (`None`, `"single_label_classification"`), as transformers' audio frame classifiers
+      (`Wav2Vec2ForAudioFrameClassification`): cross-entropy against each frame's class, the argmax of its one-hot
+      row.
     """
 
     def __init__(self, config: BYOLAConfig):
@@ -834,20 +830,25 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
     ) -> TokenClassifierOutput:
         r"""
         labels (`torch.FloatTensor` of shape `(batch, frames, num_labels)`, *optional*):
-            Per-frame targets (speaker activity), on the model's output frames; frames past an example's end are
-            ignored (their value, e.g. -100, does not matter), and so is a frame whose row is -100.
+            Per-frame targets (speaker activity, or one-hot classes), on the model's output frames; frames past an
+            example's end are ignored (their value, e.g. -100, does not matter), and so is a frame whose row is -100.
 
         Returns `logits` of shape `(batch, frames, num_labels)`.
         """
         features, frame_mask, hidden_states = self.encode(input_features, attention_mask, output_hidden_states)
         lengths = frame_mask.sum(-1)
         logits = self.classifier(_run_lstm(self.lstm, features, lengths))
-        loss = None if labels is None else self._permutation_invariant_loss(logits, labels, frame_mask)
+        loss = None if labels is None else self._loss(logits, labels, frame_mask)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
-    def _permutation_invariant_loss(
-        self, logits: torch.Tensor, labels: torch.Tensor, frame_mask: torch.Tensor
-    ) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """The loss of the class doc on `logits` and `labels` `(batch, frames, num_labels)` and the `(batch, frames)`
+        mask of valid frames."""
+        if self.config.problem_type == "regression":
+            raise ValueError(
+                "BYOLAForAudioFrameClassification classifies frames: set problem_type to "
+                "'single_label_classification' or 'multi_label_classification' (speaker activity), not 'regression'."
+            )
         if labels.shape != logits.shape:
             raise ValueError(
                 f"labels must have the logits' shape (batch, frames, num_labels) = {tuple(logits.shape)}, got "
@@ -857,6 +858,9 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         # A frame without a label row (-100, e.g. labels one row short of the clip) is left out as s3prl's loss
         # covers the labelled frames only; clamped, it would train as silence.
         mask = (frame_mask & (labels[..., 0] != -100)).to(logits.dtype)
+        if self.config.problem_type != "multi_label_classification":
+            targets = labels.argmax(-1).masked_fill(mask == 0, -100)
+            return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         frames = mask.sum(-1)
         targets = labels.to(logits.dtype).clamp(0, 1)  # padded frames are masked out below
         per_permutation = []

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import AudioClassificationPipeline, Pipeline
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .audio import load_audio, to_tensor
 from .configuration_byola import check_trained_head
@@ -33,6 +34,19 @@ def decode_clip(pipeline: Pipeline, inputs: Any, input_rate: int | None, pad_to_
     name = str(inputs) if isinstance(inputs, (str, os.PathLike)) else None
     feature_extractor.check_loud_clip(waveform, name)  # named here; in `_forward` only its place in the batch
     return {"waveforms": to_tensor(waveform)[None], "lengths": torch.tensor([len(waveform)])}
+
+
+def check_flag(name: str, value: Any) -> None:
+    """A `ValueError` unless `value` is `None` (not given) or a bool: a string such as `"no"` would be true."""
+    if value is not None and not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+def decode_options(sampling_rate: Any, pad_to_min_length: Any) -> dict:
+    """Both pipelines' `preprocess` options ([`decode_clip`]) that were given, the flag checked."""
+    check_flag("pad_to_min_length", pad_to_min_length)
+    options = {"sampling_rate": sampling_rate, "pad_to_min_length": pad_to_min_length}
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def refuse_no_inputs(inputs: Any) -> None:
@@ -69,19 +83,19 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
     _load_feature_extractor = True
     _load_tokenizer = False
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Inference: a model handed over in training mode (after `Trainer.train()`) would normalise each batch by its
+        # own BatchNorm statistics, move the running ones and drop out features.
+        self.model.eval()
+
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         refuse_no_inputs(inputs)
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(self, frame_level=None, layer=None, sampling_rate=None, pad_to_min_length=None, **kwargs):
-        preprocess, forward, postprocess = {}, {}, {}
-        for name, value in (("frame_level", frame_level), ("pad_to_min_length", pad_to_min_length)):
-            if value is not None and not isinstance(value, bool | np.bool_):  # "no" would be true
-                raise ValueError(f"{name} must be True or False, got {value!r}.")
-        if sampling_rate is not None:
-            preprocess["sampling_rate"] = sampling_rate
-        if pad_to_min_length is not None:
-            preprocess["pad_to_min_length"] = pad_to_min_length
+        check_flag("frame_level", frame_level)
+        preprocess, forward, postprocess = decode_options(sampling_rate, pad_to_min_length), {}, {}
         if frame_level is not None:
             postprocess["frame_level"] = frame_level
         if layer is not None:
@@ -119,6 +133,7 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self._is_byola():
+            self.model.eval()  # inference, as the embedding pipeline
             fix = "pass a classifier fine-tuned with byola-run-superb (or save your trained head first)."
             check_trained_head(
                 self.model.config, type(self.model).__name__, self.model.name_or_path, "The pipeline would score", fix
@@ -135,10 +150,7 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
     def _sanitize_parameters(self, sampling_rate=None, pad_to_min_length=None, **kwargs):
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
         if self._is_byola():
-            if sampling_rate is not None:
-                preprocess["sampling_rate"] = sampling_rate
-            if pad_to_min_length is not None:
-                preprocess["pad_to_min_length"] = pad_to_min_length
+            preprocess.update(decode_options(sampling_rate, pad_to_min_length))
         elif sampling_rate is not None or pad_to_min_length is not None:
             raise ValueError("sampling_rate= and pad_to_min_length= are options of BYOL-A models only.")
         return preprocess, forward, postprocess
@@ -152,6 +164,17 @@ class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
         if not self._is_byola():
             return super()._forward(model_inputs)
         return self.model(**model_inputs_of_batch(self, model_inputs))
+
+    def postprocess(self, model_outputs, top_k=5, function_to_apply=None):
+        """transformers' scores, except for an intent classifier (`config.classifier_slots`): one softmax per slot,
+        as its loss, so each score is its label's probability within its slot (one softmax over every slot's logits
+        would mix the slots)."""
+        slots = self._is_byola() and self.model.config.classifier_slots
+        if slots and function_to_apply in (None, "softmax"):
+            logits = model_outputs.logits  # (1, sum(slots))
+            probabilities = torch.cat([part.softmax(-1) for part in logits.split(slots, dim=-1)], dim=-1)
+            model_outputs, function_to_apply = SequenceClassifierOutput(logits=probabilities), "none"
+        return super().postprocess(model_outputs, top_k, function_to_apply)
 
 
 def register_pipelines() -> None:

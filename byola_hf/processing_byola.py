@@ -1,6 +1,6 @@
 """Processor for BYOL-A CTC models: the feature extractor and a CTC tokenizer."""
 
-from transformers import ProcessorMixin
+from transformers import BatchFeature, ProcessorMixin
 
 from .configuration_byola import PrivatePushMixin
 
@@ -17,7 +17,8 @@ class BYOLAProcessor(PrivatePushMixin, ProcessorMixin):
         super().__init__(feature_extractor, tokenizer)
 
     def __call__(self, audio=None, text=None, sampling_rate: int | None = None, **kwargs):
-        """Featurise `audio` and/or tokenise `text` (then returned as `labels`)."""
+        """Featurise `audio` and/or tokenise `text` (then returned as `labels`: token id lists, or with
+        `return_tensors` one `(batch, longest)` tensor padded with -100, which the CTC loss leaves out)."""
         if audio is None and text is None:
             raise ValueError("Pass `audio`, `text`, or both.")
         inputs = self.feature_extractor(audio, sampling_rate=sampling_rate, **kwargs) if audio is not None else None
@@ -26,7 +27,13 @@ class BYOLAProcessor(PrivatePushMixin, ProcessorMixin):
         encodings = self.tokenizer(text)
         if inputs is None:
             return encodings
-        inputs["labels"] = encodings["input_ids"]
+        labels = encodings["input_ids"]
+        if kwargs.get("return_tensors") is not None:
+            rows = labels if isinstance(text, (list, tuple)) else [labels]
+            width = max(len(row) for row in rows)
+            padded = {"labels": [row + [-100] * (width - len(row)) for row in rows]}
+            labels = BatchFeature(padded, tensor_type=kwargs["return_tensors"])["labels"]
+        inputs["labels"] = labels
         return inputs
 
 

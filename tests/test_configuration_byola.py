@@ -1,8 +1,14 @@
 """BYOLAConfig: validation of its fields, and former field names that still load with a warning."""
 
-import pytest
+import os
+import signal
+import time
 
-from byola_hf import BYOLAConfig
+import numpy as np
+import pytest
+import torch
+
+from byola_hf import BYOLAConfig, BYOLAFeatureExtractor, BYOLAModel
 
 
 def test_config_validation():
@@ -21,3 +27,55 @@ def test_config_validation():
         BYOLAConfig(f_max=9000.0)
     with pytest.raises(ValueError, match="feature_d must be a positive integer"):
         BYOLAConfig(feature_d=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+def test_forked_workers_compute_after_the_parent_used_torch_threads():
+    """`ds.map(lambda batch: fe(batch["audio"], padding=False), batched=True, num_proc=2)` (docs/api.md's recipe with
+    workers) hung forever: loading the feature extractor (or the model) runs a parallel torch op, and a child forked
+    from a process whose OpenMP pool exists deadlocks at its own first parallel op (the log-mel's reflect padding).
+    Forked children of a process that imported byola_hf compute with one torch thread, as DataLoader workers do."""
+    torch.randn(1 << 20).sum()  # a parallel region in this process, as from_pretrained runs one
+    model = BYOLAModel(BYOLAConfig(feature_d=64, mean=-9.0, std=4.5)).eval()
+    pid = os.fork()
+    if pid == 0:  # the child: the feature extractor and the model, then out without pytest's teardown
+        try:
+            with torch.no_grad():
+                model(**BYOLAFeatureExtractor()(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt"))
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    deadline = time.monotonic() + 30
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if status[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in its first torch computation")
+    assert os.waitstatus_to_exitcode(status[1]) == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"classifier_head": "EVAR"}, "classifier_head must be one of"),
+        ({"classifier_head": "evar"}, "set use_weighted_layer_sum=False"),
+        ({"ctc_head": "lstm"}, "ctc_head must be 'linear' or 'bilstm'"),
+        ({"classifier_slots": [0, 3]}, "classifier_slots must be positive class counts"),
+        ({"feature_d": 0}, "feature_d must be a positive integer"),
+    ],
+)
+def test_from_pretrained_overrides_are_validated_as_the_constructor_validates_them(tmp_path, override, message):
+    """`AutoModelForAudioClassification.from_pretrained(dir, classifier_head="EVAR")` built the SUPERB head and
+    `AutoModelForCTC.from_pretrained(dir, ctc_head="lstm")` a linear one, without a word: transformers sets
+    `from_pretrained`'s overrides on a config already built, past the checks `BYOLAConfig(...)` makes."""
+    from transformers import AutoConfig, AutoModelForAudioClassification
+
+    torch.manual_seed(0)
+    BYOLAModel(BYOLAConfig(feature_d=64, mean=-9.0, std=4.5)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        BYOLAConfig(**{"feature_d": 64, **override})
+    with pytest.raises(ValueError, match=message):
+        AutoConfig.from_pretrained(tmp_path, **override)
+    with pytest.raises(ValueError, match=message):
+        AutoModelForAudioClassification.from_pretrained(tmp_path, num_labels=3, **override)

@@ -292,17 +292,25 @@ def test_every_kernel_set_equals_the_reference(fixture, request, golden):
         model(**inputs)
 
 
-def test_folded_parameters_are_cached_until_weights_change(random2048_dir):
-    from byola_hf.inference_byola import folded_conv_parameters
-
-    model = AutoModel.from_pretrained(random2048_dir).eval()
-    block = model.conv_blocks[1]
-    first = folded_conv_parameters(block)
-    assert folded_conv_parameters(block)[0] is first[0]  # folded once, reused
+@pytest.mark.parametrize("kernels", ["cpu", "accelerator"])
+def test_weights_edited_through_data_reach_the_fast_kernels(kernels):
+    """Weights changed in place through `.data` (`p.data.copy_(q)`, an EMA update, weight surgery) bump no version
+    counter: the folded BatchNorm, cached per version, kept the old weights and an eval forward returned the old
+    model's outputs unchanged (106 off on the 512-d model's clip embedding after copying another model in)."""
+    torch.manual_seed(0)
+    model = BYOLAModel(BYOLAConfig(feature_d=32, mean=-9.0, std=4.0)).eval()
+    model.inference_kernels = kernels
+    features = torch.randn(3, 64, 96) * 4 - 9
     with torch.no_grad():
-        block.batch_norm.running_var.mul_(2.0)
-    refolded = folded_conv_parameters(block)
-    assert refolded[0] is not first[0] and not torch.equal(refolded[0], first[0])
+        before = model(features).last_hidden_state
+        for block in model.conv_blocks:
+            block.conv.weight.data.mul_(2.0)
+            block.batch_norm.running_var.data.mul_(4.0)
+        fast = model(features).last_hidden_state
+        model.inference_kernels = "reference"
+        expected = model(features).last_hidden_state
+    assert relative(expected, before) > 0.1  # the edit changes the function
+    assert relative(fast, expected) < 1e-5
 
 
 @pytest.mark.parametrize("kernels", ["cpu", "accelerator"])

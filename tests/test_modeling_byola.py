@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, pipeline
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, pipeline
 
 import byola_hf  # noqa: F401  (registers the model type and the pipelines)
 from byola_hf import (
@@ -418,6 +418,17 @@ def test_ctc_refuses_targets_longer_than_output_in_training_and_scores_them_in_e
     assert output.logits.shape == (1, 6, 12) and output.loss.item() == 0.0
 
 
+@pytest.mark.parametrize("bad", [-1, 12])
+def test_ctc_refuses_labels_that_are_neither_tokens_nor_padding(bad):
+    """Labels padded with -1 (or another negative value) instead of -100 gave a finite, wrong loss (5.07 where the
+    -100-padded batch scores 9.45): torch's CTC loss takes them as targets without a check. Every label must be a
+    token id below vocab_size or -100."""
+    model = BYOLAForCTC(config(vocab_size=12)).eval()
+    batch = FE(waveforms(lengths=(24000, 12000)), sampling_rate=16000, return_tensors="pt")
+    with pytest.raises(ValueError, match=rf"token ids in \[0, 12\) or -100 \(padding\), got {bad}"):
+        model(**batch, labels=torch.tensor([[1, 2, 3], [4, bad, bad]]))
+
+
 def test_frame_loss_is_permutation_invariant():
     model = HEADS["frame"]().eval()
     batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
@@ -482,6 +493,33 @@ def test_frame_loss_leaves_out_frames_without_a_label_row_as_s3prl():
             for order in ([0, 1], [1, 0])
         )
     torch.testing.assert_close(output.loss.double(), total / sum(rows), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("problem_type", [None, "single_label_classification"])
+def test_frame_classes_keep_their_identity(problem_type):
+    """A frame classifier loaded as transformers users load one (`AutoModelForAudioFrameClassification`, num_labels
+    classes, one-hot label rows) trained SD's speaker loss: matched in the best order, the classes had no identity
+    (swapping two columns gave the same loss) and 8 classes took 40320 orders a forward. Outside
+    `multi_label_classification` the loss is transformers' (Wav2Vec2ForAudioFrameClassification's): cross-entropy
+    against each row's class, over the valid frames whose row is not -100."""
+    torch.manual_seed(0)
+    model = BYOLAForAudioFrameClassification(config(num_labels=3, problem_type=problem_type)).eval()
+    nn.init.normal_(model.classifier.weight, std=3.0)
+    batch = FE(waveforms(lengths=(48000, 12000)), sampling_rate=16000, return_tensors="pt")
+    frames = (batch["attention_mask"].sum(-1) // 8).tolist()  # (37, 9) output frames
+    classes = torch.randint(0, 3, (2, frames[0]))
+    labels = nn.functional.one_hot(classes, 3).float()
+    labels[0, 5] = -100  # a frame without a label
+    with torch.no_grad():
+        output = model(**batch, labels=labels)
+        swapped = model(**batch, labels=labels[..., [1, 0, 2]]).loss
+    log_probabilities = nn.functional.log_softmax(output.logits.double(), dim=-1)
+    kept = [(b, t) for b, length in enumerate(frames) for t in range(length) if (b, t) != (0, 5)]
+    expected = -sum(log_probabilities[b, t, classes[b, t]] for b, t in kept) / len(kept)
+    torch.testing.assert_close(output.loss.double(), expected, rtol=1e-6, atol=0)
+    assert not torch.isclose(swapped, output.loss)
+    with pytest.raises(ValueError, match="regression"):
+        BYOLAForAudioFrameClassification(config(num_labels=3, problem_type="regression"))(**batch, labels=labels)
 
 
 def test_slot_labels_shape_error():
@@ -576,11 +614,13 @@ def test_numpy_attention_mask_is_a_clear_error(small_model):
         model(inputs["input_features"], attention_mask=inputs["attention_mask"].numpy())
 
 
-def test_num_labels_disagreeing_with_id2label_is_refused(small_model):
+@pytest.mark.parametrize("loader", [BYOLAForSequenceClassification, AutoModelForAudioClassification, AutoConfig])
+def test_num_labels_disagreeing_with_id2label_is_refused(small_model, loader):
     """`from_pretrained(folder, num_labels=5, id2label={0: "a", 1: "b"})` silently built a 2-output head: transformers
-    sets num_labels, then id2label replaces its labels. The two disagreeing is now a clear error."""
+    sets num_labels, then id2label replaces its labels. The two disagreeing is now a clear error, through the Auto
+    classes too (they hand the model class a config already built, so a check there alone let them build 2 outputs)."""
     with pytest.raises(ValueError, match="num_labels=5 but id2label names 2 labels"):
-        BYOLAForSequenceClassification.from_pretrained(small_model, num_labels=5, id2label={0: "a", 1: "b"})
+        loader.from_pretrained(small_model, num_labels=5, id2label={0: "a", 1: "b"})
     head = BYOLAForSequenceClassification.from_pretrained(small_model, num_labels=2, id2label={0: "a", 1: "b"})
     assert head.classifier.out_features == 2 and head.config.id2label == {0: "a", 1: "b"}
 

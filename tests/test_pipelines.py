@@ -108,6 +108,61 @@ def test_classification_pipeline_batches_and_reads_files(classifier_dir, sound_f
     assert len(stated) == 3
 
 
+def test_slot_classifier_scores_are_each_slots_probabilities(small_model, tmp_path):
+    """An intent classifier (`classifier_slots`, SUPERB IC: one softmax per slot, as its loss) scored its labels with
+    one softmax over every slot's logits: `action=off` read 0.32 where the model gives it 0.97 of its slot. Each
+    score is now its label's probability within its slot; the labels stay ranked by it."""
+    names = ["action=on", "action=off", "object=lamp", "object=music", "object=heat"]
+    torch.manual_seed(0)
+    head = AutoModelForAudioClassification.from_pretrained(
+        small_model, classifier_slots=[2, 3], num_labels=5, id2label=dict(enumerate(names))
+    ).eval()
+    torch.nn.init.normal_(head.classifier.weight, std=3.0)
+    head.save_pretrained(tmp_path)
+    AutoFeatureExtractor.from_pretrained(small_model).save_pretrained(tmp_path)
+    waveform = waveforms(lengths=(20000,))[0]
+    with torch.no_grad():
+        logits = head(**FE(waveform, sampling_rate=16000, return_tensors="pt")).logits[0].double()
+    expected = torch.cat([logits[:2].softmax(-1), logits[2:].softmax(-1)])
+    scores = pipeline("audio-classification", model=str(tmp_path))(waveform, sampling_rate=16000, top_k=None)
+    assert [s["label"] for s in scores] == [names[i] for i in expected.argsort(descending=True)]
+    assert np.allclose([s["score"] for s in scores], expected.sort(descending=True).values, atol=1e-6)
+    top = pipeline("audio-classification", model=str(tmp_path))(waveform, sampling_rate=16000, top_k=2)
+    assert top == scores[:2]
+
+
+@pytest.mark.parametrize("task", ["byola-audio-embedding", "audio-classification"])
+def test_pipelines_run_a_model_handed_over_in_training_mode_as_in_eval(small_model, task):
+    """`pipeline(task, model=model)` with a model still in training mode (after `Trainer.train()`, or a head with its
+    encoder unfrozen) ran it so: BatchNorm normalised each batch by its own statistics and moved the running ones,
+    dropout was on; a clip's embedding was 49% off its eval value and depended on the batch. The pipelines put the
+    model in eval mode, as `from_pretrained` returns it (and as the HEAR API does)."""
+    head = task == "audio-classification"
+    loader = AutoModelForAudioClassification if head else AutoModel
+    kwargs = {"num_labels": 3, "freeze_base_model": False} if head else {}
+    model = loader.from_pretrained(small_model, **kwargs)
+    if head:
+        model.config.architectures = [type(model).__name__]  # a trained head, as save_pretrained records it
+    fe = AutoFeatureExtractor.from_pretrained(small_model)
+    clips = waveforms(lengths=(20000, 9000))
+    expected = pipeline(task, model=model.eval(), feature_extractor=fe)(clips, sampling_rate=16000, batch_size=2)
+    statistics = model.state_dict()
+    running = {k: v.clone() for k, v in statistics.items() if "running" in k}
+    got = pipeline(task, model=model.train(), feature_extractor=fe)(clips, sampling_rate=16000, batch_size=2)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in running.items())
+    if head:
+        got, expected = ([[s["score"] for s in scores] for scores in batch] for batch in (got, expected))
+    assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_classification_pipeline_refuses_a_flag_that_is_not_a_bool(classifier_dir):
+    """`classifier(clip, pad_to_min_length="no")` padded the clip (a non-empty string is true) where the embedding
+    pipeline refuses the same flag: both pipelines check it alike."""
+    classifier = pipeline("audio-classification", model=str(classifier_dir))
+    with pytest.raises(ValueError, match="pad_to_min_length must be True or False, got 'no'"):
+        classifier(waveforms(lengths=(600,))[0], sampling_rate=16000, pad_to_min_length="no")
+
+
 def test_classification_pipeline_leaves_other_models_alone():
     from transformers import AudioClassificationPipeline
 

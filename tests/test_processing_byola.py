@@ -26,3 +26,27 @@ def test_processor_and_ctc_decoding(tmp_path):
     assert isinstance(reloaded, BYOLAProcessor) and reloaded.tokenizer.get_vocab() == tokenizer.get_vocab()
     characters = build_ctc_tokenizer(["hello world"], str(tmp_path / "chars"), phonemes=False)
     assert characters.batch_decode([characters("hello world")["input_ids"]], group_tokens=False) == ["hello world"]
+
+
+def test_processor_labels_feed_the_model_with_return_tensors(tmp_path):
+    """`processor(audio=clips, text=texts, sampling_rate=16000, return_tensors="pt")` returned the labels as lists
+    of unequal lengths, so `model(**inputs)` ended in a TypeError inside the CTC loss. With `return_tensors` the
+    labels come as one tensor padded with -100, the loss's padding."""
+    import torch
+
+    from byola_hf import BYOLAConfig, BYOLAForCTC
+
+    tokenizer = build_ctc_tokenizer(["D @2 k a t", "s a t"], str(tmp_path / "tok"), phonemes=True)
+    processor = BYOLAProcessor(FE, tokenizer)
+    texts = ["s a t", "D @2 k a t"]
+    inputs = processor(audio=waveforms(lengths=(16000, 12000)), text=texts, sampling_rate=16000, return_tensors="pt")
+    ids = [tokenizer(text)["input_ids"] for text in texts]
+    expected = torch.tensor([row + [-100] * (5 - len(row)) for row in ids])
+    assert torch.equal(inputs["labels"], expected)
+    torch.manual_seed(0)
+    model = BYOLAForCTC(BYOLAConfig(feature_d=64, mean=-9.0, std=4.5, vocab_size=len(tokenizer))).eval()
+    with torch.no_grad():
+        loss = model(**inputs).loss
+        assert torch.equal(loss, model(inputs["input_features"], inputs["attention_mask"], labels=expected).loss)
+    single = processor(audio=waveforms(lengths=(16000,))[0], text="s a t", sampling_rate=16000, return_tensors="pt")
+    assert torch.equal(single["labels"], torch.tensor([ids[0]]))
