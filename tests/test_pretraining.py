@@ -510,6 +510,10 @@ def test_only_a_checkpoint_saved_to_the_end_is_resumed(tmp_path):
     ranks = ["rank_state_0.safetensors", "rank_state_1.safetensors"]
     assert last_complete_checkpoint(tmp_path, ranks) == str(tmp_path / "checkpoint-2")
     assert last_complete_checkpoint(tmp_path / "checkpoint-4") is None
+    for step in (9, 12):  # steps compare as numbers: checkpoint-12 is the newer
+        (tmp_path / "more" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "more" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path / "more") == str(tmp_path / "more" / "checkpoint-12")
 
 
 def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, tmp_path):
