@@ -66,3 +66,14 @@ def test_non_utf8_file_name_is_named(tmp_path):
         handle.write(b"not audio")
     with pytest.raises(ValueError, match=r"caf\\udce9\.wav"):
         load_audio(name, 16000)
+
+
+def test_a_stated_rate_is_resampled_to_the_models():
+    """A 48 kHz array given with its rate (a dict, as the pipelines take it, or `input_rate`) comes out as the same
+    sound at 16 kHz: one second of a 440 Hz sine is 16000 samples of that sine. Taken at 16 kHz, or resampled the
+    wrong way round, it would be another sound, and only the shape of an embedding was checked."""
+    tone = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000).astype(np.float32)
+    expected = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    for resampled in (load_audio({"array": tone, "sampling_rate": 48000}, 16000), load_audio(tone, 16000, 48000)):
+        assert resampled.shape == (16000,) and resampled.dtype == np.float32
+        np.testing.assert_allclose(resampled[100:-100], expected[100:-100], rtol=0, atol=1e-3)

@@ -115,6 +115,34 @@ def test_embeddings_equal_the_model_example_by_example(audio_folder, random2048_
     assert worst < 1e-4
 
 
+def test_unit_seconds_embeds_each_clip_cut_or_padded_and_keeps_its_own_duration(
+    audio_folder, random2048_dir, tmp_path
+):
+    """--unit_seconds (EVAR's unit_sec): each embedding is the model's on the clip's first unit of samples, zero-padded
+    when the clip is shorter (0.3 s here); `duration` stays the clip's own as decoded (docs/embeddings.md), not the
+    unit's."""
+    root, _ = audio_folder
+    extract_embeddings(
+        extraction(
+            str(random2048_dir),
+            "audiofolder",
+            str(tmp_path / "out"),
+            data_dir=str(root),
+            unit_seconds=0.5,
+            batch_size=3,
+        )
+    )
+    model = AutoModel.from_pretrained(random2048_dir).eval()
+    fe = BYOLAFeatureExtractor.from_model_config(model.config)
+    for row in load_embeddings(str(tmp_path / "out")):
+        waveform = load_audio(row["path"], 16000)
+        unit = np.pad(waveform[:8000], (0, max(0, 8000 - len(waveform))))
+        with torch.no_grad():
+            expected = model(**fe(unit, sampling_rate=16000, return_tensors="pt")).pooler_output[0].numpy()
+        np.testing.assert_allclose(row["embedding"], expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+        assert abs(row["duration"] - len(waveform) / 16000) < 1e-6
+
+
 def test_last_layer_frames_are_feature_d_wide(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     extract_embeddings(

@@ -205,6 +205,64 @@ def test_average_precision_is_sklearns():
         assert math.isclose(average_precision(scores, truth), average_precision_score(truth, scores), rel_tol=1e-12)
 
 
+def test_training_log_mels_are_augmented_where_evar_augments_them():
+    """EVAR masks and crops the normalised log-mel, where 0 is the task's mean; the model normalises its input
+    itself, so the trainer maps the augmented features back: `augment((x - mean) / std) * std + mean`, a masked band
+    holding the mean. Augmented raw, the masks held log-mel 0 (a loud band, about 2 std above the mean here)."""
+    from types import SimpleNamespace
+
+    from byola_hf import BYOLAFeatureExtractor
+
+    fe, blocks = BYOLAFeatureExtractor(), aug.FinetuneAugmentation(freq_mask=30, time_mask=40, resize_crop=True)
+    model = SimpleNamespace(training=True, config=SimpleNamespace(mean=-8.0, std=4.0))
+    waveforms = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    trainer = SimpleNamespace(feature_extractor=fe, augmentation=blocks)
+    got = FinetuneTrainer.log_mels(trainer, model, waveforms, torch.Generator().manual_seed(5))
+    features = fe(waveforms, sampling_rate=16000, return_tensors="pt")["input_features"]
+    draws = blocks.sample(2, *features.shape[1:], torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, blocks((features + 8.0) / 4.0, draws) * 4.0 - 8.0, rtol=0, atol=1e-5)
+
+
+def test_each_training_step_draws_from_the_seed_the_step_and_the_micro_batch():
+    """A run's augmentation draws come from `--seed` (two seeds give two runs) and its position in training (a
+    resumed run draws what the uninterrupted run drew): every combination gives its own generator seed."""
+    from itertools import product
+
+    from byola_hf.finetune.training import step_seed
+
+    seeds = {step_seed(seed, step, micro) for seed, step, micro in product((42, 43), (0, 1), (0, 1))}
+    assert len(seeds) == 8 and step_seed(42, 1, 0) == step_seed(42, 1, 0)
+
+
+def test_evaluation_clips_keep_their_start():
+    """Evaluation cuts each clip to its first `unit` samples, as EVAR's test split does; training clips stay whole
+    (their crop is drawn in each step)."""
+    from byola_hf.finetune.data import ClipSet, FinetuneTask
+
+    waveform = np.arange(10, dtype=np.float32)
+    task = FinetuneTask([waveform], np.asarray([1]), ["a", "b"], False, [], "split", "")
+    assert ClipSet(task, np.asarray([0]), cut=4)[0]["waveform"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert ClipSet(task, np.asarray([0]))[0]["waveform"].tolist() == waveform.tolist()
+
+
+def test_reported_scores_are_accuracy_and_map_over_the_classes_with_a_positive():
+    """`accuracy` over every evaluated clip; `mAP` the mean of scikit-learn's average precision over the classes
+    that have a positive clip (a class without one has no AP, and is not a 0 in the mean)."""
+    from types import SimpleNamespace
+
+    from sklearn.metrics import average_precision_score
+
+    from byola_hf.finetune.training import metrics_function
+
+    logits = np.asarray([[2.0, 0.1, -1.0], [0.3, 0.2, 0.9], [0.0, 1.5, 0.2]], np.float32)
+    scores = metrics_function(False)(SimpleNamespace(predictions=logits, label_ids=np.asarray([0, 1, 1])))
+    assert scores == {"accuracy": 2 / 3}
+    targets = np.asarray([[1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    expected = np.mean([average_precision_score(targets[:, c], logits[:, c]) for c in (0, 1)])
+    scores = metrics_function(True)(SimpleNamespace(predictions=logits, label_ids=targets))
+    assert math.isclose(scores["mAP"], expected, rel_tol=1e-12)
+
+
 # --- byola-finetune end to end on real recordings --------------------------------------------------------------------
 
 ALSA = ["Front_Center", "Front_Left", "Rear_Left", "Side_Right", "Rear_Right"]

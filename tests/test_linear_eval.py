@@ -22,12 +22,13 @@ from byola_hf.superb.mini_sets import make_ks
 from conftest import assert_one_line, assert_rerun_refused_unless_it_may_change, every_flag, run_main
 
 
-def evar_reference(train, valid, classes, seed, epochs=200, patience=20, improves=np.greater_equal):
+def evar_reference(train, valid, classes, seed, epochs=200, patience=20, improves=np.greater_equal, scaled_on=None):
     """EVAR's TorchMLPClassifier2 (no hidden layer) as its source reads, with scikit-learn's scaler and torch's
     DataLoader, on `train` and `valid` (features, labels): returns (test-ready scaler, layer, best epoch, epochs
-    run)."""
+    run). The scaler is fit on `train`'s features, or on `scaled_on` (the whole training part, from which EVAR
+    holds a validation part out after scaling)."""
     (train_x, train_y), (valid_x, valid_y) = train, valid
-    scaler = StandardScaler().fit(train_x.astype(np.float64))
+    scaler = StandardScaler().fit((train_x if scaled_on is None else scaled_on).astype(np.float64))
     x, vx = (torch.tensor(scaler.transform(a.astype(np.float64)), dtype=torch.float32) for a in (train_x, valid_x))
     torch.manual_seed(seed)
     model = nn.Linear(x.shape[1], classes)
@@ -131,6 +132,62 @@ def test_training_leaves_every_generator_as_it_was(monkeypatch):
     train_linear(train_x, train_y, train_x[:4], train_y[:4], 2, 0, TrainingSettings(epochs=2))
     assert reseeded == []
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_saved_task_equals_evar_run_by_hand_seed_by_seed(tmp_path):
+    """byola-linear-eval on a saved task equals EVAR's recipe run by hand on the same embeddings: scikit-learn's
+    StandardScaler fit on the training part (all of it, before a validation part is held out with the run's seed),
+    seeds `seed` and `seed + 1`, each test clip's argmax of the softmax over its classes, the confusion matrix with
+    the true classes as rows, the mean and population std of the runs; `--patience 0` never stops early. Every one of
+    these could change before (std with ddof=1, test statistics for the test part, a softmax over the clips, one seed
+    for every run, the matrix transposed, a held-out part without the seed) with every other test passing: the
+    mini KS run only asks for an accuracy above 0.5."""
+    from sklearn.metrics import confusion_matrix
+    from test_faults import save_embeddings
+
+    from byola_hf.linear_eval.classifier import hold_out_validation, standardize
+
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = blobs(0, (60, 12, 80))
+    scaler = StandardScaler().fit(train_x.astype(np.float64))
+    for ours, part in zip(standardize(train_x, valid_x, test_x), (train_x, valid_x, test_x)):
+        np.testing.assert_allclose(ours, scaler.transform(part.astype(np.float64)), rtol=0, atol=1e-5)
+
+    def evar(seed, held_out):
+        """(accuracy, best epoch, test predictions) of EVAR's recipe with `seed`."""
+        train, valid, scaled_on = (train_x, train_y), (valid_x, valid_y), None
+        if held_out:
+            held = hold_out_validation(train_y, 0.1, seed)
+            keep = np.setdiff1d(np.arange(len(train_y)), held)
+            train, valid, scaled_on = (train_x[keep], train_y[keep]), (train_x[held], train_y[held]), train_x
+        scaler, model, best_epoch, _ = evar_reference(train, valid, 4, seed, epochs=60, scaled_on=scaled_on)
+        with torch.no_grad():
+            logits = model(torch.tensor(scaler.transform(test_x.astype(np.float64)), dtype=torch.float32))
+        predictions = logits.softmax(-1).argmax(-1).numpy()
+        return float((predictions == test_y).mean()), best_epoch, predictions
+
+    for held_out in (False, True):
+        parts = [(train_x, train_y, "train"), (test_x, test_y, "test")]
+        parts += [] if held_out else [(valid_x, valid_y, "valid")]
+        folder = save_embeddings(
+            tmp_path / f"task-{held_out}",
+            np.concatenate([x for x, _, _ in parts]),
+            np.concatenate([y for _, y, _ in parts]).tolist(),
+            split=[name for _, y, name in parts for _ in y],
+        )
+        result = linear_eval(LinearEvalArguments(embeddings_dir=str(folder), seeds=2, seed=42, epochs=60))
+        expected = [evar(seed, held_out) for seed in (42, 43)]
+        assert expected[0][:2] != expected[1][:2]  # the two seeds' runs differ: one seed for both would show
+        assert result.accuracies == [accuracy for accuracy, _, _ in expected]
+        assert result.best_epochs == [best_epoch for _, best_epoch, _ in expected]
+        assert result.confusion_matrix == confusion_matrix(test_y, expected[0][2], labels=range(4)).tolist()
+        assert result.test_accuracy == np.mean(result.accuracies)
+        assert result.test_accuracy_std == np.std(result.accuracies)
+    # --patience 0 never stops early, even on a validation part whose accuracy falls (shuffled labels here)
+    noisy = np.random.default_rng(1).permutation(valid_y)
+    assert evar_reference((train_x, train_y), (valid_x, noisy), 4, 42, epochs=60, patience=1)[3] < 60
+    standard = standardize(train_x, valid_x)
+    never = TrainingSettings(epochs=60, patience=0)
+    assert train_linear(standard[0], train_y, standard[1], noisy, 4, 42, never).epochs_run == 60
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +416,24 @@ def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, na
         return run_record(args, folds, ["a", "b"])
 
     assert_rerun_refused_unless_it_may_change(record_of, arguments, name, MAY_CHANGE_ON_RESUME, tmp_path)
+
+
+def test_the_record_fingerprints_every_part_of_every_fold(tmp_path):
+    """The source fingerprint covers each fold's training, validation and test embeddings and labels: a validation
+    split extracted again alone (it decides the early stopping, so the result) is new data as any other part is."""
+    from byola_hf.linear_eval.evaluate import Fold, run_record
+
+    (arguments,) = build_parser().parse_args_into_dataclasses(
+        args=["--train_dir", "a", "--test_dir", "b", "--output_dir", str(tmp_path / "run")]
+    )
+    x, y = np.eye(3, dtype=np.float32), np.arange(3)
+    parts = {"train_x": x, "train_y": y, "test_x": x, "test_y": y, "valid_x": x, "valid_y": y}
+
+    def source(**changed) -> dict:
+        return run_record(arguments, [Fold("all", **{**parts, **changed})], ["a", "b", "c"])["source"]
+
+    for name, value in parts.items():
+        assert source(**{name: value[::-1].copy()}) != source(), name
 
 
 def test_a_rerun_on_other_embeddings_is_refused_before_training(tmp_path, monkeypatch):

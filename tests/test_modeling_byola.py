@@ -383,6 +383,19 @@ def test_head_from_converted_base_loads_encoder(real512_dir):
     assert head.featurizer.output_size == 2048  # 512-d: layers are padded to the widest
 
 
+def test_weighted_layer_sum_is_the_softmax_weighted_sum_of_the_hidden_states():
+    """SUPERB's featurizer: `sum_l softmax(w)_l h_l` over the encoder's hidden states, in float64. The weights start
+    equal (where a plain mean of the layers gives the same), so the test sets unequal ones, as training makes them."""
+    model = HEADS["sequence"]().double().eval()
+    with torch.no_grad():
+        model.featurizer.layer_weights.copy_(torch.tensor([2.0, -1.0, 0.5, 0.0, 3.0]))
+        log_mel = torch.randn(2, 64, 96, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3 - 9
+        outputs = model.byola(log_mel, output_hidden_states=True)
+        weights = torch.softmax(model.featurizer.layer_weights, dim=0)
+        expected = sum(weight * state for weight, state in zip(weights, outputs.hidden_states))
+        torch.testing.assert_close(model.featurizer(outputs), expected, rtol=0, atol=1e-12)
+
+
 def test_frozen_encoder_can_be_unfrozen():
     model = BYOLAForSequenceClassification(config(num_labels=2, freeze_base_model=False)).train()
     assert model.byola.training and all(p.requires_grad for p in model.byola.parameters())

@@ -122,6 +122,25 @@ def test_normalize_batch_equals_original(reference):
     np.testing.assert_allclose(normalize_batch(x).numpy(), reference["arrays"]["normalize_batch_output"], atol=1e-6)
 
 
+def test_the_two_views_of_a_batch_are_normalised_together(monkeypatch):
+    """The original normalises a step's 2 x batch views as one batch (`NormalizeBatch` over both, unbiased std), so
+    each view keeps its offset from the other: the module's views equal the same draws' views before normalisation,
+    normalised together by that formula in float64."""
+    from byola_hf.pretraining import augmentations
+
+    x = torch.randn(3, 1, 64, 96, generator=torch.Generator().manual_seed(0)) * 3 - 9
+
+    def views() -> torch.Tensor:
+        torch.manual_seed(1)  # the same mixup and crop draws
+        return torch.cat(augmentations.BYOLAAugmentation(0.4, 16, 0.0, (1, 64, 96))(x))
+
+    normalised = views()
+    monkeypatch.setattr(augmentations, "normalize_batch", lambda batch: batch)
+    raw = views().double()
+    expected = (raw - raw.mean(dim=(0, 2, 3), keepdim=True)) / raw.std(dim=(0, 2, 3), keepdim=True)
+    torch.testing.assert_close(normalised.double(), expected, rtol=0, atol=1e-5)
+
+
 # --- samplers: the original's ranges and distributions -----------------------------------------------------------
 
 
@@ -152,6 +171,8 @@ def test_crop_box_sampler_matches_original_distribution():
     assert h.min() >= 38 and h.max() == 64 and w.min() >= 57 and w.max() <= 144
     assert (i >= 0).all() and (i + h <= 64).all() and (j >= 0).all() and (j + w <= 144).all()
     assert (i[h == 64] == 0).all()  # a full-height crop has no room to move
+    for height in np.unique(h[h < 64]):  # random.randint(0, 64 - h) reaches its last row too
+        assert i[h == height].max() == 64 - height, height
     # 1.63 / sqrt(n / 2): the 1% critical value of the two-sample KS test.
     critical = 1.63 * np.sqrt(2 / count)
     for column in range(4):
@@ -168,6 +189,9 @@ def test_mixup_and_fader_draws_match_original_distribution():
     assert 0 <= alpha.min() and alpha.max() < 0.4
     held = torch.clamp(10 + torch.arange(count), max=2048)
     assert (pick >= 0).all() and (pick < held).all()
+    # np.random.randint(len(bank)): every entry of a full bank can be drawn, the newest (3 here) too
+    small = MixupMemoryBank(0.4, 4, (1, 2, 2)).sample(400)[1]
+    assert small[:2].tolist() == [-1, 0] and set(small[4:].tolist()) == {0, 1, 2, 3}
     critical = 1.63 * np.sqrt(2 / count)
     rng = np.random.default_rng(1)
     assert ks_statistic(alpha.numpy(), 0.4 * rng.random(count)) < critical
@@ -510,6 +534,10 @@ def test_only_a_checkpoint_saved_to_the_end_is_resumed(tmp_path):
     ranks = ["rank_state_0.safetensors", "rank_state_1.safetensors"]
     assert last_complete_checkpoint(tmp_path, ranks) == str(tmp_path / "checkpoint-2")
     assert last_complete_checkpoint(tmp_path / "checkpoint-4") is None
+    for step in (9, 12):  # steps compare as numbers: checkpoint-12 is the newer
+        (tmp_path / "more" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "more" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path / "more") == str(tmp_path / "more" / "checkpoint-12")
 
 
 def test_a_rerun_with_other_training_settings_or_data_is_refused(audio_folder, tmp_path):

@@ -101,6 +101,25 @@ def test_moments_merge_is_exact():
     assert abs(merged.std - everything.std()) <= 1e-12 * everything.std()
 
 
+def test_running_estimate_is_the_s3prl_upstreams_calcnorm():
+    """`--mode s3prl`'s estimate batch by batch in float64, as s3prl's byol_a `RunningNorm` computed it: the running
+    mean of the batch means is updated first, then the running mean of each batch's mean squared deviation from that
+    updated mean; the std is its square root; the first `max_updates` batches count. Before, only "below the exact
+    mean" was checked, which measuring each batch against the mean before its update also gave."""
+    from byola_hf.stats.moments import RunningNormEstimate
+
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(-9 + k, 3 + k, (2, 4, 10 + 3 * k)) for k in range(4)]
+    estimate, mean, variance = RunningNormEstimate(max_updates=3), 0.0, 0.0
+    for k, batch in enumerate(batches[:3], start=1):
+        mean += (batch.mean() - mean) / k
+        variance += (np.mean((batch - mean) ** 2) - variance) / k
+    for batch in batches:
+        estimate.put(torch.from_numpy(batch))
+    assert estimate.updates == 3
+    assert abs(estimate.mean - mean) <= 1e-12 * abs(mean) and abs(estimate.std - np.sqrt(variance)) <= 1e-12
+
+
 @pytest.mark.parametrize("num_proc", [None, 2])
 def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir, tmp_path, num_proc):
     result = compute_stats(

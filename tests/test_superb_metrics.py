@@ -25,6 +25,12 @@ def test_metric_modules_offline():
         predictions=[[[0, 1], [0, 1], [0, 0]]], references=[[[1, 0], [1, 0], [1, 0]]]
     )
     assert der == {"der": pytest.approx(1 / 3)}
+    # false alarms count (a second speaker in frame 1, someone in the silent frame 2), and the denominator is the
+    # reference's speaker-frames (frame 0 holds two), not its frames with speech: 2 errors over 3
+    der = evaluate.load(metric_path("der")).compute(
+        predictions=[[[1, 1], [1, 1], [0, 1]]], references=[[[1, 1], [1, 0], [0, 0]]]
+    )
+    assert der == {"der": pytest.approx(2 / 3)}
 
 
 def test_error_rates_refuse_references_without_tokens_or_speech():

@@ -176,6 +176,29 @@ def test_speaker_labels_at_another_frame_rate_are_refused(random3072_dir, mini, 
     assert error.startswith("byola-run-superb: error: train:") and "not at the model's 25 frames per second" in error
 
 
+def test_speaker_labels_one_row_apart_pass_and_two_rows_apart_are_refused():
+    """The label-rate check's bound: a clip's activity rows may be one more or one fewer than its output frames (a
+    rounding of the clip's length), not two, which are labels at another rate or out of step."""
+    import datasets
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    recipe = recipe_for(SUPERB_TASKS["sd"])
+
+    def split(rows: int) -> datasets.Dataset:  # a clip of 10 output frames (80 log-mel frames)
+        return datasets.Dataset.from_dict(
+            {"input_features": [np.zeros((80, 64)).tolist()], "labels": [[[0, 1]] * rows]}
+        )
+
+    for rows in (9, 10, 11):
+        assert len(recipe.after_features(split(rows), BYOLAConfig(), "train")) == 1
+    for rows in (8, 12):
+        with pytest.raises(ValueError, match="not at the model's 12.5 frames per second"):
+            recipe.after_features(split(rows), BYOLAConfig(), "train")
+
+
 def test_evaluating_an_encoder_without_a_trained_head_is_refused(ks_model, mini, tmp_path):
     """--do_eval alone evaluates the model as it is: on an encoder, that was a freshly drawn head, scored and saved
     as the result. One line instead."""
@@ -497,6 +520,45 @@ def test_ctc_predictions_blank_each_clips_padded_frames(tmp_path):
     torch.testing.assert_close(logits[1, :4], alone[0, :4], rtol=1e-5, atol=1e-4)
 
 
+def test_ctc_scores_decode_the_logits_as_ctc_and_read_each_reference_as_written(tmp_path):
+    """WER (and PER) compare the CTC decoding of the logits (repeated frames merged, blanks dropped) with each
+    reference as written: decoded the same way, "hello" and "all" lost a letter to the merge, and a transcription
+    spelt right scored as wrong. Here the logits spell each reference (every token on two frames, a blank between
+    equal tokens): a WER of 0; without the blank between the two l's of "hello", "helo": one word in four wrong."""
+    from types import SimpleNamespace
+
+    import datasets
+    import evaluate
+
+    from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
+    from byola_hf.superb.metrics import metric_path
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    task, texts = SUPERB_TASKS["asr"], ["hello world", "all well"]
+    recipe = recipe_for(task)
+    config = BYOLAConfig(**recipe.fit(datasets.Dataset.from_dict({"text": texts}), tmp_path, BYOLAFeatureExtractor()))
+    labels = recipe.encode({"text": texts})
+    blank = config.ctc_blank_id
+
+    def spelt(tokens: list[int], blank_between_equal: bool = True) -> list[int]:
+        frames = []
+        for token in tokens:
+            frames += [blank] if frames and frames[-1] == token and blank_between_equal else []
+            frames += [token, token]
+        return frames
+
+    def score(frames: list[list[int]]) -> dict:
+        longest = max(len(row) for row in frames)
+        ids = np.asarray([row + [blank] * (longest - len(row)) for row in frames])
+        logits = np.eye(config.vocab_size, dtype=np.float32)[ids]
+        prediction = SimpleNamespace(predictions=logits, label_ids=recipe.collate_labels(labels, []).numpy())
+        return recipe.metrics_function(evaluate.load(metric_path(task.metric), task.metric_config), config)(prediction)
+
+    assert score([spelt(tokens) for tokens in labels]) == {"wer": 0.0}
+    assert score([spelt(labels[0], blank_between_equal=False), spelt(labels[1])]) == {"wer": 0.25}
+
+
 def test_ctc_clips_too_short_for_their_repeated_tokens_are_dropped():
     """CTC needs a blank between two equal tokens: 'a a' cannot align to 2 frames, and with `ctc_zero_infinity` its
     infinite loss was zeroed, so such clips were kept, trained nothing and were not counted as dropped."""
@@ -584,6 +646,59 @@ def test_speaker_labels_past_a_clips_end_are_not_scored():
     ]
     assert labels.shape == (2, 16, 2)
     assert labels[1, :5].tolist() == [[0, 1]] * 5 and bool((labels[1, 5:] == IGNORED).all())
+
+
+def test_speaker_activity_is_scored_at_probability_one_half_over_the_labelled_frames():
+    """SD's DER takes a speaker as active where the head's probability passes 0.5 (logit 0) and scores only the
+    labelled frames (rows of -100, padding, are left out): logits of +-0.3 (probabilities 0.57 and 0.43) spelling
+    the labels give a DER of 0, and one false alarm in a silent frame 1 error over the 4 speaker-frames."""
+    from types import SimpleNamespace
+
+    import evaluate
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.metrics import metric_path
+    from byola_hf.superb.recipes import IGNORED, recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    task = SUPERB_TASKS["sd"]
+    compute = recipe_for(task).metrics_function(
+        evaluate.load(metric_path(task.metric), task.metric_config), BYOLAConfig()
+    )
+    labels = np.asarray([[[1, 0], [1, 1], [0, 0]], [[0, 1], [IGNORED] * 2, [IGNORED] * 2]], np.float32)
+    logits = np.where(labels == 1, 0.3, -0.3).astype(np.float32)
+    logits[1, 1:] = 5.0  # the padding's outputs: not scored
+    assert compute(SimpleNamespace(predictions=logits, label_ids=labels)) == {"der": 0.0}
+    logits[0, 2, 0] = 0.3
+    assert compute(SimpleNamespace(predictions=logits, label_ids=labels)) == {"der": 0.25}
+
+
+def test_utterance_scores_take_each_slots_argmax_in_order_and_refuse_reordered_class_lists():
+    """Accuracy with slots (IC) counts a clip right when every slot's argmax, slot by slot, is its label; and an
+    evaluation split whose ClassLabel lists the training classes in another order is refused: its ids, read through
+    the training names, would have scored other classes."""
+    from types import SimpleNamespace
+
+    import datasets
+    import evaluate
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.metrics import metric_path
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    task = SUPERB_TASKS["ic"]
+    config = BYOLAConfig(classifier_slots=[3, 2], num_labels=5)
+    compute = recipe_for(task).metrics_function(evaluate.load(metric_path(task.metric), task.metric_config), config)
+    logits = np.asarray([[0, 0, 1, 0, 1], [1, 0, 0, 1, 0], [0, 1, 0, 0, 1]], np.float32)  # slots (2, 1) (0, 0) (1, 1)
+    labels = np.asarray([[2, 1], [0, 1], [1, 1]])
+    assert compute(SimpleNamespace(predictions=logits, label_ids=labels)) == {"accuracy": 2 / 3}
+    recipe = recipe_for(SUPERB_TASKS["ks"])
+    classes = datasets.Features({"label": datasets.ClassLabel(names=["no", "yes"])})
+    recipe.fit(datasets.Dataset.from_dict({"label": [0, 1, 1]}, features=classes), "unused", None)
+    reordered = datasets.Features({"label": datasets.ClassLabel(names=["yes", "no"])})
+    with pytest.raises(ValueError, match="classes .* are not the training split's"):
+        recipe.check_labels_seen(datasets.Dataset.from_dict({"label": [0, 1]}, features=reordered), "validation")
 
 
 def test_class_balanced_draw_is_even_over_classes_and_seeded_per_epoch():

@@ -68,6 +68,8 @@ def test_a_data_change_alone_is_named_as_such(tmp_path):
         outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 1}, "source": {"clips": 4}}, ["r"])
     with pytest.raises(ValueError, match=r"it differs in arguments\.a, source\.clips\)"):
         outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 2}, "source": {"clips": 4}}, ["r"])
+    with pytest.raises(ValueError, match=r"it differs in arguments\.b\)"):  # a flag the folder's run did not have
+        outputs.claim_output_dir(tmp_path, "byola-x", {"arguments": {"a": 1, "b": 2}, "source": {"clips": 3}}, ["r"])
 
 
 def test_a_folder_holding_only_its_claim_is_free_for_any_run(tmp_path):
@@ -237,6 +239,24 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
             staged.write_text('{"accuracy": ')
             raise RuntimeError("killed mid-write")
     assert target.read_text().startswith('{\n  "accuracy": 0.5') and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_save_into_moves_config_json_last(tmp_path, monkeypatch):
+    """A model folder loads once its config.json is there: `save_into` moves every other file in first, so a run
+    killed, or a disk filling, while it moves files never leaves a config.json beside missing weights."""
+    moved, replace = [], os.replace
+
+    def recording_replace(source, target):
+        moved.append(os.path.basename(target))
+        replace(source, target)
+
+    def save(folder):
+        for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+            (folder / name).write_text(name)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    outputs.save_into(tmp_path / "model", save)
+    assert moved[-1] == "config.json" and sorted(moved) == sorted(os.listdir(tmp_path / "model"))
 
 
 def test_workers_die_with_their_parent():
