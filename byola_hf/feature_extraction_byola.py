@@ -572,10 +572,12 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
                 f"`librosa.resample(waveform, orig_sr={rate}, target_sr={self.sampling_rate})`."
             )
 
-    def check_length(self, length: int, index: int | None = None) -> None:
+    def check_length(self, length: int, index: int | None = None, minimum: int | None = None) -> None:
         """Raise a `ValueError` naming the fix when a waveform of `length` samples (example `index` of a batch) is
-        too short for the log-mel."""
-        minimum = self.n_fft // 2 + 1
+        shorter than `minimum`: by default the log-mel's (the centred STFT's `n_fft // 2 + 1`); `self.min_samples`
+        where the model runs next (it checks no values on an accelerator, where a clip without an output frame
+        would give a NaN embedding)."""
+        minimum = self.n_fft // 2 + 1 if minimum is None else minimum
         if length < minimum:
             hint = (
                 " If this is multi-channel audio of shape (samples, channels), mix it down to mono first."
@@ -584,8 +586,8 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
             )
             subject = "The clip" if index is None else f"Example {index}"
             raise ValueError(
-                f"{subject} has {length} samples, too short for the centred STFT (at least {minimum}) and for one "
-                f"BYOL-A output frame (at least {self.min_samples}). Pass pad_to_min_length=True to zero-pad short "
+                f"{subject} has {length} samples, too short for one BYOL-A output frame (at least {self.min_samples}; "
+                f"the centred STFT alone needs {self.n_fft // 2 + 1}). Pass pad_to_min_length=True to zero-pad short "
                 f"clips to {self.min_samples}.{hint}"
             )
 
