@@ -246,7 +246,7 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         check_positive(pad_to_multiple_of=pad_to_multiple_of, max_length=max_length)
         waveforms, lengths = self._checked_waveforms(raw_speech, sampling_rate, lengths)
         minimum = self.min_samples if pad_to_min_length else 0
-        lengths = self._kept_lengths(lengths, truncation, max_length, minimum)
+        lengths = self._kept_lengths(lengths, truncation, max_length, minimum, strategy != PaddingStrategy.DO_NOT_PAD)
         if strategy == PaddingStrategy.DO_NOT_PAD:
             features, frame_masks = self._log_mels_one_by_one(waveforms, lengths, minimum, device)
         else:
@@ -263,15 +263,19 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         if not (self.return_attention_mask if return_attention_mask is None else return_attention_mask):
             warn_if_padding_unmasked(outputs.pop("attention_mask"))
 
-    def _kept_lengths(self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int) -> list[int]:
+    def _kept_lengths(
+        self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int, batched: bool
+    ) -> list[int]:
         """The samples kept of each waveform (cut to `max_length` with `truncation`), each long enough once padded
-        to `minimum`."""
+        to `minimum`: for a log-mel frame, and when `batched` (one padded batch and its mask, the model's input) for
+        one output frame too, since a forward on an accelerator reads no lengths back. Unpadded rows, such as
+        byola-compute-stats reads, need a log-mel frame only."""
         if truncation:
             if max_length is None:
                 raise ValueError("truncation=True needs max_length (in samples).")
             lengths = [min(length, max_length) for length in lengths]
         for index, length in enumerate(lengths):
-            self.check_length(max(length, minimum), index)
+            self.check_length(max(length, minimum), index, self.min_samples if batched else None)
         return lengths
 
     def _checked_waveforms(
