@@ -359,7 +359,15 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         )
         silence = np.log(np.float32(self.log_offset))
         masks = (np.arange(max(targets))[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
-        if len(set(targets)) == 1:
+        if len(set(targets)) == 1:  # one padded batch, the model's input: as in `__call__`, each row needs an output
+            # frame, checked here on the host since a forward on an accelerator reads no lengths back
+            short = next((index for index, length in enumerate(lengths) if length < self.time_downsampling), None)
+            if short is not None:
+                raise ValueError(
+                    f"Row {short} has {lengths[short]} log-mel frames, too short for one BYOL-A output frame (at "
+                    f"least {self.time_downsampling}: {self.min_samples} samples); featurise its clip with "
+                    "pad_to_min_length=True."
+                )
             features = np.full((len(arrays), self.feature_size, targets[0]), silence, np.float32)
         else:  # unpadded or over max_length: rows apart, as the base class returns them
             features = _object_rows([np.full((self.feature_size, target), silence, np.float32) for target in targets])

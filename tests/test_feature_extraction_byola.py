@@ -402,3 +402,15 @@ def test_a_padded_batch_refuses_a_clip_without_an_output_frame(small_model):
     padded = fe(batch, sampling_rate=16000, return_tensors="pt", pad_to_min_length=True)
     with torch.no_grad():
         assert torch.isfinite(model(**padded, check_values=False).pooler_output).all()
+
+
+def test_the_collator_refuses_a_row_without_an_output_frame(small_model):
+    """docs/api.md's recipe, `ds.map(fe(..., padding=False))` then `DataCollatorWithPadding(fe)`, padded a v1 clip of
+    900 samples (6 log-mel frames) beside a longer one, and a GPU forward gave it a NaN embedding. `fe.pad` knows each
+    row's frames on the host and refuses it, as the padded `__call__` does."""
+    fe = AutoFeatureExtractor.from_pretrained(small_model)
+    rows = fe([np.full(16000, 0.1, np.float32), np.full(900, 0.1, np.float32)], sampling_rate=16000, padding=False)
+    features = [{"input_features": row} for row in rows["input_features"]]
+    with pytest.raises(ValueError, match="Row 1 has 6 log-mel frames, too short .*pad_to_min_length=True"):
+        DataCollatorWithPadding(fe)(features)
+    assert fe.pad(features, padding=False)["input_features"][1].shape == (64, 6)  # rows apart: no mask to misread
