@@ -246,7 +246,7 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         check_positive(pad_to_multiple_of=pad_to_multiple_of, max_length=max_length)
         waveforms, lengths = self._checked_waveforms(raw_speech, sampling_rate, lengths)
         minimum = self.min_samples if pad_to_min_length else 0
-        lengths = self._kept_lengths(lengths, truncation, max_length, minimum)
+        lengths = self._kept_lengths(lengths, truncation, max_length, minimum, strategy != PaddingStrategy.DO_NOT_PAD)
         if strategy == PaddingStrategy.DO_NOT_PAD:
             features, frame_masks = self._log_mels_one_by_one(waveforms, lengths, minimum, device)
         else:
@@ -263,15 +263,19 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         if not (self.return_attention_mask if return_attention_mask is None else return_attention_mask):
             warn_if_padding_unmasked(outputs.pop("attention_mask"))
 
-    def _kept_lengths(self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int) -> list[int]:
+    def _kept_lengths(
+        self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int, batched: bool
+    ) -> list[int]:
         """The samples kept of each waveform (cut to `max_length` with `truncation`), each long enough once padded
-        to `minimum`."""
+        to `minimum`: for a log-mel frame, and when `batched` (one padded batch and its mask, the model's input) for
+        one output frame too, since a forward on an accelerator reads no lengths back. Unpadded rows, such as
+        byola-compute-stats reads, need a log-mel frame only."""
         if truncation:
             if max_length is None:
                 raise ValueError("truncation=True needs max_length (in samples).")
             lengths = [min(length, max_length) for length in lengths]
         for index, length in enumerate(lengths):
-            self.check_length(max(length, minimum), index)
+            self.check_length(max(length, minimum), index, self.min_samples if batched else None)
         return lengths
 
     def _checked_waveforms(
@@ -355,7 +359,15 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         )
         silence = np.log(np.float32(self.log_offset))
         masks = (np.arange(max(targets))[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
-        if len(set(targets)) == 1:
+        if len(set(targets)) == 1:  # one padded batch, the model's input: as in `__call__`, each row needs an output
+            # frame, checked here on the host since a forward on an accelerator reads no lengths back
+            short = next((index for index, length in enumerate(lengths) if length < self.time_downsampling), None)
+            if short is not None:
+                raise ValueError(
+                    f"Row {short} has {lengths[short]} log-mel frames, too short for one BYOL-A output frame (at "
+                    f"least {self.time_downsampling}: {self.min_samples} samples); featurise its clip with "
+                    "pad_to_min_length=True."
+                )
             features = np.full((len(arrays), self.feature_size, targets[0]), silence, np.float32)
         else:  # unpadded or over max_length: rows apart, as the base class returns them
             features = _object_rows([np.full((self.feature_size, target), silence, np.float32) for target in targets])
@@ -572,10 +584,12 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
                 f"`librosa.resample(waveform, orig_sr={rate}, target_sr={self.sampling_rate})`."
             )
 
-    def check_length(self, length: int, index: int | None = None) -> None:
+    def check_length(self, length: int, index: int | None = None, minimum: int | None = None) -> None:
         """Raise a `ValueError` naming the fix when a waveform of `length` samples (example `index` of a batch) is
-        too short for the log-mel."""
-        minimum = self.n_fft // 2 + 1
+        shorter than `minimum`: by default the log-mel's (the centred STFT's `n_fft // 2 + 1`); `self.min_samples`
+        where the model runs next (it checks no values on an accelerator, where a clip without an output frame
+        would give a NaN embedding)."""
+        minimum = self.n_fft // 2 + 1 if minimum is None else minimum
         if length < minimum:
             hint = (
                 " If this is multi-channel audio of shape (samples, channels), mix it down to mono first."
@@ -584,8 +598,8 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
             )
             subject = "The clip" if index is None else f"Example {index}"
             raise ValueError(
-                f"{subject} has {length} samples, too short for the centred STFT (at least {minimum}) and for one "
-                f"BYOL-A output frame (at least {self.min_samples}). Pass pad_to_min_length=True to zero-pad short "
+                f"{subject} has {length} samples, too short for one BYOL-A output frame (at least {self.min_samples}; "
+                f"the centred STFT alone needs {self.n_fft // 2 + 1}). Pass pad_to_min_length=True to zero-pad short "
                 f"clips to {self.min_samples}.{hint}"
             )
 

@@ -46,6 +46,14 @@ class BYOLAHearModel(nn.Module):
         self.scene_embedding_size = model.config.feature_d
         self.timestamp_embedding_size = model.config.feature_d
 
+    def train(self, mode: bool = True) -> "BYOLAHearModel":
+        """HEAR embeddings are inference: the network stays in eval mode whatever `mode` (a parent module's
+        `.train()` would otherwise make it normalise each batch by its own BatchNorm statistics, move the running
+        ones and drop out features)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
     def embed(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(frame features (n, frames, d), clip embeddings (n, d))` of `(n, samples)` audio, in float32 on its
         device, computed a bounded amount of audio at a time."""

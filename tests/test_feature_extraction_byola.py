@@ -186,7 +186,7 @@ def test_accepts_every_input_form():
         (
             lambda fe: fe(np.zeros(300, np.float32), sampling_rate=16000),
             ValueError,
-            "STFT (at least 513) and for one BYOL-A output frame (at least 1120)",
+            "too short for one BYOL-A output frame (at least 1120; the centred STFT alone needs 513)",
         ),
         (lambda fe: fe(np.full(16000, np.nan, np.float32), sampling_rate=16000), ValueError, "NaN or infinite"),
         (lambda fe: fe(["not", "audio"], sampling_rate=16000), TypeError, "Unsupported audio element of type str"),
@@ -387,3 +387,34 @@ def test_feature_extractor_refuses_impossible_front_ends():
         BYOLAFeatureExtractor(hop_length=0)
     with pytest.raises(ValueError, match=r"f_max <= sampling_rate / 2"):
         BYOLAFeatureExtractor(f_max=20000)
+
+
+def test_a_padded_batch_refuses_a_clip_without_an_output_frame(small_model):
+    """`model(**fe([clip_1s, clip_900_samples], device="cuda"))`, the GPU recipe of docs/api.md, gave the v1 clip of
+    900 samples (a log-mel of 6 frames, no output frame) a NaN embedding: the fe let it through, and a forward on an
+    accelerator reads no lengths back (`check_values=False`). The fe knows the lengths before the transfer, so a
+    padded batch now refuses it, naming pad_to_min_length=True; unpadded rows (what byola-compute-stats reads) still
+    need a log-mel frame only."""
+    fe = AutoFeatureExtractor.from_pretrained(small_model)
+    model = AutoModel.from_pretrained(small_model).eval()
+    batch = [np.full(16000, 0.1, np.float32), np.full(fe.min_samples - 220, 0.1, np.float32)]
+    with pytest.raises(ValueError, match=f"Example 1 has 900 samples, too short .* \\(at least {fe.min_samples};"):
+        fe(batch, sampling_rate=16000, return_tensors="pt")
+    with pytest.raises(ValueError, match="pad_to_min_length=True"):
+        fe(torch.stack([torch.from_numpy(batch[0])] * 2), sampling_rate=16000, lengths=[16000, 900])
+    assert fe(batch, sampling_rate=16000, padding=False)["input_features"][1].shape == (64, 6)
+    padded = fe(batch, sampling_rate=16000, return_tensors="pt", pad_to_min_length=True)
+    with torch.no_grad():
+        assert torch.isfinite(model(**padded, check_values=False).pooler_output).all()
+
+
+def test_the_collator_refuses_a_row_without_an_output_frame(small_model):
+    """docs/api.md's recipe, `ds.map(fe(..., padding=False))` then `DataCollatorWithPadding(fe)`, padded a v1 clip of
+    900 samples (6 log-mel frames) beside a longer one, and a GPU forward gave it a NaN embedding. `fe.pad` knows each
+    row's frames on the host and refuses it, as the padded `__call__` does."""
+    fe = AutoFeatureExtractor.from_pretrained(small_model)
+    rows = fe([np.full(16000, 0.1, np.float32), np.full(900, 0.1, np.float32)], sampling_rate=16000, padding=False)
+    features = [{"input_features": row} for row in rows["input_features"]]
+    with pytest.raises(ValueError, match="Row 1 has 6 log-mel frames, too short .*pad_to_min_length=True"):
+        DataCollatorWithPadding(fe)(features)
+    assert fe.pad(features, padding=False)["input_features"][1].shape == (64, 6)  # rows apart: no mask to misread

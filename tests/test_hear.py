@@ -84,3 +84,17 @@ def test_hear_audio_too_short_names_the_minimum_length(small_model, embed):
     assert f"at least {minimum} samples ({minimum / 16000:g} s at 16000 Hz)" in message
     assert "pad_to_min_length" not in message
     embed(torch.randn(2, minimum), model)
+
+
+def test_hear_model_stays_in_eval_mode_when_trained(small_model):
+    """A HEAR model inside the user's own probe module, whose `.train()` reaches it, embedded in training mode: a
+    clip's scene embedding moved (BatchNorm on the batch's statistics, dropout on) and the running statistics were
+    overwritten, so it stayed wrong after `.eval()`. HEAR embeddings are inference: the network stays in eval mode."""
+    model = hear.load_model(str(small_model))
+    audio = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 8000)).astype(np.float32) * 0.1)
+    expected = hear.get_scene_embeddings(audio, model)
+    running = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    probe = torch.nn.ModuleDict({"embedding": model, "head": torch.nn.Linear(64, 2)}).train()
+    assert probe["head"].training and not model.model.training
+    torch.testing.assert_close(hear.get_scene_embeddings(audio, model), expected, rtol=0, atol=0)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in running.items())

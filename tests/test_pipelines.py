@@ -1,6 +1,7 @@
 """The embedding and audio-classification pipelines: real recordings of several rates and layouts, batching,
 devices, no remote-code prompt when byola_hf is imported."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -260,3 +261,26 @@ def test_pipelines(real512_dir, tmp_path):
     classifier = pipeline("audio-classification", model=str(tmp_path / "head"))
     result = classifier(wave)
     assert {r["label"] for r in result} == {"a", "b"} and abs(sum(r["score"] for r in result) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("task", ["byola-audio-embedding", "audio-classification"])
+def test_pipelines_refuse_a_clip_without_an_output_frame_before_the_device(small_model, task):
+    """A v1 clip of 513-1119 samples (a log-mel, but no output frame) passed the pipelines' check of the log-mel's
+    513 samples; batched with a longer clip on a GPU, where the model reads no values back (`check_values=False`),
+    its embedding was NaN and its scores NaN, silently. `preprocess` knows the length on the host and refuses it
+    there, naming the fix."""
+    head = task == "audio-classification"
+    loader = AutoModelForAudioClassification if head else AutoModel
+    model = loader.from_pretrained(small_model, **({"num_labels": 3} if head else {})).eval()
+    if head:
+        model.config.architectures = [type(model).__name__]
+    encoder = model.base_model
+    encoder.forward = functools.partial(encoder.forward, check_values=False)  # as a forward on an accelerator runs
+    fe = AutoFeatureExtractor.from_pretrained(small_model)
+    run = pipeline(task, model=model, feature_extractor=fe)
+    clips = waveforms(lengths=(16000, fe.min_samples - 1))
+    with pytest.raises(ValueError, match=f"at least {fe.min_samples}.*pad_to_min_length=True"):
+        run(clips, sampling_rate=16000, batch_size=2)
+    padded = run(clips, sampling_rate=16000, batch_size=2, pad_to_min_length=True)
+    scores = padded if not head else [[s["score"] for s in clip] for clip in padded]
+    assert np.isfinite(np.asarray(scores[1], dtype=float)).all()

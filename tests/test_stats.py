@@ -192,6 +192,21 @@ def test_unit_seconds_pads_a_clip_too_short_for_a_frame_as_extraction_does(rando
         compute_stats(StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(tmp_path / "data")))
 
 
+def test_unit_seconds_reports_the_seconds_of_audio_read(random2048_dir, tmp_path):
+    """With --unit_seconds, `StatsResult.audio_seconds` (the command's "h of audio") counted the units, cuts and
+    zero padding included: clips of 0.5 s and 6.25 ms with a unit of 2 s read as 4 s of audio. It is the audio as
+    decoded, as byola-extract's `duration` and the whole-clip mode count it."""
+    folder = tmp_path / "data" / "train"
+    folder.mkdir(parents=True)
+    for index, size in enumerate((8000, 100)):
+        sf.write(folder / f"clip{index}.wav", np.full(size, 0.1, np.float32), 16000, subtype="FLOAT")
+    result = compute_stats(
+        StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(tmp_path / "data"), unit_seconds=2.0)
+    )
+    assert result.audio_seconds == 8100 / 16000
+    assert result.num_frames == 2 * BYOLAFeatureExtractor().num_frames(32000)  # the moments are the units'
+
+
 def test_streaming_and_save_to_disk(speech_folder, expected_stats, random2048_dir, tmp_path):
     assert_close(
         compute_stats(StatsArguments(str(random2048_dir), "audiofolder", data_dir=str(speech_folder), streaming=True)),

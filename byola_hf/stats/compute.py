@@ -139,6 +139,7 @@ def batch_moments(
         waveforms = [decode_undecoded_audio(item, sampling_rate) for item in items]
     else:
         waveforms, sampling_rate = batch_waveforms(items)
+    num_samples = sum(len(waveform) for waveform in waveforms)  # the audio as decoded, as extraction's `duration`
     # A unit pads a clip too short for a frame, as byola-extract --unit_seconds does: only whole clips are refused.
     waveforms = waveforms if unit is None else [cut_or_pad(waveform, unit) for waveform in waveforms]
     check_clip_lengths(waveforms, items, feature_extractor.n_fft // 2 + 1)
@@ -147,7 +148,7 @@ def batch_moments(
     except NonFiniteFeaturesError as error:
         path = items[error.index].get("path") if isinstance(items[error.index], dict) else None
         raise NonFiniteFeaturesError(error.index, error.peak, display_path(path) if path else None) from None
-    moments = LogMelMoments.from_log_mels(features["input_features"], sum(len(waveform) for waveform in waveforms))
+    moments = LogMelMoments.from_log_mels(features["input_features"], num_samples)
     return {key: [value] for key, value in asdict(moments).items()}
 
 
