@@ -19,7 +19,15 @@ import torch
 from transformers import AutoModel
 
 from byola_hf import BYOLAFeatureExtractor
-from byola_hf.extract import ExtractArguments, extract, extract_embeddings, layer_widths, load_embeddings, main
+from byola_hf.extract import (
+    ExtractArguments,
+    embed_clip_batch,
+    extract,
+    extract_embeddings,
+    layer_widths,
+    load_embeddings,
+    main,
+)
 from byola_hf.extract.cli import build_parser
 from byola_hf.pipelines import load_audio
 
@@ -538,3 +546,16 @@ def test_a_flag_the_source_does_not_read_is_refused(
     stderr = capsys.readouterr().err
     assert one_line_error(subprocess.CompletedProcess([], exit_info.value.code, "", stderr)), stderr
     assert message in stderr and not (tmp_path / "out").exists()
+
+
+def test_embed_clip_batch_refuses_a_model_in_training_mode(random2048_dir):
+    """The exported batch function takes the model as the caller left it: in training mode (after Trainer.train(),
+    or a parent module's .train()) BatchNorm would normalise each clip with its batch's statistics."""
+    from byola_hf.extract.embed import ClipBatch
+
+    model = AutoModel.from_pretrained(random2048_dir)
+    fe = BYOLAFeatureExtractor.from_model_config(model.config)
+    batch = ClipBatch(clips=[], waveforms=None, lengths=[])
+    assert embed_clip_batch(model.eval(), fe, batch, None, torch.device("cpu")) == []
+    with pytest.raises(ValueError, match=r"eval mode: call model.eval\(\) first"):
+        embed_clip_batch(model.train(), fe, batch, None, torch.device("cpu"))
