@@ -47,6 +47,19 @@ def test_linear_eval_refuses_non_finite_embeddings(tmp_path, capsys, split):
     assert not (tmp_path / "out").exists()
 
 
+def test_linear_eval_names_labels_of_another_type_as_such(tmp_path, capsys):
+    """Integer labels in --train_dir and the same classes as strings in --test_dir were refused as "never seen in
+    training: 0, 1", which read as the very labels training had; the message now tells the types apart."""
+    from byola_hf.linear_eval.cli import main
+
+    x, y = blob_embeddings(0, 20)
+    folders = {"train": save_embeddings(tmp_path / "train", x, y)}
+    folders["test"] = save_embeddings(tmp_path / "test", x, [str(label) for label in y])
+    arguments = ["--train_dir", folders["train"], "--test_dir", folders["test"], "--epochs", "2"]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", "(the same names as training's, of another type): '0', '1'.")
+
+
 def test_linear_eval_refuses_non_finite_rows_of_a_task_table(tmp_path, capsys):
     from byola_hf.linear_eval.cli import main
 

@@ -244,7 +244,15 @@ def folds_from_directories(
     check_several_classes(data["train"][label_column_name], train_dir)
     unseen = set(label_classes([v for d in data.values() for v in d[label_column_name]])) - set(classes)
     if unseen:
-        raise ValueError(f"Labels never seen in training: {', '.join(map(str, sorted(unseen, key=str)[:10]))}.")
+        # repr, so that the string '0' is told apart from the number 0 when one split's column holds the other type
+        typed = (
+            " (the same names as training's, of another type)"
+            if {str(v) for v in unseen} <= set(map(str, classes))
+            else ""
+        )
+        raise ValueError(
+            f"Labels never seen in training{typed}: {', '.join(map(repr, sorted(unseen, key=str)[:10]))}."
+        )
     arrays = {name: (d["embedding"], encode(d[label_column_name], classes)) for name, d in data.items()}
     valid = arrays.get("valid", (None, None))
     check_splits_share_no_file(parts)
