@@ -133,8 +133,10 @@ def check_clip_lengths(waveforms: list[np.ndarray], items: list, minimum: int) -
     """A `ValueError` naming the file (`items[i]["path"]`, `datasets` audio) of the first clip shorter than `minimum`
     samples, one frame of the log-mel or of the model's output (empty ones included)."""
     for waveform, item in zip(waveforms, items):
+        path = item.get("path") if isinstance(item, dict) else None
+        if waveform.ndim != 1:  # a (channels, samples) clip of datasets.Audio(mono=False): its len is its channels
+            check_waveform(waveform, display_path(path) if path else "A clip")
         if len(waveform) < minimum:
-            path = item.get("path") if isinstance(item, dict) else None
             raise ValueError(
                 f"{display_path(path) if path else 'A clip'} has {len(waveform)} samples, fewer than the {minimum} "
                 "one frame needs: remove it from the data (or pad it) and run again."

@@ -8,7 +8,7 @@ import pytest
 
 import byola_hf  # noqa: F401  (registers the model type and the pipelines)
 from byola_hf import BYOLAFeatureExtractor
-from byola_hf.audio import load_audio
+from byola_hf.audio import check_clip_lengths, load_audio
 
 
 def test_integer_rule_is_one_rule():
@@ -77,3 +77,10 @@ def test_a_stated_rate_is_resampled_to_the_models():
     for resampled in (load_audio({"array": tone, "sampling_rate": 48000}, 16000), load_audio(tone, 16000, 48000)):
         assert resampled.shape == (16000,) and resampled.dtype == np.float32
         np.testing.assert_allclose(resampled[100:-100], expected[100:-100], rtol=0, atol=1e-3)
+
+
+def test_clip_lengths_of_a_stereo_clip_name_mono_not_its_channel_count():
+    """A (channels, samples) clip (datasets.Audio(mono=False)) was said to have 2 samples, fewer than one frame."""
+    stereo = np.zeros((2, 16000), np.float32)
+    with pytest.raises(ValueError, match=r"clip.wav has shape \(2, 16000\): BYOL-A takes mono audio"):
+        check_clip_lengths([stereo], [{"path": "/data/clip.wav"}], 1120)
