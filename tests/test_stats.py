@@ -99,6 +99,8 @@ def test_moments_merge_is_exact():
     assert merged.count == everything.size
     assert abs(merged.mean - everything.mean()) <= 1e-12 * abs(everything.mean())
     assert abs(merged.std - everything.std()) <= 1e-12 * everything.std()
+    with pytest.raises(ValueError, match="empty set"):  # was a ZeroDivisionError
+        _ = LogMelMoments().merge(LogMelMoments.from_values(np.zeros(0))).std
 
 
 def test_running_estimate_is_the_s3prl_upstreams_calcnorm():

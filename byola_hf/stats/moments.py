@@ -74,7 +74,9 @@ class LogMelMoments:
 
     @property
     def std(self) -> float:
-        """Population standard deviation."""
+        """Population standard deviation (of at least one value)."""
+        if self.count == 0:
+            raise ValueError("No log-mel values: the standard deviation of an empty set is undefined.")
         return math.sqrt(self.m2 / self.count)
 
 
