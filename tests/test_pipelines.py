@@ -260,3 +260,19 @@ def test_pipelines(real512_dir, tmp_path):
     classifier = pipeline("audio-classification", model=str(tmp_path / "head"))
     result = classifier(wave)
     assert {r["label"] for r in result} == {"a", "b"} and abs(sum(r["score"] for r in result) - 1) < 1e-5
+
+
+def test_pad_to_min_length_pads_as_the_feature_extractor(random2048_dir):
+    """The pipelines' `pad_to_min_length=True` zero-pads a short clip at its end, as the feature extractor's option
+    of the same name (padding at the start survived: every other test's clip is long enough)."""
+    clip = waveforms(lengths=(600,))[0]
+    extractor = pipeline("byola-audio-embedding", model=str(random2048_dir))
+    model = BYOLAModel.from_pretrained(random2048_dir).eval()
+    inputs = AutoFeatureExtractor.from_pretrained(random2048_dir)(
+        clip, sampling_rate=16000, pad_to_min_length=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = model(**inputs)
+    np.testing.assert_allclose(extractor(clip, pad_to_min_length=True), expected.pooler_output[0].numpy(), rtol=1e-6)
+    frames = extractor(clip, pad_to_min_length=True, frame_level=True)
+    np.testing.assert_allclose(frames, expected.last_hidden_state[0].numpy(), rtol=1e-6, atol=1e-7)
