@@ -594,3 +594,47 @@ def test_fine_tuned_card_names_the_task_kind_and_the_training_data():
     assert "task: sid (speaker identification)" in card and "trained on: my-speakers" in card
     assert "VoxCeleb1" not in card
     assert "trained on: not recorded" in str(model_card(config, {"task": "sid", "description": "x (VoxCeleb1)"}))
+
+
+def test_trainer_commands_push_privately_unless_told_to_publish(monkeypatch, tmp_path):
+    """Trainer's `hub_private_repo` is `None` unless given: a push of byola-run-superb, byola-finetune or
+    byola-pretrain is private then, and public only with --public or --hub_private_repo false (reading `None` as
+    false published every such push by default and survived the slow-tier pushes)."""
+    from transformers import TrainingArguments
+
+    from byola_hf import hub
+
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
+    cases = [({}, False, False), ({"hub_private_repo": True}, False, False), ({}, True, True)]
+    cases.append(({"hub_private_repo": False}, False, True))
+    for flags, public, expected in cases:
+        training_args = TrainingArguments(
+            output_dir=str(tmp_path), report_to="none", push_to_hub=True, hub_model_id="user/model", **flags
+        )
+        push = hub.trainer_push_arguments(training_args, public)
+        assert (push.push_to_hub, push.hub_model_id, push.public) == (True, "user/model", expected), flags
+        assert training_args.push_to_hub is False  # Trainer's own (public) pushes are off
+
+
+def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_the_weights():
+    """The card's statistics, counts and licence are what the config holds (a card with mean and std swapped,
+    examples and frames swapped, or NTT's weights under an unspecified licence survived the fast tier)."""
+    provenance = {"dataset": "mini/ks", "split": "train", "num_examples": 3, "num_frames": 70, "method": "exact"}
+    config = BYOLAConfig(
+        feature_d=512,
+        mean=-9.5,
+        std=4.25,
+        stats_provenance=provenance,
+        converted_from="AudioNTT2020-BYOLA-64x96d512.pth",
+    )
+    card = model_card(config)
+    assert (card.data.license, card.data.license_name) == ("other", "ntt-software-license-agreement-for-evaluation")
+    assert card.data.license_link == "https://github.com/nttcslab/byol-a/blob/master/LICENSE"
+    text = str(card)
+    assert "- mean: `-9.5`, std: `4.25`" in text and "- examples: 3, frames: 70, method: exact" in text
+    assert "- computed on: mini/ks, split `train`" in text and LICENSE_NOTICE in text
+    config.converted_from = None  # weights trained here: no terms of NTT's
+    card = model_card(config)
+    assert (card.data.license, card.data.license_name) == ("other", "unspecified")
+    assert LICENSE_NOTICE not in str(card)
