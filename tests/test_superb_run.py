@@ -820,3 +820,31 @@ def test_weights_written_again_change_the_run_record(tmp_path):
     assert first == record()
     (tmp_path / "model.safetensors").write_bytes(b"second, longer")
     assert record() != first
+
+
+def test_a_corpus_training_cut_applies_to_training_clips_only(tmp_path):
+    """s3prl cuts VoxCeleb1's training clips to 8 s (`train_max_samples`), its evaluation clips never: the cut is
+    passed as `train_max` and must shorten the training log-mels only (ignoring it survived: the mini corpus's
+    clips are shorter than any cut)."""
+    import datasets
+    import soundfile as sf
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.run import DataTrainingArguments, prepare_features
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    rng = np.random.default_rng(0)
+    files = [str(tmp_path / f"{index}.wav") for index in range(2)]
+    for file in files:
+        sf.write(file, rng.uniform(-0.5, 0.5, 6400).astype(np.float32), 16000)
+    dataset = datasets.Dataset.from_dict({"audio": files, "label": ["a", "b"]}).cast_column("audio", datasets.Audio())
+    fe = BYOLAFeatureExtractor(mean=-9.0, std=4.0)
+    recipe = recipe_for(SUPERB_TASKS["ks"])
+    recipe.fit(dataset, str(tmp_path), fe)
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none")
+    data_args = DataTrainingArguments(task="ks")
+    prepared = prepare_features({"train": dataset, "eval": dataset}, fe, recipe, data_args, training_args, 3200)
+    assert [len(row) for row in prepared["train"]["input_features"]] == [fe.num_frames(3200)] * 2
+    assert [len(row) for row in prepared["eval"]["input_features"]] == [fe.num_frames(6400)] * 2
