@@ -1177,3 +1177,18 @@ def test_audio_is_decoded_in_workers_by_default(cores, workers, tmp_path, monkey
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     assert f"(default here: {workers}," in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_optimizer_step_updates_the_target_network(audio_folder, tmp_path):
+    """byola-pretrain moves the target network after every optimizer step: with --ema_decay 0 the target's
+    parameters are the online ones at the checkpoint (a trainer without its EMA callback, whose target stayed at
+    its initialisation, survived every other test)."""
+    output = tmp_path / "run"
+    main(pretrain_args(audio_folder, output, "--max_steps", "2", "--save_steps", "2", "--ema_decay", "0"))
+    learner = load_file(output / "checkpoint-2" / "model.safetensors")
+    config = BYOLAPreTrainingConfig.from_pretrained(output / "checkpoint-2")
+    names = [name for name, _ in BYOLAForPreTraining(config).named_parameters() if name.startswith("target_")]
+    assert len(names) > 8
+    for name in names:
+        online = name.replace("target_", "", 1)
+        torch.testing.assert_close(learner[name], learner[online], rtol=0, atol=0, msg=name)
