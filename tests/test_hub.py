@@ -638,3 +638,46 @@ def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_th
     card = model_card(config)
     assert (card.data.license, card.data.license_name) == ("other", "unspecified")
     assert LICENSE_NOTICE not in str(card)
+
+
+def test_a_push_uploads_the_model_not_the_runs_checkpoints_logs_or_markers(small_model, tmp_path, monkeypatch):
+    """A command's output folder also holds its Trainer checkpoints (learner, optimizer and RNG states), TensorBoard
+    logs and byola_hf's markers: the push uploads the model directory only (uploading the checkpoints too survived
+    the fast tier). The upload is huggingface_hub's own folder filter over what push_to_hub passes it."""
+    import shutil
+    from pathlib import Path
+
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    from byola_hf import hub
+
+    folder = tmp_path / "run"
+    shutil.copytree(small_model, folder)
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2" / "optimizer.pt").write_bytes(b"state")
+    (folder / "runs").mkdir()
+    (folder / "runs" / "events.out").write_bytes(b"log")
+    (folder / ".byola_hf_output.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"old format")
+    uploads = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private, exist_ok):
+            assert private
+
+        def upload_file(self, path_in_repo, **kwargs):
+            uploads.append(path_in_repo)
+
+        def upload_folder(self, folder_path, ignore_patterns, **kwargs):
+            names = [str(path.relative_to(folder_path)) for path in Path(folder_path).rglob("*") if path.is_file()]
+            uploads.extend(filter_repo_objects(names, ignore_patterns=ignore_patterns))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
+    hub.push_to_hub(folder, "tester/run")
+    assert sorted(uploads) == sorted({path.name for path in small_model.iterdir()} | {"README.md"})
