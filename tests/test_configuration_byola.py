@@ -79,3 +79,21 @@ def test_from_pretrained_overrides_are_validated_as_the_constructor_validates_th
         AutoConfig.from_pretrained(tmp_path, **override)
     with pytest.raises(ValueError, match=message):
         AutoModelForAudioClassification.from_pretrained(tmp_path, num_labels=3, **override)
+
+
+def test_min_samples_and_pretraining_config_overrides():
+    """v2's fewest samples are the STFT's reflect padding's, n_fft // 2 + 1 = 513 (512 passed the check and then
+    failed inside torch), v1's one output frame's 7 hops; and `from_encoder_config`'s keyword arguments override
+    the encoder's own fields, statistics included (the encoder's won, unnoticed by the command, which passes none)."""
+    from byola_hf import BYOLAPreTrainingConfig
+
+    v1, v2 = BYOLAConfig.from_variant("AudioNTT2020"), BYOLAConfig.from_variant("AudioNTT2022")
+    assert (v1.min_samples, v2.min_samples) == (1120, 513)
+    extractor = BYOLAFeatureExtractor.from_model_config(v2)
+    assert extractor.min_samples == 513 and extractor(np.zeros(513, np.float32), sampling_rate=16000)
+    with pytest.raises(ValueError, match="at least 513"):
+        extractor(np.zeros(512, np.float32), sampling_rate=16000)
+    encoder = BYOLAConfig(mean=-9.0, std=4.0)
+    pretraining = BYOLAPreTrainingConfig.from_encoder_config(encoder, mean=-5.0, std=3.0, ema_decay=0.9)
+    assert (pretraining.mean, pretraining.std, pretraining.ema_decay) == (-5.0, 3.0, 0.9)
+    assert BYOLAPreTrainingConfig.from_encoder_config(encoder).mean == -9.0

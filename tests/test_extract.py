@@ -97,6 +97,12 @@ def test_embeddings_equal_the_model_example_by_example(audio_folder, random2048_
     )
     dataset = load_embeddings(str(tmp_path / "out"))
     assert result.num_examples == len(dataset) == 5 and result.skipped == []
+    # Row for row in the source's order (three shards joined in order), its columns beside.
+    import datasets
+
+    source = datasets.load_dataset("audiofolder", data_dir=str(root), split="train")
+    source = source.cast_column("audio", datasets.Audio(decode=False))
+    assert dataset["path"] == [item["path"] for item in source["audio"]] and dataset["label"] == source["label"]
     assert {"label", "path", "duration", "embedding", "timestamps", "frames_0", "frames_4"} <= set(
         dataset.column_names
     )

@@ -554,3 +554,28 @@ def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_p
     setattr(changed[index], name, f"another {name}")
     assert (run_record(*changed, BYOLAConfig(), task) != record) == (name not in MAY_CHANGE)
     assert "num_train_epochs" not in MAY_CHANGE
+
+
+def test_record_labels_and_folds_follow_the_data(tmp_path):
+    """The run record changes with the data's fingerprint (a record without it survived: a CSV relabelled in place
+    resumed the old run); multi-label cells are split at commas with the spaces around each label dropped ('a, b'
+    is the classes a and b, not a and ' b'); and a validation part with a class its training part lacks is refused
+    as a test part is (only the test part's check survived)."""
+    from types import SimpleNamespace
+
+    from byola_hf.finetune.data import check_fold_classes, parse_labels
+    from byola_hf.finetune.run import run_record
+    from byola_hf.linear_eval.evaluate import FoldRows
+
+    parsed = build_parser().parse_args_into_dataclasses(
+        args=["--model_name_or_path", "m", "--metadata_csv", "t.csv", "--output_dir", str(tmp_path), "--use_cpu"]
+    )
+    records = [run_record(*parsed, BYOLAConfig(), SimpleNamespace(fingerprint=name)) for name in ("f", "f", "g")]
+    assert records[0] == records[1] != records[2]
+    assert parse_labels(["a, b", "b,c", " c "], True) == [["a", "b"], ["b", "c"], ["c"]]
+    labels = ["a", "b", "a", "c", "b"]
+    check_fold_classes(FoldRows("1", np.array([0, 1]), np.array([2, 4]), np.array([1])), labels, False, ["a", "b"])
+    for valid, test, part in (([3], [2], "validation"), ([2], [3], "test")):
+        fold = FoldRows("1", np.array([0, 1]), np.array(test), np.array(valid))
+        with pytest.raises(ValueError, match=f"Fold 1: the {part} part has labels never seen in its training part: c"):
+            check_fold_classes(fold, labels, False, ["a", "b", "c"])

@@ -594,3 +594,90 @@ def test_fine_tuned_card_names_the_task_kind_and_the_training_data():
     assert "task: sid (speaker identification)" in card and "trained on: my-speakers" in card
     assert "VoxCeleb1" not in card
     assert "trained on: not recorded" in str(model_card(config, {"task": "sid", "description": "x (VoxCeleb1)"}))
+
+
+def test_trainer_commands_push_privately_unless_told_to_publish(monkeypatch, tmp_path):
+    """Trainer's `hub_private_repo` is `None` unless given: a push of byola-run-superb, byola-finetune or
+    byola-pretrain is private then, and public only with --public or --hub_private_repo false (reading `None` as
+    false published every such push by default and survived the slow-tier pushes)."""
+    from transformers import TrainingArguments
+
+    from byola_hf import hub
+
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
+    cases = [({}, False, False), ({"hub_private_repo": True}, False, False), ({}, True, True)]
+    cases.append(({"hub_private_repo": False}, False, True))
+    for flags, public, expected in cases:
+        training_args = TrainingArguments(
+            output_dir=str(tmp_path), report_to="none", push_to_hub=True, hub_model_id="user/model", **flags
+        )
+        push = hub.trainer_push_arguments(training_args, public)
+        assert (push.push_to_hub, push.hub_model_id, push.public) == (True, "user/model", expected), flags
+        assert training_args.push_to_hub is False  # Trainer's own (public) pushes are off
+
+
+def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_the_weights():
+    """The card's statistics, counts and licence are what the config holds (a card with mean and std swapped,
+    examples and frames swapped, or NTT's weights under an unspecified licence survived the fast tier)."""
+    provenance = {"dataset": "mini/ks", "split": "train", "num_examples": 3, "num_frames": 70, "method": "exact"}
+    config = BYOLAConfig(
+        feature_d=512,
+        mean=-9.5,
+        std=4.25,
+        stats_provenance=provenance,
+        converted_from="AudioNTT2020-BYOLA-64x96d512.pth",
+    )
+    card = model_card(config)
+    assert (card.data.license, card.data.license_name) == ("other", "ntt-software-license-agreement-for-evaluation")
+    assert card.data.license_link == "https://github.com/nttcslab/byol-a/blob/master/LICENSE"
+    text = str(card)
+    assert "- mean: `-9.5`, std: `4.25`" in text and "- examples: 3, frames: 70, method: exact" in text
+    assert "- computed on: mini/ks, split `train`" in text and LICENSE_NOTICE in text
+    config.converted_from = None  # weights trained here: no terms of NTT's
+    card = model_card(config)
+    assert (card.data.license, card.data.license_name) == ("other", "unspecified")
+    assert LICENSE_NOTICE not in str(card)
+
+
+def test_a_push_uploads_the_model_not_the_runs_checkpoints_logs_or_markers(small_model, tmp_path, monkeypatch):
+    """A command's output folder also holds its Trainer checkpoints (learner, optimizer and RNG states), TensorBoard
+    logs and byola_hf's markers: the push uploads the model directory only (uploading the checkpoints too survived
+    the fast tier). The upload is huggingface_hub's own folder filter over what push_to_hub passes it."""
+    import shutil
+    from pathlib import Path
+
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    from byola_hf import hub
+
+    folder = tmp_path / "run"
+    shutil.copytree(small_model, folder)
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2" / "optimizer.pt").write_bytes(b"state")
+    (folder / "runs").mkdir()
+    (folder / "runs" / "events.out").write_bytes(b"log")
+    (folder / ".byola_hf_output.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"old format")
+    uploads = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private, exist_ok):
+            assert private
+
+        def upload_file(self, path_in_repo, **kwargs):
+            uploads.append(path_in_repo)
+
+        def upload_folder(self, folder_path, ignore_patterns, **kwargs):
+            names = [str(path.relative_to(folder_path)) for path in Path(folder_path).rglob("*") if path.is_file()]
+            uploads.extend(filter_repo_objects(names, ignore_patterns=ignore_patterns))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
+    hub.push_to_hub(folder, "tester/run")
+    assert sorted(uploads) == sorted({path.name for path in small_model.iterdir()} | {"README.md"})

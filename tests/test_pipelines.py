@@ -284,3 +284,19 @@ def test_pipelines_refuse_a_clip_without_an_output_frame_before_the_device(small
     padded = run(clips, sampling_rate=16000, batch_size=2, pad_to_min_length=True)
     scores = padded if not head else [[s["score"] for s in clip] for clip in padded]
     assert np.isfinite(np.asarray(scores[1], dtype=float)).all()
+
+
+def test_pad_to_min_length_pads_as_the_feature_extractor(random2048_dir):
+    """The pipelines' `pad_to_min_length=True` zero-pads a short clip at its end, as the feature extractor's option
+    of the same name (padding at the start survived: every other test's clip is long enough)."""
+    clip = waveforms(lengths=(600,))[0]
+    extractor = pipeline("byola-audio-embedding", model=str(random2048_dir))
+    model = BYOLAModel.from_pretrained(random2048_dir).eval()
+    inputs = AutoFeatureExtractor.from_pretrained(random2048_dir)(
+        clip, sampling_rate=16000, pad_to_min_length=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = model(**inputs)
+    np.testing.assert_allclose(extractor(clip, pad_to_min_length=True), expected.pooler_output[0].numpy(), rtol=1e-6)
+    frames = extractor(clip, pad_to_min_length=True, frame_level=True)
+    np.testing.assert_allclose(frames, expected.last_hidden_state[0].numpy(), rtol=1e-6, atol=1e-7)

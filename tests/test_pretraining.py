@@ -460,6 +460,8 @@ def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
     assert record["provenance"]["num_examples"] == 8 and record["provenance"]["method"] == "exact"
     card = (output / "README.md").read_text()
     assert "## Pre-training" in card and "steps: 2" in card and "8 clips" in card
+    seconds = sum(soundfile.info(path).duration for path in audio_folder.iterdir())
+    assert f"8 clips, {seconds / 3600:.3f} h" in card  # the clips' hours of audio
     # As transformers' example scripts: the run's whole log and train()'s metrics beside the model.
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 2
     assert json.loads((output / "train_results.json").read_text())["train_loss"] > 0
@@ -1177,3 +1179,31 @@ def test_audio_is_decoded_in_workers_by_default(cores, workers, tmp_path, monkey
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     assert f"(default here: {workers}," in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_optimizer_step_updates_the_target_network(audio_folder, tmp_path):
+    """byola-pretrain moves the target network after every optimizer step: with --ema_decay 0 the target's
+    parameters are the online ones at the checkpoint (a trainer without its EMA callback, whose target stayed at
+    its initialisation, survived every other test)."""
+    output = tmp_path / "run"
+    main(pretrain_args(audio_folder, output, "--max_steps", "2", "--save_steps", "2", "--ema_decay", "0"))
+    learner = load_file(output / "checkpoint-2" / "model.safetensors")
+    config = BYOLAPreTrainingConfig.from_pretrained(output / "checkpoint-2")
+    names = [name for name, _ in BYOLAForPreTraining(config).named_parameters() if name.startswith("target_")]
+    assert len(names) > 8
+    for name in names:
+        online = name.replace("target_", "", 1)
+        torch.testing.assert_close(learner[name], learner[online], rtol=0, atol=0, msg=name)
+
+
+def test_a_rerun_with_another_number_of_processes_is_refused(tmp_path, monkeypatch):
+    """The launch's world size is no flag but sets the batch of each step and each rank's memory bank: a run
+    resumed under another number of processes is another run (a record without it survived)."""
+    from byola_hf.pretraining.run import run_fingerprint
+
+    parsed = parse_command_line(["--dataset_name", "some/dataset", "--output_dir", str(tmp_path), "--use_cpu"])
+    clips = datasets.Dataset.from_dict({"audio": ["a.wav"]})
+    record = run_fingerprint(*parsed, clips)
+    assert record["training"]["world_size"] == 1
+    monkeypatch.setattr(type(parsed[2]), "world_size", property(lambda self: 2))
+    assert run_fingerprint(*parsed, clips) != record

@@ -141,6 +141,14 @@ def test_exact_stats_match_float64(speech_folder, expected_stats, random2048_dir
     assert config.stats_provenance["num_examples"] == expected_stats[2]
     assert config.stats_provenance["num_frames"] == result.num_frames
     assert config.stats_provenance["split"] == "train" and config.stats_provenance["method"] == "exact"
+    assert (
+        config.stats_provenance["data_dir"] == str(speech_folder)
+        and config.stats_provenance["dataset"] == "audiofolder"
+    )
+    assert result.num_values == config.stats_provenance["num_values"] == result.num_frames * 64
+    # The seconds of audio read: every decoded clip's samples at 16 kHz (not its log-mel frames).
+    dataset = load_audio_dataset("audiofolder", data_dir=str(speech_folder), sampling_rate=16000)
+    assert result.audio_seconds == sum(len(example["audio"]["array"]) for example in dataset) / 16000
     model = AutoModel.from_pretrained(tmp_path / "model").eval()
     with torch.no_grad():
         outputs = model(torch.full((1, 64, 200), -9.0))
@@ -536,3 +544,18 @@ def test_max_examples_without_a_seed_draws_with_the_default_seed(speech_folder, 
     given = compute_stats(StatsArguments(str(random2048_dir), "audiofolder", **folder, seed=DEFAULT_SEED))
     assert DEFAULT_SEED == 42 and default.provenance["seed"] == 42
     assert (default.mean, default.std, default.num_frames) == (given.mean, given.std, given.num_frames)
+
+
+def test_statistics_in_place_refuse_a_model_folder_with_files_no_command_wrote(small_model, speech, tmp_path, capsys):
+    """In place (--output_dir the model folder) the command rewrites config.json, the preprocessor config and
+    README.md: a folder the user saved, with a README of their own, is refused and left as it was (skipping the
+    check survived: it rewrote the user's card)."""
+    model = tmp_path / "mine"
+    shutil.copytree(small_model, model)
+    (model / "README.md").write_text("my own notes")
+    before = {path.name: path.read_bytes() for path in model.iterdir()}
+    code, stderr = run_main(
+        stats_main, ["--model_name_or_path", model, "--dataset_name", speech.parent, "--output_dir", model], capsys
+    )
+    assert_one_line(code, stderr, "byola-compute-stats", "holds files no byola_hf command wrote (", "README.md")
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == before

@@ -126,6 +126,12 @@ def test_libriphone_lexicon_as_s3prl_reads_it(corpora):
     # THE has two pronunciations: the first (DH AH0) is taken; GO and UP come from the second lexicon file.
     assert records.splits["train"]["phonemes"][0] == "DH AH0 K AE1 T S AE1 T AA1 N DH AH0 M AE1 T"
     assert records.splits["train"]["phonemes"][3] == "G OW1 AH1 P"
+    # Each utterance's text is its transcript line as written (the ASR references), beside its own FLAC.
+    for split in records.splits.values():
+        for audio, text in zip(split["audio"], split["text"]):
+            utterance = Path(audio).stem
+            lines = (Path(audio).parent / f"{utterance.rsplit('-', 1)[0]}.trans.txt").read_text().splitlines()
+            assert [line.split(" ", 1)[1] for line in lines if line.split(" ", 1)[0] == utterance] == [text]
     vocabulary = default_phonemes()
     assert len(vocabulary) == 71 and vocabulary[:4] == ["SIL", "SPN", "AA0", "AA1"] and vocabulary[-1] == "ZH"
     assert records.vocabulary == vocabulary
@@ -178,6 +184,42 @@ def test_speech_commands_unknown_and_silence_as_s3prl_builds_them(corpora):
     assert train and validation and not train & validation
 
 
+def test_speech_commands_split_is_the_readmes_which_set_with_its_testing_tenth_discarded():
+    """Speech Commands' README assigns a speaker by `sha1(name before "_nohash_") % (2**27) * 100 / (2**27 - 1)`:
+    below 10 validation, below 20 testing (s3prl discards it: the test set is separate), else training. Putting
+    the testing tenth into training survived the speaker-disjointness check above."""
+    import hashlib
+
+    def readme_which_set(name: str) -> str:
+        percentage = (int(hashlib.sha1(name.encode()).hexdigest(), 16) % 2**27) * (100.0 / (2**27 - 1))
+        return "validation" if percentage < 10 else "testing" if percentage < 20 else "training"
+
+    expected = {"validation": "validation", "testing": None, "training": "train"}
+    names = [f"{index:08x}" for index in range(3000)]
+    got = [speech_commands_split(f"{name}_nohash_{index % 5}.wav") for index, name in enumerate(names)]
+    assert got == [expected[readme_which_set(name)] for name in names]
+    shares = {split: got.count(split) / len(got) for split in ("validation", None, "train")}
+    assert abs(shares["validation"] - 0.1) < 0.02 and abs(shares[None] - 0.1) < 0.02, shares
+
+
+def test_librimix_segments_cover_the_rounded_frames(tmp_path):
+    """A segment covers output frames round(start * fps) to round(end * fps) (s3prl's rounding): at 12.5 frames
+    per second, 0.05-0.95 s is frames 1..11 (truncating gave 0..10) and 0.3-0.66 s frames 4..7."""
+    import soundfile as sf
+
+    from byola_hf.superb.corpora.readers import read_kaldi_dir
+
+    sf.write(tmp_path / "mix.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "wav.scp").write_text(f"mix {tmp_path / 'mix.wav'}\n")
+    (tmp_path / "utt2spk").write_text("b-1 b\na-1 a\n")
+    (tmp_path / "segments").write_text("b-1 mix 0.05 0.95\na-1 mix 0.3 0.66\n")
+    records = read_kaldi_dir(tmp_path, 12.5)
+    expected = np.zeros((12, 2), np.int8)
+    expected[4:8, 0] = 1  # speaker a (speakers in sorted order)
+    expected[1:12, 1] = 1
+    np.testing.assert_array_equal(records["activity"][0], expected)
+
+
 def test_speech_commands_silence_is_one_second_of_a_background_file_at_any_rate(corpora, tmp_path):
     """A 44.1 kHz background recording gave 0.36 s `_silence_` clips (16,000 of its samples, read as 16 kHz)."""
     import soundfile as sf
@@ -209,12 +251,15 @@ def test_iemocap_merges_excited_into_happy_and_holds_out_as_s3prl(corpora):
     assert test["label"] == ["neu", "hap", "hap", "ang", "sad"]  # exc -> hap, fru dropped
     assert len(records.splits["train"]["audio"]) + len(records.splits["validation"]["audio"]) == 4 * 5
     # The validation split is s3prl's: torch.random_split of the training sessions after torch.manual_seed(0).
-    items = list(range(20))
-    records_in = {"audio": items, "label": items}
-    torch.manual_seed(0)
-    expected = torch.utils.data.random_split(items, [16, 4])
-    train, validation = hold_out(records_in, 0.2)
-    assert train["audio"] == list(expected[0]) and validation["audio"] == list(expected[1])
+    # s3prl keeps int((1 - 0.2) * n) for training: 9 of 12, where rounding would keep 10.
+    for count in (20, 12):
+        items = list(range(count))
+        records_in = {"audio": items, "label": items}
+        torch.manual_seed(0)
+        cut = int((1 - 0.2) * count)
+        expected = torch.utils.data.random_split(items, [cut, count - cut])
+        train, validation = hold_out(records_in, 0.2)
+        assert train["audio"] == list(expected[0]) and validation["audio"] == list(expected[1])
 
 
 def test_librimix_activity_follows_the_segments(corpora):

@@ -766,3 +766,85 @@ def test_keyword_spotting_trains_class_balanced_and_resumes_exactly(ks_model, mi
         *superb_arguments("ks", ks_model, mini["ks"], tmp_path / "grouped"), "--train_sampling_strategy", "sequential"
     )
     assert result.returncode == 2 and "ks draws its training clips class-balanced" in result.stderr
+
+
+def test_held_out_and_sample_limited_splits_are_drawn_with_the_runs_seed(tmp_path):
+    """Without an evaluation split the held-out part is datasets' `train_test_split` with the run's `--seed` (a
+    fixed seed survived: the runs above use seed 0), and `--max_eval_samples` draws the test split too, as
+    transformers' scripts draw (`shuffle(seed=seed).select`)."""
+    import datasets
+    import soundfile as sf
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.run import DataTrainingArguments, load_task_data
+
+    files = [str(tmp_path / f"{index}.wav") for index in range(24)]
+    for file in files:
+        sf.write(file, np.zeros(1600, np.float32), 16000)
+    rows = {"audio": files, "label": [str(index % 3) for index in range(24)], "index": list(range(24))}
+    part = datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio())
+    train, test = part.select(range(12)), part.select(range(12, 24))
+    datasets.DatasetDict(train=train, test=test).save_to_disk(tmp_path / "saved")
+    drawn = {}
+    for seed in (7, 8):
+        data_args = DataTrainingArguments(
+            task="ks", dataset_name=str(tmp_path / "saved"), validation_split_percentage=25, test_split_name="test",
+            max_eval_samples=5,
+        )  # fmt: skip
+        data = load_task_data(data_args, BYOLAConfig(mean=-9.0, std=4.0), seed)
+        held_out = train.train_test_split(test_size=0.25, seed=seed)
+        assert data.splits["train"]["index"] == held_out["train"]["index"]
+        assert data.splits["eval"]["index"] == held_out["test"]["index"]
+        assert data.splits["test"]["index"] == test.shuffle(seed=seed).select(range(5))["index"]
+        drawn[seed] = data.splits["eval"]["index"]
+    assert drawn[7] != drawn[8]
+
+
+def test_weights_written_again_change_the_run_record(tmp_path):
+    """A model folder whose weights were converted again (same config) is another model: its run record differs,
+    so a re-run refuses to resume the old run's checkpoints with them (a record without the weights survived)."""
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.superb.run import DataTrainingArguments, ModelArguments, run_record
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    (tmp_path / "model.safetensors").write_bytes(b"first")
+    model, data = ModelArguments(model_name_or_path=str(tmp_path)), DataTrainingArguments(task="ks")
+    training = TrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none")
+
+    def record() -> dict:
+        return run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+
+    first = record()
+    assert first == record()
+    (tmp_path / "model.safetensors").write_bytes(b"second, longer")
+    assert record() != first
+
+
+def test_a_corpus_training_cut_applies_to_training_clips_only(tmp_path):
+    """s3prl cuts VoxCeleb1's training clips to 8 s (`train_max_samples`), its evaluation clips never: the cut is
+    passed as `train_max` and must shorten the training log-mels only (ignoring it survived: the mini corpus's
+    clips are shorter than any cut)."""
+    import datasets
+    import soundfile as sf
+    from transformers import TrainingArguments
+
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.superb.recipes import recipe_for
+    from byola_hf.superb.run import DataTrainingArguments, prepare_features
+    from byola_hf.superb.tasks import SUPERB_TASKS
+
+    rng = np.random.default_rng(0)
+    files = [str(tmp_path / f"{index}.wav") for index in range(2)]
+    for file in files:
+        sf.write(file, rng.uniform(-0.5, 0.5, 6400).astype(np.float32), 16000)
+    dataset = datasets.Dataset.from_dict({"audio": files, "label": ["a", "b"]}).cast_column("audio", datasets.Audio())
+    fe = BYOLAFeatureExtractor(mean=-9.0, std=4.0)
+    recipe = recipe_for(SUPERB_TASKS["ks"])
+    recipe.fit(dataset, str(tmp_path), fe)
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none")
+    data_args = DataTrainingArguments(task="ks")
+    prepared = prepare_features({"train": dataset, "eval": dataset}, fe, recipe, data_args, training_args, 3200)
+    assert [len(row) for row in prepared["train"]["input_features"]] == [fe.num_frames(3200)] * 2
+    assert [len(row) for row in prepared["eval"]["input_features"]] == [fe.num_frames(6400)] * 2

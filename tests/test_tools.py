@@ -501,3 +501,26 @@ def test_a_folder_whose_name_holds_glob_characters_is_read_as_that_folder(tmp_pa
         with pytest.raises(ValueError, match=r"reads .*takes\[1\] as a pattern") as refusal:
             load_audio_dataset(source, data_dir=data_dir)
         assert "\n" not in str(refusal.value)
+
+
+def test_source_fingerprint_changes_with_any_column_or_file(tmp_path):
+    """A task CSV whose labels (or any other column) changed, over the same audio files, is other data: a
+    fingerprint of the audio alone survived, so a re-run would have resumed or reused results of the old labels."""
+    import datasets
+
+    from byola_hf.tools.data import source_fingerprint
+
+    files = [str(tmp_path / f"{index}.wav") for index in range(3)]
+    for file in files:
+        (tmp_path / file).write_bytes(b"RIFF")
+
+    def fingerprint(labels: list[str], folds: list[int]) -> str:
+        table = {"audio": files, "label": labels, "fold": folds}
+        dataset = datasets.Dataset.from_dict(table).cast_column("audio", datasets.Audio(decode=False))
+        return source_fingerprint(dataset, "audio")
+
+    first = fingerprint(["a", "b", "a"], [1, 2, 3])
+    assert fingerprint(["a", "b", "a"], [1, 2, 3]) == first
+    assert len({first, fingerprint(["a", "a", "b"], [1, 2, 3]), fingerprint(["a", "b", "a"], [1, 3, 2])}) == 3
+    (tmp_path / files[0]).write_bytes(b"RIFF, written again")
+    assert fingerprint(["a", "b", "a"], [1, 2, 3]) != first
