@@ -359,15 +359,8 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         )
         silence = np.log(np.float32(self.log_offset))
         masks = (np.arange(max(targets))[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
-        if len(set(targets)) == 1:  # one padded batch, the model's input: as in `__call__`, each row needs an output
-            # frame, checked here on the host since a forward on an accelerator reads no lengths back
-            short = next((index for index, length in enumerate(lengths) if length < self.time_downsampling), None)
-            if short is not None:
-                raise ValueError(
-                    f"Row {short} has {lengths[short]} log-mel frames, too short for one BYOL-A output frame (at "
-                    f"least {self.time_downsampling}: {self.min_samples} samples); featurise its clip with "
-                    "pad_to_min_length=True."
-                )
+        if len(set(targets)) == 1:  # one padded batch, the model's input
+            self._check_output_frames(lengths)
             features = np.full((len(arrays), self.feature_size, targets[0]), silence, np.float32)
         else:  # unpadded or over max_length: rows apart, as the base class returns them
             features = _object_rows([np.full((self.feature_size, target), silence, np.float32) for target in targets])
@@ -379,6 +372,17 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         if return_tensors is None:  # the base class's default: the rows' own type
             return_tensors = "pt" if isinstance(rows[0], torch.Tensor) else "np"
         return BatchFeature(outputs, tensor_type=return_tensors)
+
+    def _check_output_frames(self, lengths: Sequence[int]) -> None:
+        """A `ValueError` naming the first row of `lengths` (log-mel frames) without one output frame: as in
+        `__call__`, checked on the host, since a forward on an accelerator reads no lengths back."""
+        short = next((index for index, length in enumerate(lengths) if length < self.time_downsampling), None)
+        if short is not None:
+            raise ValueError(
+                f"Row {short} has {lengths[short]} log-mel frames, too short for one BYOL-A output frame (at least "
+                f"{self.time_downsampling}: {self.min_samples} samples); featurise its clip with "
+                "pad_to_min_length=True."
+            )
 
     def _own_layout(self, rows: Sequence[Any]) -> bool:
         """Whether `rows` are `(feature_size, frames)` (True) or time-first `(frames, feature_size)` (False); a batch
