@@ -271,13 +271,41 @@ def patch_moments(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return mean, (patches @ patches.T) / patches.shape[1] - torch.outer(mean, mean)
 
 
-def update_running_statistics(norm: nn.BatchNorm2d, mean: torch.Tensor, variance: torch.Tensor, count: int) -> None:
-    """What `BatchNorm2d.forward` does to its buffers in training mode, given the batch mean and biased variance."""
+def masked_conv_block(block: nn.Module, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """
+    A conv block in training mode on a right-padded batch, `(batch, in_channels, mel, time)` ->
+    `(batch, out_channels, mel // 2, time // 2)`, whose examples hold `lengths` `(batch,)` valid time steps. The
+    BatchNorm's batch statistics, and the running statistics it updates, are those of the valid steps alone (as if
+    the examples' valid parts were one batch): how much padding a batch holds moves no example's output.
+    """
+    conv, norm = block.conv, block.batch_norm
+    hidden = conv(hidden)
+    wide = hidden if hidden.dtype == torch.float64 else hidden.float()  # sums over the batch in float32 at least
+    valid = (torch.arange(wide.shape[-1], device=wide.device) < lengths[:, None]).to(wide.dtype)[:, None, None, :]
+    count = valid.sum() * wide.shape[-2]
+    mean = (wide * valid).sum((0, 2, 3)) / count
+    centred = wide - mean[:, None, None]
+    variance = (centred.square() * valid).sum((0, 2, 3)) / count
+    with torch.no_grad():
+        update_running_statistics(norm, mean, variance, count)
+    scale = norm.weight * torch.rsqrt(variance + norm.eps)
+    normalised = (centred * scale[:, None, None] + norm.bias[:, None, None]).to(hidden.dtype)
+    return block.activation(block.pool(normalised))
+
+
+def update_running_statistics(
+    norm: nn.BatchNorm2d, mean: torch.Tensor, variance: torch.Tensor, count: int | torch.Tensor
+) -> None:
+    """What `BatchNorm2d.forward` does to its buffers in training mode, given the batch mean and biased variance
+    over `count` values per channel."""
     if not norm.track_running_stats:
         return
     norm.num_batches_tracked.add_(1)
     momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-    unbiased = variance * count / max(count - 1, 1)
+    # A tensor count stays on its device (no host sync); an int one keeps float64 precision.
+    unbiased = (
+        variance * count / (count - 1).clamp(min=1) if torch.is_tensor(count) else variance * count / max(count - 1, 1)
+    )
     norm.running_mean.mul_(1 - momentum).add_(mean.to(norm.running_mean.dtype), alpha=momentum)
     norm.running_var.mul_(1 - momentum).add_(unbiased.to(norm.running_var.dtype), alpha=momentum)
 

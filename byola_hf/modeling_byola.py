@@ -19,7 +19,7 @@ from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils import logging as transformers_logging
 
 from .configuration_byola import PRETRAINING_MODEL_TYPE, BYOLAConfig, PrivatePushMixin, check_statistics
-from .inference_byola import InferenceKernels, select_kernels, select_training_kernels
+from .inference_byola import InferenceKernels, masked_conv_block, select_kernels, select_training_kernels
 from .reference_network import tail_weights
 
 
@@ -354,7 +354,12 @@ class BYOLAModel(BYOLAPreTrainedModel):
 
         layer_states = []
         for index, block in enumerate(self.conv_blocks):
-            hidden = kernels.conv_block(block, hidden)  # (batch, channels, mel, time)
+            if padded and block.batch_norm.training:
+                # Batch statistics of the valid frames only: otherwise the padding moves every example's output
+                # and the running statistics (fine-tuning the encoder on padded batches).
+                hidden = masked_conv_block(block, hidden, mel_lengths // 2**index)
+            else:
+                hidden = kernels.conv_block(block, hidden)  # (batch, channels, mel, time)
             lengths = mel_lengths // 2 ** (index + 1)
             if padded and index < len(self.conv_blocks) - 1:
                 # The next conv must see zeros past each example's end, as it would alone.
