@@ -848,3 +848,16 @@ def test_a_corpus_training_cut_applies_to_training_clips_only(tmp_path):
     prepared = prepare_features({"train": dataset, "eval": dataset}, fe, recipe, data_args, training_args, 3200)
     assert [len(row) for row in prepared["train"]["input_features"]] == [fe.num_frames(3200)] * 2
     assert [len(row) for row in prepared["eval"]["input_features"]] == [fe.num_frames(6400)] * 2
+
+
+def test_fine_tuning_the_encoder_trains_it_on_padded_batches(ks_model, mini, tmp_path):
+    """--no_freeze_base_model: the encoder's weights and BatchNorm running statistics move (over valid frames only,
+    as BYOLAModel's own test checks), and the saved model says its encoder was fine-tuned."""
+    output = tmp_path / "ks-finetuned"
+    result = run_superb(*superb_arguments("ks", ks_model, mini["ks"], output), *TWO_STEPS, "--no_freeze_base_model")
+    assert result.returncode == 0, result.stderr[-3000:]
+    start = AutoModelForAudioClassification.from_pretrained(ks_model, num_labels=10).byola.state_dict()
+    tuned = AutoModelForAudioClassification.from_pretrained(output)
+    assert tuned.config.freeze_base_model is False
+    for name in ("conv_blocks.0.conv.weight", "fc1.weight", "conv_blocks.2.batch_norm.running_mean"):
+        assert not torch.equal(tuned.byola.state_dict()[name], start[name]), name
