@@ -814,7 +814,7 @@ def test_weights_written_again_change_the_run_record(tmp_path):
     training = TrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none")
 
     def record() -> dict:
-        return run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+        return run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0), {})
 
     first = record()
     assert first == record()
@@ -861,3 +861,30 @@ def test_fine_tuning_the_encoder_trains_it_on_padded_batches(ks_model, mini, tmp
     assert tuned.config.freeze_base_model is False
     for name in ("conv_blocks.0.conv.weight", "fc1.weight", "conv_blocks.2.batch_norm.running_mean"):
         assert not torch.equal(tuned.byola.state_dict()[name], start[name]), name
+
+
+def test_a_rerun_on_data_changed_under_the_same_folder_is_refused(ks_model, mini, tmp_path):
+    """The run record holds each split's clips and labels: a re-run after the training clips were relabelled (or a
+    clip added) under the same --data_dir was resumed from the old run's checkpoint, training on both, without a
+    word; it is now refused before any work, and the unchanged data still resumes."""
+    data = tmp_path / "ks"
+    shutil.copytree(mini["ks"], data)
+    arguments = [*superb_arguments("ks", ks_model, data, tmp_path / "out"), *TWO_STEPS]
+    saves = ("--save_strategy", "steps", "--save_steps", "1")
+    assert run_superb(*arguments, overrides=saves).returncode == 0
+    metadata = data / "train" / "metadata.csv"
+    original = metadata.read_text()
+    lines = original.splitlines()
+    first, label = lines[1].rsplit(",", 1)
+    other = next(line.rsplit(",", 1)[1] for line in lines[2:] if line.rsplit(",", 1)[1] != label)
+    metadata.write_text("\n".join([lines[0], f"{first},{other}", *lines[2:]]) + "\n")
+    result = run_superb(*arguments, overrides=saves)
+    assert result.returncode == 2 and "The data changed since the run in" in result.stderr, result.stderr[-2000:]
+    metadata.write_text(original)  # the same clips and labels again: resumed
+    assert run_superb(*arguments, overrides=saves).returncode == 0
+    shutil.copy(data / "validation" / "00000.wav", data / "validation" / "added.wav")
+    (data / "validation" / "metadata.csv").write_text(
+        (data / "validation" / "metadata.csv").read_text() + f"added.wav,{label}\n"
+    )
+    result = run_superb(*arguments, overrides=saves)
+    assert result.returncode == 2 and "The data changed since the run in" in result.stderr, result.stderr[-2000:]
