@@ -888,3 +888,22 @@ def test_a_rerun_on_data_changed_under_the_same_folder_is_refused(ks_model, mini
     )
     result = run_superb(*arguments, overrides=saves)
     assert result.returncode == 2 and "The data changed since the run in" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_model_with_a_head_trained_for_other_labels_is_refused(ks_model, mini, tmp_path):
+    """A run-superb output passed as the model of another task: other labels of the same count loaded its trained
+    head as this task's (its rows read as other classes, training and scores started from it) without a word, and
+    another count ended in transformers' traceback. Both are one line now; the same task's labels still load it."""
+    trained = tmp_path / "ks"
+    assert run_superb(*superb_arguments("ks", ks_model, mini["ks"], trained), *TWO_STEPS).returncode == 0
+    renamed = tmp_path / "renamed"
+    shutil.copytree(mini["ks"], renamed)
+    for metadata in renamed.glob("*/metadata.csv"):
+        lines = metadata.read_text().splitlines()
+        metadata.write_text("\n".join([lines[0], *(line.replace(",", ",w_", 1) for line in lines[1:])]))
+    for task, data in (("ks", renamed), ("sid", mini["sid"])):
+        result = run_superb(*superb_arguments(task, trained, data, tmp_path / f"{task}-from-ks"), *TWO_STEPS)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert f"{trained} holds a trained BYOLAForSequenceClassification head for other" in result.stderr
+    result = run_superb(*superb_arguments("ks", trained, mini["ks"], tmp_path / "again"), "--do_eval")
+    assert result.returncode == 0, result.stderr[-3000:]
