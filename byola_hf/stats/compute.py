@@ -370,10 +370,9 @@ def check_model_weights(model_name_or_path: str) -> None:
             f"The weights in {model_name_or_path} cannot be loaded ({message}): convert them again."
         ) from None
     missing = [key for key in info["missing_keys"] if not key.endswith("num_batches_tracked")]
-    if missing or info["mismatched_keys"]:
-        problems = missing or [str(item[0]) for item in info["mismatched_keys"]]
+    if missing:  # weights of other shapes: refused by from_pretrained
         raise ValueError(
-            f"The weights in {model_name_or_path} do not fit its config ({', '.join(problems[:3])}): convert them "
+            f"The weights in {model_name_or_path} do not fit its config ({', '.join(missing[:3])}): convert them "
             "again."
         )
     non_finite = [
