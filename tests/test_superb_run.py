@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForAudioClassification, pipeline
 
+from byola_hf import BYOLAForSequenceClassification
 from byola_hf.stats import StatsArguments, compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.superb.run import (
@@ -901,9 +902,16 @@ def test_a_model_with_a_head_trained_for_other_labels_is_refused(ks_model, mini,
     for metadata in renamed.glob("*/metadata.csv"):
         lines = metadata.read_text().splitlines()
         metadata.write_text("\n".join([lines[0], *(line.replace(",", ",w_", 1) for line in lines[1:])]))
-    for task, data in (("ks", renamed), ("sid", mini["sid"])):
-        result = run_superb(*superb_arguments(task, trained, data, tmp_path / f"{task}-from-ks"), *TWO_STEPS)
+    # byola-finetune's model for the same labels: EVAR's head, which SUPERB's run would have trained as its own.
+    evar = tmp_path / "evar"
+    config = AutoModelForAudioClassification.from_pretrained(trained).config
+    config.classifier_head, config.use_weighted_layer_sum = "evar", False
+    BYOLAForSequenceClassification.from_pretrained(
+        trained, config=config, ignore_mismatched_sizes=True
+    ).save_pretrained(evar)
+    for task, data, model in (("ks", renamed, trained), ("sid", mini["sid"], trained), ("ks", mini["ks"], evar)):
+        result = run_superb(*superb_arguments(task, model, data, tmp_path / f"{task}-from-{model.name}"), *TWO_STEPS)
         assert result.returncode == 2, result.stderr[-3000:]
-        assert f"{trained} holds a trained BYOLAForSequenceClassification head for other" in result.stderr
+        assert f"{model} holds a trained BYOLAForSequenceClassification head for other" in result.stderr
     result = run_superb(*superb_arguments("ks", trained, mini["ks"], tmp_path / "again"), "--do_eval")
     assert result.returncode == 0, result.stderr[-3000:]
