@@ -225,13 +225,17 @@ def test_linear_evaluation_on_unseen_voices(ks_embeddings, tmp_path, capsys):
 
 def test_the_report_names_the_model_its_statistics_and_the_data_of_each_split(ks_embeddings, tmp_path):
     """eval_results.json said an accuracy without saying of what: which model embedded each split, with which
-    statistics (a task's own, or another task's) and from which data. It carries what each byola-extract run
-    recorded beside its embeddings."""
+    statistics (a task's own, or another task's), from which data, nor that clips were left out of a split. It carries
+    what each byola-extract run recorded beside its embeddings."""
     from byola_hf import BYOLAConfig
 
     model = ks_embeddings["train"].parent / "byola512-ks"
     config = BYOLAConfig.from_pretrained(model)
     parts = {"train": ks_embeddings["train"], "valid": ks_embeddings["validation"], "test": ks_embeddings["test"]}
+    # A test split from which byola-extract --skip_bad left two clips out (its skipped.json lists them).
+    parts["test"] = tmp_path / "emb-test"
+    shutil.copytree(ks_embeddings["test"], parts["test"])
+    (parts["test"] / "skipped.json").write_text(json.dumps([{"path": "a.wav", "error": "e"}] * 2))
     arguments = LinearEvalArguments(
         train_dir=str(parts["train"]), validation_dir=str(parts["valid"]), test_dir=str(parts["test"]),
         output_dir=str(tmp_path / "le"), epochs=2,
@@ -239,6 +243,7 @@ def test_the_report_names_the_model_its_statistics_and_the_data_of_each_split(ks
     linear_eval(arguments)
     report = json.loads((tmp_path / "le" / "eval_results.json").read_text())["embeddings"]
     assert sorted(report) == ["test", "train", "valid"]
+    assert [report[part]["skipped_clips"] for part in ("train", "valid", "test")] == [0, 0, 2]
     for part, folder in parts.items():
         assert report[part]["dir"] == str(folder.resolve()) and report[part]["model"] == str(model.resolve())
         statistics = report[part]["statistics"]

@@ -388,12 +388,15 @@ def finished_result(output: Path, start_time: float) -> ExtractionResult:
 
 
 def embedding_record(directory: str | Path) -> dict | None:
-    """What made a `byola-extract` output: its model's fingerprint and the clip length (`unit_samples`, `None` for
-    whole clips). `directory` is the output or its `dataset/`; `None` for an output without the record."""
+    """What made a `byola-extract` output ([`embedding_provenance`]: its model's fingerprint, the clip length
+    `unit_samples`, `None` for whole clips, ...) and `skipped_clips`, how many clips `--skip_bad` left out of it.
+    `directory` is the output or its `dataset/`; `None` for an output without the record."""
     path = Path(directory)
     for folder in (path, path.parent):
         if (folder / MODEL_RECORD).is_file() and (folder is path or path.name == "dataset"):
-            return json.loads((folder / MODEL_RECORD).read_text())
+            skipped = folder / "skipped.json"
+            count = len(json.loads(skipped.read_text())) if skipped.is_file() else 0
+            return {**json.loads((folder / MODEL_RECORD).read_text()), "skipped_clips": count}
     return None
 
 

@@ -114,7 +114,8 @@ class LinearEvalResult:
     The per-class report and the confusion matrix pool the first seed's predictions over the folds (each example is
     tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three. `embeddings`:
     each folder read (by part: `train`, `valid`, `test`, or `task` for an `embeddings_dir`) with what its
-    `byola-extract` run recorded: the model, its statistics and their provenance, the data.
+    `byola-extract` run recorded: the model, its statistics and their provenance, the data, and the clips
+    `--skip_bad` left out (not in `num_test`).
     """
 
     test_accuracy: float
