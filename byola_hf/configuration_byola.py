@@ -539,6 +539,27 @@ def check_head_fits(config: BYOLAConfig, head: str, head_kwargs: dict[str, Any],
         )
 
 
+def check_statistics_kept(
+    folder: str | os.PathLike, mean: float | None, std: float | None, since: str, overwrite: bool = True
+) -> None:
+    """
+    Refuse to write a model again into `folder` (the run's own) when its saved statistics are no longer `mean`
+    and `std`, those the run writes: byola-compute-stats saved a task's there in place `since` the run (e.g. "it was
+    converted"), and the run would silently put its own back. `overwrite`: the command has --overwrite_output_dir.
+    """
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        return
+    saved = BYOLAConfig.from_pretrained(folder)
+    if (saved.mean, saved.std) != (mean, std):
+        provenance = saved.stats_provenance or {}
+        source = provenance.get("data_dir") or provenance.get("dataset")
+        raise ValueError(
+            f"{folder} holds statistics computed since {since} (mean {saved.mean}, std {saved.std}, on {source}), "
+            "which this run would replace: write into another folder"
+            + (", or pass --overwrite_output_dir to replace them." if overwrite else ".")
+        )
+
+
 def check_statistics(mean: Any, std: Any) -> None:
     """Raise a `ValueError` unless `mean` is a finite number and `std` a finite positive number, both usable in the
     float32 the model computes in (a std below float32's smallest normal number would turn every input infinite)."""

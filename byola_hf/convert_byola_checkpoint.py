@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from .configuration_byola import BYOLAConfig, check_statistics
+from .configuration_byola import BYOLAConfig, check_statistics, check_statistics_kept
 from .feature_extraction_byola import BYOLAFeatureExtractor
 from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_card
 from .modeling_byola import BYOLAModel
@@ -334,19 +334,6 @@ def save_converted(model: BYOLAModel, feature_extractor: BYOLAFeatureExtractor, 
     save_into(output_dir, save)
 
 
-def check_statistics_kept(output_dir: str, config: BYOLAConfig) -> None:
-    """Refuse to convert again into `output_dir` when its statistics are no longer the conversion's (`config`'s):
-    byola-compute-stats saved a task's into it in place, which the same conversion would silently replace."""
-    saved = BYOLAConfig.from_pretrained(output_dir) if (Path(output_dir) / "config.json").is_file() else config
-    if (saved.mean, saved.std) != (config.mean, config.std):
-        source = (saved.stats_provenance or {}).get("data_dir") or (saved.stats_provenance or {}).get("dataset")
-        raise ValueError(
-            f"{output_dir} holds statistics computed since it was converted (mean {saved.mean}, std {saved.std}, "
-            f"on {source}), which converting again would replace: convert into another folder, or pass "
-            "--overwrite_output_dir to replace them."
-        )
-
-
 @dataclass
 class ConvertArguments:
     mean: float | None = field(default=None, metadata={"help": "Task log-mel mean, if already known"})
@@ -401,7 +388,7 @@ def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir
     )
     owned = claim_output_dir(output_dir, COMMAND, record, CONVERTED_FILES, args.overwrite_output_dir)
     if owned.resumed and not args.overwrite_output_dir:
-        check_statistics_kept(output_dir, model.config)
+        check_statistics_kept(output_dir, model.config.mean, model.config.std, "it was converted")
     save_converted(model, feature_extractor, output_dir)
     config = model.config
     print(
