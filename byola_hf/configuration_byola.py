@@ -1,6 +1,7 @@
 """BYOL-A model configuration."""
 
 import copy
+import json
 import math
 import os
 from typing import Any
@@ -512,6 +513,50 @@ def check_trained_head(config: BYOLAConfig, head: str, source: object, use: str,
         saved_as = ", ".join(config.architectures or ["an encoder"])
         raise ValueError(
             f"{use} {source} as it is, and it has no trained {head} head (it was saved as {saved_as}): {fix}"
+        )
+
+
+def check_head_fits(config: BYOLAConfig, head: str, head_kwargs: dict[str, Any], source: object) -> None:
+    """
+    Refuse to train or evaluate a `head` (a class name) for `head_kwargs` (its labels, slots, vocabulary size...)
+    from a model (`source`, for the message) saved with a trained `head` for other ones: loaded, the head would
+    start from that one, its outputs read as this task's classes (or fail on their sizes). A model saved as an
+    encoder or with another kind of head gets its `head` freshly drawn.
+    """
+    if head not in (config.architectures or []):
+        return
+    differs = [
+        key
+        for key, value in head_kwargs.items()
+        if json.dumps(getattr(config, key, None), sort_keys=True, default=str)
+        != json.dumps(value, sort_keys=True, default=str)
+    ]
+    if differs:
+        raise ValueError(
+            f"{source} holds a trained {head} head for other {', '.join(differs)} than this task's: pass the encoder "
+            f"it was trained from, or save its encoder alone (BYOLAModel.from_pretrained(...).save_pretrained(DIR)) "
+            "and pass DIR."
+        )
+
+
+def check_statistics_kept(
+    folder: str | os.PathLike, mean: float | None, std: float | None, since: str, overwrite: bool = True
+) -> None:
+    """
+    Refuse to write a model again into `folder` (the run's own) when its saved statistics are no longer `mean`
+    and `std`, those the run writes: byola-compute-stats saved a task's there in place `since` the run (e.g. "it was
+    converted"), and the run would silently put its own back. `overwrite`: the command has --overwrite_output_dir.
+    """
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        return
+    saved = BYOLAConfig.from_pretrained(folder)
+    if (saved.mean, saved.std) != (mean, std):
+        provenance = saved.stats_provenance or {}
+        source = provenance.get("data_dir") or provenance.get("dataset")
+        raise ValueError(
+            f"{folder} holds statistics computed since {since} (mean {saved.mean}, std {saved.std}, on {source}), "
+            "which this run would replace: write into another folder"
+            + (", or pass --overwrite_output_dir to replace them." if overwrite else ".")
         )
 
 

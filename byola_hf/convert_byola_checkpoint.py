@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from .configuration_byola import BYOLAConfig, check_statistics
+from .configuration_byola import BYOLAConfig, check_statistics, check_statistics_kept
 from .feature_extraction_byola import BYOLAFeatureExtractor
 from .hub import PushArguments, check_push_arguments, push_to_hub, save_model_card
 from .modeling_byola import BYOLAModel
@@ -386,7 +386,9 @@ def run(args: ConvertArguments, push: PushArguments, checkpoint: str, output_dir
     model, feature_extractor, check = convert_byola_checkpoint(
         checkpoint, None, mean=args.mean, std=args.std, verify=not args.no_verify
     )
-    claim_output_dir(output_dir, COMMAND, record, CONVERTED_FILES, args.overwrite_output_dir)
+    owned = claim_output_dir(output_dir, COMMAND, record, CONVERTED_FILES, args.overwrite_output_dir)
+    if owned.resumed and not args.overwrite_output_dir:
+        check_statistics_kept(output_dir, model.config.mean, model.config.std, "it was converted")
     save_converted(model, feature_extractor, output_dir)
     config = model.config
     print(

@@ -259,17 +259,21 @@ def statistics_section(config: BYOLAConfig) -> str:
     if provenance.get("method") == "given":
         lines.append(f"- source: {provenance.get('source', 'given by hand')} (not computed by byola_hf)")
     elif provenance:
-        source = provenance.get("dataset")
-        if provenance.get("config"):
-            source = f"{source} ({provenance['config']})"
         lines += [
-            f"- computed on: {source}, split `{provenance.get('split')}`",
+            f"- computed on: {statistics_source(provenance)}, split `{provenance.get('split')}`",
             f"- examples: {provenance.get('num_examples')}, frames: {provenance.get('num_frames')}, "
             f"method: {provenance.get('method', 'exact')}",
         ]
     else:
         lines.append("- provenance: not recorded")
     return "\n".join(lines) + "\n"
+
+
+def statistics_source(provenance: dict[str, Any]) -> str:
+    """The data `config.stats_provenance` names, as cards state it: the dataset, its configuration and its folder
+    (`audiofolder (mini/ks)`: `audiofolder` alone does not tell one task's statistics from another's)."""
+    details = [str(provenance[key]) for key in ("config", "data_dir") if provenance.get(key)]
+    return f"{provenance.get('dataset')}" + (f" ({', '.join(details)})" if details else "")
 
 
 def task_section(config: BYOLAConfig, task_info: dict[str, Any] | None, architecture: str) -> str:

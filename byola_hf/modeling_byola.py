@@ -76,6 +76,20 @@ class PretrainingCheckpointError(ValueError):
         )
 
 
+class MismatchedWeightsError(ValueError, RuntimeError):
+    """Weights of other shapes than the config describes (`mismatched`: transformers' `(key, saved, expected)`
+    shapes), one line: a `ValueError` as the commands report their users' mistakes, and the `RuntimeError`
+    transformers raises for them without `ignore_mismatched_sizes=True`."""
+
+    def __init__(self, source: object, mismatched: set):
+        key, saved, expected = sorted(mismatched, key=str)[0]
+        super().__init__(
+            f"The weights in {source} do not fit the model its config describes ({key}: {tuple(saved)} saved, "
+            f"{tuple(expected)} expected; {len(mismatched)} such weights): the weights file is another model's; "
+            "convert or save the model again."
+        )
+
+
 def refuse_pretraining_checkpoint(source: object, kwargs: dict) -> None:
     """Raise [`PretrainingCheckpointError`] when the local folder `source` holds a byola-pretrain learner (its
     `config.json`), before transformers loads (and reports on) weights that are not an encoder's. Trainer writes
@@ -162,7 +176,7 @@ def report_loading(model: "BYOLAPreTrainedModel", loading_info: dict, source: ob
     """What transformers' loading report said that matters, once the encoder is known to be loaded: a task head
     missing from the folder as a whole is new, as expected when a head is put on an encoder (one info line); a
     head missing in part and weights the model does not use (but a head's beside an encoder taken out of it) are
-    warnings. (Weights of other shapes keep transformers' own table.)"""
+    warnings. (Weights of other shapes are refused by `from_pretrained`.)"""
     missing = set(loading_info["missing_keys"])
     unexpected = sorted(loading_info["unexpected_keys"])
     head = {key for key in model.state_dict() if not key.startswith(f"{model.base_model_prefix}.")}
@@ -208,13 +222,21 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
         for the `output_loading_info` that lists them. A task head missing is expected: it is new for fine-tuning."""
         refuse_pretraining_checkpoint(pretrained_model_name_or_path, kwargs)
         want_info = kwargs.pop("output_loading_info", False)
+        # Weights of other shapes are ours to refuse, in one line (transformers' RuntimeError follows its table).
+        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
         try:
             with quiet_weights_io():
                 model, info = super().from_pretrained(
-                    pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+                    pretrained_model_name_or_path,
+                    *args,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,
+                    **kwargs,
                 )
         except SafetensorError as error:
             raise damaged_weights_error(pretrained_model_name_or_path, error) from None
+        if info["mismatched_keys"] and not ignore_mismatched:
+            raise MismatchedWeightsError(pretrained_model_name_or_path, info["mismatched_keys"])
         check_finite_weights(model, pretrained_model_name_or_path)
         if isinstance(model, BYOLAHeadModel) and model.config.freeze_base_model:
             # Loading puts new parameters in place, with gradients on: freeze those (Trainer counts them trainable).

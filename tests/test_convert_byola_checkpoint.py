@@ -314,3 +314,22 @@ def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, na
     assert_rerun_refused_unless_it_may_change(
         lambda args: run_record(args, "model.pth"), arguments[0], name, MAY_CHANGE_ON_RESUME, tmp_path
     )
+
+
+def test_converting_again_keeps_statistics_computed_in_place(real512_checkpoint, speech, tmp_path, capsys):
+    """byola-convert re-run as written (a script, the README's line) into its folder after byola-compute-stats saved
+    a task's statistics there in place put the conversion's own back (--mean/--std given, or none) without a word:
+    the next commands ran on VoxCeleb's statistics, or none. Refused now; --overwrite_output_dir replaces them; a
+    re-run over the conversion's own statistics still resumes."""
+    output = tmp_path / "byola-512"
+    given = [str(real512_checkpoint), str(output), "--mean", "-8.5", "--std", "4.5", "--no_verify"]
+    convert_main(given)
+    convert_main(given)  # the same conversion again: nothing of anyone else's to keep
+    stats_main(["--model_name_or_path", str(output), "--dataset_name", str(speech.parent)])
+    computed = BYOLAConfig.from_pretrained(output)
+    assert computed.mean != -8.5
+    code, stderr = run_main(convert_main, given, capsys)
+    assert_one_line(code, stderr, "byola-convert", "holds statistics computed since it was converted", "--overwrite")
+    assert BYOLAConfig.from_pretrained(output).mean == computed.mean
+    convert_main([*given, "--overwrite_output_dir"])
+    assert BYOLAConfig.from_pretrained(output).mean == -8.5

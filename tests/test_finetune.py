@@ -579,3 +579,19 @@ def test_record_labels_and_folds_follow_the_data(tmp_path):
         fold = FoldRows("1", np.array([0, 1]), np.array(test), np.array(valid))
         with pytest.raises(ValueError, match=f"Fold 1: the {part} part has labels never seen in its training part: c"):
             check_fold_classes(fold, labels, False, ["a", "b", "c"])
+
+
+def test_a_model_fine_tuned_for_other_classes_is_refused(small_model, task_dir, tmp_path, capsys):
+    """A fine-tuned model folder passed as the model of a task of other classes (here as many, named otherwise)
+    started from its trained head, each output read as another class, where the recipe draws a fresh one; of
+    another count, transformers' traceback. One line now, before the output folder is made."""
+    trained = tmp_path / "trained"
+    main([str(a) for a in command(small_model, split_csv(task_dir, tmp_path), task_dir, trained)])
+    splits = ["train", "train", "train", "valid", "test"]
+    renamed = [(name, f"other_{label}", splits[index % 5]) for index, (name, label) in enumerate(task_rows())]
+    two = [(name, label == "speech", splits[index % 5]) for index, (name, label) in enumerate(task_rows())]
+    for name, rows in (("renamed", renamed), ("two", two)):
+        csv = write_csv(tmp_path / f"{name}.csv", "file_name,label,split", rows)
+        code, stderr = run_main(main, command(trained / "fold-all_seed-42", csv, task_dir, tmp_path / name), capsys)
+        assert_one_line(code, stderr, COMMAND, "holds a trained BYOLAForSequenceClassification head for other")
+        assert not (tmp_path / name).exists()

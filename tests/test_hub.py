@@ -596,6 +596,26 @@ def test_fine_tuned_card_names_the_task_kind_and_the_training_data():
     assert "trained on: not recorded" in str(model_card(config, {"task": "sid", "description": "x (VoxCeleb1)"}))
 
 
+def test_card_names_the_folder_the_statistics_were_computed_on():
+    """A model trained on one audiofolder task with statistics computed on another said "computed on: audiofolder",
+    the task's own data as far as its reader could tell: the card names the statistics' folder (and the pre-training
+    card the data's), as config.stats_provenance records it."""
+    from byola_hf.pretraining.model_card import pretraining_card
+
+    provenance = {"dataset": "audiofolder", "data_dir": "tasks/sid", "split": "train", "method": "exact"}
+    config = BYOLAConfig(feature_d=512, mean=-8.0, std=4.0, stats_provenance=provenance)
+    info = {"task": "ks", "description": "keyword spotting", "dataset": "audiofolder (tasks/ks)"}
+    card = str(model_card(config, info))
+    assert "- computed on: audiofolder (tasks/sid), split `train`" in card
+    assert "trained on: audiofolder (tasks/ks)" in card
+    config.stats_provenance = {**provenance, "dataset": "hub/corpus", "config": "clean", "data_dir": None}
+    assert "- computed on: hub/corpus (clean), split `train`" in str(model_card(config))
+    config.stats_provenance = {**provenance, "num_examples": 3}
+    info = {"audio_hours": 0.5, "epochs": 1.0, "init_from": None, "steps": 2, "batch_size": 2}
+    card = str(pretraining_card(config, {**info, "learning_rate": 1e-3, "logged_losses": []}))
+    assert "- data: audiofolder (tasks/sid), split `train`, 3 clips" in card
+
+
 def test_trainer_commands_push_privately_unless_told_to_publish(monkeypatch, tmp_path):
     """Trainer's `hub_private_repo` is `None` unless given: a push of byola-run-superb, byola-finetune or
     byola-pretrain is private then, and public only with --public or --hub_private_repo false (reading `None` as

@@ -223,6 +223,37 @@ def test_linear_evaluation_on_unseen_voices(ks_embeddings, tmp_path, capsys):
     assert (output / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_report_names_the_model_its_statistics_and_the_data_of_each_split(ks_embeddings, tmp_path):
+    """eval_results.json said an accuracy without saying of what: which model embedded each split, with which
+    statistics (a task's own, or another task's), from which data, nor that clips were left out of a split. It carries
+    what each byola-extract run recorded beside its embeddings."""
+    from byola_hf import BYOLAConfig
+
+    model = ks_embeddings["train"].parent / "byola512-ks"
+    config = BYOLAConfig.from_pretrained(model)
+    parts = {"train": ks_embeddings["train"], "valid": ks_embeddings["validation"], "test": ks_embeddings["test"]}
+    # A test split from which byola-extract --skip_bad left two clips out (its skipped.json lists them).
+    parts["test"] = tmp_path / "emb-test"
+    shutil.copytree(ks_embeddings["test"], parts["test"])
+    (parts["test"] / "skipped.json").write_text(json.dumps([{"path": "a.wav", "error": "e"}] * 2))
+    arguments = LinearEvalArguments(
+        train_dir=str(parts["train"]), validation_dir=str(parts["valid"]), test_dir=str(parts["test"]),
+        output_dir=str(tmp_path / "le"), epochs=2,
+    )  # fmt: skip
+    linear_eval(arguments)
+    report = json.loads((tmp_path / "le" / "eval_results.json").read_text())["embeddings"]
+    assert sorted(report) == ["test", "train", "valid"]
+    assert [report[part]["skipped_clips"] for part in ("train", "valid", "test")] == [0, 0, 2]
+    for part, folder in parts.items():
+        assert report[part]["dir"] == str(folder.resolve()) and report[part]["model"] == str(model.resolve())
+        statistics = report[part]["statistics"]
+        assert (statistics["mean"], statistics["std"]) == (config.mean, config.std)
+        assert statistics["provenance"] == config.stats_provenance
+        assert statistics["provenance"]["data_dir"] == report[part]["data"]["data_dir"]  # the task's own
+        split = "validation" if part == "valid" else part
+        assert report[part]["data"]["split"] == split and report[part]["data"]["dataset_name"] == "audiofolder"
+
+
 def test_linear_evaluation_is_reproducible_and_holds_out_a_validation_part(ks_embeddings):
     train, test = str(ks_embeddings["train"]), str(ks_embeddings["test"])
     runs = [

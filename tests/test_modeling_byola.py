@@ -649,6 +649,35 @@ def test_nan_weights_are_refused_at_load(small_model, tmp_path):
         BYOLAModel.from_pretrained(damaged)
 
 
+def test_weights_of_another_model_in_the_folder_are_one_line(small_model, tmp_path, capsys):
+    """A converted folder whose model.safetensors a user replaced with another model's (another feature_d): every
+    command but byola-compute-stats ended in transformers' RuntimeError traceback. Now one line at from_pretrained,
+    for the encoder and its heads, and byola-extract exits 2 with it; `ignore_mismatched_sizes=True` still loads."""
+    from byola_hf.extract import main as extract_main
+
+    from conftest import assert_one_line, run_main
+
+    other = tmp_path / "other"
+    torch.manual_seed(0)
+    BYOLAModel(BYOLAConfig(feature_d=32, mean=-8.0, std=4.0)).save_pretrained(other)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(small_model, swapped)
+    shutil.copy(other / "model.safetensors", swapped / "model.safetensors")
+    for model_class in (BYOLAModel, BYOLAForSequenceClassification):
+        with pytest.raises(
+            ValueError, match=r"do not fit the model its config describes \(.*fc1.bias: \(32,\) saved"
+        ) as error:
+            model_class.from_pretrained(swapped)
+        assert isinstance(error.value, RuntimeError)  # what transformers raises for them, for library callers
+    assert BYOLAModel.from_pretrained(swapped, ignore_mismatched_sizes=True).config.feature_d == 64
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    shutil.copy("/usr/share/sounds/alsa/Front_Center.wav", audio)
+    arguments = ["--model_name_or_path", swapped, "--dataset_name", audio, "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(extract_main, [str(a) for a in arguments], capsys)
+    assert_one_line(code, stderr, "byola-extract", "do not fit the model its config describes")
+
+
 def test_missing_encoder_weights_are_refused_at_load(small_model, tmp_path):
     """A folder without some encoder weights: an error, not a network transformers fills with random ones. A head
     missing from an encoder folder is expected (new for fine-tuning)."""

@@ -483,6 +483,24 @@ def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
         torch.testing.assert_close(learner.target_encoder.state_dict()[name], value, rtol=0, atol=0)
 
 
+def test_a_rerun_keeps_statistics_computed_in_place(audio_folder, speech, tmp_path, capsys):
+    """byola-compute-stats saved a task's statistics into a finished pre-training folder in place (its marker lists
+    config.json); re-running the same byola-pretrain command there (to train longer, or as a script does) put the
+    pre-training data's back when it saved the encoder, without a word. Refused now, before any work."""
+    from byola_hf.stats.cli import main as stats_main
+
+    from conftest import assert_one_line, run_main
+
+    output = tmp_path / "run"
+    main(pretrain_args(audio_folder, output, "--max_steps", "2"))
+    stats_main(["--model_name_or_path", str(output), "--dataset_name", str(speech.parent)])
+    computed = BYOLAConfig.from_pretrained(output)
+    code, stderr = run_main(main, pretrain_args(audio_folder, output, "--max_steps", "3"), capsys)
+    assert_one_line(code, stderr, "byola-pretrain", "holds statistics computed since the run saved its encoder")
+    assert BYOLAConfig.from_pretrained(output).mean == computed.mean
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 2
+
+
 def test_killed_run_resumes_to_the_same_weights(audio_folder, tmp_path):
     """Killed after checkpoint 2 of 4, then again while writing checkpoint 4 (its weights written, not yet its
     trainer state), and re-run: it resumes from checkpoint 2 and ends with the same weights as a run never

@@ -358,6 +358,34 @@ def test_device_path_equals_the_cpu_numpy_path(speech_folder, expected_stats, ra
         )
 
 
+def test_new_statistics_for_a_model_with_a_trained_head_are_refused(small_model, speech, tmp_path, capsys):
+    """byola-compute-stats on a byola-run-superb output (in place, as its marker allowed, or copied to a new folder)
+    replaced the statistics its head was trained with: the folder's results and card (whose task section it
+    dropped) no longer described what the model predicts (a KS head's test accuracy 0.15 became 0.10), without a
+    word. Refused before any work; its encoder alone is what takes a task's statistics."""
+    from byola_hf import BYOLAForSequenceClassification, BYOLAModel
+    from byola_hf.superb.run import COMMAND as SUPERB
+    from byola_hf.superb.run import OUTPUT_PATTERNS
+    from byola_hf.tools.outputs import MARKER
+
+    trained = tmp_path / "trained"
+    BYOLAForSequenceClassification.from_pretrained(small_model, num_labels=2).save_pretrained(trained)
+    BYOLAFeatureExtractor.from_pretrained(small_model).save_pretrained(trained)
+    (trained / MARKER).write_text(
+        json.dumps({"command": SUPERB, "fingerprint": "f", "outputs": list(OUTPUT_PATTERNS)})
+    )
+    before = (trained / "config.json").read_text()
+    for output in (trained, tmp_path / "copy"):
+        arguments = ["--model_name_or_path", trained, "--dataset_name", speech.parent, "--output_dir", output]
+        code, stderr = run_main(stats_main, arguments, capsys)
+        assert_one_line(code, stderr, "byola-compute-stats", "holds a trained BYOLAForSequenceClassification head")
+    assert (trained / "config.json").read_text() == before and not (tmp_path / "copy").exists()
+    BYOLAModel.from_pretrained(trained).save_pretrained(tmp_path / "encoder")
+    arguments = ["--model_name_or_path", tmp_path / "encoder", "--dataset_name", speech.parent]
+    stats_main([str(a) for a in [*arguments, "--output_dir", tmp_path / "encoder-stats"]])
+    assert BYOLAConfig.from_pretrained(tmp_path / "encoder-stats").stats_provenance["dataset"] == str(speech.parent)
+
+
 def test_stats_command_faults(small_model, speech, tmp_path, capsys):
     command = "byola-compute-stats"
     base = ["--model_name_or_path", small_model, "--output_dir", tmp_path / "with_stats"]

@@ -549,13 +549,13 @@ def test_new_statistics_or_learning_rate_change_the_run_record():
 
     model, data = ModelArguments(model_name_or_path="m"), DataTrainingArguments(task="ks")
     training = TrainingArguments(output_dir="unused", report_to="none")
-    first = run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
-    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
-    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-8.0, std=4.0))
+    first = run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0), {})
+    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0), {})
+    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-8.0, std=4.0), {})
     training.max_steps = 10  # training longer continues the same run
-    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0), {})
     training.learning_rate = 0.5
-    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0), {})
 
 
 def test_a_keyword_spotting_run_begun_with_the_clips_as_they_are_is_not_resumed_class_balanced(tmp_path):
@@ -570,8 +570,8 @@ def test_a_keyword_spotting_run_begun_with_the_clips_as_they_are_is_not_resumed_
 
     model, training = ModelArguments(model_name_or_path="m"), TrainingArguments(output_dir="unused", report_to="none")
     config = BYOLAConfig(mean=-9.0, std=4.0)
-    record = run_record(model, DataTrainingArguments(task="ks"), training, SUPERB_TASKS["ks"], config)
-    other = run_record(model, DataTrainingArguments(task="er"), training, SUPERB_TASKS["er"], config)
+    record = run_record(model, DataTrainingArguments(task="ks"), training, SUPERB_TASKS["ks"], config, {})
+    other = run_record(model, DataTrainingArguments(task="er"), training, SUPERB_TASKS["er"], config, {})
     assert record["training_draw"] == "class-balanced" and "training_draw" not in other
     before = {key: value for key, value in record.items() if key != "training_draw"}
     claim_output_dir(tmp_path / "out", COMMAND, before, OUTPUT_PATTERNS)
@@ -593,12 +593,12 @@ def test_weights_converted_again_change_the_run_record(tmp_path):
     BYOLAModel(config).save_pretrained(tmp_path / "model")
     model, data = ModelArguments(model_name_or_path=str(tmp_path / "model")), DataTrainingArguments(task="ks")
     training = TrainingArguments(output_dir="unused", report_to="none")
-    first = run_record(model, data, training, SUPERB_TASKS["ks"], config)
-    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], config)
+    first = run_record(model, data, training, SUPERB_TASKS["ks"], config, {})
+    assert first == run_record(model, data, training, SUPERB_TASKS["ks"], config, {})
     weights = tmp_path / "model" / "model.safetensors"
     BYOLAModel(config).save_pretrained(tmp_path / "model")  # other random weights, same size
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], config)
+    assert first != run_record(model, data, training, SUPERB_TASKS["ks"], config, {})
 
 
 @pytest.mark.parametrize("index, name", every_flag(build_parser()))
@@ -609,11 +609,13 @@ def test_run_record_covers_every_flag_but_the_may_change_list(index, name, tmp_p
     parsed = build_parser().parse_args_into_dataclasses(
         args=["--task", "ks", "--model_name_or_path", "m", "--output_dir", str(tmp_path), *QUICK_TRAINER_FLAGS]
     )
-    record = run_record(*parsed, SUPERB_TASKS["ks"], BYOLAConfig())
+    record = run_record(*parsed, SUPERB_TASKS["ks"], BYOLAConfig(), {})
     changed = list(parsed)
     changed[index] = copy.copy(parsed[index])
     setattr(changed[index], name, f"another {name}")
-    assert (run_record(*changed, SUPERB_TASKS["ks"], BYOLAConfig()) != record) == (name not in MAY_CHANGE_ON_RESUME)
+    assert (run_record(*changed, SUPERB_TASKS["ks"], BYOLAConfig(), {}) != record) == (
+        name not in MAY_CHANGE_ON_RESUME
+    )
 
 
 FOLDER = ["--task", "ks", "--dataset_name", "audiofolder"]

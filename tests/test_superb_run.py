@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForAudioClassification, pipeline
 
+from byola_hf import BYOLAForSequenceClassification
 from byola_hf.stats import StatsArguments, compute_stats
 from byola_hf.superb.mini_sets import make_ic, make_ks, make_pr, make_sd, make_sid
 from byola_hf.superb.run import (
@@ -814,7 +815,7 @@ def test_weights_written_again_change_the_run_record(tmp_path):
     training = TrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none")
 
     def record() -> dict:
-        return run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0))
+        return run_record(model, data, training, SUPERB_TASKS["ks"], BYOLAConfig(mean=-9.0, std=4.0), {})
 
     first = record()
     assert first == record()
@@ -861,3 +862,56 @@ def test_fine_tuning_the_encoder_trains_it_on_padded_batches(ks_model, mini, tmp
     assert tuned.config.freeze_base_model is False
     for name in ("conv_blocks.0.conv.weight", "fc1.weight", "conv_blocks.2.batch_norm.running_mean"):
         assert not torch.equal(tuned.byola.state_dict()[name], start[name]), name
+
+
+def test_a_rerun_on_data_changed_under_the_same_folder_is_refused(ks_model, mini, tmp_path):
+    """The run record holds each split's clips and labels: a re-run after the training clips were relabelled (or a
+    clip added) under the same --data_dir was resumed from the old run's checkpoint, training on both, without a
+    word; it is now refused before any work, and the unchanged data still resumes."""
+    data = tmp_path / "ks"
+    shutil.copytree(mini["ks"], data)
+    arguments = [*superb_arguments("ks", ks_model, data, tmp_path / "out"), *TWO_STEPS]
+    saves = ("--save_strategy", "steps", "--save_steps", "1")
+    assert run_superb(*arguments, overrides=saves).returncode == 0
+    metadata = data / "train" / "metadata.csv"
+    original = metadata.read_text()
+    lines = original.splitlines()
+    first, label = lines[1].rsplit(",", 1)
+    other = next(line.rsplit(",", 1)[1] for line in lines[2:] if line.rsplit(",", 1)[1] != label)
+    metadata.write_text("\n".join([lines[0], f"{first},{other}", *lines[2:]]) + "\n")
+    result = run_superb(*arguments, overrides=saves)
+    assert result.returncode == 2 and "The data changed since the run in" in result.stderr, result.stderr[-2000:]
+    metadata.write_text(original)  # the same clips and labels again: resumed
+    assert run_superb(*arguments, overrides=saves).returncode == 0
+    shutil.copy(data / "validation" / "00000.wav", data / "validation" / "added.wav")
+    (data / "validation" / "metadata.csv").write_text(
+        (data / "validation" / "metadata.csv").read_text() + f"added.wav,{label}\n"
+    )
+    result = run_superb(*arguments, overrides=saves)
+    assert result.returncode == 2 and "The data changed since the run in" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_model_with_a_head_trained_for_other_labels_is_refused(ks_model, mini, tmp_path):
+    """A run-superb output passed as the model of another task: other labels of the same count loaded its trained
+    head as this task's (its rows read as other classes, training and scores started from it) without a word, and
+    another count ended in transformers' traceback. Both are one line now; the same task's labels still load it."""
+    trained = tmp_path / "ks"
+    assert run_superb(*superb_arguments("ks", ks_model, mini["ks"], trained), *TWO_STEPS).returncode == 0
+    renamed = tmp_path / "renamed"
+    shutil.copytree(mini["ks"], renamed)
+    for metadata in renamed.glob("*/metadata.csv"):
+        lines = metadata.read_text().splitlines()
+        metadata.write_text("\n".join([lines[0], *(line.replace(",", ",w_", 1) for line in lines[1:])]))
+    # byola-finetune's model for the same labels: EVAR's head, which SUPERB's run would have trained as its own.
+    evar = tmp_path / "evar"
+    config = AutoModelForAudioClassification.from_pretrained(trained).config
+    config.classifier_head, config.use_weighted_layer_sum = "evar", False
+    BYOLAForSequenceClassification.from_pretrained(
+        trained, config=config, ignore_mismatched_sizes=True
+    ).save_pretrained(evar)
+    for task, data, model in (("ks", renamed, trained), ("sid", mini["sid"], trained), ("ks", mini["ks"], evar)):
+        result = run_superb(*superb_arguments(task, model, data, tmp_path / f"{task}-from-{model.name}"), *TWO_STEPS)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert f"{model} holds a trained BYOLAForSequenceClassification head for other" in result.stderr
+    result = run_superb(*superb_arguments("ks", trained, mini["ks"], tmp_path / "again"), "--do_eval")
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -186,13 +186,26 @@ def claim_output(job: "ExtractionJob", args: ExtractArguments, rank: int, world_
         model = model_fingerprint(job.model)
         source = {"clips": len(job.dataset), "fingerprint": source_fingerprint(job.dataset, job.audio_column_name)}
         claim_output_dir(job.output, COMMAND, run_record(args, model, source), OUTPUTS, args.overwrite_output_dir)
-        # Which model made the embeddings, and of clips cut to what length, so that splits embedded differently are
-        # never compared.
-        write_json_atomic(job.output / MODEL_RECORD, {"model_fingerprint": model, "unit_samples": job.unit_samples})
+        write_json_atomic(job.output / MODEL_RECORD, embedding_provenance(job, args, model))
     if world_size > 1:
         torch.distributed.barrier()
     # A finished dataset is left only by a run with this record: the claim refused or removed any other.
     return (job.output / "dataset").is_dir()
+
+
+def embedding_provenance(job: "ExtractionJob", args: ExtractArguments, model: str) -> dict[str, Any]:
+    """What made the embeddings ([`MODEL_RECORD`]): the model's fingerprint and the clip length, compared by
+    byola-linear-eval so that splits embedded differently are never compared; and, for its report, the model's
+    folder, its statistics with their provenance, and the data."""
+    config, path = job.model.config, Path(args.model_name_or_path)
+    data = ("dataset_name", "dataset_config_name", "data_dir", "split", "metadata_csv")
+    return {
+        "model_fingerprint": model,
+        "unit_samples": job.unit_samples,
+        "model": str(path.resolve()) if path.exists() else args.model_name_or_path,
+        "statistics": {"mean": config.mean, "std": config.std, "provenance": config.stats_provenance},
+        "data": {name: getattr(args, name) for name in data},
+    }
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -375,12 +388,15 @@ def finished_result(output: Path, start_time: float) -> ExtractionResult:
 
 
 def embedding_record(directory: str | Path) -> dict | None:
-    """What made a `byola-extract` output: its model's fingerprint and the clip length (`unit_samples`, `None` for
-    whole clips). `directory` is the output or its `dataset/`; `None` for an output without the record."""
+    """What made a `byola-extract` output ([`embedding_provenance`]: its model's fingerprint, the clip length
+    `unit_samples`, `None` for whole clips, ...) and `skipped_clips`, how many clips `--skip_bad` left out of it.
+    `directory` is the output or its `dataset/`; `None` for an output without the record."""
     path = Path(directory)
     for folder in (path, path.parent):
         if (folder / MODEL_RECORD).is_file() and (folder is path or path.name == "dataset"):
-            return json.loads((folder / MODEL_RECORD).read_text())
+            skipped = folder / "skipped.json"
+            count = len(json.loads(skipped.read_text())) if skipped.is_file() else 0
+            return {**json.loads((folder / MODEL_RECORD).read_text()), "skipped_clips": count}
     return None
 
 

@@ -18,6 +18,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from ..audio import unit_samples
+from ..configuration_byola import check_head_fits
 from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
@@ -146,6 +147,7 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
     task = load_task(
         args.metadata_csv, args.data_dir, args.label_column_name, feature_extractor, [str(f) for f in args.folds]
     )
+    check_head_fits(config, "BYOLAForSequenceClassification", head_arguments(task), args.model_name_or_path)
     metric = "mAP" if task.multi_label else "accuracy"
     training_args = recipe_training_args(training_args, given, metric)
     unit = clip_samples(args, task, config)
@@ -189,19 +191,25 @@ def recipe_settings(args, training_args: TrainingArguments, unit: int, sampling_
     }
 
 
-def build_model(args, task: FinetuneTask, seed: int) -> BYOLAForSequenceClassification:
-    """A fresh EVAR head on the encoder, initialised from `seed`."""
-    set_seed(seed)
+def head_arguments(task: FinetuneTask) -> dict[str, Any]:
+    """The EVAR head of `task`'s classes, as `from_pretrained` arguments."""
     names = [str(name) for name in task.classes]
+    return {
+        "classifier_head": "evar",
+        "use_weighted_layer_sum": False,
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: index for index, name in enumerate(names)},
+        "problem_type": "multi_label_classification" if task.multi_label else "single_label_classification",
+    }
+
+
+def build_model(args, task: FinetuneTask, seed: int) -> BYOLAForSequenceClassification:
+    """A fresh EVAR head on the encoder, initialised from `seed` (from a model fine-tuned for these classes, its
+    head: [`~byola_hf.configuration_byola.check_head_fits`] refuses one of other classes)."""
+    set_seed(seed)
     return BYOLAForSequenceClassification.from_pretrained(
-        args.model_name_or_path,
-        classifier_head="evar",
-        use_weighted_layer_sum=False,
-        freeze_base_model=args.freeze_encoder,
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={name: index for index, name in enumerate(names)},
-        problem_type="multi_label_classification" if task.multi_label else "single_label_classification",
+        args.model_name_or_path, freeze_base_model=args.freeze_encoder, **head_arguments(task)
     )
 
 

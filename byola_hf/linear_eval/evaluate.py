@@ -112,7 +112,10 @@ class LinearEvalResult:
     Test accuracy over folds and seeds: `test_accuracy` is the mean of every (fold, seed) run, `test_accuracy_std`
     their std; `seed_accuracies` each seed's mean over folds; `folds` the per-fold figures (with each fold's sizes).
     The per-class report and the confusion matrix pool the first seed's predictions over the folds (each example is
-    tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three.
+    tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three. `embeddings`:
+    each folder read (by part: `train`, `valid`, `test`, or `task` for an `embeddings_dir`) with what its
+    `byola-extract` run recorded: the model, its statistics and their provenance, the data, and the clips
+    `--skip_bad` left out (not in `num_test`).
     """
 
     test_accuracy: float
@@ -130,6 +133,7 @@ class LinearEvalResult:
     validation: str
     protocol: str
     settings: dict = field(default_factory=dict)
+    embeddings: dict = field(default_factory=dict)
 
 
 def label_classes(values: list, what: str = "label") -> list:
@@ -407,6 +411,10 @@ def linear_eval(args: LinearEvalArguments) -> LinearEvalResult:
     ]
     result = summarize(folds, runs, classes, protocol, settings)
     result.settings.update(seeds=args.seeds, seed=args.seed, label_column_name=args.label_column_name)
+    result.embeddings = {
+        name: {"dir": str(Path(path).resolve()), **(embedding_record(path) or {})}
+        for name, path in input_parts(args).items()
+    }
     if args.output_dir is not None:
         write_report(result, folds, runs[0], args.output_dir)
     return result
@@ -429,6 +437,14 @@ def load_folds(args: LinearEvalArguments) -> tuple[list[Fold], list[str], str]:
         parts = (args.train_dir, args.test_dir, args.validation_dir, args.label_column_name)
         return (*folds_from_directories(*parts), "split")
     raise ValueError("Give --embeddings_dir (an EVAR task with a split or fold column) or --train_dir and --test_dir.")
+
+
+def input_parts(args: LinearEvalArguments) -> dict[str, str]:
+    """The `byola-extract` outputs `args` name, by part."""
+    if args.embeddings_dir is not None:
+        return {"task": args.embeddings_dir}
+    parts = {"train": args.train_dir, "valid": args.validation_dir, "test": args.test_dir}
+    return {name: path for name, path in parts.items() if path is not None}
 
 
 def run_record(args: LinearEvalArguments, folds: list[Fold], classes: list[str]) -> dict:

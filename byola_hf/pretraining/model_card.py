@@ -5,7 +5,7 @@ from typing import Any
 from huggingface_hub import ModelCard
 
 from ..configuration_byola import BYOLAConfig
-from ..hub import model_card
+from ..hub import model_card, statistics_source
 
 
 def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
@@ -13,9 +13,7 @@ def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
     "Pre-training" section before "Usage": the data, where training started, steps, epochs, batch, learning rate,
     the loss at the first and last logs."""
     provenance = config.stats_provenance or {}
-    source = provenance.get("dataset")
-    if provenance.get("config"):
-        source = f"{source} ({provenance['config']})"
+    source = statistics_source(provenance)
     # A stream whose statistics were given was never read whole, so its size and epochs are not known.
     size = "streamed (size not measured)"
     if info["audio_hours"] is not None:

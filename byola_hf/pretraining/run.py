@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from ..configuration_byola import VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig
+from ..configuration_byola import VARIANTS, BYOLAConfig, BYOLAPreTrainingConfig, check_statistics_kept
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import push_to_hub, trainer_push_arguments
 from ..modeling_byola import BYOLAModel
@@ -215,7 +215,9 @@ def run_record(model_args, data_args, training_args, dataset, feature_extractor,
             pass
         stats_path = output_dir / STATISTICS_FILE
         if stats_path.is_file():  # written once the run's statistics pass ended: the run's, whatever rank reads it
-            return {"fingerprint": record, "statistics": json.loads(stats_path.read_text())}, owned.resumed
+            stats = json.loads(stats_path.read_text())
+            check_statistics_kept(output_dir, stats["mean"], stats["std"], "the run saved its encoder", False)
+            return {"fingerprint": record, "statistics": stats}, owned.resumed
         stats = statistics(model_args, data_args, dataset, feature_extractor, config.crop_samples)
         if data_args.streaming and stats["provenance"]["num_examples"] is not None:  # the statistics pass counted
             check_one_batch(stats["provenance"]["num_examples"], training_args)

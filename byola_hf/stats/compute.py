@@ -264,6 +264,7 @@ def compute_stats(args: StatsArguments) -> StatsResult:
     config, feature_extractor = load_byola_front_end(args.model_name_or_path)
     unit = unit_samples(args.unit_seconds, feature_extractor.sampling_rate, config.min_samples)
     if args.output_dir is not None:  # before the work, not after it
+        check_no_trained_head(config, args.model_name_or_path)
         check_in_place_update(args.model_name_or_path, args.output_dir)
         check_model_weights(args.model_name_or_path)
     source = (args.dataset_name, args.dataset_config_name, args.data_dir, args.split, args.audio_column_name)
@@ -370,10 +371,9 @@ def check_model_weights(model_name_or_path: str) -> None:
             f"The weights in {model_name_or_path} cannot be loaded ({message}): convert them again."
         ) from None
     missing = [key for key in info["missing_keys"] if not key.endswith("num_batches_tracked")]
-    if missing or info["mismatched_keys"]:
-        problems = missing or [str(item[0]) for item in info["mismatched_keys"]]
+    if missing:  # weights of other shapes: refused by from_pretrained
         raise ValueError(
-            f"The weights in {model_name_or_path} do not fit its config ({', '.join(problems[:3])}): convert them "
+            f"The weights in {model_name_or_path} do not fit its config ({', '.join(missing[:3])}): convert them "
             "again."
         )
     non_finite = [
@@ -383,6 +383,19 @@ def check_model_weights(model_name_or_path: str) -> None:
     ]
     if non_finite:
         raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
+
+
+def check_no_trained_head(config: BYOLAConfig, model_name_or_path: str) -> None:
+    """Refuse to save new statistics with a model saved with a task head (byola-run-superb, byola-finetune): it was
+    trained on log-mels normalised with its own statistics, so new ones would change the model under its results
+    and card."""
+    heads = [name for name in config.architectures or [] if name != "BYOLAModel"]
+    if heads:
+        raise ValueError(
+            f"{model_name_or_path} holds a trained {heads[0]} head, trained on log-mels normalised with its "
+            "statistics: new ones would change what it predicts. Compute them for its encoder alone "
+            "(BYOLAModel.from_pretrained(...).save_pretrained(DIR), then --model_name_or_path DIR)."
+        )
 
 
 def in_place(model_name_or_path: str, output_dir: str) -> bool:

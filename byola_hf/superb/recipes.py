@@ -187,14 +187,17 @@ class ClassificationRecipe(TaskRecipe):
         self.check_labels_seen(train, "train")
         if len(self.columns) > 1:
             names = [f"{column}={value}" for column, v in zip(self.columns, self.vocabularies) for value in v]
-            slots = {"classifier_slots": [len(v) for v in self.vocabularies]}
+            slots = [len(v) for v in self.vocabularies]
         else:
-            names, slots = self.vocabularies[0], {}
+            names, slots = self.vocabularies[0], None
+        # The head in full, not what the model folder's config says: one fine-tuned with EVAR's head or for slots
+        # is refused (`check_head_fits`), not trained on as this task's.
         return {
+            "classifier_head": "superb",
             "num_labels": len(names),
             "id2label": dict(enumerate(names)),
             "label2id": {n: i for i, n in enumerate(names)},
-            **slots,
+            "classifier_slots": slots,
         }
 
     def check_labels_seen(self, dataset, split_name: str | None) -> None:

@@ -29,7 +29,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 import byola_hf
 
 from ..audio import check_clip_lengths, decode_undecoded_audio, display_path
-from ..configuration_byola import BYOLAConfig, check_trained_head
+from ..configuration_byola import BYOLAConfig, check_head_fits, check_trained_head
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
 from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
@@ -43,7 +43,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end
+from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end, source_fingerprint
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import (
     atomic_path,
@@ -277,11 +277,14 @@ def weights_files(model_dir: Path) -> list[tuple[str, int, int]]:
     return [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
 
 
-def run_record(model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config) -> dict:
-    """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data,
-    every argument but those that may change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]: epochs,
-    steps, logging, ...) and a class-balanced training draw, so a re-run can train further from the last checkpoint
-    and any other change is refused."""
+def run_record(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args, task, config, splits: dict
+) -> dict:
+    """What makes this run's checkpoints: the model (its path, config with statistics, and weights files), the data
+    (each of `splits`' clips and labels: files added, written again or relabelled under the same `--data_dir` are
+    other data), every argument but those that may change on a resumption ([`~tools.outputs.MAY_CHANGE_ON_RESUME`]:
+    epochs, steps, logging, ...) and a class-balanced training draw, so a re-run can train further from the last
+    checkpoint and any other change is refused."""
     arguments = recorded_arguments(model_args, data_args, training_args)
     for name in ("data_dir", "split_file", "vocab_file", "test_dir", "dataset_name"):
         if arguments[name] and Path(arguments[name]).exists():
@@ -294,10 +297,21 @@ def run_record(model_args: ModelArguments, data_args: DataTrainingArguments, tra
         "weights": weights_files(model),
         "config": config.to_dict(),
         "arguments": arguments,
+        "source": {name: split_fingerprint(dataset, data_args.audio_column_name) for name, dataset in splits.items()},
     }
     if task.class_balanced:  # records made when KS trained on the clips as they are lack it: not resumed with it
         record["training_draw"] = "class-balanced"
     return record
+
+
+def split_fingerprint(dataset, audio_column_name: str) -> dict[str, Any] | None:
+    """A split's clip count and [`~byola_hf.tools.data.source_fingerprint`] (its labels and each clip's file or
+    bytes), read with the audio undecoded; `None` for a split the run does not have."""
+    if dataset is None:
+        return None
+    datasets = require_extra("datasets", "superb")
+    undecoded = dataset.cast_column(audio_column_name, datasets.Audio(decode=False))
+    return {"clips": len(dataset), "fingerprint": source_fingerprint(undecoded, audio_column_name)}
 
 
 def claim_output(
@@ -451,9 +465,10 @@ def run(
     check_splits(recipe, data, data_args.audio_column_name)
     train = trains(given, task, config, model_args.model_name_or_path)
     checkpoint = claim_output(
-        training_args, data_args, run_record(model_args, data_args, training_args, task, config), train
+        training_args, data_args, run_record(model_args, data_args, training_args, task, config, data.splits), train
     )
     head_kwargs = fit_recipe(recipe, data, training_args.output_dir, feature_extractor)
+    check_head_fits(config, task.head, head_kwargs, model_args.model_name_or_path)
     if data.splits.get("eval") is None:
         training_args.do_eval = False
     splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
