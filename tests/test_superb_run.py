@@ -1,6 +1,7 @@
 """run_superb end to end on mini-SUPERB sets built with espeak-ng, with the real 512-d weights (frozen)."""
 
 import contextlib
+import csv
 import io
 import json
 import logging
@@ -914,4 +915,27 @@ def test_a_model_with_a_head_trained_for_other_labels_is_refused(ks_model, mini,
         assert result.returncode == 2, result.stderr[-3000:]
         assert f"{model} holds a trained BYOLAForSequenceClassification head for other" in result.stderr
     result = run_superb(*superb_arguments("ks", trained, mini["ks"], tmp_path / "again"), "--do_eval")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_ctc_model_trained_on_another_vocabulary_is_refused(ks_model, mini, tmp_path):
+    """A run-superb PR output passed as the model of a PR run whose transcriptions spell one phoneme otherwise: the
+    vocabulary has as many tokens, so the trained head loaded and its outputs were read as the shifted tokens,
+    without a word. Refused in one line now; the same vocabulary still loads it."""
+    trained = tmp_path / "pr"
+    assert run_superb(*superb_arguments("pr", ks_model, mini["pr"], trained), *TWO_STEPS).returncode == 0
+    respelt = tmp_path / "respelt"
+    shutil.copytree(mini["pr"], respelt)
+    for metadata in respelt.glob("*/metadata.csv"):
+        rows = list(csv.DictReader(metadata.open()))
+        for row in rows:
+            row["phonemes"] = " ".join("a9" if token == "a" else token for token in row["phonemes"].split())
+        with metadata.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    result = run_superb(*superb_arguments("pr", trained, respelt, tmp_path / "respelt-run"), *TWO_STEPS)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{trained} holds a trained BYOLAForCTC head for another vocabulary" in result.stderr
+    result = run_superb(*superb_arguments("pr", trained, mini["pr"], tmp_path / "again"), "--do_eval")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from ..configuration_byola import BYOLAConfig
+from ..configuration_byola import BYOLAConfig, check_head_fits
 from ..processing_byola import BYOLAProcessor
 from .tasks import CLASSIFICATION, CTC, FRAMES, SuperbTask
 
@@ -104,6 +104,11 @@ class TaskRecipe:
         """Fit the label encoding on the training split (and set `processor`, saved with the model, when the head
         needs more than the feature extractor); return the head's `from_pretrained` arguments."""
         raise NotImplementedError
+
+    def check_trained_head(self, config: BYOLAConfig, head_kwargs: dict[str, Any], source: str) -> None:
+        """Refuse a model (`source`, its `config`) saved with a trained head of this kind for other labels than the
+        fitted ones ([`~byola_hf.configuration_byola.check_head_fits`] on the head's arguments `head_kwargs`)."""
+        check_head_fits(config, self.head, head_kwargs, source)
 
     def check_labels_seen(self, dataset, split_name: str | None) -> None:
         """Refuse an evaluation split whose labels the fitted encoding cannot represent (default: any is fine)."""
@@ -301,6 +306,24 @@ class CTCRecipe(TaskRecipe):
             "ctc_head": self.ctc_head,
             "ctc_proj_size": self.task.ctc_proj_size,
         }
+
+    def check_trained_head(self, config: BYOLAConfig, head_kwargs: dict[str, Any], source: str) -> None:
+        """Also refuse a trained CTC head over another vocabulary of the same size (other tokens, or in another
+        order): its outputs would be read as other tokens. The head's vocabulary is the tokenizer saved beside it."""
+        super().check_trained_head(config, head_kwargs, source)
+        if self.head not in (config.architectures or []):
+            return
+        try:
+            saved = type(self.tokenizer).from_pretrained(source).get_vocab()
+        except OSError:  # no tokenizer saved with the head: its tokens are unknown
+            saved = None
+        if saved != self.tokenizer.get_vocab():
+            raise ValueError(
+                f"{source} holds a trained {self.head} head for another vocabulary than this task's "
+                f"({'none saved' if saved is None else f'{len(saved)} tokens'} against {len(self.tokenizer)}): pass "
+                "the encoder it was trained from, or save its encoder alone "
+                "(BYOLAModel.from_pretrained(...).save_pretrained(DIR)) and pass DIR."
+            )
 
     def encode(self, batch: dict[str, list]) -> list:
         return [self.tokenizer(text)["input_ids"] for text in batch[self.columns[0]]]

@@ -29,7 +29,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 import byola_hf
 
 from ..audio import check_clip_lengths, decode_undecoded_audio, display_path
-from ..configuration_byola import BYOLAConfig, check_head_fits, check_trained_head
+from ..configuration_byola import BYOLAConfig, check_trained_head
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
 from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
@@ -468,7 +468,7 @@ def run(
         training_args, data_args, run_record(model_args, data_args, training_args, task, config, data.splits), train
     )
     head_kwargs = fit_recipe(recipe, data, training_args.output_dir, feature_extractor)
-    check_head_fits(config, task.head, head_kwargs, model_args.model_name_or_path)
+    recipe.check_trained_head(config, head_kwargs, model_args.model_name_or_path)
     if data.splits.get("eval") is None:
         training_args.do_eval = False
     splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
