@@ -19,7 +19,7 @@ from byola_hf import (
     BYOLAForSequenceClassification,
     BYOLAModel,
 )
-from byola_hf.inference_byola import masked_conv_block
+from byola_hf.inference_byola import masked_conv_block, update_running_statistics
 
 from conftest import FE, HIDDEN_RTOL, LOG_MEL_ATOL, clips, relative_deviation, waveforms
 
@@ -441,6 +441,42 @@ def test_masked_batch_norm_is_batch_norm_over_the_valid_frames_alone():
         torch.testing.assert_close(got[index, ..., : length // 2], expected, rtol=1e-12, atol=1e-12)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(block.batch_norm, name), getattr(alone.batch_norm, name))
+
+
+def test_masked_batch_norm_under_bf16_autocast_sums_in_float32():
+    # Statistics summed in bf16 (the conv's autocast dtype) moved the running mean by 2e-3 of its size.
+    torch.manual_seed(1)
+    block = BYOLAModel(config()).conv_blocks[1].train()
+    lengths = torch.tensor([10, 7, 3])
+    hidden = torch.randn(3, 64, 16, 10) + 3.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv = block.conv(hidden).double()  # the bf16 values the block normalises
+        masked_conv_block(block, hidden, lengths)
+    valid = (torch.arange(10) < lengths[:, None]).double()[:, None, None, :]
+    count = valid.sum() * conv.shape[-2]
+    mean = (conv * valid).sum((0, 2, 3)) / count
+    variance = ((conv - mean[:, None, None]).square() * valid).sum((0, 2, 3)) / count
+    expected_mean, expected_var = 0.1 * mean, 0.9 + 0.1 * variance * count / (count - 1)
+    torch.testing.assert_close(block.batch_norm.running_mean.double(), expected_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(block.batch_norm.running_var.double(), expected_var, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None, "untracked"])
+def test_update_running_statistics_is_batch_norms_update(momentum):
+    """The fused kernels' running-statistics update equals BatchNorm2d's own over three batches, with a momentum,
+    with `momentum=None` (the cumulative average) and without running statistics."""
+    torch.manual_seed(0)
+    track = momentum != "untracked"
+    modules, ours = (nn.BatchNorm2d(4, track_running_stats=track).double().train() for _ in range(2))
+    modules.momentum = ours.momentum = None if momentum == "untracked" else momentum
+    for _ in range(3):
+        batch = torch.randn(5, 4, 3, 2, dtype=torch.float64) * 3 + 1
+        modules(batch)
+        mean, variance = batch.mean((0, 2, 3)), batch.var((0, 2, 3), unbiased=False)
+        update_running_statistics(ours, mean, variance, 5 * 3 * 2)
+    for name, buffer in modules.named_buffers():
+        torch.testing.assert_close(ours.get_buffer(name), buffer, rtol=1e-12, atol=1e-12, msg=name)
+    assert ours.running_mean is None if not track else int(ours.num_batches_tracked) == 3
 
 
 def test_frozen_encoder_can_be_unfrozen():
