@@ -97,3 +97,25 @@ def test_min_samples_and_pretraining_config_overrides():
     pretraining = BYOLAPreTrainingConfig.from_encoder_config(encoder, mean=-5.0, std=3.0, ema_decay=0.9)
     assert (pretraining.mean, pretraining.std, pretraining.ema_decay) == (-5.0, 3.0, 0.9)
     assert BYOLAPreTrainingConfig.from_encoder_config(encoder).mean == -9.0
+
+
+def test_frame_rate_labels_and_pretraining_config_fields():
+    """The published frame rates (12.5 Hz is not 12), a `num_labels` that contradicts `id2label` refused when a
+    saved config loads, and the pre-training config: each variant's defaults, 96-frame crops, the NTT licence's
+    `converted_from` kept both ways, keyword arguments winning over its own fields, sizes checked."""
+    from byola_hf import BYOLAPreTrainingConfig
+
+    v1, v2 = (
+        BYOLAConfig.from_variant(name, converted_from=f"{name}.pth") for name in ("AudioNTT2020", "AudioNTT2022")
+    )
+    assert (v1.frames_per_second, v2.frames_per_second) == (12.5, 25.0)
+    with pytest.raises(ValueError, match="num_labels=3 but id2label names 2 labels"):
+        BYOLAConfig.from_dict(v1.to_dict(), num_labels=3, id2label={0: "a", 1: "b"})
+    for encoder, defaults in ((v1, (0.4, 0.0, True)), (v2, (0.2, 1.0, False))):
+        pretraining = BYOLAPreTrainingConfig.from_encoder_config(encoder)
+        assert (pretraining.mixup_ratio, pretraining.fader_gain, pretraining.pad_both_ends) == defaults
+        assert (pretraining.crop_samples, pretraining.crop_frames) == (15200, 96)
+        assert pretraining.converted_from == pretraining.encoder_config().converted_from == f"{encoder.variant}.pth"
+        assert (pretraining.encoder_config(mean=-1.0, std=2.0).mean, pretraining.encoder_config().mean) == (-1.0, None)
+    with pytest.raises(ValueError, match="projection_size must be a positive integer"):
+        BYOLAPreTrainingConfig(projection_size=0)
