@@ -50,3 +50,27 @@ def test_processor_labels_feed_the_model_with_return_tensors(tmp_path):
         assert torch.equal(loss, model(inputs["input_features"], inputs["attention_mask"], labels=expected).loss)
     single = processor(audio=waveforms(lengths=(16000,))[0], text="s a t", sampling_rate=16000, return_tensors="pt")
     assert torch.equal(single["labels"], torch.tensor([ids[0]]))
+
+
+def test_processor_hands_its_options_to_the_feature_extractor(tmp_path):
+    """The audio's rate and the feature extractor's options reach it (8 kHz audio is refused, not featurised as
+    16 kHz; `pad_to_min_length` pads a short clip), and a tuple of texts is a batch as a list is."""
+    import numpy as np
+    import pytest
+    import torch
+
+    tokenizer = build_ctc_tokenizer(["D @2 k a t", "s a t"], str(tmp_path / "tok"), phonemes=True)
+    processor = BYOLAProcessor(FE, tokenizer)
+    clip = waveforms(lengths=(16000,))[0]
+    with pytest.raises(ValueError, match="8000"):
+        processor(audio=clip, sampling_rate=8000, text="s a t")
+    short = np.zeros(400, np.float32)
+    inputs = processor(audio=short, sampling_rate=16000, text="s a t", pad_to_min_length=True, return_tensors="pt")
+    expected = FE(short, sampling_rate=16000, pad_to_min_length=True, return_tensors="pt")
+    assert torch.equal(inputs["input_features"], expected["input_features"])
+    texts = ("s a t", "D @2 k a t")
+    batch = processor(audio=[clip, clip], sampling_rate=16000, text=texts, return_tensors="pt")
+    assert torch.equal(
+        batch["labels"],
+        processor(audio=[clip, clip], sampling_rate=16000, text=list(texts), return_tensors="pt")["labels"],
+    )
