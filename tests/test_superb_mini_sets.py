@@ -127,3 +127,74 @@ def test_a_rerun_with_any_flag_changed_is_refused_unless_it_may_change(index, na
         "corpus",
     }
     assert_rerun_refused_unless_it_may_change(run_record, arguments, name, MAY_CHANGE, tmp_path)
+
+
+def spoken_sets(monkeypatch, tmp_path) -> tuple[dict, dict]:
+    """Build the KS, IC and SID sets with a recording `speak` (no espeak-ng): `{set: {split: [(utterance, row)]}}`,
+    each utterance beside its metadata.csv row, and every utterance by path (later builds' too)."""
+    import csv
+
+    from byola_hf.superb import mini_sets
+
+    spoken = {}
+    monkeypatch.setattr(mini_sets, "speak", lambda jobs, *_: spoken.update({path: u for u, path in jobs}))
+    built = {
+        "ks": make_ks(tmp_path / "ks", repeats=1, seed=3),
+        "ic": make_ic(tmp_path / "ic", examples_per_voice=3),
+        "sid": make_sid(tmp_path / "sid", (2, 1, 1)),
+    }
+    sets = {}
+    for name, root in built.items():
+        sets[name] = {}
+        for split in ("train", "validation", "test"):
+            with open(root / split / "metadata.csv", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            sets[name][split] = [(spoken[root / split / row["file_name"]], row) for row in rows]
+    return sets, spoken
+
+
+def test_each_row_labels_its_own_clip_and_splits_share_no_voice_or_sentence(monkeypatch, tmp_path):
+    """A label row shifted against its clip, a validation split spoken by training voices, SID sentences repeated
+    across splits, IC labels drawn apart from the spoken command and a --seed ignored all built sets that load and
+    train."""
+    from byola_hf.superb.mini_sets import IC_ACTIONS
+
+    sets, spoken = spoken_sets(monkeypatch, tmp_path)
+    voices = {"train": set(TRAIN_VOICES), "validation": set(VALIDATION_VOICES), "test": set(TEST_VOICES)}
+    for split, pairs in sets["ks"].items():
+        assert pairs and all(u.text == row["label"] and u.voice in voices[split] for u, row in pairs)
+    for split, pairs in sets["ic"].items():
+        for utterance, row in pairs:
+            place = "" if row["location"] == "none" else f" in the {row['location']}"
+            assert utterance.text == row["text"] == f"{IC_ACTIONS[row['action']]} the {row['object']}{place}"
+            assert utterance.voice in voices[split]
+    sentences = [{u.text for u, _ in pairs} for pairs in sets["sid"].values()]
+    assert all(u.voice == row["label"] for pairs in sets["sid"].values() for u, row in pairs)
+    assert not (sentences[0] & sentences[1] or sentences[0] & sentences[2] or sentences[1] & sentences[2])
+    again = make_ks(tmp_path / "ks4", repeats=1, seed=4)  # another seed: other speeds and pitches
+    variants = [(u.speed, u.pitch) for u, _ in sets["ks"]["train"]]
+    assert variants != [
+        (spoken[again / "train" / f"{i:05d}.wav"].speed, spoken[again / "train" / f"{i:05d}.wav"].pitch)
+        for i in range(len(variants))
+    ]
+
+
+def test_diarization_activity_is_each_speakers_own(monkeypatch, tmp_path):
+    """A speaker is active where its own track's energy passes 1 % of that track's peak: a voice 26 dB quieter than
+    the other is still labelled where it speaks."""
+    import numpy as np
+
+    from byola_hf.superb import mini_sets
+
+    calls = []
+
+    def tone(utterance, path, rate, subtype="FLOAT"):
+        calls.append(path)
+        amplitude = 1.0 if len(calls) % 2 else 0.05  # every mixture's second voice is quiet
+        sf.write(path, amplitude * np.sin(np.arange(rate) * 0.3).astype(np.float32), rate, subtype=subtype)
+
+    monkeypatch.setattr(mini_sets, "synthesise", tone)
+    root = make_sd(tmp_path / "sd", examples=(2, 1, 1))
+    dataset = datasets.load_dataset("json", data_files=str(root / "train" / "metadata.jsonl"), split="train")
+    for activity in dataset["activity"]:  # each voice speaks one second: 12 whole 80 ms frames at least
+        assert min(sum(row[0] for row in activity), sum(row[1] for row in activity)) >= 12
