@@ -646,3 +646,26 @@ def test_a_flag_the_run_would_not_read_is_one_line(flags, expected, corpora, ran
     code, stderr = run_superb(capsys, *arguments, "--output_dir", str(tmp_path / "out"))
     assert expected in one_line_error(code, stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_saved_splits_follow_every_files_size_and_time_and_voxceleb1_keeps_s3prls_cut(tmp_path):
+    """The corpus cache's fingerprint changes when a listed file is rewritten, even at the same size (a re-recorded
+    clip would otherwise be read from the old cache); and VoxCeleb1's training clips are cut at s3prl's 8 s."""
+    from byola_hf.superb.corpora import CORPORA, records_fingerprint
+    from byola_hf.superb.corpora.readers import CorpusRecords, CorpusRequest, Crop
+
+    clip, noise = tmp_path / "a.wav", tmp_path / "noise.wav"
+    clip.write_bytes(b"RIFF one")
+    noise.write_bytes(b"RIFF noise")
+    splits = {"train": {"audio": [str(clip), Crop(str(noise), 0, 16000)], "label": ["yes", "_silence_"]}}
+    request, records = CorpusRequest(root=tmp_path), CorpusRecords(splits=splits)
+    first = records_fingerprint("speech_commands", request, records)
+    assert records_fingerprint("speech_commands", request, copy.deepcopy(records)) == first
+    clip.write_bytes(b"RIFF two")  # the same size
+    os.utime(clip, ns=(0, os.stat(clip).st_mtime_ns + 10**9))
+    second = records_fingerprint("speech_commands", request, records)
+    noise.write_bytes(b"RIFF longer noise")  # a crop's recording too
+    assert len({first, second, records_fingerprint("speech_commands", request, records)}) == 3
+    assert {name: spec.train_max_samples for name, spec in CORPORA.items() if spec.train_max_samples} == {
+        "voxceleb1": 8 * 16000
+    }
