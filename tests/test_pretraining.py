@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import subprocess
+from argparse import Namespace
 from pathlib import Path
 
 import datasets
@@ -1154,6 +1155,10 @@ def test_max_train_samples_draws_clips_at_random(audio_folder, tmp_path):
     every = sorted(str(path) for path in audio_folder.iterdir())
     assert len(paths) == 4 and set(paths) <= set(every) and paths != every[:4]
     assert paths == [item["path"] for item in training_clips(data_args, 16000, training_args)["audio"]]
+    data_args, training_args = parse_command_line(
+        pretrain_args(audio_folder, tmp_path / "x", "--max_train_samples", "3", "--streaming", "--max_steps", "1")
+    )[1:3]
+    assert len(list(training_clips(data_args, 16000, training_args))) == 3  # a stream is cut too
 
 
 @pytest.mark.parametrize("index, name", every_flag(build_parser()))
@@ -1225,3 +1230,85 @@ def test_a_rerun_with_another_number_of_processes_is_refused(tmp_path, monkeypat
     assert record["training"]["world_size"] == 1
     monkeypatch.setattr(type(parsed[2]), "world_size", property(lambda self: 2))
     assert run_fingerprint(*parsed, clips) != record
+
+
+def test_crops_reach_every_start_and_pad_as_each_version(monkeypatch):
+    """`crop_waveform` as the original: a start `int(position * (excess + 1))`, so the clip's last sample can be
+    drawn; v1 pads a short clip at both ends, v2 at the end. A stream's crop positions differ per DataLoader worker
+    and its order per pass (a shuffle buffer seeded per pass)."""
+    import itertools
+    import types
+
+    from byola_hf.pretraining import data as pretraining_data
+    from byola_hf.pretraining.data import StreamingCropDataset, crop_waveform
+
+    clip = np.arange(10.0)
+    assert crop_waveform(clip, 4, 0.99, True).tolist() == [6.0, 7.0, 8.0, 9.0]
+    assert crop_waveform(clip, 4, 0.0, False).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert crop_waveform(clip[:3], 8, 0.5, True).tolist() == [0, 0, 0, 1, 2, 0, 0, 0]
+    assert crop_waveform(clip[:3], 8, 0.5, False).tolist() == [0, 1, 2, 0, 0, 0, 0, 0]
+
+    stream = datasets.Dataset.from_dict({"x": list(range(6))}).to_iterable_dataset(num_shards=2)
+    crops = StreamingCropDataset(stream, lambda row, position: (row["x"], position), seed=5)
+    drawn = [*itertools.islice(iter(crops), 12)]
+    orders = [[x for x, _ in drawn[:6]], [x for x, _ in drawn[6:]]]
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(6)) and orders[0] != orders[1]
+
+    class Rows(list):
+        def shuffle(self, seed, buffer_size):
+            return self
+
+        def set_epoch(self, epoch):
+            pass
+
+    positions = []
+    for worker in (0, 1):
+        monkeypatch.setattr(
+            pretraining_data.torch.utils.data,
+            "get_worker_info",
+            lambda worker=worker: types.SimpleNamespace(id=worker),
+        )
+        workers = StreamingCropDataset(Rows([{"x": 0}] * 3), lambda row, position: position, seed=5)
+        positions.append([*itertools.islice(iter(workers), 3)])
+    assert positions[0] != positions[1]
+
+
+def test_linear_probe_labels_padding_validation_and_seeds(audio_folder, tmp_path, monkeypatch):
+    """The probe's test labels index the training split's classes (a test split holding one class kept its own
+    numbering, 0), clips embed as they would alone (padding masked), early stopping never watches the test clips,
+    and each classifier seed is its own."""
+    from byola_hf import BYOLAModel
+    from byola_hf.pretraining import linear_probe
+    from byola_hf.pretraining.cli import PreTrainingDataArguments
+
+    files = sorted(str(path) for path in audio_folder.glob("speech_*.wav"))
+    columns = {
+        "train": {"audio": files[:4], "label": ["a", "b", "a", "b"]},
+        "test": {"audio": files[4:], "label": ["b", "b"]},
+    }
+    datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_dict(split).cast_column("audio", datasets.Audio())
+            for name, split in columns.items()
+        }
+    ).save_to_disk(str(tmp_path / "task"))
+    data_args = PreTrainingDataArguments(
+        dataset_name="unused", eval_dataset_name=str(tmp_path / "task"), eval_label_column_name="label"
+    )
+    probe = linear_probe.linear_probe_data(data_args, 16000)
+    assert probe.train.labels.tolist() == [0, 1, 0, 1] and probe.test.labels.tolist() == [1, 1]
+
+    torch.manual_seed(0)
+    model, fe = BYOLAModel(BYOLAConfig(feature_d=64, mean=-9.0, std=4.5)).eval(), BYOLAFeatureExtractor()
+    together = linear_probe.clip_embeddings(model, fe, probe.train.waveforms)
+    alone = np.concatenate([linear_probe.clip_embeddings(model, fe, [clip]) for clip in probe.train.waveforms])
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+    folds = []
+    monkeypatch.setattr(
+        linear_probe, "run_fold", lambda fold, *args: folds.append((fold, args)) or Namespace(accuracy=0.5)
+    )
+    linear_probe.linear_probe_metrics(model, fe, probe, [3, 4])
+    assert [args[1] for _, args in folds] == [3, 4]
+    for fold, _ in folds:  # two clips a class: none can be held out, so early stopping watches the training clips
+        assert np.array_equal(fold.valid_x, fold.train_x) and np.array_equal(fold.valid_y, probe.train.labels)
