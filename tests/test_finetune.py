@@ -595,3 +595,68 @@ def test_a_model_fine_tuned_for_other_classes_is_refused(small_model, task_dir, 
         code, stderr = run_main(main, command(trained / "fold-all_seed-42", csv, task_dir, tmp_path / name), capsys)
         assert_one_line(code, stderr, COMMAND, "holds a trained BYOLAForSequenceClassification head for other")
         assert not (tmp_path / name).exists()
+
+
+def test_frequency_masks_stay_within_the_mel_bins():
+    """Each mask is drawn along its own axis: a frequency mask's start and width within the 64 mel bins (drawn
+    over the 400 frames, most would mask nothing)."""
+    draws = aug.FinetuneAugmentation().sample(256, 64, 400, torch.Generator().manual_seed(0))
+    (frequency_starts, frequency_widths), (time_starts, time_widths) = draws.frequency, draws.time
+    assert (frequency_starts + frequency_widths <= 64).all() and (time_starts + time_widths <= 400).all()
+    assert frequency_widths.max() < 30 <= time_widths.max() < 100
+
+
+def test_optimisers_are_evars_and_micro_batches_draw_apart():
+    """EVAR's optimisers (SGD momentum 0.9; AdamW with AMSGrad, betas (0.9, 0.95), decay 1e-4) over the trainable
+    parameters; and each micro-batch of a step (gradient accumulation) draws its own augmentations, the count
+    starting again at every step."""
+    from types import SimpleNamespace
+
+    from byola_hf.finetune.training import build_optimizer, step_seed
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    sgd, adamw = build_optimizer(model, "sgd", 0.1), build_optimizer(model, "adamw", 0.1)
+    assert [len(group["params"]) for group in sgd.param_groups] == [2]
+    assert (sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (0.9, 0.0)
+    settings = ("amsgrad", "betas", "weight_decay", "eps")
+    assert tuple(adamw.defaults[name] for name in settings) == (True, (0.9, 0.95), 1e-4, 1e-8)
+
+    trainer = SimpleNamespace(
+        _draw_position=(-1, 0), state=SimpleNamespace(global_step=0), args=SimpleNamespace(seed=7)
+    )
+    seeds = []
+    for step in (0, 0, 1, 1):
+        trainer.state.global_step = step
+        seeds.append(FinetuneTrainer._generator(trainer, torch.device("cpu")).initial_seed())
+    assert seeds == [step_seed(7, 0, 0), step_seed(7, 0, 1), step_seed(7, 1, 0), step_seed(7, 1, 1)]
+
+
+def test_results_summarise_each_fold_and_seed_and_the_first_best_epoch():
+    """`eval_results.json`'s figures: each fold's scores over the seeds (not the first seed's repeated), the
+    population std (as byola-linear-eval's), and a run's best epoch the first to reach its best validation score."""
+    from types import SimpleNamespace
+
+    from byola_hf.finetune.report import RunResult, summarize
+
+    def run(fold: str, seed: int, score: float) -> RunResult:
+        return RunResult(fold, seed, score, 0.5, 1.0, 2.0, 8, 2, 4, "the validation split")
+
+    runs = [[run("1", 0, 0.1), run("2", 0, 0.3)], [run("1", 1, 0.2), run("2", 1, 0.6)]]
+    task = SimpleNamespace(folds=[SimpleNamespace(name="1"), SimpleNamespace(name="2")], classes=["a", "b"],
+                           multi_label=False, layout="fold")  # fmt: skip
+    summary = summarize(task, runs, "accuracy", {})
+    assert [fold["scores"] for fold in summary["folds"]] == [[0.1, 0.2], [0.3, 0.6]]
+    assert summary["test_accuracy_std"] == pytest.approx(np.std([0.1, 0.3, 0.2, 0.6]), abs=1e-15)
+    assert summary["seed_scores"] == pytest.approx([0.2, 0.4], abs=1e-15)
+
+    history = [
+        {"eval_accuracy": 0.5, "epoch": 1.0},
+        {"eval_accuracy": 0.7, "epoch": 2.0},
+        {"eval_accuracy": 0.7, "epoch": 3.0},
+    ]
+    trainer = SimpleNamespace(args=SimpleNamespace(metric_for_best_model="accuracy"),
+                              state=SimpleNamespace(best_metric=0.7, log_history=history, epoch=3.0))  # fmt: skip
+    fold = SimpleNamespace(name="1", train=[0] * 8, valid=[0] * 2, test=[0] * 4)
+    result = RunResult.from_trainer(trainer, fold, 0, 0.25)
+    assert (result.best_epoch, result.validation_score, result.epochs_run) == (2.0, 0.7, 3.0)
