@@ -514,3 +514,17 @@ def test_a_flag_the_task_does_not_use_is_refused(tmp_path, capsys, arguments, me
 def test_overwrite_without_an_output_dir_is_refused():
     with pytest.raises(ValueError, match="--overwrite_output_dir replaces an earlier report in --output_dir"):
         linear_eval(LinearEvalArguments(train_dir="a", test_dir="b", overwrite_output_dir=True))
+
+
+def test_held_out_part_rounds_up_and_per_class_figures_read_the_matrix_right():
+    """EVAR holds out `ceil(0.1 n)` training examples (3 of 25, not 2), and each class's precision divides by the
+    clips predicted as it (the matrix's column), its recall by the clips that are it (its row)."""
+    from byola_hf.linear_eval.classifier import hold_out_validation
+    from byola_hf.linear_eval.report import per_class_report
+
+    held = hold_out_validation(np.arange(25) % 2, 0.1, 0)
+    assert len(held) == 3 and len(set(held)) == 3
+    matrix = np.array([[3, 1], [2, 4]])  # rows: the true class
+    report = per_class_report(matrix, ["a", "b"])
+    assert report["a"] == pytest.approx({"precision": 3 / 5, "recall": 3 / 4, "f1": 2 / (5 / 3 + 4 / 3), "support": 4})
+    assert (report["b"]["precision"], report["b"]["recall"], report["b"]["support"]) == (4 / 5, 4 / 6, 6)
