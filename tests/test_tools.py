@@ -42,6 +42,24 @@ def test_a_rerun_with_any_training_argument_changed_is_refused_unless_it_may_cha
             outputs.claim_output_dir(tmp_path / "run", "byola-x", again, ["result"])
 
 
+def test_every_argument_dataclass_is_recorded():
+    """A command's record holds the fields of each of its argument dataclasses (model, data, training), not the
+    first one's alone, and none of the may-change list's."""
+
+    @dataclass
+    class Model:
+        model_name_or_path: str = "m"
+
+    @dataclass
+    class Data:
+        dataset_name: str = "d"
+        output_dir: str = "out"
+
+    record = outputs.recorded_arguments(Model(), Data(), TrainingArguments(output_dir="out", learning_rate=0.5))
+    assert (record["model_name_or_path"], record["dataset_name"], record["learning_rate"]) == ("m", "d", 0.5)
+    assert "output_dir" not in record
+
+
 def test_the_may_change_list_names_only_what_cannot_change_a_result():
     """The list is short and every name on it is a flag of some command; nothing that sets the optimisation, the
     data order, the model or the numerics is on it."""
