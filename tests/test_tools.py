@@ -542,3 +542,28 @@ def test_source_fingerprint_changes_with_any_column_or_file(tmp_path):
     assert len({first, fingerprint(["a", "a", "b"], [1, 2, 3]), fingerprint(["a", "b", "a"], [1, 3, 2])}) == 3
     (tmp_path / files[0]).write_bytes(b"RIFF, written again")
     assert fingerprint(["a", "b", "a"], [1, 2, 3]) != first
+
+
+def test_each_rank_takes_its_own_gpu_and_keeps_a_process_group_it_did_not_create(monkeypatch):
+    """Under torchrun a bare "cuda" is the rank's own GPU on its machine (`LOCAL_RANK`, not the global `RANK`), and
+    `process_group` leaves a group its caller joined (here a one-process gloo group) as it found it."""
+    import torch.distributed as dist
+
+    from byola_hf.tools.distributed import device_for_rank, process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert (device_for_rank("cuda"), device_for_rank("cuda:0"), device_for_rank("cpu")) == ("cuda:1", "cuda:0", "cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert device_for_rank("cuda") == "cuda"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        group = dist.group.WORLD
+        with process_group() as (rank, world_size):
+            assert (rank, world_size) == (0, 1)
+        assert dist.is_initialized() and dist.group.WORLD is group
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
