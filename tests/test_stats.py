@@ -120,6 +120,9 @@ def test_running_estimate_is_the_s3prl_upstreams_calcnorm():
         estimate.put(torch.from_numpy(batch))
     assert estimate.updates == 3
     assert abs(estimate.mean - mean) <= 1e-12 * abs(mean) and abs(estimate.std - np.sqrt(variance)) <= 1e-12
+    silent = RunningNormEstimate()  # s3prl clamps the std to float32's [eps, max]: silence gives eps, not 0
+    silent.put(torch.zeros(2, 4, 10))
+    assert silent.std == float(np.finfo(np.float32).eps)
 
 
 @pytest.mark.parametrize("num_proc", [None, 2])
