@@ -155,6 +155,10 @@ def test_model_errors(tiny_model):
         tiny_model(**short)
     ok = fe(np.zeros(1120, np.float32), sampling_rate=16000, return_tensors="pt")
     assert tiny_model(**ok).last_hidden_state.shape == (1, 1, 32)
+    # Any example of a padded batch, not the first only: one without an output frame pools to NaN.
+    mask = (torch.arange(100)[None] < torch.tensor([[100], [5]])).long()
+    with pytest.raises(ValueError, match="Example 1 has 5 log-mel frames, too short"):
+        tiny_model(torch.zeros(2, 64, 100), attention_mask=mask)
     with pytest.raises(ValueError, match=r"shape \(batch, 64, frames\).*feature extractor first"):
         tiny_model(torch.zeros(2, 16000))
     with pytest.raises(ValueError, match="NaN or infinite"):
