@@ -60,6 +60,14 @@ def test_every_argument_dataclass_is_recorded():
     assert "output_dir" not in record
 
 
+def test_changed_parts_names_keys_added_removed_and_nested():
+    """A refusal names every part that differs: a key only the folder's record has, one only the re-run's has,
+    and nested ones by their dotted path."""
+    recorded = {"a": 1, "gone": 2, "source": {"files": 3, "kept": 4}}
+    current = {"a": 1, "new": 5, "source": {"files": 6, "kept": 4}}
+    assert outputs.changed_parts(recorded, current) == ["gone", "new", "source.files"]
+
+
 def test_the_may_change_list_names_only_what_cannot_change_a_result():
     """The list is short and every name on it is a flag of some command; nothing that sets the optimisation, the
     data order, the model or the numerics is on it."""
