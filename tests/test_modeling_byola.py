@@ -782,3 +782,19 @@ def test_loading_and_saving_say_only_what_matters(tmp_path, capfd, caplog):
     BYOLAForSequenceClassification.from_pretrained(tmp_path / "head")
     assert [record.levelname for record in caplog.records] == ["WARNING"]
     assert "lacks classifier.bias" in caplog.records[0].getMessage()
+
+
+def test_input_gradients_in_training_mode_reach_the_input():
+    # The CPU training kernels' fused first block gives its input no gradient: with an input that needs one
+    # (saliency, adversarial examples) the modules must run, or the gradient would be silently missing.
+    torch.manual_seed(0)
+    model = BYOLAModel(config(hidden_dropout=0.0)).train()
+    features = torch.randn(2, 64, 96) * 4 - 9
+    gradients = []
+    for kernels in ("cpu", "reference"):
+        model.training_kernels = kernels
+        inputs = features.clone().requires_grad_(True)
+        model(inputs).pooler_output.square().sum().backward()
+        gradients.append(inputs.grad)
+    assert gradients[0] is not None and float(gradients[0].abs().max()) > 0
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-4, atol=1e-6)
