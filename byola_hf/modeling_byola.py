@@ -85,8 +85,9 @@ class MismatchedWeightsError(ValueError, RuntimeError):
         key, saved, expected = sorted(mismatched, key=str)[0]
         super().__init__(
             f"The weights in {source} do not fit the model its config describes ({key}: {tuple(saved)} saved, "
-            f"{tuple(expected)} expected; {len(mismatched)} such weights): the weights file is another model's; "
-            "convert or save the model again."
+            f"{tuple(expected)} expected; {len(mismatched)} such weights): the weights file is another model's "
+            "(convert or save the model again), or pass ignore_mismatched_sizes=True to start those weights anew "
+            "(a head for other labels)."
         )
 
 
@@ -148,26 +149,25 @@ def damaged_weights_error(source: Any, error: Exception) -> ValueError:
 logger = logging.getLogger(__name__)
 
 
-def _drop_load_report(record: logging.LogRecord) -> bool:
-    """A logging filter that drops transformers' "LOAD REPORT" table ([`report_loading`] says what in it matters
-    for a BYOL-A model), except one that reinitialises weights of another shape (`ignore_mismatched_sizes=True`),
-    kept as transformers wrote it."""
-    message = record.getMessage()
-    return "LOAD REPORT" not in message or "mismatch" in message.lower()
-
-
 @contextmanager
-def quiet_weights_io() -> Iterator[None]:
+def quiet_weights_io(keep_mismatch_report: bool = False) -> Iterator[None]:
     """Loading or saving a BYOL-A model (a few MB) without transformers' per-file progress bars ("Loading weights",
-    "Writing model shards") or its loading report; the bars' setting is restored after."""
+    "Writing model shards") or its "LOAD REPORT" table ([`report_loading`] says what in it matters for a BYOL-A
+    model); with `keep_mismatch_report` (the caller's `ignore_mismatched_sizes=True`) a table that reinitialises
+    weights of another shape is kept as transformers wrote it. The bars' setting is restored after."""
+
+    def drop_load_report(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "LOAD REPORT" not in message or (keep_mismatch_report and "mismatch" in message.lower())
+
     bars = transformers_logging.is_progress_bar_enabled()
     report_logger = transformers_logging.get_logger("transformers.modeling_utils")
     transformers_logging.disable_progress_bar()
-    report_logger.addFilter(_drop_load_report)
+    report_logger.addFilter(drop_load_report)
     try:
         yield
     finally:
-        report_logger.removeFilter(_drop_load_report)
+        report_logger.removeFilter(drop_load_report)
         if bars:
             transformers_logging.enable_progress_bar()
 
@@ -225,7 +225,7 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
         # Weights of other shapes are ours to refuse, in one line (transformers' RuntimeError follows its table).
         ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
         try:
-            with quiet_weights_io():
+            with quiet_weights_io(keep_mismatch_report=ignore_mismatched):
                 model, info = super().from_pretrained(
                     pretrained_model_name_or_path,
                     *args,

@@ -718,6 +718,31 @@ def test_weights_of_another_model_in_the_folder_are_one_line(small_model, tmp_pa
     assert_one_line(code, stderr, "byola-extract", "do not fit the model its config describes")
 
 
+def test_weights_of_another_shape_print_no_loading_table_unless_asked_for(small_model, tmp_path):
+    """Refused weights of another shape printed transformers' ten-line LOAD REPORT table before the one-line error
+    (it was asked for `ignore_mismatched_sizes=True` internally); the table stays when the caller asks for it."""
+    import logging
+
+    other = tmp_path / "other"
+    BYOLAModel(BYOLAConfig(feature_d=32, mean=-8.0, std=4.0)).save_pretrained(other)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(small_model, swapped)
+    shutil.copy(other / "model.safetensors", swapped / "model.safetensors")
+    reports = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())  # what passes the loading logger's filters
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addHandler(handler)
+    try:
+        with pytest.raises(ValueError, match="or pass ignore_mismatched_sizes=True"):
+            BYOLAModel.from_pretrained(swapped)
+        assert not any("LOAD REPORT" in message for message in reports), reports
+        BYOLAModel.from_pretrained(swapped, ignore_mismatched_sizes=True)
+        assert any("LOAD REPORT" in message for message in reports)
+    finally:
+        report_logger.removeHandler(handler)
+
+
 def test_missing_encoder_weights_are_refused_at_load(small_model, tmp_path):
     """A folder without some encoder weights: an error, not a network transformers fills with random ones. A head
     missing from an encoder folder is expected (new for fine-tuning)."""

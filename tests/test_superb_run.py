@@ -940,5 +940,12 @@ def test_a_ctc_model_trained_on_another_vocabulary_is_refused(ks_model, mini, tm
     result = run_superb(*superb_arguments("pr", trained, respelt, tmp_path / "respelt-run"), *TWO_STEPS)
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"{trained} holds a trained BYOLAForCTC head for another vocabulary" in result.stderr
+    bare = tmp_path / "bare"  # the trained head without its tokenizer: its tokens are unknown
+    shutil.copytree(trained, bare, ignore=shutil.ignore_patterns("vocab.json", "*token*", ".byola_hf_output.json"))
+    result = run_superb(*superb_arguments("pr", bare, mini["pr"], tmp_path / "bare-run"), "--do_eval")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (
+        f"{bare} holds a trained BYOLAForCTC head for another vocabulary than this task's (none saved" in result.stderr
+    )
     result = run_superb(*superb_arguments("pr", trained, mini["pr"], tmp_path / "again"), "--do_eval")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -315,7 +315,7 @@ class CTCRecipe(TaskRecipe):
             return
         try:
             saved = type(self.tokenizer).from_pretrained(source).get_vocab()
-        except OSError:  # no tokenizer saved with the head: its tokens are unknown
+        except (OSError, TypeError):  # no tokenizer saved with the head (TypeError: no vocab.json in a folder)
             saved = None
         if saved != self.tokenizer.get_vocab():
             raise ValueError(
