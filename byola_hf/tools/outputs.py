@@ -270,13 +270,14 @@ if hasattr(os, "register_at_fork"):  # POSIX only; Windows has neither fork nor 
 def refuse_other_run(path: Path, command: str, differs: list[str], overwrite: bool | None) -> None:
     """The one-line refusal of a re-run into `path` whose record `differs` in these parts from the folder's run: the
     data alone changed, or arguments (`overwrite=None`: the command has no --overwrite_output_dir to offer)."""
+    start_over = "" if overwrite is None else " pass --overwrite_output_dir to start over,"
     if differs and all(part.startswith("source.") for part in differs):
         raise ValueError(
-            f"The data changed since the run in {path} began (clips added, removed or written again): restore "
-            "it to resume that run, or choose another --output_dir to start one on the data as it is now."
+            f"The data changed since the run in {path} began (clips added, removed, written again or relabelled): "
+            f"restore it to resume that run,{start_over} or choose another --output_dir to start one on the data "
+            "as it is now."
         )
     what = f"it differs in {', '.join(differs)}" if differs else "model, data or result-changing flags differ"
-    start_over = "" if overwrite is None else " pass --overwrite_output_dir to start over,"
     raise ValueError(
         f"--output_dir {path} holds a {command} run made with other inputs or arguments ({what}): re-run "
         f"with the same arguments to resume,{start_over} or choose another folder."
