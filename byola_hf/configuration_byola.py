@@ -516,6 +516,13 @@ def check_trained_head(config: BYOLAConfig, head: str, source: object, use: str,
         )
 
 
+# How to pass a model's encoder without its trained head: every refusal of a model whose head must not be the start.
+ENCODER_ALONE = (
+    "pass the encoder it was trained from, or save its encoder alone (BYOLAModel.from_pretrained(...).save_pretrained"
+    "(DIR)) and pass DIR."
+)
+
+
 def check_head_fits(config: BYOLAConfig, head: str, head_kwargs: dict[str, Any], source: object) -> None:
     """
     Refuse to train or evaluate a `head` (a class name) for `head_kwargs` (its labels, slots, vocabulary size...)
@@ -533,9 +540,7 @@ def check_head_fits(config: BYOLAConfig, head: str, head_kwargs: dict[str, Any],
     ]
     if differs:
         raise ValueError(
-            f"{source} holds a trained {head} head for other {', '.join(differs)} than this task's: pass the encoder "
-            f"it was trained from, or save its encoder alone (BYOLAModel.from_pretrained(...).save_pretrained(DIR)) "
-            "and pass DIR."
+            f"{source} holds a trained {head} head for other {', '.join(differs)} than this task's: {ENCODER_ALONE}"
         )
 
 

@@ -18,7 +18,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from ..audio import unit_samples
-from ..configuration_byola import check_head_fits
+from ..configuration_byola import ENCODER_ALONE
 from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
@@ -147,7 +147,7 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
     task = load_task(
         args.metadata_csv, args.data_dir, args.label_column_name, feature_extractor, [str(f) for f in args.folds]
     )
-    check_head_fits(config, "BYOLAForSequenceClassification", head_arguments(task), args.model_name_or_path)
+    check_starts_from_encoder(config, args.model_name_or_path)
     metric = "mAP" if task.multi_label else "accuracy"
     training_args = recipe_training_args(training_args, given, metric)
     unit = clip_samples(args, task, config)
@@ -204,9 +204,21 @@ def head_arguments(task: FinetuneTask) -> dict[str, Any]:
     }
 
 
+def check_starts_from_encoder(config, source: str) -> None:
+    """Refuse a model saved with a trained classification head (a byola-finetune or byola-run-superb output): for
+    other classes its outputs would be read as this task's, and for the same ones every fold would start from
+    weights trained on clips that are other folds' test clips. EVAR fine-tunes the pre-trained encoder."""
+    if "BYOLAForSequenceClassification" in (config.architectures or []):
+        raise ValueError(
+            f"{source} holds a trained BYOLAForSequenceClassification head, and byola-finetune trains a fresh one "
+            f"on the encoder for each fold and seed (a fine-tuned model has seen other folds' test clips): "
+            f"{ENCODER_ALONE}"
+        )
+
+
 def build_model(args, task: FinetuneTask, seed: int) -> BYOLAForSequenceClassification:
-    """A fresh EVAR head on the encoder, initialised from `seed` (from a model fine-tuned for these classes, its
-    head: [`~byola_hf.configuration_byola.check_head_fits`] refuses one of other classes)."""
+    """A fresh EVAR head on the encoder (refused with a trained one: [`check_starts_from_encoder`]), initialised
+    from `seed`."""
     set_seed(seed)
     return BYOLAForSequenceClassification.from_pretrained(
         args.model_name_or_path, freeze_base_model=args.freeze_encoder, **head_arguments(task)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from ..configuration_byola import BYOLAConfig, check_head_fits
+from ..configuration_byola import ENCODER_ALONE, BYOLAConfig, check_head_fits
 from ..processing_byola import BYOLAProcessor
 from .tasks import CLASSIFICATION, CTC, FRAMES, SuperbTask
 
@@ -320,9 +320,8 @@ class CTCRecipe(TaskRecipe):
         if saved != self.tokenizer.get_vocab():
             raise ValueError(
                 f"{source} holds a trained {self.head} head for another vocabulary than this task's "
-                f"({'none saved' if saved is None else f'{len(saved)} tokens'} against {len(self.tokenizer)}): pass "
-                "the encoder it was trained from, or save its encoder alone "
-                "(BYOLAModel.from_pretrained(...).save_pretrained(DIR)) and pass DIR."
+                f"({'none saved' if saved is None else f'{len(saved)} tokens'} against {len(self.tokenizer)}): "
+                f"{ENCODER_ALONE}"
             )
 
     def encode(self, batch: dict[str, list]) -> list:
