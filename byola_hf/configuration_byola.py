@@ -544,6 +544,13 @@ def check_head_fits(config: BYOLAConfig, head: str, head_kwargs: dict[str, Any],
         )
 
 
+def statistics_source(provenance: dict[str, Any]) -> str:
+    """The data `config.stats_provenance` names, as cards state it: the dataset, its configuration and its folder
+    (`audiofolder (mini/ks)`: `audiofolder` alone does not tell one task's statistics from another's)."""
+    details = [str(provenance[key]) for key in ("config", "data_dir") if provenance.get(key)]
+    return f"{provenance.get('dataset')}" + (f" ({', '.join(details)})" if details else "")
+
+
 def check_statistics_kept(
     folder: str | os.PathLike, mean: float | None, std: float | None, since: str, overwrite: bool = True
 ) -> None:
@@ -556,8 +563,7 @@ def check_statistics_kept(
         return
     saved = BYOLAConfig.from_pretrained(folder)
     if (saved.mean, saved.std) != (mean, std):
-        provenance = saved.stats_provenance or {}
-        source = provenance.get("data_dir") or provenance.get("dataset")
+        source = statistics_source(saved.stats_provenance or {})
         raise ValueError(
             f"{folder} holds statistics computed since {since} (mean {saved.mean}, std {saved.std}, on {source}), "
             "which this run would replace: write into another folder"

@@ -6,7 +6,13 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig, public_repository, warn_if_licensed
+from .configuration_byola import (
+    BYOLAConfig,
+    BYOLAPreTrainingConfig,
+    public_repository,
+    statistics_source,
+    warn_if_licensed,
+)
 from .modeling_byola import PretrainingCheckpointError
 
 
@@ -267,13 +273,6 @@ def statistics_section(config: BYOLAConfig) -> str:
     else:
         lines.append("- provenance: not recorded")
     return "\n".join(lines) + "\n"
-
-
-def statistics_source(provenance: dict[str, Any]) -> str:
-    """The data `config.stats_provenance` names, as cards state it: the dataset, its configuration and its folder
-    (`audiofolder (mini/ks)`: `audiofolder` alone does not tell one task's statistics from another's)."""
-    details = [str(provenance[key]) for key in ("config", "data_dir") if provenance.get(key)]
-    return f"{provenance.get('dataset')}" + (f" ({', '.join(details)})" if details else "")
 
 
 def task_section(config: BYOLAConfig, task_info: dict[str, Any] | None, architecture: str) -> str:

@@ -4,8 +4,8 @@ from typing import Any
 
 from huggingface_hub import ModelCard
 
-from ..configuration_byola import BYOLAConfig
-from ..hub import model_card, statistics_source
+from ..configuration_byola import BYOLAConfig, statistics_source
+from ..hub import model_card
 
 
 def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
