@@ -25,7 +25,7 @@ import torch
 
 from ..audio import display_path, unit_samples
 from ..modeling_byola import BYOLAModel
-from ..tools.data import load_byola_front_end, load_source, source_fingerprint
+from ..tools.data import load_byola_front_end, load_source, source_record
 from ..tools.distributed import device_for_rank, process_group
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -172,8 +172,8 @@ def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
 
 
 def run_record(args: ExtractArguments, model: str, source: dict[str, Any]) -> dict[str, Any]:
-    """What made an output: every argument but [`MAY_CHANGE`], the model's fingerprint and the `source`'s (its
-    clips count and [`~byola_hf.tools.data.source_fingerprint`])."""
+    """What made an output: every argument but [`MAY_CHANGE`], the model's fingerprint and the `source`
+    ([`~byola_hf.tools.data.source_record`]: its clip count and fingerprint)."""
     return {"arguments": recorded_arguments(args, may_change=MAY_CHANGE), "model": model, "source": source}
 
 
@@ -184,7 +184,7 @@ def claim_output(job: "ExtractionJob", args: ExtractArguments, rank: int, world_
     """
     if rank == 0:
         model = model_fingerprint(job.model)
-        source = {"clips": len(job.dataset), "fingerprint": source_fingerprint(job.dataset, job.audio_column_name)}
+        source = source_record(job.dataset, job.audio_column_name)
         claim_output_dir(job.output, COMMAND, run_record(args, model, source), OUTPUTS, args.overwrite_output_dir)
         write_json_atomic(job.output / MODEL_RECORD, embedding_provenance(job, args, model))
     if world_size > 1:

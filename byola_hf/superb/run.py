@@ -43,7 +43,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end, source_fingerprint
+from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end, source_record
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import (
     atomic_path,
@@ -297,21 +297,14 @@ def run_record(
         "weights": weights_files(model),
         "config": config.to_dict(),
         "arguments": arguments,
-        "source": {name: split_fingerprint(dataset, data_args.audio_column_name) for name, dataset in splits.items()},
+        "source": {  # each split's clips and labels ([`~byola_hf.tools.data.source_record`]); None: no such split
+            name: None if dataset is None else source_record(dataset, data_args.audio_column_name)
+            for name, dataset in splits.items()
+        },
     }
     if task.class_balanced:  # records made when KS trained on the clips as they are lack it: not resumed with it
         record["training_draw"] = "class-balanced"
     return record
-
-
-def split_fingerprint(dataset, audio_column_name: str) -> dict[str, Any] | None:
-    """A split's clip count and [`~byola_hf.tools.data.source_fingerprint`] (its labels and each clip's file or
-    bytes), read with the audio undecoded; `None` for a split the run does not have."""
-    if dataset is None:
-        return None
-    datasets = require_extra("datasets", "superb")
-    undecoded = dataset.cast_column(audio_column_name, datasets.Audio(decode=False))
-    return {"clips": len(dataset), "fingerprint": source_fingerprint(undecoded, audio_column_name)}
 
 
 def claim_output(

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..audio import AUDIO_EXTENSIONS, UNDECODED_AUDIO_EXTENSIONS, display_path
 from ..configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
@@ -380,6 +381,14 @@ def metadata_csv_source(metadata_csv: str, data_dir: str | None, audio_column_na
     table[audio_column_name] = paths
     dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
     return dataset.cast_column(audio_column_name, datasets.Audio(decode=False))
+
+
+def source_record(dataset, audio_column_name: str) -> dict[str, Any]:
+    """What a run records of the data it reads: the clip count and [`source_fingerprint`], the audio read
+    undecoded (a decoding column is cast, never decoded)."""
+    datasets = require_extra("datasets", "stats")
+    undecoded = dataset.cast_column(audio_column_name, datasets.Audio(decode=False))
+    return {"clips": len(dataset), "fingerprint": source_fingerprint(undecoded, audio_column_name)}
 
 
 def source_fingerprint(dataset, audio_column_name: str) -> str:
