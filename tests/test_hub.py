@@ -364,7 +364,7 @@ import contextlib, byola_hf
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 from byola_hf.superb.recipes import build_ctc_tokenizer
 feature_extractor = AutoFeatureExtractor.from_pretrained({str(small_model)!r})
-tokenizer = build_ctc_tokenizer(["a b"], {str(tmp_path / "tok")!r}, phonemes=True)
+tokenizer = build_ctc_tokenizer(["a b"], phonemes=True)
 objects = {{
     "model": AutoModel.from_pretrained({str(small_model)!r}),
     "config": AutoConfig.from_pretrained({str(small_model)!r}),

@@ -542,7 +542,7 @@ def test_ctc_scores_decode_the_logits_as_ctc_and_read_each_reference_as_written(
 
     task, texts = SUPERB_TASKS["asr"], ["hello world", "all well"]
     recipe = recipe_for(task)
-    config = BYOLAConfig(**recipe.fit(datasets.Dataset.from_dict({"text": texts}), tmp_path, BYOLAFeatureExtractor()))
+    config = BYOLAConfig(**recipe.fit(datasets.Dataset.from_dict({"text": texts}), BYOLAFeatureExtractor()))
     labels = recipe.encode({"text": texts})
     blank = config.ctc_blank_id
 
@@ -615,7 +615,7 @@ def test_speaker_activity_of_another_speakers_count_is_refused_before_training(s
     table = {name: datasets.Dataset.from_dict({"activity": rows}) for name, rows in activity.items()}
     recipe = recipe_for(SUPERB_TASKS["sd"])
     with pytest.raises(ValueError, match=f"The {split} split's 'activity' at row 1 has rows of \\[3\\] speakers"):
-        recipe.fit(table["train"], "unused", None)
+        recipe.fit(table["train"], None)
         recipe.check_labels_seen(table["validation"], "validation")
 
 
@@ -629,7 +629,7 @@ def test_a_training_split_of_one_class_or_of_label_lists_is_refused():
 
     train = datasets.Dataset.from_dict({"label": ["yes", "yes", "yes"]})
     with pytest.raises(ValueError, match="'label' labels are all 'yes': a classifier needs two classes"):
-        recipe_for(SUPERB_TASKS["ks"]).fit(train, "unused", None)
+        recipe_for(SUPERB_TASKS["ks"]).fit(train, None)
     lists = datasets.Dataset.from_dict({"label": [["yes"], ["no"], ["yes", "no"]]})  # was a traceback
     with pytest.raises(ValueError, match="The train split's 'label' holds lists"):
         recipe_for(SUPERB_TASKS["ks"]).check_split(lists, "train")
@@ -700,7 +700,7 @@ def test_utterance_scores_take_each_slots_argmax_in_order_and_refuse_reordered_c
     assert compute(SimpleNamespace(predictions=logits, label_ids=labels)) == {"accuracy": 2 / 3}
     recipe = recipe_for(SUPERB_TASKS["ks"])
     classes = datasets.Features({"label": datasets.ClassLabel(names=["no", "yes"])})
-    recipe.fit(datasets.Dataset.from_dict({"label": [0, 1, 1]}, features=classes), "unused", None)
+    recipe.fit(datasets.Dataset.from_dict({"label": [0, 1, 1]}, features=classes), None)
     reordered = datasets.Features({"label": datasets.ClassLabel(names=["yes", "no"])})
     with pytest.raises(ValueError, match="classes .* are not the training split's"):
         recipe.check_labels_seen(datasets.Dataset.from_dict({"label": [0, 1]}, features=reordered), "validation")
@@ -847,7 +847,7 @@ def test_a_corpus_training_cut_applies_to_training_clips_only(tmp_path):
     dataset = datasets.Dataset.from_dict({"audio": files, "label": ["a", "b"]}).cast_column("audio", datasets.Audio())
     fe = BYOLAFeatureExtractor(mean=-9.0, std=4.0)
     recipe = recipe_for(SUPERB_TASKS["ks"])
-    recipe.fit(dataset, str(tmp_path), fe)
+    recipe.fit(dataset, fe)
     training_args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none")
     data_args = DataTrainingArguments(task="ks")
     prepared = prepare_features({"train": dataset, "eval": dataset}, fe, recipe, data_args, training_args, 3200)
@@ -915,9 +915,11 @@ def test_a_model_with_a_head_trained_for_other_labels_is_refused(ks_model, mini,
         trained, config=config, ignore_mismatched_sizes=True
     ).save_pretrained(evar)
     for task, data, model in (("ks", renamed, trained), ("sid", mini["sid"], trained), ("ks", mini["ks"], evar)):
-        result = run_superb(*superb_arguments(task, model, data, tmp_path / f"{task}-from-{model.name}"), *TWO_STEPS)
+        output = tmp_path / f"{task}-from-{model.name}"
+        result = run_superb(*superb_arguments(task, model, data, output), *TWO_STEPS)
         assert result.returncode == 2, result.stderr[-3000:]
         assert f"{model} holds a trained BYOLAForSequenceClassification head for other" in result.stderr
+        assert not output.exists()  # refused before the folder is claimed
     result = run_superb(*superb_arguments("ks", trained, mini["ks"], tmp_path / "again"), "--do_eval")
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -941,6 +943,10 @@ def test_a_ctc_model_trained_on_another_vocabulary_is_refused(ks_model, mini, tm
     result = run_superb(*superb_arguments("pr", trained, respelt, tmp_path / "respelt-run"), *TWO_STEPS)
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"{trained} holds a trained BYOLAForCTC head for another vocabulary" in result.stderr
+    # Refused before the folder is claimed (it held a marker and vocab.json, and refused the advised re-run).
+    assert not (tmp_path / "respelt-run").exists()
+    result = run_superb(*superb_arguments("pr", ks_model, respelt, tmp_path / "respelt-run"), *TWO_STEPS)
+    assert result.returncode == 0, result.stderr[-3000:]
     bare = tmp_path / "bare"  # the trained head without its tokenizer: its tokens are unknown
     shutil.copytree(trained, bare, ignore=shutil.ignore_patterns("vocab.json", "*token*", ".byola_hf_output.json"))
     result = run_superb(*superb_arguments("pr", bare, mini["pr"], tmp_path / "bare-run"), "--do_eval")

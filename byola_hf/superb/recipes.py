@@ -12,6 +12,7 @@ the same steps for every task.
 """
 
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,10 @@ class TaskRecipe:
                         "label every clip (an empty cell is not a class), or remove that clip."
                     )
 
-    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
+    def fit(self, train, feature_extractor) -> dict[str, Any]:
         """Fit the label encoding on the training split (and set `processor`, saved with the model, when the head
-        needs more than the feature extractor); return the head's `from_pretrained` arguments."""
+        needs more than the feature extractor); return the head's `from_pretrained` arguments. Writes nothing: a run
+        fits, and is refused, before it claims its output folder."""
         raise NotImplementedError
 
     def check_trained_head(self, config: BYOLAConfig, head_kwargs: dict[str, Any], source: str) -> None:
@@ -174,7 +176,7 @@ class ClassificationRecipe(TaskRecipe):
                     f"head takes one class per clip; name a column of single labels with {self.column_flag}."
                 )
 
-    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
+    def fit(self, train, feature_extractor) -> dict[str, Any]:
         self.vocabularies = [self.label_names.get(column) or sorted_classes(train, column) for column in self.columns]
         for column, names in zip(self.columns, self.vocabularies):
             if len(names) < 2:  # every prediction would be it: an accuracy of 1.0 that says nothing
@@ -264,26 +266,25 @@ class ClassificationRecipe(TaskRecipe):
         )
 
 
-def build_ctc_tokenizer(
-    transcriptions: list[str] | None, output_dir: str, phonemes: bool, tokens: list[str] | None = None
-):
+def build_ctc_tokenizer(transcriptions: list[str] | None, phonemes: bool, tokens: list[str] | None = None):
     """
     A CTC tokenizer, blank = `<pad>` = id 0, `<unk>` = 1, then `tokens` (a corpus's fixed vocabulary, e.g. s3prl's
     phoneme list) or the tokens of `transcriptions` (space-separated phonemes, or characters with "|" between words).
+    Held in memory (its vocab.json is written where the processor is saved).
     """
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
 
     if tokens is None:
         tokens = sorted({t for text in transcriptions for t in (text.split() if phonemes else text.replace(" ", "|"))})
     vocab = {"<pad>": 0, "<unk>": 1, **{token: index + 2 for index, token in enumerate(tokens)}}
-    path = Path(output_dir) / "vocab.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(vocab, ensure_ascii=False))
-    if phonemes:
-        return Wav2Vec2PhonemeCTCTokenizer(
-            str(path), do_phonemize=False, pad_token="<pad>", unk_token="<unk>", bos_token=None, eos_token=None
-        )
-    return Wav2Vec2CTCTokenizer(str(path), pad_token="<pad>", unk_token="<unk>", word_delimiter_token="|")
+    with tempfile.TemporaryDirectory() as folder:  # the tokenizers read their vocabulary from a file only
+        path = Path(folder) / "vocab.json"
+        path.write_text(json.dumps(vocab, ensure_ascii=False))
+        if phonemes:
+            return Wav2Vec2PhonemeCTCTokenizer(
+                str(path), do_phonemize=False, pad_token="<pad>", unk_token="<unk>", bos_token=None, eos_token=None
+            )
+        return Wav2Vec2CTCTokenizer(str(path), pad_token="<pad>", unk_token="<unk>", word_delimiter_token="|")
 
 
 class CTCRecipe(TaskRecipe):
@@ -295,10 +296,10 @@ class CTCRecipe(TaskRecipe):
     head = CTC
     column_flag = "--text_column_name"
 
-    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
+    def fit(self, train, feature_extractor) -> dict[str, Any]:
         column = self.columns[0]
         transcriptions = None if self.vocabulary else train[column]
-        self.tokenizer = build_ctc_tokenizer(transcriptions, str(output_dir), self.task.phonemes, self.vocabulary)
+        self.tokenizer = build_ctc_tokenizer(transcriptions, self.task.phonemes, self.vocabulary)
         self.processor = BYOLAProcessor(feature_extractor, self.tokenizer)  # the feature extractor and the tokenizer
         return {
             "vocab_size": len(self.tokenizer),
@@ -375,7 +376,7 @@ class FrameRecipe(TaskRecipe):
 
     head = FRAMES
 
-    def fit(self, train, output_dir: str | Path, feature_extractor) -> dict[str, Any]:
+    def fit(self, train, feature_extractor) -> dict[str, Any]:
         self.speakers = len(train[0][self.columns[0]][0])
         self.check_labels_seen(train, "train")
         return {"num_labels": self.speakers, "problem_type": "multi_label_classification"}

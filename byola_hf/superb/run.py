@@ -457,11 +457,11 @@ def run(
     recipe = build_recipe(task, model_args, data_args, data)
     check_splits(recipe, data, data_args.audio_column_name)
     train = trains(given, task, config, model_args.model_name_or_path)
+    head_kwargs = fit_recipe(recipe, data, feature_extractor)
+    recipe.check_trained_head(config, head_kwargs, model_args.model_name_or_path)
     checkpoint = claim_output(
         training_args, data_args, run_record(model_args, data_args, training_args, task, config, data.splits), train
     )
-    head_kwargs = fit_recipe(recipe, data, training_args.output_dir, feature_extractor)
-    recipe.check_trained_head(config, head_kwargs, model_args.model_name_or_path)
     if data.splits.get("eval") is None:
         training_args.do_eval = False
     splits = {name: dataset for name, dataset in data.splits.items() if dataset is not None}
@@ -626,10 +626,10 @@ def check_splits(recipe: TaskRecipe, data: TaskData, audio_column: str) -> None:
         recipe.check_split(data.splits[key], name)
 
 
-def fit_recipe(recipe: TaskRecipe, data: TaskData, output_dir: str, feature_extractor) -> dict[str, Any]:
-    """Fit the label encoding on the training split and check the evaluation labels, before any feature is
-    computed; return the head's arguments."""
-    head_kwargs = recipe.fit(data.splits["train"], output_dir, feature_extractor)
+def fit_recipe(recipe: TaskRecipe, data: TaskData, feature_extractor) -> dict[str, Any]:
+    """Fit the label encoding on the training split and check the evaluation labels, before `--output_dir` is
+    claimed or any feature computed; return the head's arguments."""
+    head_kwargs = recipe.fit(data.splits["train"], feature_extractor)
     for key, name in data.checked_splits()[1:]:
         recipe.check_labels_seen(data.splits[key], name)
     return head_kwargs
