@@ -552,6 +552,51 @@ def test_source_fingerprint_changes_with_any_column_or_file(tmp_path):
     assert fingerprint(["a", "b", "a"], [1, 2, 3]) != first
 
 
+def test_stored_clips_are_fingerprinted_by_datasets_without_hashing_their_bytes(tmp_path, monkeypatch):
+    """Clips stored in the dataset (a Hub or save_to_disk dataset) had two rules: byola-extract and byola-run-superb
+    hashed every stored byte at each start (a corpus's gigabytes each time), byola-pretrain took datasets' own
+    fingerprint. One rule now, datasets' fingerprint: a folder saved with one clip's audio changed is other data,
+    the same folder loaded again the same, and no stored byte is read into the hash."""
+    import io
+
+    import datasets
+    import soundfile
+
+    from byola_hf.tools import data
+
+    def saved(name: str, level: float) -> datasets.Dataset:
+        clips = []
+        for index, value in enumerate((0.1, level)):
+            wav = io.BytesIO()
+            soundfile.write(wav, np.full(160_000, value, np.float32), 16000, format="WAV", subtype="FLOAT")
+            clips.append({"bytes": wav.getvalue(), "path": f"{index}.wav"})
+        table = datasets.Dataset.from_dict({"audio": clips, "label": [0, 1]}).cast_column("audio", datasets.Audio())
+        table.save_to_disk(str(tmp_path / name))
+        return datasets.load_from_disk(str(tmp_path / name))
+
+    hashed = []
+    sha256 = data.hashlib.sha256
+
+    class Recording:
+        def __init__(self, chunk: bytes = b""):
+            self.digest = sha256()
+            self.update(chunk)
+
+        def update(self, chunk: bytes) -> None:
+            hashed.append(len(chunk))
+            self.digest.update(chunk)
+
+        def hexdigest(self) -> str:
+            return self.digest.hexdigest()
+
+    first, other = saved("first", 0.2), saved("other", 0.3)
+    monkeypatch.setattr(data.hashlib, "sha256", Recording)
+    record = data.source_record(first, "audio")
+    assert record["clips"] == 2 and sum(hashed) < 2_000  # two clips of 640 kB each were stored
+    assert data.source_record(datasets.load_from_disk(str(tmp_path / "first")), "audio") == record
+    assert data.source_record(other, "audio") != record
+
+
 def test_each_rank_takes_its_own_gpu_and_keeps_a_process_group_it_did_not_create(monkeypatch):
     """Under torchrun a bare "cuda" is the rank's own GPU on its machine (`LOCAL_RANK`, not the global `RANK`), and
     `process_group` leaves a group its caller joined (here a one-process gloo group) as it found it."""

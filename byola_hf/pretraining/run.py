@@ -18,7 +18,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..hub import push_to_hub, trainer_push_arguments
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import check_training_length_and_values, run_training
-from ..tools.data import is_audio_file_source, load_byola_front_end, source_fingerprint
+from ..tools.data import load_byola_front_end, source_record
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -95,13 +95,7 @@ def run_fingerprint(model_args, data_args, training_args: TrainingArguments, dat
     data = recorded_arguments(data_args, may_change=MAY_CHANGE_ON_RESUME | probe)
     source = {}
     if not data_args.streaming:
-        # datasets fingerprints a folder or glob of files by their names only: a file written again under its name
-        # would pass, so such a source is fingerprinted by each file's size and modification time.
-        files = is_audio_file_source(data_args.dataset_name)
-        source = {
-            "clips": len(dataset),
-            "fingerprint": source_fingerprint(dataset, data_args.audio_column_name) if files else dataset._fingerprint,
-        }
+        source = source_record(dataset, data_args.audio_column_name)
     else:  # each DataLoader worker reads its own shards of a stream and draws its own crops
         data |= {"dataloader_num_workers": training_args.dataloader_num_workers}
     model = recorded_arguments(model_args)

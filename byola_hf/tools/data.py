@@ -393,22 +393,30 @@ def source_record(dataset, audio_column_name: str) -> dict[str, Any]:
 
 def source_fingerprint(dataset, audio_column_name: str) -> str:
     """
-    A hash of what the examples are: every non-audio column's values and, per clip, its path with the file's size
-    and modification time (local files: a file written again under its name, as the same length of audio, keeps
-    its size) or a hash of its bytes (audio stored in the dataset). Reads the table in batches, never the decoded
-    audio.
+    A hash of what the examples of `dataset` (its audio column undecoded) are: every non-audio column's values and,
+    per clip, its path with the file's size and modification time (local files: a file written again under its
+    name, as the same length of audio, keeps its size). Clips stored in the dataset (a Hub or `save_to_disk`
+    dataset, or one built in memory) are covered by `datasets`' own fingerprint of the dataset, made from its data
+    files and revision on loading (from the table itself in memory) and carried through every transform: their
+    bytes are not hashed again at each start. Reads the table in batches, never the decoded audio.
     """
+    import pyarrow.compute as pc
+
     digest = hashlib.sha256()
     others = [name for name in dataset.column_names if name != audio_column_name]
     digest.update(json.dumps([others, str(dataset.features)]).encode())
-    for batch in dataset.iter(batch_size=1000):
-        digest.update(json.dumps({name: batch[name] for name in others}, default=str).encode())
-        for item in batch[audio_column_name]:
-            path = item.get("path") or ""
-            if item.get("bytes"):
-                digest.update(f"{path}:{hashlib.sha256(item['bytes']).hexdigest()}".encode())
-            else:
+    stored = False
+    for batch in dataset.with_format("arrow").iter(batch_size=1000):
+        digest.update(json.dumps({name: batch[name].to_pylist() for name in others}, default=str).encode())
+        audio = batch[audio_column_name]
+        held = pc.fill_null(pc.greater(pc.binary_length(pc.struct_field(audio, "bytes")), 0), False).to_pylist()
+        for path, in_dataset in zip(pc.struct_field(audio, "path").to_pylist(), held):
+            stored |= in_dataset
+            if not in_dataset:
+                path = path or ""
                 stat = os.stat(path) if os.path.isfile(path) else None
                 written = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
                 digest.update(f"{os.path.abspath(path)}:{written}".encode())
+    if stored:
+        digest.update(dataset._fingerprint.encode())
     return digest.hexdigest()[:16]
