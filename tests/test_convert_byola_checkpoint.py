@@ -79,9 +79,8 @@ def test_converter_cli_end_to_end(tmp_path, real512_checkpoint, golden, capsys):
 
 
 def test_converter_rejects_bad_files(tmp_path, real512_checkpoint, capsys):
-    """Each bad file ends in one line naming it and exit 2, and pickled code never runs. The installed command is run
-    once as a process (the pickle case); the other cases call its `main` in this process, which is what it runs."""
-    script = console_script("byola-convert")
+    """Each bad file ends in one line naming it and exit 2, and pickled code never runs. Each case calls the command's
+    `main` in this process, which is what the installed command runs (its smoke run is the end-to-end test above)."""
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(real512_checkpoint.read_bytes()[:5000])
     foreign = tmp_path / "foreign.pth"
@@ -95,11 +94,11 @@ def test_converter_rejects_bad_files(tmp_path, real512_checkpoint, capsys):
 
     pickled = tmp_path / "pickled.pth"
     torch.save({"fc.0.weight": Payload()}, pickled)
-    command = [sys.executable, script, str(pickled), str(tmp_path / "out")]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    assert "pickles code, which is refused" in result.stderr and "Traceback" not in result.stderr
-    assert "pickled code ran" not in result.stdout
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([str(pickled), str(tmp_path / "out")])
+    printed = capsys.readouterr()
+    assert_one_line(exit_info.value.code, printed.err, "byola-convert", "pickles code, which is refused")
+    assert "pickled code ran" not in printed.out
     for path, message in [
         (truncated, "not a loadable PyTorch checkpoint"),
         (foreign, "not a BYOL-A (AudioNTT2020 / AudioNTT2022) checkpoint: missing features.0.weight"),
@@ -268,14 +267,10 @@ def test_read_only_disk_is_one_line(real512_checkpoint, small_model, speech, rea
     assert_one_line(code, stderr, "byola-compute-stats", "Read-only file system")
 
 
-def test_full_disk_is_one_line_and_leaves_no_model(real512_checkpoint, tiny_disk):
-    """The 512-d weights (about 10 MB) do not fit on a 2 MiB disk: the real console script says so in one line."""
-    result = subprocess.run(
-        [console_script("byola-convert"), str(real512_checkpoint), str(tiny_disk / "model"), "--no_verify"],
-        capture_output=True,
-        text=True,
-    )
-    assert_one_line(result.returncode, result.stderr, "byola-convert", "No space left on device")
+def test_full_disk_is_one_line_and_leaves_no_model(real512_checkpoint, tiny_disk, capsys):
+    """The 512-d weights (about 10 MB) do not fit on a 2 MiB disk: the command says so in one line."""
+    code, stderr = run_main(convert_main, [real512_checkpoint, tiny_disk / "model", "--no_verify"], capsys)
+    assert_one_line(code, stderr, "byola-convert", "No space left on device")
     assert not (tiny_disk / "model" / "config.json").exists()
     assert not [p for p in (tiny_disk / "model").iterdir() if p.name.startswith(".staging")]
 
