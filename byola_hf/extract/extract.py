@@ -25,6 +25,7 @@ import torch
 
 from ..audio import display_path, unit_samples
 from ..modeling_byola import BYOLAModel
+from ..tools.cli import check_whole_numbers
 from ..tools.data import load_byola_front_end, load_source, source_record
 from ..tools.distributed import device_for_rank, process_group
 from ..tools.outputs import (
@@ -223,13 +224,9 @@ def check_arguments(args: ExtractArguments, device: torch.device) -> int:
     """The batch size (the device's default when not given), or a one-line `ValueError` for each argument no run can
     use, and for each flag that the others make of no effect."""
     batch_size = (2 if device.type == "cpu" else 32) if args.batch_size is None else args.batch_size
-    for name, value, least in (
-        ("batch_size", batch_size, 1),
-        ("shard_size", args.shard_size, 1),
-        ("num_workers", args.num_workers, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
+    check_whole_numbers(
+        ("batch_size", batch_size, 1), ("shard_size", args.shard_size, 1), ("num_workers", args.num_workers, 0)
+    )
     if args.layers is not None and not args.frames:
         raise ValueError("--layers chooses the frame features to store: pass --frames with it.")
     return batch_size
