@@ -20,14 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import (
-    batch_waveforms,
-    check_clip_lengths,
-    cut_or_pad,
-    decode_undecoded_audio,
-    display_path,
-    unit_samples,
-)
+from ..audio import batch_waveforms, check_clip_lengths, cut_or_pad, decode_undecoded_audio, display_path, unit_samples
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError, check_positive
