@@ -165,6 +165,14 @@ def cut_or_pad(waveform: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(waveform[:samples], (0, max(0, samples - len(waveform))))
 
 
+def pad_waveforms(waveforms: Sequence[np.ndarray], value: float = 0.0) -> torch.Tensor:
+    """1-D `waveforms` as one `(batch, longest)` float32 tensor, each right-padded with `value`."""
+    batch = np.full((len(waveforms), max(len(waveform) for waveform in waveforms)), value, dtype=np.float32)
+    for row, waveform in zip(batch, waveforms):
+        row[: len(waveform)] = waveform
+    return torch.from_numpy(batch)
+
+
 def check_finite_batch(waveforms: torch.Tensor) -> None:
     """A `ValueError` when a `(batch, samples)` tensor holds NaN or infinity: one float64 sum, which is non-finite
     exactly when a sample is, read back once."""

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import batch_waveforms, check_clip_lengths, cut_or_pad, decode_undecoded_audio, display_path, unit_samples
+from ..audio import (
+    batch_waveforms,
+    check_clip_lengths,
+    cut_or_pad,
+    decode_undecoded_audio,
+    display_path,
+    pad_waveforms,
+    unit_samples,
+)
 from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError, check_positive
@@ -193,14 +201,6 @@ def s3prl_estimate(
 
     estimate, seen = RunningNormEstimate(), LogMelMoments()
     batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        longest = max(len(waveform) for waveform in batch)
-        padded = torch.zeros(len(batch), longest)
-        for row, waveform in zip(padded, batch):
-            row[: len(waveform)] = torch.from_numpy(waveform)
-        estimate.put(feature_extractor.log_mel(padded))
-
     for example in tqdm(dataset, desc="running estimate (s3prl)", unit="example"):
         waveform = decode_undecoded_audio(example[audio_column_name], feature_extractor.sampling_rate)
         batch.append(waveform)
@@ -208,12 +208,12 @@ def s3prl_estimate(
         seen.num_samples += len(waveform)
         seen.num_frames += int(feature_extractor.num_frames(len(waveform)))
         if len(batch) == batch_size:
-            flush()
+            estimate.put(feature_extractor.log_mel(pad_waveforms(batch)))
             batch = []
         if estimate.updates >= estimate.max_updates:
             break
     if batch:
-        flush()
+        estimate.put(feature_extractor.log_mel(pad_waveforms(batch)))
     return estimate, seen
 
 
