@@ -229,9 +229,8 @@ _OPEN_SIZES = (0, 0xFFFFFFFF)
 def check_complete(log: str, name: str) -> None:
     """Raise [`TruncatedAudioError`] when libsndfile's header log (`SoundFile.extra_info`) says the data chunk is
     larger than what the file holds: libsndfile reads the surviving prefix without an error."""
-    match = _DATA_SIZE_LOG.search(log)
-    if match and int(match.group(1)) not in _OPEN_SIZES and int(match.group(1)) > int(match.group(2)):
-        declared, present = int(match.group(1)), int(match.group(2))
+    declared, present = map(int, match.groups()) if (match := _DATA_SIZE_LOG.search(log)) else (0, 0)
+    if declared not in _OPEN_SIZES and declared > present:
         raise TruncatedAudioError(
             f"{name} is truncated: its header declares {declared} bytes of audio and the file holds {present} "
             "(an interrupted copy or download?); restore the file or remove it from the data."

@@ -300,9 +300,9 @@ def measure(
     dataset, feature_extractor: BYOLAFeatureExtractor, args: StatsArguments, world_size: int, unit: int | None
 ) -> tuple[float, float, LogMelMoments]:
     """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode (with `unit`: of the
-    clips cut or zero-padded to `unit` samples). The audio is decoded
-    by [`~byola_hf.audio.decode_undecoded_audio`], as extraction and pre-training decode it: the same samples, and
-    an unreadable or truncated file is an error naming it."""
+    clips cut or zero-padded to `unit` samples). The audio is decoded by [`~byola_hf.audio.decode_undecoded_audio`],
+    as extraction and pre-training decode it: the same samples, and an unreadable or truncated file is an error
+    naming it."""
     datasets = require_extra("datasets", "stats")
     column = args.audio_column_name
     dataset = dataset.cast_column(column, datasets.Audio(decode=False))

@@ -218,9 +218,8 @@ def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -
     parser.error = lambda message: fail(command, f"{message} (see {command} --help)")
     if TrainingArguments in argument_types:
         parser.set_defaults(**trainer_defaults())
-        parser._option_string_actions[
-            "--dataloader_pin_memory"
-        ].help = (
+        pin_memory = parser._option_string_actions["--dataloader_pin_memory"]
+        pin_memory.help = (
             "Pin batches in memory for faster copies to the accelerator (default here: only when one is available)"
         )
     return parser
