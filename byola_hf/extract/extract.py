@@ -158,15 +158,13 @@ def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
         batch_size = check_arguments(args, device)
         job = prepare_job(args, device)
         finished = claim_output(job, args, rank, world_size)
-        seconds = (
-            0.0
-            if finished
-            else embed_shards(job, rank, world_size, batch_size, args.num_workers, args.skip_bad, device)
-        )
+        audio_seconds = 0.0
+        if not finished:
+            audio_seconds = embed_shards(job, rank, world_size, batch_size, args.num_workers, args.skip_bad, device)
         if world_size > 1:
             torch.distributed.barrier()
     if rank != 0:
-        return ExtractionResult(str(job.output), 0, seconds, time.perf_counter() - start_time)
+        return ExtractionResult(str(job.output), 0, audio_seconds, time.perf_counter() - start_time)
     if not finished:
         join_shards(job, args.skip_bad)
     return finished_result(job.output, start_time)

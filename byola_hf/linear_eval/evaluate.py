@@ -465,8 +465,7 @@ def check_settings(args: LinearEvalArguments) -> TrainingSettings:
     check_whole_numbers(("seeds", args.seeds, 1), ("epochs", args.epochs, 1), ("patience", args.patience, 0))
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate!r}.")
-    if args.device is not None:
-        resolve_device(args.device)
+    resolve_device(args.device)  # None: the CPU
     settings = TrainingSettings(args.learning_rate, args.epochs, args.patience, device=args.device)
     if args.validation_fraction is not None:
         settings.validation_fraction = args.validation_fraction
