@@ -165,6 +165,14 @@ def cut_or_pad(waveform: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(waveform[:samples], (0, max(0, samples - len(waveform))))
 
 
+def pad_waveforms(waveforms: Sequence[np.ndarray], value: float = 0.0) -> torch.Tensor:
+    """1-D `waveforms` as one `(batch, longest)` float32 tensor, each right-padded with `value`."""
+    batch = np.full((len(waveforms), max(len(waveform) for waveform in waveforms)), value, dtype=np.float32)
+    for row, waveform in zip(batch, waveforms):
+        row[: len(waveform)] = waveform
+    return torch.from_numpy(batch)
+
+
 def check_finite_batch(waveforms: torch.Tensor) -> None:
     """A `ValueError` when a `(batch, samples)` tensor holds NaN or infinity: one float64 sum, which is non-finite
     exactly when a sample is, read back once."""
@@ -221,9 +229,8 @@ _OPEN_SIZES = (0, 0xFFFFFFFF)
 def check_complete(log: str, name: str) -> None:
     """Raise [`TruncatedAudioError`] when libsndfile's header log (`SoundFile.extra_info`) says the data chunk is
     larger than what the file holds: libsndfile reads the surviving prefix without an error."""
-    match = _DATA_SIZE_LOG.search(log)
-    if match and int(match.group(1)) not in _OPEN_SIZES and int(match.group(1)) > int(match.group(2)):
-        declared, present = int(match.group(1)), int(match.group(2))
+    declared, present = map(int, match.groups()) if (match := _DATA_SIZE_LOG.search(log)) else (0, 0)
+    if declared not in _OPEN_SIZES and declared > present:
         raise TruncatedAudioError(
             f"{name} is truncated: its header declares {declared} bytes of audio and the file holds {present} "
             "(an interrupted copy or download?); restore the file or remove it from the data."

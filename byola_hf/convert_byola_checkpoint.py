@@ -192,13 +192,12 @@ def config_from_state_dict(
     conv_channels = state_dict["features.0.weight"].shape[0]
     mlp_hidden_size, conv_size = state_dict["fc.0.weight"].shape
     fc_output_size = state_dict["fc.3.weight"].shape[0]
-    if conv_size != conv_channels * (n_mels >> num_conv_layers):
+    conv_output = conv_channels * (n_mels >> num_conv_layers)
+    if conv_size != conv_output:
         raise ValueError(
             f"The checkpoint's fc.0 takes {conv_size} inputs, but a {variant} network ({num_conv_layers} conv blocks "
-            f"of {conv_channels} channels over {n_mels} mel bins) gives it "
-            f"{conv_channels * (n_mels >> num_conv_layers)} "
-            f"(found {found}). Is it a mix of v1 and v2 tensors, or a network for another number of mel bins "
-            "(pass n_mels)?"
+            f"of {conv_channels} channels over {n_mels} mel bins) gives it {conv_output} (found {found}). Is it a mix "
+            "of v1 and v2 tensors, or a network for another number of mel bins (pass n_mels)?"
         )
     if variant == "AudioNTT2020":
         overrides = {"feature_d": fc_output_size, "mlp_hidden_size": None}
@@ -256,9 +255,7 @@ def verify_conversion(
             actual = model.eval()(log_mel).last_hidden_state
         finally:
             config.mean, config.std = previous
-    return ConversionCheck(
-        max_abs_diff=float((actual - expected).abs().max()), max_abs_value=float(expected.abs().max())
-    )
+    return ConversionCheck(float((actual - expected).abs().max()), float(expected.abs().max()))
 
 
 def convert_byola_checkpoint(
@@ -272,8 +269,7 @@ def convert_byola_checkpoint(
 ) -> tuple[BYOLAModel, BYOLAFeatureExtractor, ConversionCheck | None]:
     """
     Convert an original BYOL-A checkpoint (v1 512, 1024 or 2048-d; v2 3072-d) into a [`BYOLAModel`] and its
-    feature extractor,
-    and save both with `save_pretrained` to `output_dir` (`model.safetensors`, `config.json`,
+    feature extractor, and save both with `save_pretrained` to `output_dir` (`model.safetensors`, `config.json`,
     `preprocessor_config.json`) when given.
 
     Args:

@@ -107,11 +107,8 @@ def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
     repository public (transformers passes `hub_private_repo=None`) and upload its checkpoints; the command pushes its
     result once, with [`push_to_hub`].
     """
-    push = PushArguments(
-        push_to_hub=training_args.push_to_hub,
-        hub_model_id=training_args.hub_model_id,
-        public=public or training_args.hub_private_repo is False,
-    )
+    public = public or training_args.hub_private_repo is False
+    push = PushArguments(training_args.push_to_hub, training_args.hub_model_id, public)
     check_push_arguments(push)
     training_args.push_to_hub = False
     return push

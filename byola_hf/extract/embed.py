@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..audio import cut_or_pad, decode_undecoded_audio, display_path
+from ..audio import cut_or_pad, decode_undecoded_audio, display_path, pad_waveforms
 from ..configuration_byola import BYOLAConfig
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError
 from ..modeling_byola import BYOLAModel
@@ -88,11 +88,7 @@ def collate_clips(clips: list[Clip], padding_value: float = 0.0) -> ClipBatch:
     good = [clip.waveform for clip in clips if clip.waveform is not None]
     if not good:
         return ClipBatch(clips, None, [])
-    lengths = [len(waveform) for waveform in good]
-    waveforms = torch.full((len(good), max(lengths)), float(padding_value), dtype=torch.float32)
-    for row, waveform in enumerate(good):
-        waveforms[row, : len(waveform)] = torch.from_numpy(waveform)
-    return ClipBatch(clips, waveforms, lengths)
+    return ClipBatch(clips, pad_waveforms(good, padding_value), [len(waveform) for waveform in good])
 
 
 def init_worker(worker_id: int) -> None:

@@ -25,6 +25,7 @@ import torch
 
 from ..audio import display_path, unit_samples
 from ..modeling_byola import BYOLAModel
+from ..tools.cli import check_whole_numbers
 from ..tools.data import load_byola_front_end, load_source, source_record
 from ..tools.distributed import device_for_rank, process_group
 from ..tools.outputs import (
@@ -157,15 +158,13 @@ def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
         batch_size = check_arguments(args, device)
         job = prepare_job(args, device)
         finished = claim_output(job, args, rank, world_size)
-        seconds = (
-            0.0
-            if finished
-            else embed_shards(job, rank, world_size, batch_size, args.num_workers, args.skip_bad, device)
-        )
+        audio_seconds = 0.0
+        if not finished:
+            audio_seconds = embed_shards(job, rank, world_size, batch_size, args.num_workers, args.skip_bad, device)
         if world_size > 1:
             torch.distributed.barrier()
     if rank != 0:
-        return ExtractionResult(str(job.output), 0, seconds, time.perf_counter() - start_time)
+        return ExtractionResult(str(job.output), 0, audio_seconds, time.perf_counter() - start_time)
     if not finished:
         join_shards(job, args.skip_bad)
     return finished_result(job.output, start_time)
@@ -223,13 +222,9 @@ def check_arguments(args: ExtractArguments, device: torch.device) -> int:
     """The batch size (the device's default when not given), or a one-line `ValueError` for each argument no run can
     use, and for each flag that the others make of no effect."""
     batch_size = (2 if device.type == "cpu" else 32) if args.batch_size is None else args.batch_size
-    for name, value, least in (
-        ("batch_size", batch_size, 1),
-        ("shard_size", args.shard_size, 1),
-        ("num_workers", args.num_workers, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
+    check_whole_numbers(
+        ("batch_size", batch_size, 1), ("shard_size", args.shard_size, 1), ("num_workers", args.num_workers, 0)
+    )
     if args.layers is not None and not args.frames:
         raise ValueError("--layers chooses the frame features to store: pass --frames with it.")
     return batch_size

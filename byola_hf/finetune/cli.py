@@ -39,8 +39,7 @@ class FinetuneArguments:
         default=1, metadata={"help": "Run every fold with seeds --seed .. --seed + N - 1; mean and std reported"}
     )
     folds: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Fold tasks: run only these folds (default: every fold)", "nargs": "+"},
+        default_factory=list, metadata={"help": "Fold tasks: run only these folds (default: every fold)", "nargs": "+"}
     )
     optimizer: str = field(
         default="sgd", metadata={"help": "sgd (momentum 0.9) or adamw (EVAR's)", "choices": ["sgd", "adamw"]}

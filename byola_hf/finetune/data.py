@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio import decode_undecoded_audio
+from ..audio import decode_undecoded_audio, pad_waveforms
 from ..linear_eval.evaluate import (
     FoldRows,
     check_clips_tested_unseen,
@@ -139,12 +139,8 @@ class ClipSet(torch.utils.data.Dataset):
 
 def collate_clips(examples: list[dict]) -> dict[str, torch.Tensor]:
     """`waveforms (batch, longest)` right-padded with zeros, `lengths (batch,)`, `labels` (ids or multi-hot rows)."""
-    lengths = [len(example["waveform"]) for example in examples]
-    waveforms = np.zeros((len(examples), max(lengths)), dtype=np.float32)
-    for row, example in zip(waveforms, examples):
-        row[: len(example["waveform"])] = example["waveform"]
     return {
-        "waveforms": torch.from_numpy(waveforms),
-        "lengths": torch.tensor(lengths),
+        "waveforms": pad_waveforms([example["waveform"] for example in examples]),
+        "lengths": torch.tensor([len(example["waveform"]) for example in examples]),
         "labels": torch.from_numpy(np.stack([example["labels"] for example in examples])),
     }

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extract.extract import embedding_record, load_embeddings, resolve_device
+from ..tools.cli import check_whole_numbers
 from ..tools.outputs import claim_output_dir, holds_claimed_folders, recorded_arguments
 from .classifier import TrainingSettings, hold_out_validation, predict, standardize, train_linear
 from .report import COMMAND, OUTPUTS, per_class_report, write_report
@@ -461,17 +462,10 @@ def run_record(args: LinearEvalArguments, folds: list[Fold], classes: list[str])
 
 def check_settings(args: LinearEvalArguments) -> TrainingSettings:
     """The classifier's settings, or a one-line `ValueError` for each setting no evaluation can use."""
-    for name, value, least in (
-        ("seeds", args.seeds, 1),
-        ("epochs", args.epochs, 1),
-        ("patience", args.patience, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
+    check_whole_numbers(("seeds", args.seeds, 1), ("epochs", args.epochs, 1), ("patience", args.patience, 0))
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate!r}.")
-    if args.device is not None:
-        resolve_device(args.device)
+    resolve_device(args.device)  # None: the CPU
     settings = TrainingSettings(args.learning_rate, args.epochs, args.patience, device=args.device)
     if args.validation_fraction is not None:
         settings.validation_fraction = args.validation_fraction

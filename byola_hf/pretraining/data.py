@@ -153,9 +153,6 @@ def scan_batch(
     rate = feature_extractor.sampling_rate
     waveforms = [decode_undecoded_audio(item, rate) for item in batch[audio_column_name]]
     paths = [item.get("path") for item in batch[audio_column_name]]  # to name a clip that cannot be used
-    empty = [path or "a clip" for path, waveform in zip(paths, waveforms) if not len(waveform)]
-    if empty:
-        raise ValueError(f"{empty[0]} has no audio samples; remove it from the training data.")
     for path, waveform in zip(paths, waveforms):  # named here; in training a nan loss would say nothing of it
         feature_extractor.check_loud_clip(waveform, path or "a clip")
     row = {"longest": [max(len(waveform) for waveform in waveforms)], "samples": [sum(map(len, waveforms))]}

@@ -85,11 +85,7 @@ class BYOLAPreTrainer(Trainer):
     """
 
     def __init__(
-        self,
-        *args,
-        feature_extractor: BYOLAFeatureExtractor,
-        linear_probe: LinearProbeData | None = None,
-        **kwargs,
+        self, *args, feature_extractor: BYOLAFeatureExtractor, linear_probe: LinearProbeData | None = None, **kwargs
     ):
         super().__init__(*args, **kwargs)
         self.feature_extractor = feature_extractor

@@ -26,6 +26,7 @@ from ..audio import (
     cut_or_pad,
     decode_undecoded_audio,
     display_path,
+    pad_waveforms,
     unit_samples,
 )
 from ..configuration_byola import BYOLAConfig
@@ -200,14 +201,6 @@ def s3prl_estimate(
 
     estimate, seen = RunningNormEstimate(), LogMelMoments()
     batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        longest = max(len(waveform) for waveform in batch)
-        padded = torch.zeros(len(batch), longest)
-        for row, waveform in zip(padded, batch):
-            row[: len(waveform)] = torch.from_numpy(waveform)
-        estimate.put(feature_extractor.log_mel(padded))
-
     for example in tqdm(dataset, desc="running estimate (s3prl)", unit="example"):
         waveform = decode_undecoded_audio(example[audio_column_name], feature_extractor.sampling_rate)
         batch.append(waveform)
@@ -215,12 +208,12 @@ def s3prl_estimate(
         seen.num_samples += len(waveform)
         seen.num_frames += int(feature_extractor.num_frames(len(waveform)))
         if len(batch) == batch_size:
-            flush()
+            estimate.put(feature_extractor.log_mel(pad_waveforms(batch)))
             batch = []
         if estimate.updates >= estimate.max_updates:
             break
     if batch:
-        flush()
+        estimate.put(feature_extractor.log_mel(pad_waveforms(batch)))
     return estimate, seen
 
 
@@ -307,9 +300,9 @@ def measure(
     dataset, feature_extractor: BYOLAFeatureExtractor, args: StatsArguments, world_size: int, unit: int | None
 ) -> tuple[float, float, LogMelMoments]:
     """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode (with `unit`: of the
-    clips cut or zero-padded to `unit` samples). The audio is decoded
-    by [`~byola_hf.audio.decode_undecoded_audio`], as extraction and pre-training decode it: the same samples, and
-    an unreadable or truncated file is an error naming it."""
+    clips cut or zero-padded to `unit` samples). The audio is decoded by [`~byola_hf.audio.decode_undecoded_audio`],
+    as extraction and pre-training decode it: the same samples, and an unreadable or truncated file is an error
+    naming it."""
     datasets = require_extra("datasets", "stats")
     column = args.audio_column_name
     dataset = dataset.cast_column(column, datasets.Audio(decode=False))

@@ -416,13 +416,8 @@ def make_iemocap(root: Path) -> Path:
             turn = f"{dialog}_F{index:03d}"
             lines.append(f"[{index * 2.0:.4f} - {index * 2.0 + 1.5:.4f}]\t{turn}\t{emotion}\t[2.5000, 2.5000, 2.5000]")
             lines.append(f"C-E1:\t{emotion};\t()")
-            voice = VOICES[(session + index) % len(VOICES)]
-            jobs.append(
-                (
-                    Utterance(text, voice, 150, 50, {}),
-                    root / f"Session{session}" / "sentences" / "wav" / dialog / f"{turn}.wav",
-                )
-            )
+            path = root / f"Session{session}" / "sentences" / "wav" / dialog / f"{turn}.wav"
+            jobs.append((Utterance(text, VOICES[(session + index) % len(VOICES)], 150, 50, {}), path))
         evaluation = root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
         evaluation.parent.mkdir(parents=True, exist_ok=True)
         evaluation.write_text("\n".join(lines) + "\n")

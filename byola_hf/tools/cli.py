@@ -163,6 +163,13 @@ def run_training(trainer: Any, checkpoint: str | None) -> Any:
     return result if trainer.state.global_step > start_step else None
 
 
+def check_whole_numbers(*checks: tuple[str, Any, int]) -> None:
+    """A one-line `ValueError` for the first `(flag, value, least)` whose value is not a whole number >= `least`."""
+    for name, value, least in checks:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"--{name} must be a whole number >= {least}, got {value!r}.")
+
+
 def fail(command: str, message: str) -> NoReturn:
     """Print `COMMAND: error: MESSAGE` on one line of stderr and exit with code 2."""
     print(f"{command}: error: {' '.join(message.split())}", file=sys.stderr)
@@ -211,9 +218,8 @@ def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -
     parser.error = lambda message: fail(command, f"{message} (see {command} --help)")
     if TrainingArguments in argument_types:
         parser.set_defaults(**trainer_defaults())
-        parser._option_string_actions[
-            "--dataloader_pin_memory"
-        ].help = (
+        pin_memory = parser._option_string_actions["--dataloader_pin_memory"]
+        pin_memory.help = (
             "Pin batches in memory for faster copies to the accelerator (default here: only when one is available)"
         )
     return parser

@@ -305,8 +305,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     try:
         yield staged
         if final.is_dir() and not final.is_symlink():
-            previous = temporary / ".previous"
-            os.replace(final, previous)
+            os.replace(final, temporary / ".previous")
         os.replace(staged, final)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -167,11 +167,8 @@ def load_corpus(data_args, config, seed: int) -> Corpus:
     empty = [split for split, columns in records.splits.items() if not columns["audio"]]
     if empty:  # datasets cannot even save an empty split (a ZeroDivisionError)
         raise ValueError(f"The {name} corpus under {data_args.data_dir} has no clips in its {', '.join(empty)} split.")
-    folder = (
-        Path(datasets.config.HF_DATASETS_CACHE)
-        / "byola_hf_corpora"
-        / f"{name}-{records_fingerprint(name, request, records)}"
-    )
+    key = records_fingerprint(name, request, records)
+    folder = Path(datasets.config.HF_DATASETS_CACHE) / "byola_hf_corpora" / f"{name}-{key}"
     if not folder.is_dir():
         save_splits(records, folder, config.sampling_rate)
     splits = datasets.load_from_disk(str(folder))

@@ -517,9 +517,8 @@ def read_kaldi_dir(folder: Path, frames_per_second: float) -> dict[str, list]:
         names = sorted({speaker for speaker, _, _ in segments[recording]})
         activity = np.zeros((frames, max(1, len(names))), np.int8)
         for speaker, start, end in segments[recording]:
-            activity[
-                int(np.rint(start * frames_per_second)) : int(np.rint(end * frames_per_second)), names.index(speaker)
-            ] = 1
+            first, last = int(np.rint(start * frames_per_second)), int(np.rint(end * frames_per_second))
+            activity[first:last, names.index(speaker)] = 1
         records["audio"].append(path)
         records["activity"].append(activity)
     return records
