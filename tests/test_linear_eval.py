@@ -275,6 +275,9 @@ def test_linear_evaluation_is_reproducible_and_holds_out_a_validation_part(ks_em
         (["--embeddings_dir", "{train}"], "neither a 'split'"),
         (["--train_dir", "{train}"], "Give --embeddings_dir"),
         (["--train_dir", "{train}", "--test_dir", "{test}", "--device", "nowhere"], "is not a torch device"),
+        # An empty folder flag held out part of the training split and named the working directory in the report.
+        (["--train_dir", "{train}", "--test_dir", "{test}", "--validation_dir", ""], "--validation_dir is empty"),
+        (["--embeddings_dir", ""], "--embeddings_dir is empty"),
     ],
 )
 def test_user_mistakes_are_one_line(ks_embeddings, tmp_path, capsys, arguments, message):
