@@ -330,6 +330,51 @@ class Rate:
     learning_rate: float = field(default=1.0, metadata={"help": "Learning rate"})
 
 
+@pytest.mark.parametrize(
+    "module, arguments, named",
+    [
+        (
+            "byola_hf.stats.cli",
+            ["--model_name_or_path", "m", "--dataset_name", "audiofolder", "--data_dir", ""],
+            "--data_dir",
+        ),
+        (
+            "byola_hf.extract.cli",
+            ["--model_name_or_path", "m", "--dataset_name", "", "--output_dir", "o"],
+            "--dataset_name",
+        ),
+        ("byola_hf.superb.run", ["--model_name_or_path", "m", "--task", "ks", "--output_dir", ""], "--output_dir"),
+        (
+            "byola_hf.superb.run",
+            ["--model_name_or_path", "m", "--lexicon", "a.txt", "", "--output_dir", "o"],
+            "--lexicon",
+        ),
+        ("byola_hf.pretraining.cli", ["--dataset_name", "x", "--init_from", "", "--output_dir", "o"], "--init_from"),
+        (
+            "byola_hf.finetune.cli",
+            ["--model_name_or_path", "m", "--metadata_csv", "", "--output_dir", "o"],
+            "--metadata_csv",
+        ),
+        ("byola_hf.linear_eval.cli", ["--embeddings_dir", "", "--output_dir", "o"], "--embeddings_dir"),
+        ("byola_hf.superb.mini_sets", ["--output_dir", ""], "--output_dir"),
+        ("byola_hf.convert_byola_checkpoint", ["a.pth", ""], "output_dir"),
+    ],
+)
+def test_an_empty_value_is_refused_in_one_line(module, arguments, named, capsys, tmp_path, monkeypatch):
+    """`--data_dir "$DATA"` with DATA unset: audiofolder read the working directory (a folder of audio files took
+    whatever was there), an empty --validation_dir held out part of the training split while the report named the
+    working directory. Every command refuses an empty value before any work, naming the flag."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(arguments)
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and stderr.count("\n") == 1, stderr
+    assert f"error: {named} is empty (an unset shell variable?)" in stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_abbreviated_flags_are_refused_in_one_line(capsys):
     """Every command's parser: `--learning_r` is not taken for `--learning_rate`. The commands pick defaults by the
     flags given, so an abbreviation taken unseen would let a default replace the user's value."""

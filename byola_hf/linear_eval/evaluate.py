@@ -463,9 +463,6 @@ def run_record(args: LinearEvalArguments, folds: list[Fold], classes: list[str])
 def check_settings(args: LinearEvalArguments) -> TrainingSettings:
     """The classifier's settings, or a one-line `ValueError` for each setting no evaluation can use."""
     check_whole_numbers(("seeds", args.seeds, 1), ("epochs", args.epochs, 1), ("patience", args.patience, 0))
-    for flag in ("embeddings_dir", "train_dir", "validation_dir", "test_dir"):
-        if getattr(args, flag) == "":  # not "no folder": the report would name the working directory
-            raise ValueError(f"--{flag} is empty: give a byola-extract output folder, or leave the flag out.")
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate!r}.")
     resolve_device(args.device)  # None: the CPU

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..audio import AUDIO_EXTENSIONS
 from ..extras import require_extra
@@ -226,12 +226,30 @@ def make_parser(command: str, argument_types: tuple[type, ...], **kwargs: Any) -
 
 
 def parse_arguments(parser: HfArgumentParser, argv: list[str] | None) -> tuple:
-    """The parser's dataclasses from `argv` (the command line when `None`); unknown flags and values the
-    dataclasses refuse are one line and exit code 2."""
+    """The parser's dataclasses from `argv` (the command line when `None`); unknown flags, empty values
+    ([`check_no_empty_values`]) and values the dataclasses refuse are one line and exit code 2."""
     try:
-        return parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+        parsed = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     except ValueError as error:
         fail(parser.prog, f"{' '.join(str(error).split())} (see {parser.prog} --help)")
+    check_no_empty_values(parser.prog, parsed)
+    return parsed
+
+
+def check_no_empty_values(command: str, parsed: Sequence[Any]) -> None:
+    """An empty value names nothing, typically an unset shell variable (`--data_dir "$DATA"`): a folder flag would
+    read, or write into, the working directory, another flag would take "" as a name. Refused for every argument
+    of ours and Trainer's `--output_dir` (its other flags are Trainer's to check)."""
+    for arguments in parsed:
+        if isinstance(arguments, TrainingArguments):
+            values = {"--output_dir": arguments.output_dir}
+        elif isinstance(arguments, argparse.Namespace):  # positional arguments
+            values = vars(arguments)
+        else:
+            values = {f"--{item.name}": getattr(arguments, item.name) for item in dataclasses.fields(arguments)}
+        for name, value in values.items():
+            if value == "" or (isinstance(value, list) and "" in value):
+                fail(command, f"{name} is empty (an unset shell variable?): give a value, or leave it out.")
 
 
 @contextmanager
