@@ -361,9 +361,9 @@ class Rate:
     ],
 )
 def test_an_empty_value_is_refused_in_one_line(module, arguments, named, capsys, tmp_path, monkeypatch):
-    """`--data_dir "$DATA"` with DATA unset: audiofolder read the working directory (a folder of audio files took
-    whatever was there), an empty --validation_dir held out part of the training split while the report named the
-    working directory. Every command refuses an empty value before any work, naming the flag."""
+    """`--data_dir "$DATA"` with DATA unset: audiofolder read the working directory's audio; an empty --validation_dir
+    held out part of the training split while the report named the working directory. Every command refuses an
+    empty value before any work, naming the flag."""
     import importlib
 
     monkeypatch.chdir(tmp_path)
