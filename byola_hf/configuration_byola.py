@@ -551,6 +551,19 @@ def statistics_source(provenance: dict[str, Any]) -> str:
     return f"{provenance.get('dataset')}" + (f" ({', '.join(details)})" if details else "")
 
 
+def warn_if_statistics_of_other_units(config: BYOLAConfig, unit_seconds: float | None) -> None:
+    """Warn when `config`'s statistics were computed over clips cut to another length (`stats_provenance`'s
+    `unit_seconds`, `None` for whole clips) than the `unit_seconds` a run cuts its clips to: EVAR computes both on
+    the same units, and the zero padding or cropping moves the log-mel distribution the statistics normalise."""
+    computed = (config.stats_provenance or {}).get("unit_seconds", unit_seconds)  # not recorded: nothing to say
+    if computed != unit_seconds:
+        computed_over, read = (f"clips cut to {s:g} s" if s else "whole clips" for s in (computed, unit_seconds))
+        logger.warning(
+            f"The statistics were computed over {computed_over}, this run reads {read}: pass the same "
+            "--unit_seconds to byola-compute-stats, as EVAR does."
+        )
+
+
 def check_statistics_kept(
     folder: str | os.PathLike, mean: float | None, std: float | None, since: str, overwrite: bool = True
 ) -> None:

@@ -157,6 +157,26 @@ def test_unit_seconds_embeds_each_clip_cut_or_padded_and_keeps_its_own_duration(
         assert abs(row["duration"] - len(waveform) / 16000) < 1e-6
 
 
+def test_statistics_of_other_units_are_warned_of(small_model, tmp_path, caplog):
+    """EVAR computes a task's statistics and its embeddings on the same units: statistics of whole clips (or
+    another --unit_seconds) beside byola-extract --unit_seconds normalised the embeddings by another log-mel
+    distribution without a word. A warning names both lengths; the same length says nothing."""
+    from byola_hf.stats import StatsArguments, compute_stats
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for index, seconds in enumerate((0.4, 1.3)):
+        sf.write(folder / f"{index}.wav", 0.1 * np.sin(np.arange(int(seconds * 16000)) / 7.0), 16000)
+    stats = tmp_path / "stats"
+    compute_stats(StatsArguments(str(small_model), str(folder), unit_seconds=1.0, output_dir=str(stats)))
+    for unit, warned in ((0.5, True), (1.0, False)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            extract_embeddings(extraction(str(stats), str(folder), str(tmp_path / f"out{unit}"), unit_seconds=unit))
+        expected = "computed over clips cut to 1 s, this run reads clips cut to 0.5 s"
+        assert (expected in caplog.text) is warned, caplog.text
+
+
 def test_last_layer_frames_are_feature_d_wide(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     extract_embeddings(

@@ -663,3 +663,17 @@ def test_results_summarise_each_fold_and_seed_and_the_first_best_epoch():
     fold = SimpleNamespace(name="1", train=[0] * 8, valid=[0] * 2, test=[0] * 4)
     result = RunResult.from_trainer(trainer, fold, 0, 0.25)
     assert (result.best_epoch, result.validation_score, result.epochs_run) == (2.0, 0.7, 3.0)
+
+
+def test_statistics_of_other_units_are_warned_of(caplog):
+    """byola-finetune cuts its clips to --unit_seconds: statistics computed over whole clips (or other units) are
+    warned of, as byola-extract warns (EVAR computes both on the same units)."""
+    from types import SimpleNamespace
+
+    from byola_hf.finetune.run import clip_samples
+
+    config = BYOLAConfig(mean=-8.0, std=4.0, stats_provenance={"method": "evar", "unit_seconds": None})
+    task = SimpleNamespace(waveforms=[np.zeros(16000, np.float32)])
+    with caplog.at_level(logging.WARNING):
+        assert clip_samples(SimpleNamespace(unit_seconds=1.0), task, config) == 16000
+    assert "computed over whole clips, this run reads clips cut to 1 s" in caplog.text

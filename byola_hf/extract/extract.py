@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..audio import display_path, unit_samples
+from ..configuration_byola import warn_if_statistics_of_other_units
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import check_whole_numbers
 from ..tools.data import load_byola_front_end, load_source, source_record
@@ -239,6 +240,7 @@ def prepare_job(args: ExtractArguments, device: torch.device) -> ExtractionJob:
             "byola-compute-stats first."
         )
     unit = unit_samples(args.unit_seconds, feature_extractor.sampling_rate, config.min_samples)
+    warn_if_statistics_of_other_units(config, args.unit_seconds)
     model = BYOLAModel.from_pretrained(args.model_name_or_path).eval().to(device)
     layers = parse_layers(args.layers, config.num_hidden_layers) if args.frames else None
     dataset = load_source(

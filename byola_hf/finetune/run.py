@@ -18,7 +18,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from ..audio import unit_samples
-from ..configuration_byola import ENCODER_ALONE
+from ..configuration_byola import ENCODER_ALONE, warn_if_statistics_of_other_units
 from ..linear_eval.evaluate import FoldRows
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
@@ -123,6 +123,7 @@ def clip_samples(args, task: FinetuneTask, config) -> int:
             f"{config.min_samples} needed): give --unit_seconds {config.min_samples / config.sampling_rate:g} or "
             "more to zero-pad them."
         )
+    warn_if_statistics_of_other_units(config, args.unit_seconds)
     seconds = args.unit_seconds if args.unit_seconds else longest / config.sampling_rate
     return unit_samples(seconds, config.sampling_rate, config.min_samples)
 
