@@ -479,8 +479,8 @@ def read_kaldi_table(path: Path, fields: int, what: str) -> list[tuple[int, list
 
 def read_kaldi_dir(folder: Path, frames_per_second: float) -> dict[str, list]:
     """One Kaldi-style data folder (`wav.scp`, `segments`, `utt2spk`): per recording, speaker activity per model
-    output frame (a segment covers frames round(start * fps) to round(end * fps), s3prl's rounding), speakers in
-    sorted order."""
+    output frame (a segment covers frames round(start * fps) to round(end * fps); s3prl rounds start * 16000 / 1280,
+    one frame apart at some exact half frames), speakers in sorted order."""
     import soundfile as sf
 
     wavs = {}
