@@ -654,6 +654,37 @@ def test_stored_clips_are_fingerprinted_by_datasets_without_hashing_their_bytes(
     assert data.source_record(other, "audio") != record
 
 
+def test_a_saved_dataset_of_paths_with_a_clip_written_again_is_other_data(tmp_path):
+    """`save_to_disk` embeds the files a dataset of paths names, but its fingerprint is that of the paths: a clip
+    written again and the dataset saved again into the same folder kept the record, and a re-run resumed on other
+    audio. The same folder loaded again keeps it, with a draw's index file removed and written again."""
+    import shutil
+
+    import datasets
+    import soundfile
+
+    from byola_hf.tools import data
+
+    clips = [str(tmp_path / f"{index}.wav") for index in range(3)]
+    saved = tmp_path / "saved"
+
+    def save(level: float) -> dict:
+        for clip, value in zip(clips, (0.1, 0.15, level)):
+            soundfile.write(clip, np.full(1600, value, np.float32), 16000, subtype="FLOAT")
+        table = datasets.Dataset.from_dict({"audio": clips, "label": [0, 1, 0]}).cast_column("audio", datasets.Audio())
+        shutil.rmtree(saved, ignore_errors=True)
+        table.save_to_disk(str(saved))  # the clips' bytes are stored: the files may go
+        return data.source_record(datasets.load_from_disk(str(saved)), "audio")
+
+    record = save(0.2)
+    assert data.source_record(datasets.load_from_disk(str(saved)), "audio") == record
+    drawn = data.source_record(data.draw_rows(data.load_source(str(saved)), 2, 0), "audio")
+    for index_file in saved.glob("cache-*.arrow"):  # the draw's, datasets' cache: written again once removed
+        index_file.unlink()
+    assert data.source_record(data.draw_rows(data.load_source(str(saved)), 2, 0), "audio") == drawn
+    assert save(0.3) != record
+
+
 def test_each_rank_takes_its_own_gpu_and_keeps_a_process_group_it_did_not_create(monkeypatch):
     """Under torchrun a bare "cuda" is the rank's own GPU on its machine (`LOCAL_RANK`, not the global `RANK`), and
     `process_group` leaves a group its caller joined (here a one-process gloo group) as it found it."""

@@ -397,10 +397,13 @@ def source_fingerprint(dataset, audio_column_name: str) -> str:
     per clip, its path with the file's size and modification time (local files: a file written again under its
     name, as the same length of audio, keeps its size). Clips stored in the dataset (a Hub or `save_to_disk`
     dataset, or one built in memory) are covered by `datasets`' own fingerprint of the dataset, made from its data
-    files and revision on loading (from the table itself in memory) and carried through every transform: their
+    files and revision on loading (from the table itself in memory) and carried through every transform, with the
+    size and modification time of each Arrow file it reads: `save_to_disk` embeds the files a dataset of paths
+    names but keeps the fingerprint of those paths, so a clip written again and saved again has the same one. Their
     bytes are not hashed again at each start. Reads the table in batches, never the decoded audio.
     """
     import pyarrow.compute as pc
+    from datasets.table import list_table_cache_files
 
     digest = hashlib.sha256()
     others = [name for name in dataset.column_names if name != audio_column_name]
@@ -419,4 +422,8 @@ def source_fingerprint(dataset, audio_column_name: str) -> str:
                 digest.update(f"{os.path.abspath(path)}:{written}".encode())
     if stored:
         digest.update(dataset._fingerprint.encode())
+        # The table's files alone: an index file of a shuffle is datasets' cache, written again once removed.
+        for name in sorted(set(list_table_cache_files(dataset.data))):
+            stat = os.stat(name)
+            digest.update(f"{os.path.abspath(name)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
