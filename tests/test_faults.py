@@ -373,11 +373,17 @@ def write_float_wav(path: Path, samples: np.ndarray) -> Path:
 
 @pytest.mark.parametrize(
     "samples, message",
-    [(np.zeros(16000), "std 0"), (np.full(16000, 1e30), "a.wav's log-mel holds NaN or infinity")],
-    ids=["silence", "huge-finite"],
+    [
+        (np.zeros(16000), "std 0,"),
+        (np.full(16000, 0.5), "all the same value up to float32 rounding (std 1.03e-06"),
+        (np.full(16000, 1e30), "a.wav's log-mel holds NaN or infinity"),
+    ],
+    ids=["silence", "constant", "huge-finite"],
 )
 def test_compute_stats_refuses_unusable_statistics_before_saving(small_model, tmp_path, capsys, samples, message):
-    """Silence saved std=0 and samples of 1e30 NaN statistics, with exit 0: the saved model then failed to load."""
+    """Silence saved std=0 and samples of 1e30 NaN statistics, with exit 0: the saved model then failed to load. A
+    constant (DC) clip saved std=1.03e-06, float32's rounding of log-mels that are one value (float64: 7e-15), and
+    the model then multiplied that noise by a million."""
     from byola_hf.stats.cli import main
 
     for name in ("a.wav", "b.wav"):

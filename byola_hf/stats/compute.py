@@ -281,18 +281,24 @@ def compute_stats(args: StatsArguments) -> StatsResult:
         return result
 
 
+# The most float32 rounding can spread log-mels that are one value, in units of float32's eps times their magnitude:
+# a constant (DC) clip of amplitude 0.5 to 1 spreads them by 0.5 to 2.8 of these units.
+ROUNDING_SPREAD = 16
+
+
 def check_measured_statistics(mean: float, std: float, dataset_name: str) -> None:
-    """Refuse statistics no model can normalise with, before anything is saved: a std of 0 (every log-mel value
-    the same: silent audio) or non-finite values."""
+    """Refuse statistics no model can normalise with, before anything is saved: a std no larger than float32
+    rounding (every log-mel value the same: silent or constant audio, whose std of rounding noise would scale the
+    model's input by a million) or non-finite values."""
     if not (math.isfinite(mean) and math.isfinite(std)):
         raise ValueError(
             f"The log-mel statistics of {dataset_name} are not finite (mean {mean}, std {std}): some audio holds "
             "samples too large for float32 power; scale it to [-1, 1]."
         )
-    if std <= 0:
+    if std <= ROUNDING_SPREAD * np.finfo(np.float32).eps * max(abs(mean), 1.0):
         raise ValueError(
-            f"The log-mels of {dataset_name} are all the same value (std 0, mean {mean:.4g}): the audio is silent; "
-            "compute the statistics on audio with sound in it."
+            f"The log-mels of {dataset_name} are all the same value up to float32 rounding (std {std:.3g}, mean "
+            f"{mean:.4g}): the audio is silent or constant (DC); compute the statistics on audio with sound in it."
         )
 
 
