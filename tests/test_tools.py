@@ -346,6 +346,11 @@ class Rate:
         ("byola_hf.superb.run", ["--model_name_or_path", "m", "--task", "ks", "--output_dir", ""], "--output_dir"),
         (
             "byola_hf.superb.run",
+            ["--model_name_or_path", "m", "--task", "ks", "--output_dir", "o", "--resume_from_checkpoint", ""],
+            "--resume_from_checkpoint",
+        ),
+        (
+            "byola_hf.superb.run",
             ["--model_name_or_path", "m", "--lexicon", "a.txt", "", "--output_dir", "o"],
             "--lexicon",
         ),
