@@ -10,6 +10,8 @@ import torch
 from transformers import PretrainedConfig
 from transformers.utils import logging
 
+from .audio import unit_samples
+
 
 # [`BYOLAForSequenceClassification`]'s heads: SUPERB's (frame projection, mean pooling) and EVAR's fine-tuning head.
 CLASSIFIER_HEADS = ("superb", "evar")
@@ -554,9 +556,10 @@ def statistics_source(provenance: dict[str, Any]) -> str:
 def warn_if_statistics_of_other_units(config: BYOLAConfig, unit_seconds: float | None) -> None:
     """Warn when `config`'s statistics were computed over clips cut to another length (`stats_provenance`'s
     `unit_seconds`, `None` for whole clips) than the `unit_seconds` a run cuts its clips to: EVAR computes both on
-    the same units, and the zero padding or cropping moves the log-mel distribution the statistics normalise."""
+    the same units, and the zero padding or cropping moves the log-mel distribution the statistics normalise.
+    Lengths are compared in samples, as both commands cut (0.99999 s and 1 s are the same 16000 samples)."""
     computed = (config.stats_provenance or {}).get("unit_seconds", unit_seconds)  # not recorded: nothing to say
-    if computed != unit_seconds:
+    if unit_samples(computed, config.sampling_rate, 0) != unit_samples(unit_seconds, config.sampling_rate, 0):
         computed_over, read = (f"clips cut to {s:g} s" if s else "whole clips" for s in (computed, unit_seconds))
         logger.warning(
             f"The statistics were computed over {computed_over}, this run reads {read}: pass the same "

@@ -177,6 +177,21 @@ def test_statistics_of_other_units_are_warned_of(small_model, tmp_path, caplog):
         assert (expected in caplog.text) is warned, caplog.text
 
 
+def test_units_of_the_same_samples_are_not_warned_of(caplog):
+    """Statistics computed with --unit_seconds 0.99999 and byola-extract --unit_seconds 1 both cut 16000 samples
+    (the same statistics, checked: mean,std=-2.75622769022782,3.19442949509874 twice), yet the run warned that they
+    were computed over other units. Lengths are compared in samples; 0.5 s is still warned of."""
+    from byola_hf import BYOLAConfig
+    from byola_hf.configuration_byola import warn_if_statistics_of_other_units
+
+    config = BYOLAConfig(stats_provenance={"unit_seconds": 0.99999})
+    for unit, warned in ((1.0, False), (0.5, True)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            warn_if_statistics_of_other_units(config, unit)
+        assert ("computed over clips cut to 0.99999 s" in caplog.text) is warned, caplog.text
+
+
 def test_last_layer_frames_are_feature_d_wide(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     extract_embeddings(
