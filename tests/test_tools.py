@@ -713,3 +713,56 @@ def test_each_rank_takes_its_own_gpu_and_keeps_a_process_group_it_did_not_create
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_a_saved_dataset_on_a_read_only_share_is_read_and_left_as_it_is(tmp_path, small_model, monkeypatch):
+    """datasets writes a transform's cache-*.arrow beside the files it reads: byola-compute-stats on a save_to_disk
+    dataset on a read-only share failed with 'Read-only file system ... choose an --output_dir on a writable disk'
+    (the output folder was fine), and on a writable one the commands left their cache files in the user's folder.
+    They go to datasets' cache now: statistics, a drawn subset, pre-training's scan and run-superb's held-out split."""
+    import io
+
+    import datasets
+    import soundfile
+
+    from byola_hf import BYOLAFeatureExtractor
+    from byola_hf.pretraining.data import scan_clips
+    from byola_hf.stats import StatsArguments, compute_stats
+    from byola_hf.superb.run import main as superb_main
+    from byola_hf.tools.data import draw_rows
+
+    from conftest import QUICK_TRAINER_FLAGS
+
+    share = tmp_path / "share"
+    share.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(share)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        clips = []
+        for index in range(12):
+            wav = io.BytesIO()
+            tone = 0.1 * np.sin(np.arange(8000) * (0.05 + 0.1 * (index % 2)))
+            soundfile.write(wav, tone.astype(np.float32), 16000, format="WAV")
+            clips.append({"bytes": wav.getvalue(), "path": f"{index}.wav"})
+        table = {"audio": clips, "label": ["up", "down"] * 6}
+        datasets.Dataset.from_dict(table).cast_column("audio", datasets.Audio()).save_to_disk(str(share / "saved"))
+        subprocess.run(["mount", "-o", "remount,ro", str(share)], check=True)
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+        arguments = StatsArguments(
+            str(small_model), str(share / "saved"), max_examples=8, output_dir=str(tmp_path / "s")
+        )
+        assert compute_stats(arguments).std > 0
+        saved = datasets.load_from_disk(str(share / "saved"))
+        assert len(draw_rows(saved, 5, seed=0)) == 5
+        undecoded = saved.cast_column("audio", datasets.Audio(decode=False))
+        assert scan_clips(undecoded, BYOLAFeatureExtractor(), "audio", with_moments=False).longest_samples == 8000
+        superb_main(
+            ["--task", "ks", "--dataset_name", str(share / "saved"), "--model_name_or_path", str(tmp_path / "s"),
+             "--validation_split_percentage", "25", "--output_dir", str(tmp_path / "ks"), "--max_steps", "1",
+             *QUICK_TRAINER_FLAGS]
+        )  # fmt: skip
+        assert sorted(path.name for path in (share / "saved").iterdir()) == [
+            "data-00000-of-00001.arrow", "dataset_info.json", "state.json"
+        ]  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(share)], check=False)

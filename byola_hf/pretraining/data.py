@@ -22,7 +22,7 @@ from ..configuration_byola import check_statistics
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..stats.compute import batch_moments
 from ..stats.moments import LogMelMoments
-from ..tools.data import draw_rows, load_audio_dataset, load_source
+from ..tools.data import cache_file, draw_rows, load_audio_dataset, load_source
 
 
 # Clips held by the shuffle buffer of a streamed dataset (each pass is read in another buffered order).
@@ -168,18 +168,18 @@ def scan_clips(
 ) -> DataSummary:
     """One decoding pass over `dataset` (undecoded audio column): the longest clip and, `with_moments`, the exact
     moments of every clip's log-mel (the pre-normalisation statistics)."""
+    settings = {"feature_extractor": feature_extractor, "audio_column_name": audio_column_name}
+    fingerprint, cache = cache_file(dataset, scan_batch, batch_size, with_moments, settings)
     partials = dataset.map(
         scan_batch,
         batched=True,
         batch_size=batch_size,
         remove_columns=dataset.column_names,
-        fn_kwargs={
-            "feature_extractor": feature_extractor,
-            "audio_column_name": audio_column_name,
-            "with_moments": with_moments,
-        },
+        fn_kwargs={**settings, "with_moments": with_moments},
         desc="decoding the clips" + (" and their log-mel moments" if with_moments else ""),
         load_from_cache_file=False,
+        new_fingerprint=fingerprint,
+        cache_file_name=cache,
     )
     return summarise(partials, with_moments, feature_extractor.sampling_rate)
 

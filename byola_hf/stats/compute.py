@@ -35,7 +35,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesE
 from ..hub import save_model_card
 from ..modeling_byola import MismatchedWeightsError
 from ..tools.cli import die_with_parent
-from ..tools.data import load_audio_dataset, load_byola_front_end
+from ..tools.data import cache_file, load_audio_dataset, load_byola_front_end, shuffled
 from ..tools.distributed import check_device_with_workers, device_for_rank, is_main_process, process_group
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -172,19 +172,20 @@ def compute_moments(
     from tqdm.auto import tqdm
 
     columns = list(dataset.features) if dataset.features is not None else dataset.column_names
+    settings = {
+        "feature_extractor": feature_extractor,
+        "audio_column_name": audio_column_name,
+        "num_threads": 1 if num_proc is not None and num_proc > 1 else None,
+        "device": device,
+        "unit": unit,
+    }
+    stored = {}  # what an IterableDataset's map does not take
+    if not streaming:
+        fingerprint, cache = cache_file(dataset, batch_moments, batch_size, settings)  # the code too, as datasets
+        stored = {"num_proc": num_proc, "desc": "log-mel moments", "new_fingerprint": fingerprint}
+        stored["cache_file_name"] = cache
     partials = dataset.map(
-        batch_moments,
-        batched=True,
-        batch_size=batch_size,
-        remove_columns=columns,
-        fn_kwargs={
-            "feature_extractor": feature_extractor,
-            "audio_column_name": audio_column_name,
-            "num_threads": 1 if num_proc is not None and num_proc > 1 else None,
-            "device": device,
-            "unit": unit,
-        },
-        **({} if streaming else {"num_proc": num_proc, "desc": "log-mel moments"}),
+        batch_moments, batched=True, batch_size=batch_size, remove_columns=columns, fn_kwargs=settings, **stored
     )
     moments = LogMelMoments()
     for row in partials if not streaming else tqdm(partials, desc="log-mel moments (streaming)", unit="batch"):
@@ -355,7 +356,7 @@ def select_examples(dataset, max_examples: int | None, seed: int, streaming: boo
         return dataset
     if streaming:
         return dataset.shuffle(seed=seed, buffer_size=10_000).take(max_examples)
-    return dataset.shuffle(seed=seed).select(range(min(max_examples, len(dataset))))
+    return shuffled(dataset, seed).select(range(min(max_examples, len(dataset))))
 
 
 def check_model_weights(model_name_or_path: str) -> None:

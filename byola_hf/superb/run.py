@@ -43,7 +43,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import draw_rows, load_audio_dataset, load_byola_front_end, source_record
+from ..tools.data import cache_file, draw_rows, load_audio_dataset, load_byola_front_end, source_record
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import (
     atomic_path,
@@ -387,6 +387,8 @@ def prepare_features(
                     raise NonFiniteFeaturesError(error.index, error.peak, name) from None
                 return {"input_features": rows, "labels": recipe.encode(batch)}
 
+            fingerprint, cache = cache_file(dataset, feature_extractor.to_dict(), recipe.fingerprint(), max_samples)
+
             features = dataset.map(
                 prepare,
                 batched=True,
@@ -395,9 +397,8 @@ def prepare_features(
                 num_proc=data_args.preprocessing_num_workers,
                 desc=f"log-mel ({name}, {device or 'cpu'})",
                 # Without the device, so that every rank of a multi-GPU run finds what rank 0 cached.
-                new_fingerprint=datasets.fingerprint.Hasher.hash(
-                    [dataset._fingerprint, feature_extractor.to_dict(), recipe.fingerprint(), max_samples]
-                ),
+                new_fingerprint=fingerprint,
+                cache_file_name=cache,
             )
             prepared[name] = cache_log_mels(features, feature_extractor.feature_size)
     return prepared
@@ -774,7 +775,13 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
             raise ValueError(f"--validation_split_percentage must be in 0..99, got {percentage}.") from error
         splits["eval"] = name = None
         if percentage:
-            held_out = splits["train"].train_test_split(test_size=percentage / 100, seed=seed)
+            train = splits["train"]
+            held_out = train.train_test_split(
+                test_size=percentage / 100,
+                seed=seed,
+                train_indices_cache_file_name=cache_file(train, "held in", percentage, seed)[1],
+                test_indices_cache_file_name=cache_file(train, "held out", percentage, seed)[1],
+            )
             splits.update(train=held_out["train"], eval=held_out["test"])
             name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"
             logger.warning(f"No '{data_args.eval_split_name}' split: evaluating on {name}.")

@@ -117,7 +117,29 @@ def draw_rows(dataset, count: int | None, seed: int):
         raise ValueError(f"--max_train_samples / --max_eval_samples must be a positive number of clips, got {count}.")
     if count is None or dataset is None or count >= len(dataset):
         return dataset
-    return dataset.shuffle(seed=seed).select(range(count))
+    return shuffled(dataset, seed).select(range(count))
+
+
+def cache_file(dataset, *transform: Any) -> tuple[str, str | None]:
+    """
+    The fingerprint of `transform` (what it does and its settings) applied to `dataset`, and where `datasets` is to
+    write its result: beside the dataset's own files (datasets' default, `None`) when they are in datasets' cache,
+    in that cache otherwise. A `save_to_disk` folder is the user's, often on a read-only share, and not a command's
+    to write into (datasets writes a transform's `cache-*.arrow` beside the files it reads).
+    """
+    datasets = require_extra("datasets", "stats")
+    fingerprint = datasets.fingerprint.Hasher.hash([dataset._fingerprint, *transform])
+    cache = Path(datasets.config.HF_DATASETS_CACHE).resolve()
+    files = [Path(item["filename"]).resolve() for item in dataset.cache_files]
+    if all(cache in file.parents for file in files):  # no files (in memory) or datasets' own
+        return fingerprint, None
+    (cache / "byola_hf").mkdir(parents=True, exist_ok=True)
+    return fingerprint, str(cache / "byola_hf" / f"cache-{fingerprint}.arrow")
+
+
+def shuffled(dataset, seed: int):
+    """`dataset.shuffle(seed=seed)`, its index file written where [`cache_file`] says."""
+    return dataset.shuffle(seed=seed, indices_cache_file_name=cache_file(dataset, "shuffle", seed)[1])
 
 
 def check_audio_column(dataset, audio_column_name: str) -> None:
