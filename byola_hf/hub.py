@@ -108,7 +108,7 @@ def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
     result once, with [`push_to_hub`].
     """
     public = public or training_args.hub_private_repo is False
-    push = PushArguments(training_args.push_to_hub, training_args.hub_model_id, public)
+    push = PushArguments(push_to_hub=training_args.push_to_hub, hub_model_id=training_args.hub_model_id, public=public)
     check_push_arguments(push)
     training_args.push_to_hub = False
     return push

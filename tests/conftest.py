@@ -14,6 +14,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Nor write into the user's datasets cache: one of their own per session (its processes too), unless one is set.
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="byola_hf_tests_datasets_"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

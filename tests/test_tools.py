@@ -659,7 +659,7 @@ def test_stored_clips_are_fingerprinted_by_datasets_without_hashing_their_bytes(
     assert data.source_record(other, "audio") != record
 
 
-def test_a_saved_dataset_of_paths_with_a_clip_written_again_is_other_data(tmp_path):
+def test_a_saved_dataset_of_paths_with_a_clip_written_again_is_other_data(tmp_path, monkeypatch):
     """`save_to_disk` embeds the files a dataset of paths names, but its fingerprint is that of the paths: a clip
     written again and the dataset saved again into the same folder kept the record, and a re-run resumed on other
     audio. The same folder loaded again keeps it, with a draw's index file removed and written again."""
@@ -684,10 +684,14 @@ def test_a_saved_dataset_of_paths_with_a_clip_written_again_is_other_data(tmp_pa
     record = save(0.2)
     assert data.source_record(datasets.load_from_disk(str(saved)), "audio") == record
     drawn = data.source_record(data.draw_rows(data.load_source(str(saved)), 2, 0), "audio")
-    for index_file in saved.glob("cache-*.arrow"):  # the draw's, datasets' cache: written again once removed
-        index_file.unlink()
     assert data.source_record(data.draw_rows(data.load_source(str(saved)), 2, 0), "audio") == drawn
     assert save(0.3) != record
+    # HF_DATASETS_IN_MEMORY_MAX_SIZE had the commands load such a folder into memory: no Arrow file was left to tell
+    # two saves apart.
+    monkeypatch.setattr(datasets.config, "IN_MEMORY_MAX_SIZE", 10**9)
+    read = data.source_record(data.load_source(str(saved)), "audio")
+    save(0.4)
+    assert data.source_record(data.load_source(str(saved)), "audio") != read
 
 
 def test_each_rank_takes_its_own_gpu_and_keeps_a_process_group_it_did_not_create(monkeypatch):
@@ -766,3 +770,26 @@ def test_a_saved_dataset_on_a_read_only_share_is_read_and_left_as_it_is(tmp_path
         ]  # fmt: skip
     finally:
         subprocess.run(["umount", str(share)], check=False)
+
+
+def test_two_saved_folders_of_one_fingerprint_are_not_read_from_one_cache(tmp_path, small_model, monkeypatch):
+    """`save_to_disk` keeps a dataset of paths' fingerprint while it stores their audio: two folders saved from the
+    same paths, the files written again between the saves, share it. Their transforms, cached by that fingerprint in
+    one folder of datasets' cache, gave the second folder the first one's statistics (and run-superb its log-mels).
+    The cache is named by the Arrow files read too."""
+    import datasets
+    import soundfile
+
+    from byola_hf.stats import StatsArguments, compute_stats
+
+    clips = [str(tmp_path / f"{index}.wav") for index in range(2)]
+    for level, folder in ((0.01, "quiet"), (0.5, "loud")):
+        for clip in clips:
+            soundfile.write(clip, level * np.sin(np.arange(16000) / 3.0).astype(np.float32), 16000)
+        table = datasets.Dataset.from_dict({"audio": clips}).cast_column("audio", datasets.Audio())
+        table.save_to_disk(str(tmp_path / folder))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    quiet, loud = (compute_stats(StatsArguments(str(small_model), str(tmp_path / f))) for f in ("quiet", "loud"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "another cache"))
+    alone = compute_stats(StatsArguments(str(small_model), str(tmp_path / "loud")))
+    assert (loud.mean, loud.std) == (alone.mean, alone.std) and abs(loud.mean - quiet.mean) > 1

@@ -775,12 +775,16 @@ def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int)
             raise ValueError(f"--validation_split_percentage must be in 0..99, got {percentage}.") from error
         splits["eval"] = name = None
         if percentage:
-            train = splits["train"]
-            held_out = train.train_test_split(
+            (kept, kept_file), (held, held_file) = (
+                cache_file(splits["train"], part, percentage, seed) for part in ("kept", "held out")
+            )
+            held_out = splits["train"].train_test_split(
                 test_size=percentage / 100,
                 seed=seed,
-                train_indices_cache_file_name=cache_file(train, "held in", percentage, seed)[1],
-                test_indices_cache_file_name=cache_file(train, "held out", percentage, seed)[1],
+                train_new_fingerprint=kept,
+                train_indices_cache_file_name=kept_file,
+                test_new_fingerprint=held,
+                test_indices_cache_file_name=held_file,
             )
             splits.update(train=held_out["train"], eval=held_out["test"])
             name = f"{percentage}% of '{data_args.train_split_name}' held out (seed {seed})"

@@ -251,7 +251,7 @@ def check_no_empty_values(command: str, parsed: Sequence[Any]) -> None:
             values = {f"--{item.name}": getattr(arguments, item.name) for item in dataclasses.fields(arguments)}
         for name, value in values.items():
             if value == "" or (isinstance(value, list) and "" in value):
-                fail(command, f"{name} is empty (an unset shell variable?): give a value, or leave it out.")
+                fail(command, f"{name} is empty (an unset shell variable?): give it a value, or drop it if optional.")
 
 
 @contextmanager

@@ -84,7 +84,8 @@ def read_split(
         if is_audio_file_source(dataset_name):
             dataset = audio_files_dataset(dataset_name, audio_column_name)
         elif is_saved_dataset(path):
-            dataset = datasets.load_from_disk(str(path))
+            # Memory-mapped, whatever HF_DATASETS_IN_MEMORY_MAX_SIZE says: its Arrow files identify the data.
+            dataset = datasets.load_from_disk(str(path), keep_in_memory=False)
             if isinstance(dataset, datasets.DatasetDict):
                 if split not in dataset:
                     raise ValueError(f"Split '{split}' not found in {path}; it has {sorted(dataset)}.")
@@ -133,13 +134,17 @@ def cache_file(dataset, *transform: Any) -> tuple[str, str | None]:
     files = [Path(item["filename"]).resolve() for item in dataset.cache_files]
     if all(cache in file.parents for file in files):  # no files (in memory) or datasets' own
         return fingerprint, None
+    # Of the files read too: two saved folders can hold other audio under one fingerprint ([`table_files`]), and
+    # the transforms of the result are cached by its fingerprint, beside it.
+    fingerprint = datasets.fingerprint.Hasher.hash([fingerprint, table_files(dataset)])
     (cache / "byola_hf").mkdir(parents=True, exist_ok=True)
     return fingerprint, str(cache / "byola_hf" / f"cache-{fingerprint}.arrow")
 
 
 def shuffled(dataset, seed: int):
-    """`dataset.shuffle(seed=seed)`, its index file written where [`cache_file`] says."""
-    return dataset.shuffle(seed=seed, indices_cache_file_name=cache_file(dataset, "shuffle", seed)[1])
+    """`dataset.shuffle(seed=seed)`, its fingerprint and index file as [`cache_file`] says."""
+    fingerprint, indices = cache_file(dataset, "shuffle", seed)
+    return dataset.shuffle(seed=seed, indices_cache_file_name=indices, new_fingerprint=fingerprint)
 
 
 def check_audio_column(dataset, audio_column_name: str) -> None:
@@ -425,7 +430,6 @@ def source_fingerprint(dataset, audio_column_name: str) -> str:
     bytes are not hashed again at each start. Reads the table in batches, never the decoded audio.
     """
     import pyarrow.compute as pc
-    from datasets.table import list_table_cache_files
 
     digest = hashlib.sha256()
     others = [name for name in dataset.column_names if name != audio_column_name]
@@ -438,14 +442,22 @@ def source_fingerprint(dataset, audio_column_name: str) -> str:
         for path, in_dataset in zip(pc.struct_field(audio, "path").to_pylist(), held):
             stored |= in_dataset
             if not in_dataset:
-                path = path or ""
-                stat = os.stat(path) if os.path.isfile(path) else None
-                written = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
-                digest.update(f"{os.path.abspath(path)}:{written}".encode())
+                digest.update(file_stamp(path or "").encode())
     if stored:
-        digest.update(dataset._fingerprint.encode())
-        # The table's files alone: an index file of a shuffle is datasets' cache, written again once removed.
-        for name in sorted(set(list_table_cache_files(dataset.data))):
-            stat = os.stat(name)
-            digest.update(f"{os.path.abspath(name)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        digest.update(json.dumps([dataset._fingerprint, table_files(dataset)]).encode())
     return digest.hexdigest()[:16]
+
+
+def file_stamp(path: str) -> str:
+    """A file's absolute path with its size and modification time (`missing` when there is no such file)."""
+    stat = os.stat(path) if os.path.isfile(path) else None
+    return f"{os.path.abspath(path)}:{f'{stat.st_size}:{stat.st_mtime_ns}' if stat else 'missing'}"
+
+
+def table_files(dataset) -> list[str]:
+    """[`file_stamp`] of each Arrow file `dataset`'s table reads (not an index file of a shuffle, which is datasets'
+    cache, written again once removed): `save_to_disk` keeps the fingerprint of a dataset of paths while it stores
+    their audio, so a clip written again and saved again, into the same folder or another, has the same fingerprint."""
+    from datasets.table import list_table_cache_files
+
+    return [file_stamp(name) for name in sorted(set(list_table_cache_files(dataset.data)))]
