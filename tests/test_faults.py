@@ -394,6 +394,17 @@ def test_compute_stats_refuses_unusable_statistics_before_saving(small_model, tm
     assert not (tmp_path / "out" / "config.json").exists()
 
 
+def test_the_quietest_recorded_audio_is_not_taken_for_constant_audio(small_model, tmp_path):
+    """The refusal of constant audio stops at float32 rounding: a 16-bit recording's noise floor (+-1 LSB, the
+    quietest sound a 16-bit file holds) is measured, not refused."""
+    from byola_hf.stats import StatsArguments, compute_stats
+
+    lsb = np.random.default_rng(0).integers(-1, 2, 16000) / 32768.0
+    write_float_wav(tmp_path / "audio" / "a.wav", lsb)
+    result = compute_stats(StatsArguments(str(small_model), str(tmp_path / "audio")))
+    assert 0.01 < result.std < 1 and result.mean < -15
+
+
 def test_feature_extractor_refuses_non_finite_features_of_finite_input():
     from byola_hf import BYOLAFeatureExtractor
 
