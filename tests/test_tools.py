@@ -769,7 +769,7 @@ def test_a_saved_dataset_on_a_read_only_share_is_read_and_left_as_it_is(tmp_path
             "data-00000-of-00001.arrow", "dataset_info.json", "state.json"
         ]  # fmt: skip
     finally:
-        subprocess.run(["umount", str(share)], check=False)
+        subprocess.run(["umount", "--lazy", str(share)], check=False)  # once the memory maps of its files close
 
 
 def test_two_saved_folders_of_one_fingerprint_are_not_read_from_one_cache(tmp_path, small_model, monkeypatch):
