@@ -885,7 +885,7 @@ def test_a_rerun_on_data_changed_under_the_same_folder_is_refused(ks_model, mini
     metadata.write_text("\n".join([lines[0], f"{first},{other}", *lines[2:]]) + "\n")
     result = run_superb(*arguments, overrides=saves)
     assert result.returncode == 2 and "The data changed since the run in" in result.stderr, result.stderr[-2000:]
-    assert "relabelled): restore it to resume that run, pass --overwrite_output_dir to start over," in result.stderr
+    assert "new revision): restore it to resume that run, pass --overwrite_output_dir to start over," in result.stderr
     metadata.write_text(original)  # the same clips and labels again: resumed
     assert run_superb(*arguments, overrides=saves).returncode == 0
     shutil.copy(data / "validation" / "00000.wav", data / "validation" / "added.wav")

@@ -273,9 +273,9 @@ def refuse_other_run(path: Path, command: str, differs: list[str], overwrite: bo
     start_over = "" if overwrite is None else " pass --overwrite_output_dir to start over,"
     if differs and all(part.startswith("source.") for part in differs):
         raise ValueError(
-            f"The data changed since the run in {path} began (clips added, removed, written again or relabelled): "
-            f"restore it to resume that run,{start_over} or choose another --output_dir to start one on the data "
-            "as it is now."
+            f"The data changed since the run in {path} began (clips added, removed, written again or relabelled, a "
+            f"dataset saved again, a Hub dataset's new revision): restore it to resume that run,{start_over} or "
+            "choose another --output_dir to start one on the data as it is now."
         )
     what = f"it differs in {', '.join(differs)}" if differs else "model, data or result-changing flags differ"
     raise ValueError(
