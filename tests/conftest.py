@@ -1,7 +1,9 @@
 """Shared test fixtures: the data in ../shared, offline Hub, the converted models."""
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Nor write into the user's datasets cache: one of their own per session (its processes too), unless one is set.
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="byola_hf_tests_datasets_"))
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="byola_hf_tests_datasets_")
+    atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

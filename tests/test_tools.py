@@ -662,7 +662,7 @@ def test_stored_clips_are_fingerprinted_by_datasets_without_hashing_their_bytes(
 def test_a_saved_dataset_of_paths_with_a_clip_written_again_is_other_data(tmp_path, monkeypatch):
     """`save_to_disk` embeds the files a dataset of paths names, but its fingerprint is that of the paths: a clip
     written again and the dataset saved again into the same folder kept the record, and a re-run resumed on other
-    audio. The same folder loaded again keeps it, with a draw's index file removed and written again."""
+    audio. The same folder loaded again, and a draw of it, keep it."""
     import shutil
 
     import datasets
@@ -793,3 +793,39 @@ def test_two_saved_folders_of_one_fingerprint_are_not_read_from_one_cache(tmp_pa
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "another cache"))
     alone = compute_stats(StatsArguments(str(small_model), str(tmp_path / "loud")))
     assert (loud.mean, loud.std) == (alone.mean, alone.std) and abs(loud.mean - quiet.mean) > 1
+
+
+def test_a_saved_folder_in_datasets_cache_saved_again_is_other_data_and_a_rebuilt_cache_is_not(
+    tmp_path, small_model, monkeypatch
+):
+    """A saved folder kept inside HF_DATASETS_CACHE was taken for datasets' own cache: its transforms were cached
+    beside its files by the paths' fingerprint, which saving it again with other audio keeps, and the old statistics
+    came back. And datasets' own cache files (a Hub or parquet dataset) were stamped into the run record, so a cache
+    built again, or another machine's, refused an unchanged re-run."""
+    import shutil
+
+    import datasets
+    import soundfile
+
+    from byola_hf.stats import StatsArguments, compute_stats
+    from byola_hf.tools import data
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    clips, saved, means = [str(tmp_path / f"{index}.wav") for index in range(2)], cache / "mine" / "saved", []
+    for level in (0.01, 0.5):
+        for clip in clips:
+            soundfile.write(clip, level * np.sin(np.arange(16000) / 3.0).astype(np.float32), 16000)
+        table = datasets.Dataset.from_dict({"audio": clips}).cast_column("audio", datasets.Audio())
+        table.save_to_disk(str(saved))  # over the last save, in place
+        means.append(compute_stats(StatsArguments(str(small_model), str(saved))).mean)
+    assert abs(means[1] - means[0]) > 1
+    stored = [{"bytes": open(clip, "rb").read(), "path": os.path.basename(clip)} for clip in clips]
+    stored = datasets.Dataset.from_dict({"audio": stored}).cast_column("audio", datasets.Audio())
+    stored.to_parquet(str(tmp_path / "clips.parquet"))  # the clips stored: a Hub-like source in datasets' own cache
+    records = []
+    for _ in range(2):  # built, then built again
+        shutil.rmtree(cache, ignore_errors=True)
+        loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "clips.parquet"), split="train")
+        records.append(data.source_record(loaded.cast_column("audio", datasets.Audio()), "audio"))
+    assert records[0] == records[1]

@@ -181,7 +181,7 @@ def compute_moments(
     }
     stored = {}  # what an IterableDataset's map does not take
     if not streaming:
-        fingerprint, cache = cache_file(dataset, batch_moments, batch_size, settings)  # the code too, as datasets
+        fingerprint, cache = cache_file(dataset, batch_moments, batch_size, settings)
         stored = {"num_proc": num_proc, "desc": "log-mel moments", "new_fingerprint": fingerprint}
         stored["cache_file_name"] = cache
     partials = dataset.map(

@@ -124,21 +124,23 @@ def draw_rows(dataset, count: int | None, seed: int):
 def cache_file(dataset, *transform: Any) -> tuple[str, str | None]:
     """
     The fingerprint of `transform` (what it does and its settings) applied to `dataset`, and where `datasets` is to
-    write its result: beside the dataset's own files (datasets' default, `None`) when they are in datasets' cache,
-    in that cache otherwise. A `save_to_disk` folder is the user's, often on a read-only share, and not a command's
-    to write into (datasets writes a transform's `cache-*.arrow` beside the files it reads).
+    write its result: a folder of datasets' cache of its own (`None` for a dataset in memory, whose result stays in
+    memory). Not beside the files the dataset reads, where datasets writes it: a `save_to_disk` folder is the
+    user's, often on a read-only share, and not a command's to write into. The package's version stands for the
+    transform's code (datasets hashes an importable function by its name), and [`saved_files`] for what a saved
+    folder holds.
     """
+    from .. import __version__
+
     datasets = require_extra("datasets", "stats")
-    fingerprint = datasets.fingerprint.Hasher.hash([dataset._fingerprint, *transform])
-    cache = Path(datasets.config.HF_DATASETS_CACHE).resolve()
-    files = [Path(item["filename"]).resolve() for item in dataset.cache_files]
-    if all(cache in file.parents for file in files):  # no files (in memory) or datasets' own
+    fingerprint = datasets.fingerprint.Hasher.hash(
+        [__version__, dataset._fingerprint, *transform, saved_files(dataset)]
+    )
+    if not dataset.cache_files:
         return fingerprint, None
-    # Of the files read too: two saved folders can hold other audio under one fingerprint ([`table_files`]), and
-    # the transforms of the result are cached by its fingerprint, beside it.
-    fingerprint = datasets.fingerprint.Hasher.hash([fingerprint, table_files(dataset)])
-    (cache / "byola_hf").mkdir(parents=True, exist_ok=True)
-    return fingerprint, str(cache / "byola_hf" / f"cache-{fingerprint}.arrow")
+    folder = Path(datasets.config.HF_DATASETS_CACHE) / "byola_hf"
+    folder.mkdir(parents=True, exist_ok=True)
+    return fingerprint, str(folder / f"cache-{fingerprint}.arrow")
 
 
 def shuffled(dataset, seed: int):
@@ -425,9 +427,8 @@ def source_fingerprint(dataset, audio_column_name: str) -> str:
     name, as the same length of audio, keeps its size). Clips stored in the dataset (a Hub or `save_to_disk`
     dataset, or one built in memory) are covered by `datasets`' own fingerprint of the dataset, made from its data
     files and revision on loading (from the table itself in memory) and carried through every transform, with the
-    size and modification time of each Arrow file it reads: `save_to_disk` embeds the files a dataset of paths
-    names but keeps the fingerprint of those paths, so a clip written again and saved again has the same one. Their
-    bytes are not hashed again at each start. Reads the table in batches, never the decoded audio.
+    Arrow files of a saved folder ([`saved_files`]). Their bytes are not hashed again at each start. Reads the table
+    in batches, never the decoded audio.
     """
     import pyarrow.compute as pc
 
@@ -444,20 +445,24 @@ def source_fingerprint(dataset, audio_column_name: str) -> str:
             if not in_dataset:
                 digest.update(file_stamp(path or "").encode())
     if stored:
-        digest.update(json.dumps([dataset._fingerprint, table_files(dataset)]).encode())
+        digest.update(json.dumps([dataset._fingerprint, saved_files(dataset)]).encode())
     return digest.hexdigest()[:16]
 
 
-def file_stamp(path: str) -> str:
-    """A file's absolute path with its size and modification time (`missing` when there is no such file)."""
+def file_stamp(path: str, name: str | None = None) -> str:
+    """`name` (default: the file's absolute path) with the file's size and modification time (`missing` when there
+    is no such file)."""
     stat = os.stat(path) if os.path.isfile(path) else None
-    return f"{os.path.abspath(path)}:{f'{stat.st_size}:{stat.st_mtime_ns}' if stat else 'missing'}"
+    return f"{name or os.path.abspath(path)}:{f'{stat.st_size}:{stat.st_mtime_ns}' if stat else 'missing'}"
 
 
-def table_files(dataset) -> list[str]:
-    """[`file_stamp`] of each Arrow file `dataset`'s table reads (not an index file of a shuffle, which is datasets'
-    cache, written again once removed): `save_to_disk` keeps the fingerprint of a dataset of paths while it stores
-    their audio, so a clip written again and saved again, into the same folder or another, has the same fingerprint."""
+def saved_files(dataset) -> list[str]:
+    """[`file_stamp`] of each Arrow file `dataset`'s table reads from a `save_to_disk` folder (its `state.json` beside
+    it), by file name: `save_to_disk` keeps the fingerprint of a dataset of paths while it stores their audio, so a
+    clip written again and saved again, into the same folder or another, keeps it. datasets' own cache files are
+    left out (its fingerprint names them; a cache built again, or another machine's, holds the same data), and so is
+    the folder (a saved dataset moved or copied is the same data)."""
     from datasets.table import list_table_cache_files
 
-    return [file_stamp(name) for name in sorted(set(list_table_cache_files(dataset.data)))]
+    files = sorted(set(list_table_cache_files(dataset.data)))
+    return [file_stamp(name, Path(name).name) for name in files if (Path(name).parent / "state.json").is_file()]
