@@ -43,7 +43,7 @@ from ..tools.cli import (
     run_command,
     run_training,
 )
-from ..tools.data import cache_file, draw_rows, load_audio_dataset, load_byola_front_end, source_record
+from ..tools.data import cache_file, draw_rows, file_stamp, load_audio_dataset, load_byola_front_end, source_record
 from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import (
     atomic_path,
@@ -270,11 +270,11 @@ def load_front_end_with_statistics(model_name_or_path: str) -> tuple[BYOLAConfig
     return config, feature_extractor
 
 
-def weights_files(model_dir: Path) -> list[tuple[str, int, int]]:
+def weights_files(model_dir: Path) -> list[str]:
     """Each weights file of a local model folder with its size and modification time (none for a Hub model): weights
     converted again into the same folder, with the same config, are another model."""
     files = sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]) if model_dir.is_dir() else []
-    return [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    return [file_stamp(str(path), path.name) for path in files]
 
 
 def run_record(

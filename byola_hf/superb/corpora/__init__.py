@@ -16,13 +16,13 @@ corpus gets a new folder, so `datasets`' own fingerprints (and the cached log-me
 """
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...audio import display_path
 from ...extras import require_extra
+from ...tools.data import file_stamp
 from ...tools.outputs import atomic_path, fingerprint
 from .readers import READERS, CorpusRecords, CorpusRequest, Crop
 
@@ -113,7 +113,7 @@ def records_fingerprint(name: str, request: CorpusRequest, records: CorpusRecord
     files = sorted(
         {item.path if isinstance(item, Crop) else item for split in records.splits.values() for item in split["audio"]}
     )
-    stats = [(path, status.st_size, status.st_mtime_ns) for path, status in zip(files, map(os.stat, files))]
+    stats = [file_stamp(path) for path in files]
     return fingerprint(
         name=name,
         version=READER_VERSION,
