@@ -795,6 +795,30 @@ def test_two_saved_folders_of_one_fingerprint_are_not_read_from_one_cache(tmp_pa
     assert (loud.mean, loud.std) == (alone.mean, alone.std) and abs(loud.mean - quiet.mean) > 1
 
 
+def test_caches_are_named_by_the_code_that_made_them(tmp_path, monkeypatch):
+    """The caches of transforms were named by the package's version and the corpora's by a number bumped by hand: an
+    edited checkout read back the log-mels and moments its old code made. Both are named by byola_hf's source."""
+    import shutil
+    from pathlib import Path
+
+    import datasets
+
+    from byola_hf.tools import data
+
+    copy = tmp_path / "byola_hf"
+    shutil.copytree(Path(data.__file__).resolve().parents[1], copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(data, "__file__", str(copy / "tools" / "data.py"))
+    unchanged = data.code_fingerprint.__wrapped__()
+    with open(copy / "stats" / "moments.py", "a") as source:
+        source.write("# edited\n")
+    edited = data.code_fingerprint.__wrapped__()
+    assert unchanged == data.code_fingerprint() != edited
+    dataset = datasets.Dataset.from_dict({"x": [1.0]})
+    before = data.cache_file(dataset, "moments", 8)[0]
+    monkeypatch.setattr(data, "code_fingerprint", lambda: edited)
+    assert data.cache_file(dataset, "moments", 8)[0] != before
+
+
 def test_a_saved_folder_in_datasets_cache_saved_again_is_other_data_and_a_rebuilt_cache_is_not(
     tmp_path, small_model, monkeypatch
 ):

@@ -9,6 +9,7 @@ columns: `label`, `split` or `fold`...). [`load_audio_dataset`] decodes mono aud
 decoded by `byola_hf.audio` in a DataLoader worker and a bad file is reported by its path.
 """
 
+import functools
 import glob
 import hashlib
 import json
@@ -124,23 +125,40 @@ def draw_rows(dataset, count: int | None, seed: int):
 def cache_file(dataset, *transform: Any) -> tuple[str, str | None]:
     """
     The fingerprint of `transform` (what it does and its settings) applied to `dataset`, and where `datasets` is to
-    write its result: a folder of datasets' cache of its own (`None` for a dataset in memory, whose result stays in
-    memory). Not beside the files the dataset reads, where datasets writes it: a `save_to_disk` folder is the
-    user's, often on a read-only share, and not a command's to write into. The package's version stands for the
-    transform's code (datasets hashes an importable function by its name), and [`saved_files`] for what a saved
-    folder holds.
+    write its result: a file in [`cache_folder`] (`None` for a dataset in memory, whose result stays in memory). Not
+    beside the files the dataset reads, where datasets writes it: a `save_to_disk` folder is the user's, often on a
+    read-only share, and not a command's to write into. [`code_fingerprint`] stands for the transform's code
+    (datasets hashes an importable function by its name), and [`saved_files`] for what a saved folder holds.
     """
-    from .. import __version__
-
     datasets = require_extra("datasets", "stats")
     fingerprint = datasets.fingerprint.Hasher.hash(
-        [__version__, dataset._fingerprint, *transform, saved_files(dataset)]
+        [code_fingerprint(), dataset._fingerprint, *transform, saved_files(dataset)]
     )
     if not dataset.cache_files:
         return fingerprint, None
+    return fingerprint, str(cache_folder() / f"cache-{fingerprint}.arrow")
+
+
+def cache_folder() -> Path:
+    """byola_hf's folder of datasets' cache (`HF_DATASETS_CACHE/byola_hf`), made if missing: every cache the commands
+    write (transforms of file-backed datasets, SUPERB corpora's splits). Each entry is named by what made it, so the
+    folder may be deleted at any time between runs (it is then built again)."""
+    datasets = require_extra("datasets", "stats")
     folder = Path(datasets.config.HF_DATASETS_CACHE) / "byola_hf"
     folder.mkdir(parents=True, exist_ok=True)
-    return fingerprint, str(folder / f"cache-{fingerprint}.arrow")
+    return folder
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of byola_hf's own source files, which the caches are named by: a cached log-mel, moment or corpus split
+    made by other code (another release, or an edited checkout) is not read back as this code's."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(f"{path.relative_to(package)}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def shuffled(dataset, seed: int):

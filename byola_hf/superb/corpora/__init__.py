@@ -10,8 +10,8 @@
 | `librimix` | sd | Kaldi-style `train/`, `dev/`, `test/` (`wav.scp`, `segments`, `utt2spk`) | |
 
 The readers ([`~byola_hf.superb.corpora.readers`]) apply s3prl's split rules and label sets. The splits are saved
-once under `datasets`' cache (`HF_DATASETS_CACHE/byola_hf_corpora/NAME-FINGERPRINT`), the fingerprint covering the
-reader's version, its arguments, every listed file's path, size and modification time and every label; a changed
+once under `datasets`' cache (`HF_DATASETS_CACHE/byola_hf/corpus-NAME-FINGERPRINT`), the fingerprint covering
+byola_hf's code, its arguments, every listed file's path, size and modification time and every label; a changed
 corpus gets a new folder, so `datasets`' own fingerprints (and the cached log-mels) follow the data.
 """
 
@@ -22,12 +22,9 @@ from typing import Any
 
 from ...audio import display_path
 from ...extras import require_extra
-from ...tools.data import file_stamp
+from ...tools.data import cache_folder, code_fingerprint, file_stamp
 from ...tools.outputs import atomic_path, fingerprint
 from .readers import READERS, CorpusRecords, CorpusRequest, Crop
-
-
-READER_VERSION = 1  # bump when a reader's output changes, so older caches are not reused
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ def records_fingerprint(name: str, request: CorpusRequest, records: CorpusRecord
     stats = [file_stamp(path) for path in files]
     return fingerprint(
         name=name,
-        version=READER_VERSION,
+        code=code_fingerprint(),
         request=vars(request),
         splits=records.splits,
         files=stats,
@@ -168,7 +165,7 @@ def load_corpus(data_args, config, seed: int) -> Corpus:
     if empty:  # datasets cannot even save an empty split (a ZeroDivisionError)
         raise ValueError(f"The {name} corpus under {data_args.data_dir} has no clips in its {', '.join(empty)} split.")
     key = records_fingerprint(name, request, records)
-    folder = Path(datasets.config.HF_DATASETS_CACHE) / "byola_hf_corpora" / f"{name}-{key}"
+    folder = cache_folder() / f"corpus-{name}-{key}"
     if not folder.is_dir():
         save_splits(records, folder, config.sampling_rate)
     splits = datasets.load_from_disk(str(folder))
