@@ -317,6 +317,7 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
             "feature_d",
             "conv_channels",
             "num_conv_layers",
+            "mlp_hidden_size",
             "sampling_rate",
             "n_fft",
             "win_length",
@@ -324,16 +325,11 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
             "n_mels",
         ):
             value = getattr(self, name)
+            if value is None and name == "mlp_hidden_size":  # feature_d wide (v1)
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"BYOLAConfig.{name} must be a positive integer, got {value!r}.")
-        if self.mlp_hidden_size is not None and (
-            not isinstance(self.mlp_hidden_size, int)
-            or isinstance(self.mlp_hidden_size, bool)
-            or self.mlp_hidden_size <= 0
-        ):
-            raise ValueError(
-                f"BYOLAConfig.mlp_hidden_size must be a positive integer or None, got {self.mlp_hidden_size!r}."
-            )
+                or_none = " or None" if name == "mlp_hidden_size" else ""
+                raise ValueError(f"BYOLAConfig.{name} must be a positive integer{or_none}, got {value!r}.")
         if self.variant not in VARIANTS:
             raise ValueError(f"BYOLAConfig.variant must be one of {sorted(VARIANTS)}, got {self.variant!r}.")
         if self.variant != _variant_name(self.concat_conv_features):
@@ -654,8 +650,8 @@ class BYOLAPreTrainingConfig(BYOLAConfig):
         self.crop_seconds = crop_seconds
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}.")
-        sizes = {"projection_size": projection_size, "projection_hidden_size": projection_hidden_size}
-        for name, size in {**sizes, "mixup_memory_size": mixup_memory_size}.items():
+        for name in ("projection_size", "projection_hidden_size", "mixup_memory_size"):
+            size = getattr(self, name)
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise ValueError(f"{name} must be a positive integer, got {size!r}.")
         if not 0.0 <= self.mixup_ratio <= 1.0:
