@@ -729,11 +729,11 @@ def _loading_source(caller) -> tuple[str, dict[str, Any]] | None:
     if caller.f_code.co_name != "from_pretrained" or "pretrained_model_name_or_path" not in caller.f_locals:
         return None
     local = caller.f_locals
-    options = dict(local.get("hub_kwargs") or {})
-    for name in ("cache_dir", "revision", "token", "subfolder", "local_files_only"):
+    names = ("cache_dir", "revision", "token", "subfolder")
+    options = {k: v for k, v in (local.get("hub_kwargs") or {}).items() if k in names}
+    for name in names:
         if local.get(name) is not None:
             options.setdefault(name, local[name])
-    options = {k: v for k, v in options.items() if k in ("cache_dir", "revision", "token", "subfolder")}
     return str(local["pretrained_model_name_or_path"]), options
 
 

@@ -325,9 +325,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
         Returns:
             [`BYOLAModelOutput`]; a tuple with `return_dict=False`.
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         mel_lengths, padded = self._check_inputs(input_features, attention_mask, check_values)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
         step = self.config.inference_chunk_frames if inference_chunk_frames is None else inference_chunk_frames
@@ -388,7 +387,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
                 hidden = hidden * _length_mask(lengths, hidden.shape[-1], hidden.dtype)[:, None, None, :]
             if output_hidden_states:
                 halvings = self.config.num_conv_layers - 1 - index
-                layer_states.append(self._reduce_conv_state(hidden, lengths, output_lengths, halvings, padded))
+                layer_states.append(self._reduce_conv_state(hidden, lengths, output_lengths, halvings))
 
         batch, channels, mels, frames = hidden.shape
         conv_features = hidden.permute(0, 3, 2, 1).reshape(batch, frames, mels * channels)  # mel-major
@@ -404,9 +403,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
         if padded:
             valid = _length_mask(output_lengths, frames, last_hidden_state.dtype)[:, :, None]
             last_hidden_state = last_hidden_state * valid
-            layer_states[self.config.num_conv_layers :] = [
-                state * valid for state in layer_states[self.config.num_conv_layers :]
-            ]
+            layer_states = [state * valid.to(state.dtype) for state in layer_states]
         return layer_states, last_hidden_state
 
     def _kernels(self, input_features: torch.Tensor) -> InferenceKernels:
@@ -433,13 +430,9 @@ class BYOLAModel(BYOLAPreTrainedModel):
             frames = int(self._get_feat_extract_output_lengths(mel_lengths).max())
             pieces = [
                 self._encode_chunked(
-                    input_features[i : i + 1, :, : int(length)],
-                    mel_lengths[i : i + 1],
-                    False,
-                    output_hidden_states,
-                    step,
+                    input_features[i : i + 1, :, :length], mel_lengths[i : i + 1], False, output_hidden_states, step
                 )
-                for i, length in enumerate(mel_lengths)
+                for i, length in enumerate(mel_lengths.tolist())
             ]
             return _stack_pieces(pieces, frames)
 
@@ -526,12 +519,7 @@ class BYOLAModel(BYOLAPreTrainedModel):
         )
 
     def _reduce_conv_state(
-        self,
-        conv_output: torch.Tensor,
-        lengths: torch.Tensor,
-        output_lengths: torch.Tensor,
-        halvings: int,
-        padded: bool,
+        self, conv_output: torch.Tensor, lengths: torch.Tensor, output_lengths: torch.Tensor, halvings: int
     ) -> torch.Tensor:
         """
         Turn a conv block output `(batch, channels, mel, time)` into a hidden state `(batch, frames, channels * mel)`
@@ -565,8 +553,6 @@ class BYOLAModel(BYOLAPreTrainedModel):
             last = torch.einsum("bw,bwcm->bcm", weights, tail).reshape(batch, 1, -1)
             last_frame = (output_lengths - 1).clamp(min=0)[:, None, None].expand(batch, 1, reduced.shape[-1])
             reduced = reduced.scatter(1, last_frame, last)
-        if padded:
-            reduced = reduced * _length_mask(output_lengths, frames, reduced.dtype)[:, :, None]
         return reduced
 
 
