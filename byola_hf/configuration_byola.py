@@ -33,11 +33,9 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 
 
 class PrivatePushMixin:
-    """
-    Hub pushes of BYOL-A's objects (`push_to_hub(repo_id)`, `save_pretrained(..., push_to_hub=True)`) create the
+    """Hub pushes of BYOL-A's objects (`push_to_hub(repo_id)`, `save_pretrained(..., push_to_hub=True)`) create the
     repository private unless `private=False` is passed: transformers' default makes it public, and weights converted
-    from NTT's files may not be published (docs/hub.md). Mixed in before the transformers base class.
-    """
+    from NTT's files may not be published (docs/hub.md). Mixed in before the transformers base class."""
 
     def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
         check_private_push(repo_id, private is not False, kwargs.get("token"))
@@ -284,12 +282,10 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
 
     @property
     def custom_pipelines(self) -> dict[str, Any]:
-        """
-        The pipelines a saved directory's code provides (`"byola-audio-embedding"`, `"audio-classification"`), for
+        """The pipelines a saved directory's code provides (`"byola-audio-embedding"`, `"audio-classification"`), for
         `pipeline(..., trust_remote_code=True)` where byola_hf is not installed. Where byola_hf registered a task's
-        class itself (it is imported), that task is left out, so transformers uses the installed class and asks for
-        no remote code.
-        """
+        class itself (it is imported), that task is left out, so transformers uses the installed class and asks for no
+        remote code."""
         stored = self.__dict__.get("custom_pipelines") or {}
         if not stored:
             return stored
@@ -394,10 +390,8 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "BYOLAConfig":
-        """
-        The config of a published network: `"AudioNTT2020"` (BYOL-A v1, `feature_d` 512/1024/2048, default 2048) or
-        `"AudioNTT2022"` (v2, 3072-d). `kwargs` override any field (statistics, head options, `feature_d`).
-        """
+        """The config of a published network: `"AudioNTT2020"` (BYOL-A v1, `feature_d` 512/1024/2048, default 2048) or
+        `"AudioNTT2022"` (v2, 3072-d). `kwargs` override any field (statistics, head options, `feature_d`)."""
         if variant not in VARIANTS:
             raise ValueError(f"Unknown BYOL-A variant {variant!r}: choose one of {sorted(VARIANTS)}.")
         return cls(**{**VARIANTS[variant], **kwargs})
@@ -493,20 +487,16 @@ def _variant_name(concat_conv_features: bool) -> str:
 
 
 def minimum_samples(time_downsampling: int, hop_length: int, n_fft: int) -> int:
-    """
-    Fewest waveform samples that give one output frame, `(time_downsampling - 1) * hop_length` (frames are
+    """Fewest waveform samples that give one output frame, `(time_downsampling - 1) * hop_length` (frames are
     `(1 + samples // hop_length) // time_downsampling`), and that the centred STFT's reflect padding accepts,
-    `n_fft // 2 + 1`. The one rule behind `BYOLAConfig.min_samples` and `BYOLAFeatureExtractor.min_samples`.
-    """
+    `n_fft // 2 + 1`. The one rule behind `BYOLAConfig.min_samples` and `BYOLAFeatureExtractor.min_samples`."""
     return max((time_downsampling - 1) * hop_length, n_fft // 2 + 1)
 
 
 def check_trained_head(config: BYOLAConfig, head: str, source: object, use: str, fix: str) -> None:
-    """
-    Refuse to `use` a model (`source`, for the message) as a trained `head` (a class name) unless it was saved as
+    """Refuse to `use` a model (`source`, for the message) as a trained `head` (a class name) unless it was saved as
     one (`config.architectures`): a head loaded from an encoder folder is freshly drawn, and its scores are those of
-    random weights. The one check of every place that takes a model's head as trained.
-    """
+    random weights. The one check of every place that takes a model's head as trained."""
     if head not in (config.architectures or []):
         saved_as = ", ".join(config.architectures or ["an encoder"])
         raise ValueError(
@@ -522,12 +512,10 @@ ENCODER_ALONE = (
 
 
 def check_head_fits(config: BYOLAConfig, head: str, head_kwargs: dict[str, Any], source: object) -> None:
-    """
-    Refuse to train or evaluate a `head` (a class name) for `head_kwargs` (its labels, slots, vocabulary size...)
-    from a model (`source`, for the message) saved with a trained `head` for other ones: loaded, the head would
-    start from that one, its outputs read as this task's classes (or fail on their sizes). A model saved as an
-    encoder or with another kind of head gets its `head` freshly drawn.
-    """
+    """Refuse to train or evaluate a `head` (a class name) for `head_kwargs` (its labels, slots, vocabulary size...)
+    from a model (`source`, for the message) saved with a trained `head` for other ones: loaded, the head would start
+    from that one, its outputs read as this task's classes (or fail on their sizes). A model saved as an encoder or
+    with another kind of head gets its `head` freshly drawn."""
     if head not in (config.architectures or []):
         return
     differs = [
@@ -566,11 +554,9 @@ def warn_if_statistics_of_other_units(config: BYOLAConfig, unit_seconds: float |
 def check_statistics_kept(
     folder: str | os.PathLike, mean: float | None, std: float | None, since: str, overwrite: bool = True
 ) -> None:
-    """
-    Refuse to write a model again into `folder` (the run's own) when its saved statistics are no longer `mean`
-    and `std`, those the run writes: byola-compute-stats saved a task's there in place `since` the run (e.g. "it was
-    converted"), and the run would silently put its own back. `overwrite`: the command has --overwrite_output_dir.
-    """
+    """Refuse to write a model again into `folder` (the run's own) when its saved statistics are no longer `mean` and
+    `std`, those the run writes: byola-compute-stats saved a task's there in place `since` the run (e.g. "it was
+    converted"), and the run would silently put its own back. `overwrite`: the command has --overwrite_output_dir."""
     if not os.path.isfile(os.path.join(folder, "config.json")):
         return
     saved = BYOLAConfig.from_pretrained(folder)

@@ -162,14 +162,12 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
 
     @classmethod
     def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs):
-        """
-        `FeatureExtractionMixin.from_dict`, and, when called to load a folder or Hub repository, a check that the
+        """`FeatureExtractionMixin.from_dict`, and, when called to load a folder or Hub repository, a check that the
         front-end matches the model config saved beside it (`config.json`, where there is one): a
         `preprocessor_config.json` edited or copied from another model (e.g. hop 320 instead of 160) would give
         silently different features. Both `BYOLAFeatureExtractor.from_pretrained` and
-        `AutoFeatureExtractor.from_pretrained` (which reads the JSON itself and hands only the dictionary over)
-        end here, so this is where every loading path passes.
-        """
+        `AutoFeatureExtractor.from_pretrained` (which reads the JSON itself and hands only the dictionary over) end
+        here, so this is where every loading path passes."""
         loaded = super().from_dict(feature_extractor_dict, **kwargs)
         source = _loading_source(sys._getframe(1))
         if source is not None:

@@ -46,11 +46,9 @@ KERNEL_NAMES = ("reference", "cpu", "accelerator")
 def select_kernels(
     hidden_states: torch.Tensor, training: bool, parameters_need_grad: bool, forced: str | None = None
 ) -> "InferenceKernels":
-    """
-    The kernel set for one forward: the reference modules while training or when autograd must flow (through the
-    input or the parameters); otherwise `forced` if given (tests run the accelerator path on CPU tensors this way),
-    the accelerator kernels under `torch.compile` or on any non-CPU device, and the CPU kernels on CPU.
-    """
+    """The kernel set for one forward: the reference modules while training or when autograd must flow (through the
+    input or the parameters); otherwise `forced` if given (tests run the accelerator path on CPU tensors this way), the
+    accelerator kernels under `torch.compile` or on any non-CPU device, and the CPU kernels on CPU."""
     if forced is not None and forced not in KERNEL_NAMES:
         raise ValueError(f"Unknown inference kernels {forced!r}: choose one of {KERNEL_NAMES} or None (automatic).")
     needs_autograd = torch.is_grad_enabled() and (hidden_states.requires_grad or parameters_need_grad)
@@ -62,11 +60,9 @@ def select_kernels(
 
 
 class InferenceKernels:
-    """
-    The two operations the network is made of, as the plain modules compute them: differentiable, and what training
+    """The two operations the network is made of, as the plain modules compute them: differentiable, and what training
     mode runs when nothing trains (BatchNorm on batch statistics). Subclasses compute the same faster on one kind of
-    device.
-    """
+    device."""
 
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         """`(batch, in_channels, mel, time)` -> `(batch, out_channels, mel // 2, time // 2)`."""
@@ -110,12 +106,10 @@ class CPUKernels(InferenceKernels):
 
 
 def folded_conv_parameters(block: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    The block's conv weight (channels-last) and bias with its eval-mode BatchNorm folded in:
-    `w * gamma / sqrt(var + eps)`, `(b - mean) * gamma / sqrt(var + eps) + beta`. Folded at every forward (a few
-    small ops): a cache keyed on the tensors' version counters kept the old weights when they were changed through
-    `.data` (`p.data.copy_(q)`, an EMA update), which bumps no counter, and the model returned the old outputs.
-    """
+    """The block's conv weight (channels-last) and bias with its eval-mode BatchNorm folded in:
+    `w * gamma / sqrt(var + eps)`, `(b - mean) * gamma / sqrt(var + eps) + beta`. Folded at every forward (a few small
+    ops): a cache keyed on the tensors' version counters kept the old weights when they were changed through `.data`
+    (`p.data.copy_(q)`, an EMA update), which bumps no counter, and the model returned the old outputs."""
     conv, norm = block.conv, block.batch_norm
     scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
     weight = (conv.weight * scale[:, None, None, None]).contiguous(memory_format=torch.channels_last)
@@ -123,13 +117,11 @@ def folded_conv_parameters(block: nn.Module) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _single_channel_block(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """
-    The first block (one input channel) without materialising its full-resolution output, the largest tensor of
-    the network: for each of the four positions of a 2x2 pooling window, gather the 9 taps at stride 2 and multiply
-    by the `(9, channels)` kernel, keeping the running maximum; then add the bias and apply the ReLU. Time is
-    processed in slices of about `_FIRST_BLOCK_SLICE_VALUES` outputs so the partial products of a slice stay in
-    cache. Returns `(batch, channels, mel // 2, time // 2)` laid out channels-last.
-    """
+    """The first block (one input channel) without materialising its full-resolution output, the largest tensor of the
+    network: for each of the four positions of a 2x2 pooling window, gather the 9 taps at stride 2 and multiply by the
+    `(9, channels)` kernel, keeping the running maximum; then add the bias and apply the ReLU. Time is processed in
+    slices of about `_FIRST_BLOCK_SLICE_VALUES` outputs so the partial products of a slice stay in cache. Returns
+    `(batch, channels, mel // 2, time // 2)` laid out channels-last."""
     if torch.is_autocast_enabled("cpu"):  # cast once here, not in every slice's matmul
         dtype = torch.get_autocast_dtype("cpu")
         hidden_states, weight, bias = hidden_states.to(dtype), weight.to(dtype), bias.to(dtype)
@@ -207,11 +199,9 @@ class ChannelsLastKernels(TrainingKernels):
 
 
 class CPUTrainingKernels(ChannelsLastKernels):
-    """
-    Channels-last, with the first block fused ([`first_block`]) when it runs in float32 outside autocast. One
-    instance serves one learner step: the patch moments of each view are computed once and reused by the online
-    and the target encoder, which see the same views.
-    """
+    """Channels-last, with the first block fused ([`first_block`]) when it runs in float32 outside autocast. One
+    instance serves one learner step: the patch moments of each view are computed once and reused by the online and the
+    target encoder, which see the same views."""
 
     def __init__(self) -> None:
         self.moments: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = []
@@ -240,11 +230,9 @@ class CPUTrainingKernels(ChannelsLastKernels):
 def first_block(
     block: nn.Module, views: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> torch.Tensor:
-    """
-    `MaxPool2d(BatchNorm2d(Conv2d(views)))` of a one-channel block in training mode, `(batch, 1, mel, time)` ->
+    """`MaxPool2d(BatchNorm2d(Conv2d(views)))` of a one-channel block in training mode, `(batch, 1, mel, time)` ->
     `(batch, channels, mel // 2, time // 2)` (channels-last), without the full-resolution output; updates the
-    BatchNorm's running statistics as the module does. `moments`: the views' [`patch_moments`], if known.
-    """
+    BatchNorm's running statistics as the module does. `moments`: the views' [`patch_moments`], if known."""
     conv, norm = block.conv, block.batch_norm
     moments = patch_moments(views) if moments is None else moments
     count = views.shape[0] * views.shape[-2] * views.shape[-1]
@@ -272,12 +260,10 @@ def patch_moments(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def masked_conv_block(block: nn.Module, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """
-    A conv block in training mode on a right-padded batch, `(batch, in_channels, mel, time)` ->
+    """A conv block in training mode on a right-padded batch, `(batch, in_channels, mel, time)` ->
     `(batch, out_channels, mel // 2, time // 2)`, whose examples hold `lengths` `(batch,)` valid time steps. The
-    BatchNorm's batch statistics, and the running statistics it updates, are those of the valid steps alone (as if
-    the examples' valid parts were one batch): how much padding a batch holds moves no example's output.
-    """
+    BatchNorm's batch statistics, and the running statistics it updates, are those of the valid steps alone (as if the
+    examples' valid parts were one batch): how much padding a batch holds moves no example's output."""
     conv, norm = block.conv, block.batch_norm
     hidden = conv(hidden)
     wide = hidden if hidden.dtype == torch.float64 else hidden.float()  # sums over the batch in float32 at least
@@ -311,18 +297,16 @@ def update_running_statistics(
 
 
 class FirstBlockFunction(torch.autograd.Function):
-    """
-    Forward: `(views, conv weight, conv bias, gamma, beta, (patch mean, patch covariance, 1 / sigma))` -> the pooled
-    BatchNorm output `(batch, channels, mel // 2, time // 2)`. BatchNorm folds into the conv: with `sigma` the
-    batch std of a channel, `x_hat = w_hat . p + b_hat` the normalised output of patch `p` (`w_hat = w / sigma`,
+    """Forward: `(views, conv weight, conv bias, gamma, beta, (patch mean, patch covariance, 1 / sigma))` -> the pooled
+    BatchNorm output `(batch, channels, mel // 2, time // 2)`. BatchNorm folds into the conv: with `sigma` the batch
+    std of a channel, `x_hat = w_hat . p + b_hat` the normalised output of patch `p` (`w_hat = w / sigma`,
     `b_hat = -w_hat . mean`: the conv bias cancels), the output is `gamma * x_hat + beta`, and each pooling window
     keeps the largest of its four positions (the first on ties, as `MaxPool2d`).
 
     Backward: only the winning positions receive the gradient `g`. With `s = sum g p(winner)`: `d beta = sum g`,
-    `d gamma = sum g x_hat(winner) = w_hat . s + b_hat d beta`, and BatchNorm's backward folded into the conv's
-    weight gradient is `d w = gamma / sigma * (s - d beta * mean - d gamma * covariance @ w / sigma)`; the conv
-    bias's gradient is exactly zero.
-    """
+    `d gamma = sum g x_hat(winner) = w_hat . s + b_hat d beta`, and BatchNorm's backward folded into the conv's weight
+    gradient is `d w = gamma / sigma * (s - d beta * mean - d gamma * covariance @ w / sigma)`; the conv bias's
+    gradient is exactly zero."""
 
     @staticmethod
     def forward(ctx, views, weight, bias, gamma, beta, statistics):
@@ -361,12 +345,10 @@ class FirstBlockFunction(torch.autograd.Function):
 
 
 def window_taps(views: torch.Tensor, channels: int):
-    """
-    The first block's pooling windows in slices of time, `(start, stop, taps)`: `taps` holds the 3 x 3 patches of
+    """The first block's pooling windows in slices of time, `(start, stop, taps)`: `taps` holds the 3 x 3 patches of
     the four positions of each window `[start, stop)` of every row, in `MaxPool2d`'s order,
-    `(batch, mel // 2, stop - start, 4, 9)`. A slice's outputs stay near `_FIRST_BLOCK_SLICE_VALUES`, so its
-    products are pooled in cache.
-    """
+    `(batch, mel // 2, stop - start, 4, 9)`. A slice's outputs stay near `_FIRST_BLOCK_SLICE_VALUES`, so its products
+    are pooled in cache."""
     padded = nn.functional.pad(views[:, 0], (1, 1, 1, 1))  # (batch, mel + 2, time + 2)
     batch, rows, columns = views.shape[0], views.shape[-2] // 2, views.shape[-1] // 2
     step = max(1, _FIRST_BLOCK_SLICE_VALUES // (batch * rows * 4 * channels))

@@ -199,13 +199,11 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """
-        transformers' initialisation for the linear layers and LSTMs (normal weights of std
+        """transformers' initialisation for the linear layers and LSTMs (normal weights of std
         `config.initializer_range`, zero biases, Xavier LSTMs) and the BatchNorms (identity); the conv layers keep
-        PyTorch's default, as the original network, since a std of 0.02 over a 3x3 single-channel kernel would
-        shrink the first block's output tenfold. Equal layer weights for the featurizer. Loaded weights (converted
-        checkpoints) are never re-initialised.
-        """
+        PyTorch's default, as the original network, since a std of 0.02 over a 3x3 single-channel kernel would shrink
+        the first block's output tenfold. Equal layer weights for the featurizer. Loaded weights (converted
+        checkpoints) are never re-initialised."""
         if isinstance(module, nn.Conv2d):
             module.reset_parameters()
         elif isinstance(module, BYOLALayerWeightedSum):
@@ -265,21 +263,19 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
 
 
 class BYOLAModel(BYOLAPreTrainedModel):
-    """
-    The BYOL-A audio encoder: `num_conv_layers` conv blocks over the normalised log-mel spectrogram, then two fully
-    connected layers applied to every time step. v1 (`AudioNTT2020`) outputs the second layer; v2
-    (`AudioNTT2022`, `config.concat_conv_features`) outputs the last conv block's features followed by it.
+    """The BYOL-A audio encoder: `num_conv_layers` conv blocks over the normalised log-mel spectrogram, then two fully
+    connected layers applied to every time step. v1 (`AudioNTT2020`) outputs the second layer; v2 (`AudioNTT2022`,
+    `config.concat_conv_features`) outputs the last conv block's features followed by it.
 
     Input is the raw log-mel from [`BYOLAFeatureExtractor`]; the model normalises it with `config.mean` and
     `config.std`, the task's statistics. Padding never changes the result on valid frames: a padded batch gives, on
     each example's valid frames, what the example gives alone.
 
-    In eval mode the blocks run through device-specific kernels ([`~inference_byola.select_kernels`]) that compute
-    the same function faster; set `model.inference_kernels` to `"reference"`, `"cpu"` or `"accelerator"` to force
-    one (`None`: chosen by device). A training-mode forward whose parameters train (fine-tuning) runs the conv
-    blocks through the training kernels ([`~inference_byola.select_training_kernels`]; `model.training_kernels`:
-    `"reference"`, `"channels_last"` or `"cpu"` forces one).
-    """
+    In eval mode the blocks run through device-specific kernels ([`~inference_byola.select_kernels`]) that compute the
+    same function faster; set `model.inference_kernels` to `"reference"`, `"cpu"` or `"accelerator"` to force one
+    (`None`: chosen by device). A training-mode forward whose parameters train (fine-tuning) runs the conv blocks
+    through the training kernels ([`~inference_byola.select_training_kernels`]; `model.training_kernels`:
+    `"reference"`, `"channels_last"` or `"cpu"` forces one)."""
 
     def __init__(self, config: BYOLAConfig):
         super().__init__(config)
@@ -357,12 +353,10 @@ class BYOLAModel(BYOLAPreTrainedModel):
     def _encode(
         self, input_features: torch.Tensor, mel_lengths: torch.Tensor, padded: bool, output_hidden_states: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """
-        The network on a (padded) batch: `(layer states, output)`, every state zero past each example's end. The
-        layer states (only with `output_hidden_states`) are each conv block's, averaged down to the output frame
-        rate, then the fully connected layers' (for v2 both, as the output is their concatenation with the conv
-        features; for v1 the first, as the output is the second).
-        """
+        """The network on a (padded) batch: `(layer states, output)`, every state zero past each example's end. The
+        layer states (only with `output_hidden_states`) are each conv block's, averaged down to the output frame rate,
+        then the fully connected layers' (for v2 both, as the output is their concatenation with the conv features; for
+        v1 the first, as the output is the second)."""
         kernels = self._kernels(input_features)
         output_lengths = self._get_feat_extract_output_lengths(mel_lengths)
         hidden = (input_features - self.config.mean) / self.config.std
@@ -420,12 +414,10 @@ class BYOLAModel(BYOLAPreTrainedModel):
         output_hidden_states: bool,
         step: int,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """
-        [`_encode`] over chunks of `step` log-mel frames (a multiple of `2**num_conv_layers`, so pooling stays
-        aligned), each with `2 * 2**num_conv_layers` frames of real context on both sides: an output frame depends
-        on fewer than that many neighbouring frames, so the kept frames equal the unchunked ones. Padded batches run
-        example by example.
-        """
+        """[`_encode`] over chunks of `step` log-mel frames (a multiple of `2**num_conv_layers`, so pooling stays
+        aligned), each with `2 * 2**num_conv_layers` frames of real context on both sides: an output frame depends on
+        fewer than that many neighbouring frames, so the kept frames equal the unchunked ones. Padded batches run
+        example by example."""
         if padded:
             frames = int(self._get_feat_extract_output_lengths(mel_lengths).max())
             pieces = [
@@ -458,10 +450,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
     def _check_inputs(
         self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, check_values: bool | None
     ) -> tuple[torch.Tensor, bool]:
-        """
-        Validate the inputs and the statistics; return each example's valid log-mel frames `(batch,)` and whether
-        the batch may be padded (decided from the values where they are checked, else from the mask's presence).
-        """
+        """Validate the inputs and the statistics; return each example's valid log-mel frames `(batch,)` and whether
+        the batch may be padded (decided from the values where they are checked, else from the mask's presence)."""
         self.config.require_statistics()
         check_statistics(self.config.mean, self.config.std)
         if not isinstance(input_features, torch.Tensor):
@@ -521,17 +511,15 @@ class BYOLAModel(BYOLAPreTrainedModel):
     def _reduce_conv_state(
         self, conv_output: torch.Tensor, lengths: torch.Tensor, output_lengths: torch.Tensor, halvings: int
     ) -> torch.Tensor:
-        """
-        Turn a conv block output `(batch, channels, mel, time)` into a hidden state `(batch, frames, channels * mel)`
-        (channel-major, as the original layered upstream flattens it), averaged down in time to the output frame
-        rate the way the original does for each example alone: `halvings` times, halve the length by averaging
-        neighbour pairs, first merging the last two frames when the length is odd. Every output frame but the last
-        is thus the plain mean of an aligned block of `2**halvings` frames; the last one weights the remaining tail
-        unevenly.
+        """Turn a conv block output `(batch, channels, mel, time)` into a hidden state
+        `(batch, frames, channels * mel)` (channel-major, as the original layered upstream flattens it), averaged down
+        in time to the output frame rate the way the original does for each example alone: `halvings` times, halve the
+        length by averaging neighbour pairs, first merging the last two frames when the length is odd. Every output
+        frame but the last is thus the plain mean of an aligned block of `2**halvings` frames; the last one weights the
+        remaining tail unevenly.
 
-        `lengths` are the valid time steps of `conv_output` per example, `output_lengths` the valid output frames;
-        an example with `t` output frames has between `t * 2**halvings` and `(t + 1) * 2**halvings - 1` time steps.
-        """
+        `lengths` are the valid time steps of `conv_output` per example, `output_lengths` the valid output frames; an
+        example with `t` output frames has between `t * 2**halvings` and `(t + 1) * 2**halvings - 1` time steps."""
         batch, channels, mels, time = conv_output.shape
         frames = time >> halvings
         block = 2**halvings
@@ -557,10 +545,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
 
 
 class BYOLALayerWeightedSum(nn.Module):
-    """
-    SUPERB's featurizer: a softmax-weighted sum of the encoder's hidden states, with one learned weight per layer
-    (initialised to zero, i.e. equal weights), or the last hidden state when `config.use_weighted_layer_sum` is off.
-    """
+    """SUPERB's featurizer: a softmax-weighted sum of the encoder's hidden states, with one learned weight per layer
+    (initialised to zero, i.e. equal weights), or the last hidden state when `config.use_weighted_layer_sum` is off."""
 
     def __init__(self, config: BYOLAConfig):
         super().__init__()
@@ -711,12 +697,10 @@ EVAR_HEAD_STD = 0.01
 
 
 def evar_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
-    """
-    EVAR's fine-tuning loss on `logits (batch, classes)`: binary cross-entropy with logits (mean over batch and
-    classes) for `problem_type="multi_label_classification"` and `labels (batch, classes)` of 0/1 or soft values;
-    else `-mean(y * log_softmax(logits))` averaged over the batch and the classes, `y` the one-hot rows of class ids
-    `labels (batch,)` or soft rows `(batch, classes)` (mixup's).
-    """
+    """EVAR's fine-tuning loss on `logits (batch, classes)`: binary cross-entropy with logits (mean over batch and
+    classes) for `problem_type="multi_label_classification"` and `labels (batch, classes)` of 0/1 or soft values; else
+    `-mean(y * log_softmax(logits))` averaged over the batch and the classes, `y` the one-hot rows of class ids
+    `labels (batch,)` or soft rows `(batch, classes)` (mixup's)."""
     if problem_type == "multi_label_classification":
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
     if not labels.is_floating_point():
@@ -730,13 +714,10 @@ def evar_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | No
 
 
 class BYOLAForCTC(BYOLAHeadModel):
-    """
-    Frame-level CTC head (SUPERB PR, ASR): featurizer -> Linear(width, ctc_proj_size) -> either a frame-level
-    Linear (`ctc_head="linear"`) or a bidirectional LSTM and a Linear (`"bilstm"`) -> CTC over
-    `config.vocab_size` tokens with blank `config.ctc_blank_id`. BYOL-A gives `config.frames_per_second` frames (12.5
-    for v1, 25 for v2), so a target can have at most one token per frame (fewer with repeated tokens, which need a
-    blank between them).
-    """
+    """Frame-level CTC head (SUPERB PR, ASR): featurizer -> Linear(width, ctc_proj_size) -> either a frame-level Linear
+    (`ctc_head="linear"`) or a bidirectional LSTM and a Linear (`"bilstm"`) -> CTC over `config.vocab_size` tokens with
+    blank `config.ctc_blank_id`. BYOL-A gives `config.frames_per_second` frames (12.5 for v1, 25 for v2), so a target
+    can have at most one token per frame (fewer with repeated tokens, which need a blank between them)."""
 
     def __init__(self, config: BYOLAConfig):
         super().__init__(config)
@@ -915,12 +896,10 @@ def _stack_pieces(
 
 
 def _run_lstm(lstm: nn.LSTM, sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """
-    Run the batch-first `lstm` on `(batch, frames, features)` over each example's first `lengths[i]` frames, as on a
+    """Run the batch-first `lstm` on `(batch, frames, features)` over each example's first `lengths[i]` frames, as on a
     packed sequence, with zeros past each end. Masks instead of packing, so no shape depends on values and the heads
     export with `torch.export`: padding follows the valid frames, so a forward direction reaches it only after them,
-    and a reverse direction runs on each example reversed within its own length.
-    """
+    and a reverse direction runs on each example reversed within its own length."""
     steps = torch.arange(sequences.shape[1], device=sequences.device)[None, :]
     lengths = lengths.to(sequences.device)[:, None]
     valid = steps < lengths

@@ -69,14 +69,12 @@ def model_inputs_of_batch(pipeline: Pipeline, batch: dict) -> dict:
 
 
 class BYOLAAudioEmbeddingPipeline(Pipeline):
-    """
-    Audio -> BYOL-A embeddings: `pipeline("byola-audio-embedding", model=DIR)("speech.wav")` returns the clip
+    """Audio -> BYOL-A embeddings: `pipeline("byola-audio-embedding", model=DIR)("speech.wav")` returns the clip
     embedding (`pooler_output`, `(feature_d,)` float32 numpy); `frame_level=True` the frame features
     `(frames, feature_d)`; `layer=i` the frames of hidden state `i` (`0 <= i < config.num_hidden_layers`).
 
     Call options: `sampling_rate` (the rate of bare arrays), `pad_to_min_length` (zero-pad clips shorter than one
-    output frame instead of refusing them), plus `batch_size` as in every pipeline. Inputs: see the module doc.
-    """
+    output frame instead of refusing them), plus `batch_size` as in every pipeline. Inputs: see the module doc."""
 
     # Audio only: transformers must not look for a tokenizer (or ask about remote code for one).
     _load_processor = False
@@ -125,11 +123,9 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
 
 
 class BYOLAAudioClassificationPipeline(AudioClassificationPipeline):
-    """
-    transformers' `"audio-classification"` pipeline, extended for BYOL-A classifiers: any audio input (see the module
-    doc), `sampling_rate` and `pad_to_min_length` call options, and `batch_size` with clips of different lengths.
-    Models other than BYOL-A's run exactly as in transformers.
-    """
+    """transformers' `"audio-classification"` pipeline, extended for BYOL-A classifiers: any audio input (see the
+    module doc), `sampling_rate` and `pad_to_min_length` call options, and `batch_size` with clips of different
+    lengths. Models other than BYOL-A's run exactly as in transformers."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
