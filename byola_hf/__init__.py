@@ -51,8 +51,6 @@ AUTO_CLASSES = {
     BYOLAForCTC: AutoModelForCTC,
     BYOLAForAudioFrameClassification: AutoModelForAudioFrameClassification,
 }
-for _model_class, _auto_class in AUTO_CLASSES.items():
-    _auto_class.register(BYOLAConfig, _model_class, exist_ok=True)
 register_pipelines()
 # save_pretrained / push_to_hub then write `auto_map` and copy the code files, so a saved directory loads with
 # `trust_remote_code=True` where byola_hf is not installed.
@@ -60,6 +58,7 @@ BYOLAConfig.register_for_auto_class()
 BYOLAFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 BYOLAProcessor.register_for_auto_class("AutoProcessor")
 for _model_class, _auto_class in AUTO_CLASSES.items():
+    _auto_class.register(BYOLAConfig, _model_class, exist_ok=True)
     _model_class.register_for_auto_class(_auto_class.__name__)
 
 __version__ = "0.1.0"

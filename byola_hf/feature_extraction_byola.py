@@ -593,16 +593,12 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
         would give a NaN embedding)."""
         minimum = self.n_fft // 2 + 1 if minimum is None else minimum
         if length < minimum:
-            hint = (
-                " If this is multi-channel audio of shape (samples, channels), mix it down to mono first."
-                if length <= 8
-                else ""
-            )
+            mono = " If this is multi-channel audio of shape (samples, channels), mix it down to mono first."
             subject = "The clip" if index is None else f"Example {index}"
             raise ValueError(
                 f"{subject} has {length} samples, too short for one BYOL-A output frame (at least {self.min_samples}; "
                 f"the centred STFT alone needs {self.n_fft // 2 + 1}). Pass pad_to_min_length=True to zero-pad short "
-                f"clips to {self.min_samples}.{hint}"
+                f"clips to {self.min_samples}.{mono if length <= 8 else ''}"
             )
 
 

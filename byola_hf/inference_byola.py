@@ -74,8 +74,6 @@ class InferenceKernels:
 
 
 class AcceleratorKernels(InferenceKernels):
-    """BatchNorm folded into the conv, one convolution per block, pool then in-place ReLU."""
-
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         weight, bias = folded_conv_parameters(block)
         hidden = nn.functional.conv2d(
@@ -85,8 +83,6 @@ class AcceleratorKernels(InferenceKernels):
 
 
 class CPUKernels(InferenceKernels):
-    """oneDNN-friendly kernels: channels-last, the first block as tap GEMMs in cache-sized slices, fused linear."""
-
     def conv_block(self, block: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         weight, bias = folded_conv_parameters(block)
         if block.conv.in_channels == 1:
@@ -169,8 +165,6 @@ def select_training_kernels(views: torch.Tensor, forced: str | None = None) -> "
 
 
 class TrainingKernels(InferenceKernels):
-    """The reference: each block's modules, in the original's contiguous layout."""
-
     memory_format = torch.contiguous_format
 
     def conv_blocks(self, blocks: nn.ModuleList, views: torch.Tensor) -> torch.Tensor:
@@ -193,8 +187,6 @@ class TrainingKernels(InferenceKernels):
 
 
 class ChannelsLastKernels(TrainingKernels):
-    """The modules on channels-last activations."""
-
     memory_format = torch.channels_last
 
 

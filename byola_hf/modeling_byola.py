@@ -727,18 +727,11 @@ class BYOLAForCTC(BYOLAHeadModel):
                 "BYOLAForCTC.from_pretrained(base_dir, vocab_size=len(tokenizer), "
                 "ctc_blank_id=tokenizer.pad_token_id)."
             )
-        self.projector = nn.Linear(self.featurizer.output_size, config.ctc_proj_size)
+        width = config.ctc_proj_size
+        self.projector = nn.Linear(self.featurizer.output_size, width)
         if config.ctc_head == "bilstm":
-            self.lstm = nn.LSTM(
-                config.ctc_proj_size,
-                config.ctc_proj_size,
-                num_layers=config.ctc_lstm_layers,
-                bidirectional=True,
-                batch_first=True,
-            )
-            self.lm_head = nn.Linear(2 * config.ctc_proj_size, config.vocab_size)
-        else:
-            self.lm_head = nn.Linear(config.ctc_proj_size, config.vocab_size)
+            self.lstm = nn.LSTM(width, width, num_layers=config.ctc_lstm_layers, bidirectional=True, batch_first=True)
+        self.lm_head = nn.Linear(2 * width if config.ctc_head == "bilstm" else width, config.vocab_size)
         self.post_init()
 
     @can_return_tuple
