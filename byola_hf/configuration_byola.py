@@ -186,8 +186,7 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
         frame_lstm_hidden_size (`int`, *optional*, defaults to 512):
             [`BYOLAForAudioFrameClassification`]: hidden size of its one-layer LSTM.
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Standard deviation of the normal initialisation of fresh conv and linear weights (transformers'
-            `_init_weights`); converted and saved weights are loaded as they are.
+            Standard deviation of the normal initialisation of fresh linear weights; saved weights load as they are.
 
     Example:
 
@@ -265,11 +264,10 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "BYOLAConfig":
-        """`PretrainedConfig.from_dict`, where every `from_pretrained` (the model classes', the Auto classes',
-        `AutoConfig`'s) hands its keyword overrides, which transformers sets on the config after building it: they are
-        validated as the constructor validates its arguments (`classifier_head="EVAR"` would silently give the
-        SUPERB head), and `num_labels` given with an `id2label` of another length is a `ValueError` (transformers
-        sets one after the other, so the head would silently get `len(id2label)` outputs)."""
+        """`PretrainedConfig.from_dict`, where every `from_pretrained` hands its keyword overrides, which transformers
+        sets after building the config: they are validated as the constructor's (`classifier_head="EVAR"` would give
+        the SUPERB head), and a `num_labels` beside an `id2label` of another length is refused (the head would get
+        `len(id2label)` outputs)."""
         num_labels, id2label = kwargs.get("num_labels"), kwargs.get("id2label")
         if num_labels is not None and id2label is not None and len(id2label) != num_labels:
             raise ValueError(
@@ -430,12 +428,8 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
 
     @property
     def layer_hidden_size(self) -> int:
-        """Common width of the `hidden_states` returned with `output_hidden_states=True`.
-
-        The original layered upstream zero-pads every layer to `feature_d`, which only works when `feature_d` is at
-        least as wide as the first conv block (2048 for 64 mel bins). For narrower models the layers are zero-padded
-        to the widest layer instead, so no layer is cut.
-        """
+        """Common width of the `hidden_states`: `feature_d`, as the original layered upstream pads every layer to,
+        where it is at least as wide as the first conv block (2048 for 64 mel bins), else the widest layer's."""
         return max([self.feature_d, *self.conv_hidden_sizes, *self.mlp_sizes])
 
     @property

@@ -162,12 +162,9 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
 
     @classmethod
     def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs):
-        """`FeatureExtractionMixin.from_dict`, and, when called to load a folder or Hub repository, a check that the
-        front-end matches the model config saved beside it (`config.json`, where there is one): a
-        `preprocessor_config.json` edited or copied from another model (e.g. hop 320 instead of 160) would give
-        silently different features. Both `BYOLAFeatureExtractor.from_pretrained` and
-        `AutoFeatureExtractor.from_pretrained` (which reads the JSON itself and hands only the dictionary over) end
-        here, so this is where every loading path passes."""
+        """`FeatureExtractionMixin.from_dict`, and, loading a folder or Hub repository (every loading path ends here,
+        `AutoFeatureExtractor`'s included), a check that the front-end matches the `config.json` beside it: a
+        `preprocessor_config.json` edited or copied from another model (hop 320 for 160) gives other features."""
         loaded = super().from_dict(feature_extractor_dict, **kwargs)
         source = _loading_source(sys._getframe(1))
         if source is not None:
@@ -701,8 +698,7 @@ def _feature_columns(processed_features: Any) -> dict[str, Any] | BatchFeature:
 
 
 def _object_rows(rows: list[np.ndarray]) -> np.ndarray:
-    """A 1-D object array of `rows` of unequal shapes (numpy would try, and fail, to stack arrays whose first axes
-    agree)."""
+    """A 1-D object array of `rows` of unequal shapes (numpy would fail to stack arrays whose first axes agree)."""
     array = np.empty(len(rows), dtype=object)
     array[:] = rows
     return array

@@ -77,9 +77,8 @@ class PretrainingCheckpointError(ValueError):
 
 
 class MismatchedWeightsError(ValueError, RuntimeError):
-    """Weights of other shapes than the config describes (`mismatched`: transformers' `(key, saved, expected)`
-    shapes), one line: a `ValueError` as the commands report their users' mistakes, and the `RuntimeError`
-    transformers raises for them without `ignore_mismatched_sizes=True`."""
+    """Weights of other shapes than the config describes (`mismatched`: transformers' `(key, saved, expected)`), in
+    one line: a `ValueError`, as the commands report user mistakes, and the `RuntimeError` transformers raises."""
 
     def __init__(self, source: object, mismatched: set):
         key, saved, expected = sorted(mismatched, key=str)[0]
@@ -151,10 +150,9 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def quiet_weights_io(keep_mismatch_report: bool = False) -> Iterator[None]:
-    """Loading or saving a BYOL-A model (a few MB) without transformers' per-file progress bars ("Loading weights",
-    "Writing model shards") or its "LOAD REPORT" table ([`report_loading`] says what in it matters for a BYOL-A
-    model); with `keep_mismatch_report` (the caller's `ignore_mismatched_sizes=True`) a table that reinitialises
-    weights of another shape is kept as transformers wrote it. The bars' setting is restored after."""
+    """Loading or saving a BYOL-A model (a few MB) without transformers' per-file progress bars or its "LOAD REPORT"
+    table ([`report_loading`] says what in it matters); with `keep_mismatch_report` (`ignore_mismatched_sizes=True`)
+    a table that reinitialises weights of another shape is kept. The bars' setting is restored after."""
 
     def drop_load_report(record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -173,10 +171,9 @@ def quiet_weights_io(keep_mismatch_report: bool = False) -> Iterator[None]:
 
 
 def report_loading(model: "BYOLAPreTrainedModel", loading_info: dict, source: object) -> None:
-    """What transformers' loading report said that matters, once the encoder is known to be loaded: a task head
-    missing from the folder as a whole is new, as expected when a head is put on an encoder (one info line); a
-    head missing in part and weights the model does not use (but a head's beside an encoder taken out of it) are
-    warnings. (Weights of other shapes are refused by `from_pretrained`.)"""
+    """What of transformers' loading report matters once the encoder is loaded: a task head missing as a whole is new,
+    as expected on an encoder (one info line); a head missing in part, and weights the model does not use (but a
+    head's beside an encoder taken out of it), are warnings. `from_pretrained` refuses weights of other shapes."""
     missing = set(loading_info["missing_keys"])
     unexpected = sorted(loading_info["unexpected_keys"])
     head = {key for key in model.state_dict() if not key.startswith(f"{model.base_model_prefix}.")}
@@ -199,11 +196,10 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """transformers' initialisation for the linear layers and LSTMs (normal weights of std
-        `config.initializer_range`, zero biases, Xavier LSTMs) and the BatchNorms (identity); the conv layers keep
-        PyTorch's default, as the original network, since a std of 0.02 over a 3x3 single-channel kernel would shrink
-        the first block's output tenfold. Equal layer weights for the featurizer. Loaded weights (converted
-        checkpoints) are never re-initialised."""
+        """transformers' initialisation for the linear layers and LSTMs (normal weights of std `initializer_range`,
+        zero biases, Xavier LSTMs) and the BatchNorms (identity); the conv layers keep PyTorch's default, as the
+        original, since a std of 0.02 over a 3x3 single-channel kernel would shrink the first block's output tenfold.
+        Equal layer weights for the featurizer. Loaded weights are never re-initialised."""
         if isinstance(module, nn.Conv2d):
             module.reset_parameters()
         elif isinstance(module, BYOLALayerWeightedSum):
@@ -614,16 +610,13 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
 
 
 class BYOLAForSequenceClassification(BYOLAHeadModel):
-    """
-    Utterance-level classification. `config.classifier_head` picks the head:
+    """Utterance-level classification. `config.classifier_head` picks the head:
 
     - `"superb"` (SUPERB KS, IC, SID, ER): featurizer -> Linear(width, classifier_proj_size) -> mean over valid
       frames -> Linear(classifier_proj_size, num_labels or sum(classifier_slots));
     - `"evar"` (EVAR's fine-tuning head, `byola-finetune`): the clip embedding `pooler_output` (max + mean over
-      valid frames) -> BatchNorm1d without affine parameters -> Linear(feature_d, num_labels), its weights normal
-      with std 0.01 and its bias 0, trained with EVAR's loss ([`evar_loss`]: class ids, soft rows as mixup makes
-      them, or multi-label targets).
-    """
+      valid frames) -> BatchNorm1d without affine parameters -> Linear(feature_d, num_labels), trained with EVAR's
+      loss ([`evar_loss`]: class ids, soft rows as mixup makes them, or multi-label targets)."""
 
     def __init__(self, config: BYOLAConfig):
         super().__init__(config)

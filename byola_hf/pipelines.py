@@ -57,10 +57,9 @@ def refuse_no_inputs(inputs: Any) -> None:
 
 
 def model_inputs_of_batch(pipeline: Pipeline, batch: dict) -> dict:
-    """The padded `waveforms` of a batch -> the model's `input_features` and `attention_mask`, computed on the
-    device the pipeline put them on. `decode_clip` has checked every clip, so the batch goes straight to
-    `log_mel_batch` (the feature extractor's `__call__` would check the values again, reading them back from the
-    device)."""
+    """The padded `waveforms` of a batch -> the model's `input_features` and `attention_mask`, computed on the device
+    the pipeline put them on. `decode_clip` has checked every clip, so the batch goes straight to `log_mel_batch` (the
+    feature extractor's `__call__` would check the values again, reading them back from the device)."""
     waveforms, lengths = batch["waveforms"], batch["lengths"].tolist()
     input_features, attention_mask = pipeline.feature_extractor.log_mel_batch(waveforms, lengths)
     if pipeline.dtype is not None:
