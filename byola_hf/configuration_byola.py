@@ -38,8 +38,7 @@ class PrivatePushMixin:
     from NTT's files may not be published (docs/hub.md). Mixed in before the transformers base class."""
 
     def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
-        check_private_push(repo_id, private is not False, kwargs.get("token"))
-        warn_if_licensed(getattr(self, "config", self), private is not False)
+        check_private_push(getattr(self, "config", self), repo_id, private is not False, kwargs.get("token"))
         return super().push_to_hub(repo_id, *args, private=private is not False, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -47,8 +46,7 @@ class PrivatePushMixin:
             kwargs["private"] = kwargs.get("private") is not False
             # transformers' default repository: the folder's name
             repo_id = kwargs.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
-            check_private_push(repo_id, kwargs["private"], kwargs.get("token"))
-            warn_if_licensed(getattr(self, "config", self), kwargs["private"])
+            check_private_push(getattr(self, "config", self), repo_id, kwargs["private"], kwargs.get("token"))
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -67,14 +65,16 @@ def public_repository(repo_id: str, token: str | bool | None = None) -> str | No
         return None
 
 
-def check_private_push(repo_id: str, private: bool, token: str | bool | None = None) -> None:
-    """Before an object's own push: refuse a private push into a public repository, which would publish it."""
+def check_private_push(config: "BYOLAConfig", repo_id: str, private: bool, token: str | bool | None = None) -> None:
+    """Before an object's own push: refuse a private push into a public repository, which would publish it; warn
+    before a push of NTT's weights ([`warn_if_licensed`])."""
     public = public_repository(repo_id, token) if private else None
     if public is not None:
         raise ValueError(
             f"{public} already exists and is public: pushing there would publish this model's files. Push to "
             "another repo_id, or pass private=False to publish them."
         )
+    warn_if_licensed(config, private)
 
 
 def warn_if_licensed(config: "BYOLAConfig", private: bool) -> None:

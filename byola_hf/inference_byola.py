@@ -22,10 +22,7 @@ float rounding only:
 - `"channels_last"`: the modules on channels-last activations, which oneDNN and cuDNN normalise and pool
   vectorised over channels. The default off CPU.
 - `"cpu"`: channels-last, and the first block (one input channel, the widest activation) as one fused step that
-  never writes its full-resolution output: its batch statistics come from the 9 x 9 second moments of the input's
-  3 x 3 patches (float64), BatchNorm is folded into the kernel, each 2 x 2 pooling window is four stride-2 tap
-  GEMMs with a running maximum, and the backward pass needs only the pooled gradient (see
-  [`FirstBlockFunction`]). The default on CPU.
+  never writes its full-resolution output, forward and backward ([`first_block`]). The default on CPU.
 """
 
 import itertools
