@@ -1,6 +1,7 @@
 """BYOL-A model configuration."""
 
 import copy
+import functools
 import json
 import math
 import os
@@ -512,12 +513,8 @@ def check_head_fits(config: BYOLAConfig, head: str, head_kwargs: dict[str, Any],
     with another kind of head gets its `head` freshly drawn."""
     if head not in (config.architectures or []):
         return
-    differs = [
-        key
-        for key, value in head_kwargs.items()
-        if json.dumps(getattr(config, key, None), sort_keys=True, default=str)
-        != json.dumps(value, sort_keys=True, default=str)
-    ]
+    canonical = functools.partial(json.dumps, sort_keys=True, default=str)
+    differs = [key for key, value in head_kwargs.items() if canonical(getattr(config, key, None)) != canonical(value)]
     if differs:
         raise ValueError(
             f"{source} holds a trained {head} head for other {', '.join(differs)} than this task's: {ENCODER_ALONE}"

@@ -148,17 +148,8 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
     @classmethod
     def from_model_config(cls, config: BYOLAConfig, **kwargs) -> "BYOLAFeatureExtractor":
         """Build the feature extractor whose front-end matches `config` (the single source of these parameters)."""
-        return cls(
-            feature_size=config.n_mels,
-            sampling_rate=config.sampling_rate,
-            n_fft=config.n_fft,
-            win_length=config.win_length,
-            hop_length=config.hop_length,
-            f_min=config.f_min,
-            f_max=config.f_max,
-            time_downsampling=config.time_downsampling,
-            **kwargs,
-        )
+        front_end = {name: getattr(config, name) for name in FRONT_END_PARAMETERS if name != "feature_size"}
+        return cls(feature_size=config.n_mels, **front_end, **kwargs)
 
     @classmethod
     def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs):

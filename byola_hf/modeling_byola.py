@@ -436,10 +436,8 @@ class BYOLAModel(BYOLAPreTrainedModel):
                 input_features[..., low:high], lengths, False, output_hidden_states
             )
             first = (start - low) // downsampling
-            count = (min(start + step, output_frames * downsampling) - start) // downsampling
-            parts.append(
-                ([state[:, first : first + count] for state in layer_states], last_state[:, first : first + count])
-            )
+            kept = slice(first, first + (min(start + step, output_frames * downsampling) - start) // downsampling)
+            parts.append(([state[:, kept] for state in layer_states], last_state[:, kept]))
         layer_states = [torch.cat([part[0][k] for part in parts], dim=1) for k in range(len(parts[0][0]))]
         return layer_states, torch.cat([part[1] for part in parts], dim=1)
 
