@@ -109,13 +109,11 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
     Args:
         feature_d (`int`, *optional*, defaults to 2048):
             Size of `last_hidden_state` and `pooler_output` (512, 1024 or 2048 for the official v1 weights; 3072 for
-            v2). Without `concat_conv_features` it is also the width of both fully connected layers' outputs
-            (unless `mlp_hidden_size` says otherwise for the first).
+            v2); without `concat_conv_features` also that of both fully connected layers (see `mlp_hidden_size`).
         conv_channels (`int`, *optional*, defaults to 64):
             Channels of each of the convolutional blocks.
         num_conv_layers (`int`, *optional*, defaults to 3):
-            Number of conv-BatchNorm-ReLU-MaxPool(2) blocks. Time and frequency are downsampled by
-            `2**num_conv_layers`.
+            Conv-BatchNorm-ReLU-MaxPool(2) blocks; time and frequency are downsampled by `2**num_conv_layers`.
         mlp_hidden_size (`int`, *optional*):
             Output width of the first fully connected layer; `feature_d` when not given (v1). 2048 for v2.
         concat_conv_features (`bool`, *optional*, defaults to `False`):
@@ -123,9 +121,8 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
             values) followed by the second fully connected layer's output, which is then
             `feature_d - conv_hidden_sizes[-1]` wide (v2). Otherwise the output is the second layer's alone (v1).
         variant (`str`, *optional*):
-            Readable name of the network: `"AudioNTT2020"` (v1) or `"AudioNTT2022"` (v2, the layout with
-            `concat_conv_features`). Derived from `concat_conv_features` when not given; recorded in `config.json`
-            and the model card.
+            `"AudioNTT2020"` (v1) or `"AudioNTT2022"` (v2, with `concat_conv_features`): derived from
+            `concat_conv_features` when not given, recorded in `config.json` and the model card.
         hidden_dropout (`float`, *optional*, defaults to 0.3):
             Dropout before the second fully connected layer (active in training mode only).
         batch_norm_eps (`float`, *optional*, defaults to 1e-5):

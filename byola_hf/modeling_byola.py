@@ -631,7 +631,7 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
     def _init_weights(self, module: nn.Module) -> None:
         """The shared initialisation, and EVAR's for its head's linear layer (normal, std 0.01; bias 0)."""
         if self.config.classifier_head == "evar" and module is getattr(self, "classifier", None):
-            init.normal_(module.weight, mean=0.0, std=EVAR_HEAD_STD)
+            init.normal_(module.weight, mean=0.0, std=0.01)
             init.zeros_(module.bias)
         else:
             super()._init_weights(module)
@@ -681,10 +681,6 @@ class BYOLAForSequenceClassification(BYOLAHeadModel):
             return sum(nn.functional.cross_entropy(part, labels[:, i]) for i, part in enumerate(slot_logits))
         # transformers' ForSequenceClassificationLoss: problem_type inferred as in every transformers classifier.
         return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
-
-
-# EVAR's fine-tuning head: the standard deviation of its linear layer's initial weights.
-EVAR_HEAD_STD = 0.01
 
 
 def evar_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
