@@ -117,9 +117,9 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
         mlp_hidden_size (`int`, *optional*):
             Output width of the first fully connected layer; `feature_d` when not given (v1). 2048 for v2.
         concat_conv_features (`bool`, *optional*, defaults to `False`):
-            Each output frame is the last conv block's features (flattened mel-major, `conv_hidden_sizes[-1]`
-            values) followed by the second fully connected layer's output, which is then
-            `feature_d - conv_hidden_sizes[-1]` wide (v2). Otherwise the output is the second layer's alone (v1).
+            Each output frame is the last conv block's features (flattened mel-major, `conv_hidden_sizes[-1]` values)
+            then the second fully connected layer's, `feature_d - conv_hidden_sizes[-1]` wide (v2); else the latter
+            alone (v1).
         variant (`str`, *optional*):
             `"AudioNTT2020"` (v1) or `"AudioNTT2022"` (v2, with `concat_conv_features`): derived from
             `concat_conv_features` when not given, recorded in `config.json` and the model card.
@@ -146,8 +146,7 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
         std (`float`, *optional*):
             Standard deviation of the task's log-mel spectrograms; the network input is `(log_mel - mean) / std`.
         stats_provenance (`dict`, *optional*):
-            Where `mean`/`std` came from (dataset, config, split, examples, frames, method), written by
-            `byola_hf.stats.compute_stats`.
+            Where `mean`/`std` came from (dataset, config, split, examples, frames, method): `byola-compute-stats`.
         inference_chunk_frames (`int`, *optional*, defaults to 12000):
             In eval mode [`BYOLAModel`] runs inputs longer than this many log-mel frames (120 s at 16 kHz) in exact
             chunks so memory stays bounded (`0`: never). Does not change results beyond float rounding.
@@ -278,10 +277,9 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
 
     @property
     def custom_pipelines(self) -> dict[str, Any]:
-        """The pipelines a saved directory's code provides (`"byola-audio-embedding"`, `"audio-classification"`), for
-        `pipeline(..., trust_remote_code=True)` where byola_hf is not installed. Where byola_hf registered a task's
-        class itself (it is imported), that task is left out, so transformers uses the installed class and asks for no
-        remote code."""
+        """The pipelines a saved directory's code provides (`"byola-audio-embedding"`, `"audio-classification"`) for
+        `pipeline(..., trust_remote_code=True)` without byola_hf, less the tasks byola_hf (imported) registered itself:
+        transformers then uses the installed class and asks for no remote code."""
         stored = self.__dict__.get("custom_pipelines") or {}
         if not stored:
             return stored

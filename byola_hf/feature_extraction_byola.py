@@ -252,10 +252,9 @@ class BYOLAFeatureExtractor(PrivatePushMixin, SequenceFeatureExtractor):
     def _kept_lengths(
         self, lengths: list[int], truncation: bool, max_length: int | None, minimum: int, batched: bool
     ) -> list[int]:
-        """The samples kept of each waveform (cut to `max_length` with `truncation`), each long enough once padded
-        to `minimum`: for a log-mel frame, and when `batched` (one padded batch and its mask, the model's input) for
-        one output frame too, since a forward on an accelerator reads no lengths back. Unpadded rows, such as
-        byola-compute-stats reads, need a log-mel frame only."""
+        """The samples kept of each waveform (cut to `max_length` with `truncation`), each long enough once padded to
+        `minimum` for a log-mel frame, and when `batched` (the model's padded input) for one output frame, since a
+        forward on an accelerator reads no lengths back (byola-compute-stats' unpadded rows need a log-mel frame)."""
         if truncation:
             if max_length is None:
                 raise ValueError("truncation=True needs max_length (in samples).")

@@ -107,8 +107,7 @@ def refuse_pretraining_checkpoint(source: object, kwargs: dict) -> None:
 
 
 def check_encoder_loaded(model: "BYOLAPreTrainedModel", loading_info: dict[str, list], source: object) -> None:
-    """Raise a `ValueError` when loading (`loading_info` of `from_pretrained`) left encoder weights at their
-    random initialisation."""
+    """Raise a `ValueError` when loading (`loading_info`) left encoder weights at their random initialisation."""
     prefix = "" if isinstance(model, BYOLAModel) else f"{model.base_model_prefix}."
     missing = [key for key in loading_info["missing_keys"] if key.startswith(prefix)]
     missing = sorted(key for key in missing if not key.endswith("num_batches_tracked"))
@@ -260,8 +259,7 @@ class BYOLAPreTrainedModel(PrivatePushMixin, PreTrainedModel):
 
 class BYOLAModel(BYOLAPreTrainedModel):
     """The BYOL-A audio encoder: `num_conv_layers` conv blocks over the normalised log-mel spectrogram, then two fully
-    connected layers applied to every time step. v1 (`AudioNTT2020`) outputs the second layer; v2 (`AudioNTT2022`,
-    `config.concat_conv_features`) outputs the last conv block's features followed by it.
+    connected layers applied to every time step; [`BYOLAModelOutput`] says what v1 and v2 output.
 
     Input is the raw log-mel from [`BYOLAFeatureExtractor`]; the model normalises it with `config.mean` and
     `config.std`, the task's statistics. Padding never changes the result on valid frames: a padded batch gives, on
@@ -592,9 +590,8 @@ class BYOLAHeadModel(BYOLAPreTrainedModel):
     def encoder_outputs(
         self, input_features: torch.Tensor, attention_mask: torch.Tensor | None, output_hidden_states: bool | None
     ) -> tuple[BYOLAModelOutput, tuple[torch.Tensor, ...] | None]:
-        """The encoder's outputs, with no autograd graph through a frozen encoder, and its hidden states when asked
-        for by `output_hidden_states`, else by `config.output_hidden_states` (computed also when the featurizer
-        needs them)."""
+        """The encoder's outputs (no autograd graph through a frozen encoder), and its hidden states when asked for by
+        `output_hidden_states`, else by `config.output_hidden_states` (computed also for the featurizer)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_base_model):
