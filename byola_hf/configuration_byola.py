@@ -34,9 +34,9 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 
 
 class PrivatePushMixin:
-    """Hub pushes of BYOL-A's objects (`push_to_hub(repo_id)`, `save_pretrained(..., push_to_hub=True)`) create the
-    repository private unless `private=False` is passed: transformers' default makes it public, and weights converted
-    from NTT's files may not be published (docs/hub.md). Mixed in before the transformers base class."""
+    """Hub pushes of BYOL-A's objects (`push_to_hub`, `save_pretrained(..., push_to_hub=True)`) create the repository
+    private unless `private=False` is passed (transformers' default is public; NTT's weights may not be published,
+    docs/hub.md). Mixed in before the transformers base class."""
 
     def push_to_hub(self, repo_id: str, *args, private: bool | None = None, **kwargs):
         check_private_push(getattr(self, "config", self), repo_id, private is not False, kwargs.get("token"))
@@ -525,9 +525,8 @@ def statistics_source(provenance: dict[str, Any]) -> str:
 
 def warn_if_statistics_of_other_units(config: BYOLAConfig, unit_seconds: float | None) -> None:
     """Warn when `config`'s statistics were computed over clips cut to another length (`stats_provenance`'s
-    `unit_seconds`, `None` for whole clips) than the `unit_seconds` a run cuts its clips to: EVAR computes both on
-    the same units, and the zero padding or cropping moves the log-mel distribution the statistics normalise.
-    Lengths are compared in samples, as both commands cut (0.99999 s and 1 s are the same 16000 samples)."""
+    `unit_seconds`, `None` for whole clips) than the run's `unit_seconds`: EVAR computes both on the same units, as
+    padding or cropping moves the log-mel distribution. Compared in samples (0.99999 s and 1 s are 16000 samples)."""
     computed = (config.stats_provenance or {}).get("unit_seconds", unit_seconds)  # not recorded: nothing to say
     if unit_samples(computed, config.sampling_rate, 0) != unit_samples(unit_seconds, config.sampling_rate, 0):
         computed_over, read = (f"clips cut to {s:g} s" if s else "whole clips" for s in (computed, unit_seconds))

@@ -662,9 +662,8 @@ def _padded_samples(
 
 
 def _batch_feature(outputs: dict[str, Any], return_tensors: str | TensorType | None) -> BatchFeature:
-    """`outputs` as torch tensors (stacked where the rows are equal) or as numpy rows in the asked tensor type; unequal
-    rows (`padding=False`) as `pad()` returns them for `"np"`, a 1-D object array of rows (BatchFeature would try to
-    stack them: it looks for ragged rows on the first axis, and ours differ on the last)."""
+    """`outputs` as torch tensors (stacked where the rows are equal) or numpy rows in the asked tensor type; unequal
+    rows (`padding=False`) for `"np"` as a 1-D object array, as `pad()` returns them (BatchFeature would stack)."""
     if return_tensors in ("pt", TensorType.PYTORCH):
         return BatchFeature({key: _stack_if_equal(value) for key, value in outputs.items()})
     outputs = {key: [item.cpu().numpy() for item in value] for key, value in outputs.items()}
