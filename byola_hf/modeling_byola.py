@@ -123,11 +123,8 @@ def check_encoder_loaded(model: "BYOLAPreTrainedModel", loading_info: dict[str, 
 
 def check_finite_weights(model: nn.Module, source: object) -> None:
     """A `ValueError` naming the first parameters or buffers of `model` that hold NaN or infinity."""
-    damaged = [
-        name
-        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
-    ]
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    damaged = [name for name, value in tensors if value.is_floating_point() and not bool(torch.isfinite(value).all())]
     if damaged:
         raise ValueError(
             f"The weights loaded from {source} hold NaN or infinite values ({', '.join(damaged[:3])}"
@@ -807,8 +804,7 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         Returns `logits` of shape `(batch, frames, num_labels)`.
         """
         features, frame_mask, hidden_states = self.encode(input_features, attention_mask, output_hidden_states)
-        lengths = frame_mask.sum(-1)
-        logits = self.classifier(_run_lstm(self.lstm, features, lengths))
+        logits = self.classifier(_run_lstm(self.lstm, features, frame_mask.sum(-1)))
         loss = None if labels is None else self._loss(logits, labels, frame_mask)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 

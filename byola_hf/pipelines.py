@@ -111,9 +111,8 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
     def _forward(self, model_inputs, layer=None):
         outputs = self.model(**model_inputs_of_batch(self, model_inputs), output_hidden_states=layer is not None)
         frames = outputs.last_hidden_state if layer is None else outputs.hidden_states[layer]
-        lengths = outputs.attention_mask.sum(-1)
         # One row per clip, each cut to its own valid frames (batches are split again after _forward).
-        return {"pooled": outputs.pooler_output, "frames": frames, "lengths": lengths}
+        return {"pooled": outputs.pooler_output, "frames": frames, "lengths": outputs.attention_mask.sum(-1)}
 
     def postprocess(self, model_outputs, frame_level=False):
         if frame_level:
