@@ -100,7 +100,10 @@ class BYOLAAudioEmbeddingPipeline(Pipeline):
             layers = self.model.config.num_hidden_layers
             # A bool is an int to Python: layer=True would silently give hidden state 1.
             if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -layers <= layer < layers:
-                raise ValueError(f"layer must be an int in [0, {layers}) (the model's hidden states), got {layer!r}.")
+                raise ValueError(
+                    f"layer must be an int in [{-layers}, {layers}) (the model's hidden states; negative from the "
+                    f"last), got {layer!r}."
+                )
             forward["layer"] = int(layer)
             postprocess["frame_level"] = True
         return preprocess, forward, postprocess

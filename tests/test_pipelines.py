@@ -229,9 +229,12 @@ def test_any_audio_in(random2048_dir, sound_files, tmp_path):
         extractor(str(bad))
     with pytest.raises(ValueError, match=r"Could not read audio from the given bytes \(9 bytes\)"):
         extractor(b"not audio")
-    with pytest.raises(ValueError, match=r"layer must be an int in \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"layer must be an int in \[-5, 5\)"):  # said [0, 5) but took -1
         extractor(mono, layer=5)
-    with pytest.raises(ValueError, match=r"layer must be an int in \[0, 5\).*got True"):  # gave hidden state 1
+    with pytest.raises(ValueError, match=r"got -6"):
+        extractor(mono, layer=-6)
+    np.testing.assert_array_equal(extractor(mono, layer=-1), extractor(mono, layer=4))
+    with pytest.raises(ValueError, match=r"layer must be an int in \[-5, 5\).*got True"):  # gave hidden state 1
         extractor(mono, layer=True)
     np.testing.assert_array_equal(extractor(mono, layer=np.int64(2)), extractor(mono, layer=2))
     with pytest.raises(ValueError, match="frame_level must be True or False, got 'no'"):  # was taken as true
