@@ -424,8 +424,9 @@ class BYOLAConfig(PrivatePushMixin, PretrainedConfig):
 
     @property
     def layer_hidden_size(self) -> int:
-        """Common width of the `hidden_states`: `feature_d`, as the original layered upstream pads every layer to,
-        where it is at least as wide as the first conv block (2048 for 64 mel bins), else the widest layer's."""
+        """Common width of the `hidden_states`, each zero-padded to it: the widest layer's, so that no layer is cut
+        (the original layered upstream pads every layer to `feature_d`, too narrow for the first conv block's 2048
+        values at 64 mel bins when `feature_d` is 512 or 1024)."""
         return max([self.feature_d, *self.conv_hidden_sizes, *self.mlp_sizes])
 
     @property

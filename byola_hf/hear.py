@@ -9,10 +9,10 @@ In HEAR's terms: the timestamp embeddings are BYOL-A's frame features (`last_hid
 frames per second for v1, 25 for v2), each stamped with the centre of the audio it covers; the scene embedding is
 BYOL-A's clip embedding (`pooler_output`, max + mean over time). Both are float32 on the audio's device.
 
-Statistics (the log-mel mean and std, read from the model directory's config): HEAR evaluates one model on many
-tasks, so fix one pair for the whole benchmark: compute it with `byola-compute-stats` on a broad corpus that spans the
-tasks (or a mix of their training splits), save it into the directory, and report `config.stats_provenance`.
-`load_model(..., mean=M, std=S)` sets a pair given by hand instead.
+Statistics (the log-mel mean and std, read from the model directory's config): BYOL-A normalises with the task's own,
+but HEAR evaluates one model on many tasks, so fix one pair for the whole benchmark: compute it with
+`byola-compute-stats` on a broad corpus that spans the tasks (or a mix of their training splits), save it into the
+directory, and report `config.stats_provenance`. `load_model(..., mean=M, std=S)` sets a pair given by hand instead.
 """
 
 import torch

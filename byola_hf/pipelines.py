@@ -70,7 +70,8 @@ def model_inputs_of_batch(pipeline: Pipeline, batch: dict) -> dict:
 class BYOLAAudioEmbeddingPipeline(Pipeline):
     """Audio -> BYOL-A embeddings: `pipeline("byola-audio-embedding", model=DIR)("speech.wav")` returns the clip
     embedding (`pooler_output`, `(feature_d,)` float32 numpy); `frame_level=True` the frame features
-    `(frames, feature_d)`; `layer=i` the frames of hidden state `i` (`0 <= i < config.num_hidden_layers`).
+    `(frames, feature_d)`; `layer=i` the frames of hidden state `i` (`-n <= i < n`, `n = config.num_hidden_layers`;
+    negative counts from the last).
 
     Call options: `sampling_rate` (the rate of bare arrays), `pad_to_min_length` (zero-pad clips shorter than one
     output frame instead of refusing them), plus `batch_size` as in every pipeline. Inputs: see the module doc."""

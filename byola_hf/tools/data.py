@@ -9,7 +9,6 @@ columns: `label`, `split` or `fold`...). [`load_audio_dataset`] decodes mono aud
 decoded by `byola_hf.audio` in a DataLoader worker and a bad file is reported by its path.
 """
 
-import functools
 import glob
 import hashlib
 import json
@@ -149,16 +148,27 @@ def cache_folder() -> Path:
     return folder
 
 
-@functools.cache
-def code_fingerprint() -> str:
-    """A hash of byola_hf's own source files, which the caches are named by: a cached log-mel, moment or corpus split
-    made by other code (another release, or an edited checkout) is not read back as this code's."""
-    package = Path(__file__).resolve().parents[1]
+def package_fingerprint(package: Path) -> str:
+    """A hash of the source files (`*.py`, names and bytes) under `package`, leaving out hidden files and folders (an
+    editor's lock or backup file, which may be a broken link)."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        digest.update(f"{path.relative_to(package)}\n".encode())
-        digest.update(path.read_bytes())
+        name = path.relative_to(package)
+        if path.is_file() and not any(part.startswith(".") for part in name.parts):
+            digest.update(f"{name}\n".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+# Hashed once, as a command starts (it imports this module before any work): a file edited while a run computes does
+# not give the old code's cached results the new code's name, and every rank of a run names its caches alike.
+_CODE_FINGERPRINT = package_fingerprint(Path(__file__).resolve().parents[1])
+
+
+def code_fingerprint() -> str:
+    """[`package_fingerprint`] of byola_hf's own source, which the caches are named by: a cached log-mel, moment or
+    corpus split made by other code (another release, or an edited checkout) is not read back as this code's."""
+    return _CODE_FINGERPRINT
 
 
 def shuffled(dataset, seed: int):
