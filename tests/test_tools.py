@@ -799,7 +799,8 @@ def test_caches_are_named_by_the_code_that_made_them(tmp_path, monkeypatch):
     """The caches of transforms were named by the package's version and the corpora's by a number bumped by hand: an
     edited checkout read back the log-mels and moments its old code made. Both are named by byola_hf's source, as
     it was when the command started (review: hashed at the first cache, minutes into a run, an edit in between named
-    the old code's output by the new code), and an editor's broken lock link beside the sources is no source."""
+    the old code's output by the new code), with the versions of the packages that decode, resample and compute; an
+    editor's broken lock link beside the sources is no source."""
     import shutil
     from pathlib import Path
 
@@ -818,7 +819,9 @@ def test_caches_are_named_by_the_code_that_made_them(tmp_path, monkeypatch):
     edited = data.package_fingerprint(copy)
     assert edited != unchanged
     monkeypatch.setattr(Path, "read_bytes", lambda path: pytest.fail(f"{path} read after the start"))
-    assert data.code_fingerprint() == unchanged
+    versions = data.package_versions(data.COMPUTING_PACKAGES)
+    assert data.code_fingerprint() == outputs.fingerprint(source=unchanged, packages=versions)
+    assert versions["soxr"] is not None and data.package_versions(("no-such-package",)) == {"no-such-package": None}
     dataset = datasets.Dataset.from_dict({"x": [1.0]})
     before = data.cache_file(dataset, "moments", 8)[0]
     monkeypatch.setattr(data, "code_fingerprint", lambda: edited)

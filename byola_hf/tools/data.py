@@ -11,6 +11,7 @@ decoded by `byola_hf.audio` in a DataLoader worker and a bad file is reported by
 
 import glob
 import hashlib
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..configuration_byola import BYOLAConfig, BYOLAPreTrainingConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor
 from ..modeling_byola import PretrainingCheckpointError
+from .outputs import fingerprint
 
 
 def load_audio_dataset(
@@ -160,14 +162,33 @@ def package_fingerprint(package: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+# The packages whose code computes what the commands cache besides byola_hf's: the decoders, the resampler, the
+# tensors' arithmetic.
+COMPUTING_PACKAGES = ("torch", "numpy", "soundfile", "soxr", "librosa", "datasets")
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Each installed distribution's version (`None` when it is not installed)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 # Hashed once, as a command starts (it imports this module before any work): a file edited while a run computes does
 # not give the old code's cached results the new code's name, and every rank of a run names its caches alike.
-_CODE_FINGERPRINT = package_fingerprint(Path(__file__).resolve().parents[1])
+_CODE_FINGERPRINT = fingerprint(
+    source=package_fingerprint(Path(__file__).resolve().parents[1]), packages=package_versions(COMPUTING_PACKAGES)
+)
 
 
 def code_fingerprint() -> str:
-    """[`package_fingerprint`] of byola_hf's own source, which the caches are named by: a cached log-mel, moment or
-    corpus split made by other code (another release, or an edited checkout) is not read back as this code's."""
+    """What the caches are named by: [`package_fingerprint`] of byola_hf's own source and the versions of the
+    [`COMPUTING_PACKAGES`]. A cached log-mel, moment or corpus split made by other code (another release, an edited
+    checkout, another resampler) is not read back as this code's."""
     return _CODE_FINGERPRINT
 
 
