@@ -49,12 +49,10 @@ def check_sampling_rate(rate: Any, name: str = "sampling_rate") -> int:
 
 
 def scale_pcm(samples: torch.Tensor) -> torch.Tensor:
-    """
-    float32 samples. Integer PCM (`int8`, `int16`, `int32`, `uint8`) is scaled by its dtype's full scale, as
+    """float32 samples. Integer PCM (`int8`, `int16`, `int32`, `uint8`) is scaled by its dtype's full scale, as
     soundfile and librosa read it: signed `intN` by `2**(N-1)` (int16 32767 -> 0.99997), `uint8` centred first
-    (128 -> 0). Floats are kept as they are. Other integer dtypes (`int64` from arithmetic, ...) are no PCM format
-    and are refused rather than guessed.
-    """
+    (128 -> 0). Floats are kept as they are. Other integer dtypes (`int64` from arithmetic, ...) are no PCM format and
+    are refused rather than guessed."""
     if samples.is_floating_point():
         return samples.to(torch.float32)
     if samples.dtype not in PCM_DTYPES:
@@ -187,11 +185,9 @@ def display_path(path: Any) -> str:
 
 
 def read_audio_file(source: Any, name: str | None = None) -> tuple[np.ndarray, int]:
-    """
-    Decode a file (a path, or a file object with `name` for messages) with soundfile: `(samples, rate)` with the
+    """Decode a file (a path, or a file object with `name` for messages) with soundfile: `(samples, rate)` with the
     samples mono float32 (channels averaged). Unreadable, empty (header-only) and non-finite files are errors naming
-    the file.
-    """
+    the file."""
     soundfile = require_extra("soundfile", "audio")
     name = display_path(source) if name is None else name
     if isinstance(source, (str, bytes, os.PathLike)) and not Path(os.fsdecode(source)).is_file():
@@ -256,11 +252,9 @@ def decode_datasets_audio(item: Any) -> tuple[np.ndarray, int | None]:
 
 
 def decode_undecoded_audio(item: dict, sampling_rate: int) -> np.ndarray:
-    """
-    An undecoded `datasets` audio item (`{"path", "bytes"}`, as `Audio(decode=False)` gives it) as a checked mono
+    """An undecoded `datasets` audio item (`{"path", "bytes"}`, as `Audio(decode=False)` gives it) as a checked mono
     float32 waveform at `sampling_rate`; unreadable, empty and non-finite audio are `ValueError`s naming the file.
-    Commands decode this way (in DataLoader workers) so that a bad file is reported by its path.
-    """
+    Commands decode this way (in DataLoader workers) so that a bad file is reported by its path."""
     path = item.get("path")
     if item.get("bytes"):
         name = display_path(path) if path else "audio bytes"
@@ -273,10 +267,8 @@ def decode_undecoded_audio(item: dict, sampling_rate: int) -> np.ndarray:
 
 
 def batch_waveforms(raw_speech: Any) -> tuple[list[np.ndarray], int | None]:
-    """
-    Every input form the feature extractor takes as a list of float32 numpy waveforms (not yet checked), and the
-    sampling rate the inputs carry (`datasets` audio) or `None`.
-    """
+    """Every input form the feature extractor takes as a list of float32 numpy waveforms (not yet checked), and the
+    sampling rate the inputs carry (`datasets` audio) or `None`."""
     if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
         array = to_float32(raw_speech)
         if array.ndim > 2:

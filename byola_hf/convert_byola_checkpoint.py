@@ -168,13 +168,11 @@ def check_original_tensors(path: Path, state_dict: dict[str, torch.Tensor], keys
 def config_from_state_dict(
     state_dict: dict[str, torch.Tensor], mean: float | None = None, std: float | None = None, n_mels: int = 64
 ) -> BYOLAConfig:
-    """
-    Detect the network from the tensors and build its config: v1 (`AudioNTT2020`: three conv blocks, output = the
+    """Detect the network from the tensors and build its config: v1 (`AudioNTT2020`: three conv blocks, output = the
     MLP) or v2 (`AudioNTT2022`: two conv blocks, output = conv features + MLP); `feature_d`, `conv_channels` and the
-    MLP widths are read from the shapes, which must fit `n_mels` mel bins (64 for every published BYOL-A network).
-    A checkpoint that fits neither (a block or layer missing, shapes that disagree) is refused with a message naming
-    what was found.
-    """
+    MLP widths are read from the shapes, which must fit `n_mels` mel bins (64 for every published BYOL-A network). A
+    checkpoint that fits neither (a block or layer missing, shapes that disagree) is refused with a message naming what
+    was found."""
     num_conv_layers = num_conv_blocks(state_dict)
     found = (
         f"{num_conv_layers} conv block(s), fc.0 {_shape(state_dict, 'fc.0.weight')}, "

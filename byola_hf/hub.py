@@ -50,10 +50,8 @@ class HubAccessError(ValueError):
 
 
 def check_hub_access(repo_id: str | None = None) -> None:
-    """
-    Fail early, with one clear message, when a push cannot work: `HF_HUB_OFFLINE` is set, the endpoint does not
-    answer, or there is no token. Call it before long work whose result is to be pushed.
-    """
+    """Fail early, with one clear message, when a push cannot work: `HF_HUB_OFFLINE` is set, the endpoint does not
+    answer, or there is no token. Call it before long work whose result is to be pushed."""
     from huggingface_hub import HfApi, constants, get_token
 
     if repo_id is not None and not repo_id.strip():  # a blank id
@@ -100,13 +98,11 @@ class PushArguments:
 
 
 def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
-    """
-    The push of a command whose Hub flags are `TrainingArguments`' (`--push_to_hub`, `--hub_model_id`,
-    `--hub_private_repo`), checked by [`check_push_arguments`] before any work, as every command's push is: public
-    only with `--public` (or `--hub_private_repo false`). Trainer's own pushes are turned off: it would create the
+    """The push of a command whose Hub flags are `TrainingArguments`' (`--push_to_hub`, `--hub_model_id`,
+    `--hub_private_repo`), checked by [`check_push_arguments`] before any work, as every command's push is: public only
+    with `--public` (or `--hub_private_repo false`). Trainer's own pushes are turned off: it would create the
     repository public (transformers passes `hub_private_repo=None`) and upload its checkpoints; the command pushes its
-    result once, with [`push_to_hub`].
-    """
+    result once, with [`push_to_hub`]."""
     public = public or training_args.hub_private_repo is False
     push = PushArguments(push_to_hub=training_args.push_to_hub, hub_model_id=training_args.hub_model_id, public=public)
     check_push_arguments(push)
@@ -203,13 +199,11 @@ HEAD_USAGE = {"BYOLAForSequenceClassification": CLASSIFIER_USAGE, "BYOLAForCTC":
 
 
 def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> ModelCard:
-    """
-    A model card (README.md) for a BYOL-A model directory, filled into `CARD_TEMPLATE` from its config: what it is,
+    """A model card (README.md) for a BYOL-A model directory, filled into `CARD_TEMPLATE` from its config: what it is,
     the statistics and their provenance (or a warning that there are none), usage (with the head's own: the
-    classification pipeline, CTC decoding), licence notice, citation, and for fine-tuned heads the task, its data
-    and the evaluation metric (`task_info`, e.g. `{"task": "ks", "dataset": "mini/ks", "metrics": {...}}`).
-    The metadata is `huggingface_hub`'s `ModelCardData`; `str(card)` is the README's text.
-    """
+    classification pipeline, CTC decoding), licence notice, citation, and for fine-tuned heads the task, its data and
+    the evaluation metric (`task_info`, e.g. `{"task": "ks", "dataset": "mini/ks", "metrics": {...}}`). The metadata is
+    `huggingface_hub`'s `ModelCardData`; `str(card)` is the README's text."""
     architecture = (config.architectures or ["BYOLAModel"])[0]
     licensed = getattr(config, "converted_from", None) is not None
     ntt_licence = {
@@ -311,13 +305,11 @@ def push_to_hub(
     commit_message: str = "Upload BYOL-A model with byola_hf",
     task_info: dict[str, Any] | None = None,
 ) -> str:
-    """
-    Upload a saved BYOL-A directory (weights, configs, the remote code files, and its `README.md`: the card the
+    """Upload a saved BYOL-A directory (weights, configs, the remote code files, and its `README.md`: the card the
     commands wrote, or the caller's own; a folder without one gets a card generated from its config, uploaded and not
-    written into the folder) to `repo_id`, creating the repository if needed: private unless `private=False`.
-    Weights converted from NTT's files (`config.converted_from`) are pushed with a warning that their licence allows
-    internal evaluation only. Returns the commit URL.
-    """
+    written into the folder) to `repo_id`, creating the repository if needed: private unless `private=False`. Weights
+    converted from NTT's files (`config.converted_from`) are pushed with a warning that their licence allows internal
+    evaluation only. Returns the commit URL."""
     from huggingface_hub import HfApi
     from transformers import AutoConfig
 

@@ -129,12 +129,10 @@ def embed_clip_batch(
     layers: list[int] | None,
     device: torch.device,
 ) -> list[dict]:
-    """
-    One output row per clip of `batch`: `path`, `error`, `duration` (seconds), `embedding` (`(feature_d,)`) and,
-    with `layers`, `timestamps` (ms) and `frames_<layer>` (`(frames, width)`, each layer at its own width).
-    Bad clips get `None` features and their error. The model must be in eval mode: in training mode BatchNorm
-    normalises with each batch's own statistics, so a clip's embedding would depend on the clips beside it.
-    """
+    """One output row per clip of `batch`: `path`, `error`, `duration` (seconds), `embedding` (`(feature_d,)`) and,
+    with `layers`, `timestamps` (ms) and `frames_<layer>` (`(frames, width)`, each layer at its own width). Bad clips
+    get `None` features and their error. The model must be in eval mode: in training mode BatchNorm normalises with
+    each batch's own statistics, so a clip's embedding would depend on the clips beside it."""
     if model.training:
         raise ValueError("embed_clip_batch needs the model in eval mode: call model.eval() first.")
     rows = [_empty_row(clip, layers) for clip in batch.clips]

@@ -146,13 +146,11 @@ class ExtractionJob:
 
 @holds_claimed_folders()
 def extract_embeddings(args: ExtractArguments) -> ExtractionResult:
-    """
-    Embed every example of a dataset (or of an EVAR task CSV) into `args.output_dir/dataset`, in shards of
+    """Embed every example of a dataset (or of an EVAR task CSV) into `args.output_dir/dataset`, in shards of
     `args.shard_size` examples saved atomically as they finish (a re-run with the same record resumes from them; see
-    the module doc). Under torchrun each rank takes every `world_size`-th shard (`args.device="cuda"`: its own GPU)
-    and rank 0 joins them in order. The CPU's default batch is small because batches of long clips fall out of its
-    caches; `args.unit_seconds` keeps each clip's start (EVAR crops training clips at a random place).
-    """
+    the module doc). Under torchrun each rank takes every `world_size`-th shard (`args.device="cuda"`: its own GPU) and
+    rank 0 joins them in order. The CPU's default batch is small because batches of long clips fall out of its caches;
+    `args.unit_seconds` keeps each clip's start (EVAR crops training clips at a random place)."""
     start_time = time.perf_counter()
     with process_group() as (rank, world_size):
         device = resolve_device(device_for_rank(args.device))
@@ -178,10 +176,8 @@ def run_record(args: ExtractArguments, model: str, source: dict[str, Any]) -> di
 
 
 def claim_output(job: "ExtractionJob", args: ExtractArguments, rank: int, world_size: int) -> bool:
-    """
-    Claim the output folder for this run's record ([`run_record`]) on rank 0 while the other ranks wait; whether it
-    already holds this run's finished dataset.
-    """
+    """Claim the output folder for this run's record ([`run_record`]) on rank 0 while the other ranks wait; whether it
+    already holds this run's finished dataset."""
     if rank == 0:
         model = model_fingerprint(job.model)
         source = source_record(job.dataset, job.audio_column_name)

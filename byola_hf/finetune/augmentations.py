@@ -91,10 +91,8 @@ def sample_mixup(
 def mask_along_axis(
     x: torch.Tensor, starts: torch.Tensor, widths: torch.Tensor, axis: int, value: float = 0.0
 ) -> torch.Tensor:
-    """
-    Per example, `value` on the positions `starts[b] <= p < starts[b] + widths[b]` of `axis` (-2: frequency, -1: time)
-    of `x (batch, ..., F, T)`; the rest unchanged.
-    """
+    """Per example, `value` on the positions `starts[b] <= p < starts[b] + widths[b]` of `axis` (-2: frequency, -1:
+    time) of `x (batch, ..., F, T)`; the rest unchanged."""
     if axis not in (-2, -1):
         raise ValueError(f"axis must be -2 (frequency) or -1 (time), got {axis}.")
     positions = torch.arange(x.shape[axis], device=x.device)

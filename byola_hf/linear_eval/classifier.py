@@ -108,12 +108,10 @@ def train_linear(
     seed: int,
     settings: TrainingSettings | None = None,
 ) -> LinearRun:
-    """
-    Train EVAR's linear classifier (see the module doc) on standardised float32 features `(n, d)` and int64 labels,
+    """Train EVAR's linear classifier (see the module doc) on standardised float32 features `(n, d)` and int64 labels,
     with `settings` (EVAR's BYOL-A config when `None`; `validation_fraction` is not used here), on `settings.device`
-    (CPU by default; the initial weights and the batches are drawn on the CPU either way, as EVAR draws them);
-    torch's global random state is restored afterwards.
-    """
+    (CPU by default; the initial weights and the batches are drawn on the CPU either way, as EVAR draws them); torch's
+    global random state is restored afterwards."""
     settings = TrainingSettings() if settings is None else settings
     device = torch.device(settings.device or "cpu")
     inputs, targets = torch.from_numpy(train_x).to(device), torch.from_numpy(train_y).to(device)
@@ -144,11 +142,9 @@ def train_linear(
 
 
 def hold_out_validation(labels: np.ndarray, fraction: float, seed: int, attempts: int = 100) -> np.ndarray:
-    """
-    Sorted indices of a random `ceil(fraction * n)` examples holding every class, as EVAR draws a validation part
-    when a task has none (scikit-learn's `train_test_split`, shuffled, not stratified, drawn again until every class
-    is in it, at most 100 times).
-    """
+    """Sorted indices of a random `ceil(fraction * n)` examples holding every class, as EVAR draws a validation part
+    when a task has none (scikit-learn's `train_test_split`, shuffled, not stratified, drawn again until every class is
+    in it, at most 100 times)."""
     rng = np.random.default_rng(seed)
     count = int(np.ceil(fraction * len(labels)))
     classes = np.unique(labels)

@@ -109,15 +109,13 @@ class LinearEvalArguments:
 
 @dataclass
 class LinearEvalResult:
-    """
-    Test accuracy over folds and seeds: `test_accuracy` is the mean of every (fold, seed) run, `test_accuracy_std`
+    """Test accuracy over folds and seeds: `test_accuracy` is the mean of every (fold, seed) run, `test_accuracy_std`
     their std; `seed_accuracies` each seed's mean over folds; `folds` the per-fold figures (with each fold's sizes).
     The per-class report and the confusion matrix pool the first seed's predictions over the folds (each example is
-    tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three. `embeddings`:
-    each folder read (by part: `train`, `valid`, `test`, or `task` for an `embeddings_dir`) with what its
-    `byola-extract` run recorded: the model, its statistics and their provenance, the data, and the clips
-    `--skip_bad` left out (not in `num_test`).
-    """
+    tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three. `embeddings`: each
+    folder read (by part: `train`, `valid`, `test`, or `task` for an `embeddings_dir`) with what its `byola-extract`
+    run recorded: the model, its statistics and their provenance, the data, and the clips `--skip_bad` left out (not in
+    `num_test`)."""
 
     test_accuracy: float
     test_accuracy_std: float
@@ -392,11 +390,9 @@ def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings
 
 @holds_claimed_folders()
 def linear_eval(args: LinearEvalArguments) -> LinearEvalResult:
-    """
-    EVAR's linear evaluation of `byola-extract` outputs (see the module doc): every fold with seeds `args.seed`,
+    """EVAR's linear evaluation of `byola-extract` outputs (see the module doc): every fold with seeds `args.seed`,
     `args.seed + 1`, ... `args.seed + args.seeds - 1`. With `args.output_dir` (a folder this command owns, claimed
-    before training), writes `eval_results.json` ([`LinearEvalResult`]) and `confusion_matrix.png`.
-    """
+    before training), writes `eval_results.json` ([`LinearEvalResult`]) and `confusion_matrix.png`."""
     settings = check_settings(args)
     folds, classes, protocol = load_folds(args)
     if args.validation_fraction is not None and all(fold.valid_x is not None for fold in folds):

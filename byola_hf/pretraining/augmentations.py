@@ -48,12 +48,10 @@ def cubic_weights(t: torch.Tensor) -> torch.Tensor:
 def resize_matrices(
     starts: torch.Tensor, sizes: torch.Tensor, offset: int, input_size: int, output_size: int
 ) -> torch.Tensor:
-    """
-    Per example, the `(output_size, input_size)` matrix that maps the input axis to the bicubic resize (align_corners)
-    of the canvas segment `[starts, starts + sizes)` to `output_size` points, the input sitting at `offset` on the
-    canvas (zeros elsewhere). Taps are clamped to the segment's own ends, as interpolating the crop alone does.
-    Shapes: `starts`, `sizes` `(batch,)` -> `(batch, output_size, input_size)` in float32.
-    """
+    """Per example, the `(output_size, input_size)` matrix that maps the input axis to the bicubic resize
+    (align_corners) of the canvas segment `[starts, starts + sizes)` to `output_size` points, the input sitting at
+    `offset` on the canvas (zeros elsewhere). Taps are clamped to the segment's own ends, as interpolating the crop
+    alone does. Shapes: `starts`, `sizes` `(batch,)` -> `(batch, output_size, input_size)` in float32."""
     device = starts.device
     positions = torch.arange(output_size, device=device, dtype=torch.float64)
     scale = (sizes.double() - 1) / max(output_size - 1, 1)
@@ -96,10 +94,8 @@ def random_resize_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 def sample_crop_boxes(
     batch: int, frequency: int, time: int, generator: torch.Generator | None = None, device=None
 ) -> torch.LongTensor:
-    """
-    Boxes `(batch, 4)` = `(i, j, h, w)` drawn as the original: `h = clip(int(U(0.6, 1.5) F), 1, canvas_h)`,
-    `w = clip(int(U(0.6, 1.5) T), 1, canvas_w)`, `i` uniform in `0..canvas_h - h` and `j` in `0..canvas_w - w`.
-    """
+    """Boxes `(batch, 4)` = `(i, j, h, w)` drawn as the original: `h = clip(int(U(0.6, 1.5) F), 1, canvas_h)`, `w =
+    clip(int(U(0.6, 1.5) T), 1, canvas_w)`, `i` uniform in `0..canvas_h - h` and `j` in `0..canvas_w - w`."""
     canvas_h, canvas_w = canvas_size(frequency, time)
     u = torch.rand(batch, 4, generator=generator, device=device, dtype=torch.float64)
     h = (FREQ_SCALE[0] + (FREQ_SCALE[1] - FREQ_SCALE[0]) * u[:, 0]).mul(frequency).long().clamp(1, canvas_h)
@@ -110,11 +106,8 @@ def sample_crop_boxes(
 
 
 def log_mixup_exp(x: torch.Tensor, background: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
-    """
-    `log((1 - alpha) exp(x) + alpha exp(background) + eps)` (eps: the dtype's machine epsilon), the original's
-    log-mixup-exp with `alpha` the background's share. `alpha` is a number or `(batch,)` for inputs
-    `(batch, ...)`.
-    """
+    """`log((1 - alpha) exp(x) + alpha exp(background) + eps)` (eps: the dtype's machine epsilon), the original's
+    log-mixup-exp with `alpha` the background's share. `alpha` is a number or `(batch,)` for inputs `(batch, ...)`."""
     alpha = torch.as_tensor(alpha, device=x.device, dtype=torch.float64)
     alpha = alpha.reshape(-1, *([1] * (x.ndim - 1))) if alpha.ndim else alpha
     mixed = (1.0 - alpha).to(x.dtype) * x.exp() + alpha.to(x.dtype) * background.exp()
@@ -186,10 +179,8 @@ class MixupMemoryBank(nn.Module):
     def forward(
         self, x: torch.Tensor, alpha: torch.Tensor | None = None, pick: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """
-        Mix each row of `x` `(count, 1, F, T)` (in the order the original would see them) with its background, then
-        push every row. Draws from [`sample`] unless `alpha` and `pick` are given.
-        """
+        """Mix each row of `x` `(count, 1, F, T)` (in the order the original would see them) with its background, then
+        push every row. Draws from [`sample`] unless `alpha` and `pick` are given."""
         count = x.shape[0]
         if alpha is None or pick is None:
             alpha, pick = self.sample(count)

@@ -30,10 +30,8 @@ STREAM_SHUFFLE_BUFFER = 1000
 
 
 def crop_waveform(waveform: np.ndarray, samples: int, position: float, pad_both_ends: bool) -> np.ndarray:
-    """
-    A crop of `samples` samples as the original takes it: a longer clip is cut at `int(position * (excess + 1))`
-    (`position` uniform in [0, 1)); a shorter one is zero-padded at both ends (v1) or at the end (v2).
-    """
+    """A crop of `samples` samples as the original takes it: a longer clip is cut at `int(position * (excess + 1))`
+    (`position` uniform in [0, 1)); a shorter one is zero-padded at both ends (v1) or at the end (v2)."""
     excess = len(waveform) - samples
     if excess > 0:
         start = min(int(position * (excess + 1)), excess)
@@ -76,16 +74,14 @@ class CropDataset(torch.utils.data.Dataset):
 
 
 class StreamingCropDataset(torch.utils.data.IterableDataset):
-    """
-    Crops of a streamed dataset ([`training_clips`]), one per clip as it arrives, pass after pass without end: pass `p`
-    reads the stream in a shuffled order (a buffer of `STREAM_SHUFFLE_BUFFER` clips seeded by `(seed, p)`) and
-    draws crop positions from a generator seeded by `(seed, p, DataLoader worker)`. DataLoader workers read
-    disjoint shards of the stream and count their own passes.
+    """Crops of a streamed dataset ([`training_clips`]), one per clip as it arrives, pass after pass without end: pass
+    `p` reads the stream in a shuffled order (a buffer of `STREAM_SHUFFLE_BUFFER` clips seeded by `(seed, p)`) and
+    draws crop positions from a generator seeded by `(seed, p, DataLoader worker)`. DataLoader workers read disjoint
+    shards of the stream and count their own passes.
 
     Endless, so batches run on across passes (none is cut short at a pass's end) and Trainer's run is one epoch of
     `--max_steps` steps: a resumed run skips exactly the batches already trained, wherever the passes end, and
-    persistent workers move on to the next pass as fresh ones would.
-    """
+    persistent workers move on to the next pass as fresh ones would."""
 
     def __init__(self, stream, cropper: ClipCropper, seed: int) -> None:
         self.stream = stream
@@ -107,10 +103,8 @@ class StreamingCropDataset(torch.utils.data.IterableDataset):
 
 
 class EpochCropSampler(torch.utils.data.Sampler):
-    """
-    Every clip once per epoch in a random order, each with a random crop position: `(index, position)` pairs drawn
-    from a generator seeded by `(seed, epoch)` (`set_epoch`, which Trainer calls), the same on every rank.
-    """
+    """Every clip once per epoch in a random order, each with a random crop position: `(index, position)` pairs drawn
+    from a generator seeded by `(seed, epoch)` (`set_epoch`, which Trainer calls), the same on every rank."""
 
     def __init__(self, num_examples: int, seed: int) -> None:
         self.num_examples = num_examples

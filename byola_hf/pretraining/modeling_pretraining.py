@@ -57,15 +57,13 @@ class BYOLAProjection(nn.Module):
 
 
 class BYOLAForPreTraining(PrivatePushMixin, PreTrainedModel):
-    """
-    BYOL-A's learner: `forward(view_one, view_two)` gives BYOL's loss of two normalised views, or
+    """BYOL-A's learner: `forward(view_one, view_two)` gives BYOL's loss of two normalised views, or
     `forward(input_features=log_mels)` makes the views of raw log-mel crops first (pre-normalised with `config.mean` /
     `config.std`, then [`~byola_hf.pretraining.augmentations.BYOLAAugmentation`]). Call [`update_target`] after each
     optimizer step.
 
     The encoders see the views as they are: they run with statistics 0 and 1 inside, and [`encoder_model`] gives the
-    online encoder with the pre-training statistics, as a plain [`~byola_hf.BYOLAModel`].
-    """
+    online encoder with the pre-training statistics, as a plain [`~byola_hf.BYOLAModel`]."""
 
     config_class = BYOLAPreTrainingConfig
     config: BYOLAPreTrainingConfig
@@ -124,14 +122,12 @@ class BYOLAForPreTraining(PrivatePushMixin, PreTrainedModel):
             target_parameter.copy_(target_parameter * decay + (1.0 - decay) * online_parameter)
 
     def embed(self, encoder: BYOLAModel, views: torch.Tensor, kernels: TrainingKernels | None = None) -> torch.Tensor:
-        """
-        Clip embeddings `(batch, feature_d)` of views `(batch, 1, n_mels, frames)`: the max + mean over time of the
-        encoder's output, `encoder(views[:, 0]).pooler_output`. In training mode it is computed here in the same
-        order of operations, except that each conv block pools before its ReLU (they commute, so every value and
-        gradient is bit for bit the same, and the ReLU runs on a quarter of the activation), through the device's
-        training kernels ([`~byola_hf.inference_byola.select_training_kernels`]; `kernels` gives the
-        set [`forward`] shares between the online and the target encoder).
-        """
+        """Clip embeddings `(batch, feature_d)` of views `(batch, 1, n_mels, frames)`: the max + mean over time of the
+        encoder's output, `encoder(views[:, 0]).pooler_output`. In training mode it is computed here in the same order
+        of operations, except that each conv block pools before its ReLU (they commute, so every value and gradient is
+        bit for bit the same, and the ReLU runs on a quarter of the activation), through the device's training kernels
+        ([`~byola_hf.inference_byola.select_training_kernels`]; `kernels` gives the set [`forward`] shares between the
+        online and the target encoder)."""
         if not self.training:
             return encoder(views[:, 0], check_values=False).pooler_output
         kernels = kernels or select_training_kernels(views, self.training_kernels)
@@ -203,11 +199,10 @@ class BYOLAForPreTraining(PrivatePushMixin, PreTrainedModel):
 
     @torch.no_grad()
     def load_original_learner_state(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """
-        Load the state of the original code's BYOL learner (`online_encoder.net.*`, `online_encoder.projector.net.*`,
-        `online_predictor.net.*`, `target_encoder.*`; the duplicate `net.*` is ignored), so runs of the original can
-        be continued here. Raises a `ValueError` naming missing or unexpected keys.
-        """
+        """Load the state of the original code's BYOL learner (`online_encoder.net.*`,
+        `online_encoder.projector.net.*`, `online_predictor.net.*`, `target_encoder.*`; the duplicate `net.*` is
+        ignored), so runs of the original can be continued here. Raises a `ValueError` naming missing or unexpected
+        keys."""
         mapped: dict[str, torch.Tensor] = {}
         for key, value in state_dict.items():
             if key.startswith("net."):

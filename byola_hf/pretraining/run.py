@@ -143,10 +143,8 @@ def pretrain(
     training_args: TrainingArguments,
     callbacks: list | None = None,
 ) -> Path:
-    """
-    Pre-train (or resume pre-training) and write the encoder's model directory into `training_args.output_dir`.
-    Returns that directory. `callbacks` are added to the Trainer's.
-    """
+    """Pre-train (or resume pre-training) and write the encoder's model directory into `training_args.output_dir`.
+    Returns that directory. `callbacks` are added to the Trainer's."""
     check_trainer_world_size(training_args)
     check_arguments(data_args, training_args)
     push = trainer_push_arguments(training_args, model_args.public)  # before any work; Trainer's pushes off
@@ -220,15 +218,13 @@ def run_record(model_args, data_args, training_args, dataset, feature_extractor,
 
 
 def save_outputs(trainer: BYOLAPreTrainer, output_dir: Path, info: dict[str, Any], metrics: dict | None) -> None:
-    """
-    Write the online encoder ([`BYOLAForPreTraining.save_encoder`]: weights, config with the statistics, feature
+    """Write the online encoder ([`BYOLAForPreTraining.save_encoder`]: weights, config with the statistics, feature
     extractor) and its card into `output_dir`, with, as transformers' example scripts do, the run's
-    `trainer_state.json` (the whole log: losses, linear probes) and `train_results.json` (`train()`'s `metrics`, of
-    the steps this invocation trained). `metrics` is `None` when it trained nothing (a finished run re-run): the two
-    files of the invocation that trained are kept. Those two are written first, each atomically, so that a run
-    killed while saving the encoder is completed by its re-run; the encoder is saved in a temporary folder, then
-    each file renamed into place, `config.json` last, so the folder never loads as half a model.
-    """
+    `trainer_state.json` (the whole log: losses, linear probes) and `train_results.json` (`train()`'s `metrics`, of the
+    steps this invocation trained). `metrics` is `None` when it trained nothing (a finished run re-run): the two files
+    of the invocation that trained are kept. Those two are written first, each atomically, so that a run killed while
+    saving the encoder is completed by its re-run; the encoder is saved in a temporary folder, then each file renamed
+    into place, `config.json` last, so the folder never loads as half a model."""
     if not all(torch.isfinite(tensor).all() for tensor in trainer.model.encoder.state_dict().values()):
         raise ValueError("Pre-training diverged: the encoder has NaN or infinite weights; lower --learning_rate.")
 

@@ -43,12 +43,10 @@ class CropEpochCallback(TrainerCallback):
 
 
 class RankStateCallback(TrainerCallback):
-    """
-    Under DDP every rank keeps its own BatchNorm running statistics and mixup memory bank, as the original's DDP,
+    """Under DDP every rank keeps its own BatchNorm running statistics and mixup memory bank, as the original's DDP,
     while Trainer's checkpoint holds rank 0's model. This saves each rank's buffers beside it
-    (`checkpoint-N/rank_state_{rank}.safetensors`) and, when the run resumes from `resume_from`, puts each rank's
-    own back after Trainer has loaded the checkpoint, so a resumed run continues every rank as it was.
-    """
+    (`checkpoint-N/rank_state_{rank}.safetensors`) and, when the run resumes from `resume_from`, puts each rank's own
+    back after Trainer has loaded the checkpoint, so a resumed run continues every rank as it was."""
 
     def __init__(self, resume_from: str | None = None):
         self.resume_from = resume_from
@@ -75,14 +73,12 @@ class RankStateCallback(TrainerCallback):
 
 
 class BYOLAPreTrainer(Trainer):
-    """
-    [`~transformers.Trainer`] over a [`~byola_hf.pretraining.data.CropDataset`]: batches of waveform crops
+    """[`~transformers.Trainer`] over a [`~byola_hf.pretraining.data.CropDataset`]: batches of waveform crops
     (`input_values`) become log-mels on the model's device ([`~byola_hf.BYOLAFeatureExtractor.log_mel`]), then the
     model makes the views and the loss. Give it `feature_extractor=`; the EMA callback is added here. With
-    `linear_probe=` (and an `eval_strategy`), each evaluation is a linear evaluation of the current online encoder
-    on that task, logged as `eval_linear_accuracy`, with the effective rank of the test clips' embeddings
-    (`eval_effective_rank`).
-    """
+    `linear_probe=` (and an `eval_strategy`), each evaluation is a linear evaluation of the current online encoder on
+    that task, logged as `eval_linear_accuracy`, with the effective rank of the test clips' embeddings
+    (`eval_effective_rank`)."""
 
     def __init__(
         self, *args, feature_extractor: BYOLAFeatureExtractor, linear_probe: LinearProbeData | None = None, **kwargs

@@ -124,14 +124,12 @@ def batch_moments(
     device: str | None = None,
     unit: int | None = None,
 ) -> dict[str, list]:
-    """
-    `datasets.map(batched=True)` function: one row of partial moments per batch (the fields of
+    """`datasets.map(batched=True)` function: one row of partial moments per batch (the fields of
     [`~byola_hf.stats.moments.LogMelMoments`]), never the features. With `device` (e.g. `"cuda"`) the log-mels and
     their moments are computed there; with `unit`, of every clip cut or zero-padded to `unit` samples.
 
-    `num_threads=1` in forked `num_proc` workers: they are the parallelism, and torch's thread pool inherited
-    across `fork` deadlocks. Such workers also ask to die with the command, so `kill -9` leaves none behind.
-    """
+    `num_threads=1` in forked `num_proc` workers: they are the parallelism, and torch's thread pool inherited across
+    `fork` deadlocks. Such workers also ask to die with the command, so `kill -9` leaves none behind."""
     if num_threads is not None:
         torch.set_num_threads(num_threads)
         die_with_parent()
@@ -164,11 +162,9 @@ def compute_moments(
     device: str | None = None,
     unit: int | None = None,
 ) -> LogMelMoments:
-    """
-    Exact moments of the log-mels of every example of `dataset` (already cast to decode at the right rate; with
-    `unit`, cut or zero-padded to `unit` samples), via `dataset.map(batched=True)` returning one row of partial
-    moments per batch.
-    """
+    """Exact moments of the log-mels of every example of `dataset` (already cast to decode at the right rate; with
+    `unit`, cut or zero-padded to `unit` samples), via `dataset.map(batched=True)` returning one row of partial moments
+    per batch."""
     from tqdm.auto import tqdm
 
     columns = list(dataset.features) if dataset.features is not None else dataset.column_names

@@ -17,10 +17,8 @@ import torch
 
 @dataclass
 class LogMelMoments:
-    """
-    Count, mean and sum of squared deviations (`m2`) of a set of log-mel values in float64, with the clips they came
-    from: `num_examples` clips, `num_frames` valid frames, `num_samples` waveform samples.
-    """
+    """Count, mean and sum of squared deviations (`m2`) of a set of log-mel values in float64, with the clips they came
+    from: `num_examples` clips, `num_frames` valid frames, `num_samples` waveform samples."""
 
     count: int = 0
     mean: float = 0.0
@@ -81,11 +79,9 @@ class LogMelMoments:
 
 
 class RunningNormEstimate:
-    """
-    The SUPERB upstream's "calcnorm" estimate: over zero-padded batches, a running mean of the batch means, and a
+    """The SUPERB upstream's "calcnorm" estimate: over zero-padded batches, a running mean of the batch means, and a
     running mean of each batch's mean squared deviation from the running mean of that moment; the std is its square
-    root, clamped to `[float32 eps, float32 max]`. The original stops after 10,000 batches.
-    """
+    root, clamped to `[float32 eps, float32 max]`. The original stops after 10,000 batches."""
 
     def __init__(self, max_updates: int = 10_000):
         self.max_updates = max_updates

@@ -223,12 +223,10 @@ def make_sd(
     sampling_rate: int = 16000,
     frame_seconds: float = 0.08,
 ) -> Path:
-    """
-    Speaker diarization: two voices of `TRAIN_VOICES` saying different sentences, the second starting part-way
+    """Speaker diarization: two voices of `TRAIN_VOICES` saying different sentences, the second starting part-way
     through the first, mixed. `activity` (in `metadata.jsonl`) holds per-frame speaker activity, one row of two 0/1
     values per `frame_seconds` (BYOL-A's 80 ms output frame) at any `sampling_rate`: a speaker is active in a frame
-    when its own track's energy there is above 1 % of that track's peak frame energy.
-    """
+    when its own track's energy there is above 1 % of that track's peak frame energy."""
     rng = random.Random(seed)
     output = Path(output_dir)
     for split, count in zip(("train", "validation", "test"), examples):

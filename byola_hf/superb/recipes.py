@@ -267,11 +267,9 @@ class ClassificationRecipe(TaskRecipe):
 
 
 def build_ctc_tokenizer(transcriptions: list[str] | None, phonemes: bool, tokens: list[str] | None = None):
-    """
-    A CTC tokenizer, blank = `<pad>` = id 0, `<unk>` = 1, then `tokens` (a corpus's fixed vocabulary, e.g. s3prl's
+    """A CTC tokenizer, blank = `<pad>` = id 0, `<unk>` = 1, then `tokens` (a corpus's fixed vocabulary, e.g. s3prl's
     phoneme list) or the tokens of `transcriptions` (space-separated phonemes, or characters with "|" between words).
-    Held in memory (its vocab.json is written where the processor is saved).
-    """
+    Held in memory (its vocab.json is written where the processor is saved)."""
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
 
     if tokens is None:

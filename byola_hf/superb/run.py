@@ -218,11 +218,9 @@ class LogMelCollator:
 
 
 def log_mel_device(training_device: torch.device, num_proc: int | None) -> torch.device | None:
-    """
-    Where run_superb computes the log-mels it caches: the training accelerator when there is one and `datasets.map`
-    runs in this process (forked map workers cannot use a GPU this process has initialised), else the CPU (`None`).
-    The cached features are read back every epoch; computing them on the GPU takes the front end off the CPU.
-    """
+    """Where run_superb computes the log-mels it caches: the training accelerator when there is one and `datasets.map`
+    runs in this process (forked map workers cannot use a GPU this process has initialised), else the CPU (`None`). The
+    cached features are read back every epoch; computing them on the GPU takes the front end off the CPU."""
     if training_device.type == "cpu" or (num_proc or 1) > 1:
         return None
     return training_device
@@ -248,11 +246,9 @@ def log_mel_rows(
 
 
 def cache_log_mels(dataset, n_mels: int):
-    """
-    The mapped split as training reads it: `input_features` rows `(frames, n_mels)` stored as `Array2D`, read back
+    """The mapped split as training reads it: `input_features` rows `(frames, n_mels)` stored as `Array2D`, read back
     as numpy arrays without a conversion per mel row (3.4x faster per epoch than nested lists on 1 s clips,
-    `benchmarks/benchmark_superb_features.py`); the labels stay Python values.
-    """
+    `benchmarks/benchmark_superb_features.py`); the labels stay Python values."""
     datasets = require_extra("datasets", "superb")
     features = dataset.cast_column("input_features", datasets.Array2D(shape=(None, n_mels), dtype="float32"))
     return features.with_format("numpy", columns=["input_features"], output_all_columns=True)
@@ -310,12 +306,10 @@ def run_record(
 def claim_output(
     training_args: TrainingArguments, data_args: DataTrainingArguments, run_id: dict, train: bool
 ) -> str | None:
-    """
-    Make `--output_dir` this command's (a folder it did not write is refused, see [`claim_output_dir`]) and return
-    the checkpoint to resume from, as transformers' example scripts do: `--resume_from_checkpoint` when given, else
-    the last `checkpoint-*` of a re-run with the same fingerprint. A different run refuses, or with
-    `--overwrite_output_dir` removes what this command wrote there and starts over.
-    """
+    """Make `--output_dir` this command's (a folder it did not write is refused, see [`claim_output_dir`]) and return
+    the checkpoint to resume from, as transformers' example scripts do: `--resume_from_checkpoint` when given, else the
+    last `checkpoint-*` of a re-run with the same fingerprint. A different run refuses, or with
+    `--overwrite_output_dir` removes what this command wrote there and starts over."""
     given = training_args.resume_from_checkpoint
     if given is not None and not Path(given).is_dir():
         raise ValueError(f"--resume_from_checkpoint {given}: no such checkpoint folder.")
@@ -744,12 +738,10 @@ def blank_padded_frames(logits: torch.Tensor, frames: torch.Tensor, blank_id: in
 
 
 def load_splits(data_args: DataTrainingArguments, sampling_rate: int, seed: int) -> tuple[dict[str, Any], str | None]:
-    """
-    The training, evaluation and (with `test_split_name`) test splits of a `datasets` source, and the evaluation
+    """The training, evaluation and (with `test_split_name`) test splits of a `datasets` source, and the evaluation
     split's name as reported. A dataset without `eval_split_name` gets one held out of the training split
     (`validation_split_percentage`, fixed by `seed`), or none when that percentage is 0. Evaluating on the training
-    split itself is allowed and named as such.
-    """
+    split itself is allowed and named as such."""
 
     def load(split: str):
         return load_audio_dataset(

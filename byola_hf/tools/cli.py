@@ -271,12 +271,9 @@ def user_errors(command: str) -> Iterator[None]:
 
 
 def run_command(command: str, run: Callable[..., Any], *arguments: Any) -> Any:
-    """
-    `run(*arguments)` under [`user_errors`], with the torchrun process group torn down on the way out: the
-    command's end, so call it once, after the command line is parsed. A group destroyed and joined again within
-    one launch is joined under the same keys of torchrun's store, where a rank can read the other's old gloo
-    address.
-    """
+    """`run(*arguments)` under [`user_errors`], with the torchrun process group torn down on the way out: the command's
+    end, so call it once, after the command line is parsed. A group destroyed and joined again within one launch is
+    joined under the same keys of torchrun's store, where a rank can read the other's old gloo address."""
     try:
         with user_errors(command):
             return run(*arguments)

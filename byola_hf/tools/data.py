@@ -34,11 +34,9 @@ def load_audio_dataset(
     sampling_rate: int = 16000,
     streaming: bool = False,
 ):
-    """
-    Load one split of a Hub dataset, a local `audiofolder` (`dataset_name="audiofolder"`, `data_dir=...`), a
-    dataset saved with `save_to_disk`, or a folder or glob of audio files (one `audio` and one `path` column), check
-    its audio column and cast it to decode mono audio at `sampling_rate`.
-    """
+    """Load one split of a Hub dataset, a local `audiofolder` (`dataset_name="audiofolder"`, `data_dir=...`), a dataset
+    saved with `save_to_disk`, or a folder or glob of audio files (one `audio` and one `path` column), check its audio
+    column and cast it to decode mono audio at `sampling_rate`."""
     datasets = require_extra("datasets", "stats")
     check_data_dir_use(dataset_name, data_dir)
     check_local_source(dataset_name, data_dir)
@@ -124,13 +122,11 @@ def draw_rows(dataset, count: int | None, seed: int):
 
 
 def cache_file(dataset, *transform: Any) -> tuple[str, str | None]:
-    """
-    The fingerprint of `transform` (what it does and its settings) applied to `dataset`, and where `datasets` is to
+    """The fingerprint of `transform` (what it does and its settings) applied to `dataset`, and where `datasets` is to
     write its result: a file in [`cache_folder`] (`None` for a dataset in memory, whose result stays in memory). Not
     beside the files the dataset reads, where datasets writes it: a `save_to_disk` folder is the user's, often on a
-    read-only share, and not a command's to write into. [`code_fingerprint`] stands for the transform's code
-    (datasets hashes an importable function by its name), and [`saved_files`] for what a saved folder holds.
-    """
+    read-only share, and not a command's to write into. [`code_fingerprint`] stands for the transform's code (datasets
+    hashes an importable function by its name), and [`saved_files`] for what a saved folder holds."""
     datasets = require_extra("datasets", "stats")
     fingerprint = datasets.fingerprint.Hasher.hash(
         [code_fingerprint(), dataset._fingerprint, *transform, saved_files(dataset)]
@@ -424,10 +420,8 @@ def load_source(
 
 
 def metadata_csv_source(metadata_csv: str, data_dir: str | None, audio_column_name: str = "audio"):
-    """
-    An EVAR task CSV as a dataset: every column kept as it is, plus `audio_column_name` holding `data_dir/file_name`
-    (the CSV's own folder when `data_dir` is not given). Missing files are listed in one error.
-    """
+    """An EVAR task CSV as a dataset: every column kept as it is, plus `audio_column_name` holding `data_dir/file_name`
+    (the CSV's own folder when `data_dir` is not given). Missing files are listed in one error."""
     datasets = require_extra("datasets", "stats")
     pandas = require_extra("pandas", "stats")
     csv = Path(metadata_csv)
@@ -470,15 +464,13 @@ def source_record(dataset, audio_column_name: str) -> dict[str, Any]:
 
 
 def source_fingerprint(dataset, audio_column_name: str) -> str:
-    """
-    A hash of what the examples of `dataset` (its audio column undecoded) are: every non-audio column's values and,
-    per clip, its path with the file's size and modification time (local files: a file written again under its
-    name, as the same length of audio, keeps its size). Clips stored in the dataset (a Hub or `save_to_disk`
-    dataset, or one built in memory) are covered by `datasets`' own fingerprint of the dataset, made from its data
-    files and revision on loading (from the table itself in memory) and carried through every transform, with the
-    Arrow files of a saved folder ([`saved_files`]). Their bytes are not hashed again at each start. Reads the table
-    in batches, never the decoded audio.
-    """
+    """A hash of what the examples of `dataset` (its audio column undecoded) are: every non-audio column's values and,
+    per clip, its path with the file's size and modification time (local files: a file written again under its name, as
+    the same length of audio, keeps its size). Clips stored in the dataset (a Hub or `save_to_disk` dataset, or one
+    built in memory) are covered by `datasets`' own fingerprint of the dataset, made from its data files and revision
+    on loading (from the table itself in memory) and carried through every transform, with the Arrow files of a saved
+    folder ([`saved_files`]). Their bytes are not hashed again at each start. Reads the table in batches, never the
+    decoded audio."""
     import pyarrow.compute as pc
 
     digest = hashlib.sha256()

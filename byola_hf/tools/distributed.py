@@ -11,11 +11,9 @@ from .outputs import follows_rank_zero
 
 @contextmanager
 def process_group() -> Iterator[tuple[int, int]]:
-    """
-    `(rank, world_size)` of this process. Under torchrun (`WORLD_SIZE > 1`) it joins the process group for the
+    """`(rank, world_size)` of this process. Under torchrun (`WORLD_SIZE > 1`) it joins the process group for the
     duration and destroys it on the way out: a gloo group left alive until interpreter exit can abort the process
-    ("terminate called without an active exception") after the work is done.
-    """
+    ("terminate called without an active exception") after the work is done."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         yield 0, 1
@@ -33,10 +31,8 @@ def process_group() -> Iterator[tuple[int, int]]:
 
 
 def device_for_rank(device: str | None) -> str | None:
-    """
-    The device this process computes on. A bare `"cuda"` under torchrun means this rank's own GPU, `cuda:LOCAL_RANK`
-    (torchrun numbers the processes of one machine from 0, as its GPUs are numbered); any other value is kept.
-    """
+    """The device this process computes on. A bare `"cuda"` under torchrun means this rank's own GPU, `cuda:LOCAL_RANK`
+    (torchrun numbers the processes of one machine from 0, as its GPUs are numbered); any other value is kept."""
     if device != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
     return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -50,11 +46,9 @@ def is_main_process() -> bool:
 
 
 def check_trainer_world_size(training_args) -> None:
-    """
-    Refuse a torchrun / accelerate launch in which Trainer would not train together: on a machine without a GPU,
-    Trainer runs each of the processes alone unless `--use_cpu` is given, and the processes would then write one
-    output folder as separate runs.
-    """
+    """Refuse a torchrun / accelerate launch in which Trainer would not train together: on a machine without a GPU,
+    Trainer runs each of the processes alone unless `--use_cpu` is given, and the processes would then write one output
+    folder as separate runs."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and training_args.world_size != launched:
         hint = " (on a machine without a GPU, add --use_cpu)" if not torch.cuda.is_available() else ""

@@ -71,11 +71,9 @@ MAY_CHANGE_ON_RESUME = frozenset(
 
 
 def recorded_arguments(*arguments: Any, may_change: frozenset[str] = MAY_CHANGE_ON_RESUME) -> dict[str, Any]:
-    """
-    Every field of the argument dataclasses `arguments` (those a caller can set) except `may_change`, by name, as
-    JSON values (enums by value, others by `str`): what a run records so that a re-run with any other value of
-    any of them is refused.
-    """
+    """Every field of the argument dataclasses `arguments` (those a caller can set) except `may_change`, by name, as
+    JSON values (enums by value, others by `str`): what a run records so that a re-run with any other value of any of
+    them is refused."""
     record = {}
     for instance in arguments:
         for field in dataclasses.fields(instance):
@@ -294,10 +292,8 @@ def remove_path(path: Path) -> None:
 
 @contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
-    """
-    A temporary path beside `final` to write a file or folder into; renamed to `final` when the block succeeds (an
-    existing `final` is replaced), removed when it fails. Beside, so the rename stays on one file system.
-    """
+    """A temporary path beside `final` to write a file or folder into; renamed to `final` when the block succeeds (an
+    existing `final` is replaced), removed when it fails. Beside, so the rename stays on one file system."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
@@ -312,11 +308,9 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
 
 def save_into(output_dir: str | Path, save: Callable[[Path], Any], last: str = "config.json") -> None:
-    """
-    Call `save(staging_folder)` (e.g. `save_pretrained`), then move what it wrote into `output_dir` file by file
+    """Call `save(staging_folder)` (e.g. `save_pretrained`), then move what it wrote into `output_dir` file by file
     with `last` moved last: a model directory never has a `config.json` (so never loads) before its weights are
-    complete, even when the run is killed or the disk fills up.
-    """
+    complete, even when the run is killed or the disk fills up."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in output_dir.glob(".staging.*"):  # an earlier save's, killed before its clean-up
@@ -335,12 +329,10 @@ def save_into(output_dir: str | Path, save: Callable[[Path], Any], last: str = "
 
 
 def last_complete_checkpoint(output_dir: str | Path, extra_files: Sequence[str] = ()) -> str | None:
-    """
-    The newest Trainer `checkpoint-N` in `output_dir` that was saved to the end (its `trainer_state.json`, which
+    """The newest Trainer `checkpoint-N` in `output_dir` that was saved to the end (its `trainer_state.json`, which
     Trainer writes last, whole; and every one of `extra_files`, which callbacks add after it), or `None`. Trainer
-    writes a checkpoint file by file in place, so a run killed while saving leaves a folder that
-    `get_last_checkpoint` would pick and the resume would fail on.
-    """
+    writes a checkpoint file by file in place, so a run killed while saving leaves a folder that `get_last_checkpoint`
+    would pick and the resume would fail on."""
     steps = {path: path.name.removeprefix("checkpoint-") for path in Path(output_dir).glob("checkpoint-*")}
     folders = sorted((path for path, step in steps.items() if step.isdigit()), key=lambda p: -int(steps[p]))
     for folder in folders:

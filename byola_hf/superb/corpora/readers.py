@@ -90,11 +90,9 @@ VOXCELEB_LINE = "'<1|2|3> <speaker>/<video>/<utterance>.wav'"
 
 
 def read_voxceleb1(request: CorpusRequest) -> CorpusRecords:
-    """
-    VoxCeleb1 speaker identification: the split file's lines `<1|2|3> <speaker>/<video>/<utterance>.wav` (1 train,
-    2 dev, 3 test); the WAV under `ROOT/wav/` or `ROOT/*/wav/` (the dev and test archives side by side, as s3prl
-    searches); the label is the speaker folder; classes sorted by speaker id (s3prl's `id10001` = class 0).
-    """
+    """VoxCeleb1 speaker identification: the split file's lines `<1|2|3> <speaker>/<video>/<utterance>.wav` (1 train, 2
+    dev, 3 test); the WAV under `ROOT/wav/` or `ROOT/*/wav/` (the dev and test archives side by side, as s3prl
+    searches); the label is the speaker folder; classes sorted by speaker id (s3prl's `id10001` = class 0)."""
     root = request.root
     split_file = Path(request.split_file) if request.split_file else root / "iden_split.txt"
     require_file(split_file, f"the VoxCeleb1 split file (lines {VOXCELEB_LINE}; pass it with --split_file)")
@@ -269,12 +267,10 @@ def silence_crops(noises: list[Path], count: int, rng: random.Random) -> list[Cr
 
 
 def read_speech_commands(request: CorpusRequest) -> CorpusRecords:
-    """
-    Speech Commands v0.01, 12 classes: the 10 words, `_unknown_` (every other word folder) and `_silence_` (1 s crops
-    of `_background_noise_`); train/validation by the speaker hash; test from the separate v0.01 test set
+    """Speech Commands v0.01, 12 classes: the 10 words, `_unknown_` (every other word folder) and `_silence_` (1 s
+    crops of `_background_noise_`); train/validation by the speaker hash; test from the separate v0.01 test set
     (`--test_dir`, one folder per class). s3prl reads one fresh crop per background file each time and balances the
-    classes with a weighted sampler; here `_silence_` gets as many fixed crops as the average word has clips.
-    """
+    classes with a weighted sampler; here `_silence_` gets as many fixed crops as the average word has clips."""
     root = request.root
     noises = sorted((root / BACKGROUND).glob("*.wav"))
     if not noises:
@@ -432,11 +428,9 @@ def hold_out(records: dict[str, list], ratio: float) -> list[dict[str, list]]:
 
 
 def read_iemocap(request: CorpusRequest) -> CorpusRecords:
-    """
-    IEMOCAP, 4 classes (neutral, happy with excited merged, angry, sad), fold N leaving Session N out for testing; 20%
-    of the other sessions held out for validation as s3prl does. s3prl's `meta_data/SessionN/*.json` under the root are
-    used when present (the same utterances in s3prl's order), else the sessions' EmoEvaluation files.
-    """
+    """IEMOCAP, 4 classes (neutral, happy with excited merged, angry, sad), fold N leaving Session N out for testing;
+    20% of the other sessions held out for validation as s3prl does. s3prl's `meta_data/SessionN/*.json` under the root
+    are used when present (the same utterances in s3prl's order), else the sessions' EmoEvaluation files."""
     if request.fold not in range(1, 6):
         raise ValueError(f"--fold must be 1..5 (the IEMOCAP session left out for testing), got {request.fold}.")
     meta = request.root / "meta_data" / f"Session{request.fold}"
