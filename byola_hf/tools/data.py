@@ -43,10 +43,8 @@ def load_audio_dataset(
     path = Path(dataset_name)
     dataset = read_split(dataset_name, dataset_config_name, data_dir, split, audio_column_name, streaming)
     if is_audio_file_source(dataset_name) or (is_saved_dataset(path) and not (path / "dataset_dict.json").exists()):
-        check_read_whole(
-            f"--dataset_name {display_path(dataset_name)}", dataset_config_name, split
-        )  # after the listing
-
+        # After read_split, whose errors (no audio files, split folders) come first.
+        check_read_whole(f"--dataset_name {display_path(dataset_name)}", dataset_config_name, split)
     if not streaming and len(dataset) == 0:
         raise ValueError(f"Split '{split}' of {dataset_name} is empty: there is nothing to work on.")
     check_audio_column(dataset, audio_column_name)
@@ -222,21 +220,6 @@ def is_audio_file_source(dataset_name: str) -> bool:
     return path.is_dir() and not is_saved_dataset(path) and not any(path.glob("**/metadata.csv"))
 
 
-# Folder names datasets' audiofolder reads as splits.
-SPLIT_FOLDER_NAMES = (
-    "train",
-    "training",
-    "validation",
-    "valid",
-    "val",
-    "dev",
-    "test",
-    "testing",
-    "eval",
-    "evaluation",
-)
-
-
 def files_under(folder: str) -> list[str]:
     """The files under `folder`, recursively, hidden ones left out as a glob leaves them; each folder is listed once:
     a symlink to a parent folder or to a sibling would list its files again (a glob follows such cycles until the
@@ -258,7 +241,8 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
     split mixed (statistics of the training split computed with the test audio)."""
     datasets = require_extra("datasets", "stats")
     folders = [path for path in Path(source).iterdir() if path.is_dir()] if Path(source).is_dir() else []
-    splits = sorted(path.name for path in folders if path.name.lower() in SPLIT_FOLDER_NAMES)
+    split_names = {name for names in datasets.data_files.SPLIT_KEYWORDS.values() for name in names}  # audiofolder's
+    splits = sorted(path.name for path in folders if path.name.lower() in split_names)
     if splits:
         raise ValueError(
             f"{display_path(source)} holds split folders ({', '.join(splits)}): read one with --dataset_name "
