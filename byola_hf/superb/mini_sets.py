@@ -36,19 +36,10 @@ IC_ACTIONS = {"activate": "turn on", "deactivate": "turn off", "increase": "turn
 IC_OBJECTS = ["lights", "music", "heat", "volume"]
 IC_LOCATIONS = ["kitchen", "bedroom", "washroom", "none"]
 PR_SENTENCES = [
-    "the cat sat on the mat",
-    "she sells sea shells",
-    "open the window please",
-    "a quick brown fox",
-    "we went to the market",
-    "it is cold outside",
-    "turn left at the bridge",
-    "my phone is on the table",
-    "the sun is shining today",
-    "bring me a cup of tea",
-    "he plays the guitar",
-    "they are reading books",
-]
+    "the cat sat on the mat", "she sells sea shells", "open the window please", "a quick brown fox",
+    "we went to the market", "it is cold outside", "turn left at the bridge", "my phone is on the table",
+    "the sun is shining today", "bring me a cup of tea", "he plays the guitar", "they are reading books",
+]  # fmt: skip
 SID_SENTENCES = PR_SENTENCES + ["good morning to you", "where is the station", "call me later", "this is a test"]
 # Voices (espeak-ng voice + variant): the held-out ones for validation/test differ from the training ones.
 TRAIN_VOICES = ["en-us", "en-gb+f3", "en-gb-scotland+m3", "en-029+f2", "en-gb-x-rp+m5", "en-us+f4"]
@@ -272,18 +263,10 @@ BUILDERS = {"ks": make_ks, "ic": make_ic, "sid": make_sid, "pr": make_pr, "sd": 
 # The native corpora's speakers: four of the training voices.
 VOICES = TRAIN_VOICES[:4]
 LEXICON = {  # ARPAbet pronunciations of the words the mini LibriSpeech says
-    "THE": ["DH AH0", "DH IY0"],
-    "CAT": ["K AE1 T"],
-    "SAT": ["S AE1 T"],
-    "ON": ["AA1 N"],
-    "MAT": ["M AE1 T"],
-    "DOG": ["D AO1 G"],
-    "RAN": ["R AE1 N"],
-    "HOME": ["HH OW1 M"],
-    "SUN": ["S AH1 N"],
-    "IS": ["IH1 Z"],
+    "THE": ["DH AH0", "DH IY0"], "CAT": ["K AE1 T"], "SAT": ["S AE1 T"], "ON": ["AA1 N"], "MAT": ["M AE1 T"],
+    "DOG": ["D AO1 G"], "RAN": ["R AE1 N"], "HOME": ["HH OW1 M"], "SUN": ["S AH1 N"], "IS": ["IH1 Z"],
     "HOT": ["HH AA1 T"],
-}
+}  # fmt: skip
 OTHER_LEXICON = {"GO": ["G OW1"], "UP": ["AH1 P"]}  # the second lexicon file (s3prl's "allothers")
 LIBRI_SENTENCES = ["THE CAT SAT ON THE MAT", "THE DOG RAN HOME", "THE SUN IS HOT", "GO UP", "THE CAT RAN UP"]
 
