@@ -185,9 +185,8 @@ def display_path(path: Any) -> str:
 
 
 def read_audio_file(source: Any, name: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode a file (a path, or a file object with `name` for messages) with soundfile: `(samples, rate)` with the
-    samples mono float32 (channels averaged). Unreadable, empty (header-only) and non-finite files are errors naming
-    the file."""
+    """Decode a file (a path, or a file object with `name` for messages) with soundfile: `(samples, rate)`, the samples
+    mono float32 (channels averaged). Unreadable, empty (header-only) and non-finite files are errors naming it."""
     soundfile = require_extra("soundfile", "audio")
     name = display_path(source) if name is None else name
     if isinstance(source, (str, bytes, os.PathLike)) and not Path(os.fsdecode(source)).is_file():

@@ -171,8 +171,7 @@ def config_from_state_dict(
     """Detect the network from the tensors and build its config: v1 (`AudioNTT2020`: three conv blocks, output = the
     MLP) or v2 (`AudioNTT2022`: two conv blocks, output = conv features + MLP); `feature_d`, `conv_channels` and the
     MLP widths are read from the shapes, which must fit `n_mels` mel bins (64 for every published BYOL-A network). A
-    checkpoint that fits neither (a block or layer missing, shapes that disagree) is refused with a message naming what
-    was found."""
+    checkpoint that fits neither (a block or layer missing, shapes that disagree) is refused, naming what was found."""
     num_conv_layers = num_conv_blocks(state_dict)
     found = (
         f"{num_conv_layers} conv block(s), fc.0 {_shape(state_dict, 'fc.0.weight')}, "

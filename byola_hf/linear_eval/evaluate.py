@@ -195,8 +195,7 @@ def check_finite_embeddings(embeddings: np.ndarray, directory: str, parts: list[
 
 
 def check_several_classes(labels: np.ndarray | list, where: str) -> None:
-    """Refuse training on the `labels` of one class: every prediction would be it, and the accuracy 1.0 would say
-    nothing."""
+    """Refuse training on `labels` of one class: every prediction would be it, an accuracy of 1.0 that says nothing."""
     if len(set(np.asarray(labels).tolist())) < 2:
         raise ValueError(
             f"The training part of {where} has a single class: a linear evaluation needs two or more; check "

@@ -43,9 +43,8 @@ def crop_waveform(waveform: np.ndarray, samples: int, position: float, pad_both_
 
 @dataclass
 class ClipCropper:
-    """Decodes one undecoded audio item at `sampling_rate` (the shared checks: unreadable, empty and non-finite
-    audio are errors naming the file) and crops it ([`crop_waveform`]) to a float32 tensor
-    `(samples,)`."""
+    """Decodes one undecoded audio item at `sampling_rate` (the shared checks: unreadable, empty and non-finite audio
+    are errors naming the file) and crops it ([`crop_waveform`]) to a float32 tensor `(samples,)`."""
 
     audio_column_name: str
     sampling_rate: int

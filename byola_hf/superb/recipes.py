@@ -140,8 +140,7 @@ class TaskRecipe:
 
 
 def label_strings(dataset, column: str) -> list[str]:
-    """The labels of a column as strings: a `ClassLabel`'s class names (audiofolder's folder names), else the
-    values."""
+    """A column's labels as strings: a `ClassLabel`'s class names (audiofolder's folder names), else the values."""
     names = getattr(dataset.features[column], "names", None) if dataset.features else None
     if names is not None:
         return [names[value] for value in dataset[column]]

@@ -238,10 +238,9 @@ def parse_arguments(parser: HfArgumentParser, argv: list[str] | None) -> tuple:
 
 def check_no_empty_values(command: str, parsed: Sequence[Any]) -> None:
     """An empty value names nothing, typically an unset shell variable (`--data_dir "$DATA"`): a folder flag would
-    read, or write into, the working directory, another flag would take "" as a name. Refused for every argument
-    of ours and Trainer's folder flags, `--output_dir` and `--resume_from_checkpoint` (an empty one named the
-    working directory, and the run failed on its missing trainer_state.json; Trainer's other flags are its own to
-    check)."""
+    read, or write into, the working directory, another flag would take "" as a name. Refused for every argument of
+    ours and Trainer's folder flags, `--output_dir` and `--resume_from_checkpoint` (an empty one named the working
+    directory, and the run failed on its missing trainer_state.json; Trainer's other flags are its own to check)."""
     for arguments in parsed:
         if isinstance(arguments, TrainingArguments):
             values = {name: getattr(arguments, name[2:]) for name in ("--output_dir", "--resume_from_checkpoint")}
