@@ -171,24 +171,17 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
 
 def recipe_settings(args, training_args: TrainingArguments, unit: int, sampling_rate: int) -> dict[str, Any]:
     """The recipe as reports and cards state it."""
+    own = ("optimizer", "min_learning_rate", "warmup_epochs", "mixup", "freq_mask", "time_mask", "resize_crop",
+           "freeze_encoder", "seeds", "label_column_name")  # fmt: skip
     return {
-        "optimizer": args.optimizer,
+        **{name: getattr(args, name) for name in own},
         "learning_rate": training_args.learning_rate,
-        "min_learning_rate": args.min_learning_rate,
-        "warmup_epochs": args.warmup_epochs,
         "epochs": training_args.num_train_epochs,
         "max_steps": training_args.max_steps,
         "batch_size": training_args.per_device_train_batch_size,
         "max_grad_norm": training_args.max_grad_norm,
-        "mixup": args.mixup,
-        "freq_mask": args.freq_mask,
-        "time_mask": args.time_mask,
-        "resize_crop": args.resize_crop,
-        "freeze_encoder": args.freeze_encoder,
         "unit_seconds": unit / sampling_rate,
-        "seeds": args.seeds,
         "seed": training_args.seed,
-        "label_column_name": args.label_column_name,
     }
 
 
