@@ -137,12 +137,7 @@ def check_arguments(data_args, training_args: TrainingArguments) -> None:
 
 
 @holds_claimed_folders()
-def pretrain(
-    model_args,
-    data_args,
-    training_args: TrainingArguments,
-    callbacks: list | None = None,
-) -> Path:
+def pretrain(model_args, data_args, training_args: TrainingArguments, callbacks: list | None = None) -> Path:
     """Pre-train (or resume pre-training) and write the encoder's model directory into `training_args.output_dir`.
     Returns that directory. `callbacks` are added to the Trainer's."""
     check_trainer_world_size(training_args)

@@ -173,8 +173,7 @@ class DataTrainingArguments:
     )
     audio_column_name: str = field(default="audio", metadata={"help": "Audio column"})
     label_column_name: str | None = field(
-        default=None,
-        metadata={"help": "Label column (default: the task's; for ic the slot columns, comma-separated)"},
+        default=None, metadata={"help": "Label column (default: the task's; for ic the slot columns, comma-separated)"}
     )
     text_column_name: str | None = field(
         default=None, metadata={"help": "Transcription column (pr: phonemes, asr: text)"}
@@ -637,11 +636,7 @@ def evaluate_split(trainer: Trainer, dataset, split: str | None, prefix: str = "
             logger.warning("No evaluation split: the model is trained and saved without evaluation.")
         return {}, None
     prediction = trainer.predict(dataset, metric_key_prefix=prefix)
-    metrics = {
-        **prediction.metrics,
-        f"{prefix}_samples": len(dataset),
-        f"{prefix}_split": split,
-    }
+    metrics = {**prediction.metrics, f"{prefix}_samples": len(dataset), f"{prefix}_split": split}
     trainer.log_metrics(prefix, metrics)
     trainer.save_metrics(prefix, metrics)
     return metrics, prediction
