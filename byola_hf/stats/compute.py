@@ -302,10 +302,9 @@ def check_measured_statistics(mean: float, std: float, dataset_name: str) -> Non
 def measure(
     dataset, feature_extractor: BYOLAFeatureExtractor, args: StatsArguments, world_size: int, unit: int | None
 ) -> tuple[float, float, LogMelMoments]:
-    """`(mean, std, moments)` of this rank's share, merged across ranks for the exact mode (with `unit`: of the
-    clips cut or zero-padded to `unit` samples). The audio is decoded by [`~byola_hf.audio.decode_undecoded_audio`],
-    as extraction and pre-training decode it: the same samples, and an unreadable or truncated file is an error
-    naming it."""
+    """`(mean, std, moments)` of this rank's share, merged across ranks in exact mode (with `unit`: of the clips cut or
+    zero-padded to `unit` samples). The audio is decoded by [`~byola_hf.audio.decode_undecoded_audio`], as in
+    extraction and pre-training: the same samples, and an unreadable or truncated file is an error naming it."""
     datasets = require_extra("datasets", "stats")
     column = args.audio_column_name
     dataset = dataset.cast_column(column, datasets.Audio(decode=False))
@@ -385,9 +384,8 @@ def check_model_weights(model_name_or_path: str) -> None:
 
 
 def check_no_trained_head(config: BYOLAConfig, model_name_or_path: str) -> None:
-    """Refuse to save new statistics with a model saved with a task head (byola-run-superb, byola-finetune): it was
-    trained on log-mels normalised with its own statistics, so new ones would change the model under its results
-    and card."""
+    """Refuse new statistics for a model saved with a task head (byola-run-superb, byola-finetune): it was trained on
+    log-mels normalised with its own statistics, and new ones would change the model under its results and card."""
     heads = [name for name in config.architectures or [] if name != "BYOLAModel"]
     if heads:
         raise ValueError(

@@ -355,10 +355,9 @@ def load_task_data(data_args: DataTrainingArguments, config: BYOLAConfig, seed: 
 def prepare_features(
     splits: dict, feature_extractor, recipe: TaskRecipe, data_args, training_args, train_max: int | None
 ):
-    """Each split's log-mels and encoded labels, computed once by `datasets.map` and cached under a fingerprint of
-    the source split (`datasets`' own), the front end, the label encoding and the cut. The audio is decoded by
-    [`~byola_hf.audio.decode_undecoded_audio`], as every command decodes it: a bad file or stored clip is an error
-    naming it."""
+    """Each split's log-mels and encoded labels, computed once by `datasets.map` and cached under a fingerprint of the
+    source split (`datasets`' own), the front end, the label encoding and the cut. The audio is decoded by
+    [`~byola_hf.audio.decode_undecoded_audio`], as every command's: a bad file or stored clip is an error naming it."""
     datasets = require_extra("datasets", "superb")
     rate = feature_extractor.sampling_rate
     device = log_mel_device(training_args.device, data_args.preprocessing_num_workers)

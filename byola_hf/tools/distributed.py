@@ -46,9 +46,8 @@ def is_main_process() -> bool:
 
 
 def check_trainer_world_size(training_args) -> None:
-    """Refuse a torchrun / accelerate launch in which Trainer would not train together: on a machine without a GPU,
-    Trainer runs each of the processes alone unless `--use_cpu` is given, and the processes would then write one output
-    folder as separate runs."""
+    """Refuse a torchrun / accelerate launch in which Trainer would not train together: without a GPU, Trainer runs
+    each process alone unless `--use_cpu` is given, and they would write one output folder as separate runs."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and training_args.world_size != launched:
         hint = " (on a machine without a GPU, add --use_cpu)" if not torch.cuda.is_available() else ""
