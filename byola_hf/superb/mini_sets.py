@@ -497,19 +497,31 @@ def run_record(args: MiniSetArguments) -> dict:
     return {"arguments": recorded_arguments(args, may_change=MAY_CHANGE)}
 
 
+def check_mini_set_arguments(args: MiniSetArguments) -> None:
+    """Refuse, before the output folder is claimed, a bad value and a flag the chosen layout does not read: the
+    native corpora are built at 16 kHz from fixed voices and sentences, whatever --task, --seed or --sampling_rate."""
+    if args.sampling_rate < 0:
+        raise ValueError(f"--sampling_rate must be a rate in Hz (0: espeak-ng's own 22050), got {args.sampling_rate}.")
+    unknown = sorted(set(args.corpus) - set(MINI_CORPORA))
+    if unknown:
+        raise ValueError(f"--corpus {unknown[0]} is not one of {', '.join(MINI_CORPORA)}.")
+    defaults = MiniSetArguments(output_dir=args.output_dir)
+    unread = ["corpus"] if args.layout == "audiofolder" else ["task", "seed", "sampling_rate"]
+    given = [name for name in unread if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        layout = "native" if args.layout == "audiofolder" else "audiofolder"
+        raise ValueError(f"--{given[0]} is read with --layout {layout} only: drop it, or pass --layout {layout}.")
+
+
 @holds_claimed_folders()
 def build_mini_sets(args: MiniSetArguments) -> None:
     """Build the chosen sets into a folder this command owns, and print their sizes. Sets built with another seed
     or rate are never mixed into the same folder (statistics and embeddings made from it would disagree)."""
-    if args.sampling_rate < 0:
-        raise ValueError(f"--sampling_rate must be a rate in Hz (0: espeak-ng's own 22050), got {args.sampling_rate}.")
+    check_mini_set_arguments(args)
     require_espeak()
     names = [*BUILDERS, *MINI_CORPORA]
     claim_output_dir(args.output_dir, COMMAND, run_record(args), names, args.overwrite_output_dir)
     if args.layout == "native":
-        unknown = sorted(set(args.corpus) - set(MINI_CORPORA))
-        if unknown:
-            raise ValueError(f"--corpus {unknown[0]} is not one of {', '.join(MINI_CORPORA)}.")
         for name in args.corpus or MINI_CORPORA:
             print(f"{name}: {MINI_CORPORA[name](Path(args.output_dir) / name)}")
         return
