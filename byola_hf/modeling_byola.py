@@ -1,5 +1,6 @@
 """PyTorch BYOL-A model."""
 
+import functools
 import itertools
 import json
 import logging
@@ -828,16 +829,16 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         if self.config.problem_type != "multi_label_classification":
             targets = labels.argmax(-1).masked_fill(mask == 0, -100)
             return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        frames = mask.sum(-1)
         targets = labels.to(logits.dtype).clamp(0, 1)  # padded frames are masked out below
-        per_permutation = []
-        for order in itertools.permutations(range(labels.shape[-1])):
-            bce = nn.functional.binary_cross_entropy_with_logits(
-                logits, targets[..., list(order)], reduction="none"
-            ).mean(-1)
-            per_permutation.append((bce * mask).sum(-1))
+        pairs = (*logits.shape, logits.shape[-1])  # (batch, frames, output, label column)
+        bce = nn.functional.binary_cross_entropy_with_logits(
+            logits[..., :, None].expand(pairs), targets[..., None, :].expand(pairs), reduction="none"
+        )
+        # cost[b, k, j]: output k matched to column j, over the clip's valid frames; an order's loss is the sum of its
+        # pairs' costs (the BCE's mean over speakers, a sum over frames), so the best order is an assignment.
+        cost = (bce * mask[..., None, None]).sum(1) / logits.shape[-1]
         # Over the batch's valid frames, as s3prl's SD loss: a clip weighs by its length, not as one example.
-        return torch.stack(per_permutation).min(0).values.sum() / frames.sum()
+        return assignment_minimum(cost).sum() / mask.sum()
 
 
 # Every class a saved directory's code provides, for `trust_remote_code=True` loading through each Auto class.
@@ -854,6 +855,34 @@ AUTO_MAP = {
 # The original time reduction's weights for each number of halvings a conv state can need, as plain Python floats
 # computed once at import, so `torch.compile` folds them into constants.
 _TAIL_WEIGHTS = {halvings: tail_weights(halvings) for halvings in range(1, 6)}
+
+
+@functools.cache
+def _subset_steps(size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """For [`assignment_minimum`], one step per row `r` of a `size x size` matrix: every set of `r + 1` columns (as
+    `itertools.combinations` orders them) as `(smaller, column)`, both `(sets, r + 1)`: for each way to give row `r`
+    one of the set's columns, that column and the position among the sets of `r` columns of the rest."""
+    steps, positions = [], {(): 0}
+    for count in range(1, size + 1):
+        sets = list(itertools.combinations(range(size), count))
+        smaller = [[positions[chosen[:i] + chosen[i + 1 :]] for i in range(count)] for chosen in sets]
+        steps.append((torch.tensor(smaller), torch.tensor(sets)))
+        positions = {chosen: index for index, chosen in enumerate(sets)}
+    return tuple(steps)
+
+
+def assignment_minimum(cost: torch.Tensor) -> torch.Tensor:
+    """
+    The lowest `sum(cost[b, k, order[k]] for k)` over every order (permutation) of the columns, for `cost` of shape
+    `(batch, n, n)`; shape `(batch,)`. Exact, by dynamic programming over the sets of columns the first rows take
+    (`n * 2**(n - 1)` sums instead of `n!` orders: 1,024 for 8 speakers, not 40,320), on `cost`'s device; the
+    gradient flows to the best order's entries, as a minimum over every order's sum would.
+    """
+    best = cost.new_zeros(cost.shape[0], 1)  # (batch, sets of the columns taken so far)
+    for row, (smaller, columns) in enumerate(_subset_steps(cost.shape[-1])):
+        smaller, columns = smaller.to(cost.device), columns.to(cost.device)
+        best = (best[:, smaller] + cost[:, row, columns]).min(-1).values
+    return best[:, 0]
 
 
 def _stack_pieces(

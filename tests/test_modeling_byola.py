@@ -539,6 +539,55 @@ def test_frame_loss_is_permutation_invariant():
         model(**batch, labels=labels[:, :-1])
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 6])
+def test_assignment_minimum_is_the_lowest_sum_over_every_order(size):
+    """The SD loss tried every speaker order, each a BCE pass over the batch (num_labels! of them: 5 s a training step
+    for 8 speakers here, hours for 10); it is an assignment over the speaker pairs' costs now, which must be the
+    minimum over every order, with that order's gradient."""
+    import itertools
+
+    from byola_hf.modeling_byola import assignment_minimum
+
+    generator = torch.Generator().manual_seed(size)
+    cost = torch.randn(4, size, size, dtype=torch.float64, generator=generator, requires_grad=True)
+    orders = torch.tensor(list(itertools.permutations(range(size))))  # (orders, size)
+    every_order = cost[:, torch.arange(size), orders].sum(-1)  # (batch, orders)
+    expected = every_order.min(-1).values
+    found = assignment_minimum(cost)
+    torch.testing.assert_close(found, expected, rtol=1e-12, atol=1e-12)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), cost)
+    (gradient,) = torch.autograd.grad(found.sum(), cost)
+    assert torch.equal(gradient, expected_gradient)  # one 1 per row, in the best order's columns
+
+
+def test_frame_loss_of_many_speakers_is_the_best_order_over_valid_frames():
+    """The loss's definition (s3prl's pit_loss) for 4 speakers and a padded batch: per clip, the lowest over the 24
+    speaker orders of the BCE summed over its valid frames (mean over speakers), over the batch's valid frames."""
+    import itertools
+
+    torch.manual_seed(0)
+    model = BYOLAForAudioFrameClassification(
+        config(num_labels=4, problem_type="multi_label_classification", frame_lstm_hidden_size=16)
+    ).eval()
+    nn.init.normal_(model.classifier.weight, std=3.0)
+    batch = FE(waveforms(lengths=(48000, 12000)), sampling_rate=16000, return_tensors="pt")
+    frames = (batch["attention_mask"].sum(-1) // 8).tolist()
+    labels = torch.randint(0, 2, (2, max(frames), 4)).float()
+    with torch.no_grad():
+        output = model(**batch, labels=labels)
+    logits, targets, total = output.logits.double(), labels.double(), 0.0
+    for example, length in enumerate(frames):
+        total += min(
+            nn.functional.binary_cross_entropy_with_logits(
+                logits[example, :length], targets[example, :length][:, order], reduction="none"
+            )
+            .mean(-1)
+            .sum()
+            for order in map(list, itertools.permutations(range(4)))
+        )
+    torch.testing.assert_close(output.loss.double(), total / sum(frames), rtol=1e-6, atol=0)
+
+
 def test_frame_loss_weights_every_valid_frame_equally_as_s3prl():
     """s3prl's SD loss (`diarization/utils.py` pit_loss): per clip, the best speaker order's BCE summed over its valid
     frames (mean over speakers), then summed over the batch and divided by the batch's valid frames, so a long clip
