@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
+from transformers.utils import logging
 
 from .configuration_byola import (
     BYOLAConfig,
@@ -16,6 +17,7 @@ from .configuration_byola import (
 from .modeling_byola import PretrainingCheckpointError
 
 
+logger = logging.get_logger(__name__)
 LICENSE_NOTICE = (
     "The original BYOL-A weights are © NTT and distributed under NTT's *Software License Agreement for Evaluation* "
     "(https://github.com/nttcslab/byol-a/blob/master/LICENSE): a royalty-free, non-transferable licence to use them "
@@ -307,9 +309,9 @@ def push_to_hub(
 ) -> str:
     """Upload a saved BYOL-A directory (weights, configs, the remote code files, and its `README.md`: the card the
     commands wrote, or the caller's own; a folder without one gets a card generated from its config, uploaded and not
-    written into the folder) to `repo_id`, creating the repository if needed: private unless `private=False`. Weights
-    converted from NTT's files (`config.converted_from`) are pushed with a warning that their licence allows internal
-    evaluation only. Returns the commit URL."""
+    written into the folder, unless the repository has a README.md already, which is kept) to `repo_id`, creating the
+    repository if needed: private unless `private=False`. Weights converted from NTT's files (`config.converted_from`)
+    are pushed with a warning that their licence allows internal evaluation only. Returns the commit URL."""
     from huggingface_hub import HfApi
     from transformers import AutoConfig
 
@@ -326,8 +328,7 @@ def push_to_hub(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     if not (directory / "README.md").is_file():  # the card is uploaded, never written into the caller's folder
-        card = str(model_card(config, task_info)).encode("utf-8")
-        api.upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id=repo_id, commit_message=commit_message)
+        upload_card_unless_kept(api, repo_id, model_card(config, task_info), commit_message)
     commit = api.upload_folder(
         folder_path=str(directory),
         repo_id=repo_id,
@@ -335,3 +336,21 @@ def push_to_hub(
         ignore_patterns=["checkpoint-*", "runs/*", "*.bin", ".*"],  # dotfiles: the commands' markers, staging
     )
     return str(getattr(commit, "commit_url", commit))
+
+
+def upload_card_unless_kept(api: Any, repo_id: str, card: ModelCard, commit_message: str) -> None:
+    """Upload `card` as `repo_id`'s README.md unless the repository has one (the user's, or an earlier push's card),
+    which a push of a folder without a README.md keeps, as transformers' own pushes do; a warning says how to
+    replace it."""
+    if api.file_exists(repo_id, "README.md"):
+        logger.warning(
+            f"{repo_id} has a README.md, kept (it may describe earlier weights or statistics): to replace it, save a "
+            "card into the folder first (byola_hf.hub.save_model_card(folder, config)) and push again."
+        )
+        return
+    api.upload_file(
+        path_or_fileobj=str(card).encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        commit_message=commit_message,
+    )

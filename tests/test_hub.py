@@ -115,6 +115,7 @@ class FakeHub(BaseHTTPRequestHandler):
     commits: list[dict] = []
     creates: list[dict] = []  # the create-repo requests, with their "visibility"
     public_repos: set[str] = set()  # repositories that exist, public; any other does not exist
+    readmes: set[str] = set()  # repositories that hold a README.md
 
     def log_message(self, *args):
         pass
@@ -141,6 +142,15 @@ class FakeHub(BaseHTTPRequestHandler):
                 return self._json({"id": repo, "private": False, "sha": "0" * 40})
             return self._json({"error": "Repository not found"}, 404, {"X-Error-Code": "RepoNotFound"})
         self._json({"error": f"not faked: GET {self.path}"}, 404)
+
+    def do_HEAD(self):  # huggingface_hub's file_exists: a file's metadata
+        repo, name = "/".join(self.path.split("/")[1:3]), self.path.split("?")[0].split("/resolve/main/")[-1]
+        found = name == "README.md" and repo in FakeHub.readmes
+        self.send_response(200 if found else 404)
+        headers = {"X-Repo-Commit": "0" * 40, "ETag": '"card"'} if found else {"X-Error-Code": "EntryNotFound"}
+        for header, value in {**headers, "Content-Length": "0"}.items():
+            self.send_header(header, value)
+        self.end_headers()
 
     def do_POST(self):
         body = self._body()
@@ -182,7 +192,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_hub():
-    FakeHub.commits, FakeHub.creates, FakeHub.public_repos = [], [], set()
+    FakeHub.commits, FakeHub.creates, FakeHub.public_repos, FakeHub.readmes = [], [], set(), set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -442,6 +452,30 @@ for call in (lambda: model.push_to_hub("tester/a"), lambda: model.config.push_to
 
 
 @slow
+def test_a_push_without_a_card_keeps_the_repositorys_readme(fake_hub, small_model, tmp_path):
+    """A saved folder without a README.md pushed with byola_hf.hub.push_to_hub got a card generated from its config,
+    uploaded over the repository's own README.md (the user's card written on the Hub). It is uploaded into a
+    repository without one only; the other's is kept, with a warning that says how to replace it."""
+    import shutil
+
+    folder = tmp_path / "saved"
+    shutil.copytree(small_model, folder)
+    (folder / "README.md").unlink(missing_ok=True)
+    FakeHub.readmes.add("tester/carded")
+    script = f"""
+from byola_hf.hub import push_to_hub
+for repo in ("tester/fresh", "tester/carded"):
+    push_to_hub({str(folder)!r}, repo)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
+    assert result.returncode == 0, result.stderr[-3000:]
+    carded = [commit["path"] for commit in FakeHub.commits if "README.md" in commit["files"]]
+    assert len(carded) == 1 and "tester/fresh" in carded[0], carded
+    assert "config.json" in FakeHub.commits[-1]["files"] and "tester/carded" in FakeHub.commits[-1]["path"]
+    assert "tester/carded has a README.md, kept" in result.stderr
+
+
+@slow
 def test_a_private_push_into_an_existing_public_repository_is_refused(fake_hub, real512_checkpoint, tmp_path):
     """Creating a repository that exists changes nothing, so a private push (the default) into a public one would
     publish the converted weights: refused before any work, in one line; --public pushes there."""
@@ -688,6 +722,9 @@ def test_a_push_uploads_the_model_not_the_runs_checkpoints_logs_or_markers(small
 
         def create_repo(self, repo_id, private, exist_ok):
             assert private
+
+        def file_exists(self, repo_id, filename):
+            return False
 
         def upload_file(self, path_in_repo, **kwargs):
             uploads.append(path_in_repo)
