@@ -1,6 +1,5 @@
 """PyTorch BYOL-A model."""
 
-import functools
 import itertools
 import json
 import logging
@@ -837,8 +836,9 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         # cost[b, k, j]: output k matched to column j, over the clip's valid frames; an order's loss is the sum of its
         # pairs' costs (the BCE's mean over speakers, a sum over frames), so the best order is an assignment.
         cost = (bce * mask[..., None, None]).sum(1) / logits.shape[-1]
-        # Over the batch's valid frames, as s3prl's SD loss: a clip weighs by its length, not as one example.
-        return assignment_minimum(cost).sum() / mask.sum()
+        # Over the batch's valid frames, as s3prl's SD loss: a clip weighs by its length, not as one example. A batch
+        # without a labelled frame adds nothing (0 / 0 was a NaN loss, and NaN weights after the step).
+        return assignment_minimum(cost).sum() / mask.sum().clamp(min=1)
 
 
 # Every class a saved directory's code provides, for `trust_remote_code=True` loading through each Auto class.
@@ -857,18 +857,23 @@ AUTO_MAP = {
 _TAIL_WEIGHTS = {halvings: tail_weights(halvings) for halvings in range(1, 6)}
 
 
-@functools.cache
-def _subset_steps(size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+# [`_subset_steps`]' tables by (speakers, device): built once, not copied to the device at every training step.
+_SUBSET_STEPS: dict[tuple[int, torch.device], tuple[tuple[torch.Tensor, torch.Tensor], ...]] = {}
+
+
+def _subset_steps(size: int, device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """For [`assignment_minimum`], one step per row `r` of a `size x size` matrix: every set of `r + 1` columns (as
-    `itertools.combinations` orders them) as `(smaller, column)`, both `(sets, r + 1)`: for each way to give row `r`
-    one of the set's columns, that column and the position among the sets of `r` columns of the rest."""
-    steps, positions = [], {(): 0}
-    for count in range(1, size + 1):
-        sets = list(itertools.combinations(range(size), count))
-        smaller = [[positions[chosen[:i] + chosen[i + 1 :]] for i in range(count)] for chosen in sets]
-        steps.append((torch.tensor(smaller), torch.tensor(sets)))
-        positions = {chosen: index for index, chosen in enumerate(sets)}
-    return tuple(steps)
+    `itertools.combinations` orders them) as `(smaller, column)`, both `(sets, r + 1)` on `device`: for each way to
+    give row `r` one of the set's columns, that column and the position among the sets of `r` columns of the rest."""
+    if (size, device) not in _SUBSET_STEPS:
+        steps, positions = [], {(): 0}
+        for count in range(1, size + 1):
+            sets = list(itertools.combinations(range(size), count))
+            smaller = [[positions[chosen[:i] + chosen[i + 1 :]] for i in range(count)] for chosen in sets]
+            steps.append((torch.tensor(smaller, device=device), torch.tensor(sets, device=device)))
+            positions = {chosen: index for index, chosen in enumerate(sets)}
+        _SUBSET_STEPS[size, device] = tuple(steps)
+    return _SUBSET_STEPS[size, device]
 
 
 def assignment_minimum(cost: torch.Tensor) -> torch.Tensor:
@@ -878,9 +883,10 @@ def assignment_minimum(cost: torch.Tensor) -> torch.Tensor:
     (`n * 2**(n - 1)` sums instead of `n!` orders: 1,024 for 8 speakers, not 40,320), on `cost`'s device; the
     gradient flows to the best order's entries, as a minimum over every order's sum would.
     """
+    if cost.ndim != 3 or cost.shape[1] != cost.shape[2]:
+        raise ValueError(f"assignment_minimum takes square costs (batch, n, n), got shape {tuple(cost.shape)}.")
     best = cost.new_zeros(cost.shape[0], 1)  # (batch, sets of the columns taken so far)
-    for row, (smaller, columns) in enumerate(_subset_steps(cost.shape[-1])):
-        smaller, columns = smaller.to(cost.device), columns.to(cost.device)
+    for row, (smaller, columns) in enumerate(_subset_steps(cost.shape[-1], cost.device)):
         best = (best[:, smaller] + cost[:, row, columns]).min(-1).values
     return best[:, 0]
 

@@ -558,6 +558,19 @@ def test_assignment_minimum_is_the_lowest_sum_over_every_order(size):
     (expected_gradient,) = torch.autograd.grad(expected.sum(), cost)
     (gradient,) = torch.autograd.grad(found.sum(), cost)
     assert torch.equal(gradient, expected_gradient)  # one 1 per row, in the best order's columns
+    with pytest.raises(ValueError, match="square costs"):
+        assignment_minimum(cost[:, :, :-1] if size > 1 else cost[0])
+
+
+def test_frame_loss_of_a_batch_without_a_labelled_frame_is_zero_not_nan():
+    """Every label row -100 (labels shorter than the clips): the loss was 0 / 0, a NaN that the step spreads into
+    every weight; the batch adds nothing now."""
+    model = HEADS["frame"]().train()
+    batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
+    labels = torch.full_like(labels_for("frame", batch), -100.0)
+    loss = model(**batch, labels=labels).loss
+    loss.backward()
+    assert loss.item() == 0.0 and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_frame_loss_of_many_speakers_is_the_best_order_over_valid_frames():

@@ -157,8 +157,8 @@ def package_fingerprint(package: Path) -> str:
 
 
 # The packages whose code computes what the commands cache besides byola_hf's: the decoders, the resampler, the
-# tensors' arithmetic.
-COMPUTING_PACKAGES = ("torch", "numpy", "soundfile", "soxr", "librosa", "datasets")
+# tensors' arithmetic, the mel filters (transformers' audio_utils).
+COMPUTING_PACKAGES = ("torch", "numpy", "soundfile", "soxr", "librosa", "datasets", "transformers")
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:

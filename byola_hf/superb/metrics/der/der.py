@@ -29,6 +29,11 @@ class DiarizationErrorRate(evaluate.Metric):
         errors, speech = 0, 0
         for prediction, reference in zip(predictions, references):
             prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
+            if prediction.shape != reference.shape or reference.ndim != 2:
+                raise ValueError(
+                    f"A prediction of shape {prediction.shape} for a reference of shape {reference.shape}: DER needs "
+                    "each clip's prediction and reference as frames x speakers 0/1, of one shape."
+                )
             # Under any speaker order a frame's error is max(reference, hypothesis speakers) - correct, where only the
             # correct count depends on the order: the best order is the assignment of most overlapping frames.
             overlap = torch.from_numpy((reference[:, :, None] & prediction[:, None, :]).sum(0).astype(np.float64))
