@@ -371,6 +371,31 @@ def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
     assert len(load_source(str(root / "**" / "*.wav"))) == len(load_source(str(root / "train"))) == 5
 
 
+def test_split_folders_are_found_as_datasets_names_them(tmp_path):
+    """Only folders named exactly train, test... were split folders: a LibriSpeech root (train-clean-100/,
+    test-clean/), which datasets' audiofolder reads as train and test splits, was read whole, its test audio mixed
+    into the training split's statistics. datasets' own folder patterns are used now, at any depth, in any case."""
+    import soundfile
+
+    from byola_hf.tools.data import load_source, split_folders
+
+    layouts = {
+        ("train-clean-100/1/a.wav", "test-clean/2/b.wav"): ["test-clean", "train-clean-100"],
+        ("Train/a.wav", "Test/b.wav"): ["Test", "Train"],
+        ("session1/dev/a.wav", "session1/b.wav"): ["dev"],
+        ("trainer/a.wav", "contest/b.wav", "sounds/test_tone.wav", "latest/c.wav"): [],
+    }
+    for layout, expected in layouts.items():
+        assert split_folders(str(tmp_path), [str(tmp_path / name) for name in layout]) == expected, layout
+    root = tmp_path / "LibriSpeech"
+    for name in ("train-clean-100/1/a.wav", "test-clean/2/b.wav"):
+        (root / name).parent.mkdir(parents=True)
+        soundfile.write(root / name, np.zeros(1600, np.float32), 16000)
+    with pytest.raises(ValueError, match=r"holds split folders \(test-clean, train-clean-100\): read one with"):
+        load_source(str(root))
+    assert len(load_source(str(root / "train-clean-100"))) == 1
+
+
 def test_a_folder_reached_again_through_a_symlink_is_read_once(audio_folder, tmp_path):
     """A link to a parent folder (a cycle) made the recursive listing read each clip 41 times (until the path got too
     deep), a link to a sibling folder twice, and both links together never ended. A linked file is read."""

@@ -9,6 +9,7 @@ columns: `label`, `split` or `fold`...). [`load_audio_dataset`] decodes mono aud
 decoded by `byola_hf.audio` in a DataLoader worker and a bad file is reported by its path.
 """
 
+import fnmatch
 import glob
 import hashlib
 import importlib.metadata
@@ -237,25 +238,38 @@ def files_under(folder: str) -> list[str]:
 
 def audio_files_dataset(source: str, audio_column_name: str = "audio"):
     """A dataset of the audio files in a folder (recursively) or matching a glob: `audio` and `path` columns. A
-    folder with split folders (`train/`, `test/`, ...) is refused: read whole, `--split` would be ignored and every
+    folder holding split folders ([`split_folders`]) is refused: read whole, `--split` would be ignored and every
     split mixed (statistics of the training split computed with the test audio)."""
     datasets = require_extra("datasets", "stats")
-    folders = [path for path in Path(source).iterdir() if path.is_dir()] if Path(source).is_dir() else []
-    split_names = {name for names in datasets.data_files.SPLIT_KEYWORDS.values() for name in names}  # audiofolder's
-    splits = sorted(path.name for path in folders if path.name.lower() in split_names)
+    names = files_under(source) if Path(source).is_dir() else glob.glob(source, recursive=True)
+    splits = split_folders(source, names) if Path(source).is_dir() else []
     if splits:
         raise ValueError(
             f"{display_path(source)} holds split folders ({', '.join(splits)}): read one with --dataset_name "
             f"audiofolder --data_dir {display_path(source)} --split NAME or pass its folder, or pass a glob such as "
             f"'{display_path(source)}/**/*.wav' to read every file."
         )
-    names = files_under(source) if Path(source).is_dir() else glob.glob(source, recursive=True)
     check_no_undecoded_audio(names, source)
     files = sorted(name for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {display_path(source)}.")
     dataset = datasets.Dataset.from_dict({audio_column_name: files, "path": files})
     return dataset.cast_column(audio_column_name, datasets.Audio())
+
+
+def split_folders(source: str, names: list[str]) -> list[str]:
+    """The folders under `source` (holding the files `names`) named as datasets' audiofolder names splits, at any
+    depth: a split keyword alone or beside a separator (`train/`, `test-clean/`, `dev_2/`), in any case (`Train/`
+    holds a split too, though audiofolder reads lower-case names only)."""
+    keywords = require_extra("datasets", "stats").data_files
+    patterns = [
+        base.removeprefix("**/").removesuffix("/**").format(keyword=keyword, sep=keywords.NON_WORDS_CHARS)
+        for split in keywords.SPLIT_KEYWORDS.values()
+        for keyword in split
+        for base in keywords.KEYWORDS_IN_DIR_NAME_BASE_PATTERNS
+    ]
+    folders = {part for name in names for part in Path(name).relative_to(source).parts[:-1]}
+    return sorted(folder for folder in folders if any(fnmatch.fnmatchcase(folder.lower(), p) for p in patterns))
 
 
 def check_no_undecoded_audio(names: list[str], source: str) -> None:
