@@ -1,5 +1,6 @@
 """Sharing BYOL-A models on the Hugging Face Hub: model cards, an early offline check, and pushes."""
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,7 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         licence=LICENSE_NOTICE if licensed else SCRATCH_NOTICE,
         citation=CITATION,
     )
-    return ModelCard(text)
+    return ModelCard(signed_card(text))
 
 
 def statistics_section(config: BYOLAConfig) -> str:
@@ -338,16 +339,33 @@ def push_to_hub(
     return str(getattr(commit, "commit_url", commit))
 
 
+def signed_card(text: str) -> str:
+    """`text` with a last line that marks it as byola_hf's card, unedited: a hash of the text before it."""
+    text = text.rstrip("\n") + "\n"
+    return f"{text}\n<!-- byola_hf card {hashlib.sha256(text.encode()).hexdigest()[:16]} -->\n"
+
+
+def is_unedited_card(text: str) -> bool:
+    """Whether `text` is a card byola_hf wrote ([`signed_card`]) that nobody has edited since."""
+    return signed_card(text.rstrip("\n").rpartition("\n\n")[0]) == text.rstrip("\n") + "\n"
+
+
 def upload_card_unless_kept(api: Any, repo_id: str, card: ModelCard, commit_message: str) -> None:
-    """Upload `card` as `repo_id`'s README.md unless the repository has one (the user's, or an earlier push's card),
-    which a push of a folder without a README.md keeps, as transformers' own pushes do; a warning says how to
-    replace it."""
+    """Upload `card` as `repo_id`'s README.md, unless the repository holds a README.md that byola_hf did not write as
+    it is (the user's, one byola_hf wrote and someone edited, transformers' template): that one is kept, as
+    transformers' pushes keep it, with a warning that says how to replace it. byola_hf's own card is replaced, since
+    it may describe earlier weights or statistics."""
     if api.file_exists(repo_id, "README.md"):
-        logger.warning(
-            f"{repo_id} has a README.md, kept (it may describe earlier weights or statistics): to replace it, save a "
-            "card into the folder first (byola_hf.hub.save_model_card(folder, config)) and push again."
-        )
-        return
+        kept = Path(api.hf_hub_download(repo_id, "README.md")).read_text(encoding="utf-8")
+        if not is_unedited_card(kept):
+            unlicensed = "ntt-software" in str(card) and "ntt-software" not in kept  # NTT's weights under its card
+            logger.warning(
+                f"{repo_id} has a README.md that byola_hf did not write, kept"
+                + (": it does not state NTT's licence of these weights" if unlicensed else "")
+                + ". To replace it, save a card into the folder (byola_hf.hub.save_model_card(folder, config)) and "
+                "push again."
+            )
+            return
     api.upload_file(
         path_or_fileobj=str(card).encode("utf-8"),
         path_in_repo="README.md",

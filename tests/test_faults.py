@@ -672,6 +672,9 @@ class RecordingHub:
     def create_repo(self, repo_id, private=None, **kwargs):
         RecordingHub.calls.append(("create_repo", repo_id, private))
 
+    def file_exists(self, repo_id, filename):
+        return False
+
     def upload_file(self, path_or_fileobj, path_in_repo, repo_id, **kwargs):
         RecordingHub.calls.append(("upload_file", path_in_repo, path_or_fileobj))
 

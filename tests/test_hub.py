@@ -115,7 +115,7 @@ class FakeHub(BaseHTTPRequestHandler):
     commits: list[dict] = []
     creates: list[dict] = []  # the create-repo requests, with their "visibility"
     public_repos: set[str] = set()  # repositories that exist, public; any other does not exist
-    readmes: set[str] = set()  # repositories that hold a README.md
+    readmes: dict[str, bytes] = {}  # repositories that hold a README.md, and its text
 
     def log_message(self, *args):
         pass
@@ -134,6 +134,8 @@ class FakeHub(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
     def do_GET(self):
+        if "/resolve/main/" in self.path:
+            return self._readme(send_body=True)
         if self.path.startswith("/api/whoami"):
             return self._json({"type": "user", "name": "tester", "auth": {"accessToken": {"role": "write"}}})
         if self.path.startswith("/api/models/"):
@@ -143,14 +145,24 @@ class FakeHub(BaseHTTPRequestHandler):
             return self._json({"error": "Repository not found"}, 404, {"X-Error-Code": "RepoNotFound"})
         self._json({"error": f"not faked: GET {self.path}"}, 404)
 
-    def do_HEAD(self):  # huggingface_hub's file_exists: a file's metadata
+    def _readme(self, send_body: bool):  # a repository's README.md: file_exists' HEAD, hf_hub_download's GET
         repo, name = "/".join(self.path.split("/")[1:3]), self.path.split("?")[0].split("/resolve/main/")[-1]
-        found = name == "README.md" and repo in FakeHub.readmes
-        self.send_response(200 if found else 404)
-        headers = {"X-Repo-Commit": "0" * 40, "ETag": '"card"'} if found else {"X-Error-Code": "EntryNotFound"}
-        for header, value in {**headers, "Content-Length": "0"}.items():
-            self.send_header(header, value)
+        text = FakeHub.readmes.get(repo) if name == "README.md" else None
+        self.send_response(200 if text is not None else 404)
+        headers = {"X-Repo-Commit": "0" * 40, "ETag": f'"{len(text)}"'} if text is not None else {}
+        for header, value in {
+            **headers,
+            "Content-Length": str(len(text or b"")),
+            "X-Error-Code": "EntryNotFound",
+        }.items():
+            if text is None or header != "X-Error-Code":
+                self.send_header(header, value)
         self.end_headers()
+        if send_body and text:
+            self.wfile.write(text)
+
+    def do_HEAD(self):
+        self._readme(send_body=False)
 
     def do_POST(self):
         body = self._body()
@@ -192,7 +204,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_hub():
-    FakeHub.commits, FakeHub.creates, FakeHub.public_repos, FakeHub.readmes = [], [], set(), set()
+    FakeHub.commits, FakeHub.creates, FakeHub.public_repos, FakeHub.readmes = [], [], set(), {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -452,27 +464,38 @@ for call in (lambda: model.push_to_hub("tester/a"), lambda: model.config.push_to
 
 
 @slow
-def test_a_push_without_a_card_keeps_the_repositorys_readme(fake_hub, small_model, tmp_path):
+def test_a_push_without_a_card_replaces_byola_hfs_card_and_keeps_any_other(fake_hub, small_model, tmp_path):
     """A saved folder without a README.md pushed with byola_hf.hub.push_to_hub got a card generated from its config,
-    uploaded over the repository's own README.md (the user's card written on the Hub). It is uploaded into a
-    repository without one only; the other's is kept, with a warning that says how to replace it."""
+    uploaded over the repository's README.md, a card the user wrote on the Hub included. It replaces a card byola_hf
+    wrote (unedited: it may state earlier statistics) and keeps any other, with a warning, which says when the kept
+    card does not state NTT's licence of converted weights."""
     import shutil
+
+    from byola_hf import BYOLAConfig
+    from byola_hf.hub import model_card
 
     folder = tmp_path / "saved"
     shutil.copytree(small_model, folder)
     (folder / "README.md").unlink(missing_ok=True)
-    FakeHub.readmes.add("tester/carded")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "converted_from": "AudioNTT2020-BYOLA-64x96d512.pth"}))
+    ours = str(model_card(BYOLAConfig(feature_d=512, mean=-1.0, std=2.0))).encode()
+    FakeHub.readmes.update({"tester/users": b"# The user's card\n", "tester/ours": ours, "tester/edited": ours + b"x"})
     script = f"""
 from byola_hf.hub import push_to_hub
-for repo in ("tester/fresh", "tester/carded"):
+for repo in ("tester/fresh", "tester/users", "tester/ours", "tester/edited"):
     push_to_hub({str(folder)!r}, repo)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
     assert result.returncode == 0, result.stderr[-3000:]
-    carded = [commit["path"] for commit in FakeHub.commits if "README.md" in commit["files"]]
-    assert len(carded) == 1 and "tester/fresh" in carded[0], carded
-    assert "config.json" in FakeHub.commits[-1]["files"] and "tester/carded" in FakeHub.commits[-1]["path"]
-    assert "tester/carded has a README.md, kept" in result.stderr
+    carded = ["/".join(c["path"].split("/")[3:5]) for c in FakeHub.commits if "README.md" in c["files"]]
+    assert carded == ["tester/fresh", "tester/ours"], carded
+    replaced = [commit["files"]["README.md"] for commit in FakeHub.commits if "README.md" in commit["files"]][-1]
+    assert b"ntt-software-license" in replaced and b"ntt-software-license" not in ours  # this model's card
+    for repo in ("tester/users", "tester/edited"):
+        kept = f"{repo} has a README.md that byola_hf did not write, kept: it does not state NTT's licence"
+        assert kept in result.stderr, result.stderr[-2000:]
+    assert sum("config.json" in commit["files"] for commit in FakeHub.commits) == 4
 
 
 @slow
@@ -692,6 +715,17 @@ def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_th
     card = model_card(config)
     assert (card.data.license, card.data.license_name) == ("other", "unspecified")
     assert LICENSE_NOTICE not in str(card)
+
+
+def test_a_card_byola_hf_wrote_is_told_from_an_edited_one(tmp_path):
+    """A push replaces the repository's card only when byola_hf wrote it as it is (its last line hashes the rest),
+    saved into a folder and read back too."""
+    from byola_hf.hub import is_unedited_card, save_model_card
+
+    card = (save_model_card(tmp_path, BYOLAConfig(feature_d=512))).read_text(encoding="utf-8")
+    assert is_unedited_card(card) and is_unedited_card(card + "\n")
+    edited = [card.replace("BYOL-A", "BYOL-B", 1), card.replace("<!-- byola_hf card ", "<!-- byola_hf card 0"), ""]
+    assert not any(is_unedited_card(text) for text in [*edited, "# My card\n", card.rstrip("\n").rpartition("\n")[0]])
 
 
 def test_a_push_uploads_the_model_not_the_runs_checkpoints_logs_or_markers(small_model, tmp_path, monkeypatch):
