@@ -456,8 +456,13 @@ MINI_CORPORA = {
 class MiniSetArguments:
     output_dir: str = field(metadata={"help": "Each task goes to OUTPUT_DIR/<task>"})
     task: str = field(default="all", metadata={"help": "Which set to build", "choices": [*BUILDERS, "all"]})
-    seed: int = field(default=0, metadata={"help": "Seed of the speeds, pitches and sentences"})
-    sampling_rate: int = field(default=16000, metadata={"help": "0 keeps espeak-ng's native 22050 Hz"})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the speeds, pitches and sentences (the native corpora's are fixed)"}
+    )
+    sampling_rate: int = field(
+        default=16000,
+        metadata={"help": "0 keeps espeak-ng's native 22050 Hz (sd and the native corpora are always 16000 Hz)"},
+    )
     layout: str = field(
         default="audiofolder",
         metadata={
@@ -498,15 +503,16 @@ def run_record(args: MiniSetArguments) -> dict:
 
 
 def check_mini_set_arguments(args: MiniSetArguments) -> None:
-    """Refuse, before the output folder is claimed, a bad value and a flag the chosen layout does not read: the
-    native corpora are built at 16 kHz from fixed voices and sentences, whatever --task, --seed or --sampling_rate."""
+    """Refuse, before the output folder is claimed, a bad value and a set the chosen layout does not build: --task
+    names an audiofolder set, --corpus a native corpus. (--seed and --sampling_rate are the folder's, in its record,
+    and a native corpus, built at 16 kHz from fixed voices and sentences, may join a folder built with others.)"""
     if args.sampling_rate < 0:
         raise ValueError(f"--sampling_rate must be a rate in Hz (0: espeak-ng's own 22050), got {args.sampling_rate}.")
     unknown = sorted(set(args.corpus) - set(MINI_CORPORA))
     if unknown:
         raise ValueError(f"--corpus {unknown[0]} is not one of {', '.join(MINI_CORPORA)}.")
     defaults = MiniSetArguments(output_dir=args.output_dir)
-    unread = ["corpus"] if args.layout == "audiofolder" else ["task", "seed", "sampling_rate"]
+    unread = ["corpus"] if args.layout == "audiofolder" else ["task"]
     given = [name for name in unread if getattr(args, name) != getattr(defaults, name)]
     if given:
         layout = "native" if args.layout == "audiofolder" else "audiofolder"
