@@ -201,12 +201,13 @@ ENCODER_USAGE = FILE_USAGE.format(
 HEAD_USAGE = {"BYOLAForSequenceClassification": CLASSIFIER_USAGE, "BYOLAForCTC": CTC_USAGE}
 
 
-def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> ModelCard:
+def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None, details: str = "") -> ModelCard:
     """A model card (README.md) for a BYOL-A model directory, filled into `CARD_TEMPLATE` from its config: what it is,
     the statistics and their provenance (or a warning that there are none), usage (with the head's own: the
     classification pipeline, CTC decoding), licence notice, citation, and for fine-tuned heads the task, its data and
-    the evaluation metric (`task_info`, e.g. `{"task": "ks", "dataset": "mini/ks", "metrics": {...}}`). The metadata is
-    `huggingface_hub`'s `ModelCardData`; `str(card)` is the README's text."""
+    the evaluation metric (`task_info`, e.g. `{"task": "ks", "dataset": "mini/ks", "metrics": {...}}`); `details`
+    (a command's own Markdown sections) before the usage. The metadata is `huggingface_hub`'s `ModelCardData`;
+    `str(card)` is the README's text, signed ([`signed_card`])."""
     architecture = (config.architectures or ["BYOLAModel"])[0]
     licensed = getattr(config, "converted_from", None) is not None
     ntt_licence = {
@@ -236,7 +237,7 @@ def model_card(config: BYOLAConfig, task_info: dict[str, Any] | None = None) -> 
         frame_ms=1000 / config.frames_per_second,
         frames_per_second=config.frames_per_second,
         statistics=statistics_section(config),
-        task=task_section(config, task_info, architecture),
+        task=task_section(config, task_info, architecture) + details,
         usage=((head_usage + "\nThe encoder alone:\n\n" if head_usage else "") + ENCODER_USAGE).format(
             sampling_rate=config.sampling_rate
         ),

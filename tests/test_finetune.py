@@ -17,6 +17,7 @@ from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
 from byola_hf.finetune import augmentations as aug
 from byola_hf.finetune.cli import build_parser, main
 from byola_hf.finetune.training import EvarSchedule, FinetuneTrainer, average_precision
+from byola_hf.hub import is_unedited_card
 from byola_hf.modeling_byola import evar_loss
 from byola_hf.pretraining.augmentations import random_resize_crop
 
@@ -332,6 +333,7 @@ def test_split_csv_end_to_end_loads_with_auto_class_and_pipeline(small_model, ta
     assert not list(model_dir.glob("checkpoint-*"))
     card = (model_dir / "README.md").read_text()
     assert "test_accuracy" in card and "split" in card and "mixup alpha 0.5" in card
+    assert is_unedited_card(card)  # signed as written: a later push without a card may replace it
     model = AutoModelForAudioClassification.from_pretrained(model_dir)
     assert isinstance(model, BYOLAForSequenceClassification) and model.config.classifier_head == "evar"
     predictions = pipeline("audio-classification", model=str(model_dir))(str(task_dir / "speech0.wav"))

@@ -32,7 +32,7 @@ from byola_hf import BYOLAConfig, BYOLAFeatureExtractor
 from byola_hf.audio import load_audio
 from byola_hf.extract.cli import main as extract_main
 from byola_hf.extract.extract import load_embeddings
-from byola_hf.hub import push_to_hub
+from byola_hf.hub import is_unedited_card, push_to_hub
 from byola_hf.pretraining import BYOLAForPreTraining, BYOLAPreTrainingConfig
 from byola_hf.pretraining import run as run_module
 from byola_hf.pretraining.augmentations import (
@@ -461,6 +461,7 @@ def test_pretrain_end_to_end_then_extract(audio_folder, tmp_path, capsys):
     assert record["provenance"]["num_examples"] == 8 and record["provenance"]["method"] == "exact"
     card = (output / "README.md").read_text()
     assert "## Pre-training" in card and "steps: 2" in card and "8 clips" in card
+    assert is_unedited_card(card) and card.index("## Pre-training") < card.index("## Usage")
     seconds = sum(soundfile.info(path).duration for path in audio_folder.iterdir())
     assert f"8 clips, {seconds / 3600:.3f} h" in card  # the clips' hours of audio
     # As transformers' example scripts: the run's whole log and train()'s metrics beside the model.

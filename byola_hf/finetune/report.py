@@ -112,4 +112,4 @@ def save_card(folder: Path, config, task_name: str, data: str, result: RunResult
         "the clip embedding",
         "",
     ]
-    (Path(folder) / "README.md").write_text(str(model_card(config, info)) + "\n" + "\n".join(recipe))
+    model_card(config, info, details="\n".join(recipe) + "\n").save(Path(folder) / "README.md")

@@ -36,6 +36,4 @@ def pretraining_card(config: BYOLAConfig, info: dict[str, Any]) -> ModelCard:
         loss,
         "",
     ]
-    text = str(model_card(config))
-    head, marker, tail = text.partition("## Usage")
-    return ModelCard(head + "\n".join(lines) + "\n" + marker + tail)
+    return model_card(config, details="\n".join(lines) + "\n")
