@@ -1,6 +1,7 @@
 """Sharing BYOL-A models on the Hugging Face Hub: model cards, an early offline check, and pushes."""
 
 import hashlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,9 +312,10 @@ def push_to_hub(
 ) -> str:
     """Upload a saved BYOL-A directory (weights, configs, the remote code files, and its `README.md`: the card the
     commands wrote, or the caller's own; a folder without one gets a card generated from its config, uploaded and not
-    written into the folder, unless the repository has a README.md already, which is kept) to `repo_id`, creating the
-    repository if needed: private unless `private=False`. Weights converted from NTT's files (`config.converted_from`)
-    are pushed with a warning that their licence allows internal evaluation only. Returns the commit URL."""
+    written into the folder; byola_hf's card never replaces another's, see [`sends_card`]) to `repo_id`, creating
+    the repository if needed: private unless `private=False`. Weights converted from NTT's files
+    (`config.converted_from`) are pushed with a warning that their licence allows internal evaluation only. Returns
+    the commit URL."""
     from huggingface_hub import HfApi
     from transformers import AutoConfig
 
@@ -329,13 +331,22 @@ def push_to_hub(
     warn_if_licensed(config, private)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    if not (directory / "README.md").is_file():  # the card is uploaded, never written into the caller's folder
-        upload_card_unless_kept(api, repo_id, model_card(config, task_info), commit_message)
+    local = directory / "README.md"
+    card = local.read_text(encoding="utf-8") if local.is_file() else str(model_card(config, task_info))
+    sent = sends_card(api, repo_id, card)
+    if sent and not local.is_file():  # the card is uploaded, never written into the caller's folder
+        api.upload_file(
+            path_or_fileobj=card.encode("utf-8"),
+            path_in_repo="README.md",
+            repo_id=repo_id,
+            commit_message=commit_message,
+        )
     commit = api.upload_folder(
         folder_path=str(directory),
         repo_id=repo_id,
         commit_message=commit_message,
-        ignore_patterns=["checkpoint-*", "runs/*", "*.bin", ".*"],  # dotfiles: the commands' markers, staging
+        # dotfiles: the commands' markers, staging
+        ignore_patterns=["checkpoint-*", "runs/*", "*.bin", ".*", *([] if sent else ["README.md"])],
     )
     return str(getattr(commit, "commit_url", commit))
 
@@ -351,25 +362,21 @@ def is_unedited_card(text: str) -> bool:
     return signed_card(text.rstrip("\n").rpartition("\n\n")[0]) == text.rstrip("\n") + "\n"
 
 
-def upload_card_unless_kept(api: Any, repo_id: str, card: ModelCard, commit_message: str) -> None:
-    """Upload `card` as `repo_id`'s README.md, unless the repository holds a README.md that byola_hf did not write as
-    it is (the user's, one byola_hf wrote and someone edited, transformers' template): that one is kept, as
-    transformers' pushes keep it, with a warning that says how to replace it. byola_hf's own card is replaced, since
-    it may describe earlier weights or statistics."""
-    if api.file_exists(repo_id, "README.md"):
-        kept = Path(api.hf_hub_download(repo_id, "README.md")).read_text(encoding="utf-8")
-        if not is_unedited_card(kept):
-            unlicensed = "ntt-software" in str(card) and "ntt-software" not in kept  # NTT's weights under its card
-            logger.warning(
-                f"{repo_id} has a README.md that byola_hf did not write, kept"
-                + (": it does not state NTT's licence of these weights" if unlicensed else "")
-                + ". To replace it, save a card into the folder (byola_hf.hub.save_model_card(folder, config)) and "
-                "push again."
-            )
-            return
-    api.upload_file(
-        path_or_fileobj=str(card).encode("utf-8"),
-        path_in_repo="README.md",
-        repo_id=repo_id,
-        commit_message=commit_message,
+def sends_card(api: Any, repo_id: str, card: str) -> bool:
+    """Whether a push sends `card` as `repo_id`'s README.md. A card of the caller's own (not byola_hf's as it wrote it)
+    is sent, as asked; byola_hf's replaces no README.md or one byola_hf wrote unedited (it may state earlier weights
+    or statistics), and keeps any other (the user's, an edited one, transformers' template), as transformers' pushes
+    keep it, with a warning."""
+    if not is_unedited_card(card) or not api.file_exists(repo_id, "README.md"):
+        return True
+    with tempfile.TemporaryDirectory() as folder:  # not into the user's cache, which may be read-only or full
+        kept = Path(api.hf_hub_download(repo_id, "README.md", local_dir=folder)).read_text(encoding="utf-8")
+    if is_unedited_card(kept):
+        return True
+    unlicensed = "ntt-software" in card and "ntt-software" not in kept  # NTT's weights under another's card
+    logger.warning(
+        f"{repo_id} has a README.md that byola_hf did not write, kept"
+        + (": it does not state NTT's licence of these weights" if unlicensed else "")
+        + ". To have byola_hf's card there, delete it on the Hub and push again, or push a README.md of your own."
     )
+    return False

@@ -826,8 +826,10 @@ class BYOLAForAudioFrameClassification(BYOLAHeadModel):
         # covers the labelled frames only; clamped, it would train as silence.
         mask = (frame_mask & (labels[..., 0] != -100)).to(logits.dtype)
         if self.config.problem_type != "multi_label_classification":
-            targets = labels.argmax(-1).masked_fill(mask == 0, -100)
-            return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+            targets = labels.argmax(-1).masked_fill(mask == 0, -100).flatten()
+            # The mean over the labelled frames; a batch without one adds nothing (0, not 0 / 0 = NaN).
+            total = nn.functional.cross_entropy(logits.flatten(0, 1), targets, ignore_index=-100, reduction="sum")
+            return total / mask.sum().clamp(min=1)
         targets = labels.to(logits.dtype).clamp(0, 1)  # padded frames are masked out below
         pairs = (*logits.shape, logits.shape[-1])  # (batch, frames, output, label column)
         bce = nn.functional.binary_cross_entropy_with_logits(
@@ -865,15 +867,17 @@ def _subset_steps(size: int, device: torch.device) -> tuple[tuple[torch.Tensor, 
     """For [`assignment_minimum`], one step per row `r` of a `size x size` matrix: every set of `r + 1` columns (as
     `itertools.combinations` orders them) as `(smaller, column)`, both `(sets, r + 1)` on `device`: for each way to
     give row `r` one of the set's columns, that column and the position among the sets of `r` columns of the rest."""
-    if (size, device) not in _SUBSET_STEPS:
-        steps, positions = [], {(): 0}
-        for count in range(1, size + 1):
-            sets = list(itertools.combinations(range(size), count))
-            smaller = [[positions[chosen[:i] + chosen[i + 1 :]] for i in range(count)] for chosen in sets]
-            steps.append((torch.tensor(smaller, device=device), torch.tensor(sets, device=device)))
-            positions = {chosen: index for index, chosen in enumerate(sets)}
+    if (size, device) in _SUBSET_STEPS:
+        return _SUBSET_STEPS[size, device]
+    steps, positions = [], {(): 0}
+    for count in range(1, size + 1):
+        sets = list(itertools.combinations(range(size), count))
+        smaller = [[positions[chosen[:i] + chosen[i + 1 :]] for i in range(count)] for chosen in sets]
+        steps.append((torch.tensor(smaller, device=device), torch.tensor(sets, device=device)))
+        positions = {chosen: index for index, chosen in enumerate(sets)}
+    if not torch.compiler.is_compiling():  # a trace's (torch.export's) tensors are fake: no table for later calls
         _SUBSET_STEPS[size, device] = tuple(steps)
-    return _SUBSET_STEPS[size, device]
+    return tuple(steps)
 
 
 def assignment_minimum(cost: torch.Tensor) -> torch.Tensor:

@@ -394,6 +394,9 @@ def test_split_folders_are_found_as_datasets_names_them(tmp_path):
     with pytest.raises(ValueError, match=r"holds split folders \(test-clean, train-clean-100\): read one with"):
         load_source(str(root))
     assert len(load_source(str(root / "train-clean-100"))) == 1
+    (root / "train-clean-100").rename(root / "Train")  # audiofolder would read it as one split: no --split advice
+    with pytest.raises(ValueError, match=r"\(Train, test-clean\): pass the folder of one split \(such as Train/\)"):
+        load_source(str(root))
 
 
 def test_a_folder_reached_again_through_a_symlink_is_read_once(audio_folder, tmp_path):

@@ -464,15 +464,16 @@ for call in (lambda: model.push_to_hub("tester/a"), lambda: model.config.push_to
 
 
 @slow
-def test_a_push_without_a_card_replaces_byola_hfs_card_and_keeps_any_other(fake_hub, small_model, tmp_path):
+def test_byola_hfs_card_replaces_only_its_own_on_the_hub(fake_hub, small_model, tmp_path):
     """A saved folder without a README.md pushed with byola_hf.hub.push_to_hub got a card generated from its config,
-    uploaded over the repository's README.md, a card the user wrote on the Hub included. It replaces a card byola_hf
-    wrote (unedited: it may state earlier statistics) and keeps any other, with a warning, which says when the kept
-    card does not state NTT's licence of converted weights."""
+    uploaded over the repository's README.md, a card the user wrote on the Hub included, and so did a command's push
+    of its folder's card. byola_hf's card replaces one byola_hf wrote (unedited: it may state earlier statistics) and
+    keeps any other, with a warning, which says when the kept card does not state NTT's licence of converted
+    weights."""
     import shutil
 
     from byola_hf import BYOLAConfig
-    from byola_hf.hub import model_card
+    from byola_hf.hub import model_card, save_model_card
 
     folder = tmp_path / "saved"
     shutil.copytree(small_model, folder)
@@ -480,11 +481,17 @@ def test_a_push_without_a_card_replaces_byola_hfs_card_and_keeps_any_other(fake_
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "converted_from": "AudioNTT2020-BYOLA-64x96d512.pth"}))
     ours = str(model_card(BYOLAConfig(feature_d=512, mean=-1.0, std=2.0))).encode()
-    FakeHub.readmes.update({"tester/users": b"# The user's card\n", "tester/ours": ours, "tester/edited": ours + b"x"})
+    users = b"# The user's card\n"
+    FakeHub.readmes.update({"tester/users": users, "tester/ours": ours, "tester/edited": ours + b"x"})
+    FakeHub.readmes["tester/command"] = users  # a command's folder holds byola_hf's card: it keeps the user's too
+    commanded = tmp_path / "command"
+    shutil.copytree(folder, commanded)
+    save_model_card(commanded, BYOLAConfig.from_pretrained(commanded))
     script = f"""
 from byola_hf.hub import push_to_hub
 for repo in ("tester/fresh", "tester/users", "tester/ours", "tester/edited"):
     push_to_hub({str(folder)!r}, repo)
+push_to_hub({str(commanded)!r}, "tester/command")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -492,10 +499,11 @@ for repo in ("tester/fresh", "tester/users", "tester/ours", "tester/edited"):
     assert carded == ["tester/fresh", "tester/ours"], carded
     replaced = [commit["files"]["README.md"] for commit in FakeHub.commits if "README.md" in commit["files"]][-1]
     assert b"ntt-software-license" in replaced and b"ntt-software-license" not in ours  # this model's card
-    for repo in ("tester/users", "tester/edited"):
+    for repo in ("tester/users", "tester/edited", "tester/command"):
         kept = f"{repo} has a README.md that byola_hf did not write, kept: it does not state NTT's licence"
         assert kept in result.stderr, result.stderr[-2000:]
-    assert sum("config.json" in commit["files"] for commit in FakeHub.commits) == 4
+    assert sum("config.json" in commit["files"] for commit in FakeHub.commits) == 5
+    assert "README.md" not in FakeHub.commits[-1]["files"] and "config.json" in FakeHub.commits[-1]["files"]
 
 
 @slow

@@ -562,10 +562,28 @@ def test_assignment_minimum_is_the_lowest_sum_over_every_order(size):
         assignment_minimum(cost[:, :, :-1] if size > 1 else cost[0])
 
 
-def test_frame_loss_of_a_batch_without_a_labelled_frame_is_zero_not_nan():
+def test_assignment_minimum_traced_by_torch_export_leaves_later_calls_exact():
+    """torch.export traced the tables' construction with fake tensors and left them in the table cache: every later
+    SD loss or DER for that many speakers failed or returned a fake tensor."""
+    from byola_hf.modeling_byola import assignment_minimum
+
+    class Assignment(nn.Module):
+        def forward(self, cost):
+            return assignment_minimum(cost)
+
+    cost = torch.tensor([[[1.0, 0.0, 5.0, 5.0], [0.0, 1.0, 5.0, 5.0], [5.0, 5.0, 1.0, 0.0], [5.0, 5.0, 0.0, 1.0]]])
+    program = torch.export.export(Assignment(), (cost.repeat(2, 1, 1) + 7,))
+    assert torch.equal(assignment_minimum(cost), torch.tensor([0.0]))
+    assert torch.equal(program.module()(cost.repeat(2, 1, 1)), torch.tensor([0.0, 0.0]))
+
+
+@pytest.mark.parametrize("problem_type", ["multi_label_classification", "single_label_classification"])
+def test_frame_loss_of_a_batch_without_a_labelled_frame_is_zero_not_nan(problem_type):
     """Every label row -100 (labels shorter than the clips): the loss was 0 / 0, a NaN that the step spreads into
-    every weight; the batch adds nothing now."""
-    model = HEADS["frame"]().train()
+    every weight; the batch adds nothing now, for speaker activity and frame classes alike."""
+    model = BYOLAForAudioFrameClassification(
+        config(num_labels=2, problem_type=problem_type, frame_lstm_hidden_size=16)
+    ).train()
     batch = FE(waveforms(), sampling_rate=16000, return_tensors="pt")
     labels = torch.full_like(labels_for("frame", batch), -100.0)
     loss = model(**batch, labels=labels).loss

@@ -51,6 +51,10 @@ def test_der_takes_the_best_speaker_order_of_every_one():
         )
     der = evaluate.load(metric_path("der")).compute(predictions=predictions.tolist(), references=references.tolist())
     assert der == {"der": pytest.approx(errors / references.sum(), rel=1e-12)} and 0.05 < der["der"] < 0.5
+    with_empty = evaluate.load(metric_path("der")).compute(
+        predictions=[[], *predictions.tolist()], references=[[], *references.tolist()]
+    )  # a clip without a labelled frame scores nothing (it ended the evaluation, after training)
+    assert with_empty == der
     with pytest.raises(ValueError, match=r"prediction of shape \(40, 3\) for a reference of shape \(40, 4\)"):
         evaluate.load(metric_path("der")).compute(
             predictions=predictions[:, :, :3].tolist(), references=references.tolist()

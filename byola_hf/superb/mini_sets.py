@@ -461,7 +461,7 @@ class MiniSetArguments:
     )
     sampling_rate: int = field(
         default=16000,
-        metadata={"help": "0 keeps espeak-ng's native 22050 Hz (sd and the native corpora are always 16000 Hz)"},
+        metadata={"help": "0 keeps espeak-ng's native 22050 Hz (but for sd: 16000; the native corpora are 16000)"},
     )
     layout: str = field(
         default="audiofolder",

@@ -242,13 +242,8 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
     split mixed (statistics of the training split computed with the test audio)."""
     datasets = require_extra("datasets", "stats")
     names = files_under(source) if Path(source).is_dir() else glob.glob(source, recursive=True)
-    splits = split_folders(source, names) if Path(source).is_dir() else []
-    if splits:
-        raise ValueError(
-            f"{display_path(source)} holds split folders ({', '.join(splits)}): read one with --dataset_name "
-            f"audiofolder --data_dir {display_path(source)} --split NAME or pass its folder, or pass a glob such as "
-            f"'{display_path(source)}/**/*.wav' to read every file."
-        )
+    if Path(source).is_dir():
+        check_no_split_folders(source, names)
     check_no_undecoded_audio(names, source)
     files = sorted(name for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
@@ -257,16 +252,31 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
     return dataset.cast_column(audio_column_name, datasets.Audio())
 
 
+def check_no_split_folders(source: str, names: list[str]) -> None:
+    """Refuse a folder (holding the files `names`) that holds [`split_folders`], naming the ways to read it."""
+    splits, shown = split_folders(source, names), display_path(source)
+    if not splits:
+        return
+    read_one = f"pass the folder of one split (such as {splits[0]}/)"
+    if all(name == name.lower() for name in splits):  # audiofolder reads lower-case split folders only
+        read_one = f"read one with --dataset_name audiofolder --data_dir {shown} --split NAME or pass its folder"
+    raise ValueError(
+        f"{shown} holds split folders ({', '.join(splits)}): {read_one}, or pass a glob such as '{shown}/**/*.wav' "
+        "to read every file."
+    )
+
+
 def split_folders(source: str, names: list[str]) -> list[str]:
     """The folders under `source` (holding the files `names`) named as datasets' audiofolder names splits, at any
-    depth: a split keyword alone or beside a separator (`train/`, `test-clean/`, `dev_2/`), in any case (`Train/`
-    holds a split too, though audiofolder reads lower-case names only)."""
+    depth: one of its split keywords alone or beside one of its separators (`train/`, `test-clean/`, `dev_2/`), in
+    any case (`Train/` holds a split too, though audiofolder reads lower-case names only)."""
     keywords = require_extra("datasets", "stats").data_files
+    separator = f"[{keywords.NON_WORDS_CHARS}]"
     patterns = [
-        base.removeprefix("**/").removesuffix("/**").format(keyword=keyword, sep=keywords.NON_WORDS_CHARS)
+        pattern
         for split in keywords.SPLIT_KEYWORDS.values()
-        for keyword in split
-        for base in keywords.KEYWORDS_IN_DIR_NAME_BASE_PATTERNS
+        for word in split
+        for pattern in (word, f"{word}{separator}*", f"*{separator}{word}", f"*{separator}{word}{separator}*")
     ]
     folders = {part for name in names for part in Path(name).relative_to(source).parts[:-1]}
     return sorted(folder for folder in folders if any(fnmatch.fnmatchcase(folder.lower(), p) for p in patterns))

@@ -29,6 +29,8 @@ class DiarizationErrorRate(evaluate.Metric):
         errors, speech = 0, 0
         for prediction, reference in zip(predictions, references):
             prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
+            if prediction.size == reference.size == 0:  # a clip without a labelled frame: nothing to score
+                continue
             if prediction.shape != reference.shape or reference.ndim != 2:
                 raise ValueError(
                     f"A prediction of shape {prediction.shape} for a reference of shape {reference.shape}: DER needs "
