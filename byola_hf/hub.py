@@ -101,12 +101,23 @@ class PushArguments:
     )
 
 
+# TrainingArguments' Hub flags for Trainer's own pushes, which the commands turn off, and their defaults.
+UNUSED_TRAINER_HUB_FLAGS = {"hub_revision": None, "hub_strategy": "every_save", "hub_always_push": False}
+
+
 def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
     """The push of a command whose Hub flags are `TrainingArguments`' (`--push_to_hub`, `--hub_model_id`,
     `--hub_private_repo`), checked by [`check_push_arguments`] before any work, as every command's push is: public only
     with `--public` (or `--hub_private_repo false`). Trainer's own pushes are turned off: it would create the
     repository public (transformers passes `hub_private_repo=None`) and upload its checkpoints; the command pushes its
     result once, with [`push_to_hub`]."""
+    for name, default in UNUSED_TRAINER_HUB_FLAGS.items():
+        value = getattr(training_args, name, default)
+        if getattr(value, "value", value) != default:  # HubStrategy is an enum of strings
+            raise HubAccessError(
+                f"--{name} is not used: the command pushes its result once, to the repository's main branch, after "
+                f"the run (Trainer's own pushes are off): drop --{name}."
+            )
     public = public or training_args.hub_private_repo is False
     push = PushArguments(push_to_hub=training_args.push_to_hub, hub_model_id=training_args.hub_model_id, public=public)
     check_push_arguments(push)
@@ -325,14 +336,15 @@ def push_to_hub(
     config = AutoConfig.from_pretrained(directory)
     if isinstance(config, BYOLAPreTrainingConfig):  # the learner, optimizer and RNG states under an encoder's card
         raise PretrainingCheckpointError(directory)
+    local = directory / "README.md"
+    card = read_card(local) if local.is_file() else str(model_card(config, task_info))
+    check_card_states(card, config, local)
     check_hub_access(repo_id)
     if private:
         refuse_public_repository(repo_id, token)
     warn_if_licensed(config, private)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    local = directory / "README.md"
-    card = local.read_text(encoding="utf-8") if local.is_file() else str(model_card(config, task_info))
     sent = sends_card(api, repo_id, card)
     if sent and not local.is_file():  # the card is uploaded, never written into the caller's folder
         api.upload_file(
@@ -362,6 +374,23 @@ def is_unedited_card(text: str) -> bool:
     return signed_card(text.rstrip("\n").rpartition("\n\n")[0]) == text.rstrip("\n") + "\n"
 
 
+def read_card(path: Path) -> str:
+    """A README.md's text; bytes that are not UTF-8 (a card of the user's own in another encoding: never one of
+    byola_hf's) are replaced, not an error."""
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def check_card_states(card: str, config: BYOLAConfig, path: Path) -> None:
+    """Refuse to push byola_hf's card, unedited, that states other statistics or another licence than `config` (it
+    was written before they changed: `save_pretrained` writes no card)."""
+    licensed = getattr(config, "converted_from", None) is not None
+    if is_unedited_card(card) and (statistics_section(config) not in card or licensed != (LICENSE_NOTICE in card)):
+        raise ValueError(
+            f"{path} states other statistics or another licence than the folder's config.json (it was written before "
+            "they changed): write it again (byola_hf.hub.save_model_card(folder, config)), or remove it."
+        )
+
+
 def sends_card(api: Any, repo_id: str, card: str) -> bool:
     """Whether a push sends `card` as `repo_id`'s README.md. A card of the caller's own (not byola_hf's as it wrote it)
     is sent, as asked; byola_hf's replaces no README.md or one byola_hf wrote unedited (it may state earlier weights
@@ -370,12 +399,12 @@ def sends_card(api: Any, repo_id: str, card: str) -> bool:
     if not is_unedited_card(card) or not api.file_exists(repo_id, "README.md"):
         return True
     with tempfile.TemporaryDirectory() as folder:  # not into the user's cache, which may be read-only or full
-        kept = Path(api.hf_hub_download(repo_id, "README.md", local_dir=folder)).read_text(encoding="utf-8")
+        kept = read_card(Path(api.hf_hub_download(repo_id, "README.md", local_dir=folder)))
     if is_unedited_card(kept):
         return True
     unlicensed = "ntt-software" in card and "ntt-software" not in kept  # NTT's weights under another's card
     logger.warning(
-        f"{repo_id} has a README.md that byola_hf did not write, kept"
+        f"{repo_id} has a README.md that byola_hf did not write (or that was edited since), kept"
         + (": it does not state NTT's licence of these weights" if unlicensed else "")
         + ". To have byola_hf's card there, delete it on the Hub and push again, or push a README.md of your own."
     )

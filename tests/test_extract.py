@@ -371,32 +371,47 @@ def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
     assert len(load_source(str(root / "**" / "*.wav"))) == len(load_source(str(root / "train"))) == 5
 
 
-def test_split_folders_are_found_as_datasets_names_them(tmp_path):
-    """Only folders named exactly train, test... were split folders: a LibriSpeech root (train-clean-100/,
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        (
+            ("train-clean-100/1/a.wav", "test-clean/2/b.wav"),
+            r"split folders \(test-clean, train-clean-100\): read one",
+        ),
+        (
+            ("Train/a.wav", "Test/b.wav"),
+            r"split folders \(Test, Train\): pass the folder of one split \(such as Test/",
+        ),
+        (("spk/Dev_2/a.wav", "spk/b.wav"), r"split folders \(spk/Dev_2\): pass the folder of one split"),
+        (
+            ("x/train_0001.wav", "x/test_0001.wav"),
+            r"files named for splits \(test_0001.wav, train_0001.wav\): read one",
+        ),
+        (("train/notes.txt", "trainer/a.wav", "contest/b.wav", "sounds/test_tone.wav", "latest/c.wav"), None),
+    ],
+)
+def test_audio_laid_out_in_splits_is_found_as_datasets_reads_it(layout, message, tmp_path):
+    """Only folders named exactly train, test... at the top were split folders: a LibriSpeech root (train-clean-100/,
     test-clean/), which datasets' audiofolder reads as train and test splits, was read whole, its test audio mixed
-    into the training split's statistics. datasets' own folder patterns are used now, at any depth, in any case."""
+    into the training split's statistics, and so was a folder of train_*.wav beside test_*.wav. datasets' keywords
+    and separators are used now, for audio files at any depth, in any case; one split's name alone is a clip's."""
     import soundfile
 
-    from byola_hf.tools.data import load_source, split_folders
+    from byola_hf.tools.data import load_source
 
-    layouts = {
-        ("train-clean-100/1/a.wav", "test-clean/2/b.wav"): ["test-clean", "train-clean-100"],
-        ("Train/a.wav", "Test/b.wav"): ["Test", "Train"],
-        ("session1/dev/a.wav", "session1/b.wav"): ["dev"],
-        ("trainer/a.wav", "contest/b.wav", "sounds/test_tone.wav", "latest/c.wav"): [],
-    }
-    for layout, expected in layouts.items():
-        assert split_folders(str(tmp_path), [str(tmp_path / name) for name in layout]) == expected, layout
-    root = tmp_path / "LibriSpeech"
-    for name in ("train-clean-100/1/a.wav", "test-clean/2/b.wav"):
-        (root / name).parent.mkdir(parents=True)
-        soundfile.write(root / name, np.zeros(1600, np.float32), 16000)
-    with pytest.raises(ValueError, match=r"holds split folders \(test-clean, train-clean-100\): read one with"):
-        load_source(str(root))
-    assert len(load_source(str(root / "train-clean-100"))) == 1
-    (root / "train-clean-100").rename(root / "Train")  # audiofolder would read it as one split: no --split advice
-    with pytest.raises(ValueError, match=r"\(Train, test-clean\): pass the folder of one split \(such as Train/\)"):
-        load_source(str(root))
+    root = tmp_path / "root"
+    for name in layout:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".wav"):
+            soundfile.write(root / name, np.zeros(1600, np.float32), 16000)
+        else:
+            (root / name).write_text("not audio")
+    if message is None:
+        assert len(load_source(f"{root}/")) == 4
+        return
+    with pytest.raises(ValueError, match=message):
+        load_source(f"{root}/")
+    assert f"'{root}/**/*.wav' to read every file" in str(pytest.raises(ValueError, load_source, str(root)).value)
 
 
 def test_a_folder_reached_again_through_a_symlink_is_read_once(audio_folder, tmp_path):

@@ -483,6 +483,11 @@ def test_byola_hfs_card_replaces_only_its_own_on_the_hub(fake_hub, small_model, 
     ours = str(model_card(BYOLAConfig(feature_d=512, mean=-1.0, std=2.0))).encode()
     users = b"# The user's card\n"
     FakeHub.readmes.update({"tester/users": users, "tester/ours": ours, "tester/edited": ours + b"x"})
+    FakeHub.readmes["tester/licensed"] = b"# Mine, license_name: ntt-software-license-agreement-for-evaluation\n"
+    FakeHub.readmes["tester/own"] = ours  # the folder's README.md of the user's own replaces it, as asked
+    owned = tmp_path / "owned"
+    shutil.copytree(folder, owned)
+    (owned / "README.md").write_text("---\nlicense: mit\n---\n# My card\n")
     FakeHub.readmes["tester/command"] = users  # a command's folder holds byola_hf's card: it keeps the user's too
     commanded = tmp_path / "command"
     shutil.copytree(folder, commanded)
@@ -492,18 +497,24 @@ from byola_hf.hub import push_to_hub
 for repo in ("tester/fresh", "tester/users", "tester/ours", "tester/edited"):
     push_to_hub({str(folder)!r}, repo)
 push_to_hub({str(commanded)!r}, "tester/command")
+push_to_hub({str(folder)!r}, "tester/licensed")
+push_to_hub({str(owned)!r}, "tester/own")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=hub_env(fake_hub))
     assert result.returncode == 0, result.stderr[-3000:]
     carded = ["/".join(c["path"].split("/")[3:5]) for c in FakeHub.commits if "README.md" in c["files"]]
-    assert carded == ["tester/fresh", "tester/ours"], carded
-    replaced = [commit["files"]["README.md"] for commit in FakeHub.commits if "README.md" in commit["files"]][-1]
+    assert carded == ["tester/fresh", "tester/ours", "tester/own"], carded
+    replaced = next(
+        c["files"]["README.md"] for c in FakeHub.commits if "tester/ours" in c["path"] and "README.md" in c["files"]
+    )
     assert b"ntt-software-license" in replaced and b"ntt-software-license" not in ours  # this model's card
+    kept = "has a README.md that byola_hf did not write (or that was edited since), kept"
     for repo in ("tester/users", "tester/edited", "tester/command"):
-        kept = f"{repo} has a README.md that byola_hf did not write, kept: it does not state NTT's licence"
-        assert kept in result.stderr, result.stderr[-2000:]
-    assert sum("config.json" in commit["files"] for commit in FakeHub.commits) == 5
-    assert "README.md" not in FakeHub.commits[-1]["files"] and "config.json" in FakeHub.commits[-1]["files"]
+        assert f"{repo} {kept}: it does not state NTT's licence" in result.stderr, result.stderr[-2000:]
+    assert f"tester/licensed {kept}. To have" in result.stderr  # its card states NTT's licence: no such note
+    uploads = {"/".join(commit["path"].split("/")[3:5]): commit["files"] for commit in FakeHub.commits}
+    assert len(uploads) == 7 and all("config.json" in files for files in uploads.values())
+    assert "README.md" not in uploads["tester/command"] and uploads["tester/own"]["README.md"].endswith(b"# My card\n")
 
 
 @slow
@@ -700,6 +711,41 @@ def test_trainer_commands_push_privately_unless_told_to_publish(monkeypatch, tmp
         push = hub.trainer_push_arguments(training_args, public)
         assert (push.push_to_hub, push.hub_model_id, push.public) == (True, "user/model", expected), flags
         assert training_args.push_to_hub is False  # Trainer's own (public) pushes are off
+
+
+@pytest.mark.parametrize("flag, value", [("hub_revision", "dev"), ("hub_strategy", "end"), ("hub_always_push", True)])
+def test_trainer_hub_flags_the_commands_do_not_use_are_refused(flag, value, tmp_path):
+    """--hub_revision dev was accepted and the push went to main (its card decided by main's README.md);
+    --hub_strategy and --hub_always_push shape Trainer's own pushes, which the commands turn off."""
+    from transformers import TrainingArguments
+
+    from byola_hf import hub
+
+    training_args = TrainingArguments(output_dir=str(tmp_path), report_to="none", **{flag: value})
+    with pytest.raises(hub.HubAccessError, match=f"--{flag} is not used: .* drop --{flag}"):
+        hub.trainer_push_arguments(training_args, public=False)
+
+
+def test_a_card_older_than_its_folders_statistics_is_not_pushed(small_model, tmp_path, monkeypatch):
+    """byola-convert wrote a card saying 'no statistics yet'; statistics set in Python and saved with
+    save_pretrained (which writes no card) were pushed under it, and it could replace a newer card on the Hub.
+    Refused before anything is created, naming the fix; a README.md of the user's own (even not UTF-8) is sent."""
+    import shutil
+
+    from byola_hf import BYOLAModel, hub
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_model, folder)
+    model = BYOLAModel.from_pretrained(folder)
+    hub.save_model_card(folder, model.config)
+    model.config.mean, model.config.std = -5.0, 4.0
+    model.save_pretrained(folder)
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: pytest.fail("checked the Hub first"))
+    with pytest.raises(ValueError, match=r"README.md states other statistics .*save_model_card\(folder, config\)"):
+        hub.push_to_hub(folder, "me/model")
+    (folder / "README.md").write_bytes("# Modèle\n".encode("latin-1"))
+    assert hub.read_card(folder / "README.md") == "# Mod\ufffdle\n"
+    hub.check_card_states(hub.read_card(folder / "README.md"), model.config, folder / "README.md")
 
 
 def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_the_weights():

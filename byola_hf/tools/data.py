@@ -10,11 +10,13 @@ decoded by `byola_hf.audio` in a DataLoader worker and a bad file is reported by
 """
 
 import fnmatch
+import functools
 import glob
 import hashlib
 import importlib.metadata
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -238,48 +240,68 @@ def files_under(folder: str) -> list[str]:
 
 def audio_files_dataset(source: str, audio_column_name: str = "audio"):
     """A dataset of the audio files in a folder (recursively) or matching a glob: `audio` and `path` columns. A
-    folder holding split folders ([`split_folders`]) is refused: read whole, `--split` would be ignored and every
-    split mixed (statistics of the training split computed with the test audio)."""
+    folder whose audio is laid out in splits ([`check_no_splits`]) is refused: read whole, `--split` would be ignored
+    and every split mixed (statistics of the training split computed with the test audio)."""
     datasets = require_extra("datasets", "stats")
     names = files_under(source) if Path(source).is_dir() else glob.glob(source, recursive=True)
-    if Path(source).is_dir():
-        check_no_split_folders(source, names)
     check_no_undecoded_audio(names, source)
     files = sorted(name for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found at {display_path(source)}.")
+    if Path(source).is_dir():
+        check_no_splits(source, files)
     dataset = datasets.Dataset.from_dict({audio_column_name: files, "path": files})
     return dataset.cast_column(audio_column_name, datasets.Audio())
 
 
-def check_no_split_folders(source: str, names: list[str]) -> None:
-    """Refuse a folder (holding the files `names`) that holds [`split_folders`], naming the ways to read it."""
-    splits, shown = split_folders(source, names), display_path(source)
-    if not splits:
+def check_no_splits(source: str, files: list[str]) -> None:
+    """Refuse a folder whose audio `files` are laid out in splits as datasets' audiofolder reads them ([`split_of`]):
+    under a folder named for a split, at any depth (`train/`, `test-clean/`, `spk/Dev_2/`), or named for two splits
+    or more (`train_0001.wav` beside `test_0001.wav`; one split's name alone, `test_tone.wav`, is a clip's)."""
+    shown = display_path(str(Path(source)))
+    relative = [Path(file).relative_to(source) for file in files]
+    folders = {
+        str(Path(*parts[: i + 1]))
+        for parts in {path.parent.parts for path in relative}
+        for i, part in enumerate(parts)
+        if split_of(part, folder=True)
+    }
+    named = {split_of(path.name, folder=False): path.name for path in relative}
+    named.pop(None, None)
+    if not folders and len(named) < 2:
         return
-    read_one = f"pass the folder of one split (such as {splits[0]}/)"
-    if all(name == name.lower() for name in splits):  # audiofolder reads lower-case split folders only
-        read_one = f"read one with --dataset_name audiofolder --data_dir {shown} --split NAME or pass its folder"
+    audiofolder = (
+        f"read one with --dataset_name audiofolder --data_dir {shown} --split NAME (train, validation or test)"
+    )
+    if folders:
+        found, read_one = f"split folders ({', '.join(sorted(folders))})", f"{audiofolder} or pass its folder"
+        if any(Path(folder).name != Path(folder).name.lower() for folder in folders):  # audiofolder: lower case only
+            read_one = f"pass the folder of one split (such as {sorted(folders)[0]}/)"
+    else:
+        found, read_one = f"files named for splits ({', '.join(sorted(named.values()))})", audiofolder
     raise ValueError(
-        f"{shown} holds split folders ({', '.join(splits)}): {read_one}, or pass a glob such as '{shown}/**/*.wav' "
-        "to read every file."
+        f"{shown} holds {found}: {read_one}, or pass a glob such as '{shown}/**/*.wav' to read every file."
     )
 
 
-def split_folders(source: str, names: list[str]) -> list[str]:
-    """The folders under `source` (holding the files `names`) named as datasets' audiofolder names splits, at any
-    depth: one of its split keywords alone or beside one of its separators (`train/`, `test-clean/`, `dev_2/`), in
-    any case (`Train/` holds a split too, though audiofolder reads lower-case names only)."""
+def split_of(name: str, folder: bool) -> str | None:
+    """The split datasets' audiofolder reads a folder or file `name` as (one of its split keywords alone, for a
+    folder, or beside one of its separators: `test-clean`, `dev_2`, `train_0001.wav`), in any case; `None`."""
+    lower = name.lower()
+    return next((split for split, pattern in split_patterns(folder).items() if pattern.match(lower)), None)
+
+
+@functools.cache
+def split_patterns(folder: bool) -> dict[str, re.Pattern]:
+    """[`split_of`]'s pattern of each split, from datasets' own split keywords and separators."""
     keywords = require_extra("datasets", "stats").data_files
     separator = f"[{keywords.NON_WORDS_CHARS}]"
-    patterns = [
-        pattern
-        for split in keywords.SPLIT_KEYWORDS.values()
-        for word in split
-        for pattern in (word, f"{word}{separator}*", f"*{separator}{word}", f"*{separator}{word}{separator}*")
-    ]
-    folders = {part for name in names for part in Path(name).relative_to(source).parts[:-1]}
-    return sorted(folder for folder in folders if any(fnmatch.fnmatchcase(folder.lower(), p) for p in patterns))
+    patterns = {}
+    for split, words in keywords.SPLIT_KEYWORDS.items():
+        globs = [f"{word}{separator}*" for word in words] + [f"*{separator}{word}{separator}*" for word in words]
+        globs += [*words, *(f"*{separator}{word}" for word in words)] if folder else []
+        patterns[str(split)] = re.compile("|".join(fnmatch.translate(pattern) for pattern in globs))
+    return patterns
 
 
 def check_no_undecoded_audio(names: list[str], source: str) -> None:
