@@ -267,7 +267,7 @@ def statistics_section(config: BYOLAConfig) -> str:
             "task's data, and this model refuses to run until they are set. Compute them with\n"
             "> `byola-compute-stats --model_name_or_path THIS_REPO --dataset_name DATASET --output_dir OUT`.\n"
         )
-    lines = [f"- mean: `{config.mean}`, std: `{config.std}`"]
+    lines = [f"- mean: `{float(config.mean)}`, std: `{float(config.std)}`"]  # as config.json reads back
     provenance = config.stats_provenance or {}
     if provenance.get("method") == "given":
         lines.append(f"- source: {provenance.get('source', 'given by hand')} (not computed by byola_hf)")
@@ -384,7 +384,8 @@ def check_card_states(card: str, config: BYOLAConfig, path: Path) -> None:
     """Refuse to push byola_hf's card, unedited, that states other statistics or another licence than `config` (it
     was written before they changed: `save_pretrained` writes no card)."""
     licensed = getattr(config, "converted_from", None) is not None
-    if is_unedited_card(card) and (statistics_section(config) not in card or licensed != (LICENSE_NOTICE in card)):
+    statistics = statistics_section(config).splitlines()[0]  # the values, or the warning that there are none
+    if is_unedited_card(card) and (statistics not in card or licensed != (LICENSE_NOTICE in card)):
         raise ValueError(
             f"{path} states other statistics or another licence than the folder's config.json (it was written before "
             "they changed): write it again (byola_hf.hub.save_model_card(folder, config)), or remove it."

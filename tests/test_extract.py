@@ -382,19 +382,22 @@ def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
             ("Train/a.wav", "Test/b.wav"),
             r"split folders \(Test, Train\): pass the folder of one split \(such as Test/",
         ),
-        (("spk/Dev_2/a.wav", "spk/b.wav"), r"split folders \(spk/Dev_2\): pass the folder of one split"),
         (
-            ("x/train_0001.wav", "x/test_0001.wav"),
-            r"files named for splits \(test_0001.wav, train_0001.wav\): read one",
+            ("spk/Dev/a.wav", "spk/b.wav"),
+            r"split folders \(spk/Dev\): pass the folder of one split \(such as spk/Dev/",
         ),
+        (("x/train_0001.wav", "x/test_0001.wav"), r"files named for splits \(test_0001.wav, train_0001.wav\): read"),
+        (("Train_1.wav", "Test_1.wav"), r"files named for splits \(Test_1.wav, Train_1.wav\): pass one split's files"),
         (("train/notes.txt", "trainer/a.wav", "contest/b.wav", "sounds/test_tone.wav", "latest/c.wav"), None),
+        (("Steam train passing.wav", "Mic test.wav", "birds.wav", "Mic test/d.wav"), None),
     ],
 )
 def test_audio_laid_out_in_splits_is_found_as_datasets_reads_it(layout, message, tmp_path):
     """Only folders named exactly train, test... at the top were split folders: a LibriSpeech root (train-clean-100/,
     test-clean/), which datasets' audiofolder reads as train and test splits, was read whole, its test audio mixed
     into the training split's statistics, and so was a folder of train_*.wav beside test_*.wav. datasets' keywords
-    and separators are used now, for audio files at any depth, in any case; one split's name alone is a clip's."""
+    and separators are used now, for audio files at any depth, in any case; recordings beside which one folder or
+    file happens to name a split are no split layout (datasets would read them as one and drop the others)."""
     import soundfile
 
     from byola_hf.tools.data import load_source

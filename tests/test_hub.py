@@ -746,6 +746,11 @@ def test_a_card_older_than_its_folders_statistics_is_not_pushed(small_model, tmp
     (folder / "README.md").write_bytes("# Modèle\n".encode("latin-1"))
     assert hub.read_card(folder / "README.md") == "# Mod\ufffdle\n"
     hub.check_card_states(hub.read_card(folder / "README.md"), model.config, folder / "README.md")
+    model.config.mean, model.config.std = -5, 4  # whole numbers: config.json reads them back as -5.0 and 4.0
+    hub.save_model_card(folder, model.config)
+    model.save_pretrained(folder)
+    saved = BYOLAModel.from_pretrained(folder).config
+    hub.check_card_states(hub.read_card(folder / "README.md"), saved, folder / "README.md")  # the fix it names works
 
 
 def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_the_weights():

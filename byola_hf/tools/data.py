@@ -256,32 +256,40 @@ def audio_files_dataset(source: str, audio_column_name: str = "audio"):
 
 def check_no_splits(source: str, files: list[str]) -> None:
     """Refuse a folder whose audio `files` are laid out in splits as datasets' audiofolder reads them ([`split_of`]):
-    under a folder named for a split, at any depth (`train/`, `test-clean/`, `spk/Dev_2/`), or named for two splits
-    or more (`train_0001.wav` beside `test_0001.wav`; one split's name alone, `test_tone.wav`, is a clip's)."""
-    shown = display_path(str(Path(source)))
+    audio in a folder named a split keyword alone (`train/`, `Test/`, at any depth), or every file in folders named
+    for splits (`train-clean-100/`, `test-clean/`) or named for two splits or more (`train_1.wav` beside
+    `test_1.wav`). Recordings beside which one folder or file happens to name a split (`Mic test/`, `test_tone.wav`)
+    are no split layout."""
     relative = [Path(file).relative_to(source) for file in files]
-    folders = {
-        str(Path(*parts[: i + 1]))
-        for parts in {path.parent.parts for path in relative}
-        for i, part in enumerate(parts)
-        if split_of(part, folder=True)
-    }
-    named = {split_of(path.name, folder=False): path.name for path in relative}
-    named.pop(None, None)
-    if not folders and len(named) < 2:
+    folder_of = {parts: split_folder(parts) for parts in {path.parent.parts for path in relative}}
+    folders = {folder for folder, _ in folder_of.values() if folder}
+    named = {path.name: split_of(path.name, folder=False) for path in relative if not folder_of[path.parent.parts][0]}
+    exact = any(alone for _, alone in folder_of.values())
+    whole = None not in named.values() and (folders or len(set(named.values())) > 1)
+    if not (exact or whole):
         return
-    audiofolder = (
-        f"read one with --dataset_name audiofolder --data_dir {shown} --split NAME (train, validation or test)"
-    )
-    if folders:
-        found, read_one = f"split folders ({', '.join(sorted(folders))})", f"{audiofolder} or pass its folder"
-        if any(Path(folder).name != Path(folder).name.lower() for folder in folders):  # audiofolder: lower case only
-            read_one = f"pass the folder of one split (such as {sorted(folders)[0]}/)"
-    else:
-        found, read_one = f"files named for splits ({', '.join(sorted(named.values()))})", audiofolder
-    raise ValueError(
-        f"{shown} holds {found}: {read_one}, or pass a glob such as '{shown}/**/*.wav' to read every file."
-    )
+    raise ValueError(split_layout_message(display_path(str(Path(source))), sorted(folders), named))
+
+
+def split_layout_message(shown: str, folders: list[str], named: dict[str, str | None]) -> str:
+    """[`check_no_splits`]' refusal of the folder `shown`: its split `folders`, else its files `named` for splits,
+    and the ways to read it (audiofolder's `--split` where audiofolder reads those names: lower case only)."""
+    examples = sorted({split: name for name, split in named.items()}.values())  # a file of each split
+    found = f"split folders ({', '.join(folders)})" if folders else f"files named for splits ({', '.join(examples)})"
+    read_one = f"read one with --dataset_name audiofolder --data_dir {shown} --split NAME (train, validation or test)"
+    read_one += " or pass its folder" if folders else ""
+    if any(name != name.lower() for name in [Path(folder).name for folder in folders] or named):
+        read_one = f"pass the folder of one split (such as {folders[0]}/)" if folders else "pass one split's files"
+    return f"{shown} holds {found}: {read_one}, or pass a glob such as '{shown}/**/*.wav' to read every file."
+
+
+def split_folder(parts: tuple[str, ...]) -> tuple[str | None, bool]:
+    """The first of the folders `parts` (a file's, from the source down) named for a split ([`split_of`]), as a
+    path, and whether its name is a split keyword alone; `(None, False)` when none is."""
+    for index, part in enumerate(parts):
+        if split_of(part, folder=True):
+            return str(Path(*parts[: index + 1])), part.lower() in split_of_keywords()
+    return None, False
 
 
 def split_of(name: str, folder: bool) -> str | None:
@@ -289,6 +297,13 @@ def split_of(name: str, folder: bool) -> str | None:
     folder, or beside one of its separators: `test-clean`, `dev_2`, `train_0001.wav`), in any case; `None`."""
     lower = name.lower()
     return next((split for split, pattern in split_patterns(folder).items() if pattern.match(lower)), None)
+
+
+@functools.cache
+def split_of_keywords() -> frozenset[str]:
+    """datasets' split keywords (`train`, `training`, `validation`, `valid`, `dev`, `val`, `test`, ...)."""
+    keywords = require_extra("datasets", "stats").data_files.SPLIT_KEYWORDS
+    return frozenset(word for words in keywords.values() for word in words)
 
 
 @functools.cache
