@@ -463,6 +463,11 @@ def test_recipe_flags_take_any_spelling(small_model, task_dir, tmp_path, capsys)
         main, command(small_model, csv, task_dir, tmp_path / "out", "--eval-strategy", "no"), capsys
     )
     assert_one_line(code, stderr, COMMAND, "sets --eval_strategy itself")
+    code, stderr = run_main(
+        main, command(small_model, csv, task_dir, tmp_path / "out", "--hub-model-id", "me/x"), capsys
+    )  # it never pushes: the flag was taken without a word
+    assert_one_line(code, stderr, COMMAND, "does not push (one model per fold and seed): drop --hub_model_id")
+    assert not (tmp_path / "out").exists()
 
 
 def test_gradients_are_not_clipped_unless_asked_as_in_evar(tmp_path):

@@ -84,6 +84,13 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
             f"byola-finetune sets --{refused[0]} itself (it evaluates and saves every epoch, keeps the best, and "
             "uses EVAR's loss, optimiser and schedule: see --optimizer, --warmup_epochs): drop it."
         )
+    hub = sorted(field.name for field in dataclasses.fields(TrainingArguments) if field.name.startswith("hub_"))
+    unused = [name for name in hub if name in given]  # read from the dataclass: a new release's hub flag too
+    if unused:
+        raise ValueError(
+            f"byola-finetune does not push (one model per fold and seed): drop --{unused[0]}, and push a fold's "
+            "model with byola_hf.hub.push_to_hub(FOLDER, REPO_ID)."
+        )
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
     check_training_length_and_values(training_args)
