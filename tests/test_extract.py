@@ -390,6 +390,7 @@ def test_a_folder_with_split_folders_is_not_read_whole(audio_folder):
         (("Train_1.wav", "Test_1.wav"), r"files named for splits \(Test_1.wav, Train_1.wav\): pass one split's files"),
         (("train/notes.txt", "trainer/a.wav", "contest/b.wav", "sounds/test_tone.wav", "latest/c.wav"), None),
         (("Steam train passing.wav", "Mic test.wav", "birds.wav", "Mic test/d.wav"), None),
+        (("Mic test/train/a.wav", "b.wav"), r"split folders \(Mic test/train\): read one"),
     ],
 )
 def test_audio_laid_out_in_splits_is_found_as_datasets_reads_it(layout, message, tmp_path):

@@ -284,12 +284,12 @@ def split_layout_message(shown: str, folders: list[str], named: dict[str, str | 
 
 
 def split_folder(parts: tuple[str, ...]) -> tuple[str | None, bool]:
-    """The first of the folders `parts` (a file's, from the source down) named for a split ([`split_of`]), as a
-    path, and whether its name is a split keyword alone; `(None, False)` when none is."""
-    for index, part in enumerate(parts):
-        if split_of(part, folder=True):
-            return str(Path(*parts[: index + 1])), part.lower() in split_of_keywords()
-    return None, False
+    """The folder of `parts` (a file's, from the source down) named for a split ([`split_of`]) as a path, the first
+    named a split keyword alone if one is, else the first (`None` when none is); and whether one is alone."""
+    named = [index for index, part in enumerate(parts) if split_of(part, folder=True)]
+    alone = [index for index in named if parts[index].lower() in split_of_keywords()]
+    first = (alone or named or [None])[0]
+    return (None if first is None else str(Path(*parts[: first + 1]))), bool(alone)
 
 
 def split_of(name: str, folder: bool) -> str | None:
