@@ -53,9 +53,10 @@ class HubAccessError(ValueError):
     """The Hub cannot be reached (offline mode, no network, or no token): raised before any work is done."""
 
 
-def check_hub_access(repo_id: str | None = None) -> None:
+def check_hub_access(repo_id: str | None = None, token: str | None = None) -> None:
     """Fail early, with one clear message, when a push cannot work: `HF_HUB_OFFLINE` is set, the endpoint does not
-    answer, or there is no token. Call it before long work whose result is to be pushed."""
+    answer, or there is no token (`token`, e.g. `--hub_token`, else the saved one or `HF_TOKEN`). Call it before long
+    work whose result is to be pushed."""
     from huggingface_hub import HfApi, constants, get_token
 
     if repo_id is not None and not repo_id.strip():  # a blank id
@@ -65,10 +66,11 @@ def check_hub_access(repo_id: str | None = None) -> None:
             "Cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE=1). Unset it, check the network, and log in "
             "with `hf auth login`; or drop --push_to_hub and upload the saved directory later."
         )
-    if get_token() is None:
+    token = token or get_token()
+    if token is None:
         raise HubAccessError("Cannot push to the Hub: no token. Log in with `hf auth login` or set HF_TOKEN.")
     try:
-        HfApi().whoami(token=get_token())
+        HfApi().whoami(token=token)
     except Exception as error:  # httpx / huggingface_hub raise many types; the user needs one message
         raise HubAccessError(
             f"Cannot push to the Hub: {constants.ENDPOINT} is unreachable or refused the token "
@@ -120,14 +122,15 @@ def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
             )
     public = public or training_args.hub_private_repo is False
     push = PushArguments(push_to_hub=training_args.push_to_hub, hub_model_id=training_args.hub_model_id, public=public)
-    check_push_arguments(push)
+    check_push_arguments(push, training_args.hub_token)
     training_args.push_to_hub = False
     return push
 
 
-def check_push_arguments(push: PushArguments) -> None:
-    """Before any work: raise [`HubAccessError`] with one clear line when `--push_to_hub` cannot succeed, or when
-    `--hub_model_id` or `--public` is given without it (nothing would be pushed)."""
+def check_push_arguments(push: PushArguments, token: str | None = None) -> None:
+    """Before any work: raise [`HubAccessError`] with one clear line when `--push_to_hub` cannot succeed (with
+    `token`, `--hub_token`, when given), or when `--hub_model_id` or `--public` is given without it (nothing would
+    be pushed)."""
     if not push.push_to_hub:
         for flag, given in (("hub_model_id", push.hub_model_id is not None), ("public", push.public)):
             if given:
@@ -135,9 +138,9 @@ def check_push_arguments(push: PushArguments) -> None:
         return
     if not push.hub_model_id:
         raise HubAccessError("--push_to_hub needs --hub_model_id (the repository to create, e.g. user/byola-2048).")
-    check_hub_access(push.hub_model_id)
+    check_hub_access(push.hub_model_id, token)
     if not push.public:
-        refuse_public_repository(push.hub_model_id)
+        refuse_public_repository(push.hub_model_id, token)
 
 
 CARD_TEMPLATE = """---
@@ -339,7 +342,7 @@ def push_to_hub(
     local = directory / "README.md"
     card = read_card(local) if local.is_file() else str(model_card(config, task_info))
     check_card_states(card, config, local)
-    check_hub_access(repo_id)
+    check_hub_access(repo_id, token)
     if private:
         refuse_public_repository(repo_id, token)
     warn_if_licensed(config, private)

@@ -692,7 +692,7 @@ def recording_hub(monkeypatch):
     from byola_hf import hub
 
     RecordingHub.calls = []
-    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None, token=None: None)
     monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
     return RecordingHub.calls
@@ -813,7 +813,9 @@ def test_run_superb_push_is_private_unless_public_is_given(small_model, tmp_path
 
     looked_up = []
     monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: looked_up.append(repo_id))
-    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: looked_up.append(f"access {repo_id}"))
+    monkeypatch.setattr(
+        hub, "check_hub_access", lambda repo_id=None, token=None: looked_up.append(f"access {repo_id}")
+    )
     arguments = ["--task", "ks", "--model_name_or_path", small_model, "--data_dir", tmp_path / "missing",
                  "--output_dir", tmp_path / "out", "--push_to_hub", "--hub_model_id", "me/ks", *flags]  # fmt: skip
     code, stderr = run_main(main, arguments, capsys)

@@ -700,7 +700,7 @@ def test_trainer_commands_push_privately_unless_told_to_publish(monkeypatch, tmp
 
     from byola_hf import hub
 
-    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None, token=None: None)
     monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
     cases = [({}, False, False), ({"hub_private_repo": True}, False, False), ({}, True, True)]
     cases.append(({"hub_private_repo": False}, False, True))
@@ -711,6 +711,40 @@ def test_trainer_commands_push_privately_unless_told_to_publish(monkeypatch, tmp
         push = hub.trainer_push_arguments(training_args, public)
         assert (push.push_to_hub, push.hub_model_id, push.public) == (True, "user/model", expected), flags
         assert training_args.push_to_hub is False  # Trainer's own (public) pushes are off
+
+
+def test_a_trainer_commands_hub_token_is_the_token_its_checks_use(monkeypatch, tmp_path):
+    """--hub_token without a saved token (a CI job's usual way) was refused before any work as 'no token': the early
+    checks read the saved token only, though the push itself used --hub_token."""
+    import huggingface_hub
+    from transformers import TrainingArguments
+
+    from byola_hf import hub
+
+    used = []
+
+    class Api:
+        def __init__(self, token=None):
+            used.append(("api", token))
+
+        def whoami(self, token=None):
+            used.append(("whoami", token))
+            return {"name": "tester"}
+
+        def model_info(self, repo_id):
+            return type("Info", (), {"private": True})  # exists, private: the push may go there
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    training_args = TrainingArguments(
+        output_dir=str(tmp_path), report_to="none", push_to_hub=True, hub_model_id="tester/m", hub_token="hf_given"
+    )
+    assert hub.trainer_push_arguments(training_args, public=False).hub_model_id == "tester/m"
+    assert ("whoami", "hf_given") in used and ("api", "hf_given") in used
+    training_args = TrainingArguments(output_dir=str(tmp_path), report_to="none", push_to_hub=True, hub_model_id="x/m")
+    with pytest.raises(hub.HubAccessError, match="no token"):
+        hub.trainer_push_arguments(training_args, public=False)
 
 
 @pytest.mark.parametrize("flag, value", [("hub_revision", "dev"), ("hub_strategy", "end"), ("hub_always_push", True)])
@@ -740,7 +774,7 @@ def test_a_card_older_than_its_folders_statistics_is_not_pushed(small_model, tmp
     hub.save_model_card(folder, model.config)
     model.config.mean, model.config.std = -5.0, 4.0
     model.save_pretrained(folder)
-    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: pytest.fail("checked the Hub first"))
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None, token=None: pytest.fail("checked the Hub first"))
     with pytest.raises(ValueError, match=r"README.md states other statistics .*save_model_card\(folder, config\)"):
         hub.push_to_hub(folder, "me/model")
     (folder / "README.md").write_bytes("# Modèle\n".encode("latin-1"))
@@ -827,7 +861,7 @@ def test_a_push_uploads_the_model_not_the_runs_checkpoints_logs_or_markers(small
             uploads.extend(filter_repo_objects(names, ignore_patterns=ignore_patterns))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None: None)
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None, token=None: None)
     monkeypatch.setattr(hub, "refuse_public_repository", lambda repo_id, token=None: None)
     hub.push_to_hub(folder, "tester/run")
     assert sorted(uploads) == sorted({path.name for path in small_model.iterdir()} | {"README.md"})
