@@ -1,5 +1,6 @@
 """Sharing BYOL-A models on the Hugging Face Hub: model cards, an early offline check, and pushes."""
 
+import dataclasses
 import hashlib
 import tempfile
 from dataclasses import dataclass, field
@@ -103,8 +104,9 @@ class PushArguments:
     )
 
 
-# TrainingArguments' Hub flags for Trainer's own pushes, which the commands turn off, and their defaults.
-UNUSED_TRAINER_HUB_FLAGS = {"hub_revision": None, "hub_strategy": "every_save", "hub_always_push": False}
+# TrainingArguments' Hub flags the commands' one push reads; every other `hub_*` field (Trainer's own pushes, which
+# the commands turn off, and any a new transformers release adds) is refused unless left at its default.
+USED_TRAINER_HUB_FLAGS = frozenset({"hub_model_id", "hub_token", "hub_private_repo"})
 
 
 def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
@@ -113,9 +115,11 @@ def trainer_push_arguments(training_args: Any, public: bool) -> PushArguments:
     with `--public` (or `--hub_private_repo false`). Trainer's own pushes are turned off: it would create the
     repository public (transformers passes `hub_private_repo=None`) and upload its checkpoints; the command pushes its
     result once, with [`push_to_hub`]."""
-    for name, default in UNUSED_TRAINER_HUB_FLAGS.items():
-        value = getattr(training_args, name, default)
-        if getattr(value, "value", value) != default:  # HubStrategy is an enum of strings
+    for flag in dataclasses.fields(training_args):
+        value = getattr(training_args, flag.name)
+        unused = flag.name.startswith("hub_") and flag.name not in USED_TRAINER_HUB_FLAGS
+        if unused and getattr(value, "value", value) != flag.default:  # HubStrategy: an enum of strings
+            name = flag.name
             raise HubAccessError(
                 f"--{name} is not used: the command pushes its result once, to the repository's main branch, after "
                 f"the run (Trainer's own pushes are off): drop --{name}."

@@ -760,6 +760,25 @@ def test_trainer_hub_flags_the_commands_do_not_use_are_refused(flag, value, tmp_
         hub.trainer_push_arguments(training_args, public=False)
 
 
+def test_a_hub_flag_a_newer_transformers_adds_is_refused_until_used(tmp_path):
+    """The unused Hub flags are read from TrainingArguments' fields: one a new release adds is refused when given."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from byola_hf import hub
+
+    @dataclasses.dataclass
+    class NewerTrainingArguments(TrainingArguments):
+        hub_new_option: bool = False
+
+    default = NewerTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    assert not hub.trainer_push_arguments(default, public=False).push_to_hub
+    given = NewerTrainingArguments(output_dir=str(tmp_path), report_to="none", hub_new_option=True)
+    with pytest.raises(hub.HubAccessError, match="--hub_new_option is not used"):
+        hub.trainer_push_arguments(given, public=False)
+
+
 def test_a_card_older_than_its_folders_statistics_is_not_pushed(small_model, tmp_path, monkeypatch):
     """byola-convert wrote a card saying 'no statistics yet'; statistics set in Python and saved with
     save_pretrained (which writes no card) were pushed under it, and it could replace a newer card on the Hub.
