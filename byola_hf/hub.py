@@ -353,21 +353,32 @@ def push_to_hub(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     sent = sends_card(api, repo_id, card)
-    if sent and not local.is_file():  # the card is uploaded, never written into the caller's folder
-        api.upload_file(
-            path_or_fileobj=card.encode("utf-8"),
-            path_in_repo="README.md",
-            repo_id=repo_id,
-            commit_message=commit_message,
-        )
-    commit = api.upload_folder(
-        folder_path=str(directory),
-        repo_id=repo_id,
+    # One commit: a failure part-way must not leave a new card over the old weights, or new weights under the old card.
+    commit = api.create_commit(
+        repo_id,
+        folder_operations(directory, (local if local.is_file() else card.encode("utf-8")) if sent else None),
         commit_message=commit_message,
-        # dotfiles: the commands' markers, staging
-        ignore_patterns=["checkpoint-*", "runs/*", "*.bin", ".*", *([] if sent else ["README.md"])],
     )
     return str(getattr(commit, "commit_url", commit))
+
+
+def folder_operations(directory: Path, readme: Path | bytes | None) -> list[Any]:
+    """The files of a saved folder to upload, as one commit's operations: not checkpoints, TensorBoard logs, pickled
+    `.bin` files or dotfiles (the commands' markers, staging); with `readme` as README.md (the folder's own file, sent
+    byte for byte, or a generated card, never written into the caller's folder), or no README.md when `None`."""
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*") if path.is_file())
+    ignored = ["checkpoint-*", "runs/*", "*.bin", ".*", "README.md"]
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name))
+        for name in filter_repo_objects(names, ignore_patterns=ignored)
+    ]
+    if readme is not None:
+        readme = str(readme) if isinstance(readme, Path) else readme
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
+    return operations
 
 
 def signed_card(text: str) -> str:

@@ -512,8 +512,9 @@ push_to_hub({str(owned)!r}, "tester/own")
     for repo in ("tester/users", "tester/edited", "tester/command"):
         assert f"{repo} {kept}: it does not state NTT's licence" in result.stderr, result.stderr[-2000:]
     assert f"tester/licensed {kept}. To have" in result.stderr  # its card states NTT's licence: no such note
+    # one commit a push: a failure between a card's commit and the folder's would leave the card over old weights
     uploads = {"/".join(commit["path"].split("/")[3:5]): commit["files"] for commit in FakeHub.commits}
-    assert len(uploads) == 7 and all("config.json" in files for files in uploads.values())
+    assert len(FakeHub.commits) == len(uploads) == 7 and all("config.json" in files for files in uploads.values())
     assert "README.md" not in uploads["tester/command"] and uploads["tester/own"]["README.md"].endswith(b"# My card\n")
 
 
@@ -806,6 +807,21 @@ def test_a_card_older_than_its_folders_statistics_is_not_pushed(small_model, tmp
     hub.check_card_states(hub.read_card(folder / "README.md"), saved, folder / "README.md")  # the fix it names works
 
 
+def test_a_push_sends_the_folders_own_readme_byte_for_byte(tmp_path):
+    """The folder's README.md is sent as its bytes (a card in Latin-1 was read with replacement characters), a
+    generated card as given, or none."""
+    from byola_hf.hub import folder_operations
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "README.md").write_bytes("# Modèle\n".encode("latin-1"))
+
+    def sent(readme):
+        return {op.path_in_repo: op.path_or_fileobj for op in folder_operations(tmp_path, readme)}
+
+    assert open(sent(tmp_path / "README.md")["README.md"], "rb").read() == "# Modèle\n".encode("latin-1")
+    assert sent(b"# Generated\n")["README.md"] == b"# Generated\n" and sorted(sent(None)) == ["config.json"]
+
+
 def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_the_weights():
     """The card's statistics, counts and licence are what the config holds (a card with mean and std swapped,
     examples and frames swapped, or NTT's weights under an unspecified licence survived the fast tier)."""
@@ -843,12 +859,10 @@ def test_a_card_byola_hf_wrote_is_told_from_an_edited_one(tmp_path):
 def test_a_push_uploads_the_model_not_the_runs_checkpoints_logs_or_markers(small_model, tmp_path, monkeypatch):
     """A command's output folder also holds its Trainer checkpoints (learner, optimizer and RNG states), TensorBoard
     logs and byola_hf's markers: the push uploads the model directory only (uploading the checkpoints too survived
-    the fast tier). The upload is huggingface_hub's own folder filter over what push_to_hub passes it."""
+    the fast tier), in one commit."""
     import shutil
-    from pathlib import Path
 
     import huggingface_hub
-    from huggingface_hub.utils import filter_repo_objects
 
     from byola_hf import hub
 
@@ -872,12 +886,8 @@ def test_a_push_uploads_the_model_not_the_runs_checkpoints_logs_or_markers(small
         def file_exists(self, repo_id, filename):
             return False
 
-        def upload_file(self, path_in_repo, **kwargs):
-            uploads.append(path_in_repo)
-
-        def upload_folder(self, folder_path, ignore_patterns, **kwargs):
-            names = [str(path.relative_to(folder_path)) for path in Path(folder_path).rglob("*") if path.is_file()]
-            uploads.extend(filter_repo_objects(names, ignore_patterns=ignore_patterns))
+        def create_commit(self, repo_id, operations, commit_message):
+            uploads.extend(operation.path_in_repo for operation in operations)
 
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None, token=None: None)
