@@ -675,12 +675,14 @@ class RecordingHub:
     def file_exists(self, repo_id, filename):
         return False
 
-    def upload_file(self, path_or_fileobj, path_in_repo, repo_id, **kwargs):
-        RecordingHub.calls.append(("upload_file", path_in_repo, path_or_fileobj))
-
-    def upload_folder(self, folder_path, repo_id, **kwargs):
-        files = {path.name: path.read_bytes() for path in Path(folder_path).iterdir() if path.is_file()}
-        RecordingHub.calls.append(("upload_folder", repo_id, files))
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {
+            op.path_in_repo: op.path_or_fileobj
+            if isinstance(op.path_or_fileobj, bytes)
+            else Path(op.path_or_fileobj).read_bytes()
+            for op in operations
+        }
+        RecordingHub.calls.append(("create_commit", repo_id, files))
         return "https://hub/commit/1"
 
 
@@ -720,7 +722,7 @@ def test_pretrain_pushes_its_encoder_privately_through_the_push_check(speech, tm
     from byola_hf.pretraining.cli import main
 
     main(pretrain_tiny(speech, tmp_path, *TINY_PRETRAINING, "--push_to_hub", "--hub_model_id", "me/byola"))
-    assert [call[0] for call in recording_hub] == ["create_repo", "upload_folder"]
+    assert [call[0] for call in recording_hub] == ["create_repo", "create_commit"]
     assert recording_hub[0] == ("create_repo", "me/byola", True)
     files = recording_hub[1][2]
     assert "## Pre-training" in files["README.md"].decode()
@@ -742,7 +744,7 @@ def test_push_keeps_the_users_readme(small_model, tmp_path, recording_hub):
     (folder / "README.md").unlink()  # no card: one is generated for the Hub, not written into the folder
     push_to_hub(folder, "me/mine")
     assert not (folder / "README.md").exists()
-    assert [call[1] for call in recording_hub if call[0] == "upload_file"] == ["README.md"]
+    assert recording_hub[-1][2]["README.md"].startswith(b"---") and "config.json" in recording_hub[-1][2]
 
 
 def test_only_models_of_ntt_weights_carry_ntts_licence(small_model, speech, tmp_path):
@@ -795,7 +797,7 @@ def test_run_superb_pushes_through_the_one_push_check(
     """byola-run-superb had a push check of its own beside byola_hf.hub's and pushed with Trainer; it now goes through
     hub.trainer_push_arguments and hub.push_to_hub, as every command: one private upload of its output folder."""
     run_superb_on_words(small_model, word_folders, tmp_path / "out", "--push_to_hub", "--hub_model_id", "me/ks")
-    assert [call[0] for call in recording_hub] == ["create_repo", "upload_folder"]
+    assert [call[0] for call in recording_hub] == ["create_repo", "create_commit"]
     assert recording_hub[0] == ("create_repo", "me/ks", True)
     files = recording_hub[1][2]
     assert files["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()

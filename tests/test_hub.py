@@ -110,7 +110,7 @@ def test_trust_remote_code_without_byola_hf(tmp_path, random2048_dir, golden):
 
 
 class FakeHub(BaseHTTPRequestHandler):
-    """The few endpoints huggingface_hub's create_repo / upload_folder use (regular, non-LFS uploads)."""
+    """The few endpoints huggingface_hub's create_repo / create_commit use (regular, non-LFS uploads)."""
 
     commits: list[dict] = []
     creates: list[dict] = []  # the create-repo requests, with their "visibility"
