@@ -94,6 +94,21 @@ def test_split_csv_end_to_end(random2048_dir, split_task, tmp_path):
     assert len(results["accuracies"]) == 2 and results["validation"] == "the validation split"
 
 
+def test_rows_without_a_split_are_left_out_as_evar_leaves_them(split_task, tmp_path, caplog):
+    """EVAR's GTZAN CSV gives no split to the clips outside its fault-filtered lists, and EVAR reads each split by
+    value, leaving them out: byola-extract embedded them (and required their files), then linear evaluation refused
+    the task. Left out, counted in a warning, before the files are looked for."""
+    from byola_hf.tools.data import metadata_csv_source
+
+    csv_path, data_dir = split_task
+    with csv_path.open() as file:
+        rows = [*csv.DictReader(file), {"file_name": "unlisted.wav", "label": "yes", "split": " "}]
+    with caplog.at_level("WARNING"):
+        dataset = metadata_csv_source(str(write_csv(tmp_path / "task.csv", rows)), str(data_dir))
+    assert len(dataset) == 12 and "unlisted.wav" not in dataset["file_name"]
+    assert "1 of the 13 clips of" in caplog.text and "have no split: left out, as EVAR" in caplog.text
+
+
 def test_fold_csv_is_leave_one_fold_out(random2048_dir, fold_task, tmp_path):
     extract(random2048_dir, fold_task, tmp_path / "emb")
     folds, classes, layout = folds_from_table(str(tmp_path / "emb"), "label")

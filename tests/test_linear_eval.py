@@ -223,10 +223,11 @@ def test_linear_evaluation_on_unseen_voices(ks_embeddings, tmp_path, capsys):
     assert (output / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_report_names_the_model_its_statistics_and_the_data_of_each_split(ks_embeddings, tmp_path):
+def test_the_report_names_the_model_its_statistics_and_the_data_of_each_split(ks_embeddings, tmp_path, caplog):
     """eval_results.json said an accuracy without saying of what: which model embedded each split, with which
     statistics (a task's own, or another task's), from which data, nor that clips were left out of a split. It carries
-    what each byola-extract run recorded beside its embeddings."""
+    what each byola-extract run recorded beside its embeddings, and clips left out are warned of (only the report
+    said so, the printed score not)."""
     from byola_hf import BYOLAConfig
 
     model = ks_embeddings["train"].parent / "byola512-ks"
@@ -240,7 +241,9 @@ def test_the_report_names_the_model_its_statistics_and_the_data_of_each_split(ks
         train_dir=str(parts["train"]), validation_dir=str(parts["valid"]), test_dir=str(parts["test"]),
         output_dir=str(tmp_path / "le"), epochs=2,
     )  # fmt: skip
-    linear_eval(arguments)
+    with caplog.at_level("WARNING"):
+        linear_eval(arguments)
+    assert "byola-extract --skip_bad left clips out (2 of test; listed in each folder's skipped.json)" in caplog.text
     report = json.loads((tmp_path / "le" / "eval_results.json").read_text())["embeddings"]
     assert sorted(report) == ["test", "train", "valid"]
     assert [report[part]["skipped_clips"] for part in ("train", "valid", "test")] == [0, 0, 2]
@@ -316,17 +319,46 @@ def test_confusion_matrix_title_shows_the_reported_mean_and_std(ks_embeddings, t
     train, test = str(ks_embeddings["train"]), str(ks_embeddings["test"])
     result = linear_eval(LinearEvalArguments(str(tmp_path / "le"), train_dir=train, test_dir=test, seeds=2, epochs=3))
     assert titles == [
-        f"Linear evaluation: {result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over 2 seed(s); matrix of "
+        f"Linear evaluation: {result.test_accuracy:.4f} ± {result.seed_accuracy_std:.4f} over 2 seeds; matrix of "
         "seed 42"
     ]
 
 
-def test_linear_eval_refuses_testing_on_the_training_folder(tmp_path, capsys):
-    from byola_hf.linear_eval.cli import main as linear_main
+def test_the_headline_gives_the_std_over_seeds_and_over_runs_apart():
+    """The ± printed for a fold task was over every (fold, seed) run, mostly the spread between folds, read beside
+    tables whose ± is over runs of the whole task; with one seed it printed ± 0.0000."""
+    from types import SimpleNamespace
 
-    arguments = ["--train_dir", tmp_path, "--test_dir", tmp_path, "--label_column_name", "label"]
-    code, stderr = run_main(linear_main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
-    assert_one_line(code, stderr, "byola-linear-eval", "are the same folder")
+    from byola_hf.linear_eval.evaluate import summarize
+    from byola_hf.linear_eval.report import headline
+
+    folds = [SimpleNamespace(name=str(k), test_y=np.zeros(2, np.int64)) for k in range(2)]
+    runs = [
+        [SimpleNamespace(accuracy=a, predictions=np.zeros(2, np.int64), best_epoch=1, epochs_run=2, num_train=4,
+                         num_validation=1, validation="held out") for a in seed]
+        for seed in ([0.5, 1.0], [0.5, 0.5], [1.0, 1.0])
+    ]  # fmt: skip
+    result = summarize(folds, runs, ["a"], "fold", TrainingSettings())
+    assert result.seed_accuracies == [0.75, 0.5, 1.0] and result.seed_accuracy_std == pytest.approx(np.sqrt(1 / 24))
+    assert headline(result) == "0.7500 ± 0.2041 over 3 seeds, each the mean of 2 folds (± 0.2500 over the 6 runs)"
+    single = summarize(folds[:1], [seed[:1] for seed in runs[:1]], ["a"], "split", TrainingSettings())
+    assert headline(single) == "0.5000 (1 seed)"
+
+
+@pytest.mark.parametrize("first, second", [("train", "test"), ("validation", "test"), ("train", "validation")])
+def test_linear_eval_refuses_one_folder_for_two_parts(tmp_path, capsys, first, second):
+    """Only --train_dir equal to --test_dir was refused: the test folder given as --validation_dir chose the epoch on
+    the test clips."""
+    parts = {
+        "train": tmp_path / "a",
+        "validation": tmp_path / "b",
+        "test": tmp_path / "c",
+        first: tmp_path,
+        second: tmp_path,
+    }
+    arguments = [value for part, path in parts.items() for value in (f"--{part}_dir", path)]
+    code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "out"], capsys)
+    assert_one_line(code, stderr, "byola-linear-eval", f"--{first}_dir and --{second}_dir are the same folder")
 
 
 def test_linear_eval_refuses_splits_embedded_from_the_same_files(ks_embeddings, tmp_path, capsys):
@@ -335,12 +367,26 @@ def test_linear_eval_refuses_splits_embedded_from_the_same_files(ks_embeddings, 
     shutil.copytree(ks_embeddings["train"], tmp_path / "test")  # the training split embedded a second time
     train = ["--train_dir", ks_embeddings["train"]]
     cases = {
-        "test": [*train, "--test_dir", tmp_path / "test"],
-        "validation": [*train, "--test_dir", ks_embeddings["test"], "--validation_dir", tmp_path / "test"],
+        "training and the test": [*train, "--test_dir", tmp_path / "test"],
+        "training and the validation": [
+            *train,
+            "--test_dir",
+            ks_embeddings["test"],
+            "--validation_dir",
+            tmp_path / "test",
+        ],
     }
-    for part, arguments in cases.items():
+    shutil.copytree(ks_embeddings["test"], tmp_path / "valid")  # the test split as the validation split: the epoch
+    cases["validation and the test"] = [
+        *train,
+        "--test_dir",
+        ks_embeddings["test"],
+        "--validation_dir",
+        tmp_path / "valid",
+    ]
+    for parts, arguments in cases.items():
         code, stderr = run_main(main, [*arguments, "--output_dir", tmp_path / "eval"], capsys)
-        fragments = (f"are in both the training and the {part} part", "extract each split from its own files.")
+        fragments = (f"are in both the {parts} part", "extract each split from its own files.")
         assert_one_line(code, stderr, "byola-linear-eval", *fragments)
 
 
@@ -405,6 +451,25 @@ def test_a_clip_listed_in_two_folds_is_refused(tmp_path, capsys):
     arguments = ["--embeddings_dir", folder, "--epochs", "2", "--output_dir", tmp_path / "out"]
     code, stderr = run_main(main, [str(argument) for argument in arguments], capsys)
     assert_one_line(code, stderr, "byola-linear-eval", "in both the training and the test part of fold 1", "clip3")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("layout", ["split", "fold"])
+def test_a_class_without_training_clips_is_named_before_the_folder_is_claimed(tmp_path, capsys, layout):
+    """A fold whose test clips held a class no other fold has was refused only when its turn came (the output folder
+    claimed, earlier folds trained), and neither refusal named the class."""
+    from test_faults import blob_embeddings, save_embeddings
+
+    x, y = blob_embeddings(0, 24)
+    labels = [f"c{label}" for label in y[:-1]] + ["rare"]
+    column = {"split": ["train"] * 16 + ["test"] * 8} if layout == "split" else {"fold": [1] * 8 + [2] * 8 + [3] * 8}
+    folder = save_embeddings(tmp_path / "task", x, labels, **column)
+    arguments = ["--embeddings_dir", folder, "--epochs", "2", "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(main, [str(argument) for argument in arguments], capsys)
+    part = (
+        "split valid/test have no clip in the train split" if layout == "split" else "fold 3 have no clip in the other"
+    )
+    assert_one_line(code, stderr, "byola-linear-eval", f"1 class(es) of {folder}'s {part}", "predict them: 'rare'.")
     assert not (tmp_path / "out").exists()
 
 

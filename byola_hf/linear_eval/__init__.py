@@ -1,4 +1,4 @@
-"""Linear evaluation of frozen BYOL-A clip embeddings, as the papers run it with EVAR (needs the `[superb]` extra).
+"""Linear evaluation of frozen BYOL-A clip embeddings, as EVAR runs it (BYOL-A v2's protocol; needs `[superb]`).
 
 [`classifier`] is EVAR's linear classifier and its training; [`evaluate`] the splits (a held-out validation set,
 leave-one-fold-out) over embeddings from `byola_hf.extract`; [`report`] what `byola-linear-eval` writes; [`cli`] the

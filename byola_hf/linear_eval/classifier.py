@@ -1,7 +1,7 @@
 """The linear classifier of EVAR's linear evaluation (nttcslab/eval-audio-repr `lineareval.py`, `TorchMLPClassifier2`
 with no hidden layer), written from its facts:
 
-- features standardised with the mean and (population) std of the training part, a constant feature left as is;
+- features standardised with the mean and (population) std of the training part, a constant feature only centred;
 - one `nn.Linear`, initialised by torch after `torch.manual_seed(seed)`;
 - Adam (betas 0.9/0.999, eps 1e-8, weight decay 1e-8) at `learning_rate`, mini-batches of `min(200, n)` drawn as
   `DataLoader(shuffle=True)` draws them from torch's global generator;

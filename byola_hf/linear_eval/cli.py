@@ -1,4 +1,4 @@
-"""`byola-linear-eval`: EVAR's linear evaluation (the BYOL-A papers' protocol) on embeddings from `byola-extract`.
+"""`byola-linear-eval`: EVAR's linear evaluation (BYOL-A v2's protocol) on embeddings from `byola-extract`.
 
 byola-linear-eval (--embeddings_dir EMB | --train_dir A --test_dir B [--validation_dir V])
     --label_column_name label --output_dir OUT [--seeds N]

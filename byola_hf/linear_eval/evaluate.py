@@ -1,4 +1,4 @@
-"""Linear evaluation of frozen clip embeddings, as the BYOL-A papers run it with the authors' EVAR package.
+"""Linear evaluation of frozen clip embeddings, as the authors' EVAR package runs it (the BYOL-A v2 paper's protocol).
 
 The classifier is EVAR's (see [`~byola_hf.linear_eval.classifier`]); defaults are EVAR's BYOL-A config (learning rate
 3e-4, at most 200 epochs, early stop after 20). The task comes as `byola-extract` outputs in one of EVAR's layouts:
@@ -16,7 +16,9 @@ embeddings, is refused before training, naming what differs.
 """
 
 import hashlib
+import itertools
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from .classifier import TrainingSettings, hold_out_validation, predict, standard
 from .report import COMMAND, OUTPUTS, per_class_report, write_report
 
 
+logger = logging.getLogger(__name__)
 VALIDATION_NAMES = ("valid", "validation")
 
 
@@ -110,7 +113,9 @@ class LinearEvalArguments:
 @dataclass
 class LinearEvalResult:
     """Test accuracy over folds and seeds: `test_accuracy` is the mean of every (fold, seed) run, `test_accuracy_std`
-    their std; `seed_accuracies` each seed's mean over folds; `folds` the per-fold figures (with each fold's sizes).
+    their std (with folds, mostly the spread between folds); `seed_accuracies` each seed's mean over the folds and
+    `seed_accuracy_std` their std (population), the ± of EVAR's README tables over runs; `folds` the per-fold figures
+    (with each fold's sizes).
     The per-class report and the confusion matrix pool the first seed's predictions over the folds (each example is
     tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three. `embeddings`: each
     folder read (by part: `train`, `valid`, `test`, or `task` for an `embeddings_dir`) with what its `byola-extract`
@@ -121,6 +126,7 @@ class LinearEvalResult:
     test_accuracy_std: float
     accuracies: list[float]
     seed_accuracies: list[float]
+    seed_accuracy_std: float
     folds: list[dict]
     classes: list[str]
     per_class: dict[str, dict[str, float]]
@@ -280,7 +286,7 @@ def check_splits_share_no_file(parts: dict[str, str]) -> None:
             os.path.realpath(path) if path and os.path.isfile(path) else f"{name} row {row}"
             for row, path in enumerate(paths)
         ]
-    where = f"--train_dir {parts['train']} and --test_dir {parts['test']}"
+    where = ", ".join(f"--{'validation' if name == 'valid' else name}_dir {path}" for name, path in parts.items())
     fix = "extract each split from its own files"
     check_clips_tested_unseen([FoldRows("all", rows["train"], rows["test"], rows.get("valid"))], clips, where, fix)
 
@@ -305,9 +311,13 @@ def folds_from_table(embeddings_dir: str, label_column_name: str) -> tuple[list[
     for rows in rounds:
         where = embeddings_dir if layout == "split" else f"{embeddings_dir} without fold {rows.name}"
         check_several_classes(y[rows.train], where)
-        unseen = {*y[rows.test], *(() if rows.valid is None else y[rows.valid])} - set(y[rows.train])
-        if layout == "split" and unseen:  # a fold's test classes are checked in run_fold
-            raise ValueError(f"{len(unseen)} class(es) of the valid/test splits of {where} never appear in train.")
+        unseen = sorted({*y[rows.test], *(() if rows.valid is None else y[rows.valid])} - set(y[rows.train]))
+        if unseen:
+            part, training = ("valid/test", "the train split") if layout == "split" else (rows.name, "the other folds")
+            raise ValueError(
+                f"{len(unseen)} class(es) of {embeddings_dir}'s {layout} {part} have no clip in {training}, so no "
+                f"classifier can predict them: {', '.join(repr(classes[index]) for index in unseen[:10])}."
+            )
         fold = Fold(rows.name, x[rows.train], y[rows.train], x[rows.test], y[rows.test], test_rows=rows.test)
         if rows.valid is not None:
             fold.valid_x, fold.valid_y = x[rows.valid], y[rows.valid]
@@ -322,7 +332,7 @@ def split_masks(tags: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, n
     if unknown or "train" not in tags or "test" not in tags:
         raise ValueError(
             f"The 'split' column of {where} must say train, valid (or validation) and test, with train and test "
-            f"present; found {sorted(set(tags))}."
+            f"present; found {sorted(set(map(str, tags)))}."
         )
     return tags == "train", np.isin(tags, VALIDATION_NAMES), tags == "test"
 
@@ -352,25 +362,27 @@ def fold_rows(tags: np.ndarray, layout: str, where: str, wanted: Sequence[str] =
 def check_clips_tested_unseen(
     rounds: list[FoldRows], clips: Sequence[str], where: str, fix: str = "list each clip once"
 ) -> None:
-    """Refuse a clip (`clips[row]`, its path) listed in the training part of a round and in its validation or test
-    part (a CSV listing a file twice, in two splits or folds): the score would be measured on clips trained on."""
+    """Refuse a clip (`clips[row]`, its path) listed in two parts of a round (a CSV listing a file twice, in two
+    splits or folds): trained on and then tested or validated on, or validated (the epoch chosen) and tested on."""
     for rows in rounds:
-        trained = {os.path.normpath(clips[row]) for row in rows.train}
-        for part, tested in (("validation", rows.valid), ("test", rows.test)):
-            shared = sorted({os.path.normpath(clips[row]) for row in ([] if tested is None else tested)} & trained)
+        parts = {"training": rows.train, "validation": rows.valid, "test": rows.test}
+        listed = {
+            part: {os.path.normpath(clips[row]) for row in ([] if at is None else at)} for part, at in parts.items()
+        }
+        for first, second in (("training", "validation"), ("training", "test"), ("validation", "test")):
+            shared = sorted(listed[first] & listed[second])
             if shared:
+                done = "after training on them" if first == "training" else "after choosing the epoch on them"
                 raise ValueError(
-                    f"{where}: {len(shared)} clip(s) are in both the training and the {part} part of "
+                    f"{where}: {len(shared)} clip(s) are in both the {first} and the {second} part of "
                     f"{'the split' if rows.name == 'all' else f'fold {rows.name}'} (first: {shared[0]}), so they "
-                    f"would be tested on after training on them: {fix}."
+                    f"would be tested on {done}: {fix}."
                 )
 
 
 def run_fold(fold: Fold, num_classes: int, seed: int, settings: TrainingSettings) -> FoldRun:
     """Standardise, hold out a validation part if there is none, train, and test one fold with one seed."""
     train_x, test_x, train_y = fold.train_x, fold.test_x, fold.train_y
-    if len(set(fold.test_y) - set(train_y)):
-        raise ValueError(f"Fold {fold.name}: some test classes never appear in its training part.")
     if fold.valid_x is not None:
         train_x, valid_x, test_x = standardize(train_x, fold.valid_x, test_x)
         valid_y, validation = fold.valid_y, "the validation split"
@@ -411,9 +423,22 @@ def linear_eval(args: LinearEvalArguments) -> LinearEvalResult:
         name: {"dir": str(Path(path).resolve()), **(embedding_record(path) or {})}
         for name, path in input_parts(args).items()
     }
+    warn_of_skipped_clips(result.embeddings)
     if args.output_dir is not None:
         write_report(result, folds, runs[0], args.output_dir)
     return result
+
+
+def warn_of_skipped_clips(embeddings: dict[str, dict]) -> None:
+    """Warn when `byola-extract --skip_bad` left clips out of the folders read (`embeddings`: part -> record): the
+    scores are over the clips left, which EVAR, stopping on an unreadable file, never does."""
+    skipped = {part: record.get("skipped_clips", 0) for part, record in embeddings.items()}
+    if any(skipped.values()):
+        counts = ", ".join(f"{count} of {part}" for part, count in skipped.items() if count)
+        logger.warning(
+            f"byola-extract --skip_bad left clips out ({counts}; listed in each folder's skipped.json): the "
+            "accuracy is over the clips left, not the whole task."
+        )
 
 
 def load_folds(args: LinearEvalArguments) -> tuple[list[Fold], list[str], str]:
@@ -425,14 +450,19 @@ def load_folds(args: LinearEvalArguments) -> tuple[list[Fold], list[str], str]:
             )
         return folds_from_table(args.embeddings_dir, args.label_column_name)
     if args.train_dir is not None and args.test_dir is not None:
-        train, test = Path(args.train_dir), Path(args.test_dir)
-        if train.is_dir() and train.resolve() == test.resolve():
-            raise ValueError(
-                "--train_dir and --test_dir are the same folder: testing on the training clips says nothing."
-            )
+        check_distinct_folders({"train": args.train_dir, "validation": args.validation_dir, "test": args.test_dir})
         parts = (args.train_dir, args.test_dir, args.validation_dir, args.label_column_name)
         return (*folds_from_directories(*parts), "split")
     raise ValueError("Give --embeddings_dir (an EVAR task with a split or fold column) or --train_dir and --test_dir.")
+
+
+def check_distinct_folders(parts: dict[str, str | None]) -> None:
+    """Refuse one folder given for two parts (`parts`: part -> `--PART_dir`): testing on the training clips, or
+    choosing the epoch on the test clips, says nothing."""
+    folders = {name: Path(path).resolve() for name, path in parts.items() if path is not None and Path(path).is_dir()}
+    for first, second in itertools.combinations(folders, 2):
+        if folders[first] == folders[second]:
+            raise ValueError(f"--{first}_dir and --{second}_dir are the same folder: give each part its own clips.")
 
 
 def input_parts(args: LinearEvalArguments) -> dict[str, str]:
@@ -496,11 +526,13 @@ def summarize(
         }
         for index, fold in enumerate(folds)
     ]
+    seed_accuracies = [float(np.mean([run.accuracy for run in seed_runs])) for seed_runs in runs]
     return LinearEvalResult(
         test_accuracy=float(np.mean(accuracies)),
         test_accuracy_std=float(np.std(accuracies)),
         accuracies=accuracies,
-        seed_accuracies=[float(np.mean([run.accuracy for run in seed_runs])) for seed_runs in runs],
+        seed_accuracies=seed_accuracies,
+        seed_accuracy_std=float(np.std(seed_accuracies)),
         folds=fold_figures,
         classes=classes,
         per_class=per_class_report(matrix, classes),

@@ -31,11 +31,15 @@ def per_class_report(matrix: np.ndarray, labels: list[str]) -> dict[str, dict[st
 
 
 def headline(result) -> str:
-    """`0.9500 ± 0.0200 over 3 seeds x 5 folds`: the figure every report shows."""
-    runs = f"{len(result.seed_accuracies)} seed(s)" + (
-        f" x {len(result.folds)} folds" if len(result.folds) > 1 else ""
+    """`0.9500 ± 0.0200 over 3 seeds`: the ± over whole runs of the task (each seed's mean over the folds), as tables
+    of runs give it; with folds, also the std over every (fold, seed) run, which holds the spread between folds."""
+    seeds, folds = len(result.seed_accuracies), len(result.folds)
+    text = f"{result.test_accuracy:.4f} " + (
+        f"± {result.seed_accuracy_std:.4f} over {seeds} seeds" if seeds > 1 else "(1 seed)"
     )
-    return f"{result.test_accuracy:.4f} ± {result.test_accuracy_std:.4f} over {runs}"
+    if folds > 1:
+        text += f", each the mean of {folds} folds (± {result.test_accuracy_std:.4f} over the {seeds * folds} runs)"
+    return text
 
 
 def write_report(result, folds, first_seed_runs, output_dir: str) -> None:
