@@ -525,9 +525,17 @@ def statistics_source(provenance: dict[str, Any]) -> str:
 
 
 def warn_if_statistics_of_other_units(config: BYOLAConfig, unit_seconds: float | None) -> None:
-    """Warn when `config`'s statistics were computed over clips cut to another length (`stats_provenance`'s
-    `unit_seconds`, `None` for whole clips) than the run's `unit_seconds`: EVAR computes both on the same units, as
-    padding or cropping moves the log-mel distribution. Compared in samples (0.99999 s and 1 s are 16000 samples)."""
+    """Warn when `config`'s statistics were given by hand (`byola-convert --mean/--std`: another corpus's, such as
+    VoxCeleb1's) rather than computed on the task, or computed over clips cut to another length (`stats_provenance`'s
+    `unit_seconds`, `None` for whole clips) than the run's `unit_seconds`: EVAR computes them on each task's training
+    clips, on the same units, as padding or cropping moves the log-mel distribution. Compared in samples (0.99999 s
+    and 1 s are 16000 samples)."""
+    if (config.stats_provenance or {}).get("method") == "given":
+        logger.warning(
+            "The model's statistics were given by hand, not computed on this task (EVAR computes each task's on its "
+            "training clips): byola-compute-stats computes them (docs/statistics.md)."
+        )
+        return
     computed = (config.stats_provenance or {}).get("unit_seconds", unit_seconds)  # not recorded: nothing to say
     if unit_samples(computed, config.sampling_rate, 0) != unit_samples(unit_seconds, config.sampling_rate, 0):
         computed_over, read = (f"clips cut to {s:g} s" if s else "whole clips" for s in (computed, unit_seconds))

@@ -192,6 +192,21 @@ def test_units_of_the_same_samples_are_not_warned_of(caplog):
         assert ("computed over clips cut to 0.99999 s" in caplog.text) is warned, caplog.text
 
 
+def test_statistics_given_by_hand_are_warned_of(caplog):
+    """The README's conversion records VoxCeleb1's statistics as given by hand, without a unit: extracting or
+    fine-tuning an EVAR task with them said nothing, though EVAR computes each task's on its training clips."""
+    from byola_hf import BYOLAConfig
+    from byola_hf.configuration_byola import warn_if_statistics_of_other_units
+
+    for method, warned in (("given", True), ("exact", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            warn_if_statistics_of_other_units(
+                BYOLAConfig(mean=-8.9, std=4.9, stats_provenance={"method": method}), 5.0
+            )
+        assert ("statistics were given by hand, not computed on this task" in caplog.text) is warned, caplog.text
+
+
 def test_last_layer_frames_are_feature_d_wide(audio_folder, random2048_dir, tmp_path):
     root, _ = audio_folder
     extract_embeddings(
