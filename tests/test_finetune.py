@@ -341,12 +341,10 @@ def test_split_csv_end_to_end_loads_with_auto_class_and_pipeline(small_model, ta
     assert "test accuracy" in capsys.readouterr().out
 
 
-def test_fold_csv_killed_and_rerun_resumes_to_the_same_result(
-    small_model, task_dir, tmp_path, monkeypatch, capsys, caplog
-):
+def test_fold_csv_killed_and_rerun_resumes_to_the_same_result(small_model, task_dir, tmp_path, monkeypatch, capsys):
     """Folds 1 and 2 of five, leave-one-fold-out (the test rows choose the epoch): a run killed right after the second
     fold's first checkpoint resumes that fold from it, reads the first fold's finished result back, and ends with the
-    figures and weights of a run never killed."""
+    figures and weights of a run never killed; the re-run says both (it logged them at a level not shown)."""
     csv = fold_csv(task_dir, tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     main([str(a) for a in command(small_model, csv, task_dir, whole, "--folds", "1", "2")])
@@ -364,10 +362,11 @@ def test_fold_csv_killed_and_rerun_resumes_to_the_same_result(
     assert (killed / "fold-2_seed-42" / "checkpoint-3").is_dir() and not (killed / "eval_results.json").exists()
     monkeypatch.setattr(FinetuneTrainer, "_save_checkpoint", original)
     first_done = (killed / "fold-1_seed-42" / "run_result.json").stat().st_mtime_ns
-    caplog.set_level(logging.INFO, logger="byola_hf.finetune.run")
+    capsys.readouterr()
     main([str(a) for a in command(small_model, csv, task_dir, killed, "--folds", "1", "2")])
-    assert "fold-1_seed-42 is finished" in caplog.text
-    assert "Resuming fold 2, seed 42 from" in caplog.text and "checkpoint-3" in caplog.text
+    printed = capsys.readouterr().out
+    assert "fold-1_seed-42 is finished" in printed
+    assert "Resuming fold 2, seed 42 from" in printed and "checkpoint-3" in printed
     assert (killed / "fold-1_seed-42" / "run_result.json").stat().st_mtime_ns == first_done
     expected, resumed = (json.loads((folder / "eval_results.json").read_text()) for folder in (whole, killed))
     assert resumed["protocol"] == "leave-one-fold-out" and "test rows" in resumed["selection"]
@@ -481,12 +480,17 @@ def test_gradients_are_not_clipped_unless_asked_as_in_evar(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flag", [["--eval_delay", "3"], ["--dataloader_drop_last"], ["--label_smoothing_factor", "0.1"]]
-)
+    "flag",
+    [["--eval_delay", "3"], ["--dataloader_drop_last"], ["--label_smoothing_factor", "0.1"], ["--adam_beta2", "0.5"],
+     ["--adam_beta1", "0.5"], ["--adam_epsilon", "0.1"], ["--optim_args", "x=1"], ["--auto_find_batch_size"],
+     ["--lr_scheduler_kwargs", '{"x": 1}']],
+)  # fmt: skip
 def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, small_model, tmp_path, capsys):
     """--eval_delay made the run test the best of its later epochs only (EVAR tests the best of every epoch), and
     --dataloader_drop_last (the recipe's own rule) and --label_smoothing_factor (EVAR's loss) were replaced without a
-    word: all are refused, before the task's audio is read (here a CSV that is not there)."""
+    word; Adam's and the schedule's flags were recorded and ignored (the recipe builds its own), and
+    --auto_find_batch_size would halve the batch under the schedule counted for the full one: all are refused, before
+    the task's audio is read (here a CSV that is not there)."""
     argv = [
         "--model_name_or_path",
         small_model,
@@ -500,19 +504,33 @@ def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, small_model,
     assert_one_line(code, stderr, COMMAND, f"sets {flag[0]} itself")
 
 
+def test_several_visible_gpus_are_refused(small_model, tmp_path, capsys, monkeypatch):
+    """On a machine with two GPUs Trainer's DataParallel took two batches a step while the recipe counted its epochs,
+    warm-up and cosine for one: every epoch counted as half of one, silently."""
+    from transformers import TrainingArguments
+
+    monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 2))
+    argv = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "none.csv", "--output_dir", tmp_path]
+    code, stderr = run_main(main, argv, capsys)
+    assert_one_line(code, stderr, COMMAND, "2 are visible: choose one with CUDA_VISIBLE_DEVICES=0.")
+
+
 @pytest.mark.parametrize(
     "flag, fragment",
     [
         (["--prediction_loss_only"], "--prediction_loss_only: byola-finetune scores every epoch"),
         (["--eval_do_concat_batches", "false"], "--eval_do_concat_batches false: byola-finetune scores every epoch"),
         (["--batch_eval_metrics"], "--batch_eval_metrics: byola-finetune scores every epoch"),
+        (["--label_names", "foo"], "--label_names: byola-finetune gives the model its own label column"),
+        (["--include_for_metrics", "inputs"], "--include_for_metrics: byola-finetune gives the model its own label"),
     ],
 )
 def test_trainer_flags_that_keep_the_metric_from_the_run_are_refused(flag, fragment, small_model, tmp_path, capsys):
     """Both trained an epoch, then ended in a traceback: --prediction_loss_only skips the metric (Trainer's KeyError:
     no eval_accuracy to keep the best epoch by), --eval_do_concat_batches false hands it per-batch lists
     ("'list' object has no attribute 'argmax'"); --batch_eval_metrics was refused by Trainer telling the user to
-    change compute_metrics' code. Refused before the task's audio is read."""
+    change compute_metrics' code; --label_names and --include_for_metrics ended in tracebacks (an unexpected
+    'waveforms' argument; no 'input_features'). Refused before the task's audio is read."""
     argv = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "none.csv", "--output_dir", tmp_path]
     code, stderr = run_main(main, [*argv, *flag], capsys)
     assert_one_line(code, stderr, COMMAND, fragment)
@@ -644,7 +662,9 @@ def test_optimisers_are_evars_and_micro_batches_draw_apart():
 
 def test_results_summarise_each_fold_and_seed_and_the_first_best_epoch():
     """`eval_results.json`'s figures: each fold's scores over the seeds (not the first seed's repeated), the
-    population std (as byola-linear-eval's), and a run's best epoch the first to reach its best validation score."""
+    population std (as byola-linear-eval's), over the runs and over the seeds' means, and a run's best epoch the first
+    to reach its best validation score (not --eval_on_start's of the untrained model, which Trainer does not save:
+    a run whose first epoch scored no better named "best epoch 0")."""
     from types import SimpleNamespace
 
     from byola_hf.finetune.report import RunResult, summarize
@@ -659,11 +679,13 @@ def test_results_summarise_each_fold_and_seed_and_the_first_best_epoch():
     assert [fold["scores"] for fold in summary["folds"]] == [[0.1, 0.2], [0.3, 0.6]]
     assert summary["test_accuracy_std"] == pytest.approx(np.std([0.1, 0.3, 0.2, 0.6]), abs=1e-15)
     assert summary["seed_scores"] == pytest.approx([0.2, 0.4], abs=1e-15)
+    assert summary["seed_scores_std"] == pytest.approx(0.1, abs=1e-15)
 
     history = [
-        {"eval_accuracy": 0.5, "epoch": 1.0},
-        {"eval_accuracy": 0.7, "epoch": 2.0},
-        {"eval_accuracy": 0.7, "epoch": 3.0},
+        {"eval_accuracy": 0.7, "epoch": 0.0, "step": 0},
+        {"eval_accuracy": 0.5, "epoch": 1.0, "step": 4},
+        {"eval_accuracy": 0.7, "epoch": 2.0, "step": 8},
+        {"eval_accuracy": 0.7, "epoch": 3.0, "step": 12},
     ]
     trainer = SimpleNamespace(args=SimpleNamespace(metric_for_best_model="accuracy"),
                               state=SimpleNamespace(best_metric=0.7, log_history=history, epoch=3.0))  # fmt: skip

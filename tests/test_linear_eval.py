@@ -330,7 +330,6 @@ def test_the_headline_gives_the_std_over_seeds_and_over_runs_apart():
     from types import SimpleNamespace
 
     from byola_hf.linear_eval.evaluate import summarize
-    from byola_hf.linear_eval.report import headline
 
     folds = [SimpleNamespace(name=str(k), test_y=np.zeros(2, np.int64)) for k in range(2)]
     runs = [
@@ -340,9 +339,9 @@ def test_the_headline_gives_the_std_over_seeds_and_over_runs_apart():
     ]  # fmt: skip
     result = summarize(folds, runs, ["a"], "fold", TrainingSettings())
     assert result.seed_accuracies == [0.75, 0.5, 1.0] and result.seed_accuracy_std == pytest.approx(np.sqrt(1 / 24))
-    assert headline(result) == "0.7500 ± 0.2041 over 3 seeds, each the mean of 2 folds (± 0.2500 over the 6 runs)"
+    assert result.headline() == "0.7500 ± 0.2041 over 3 seeds, each the mean of 2 folds (± 0.2500 over the 6 runs)"
     single = summarize(folds[:1], [seed[:1] for seed in runs[:1]], ["a"], "split", TrainingSettings())
-    assert headline(single) == "0.5000 (1 seed)"
+    assert single.headline() == "0.5000 (1 seed)"
 
 
 @pytest.mark.parametrize("first, second", [("train", "test"), ("validation", "test"), ("train", "validation")])

@@ -986,7 +986,8 @@ def test_pretrain_v2_under_bf16_autocast(audio_folder, tmp_path):
 
 def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
     """--eval_dataset_name: every --eval_steps a linear evaluation of the current encoder on a labelled task, once
-    (Trainer asks again when the last step ends an epoch)."""
+    (Trainer asks again when the last step ends an epoch); the evaluations leave the training's random draws alone
+    (they moved them: how often a run evaluated changed its weights)."""
     import byola_hf.pretraining.trainer as trainer_module
 
     probes = []
@@ -1008,6 +1009,11 @@ def test_pretrain_logs_a_linear_evaluation(audio_folder, tmp_path, monkeypatch):
     ranks = [entry["eval_effective_rank"] for entry in history if "eval_effective_rank" in entry]
     assert len(ranks) == 1 and ranks[0] == pytest.approx(1.0, abs=1e-6)  # two test clips, centred: one direction
     assert len(probes) == 1
+    weights = {}
+    for name, evaluation in (("probed", [*probe, "--eval_steps", "1"]), ("plain", [])):
+        main(pretrain_args(audio_folder, tmp_path / name, "--max_steps", "3", *evaluation))
+        weights[name] = (tmp_path / name / "model.safetensors").read_bytes()
+    assert len(probes) == 4 and weights["probed"] == weights["plain"]
 
 
 def test_linear_probe_task_with_another_audio_column(audio_folder, tmp_path):

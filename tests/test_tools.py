@@ -862,3 +862,45 @@ def test_a_saved_folder_in_datasets_cache_saved_again_is_other_data_and_a_rebuil
         loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "clips.parquet"), split="train")
         records.append(data.source_record(loaded.cast_column("audio", datasets.Audio()), "audio"))
     assert records[0] == records[1]
+
+
+def test_evaluation_leaves_the_trainings_random_draws_alone(tmp_path):
+    """Every evaluation drew from torch's generator (a DataLoader iterator draws a seed), so two runs that differed
+    only in how often they evaluated (--eval_steps, --eval_on_start: flags that may change on a resume) ended with
+    other weights: the later shuffles and dropout masks moved. byola_hf's Trainers evaluate with the state kept."""
+    from transformers import Trainer, TrainingArguments
+
+    from byola_hf.finetune.training import FinetuneTrainer
+    from byola_hf.superb.run import SuperbTrainer
+    from byola_hf.tools.cli import EvaluationLeavesRandomState
+
+    class Dropped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.drop = torch.nn.Linear(4, 1), torch.nn.Dropout(0.5)
+
+        def forward(self, x, labels):
+            out = self.layer(self.drop(x)).squeeze(-1)
+            return {"loss": ((out - labels) ** 2).mean(), "logits": out}
+
+    class Kept(EvaluationLeavesRandomState, Trainer):
+        pass
+
+    generator = torch.Generator().manual_seed(1)
+    data = [{"x": torch.randn(4, generator=generator), "labels": torch.tensor(1.0)} for _ in range(16)]
+
+    def final_weights(trainer_class, evaluate: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = Dropped()
+        args = TrainingArguments(
+            str(tmp_path / f"{trainer_class.__name__}-{evaluate}"), per_device_train_batch_size=4, num_train_epochs=2,
+            eval_strategy="steps" if evaluate else "no", eval_steps=1, save_strategy="no", report_to="none",
+            use_cpu=True, disable_tqdm=True,
+        )  # fmt: skip
+        trainer_class(model=model, args=args, train_dataset=data, eval_dataset=data[:4]).train()
+        return model.layer.weight.detach().clone()
+
+    assert not torch.equal(final_weights(Trainer, True), final_weights(Trainer, False))  # what the mixin changes
+    assert torch.equal(final_weights(Kept, True), final_weights(Kept, False))
+    assert issubclass(FinetuneTrainer, EvaluationLeavesRandomState)
+    assert issubclass(SuperbTrainer, EvaluationLeavesRandomState)

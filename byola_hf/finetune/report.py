@@ -32,10 +32,11 @@ class RunResult:
 
     @classmethod
     def from_trainer(cls, trainer, fold, seed: int, test_score: float) -> "RunResult":
-        """The result of a finished Trainer run: its best evaluation (the first epoch that reached it)."""
+        """The result of a finished Trainer run: its best evaluation (the first epoch that reached it; not
+        `--eval_on_start`'s, of the untrained model, which Trainer neither saves nor counts as a best)."""
         key = f"eval_{trainer.args.metric_for_best_model}"
         best = trainer.state.best_metric
-        evaluations = [entry for entry in trainer.state.log_history if key in entry]
+        evaluations = [entry for entry in trainer.state.log_history if key in entry and entry.get("step", 0) > 0]
         best_epoch = next((entry["epoch"] for entry in evaluations if entry[key] == best), float("nan"))
         return cls(
             fold=fold.name,
@@ -54,8 +55,10 @@ class RunResult:
 
 
 def summarize(task, runs: list[list[RunResult]], metric: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Mean ± std over every (seed, fold) run, each seed's mean over folds, and each fold's figures."""
+    """Mean ± std over every (seed, fold) run, each seed's mean over folds and their std (population: the ± over
+    runs of the whole task), and each fold's figures."""
     scores = [run.test_score for seed_runs in runs for run in seed_runs]
+    seed_scores = [float(np.mean([run.test_score for run in seed_runs])) for seed_runs in runs]
     folds = []
     for index, fold in enumerate(task.folds):
         fold_runs = [seed_runs[index] for seed_runs in runs]
@@ -78,7 +81,8 @@ def summarize(task, runs: list[list[RunResult]], metric: str, settings: dict[str
         f"test_{metric}_std": float(np.std(scores)),
         "metric": metric,
         "scores": scores,
-        "seed_scores": [float(np.mean([run.test_score for run in seed_runs])) for seed_runs in runs],
+        "seed_scores": seed_scores,
+        "seed_scores_std": float(np.std(seed_scores)),
         "folds": folds,
         "classes": [str(name) for name in task.classes],
         "multi_label": task.multi_label,

@@ -20,6 +20,7 @@ from transformers import TrainingArguments, set_seed
 from ..audio import unit_samples
 from ..configuration_byola import ENCODER_ALONE, warn_if_statistics_of_other_units
 from ..linear_eval.evaluate import FoldRows
+from ..linear_eval.report import headline
 from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
 from ..tools.cli import check_scored_evaluation, check_training_length_and_values, run_training
@@ -46,12 +47,15 @@ RESULT_FILE = "run_result.json"
 # Flags that may differ between a run and its re-run: the shared list but the length (the schedule is in epochs).
 MAY_CHANGE = MAY_CHANGE_ON_RESUME - {"num_train_epochs", "max_steps"}
 # The recipe sets these Trainer flags itself (evaluate and save every epoch, keep the best, its own loss, optimiser
-# and schedule, which training batch to drop, no push): a value given for them would be silently replaced (or, for
-# --eval_delay, choose the best epoch among the later ones only), so it is refused.
+# and schedule, which training batch to drop, its batch, no push): a value given for them would be silently replaced
+# or ignored (or, for --eval_delay, choose the best epoch among the later ones only; --auto_find_batch_size would
+# halve the batch under the schedule counted for the full one), so it is refused.
 RECIPE_OWNED = (
     "eval_strategy", "eval_delay", "save_strategy", "load_best_model_at_end", "metric_for_best_model",
-    "greater_is_better", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "weight_decay", "push_to_hub",
+    "greater_is_better", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "optim",
+    "optim_args", "optim_target_modules", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "push_to_hub",
     "resume_from_checkpoint", "remove_unused_columns", "dataloader_drop_last", "label_smoothing_factor",
+    "auto_find_batch_size",
 )  # fmt: skip
 RECIPE_DEFAULTS = {
     "learning_rate": 1e-3,
@@ -93,6 +97,11 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
         )
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
+    if training_args.n_gpu > 1:  # Trainer's DataParallel would take n_gpu batches a step under the schedule of one
+        raise ValueError(
+            f"byola-finetune trains on one GPU (EVAR's batch and schedule are counted for one), and "
+            f"{training_args.n_gpu} are visible: choose one with CUDA_VISIBLE_DEVICES=0."
+        )
     check_training_length_and_values(training_args)
     check_scored_evaluation(
         training_args, "byola-finetune", "every epoch on accuracy (mAP when multi-label) to keep the best"
@@ -168,10 +177,10 @@ def finetune(args, training_args: TrainingArguments, given: set[str]) -> dict[st
     ]
     result = summarize(task, runs, metric, recipe_settings(args, training_args, unit, config.sampling_rate))
     write_json_atomic(output / "eval_results.json", result)
-    first = result[f"test_{metric}"]
+    figures = result[f"test_{metric}"], result["seed_scores_std"], result[f"test_{metric}_std"]
     print(
-        f"test {metric} {first:.4f} ± {result[f'test_{metric}_std']:.4f} over {len(seeds)} seed(s) x "
-        f"{len(task.folds)} fold(s) ({result['protocol']}; epoch chosen on {result['selection']}); saved to {output}"
+        f"test {metric} {headline(*figures, len(seeds), len(task.folds))} ({result['protocol']}; epoch chosen on "
+        f"{result['selection']}); saved to {output}"
     )
     return result
 
@@ -278,14 +287,14 @@ def finetune_fold(args, training_args, task: FinetuneTask, fold: FoldRows, seed:
     weights, save them as a model folder with its card; a finished run is read back, not trained again."""
     run_dir = Path(training_args.output_dir) / f"fold-{fold.name}_seed-{seed}"
     if (run_dir / RESULT_FILE).is_file():
-        logger.info(f"{run_dir} is finished: reading its result.")
+        print(f"{run_dir} is finished: reading its result.")  # shown: a re-run says what it did not train again
         return RunResult.load(run_dir / RESULT_FILE)
     run_args = dataclasses.replace(training_args, output_dir=str(run_dir), seed=seed)
     model = build_model(args, task, seed)
     trainer = build_trainer(args, run_args, task, fold, model, feature_extractor, unit)
     checkpoint = last_complete_checkpoint(run_dir)
     if checkpoint is not None:
-        logger.info(f"Resuming fold {fold.name}, seed {seed} from {checkpoint}.")
+        print(f"Resuming fold {fold.name}, seed {seed} from {checkpoint}.")
     run_training(trainer, checkpoint)
     metric = run_args.metric_for_best_model
     test = trainer.predict(ClipSet(task, fold.test, cut=unit), metric_key_prefix="test").metrics[f"test_{metric}"]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from ..tools.cli import EvaluationLeavesRandomState
 from .augmentations import crop_or_pad, mixup, sample_clip_starts, sample_mixup
 
 
@@ -95,7 +96,7 @@ def step_seed(seed: int, step: int, micro_batch: int) -> int:
     return int(digest[:15], 16)
 
 
-class FinetuneTrainer(Trainer):
+class FinetuneTrainer(EvaluationLeavesRandomState, Trainer):
     """
     `Trainer` whose batches are waveforms: each clip is cut or zero-padded to `unit` samples (training clips at a
     random start), then during training the batch is mixed up with its labels, turned into log-mels, normalised with

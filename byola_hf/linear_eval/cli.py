@@ -6,7 +6,7 @@ byola-linear-eval (--embeddings_dir EMB | --train_dir A --test_dir B [--validati
 
 from ..tools.cli import make_parser, parse_arguments, require_extras, run_command
 from .evaluate import LinearEvalArguments, linear_eval
-from .report import COMMAND, headline
+from .report import COMMAND
 
 
 def build_parser():
@@ -26,7 +26,7 @@ def run(args: LinearEvalArguments) -> None:
     folds = len(result.folds)
     summed = f" summed over {folds} folds (each fold's in eval_results.json)" if folds > 1 else ""
     print(
-        f"test accuracy {headline(result)} ({result.protocol}); train {result.num_train}, validation "
+        f"test accuracy {result.headline()} ({result.protocol}); train {result.num_train}, validation "
         f"{result.num_validation} ({result.validation}), test {result.num_test}{summed}; saved to {args.output_dir}"
     )
 

@@ -30,7 +30,7 @@ from ..extract.extract import embedding_record, load_embeddings, resolve_device
 from ..tools.cli import check_whole_numbers
 from ..tools.outputs import claim_output_dir, holds_claimed_folders, recorded_arguments
 from .classifier import TrainingSettings, hold_out_validation, predict, standardize, train_linear
-from .report import COMMAND, OUTPUTS, per_class_report, write_report
+from .report import COMMAND, OUTPUTS, headline, per_class_report, write_report
 
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,11 @@ class LinearEvalResult:
     protocol: str
     settings: dict = field(default_factory=dict)
     embeddings: dict = field(default_factory=dict)
+
+    def headline(self) -> str:
+        """The figures every report prints ([`~byola_hf.linear_eval.report.headline`])."""
+        std, seeds = self.seed_accuracy_std, len(self.seed_accuracies)
+        return headline(self.test_accuracy, std, self.test_accuracy_std, seeds, len(self.folds))
 
 
 def label_classes(values: list, what: str = "label") -> list:

@@ -30,15 +30,13 @@ def per_class_report(matrix: np.ndarray, labels: list[str]) -> dict[str, dict[st
     return report
 
 
-def headline(result) -> str:
-    """`0.9500 ± 0.0200 over 3 seeds`: the ± over whole runs of the task (each seed's mean over the folds), as tables
-    of runs give it; with folds, also the std over every (fold, seed) run, which holds the spread between folds."""
-    seeds, folds = len(result.seed_accuracies), len(result.folds)
-    text = f"{result.test_accuracy:.4f} " + (
-        f"± {result.seed_accuracy_std:.4f} over {seeds} seeds" if seeds > 1 else "(1 seed)"
-    )
+def headline(mean: float, seed_std: float, run_std: float, seeds: int, folds: int) -> str:
+    """`0.9500 ± 0.0200 over 3 seeds`: the mean, the ± over whole runs of the task (`seed_std`, of each seed's mean
+    over the folds), as tables of runs give it; with folds, also the std over every (fold, seed) run (`run_std`),
+    which holds the spread between folds. Linear evaluation's and fine-tuning's reports both print it."""
+    text = f"{mean:.4f} " + (f"± {seed_std:.4f} over {seeds} seeds" if seeds > 1 else "(1 seed)")
     if folds > 1:
-        text += f", each the mean of {folds} folds (± {result.test_accuracy_std:.4f} over the {seeds * folds} runs)"
+        text += f", each the mean of {folds} folds (± {run_std:.4f} over the {seeds * folds} runs)"
     return text
 
 
@@ -50,6 +48,6 @@ def write_report(result, folds, first_seed_runs, output_dir: str) -> None:
     write_json_atomic(output / "eval_results.json", asdict(result))
     references = np.concatenate([fold.test_y for fold in folds])
     predictions = np.concatenate([run.predictions for run in first_seed_runs])
-    title = f"Linear evaluation: {headline(result)}; matrix of seed {result.settings['seed']}"
+    title = f"Linear evaluation: {result.headline()}; matrix of seed {result.settings['seed']}"
     with atomic_path(output / "confusion_matrix.png") as staged:
         save_confusion_matrix(references, predictions, result.classes, staged, title=title)

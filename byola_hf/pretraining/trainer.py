@@ -11,6 +11,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..feature_extraction_byola import BYOLAFeatureExtractor
+from ..tools.cli import random_state_kept
 from ..tools.outputs import atomic_path
 from .data import EpochCropSampler, collate_waveforms, crop_dataset
 from .linear_probe import LinearProbeData, linear_probe_metrics
@@ -140,9 +141,11 @@ class BYOLAPreTrainer(Trainer):
         metrics = {}
         if self.linear_probe is not None and self.is_world_process_zero():
             # A copy in eval mode with the pre-training statistics, on the training device: the other ranks wait
-            # for rank 0 in their next step, within --ddp_timeout.
-            encoder = self.model.encoder_model().to(self.args.device)
-            probe = linear_probe_metrics(encoder, self.feature_extractor, self.linear_probe, [self.args.seed])
+            # for rank 0 in their next step, within --ddp_timeout. Built and probed with torch's generators kept
+            # (building the copy draws initial weights), so how often a run evaluates leaves its training alone.
+            with random_state_kept(self.args.device):
+                encoder = self.model.encoder_model().to(self.args.device)
+                probe = linear_probe_metrics(encoder, self.feature_extractor, self.linear_probe, [self.args.seed])
             # The effective rank shows dimensional collapse, which the accuracy on a small task may not.
             metrics = {"eval_linear_accuracy": probe.accuracies[0], "eval_effective_rank": probe.effective_rank}
             self.log(metrics)

@@ -35,6 +35,7 @@ from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesE
 from ..hub import PushArguments, push_to_hub, save_model_card, trainer_push_arguments
 from ..modeling_byola import BYOLAForCTC
 from ..tools.cli import (
+    EvaluationLeavesRandomState,
     check_scored_evaluation,
     check_training_length_and_values,
     make_parser,
@@ -686,7 +687,7 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
         yield from torch.multinomial(self.weights, len(self.weights), True, generator=generator).tolist()
 
 
-class SuperbTrainer(Trainer):
+class SuperbTrainer(EvaluationLeavesRandomState, Trainer):
     """`Trainer` whose model card is byola_hf's ([`~byola_hf.hub.model_card`]: statistics and their provenance, the
     task, the evaluated split and metric, usage, NTT's licence notice), written wherever Trainer writes its own, and
     whose training clips are drawn class-balanced where the task says so ([`ClassBalancedSampler`])."""

@@ -105,7 +105,15 @@ def check_scored_evaluation(training_args: Any, command: str, scored: str) -> No
     (`scored`, e.g. "every evaluation on the task's metric (accuracy)") and may keep its best checkpoint by: with
     `--prediction_loss_only` Trainer skips the metric; with `--eval_do_concat_batches false` it hands over one array
     per batch. Either ended in a traceback after the training it allowed; `--batch_eval_metrics` (a metric fed batch
-    by batch) in Trainer's message to change the code of `compute_metrics`."""
+    by batch) in Trainer's message to change the code of `compute_metrics`; `--label_names` and
+    `--include_for_metrics` (which change the inputs the model and `compute_metrics` get) in tracebacks."""
+    for flag, given in (("label_names", training_args.label_names is not None),
+                        ("include_for_metrics", bool(training_args.include_for_metrics))):  # fmt: skip
+        if given:
+            raise ValueError(
+                f"--{flag}: {command} gives the model its own label column and scores {scored} from the predictions "
+                "and labels alone: drop it."
+            )
     if training_args.prediction_loss_only:
         raise ValueError(f"--prediction_loss_only: {command} scores {scored}, which that flag turns off: drop it.")
     if not training_args.eval_do_concat_batches:
@@ -118,6 +126,26 @@ def check_scored_evaluation(training_args: Any, command: str, scored: str) -> No
             f"--batch_eval_metrics: {command} scores {scored} over the whole split's predictions, not batch by "
             "batch: drop it."
         )
+
+
+@contextmanager
+def random_state_kept(device: Any) -> Iterator[None]:
+    """Leave torch's generators (the CPU's, and that of `device` when a GPU) as they were before the block."""
+    import torch
+
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        yield
+
+
+class EvaluationLeavesRandomState:
+    """`Trainer` mixin: evaluation leaves torch's generators as it found them ([`random_state_kept`]). Each evaluation
+    drew from them (every DataLoader iterator draws a seed), so how often a run evaluated (`--eval_steps`,
+    `--eval_on_start`: flags that may change on a resume) moved the training's later shuffles and dropout masks: two
+    runs that differed only in it ended with other weights."""
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        with random_state_kept(self.args.device):
+            return super().evaluate(*args, **kwargs)
 
 
 def run_training(trainer: Any, checkpoint: str | None) -> Any:
