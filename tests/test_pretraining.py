@@ -819,6 +819,8 @@ FLAG_MISTAKES = {
     "v2_too_narrow": ["--variant", "AudioNTT2022"],
     "eval_folder_missing": ["--eval_dataset_name", "audiofolder", "--eval_data_dir", "nowhere",
                             "--eval_label_column_name", "label"],
+    "label_smoothing": ["--label_smoothing_factor", "0.1"],  # Trainer ignored it: the batches hold no labels
+    "label_names": ["--label_names", "y"],
 }  # fmt: skip
 
 
@@ -846,6 +848,8 @@ FLAG_MISTAKES = {
         "other_commands_output",
         "blip",
         "eval_folder_missing",
+        "label_smoothing",
+        "label_names",
     ],  # fmt: skip
 )
 def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
@@ -923,6 +927,8 @@ def test_bad_input_ends_in_one_line(case, audio_folder, tmp_path, capsys):
         "other_commands_output": "holds the outputs of byola-compute-stats",
         "blip": "blip.wav has 300 samples",
         "eval_folder_missing": "--eval_data_dir nowhere is not a folder",
+        "label_smoothing": "--label_smoothing_factor: pre-training has no labels for it to act on",
+        "label_names": "--label_names: pre-training has no labels for it to act on",
     }[case]
     assert expected in lines[0]
     if case == "foreign_output":

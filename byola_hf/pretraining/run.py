@@ -47,6 +47,8 @@ OUTPUTS = (
     "preprocessor_config.json", STATISTICS_FILE, "*.py",
 )  # fmt: skip
 VARIANT_ALIASES = {"v1": "AudioNTT2020", "v2": "AudioNTT2022"}
+# Trainer flags about labels, which Trainer ignores without a word when the batches hold none.
+LABEL_FLAGS = ("label_names", "include_for_metrics", "label_smoothing_factor")
 
 
 def pretraining_config(model_args) -> tuple[BYOLAPreTrainingConfig, BYOLAModel | None]:
@@ -113,6 +115,12 @@ def check_arguments(data_args, training_args: TrainingArguments) -> None:
             "--resume_from_checkpoint); to start from another run's encoder, pass it as --init_from."
         )
     check_training_length_and_values(training_args)
+    for flag in LABEL_FLAGS:  # self-supervised: no label for them to act on, and the probe scores its own
+        default = next(field.default for field in fields(training_args) if field.name == flag)
+        if getattr(training_args, flag) not in (default, []):
+            raise ValueError(
+                f"--{flag}: pre-training has no labels for it to act on (the probe scores its own): drop it."
+            )
     if training_args.n_gpu > 1:
         # Trainer's DataParallel would split each batch over the GPUs (BatchNorm on a fraction of the batch) and keep
         # only the first GPU's memory-bank pushes; the original trains one process per GPU.
