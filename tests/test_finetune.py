@@ -512,7 +512,9 @@ def test_several_visible_gpus_are_refused(small_model, tmp_path, capsys, monkeyp
     monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 2))
     argv = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "none.csv", "--output_dir", tmp_path]
     code, stderr = run_main(main, argv, capsys)
-    assert_one_line(code, stderr, COMMAND, "2 are visible: choose one with CUDA_VISIBLE_DEVICES=0.")
+    assert_one_line(
+        code, stderr, COMMAND, "sees 2 GPUs, over which Trainer would split each batch (DataParallel): pick"
+    )
 
 
 @pytest.mark.parametrize(

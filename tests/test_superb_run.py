@@ -956,3 +956,17 @@ def test_a_ctc_model_trained_on_another_vocabulary_is_refused(ks_model, mini, tm
     )
     result = run_superb(*superb_arguments("pr", trained, mini["pr"], tmp_path / "again"), "--do_eval")
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_one_process_over_several_gpus_is_refused(tmp_path, capsys, monkeypatch):
+    """A plain run on a machine with two GPUs: Trainer's DataParallel took twice the per-device batch a step (the
+    record said one device's) and split it for BatchNorm, silently; a re-run on another machine resumed so."""
+    from transformers import TrainingArguments
+
+    from conftest import assert_one_line, run_main
+
+    monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 2))
+    argv = ["--task", "ks", "--model_name_or_path", tmp_path / "none", "--output_dir", tmp_path / "out"]
+    code, stderr = run_main(main, argv, capsys)
+    assert_one_line(code, stderr, "byola-run-superb", "sees 2 GPUs", "torchrun --nproc_per_node 2")
+    assert not (tmp_path / "out").exists()

@@ -25,6 +25,7 @@ from ..modeling_byola import BYOLAForSequenceClassification
 from ..superb.run import load_front_end_with_statistics, weights_files
 from ..tools.cli import check_scored_evaluation, check_training_length_and_values, run_training
 from ..tools.data import FILE_COLUMN
+from ..tools.distributed import check_trainer_world_size
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
     claim_output_dir,
@@ -97,11 +98,7 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
         )
     if training_args.world_size > 1:
         raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
-    if training_args.n_gpu > 1:  # Trainer's DataParallel would take n_gpu batches a step under the schedule of one
-        raise ValueError(
-            f"byola-finetune trains on one GPU (EVAR's batch and schedule are counted for one), and "
-            f"{training_args.n_gpu} are visible: choose one with CUDA_VISIBLE_DEVICES=0."
-        )
+    check_trainer_world_size(training_args, distributed=False)  # EVAR's schedule is counted for one GPU's batches
     check_training_length_and_values(training_args)
     check_scored_evaluation(
         training_args, "byola-finetune", "every epoch on accuracy (mAP when multi-label) to keep the best"

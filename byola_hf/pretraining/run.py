@@ -121,13 +121,6 @@ def check_arguments(data_args, training_args: TrainingArguments) -> None:
             raise ValueError(
                 f"--{flag}: pre-training has no labels for it to act on (the probe scores its own): drop it."
             )
-    if training_args.n_gpu > 1:
-        # Trainer's DataParallel would split each batch over the GPUs (BatchNorm on a fraction of the batch) and keep
-        # only the first GPU's memory-bank pushes; the original trains one process per GPU.
-        raise ValueError(
-            f"This process sees {training_args.n_gpu} GPUs: launch one process per GPU (torchrun --nproc_per_node "
-            f"{training_args.n_gpu} ...), or pick one GPU with CUDA_VISIBLE_DEVICES."
-        )
     if training_args.per_device_train_batch_size < 2:  # BYOL-A's BatchNorm layers normalise over the batch
         raise ValueError(
             "BYOL-A's BatchNorm layers need at least 2 clips per device and step: raise --per_device_train_batch_size."

@@ -45,15 +45,25 @@ def is_main_process() -> bool:
     return not follows_rank_zero()
 
 
-def check_trainer_world_size(training_args) -> None:
-    """Refuse a torchrun / accelerate launch in which Trainer would not train together: without a GPU, Trainer runs
-    each process alone unless `--use_cpu` is given, and they would write one output folder as separate runs."""
+def check_trainer_world_size(training_args, distributed: bool = True) -> None:
+    """Refuse a torchrun / accelerate launch in which Trainer would not train together (without a GPU, Trainer runs
+    each process alone unless `--use_cpu` is given, and they would write one output folder as separate runs), and a
+    process that sees several GPUs: Trainer's DataParallel would split each batch over them (BatchNorm on a fraction
+    of it) and take the per-device batch times the GPUs a step, which neither the run record nor a schedule counted
+    in batches sees. `distributed`: whether the command trains over several processes."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and training_args.world_size != launched:
         hint = " (on a machine without a GPU, add --use_cpu)" if not torch.cuda.is_available() else ""
         raise ValueError(
             f"Launched as {launched} processes, but Trainer would run them as {training_args.world_size}{hint}; "
             "each would write the same output folder."
+        )
+    gpus = training_args.n_gpu
+    if gpus > 1:
+        processes = f"launch one process per GPU (torchrun --nproc_per_node {gpus} ...), or " if distributed else ""
+        raise ValueError(
+            f"This process sees {gpus} GPUs, over which Trainer would split each batch (DataParallel): "
+            f"{processes}pick one GPU with CUDA_VISIBLE_DEVICES."
         )
 
 
