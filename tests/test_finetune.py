@@ -9,9 +9,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas
 import pytest
 import torch
 from scipy import stats
+from sklearn.metrics import average_precision_score
 
 from byola_hf import BYOLAConfig, BYOLAForSequenceClassification
 from byola_hf.finetune import augmentations as aug
@@ -331,6 +333,13 @@ def test_split_csv_end_to_end_loads_with_auto_class_and_pipeline(small_model, ta
     assert math.isclose(result["test_accuracy_std"], np.std(result["scores"]))
     model_dir = output / "fold-all_seed-42"
     assert not list(model_dir.glob("checkpoint-*"))
+    # Each run's test predictions (EVAR writes them; none were saved, so a score could not be checked): they give it.
+    rows = pandas.read_csv(tmp_path / "split.csv")
+    tested = list(rows["file_name"][rows["split"] == "test"])
+    for seed, score in zip((42, 43), result["scores"]):
+        predicted = pandas.read_csv(output / f"fold-all_seed-{seed}" / "test_predictions.csv")
+        assert list(predicted["file_name"]) == tested and len(tested) == 3
+        assert (predicted["label"] == predicted["prediction"]).mean() == score
     card = (model_dir / "README.md").read_text()
     assert "test_accuracy" in card and "split" in card and "mixup alpha 0.5" in card
     assert is_unedited_card(card)  # signed as written: a later push without a card may replace it
@@ -396,6 +405,13 @@ def test_multi_label_cells_train_with_bce_and_report_map(small_model, task_dir, 
     assert result["classes"] == ["alsa", "loud", "sound", "speech"]
     config = json.loads((output / "fold-all_seed-42" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
+    predicted = pandas.read_csv(output / "fold-all_seed-42" / "test_predictions.csv", keep_default_na=False)
+    assert list(predicted.columns) == ["file_name", "label", *result["classes"]]
+    targets = np.asarray([[name in labels.split(",") for name in result["classes"]] for labels in predicted["label"]])
+    scores = predicted[result["classes"]].to_numpy()
+    positive = targets.any(0)  # the mAP is over the classes with a positive
+    expected = average_precision_score(targets[:, positive], scores[:, positive], average="macro")
+    assert expected == pytest.approx(result["test_mAP"], abs=1e-6)
 
 
 def test_bad_input_is_one_line_each(small_model, task_dir, tmp_path, capsys):

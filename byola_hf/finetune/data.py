@@ -8,7 +8,7 @@ whole CSV, and each fold's training part must hold every class its validation an
 and none of their clips.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ AUDIO_COLUMN = "audio"
 
 @dataclass
 class FinetuneTask:
-    """A task CSV ready to train on: each row's decoded waveform and target, the classes, the folds, and a
-    fingerprint of the source (its rows and audio files)."""
+    """A task CSV ready to train on: each row's decoded waveform and target, the classes, the folds, a fingerprint
+    of the source (its rows and audio files), and each row's `file_name` (for the predictions it writes)."""
 
     waveforms: list[np.ndarray]
     targets: np.ndarray
@@ -40,6 +40,7 @@ class FinetuneTask:
     folds: list[FoldRows]
     layout: str
     fingerprint: str
+    files: list[str] = field(default_factory=list)
 
 
 def parse_labels(cells: list, multi_label: bool) -> list:
@@ -118,7 +119,8 @@ def load_task(
         waveforms.append(decode_undecoded_audio(item, feature_extractor.sampling_rate))
         feature_extractor.check_loud_clip(waveforms[-1], item["path"])  # named here, not in a training batch
     targets = encode_targets(labels, classes, multi_label)
-    return FinetuneTask(waveforms, targets, classes, multi_label, folds, layout, fingerprint)
+    files = [str(name) for name in dataset[FILE_COLUMN]]
+    return FinetuneTask(waveforms, targets, classes, multi_label, folds, layout, fingerprint, files)
 
 
 class ClipSet(torch.utils.data.Dataset):

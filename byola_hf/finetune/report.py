@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..hub import model_card
+from ..tools.outputs import atomic_path
 
 
 @dataclass
@@ -90,6 +91,27 @@ def summarize(task, runs: list[list[RunResult]], metric: str, settings: dict[str
         "selection": runs[0][0].selection,
         "settings": settings,
     }
+
+
+def write_predictions(path: Path, task, rows: np.ndarray, logits: np.ndarray) -> None:
+    """The best epoch's test predictions, one row per test clip (`rows` of `task`, `logits` `(rows, classes)`) as EVAR
+    writes them, to check the scores by: `file_name`, `label` and `prediction` (the class names), and for a
+    multi-label task each class's probability (sigmoid) instead of one prediction. Written atomically."""
+    import pandas
+
+    labels = (
+        [task.classes[index] for index in task.targets[rows]]
+        if not task.multi_label
+        else [",".join(str(name) for name, on in zip(task.classes, task.targets[row]) if on) for row in rows]
+    )
+    table = pandas.DataFrame({"file_name": [task.files[row] for row in rows], "label": labels})
+    if task.multi_label:
+        probabilities = 1 / (1 + np.exp(-logits.astype(np.float64)))
+        table = pandas.concat([table, pandas.DataFrame(probabilities, columns=[str(c) for c in task.classes])], axis=1)
+    else:
+        table["prediction"] = [task.classes[index] for index in logits.argmax(-1)]
+    with atomic_path(path) as staged:
+        table.to_csv(staged, index=False)
 
 
 def save_card(folder: Path, config, task_name: str, data: str, result: RunResult, run_args, args) -> None:

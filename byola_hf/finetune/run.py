@@ -37,7 +37,7 @@ from ..tools.outputs import (
 )
 from .augmentations import FinetuneAugmentation
 from .data import ClipSet, FinetuneTask, collate_clips, load_task
-from .report import RunResult, save_card, summarize
+from .report import RunResult, save_card, summarize, write_predictions
 from .training import EvarSchedule, FinetuneTrainer, build_optimizer, metrics_function
 
 
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 COMMAND = "byola-finetune"
 OUTPUTS = ("fold-*_seed-*", "eval_results.json")
 RESULT_FILE = "run_result.json"
+PREDICTIONS_FILE = "test_predictions.csv"
 # Flags that may differ between a run and its re-run: the shared list but the length (the schedule is in epochs).
 MAY_CHANGE = MAY_CHANGE_ON_RESUME - {"num_train_epochs", "max_steps"}
 # The recipe sets these Trainer flags itself (evaluate and save every epoch, keep the best, its own loss, optimiser
@@ -294,9 +295,10 @@ def finetune_fold(args, training_args, task: FinetuneTask, fold: FoldRows, seed:
         print(f"Resuming fold {fold.name}, seed {seed} from {checkpoint}.")
     run_training(trainer, checkpoint)
     metric = run_args.metric_for_best_model
-    test = trainer.predict(ClipSet(task, fold.test, cut=unit), metric_key_prefix="test").metrics[f"test_{metric}"]
-    result = RunResult.from_trainer(trainer, fold, seed, test)
+    output = trainer.predict(ClipSet(task, fold.test, cut=unit), metric_key_prefix="test")
+    result = RunResult.from_trainer(trainer, fold, seed, output.metrics[f"test_{metric}"])
     save_into(run_dir, lambda folder: save_run_model(folder, trainer, feature_extractor, args, result))
+    write_predictions(run_dir / PREDICTIONS_FILE, task, fold.test, output.predictions)
     write_json_atomic(run_dir / RESULT_FILE, dataclasses.asdict(result))
     for folder in run_dir.glob("checkpoint-*"):  # ours; the best weights are saved above
         shutil.rmtree(folder)
