@@ -532,8 +532,8 @@ def warn_if_statistics_of_other_units(config: BYOLAConfig, unit_seconds: float |
     and 1 s are 16000 samples)."""
     if (config.stats_provenance or {}).get("method") == "given":
         logger.warning(
-            "The model's statistics were given by hand, not computed on this task (EVAR computes each task's on its "
-            "training clips): byola-compute-stats computes them (docs/statistics.md)."
+            "The model's statistics were given by hand (byola-convert --mean/--std), not computed from the task's "
+            "training clips as EVAR computes each task's: byola-compute-stats computes them (docs/statistics.md)."
         )
         return
     computed = (config.stats_provenance or {}).get("unit_seconds", unit_seconds)  # not recorded: nothing to say

@@ -344,6 +344,7 @@ def push_to_hub(
     if isinstance(config, BYOLAPreTrainingConfig):  # the learner, optimizer and RNG states under an encoder's card
         raise PretrainingCheckpointError(directory)
     local = directory / "README.md"
+    check_utf8_card(local)
     card = read_card(local) if local.is_file() else str(model_card(config, task_info))
     check_card_states(card, config, local)
     check_hub_access(repo_id, token)
@@ -367,10 +368,11 @@ def folder_operations(directory: Path, readme: Path | bytes | None) -> list[Any]
     `.bin` files or dotfiles (the commands' markers, staging); with `readme` as README.md (the folder's own file, sent
     byte for byte, or a generated card, never written into the caller's folder), or no README.md when `None`."""
     from huggingface_hub import CommitOperationAdd
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
     names = sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*") if path.is_file())
-    ignored = ["checkpoint-*", "runs/*", "*.bin", ".*", "README.md"]
+    # huggingface_hub's own (.git and its upload metadata at any depth, which a commit may not hold), as upload_folder
+    ignored = ["checkpoint-*", "runs/*", "*.bin", ".*", "README.md", *DEFAULT_IGNORE_PATTERNS]
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name))
         for name in filter_repo_objects(names, ignore_patterns=ignored)
@@ -390,6 +392,18 @@ def signed_card(text: str) -> str:
 def is_unedited_card(text: str) -> bool:
     """Whether `text` is a card byola_hf wrote ([`signed_card`]) that nobody has edited since."""
     return signed_card(text.rstrip("\n").rpartition("\n\n")[0]) == text.rstrip("\n") + "\n"
+
+
+def check_utf8_card(path: Path) -> None:
+    """Refuse a README.md that is not UTF-8 text, before anything is created: the Hub reads a card as UTF-8 (the
+    commit failed on it with a codec error that named no file)."""
+    try:
+        path.read_bytes().decode("utf-8") if path.is_file() else None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {error.start}), which the Hub requires of a model card: save it as "
+            "UTF-8, or remove it to push byola_hf's card."
+        ) from None
 
 
 def read_card(path: Path) -> str:

@@ -204,7 +204,9 @@ def test_statistics_given_by_hand_are_warned_of(caplog):
             warn_if_statistics_of_other_units(
                 BYOLAConfig(mean=-8.9, std=4.9, stats_provenance={"method": method}), 5.0
             )
-        assert ("statistics were given by hand, not computed on this task" in caplog.text) is warned, caplog.text
+        assert (
+            "statistics were given by hand (byola-convert --mean/--std), not computed from" in caplog.text
+        ) is warned, caplog.text
 
 
 def test_last_layer_frames_are_feature_d_wide(audio_folder, random2048_dir, tmp_path):

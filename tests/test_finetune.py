@@ -520,17 +520,20 @@ def test_trainer_flags_that_would_bend_the_recipe_are_refused(flag, small_model,
     assert_one_line(code, stderr, COMMAND, f"sets {flag[0]} itself")
 
 
-def test_several_visible_gpus_are_refused(small_model, tmp_path, capsys, monkeypatch):
+def test_several_visible_gpus_and_a_torchrun_launch_are_refused(small_model, tmp_path, capsys, monkeypatch):
     """On a machine with two GPUs Trainer's DataParallel took two batches a step while the recipe counted its epochs,
-    warm-up and cosine for one: every epoch counted as half of one, silently."""
+    warm-up and cosine for one: every epoch counted as half of one, silently. A torchrun launch on a machine without
+    a GPU was told to add --use_cpu, then refused for the launch."""
     from transformers import TrainingArguments
 
-    monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 2))
     argv = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "none.csv", "--output_dir", tmp_path]
+    with monkeypatch.context() as patched:
+        patched.setattr(TrainingArguments, "n_gpu", property(lambda self: 2))
+        code, stderr = run_main(main, argv, capsys)
+    assert_one_line(code, stderr, COMMAND, "sees 2 GPUs, over which Trainer would split each batch (DataParallel)")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     code, stderr = run_main(main, argv, capsys)
-    assert_one_line(
-        code, stderr, COMMAND, "sees 2 GPUs, over which Trainer would split each batch (DataParallel): pick"
-    )
+    assert_one_line(code, stderr, COMMAND, "trains in one process: start it without torchrun / accelerate launch.")
 
 
 @pytest.mark.parametrize(
@@ -548,7 +551,14 @@ def test_trainer_flags_that_keep_the_metric_from_the_run_are_refused(flag, fragm
     no eval_accuracy to keep the best epoch by), --eval_do_concat_batches false hands it per-batch lists
     ("'list' object has no attribute 'argmax'"); --batch_eval_metrics was refused by Trainer telling the user to
     change compute_metrics' code; --label_names and --include_for_metrics ended in tracebacks (an unexpected
-    'waveforms' argument; no 'input_features'). Refused before the task's audio is read."""
+    'waveforms' argument; no 'input_features'). Refused before the task's audio is read; `--label_names labels`, the
+    models' own, is not."""
+    from types import SimpleNamespace
+
+    from byola_hf.tools.cli import check_scored_evaluation
+
+    defaults = {"prediction_loss_only": False, "eval_do_concat_batches": True, "batch_eval_metrics": False}
+    check_scored_evaluation(SimpleNamespace(label_names=["labels"], include_for_metrics=[], **defaults), COMMAND, "")
     argv = ["--model_name_or_path", small_model, "--metadata_csv", tmp_path / "none.csv", "--output_dir", tmp_path]
     code, stderr = run_main(main, [*argv, *flag], capsys)
     assert_one_line(code, stderr, COMMAND, fragment)

@@ -783,7 +783,8 @@ def test_a_hub_flag_a_newer_transformers_adds_is_refused_until_used(tmp_path):
 def test_a_card_older_than_its_folders_statistics_is_not_pushed(small_model, tmp_path, monkeypatch):
     """byola-convert wrote a card saying 'no statistics yet'; statistics set in Python and saved with
     save_pretrained (which writes no card) were pushed under it, and it could replace a newer card on the Hub.
-    Refused before anything is created, naming the fix; a README.md of the user's own (even not UTF-8) is sent."""
+    Refused before anything is created, naming the fix; a README.md of the user's own passes the check (read
+    tolerantly: a card not in UTF-8 is refused by the push's own check)."""
     import shutil
 
     from byola_hf import BYOLAModel, hub
@@ -807,19 +808,36 @@ def test_a_card_older_than_its_folders_statistics_is_not_pushed(small_model, tmp
     hub.check_card_states(hub.read_card(folder / "README.md"), saved, folder / "README.md")  # the fix it names works
 
 
-def test_a_push_sends_the_folders_own_readme_byte_for_byte(tmp_path):
-    """The folder's README.md is sent as its bytes (a card in Latin-1 was read with replacement characters), a
-    generated card as given, or none."""
-    from byola_hf.hub import folder_operations
+def test_a_push_sends_the_folder_without_hub_metadata_and_refuses_a_card_not_in_utf8(
+    small_model, tmp_path, monkeypatch
+):
+    """One commit's files: huggingface_hub's upload metadata and .git folders at any depth are left out, as
+    upload_folder leaves them (the commit refused the whole push over them); the folder's README.md is sent as its
+    file, a generated card as given, or none. A card that is not UTF-8 ended the push in a codec error naming no file
+    (after a command's training): refused first, in one line."""
+    import shutil
 
-    (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "README.md").write_bytes("# Modèle\n".encode("latin-1"))
+    from byola_hf import hub
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_model, folder)
+    for name in ("sub/.cache/huggingface/x.metadata", "sub/.git/HEAD", "sub/extra.json"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}")
+    (folder / "README.md").write_text("# Modèle\n", encoding="utf-8")
 
     def sent(readme):
-        return {op.path_in_repo: op.path_or_fileobj for op in folder_operations(tmp_path, readme)}
+        return {op.path_in_repo: op.path_or_fileobj for op in hub.folder_operations(folder, readme)}
 
-    assert open(sent(tmp_path / "README.md")["README.md"], "rb").read() == "# Modèle\n".encode("latin-1")
-    assert sent(b"# Generated\n")["README.md"] == b"# Generated\n" and sorted(sent(None)) == ["config.json"]
+    assert sorted(sent(None)) == sorted({path.name for path in small_model.iterdir()} | {"sub/extra.json"})
+    assert (
+        sent(folder / "README.md")["README.md"] == str(folder / "README.md")
+        and sent(b"# Mine")["README.md"] == b"# Mine"
+    )
+    (folder / "README.md").write_bytes("# Modèle\n".encode("latin-1"))
+    monkeypatch.setattr(hub, "check_hub_access", lambda repo_id=None, token=None: pytest.fail("checked the Hub first"))
+    with pytest.raises(ValueError, match=r"README.md is not UTF-8 text \(byte 5\), which the Hub requires"):
+        hub.push_to_hub(folder, "me/model")
 
 
 def test_model_card_states_the_statistics_their_provenance_and_the_licence_of_the_weights():

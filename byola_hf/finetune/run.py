@@ -87,8 +87,8 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
     refused = sorted(name for name in RECIPE_OWNED if name in given)
     if refused:
         raise ValueError(
-            f"byola-finetune sets --{refused[0]} itself (it evaluates and saves every epoch, keeps the best, and "
-            "uses EVAR's loss, optimiser and schedule: see --optimizer, --warmup_epochs): drop it."
+            f"byola-finetune sets --{refused[0]} itself (EVAR's recipe: it evaluates and saves every epoch, keeps the "
+            "best, and fixes the loss, optimiser, schedule and batch: see --optimizer, --warmup_epochs): drop it."
         )
     hub = sorted(field.name for field in dataclasses.fields(TrainingArguments) if field.name.startswith("hub_"))
     unused = [name for name in hub if name in given]  # read from the dataclass: a new release's hub flag too
@@ -97,9 +97,7 @@ def check_recipe(args, training_args: TrainingArguments, given: set[str]) -> Non
             f"byola-finetune does not push (one model per fold and seed): drop --{unused[0]}, and push a fold's "
             "model with byola_hf.hub.push_to_hub(FOLDER, REPO_ID)."
         )
-    if training_args.world_size > 1:
-        raise ValueError("byola-finetune runs on one device: start it without torchrun / accelerate launch.")
-    check_trainer_world_size(training_args, distributed=False)  # EVAR's schedule is counted for one GPU's batches
+    check_trainer_world_size(training_args, distributed=False)  # EVAR's schedule is counted for one device's batches
     check_training_length_and_values(training_args)
     check_scored_evaluation(
         training_args, "byola-finetune", "every epoch on accuracy (mAP when multi-label) to keep the best"

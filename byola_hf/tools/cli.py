@@ -107,7 +107,7 @@ def check_scored_evaluation(training_args: Any, command: str, scored: str) -> No
     per batch. Either ended in a traceback after the training it allowed; `--batch_eval_metrics` (a metric fed batch
     by batch) in Trainer's message to change the code of `compute_metrics`; `--label_names` and
     `--include_for_metrics` (which change the inputs the model and `compute_metrics` get) in tracebacks."""
-    for flag, given in (("label_names", training_args.label_names is not None),
+    for flag, given in (("label_names", training_args.label_names not in (None, ["labels"])),
                         ("include_for_metrics", bool(training_args.include_for_metrics))):  # fmt: skip
         if given:
             raise ValueError(

@@ -52,6 +52,8 @@ def check_trainer_world_size(training_args, distributed: bool = True) -> None:
     of it) and take the per-device batch times the GPUs a step, which neither the run record nor a schedule counted
     in batches sees. `distributed`: whether the command trains over several processes."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and not distributed:
+        raise ValueError("This command trains in one process: start it without torchrun / accelerate launch.")
     if launched > 1 and training_args.world_size != launched:
         hint = " (on a machine without a GPU, add --use_cpu)" if not torch.cuda.is_available() else ""
         raise ValueError(
