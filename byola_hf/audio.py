@@ -215,17 +215,18 @@ class TruncatedAudioError(ValueError):
     """A file whose header promises more audio than it holds."""
 
 
-# libsndfile's log of a file whose data chunk is larger than the file ("data : 32000 (should be 15978)"). Sizes of
-# 0 and 0xFFFFFFFF are how streamed WAVs (written to a pipe) leave the size open: not truncation.
+# libsndfile's log of a file whose data chunk is larger than the file ("data : 32000 (should be 15978)"). A size of
+# 0, or one of 2 GiB and more, is how streamed WAVs (written to a pipe) leave the size open: espeak-ng --stdout and
+# sox write 0x7FFFF000, others 0xFFFFFFFF. Not truncation (only a file of 2 GiB or more cut short goes unnoticed).
 _DATA_SIZE_LOG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-_OPEN_SIZES = (0, 0xFFFFFFFF)
+_OPEN_SIZE = 0x7FFF0000
 
 
 def check_complete(log: str, name: str) -> None:
     """Raise [`TruncatedAudioError`] when libsndfile's header log (`SoundFile.extra_info`) says the data chunk is
     larger than what the file holds: libsndfile reads the surviving prefix without an error."""
     declared, present = map(int, match.groups()) if (match := _DATA_SIZE_LOG.search(log)) else (0, 0)
-    if declared not in _OPEN_SIZES and declared > present:
+    if 0 < declared < _OPEN_SIZE and declared > present:
         raise TruncatedAudioError(
             f"{name} is truncated: its header declares {declared} bytes of audio and the file holds {present} "
             "(an interrupted copy or download?); restore the file or remove it from the data."

@@ -664,3 +664,21 @@ def test_embed_clip_batch_refuses_a_model_in_training_mode(random2048_dir):
     assert embed_clip_batch(model.eval(), fe, batch, None, torch.device("cpu")) == []
     with pytest.raises(ValueError, match=r"eval mode: call model.eval\(\) first"):
         embed_clip_batch(model.train(), fe, batch, None, torch.device("cpu"))
+
+
+def test_a_model_folder_without_weights_is_one_line(audio_folder, random2048_dir, tmp_path, capsys):
+    """A model folder whose weights file is missing ended byola-extract in transformers' traceback (byola-compute-stats
+    said it in one line)."""
+    import shutil
+
+    root, _ = audio_folder
+    model = tmp_path / "model"
+    shutil.copytree(random2048_dir, model)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(model), "--dataset_name", str(root / "train"), "--output_dir",
+              str(tmp_path / "out")])  # fmt: skip
+    stderr = capsys.readouterr().err
+    result = subprocess.CompletedProcess([], exit_info.value.code, "", stderr)
+    assert one_line_error(result) and "cannot be loaded (" in stderr and "convert them again" in stderr, stderr
+    assert not (tmp_path / "out").exists()

@@ -437,6 +437,21 @@ def test_a_truncated_wav_is_an_error_naming_it(speech, small_model, tmp_path, ca
     assert_one_line(code, stderr, "byola-extract", "cut.wav is truncated")
 
 
+@pytest.mark.parametrize("placeholder", [0x7FFFF000, 0xFFFFFFFF])
+def test_a_streamed_wav_is_read_whole(speech, tmp_path, placeholder):
+    """A WAV written to a pipe leaves its sizes open: espeak-ng --stdout and sox write 0x7FFFF000, which was refused
+    as truncated (and left out by --skip_bad) though libsndfile reads the whole file."""
+    import struct
+
+    from byola_hf.audio import load_audio
+
+    data = bytearray(speech.read_bytes())
+    start = data.index(b"data")
+    data[4:8], data[start + 4 : start + 8] = struct.pack("<I", placeholder), struct.pack("<I", placeholder)
+    (tmp_path / "streamed.wav").write_bytes(data)
+    np.testing.assert_array_equal(load_audio(str(tmp_path / "streamed.wav"), 16000), load_audio(str(speech), 16000))
+
+
 # 6 and 7. byola-pretrain -----------------------------------------------------------------------------------------
 
 TINY_PRETRAINING = [

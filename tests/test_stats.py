@@ -404,6 +404,14 @@ def test_stats_command_faults(small_model, speech, tmp_path, capsys):
     (oga / "metadata.csv").write_text("file_name,label\nspeech.wav,a\nchime.oga,b\n")
     code, stderr = run_main(stats_main, [*base, "--dataset_name", "audiofolder", "--data_dir", oga], capsys)
     assert_one_line(code, stderr, command, "would leave out 1 audio file", "chime.oga")
+    # A metadata file beside split folders: datasets read none of it and labelled each clip by its folder.
+    split = tmp_path / "split"
+    for folder in ("train", "test"):
+        (split / folder).mkdir(parents=True)
+        shutil.copy(speech, split / folder / "speech.wav")
+    (split / "metadata.csv").write_text("file_name,label\ntrain/speech.wav,a\ntest/speech.wav,b\n")
+    code, stderr = run_main(stats_main, [*base, "--dataset_name", "audiofolder", "--data_dir", split], capsys)
+    assert_one_line(code, stderr, command, "metadata.csv lies beside split folders (test, train)", "in its folder")
     # Audio soundfile cannot decode was left out of a folder without a word (a folder, a glob or an audiofolder).
     (oga / "metadata.csv").unlink()
     (oga / "chime.oga").rename(oga / "voice memo.m4a")
@@ -590,3 +598,25 @@ def test_statistics_in_place_refuse_a_model_folder_with_files_no_command_wrote(s
     )
     assert_one_line(code, stderr, "byola-compute-stats", "holds files no byola_hf command wrote (", "README.md")
     assert {path.name: path.read_bytes() for path in model.iterdir()} == before
+
+
+def test_statistics_in_place_into_a_folder_that_cannot_be_written_are_refused_first(
+    small_model, speech, tmp_path, capsys
+):
+    """Saving in place into a model folder on a read-only file system (or another user's) failed with 'Permission
+    denied' after the whole computation; refused before it, naming --output_dir."""
+    stats_main([str(a) for a in ["--model_name_or_path", small_model, "--dataset_name", speech.parent,
+                                 "--output_dir", tmp_path / "ours"]])  # fmt: skip
+    view = tmp_path / "read_only"
+    view.mkdir()
+    if subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(tmp_path / "ours"), str(view)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot bind-mount a read-only view here")
+    try:
+        if os.access(view, os.W_OK) and not subprocess.run(["touch", str(view / "x")], capture_output=True).returncode:
+            pytest.skip("the bind mount is not read-only here")
+        code, stderr = run_main(stats_main, ["--model_name_or_path", view, "--dataset_name", speech.parent], capsys)
+        assert_one_line(code, stderr, "byola-compute-stats", f"{view} cannot be written (", "--output_dir NEW_FOLDER")
+    finally:
+        subprocess.run(["umount", str(view)], check=False)

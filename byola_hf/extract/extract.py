@@ -237,7 +237,13 @@ def prepare_job(args: ExtractArguments, device: torch.device) -> ExtractionJob:
         )
     unit = unit_samples(args.unit_seconds, feature_extractor.sampling_rate, config.min_samples)
     warn_if_statistics_of_other_units(config, args.unit_seconds)
-    model = BYOLAModel.from_pretrained(args.model_name_or_path).eval().to(device)
+    try:
+        model = BYOLAModel.from_pretrained(args.model_name_or_path).eval().to(device)
+    except OSError as error:  # transformers' "does not appear to have a file named model.safetensors" (a traceback)
+        message = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"The weights in {args.model_name_or_path} cannot be loaded ({message}): convert them again."
+        ) from None
     layers = parse_layers(args.layers, config.num_hidden_layers) if args.frames else None
     dataset = load_source(
         args.dataset_name, args.dataset_config_name, args.data_dir, args.split, args.audio_column_name,

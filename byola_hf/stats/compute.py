@@ -12,6 +12,7 @@ itself, it keeps that folder's marker.
 import dataclasses
 import math
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -419,6 +420,13 @@ def check_in_place_update(model_name_or_path: str, output_dir: str) -> None:
             "place would overwrite them. Pass --output_dir NEW_FOLDER to save the model with its statistics there "
             "(the model folder is left as it is)."
         )
+    try:  # before the work: the save failed only after it
+        tempfile.TemporaryFile(dir=model_dir).close()
+    except OSError as error:
+        raise ValueError(
+            f"{model_dir} cannot be written ({error.strerror}): pass --output_dir NEW_FOLDER to save the model with "
+            "its statistics there."
+        ) from None
 
 
 def model_files(folder: Path) -> list[Path]:

@@ -380,6 +380,7 @@ def check_audiofolder(data_dir: str | None) -> None:
 
     names = files_under(data_dir)
     check_no_undecoded_audio(names, data_dir)
+    check_metadata_beside_splits(data_dir, names, AudioFolder.METADATA_FILENAMES)
     skipped = sorted(
         Path(name).name
         for name in names
@@ -390,6 +391,21 @@ def check_audiofolder(data_dir: str | None) -> None:
             f"datasets' audiofolder would leave out {len(skipped)} audio file(s) in {display_path(data_dir)} "
             f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}): convert them (e.g. to .ogg or .wav), or "
             "pass the folder itself as --dataset_name to read every audio file."
+        )
+
+
+def check_metadata_beside_splits(data_dir: str, names: list[str], metadata_names: list[str]) -> None:
+    """Refuse an audiofolder whose metadata file lies at its top while its audio lies in split folders: datasets
+    reads a metadata file only inside each split's folder, and silently gave every clip its folder's name as label
+    (`train`, `test`), the metadata's columns dropped."""
+    metadata = [name for name in metadata_names if (Path(data_dir) / name).is_file()]
+    parts = {Path(name).relative_to(data_dir).parts for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS}
+    folders = sorted({split_folder(path[:-1])[0] for path in parts} - {None})
+    if metadata and folders:
+        raise ValueError(
+            f"{display_path(data_dir)}/{metadata[0]} lies beside split folders ({', '.join(folders[:3])}), and "
+            "datasets' audiofolder reads a metadata file only inside each split's folder (it would label the clips by "
+            f"their folder): move each split's rows into {metadata[0]} in its folder, file names relative to it."
         )
 
 
