@@ -682,3 +682,28 @@ def test_a_model_folder_without_weights_is_one_line(audio_folder, random2048_dir
     result = subprocess.CompletedProcess([], exit_info.value.code, "", stderr)
     assert one_line_error(result) and "cannot be loaded (" in stderr and "convert them again" in stderr, stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_killed_while_finishing_still_lists_its_skipped_clips(
+    audio_folder, random2048_dir, tmp_path, monkeypatch
+):
+    """`dataset/` marks a run finished, and it was moved into place before skipped.json was written: a run killed
+    between the two was read back as finished, saying it skipped nothing (linear evaluation then warned of none)."""
+    import byola_hf.extract.extract as extract_module
+
+    _, bad = audio_folder
+    arguments = extraction(str(random2048_dir), "audiofolder", str(tmp_path / "out"), data_dir=str(bad), skip_bad=True)
+    written = extract_module.write_json_atomic
+
+    def killed_at_the_list(path, value):
+        if Path(path).name == "skipped.json":
+            raise KeyboardInterrupt
+        written(path, value)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(extract_module, "write_json_atomic", killed_at_the_list)
+        with pytest.raises(KeyboardInterrupt):
+            extract_embeddings(arguments)
+    result = extract_embeddings(arguments)
+    assert len(result.skipped) == 2 and len(json.loads((tmp_path / "out" / "skipped.json").read_text())) == 2
+    assert not (tmp_path / "out" / "shards").exists()

@@ -357,7 +357,9 @@ def save_shard(job: ExtractionJob, index: int, rows: list[dict], features) -> No
 
 
 def join_shards(job: ExtractionJob, skip_bad: bool) -> None:
-    """Join the shards in order into `OUT/dataset` (atomically), list the skipped clips, then drop the shards."""
+    """List the skipped clips, join the shards in order into `OUT/dataset` (atomically), then drop the shards. The
+    list goes first: `dataset/` marks the run finished, and a kill between the two left a finished run that said it
+    skipped nothing."""
     from datasets import concatenate_datasets, load_from_disk
 
     joined = concatenate_datasets([load_from_disk(str(job.shard_dir(i))) for i in range(job.num_shards)])
@@ -366,14 +368,16 @@ def join_shards(job: ExtractionJob, skip_bad: bool) -> None:
     if skipped and not skip_bad:
         raise_on_bad(skipped)
     result = joined.filter(lambda error: error is None, input_columns="error").remove_columns("error")
+    write_json_atomic(job.output / "skipped.json", skipped)
     with atomic_path(job.output / "dataset") as staged:
         result.save_to_disk(str(staged))
-    write_json_atomic(job.output / "skipped.json", skipped)
     remove_path(job.output / "shards")
 
 
 def finished_result(output: Path, start_time: float) -> ExtractionResult:
-    """The result of the run finished in `output`, read from what it wrote."""
+    """The result of the run finished in `output`, read from what it wrote (the shards a kill left after the join
+    are dropped)."""
+    remove_path(output / "shards")
     dataset = load_embeddings(str(output))
     skipped_file = output / "skipped.json"
     skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
