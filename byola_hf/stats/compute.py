@@ -34,7 +34,6 @@ from ..configuration_byola import BYOLAConfig
 from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError, check_positive
 from ..hub import save_model_card
-from ..modeling_byola import MismatchedWeightsError
 from ..tools.cli import die_with_parent
 from ..tools.data import cache_file, load_audio_dataset, load_byola_front_end, shuffled
 from ..tools.distributed import check_device_with_workers, device_for_rank, is_main_process, process_group
@@ -362,7 +361,7 @@ def check_model_weights(model_name_or_path: str) -> None:
 
     try:
         model, info = AutoModel.from_pretrained(model_name_or_path, output_loading_info=True)
-    except MismatchedWeightsError:  # already one line naming the fixes
+    except ValueError:  # the model's own (mismatched, damaged or non-finite weights): one line naming the fixes
         raise
     except Exception as error:  # safetensors, torch and transformers raise many types for damaged files
         message = " ".join(str(error).split())[:300] or type(error).__name__
