@@ -365,8 +365,8 @@ def push_to_hub(
 
 def folder_operations(directory: Path, readme: Path | bytes | None) -> list[Any]:
     """The files of a saved folder to upload, as one commit's operations: not checkpoints, TensorBoard logs, pickled
-    `.bin` files or dotfiles (the commands' markers, staging); with `readme` as README.md (the folder's own file, sent
-    byte for byte, or a generated card, never written into the caller's folder), or no README.md when `None`."""
+    `.bin` files or dotfiles (the commands' markers, staging); with `readme` as README.md (the folder's own file, or
+    a generated card, never written into the caller's folder), or no README.md when `None`."""
     from huggingface_hub import CommitOperationAdd
     from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
@@ -397,8 +397,10 @@ def is_unedited_card(text: str) -> bool:
 def check_utf8_card(path: Path) -> None:
     """Refuse a README.md that is not UTF-8 text, before anything is created: the Hub reads a card as UTF-8 (the
     commit failed on it with a codec error that named no file)."""
+    if not path.is_file():
+        return
     try:
-        path.read_bytes().decode("utf-8") if path.is_file() else None
+        path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path} is not UTF-8 text (byte {error.start}), which the Hub requires of a model card: save it as "
