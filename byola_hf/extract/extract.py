@@ -27,7 +27,7 @@ from ..audio import display_path, unit_samples
 from ..configuration_byola import warn_if_statistics_of_other_units
 from ..modeling_byola import BYOLAModel
 from ..tools.cli import check_whole_numbers
-from ..tools.data import load_byola_front_end, load_source, source_record
+from ..tools.data import load_byola_front_end, load_checked_model, load_source, source_record
 from ..tools.distributed import device_for_rank, process_group
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -237,13 +237,7 @@ def prepare_job(args: ExtractArguments, device: torch.device) -> ExtractionJob:
         )
     unit = unit_samples(args.unit_seconds, feature_extractor.sampling_rate, config.min_samples)
     warn_if_statistics_of_other_units(config, args.unit_seconds)
-    try:
-        model = BYOLAModel.from_pretrained(args.model_name_or_path).eval().to(device)
-    except OSError as error:  # transformers' "does not appear to have a file named model.safetensors" (a traceback)
-        message = " ".join(str(error).split())[:300]
-        raise ValueError(
-            f"The weights in {args.model_name_or_path} cannot be loaded ({message}): convert them again."
-        ) from None
+    model = load_checked_model(args.model_name_or_path).eval().to(device)
     layers = parse_layers(args.layers, config.num_hidden_layers) if args.frames else None
     dataset = load_source(
         args.dataset_name, args.dataset_config_name, args.data_dir, args.split, args.audio_column_name,

@@ -114,7 +114,7 @@ class LinearEvalArguments:
 class LinearEvalResult:
     """Test accuracy over folds and seeds: `test_accuracy` is the mean of every (fold, seed) run, `test_accuracy_std`
     their std (with folds, mostly the spread between folds); `seed_accuracies` each seed's mean over the folds and
-    `seed_accuracy_std` their std (population), the ± of EVAR's README tables over runs; `folds` the per-fold figures
+    `seed_accuracy_std` their std (population), the ± over runs of the whole task; `folds` the per-fold figures
     (with each fold's sizes).
     The per-class report and the confusion matrix pool the first seed's predictions over the folds (each example is
     tested once). `num_train`, `num_validation` and `num_test` are summed over the folds, all three. `embeddings`: each

@@ -35,7 +35,7 @@ from ..extras import require_extra
 from ..feature_extraction_byola import BYOLAFeatureExtractor, NonFiniteFeaturesError, check_positive
 from ..hub import save_model_card
 from ..tools.cli import die_with_parent
-from ..tools.data import cache_file, load_audio_dataset, load_byola_front_end, shuffled
+from ..tools.data import cache_file, load_audio_dataset, load_byola_front_end, load_checked_model, shuffled
 from ..tools.distributed import check_device_with_workers, device_for_rank, is_main_process, process_group
 from ..tools.outputs import (
     MAY_CHANGE_ON_RESUME,
@@ -257,7 +257,7 @@ def compute_stats(args: StatsArguments) -> StatsResult:
     if args.output_dir is not None:  # before the work, not after it
         check_no_trained_head(config, args.model_name_or_path)
         check_in_place_update(args.model_name_or_path, args.output_dir)
-        check_model_weights(args.model_name_or_path)
+        load_checked_model(args.model_name_or_path)  # the weights beside which the statistics would be saved
     source = (args.dataset_name, args.dataset_config_name, args.data_dir, args.split, args.audio_column_name)
     dataset = load_audio_dataset(*source, feature_extractor.sampling_rate, args.streaming)
     dataset = select_examples(dataset, args.max_examples, args.seed, args.streaming)
@@ -352,35 +352,6 @@ def select_examples(dataset, max_examples: int | None, seed: int, streaming: boo
     if streaming:
         return dataset.shuffle(seed=seed, buffer_size=10_000).take(max_examples)
     return shuffled(dataset, seed).select(range(min(max_examples, len(dataset))))
-
-
-def check_model_weights(model_name_or_path: str) -> None:
-    """Load the model once to refuse a directory whose weights are missing, truncated, of other shapes or not
-    finite, since the statistics would be saved beside weights that cannot be used."""
-    from transformers import AutoModel
-
-    try:
-        model, info = AutoModel.from_pretrained(model_name_or_path, output_loading_info=True)
-    except ValueError:  # the model's own (mismatched, damaged or non-finite weights): one line naming the fixes
-        raise
-    except Exception as error:  # safetensors, torch and transformers raise many types for damaged files
-        message = " ".join(str(error).split())[:300] or type(error).__name__
-        raise ValueError(
-            f"The weights in {model_name_or_path} cannot be loaded ({message}): convert them again."
-        ) from None
-    missing = [key for key in info["missing_keys"] if not key.endswith("num_batches_tracked")]
-    if missing:  # weights of other shapes: refused by from_pretrained
-        raise ValueError(
-            f"The weights in {model_name_or_path} do not fit its config ({', '.join(missing[:3])}): convert them "
-            "again."
-        )
-    non_finite = [
-        name
-        for name, tensor in model.state_dict().items()
-        if tensor.is_floating_point() and not tensor.isfinite().all()
-    ]
-    if non_finite:
-        raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
 
 
 def check_no_trained_head(config: BYOLAConfig, model_name_or_path: str) -> None:

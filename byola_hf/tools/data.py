@@ -414,6 +414,37 @@ def is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
 
 
+def load_checked_model(model_name_or_path: str):
+    """`AutoModel.from_pretrained(model_name_or_path)` (the encoder, for an encoder's folder), refusing in one line a
+    folder whose weights are missing, truncated, of other shapes or not finite: the model's own errors as they are,
+    any other (safetensors, torch and transformers raise many types for damaged or absent files) naming the folder."""
+    from transformers import AutoModel
+
+    try:
+        model, info = AutoModel.from_pretrained(model_name_or_path, output_loading_info=True)
+    except ValueError:  # the model's own (mismatched, damaged or non-finite weights): one line naming the fixes
+        raise
+    except Exception as error:
+        message = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ValueError(
+            f"The weights in {model_name_or_path} cannot be loaded ({message}): convert them again."
+        ) from None
+    missing = [key for key in info["missing_keys"] if not key.endswith("num_batches_tracked")]
+    if missing:  # weights of other shapes: refused by from_pretrained
+        raise ValueError(
+            f"The weights in {model_name_or_path} do not fit its config ({', '.join(missing[:3])}): convert them "
+            "again."
+        )
+    non_finite = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if non_finite:
+        raise ValueError(f"The weights in {model_name_or_path} hold NaN or infinity ({', '.join(non_finite[:3])}).")
+    return model
+
+
 def load_byola_front_end(model_name_or_path: str) -> tuple[BYOLAConfig, BYOLAFeatureExtractor]:
     """The model's config and its feature extractor (built from the config when the directory has none)."""
     from transformers import AutoConfig, AutoFeatureExtractor
